@@ -1,0 +1,294 @@
+"""Typed run configuration: the single source of truth for a run.
+
+A YAML file is validated into :class:`ExperimentConfig`; the CLI's ``--set key=value`` overrides are
+applied to the raw mapping before validation, so both go through the same checks. Every field has a
+description (shown by ``terraseg train --help-config``). Unknown fields are errors, never ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from terraseg.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ClassSpec(_Strict):
+    """One output class."""
+
+    name: str = Field(description="Class name, e.g. 'building'.")
+    color: str = Field("#000000", description="Display colour as '#rrggbb' for overlays and legends.")
+
+
+class VectorLabels(_Strict):
+    """Polygon labels rasterized onto the image grid (after reprojection to the raster CRS)."""
+
+    path: str = Field(description="Vector file: shapefile (.shp or zipped .zip), GeoJSON, GeoPackage.")
+    layer: str | None = Field(None, description="Layer name for multi-layer files (GeoPackage); default first.")
+    attribute: str | None = Field(
+        None, description="Attribute holding the class of each feature; when unset every feature burns `burn_value`."
+    )
+    mapping: dict[str, int] | None = Field(
+        None, description="Attribute value (as text) -> class id. Required with `attribute` unless values are ids."
+    )
+    burn_value: int = Field(1, description="Class id burnt for every feature when `attribute` is unset.")
+    all_touched: bool = Field(False, description="Burn every pixel a polygon touches (GDAL ALL_TOUCHED), not only centres.")
+
+
+class SceneSource(_Strict):
+    """A georeferenced scene: one raster of any band count and dtype, plus labels on its grid."""
+
+    kind: Literal["scene"] = "scene"
+    image: str = Field(description="Raster path (GeoTIFF or any GDAL format); relative paths are under the data root.")
+    vector: VectorLabels | None = Field(None, description="Polygon labels; exclusive with `mask`.")
+    mask: str | None = Field(None, description="Mask raster on the same grid (class ids); exclusive with `vector`.")
+    mask_nodata: int | None = Field(None, description="Mask value meaning 'unknown' (becomes ignore_index); default the mask's nodata.")
+    bands: list[int] | None = Field(None, description="1-based band indexes to read, in order; default all bands.")
+
+    @model_validator(mode="after")
+    def _one_label_kind(self) -> "SceneSource":
+        if self.vector is not None and self.mask is not None:
+            raise ValueError("give either `vector` or `mask` labels for a scene, not both")
+        return self
+
+
+class FolderSource(_Strict):
+    """Image/mask pairs in a folder (PNG, JPEG or TIFF), in a known or generic layout."""
+
+    kind: Literal["folder"] = "folder"
+    root: str = Field(description="Folder holding the data set; relative paths are under the data root.")
+    layout: Literal["auto", "pairs", "seed", "loveda", "magnetic_tiles"] = Field(
+        "auto",
+        description=(
+            "'seed': <root>/train_frames + train_masks (same stems); 'loveda': <root>/**/images_png + masks_png "
+            "(0 = no-data, classes 1..7 -> 0..6); 'magnetic_tiles': <root>/MT_*/Imgs/<id>.jpg + <id>.png (mask > 0); "
+            "'pairs': <root>/<images_dir> + <masks_dir>; 'auto': detect."
+        ),
+    )
+    images_dir: str = Field("images", description="Image sub-folder for layout 'pairs'.")
+    masks_dir: str = Field("masks", description="Mask sub-folder for layout 'pairs'.")
+    binarize: bool = Field(False, description="Map mask values > 0 to 1 (antialiased binary masks).")
+    value_offset: int = Field(0, description="Added to mask values after reading (LoveDA uses -1); values < 0 become ignore_index.")
+    include: list[str] | None = Field(None, description="Only sub-folders / class folders with these names (e.g. MT_Crack).")
+
+
+Source = Annotated[Union[SceneSource, FolderSource], Field(discriminator="kind")]
+
+
+class NormalizationConfig(_Strict):
+    """Per-band normalisation, with statistics computed once on the training data and stored in the bundle."""
+
+    method: Literal["meanstd", "percentile", "none"] = Field(
+        "meanstd", description="'meanstd': (x - mean) / std; 'percentile': scale [low, high] percentiles to [0, 1], clipped."
+    )
+    percentiles: tuple[float, float] = Field((2.0, 98.0), description="Low and high percentiles for method 'percentile'.")
+    max_pixels: int = Field(2_000_000, description="Pixels sampled (uniformly, seeded) per band to compute statistics.")
+
+
+class DataConfig(_Strict):
+    """Where samples come from and how windows are drawn."""
+
+    train: list[Source] = Field(description="Training sources.")
+    val: list[Source] = Field(default_factory=list, description="Validation sources; when empty, `val_fraction` is held out.")
+    test: list[Source] = Field(default_factory=list, description="Test sources (used by `terraseg evaluate CONFIG`).")
+    val_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0,
+        description="Held-out share when `val` is empty: the bottom rows of each scene, a seeded share of folder pairs.",
+    )
+    data_root: str | None = Field(None, description="Root for relative data paths; default $TERRASEG_DATA or ../shared/datasets.")
+    window: int = Field(256, ge=32, description="Window (chip) size in pixels for training and validation; multiple of 32.")
+    samples_per_epoch: int = Field(512, ge=1, description="Random training windows drawn per epoch.")
+    rare_class_share: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Share of training windows centred on a pixel of a non-background class (sparse targets sampled "
+        "uniformly teach a net to predict blank masks).",
+    )
+    augment: bool = Field(True, description="Random flips and 90-degree rotations of training windows.")
+    batch_size: int = Field(8, ge=1, description="Windows per training batch.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = in the main process).")
+    normalization: NormalizationConfig = Field(default_factory=NormalizationConfig, description="Band normalisation.")
+
+    @model_validator(mode="after")
+    def _window_multiple(self) -> "DataConfig":
+        if self.window % 32:
+            raise ValueError(f"window must be a multiple of 32 (encoders downsample 5 times), got {self.window}")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Network architecture (segmentation_models_pytorch, or the plain U-Net)."""
+
+    arch: Literal["unet", "deeplabv3", "deeplabv3plus", "fpn", "plain_unet"] = Field("unet", description="Architecture.")
+    encoder: str = Field(
+        "resnet34", description="smp encoder name (resnet18/34/50, efficientnet-b0, tu-<timm name>, ...); unused by plain_unet."
+    )
+    encoder_weights: str | None = Field(
+        None,
+        description="None (random init, the default), a local weights file (.safetensors/.pth, loaded with weights_only), "
+        "or a hub name such as 'imagenet' (needs internet).",
+    )
+    encoder_depth: int = Field(5, ge=3, le=5, description="Encoder stages (smp U-Net/FPN) or U-Net levels (plain_unet).")
+    base_filters: int = Field(32, ge=4, description="Filters of the first level of plain_unet, doubled at each level.")
+
+
+class LossTerm(_Strict):
+    """One weighted loss term."""
+
+    name: Literal["dice", "jaccard", "ce", "focal"] = Field(description="'ce' is BCE for binary tasks, CE otherwise.")
+    weight: float = Field(1.0, gt=0, description="Weight of this term in the sum.")
+
+
+class OptimizerConfig(_Strict):
+    """Optimiser and learning-rate schedule."""
+
+    name: Literal["adam", "adamw", "sgd", "lion"] = Field("adamw", description="Optimiser (Lion: Chen et al. 2023, via timm).")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="Weight decay.")
+    momentum: float = Field(0.9, ge=0, description="Momentum (SGD only).")
+    scheduler: Literal["none", "cosine", "onecycle"] = Field("onecycle", description="Learning-rate schedule, stepped per batch.")
+
+
+class TrainConfig(_Strict):
+    """The training loop (Lightning)."""
+
+    max_epochs: int = Field(20, ge=1, description="Epochs at most.")
+    max_minutes: float | None = Field(None, gt=0, description="Stop after this many minutes of training (the best checkpoint is kept).")
+    patience: int = Field(10, ge=1, description="Early stopping: epochs without a better validation score.")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Numeric precision (autocast for the mixed ones).")
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu.")
+    devices: int | str = Field("auto", description="Lightning devices.")
+    seed: int = Field(0, description="Seed for weights, sampling and splits.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default all cores.")
+
+
+class TrackingConfig(_Strict):
+    """Experiment tracking with MLflow."""
+
+    enabled: bool = Field(True, description="Log params, per-epoch metrics and the bundle to MLflow.")
+    tracking_uri: str | None = Field(None, description="MLflow URI; default a sqlite file under the run folder.")
+    experiment: str | None = Field(None, description="Experiment name; default the config name.")
+
+
+class ExperimentConfig(_Strict):
+    """A whole training run."""
+
+    name: str = Field(description="Run name; also the default MLflow experiment.")
+    task: Literal["segmentation"] = Field("segmentation", description="Task type.")
+    classes: list[ClassSpec] = Field(min_length=2, description="Output classes in id order (id 0 first).")
+    ignore_index: int = Field(255, description="Mask value excluded from loss and metrics (nodata, unknown).")
+    data: DataConfig = Field(description="Data sources and sampling.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Architecture.")
+    loss: list[LossTerm] = Field(
+        default_factory=lambda: [LossTerm(name="ce"), LossTerm(name="dice")], description="Loss terms, summed."
+    )
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimiser.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")
+    output_dir: str = Field("runs/${name}", description="Run folder (checkpoints, bundle, MLflow store); ${name} expands.")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    @property
+    def binary(self) -> bool:
+        """True for two-class tasks, trained with one sigmoid output (class 1 = positive)."""
+        return len(self.classes) == 2
+
+    @model_validator(mode="after")
+    def _ignore_outside(self) -> "ExperimentConfig":
+        if 0 <= self.ignore_index < len(self.classes):
+            raise ValueError(f"ignore_index {self.ignore_index} collides with a class id (0..{len(self.classes) - 1})")
+        return self
+
+    def run_dir(self) -> Path:
+        """The run folder, with ``${name}`` expanded."""
+        return Path(self.output_dir.replace("${name}", self.name))
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_epochs=3)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config mapping in place.
+
+    Raises:
+        ConfigError: when an override is malformed or walks into a non-mapping.
+    """
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            if isinstance(node, list) and k.isdigit() and int(k) < len(node):
+                node = node[int(k)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {k!r} is not inside a mapping")
+            node = node.setdefault(k, {})
+        if isinstance(node, list) and keys[-1].isdigit() and int(keys[-1]) < len(node):
+            node[int(keys[-1])] = value
+        elif isinstance(node, dict):
+            node[keys[-1]] = value
+        else:
+            raise ConfigError(f"override {item!r}: cannot set {keys[-1]!r} here")
+    return raw
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """Turn a pydantic error into one sentence per problem, naming the field path and the file."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not (isinstance(x, str) and x in ("scene", "folder")))
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown field '{loc}'")
+        elif e["type"] == "missing":
+            parts.append(f"missing required field '{loc}'")
+        else:
+            parts.append(f"field '{loc}': {e['msg']}")
+    return f"{source}: invalid config: " + "; ".join(parts) + "."
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate a YAML experiment config.
+
+    Args:
+        path: YAML file.
+        overrides: ``key.sub=value`` strings applied before validation.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: missing or unparsable file, unknown or mistyped field, bad value.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found.")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]}).") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a config must be a YAML mapping at top level.")
+    apply_overrides(raw, overrides or [])
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(p))) from None

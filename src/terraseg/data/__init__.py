@@ -1,0 +1,1 @@
+"""Data sources, the sample contract, window sampling and normalisation."""

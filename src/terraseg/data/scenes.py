@@ -1,0 +1,382 @@
+"""Scenes: a pixel grid (raster or plain image) with optional labels, read window by window.
+
+A :class:`Scene` is what every sampler, the predictor and the evaluator read from. ``read`` returns
+the raw pixels of any window (padded outside the scene or its region), a validity mask (False for
+nodata and padding) and the class mask (``ignore_index`` where unknown). Georeferencing travels
+with the scene (``crs``, ``transform``) and is never recomputed later.
+
+Two kinds:
+
+* :class:`RasterScene`: a GeoTIFF (any GDAL raster) of any band count and dtype, labelled by a
+  vector file (rasterized per window after reprojection) or a mask raster on the same grid.
+  Small scenes are cached in memory; large ones are read window by window.
+* :class:`ArrayScene`: a plain image/mask pair (PNG, JPEG, TIFF), loaded on first use.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import Affine, array_bounds
+from rasterio.windows import Window
+
+from terraseg.errors import InputFileError
+from terraseg.io.images import read_image, read_mask
+from terraseg.io.raster import info_of, open_raster, read_window, valid_mask
+from terraseg.io.vector import VectorRasterizer
+
+CACHE_LIMIT_BYTES = 1 << 29  # scenes whose pixels fit in 512 MiB are held in memory
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of a scene in pixels: ``row_off``, ``col_off``, ``height``, ``width``."""
+
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+
+@dataclass
+class WindowRead:
+    """The result of :meth:`Scene.read`.
+
+    Attributes:
+        image: ``(C, h, w)`` raw pixels in the scene's dtype.
+        valid: ``(h, w)`` bool, False for nodata and for padding outside the scene/region.
+        mask: ``(h, w)`` int64 class ids with ``ignore_index`` where unknown, or None without labels.
+    """
+
+    image: np.ndarray
+    valid: np.ndarray
+    mask: np.ndarray | None
+
+
+def _crop(a: np.ndarray, row: int, col: int, h: int, w: int, fill) -> np.ndarray:
+    """Window ``(row, col, h, w)`` of the last two axes of ``a``, padded with ``fill``."""
+    H, W = a.shape[-2:]
+    out = np.full(a.shape[:-2] + (h, w), fill, dtype=a.dtype)
+    r0, c0, r1, c1 = max(row, 0), max(col, 0), min(row + h, H), min(col + w, W)
+    if r1 > r0 and c1 > c0:
+        out[..., r0 - row : r1 - row, c0 - col : c1 - col] = a[..., r0:r1, c0:c1]
+    return out
+
+
+class Scene:
+    """Base class. Coordinates passed to :meth:`read` are pixels relative to the scene's region."""
+
+    name: str
+    height: int
+    width: int
+    count: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    ignore_index: int
+    has_labels: bool
+
+    def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
+        """Read a window; see :class:`WindowRead`."""
+        raise NotImplementedError
+
+    # -- whole-scene helpers used by samplers and statistics ------------------------------------
+    def _overview(self, max_pixels: int) -> WindowRead:
+        """A (possibly decimated) read of the whole region, for statistics and class locations."""
+        return self.read(0, 0, self.height, self.width)
+
+    def sample_pixels(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Up to ``n`` valid pixels drawn uniformly: ``(C, k)`` raw values."""
+        ov = self._overview(max(n * 4, 1 << 20))
+        px = ov.image[:, ov.valid]
+        if px.shape[1] > n:
+            px = px[:, rng.choice(px.shape[1], n, replace=False)]
+        return px
+
+    def class_locations(self, max_per_class: int, rng: np.random.Generator) -> dict[int, np.ndarray]:
+        """Pixel locations of each non-background class (id >= 1): ``{class_id: (k, 2) rows, cols}``.
+
+        Used to centre training windows on rare classes. Locations come from a decimated overview
+        for scenes too large to hold in memory, scaled back to full-resolution pixels.
+        """
+        if not self.has_labels:
+            return {}
+        ov = self._overview(1 << 22)
+        assert ov.mask is not None
+        sy, sx = self.height / ov.mask.shape[0], self.width / ov.mask.shape[1]
+        out: dict[int, np.ndarray] = {}
+        for c in np.unique(ov.mask):
+            if c == 0 or c == self.ignore_index:
+                continue
+            rows, cols = np.nonzero(ov.mask == c)
+            if len(rows) > max_per_class:
+                pick = rng.choice(len(rows), max_per_class, replace=False)
+                rows, cols = rows[pick], cols[pick]
+            out[int(c)] = np.stack([(rows * sy).astype(np.int64), (cols * sx).astype(np.int64)], axis=1)
+        return out
+
+    def window_transform(self, row: int, col: int) -> Affine:
+        """Affine transform of a window whose top-left pixel is ``(row, col)`` of the region."""
+        return self.transform * Affine.translation(col, row)
+
+    def window_bounds(self, row: int, col: int, height: int, width: int) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` of a window in CRS units."""
+        return array_bounds(height, width, self.window_transform(row, col))
+
+    def _check_classes(self, mask: np.ndarray, num_classes: int | None, source: str) -> None:
+        if num_classes is None:
+            return
+        bad = (mask >= num_classes) & (mask != self.ignore_index) | (mask < 0)
+        if bad.any():
+            vals = ", ".join(str(v) for v in np.unique(mask[bad])[:8])
+            raise InputFileError(
+                f"{source}: mask values {vals} are not class ids of this task (0..{num_classes - 1}, ignore {self.ignore_index})."
+            )
+
+
+class RasterScene(Scene):
+    """A georeferenced raster with labels from a vector file or a mask raster.
+
+    Args:
+        path: raster file.
+        bands: 1-based band indexes to read (default all).
+        vector: vector label spec (:class:`terraseg.config.VectorLabels`), or None.
+        mask_path: mask raster on the same grid, or None.
+        mask_nodata: mask value meaning unknown (default: the mask raster's nodata).
+        ignore_index: mask value for unknown pixels.
+        region: restrict the scene to this rectangle (train/val splits of one scene).
+        num_classes: when given, mask values outside ``0..num_classes-1`` raise an error.
+        cache: hold the region in memory when it fits in :data:`CACHE_LIMIT_BYTES`.
+
+    Raises:
+        InputFileError: unreadable raster or labels, mask of another size/grid, labels that do not
+            overlap the raster, out-of-range band indexes.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        bands: list[int] | None = None,
+        vector=None,
+        mask_path: str | Path | None = None,
+        mask_nodata: int | None = None,
+        ignore_index: int = 255,
+        region: Region | None = None,
+        num_classes: int | None = None,
+        cache: bool = True,
+    ) -> None:
+        self.path = str(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with open_raster(path) as ds:
+                info = info_of(ds, self.path)
+        if bands and (min(bands) < 1 or max(bands) > info.count):
+            raise InputFileError(f"{path}: band indexes {bands} out of range (the raster has {info.count} bands).")
+        self.bands = list(bands) if bands else list(range(1, info.count + 1))
+        self.info = info
+        self.region = region or Region(0, 0, info.height, info.width)
+        self.name = Path(path).stem
+        self.height, self.width = self.region.height, self.region.width
+        self.count = len(self.bands)
+        self.dtype = info.dtype
+        self.crs = info.crs
+        self.transform = info.transform * Affine.translation(self.region.col_off, self.region.row_off)
+        self.nodata = info.nodata
+        self.ignore_index = ignore_index
+        self.num_classes = num_classes
+        self.mask_path = str(mask_path) if mask_path else None
+        self.mask_nodata = mask_nodata
+        self._rasterizer: VectorRasterizer | None = None
+        if vector is not None:
+            self._rasterizer = VectorRasterizer(
+                vector.path, info.crs, info.transform, info.width, info.height,
+                attribute=vector.attribute, mapping=vector.mapping, burn_value=vector.burn_value,
+                all_touched=vector.all_touched, layer=vector.layer, raster_path=self.path,
+            )
+        if self.mask_path:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with open_raster(self.mask_path) as mds:
+                    if (mds.width, mds.height) != (info.width, info.height):
+                        raise InputFileError(
+                            f"{self.mask_path}: mask is {mds.width}x{mds.height} pixels but image {self.path} is "
+                            f"{info.width}x{info.height}; they must share one grid."
+                        )
+                    if info.crs and mds.crs and (mds.crs != info.crs or not mds.transform.almost_equals(info.transform)):
+                        raise InputFileError(f"{self.mask_path}: mask is not on the grid (CRS/transform) of image {self.path}.")
+                    if self.mask_nodata is None and mds.nodata is not None:
+                        self.mask_nodata = int(mds.nodata)
+        self.has_labels = self._rasterizer is not None or self.mask_path is not None
+        nbytes = self.height * self.width * self.count * np.dtype(self.dtype).itemsize
+        self._cache_ok = cache and nbytes <= CACHE_LIMIT_BYTES
+        self._cached: WindowRead | None = None
+        self._ds = None
+
+    def __getstate__(self):  # datasets and caches are per process
+        state = self.__dict__.copy()
+        state["_ds"] = None
+        return state
+
+    def _dataset(self):
+        if self._ds is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._ds = rasterio.open(self.path)
+        return self._ds
+
+    def _read_direct(self, row: int, col: int, h: int, w: int, labels: bool) -> WindowRead:
+        r0, c0 = row + self.region.row_off, col + self.region.col_off
+        image = read_window(self._dataset(), Window(c0, r0, w, h), self.bands, path=self.path)
+        valid = valid_mask(image, self.nodata)
+        # outside the raster or the region: padding
+        inside = np.zeros((h, w), dtype=bool)
+        rr0, cc0 = max(row, 0), max(col, 0)
+        rr1, cc1 = min(row + h, self.height), min(col + w, self.width)
+        if rr1 > rr0 and cc1 > cc0:
+            inside[rr0 - row : rr1 - row, cc0 - col : cc1 - col] = True
+        valid &= inside
+        mask = None
+        if labels and self.has_labels:
+            if self._rasterizer is not None:
+                mask = self._rasterizer.rasterize(r0, c0, h, w)
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    with open_raster(self.mask_path) as mds:  # type: ignore[arg-type]
+                        mask = read_window(mds, Window(c0, r0, w, h), [1], fill=0, path=self.mask_path)[0].astype(np.int64)
+                if self.mask_nodata is not None:
+                    mask[mask == self.mask_nodata] = self.ignore_index
+                self._check_classes(mask, self.num_classes, self.mask_path or self.path)
+            mask[~valid] = self.ignore_index
+        return WindowRead(image, valid, mask)
+
+    def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
+        if self._cache_ok:
+            if self._cached is None:
+                self._cached = self._read_direct(0, 0, self.height, self.width, True)
+            c = self._cached
+            image = _crop(c.image, row, col, height, width, 0)
+            valid = _crop(c.valid, row, col, height, width, False)
+            mask = _crop(c.mask, row, col, height, width, self.ignore_index) if (labels and c.mask is not None) else None
+            return WindowRead(image, valid, mask)
+        return self._read_direct(row, col, height, width, labels)
+
+    def _overview(self, max_pixels: int) -> WindowRead:
+        if self._cache_ok or self.height * self.width <= max_pixels:
+            return self.read(0, 0, self.height, self.width)
+        # decimated read: nearest-neighbour overview of the region, labels rasterized at that scale
+        f = int(np.ceil(np.sqrt(self.height * self.width / max_pixels)))
+        oh, ow = max(self.height // f, 1), max(self.width // f, 1)
+        win = Window(self.region.col_off, self.region.row_off, self.width, self.height)
+        ds = self._dataset()
+        image = ds.read(self.bands, window=win, out_shape=(self.count, oh, ow))
+        valid = valid_mask(image, self.nodata)
+        mask = None
+        if self._rasterizer is not None:
+            from rasterio.features import rasterize
+
+            t = self.transform * Affine.scale(self.width / ow, self.height / oh)
+            out = np.zeros((oh, ow), dtype=np.int32)
+            rasterize(zip(self._rasterizer.geoms, map(int, self._rasterizer.values)), out=out, transform=t)
+            mask = out.astype(np.int64)
+        elif self.mask_path:
+            with open_raster(self.mask_path) as mds:
+                mask = mds.read(1, window=win, out_shape=(oh, ow)).astype(np.int64)
+            if self.mask_nodata is not None:
+                mask[mask == self.mask_nodata] = self.ignore_index
+        if mask is not None:
+            mask[~valid] = self.ignore_index
+        return WindowRead(image, valid, mask)
+
+
+class ArrayScene(Scene):
+    """A plain image with an optional mask image (PNG/JPEG/TIFF), loaded on first use and cached.
+
+    Args:
+        image_path: image file. mask_path: mask file or None.
+        binarize: map mask values > 0 to 1. value_offset: added to mask values; negatives -> ignore.
+        ignore_index: unknown-pixel value. num_classes: when given, out-of-range values raise.
+
+    Raises:
+        InputFileError: unreadable files, or mask size differs from image size (raised on first read).
+    """
+
+    crs = None
+    transform = Affine.identity()
+    nodata = None
+
+    def __init__(
+        self,
+        image_path: str | Path,
+        mask_path: str | Path | None = None,
+        binarize: bool = False,
+        value_offset: int = 0,
+        ignore_index: int = 255,
+        num_classes: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.path = str(image_path)
+        self.mask_path = str(mask_path) if mask_path else None
+        self.binarize = binarize
+        self.value_offset = value_offset
+        self.ignore_index = ignore_index
+        self.num_classes = num_classes
+        self.name = name or Path(image_path).stem
+        self.has_labels = mask_path is not None
+        self._cached: WindowRead | None = None
+        # size without decoding the whole file
+        from PIL import Image
+
+        try:
+            with Image.open(self.path) as im:
+                self.width, self.height = im.size
+                bands = len(im.getbands())
+                self.count = 3 if im.mode == "P" else bands
+                self.dtype = "uint16" if im.mode.startswith("I;16") else ("int32" if im.mode == "I" else "uint8")
+        except FileNotFoundError:
+            raise InputFileError(f"{self.path}: file not found.") from None
+        except Exception:
+            arr = read_image(self.path)
+            self._cached = WindowRead(arr, np.ones(arr.shape[1:], bool), None)
+            self.count, self.height, self.width = arr.shape
+            self.dtype = str(arr.dtype)
+
+    def load(self) -> WindowRead:
+        """Decode the image (and mask) once."""
+        if self._cached is not None and (self._cached.mask is not None or not self.has_labels):
+            return self._cached
+        image = self._cached.image if self._cached is not None else read_image(self.path)
+        self.count, self.height, self.width = image.shape
+        self.dtype = str(image.dtype)
+        valid = np.ones(image.shape[1:], dtype=bool)
+        mask = None
+        if self.mask_path:
+            raw = read_mask(self.mask_path)
+            if raw.shape != image.shape[1:]:
+                raise InputFileError(
+                    f"{self.mask_path}: mask is {raw.shape[1]}x{raw.shape[0]} pixels but image {self.path} is "
+                    f"{image.shape[2]}x{image.shape[1]}."
+                )
+            mask = raw.astype(np.int64)
+            if self.binarize:
+                mask = (mask > 0).astype(np.int64)
+            elif self.value_offset:
+                mask += self.value_offset
+                mask[mask < 0] = self.ignore_index
+            self._check_classes(mask, self.num_classes, self.mask_path)
+        self._cached = WindowRead(image, valid, mask)
+        return self._cached
+
+    def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
+        c = self.load()
+        image = _crop(c.image, row, col, height, width, 0)
+        valid = _crop(c.valid, row, col, height, width, False)
+        mask = _crop(c.mask, row, col, height, width, self.ignore_index) if (labels and c.mask is not None) else None
+        return WindowRead(image, valid, mask)

@@ -1,0 +1,1 @@
+"""Raster, image and vector I/O: window-by-window reads and writes, atomic outputs, clear errors."""

@@ -1,0 +1,51 @@
+"""Atomic output files: write to a temporary name beside the target, rename when complete.
+
+An interrupted run therefore never leaves a half-written bundle, raster or report under the final
+name (``os.replace`` is atomic on POSIX within one filesystem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it onto ``target``.
+
+    The temporary file keeps the target's suffix (GDAL picks drivers by extension) and starts with
+    a dot so listings don't mistake it for a result. On an exception it is deleted.
+
+    Args:
+        target: final output path; its parent folder is created.
+
+    Yields:
+        The temporary path to write to.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        # GDAL side-car files (e.g. .aux.xml) of the temp raster
+        for side in tmp_path.parent.glob(tmp_path.name + ".*"):
+            with contextlib.suppress(OSError):
+                side.unlink()
+        raise
+
+
+def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
+    """Write a text file atomically and return its path."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return Path(target)

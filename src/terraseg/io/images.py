@@ -1,0 +1,86 @@
+"""Plain (not georeferenced) images and masks: PNG, JPEG, TIFF.
+
+Images come back as ``(C, H, W)`` arrays in their stored dtype, masks as ``(H, W)``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from terraseg.errors import InputFileError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+# decompression-bomb guard: refuse images over this many pixels rather than allocate them
+Image.MAX_IMAGE_PIXELS = 400_000_000
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a plain image as ``(C, H, W)`` in its stored dtype (uint8 for PNG/JPEG).
+
+    TIFFs are read through rasterio (any band count and dtype); others through Pillow.
+
+    Raises:
+        InputFileError: missing file, or not a decodable image.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"{p}: file not found.")
+    if p.suffix.lower() in {".tif", ".tiff"}:
+        from terraseg.io.raster import open_raster, read_window
+        from rasterio.windows import Window
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_raster(p) as ds:
+                return read_window(ds, Window(0, 0, ds.width, ds.height), path=str(p))
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("P", "PA"):
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise InputFileError(f"{p}: not a readable image ({e}).") from None
+    if arr.ndim == 2:
+        arr = arr[None]
+    else:
+        arr = np.moveaxis(arr, -1, 0)
+    return np.ascontiguousarray(arr)
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a mask image as ``(H, W)`` integer class values (palette indexes are kept as ids).
+
+    Raises:
+        InputFileError: missing, unreadable, or multi-band with differing bands.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"{p}: mask file not found.")
+    if p.suffix.lower() in {".tif", ".tiff"}:
+        arr = read_image(p)
+    else:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                arr = np.asarray(im)  # 'P' mode keeps palette indexes = class ids
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+            raise InputFileError(f"{p}: not a readable mask image ({e}).") from None
+        if arr.ndim == 3:
+            arr = np.moveaxis(arr, -1, 0)
+    if arr.ndim == 3:
+        if arr.shape[0] > 1 and not (arr[: min(3, arr.shape[0])] == arr[:1]).all():
+            raise InputFileError(f"{p}: mask has {arr.shape[0]} differing bands; expected one band of class ids.")
+        arr = arr[0]
+    return arr
+
+
+def write_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write ``(H, W)`` or ``(3|4, H, W)`` uint8 as PNG (no atomicity; see :mod:`terraseg.io.atomic`)."""
+    a = array if array.ndim == 2 else np.moveaxis(array, 0, -1)
+    Image.fromarray(np.ascontiguousarray(a)).save(path, format="PNG")

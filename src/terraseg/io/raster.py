@@ -1,0 +1,166 @@
+"""Raster reading and writing by window, through rasterio/GDAL.
+
+All arrays follow rasterio's order: images ``(C, H, W)``, masks ``(H, W)``. Windows are in pixels of
+the source grid. Reads outside the raster are padded (``boundless``), so windows at scene edges are
+never thrown away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from terraseg.errors import InputFileError
+
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2"}
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """Grid and band description of a raster.
+
+    Attributes:
+        path: file path.
+        width: columns (pixels). height: rows (pixels). count: bands.
+        dtype: numpy dtype name of the bands (first band).
+        crs: coordinate reference system, or None for plain images.
+        transform: affine pixel -> CRS transform (identity for plain images).
+        nodata: nodata value of the bands, or None.
+    """
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+
+    @property
+    def georeferenced(self) -> bool:
+        """True when the raster has a CRS and a non-identity transform."""
+        return self.crs is not None and self.transform != Affine.identity()
+
+
+@contextlib.contextmanager
+def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader]:
+    """Open a raster for reading, turning GDAL failures into one clear :class:`InputFileError`.
+
+    Raises:
+        InputFileError: the file is missing or not a readable raster.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{p}: file not found.")
+    try:
+        ds = rasterio.open(p)
+    except (RasterioIOError, RasterioError) as e:
+        raise InputFileError(f"{p}: not a readable raster ({_first_line(e)}).") from None
+    try:
+        yield ds
+    finally:
+        ds.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
+    """Describe a raster without reading its pixels.
+
+    Raises:
+        InputFileError: missing or unreadable file.
+    """
+    with open_raster(path) as ds:
+        return info_of(ds, str(path))
+
+
+def info_of(ds: rasterio.DatasetReader, path: str) -> RasterInfo:
+    """:class:`RasterInfo` of an open dataset."""
+    return RasterInfo(
+        path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0],
+        crs=ds.crs, transform=ds.transform, nodata=ds.nodata,
+    )
+
+
+def read_window(
+    ds: rasterio.DatasetReader,
+    window: Window,
+    bands: list[int] | None = None,
+    fill: float | None = None,
+    path: str | None = None,
+) -> np.ndarray:
+    """Read a window, padding outside the raster with ``fill`` (default: nodata, else 0).
+
+    Args:
+        ds: open dataset.
+        window: pixel window; may extend beyond the raster.
+        bands: 1-based band indexes; default all.
+        fill: value for pixels outside the raster.
+        path: file name for error messages.
+
+    Returns:
+        ``(C, h, w)`` array in the raster's dtype.
+
+    Raises:
+        InputFileError: the pixel data cannot be decoded (corrupt blocks).
+    """
+    indexes = bands or list(range(1, ds.count + 1))
+    if fill is None:
+        fill = ds.nodata if ds.nodata is not None else 0
+    h, w = int(window.height), int(window.width)
+    r0, c0 = int(window.row_off), int(window.col_off)
+    out = np.full((len(indexes), h, w), fill, dtype=ds.dtypes[indexes[0] - 1])
+    # intersect with the raster, read that part, paste it
+    rr0, cc0 = max(r0, 0), max(c0, 0)
+    rr1, cc1 = min(r0 + h, ds.height), min(c0 + w, ds.width)
+    if rr1 <= rr0 or cc1 <= cc0:
+        return out
+    try:
+        data = ds.read(indexes, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+    except (RasterioIOError, RasterioError) as e:
+        raise InputFileError(f"{path or ds.name}: pixel data cannot be read, the file is corrupt ({_first_line(e)}).") from None
+    out[:, rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = data
+    return out
+
+
+def valid_mask(image: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Pixels that hold data: ``(H, W)`` bool, False where every band equals ``nodata``.
+
+    This follows GDAL's per-dataset mask for nodata values (a pixel is nodata when all bands are);
+    NaN counts as nodata for float rasters.
+    """
+    invalid = np.zeros(image.shape[1:], dtype=bool)
+    if np.issubdtype(image.dtype, np.floating):
+        invalid |= np.isnan(image).all(axis=0)
+    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
+        invalid |= (image == np.asarray(nodata, dtype=image.dtype)).all(axis=0)
+    return ~invalid
+
+
+def geotiff_profile(
+    info: RasterInfo, count: int, dtype: str, nodata: float | None, block: int = 256
+) -> dict[str, Any]:
+    """Creation options for a tiled, compressed GeoTIFF on ``info``'s grid."""
+    profile: dict[str, Any] = dict(
+        driver="GTiff", width=info.width, height=info.height, count=count, dtype=dtype,
+        crs=info.crs, transform=info.transform, nodata=nodata, compress="deflate",
+        BIGTIFF="IF_SAFER",
+    )
+    if info.width >= block and info.height >= block:
+        profile.update(tiled=True, blockxsize=block, blockysize=block)
+    return profile

@@ -1,0 +1,136 @@
+"""Vector labels: read (shapefile, zipped shapefile, GeoJSON, GeoPackage), reproject, rasterize.
+
+Uses geopandas/pyogrio for reading, pyproj (through geopandas) for reprojection and
+``rasterio.features.rasterize`` for burning polygons onto a raster grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+from rasterio.crs import CRS
+from rasterio.features import rasterize
+from rasterio.transform import Affine, array_bounds
+from shapely.geometry import box
+
+from terraseg.errors import InputFileError
+
+log = logging.getLogger(__name__)
+
+
+def read_vector(path: str | os.PathLike[str], layer: str | None = None) -> gpd.GeoDataFrame:
+    """Read a vector file into a GeoDataFrame, repairing invalid geometries.
+
+    Zipped shapefiles are read in place (GDAL's /vsizip/).
+
+    Raises:
+        InputFileError: missing file, unreadable file, or no features with a geometry.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{p}: label file not found.")
+    try:
+        gdf = gpd.read_file(p, layer=layer, engine="pyogrio")
+    except Exception as e:  # pyogrio raises DataSourceError, DataLayerError, ...; all mean "unreadable"
+        raise InputFileError(f"{p}: not a readable vector file ({str(e).splitlines()[0]}).") from None
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    if gdf.empty:
+        raise InputFileError(f"{p}: the label file holds no features with a geometry.")
+    invalid = ~gdf.geometry.is_valid
+    if invalid.any():
+        gdf = gdf.copy()
+        gdf.loc[invalid, "geometry"] = gdf.geometry[invalid].make_valid()
+    return gdf
+
+
+def class_values(
+    gdf: gpd.GeoDataFrame,
+    path: str,
+    attribute: str | None,
+    mapping: dict[str, int] | None,
+    burn_value: int,
+) -> np.ndarray:
+    """Class id of every feature: from ``attribute`` through ``mapping``, else ``burn_value``.
+
+    Raises:
+        InputFileError: the attribute is missing, or a value has no mapping.
+    """
+    if attribute is None:
+        return np.full(len(gdf), burn_value, dtype=np.int64)
+    if attribute not in gdf.columns:
+        raise InputFileError(f"{path}: attribute '{attribute}' not found (have: {', '.join(map(str, gdf.columns))}).")
+    raw = gdf[attribute]
+    if mapping is None:
+        try:
+            return raw.astype(np.int64).to_numpy()
+        except (TypeError, ValueError):
+            raise InputFileError(f"{path}: attribute '{attribute}' holds non-integer values; give a `mapping`.") from None
+    keys = raw.astype(str)
+    unknown = sorted(set(keys) - set(mapping))
+    if unknown:
+        raise InputFileError(f"{path}: attribute '{attribute}' values with no class mapping: {', '.join(unknown[:10])}.")
+    return keys.map(mapping).astype(np.int64).to_numpy()
+
+
+class VectorRasterizer:
+    """Burns polygon labels onto windows of one raster grid.
+
+    The features are reprojected to the raster CRS once; each call rasterizes only the features whose
+    bounds meet the window (spatial index), so a scene of any size is labelled window by window.
+
+    Args:
+        path: vector file. crs: raster CRS. transform: raster transform. width/height: raster size.
+        attribute/mapping/burn_value/all_touched/layer: see :class:`terraseg.config.VectorLabels`.
+        raster_path: raster name for error messages.
+
+    Raises:
+        InputFileError: unreadable labels, unknown class values, or no overlap with the raster.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        crs: CRS | None,
+        transform: Affine,
+        width: int,
+        height: int,
+        attribute: str | None = None,
+        mapping: dict[str, int] | None = None,
+        burn_value: int = 1,
+        all_touched: bool = False,
+        layer: str | None = None,
+        raster_path: str = "",
+    ) -> None:
+        gdf = read_vector(path, layer)
+        if crs is None:
+            raise InputFileError(f"{raster_path}: raster has no CRS, so vector labels {path} cannot be placed on it.")
+        if gdf.crs is None:
+            log.warning("%s has no CRS; assuming the raster's CRS %s", path, crs)
+            gdf = gdf.set_crs(crs)
+        elif not CRS.from_user_input(gdf.crs) == crs:
+            gdf = gdf.to_crs(crs)
+        values = class_values(gdf, str(path), attribute, mapping, burn_value)
+        raster_box = box(*array_bounds(height, width, transform))
+        hits = gdf.geometry.intersects(raster_box).to_numpy()
+        if not hits.any():
+            raise InputFileError(f"{path}: labels have no overlap with raster {raster_path or '(grid)'}.")
+        self.geoms = gdf.geometry.to_numpy()[hits]
+        self.values = values[hits]
+        self.tree = gpd.GeoSeries(self.geoms).sindex
+        self.transform = transform
+        self.all_touched = all_touched
+
+    def rasterize(self, row_off: int, col_off: int, height: int, width: int, fill: int = 0) -> np.ndarray:
+        """Rasterize the window ``(row_off, col_off, height, width)`` into an ``(H, W)`` int64 mask."""
+        t = self.transform * Affine.translation(col_off, row_off)
+        win_box = box(*array_bounds(height, width, t))
+        idx = self.tree.query(win_box)
+        out = np.full((height, width), fill, dtype=np.int32)
+        if len(idx):
+            shapes = ((self.geoms[i], int(self.values[i])) for i in sorted(idx))
+            rasterize(shapes, out=out, transform=t, all_touched=self.all_touched)
+        return out.astype(np.int64)

@@ -1,0 +1,46 @@
+"""Process-wide settings read from the environment.
+
+``TERRASEG_DATA`` is the one data-root setting: relative data paths in configs are resolved against
+it. When unset, ``../shared/datasets`` is used if it exists (relative to the working directory, then
+to the source checkout).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def data_root() -> Path:
+    """Return the data root directory.
+
+    Returns:
+        ``$TERRASEG_DATA`` if set, else the first existing of ``./../shared/datasets`` and
+        ``<checkout>/../shared/datasets``, else ``./data``.
+    """
+    env = os.environ.get("TERRASEG_DATA")
+    if env:
+        return Path(env).expanduser().resolve()
+    for base in (Path.cwd(), _REPO_ROOT):
+        candidate = (base / ".." / "shared" / "datasets").resolve()
+        if candidate.is_dir():
+            return candidate
+    return (Path.cwd() / "data").resolve()
+
+
+def resolve_data_path(path: str | os.PathLike[str], root: Path | None = None) -> Path:
+    """Resolve a data path: absolute paths are kept, relative ones are joined to the data root.
+
+    Args:
+        path: a path from a config file.
+        root: the data root; defaults to :func:`data_root`.
+
+    Returns:
+        The absolute path (it may not exist; readers raise a clear error when it doesn't).
+    """
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    return (root or data_root()) / p
