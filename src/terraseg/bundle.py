@@ -1,0 +1,144 @@
+"""The model bundle: one zip file holding everything needed to predict.
+
+Layout (``model.terraseg``)::
+
+    manifest.json        BundleManifest: architecture, input spec, classes, metrics, provenance
+    weights.safetensors  the network's state dict (safetensors: data only, never pickled code)
+
+Loading a bundle needs no config file and no training code. Bundles are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from terraseg import __version__
+from terraseg.config import ClassSpec, ModelConfig
+from terraseg.data.normalize import NormStats
+from terraseg.errors import BundleError
+from terraseg.io.atomic import atomic_path
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+
+
+class InputSpec(BaseModel):
+    """What the model expects as input."""
+
+    model_config = ConfigDict(extra="forbid")
+    bands: int = Field(description="Band count.")
+    band_indexes: list[int] | None = Field(None, description="1-based raster bands read during training, in order.")
+    band_names: list[str] | None = Field(None, description="Band names, if known.")
+    dtype: str = Field(description="Raster dtype seen in training (others are accepted; values matter).")
+    nodata: float | None = Field(None, description="Nodata value of the training rasters.")
+    normalization: dict[str, Any] = Field(description="NormStats as a dict (method, mean, std, low, high).")
+    window: int = Field(description="Window size used in training (pixels); prediction default.")
+
+
+class BundleManifest(BaseModel):
+    """``manifest.json`` of a bundle."""
+
+    model_config = ConfigDict(extra="allow")
+    format_version: int = FORMAT_VERSION
+    terraseg_version: str = __version__
+    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    name: str
+    task: str = "segmentation"
+    model: ModelConfig
+    input: InputSpec
+    classes: list[ClassSpec]
+    ignore_index: int = 255
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict, description="The training config, for provenance.")
+
+
+class Bundle:
+    """A loaded bundle: manifest plus network in eval mode on the CPU."""
+
+    def __init__(self, manifest: BundleManifest, model: nn.Module) -> None:
+        self.manifest = manifest
+        self.model = model.eval()
+
+    @property
+    def stats(self) -> NormStats:
+        """Normalisation statistics (the preprocessing contract)."""
+        return NormStats.from_dict(self.manifest.input.normalization)
+
+    @property
+    def num_classes(self) -> int:
+        """Class count."""
+        return len(self.manifest.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in id order."""
+        return [c.name for c in self.manifest.classes]
+
+    @property
+    def in_channels(self) -> int:
+        """Input band count."""
+        return self.manifest.input.bands
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the bundle atomically (temp file + rename) and return its path."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        with atomic_path(path) as tmp:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+                z.writestr(MANIFEST, self.manifest.model_dump_json(indent=2))
+                z.writestr(WEIGHTS, st_save(state))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Bundle":
+        """Load a bundle.
+
+        Raises:
+            BundleError: missing file, not a bundle, corrupt members, or a newer format.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise BundleError(f"{p}: model bundle not found.")
+        try:
+            with zipfile.ZipFile(p) as z:
+                manifest_raw = json.loads(z.read(MANIFEST))
+                weights = z.read(WEIGHTS)
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
+            raise BundleError(f"{p}: not a terraseg bundle ({e}).") from None
+        try:
+            manifest = BundleManifest.model_validate(manifest_raw)
+        except ValidationError as e:
+            raise BundleError(f"{p}: bundle manifest is invalid ({e.errors()[0]['loc']}: {e.errors()[0]['msg']}).") from None
+        if manifest.format_version > FORMAT_VERSION:
+            raise BundleError(f"{p}: bundle format {manifest.format_version} is newer than this terraseg supports ({FORMAT_VERSION}).")
+        from terraseg.models.factory import build_model
+
+        model = build_model(manifest.model, manifest.input.bands, len(manifest.classes), load_pretrained=False)
+        try:
+            model.load_state_dict(st_load(weights))
+        except (RuntimeError, Exception) as e:
+            raise BundleError(f"{p}: weights do not fit the bundle's architecture ({str(e).splitlines()[0]}).") from None
+        return cls(manifest, model)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description (``terraseg info``)."""
+        m = self.manifest
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "name": m.name, "task": m.task, "terraseg_version": m.terraseg_version, "created": m.created,
+            "model": m.model.model_dump(), "parameters": n_params,
+            "input": m.input.model_dump(), "classes": [c.model_dump() for c in m.classes],
+            "ignore_index": m.ignore_index, "metrics": m.metrics,
+        }

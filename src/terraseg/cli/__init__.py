@@ -1,0 +1,1 @@
+"""The ``terraseg`` command line (Typer)."""

@@ -1,0 +1,203 @@
+"""``terraseg``: thin Typer commands; each parses options and calls one API function.
+
+User errors (:class:`terraseg.errors.TerrasegError`) are caught here once and printed as one line
+on stderr with exit code 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from terraseg import __version__
+from terraseg.errors import TerrasegError
+
+app = typer.Typer(
+    name="terraseg", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Train, evaluate and predict segmentation models on satellite and aerial imagery.",
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"terraseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False,
+) -> None:
+    """terraseg: imagery + labels -> trained, evaluated model -> georeferenced predictions."""
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn TerrasegError into one line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TerrasegError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; nothing half-written was left under a final name.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML), validated against terraseg.config.ExperimentConfig.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.sub=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the run folder).")] = None,
+) -> None:
+    """Train a model from a config and write <run folder>/model.terraseg."""
+    from terraseg.config import load_config
+    from terraseg.train.run import train as run_train
+
+    cfg = load_config(config, set_ or [])
+    res = run_train(cfg, resume=resume, tracking_uri=tracking_uri)
+    best = res.best
+    out.print(f"bundle: {res.bundle_path}")
+    out.print(f"epochs: {res.epochs}  train time: {res.train_seconds:.0f} s  throughput: {res.chips_per_second:.1f} chips/s")
+    if best:
+        out.print("best validation: " + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float)))
+    if res.tracking_uri:
+        out.print(f"mlflow: {res.tracking_uri}")
+
+
+def _scenes_for(data: Path, labels: Optional[Path], split: str, num_classes: int, ignore_index: int, bands, burn_value: int,
+                attribute: Optional[str]):
+    from terraseg.config import DataConfig, FolderSource, load_config
+    from terraseg.data.sources import build_scenes, scene_from_path, train_val_scenes
+    from terraseg.errors import ConfigError, InputFileError
+
+    if data.suffix.lower() in {".yaml", ".yml"}:
+        cfg = load_config(data)
+        if split == "test":
+            if not cfg.data.test:
+                raise ConfigError(f"{data}: config has no `data.test` sources; use --split val.")
+            return build_scenes(cfg.data.test, cfg.data, ignore_index, num_classes)
+        return train_val_scenes(cfg.data, ignore_index, num_classes, cfg.train.seed)[1]
+    if data.is_dir():
+        dc = DataConfig(train=[FolderSource(root=str(data.resolve()))])
+        return build_scenes(dc.train, dc, ignore_index, num_classes)
+    if labels is None:
+        raise InputFileError(f"{data}: give --labels (vector file or mask raster) to evaluate an image.")
+    return [scene_from_path(data, bands=bands, labels=labels, ignore_index=ignore_index, num_classes=num_classes,
+                            burn_value=burn_value, attribute=attribute)]
+
+
+@app.command()
+@user_errors
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
+    data: Annotated[Path, typer.Argument(help="An image (with --labels), an image/mask folder, or a config YAML (its test split).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder for metrics.json, confusion_matrix.png, overlays/.")],
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Labels of an image: vector file (shp/zip/geojson/gpkg) or mask raster.")] = None,
+    burn_value: Annotated[int, typer.Option(help="Class id burnt for vector features without --attribute.")] = 1,
+    attribute: Annotated[Optional[str], typer.Option(help="Vector attribute holding integer class ids.")] = None,
+    split: Annotated[str, typer.Option(help="With a config: 'test' (data.test) or 'val' (the validation split).")] = "test",
+    window: Annotated[Optional[int], typer.Option(help="Sliding window size in pixels (default: the bundle's, at least 256).")] = None,
+    overlap: Annotated[float, typer.Option(help="Overlap share between neighbouring windows.")] = 0.25,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    overlays: Annotated[int, typer.Option(help="Overlay PNGs (image | truth | prediction) to write.")] = 4,
+) -> None:
+    """Evaluate a bundle on labelled data: per-class IoU, Dice/F1, precision, recall, mIoU."""
+    from terraseg.bundle import Bundle
+    from terraseg.evaluate.report import evaluate as run_eval
+
+    b = Bundle.load(bundle)
+    scenes = _scenes_for(data, labels, split, b.num_classes, b.manifest.ignore_index, b.manifest.input.band_indexes, burn_value, attribute)
+    m = run_eval(b, scenes, out_dir, window=window, overlap=overlap, batch_size=batch_size, overlays=overlays)
+    table = Table(title=f"{b.manifest.name} on {data.name}")
+    for col in ("class", "IoU", "Dice/F1", "precision", "recall", "pixels"):
+        table.add_column(col)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for name, v in m["per_class"].items():
+        table.add_row(name, fmt(v["iou"]), fmt(v["dice"]), fmt(v["precision"]), fmt(v["recall"]), str(v["support"]))
+    out.print(table)
+    headline = f"mIoU {fmt(m['miou'])}  pixel accuracy {fmt(m['pixel_accuracy'])}"
+    if "iou" in m:
+        headline = f"IoU {fmt(m['iou'])}  F1 {fmt(m['dice'])}  " + headline
+    out.print(headline)
+    out.print(f"metrics: {Path(out_dir) / 'metrics.json'}")
+
+
+@app.command()
+@user_errors
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Images: GeoTIFF (any size, band count, dtype), PNG, JPEG.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder; one output per input with the same stem.")],
+    window: Annotated[Optional[int], typer.Option(help="Sliding window size in pixels (default: the bundle's, at least 256).")] = None,
+    overlap: Annotated[float, typer.Option(help="Overlap share between neighbouring windows (blended with a Hann window).")] = 0.25,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write <stem>_probs.tif (float32, one band per class).")] = False,
+    overlay: Annotated[bool, typer.Option("--overlay", help="Also write <stem>_overlay.png (class colours over the image).")] = False,
+    device: Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1 ...")] = "cpu",
+    precision: Annotated[str, typer.Option(help="'32', or 'bf16' / '16' autocast.")] = "32",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Run the network in NHWC memory layout.")] = False,
+) -> None:
+    """Predict images of any size; GeoTIFF outputs keep the input's CRS, transform and nodata."""
+    from terraseg.predict.run import predict as run_predict
+
+    res = run_predict(bundle, list(inputs), out_dir, window, overlap, batch_size, probabilities, overlay, device, precision, channels_last)
+    for src, outs in res.outputs.items():
+        out.print(f"{src} -> " + ", ".join(outs.values()))
+    for src, why in res.failures.items():
+        err.print(f"[bold red]error:[/] {why}", highlight=False, soft_wrap=True)
+    if res.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def info(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full description as JSON.")] = False,
+) -> None:
+    """Describe a bundle: architecture, input spec, classes, metrics, version."""
+    from terraseg.bundle import Bundle
+
+    s = Bundle.load(bundle).summary()
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    m = s["model"]
+    out.print(f"[bold]{s['name']}[/]  ({s['task']}, terraseg {s['terraseg_version']}, created {s['created']})")
+    out.print(f"model: {m['arch']} / {m['encoder']}  parameters: {s['parameters']:,}")
+    i = s["input"]
+    out.print(f"input: {i['bands']} bands {i['band_indexes'] or ''} dtype {i['dtype']} nodata {i['nodata']} window {i['window']}")
+    n = i["normalization"]
+    out.print(f"normalisation: {n['method']} mean {[round(v, 3) for v in n['mean']]} std {[round(v, 3) for v in n['std']]}")
+    out.print("classes: " + ", ".join(f"{k}={c['name']} ({c['color']})" for k, c in enumerate(s["classes"])) + f"; ignore_index {s['ignore_index']}")
+    best = s["metrics"].get("validation", {})
+    if best:
+        out.print("validation (best epoch): " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items() if k != "per_class"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,173 @@
+"""PyTorch datasets of windows over scenes, producing the sample dict contract.
+
+Sample dict (TorchGeo-style):
+    ``image``: float32 tensor ``(C, H, W)``, normalised by :func:`terraseg.data.normalize.normalize`;
+    ``mask``: int64 tensor ``(H, W)`` with ``ignore_index`` for unknown, nodata and padding;
+    ``valid``: bool tensor ``(H, W)``; ``crs``: WKT string or None; ``transform``: 6 affine
+    coefficients (a, b, c, d, e, f); ``bounds``: (left, bottom, right, top) in CRS units;
+    ``scene``: scene name; ``window``: (row, col, height, width) in the scene's pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from terraseg.data.normalize import NormStats, normalize
+from terraseg.data.scenes import Scene
+
+
+def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats) -> dict[str, Any]:
+    """Read and normalise one window of a scene into a sample dict (no augmentation)."""
+    r = scene.read(row, col, size, size)
+    image = normalize(r.image, stats, r.valid)
+    mask = r.mask if r.mask is not None else np.full((size, size), scene.ignore_index, dtype=np.int64)
+    t = scene.window_transform(row, col)
+    return {
+        "image": torch.from_numpy(image),
+        "mask": torch.from_numpy(mask),
+        "valid": torch.from_numpy(r.valid),
+        "crs": scene.crs.to_wkt() if scene.crs else None,
+        "transform": (t.a, t.b, t.c, t.d, t.e, t.f),
+        "bounds": scene.window_bounds(row, col, size, size),
+        "scene": scene.name,
+        "window": (row, col, size, size),
+    }
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack ``image``/``mask``/``valid`` into ``(N, ...)`` tensors; keep metadata as lists."""
+    out: dict[str, Any] = {}
+    for k in samples[0]:
+        vals = [s[k] for s in samples]
+        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    return out
+
+
+def _augment(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, rng: np.random.Generator):
+    """Random flips and 90-degree rotation (the dihedral group D4), applied alike to all three."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    ts = [image, mask, valid]
+    if flip:
+        ts = [t.flip(-1) for t in ts]
+    if k:
+        ts = [torch.rot90(t, k, dims=(-2, -1)) for t in ts]
+    return [t.contiguous() for t in ts]
+
+
+class RandomWindowDataset(Dataset):
+    """Random training windows; a share of them centred on pixels of non-background classes.
+
+    Windows may extend past scene edges (padded, masked with ``ignore_index``), so every pixel can
+    be sampled. Each index draws from a generator seeded by ``(seed, epoch, index)``: reproducible,
+    and different every epoch (call :meth:`set_epoch`).
+
+    Args:
+        scenes: labelled scenes. window: window size (pixels). length: windows per epoch.
+        stats: normalisation statistics. rare_class_share: share of windows centred on a random
+        pixel of a random non-background class. augment: D4 flips/rotations. seed: base seed.
+    """
+
+    def __init__(
+        self,
+        scenes: list[Scene],
+        window: int,
+        length: int,
+        stats: NormStats,
+        rare_class_share: float = 0.5,
+        augment: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if not scenes:
+            raise ValueError("no training scenes")
+        self.scenes, self.window, self.length, self.stats = scenes, window, length, stats
+        self.rare_class_share, self.augment, self.seed = rare_class_share, augment, seed
+        self.epoch = 0
+        areas = np.array([s.height * s.width for s in scenes], dtype=np.float64)
+        self.scene_p = areas / areas.sum()
+        rng = np.random.default_rng(seed)
+        # class -> list of (scene index, (k, 2) locations)
+        self.class_locs: dict[int, list[tuple[int, np.ndarray]]] = {}
+        if rare_class_share > 0:
+            for i, s in enumerate(scenes):
+                for c, locs in s.class_locations(2000, rng).items():
+                    self.class_locs.setdefault(c, []).append((i, locs))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random windows drawn (called at the start of every epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _offset(self, rng: np.random.Generator, extent: int, centre: int | None) -> int:
+        lo, hi = min(0, extent - self.window), max(0, extent - self.window)
+        if centre is None:
+            return int(rng.integers(lo, hi + 1))
+        jitter = int(rng.integers(-self.window // 4, self.window // 4 + 1))
+        return int(np.clip(centre - self.window // 2 + jitter, lo, hi))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        centre = None
+        if self.class_locs and rng.random() < self.rare_class_share:
+            cls = list(self.class_locs)[int(rng.integers(len(self.class_locs)))]
+            entries = self.class_locs[cls]
+            sizes = np.array([len(l) for _, l in entries], dtype=np.float64)
+            si, locs = entries[int(rng.choice(len(entries), p=sizes / sizes.sum()))]
+            centre = locs[int(rng.integers(len(locs)))]
+        else:
+            si = int(rng.choice(len(self.scenes), p=self.scene_p))
+        scene = self.scenes[si]
+        row = self._offset(rng, scene.height, None if centre is None else int(centre[0]))
+        col = self._offset(rng, scene.width, None if centre is None else int(centre[1]))
+        sample = make_sample(scene, row, col, self.window, self.stats)
+        if self.augment:
+            sample["image"], sample["mask"], sample["valid"] = _augment(sample["image"], sample["mask"], sample["valid"], rng)
+        return sample
+
+
+def grid_windows(height: int, width: int, window: int) -> list[tuple[int, int]]:
+    """Top-left corners of non-overlapping ``window`` tiles covering a ``height x width`` grid.
+
+    Edge tiles extend past the grid (padded on read), so every pixel lies in exactly one tile.
+    """
+    return [(r, c) for r in range(0, height, window) for c in range(0, width, window)]
+
+
+class GridWindowDataset(Dataset):
+    """Validation windows: a regular grid over every scene, each pixel in exactly one window."""
+
+    def __init__(self, scenes: list[Scene], window: int, stats: NormStats) -> None:
+        self.scenes, self.window, self.stats = scenes, window, stats
+        self.index = [(i, r, c) for i, s in enumerate(scenes) for r, c in grid_windows(s.height, s.width, window)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i, r, c = self.index[index]
+        return make_sample(self.scenes[i], r, c, self.window, self.stats)
+
+
+def scene_statistics(scenes: list[Scene], method: str, percentiles: tuple[float, float], max_pixels: int, seed: int) -> NormStats:
+    """Per-band statistics of the training scenes (valid pixels only, seeded sample).
+
+    Raises:
+        ValueError: scenes with different band counts, or no valid pixel.
+    """
+    from terraseg.data.normalize import compute_stats
+    from terraseg.errors import InputFileError
+
+    counts = {s.count for s in scenes}
+    if len(counts) > 1:
+        detail = ", ".join(f"{s.name}: {s.count}" for s in scenes[:6])
+        raise InputFileError(f"training scenes have different band counts ({detail}).")
+    rng = np.random.default_rng(seed)
+    per_scene = max(max_pixels // len(scenes), 1000)
+    px = np.concatenate([s.sample_pixels(per_scene, rng) for s in scenes], axis=1)
+    return compute_stats(px, method, percentiles)

@@ -1,0 +1,197 @@
+"""Build :class:`~terraseg.data.scenes.Scene` lists from config sources, and split them.
+
+Folder layouts understood (see :class:`terraseg.config.FolderSource`):
+
+* ``seed``: ``<root>/train_frames/<stem>.*`` + ``<root>/train_masks/<stem>.*``
+* ``loveda``: ``<root>/**/images_png/<n>.png`` + sibling ``masks_png/<n>.png``; value 0 is no-data
+  (-> ignore_index) and classes 1..7 become ids 0..6 (Wang et al., LoveDA, NeurIPS 2021).
+* ``magnetic_tiles``: ``<root>/MT_<class>/Imgs/<id>.jpg`` + ``<id>.png``, binarised with ``> 0``
+  (Huang et al., The Visual Computer 2020).
+* ``pairs``: ``<root>/<images_dir>`` + ``<root>/<masks_dir>`` with matching stems.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import copy
+
+import numpy as np
+from rasterio.transform import Affine
+
+from terraseg.config import DataConfig, FolderSource, SceneSource
+from terraseg.data.scenes import ArrayScene, RasterScene, Region, Scene
+from terraseg.errors import InputFileError
+from terraseg.io.images import IMAGE_SUFFIXES
+from terraseg.settings import resolve_data_path
+
+
+def _stems(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def _pairs_in(images: Path, masks: Path) -> list[tuple[Path, Path]]:
+    if not images.is_dir():
+        raise InputFileError(f"{images}: image folder not found.")
+    if not masks.is_dir():
+        raise InputFileError(f"{masks}: mask folder not found.")
+    imgs, msks = _stems(images), _stems(masks)
+    return [(imgs[s], msks[s]) for s in sorted(imgs) if s in msks]
+
+
+def detect_layout(root: Path) -> str:
+    """Guess a folder layout from its contents (see module docstring)."""
+    if (root / "train_frames").is_dir():
+        return "seed"
+    if any(root.glob("MT_*/Imgs")):
+        return "magnetic_tiles"
+    if any(root.glob("**/images_png")):
+        return "loveda"
+    return "pairs"
+
+
+def folder_pairs(src: FolderSource, root: Path) -> tuple[list[tuple[Path, Path]], str]:
+    """List ``(image, mask)`` pairs of a folder source and the layout used.
+
+    Raises:
+        InputFileError: missing folder or no pairs found.
+    """
+    if not root.is_dir():
+        raise InputFileError(f"{root}: data folder not found.")
+    layout = detect_layout(root) if src.layout == "auto" else src.layout
+    pairs: list[tuple[Path, Path]] = []
+    if layout == "seed":
+        pairs = _pairs_in(root / "train_frames", root / "train_masks")
+    elif layout == "pairs":
+        pairs = _pairs_in(root / src.images_dir, root / src.masks_dir)
+    elif layout == "loveda":
+        for img_dir in sorted(root.glob("**/images_png")):
+            if src.include and not any(part in src.include for part in img_dir.parts):
+                continue
+            pairs += _pairs_in(img_dir, img_dir.parent / "masks_png")
+    elif layout == "magnetic_tiles":
+        for cls_dir in sorted(root.glob("MT_*")):
+            if src.include and cls_dir.name not in src.include:
+                continue
+            for jpg in sorted((cls_dir / "Imgs").glob("*.jpg")):
+                png = jpg.with_suffix(".png")
+                if png.is_file():
+                    pairs.append((jpg, png))
+    if not pairs:
+        raise InputFileError(f"{root}: no image/mask pairs found (layout '{layout}').")
+    return pairs, layout
+
+
+def build_scenes(
+    sources: list[SceneSource | FolderSource], cfg: DataConfig, ignore_index: int, num_classes: int | None
+) -> list[Scene]:
+    """Turn config sources into scenes (labels checked; pixels read lazily).
+
+    Raises:
+        InputFileError: a missing or unreadable file, or labels that do not fit the image.
+    """
+    root = Path(cfg.data_root) if cfg.data_root else None
+    scenes: list[Scene] = []
+    for src in sources:
+        if isinstance(src, SceneSource):
+            vec = src.vector.model_copy(update={"path": str(resolve_data_path(src.vector.path, root))}) if src.vector else None
+            scenes.append(
+                RasterScene(
+                    resolve_data_path(src.image, root), bands=src.bands, vector=vec,
+                    mask_path=resolve_data_path(src.mask, root) if src.mask else None,
+                    mask_nodata=src.mask_nodata, ignore_index=ignore_index, num_classes=num_classes,
+                )
+            )
+        else:
+            froot = resolve_data_path(src.root, root)
+            pairs, layout = folder_pairs(src, froot)
+            binarize = src.binarize or layout == "magnetic_tiles"
+            offset = -1 if layout == "loveda" and src.value_offset == 0 else src.value_offset
+            for img, msk in pairs:
+                scenes.append(
+                    ArrayScene(img, msk, binarize=binarize, value_offset=offset, ignore_index=ignore_index,
+                               num_classes=num_classes, name=str(img.relative_to(froot).with_suffix("")))
+                )
+    return scenes
+
+
+def split_region(scene: RasterScene, fraction: float) -> tuple[RasterScene, RasterScene]:
+    """Split a raster scene into a top part (training) and a bottom ``fraction`` of rows (validation)."""
+    h = scene.height
+    n_val = max(int(round(h * fraction)), 1)
+    top, bottom = copy.copy(scene), copy.copy(scene)
+    r0, c0 = scene.region.row_off, scene.region.col_off
+    for part, region in ((top, Region(r0, c0, h - n_val, scene.width)), (bottom, Region(r0 + h - n_val, c0, n_val, scene.width))):
+        part.region = region
+        part.height, part.width = region.height, region.width
+        part.transform = scene.info.transform * Affine.translation(region.col_off, region.row_off)
+        part._cached = None
+    top.name, bottom.name = f"{scene.name}[train]", f"{scene.name}[val]"
+    return top, bottom
+
+
+def train_val_scenes(
+    cfg: DataConfig, ignore_index: int, num_classes: int, seed: int
+) -> tuple[list[Scene], list[Scene]]:
+    """Training and validation scenes of a config.
+
+    With ``cfg.val`` empty, ``cfg.val_fraction`` is held out: the bottom rows of every raster scene
+    (a spatial hold-out: no validation pixel is ever inside a training window) and a seeded random
+    share of folder pairs.
+    """
+    train = build_scenes(cfg.train, cfg, ignore_index, num_classes)
+    if cfg.val:
+        return train, build_scenes(cfg.val, cfg, ignore_index, num_classes)
+    if cfg.val_fraction <= 0:
+        return train, []
+    rasters = [s for s in train if isinstance(s, RasterScene)]
+    arrays = [s for s in train if not isinstance(s, RasterScene)]
+    tr: list[Scene] = []
+    va: list[Scene] = []
+    for s in rasters:
+        a, b = split_region(s, cfg.val_fraction)
+        tr.append(a)
+        va.append(b)
+    if arrays:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(arrays))
+        n_val = max(int(round(len(arrays) * cfg.val_fraction)), 1)
+        va += [arrays[i] for i in sorted(order[:n_val])]
+        tr += [arrays[i] for i in sorted(order[n_val:])]
+    return tr, va
+
+
+def scene_from_path(
+    path: str | Path,
+    bands: list[int] | None = None,
+    labels: str | Path | None = None,
+    ignore_index: int = 255,
+    num_classes: int | None = None,
+    burn_value: int = 1,
+    attribute: str | None = None,
+    mapping: dict[str, int] | None = None,
+) -> Scene:
+    """Open one input file as a scene: GDAL rasters as :class:`RasterScene`, PNG/JPEG as :class:`ArrayScene`.
+
+    Args:
+        path: image file. bands: 1-based bands to read (rasters). labels: optional vector file or
+        mask raster/image. Other arguments: see :class:`terraseg.config.VectorLabels`.
+
+    Raises:
+        InputFileError: missing/unreadable file, or labels that do not fit the image.
+    """
+    from terraseg.config import VectorLabels
+
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{p}: file not found.")
+    if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}:
+        return ArrayScene(p, labels, ignore_index=ignore_index, num_classes=num_classes)
+    vector = mask = None
+    if labels is not None:
+        lp = Path(labels)
+        if lp.suffix.lower() in {".tif", ".tiff", ".png", ".vrt"}:
+            mask = lp
+        else:
+            vector = VectorLabels(path=str(lp), burn_value=burn_value, attribute=attribute, mapping=mapping)
+    return RasterScene(p, bands=bands, vector=vector, mask_path=mask, ignore_index=ignore_index, num_classes=num_classes)

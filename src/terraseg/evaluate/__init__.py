@@ -1,0 +1,1 @@
+"""Metrics, confusion matrices, overlays and evaluation reports."""

@@ -1,0 +1,78 @@
+"""Segmentation metrics derived from one confusion matrix accumulated over a whole data set.
+
+Every figure is micro-averaged over all pixels (the matrix is summed over images before any ratio
+is taken); ``ignore_index`` pixels never enter the matrix. For binary tasks ``iou`` and ``dice``
+are those of the positive class (id 1), never averaged with the background.
+Definitions: IoU = TP / (TP + FP + FN) (Jaccard), Dice/F1 = 2TP / (2TP + FP + FN),
+precision = TP / (TP + FP), recall = TP / (TP + FN).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def confusion_matrix(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, num_classes: int, ignore_index: int) -> np.ndarray:
+    """``(K, K)`` int64 counts, rows = truth, columns = prediction, ignoring ``ignore_index`` truth.
+
+    Args:
+        pred: predicted class ids, any shape. target: true class ids, same shape.
+    """
+    p = torch.as_tensor(pred).reshape(-1).long()
+    t = torch.as_tensor(target).reshape(-1).long()
+    keep = (t != ignore_index) & (t >= 0) & (t < num_classes)
+    idx = t[keep] * num_classes + p[keep].clamp_(0, num_classes - 1)
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes).numpy()
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
+def metrics_from_confusion(cm: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """All report metrics from a confusion matrix.
+
+    Returns:
+        ``{"pixel_accuracy", "miou", "mean_dice", "per_class": {name: {"iou", "dice", "precision",
+        "recall", "support"}}, "confusion_matrix", "pixels"}`` plus ``"iou"``, ``"dice"``,
+        ``"precision"``, ``"recall"`` of class 1 for binary tasks. Classes absent from both truth
+        and prediction get NaN (written as null) and are left out of the means.
+    """
+    cm = cm.astype(np.int64)
+    tp = np.diag(cm).astype(np.float64)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    iou = _ratio(tp, tp + fp + fn)
+    dice = _ratio(2 * tp, 2 * tp + fp + fn)
+    precision = _ratio(tp, tp + fp)
+    recall = _ratio(tp, tp + fn)
+    total = cm.sum()
+
+    def f(x: float) -> float | None:
+        return None if np.isnan(x) else float(x)
+
+    out: dict[str, Any] = {
+        "pixels": int(total),
+        "pixel_accuracy": f(tp.sum() / total) if total else None,
+        "miou": f(np.nanmean(iou)) if not np.isnan(iou).all() else None,
+        "mean_dice": f(np.nanmean(dice)) if not np.isnan(dice).all() else None,
+        "per_class": {
+            name: {"iou": f(iou[i]), "dice": f(dice[i]), "precision": f(precision[i]), "recall": f(recall[i]),
+                   "support": int(cm[i].sum())}
+            for i, name in enumerate(class_names)
+        },
+        "confusion_matrix": cm.tolist(),
+    }
+    if len(class_names) == 2:
+        out.update(iou=f(iou[1]), dice=f(dice[1]), f1=f(dice[1]), precision=f(precision[1]), recall=f(recall[1]))
+    return out
+
+
+def score(metrics: dict[str, Any]) -> float:
+    """The model-selection score: positive-class IoU for binary tasks, else mIoU (0 when undefined)."""
+    v = metrics.get("iou") if "iou" in metrics else metrics.get("miou")
+    return float(v) if v is not None else 0.0

@@ -1,0 +1,1 @@
+"""Architectures, losses and optimisers built from config."""

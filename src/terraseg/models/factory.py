@@ -1,0 +1,79 @@
+"""Build segmentation networks from :class:`terraseg.config.ModelConfig`.
+
+Architectures come from segmentation_models_pytorch (Iakubovskii, github.com/qubvel-org/
+segmentation_models.pytorch): U-Net, DeepLabV3, DeepLabV3+, FPN, with any smp encoder; plus
+:class:`~terraseg.models.plain_unet.PlainUNet`. Binary tasks get one output channel (sigmoid);
+multi-class tasks one logit per class (softmax).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from terraseg.config import ModelConfig
+from terraseg.errors import ConfigError
+from terraseg.models.plain_unet import PlainUNet
+
+log = logging.getLogger(__name__)
+
+_SMP = {"unet": smp.Unet, "deeplabv3": smp.DeepLabV3, "deeplabv3plus": smp.DeepLabV3Plus, "fpn": smp.FPN}
+
+
+def out_channels(num_classes: int) -> int:
+    """Logit channels for a task: 1 for binary (two classes), else one per class."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``(N, K, H, W)`` from logits ``(N, 1 or K, H, W)``.
+
+    One channel means binary: ``p = sigmoid(z)`` and probabilities ``[1 - p, p]``.
+    """
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits.float())
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretrained: bool = True) -> nn.Module:
+    """Create a network with random weights, or with pretrained encoder weights when configured.
+
+    Args:
+        cfg: architecture config.
+        in_channels: input bands (any count).
+        num_classes: classes of the task (2 = binary).
+        load_pretrained: False when the caller will load a full state dict (bundles), so no
+            encoder weights are fetched or read.
+
+    Returns:
+        A module mapping ``(N, in_channels, H, W)`` float32 to logits ``(N, out_channels, H, W)``.
+
+    Raises:
+        ConfigError: unknown encoder, or unusable pretrained weights.
+    """
+    out_ch = out_channels(num_classes)
+    if cfg.arch == "plain_unet":
+        return PlainUNet(in_channels, out_ch, depth=cfg.encoder_depth, base_filters=cfg.base_filters)
+    weights = cfg.encoder_weights if load_pretrained else None
+    local = weights is not None and (Path(weights).suffix in {".pth", ".pt", ".safetensors", ".bin"} or Path(weights).exists())
+    kwargs = dict(encoder_name=cfg.encoder, encoder_weights=None if local else weights, in_channels=in_channels, classes=out_ch)
+    if cfg.arch in ("unet", "fpn"):
+        kwargs["encoder_depth"] = cfg.encoder_depth
+        if cfg.arch == "unet":
+            kwargs["decoder_channels"] = [256, 128, 64, 32, 16][: cfg.encoder_depth]
+    try:
+        model = _SMP[cfg.arch](**kwargs)
+    except KeyError as e:
+        raise ConfigError(f"model.encoder: unknown encoder '{cfg.encoder}' ({e}).") from None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"model.encoder_weights: cannot get '{weights}' weights for {cfg.encoder} ({str(e).splitlines()[0]}).") from None
+    if local:
+        from terraseg.models.pretrained import load_encoder_weights
+
+        load_encoder_weights(model.encoder, Path(weights), cfg.encoder)  # type: ignore[arg-type]
+    return model

@@ -1,0 +1,1 @@
+"""Sliding-window prediction over scenes of any size, streamed window by window."""

@@ -1,0 +1,1 @@
+"""Training with Lightning: task module, callbacks, MLflow tracking, bundle export."""
