@@ -167,6 +167,7 @@ class TrainConfig(_Strict):
     devices: int | str = Field("auto", description="Lightning devices.")
     seed: int = Field(0, description="Seed for weights, sampling and splits.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default all cores.")
+    channels_last: bool = Field(True, description="Train in NHWC memory layout (about 1.4x faster convolutions on CPU here).")
 
 
 class TrackingConfig(_Strict):

@@ -124,7 +124,7 @@ class Scene:
 
     def window_transform(self, row: int, col: int) -> Affine:
         """Affine transform of a window whose top-left pixel is ``(row, col)`` of the region."""
-        return self.transform * Affine.translation(col, row)
+        return self.transform @ Affine.translation(col, row)
 
     def window_bounds(self, row: int, col: int, height: int, width: int) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` of a window in CRS units."""
@@ -187,7 +187,7 @@ class RasterScene(Scene):
         self.count = len(self.bands)
         self.dtype = info.dtype
         self.crs = info.crs
-        self.transform = info.transform * Affine.translation(self.region.col_off, self.region.row_off)
+        self.transform = info.transform @ Affine.translation(self.region.col_off, self.region.row_off)
         self.nodata = info.nodata
         self.ignore_index = ignore_index
         self.num_classes = num_classes
@@ -282,7 +282,7 @@ class RasterScene(Scene):
         if self._rasterizer is not None:
             from rasterio.features import rasterize
 
-            t = self.transform * Affine.scale(self.width / ow, self.height / oh)
+            t = self.transform @ Affine.scale(self.width / ow, self.height / oh)
             out = np.zeros((oh, ow), dtype=np.int32)
             rasterize(zip(self._rasterizer.geoms, map(int, self._rasterizer.values)), out=out, transform=t)
             mask = out.astype(np.int64)

@@ -124,7 +124,7 @@ def split_region(scene: RasterScene, fraction: float) -> tuple[RasterScene, Rast
     for part, region in ((top, Region(r0, c0, h - n_val, scene.width)), (bottom, Region(r0 + h - n_val, c0, n_val, scene.width))):
         part.region = region
         part.height, part.width = region.height, region.width
-        part.transform = scene.info.transform * Affine.translation(region.col_off, region.row_off)
+        part.transform = scene.info.transform @ Affine.translation(region.col_off, region.row_off)
         part._cached = None
     top.name, bottom.name = f"{scene.name}[train]", f"{scene.name}[val]"
     return top, bottom

@@ -126,7 +126,7 @@ class VectorRasterizer:
 
     def rasterize(self, row_off: int, col_off: int, height: int, width: int, fill: int = 0) -> np.ndarray:
         """Rasterize the window ``(row_off, col_off, height, width)`` into an ``(H, W)`` int64 mask."""
-        t = self.transform * Affine.translation(col_off, row_off)
+        t = self.transform @ Affine.translation(col_off, row_off)
         win_box = box(*array_bounds(height, width, t))
         idx = self.tree.query(win_box)
         out = np.full((height, width), fill, dtype=np.int32)

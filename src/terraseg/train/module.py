@@ -43,6 +43,15 @@ class SegmentationTask(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def setup(self, stage: str) -> None:
+        if self.cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        if self.cfg.train.channels_last:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        return batch
+
     def on_train_epoch_start(self) -> None:
         ds = self.trainer.train_dataloader.dataset if self.trainer.train_dataloader is not None else None
         if hasattr(ds, "set_epoch"):

@@ -1,0 +1,90 @@
+"""Shared fixtures: seeded synthetic rasters and vectors, the real-data root, tiny configs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights in tests
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from terraseg.settings import data_root
+
+DATA = data_root()
+
+
+def needs_data(*parts: str):
+    """Skip unless the real data set path exists under the data root."""
+    return pytest.mark.skipif(not (DATA.joinpath(*parts)).exists(), reason=f"real data {'/'.join(parts)} not available")
+
+
+def make_geotiff(path: Path, height: int = 96, width: int = 128, bands: int = 3, dtype: str = "uint8",
+                 nodata=None, seed: int = 0, crs: str = "EPSG:32618", origin=(500000.0, 4500000.0), res: float = 1.0,
+                 squares: bool = True) -> tuple[Path, np.ndarray, np.ndarray]:
+    """Write a seeded synthetic GeoTIFF with bright squares (the 'objects') on a noisy background.
+
+    Returns:
+        (path, image (C, H, W), truth mask (H, W) with 1 inside squares).
+    """
+    rng = np.random.default_rng(seed)
+    hi = 255 if dtype == "uint8" else 4000
+    img = rng.integers(0, hi // 3, size=(bands, height, width)).astype(dtype)
+    truth = np.zeros((height, width), dtype=np.int64)
+    if squares:
+        for _ in range(max(2, height * width // 1500)):
+            r, c = rng.integers(0, height - 12), rng.integers(0, width - 12)
+            s = rng.integers(6, 12)
+            truth[r : r + s, c : c + s] = 1
+        img[:, truth == 1] = (hi * 0.8)
+    if nodata is not None:
+        img[:, :4, :4] = nodata
+    profile = dict(driver="GTiff", height=height, width=width, count=bands, dtype=dtype, crs=crs,
+                   transform=from_origin(origin[0], origin[1] + height * res, res, res), nodata=nodata)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(img)
+    return path, img, truth
+
+
+def write_mask_tif(path: Path, truth: np.ndarray, like: Path) -> Path:
+    """Write a mask raster on the grid of ``like``."""
+    with rasterio.open(like) as src:
+        prof = src.profile | dict(count=1, dtype="uint8", nodata=None)
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(truth.astype("uint8")[None])
+    return path
+
+
+@pytest.fixture
+def scene_files(tmp_path: Path) -> dict[str, Path]:
+    """A labelled synthetic scene (image + mask raster) and a second one for testing."""
+    img, _, truth = make_geotiff(tmp_path / "train.tif", 128, 160, seed=1)
+    mask = write_mask_tif(tmp_path / "train_mask.tif", truth, img)
+    timg, _, ttruth = make_geotiff(tmp_path / "test.tif", 100, 140, seed=2)
+    tmask = write_mask_tif(tmp_path / "test_mask.tif", ttruth, timg)
+    return {"image": img, "mask": mask, "test_image": timg, "test_mask": tmask}
+
+
+def tiny_config(tmp_path: Path, files: dict[str, Path], **over) -> dict:
+    """A config dict for a tiny, fast run on synthetic data."""
+    cfg = {
+        "name": "tiny",
+        "classes": [{"name": "background", "color": "#000000"}, {"name": "object", "color": "#ff0000"}],
+        "data": {
+            "train": [{"kind": "scene", "image": str(files["image"]), "mask": str(files["mask"])}],
+            "test": [{"kind": "scene", "image": str(files["test_image"]), "mask": str(files["test_mask"])}],
+            "window": 64, "samples_per_epoch": 8, "batch_size": 4,
+        },
+        "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3},
+        "train": {"max_epochs": 1, "seed": 0},
+        "tracking": {"enabled": False},
+        "output_dir": str(tmp_path / "run"),
+    }
+    for k, v in over.items():
+        cfg[k] = v | cfg.get(k, {}) if False else (cfg[k] | v if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v)
+    return cfg

@@ -1,0 +1,88 @@
+"""Sliding-window prediction: coverage, blending, streaming order, georeferenced outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+
+from terraseg.data.normalize import NormStats
+from terraseg.data.scenes import RasterScene
+from terraseg.predict.outputs import predict_to_files
+from terraseg.predict.sliding import SlidingWindowPredictor, hann_weights, tile_positions
+
+from conftest import make_geotiff
+
+IDENTITY = NormStats("none")
+
+
+def threshold_backend(batch: np.ndarray) -> np.ndarray:
+    """A position-independent 'model': class 1 where band 0 > 100 (probability 0.9)."""
+    p1 = np.where(batch[:, 0] > 100, 0.9, 0.1).astype(np.float32)
+    return np.stack([1 - p1, p1], axis=1)
+
+
+@pytest.mark.parametrize("extent,tile,stride", [(10, 32, 32), (64, 64, 48), (100, 64, 48), (1000, 256, 192), (257, 256, 192)])
+def test_tile_positions_cover_every_pixel_inside_the_extent(extent, tile, stride):
+    pos = tile_positions(extent, tile, stride)
+    covered = np.zeros(max(extent, tile), bool)
+    for p in pos:
+        covered[p : p + tile] = True
+        assert p >= 0 and (p + tile <= extent or extent <= tile)
+    assert covered[:extent].all()
+    assert pos == sorted(set(pos))
+
+
+def test_hann_weights_positive_and_peaked():
+    w = hann_weights(64, 64)
+    assert w.min() > 0 and w[32, 32] == w.max()
+    assert w[0, 0] < 0.01
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (64, 64), (150, 97), (300, 260)])
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+def test_blended_prediction_equals_per_pixel_truth(tmp_path, shape, overlap):
+    path, img, truth = make_geotiff(tmp_path / "s.tif", *shape, seed=4)
+    scene = RasterScene(path)
+    pred = SlidingWindowPredictor(threshold_backend, IDENTITY, 2, window=64, overlap=overlap, batch_size=2)
+    rows: list[tuple[int, int]] = []
+    ids = np.full(shape, -2)
+
+    def sink(b):
+        rows.append((b.row, b.class_ids.shape[0]))
+        ids[b.row : b.row + b.class_ids.shape[0]] = b.class_ids
+        np.testing.assert_allclose(b.probs.sum(axis=0), 1.0, rtol=1e-5)
+
+    pred.predict(scene, sink)
+    # rows arrive in order, each exactly once
+    starts = [r for r, _ in rows]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert sum(n for _, n in rows) == shape[0]
+    np.testing.assert_array_equal(ids, (img[0] > 100).astype(np.int64))
+
+
+def test_geotiff_output_keeps_grid_and_nodata(tmp_path):
+    path, img, _ = make_geotiff(tmp_path / "in.tif", 90, 110, dtype="uint16", nodata=0, seed=5, crs="EPSG:26986")
+    scene = RasterScene(path)
+    pred = SlidingWindowPredictor(threshold_backend, IDENTITY, 2, window=64, overlap=0.25)
+    outs = predict_to_files(pred, scene, tmp_path / "out", ["#000000", "#ff0000"], probabilities=True, overlay=True)
+    with rasterio.open(path) as src, rasterio.open(outs["prediction"]) as dst, rasterio.open(outs["probabilities"]) as pr:
+        assert dst.crs == src.crs and dst.transform == src.transform
+        assert (dst.width, dst.height) == (src.width, src.height)
+        assert pr.count == 2 and pr.transform == src.transform
+        ids = dst.read(1)
+        assert dst.nodata == 255
+        assert (ids[:4, :4] == 255).all()  # nodata corner stays nodata
+        np.testing.assert_array_equal(ids[10:, 10:], (img[0, 10:, 10:] > 100).astype(np.uint8))
+    assert (tmp_path / "out" / "in_overlay.png").is_file()
+    assert not list((tmp_path / "out").glob(".*part*"))  # no temp files left
+
+
+def test_band_count_mismatch_is_a_clear_error(tmp_path):
+    from terraseg.errors import BundleError
+
+    path, _, _ = make_geotiff(tmp_path / "four.tif", 40, 40, bands=4)
+    stats = NormStats("meanstd", mean=[0.0] * 3, std=[1.0] * 3, low=[0.0] * 3, high=[1.0] * 3)
+    pred = SlidingWindowPredictor(threshold_backend, stats, 2, window=64)
+    with pytest.raises(BundleError, match="4 bands but the model expects 3"):
+        pred.predict(RasterScene(path), lambda b: None)
