@@ -43,8 +43,12 @@ def main(
     """terraseg: imagery + labels -> trained, evaluated model -> georeferenced predictions."""
     if verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-    else:
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+
+
+def _quiet_lightning() -> None:
+    """Lightning sets its loggers to INFO on import; keep only warnings unless --verbose."""
+    if logging.getLogger().level > logging.DEBUG:
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -77,6 +81,7 @@ def train(
     from terraseg.config import load_config
     from terraseg.train.run import train as run_train
 
+    _quiet_lightning()
     cfg = load_config(config, set_ or [])
     res = run_train(cfg, resume=resume, tracking_uri=tracking_uri)
     best = res.best

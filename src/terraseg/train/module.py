@@ -101,6 +101,12 @@ class SegmentationTask(L.LightningModule):
         checkpoint["terraseg"] = {"history": self.history, "best": self.best}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # resuming with more epochs: the schedule spans the new run length, not the saved one
+        for sched in checkpoint.get("lr_schedulers", []):
+            if "total_steps" in sched:
+                sched["total_steps"] = max(self.total_steps, sched.get("last_epoch", 0) + 1)
+            if "T_max" in sched:
+                sched["T_max"] = self.total_steps
         state = checkpoint.get("terraseg", {})
         self.history = list(state.get("history", []))
         self.best = dict(state.get("best", {}))

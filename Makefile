@@ -1,0 +1,30 @@
+# terraseg: the two entry points are `make demo` (main job on real data) and `make test`.
+# Each creates .venv and installs what is missing (torch pinned by constraints.txt).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TERRASEG_DATA ?= $(abspath ../shared/datasets)
+export HF_HUB_OFFLINE ?= 1
+RUN := runs/massachusetts-buildings
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/terraseg train configs/massachusetts-buildings.yaml
+	$(BIN)/terraseg evaluate $(RUN)/model.terraseg configs/massachusetts-buildings.yaml --out $(RUN)/test
+	$(BIN)/terraseg predict $(RUN)/model.terraseg $(TERRASEG_DATA)/massachusetts-buildings/23429155_15.tif --out $(RUN)/predictions --overlay --probabilities
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf runs .pytest_cache

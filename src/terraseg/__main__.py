@@ -1,0 +1,5 @@
+"""``python -m terraseg``."""
+
+from terraseg.cli.main import app
+
+app()

@@ -1,0 +1,164 @@
+"""End to end through the CLI: train -> info -> evaluate -> predict, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import rasterio
+import yaml
+from typer.testing import CliRunner
+
+from terraseg.cli.main import app
+
+from conftest import DATA, make_geotiff, needs_data, tiny_config
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny model trained through the CLI with MLflow tracking on, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("cli")
+    from conftest import make_geotiff as mk, write_mask_tif
+
+    img, _, truth = mk(tmp / "train.tif", 128, 160, seed=1)
+    timg, _, ttruth = mk(tmp / "test.tif", 100, 140, seed=2)
+    files = {"image": img, "mask": write_mask_tif(tmp / "train_mask.tif", truth, img),
+             "test_image": timg, "test_mask": write_mask_tif(tmp / "test_mask.tif", ttruth, timg)}
+    cfg = tiny_config(tmp, files)
+    cfg["tracking"] = {"enabled": True}
+    cfg["train"]["max_epochs"] = 2
+    cpath = tmp / "tiny.yaml"
+    cpath.write_text(yaml.safe_dump(cfg))
+    res = run("train", cpath, "--set", "data.samples_per_epoch=8")
+    assert res.exit_code == 0, res.output
+    return {"tmp": tmp, "config": cpath, "bundle": tmp / "run" / "model.terraseg", "output": res.output, **files}
+
+
+def test_train_writes_bundle_and_tracks_run(trained):
+    assert trained["bundle"].is_file()
+    assert "bundle:" in trained["output"] and "val/score" in trained["output"]
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{trained['tmp'] / 'run' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    r = runs[0]
+    assert r.data.params["model.arch"] == "plain_unet"
+    assert len(client.get_metric_history(r.info.run_id, "val/score")) == 2  # per epoch
+    assert "model.terraseg" in [a.path for a in client.list_artifacts(r.info.run_id)]
+
+
+def test_info_prints_bundle(trained):
+    res = run("info", trained["bundle"], "--json")
+    assert res.exit_code == 0
+    info = json.loads(res.output)
+    assert info["input"]["bands"] == 3 and [c["name"] for c in info["classes"]] == ["background", "object"]
+    assert info["input"]["normalization"]["method"] == "meanstd" and len(info["input"]["normalization"]["mean"]) == 3
+    assert run("info", trained["bundle"]).exit_code == 0
+
+
+def test_evaluate_writes_metrics(trained):
+    out = trained["tmp"] / "eval"
+    res = run("evaluate", trained["bundle"], trained["test_image"], "--labels", trained["test_mask"], "--out", out)
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pixels"] == 100 * 140
+    assert set(m["per_class"]) == {"background", "object"} and 0.0 <= m["iou"] <= 1.0
+    assert len(m["confusion_matrix"]) == 2 and (out / "confusion_matrix.png").is_file()
+    assert list((out / "overlays").glob("*.png"))
+    # the config's test split gives the same figures
+    res = run("evaluate", trained["bundle"], trained["config"], "--out", trained["tmp"] / "eval2")
+    assert res.exit_code == 0, res.output
+    m2 = json.loads((trained["tmp"] / "eval2" / "metrics.json").read_text())
+    assert m2["confusion_matrix"] == m["confusion_matrix"]
+
+
+def test_predict_geotiff_and_png(trained, tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    png = tmp_path / "plain.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(png)
+    out = tmp_path / "pred"
+    res = run("predict", trained["bundle"], trained["test_image"], png, "--out", out, "--overlay")
+    assert res.exit_code == 0, res.output
+    with rasterio.open(trained["test_image"]) as s, rasterio.open(out / "test.tif") as p:
+        assert (p.crs, p.transform, p.width, p.height) == (s.crs, s.transform, s.width, s.height)
+        assert p.dtypes[0] == "uint8" and set(np.unique(p.read(1))) <= {0, 1}
+    assert np.asarray(Image.open(out / "plain.png")).shape == (50, 70)
+    assert (out / "test_overlay.png").is_file()
+
+
+def test_resume_continues_from_last_checkpoint(trained):
+    res = run("train", trained["config"], "--resume", "--set", "train.max_epochs=3")
+    assert res.exit_code == 0, res.output
+    assert "epochs: 3" in res.output
+
+
+@pytest.mark.parametrize("case", ["wrong_bands", "missing", "corrupt", "bad_config", "no_overlap"])
+def test_bad_input_one_sentence_nonzero_exit(trained, tmp_path, case):
+    out = tmp_path / "o"
+    if case == "wrong_bands":
+        four, _, _ = make_geotiff(tmp_path / "four.tif", 40, 40, bands=4)
+        args = ["predict", trained["bundle"], four, "--out", out]
+        expect = "4 bands but the model expects 3"
+    elif case == "missing":
+        args = ["predict", trained["bundle"], tmp_path / "nope.tif", "--out", out]
+        expect = "nope.tif: file not found"
+    elif case == "corrupt":
+        if not (DATA / "bad-inputs" / "corrupt.tif").exists():
+            pytest.skip("real data not available")
+        args = ["predict", trained["bundle"], DATA / "bad-inputs" / "corrupt.tif", "--out", out]
+        expect = "corrupt.tif: pixel data cannot be read"
+    elif case == "bad_config":
+        cfg = yaml.safe_load(trained["config"].read_text())
+        cfg["train"]["max_epoch"] = 3
+        p = tmp_path / "bad.yaml"
+        p.write_text(yaml.safe_dump(cfg))
+        args = ["train", p]
+        expect = "unknown field 'train.max_epoch'"
+    else:
+        import geopandas as gpd
+        from shapely.geometry import box
+
+        gpd.GeoDataFrame(geometry=[box(10, 10, 11, 11)], crs="EPSG:4326").to_file(tmp_path / "far.geojson", driver="GeoJSON")
+        args = ["evaluate", trained["bundle"], trained["test_image"], "--labels", tmp_path / "far.geojson", "--out", out]
+        expect = "no overlap"
+    # a real process, to see exactly what a user sees on stderr
+    proc = subprocess.run([sys.executable, "-m", "terraseg.cli.main", *map(str, args)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert expect in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len([l for l in proc.stderr.splitlines() if l.startswith("error:")]) == 1
+    assert not out.exists() or not any(p.name.endswith(".tif") for p in out.iterdir())
+
+
+@needs_data("massachusetts-buildings", "massachusetts_buildings.zip")
+def test_real_massachusetts_train_predict_georeferenced(tmp_path):
+    """Integration: 1 short epoch on the real tile; the prediction overlays the unseen uint16 tile exactly."""
+    cfg = yaml.safe_load(open("configs/massachusetts-buildings.yaml"))
+    cfg["output_dir"] = str(tmp_path / "run")
+    cfg["tracking"] = {"enabled": False}
+    cfg["model"] = {"arch": "unet", "encoder": "resnet18", "encoder_depth": 3}
+    cfg["data"].update(samples_per_epoch=4, batch_size=4, window=128)
+    cfg["train"] = {"max_epochs": 1}
+    p = tmp_path / "mb.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert run("train", p).exit_code == 0
+    tile = DATA / "massachusetts-buildings" / "23429155_15.tif"
+    res = run("predict", tmp_path / "run" / "model.terraseg", tile, "--out", tmp_path / "pred", "--window", "256")
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tile) as s, rasterio.open(tmp_path / "pred" / "23429155_15.tif") as o:
+        assert (o.crs, o.transform, o.width, o.height) == (s.crs, s.transform, s.width, s.height)
+        assert o.crs.to_epsg() == 26986
+        nod = (s.read() == 255).all(axis=0)
+        assert ((o.read(1) == 255) == nod).all()  # nodata kept exactly where the input has it
