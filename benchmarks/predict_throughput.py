@@ -1,0 +1,170 @@
+"""Prediction throughput and peak memory of the streaming sliding-window predictor.
+
+For each scene size, a 3-band uint8 GeoTIFF is generated (window by window) and predicted in a
+fresh child process, which reports: megapixels per second end to end; the bare network's time on the
+same number of windows (forward only, tensors already in memory); their ratio (share of the time spent
+in the network: 1.0 means reading, normalising, blending and writing cost nothing); and the child's
+peak RSS. Then fp32 is compared with bf16 autocast + channels_last on a smaller scene (speed and the
+share of pixels whose class differs).
+
+Usage:
+    python benchmarks/predict_throughput.py [--bundle runs/massachusetts-buildings/model.terraseg]
+        [--sizes 4096 16384] [--window 512] [--overlap 0.25] [--batch-size 4] [--compare-size 1024]
+
+Without --bundle, a U-Net/ResNet18 bundle (the demo architecture) with random weights is used:
+throughput does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_scene(path: Path, size: int) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    prof = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:26986",
+                transform=from_origin(200000, 900000, 1.0, 1.0), tiled=True, blockxsize=512, blockysize=512, BIGTIFF="IF_SAFER")
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **prof) as dst:
+        for r in range(0, size, 1024):
+            h = min(1024, size - r)
+            rows = np.arange(r, r + h)[:, None]
+            cols = np.arange(size)[None, :]
+            base = ((rows // 37 + cols // 53) % 7 * 30).astype(np.uint8)
+            block = np.stack([base, base // 2 + 40, 255 - base]) + rng.integers(0, 20, (3, h, size), dtype=np.uint8)
+            dst.write(block, window=Window(0, r, size, h))
+
+
+def demo_bundle(path: Path) -> Path:
+    import torch
+
+    from terraseg.bundle import Bundle, BundleManifest, InputSpec
+    from terraseg.config import ClassSpec, ModelConfig
+    from terraseg.data.normalize import NormStats
+    from terraseg.models.factory import build_model
+
+    torch.manual_seed(0)
+    mc = ModelConfig(arch="unet", encoder="resnet18")
+    stats = NormStats("meanstd", [70.0, 69.0, 56.0], [38.0, 35.0, 35.0], [11.0, 14.0, 6.0], [157.0, 155.0, 150.0])
+    m = BundleManifest(name="bench", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="building")],
+                       input=InputSpec(bands=3, dtype="uint8", normalization=stats.to_dict(), window=512))
+    return Bundle(m, build_model(mc, 3, 2)).save(path)
+
+
+def child(args: argparse.Namespace) -> None:
+    """Predict one scene; print a JSON line of figures."""
+    import torch
+
+    from terraseg.bundle import Bundle
+    from terraseg.data.scenes import RasterScene
+    from terraseg.predict.outputs import predict_to_files
+    from terraseg.predict.sliding import TorchBackend, tile_positions
+    from terraseg.predict.sliding import SlidingWindowPredictor
+
+    b = Bundle.load(args.bundle)
+    backend = TorchBackend(b.model, precision=args.precision, channels_last=args.channels_last)
+    pred = SlidingWindowPredictor(backend, b.stats, b.num_classes, args.window, args.overlap, args.batch_size)
+    scene = RasterScene(args.scene, cache=False)
+    n_batches = [0]
+    inner = pred.backend
+
+    def counting(batch):
+        n_batches[0] += 1
+        return inner(batch)
+
+    pred.backend = counting
+    t0 = time.perf_counter()
+    outs = predict_to_files(pred, scene, Path(args.out), [c.color for c in b.manifest.classes])
+    total = time.perf_counter() - t0
+    th = tw = min(args.window, -(-scene.height // 32) * 32)
+    stride = max(int(th * (1 - args.overlap)) // 32 * 32, 32)
+    n_tiles = len(tile_positions(scene.height, th, stride)) * len(tile_positions(scene.width, tw, stride))
+    # bare network: the same number of windows, batches already in memory
+    x = np.random.default_rng(0).standard_normal((args.batch_size, b.in_channels, th, tw)).astype(np.float32)
+    inner(x)
+    reps = max(3, min(10, n_tiles // args.batch_size))
+    t1 = time.perf_counter()
+    for _ in range(reps):
+        inner(x)
+    per_tile = (time.perf_counter() - t1) / (reps * args.batch_size)
+    forward_total = per_tile * n_tiles
+    mp = scene.height * scene.width / 1e6
+    print(json.dumps({
+        "size": scene.height, "precision": args.precision, "channels_last": args.channels_last,
+        "tiles": n_tiles, "seconds": round(total, 2), "megapixels_per_s": round(mp / total, 3),
+        "bare_forward_megapixels_per_s": round(mp / forward_total, 3),
+        "ratio_to_bare_forward": round(forward_total / total, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "output": outs["prediction"], "torch_threads": torch.get_num_threads(),
+    }), flush=True)
+
+
+def run_child(bundle: Path, scene: Path, out: Path, a: argparse.Namespace, precision: str = "32", cl: bool = False) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--bundle", str(bundle), "--scene", str(scene), "--out", str(out),
+           "--window", str(a.window), "--overlap", str(a.overlap), "--batch-size", str(a.batch_size), "--precision", precision]
+    if cl:
+        cmd.append("--channels-last")
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", type=Path)
+    p.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
+    p.add_argument("--compare-size", type=int, default=1024)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--scene", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="32", help=argparse.SUPPRESS)
+    p.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        return child(a)
+    work = a.workdir or Path(tempfile.mkdtemp(prefix="terraseg-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    bundle = a.bundle or demo_bundle(work / "bench.terraseg")
+    print(f"bundle: {bundle}  window {a.window}  overlap {a.overlap}  batch {a.batch_size}  cpus {os.cpu_count()}")
+    for size in a.sizes:
+        scene = work / f"scene_{size}.tif"
+        if not scene.exists():
+            t = time.perf_counter()
+            make_scene(scene, size)
+            print(f"generated {scene.name} ({size}x{size}x3 uint8) in {time.perf_counter() - t:.0f} s")
+        r = run_child(bundle, scene, work / f"pred_{size}", a)
+        print(f"{size:>6}^2 fp32: {r['megapixels_per_s']:.3f} MP/s end to end, bare forward {r['bare_forward_megapixels_per_s']:.3f} MP/s, "
+              f"ratio {r['ratio_to_bare_forward']:.3f}, {r['tiles']} windows, {r['seconds']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+        os.remove(scene)
+    # fp32 vs bf16 autocast + channels_last
+    import rasterio
+
+    size = a.compare_size
+    scene = work / f"scene_{size}.tif"
+    make_scene(scene, size)
+    r32 = run_child(bundle, scene, work / "cmp_fp32", a)
+    rbf = run_child(bundle, scene, work / "cmp_bf16", a, precision="bf16", cl=True)
+    with rasterio.open(r32["output"]) as x, rasterio.open(rbf["output"]) as y:
+        diff = float((x.read(1) != y.read(1)).mean())
+    print(f"{size:>6}^2 fp32: {r32['megapixels_per_s']:.3f} MP/s; bf16+channels_last: {rbf['megapixels_per_s']:.3f} MP/s "
+          f"(x{rbf['megapixels_per_s'] / r32['megapixels_per_s']:.2f}); pixels whose class differs: {diff:.4%}")
+
+
+if __name__ == "__main__":
+    main()
