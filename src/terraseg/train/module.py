@@ -43,6 +43,19 @@ class SegmentationTask(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def _time_progress(self) -> float:
+        """Share of the time limit used (0 without one), read from Lightning's Timer."""
+        limit = self.cfg.train.max_minutes
+        trainer = self._trainer
+        if not limit or trainer is None:
+            return 0.0
+        from lightning.pytorch.callbacks import Timer
+
+        for cb in trainer.callbacks:
+            if isinstance(cb, Timer):
+                return cb.time_elapsed("train") / (limit * 60.0)
+        return 0.0
+
     def setup(self, stage: str) -> None:
         if self.cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -92,7 +105,7 @@ class SegmentationTask(L.LightningModule):
 
     def configure_optimizers(self):
         opt = build_optimizer(self.model.parameters(), self.cfg.optimizer)
-        sched = build_scheduler(opt, self.cfg.optimizer, self.total_steps)
+        sched = build_scheduler(opt, self.cfg.optimizer, self.total_steps, self._time_progress)
         if sched is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -101,12 +114,6 @@ class SegmentationTask(L.LightningModule):
         checkpoint["terraseg"] = {"history": self.history, "best": self.best}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # resuming with more epochs: the schedule spans the new run length, not the saved one
-        for sched in checkpoint.get("lr_schedulers", []):
-            if "total_steps" in sched:
-                sched["total_steps"] = max(self.total_steps, sched.get("last_epoch", 0) + 1)
-            if "T_max" in sched:
-                sched["T_max"] = self.total_steps
         state = checkpoint.get("terraseg", {})
         self.history = list(state.get("history", []))
         self.best = dict(state.get("best", {}))
