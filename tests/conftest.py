@@ -86,5 +86,5 @@ def tiny_config(tmp_path: Path, files: dict[str, Path], **over) -> dict:
         "output_dir": str(tmp_path / "run"),
     }
     for k, v in over.items():
-        cfg[k] = v | cfg.get(k, {}) if False else (cfg[k] | v if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v)
+        cfg[k] = cfg[k] | v if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
     return cfg

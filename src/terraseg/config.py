@@ -2,7 +2,7 @@
 
 A YAML file is validated into :class:`ExperimentConfig`; the CLI's ``--set key=value`` overrides are
 applied to the raw mapping before validation, so both go through the same checks. Every field has a
-description (shown by ``terraseg train --help-config``). Unknown fields are errors, never ignored.
+description (``ExperimentConfig.model_json_schema()`` lists them). Unknown fields are errors, never ignored.
 """
 
 from __future__ import annotations

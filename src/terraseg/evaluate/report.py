@@ -67,7 +67,8 @@ def evaluate_scenes(
         predictor.predict(scene, sink)
         total += cm
         m = metrics_from_confusion(cm, class_names)
-        per_scene.append({"scene": scene.name, "pixels": m["pixels"], "iou" if K == 2 else "miou": m["iou"] if K == 2 else m["miou"]})
+        key = "iou" if K == 2 else "miou"
+        per_scene.append({"scene": scene.name, "pixels": m["pixels"], key: m[key]})
         if crop is not None and pred_crop is not None and out_dir is not None:
             r0, c0, h, w = crop
             r = scene.read(r0, c0, h, w)
