@@ -64,6 +64,8 @@ def test_local_pretrained_weights_adapt_to_band_count(tmp_path):
     w3 = donor.encoder.conv1.weight
     torch.testing.assert_close(m.encoder.conv1.weight[:, :3], w3 * 0.75)  # repeated over bands, scaled 3/4
     torch.testing.assert_close(m.encoder.conv1.weight[:, 3], w3[:, 0] * 0.75)
+    grey = build_model(ModelConfig(encoder="resnet18", encoder_weights=str(path)), 1, 2)
+    torch.testing.assert_close(grey.encoder.conv1.weight[:, 0], w3.sum(1))
 
 
 def test_wrong_pretrained_file_is_a_config_error(tmp_path):

@@ -10,7 +10,8 @@ Files are loaded as data, never as code: ``.safetensors`` through safetensors, a
   ``tf_efficientnet_lite*`` layout used by smp's ``timm-tf_efficientnet_lite*`` encoders.
 
 When the input has other than 3 bands, the first convolution is adapted as smp does for
-pretrained encoders: the RGB kernel is repeated over the bands and scaled by ``3 / in_channels``.
+pretrained encoders: one band gets the sum of the RGB kernels; other counts get the RGB kernel
+repeated over the bands and scaled by ``3 / in_channels``.
 """
 
 from __future__ import annotations
@@ -129,8 +130,10 @@ def load_encoder_weights(encoder: nn.Module, path: Path, encoder_name: str = "")
             continue
         if src.shape != t.shape and src.ndim == 4 and src.shape[1] == 3 and t.ndim == 4 and src.shape[0] == t.shape[0]:
             cin = t.shape[1]  # adapt the stem to the band count
-            reps = -(-cin // 3)
-            src = src.repeat(1, reps, 1, 1)[:, :cin] * (3.0 / cin)
+            if cin == 1:  # a grey band sees R = G = B: the summed kernel gives the same response
+                src = src.sum(dim=1, keepdim=True)
+            else:
+                src = src.repeat(1, -(-cin // 3), 1, 1)[:, :cin] * (3.0 / cin)
         if src.shape == t.shape:
             loaded[k] = src.to(t.dtype)
     share = len(loaded) / max(len(target), 1)
