@@ -170,12 +170,15 @@ def scene_from_path(
     burn_value: int = 1,
     attribute: str | None = None,
     mapping: dict[str, int] | None = None,
+    cache: bool = False,
 ) -> Scene:
     """Open one input file as a scene: GDAL rasters as :class:`RasterScene`, PNG/JPEG as :class:`ArrayScene`.
 
     Args:
         path: image file. bands: 1-based bands to read (rasters). labels: optional vector file or
-        mask raster/image. Other arguments: see :class:`terraseg.config.VectorLabels`.
+        mask raster/image. cache: hold a small raster in memory (off: prediction streams windows,
+        so memory does not grow with the scene). Other arguments: see
+        :class:`terraseg.config.VectorLabels`.
 
     Raises:
         InputFileError: missing/unreadable file, or labels that do not fit the image.
@@ -194,4 +197,5 @@ def scene_from_path(
             mask = lp
         else:
             vector = VectorLabels(path=str(lp), burn_value=burn_value, attribute=attribute, mapping=mapping)
-    return RasterScene(p, bands=bands, vector=vector, mask_path=mask, ignore_index=ignore_index, num_classes=num_classes)
+    return RasterScene(p, bands=bands, vector=vector, mask_path=mask, ignore_index=ignore_index, num_classes=num_classes,
+                       cache=cache)
