@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("config", type=Path)
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     p.add_argument("--split", choices=["test", "val"], default="test")
-    p.add_argument("--window", type=int, default=None, help="prediction window (default: bundle's, >= 512)")
+    p.add_argument("--window", type=int, default=None, help="prediction window (default: bundle's, >= 256)")
     a = p.parse_args()
     cfg = load_config(a.config, a.overrides)
     t0 = time.perf_counter()

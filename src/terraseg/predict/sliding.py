@@ -183,7 +183,7 @@ def predictor_for(bundle, window: int | None = None, overlap: float = 0.25, batc
                   device: str = "cpu", precision: str = "32", channels_last: bool = False) -> SlidingWindowPredictor:
     """A :class:`SlidingWindowPredictor` for a loaded :class:`terraseg.bundle.Bundle` (PyTorch backend)."""
     backend = TorchBackend(bundle.model, device=device, precision=precision, channels_last=channels_last)
-    return SlidingWindowPredictor(backend, bundle.stats, bundle.num_classes, window or max(bundle.manifest.input.window, 512),
+    return SlidingWindowPredictor(backend, bundle.stats, bundle.num_classes, window or max(bundle.manifest.input.window, 256),
                                   overlap, batch_size)
 
 
