@@ -146,6 +146,8 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
     train_seconds = time.perf_counter() - t0
 
