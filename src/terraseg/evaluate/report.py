@@ -47,7 +47,7 @@ def evaluate_scenes(
         cm = np.zeros((K, K), dtype=np.int64)
         want_overlay = out_dir is not None and si < overlays
         crop = _crop_box(scene, overlay_size) if want_overlay else None
-        pred_crop = truth_crop = None
+        pred_crop = None
         if crop is not None:
             pred_crop = np.zeros((crop[2], crop[3]), dtype=np.int64)
 

@@ -23,7 +23,7 @@ import torch
 
 from terraseg.data.normalize import NormStats, normalize
 from terraseg.data.scenes import Scene
-from terraseg.errors import BundleError, InputFileError
+from terraseg.errors import BundleError
 from terraseg.models.factory import logits_to_probs
 
 
@@ -124,7 +124,7 @@ class SlidingWindowPredictor:
         """Predict ``scene`` strip by strip, calling ``sink`` with each finished :class:`Block`.
 
         Raises:
-            BundleError: band count mismatch. InputFileError: unreadable pixels.
+            BundleError: band count mismatch. terraseg.errors.InputFileError: unreadable pixels.
         """
         self.check_scene(scene)
         H, W = scene.height, scene.width
@@ -187,4 +187,4 @@ def predictor_for(bundle, window: int | None = None, overlap: float = 0.25, batc
                                   overlap, batch_size)
 
 
-__all__ = ["Block", "InputFileError", "SlidingWindowPredictor", "TorchBackend", "hann_weights", "predictor_for", "tile_positions"]
+__all__ = ["Block", "SlidingWindowPredictor", "TorchBackend", "hann_weights", "predictor_for", "tile_positions"]
