@@ -87,6 +87,18 @@ class Scene:
         """Read a window; see :class:`WindowRead`."""
         raise NotImplementedError
 
+    def read_mask(self, row: int, col: int, height: int, width: int, valid: np.ndarray) -> np.ndarray | None:
+        """Labels of a window whose validity is already known (e.g. from the predictor's read).
+
+        Returns:
+            ``(h, w)`` int64 with ``ignore_index`` where ``valid`` is False, or None without labels.
+        """
+        mask = self.read(row, col, height, width).mask
+        if mask is not None:
+            mask = mask.copy()
+            mask[~valid] = self.ignore_index
+        return mask
+
     # -- whole-scene helpers used by samplers and statistics ------------------------------------
     def _overview(self, max_pixels: int) -> WindowRead:
         """A (possibly decimated) read of the whole region, for statistics and class locations."""
@@ -224,12 +236,31 @@ class RasterScene(Scene):
         state["_ds"] = None
         return state
 
-    def _dataset(self):
+    def _dataset(self, path: str | None = None):
+        """The open dataset of the image (or of ``path``, the mask), opened once per process."""
+        key = path or self.path
         if self._ds is None:
+            self._ds = {}
+        if key not in self._ds:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._ds = rasterio.open(self.path)
-        return self._ds
+                self._ds[key] = rasterio.open(key)
+        return self._ds[key]
+
+    def _labels(self, row: int, col: int, h: int, w: int, valid: np.ndarray) -> np.ndarray:
+        """Class mask of a window (region pixels), ``ignore_index`` where ``valid`` is False."""
+        r0, c0 = row + self.region.row_off, col + self.region.col_off
+        if self._rasterizer is not None:
+            mask = self._rasterizer.rasterize(r0, c0, h, w)
+        else:
+            assert self.mask_path is not None
+            mds = self._dataset(self.mask_path)
+            mask = read_window(mds, Window(c0, r0, w, h), [1], fill=0, path=self.mask_path)[0].astype(np.int64)
+            if self.mask_nodata is not None:
+                mask[mask == self.mask_nodata] = self.ignore_index
+            self._check_classes(mask, self.num_classes, self.mask_path)
+        mask[~valid] = self.ignore_index
+        return mask
 
     def _read_direct(self, row: int, col: int, h: int, w: int, labels: bool) -> WindowRead:
         r0, c0 = row + self.region.row_off, col + self.region.col_off
@@ -242,20 +273,15 @@ class RasterScene(Scene):
         if rr1 > rr0 and cc1 > cc0:
             inside[rr0 - row : rr1 - row, cc0 - col : cc1 - col] = True
         valid &= inside
-        mask = None
-        if labels and self.has_labels:
-            if self._rasterizer is not None:
-                mask = self._rasterizer.rasterize(r0, c0, h, w)
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    with open_raster(self.mask_path) as mds:  # type: ignore[arg-type]
-                        mask = read_window(mds, Window(c0, r0, w, h), [1], fill=0, path=self.mask_path)[0].astype(np.int64)
-                if self.mask_nodata is not None:
-                    mask[mask == self.mask_nodata] = self.ignore_index
-                self._check_classes(mask, self.num_classes, self.mask_path or self.path)
-            mask[~valid] = self.ignore_index
+        mask = self._labels(row, col, h, w, valid) if labels and self.has_labels else None
         return WindowRead(image, valid, mask)
+
+    def read_mask(self, row: int, col: int, height: int, width: int, valid: np.ndarray) -> np.ndarray | None:
+        if not self.has_labels:
+            return None
+        if self._cache_ok:
+            return super().read_mask(row, col, height, width, valid)
+        return self._labels(row, col, height, width, valid)  # no second read of the image
 
     def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
         if self._cache_ok:

@@ -54,7 +54,7 @@ def evaluate_scenes(
         def sink(b: Block) -> None:
             nonlocal cm
             n = b.class_ids.shape[0]
-            truth = scene.read(b.row, 0, n, scene.width).mask
+            truth = scene.read_mask(b.row, 0, n, scene.width, b.valid)
             if truth is None:
                 return
             cm += confusion_matrix(np.where(b.class_ids < 0, 0, b.class_ids), truth, K, ignore_index)
