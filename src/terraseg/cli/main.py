@@ -204,5 +204,7 @@ def info(
         out.print("validation (best epoch): " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items() if k != "per_class"))
 
 
+from terraseg.cli import prep as _prep  # noqa: E402,F401  (registers the data-preparation commands)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

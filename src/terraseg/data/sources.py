@@ -199,3 +199,38 @@ def scene_from_path(
             vector = VectorLabels(path=str(lp), burn_value=burn_value, attribute=attribute, mapping=mapping)
     return RasterScene(p, bands=bands, vector=vector, mask_path=mask, ignore_index=ignore_index, num_classes=num_classes,
                        cache=cache)
+
+
+def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None, ignore_index: int = 255) -> Scene:
+    """Open an image with optional labels (:class:`terraseg.config.prep.LabelOptions`) as a scene.
+
+    Rasters become :class:`RasterScene` (streamed, not cached); PNG/JPEG become :class:`ArrayScene`.
+
+    Raises:
+        InputFileError: missing/unreadable files, labels that do not fit or do not overlap the image.
+    """
+    from terraseg.config import VectorLabels
+
+    p = Path(image)
+    if not p.exists():
+        raise InputFileError(f"{p}: file not found.")
+    if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}:
+        return ArrayScene(p, label.path if label else None, ignore_index=ignore_index)
+    vector = mask = None
+    if label is not None:
+        if label.is_mask:
+            mask = resolve_data_path(label.path)
+        else:
+            vector = VectorLabels(**{k: getattr(label, k) for k in VectorLabels.model_fields})
+            vector.path = str(resolve_data_path(label.path))
+    return RasterScene(p, bands=bands, vector=vector, mask_path=mask, mask_nodata=label.nodata if label else None,
+                       ignore_index=ignore_index, cache=False)
+
+
+def labels_for(images: list, labels: list) -> list:
+    """Pair each image with its label spec: none, one shared spec, or one per image."""
+    if not labels:
+        return [None] * len(images)
+    if len(labels) == 1:
+        return [labels[0]] * len(images)
+    return list(labels)

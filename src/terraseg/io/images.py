@@ -81,6 +81,17 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def write_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Write ``(H, W)`` or ``(3|4, H, W)`` uint8 as PNG (no atomicity; see :mod:`terraseg.io.atomic`)."""
+    """Write ``(H, W)`` uint8/uint16, or ``(1|3|4, H, W)`` uint8, as PNG, atomically (temp file + rename).
+
+    Raises:
+        InputFileError: a band count or dtype PNG cannot hold.
+    """
+    from terraseg.io.atomic import atomic_path
+
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3 and (array.shape[0] not in (3, 4) or array.dtype != np.uint8):
+        raise InputFileError(f"{path}: PNG holds 1, 3 or 4 uint8 bands, not {array.shape[0]} {array.dtype} bands; use GeoTIFF.")
     a = array if array.ndim == 2 else np.moveaxis(array, 0, -1)
-    Image.fromarray(np.ascontiguousarray(a)).save(path, format="PNG")
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(a)).save(tmp, format="PNG")

@@ -76,6 +76,27 @@ def class_values(
     return keys.map(mapping).astype(np.int64).to_numpy()
 
 
+def labels_in_crs(path: str | os.PathLike[str], crs: CRS | None, layer: str | None = None, raster_path: str = "") -> gpd.GeoDataFrame:
+    """Read a vector file and reproject it to ``crs`` (a file without CRS is assumed to be in ``crs``).
+
+    Raises:
+        InputFileError: unreadable file, no features, or a raster without CRS.
+    """
+    gdf = read_vector(path, layer)
+    if crs is None:
+        raise InputFileError(f"{raster_path}: raster has no CRS, so vector labels {path} cannot be placed on it.")
+    if gdf.crs is None:
+        log.warning("%s has no CRS; assuming the raster's CRS %s", path, crs)
+        return gdf.set_crs(crs)
+    if not CRS.from_user_input(gdf.crs) == crs:
+        try:
+            gdf = gdf.to_crs(crs)
+        except Exception as e:  # pyproj errors: no transformation between the two CRSs
+            raise InputFileError(f"{path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]}).") from None
+        gdf = gdf[~gdf.geometry.is_empty]  # features outside the target CRS's domain
+    return gdf
+
+
 class VectorRasterizer:
     """Burns polygon labels onto windows of one raster grid.
 
@@ -105,24 +126,27 @@ class VectorRasterizer:
         layer: str | None = None,
         raster_path: str = "",
     ) -> None:
-        gdf = read_vector(path, layer)
-        if crs is None:
-            raise InputFileError(f"{raster_path}: raster has no CRS, so vector labels {path} cannot be placed on it.")
-        if gdf.crs is None:
-            log.warning("%s has no CRS; assuming the raster's CRS %s", path, crs)
-            gdf = gdf.set_crs(crs)
-        elif not CRS.from_user_input(gdf.crs) == crs:
-            gdf = gdf.to_crs(crs)
+        gdf = labels_in_crs(path, crs, layer, raster_path)
         values = class_values(gdf, str(path), attribute, mapping, burn_value)
         raster_box = box(*array_bounds(height, width, transform))
         hits = gdf.geometry.intersects(raster_box).to_numpy()
         if not hits.any():
             raise InputFileError(f"{path}: labels have no overlap with raster {raster_path or '(grid)'}.")
-        self.geoms = gdf.geometry.to_numpy()[hits]
-        self.values = values[hits]
+        self._setup(gdf.geometry.to_numpy()[hits], values[hits], transform, all_touched)
+
+    def _setup(self, geoms: np.ndarray, values: np.ndarray, transform: Affine, all_touched: bool) -> None:
+        self.geoms = geoms
+        self.values = values
         self.tree = gpd.GeoSeries(self.geoms).sindex
         self.transform = transform
         self.all_touched = all_touched
+
+    @classmethod
+    def from_geometries(cls, geoms, values, transform: Affine, all_touched: bool = False) -> "VectorRasterizer":
+        """A rasterizer for geometries already in the raster CRS (``values``: class id per geometry)."""
+        self = cls.__new__(cls)
+        self._setup(np.asarray(geoms, dtype=object), np.asarray(values, dtype=np.int64), transform, all_touched)
+        return self
 
     def rasterize(self, row_off: int, col_off: int, height: int, width: int, fill: int = 0) -> np.ndarray:
         """Rasterize the window ``(row_off, col_off, height, width)`` into an ``(H, W)`` int64 mask."""

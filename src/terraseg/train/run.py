@@ -100,7 +100,15 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
         stats = NormStats.from_dict(json.loads(stats_path.read_text()))
     else:
         n = cfg.data.normalization
-        stats = scene_statistics(train_scenes, n.method, n.percentiles, n.max_pixels, cfg.train.seed)
+        if n.stats_file:
+            from terraseg.data.stats import load_norm_stats
+
+            stats = load_norm_stats(n.stats_file)
+            stats.method = n.method
+            if stats.bands and stats.bands != train_scenes[0].count:
+                raise InputFileError(f"{n.stats_file}: statistics of {stats.bands} bands for images with {train_scenes[0].count} bands.")
+        else:
+            stats = scene_statistics(train_scenes, n.method, n.percentiles, n.max_pixels, cfg.train.seed)
         write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
     in_channels = train_scenes[0].count
     for s in val_scenes:

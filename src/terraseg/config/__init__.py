@@ -91,6 +91,9 @@ class NormalizationConfig(_Strict):
     )
     percentiles: tuple[float, float] = Field((2.0, 98.0), description="Low and high percentiles for method 'percentile'.")
     max_pixels: int = Field(2_000_000, description="Pixels sampled (uniformly, seeded) per band to compute statistics.")
+    stats_file: str | None = Field(
+        None, description="Use the statistics of this `terraseg stats` output (stats.json) instead of sampling the training scenes."
+    )
 
 
 class DataConfig(_Strict):

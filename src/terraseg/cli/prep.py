@@ -1,0 +1,279 @@
+"""Data-preparation commands: chip, mosaic, stack, rasterize, split, stats, vectorize, download, import-cvat.
+
+Each command builds one typed options object (:mod:`terraseg.config.prep`) and calls one function.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from terraseg.cli.main import app, err, out, user_errors
+from terraseg.errors import ConfigError
+
+LabelsOpt = Annotated[Optional[list[str]], typer.Option("--labels", help="Labels: one mask raster/vector file for all images, or one per image (repeat).")]
+AttributeOpt = Annotated[Optional[str], typer.Option(help="Vector attribute holding the class.")]
+MappingOpt = Annotated[Optional[str], typer.Option(help="Attribute value -> class id: 'a=1,b=2' or a JSON object.")]
+BurnOpt = Annotated[int, typer.Option(help="Class id burnt for polygons without --attribute.")]
+TouchedOpt = Annotated[bool, typer.Option("--all-touched", help="Burn every pixel a polygon touches.")]
+MaskNodataOpt = Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")]
+
+
+def build(cls, **kwargs: Any):
+    """Validate options into ``cls``; pydantic errors become one :class:`ConfigError` sentence."""
+    from pydantic import ValidationError
+
+    from terraseg.config import format_validation_error
+
+    try:
+        return cls(**{k: v for k, v in kwargs.items() if v is not None})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "options")) from None
+
+
+def parse_mapping(text: str | None) -> dict[str, int] | None:
+    """``'a=1,b=2'`` or a JSON object -> ``{'a': 1, 'b': 2}``."""
+    if not text:
+        return None
+    try:
+        if text.strip().startswith("{"):
+            return {str(k): int(v) for k, v in json.loads(text).items()}
+        return {k.strip(): int(v) for k, v in (item.split("=", 1) for item in text.split(",") if item.strip())}
+    except (ValueError, AttributeError):
+        raise ConfigError(f"--mapping '{text}': expected 'value=id,...' or a JSON object of integer ids.") from None
+
+
+def _floats(text: str | None, n: int | None = None, what: str = "") -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{what} '{text}': expected comma-separated numbers.") from None
+    if n is not None and len(vals) != n:
+        raise ConfigError(f"{what} '{text}': expected {n} numbers.")
+    return vals
+
+
+def _labels(paths: list[str] | None, attribute, mapping, burn_value, all_touched, mask_nodata=None, layer=None) -> list:
+    from terraseg.config.prep import LabelOptions
+
+    return [
+        build(LabelOptions, path=p, attribute=attribute, mapping=parse_mapping(mapping), burn_value=burn_value,
+              all_touched=all_touched, nodata=mask_nodata, layer=layer)
+        for p in (paths or [])
+    ]
+
+
+@app.command()
+@user_errors
+def chip(
+    images: Annotated[list[str], typer.Argument(help="Images: GeoTIFF (any bands/dtype) or PNG/JPEG.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (images/, masks/, index).")],
+    labels: LabelsOpt = None, attribute: AttributeOpt = None, mapping: MappingOpt = None, burn_value: BurnOpt = 1,
+    all_touched: TouchedOpt = False, mask_nodata: MaskNodataOpt = None,
+    size: Annotated[int, typer.Option(help="Chip size in pixels.")] = 256,
+    stride: Annotated[Optional[int], typer.Option(help="Step between chips in pixels (default: size; smaller overlaps).")] = None,
+    edge: Annotated[str, typer.Option(help="'pad' past the scene edge with nodata, or 'shift' the last chip inside.")] = "pad",
+    bands: Annotated[Optional[str], typer.Option(help="1-based bands to keep, e.g. '1,2,3'.")] = None,
+    max_nodata: Annotated[float, typer.Option(help="Skip chips with a larger nodata/padding share.")] = 0.5,
+    skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Skip chips without a positive-class pixel.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="auto | tif | png.")] = "auto",
+    compress: Annotated[str, typer.Option(help="GeoTIFF compression: none | deflate | lzw | zstd.")] = "none",
+    index_format: Annotated[str, typer.Option(help="parquet (GeoParquet) | csv.")] = "parquet",
+    class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names for the count columns.")] = None,
+    ignore_index: Annotated[int, typer.Option(help="Mask value of unknown pixels.")] = 255,
+    workers: Annotated[int, typer.Option(help="I/O threads.")] = 2,
+) -> None:
+    """Cut scenes and labels into chips (GeoTIFF keeps georeferencing) with a GeoParquet/CSV index."""
+    from terraseg.config.prep import ChipConfig
+    from terraseg.data.chip import chip as run
+
+    cfg = build(
+        ChipConfig, images=images, labels=_labels(labels, attribute, mapping, burn_value, all_touched, mask_nodata),
+        out_dir=str(out_dir), size=size, stride=stride, edge=edge, bands=[int(b) for b in _floats(bands, what="--bands") or []] or None,
+        max_nodata=max_nodata, skip_empty=skip_empty, format=fmt, compress=compress, index_format=index_format,
+        class_names=class_names.split(",") if class_names else None, ignore_index=ignore_index, workers=workers,
+    )
+    r = run(cfg)
+    out.print(f"{r.written} chips written, {r.skipped} skipped, {r.mb_per_second:.1f} MB/s of source pixels; index: {r.index_path}")
+
+
+@app.command()
+@user_errors
+def mosaic(
+    inputs: Annotated[list[str], typer.Argument(help="Tiles (GeoTIFF), same band count; any CRS/resolution.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output GeoTIFF.")],
+    crs: Annotated[Optional[str], typer.Option(help="Target CRS, e.g. EPSG:32618 (default: the first tile's).")] = None,
+    resolution: Annotated[Optional[str], typer.Option(help="Target pixel size 'x' or 'x,y' in CRS units (default: the first tile's).")] = None,
+    rule: Annotated[str, typer.Option(help="Overlaps: first | last | min | max.")] = "first",
+    resampling: Annotated[str, typer.Option(help="nearest | bilinear | cubic | average | mode (for warped tiles).")] = "nearest",
+    nodata: Annotated[Optional[float], typer.Option(help="Output nodata (default: the first tile's, else 0).")] = None,
+    cog: Annotated[bool, typer.Option("--cog", help="Write a Cloud-Optimized GeoTIFF.")] = False,
+    compress: Annotated[str, typer.Option(help="none | deflate | lzw | zstd.")] = "deflate",
+) -> None:
+    """Merge tiles into one GeoTIFF, warping tiles in other CRSs/resolutions; memory stays bounded."""
+    from terraseg.config.prep import MosaicConfig
+    from terraseg.data.mosaic import mosaic as run
+
+    res = _floats(resolution, what="--resolution")
+    cfg = build(MosaicConfig, inputs=inputs, out=str(out_path), crs=crs, resolution=(res[0], res[-1]) if res else None, rule=rule,
+                resampling=resampling, nodata=nodata, cog=cog, compress=compress)
+    r = run(cfg)
+    out.print(f"{r.path}: {r.width}x{r.height} pixels, {r.crs.to_string()}, pixel {r.transform.a:g} x {-r.transform.e:g}, {r.tiles} tiles")
+
+
+@app.command()
+@user_errors
+def stack(
+    inputs: Annotated[list[str], typer.Argument(help="Rasters on one grid (e.g. per-colour files), stacked in order.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output multi-band GeoTIFF.")],
+) -> None:
+    """Stack single-band rasters on one grid into one multi-band GeoTIFF."""
+    from terraseg.data.mosaic import stack_bands
+
+    out.print(f"{stack_bands(inputs, str(out_path))}: {len(inputs)} inputs stacked")
+
+
+@app.command()
+@user_errors
+def rasterize(
+    vector: Annotated[str, typer.Argument(help="Polygons: shapefile, zipped shapefile, GeoJSON, GeoPackage; any CRS.")],
+    reference: Annotated[str, typer.Option("--reference", help="Image whose grid the mask takes.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output mask GeoTIFF (uint8).")],
+    attribute: AttributeOpt = None, mapping: MappingOpt = None, burn_value: BurnOpt = 1, all_touched: TouchedOpt = False,
+    layer: Annotated[Optional[str], typer.Option(help="GeoPackage layer.")] = None,
+    boundary_width: Annotated[float, typer.Option(help="Outline class width in pixels (0: none).")] = 0.0,
+    boundary_class: Annotated[Optional[int], typer.Option(help="Class id of outlines.")] = None,
+    ignore: Annotated[Optional[str], typer.Option(help="Vector file of zones set to --ignore-index.")] = None,
+    background: Annotated[int, typer.Option(help="Value outside every polygon.")] = 0,
+    ignore_index: Annotated[int, typer.Option(help="Value of ignore zones and nodata pixels (the mask's nodata).")] = 255,
+) -> None:
+    """Burn polygons into a mask on an image's grid (reprojected, window by window)."""
+    from terraseg.config.prep import RasterizeConfig
+    from terraseg.data.rasterize import rasterize_labels
+
+    lab = _labels([vector], attribute, mapping, burn_value, all_touched, layer=layer)[0]
+    cfg = build(RasterizeConfig, vector=lab, reference=reference, out=str(out_path), boundary_width=boundary_width,
+                boundary_class=boundary_class, ignore=ignore, background=background, ignore_index=ignore_index)
+    out.print(f"mask: {rasterize_labels(cfg)}")
+
+
+@app.command()
+@user_errors
+def split(
+    index: Annotated[str, typer.Argument(help="Chip index from `terraseg chip` (.parquet or .csv).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for train/val/test manifests.")],
+    method: Annotated[str, typer.Option(help="random | stratified | spatial.")] = "random",
+    fractions: Annotated[str, typer.Option(help="Train,val,test shares.")] = "0.7,0.15,0.15",
+    block_size: Annotated[Optional[float], typer.Option(help="Spatial block side in CRS units (method spatial).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="csv | parquet.")] = "csv",
+) -> None:
+    """Write reproducible train/val/test manifests from a chip index."""
+    from terraseg.config.prep import SplitConfig
+    from terraseg.data.split import split_index
+
+    cfg = build(SplitConfig, index=index, out_dir=str(out_dir), method=method, fractions=tuple(_floats(fractions, 3, "--fractions")),
+                block_size=block_size, seed=seed, format=fmt)
+    paths = split_index(cfg)
+    summary = json.loads((out_dir / "split.json").read_text())
+    out.print(", ".join(f"{k}: {summary[k]} chips" for k in paths) + f"; manifests in {out_dir}")
+
+
+@app.command()
+@user_errors
+def stats(
+    images: Annotated[list[str], typer.Argument(help="Images with the same band count.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for stats.json and histogram PNGs.")],
+    labels: LabelsOpt = None, attribute: AttributeOpt = None, mapping: MappingOpt = None, burn_value: BurnOpt = 1,
+    all_touched: TouchedOpt = False, mask_nodata: MaskNodataOpt = None,
+    bands: Annotated[Optional[str], typer.Option(help="1-based bands, e.g. '1,2,3'.")] = None,
+    band_names: Annotated[Optional[str], typer.Option(help="Comma-separated band names.")] = None,
+    bins: Annotated[int, typer.Option(help="Histogram bins for float bands.")] = 256,
+    flatten: Annotated[Optional[Path], typer.Option(help="Also write a per-pixel table (.parquet or .csv).")] = None,
+    sample_fraction: Annotated[float, typer.Option(help="Share of pixels kept in the table.")] = 1.0,
+    include_nodata: Annotated[bool, typer.Option("--include-nodata", help="Keep nodata pixels in the table.")] = False,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Band statistics, histograms, class frequencies and weights; optional flat per-pixel table."""
+    from terraseg.config.prep import StatsConfig
+    from terraseg.data.stats import compute_statistics
+
+    cfg = build(
+        StatsConfig, images=images, labels=_labels(labels, attribute, mapping, burn_value, all_touched, mask_nodata), out_dir=str(out_dir),
+        bands=[int(b) for b in _floats(bands, what="--bands") or []] or None, band_names=band_names.split(",") if band_names else None,
+        bins=bins, flatten=str(flatten) if flatten else None, sample_fraction=sample_fraction, include_nodata=include_nodata, seed=seed,
+    )
+    r = compute_statistics(cfg)
+    for b in r.stats["bands"]:
+        out.print(f"{b['name']}: mean {b['mean']:.4g} std {b['std']:.4g} min {b['min']:.4g} max {b['max']:.4g} "
+                  + " ".join(f"p{k} {v:.4g}" for k, v in b["percentiles"].items()))
+    out.print(f"nodata fraction {r.stats['nodata_fraction']:.4f}")
+    if "classes" in r.stats:
+        c = r.stats["classes"]
+        out.print("class pixels " + str(c["pixels"]) + "; median-frequency weights " + str(c["median_frequency"]))
+    out.print(f"stats: {r.stats_path}" + (f"; table: {r.table}" if r.table else ""))
+
+
+@app.command()
+@user_errors
+def vectorize(
+    raster: Annotated[str, typer.Argument(help="Class raster (e.g. from `terraseg predict`).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output .geojson or .gpkg.")],
+    probabilities: Annotated[Optional[str], typer.Option(help="Probability raster for mean confidence.")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Class ids to vectorize, e.g. '1,2' (default: all but 0).")] = None,
+    class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names.")] = None,
+    simplify: Annotated[float, typer.Option(help="Simplification tolerance in CRS units.")] = 0.0,
+    min_area: Annotated[float, typer.Option(help="Minimum polygon area (square CRS units; m^2 for geographic CRSs).")] = 0.0,
+    connectivity: Annotated[int, typer.Option(help="4 or 8.")] = 4,
+) -> None:
+    """Class raster -> polygons in the raster's CRS, with class, area and mean confidence."""
+    from terraseg.config.prep import VectorizeConfig
+    from terraseg.predict.vectorize import vectorize as run
+
+    cfg = build(VectorizeConfig, raster=raster, out=str(out_path), probabilities=probabilities,
+                classes=[int(c) for c in _floats(classes, what="--classes") or []] or None,
+                class_names=class_names.split(",") if class_names else None, simplify=simplify, min_area=min_area,
+                connectivity=connectivity)
+    out.print(f"polygons: {run(cfg)}")
+
+
+@app.command()
+@user_errors
+def download(
+    name: Annotated[Optional[str], typer.Argument(help="Data set name (see --list).")] = None,
+    root: Annotated[Optional[Path], typer.Option(help="Data root (default: $TERRASEG_DATA or ../shared/datasets).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download even when the files are present.")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List the known data sets.")] = False,
+) -> None:
+    """Fetch a public data set from its original URL (checksums verified, resumable) into the data root."""
+    from terraseg.data.download import DATASETS
+    from terraseg.data.download import download as run
+
+    if list_ or name is None:
+        for d in DATASETS.values():
+            out.print(f"{d.name}: {d.citation} ({d.licence}) <- {', '.join(f.url for f in d.files)}")
+        return
+    folder, fetched = run(name, root, force)
+    out.print(f"{name}: {'downloaded to' if fetched else 'already present in'} {folder}")
+
+
+@app.command("import-cvat")
+@user_errors
+def import_cvat_cmd(
+    xml: Annotated[Path, typer.Argument(help="CVAT 'for images' 1.1 XML export.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the masks.")],
+    mapping: MappingOpt = None,
+    images: Annotated[Optional[Path], typer.Option(help="Folder of the annotated images (GeoTIFFs give georeferenced masks).")] = None,
+) -> None:
+    """Rasterize CVAT polygon/box/mask annotations into class masks (PNG, or GeoTIFF on the image grid)."""
+    from terraseg.data.cvat import import_cvat
+
+    written = import_cvat(xml, out_dir, parse_mapping(mapping), images)
+    out.print(f"{len(written)} masks written to {out_dir}")
+    if not written:
+        err.print("no masks written")

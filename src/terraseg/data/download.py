@@ -1,0 +1,217 @@
+"""Fetch public data sets from their original URLs into the data root, with checksums and resume.
+
+Each entry names the original public source, the files to fetch and their published (or, for
+single files, the known) checksum. Downloads go to ``<name>.part`` and resume with an HTTP
+``Range`` request when interrupted; a file is moved to its final name only after its checksum
+matches, and archives are extracted into a temporary folder renamed into place when complete.
+Nothing is fetched when the data set's files are already present (e.g. from ``../shared/datasets``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from terraseg.errors import ConfigError, InputFileError
+from terraseg.settings import data_root
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a data set.
+
+    Attributes:
+        url: original public URL. filename: name under the data set folder.
+        sha256 / md5: expected checksum (None when the source publishes none; then only the archive's
+        integrity is checked). extract: unpack a .zip/.tar(.gz) into the data set folder.
+    """
+
+    url: str
+    filename: str
+    sha256: str | None = None
+    md5: str | None = None
+    extract: bool = False
+
+
+@dataclass(frozen=True)
+class RemoteDataset:
+    """A public data set: where its files come from and how to tell it is already here."""
+
+    name: str
+    folder: str
+    files: tuple[RemoteFile, ...]
+    present: tuple[str, ...]
+    citation: str
+    licence: str
+    note: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+DATASETS: dict[str, RemoteDataset] = {
+    d.name: d
+    for d in (
+        RemoteDataset(
+            "loveda", "loveda",
+            (
+                # md5 as published with the Zenodo record and used by TorchGeo's LoveDA dataset
+                RemoteFile("https://zenodo.org/records/5706578/files/Train.zip?download=1", "Train.zip",
+                           md5="de2b196043ed9b4af1690b3f9a7d558f", extract=True),
+                RemoteFile("https://zenodo.org/records/5706578/files/Val.zip?download=1", "Val.zip",
+                           md5="84cae2577468ff0b5386758bb386d31d", extract=True),
+            ),
+            present=("Train/*/images_png", "Train/*/masks_png"),
+            citation="Wang et al., LoveDA, NeurIPS 2021 Datasets and Benchmarks", licence="CC BY-NC-SA 4.0",
+            aliases=("loveda-samples",),
+        ),
+        RemoteDataset(
+            "magnetic-tiles", "magnetic-tiles",
+            (RemoteFile("https://github.com/abin24/Magnetic-tile-defect-datasets./archive/refs/heads/master.zip",
+                        "magnetic-tiles.zip", extract=True),),
+            present=("MT_*/Imgs/*.jpg",),
+            citation="Huang, Qiu, Yuan, Surface defect saliency of magnetic tile, The Visual Computer 2020",
+            licence="see the GitHub repository",
+            note="A branch archive: no checksum is published, so only the zip's integrity is checked.",
+        ),
+        RemoteDataset(
+            "intel-scenes", "intel-scenes",
+            (RemoteFile("https://www.kaggle.com/api/v1/datasets/download/puneet6060/intel-image-classification",
+                        "intel-image-classification.zip", extract=True),),
+            present=("seg_train/*/*.jpg",),
+            citation="Intel Scene Classification Challenge (Kaggle: puneet6060/intel-image-classification)",
+            licence="none stated: research/demo use",
+            note="Kaggle may ask for an account (KAGGLE credentials); no checksum is published.",
+        ),
+        RemoteDataset(
+            "spacenet-sample", "spacenet/atlanta-pan",
+            (
+                RemoteFile("https://raw.githubusercontent.com/CosmiQ/solaris/main/solaris/data/sample_geotiff.tif",
+                           "sample_geotiff.tif", sha256="f135d521b13a7e16a97983df976579217afbb07550c878115e0c71c36de193c5"),
+                RemoteFile("https://raw.githubusercontent.com/CosmiQ/solaris/main/solaris/data/geotiff_labels.geojson",
+                           "geotiff_labels.geojson", sha256="d2d7b5c75d444947691404b8d018dc72b7aa48500f3f0fb2956320125201b8e2"),
+            ),
+            present=("sample_geotiff.tif", "geotiff_labels.geojson"),
+            citation="Van Etten et al., SpaceNet (2018); sample from CosmiQ Works' solaris (Apache-2.0)",
+            licence="CC BY-SA 4.0",
+        ),
+        RemoteDataset(
+            "landsat", "landsat",
+            (RemoteFile("https://raw.githubusercontent.com/rasterio/rasterio/main/tests/data/RGB.byte.tif", "RGB.byte.tif",
+                        sha256="d7cbe932c7ed74a627706a9e9df99f706df3e5abc7d45a49e9d00677a6b09eb4"),),
+            present=("RGB.byte.tif",),
+            citation="rasterio test data (Landsat 7 subset)", licence="BSD-3-Clause",
+        ),
+    )
+}
+
+
+def _present(root: Path, ds: RemoteDataset) -> Path | None:
+    for folder in (ds.folder, *ds.aliases):
+        base = root / folder
+        if base.is_dir() and all(any(base.glob(pattern)) for pattern in ds.present):
+            return base
+    return None
+
+
+def _digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(url: str, target: Path, sha256: str | None = None, md5: str | None = None, chunk: int = 1 << 20,
+          timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``target``, resuming a previous ``target.part``; verify the checksum.
+
+    Raises:
+        InputFileError: network failure (the partial file is kept for resuming) or checksum mismatch
+            (the partial file is deleted).
+    """
+    part = target.with_name(target.name + ".part")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "terraseg", **({"Range": f"bytes={have}-"} if have else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            mode = "ab" if have and resp.status == 206 else "wb"  # a server ignoring Range sends it all again
+            with open(part, mode) as f:
+                shutil.copyfileobj(resp, f, chunk)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # requested range not satisfiable: the .part is already complete
+            pass
+        else:
+            raise InputFileError(f"{url}: download failed (HTTP {e.code}); run again to resume.") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        raise InputFileError(f"{url}: download failed ({getattr(e, 'reason', e)}); run again to resume.") from None
+    for algo, want in (("sha256", sha256), ("md5", md5)):
+        if want:
+            got = _digest(part, algo)
+            if got != want:
+                part.unlink()
+                raise InputFileError(f"{url}: {algo} checksum mismatch (got {got}, expected {want}); the download was deleted.")
+    part.replace(target)
+    return target
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=".extract.", dir=dest))
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                bad = z.testzip()
+                if bad:
+                    raise InputFileError(f"{archive}: corrupt archive member {bad}.")
+                z.extractall(tmp)  # zipfile strips absolute paths and '..'
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as t:
+                t.extractall(tmp, filter="data")  # refuses links and paths outside tmp
+        else:
+            raise InputFileError(f"{archive}: not a zip or tar archive.")
+        tops = list(tmp.iterdir())
+        src = tops[0] if len(tops) == 1 and tops[0].is_dir() else tmp  # unwrap a single top folder
+        for item in src.iterdir():
+            final = dest / item.name
+            if final.exists():
+                shutil.rmtree(final) if final.is_dir() else final.unlink()
+            item.replace(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def download(name: str, root: Path | None = None, force: bool = False) -> tuple[Path, bool]:
+    """Fetch data set ``name`` into ``root`` (default: the data root).
+
+    Returns:
+        ``(folder, fetched)``: where the data set is, and whether anything was downloaded.
+
+    Raises:
+        ConfigError: unknown data set name.
+        InputFileError: network failure or checksum mismatch.
+    """
+    if name not in DATASETS:
+        raise ConfigError(f"unknown data set '{name}'; known: {', '.join(sorted(DATASETS))}.")
+    ds = DATASETS[name]
+    root = Path(root) if root else data_root()
+    here = _present(root, ds)
+    if here is not None and not force:
+        log.info("%s already present in %s", name, here)
+        return here, False
+    dest = root / ds.folder
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in ds.files:
+        path = fetch(f.url, dest / f.filename, f.sha256, f.md5)
+        if f.extract:
+            _extract(path, dest)
+            path.unlink()
+    return dest, True

@@ -1,0 +1,159 @@
+"""Train/val/test manifests from a chip index: random, stratified, or spatial-block splits.
+
+* ``random``: a seeded shuffle cut at the requested shares.
+* ``stratified``: chips are grouped by the set of classes they contain (from the index's ``px_*``
+  columns) and each group is shuffled and cut at the shares, so rare class combinations appear in
+  every split (largest-remainder rounding per group).
+* ``spatial``: chips are grouped into square blocks of ``block_size`` CRS units by the position of
+  their centre; whole blocks are assigned to splits, so neighbouring chips never straddle train and
+  test (spatial autocorrelation inflates random-split scores: Roberts et al., "Cross-validation
+  strategies for data with temporal, spatial, hierarchical, or phylogenetic structure", Ecography
+  2017). Chips that overlap a chip of another split (possible with a stride below the chip size)
+  are removed from the training split, which keeps validation and test untouched.
+
+Every split is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from terraseg.config.prep import SplitConfig
+from terraseg.data.chip import read_index
+from terraseg.errors import InputFileError
+from terraseg.io.atomic import atomic_path, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def _cut(n: int, fractions: tuple[float, float, float]) -> np.ndarray:
+    """Split labels (0, 1, 2) for ``n`` items in order, with largest-remainder rounding of the shares."""
+    exact = np.asarray(fractions) * n
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    return np.repeat(np.arange(3), counts)
+
+
+def assign_random(n: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """Split label per item (0 train, 1 val, 2 test) from a seeded permutation."""
+    labels = np.empty(n, dtype=int)
+    labels[np.random.default_rng(seed).permutation(n)] = _cut(n, fractions)
+    return labels
+
+
+def assign_stratified(keys: list[str], fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """Split label per item, cutting each group of equal ``keys`` at the shares."""
+    rng = np.random.default_rng(seed)
+    labels = np.empty(len(keys), dtype=int)
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    for k in sorted(groups):
+        idx = np.asarray(groups[k])
+        labels[idx[rng.permutation(len(idx))]] = _cut(len(idx), fractions)
+    return labels
+
+
+def assign_blocks(blocks: list[tuple], fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """Split label per item such that items of one block share a split, with chip shares near ``fractions``.
+
+    Blocks are visited in seeded random order; each goes to the split furthest below its target
+    count (greedy), which keeps the chip shares close to the requested ones.
+    """
+    rng = np.random.default_rng(seed)
+    members: dict[tuple, list[int]] = {}
+    for i, b in enumerate(blocks):
+        members.setdefault(b, []).append(i)
+    keys = sorted(members)
+    order = rng.permutation(len(keys))
+    n = len(blocks)
+    target = np.asarray(fractions) * n
+    have = np.zeros(3)
+    labels = np.empty(n, dtype=int)
+    for j in order:
+        idx = members[keys[j]]
+        deficit = np.where(target > 0, (target - have) / np.maximum(target, 1e-9), -np.inf)
+        s = int(np.argmax(deficit))
+        labels[idx] = s
+        have[s] += len(idx)
+    return labels
+
+
+def _presence_key(df: pd.DataFrame) -> list[str]:
+    cols = [c for c in df.columns if c.startswith("px_")]
+    if not cols:
+        raise InputFileError("chip index has no per-class pixel counts (px_* columns); chip with labels to stratify.")
+    present = df[cols].to_numpy() > 0
+    return ["+".join(c[3:] for c, p in zip(cols, row) if p) or "none" for row in present]
+
+
+def _drop_straddling(df: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
+    """Remove (label -1) training chips whose footprint overlaps the interior of a val/test chip."""
+    from shapely import STRtree
+    from shapely.geometry import box
+
+    keep = labels.copy()
+    for crs, part in df.groupby(df["crs"].fillna("")):
+        idx = part.index.to_numpy()
+        geoms = [box(*b) for b in part[["minx", "miny", "maxx", "maxy"]].to_numpy()]
+        tree = STRtree(geoms)
+        for k, i in enumerate(idx):
+            if labels[i] != 0:
+                continue
+            for j in tree.query(geoms[k], predicate="intersects"):
+                o = idx[j]
+                if labels[o] != 0 and geoms[k].intersection(geoms[j]).area > 0:
+                    keep[i] = -1
+                    break
+    return keep
+
+
+def split_index(cfg: SplitConfig) -> dict[str, Path]:
+    """Write ``train``, ``val`` and ``test`` manifests (rows of the chip index) and ``split.json``.
+
+    Returns:
+        Path of each manifest by split name.
+
+    Raises:
+        InputFileError: unreadable index, or an index without what the method needs.
+    """
+    df = read_index(cfg.index).reset_index(drop=True)
+    if df.empty:
+        raise InputFileError(f"{cfg.index}: chip index is empty; nothing to split.")
+    if cfg.method == "random":
+        labels = assign_random(len(df), cfg.fractions, cfg.seed)
+    elif cfg.method == "stratified":
+        labels = assign_stratified(_presence_key(df), cfg.fractions, cfg.seed)
+    else:
+        size = float(cfg.block_size)  # type: ignore[arg-type]
+        cx = (df["minx"] + df["maxx"]) / 2
+        cy = (df["miny"] + df["maxy"]) / 2
+        blocks = list(zip(df["crs"].fillna("").astype(str), np.floor(cx / size).astype(int), np.floor(cy / size).astype(int)))
+        labels = _drop_straddling(df, assign_blocks(blocks, cfg.fractions, cfg.seed))
+    out = Path(cfg.out_dir)
+    paths: dict[str, Path] = {}
+    summary: dict[str, object] = {"index": str(cfg.index), "method": cfg.method, "seed": cfg.seed, "fractions": cfg.fractions,
+                                  "block_size": cfg.block_size, "dropped_straddling": int((labels == -1).sum())}
+    base = pd.DataFrame(df.drop(columns="geometry")) if "geometry" in df.columns else df
+    index_dir = Path(cfg.index).resolve().parent
+    for k, name in enumerate(SPLITS):
+        part = base[labels == k].copy()
+        for col in ("chip", "mask"):  # manifests may live elsewhere: make chip paths absolute
+            if col in part.columns:
+                part[col] = [str(index_dir / p) if isinstance(p, str) and p else p for p in part[col]]
+        path = out / f"{name}.{cfg.format}"
+        with atomic_path(path) as tmp:
+            part.to_parquet(tmp, index=False) if cfg.format == "parquet" else part.to_csv(tmp, index=False)
+        paths[name] = path
+        summary[name] = int(len(part))
+    write_text_atomic(out / "split.json", json.dumps(summary, indent=2))
+    log.info("split %s: %s", cfg.index, {s: summary[s] for s in SPLITS})
+    return paths
