@@ -73,7 +73,7 @@ class MosaicConfig(_Strict):
     )
     nodata: float | None = Field(None, description="Output nodata (default: the first tile's, else 0).")
     cog: bool = Field(False, description="Write a Cloud-Optimized GeoTIFF (GDAL COG driver, with overviews).")
-    block: int = Field(1024, ge=64, description="Output block processed at a time (pixels); bounds memory.")
+    block: int = Field(1024, ge=16, description="Output block processed at a time (pixels); bounds memory.")
     compress: Literal["none", "deflate", "lzw", "zstd"] = Field("deflate", description="Output compression.")
 
 
@@ -88,7 +88,7 @@ class RasterizeConfig(_Strict):
     boundary_class: int | None = Field(None, ge=0, le=255, description="Class id of outlines (required with boundary_width).")
     ignore: str | None = Field(None, description="Vector file of zones burnt as `ignore_index` last (unknown, excluded).")
     ignore_index: int = Field(255, ge=0, le=255, description="Value of ignore zones and of the image's nodata pixels; the mask's nodata.")
-    block: int = Field(1024, ge=64, description="Rows/columns rasterized at a time.")
+    block: int = Field(1024, ge=16, description="Rows/columns rasterized at a time.")
 
     @model_validator(mode="after")
     def _boundary(self) -> "RasterizeConfig":
@@ -134,7 +134,7 @@ class StatsConfig(_Strict):
     sample_fraction: float = Field(1.0, gt=0.0, le=1.0, description="Share of valid pixels kept in the table (seeded).")
     include_nodata: bool = Field(False, description="Keep nodata pixels in the table.")
     seed: int = Field(0, description="Seed of the table's sampling.")
-    block: int = Field(1024, ge=64, description="Rows/columns read at a time.")
+    block: int = Field(1024, ge=16, description="Rows/columns read at a time.")
 
     @model_validator(mode="after")
     def _labels_match(self) -> "StatsConfig":
@@ -154,4 +154,4 @@ class VectorizeConfig(_Strict):
     simplify: float = Field(0.0, ge=0.0, description="Simplification tolerance in CRS units (0: exact pixel outlines).")
     min_area: float = Field(0.0, ge=0.0, description="Drop polygons smaller than this, in square CRS units (m^2 when projected).")
     connectivity: Literal[4, 8] = Field(4, description="Pixel connectivity of a region.")
-    block: int = Field(2048, ge=64, description="Rows processed at a time; regions crossing blocks are merged.")
+    block: int = Field(2048, ge=16, description="Rows processed at a time; regions crossing blocks are merged.")
