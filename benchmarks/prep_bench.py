@@ -52,8 +52,8 @@ def case_chip(args) -> dict:
     from terraseg.data.chip import chip
 
     scene = _scene(Path(args.work), args.size)
-    out = Path(args.work) / "chips"
-    r = chip(ChipConfig(images=[str(scene)], out_dir=str(out), size=512, compress=args.compress, workers=args.workers, max_nodata=1.0))
+    out = Path(args.out or args.work) / "chips"
+    r = chip(ChipConfig(images=[str(scene)], out_dir=str(out), size=512, compress=args.compress, workers=args.workers or None, max_nodata=1.0))
     return {"case": f"terraseg chip (compress={args.compress}, workers={args.workers})", "seconds": r.seconds,
             "mb_per_s": r.mb_per_second, "chips": r.written, "peak_rss_mb": _rss_mb()}
 
@@ -81,8 +81,8 @@ def case_rasterio_read_write(args) -> dict:
     from rasterio.windows import Window
 
     scene = _scene(Path(args.work), args.size)
-    out = Path(args.work) / "chips_plain"
-    out.mkdir(exist_ok=True)
+    out = Path(args.out or args.work) / "chips_plain"
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     n = 0
     with rasterio.open(scene) as ds:
@@ -185,7 +185,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/terraseg-bench")
     ap.add_argument("--size", type=int, default=16384, help="chip: scene side in pixels")
     ap.add_argument("--compress", default="none")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=0, help="chip threads (0: terraseg's default, cores + 1)")
+    ap.add_argument("--out", help="chip: folder for the chips (default --work), e.g. /dev/shm to leave the disk out")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     args = ap.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
@@ -195,7 +196,7 @@ def main() -> None:
     results = []
     for case in CASES[args.bench]:
         cmd = [sys.executable, __file__, args.bench, "--case", case, "--work", args.work, "--size", str(args.size),
-               "--compress", args.compress, "--workers", str(args.workers)]
+               "--compress", args.compress, "--workers", str(args.workers)] + (["--out", args.out] if args.out else [])
         line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         results.append(json.loads(line))
         print(line, flush=True)

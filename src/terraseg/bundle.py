@@ -4,6 +4,7 @@ Layout (``model.terraseg``)::
 
     manifest.json        BundleManifest: architecture, input spec, classes, metrics, provenance
     weights.safetensors  the network's state dict (safetensors: data only, never pickled code)
+    model.onnx           optional, added by ``terraseg export --format onnx`` (see terraseg.predict.onnx)
 
 Loading a bundle needs no config file and no training code. Bundles are written atomically.
 """
@@ -33,6 +34,8 @@ from terraseg.io.atomic import atomic_path
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
+ONNX = "model.onnx"
+EXTRAS = (ONNX,)
 
 
 class InputSpec(BaseModel):
@@ -63,14 +66,17 @@ class BundleManifest(BaseModel):
     ignore_index: int = 255
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict, description="The training config, for provenance.")
+    exports: dict[str, Any] = Field(default_factory=dict, description="Exported graphs in the bundle (e.g. 'onnx': opset, contract, check).")
 
 
 class Bundle:
     """A loaded bundle: manifest plus network in eval mode on the CPU."""
 
-    def __init__(self, manifest: BundleManifest, model: nn.Module) -> None:
+    def __init__(self, manifest: BundleManifest, model: nn.Module, extras: dict[str, bytes] | None = None) -> None:
         self.manifest = manifest
         self.model = model.eval()
+        self.extras: dict[str, bytes] = dict(extras or {})
+        self.path: Path | None = None
 
     @property
     def stats(self) -> NormStats:
@@ -99,6 +105,8 @@ class Bundle:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
                 z.writestr(MANIFEST, self.manifest.model_dump_json(indent=2))
                 z.writestr(WEIGHTS, st_save(state))
+                for name, data in self.extras.items():
+                    z.writestr(name, data)
         return Path(path)
 
     @classmethod
@@ -115,6 +123,7 @@ class Bundle:
             with zipfile.ZipFile(p) as z:
                 manifest_raw = json.loads(z.read(MANIFEST))
                 weights = z.read(WEIGHTS)
+                extras = {n: z.read(n) for n in EXTRAS if n in z.namelist()}
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
             raise BundleError(f"{p}: not a terraseg bundle ({e}).") from None
         try:
@@ -130,7 +139,9 @@ class Bundle:
             model.load_state_dict(st_load(weights))
         except (RuntimeError, Exception) as e:
             raise BundleError(f"{p}: weights do not fit the bundle's architecture ({str(e).splitlines()[0]}).") from None
-        return cls(manifest, model)
+        b = cls(manifest, model, extras)
+        b.path = p
+        return b
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (``terraseg info``)."""
@@ -140,5 +151,5 @@ class Bundle:
             "name": m.name, "task": m.task, "terraseg_version": m.terraseg_version, "created": m.created,
             "model": m.model.model_dump(), "parameters": n_params,
             "input": m.input.model_dump(), "classes": [c.model_dump() for c in m.classes],
-            "ignore_index": m.ignore_index, "metrics": m.metrics,
+            "ignore_index": m.ignore_index, "metrics": m.metrics, "exports": m.exports,
         }

@@ -165,11 +165,12 @@ def predict(
     device: Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1 ...")] = "cpu",
     precision: Annotated[str, typer.Option(help="'32', or 'bf16' / '16' autocast.")] = "32",
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Run the network in NHWC memory layout.")] = False,
+    backend: Annotated[str, typer.Option(help="torch (PyTorch) or onnx (ONNX Runtime on the bundle's exported graph).")] = "torch",
 ) -> None:
     """Predict images of any size; GeoTIFF outputs keep the input's CRS, transform and nodata."""
     from terraseg.predict.run import predict as run_predict
 
-    res = run_predict(bundle, list(inputs), out_dir, window, overlap, batch_size, probabilities, overlay, device, precision, channels_last)
+    res = run_predict(bundle, list(inputs), out_dir, window, overlap, batch_size, probabilities, overlay, device, precision, channels_last, backend)
     for src, outs in res.outputs.items():
         out.print(f"{src} -> " + ", ".join(outs.values()))
     for src, why in res.failures.items():
@@ -202,6 +203,27 @@ def info(
     best = s["metrics"].get("validation", {})
     if best:
         out.print("validation (best epoch): " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items() if k != "per_class"))
+
+
+@app.command()
+@user_errors
+def export(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
+    fmt: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the bundle with the graph here (default: in place).")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
+    check: Annotated[Optional[list[Path]], typer.Option("--check", help="Real images whose windows check ONNX Runtime against PyTorch.")] = None,
+    window: Annotated[int, typer.Option(help="Check window size (multiple of 32).")] = 256,
+) -> None:
+    """Add an ONNX graph (dynamic batch/height/width) to a bundle, checked against PyTorch."""
+    from terraseg.errors import ConfigError
+    from terraseg.predict.onnx import export_onnx
+
+    if fmt != "onnx":
+        raise ConfigError(f"unknown export format '{fmt}'; use onnx.")
+    r = export_onnx(bundle, out_path, opset, [str(c) for c in check or []], window)
+    out.print(f"{r.path}: ONNX opset {r.opset} added; ONNX Runtime vs PyTorch max abs logit difference {r.max_abs_diff:.2e} "
+              f"on {r.windows_checked} windows of {r.checked_on}")
 
 
 from terraseg.cli import prep as _prep  # noqa: E402,F401  (registers the data-preparation commands)

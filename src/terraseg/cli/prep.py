@@ -86,7 +86,7 @@ def chip(
     index_format: Annotated[str, typer.Option(help="parquet (GeoParquet) | csv.")] = "parquet",
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names for the count columns.")] = None,
     ignore_index: Annotated[int, typer.Option(help="Mask value of unknown pixels.")] = 255,
-    workers: Annotated[int, typer.Option(help="I/O threads.")] = 2,
+    workers: Annotated[Optional[int], typer.Option(help="I/O threads (default: CPU cores + 1).")] = None,
 ) -> None:
     """Cut scenes and labels into chips (GeoTIFF keeps georeferencing) with a GeoParquet/CSV index."""
     from terraseg.config.prep import ChipConfig

@@ -51,7 +51,9 @@ class ChipConfig(_Strict):
     index_format: Literal["parquet", "csv"] = Field("parquet", description="Index file: GeoParquet (default) or CSV with WKT.")
     ignore_index: int = Field(255, ge=0, le=255, description="Mask value for unknown pixels (nodata, padding).")
     class_names: list[str] | None = Field(None, description="Class names for the per-class count columns (default c0, c1, ...).")
-    workers: int = Field(2, ge=1, description="Threads reading and writing chips (GDAL releases the GIL).")
+    workers: int | None = Field(
+        None, ge=1, description="Threads reading and writing chips (GDAL releases the GIL); default CPU cores + 1 (I/O overlaps compute)."
+    )
 
     @model_validator(mode="after")
     def _labels_match(self) -> "ChipConfig":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -186,7 +187,8 @@ def chip(cfg: ChipConfig) -> ChipResult:
     records: list[dict[str, Any]] = []
     skipped = 0
     source_bytes = 0
-    with ThreadPoolExecutor(cfg.workers) as pool:
+    workers = cfg.workers or (os.cpu_count() or 1) + 1
+    with ThreadPoolExecutor(workers) as pool:
         for scene in scenes:
             fmt = cfg.format if cfg.format != "auto" else ("tif" if isinstance(scene, RasterScene) else "png")
             if fmt == "png" and np.dtype(scene.dtype) not in (np.uint8, np.uint16):
@@ -194,9 +196,9 @@ def chip(cfg: ChipConfig) -> ChipResult:
             worker = _SceneChipper(scene, cfg, out, fmt, names)
             rows = chip_offsets(scene.height, cfg.size, stride, cfg.edge)
             cols = chip_offsets(scene.width, cfg.size, stride, cfg.edge)
-            jobs = [(i % cfg.workers, r, c) for i, (r, c) in enumerate((r, c) for r in rows for c in cols)]
+            jobs = [(i % workers, r, c) for i, (r, c) in enumerate((r, c) for r in rows for c in cols)]
             # worker ids are bound to threads by running each id's jobs in order in one task
-            per_worker = [[j for j in jobs if j[0] == w] for w in range(cfg.workers)]
+            per_worker = [[j for j in jobs if j[0] == w] for w in range(workers)]
             for res in pool.map(lambda js: [worker(j) for j in js], per_worker):
                 for rec in res:
                     if rec is None:

@@ -170,14 +170,13 @@ def merge_block(out: np.ndarray, filled: np.ndarray, data: np.ndarray, valid: np
     """
     new = valid & ~filled
     if rule == "first":
-        out[:, new] = data[:, new]
+        np.copyto(out, data, where=new[None])
     elif rule == "last":
-        out[:, valid] = data[:, valid]
+        np.copyto(out, data, where=valid[None])
     else:
-        both = valid & filled
         op = np.minimum if rule == "min" else np.maximum
-        out[:, both] = op(out[:, both], data[:, both])
-        out[:, new] = data[:, new]
+        np.copyto(out, op(out, data), where=(valid & filled)[None])
+        np.copyto(out, data, where=new[None])
     filled |= valid
 
 
@@ -226,6 +225,8 @@ def mosaic(cfg: MosaicConfig) -> MosaicResult:
                         block = np.full((tiles[0].count, int(w.height), int(w.width)), nodata, dtype=dtype)
                         filled = np.zeros(block.shape[1:], dtype=bool)
                         for i in hits:
+                            if cfg.rule == "first" and filled.all():
+                                break  # nothing left for later tiles
                             if i not in readers:
                                 readers[i] = _TileReader(tiles[i], dst_crs, tr, width, height, cfg)
                             data, valid = readers[i].read(w)

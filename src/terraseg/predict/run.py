@@ -35,6 +35,7 @@ def predict(
     device: str = "cpu",
     precision: str = "32",
     channels_last: bool = False,
+    backend: str = "torch",
 ) -> PredictResult:
     """Predict every input; a bad input is reported and skipped, the others still run.
 
@@ -42,13 +43,13 @@ def predict(
         bundle: bundle path or loaded bundle. inputs: image files (GeoTIFF, PNG, JPEG, ...).
         out_dir: output folder (one output per input, same stem). window/overlap/batch_size: sliding
         window settings. probabilities/overlay: extra outputs. device/precision/channels_last:
-        inference settings ('bf16' autocast, NHWC layout).
+        inference settings ('bf16' autocast, NHWC layout). backend: 'torch' or 'onnx' (the bundle's exported graph).
 
     Raises:
         BundleError: the bundle cannot be loaded.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    predictor = predictor_for(b, window, overlap, batch_size, device, precision, channels_last)
+    predictor = predictor_for(b, window, overlap, batch_size, device, precision, channels_last, backend)
     colors = [c.color for c in b.manifest.classes]
     result = PredictResult()
     for path in inputs:

@@ -180,9 +180,26 @@ class SlidingWindowPredictor:
 
 
 def predictor_for(bundle, window: int | None = None, overlap: float = 0.25, batch_size: int = 4,
-                  device: str = "cpu", precision: str = "32", channels_last: bool = False) -> SlidingWindowPredictor:
-    """A :class:`SlidingWindowPredictor` for a loaded :class:`terraseg.bundle.Bundle` (PyTorch backend)."""
-    backend = TorchBackend(bundle.model, device=device, precision=precision, channels_last=channels_last)
+                  device: str = "cpu", precision: str = "32", channels_last: bool = False,
+                  backend: str = "torch", threads: int = 0) -> SlidingWindowPredictor:
+    """A :class:`SlidingWindowPredictor` for a loaded :class:`terraseg.bundle.Bundle`.
+
+    Args:
+        backend: 'torch' (PyTorch; device/precision/channels_last apply) or 'onnx' (ONNX Runtime on the
+            bundle's exported graph; ``threads`` intra-op threads, 0 = default).
+
+    Raises:
+        BundleError: 'onnx' asked for a bundle without an ONNX graph, or an unknown backend.
+    """
+    if backend == "onnx":
+        from terraseg.predict.onnx import onnx_backend_for
+
+        run: Callable[[np.ndarray], np.ndarray] = onnx_backend_for(bundle, threads, device)
+    elif backend == "torch":
+        run = TorchBackend(bundle.model, device=device, precision=precision, channels_last=channels_last)
+    else:
+        raise BundleError(f"unknown backend '{backend}'; use 'torch' or 'onnx'.")
+    backend = run  # type: ignore[assignment]
     return SlidingWindowPredictor(backend, bundle.stats, bundle.num_classes, window or max(bundle.manifest.input.window, 256),
                                   overlap, batch_size)
 

@@ -1,0 +1,165 @@
+"""ONNX export of a bundle's network and the ONNX Runtime inference backend.
+
+Contract of the exported graph (stored in the bundle as ``model.onnx``, described in
+``manifest.exports['onnx']``):
+
+* input ``image``: float32 ``(N, C, H, W)``, **already normalised** by
+  :func:`terraseg.data.normalize.normalize` with the bundle's ``input.normalization`` (normalisation
+  stays outside the graph, so PyTorch and ONNX Runtime share the one preprocessing function); N, H
+  and W are dynamic (H and W multiples of 32);
+* output ``logits``: float32 ``(N, K', H, W)``, with K' = 1 for binary models (sigmoid) and K' = K
+  otherwise (softmax), turned into probabilities by :func:`probs_from_logits`.
+
+The export checks itself: the same windows go through PyTorch and ONNX Runtime and the largest
+absolute difference of the logits is recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from terraseg.bundle import ONNX, Bundle
+from terraseg.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+
+def probs_from_logits(logits: np.ndarray) -> np.ndarray:
+    """``(N, K, H, W)`` probabilities from ``(N, 1 or K, H, W)`` logits (sigmoid pair or softmax), float32."""
+    z = logits.astype(np.float32, copy=False)
+    if z.shape[1] == 1:
+        p = 1.0 / (1.0 + np.exp(-z))
+        return np.concatenate([1.0 - p, p], axis=1)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class OnnxBackend:
+    """Runs a bundle's ONNX graph with ONNX Runtime: ``(N, C, h, w)`` float32 -> ``(N, K, h, w)`` probabilities.
+
+    Args:
+        onnx_bytes: the serialized graph. threads: intra-op threads (0: ONNX Runtime's default).
+        device: 'cpu' or 'cuda' (CUDAExecutionProvider when installed).
+    """
+
+    def __init__(self, onnx_bytes: bytes, threads: int = 0, device: str = "cpu") -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw graph output for a normalised batch."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return probs_from_logits(self.logits(batch))
+
+
+def onnx_backend_for(bundle: Bundle, threads: int = 0, device: str = "cpu") -> OnnxBackend:
+    """The ONNX Runtime backend of a bundle.
+
+    Raises:
+        BundleError: the bundle holds no ONNX graph (run ``terraseg export BUNDLE --format onnx``).
+    """
+    data = bundle.extras.get(ONNX)
+    if data is None:
+        raise BundleError(f"{bundle.path or bundle.manifest.name}: bundle has no ONNX graph; run `terraseg export BUNDLE --format onnx` first.")
+    return OnnxBackend(data, threads, device)
+
+
+@dataclass
+class ExportReport:
+    """Result of :func:`export_onnx`: where it went, the opset, and the check against PyTorch."""
+
+    path: Path
+    opset: int
+    max_abs_diff: float
+    windows_checked: int
+    checked_on: str
+
+
+def _check_windows(bundle: Bundle, images: list[str], window: int, max_windows: int) -> tuple[np.ndarray, str]:
+    from terraseg.data.normalize import normalize
+    from terraseg.data.sources import scene_from_path
+
+    stats = bundle.stats
+    chips = []
+    for path in images:
+        scene = scene_from_path(path, bands=bundle.manifest.input.band_indexes or None)
+        for r in range(0, max(scene.height - window, 0) + 1, window):
+            for c in range(0, max(scene.width - window, 0) + 1, window):
+                w = scene.read(r, c, window, window, labels=False)
+                chips.append(normalize(w.image, stats, w.valid))
+                if len(chips) >= max_windows:
+                    return np.stack(chips), ", ".join(images)
+    if chips:
+        return np.stack(chips), ", ".join(images)
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((2, bundle.in_channels, window, window)).astype(np.float32), "random normal inputs"
+
+
+def export_onnx(bundle_path: str | Path, out: str | Path | None = None, opset: int = 17, check_images: list[str] | None = None,
+                window: int = 256, max_windows: int = 4) -> ExportReport:
+    """Add an ONNX graph to a bundle (in place, or into a copy at ``out``), checked against PyTorch.
+
+    Args:
+        bundle_path: the bundle. out: where to write the bundle with the graph (default: in place).
+        opset: ONNX opset (>= 17). check_images: real images whose windows are used for the check
+            (default: random inputs). window: check window size (multiple of 32). max_windows: windows checked.
+
+    Returns:
+        An :class:`ExportReport` with the largest absolute logit difference.
+
+    Raises:
+        BundleError: unloadable bundle, export failure, or an ONNX graph that disagrees with PyTorch
+            by more than 1e-3.
+    """
+    import onnxruntime  # noqa: F401  (fail early, before the export, if it is missing)
+
+    if opset < 17:
+        raise BundleError(f"opset {opset} is too old; use 17 or newer.")
+    b = Bundle.load(bundle_path)
+    model = b.model.eval()
+    dummy = torch.zeros(1, b.in_channels, window, window)
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (dummy,), buf, input_names=["image"], output_names=["logits"], opset_version=opset, dynamo=False,
+                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
+            )
+    except Exception as e:  # torch.onnx raises many kinds; all mean "this network does not export"
+        raise BundleError(f"{bundle_path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0]}).") from None
+    data = buf.getvalue()
+    batch, source = _check_windows(b, list(check_images or []), window, max_windows)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(batch)).numpy()
+    got = OnnxBackend(data).logits(batch)
+    diff = float(np.abs(ref - got).max())
+    if diff > 1e-3:
+        raise BundleError(f"{bundle_path}: the ONNX graph disagrees with PyTorch (max abs logit difference {diff:.2e}); not saved.")
+    b.extras[ONNX] = data
+    b.manifest.exports["onnx"] = {
+        "file": ONNX, "opset": opset, "input": "image: float32 (N, C, H, W), normalised with input.normalization (outside the graph)",
+        "output": "logits: float32 (N, 1 or K, H, W); sigmoid for 1 channel, else softmax", "dynamic_axes": ["batch", "height", "width"],
+        "max_abs_diff": diff, "windows_checked": int(len(batch)), "checked_on": source, "onnxruntime": __import__("onnxruntime").__version__,
+    }
+    target = Path(out or bundle_path)
+    b.save(target)
+    log.info("exported ONNX opset %d to %s (max abs diff %.2e on %d windows)", opset, target, diff, len(batch))
+    return ExportReport(target, opset, diff, int(len(batch)), source)
