@@ -226,6 +226,48 @@ def export(
               f"on {r.windows_checked} windows of {r.checked_on}")
 
 
+@app.command()
+@user_errors
+def serve(
+    models: Annotated[list[str], typer.Argument(help="Bundles to serve: paths or MLflow URIs models:/name@alias.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).")] = 1,
+    backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow registry for models:/ URIs.")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB.")] = 64.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest image in pixels.")] = 64_000_000,
+    api_key: Annotated[Optional[str], typer.Option(envvar="TERRASEG_API_KEY", help="Require header X-API-Key (off by default).")] = None,
+) -> None:
+    """Serve bundles: REST API (/v1/segment, /v1/models, /healthz, /readyz) and the web page at /."""
+    import uvicorn
+
+    from terraseg.serve.app import ServeConfig, create_app
+
+    cfg = ServeConfig(models=models, backend=backend, tracking_uri=tracking_uri, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                      api_key=api_key)
+    if workers > 1:
+        os.environ["TERRASEG_SERVE"] = cfg.model_dump_json()
+        uvicorn.run("terraseg.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
+    else:
+        uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
+
+
+@app.command()
+@user_errors
+def register(
+    run_dir: Annotated[Path, typer.Argument(help="Training run folder (holds model.terraseg and mlflow.db).")],
+    name: Annotated[str, typer.Option(help="Registered model name.")],
+    alias: Annotated[str, typer.Option(help="Alias to point at the new version.")] = "champion",
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: the run's sqlite store).")] = None,
+) -> None:
+    """Register a tracked run's bundle in the MLflow model registry, so `serve models:/NAME@ALIAS` serves it."""
+    from terraseg.serve.registry import register_bundle
+
+    uri, version = register_bundle(run_dir, name, alias, tracking_uri)
+    out.print(f"{uri} -> version {version}")
+
+
 from terraseg.cli import prep as _prep  # noqa: E402,F401  (registers the data-preparation commands)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,206 @@
+"""The REST API and web page: FastAPI app serving one or more bundles.
+
+Endpoints: ``POST /v1/segment`` (multipart image -> png | geotiff | json | geojson), ``POST
+/v1/classify`` (classification bundles), ``GET /v1/models``, ``GET /healthz``, ``GET /readyz``, the
+web page at ``/`` with its job endpoints under ``/ui``. Uploads are treated as data: the client's
+file name is only checked (never used as a path), bytes are streamed to a private temporary folder
+with a size limit, image size is checked from the header before decoding (decompression bombs),
+and every failure is a 4xx with ``{"error": "..."}`` naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from terraseg import __version__
+from terraseg.serve import upload
+from terraseg.serve.registry import ServedModel, load_models
+
+log = logging.getLogger(__name__)
+WEB = Path(__file__).parent / "web"
+
+
+class ServeConfig(BaseModel):
+    """Options of ``terraseg serve``."""
+
+    models: list[str] = Field(description="Bundle paths or MLflow URIs (models:/name@alias).")
+    backend: Literal["torch", "onnx"] = Field("torch", description="Inference backend.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI for models:/ references.")
+    max_upload_mb: float = Field(64.0, gt=0, description="Largest accepted upload in MB.")
+    max_pixels: int = Field(64_000_000, gt=0, description="Largest accepted image in pixels (width x height).")
+    api_key: str | None = Field(None, description="When set, /v1 endpoints require header X-API-Key with this value.")
+    results_dir: str | None = Field(None, description="Where web-page results are kept (default: a temporary folder).")
+    keep_results: int = Field(50, ge=1, description="Web-page results kept (oldest removed first).")
+    vendor_dir: str | None = Field(None, description="Folder holding leaflet/ (default: the checkout's node_modules).")
+
+
+class ApiError(Exception):
+    """A client error: HTTP status and one sentence."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _vendor_dir(cfg: ServeConfig) -> Path | None:
+    for cand in ([Path(cfg.vendor_dir)] if cfg.vendor_dir else []) + [Path(__file__).resolve().parents[3] / "node_modules", Path.cwd() / "node_modules"]:
+        if (cand / "leaflet" / "dist" / "leaflet.js").exists():
+            return cand
+    return None
+
+
+def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -> FastAPI:
+    """Build the app for ``cfg`` (``models`` may be passed pre-loaded, e.g. in tests)."""
+    app = FastAPI(
+        title="terraseg", version=__version__,
+        description="Segment (and classify) satellite and aerial images with terraseg bundles.",
+    )
+    state = {"models": models if models is not None else load_models(cfg.models, cfg.backend, cfg.tracking_uri), "ready": True}
+    results = Path(cfg.results_dir) if cfg.results_dir else Path(tempfile.mkdtemp(prefix="terraseg-results-"))
+    results.mkdir(parents=True, exist_ok=True)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse({"error": e.message}, status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(x) for x in err['loc'][1:]) or err['loc'][0]}: {err['msg']}" for err in e.errors()]
+        return JSONResponse({"error": "; ".join(parts)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception) -> JSONResponse:  # never a bare 500 page or a dead worker
+        log.exception("unexpected error")
+        return JSONResponse({"error": f"internal error ({type(e).__name__}); the request was not processed."}, status_code=500)
+
+    def _check_key(request: Request) -> None:
+        if cfg.api_key and request.headers.get("x-api-key") != cfg.api_key:
+            raise ApiError(401, "missing or wrong X-API-Key header.")
+
+    def _model(name: str | None) -> ServedModel:
+        ms = state["models"]
+        if name is None:
+            return next(iter(ms.values()))
+        if name not in ms:
+            raise ApiError(404, f"unknown model '{name}'; served: {', '.join(ms)}.")
+        return ms[name]
+
+    @app.get("/healthz", summary="Liveness: the process answers.")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: models are loaded.")
+    async def readyz() -> JSONResponse:
+        ok = state["ready"] and bool(state["models"])
+        return JSONResponse({"ready": ok, "models": list(state["models"])}, status_code=200 if ok else 503)
+
+    @app.get("/v1/models", summary="Served models: name, version, task, bands, classes, metrics.")
+    def list_models(request: Request) -> list[dict]:
+        _check_key(request)
+        return [m.info() for m in state["models"].values()]
+
+    @app.post(
+        "/v1/segment", summary="Segment an uploaded image.",
+        responses={200: {"content": {"image/png": {}, "image/tiff": {}, "application/json": {"example": {"width": 2, "height": 1, "classes": ["background", "building"], "mask": [[0, 1]]}}, "application/geo+json": {}}},
+                   413: {"content": {"application/json": {"example": {"error": "upload is larger than 64 MB."}}}},
+                   422: {"content": {"application/json": {"example": {"error": "x.tif: image has 4 bands but the model expects 3."}}}}},
+    )
+    def segment(
+        request: Request,
+        file: UploadFile = File(description="PNG, JPEG or GeoTIFF (any band count the model accepts)."),
+        format: Literal["png", "geotiff", "json", "geojson"] = Query("png", description="png: class ids; geotiff: georeferenced like the input; json: class-id array; geojson: polygons in the input CRS."),
+        model: str | None = Query(None, description="Model name (GET /v1/models); default: the first served."),
+    ) -> Response:
+        _check_key(request)
+        m = _model(model)
+        if m.bundle.manifest.task != "segmentation":
+            raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; use /v1/classify.")
+        with tempfile.TemporaryDirectory(prefix="terraseg-req-") as tmp:
+            path = upload.save(file, Path(tmp), cfg.max_upload_mb, cfg.max_pixels)
+            return upload.segment_response(m, path, Path(tmp), format, file.filename or path.name)
+
+    @app.post("/v1/classify", summary="Classify an uploaded image (classification bundles).")
+    def classify(request: Request, file: UploadFile = File(description="Image to classify."), model: str | None = Query(None)) -> dict:
+        _check_key(request)
+        m = _model(model)
+        if m.bundle.manifest.task != "classification":
+            raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; use /v1/segment.")
+        raise ApiError(501, "classification bundles are not supported by this version.")
+
+    # ---- web page -------------------------------------------------------------------------------
+    vendor = _vendor_dir(cfg)
+    if vendor is not None:
+        app.mount("/vendor", StaticFiles(directory=vendor / "leaflet" / "dist"), name="vendor")
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/result/{job}", response_class=HTMLResponse, include_in_schema=False)
+    async def page(job: str | None = None) -> HTMLResponse:
+        return HTMLResponse((WEB / "index.html").read_text())
+
+    @app.post("/ui/jobs", summary="Web page: segment an upload (and optional ground truth) and keep the result.")
+    def create_job(file: UploadFile = File(...), truth: UploadFile | None = File(None), model: str | None = Form(None)) -> dict:
+        m = _model(model or None)
+        job = uuid.uuid4().hex[:16]
+        folder = results / job
+        folder.mkdir()
+        try:
+            path = upload.save(file, folder, cfg.max_upload_mb, cfg.max_pixels, stem="input")
+            truth_path = upload.save(truth, folder, cfg.max_upload_mb, cfg.max_pixels, stem="truth", vectors=True) if truth and truth.filename else None
+            meta = upload.web_result(m, path, truth_path, folder, file.filename or path.name)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        meta["id"] = job
+        (folder / "job.json").write_text(json.dumps(meta))
+        _prune(results, cfg.keep_results)
+        return meta
+
+    @app.get("/ui/jobs/{job}", summary="Web page: a kept result.")
+    def get_job(job: str) -> dict:
+        f = results / _safe(job) / "job.json"
+        if not f.exists():
+            raise ApiError(404, f"no result '{job}' (results are kept for the last {cfg.keep_results} uploads).")
+        return json.loads(f.read_text())
+
+    @app.get("/ui/jobs/{job}/{name}", summary="Web page: a file of a kept result.")
+    def job_file(job: str, name: str) -> FileResponse:
+        f = results / _safe(job) / _safe(name)
+        if not f.is_file() or f.name in ("job.json",):
+            raise ApiError(404, f"no file '{name}' in result '{job}'.")
+        return FileResponse(f, filename=f.name)
+
+    return app
+
+
+def _safe(part: str) -> str:
+    if not part or "/" in part or "\\" in part or part.startswith("."):
+        raise ApiError(400, f"'{part}' is not a valid name.")
+    return part
+
+
+def _prune(results: Path, keep: int) -> None:
+    jobs = sorted((p for p in results.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in jobs[: max(len(jobs) - keep, 0)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def app_from_env() -> FastAPI:
+    """App factory for ``uvicorn --factory`` with several workers: options from ``$TERRASEG_SERVE`` (JSON)."""
+    import os
+
+    return create_app(ServeConfig.model_validate_json(os.environ["TERRASEG_SERVE"]))
+
+

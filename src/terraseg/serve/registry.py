@@ -1,0 +1,132 @@
+"""Models served by the API: bundles loaded from files or an MLflow registry, each with its predictor.
+
+A model reference is a bundle path (``runs/x/model.terraseg``) or an MLflow model URI
+``models:/<name>/<version or alias>`` (``models:/buildings@champion`` works too). A registered
+version's source is the run's ``model.terraseg`` artifact (``terraseg register`` creates it), which
+is downloaded with ``mlflow.artifacts.download_artifacts``; the bundle is then loaded as any file.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from terraseg.bundle import Bundle
+from terraseg.errors import BundleError, ConfigError
+from terraseg.predict.sliding import SlidingWindowPredictor, predictor_for
+
+
+@dataclass
+class ServedModel:
+    """One served bundle: its predictor and a lock that runs one request's inference at a time.
+
+    (PyTorch and ONNX Runtime already use every core for one batch; queueing whole requests keeps
+    latency predictable and memory flat under many concurrent clients.)
+    """
+
+    name: str
+    source: str
+    bundle: Bundle
+    predictor: SlidingWindowPredictor
+    backend: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def info(self) -> dict[str, Any]:
+        """Public description for ``GET /v1/models``."""
+        m = self.bundle.manifest
+        val = {k: v for k, v in m.metrics.get("validation", {}).items() if k != "per_class"}
+        return {
+            "name": self.name, "version": m.terraseg_version, "created": m.created, "task": m.task, "backend": self.backend,
+            "source": self.source, "bands": m.input.bands, "band_names": m.input.band_names, "dtype": m.input.dtype,
+            "window": m.input.window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
+            "architecture": f"{m.model.arch}/{m.model.encoder}",
+        }
+
+
+def resolve_model_uri(ref: str, tracking_uri: str | None = None) -> Path:
+    """A local bundle path for ``ref`` (a path, or ``models:/name/version|alias`` from an MLflow registry).
+
+    Raises:
+        BundleError: the registry has no such model/version/alias, or its artifact holds no bundle.
+    """
+    if not ref.startswith("models:/"):
+        return Path(ref)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    body = ref[len("models:/"):]
+    name, _, sel = body.replace("@", "/").partition("/")
+    try:
+        mv = client.get_model_version(name, sel) if sel.isdigit() else client.get_model_version_by_alias(name, sel or "champion")
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source))
+    except MlflowException as e:
+        raise BundleError(f"{ref}: not found in the MLflow registry ({str(e).splitlines()[0]}).") from None
+    if local.is_file():
+        return local
+    found = sorted(local.rglob("*.terraseg"))
+    if not found:
+        raise BundleError(f"{ref}: the registered artifact holds no .terraseg bundle.")
+    return found[0]
+
+
+def load_models(refs: list[str], backend: str = "torch", tracking_uri: str | None = None, window: int | None = None,
+                overlap: float = 0.25, batch_size: int = 4) -> dict[str, ServedModel]:
+    """Load every referenced bundle; names are the bundles' names (deduplicated with a suffix).
+
+    Raises:
+        BundleError: an unloadable bundle or registry reference. ConfigError: no model given.
+    """
+    if not refs:
+        raise ConfigError("give at least one bundle path or models:/ URI to serve.")
+    models: dict[str, ServedModel] = {}
+    for ref in refs:
+        path = resolve_model_uri(ref, tracking_uri)
+        b = Bundle.load(path)
+        name = b.manifest.name
+        k = 2
+        while name in models:
+            name, k = f"{b.manifest.name}-{k}", k + 1
+        pred = predictor_for(b, window, overlap, batch_size, backend=backend)
+        models[name] = ServedModel(name, ref, b, pred, backend)
+    return models
+
+
+def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tracking_uri: str | None = None) -> tuple[str, int]:
+    """Register a training run's bundle artifact as a new version of MLflow model ``name`` and set ``alias``.
+
+    Args:
+        run_dir: the run folder (holds ``model.terraseg`` and, by default, ``mlflow.db``).
+        name: registered model name. alias: alias pointing at the new version.
+        tracking_uri: MLflow tracking/registry URI (default: the run folder's sqlite store).
+
+    Returns:
+        ``(models:/name@alias, version)``.
+
+    Raises:
+        BundleError: no tracked run with a bundle artifact is found.
+    """
+    import mlflow
+
+    run_dir = Path(run_dir)
+    uri = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient()
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id], order_by=["attributes.start_time DESC"])]
+    for r in runs:
+        arts = [a.path for a in client.list_artifacts(r.info.run_id)]
+        if "model.terraseg" in arts:
+            try:
+                client.create_registered_model(name)
+            except Exception:  # already registered: add a version
+                pass
+            mv = client.create_model_version(name, f"runs:/{r.info.run_id}/model.terraseg", run_id=r.info.run_id)
+            client.set_registered_model_alias(name, alias, mv.version)
+            return f"models:/{name}@{alias}", int(mv.version)
+    raise BundleError(f"{run_dir}: no tracked run with a model.terraseg artifact in {uri}.")

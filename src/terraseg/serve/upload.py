@@ -1,0 +1,203 @@
+"""Upload handling and the work behind the endpoints: validate, predict, encode the response."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from fastapi import UploadFile
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+from terraseg.data.sources import scene_from_path
+from terraseg.errors import TerrasegError
+from terraseg.io.images import write_png
+from terraseg.predict.outputs import blend_overlay, colorize, display_rgb
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".zip"}
+CHUNK = 1 << 20
+
+
+def _fail(status: int, message: str):
+    from terraseg.serve.app import ApiError
+
+    raise ApiError(status, message)
+
+
+def save(file: UploadFile, folder: Path, max_mb: float, max_pixels: int, stem: str = "upload", vectors: bool = False) -> Path:
+    """Stream an upload to ``folder/<stem><suffix>`` after checking its name, size and pixel count.
+
+    Raises:
+        ApiError: 400 path in the name / empty file, 413 too large (bytes or pixels), 415 not an image.
+    """
+    name = file.filename or ""
+    if "/" in name or "\\" in name or ".." in name or name.startswith("."):
+        _fail(400, f"file name '{name}' must be a plain name without a path.")
+    suffix = Path(name).suffix.lower()
+    allowed = IMAGE_SUFFIXES | (VECTOR_SUFFIXES if vectors else set())
+    if suffix not in allowed:
+        _fail(415, f"'{name}': unsupported file type '{suffix or '(none)'}'; send {', '.join(sorted(allowed))}.")
+    target = folder / f"{stem}{suffix}"
+    limit = int(max_mb * 1e6)
+    size = 0
+    with open(target, "wb") as out:
+        while chunk := file.file.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                _fail(413, f"'{name}' is larger than the upload limit of {max_mb:g} MB.")
+            out.write(chunk)
+    if size == 0:
+        _fail(400, f"'{name}' is empty.")
+    if suffix in IMAGE_SUFFIXES:
+        w, h = _image_size(target, name)
+        if w * h > max_pixels:
+            _fail(413, f"'{name}' is {w}x{h} pixels, over the limit of {max_pixels:,} pixels.")
+    return target
+
+
+def _image_size(path: Path, name: str) -> tuple[int, int]:
+    """Width and height from the file header only (no pixel decoding)."""
+    if path.suffix in (".png", ".jpg", ".jpeg"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    return im.size
+        except Image.DecompressionBombError as e:
+            _fail(413, f"'{name}' claims a huge image ({e}).")
+        except Exception:
+            _fail(415, f"'{name}' is not a readable {path.suffix[1:].upper()} image.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                return ds.width, ds.height
+    except RasterioError:
+        _fail(415, f"'{name}' is not a readable GeoTIFF.")
+    raise AssertionError
+
+
+def _predict(model, path: Path, name: str):
+    """Scene and class ids ``(H, W)`` (-1 nodata) + probabilities for an upload; errors -> 422."""
+    try:
+        scene = scene_from_path(path, bands=_bands(model), ignore_index=model.bundle.manifest.ignore_index)
+        with model.lock:
+            ids, probs = model.predictor.predict_array(scene)
+    except TerrasegError as e:
+        _fail(422, str(e).replace(str(path), f"'{name}'"))
+    return scene, ids, probs
+
+
+def _bands(model) -> list[int] | None:
+    idx = model.bundle.manifest.input.band_indexes
+    return idx if idx and idx != list(range(1, len(idx) + 1)) else None
+
+
+def _geotiff(scene, ids: np.ndarray, path: Path, probs: np.ndarray | None = None) -> Path:
+    prof = dict(driver="GTiff", width=ids.shape[1], height=ids.shape[0], count=1, dtype="uint8", nodata=255, compress="deflate")
+    if scene.crs is not None:
+        prof.update(crs=scene.crs, transform=scene.transform)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **prof) as dst:
+            dst.write(np.where(ids < 0, 255, ids).astype(np.uint8), 1)
+        if probs is not None:
+            p2 = dict(prof, count=probs.shape[0], dtype="float32", nodata=None)
+            with rasterio.open(path.with_name(path.stem + "_probs.tif"), "w", **p2) as dst:
+                dst.write(probs.astype(np.float32))
+    return path
+
+
+def _geojson(model, scene, ids, probs, folder: Path) -> Path:
+    from terraseg.config.prep import VectorizeConfig
+    from terraseg.predict.vectorize import vectorize
+
+    tif = _geotiff(scene, ids, folder / "classes.tif", probs)
+    out = folder / "regions.geojson"
+    vectorize(VectorizeConfig(raster=str(tif), probabilities=str(folder / "classes_probs.tif"), out=str(out),
+                              class_names=model.bundle.class_names))
+    return out
+
+
+def segment_response(model, path: Path, folder: Path, fmt: str, name: str) -> Response:
+    """Run the model on an uploaded file (``name``: the client's file name) and encode the result as ``fmt``."""
+    scene, ids, probs = _predict(model, path, name)
+    if fmt == "json":
+        return JSONResponse({"model": model.name, "width": int(ids.shape[1]), "height": int(ids.shape[0]),
+                             "classes": model.bundle.class_names, "nodata": -1, "mask": ids.tolist()})
+    if fmt == "png":
+        buf = io.BytesIO()
+        Image.fromarray(np.where(ids < 0, 255, ids).astype(np.uint8)).save(buf, format="PNG")
+        return Response(buf.getvalue(), media_type="image/png")
+    if fmt == "geotiff":
+        return Response(_geotiff(scene, ids, folder / "classes.tif").read_bytes(), media_type="image/tiff")
+    out = _geojson(model, scene, ids, probs, folder)
+    return Response(out.read_bytes(), media_type="application/geo+json")
+
+
+def _latlon_bounds(scene) -> list[list[float]] | None:
+    if scene.crs is None:
+        return None
+    from rasterio.warp import transform_bounds
+
+    w, s, e, n = transform_bounds(scene.crs, "EPSG:4326", *scene.window_bounds(0, 0, scene.height, scene.width), densify_pts=21)
+    return [[s, w], [n, e]]
+
+
+def web_result(model, path: Path, truth: Path | None, folder: Path, name: str) -> dict:
+    """Predict an upload for the web page and write its display files; return the page's description."""
+    scene, ids, probs = _predict(model, path, name)
+    colors = [c.color for c in model.bundle.manifest.classes]
+    r = scene.read(0, 0, scene.height, scene.width, labels=False)
+    rgb = display_rgb(r.image, r.valid)
+    write_png(folder / "image.png", rgb)
+    pred = colorize(np.where(ids < 0, 0, ids), colors)
+    alpha = ((ids > 0) * 255).astype(np.uint8)  # background and nodata transparent on the map
+    write_png(folder / "prediction.png", np.concatenate([pred, alpha[None]]))
+    write_png(folder / "overlay.png", blend_overlay(rgb, ids, colors))
+    files = {"image": "image.png", "prediction": "prediction.png", "overlay": "overlay.png"}
+    if scene.crs is not None:
+        files["classes"] = _geotiff(scene, ids, folder / "classes.tif", probs).name
+        files["regions"] = _geojson(model, scene, ids, probs, folder).name
+    else:
+        write_png(folder / "classes.png", np.where(ids < 0, 255, ids).astype(np.uint8))
+        files["classes"] = "classes.png"
+    out = {
+        "model": model.name, "width": scene.width, "height": scene.height, "crs": scene.crs.to_string() if scene.crs else None,
+        "bounds": _latlon_bounds(scene), "legend": [c.model_dump() for c in model.bundle.manifest.classes], "files": files,
+        "class_pixels": np.bincount(ids[ids >= 0].ravel(), minlength=len(colors)).tolist(),
+    }
+    if truth is not None:
+        out["truth"] = _truth_layer(scene, truth, folder, colors)
+    return out
+
+
+def _truth_layer(scene, truth: Path, folder: Path, colors: list[str]) -> dict:
+    """Ground truth for the map: a mask on the image grid -> PNG overlay, a vector file -> GeoJSON in EPSG:4326."""
+    try:
+        if truth.suffix in (".tif", ".tiff", ".png"):
+            t = scene_from_path(scene.path, labels=truth, ignore_index=255) if hasattr(scene, "path") else None
+            mask = t.read(0, 0, scene.height, scene.width).mask if t is not None else None
+            if mask is None:
+                _fail(422, f"'{truth.name}': ground truth does not fit the image.")
+            rgba = np.concatenate([colorize(np.where(mask == 255, 0, mask), colors), ((mask > 0) & (mask != 255))[None].astype(np.uint8) * 255])
+            write_png(folder / "truth.png", rgba)
+            return {"kind": "image", "file": "truth.png"}
+        from terraseg.io.vector import read_vector
+
+        gdf = read_vector(truth)
+        if gdf.crs is None and scene.crs is not None:
+            gdf = gdf.set_crs(scene.crs)
+        gdf = gdf.to_crs("EPSG:4326")[["geometry"]]
+        (folder / "truth.geojson").write_text(gdf.to_json())
+        return {"kind": "geojson", "file": "truth.geojson"}
+    except TerrasegError as e:
+        _fail(422, str(e).replace(str(truth), f"'{truth.name}'"))
+    raise AssertionError
+
+
