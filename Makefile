@@ -9,11 +9,12 @@ export TERRASEG_DATA ?= $(abspath ../shared/datasets)
 export HF_HUB_OFFLINE ?= 1
 RUN := runs/massachusetts-buildings
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	npm ci --no-audit --no-fund --silent   # Leaflet for the web page, playwright-core (from the npm registry)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,7 +24,13 @@ demo: $(STAMP)
 	$(BIN)/terraseg evaluate $(RUN)/model.terraseg configs/massachusetts-buildings.yaml --out $(RUN)/test
 	$(BIN)/terraseg predict $(RUN)/model.terraseg $(TERRASEG_DATA)/massachusetts-buildings/23429155_15.tif --out $(RUN)/predictions --overlay --probabilities
 
-test: $(STAMP)
+# Debian's chromium for the browser test (skipped when it cannot be installed)
+browser:
+	@command -v chromium >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1)) \
+	  || echo "chromium not installed: the browser test will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from terraseg.bundle import Bundle
 from terraseg.config import load_config

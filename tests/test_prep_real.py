@@ -119,7 +119,7 @@ def test_landsat_tiles_reprojected_and_merged_back_equal_original(tmp_path):
     """Cut RGB.byte.tif into 4 overlapping tiles; warp one to EPSG:4326 and one to 150 m; the mosaic equals the original."""
     src_path = DATA / "landsat" / "RGB.byte.tif"
     with rasterio.open(src_path) as ds:
-        full, prof, tr, crs, res = ds.read(), ds.profile, ds.transform, ds.crs, ds.res
+        full, prof, _tr, crs, res = ds.read(), ds.profile, ds.transform, ds.crs, ds.res
         wins = [Window(0, 0, 420, 380), Window(380, 0, 411, 380), Window(0, 350, 420, 368), Window(380, 350, 411, 368)]
         tiles = []
         for i, w in enumerate(wins):

@@ -11,7 +11,6 @@ Loading a bundle needs no config file and no training code. Bundles are written 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import zipfile
@@ -19,7 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,7 +26,6 @@ from terraseg.bundle import Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import GridWindowDataset, RandomWindowDataset, collate_samples, scene_statistics
 from terraseg.data.normalize import NormStats
-from terraseg.data.scenes import RasterScene
 from terraseg.data.sources import train_val_scenes
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
