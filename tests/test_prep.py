@@ -307,3 +307,12 @@ def test_cvat_bad_inputs(tmp_path):
     with pytest.raises(InputFileError, match="not a valid CVAT XML"):
         import_cvat(tmp_path / "bomb.xml", tmp_path / "o")
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_relative_paths_are_the_users_not_the_data_root(tmp_path, monkeypatch):
+    make_geotiff(tmp_path / "s.tif", 40, 40, squares=False)
+    monkeypatch.chdir(tmp_path)
+    r = chip(ChipConfig(images=["s.tif"], out_dir="c", size=32, max_nodata=1.0, index_format="csv"))
+    assert r.written == 4 and (tmp_path / "c" / "index.csv").exists()
+    st = compute_statistics(StatsConfig(images=["s.tif"], out_dir="st"))
+    assert st.stats["bands"][0]["valid_pixels"] == 1600

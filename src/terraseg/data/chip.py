@@ -35,7 +35,6 @@ from terraseg.data.sources import labelled_scene, labels_for
 from terraseg.errors import ConfigError
 from terraseg.io.atomic import atomic_path
 from terraseg.io.images import write_png
-from terraseg.settings import resolve_data_path
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +179,7 @@ def chip(cfg: ChipConfig) -> ChipResult:
     out = Path(cfg.out_dir)
     stride = cfg.stride or cfg.size
     scenes = [
-        labelled_scene(resolve_data_path(img), lab, cfg.bands, cfg.ignore_index)
+        labelled_scene(img, lab, cfg.bands, cfg.ignore_index)
         for img, lab in zip(cfg.images, labels_for(cfg.images, cfg.labels))
     ]
     names = list(cfg.class_names or [])

@@ -24,7 +24,6 @@ from terraseg.errors import ConfigError, InputFileError
 from terraseg.io.atomic import atomic_path
 from terraseg.io.raster import geotiff_profile, info_of, open_raster, read_window, valid_mask
 from terraseg.io.vector import VectorRasterizer, labels_in_crs
-from terraseg.settings import resolve_data_path
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +39,13 @@ def rasterize_labels(cfg: RasterizeConfig) -> Path:
             values with no mapping, or class ids that do not fit in uint8.
         ConfigError: inconsistent options.
     """
-    ref = resolve_data_path(cfg.reference)
+    ref = Path(cfg.reference)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with open_raster(ref) as ds:
             info = info_of(ds, str(ref))
     vec = cfg.vector
-    vpath = resolve_data_path(vec.path)
+    vpath = Path(vec.path)
     classes = VectorRasterizer(
         vpath, info.crs, info.transform, info.width, info.height, attribute=vec.attribute, mapping=vec.mapping,
         burn_value=vec.burn_value, all_touched=vec.all_touched, layer=vec.layer, raster_path=str(ref),
@@ -63,7 +62,7 @@ def rasterize_labels(cfg: RasterizeConfig) -> Path:
         outlines = VectorRasterizer.from_geometries(rings, [cfg.boundary_class] * len(rings), info.transform, True)
     zones = None
     if cfg.ignore:
-        ipath = resolve_data_path(cfg.ignore)
+        ipath = Path(cfg.ignore)
         zgdf = labels_in_crs(ipath, info.crs, None, str(ref))
         zones = VectorRasterizer.from_geometries(zgdf.geometry.to_numpy(), [cfg.ignore_index] * len(zgdf), info.transform, True)
     profile = geotiff_profile(info, 1, "uint8", cfg.ignore_index)

@@ -219,10 +219,9 @@ def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None
     vector = mask = None
     if label is not None:
         if label.is_mask:
-            mask = resolve_data_path(label.path)
+            mask = Path(label.path)
         else:
             vector = VectorLabels(**{k: getattr(label, k) for k in VectorLabels.model_fields})
-            vector.path = str(resolve_data_path(label.path))
     return RasterScene(p, bands=bands, vector=vector, mask_path=mask, mask_nodata=label.nodata if label else None,
                        ignore_index=ignore_index, cache=False)
 

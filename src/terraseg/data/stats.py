@@ -184,7 +184,7 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     Raises:
         InputFileError: unreadable images/labels, images with different band counts, or no valid pixel.
     """
-    scenes = [labelled_scene(resolve_data_path(p), lab, cfg.bands, cfg.ignore_index)
+    scenes = [labelled_scene(p, lab, cfg.bands, cfg.ignore_index)
               for p, lab in zip(cfg.images, labels_for(cfg.images, cfg.labels))]
     count = scenes[0].count
     for s in scenes[1:]:
