@@ -58,6 +58,11 @@ def _floats(text: str | None, n: int | None = None, what: str = "") -> list[floa
     return vals
 
 
+def _ints(text: str | None, what: str) -> list[int] | None:
+    """``'1,2,3'`` -> ``[1, 2, 3]``; None or empty -> None."""
+    return [int(v) for v in _floats(text, what=what) or []] or None
+
+
 def _labels(paths: list[str] | None, attribute, mapping, burn_value, all_touched, mask_nodata=None, layer=None) -> list:
     from terraseg.config.prep import LabelOptions
 
@@ -94,7 +99,7 @@ def chip(
 
     cfg = build(
         ChipConfig, images=images, labels=_labels(labels, attribute, mapping, burn_value, all_touched, mask_nodata),
-        out_dir=str(out_dir), size=size, stride=stride, edge=edge, bands=[int(b) for b in _floats(bands, what="--bands") or []] or None,
+        out_dir=str(out_dir), size=size, stride=stride, edge=edge, bands=_ints(bands, "--bands"),
         max_nodata=max_nodata, skip_empty=skip_empty, format=fmt, compress=compress, index_format=index_format,
         class_names=class_names.split(",") if class_names else None, ignore_index=ignore_index, workers=workers,
     )
@@ -205,7 +210,7 @@ def stats(
 
     cfg = build(
         StatsConfig, images=images, labels=_labels(labels, attribute, mapping, burn_value, all_touched, mask_nodata), out_dir=str(out_dir),
-        bands=[int(b) for b in _floats(bands, what="--bands") or []] or None, band_names=band_names.split(",") if band_names else None,
+        bands=_ints(bands, "--bands"), band_names=band_names.split(",") if band_names else None,
         bins=bins, flatten=str(flatten) if flatten else None, sample_fraction=sample_fraction, include_nodata=include_nodata, seed=seed,
     )
     r = compute_statistics(cfg)
@@ -236,7 +241,7 @@ def vectorize(
     from terraseg.predict.vectorize import vectorize as run
 
     cfg = build(VectorizeConfig, raster=raster, out=str(out_path), probabilities=probabilities,
-                classes=[int(c) for c in _floats(classes, what="--classes") or []] or None,
+                classes=_ints(classes, "--classes"),
                 class_names=class_names.split(",") if class_names else None, simplify=simplify, min_area=min_area,
                 connectivity=connectivity)
     out.print(f"polygons: {run(cfg)}")

@@ -17,6 +17,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _check_label_count(images: list[str], labels: list) -> None:
+    if len(labels) not in (0, 1, len(images)):
+        raise ValueError(f"give 0, 1 or {len(images)} label specs (one per image), not {len(labels)}")
+
+
 class LabelOptions(VectorLabels):
     """Labels of an image: a mask raster on its grid, or polygons rasterized onto it (vector fields apply)."""
 
@@ -57,8 +62,7 @@ class ChipConfig(_Strict):
 
     @model_validator(mode="after")
     def _labels_match(self) -> "ChipConfig":
-        if len(self.labels) not in (0, 1, len(self.images)):
-            raise ValueError(f"give 0, 1 or {len(self.images)} label specs (one per image), not {len(self.labels)}")
+        _check_label_count(self.images, self.labels)
         return self
 
 
@@ -140,8 +144,7 @@ class StatsConfig(_Strict):
 
     @model_validator(mode="after")
     def _labels_match(self) -> "StatsConfig":
-        if len(self.labels) not in (0, 1, len(self.images)):
-            raise ValueError(f"give 0, 1 or {len(self.images)} label specs, not {len(self.labels)}")
+        _check_label_count(self.images, self.labels)
         return self
 
 

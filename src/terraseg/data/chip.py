@@ -195,9 +195,9 @@ def chip(cfg: ChipConfig) -> ChipResult:
             worker = _SceneChipper(scene, cfg, out, fmt, names)
             rows = chip_offsets(scene.height, cfg.size, stride, cfg.edge)
             cols = chip_offsets(scene.width, cfg.size, stride, cfg.edge)
-            jobs = [(i % workers, r, c) for i, (r, c) in enumerate((r, c) for r in rows for c in cols)]
-            # worker ids are bound to threads by running each id's jobs in order in one task
-            per_worker = [[j for j in jobs if j[0] == w] for w in range(workers)]
+            windows = [(r, c) for r in rows for c in cols]
+            # one task per worker id, so each thread keeps its own clone of the scene (its own datasets)
+            per_worker = [[(w, r, c) for r, c in windows[w::workers]] for w in range(workers)]
             for res in pool.map(lambda js: [worker(j) for j in js], per_worker):
                 for rec in res:
                     if rec is None:

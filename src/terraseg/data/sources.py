@@ -183,28 +183,19 @@ def scene_from_path(
     Raises:
         InputFileError: missing/unreadable file, or labels that do not fit the image.
     """
-    from terraseg.config import VectorLabels
+    from terraseg.config.prep import LabelOptions
 
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{p}: file not found.")
-    if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}:
-        return ArrayScene(p, labels, ignore_index=ignore_index, num_classes=num_classes)
-    vector = mask = None
+    label = None
     if labels is not None:
-        lp = Path(labels)
-        if lp.suffix.lower() in {".tif", ".tiff", ".png", ".vrt"}:
-            mask = lp
-        else:
-            vector = VectorLabels(path=str(lp), burn_value=burn_value, attribute=attribute, mapping=mapping)
-    return RasterScene(p, bands=bands, vector=vector, mask_path=mask, ignore_index=ignore_index, num_classes=num_classes,
-                       cache=cache)
+        label = LabelOptions(path=str(labels), burn_value=burn_value, attribute=attribute, mapping=mapping)
+    return labelled_scene(path, label, bands, ignore_index, num_classes, cache)
 
-
-def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None, ignore_index: int = 255) -> Scene:
+def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None, ignore_index: int = 255,
+                   num_classes: int | None = None, cache: bool = False) -> Scene:
     """Open an image with optional labels (:class:`terraseg.config.prep.LabelOptions`) as a scene.
 
-    Rasters become :class:`RasterScene` (streamed, not cached); PNG/JPEG become :class:`ArrayScene`.
+    Rasters become :class:`RasterScene` (streamed unless ``cache``); PNG/JPEG become :class:`ArrayScene`.
+    ``num_classes``: when given, mask values outside ``0..num_classes-1`` raise an error.
 
     Raises:
         InputFileError: missing/unreadable files, labels that do not fit or do not overlap the image.
@@ -215,7 +206,7 @@ def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None
     if not p.exists():
         raise InputFileError(f"{p}: file not found.")
     if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}:
-        return ArrayScene(p, label.path if label else None, ignore_index=ignore_index)
+        return ArrayScene(p, label.path if label else None, ignore_index=ignore_index, num_classes=num_classes)
     vector = mask = None
     if label is not None:
         if label.is_mask:
@@ -223,7 +214,7 @@ def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None
         else:
             vector = VectorLabels(**{k: getattr(label, k) for k in VectorLabels.model_fields})
     return RasterScene(p, bands=bands, vector=vector, mask_path=mask, mask_nodata=label.nodata if label else None,
-                       ignore_index=ignore_index, cache=False)
+                       ignore_index=ignore_index, num_classes=num_classes, cache=cache)
 
 
 def labels_for(images: list, labels: list) -> list:

@@ -54,14 +54,14 @@ def predict(
     result = PredictResult()
     for path in inputs:
         try:
-            scene = scene_from_path(path, bands=_bands_for(b, path), ignore_index=b.manifest.ignore_index)
+            scene = scene_from_path(path, bands=bands_for(b), ignore_index=b.manifest.ignore_index)
             result.outputs[str(path)] = predict_to_files(predictor, scene, Path(out_dir), colors, probabilities, overlay)
         except TerrasegError as e:
             result.failures[str(path)] = str(e)
     return result
 
 
-def _bands_for(b: Bundle, path: str | Path) -> list[int] | None:
+def bands_for(b: Bundle) -> list[int] | None:
     """The training band selection when it is a strict subset (e.g. 3 of 13 bands), else all bands."""
     idx = b.manifest.input.band_indexes
     if idx and idx != list(range(1, len(idx) + 1)):

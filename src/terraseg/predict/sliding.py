@@ -199,8 +199,7 @@ def predictor_for(bundle, window: int | None = None, overlap: float = 0.25, batc
         run = TorchBackend(bundle.model, device=device, precision=precision, channels_last=channels_last)
     else:
         raise BundleError(f"unknown backend '{backend}'; use 'torch' or 'onnx'.")
-    backend = run  # type: ignore[assignment]
-    return SlidingWindowPredictor(backend, bundle.stats, bundle.num_classes, window or max(bundle.manifest.input.window, 256),
+    return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, window or max(bundle.manifest.input.window, 256),
                                   overlap, batch_size)
 
 

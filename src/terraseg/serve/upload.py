@@ -17,6 +17,7 @@ from terraseg.data.sources import scene_from_path
 from terraseg.errors import TerrasegError
 from terraseg.io.images import write_png
 from terraseg.predict.outputs import blend_overlay, colorize, display_rgb
+from terraseg.predict.run import bands_for
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".zip"}
@@ -85,17 +86,12 @@ def _image_size(path: Path, name: str) -> tuple[int, int]:
 def _predict(model, path: Path, name: str):
     """Scene and class ids ``(H, W)`` (-1 nodata) + probabilities for an upload; errors -> 422."""
     try:
-        scene = scene_from_path(path, bands=_bands(model), ignore_index=model.bundle.manifest.ignore_index)
+        scene = scene_from_path(path, bands=bands_for(model.bundle), ignore_index=model.bundle.manifest.ignore_index)
         with model.lock:
             ids, probs = model.predictor.predict_array(scene)
     except TerrasegError as e:
         _fail(422, str(e).replace(str(path), f"'{name}'"))
     return scene, ids, probs
-
-
-def _bands(model) -> list[int] | None:
-    idx = model.bundle.manifest.input.band_indexes
-    return idx if idx and idx != list(range(1, len(idx) + 1)) else None
 
 
 def _geotiff(scene, ids: np.ndarray, path: Path, probs: np.ndarray | None = None) -> Path:
@@ -181,10 +177,8 @@ def _truth_layer(scene, truth: Path, folder: Path, colors: list[str]) -> dict:
     """Ground truth for the map: a mask on the image grid -> PNG overlay, a vector file -> GeoJSON in EPSG:4326."""
     try:
         if truth.suffix in (".tif", ".tiff", ".png"):
-            t = scene_from_path(scene.path, labels=truth, ignore_index=255) if hasattr(scene, "path") else None
-            mask = t.read(0, 0, scene.height, scene.width).mask if t is not None else None
-            if mask is None:
-                _fail(422, f"'{truth.name}': ground truth does not fit the image.")
+            t = scene_from_path(scene.path, labels=truth, ignore_index=255)
+            mask = t.read(0, 0, scene.height, scene.width).mask
             rgba = np.concatenate([colorize(np.where(mask == 255, 0, mask), colors), ((mask > 0) & (mask != 255))[None].astype(np.uint8) * 255])
             write_png(folder / "truth.png", rgba)
             return {"kind": "image", "file": "truth.png"}
