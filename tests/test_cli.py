@@ -57,6 +57,30 @@ def test_train_writes_bundle_and_tracks_run(trained):
     assert "model.terraseg" in [a.path for a in client.list_artifacts(r.info.run_id)]
 
 
+def test_register_then_serve_from_registry(trained):
+    """`terraseg register RUN --name X` creates a registry version; `models:/X@champion` then serves it."""
+    from fastapi.testclient import TestClient
+
+    from terraseg.serve.app import ServeConfig, create_app
+
+    run_dir = trained["tmp"] / "run"
+    res = run("register", run_dir, "--name", "tiny-buildings")
+    assert res.exit_code == 0, res.output
+    assert "models:/tiny-buildings@champion -> version 1" in res.output
+    res = run("register", run_dir, "--name", "tiny-buildings", "--alias", "challenger")
+    assert "version 2" in res.output
+    uri = f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+    cfg = ServeConfig(models=["models:/tiny-buildings@champion", "models:/tiny-buildings/2"], tracking_uri=uri)
+    with TestClient(create_app(cfg)) as c:
+        models = c.get("/v1/models").json()
+        assert [m["source"] for m in models] == cfg.models and models[0]["name"] != models[1]["name"]
+        with open(trained["test_image"], "rb") as f:
+            r = c.post("/v1/segment", params={"format": "json", "model": models[0]["name"]}, files={"file": ("t.tif", f, "image/tiff")})
+        assert r.status_code == 200 and len(r.json()["mask"]) == 100  # the test image is 100 rows
+    res = run("serve", "models:/tiny-buildings@nope", "--tracking-uri", uri)
+    assert res.exit_code == 1 and "not found in the MLflow registry" in res.output
+
+
 def test_info_prints_bundle(trained):
     res = run("info", trained["bundle"], "--json")
     assert res.exit_code == 0

@@ -235,6 +235,9 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).")] = 1,
     backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow registry for models:/ URIs.")] = None,
+    window: Annotated[Optional[int], typer.Option(help="Sliding window in pixels (default: the bundle's training window, at least 256).")] = None,
+    overlap: Annotated[float, typer.Option(help="Overlap share between neighbouring windows.")] = 0.25,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB.")] = 64.0,
     max_pixels: Annotated[int, typer.Option(help="Largest image in pixels.")] = 64_000_000,
     api_key: Annotated[Optional[str], typer.Option(envvar="TERRASEG_API_KEY", help="Require header X-API-Key (off by default).")] = None,
@@ -244,7 +247,8 @@ def serve(
 
     from terraseg.serve.app import ServeConfig, create_app
 
-    cfg = ServeConfig(models=models, backend=backend, tracking_uri=tracking_uri, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+    cfg = ServeConfig(models=models, backend=backend, tracking_uri=tracking_uri, window=window, overlap=overlap, batch_size=batch_size,
+                      max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                       api_key=api_key)
     if workers > 1:
         os.environ["TERRASEG_SERVE"] = cfg.model_dump_json()

@@ -38,6 +38,9 @@ class ServeConfig(BaseModel):
     models: list[str] = Field(description="Bundle paths or MLflow URIs (models:/name@alias).")
     backend: Literal["torch", "onnx"] = Field("torch", description="Inference backend.")
     tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI for models:/ references.")
+    window: int | None = Field(None, ge=32, multiple_of=32, description="Sliding window in pixels (default: the bundle's training window, at least 256).")
+    overlap: float = Field(0.25, ge=0, le=0.9, description="Overlap share between neighbouring windows (Hann-blended).")
+    batch_size: int = Field(4, ge=1, description="Windows per forward pass.")
     max_upload_mb: float = Field(64.0, gt=0, description="Largest accepted upload in MB.")
     max_pixels: int = Field(64_000_000, gt=0, description="Largest accepted image in pixels (width x height).")
     api_key: str | None = Field(None, description="When set, /v1 endpoints require header X-API-Key with this value.")
@@ -67,7 +70,7 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
         title="terraseg", version=__version__,
         description="Segment (and classify) satellite and aerial images with terraseg bundles.",
     )
-    state = {"models": models if models is not None else load_models(cfg.models, cfg.backend, cfg.tracking_uri), "ready": True}
+    state = {"models": models if models is not None else load_models(cfg.models, cfg.backend, cfg.tracking_uri, cfg.window, cfg.overlap, cfg.batch_size), "ready": True}
     results = Path(cfg.results_dir) if cfg.results_dir else Path(tempfile.mkdtemp(prefix="terraseg-results-"))
     results.mkdir(parents=True, exist_ok=True)
 

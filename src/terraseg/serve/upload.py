@@ -87,8 +87,7 @@ def _predict(model, path: Path, name: str):
     """Scene and class ids ``(H, W)`` (-1 nodata) + probabilities for an upload; errors -> 422."""
     try:
         scene = scene_from_path(path, bands=bands_for(model.bundle), ignore_index=model.bundle.manifest.ignore_index)
-        with model.lock:
-            ids, probs = model.predictor.predict_array(scene)
+        ids, probs = model.run(model.predictor.predict_array, scene)
     except TerrasegError as e:
         _fail(422, str(e).replace(str(path), f"'{name}'"))
     return scene, ids, probs

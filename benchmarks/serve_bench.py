@@ -1,0 +1,310 @@
+"""Load and speed figures for `terraseg serve` (issue 4). Prints what it measures.
+
+Cases:
+
+* ``latency``: starts ``terraseg serve BUNDLE --backend B`` on loopback for each backend, then posts a
+  512x512 PNG (a crop of a real Massachusetts tile) to ``/v1/segment`` from 1, 4 and 16 concurrent
+  httpx async clients for ``--duration`` seconds each. Prints p50/p95/p99 latency, throughput and
+  errors, and the ratio of the 1-client p50 to the bare model: one forward pass of the network on the
+  ``(1, C, 512, 512)`` input, and the in-process sliding-window prediction of the same image (the
+  exact work the server does, without HTTP, decoding or encoding).
+* ``soak``: 16 clients for 60 s against one server; a separate thread polls ``/healthz`` every
+  0.25 s. Prints errors by status, the server's RSS over time (first/last 10 s, max) and the
+  ``/healthz`` latency (p50/p99/max, share over 100 ms).
+* ``speed``: PyTorch vs ONNX Runtime forward time of the bundle's network on CPU for
+  ``(1, C, S, S)`` inputs, S = 512 and 2048.
+
+The load generator runs on the same machine as the server (2 cores here), so it takes some CPU
+from it; figures are upper bounds on what a remote client would see.
+
+Usage::
+
+    .venv/bin/python benchmarks/serve_bench.py latency --bundle /tmp/demo.terraseg
+    .venv/bin/python benchmarks/serve_bench.py soak --bundle /tmp/demo.terraseg --backend onnx
+    .venv/bin/python benchmarks/serve_bench.py speed --bundle /tmp/demo.terraseg
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import rasterio
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TERRASEG_DATA", ROOT.parent / "shared" / "datasets"))
+TILE = DATA / "massachusetts-buildings" / "23429155_15.tif"
+
+
+def png_512(bands: int = 3) -> bytes:
+    """A 512x512 crop of the Massachusetts test tile (or seeded noise without the data) as PNG bytes."""
+    if TILE.exists():
+        with rasterio.open(TILE) as ds:
+            img = ds.read(list(range(1, bands + 1)), window=((500, 1012), (500, 1012)))
+        img = np.clip(img, 0, 255).astype(np.uint8)  # the tile stores 8-bit values as uint16
+    else:
+        img = np.random.default_rng(0).integers(0, 255, (bands, 512, 512), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.moveaxis(img, 0, -1)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def ensure_onnx(bundle: Path) -> Path:
+    """The bundle itself when it holds model.onnx, else an exported copy in a temporary folder."""
+    from terraseg.bundle import Bundle
+    from terraseg.predict.onnx import export_onnx
+
+    if "model.onnx" in Bundle.load(bundle).extras:
+        return bundle
+    copy = Path(tempfile.mkdtemp(prefix="serve-bench-")) / bundle.name
+    shutil.copy(bundle, copy)
+    export_onnx(copy, check_images=[str(TILE)] if TILE.exists() else [], window=256)
+    return copy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`terraseg serve` in a subprocess, ready when /readyz answers 200."""
+
+    def __init__(self, bundle: Path, backend: str, extra: list[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        exe = Path(sys.executable).with_name("terraseg")
+        self.proc = subprocess.Popen([str(exe), "serve", str(bundle), "--backend", backend, "--port", str(self.port), *extra])
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited with {self.proc.returncode}")
+            time.sleep(0.3)
+        raise SystemExit("server not ready in 120 s")
+
+    def rss_mb(self) -> float:
+        p = psutil.Process(self.proc.pid)
+        return (p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))) / 1e6
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+async def load(url: str, payload: bytes, clients: int, duration: float) -> tuple[list[float], dict[int, int], float]:
+    """``clients`` concurrent loops posting ``payload``; returns latencies (s), error counts by status, wall time."""
+    lat: list[float] = []
+    errors: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        t_end = time.perf_counter() + duration
+
+        async def worker() -> None:
+            while time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/segment", params={"format": "png"}, files={"file": ("crop.png", payload, "image/png")})
+                    code = r.status_code
+                    ok = code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+                except httpx.HTTPError:
+                    code, ok = -1, False
+                if ok:
+                    lat.append(time.perf_counter() - t0)
+                else:
+                    errors[code] = errors.get(code, 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    return lat, errors, wall
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def bare_times(bundle: Path, backend: str, payload: bytes, window: int | None, reps: int = 10) -> tuple[float, float]:
+    """Median seconds of one forward pass on (1, C, 512, 512), and of in-process sliding-window prediction."""
+    import torch
+
+    from terraseg.bundle import Bundle
+    from terraseg.data.sources import scene_from_path
+    from terraseg.predict.sliding import predictor_for
+
+    b = Bundle.load(bundle)
+    pred = predictor_for(b, window, backend=backend)
+    x = np.random.default_rng(0).standard_normal((1, b.manifest.input.bands, 512, 512)).astype(np.float32)
+    pred.backend(x)
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "crop.png"
+        p.write_bytes(payload)
+        scene = scene_from_path(p, ignore_index=b.manifest.ignore_index)
+        pred.predict_array(scene)
+        fw, sw = [], []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            pred.backend(x)
+            fw.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            pred.predict_array(scene)
+            sw.append(time.perf_counter() - t0)
+    del torch
+    return statistics.median(fw), statistics.median(sw)
+
+
+def case_latency(a: argparse.Namespace) -> None:
+    payload = png_512()
+    extra = ["--window", str(a.window)] if a.window else []
+    print(f"512x512 PNG ({len(payload) / 1e3:.0f} kB), {a.duration:.0f} s per level, window {a.window or 'bundle default'}")
+    print("backend clients   n   err  p50_ms  p95_ms  p99_ms  req/s")
+    summary = []
+    for backend in a.backends:
+        fw, sw = bare_times(a.bundle, backend, payload, a.window)
+        srv = Server(a.bundle, backend, extra)
+        try:
+            asyncio.run(load(srv.url, payload, 2, 3))  # warm-up
+            p50_1 = None
+            for c in a.clients:
+                lat, err, wall = asyncio.run(load(srv.url, payload, c, a.duration))
+                p50 = pct(lat, 50) * 1e3
+                p50_1 = p50 if p50_1 is None else p50_1
+                print(f"{backend:7s} {c:7d} {len(lat):4d} {sum(err.values()):5d} {p50:7.0f} {pct(lat, 95) * 1e3:7.0f} "
+                      f"{pct(lat, 99) * 1e3:7.0f} {len(lat) / wall:6.2f}")
+        finally:
+            srv.stop()
+        summary.append((backend, fw, sw, p50_1))
+    print("\nbackend  forward_1x512_ms  sliding_predict_ms  p50_1client/forward  p50_1client/sliding")
+    for backend, fw, sw, p50 in summary:
+        print(f"{backend:7s} {fw * 1e3:17.0f} {sw * 1e3:19.0f} {p50 / (fw * 1e3):20.2f} {p50 / (sw * 1e3):20.2f}")
+
+
+def case_soak(a: argparse.Namespace) -> None:
+    payload = png_512()
+    extra = ["--window", str(a.window)] if a.window else []
+    srv = Server(a.bundle, a.backend[0], extra)
+    health: list[float] = []
+    health_err = 0
+    rss: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def prober() -> None:
+        nonlocal health_err
+        with httpx.Client(base_url=srv.url, timeout=5) as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    ok = c.get("/healthz").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                health.append(time.perf_counter() - t0) if ok else None
+                health_err += 0 if ok else 1
+                rss.append((time.time(), srv.rss_mb()))
+                time.sleep(0.25)
+
+    try:
+        asyncio.run(load(srv.url, payload, 2, 3))  # warm-up
+        th = threading.Thread(target=prober, daemon=True)
+        t_start = time.time()
+        th.start()
+        lat, err, wall = asyncio.run(load(srv.url, payload, a.clients[0], a.duration))
+        stop.set()
+        th.join()
+    finally:
+        srv.stop()
+    first = [m for t, m in rss if t - t_start < 10]
+    last = [m for t, m in rss if t - t_start > wall - 10]
+    h = np.array(health) * 1e3
+    print(f"soak: backend {a.backend[0]}, {a.clients[0]} clients, {wall:.0f} s, {len(lat)} requests ok ({len(lat) / wall:.2f}/s), "
+          f"errors {sum(err.values())} {err or ''}")
+    print(f"latency ms p50 {pct(lat, 50) * 1e3:.0f} p95 {pct(lat, 95) * 1e3:.0f} p99 {pct(lat, 99) * 1e3:.0f}")
+    print(f"server RSS MB: first 10 s mean {np.mean(first):.0f}, last 10 s mean {np.mean(last):.0f}, max {max(m for _, m in rss):.0f}")
+    buckets = {}
+    for t, m in rss:
+        buckets.setdefault(int((t - t_start) // 10) * 10, []).append(m)
+    print("server RSS MB by 10 s:", " ".join(f"{k}s:{max(v):.0f}" for k, v in sorted(buckets.items())))
+    print(f"/healthz: {len(h)} probes, errors {health_err}, p50 {np.median(h):.1f} ms, p99 {np.percentile(h, 99):.1f} ms, "
+          f"max {h.max():.1f} ms, over 100 ms: {(h > 100).mean() * 100:.1f}%")
+
+
+def case_speed(a: argparse.Namespace) -> None:
+    import torch
+
+    from terraseg.bundle import Bundle
+    from terraseg.predict.onnx import onnx_backend_for
+
+    b = Bundle.load(a.bundle)
+    model = b.model.eval()
+    ort = onnx_backend_for(b)
+    print(f"{b.manifest.model.arch}/{b.manifest.model.encoder}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print("size   torch_ms  onnx_ms  torch/onnx  MP/s_torch  MP/s_onnx")
+    for s in a.sizes:
+        x = np.random.default_rng(0).standard_normal((1, b.manifest.input.bands, s, s)).astype(np.float32)
+        reps = max(2, int(10 * (512 / s) ** 2))
+        times = {}
+        for name, fn in (("torch", lambda: _torch_fwd(model, x)), ("onnx", lambda: ort.logits(x))):
+            fn()
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            times[name] = statistics.median(ts)
+        mp = s * s / 1e6
+        print(f"{s:5d} {times['torch'] * 1e3:9.0f} {times['onnx'] * 1e3:8.0f} {times['torch'] / times['onnx']:10.2f} "
+              f"{mp / times['torch']:11.2f} {mp / times['onnx']:10.2f}")
+
+
+def _torch_fwd(model, x: np.ndarray):
+    import torch
+
+    with torch.inference_mode():
+        return model(torch.from_numpy(x))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("case", choices=["latency", "soak", "speed"])
+    ap.add_argument("--bundle", type=Path, default=Path(os.environ.get("TERRASEG_BUNDLE", ROOT / "runs/massachusetts-buildings/model.terraseg")))
+    ap.add_argument("--backend", dest="backends", nargs="+", default=["torch", "onnx"])
+    ap.add_argument("--clients", nargs="+", type=int, default=None)
+    ap.add_argument("--duration", type=float, default=None, help="seconds per load level (latency 20, soak 60)")
+    ap.add_argument("--window", type=int, default=None, help="serve --window (default: the bundle's)")
+    ap.add_argument("--sizes", nargs="+", type=int, default=[512, 2048])
+    a = ap.parse_args()
+    if not a.bundle.exists():
+        raise SystemExit(f"{a.bundle}: no bundle; run `make demo` or pass --bundle")
+    a.bundle = ensure_onnx(a.bundle) if "onnx" in a.backends else a.bundle
+    a.backend = a.backends
+    if a.case == "latency":
+        a.clients, a.duration = a.clients or [1, 4, 16], a.duration or 20
+        case_latency(a)
+    elif a.case == "soak":
+        a.clients, a.duration = a.clients or [16], a.duration or 60
+        case_soak(a)
+    else:
+        case_speed(a)
+
+
+if __name__ == "__main__":
+    main()
