@@ -4,6 +4,8 @@ Layout (``model.terraseg``)::
 
     manifest.json        BundleManifest: architecture, input spec, classes, metrics, provenance
     weights.safetensors  the network's state dict (safetensors: data only, never pickled code)
+    estimator.skops      instead of weights, for pixel baselines: the scikit-learn estimator (skops,
+                         loaded admitting only scikit-learn/numpy/scipy types; see terraseg.models.pixel)
     model.onnx           optional, added by ``terraseg export --format onnx`` (see terraseg.predict.onnx)
 
 Loading a bundle needs no config file and no training code. Bundles are written atomically.
@@ -65,12 +67,13 @@ class BundleManifest(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict, description="The training config, for provenance.")
     exports: dict[str, Any] = Field(default_factory=dict, description="Exported graphs in the bundle (e.g. 'onnx': opset, contract, check).")
+    baseline: dict[str, Any] | None = Field(None, description="Pixel baselines: BaselineConfig (features) and feature names.")
 
 
 class Bundle:
     """A loaded bundle: manifest plus network in eval mode on the CPU."""
 
-    def __init__(self, manifest: BundleManifest, model: nn.Module, extras: dict[str, bytes] | None = None) -> None:
+    def __init__(self, manifest: BundleManifest, model: Any, extras: dict[str, bytes] | None = None) -> None:
         self.manifest = manifest
         self.model = model.eval()
         self.extras: dict[str, bytes] = dict(extras or {})
@@ -98,11 +101,15 @@ class Bundle:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the bundle atomically (temp file + rename) and return its path."""
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         with atomic_path(path) as tmp:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
                 z.writestr(MANIFEST, self.manifest.model_dump_json(indent=2))
-                z.writestr(WEIGHTS, st_save(state))
+                if isinstance(self.model, nn.Module):
+                    z.writestr(WEIGHTS, st_save({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}))
+                else:
+                    from terraseg.models.pixel import SKOPS
+
+                    z.writestr(SKOPS, self.model.to_bytes())
                 for name, data in self.extras.items():
                     z.writestr(name, data)
         return Path(path)
@@ -120,7 +127,7 @@ class Bundle:
         try:
             with zipfile.ZipFile(p) as z:
                 manifest_raw = json.loads(z.read(MANIFEST))
-                weights = z.read(WEIGHTS)
+                weights = z.read("estimator.skops" if "estimator.skops" in z.namelist() else WEIGHTS)
                 extras = {n: z.read(n) for n in EXTRAS if n in z.namelist()}
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
             raise BundleError(f"{p}: not a terraseg bundle ({e}).") from None
@@ -130,6 +137,14 @@ class Bundle:
             raise BundleError(f"{p}: bundle manifest is invalid ({e.errors()[0]['loc']}: {e.errors()[0]['msg']}).") from None
         if manifest.format_version > FORMAT_VERSION:
             raise BundleError(f"{p}: bundle format {manifest.format_version} is newer than this terraseg supports ({FORMAT_VERSION}).")
+        if manifest.baseline is not None:
+            from terraseg.models.pixel import PixelFeatures, PixelModel
+
+            f = manifest.baseline
+            feats = PixelFeatures(manifest.input.bands, manifest.input.band_names, f["indices"], f["texture_window"])
+            b = cls(manifest, PixelModel(PixelModel.estimator_from_bytes(weights, str(p)), feats, len(manifest.classes)), extras)
+            b.path = p
+            return b
         from terraseg.models.factory import build_model
 
         model = build_model(manifest.model, manifest.input.bands, len(manifest.classes), load_pretrained=False)
@@ -144,10 +159,10 @@ class Bundle:
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (``terraseg info``)."""
         m = self.manifest
-        n_params = sum(p.numel() for p in self.model.parameters())
+        n_params = sum(p.numel() for p in self.model.parameters())  # 0 for pixel baselines
         return {
             "name": m.name, "task": m.task, "terraseg_version": m.terraseg_version, "created": m.created,
             "model": m.model.model_dump(), "parameters": n_params,
             "input": m.input.model_dump(), "classes": [c.model_dump() for c in m.classes],
-            "ignore_index": m.ignore_index, "metrics": m.metrics, "exports": m.exports,
+            "ignore_index": m.ignore_index, "metrics": m.metrics, "exports": m.exports, "baseline": m.baseline,
         }

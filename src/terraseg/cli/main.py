@@ -86,7 +86,11 @@ def train(
     res = run_train(cfg, resume=resume, tracking_uri=tracking_uri)
     best = res.best
     out.print(f"bundle: {res.bundle_path}")
-    out.print(f"epochs: {res.epochs}  train time: {res.train_seconds:.0f} s  throughput: {res.chips_per_second:.1f} chips/s")
+    if cfg.pixel_model:
+        out.print(f"train time: {res.train_seconds:.1f} s (sampling + fit)  fit: {res.chips_per_second:,.0f} training pixels/s")
+        out.print(f"feature importance: {res.run_dir / 'feature_importance.csv'} (.png)")
+    else:
+        out.print(f"epochs: {res.epochs}  train time: {res.train_seconds:.0f} s  throughput: {res.chips_per_second:.1f} chips/s")
     if best:
         out.print("best validation: " + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float)))
     if res.tracking_uri:
@@ -135,6 +139,9 @@ def evaluate(
     from terraseg.evaluate.report import evaluate as run_eval
 
     b = Bundle.load(bundle)
+    if b.manifest.task == "classification":
+        _evaluate_classifier(b, data, split, out_dir, batch_size)
+        return
     scenes = _scenes_for(data, labels, split, b.num_classes, b.manifest.ignore_index, b.manifest.input.band_indexes, burn_value, attribute)
     m = run_eval(b, scenes, out_dir, window=window, overlap=overlap, batch_size=batch_size, overlays=overlays)
     table = Table(title=f"{b.manifest.name} on {data.name}")
@@ -148,6 +155,34 @@ def evaluate(
     if "iou" in m:
         headline = f"IoU {fmt(m['iou'])}  F1 {fmt(m['dice'])}  " + headline
     out.print(headline)
+    out.print(f"metrics: {Path(out_dir) / 'metrics.json'}")
+
+
+def _evaluate_classifier(b, data: Path, split: str, out_dir: Path, batch_size: int) -> None:
+    from terraseg.config import ClassFolderSource, load_config
+    from terraseg.data.classes import class_items
+    from terraseg.evaluate.classify import evaluate_classifier
+    from terraseg.train.classify import class_items_of, train_val_items
+
+    if data.suffix.lower() in {".yaml", ".yml"}:
+        cfg = load_config(data)
+        items = (class_items_of(cfg, "test") if cfg.data.test else []) if split == "test" else train_val_items(cfg)[1]
+        if not items:
+            from terraseg.errors import ConfigError
+
+            raise ConfigError(f"{data}: config has no `data.{split}` images; use --split val.")
+    else:
+        sub = "test" if split == "test" else "val"
+        items = class_items(ClassFolderSource(root=str(data.resolve()), split=sub), b.class_names)
+    m = evaluate_classifier(b, items, out_dir, max(batch_size, 32))
+    table = Table(title=f"{b.manifest.name} on {data.name} ({m['n']} images)")
+    for col in ("class", "precision", "recall", "F1", "images"):
+        table.add_column(col)
+    for name, v in m["per_class"].items():
+        table.add_row(name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", str(v["support"]))
+    out.print(table)
+    topk = next(k for k in m if k.startswith("top"))
+    out.print(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  {topk.replace('_', ' ')} {m[topk]:.4f}")
     out.print(f"metrics: {Path(out_dir) / 'metrics.json'}")
 
 
@@ -166,14 +201,43 @@ def predict(
     precision: Annotated[str, typer.Option(help="'32', or 'bf16' / '16' autocast.")] = "32",
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Run the network in NHWC memory layout.")] = False,
     backend: Annotated[str, typer.Option(help="torch (PyTorch) or onnx (ONNX Runtime on the bundle's exported graph).")] = "torch",
+    grid: Annotated[bool, typer.Option("--grid", help="Classification bundles: classify each georeferenced input on a grid of windows (raster + GeoJSON).")] = False,
 ) -> None:
-    """Predict images of any size; GeoTIFF outputs keep the input's CRS, transform and nodata."""
+    """Predict images of any size; GeoTIFF outputs keep the input's CRS, transform and nodata.
+
+    Classification bundles write predictions.csv (file, predicted class, one probability per class) for
+    image files or folders of images, or with --grid a class raster and window polygons per scene.
+    """
+    from terraseg.bundle import Bundle
     from terraseg.predict.run import predict as run_predict
 
-    res = run_predict(bundle, list(inputs), out_dir, window, overlap, batch_size, probabilities, overlay, device, precision, channels_last, backend)
+    b = Bundle.load(bundle)
+    if b.manifest.task == "classification":
+        _predict_classes(b, inputs, out_dir, window, grid)
+        return
+    res = run_predict(b, list(inputs), out_dir, window, overlap, batch_size, probabilities, overlay, device, precision, channels_last, backend)
     for src, outs in res.outputs.items():
         out.print(f"{src} -> " + ", ".join(outs.values()))
     for src, why in res.failures.items():
+        err.print(f"[bold red]error:[/] {why}", highlight=False, soft_wrap=True)
+    if res.failures:
+        raise typer.Exit(1)
+
+
+def _predict_classes(b, inputs: list[Path], out_dir: Path, window: Optional[int], grid: bool) -> None:
+    from terraseg.io.images import IMAGE_SUFFIXES
+    from terraseg.predict.classify import classify_files, classify_scene
+
+    if grid:
+        for src in inputs:
+            paths = classify_scene(b, src, out_dir, window)
+            out.print(f"{src} -> " + ", ".join(str(p) for p in paths.values()))
+        return
+    files = [f for p in inputs for f in (sorted(x for x in p.rglob("*") if x.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p])]
+    res = classify_files(b, files, out_dir)
+    if res.csv:
+        out.print(f"{len(res.rows)} images -> {res.csv}")
+    for why in res.failures.values():
         err.print(f"[bold red]error:[/] {why}", highlight=False, soft_wrap=True)
     if res.failures:
         raise typer.Exit(1)
@@ -194,7 +258,10 @@ def info(
         return
     m = s["model"]
     out.print(f"[bold]{s['name']}[/]  ({s['task']}, terraseg {s['terraseg_version']}, created {s['created']})")
-    out.print(f"model: {m['arch']} / {m['encoder']}  parameters: {s['parameters']:,}")
+    if s.get("baseline"):
+        out.print(f"model: {m['arch']} (scikit-learn) on {len(s['baseline']['feature_names'])} features: {', '.join(s['baseline']['feature_names'])}")
+    else:
+        out.print(f"model: {m['arch']} / {m['encoder']}  parameters: {s['parameters']:,}")
     i = s["input"]
     out.print(f"input: {i['bands']} bands {i['band_indexes'] or ''} dtype {i['dtype']} nodata {i['nodata']} window {i['window']}")
     n = i["normalization"]

@@ -80,7 +80,27 @@ class FolderSource(_Strict):
     include: list[str] | None = Field(None, description="Only sub-folders / class folders with these names (e.g. MT_Crack).")
 
 
-Source = Annotated[Union[SceneSource, FolderSource], Field(discriminator="kind")]
+class ClassFolderSource(_Strict):
+    """Scene-classification images in one folder per class (task 'classification').
+
+    Layouts: 'folders' (``<root>/<class>/*.jpg|png|tif``, e.g. EuroSAT's ``2750/<class>``); 'intel'
+    (``<root>/seg_train/<class>`` for training, ``seg_test`` for `split: test`); 'sat6'
+    (``<root>/{trn,val,tst}/<class>/*.tif``, 4-band DeepSat SAT-6 chips). `root` may be a ``.zip``
+    archive holding such a tree (read in place through GDAL's /vsizip/, never extracted).
+    """
+
+    kind: Literal["classes"] = "classes"
+    root: str = Field(description="Folder or .zip archive holding the class folders; relative paths are under the data root.")
+    layout: Literal["auto", "folders", "intel", "sat6"] = Field("auto", description="Folder layout (see above); 'auto' detects it.")
+    split: Literal["train", "val", "test"] = Field(
+        "train", description="Which part of a layout with splits to read (intel: seg_train/seg_test; sat6: trn/val/tst)."
+    )
+    mapping: dict[str, str] | None = Field(
+        None, description="Folder name -> class name, when they differ (e.g. {'barren_land': 'barren'})."
+    )
+
+
+Source = Annotated[Union[SceneSource, FolderSource, ClassFolderSource], Field(discriminator="kind")]
 
 
 class NormalizationConfig(_Strict):
@@ -115,6 +135,17 @@ class DataConfig(_Strict):
         "uniformly teach a net to predict blank masks).",
     )
     augment: bool = Field(True, description="Random flips and 90-degree rotations of training windows.")
+    flips: Literal["d4", "horizontal"] = Field(
+        "d4", description="Augmenting flips: 'd4' (flips and 90-degree rotations: overhead imagery), 'horizontal' "
+        "(left-right only: ground-level photos such as the Intel scenes)."
+    )
+    crop_scale: tuple[float, float] = Field(
+        (0.6, 1.0), description="Classification: random-resized-crop area share range (Szegedy et al. 2015), then resized to `window`."
+    )
+    band_names: list[str] | None = Field(
+        None, description="Names of the input bands in order (e.g. [red, green, blue, nir] or Sentinel-2 [B01, ..., B12]); "
+        "needed by spectral indices, stored in the bundle."
+    )
     batch_size: int = Field(8, ge=1, description="Windows per training batch.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = in the main process).")
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig, description="Band normalisation.")
@@ -127,12 +158,20 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Network architecture (segmentation_models_pytorch, or the plain U-Net)."""
+    """Model: a segmentation network (smp, plain U-Net), a timm classifier, or a classical pixel baseline."""
 
-    arch: Literal["unet", "deeplabv3", "deeplabv3plus", "fpn", "plain_unet"] = Field("unet", description="Architecture.")
-    encoder: str = Field(
-        "resnet34", description="smp encoder name (resnet18/34/50, efficientnet-b0, tu-<timm name>, ...); unused by plain_unet."
+    arch: Literal[
+        "unet", "deeplabv3", "deeplabv3plus", "fpn", "plain_unet", "classifier",
+        "random_forest", "logistic_regression", "gradient_boosting",
+    ] = Field(
+        "unet", description="Architecture. 'classifier': a timm network named by `encoder` (task 'classification'). "
+        "'random_forest' | 'logistic_regression' | 'gradient_boosting': scikit-learn per-pixel models (see `baseline`)."
     )
+    encoder: str = Field(
+        "resnet34", description="smp encoder name (resnet18/34/50, efficientnet-b0, tu-<timm name>, ...); for 'classifier' "
+        "any timm model name ('xception' = timm's legacy_xception, Chollet 2017; resnet18, efficientnet_b0, convnext_tiny...)."
+    )
+    drop_rate: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier head ('classifier' only).")
     encoder_weights: str | None = Field(
         None,
         description="None (random init, the default), a local weights file (.safetensors/.pth, loaded with weights_only), "
@@ -140,6 +179,27 @@ class ModelConfig(_Strict):
     )
     encoder_depth: int = Field(5, ge=3, le=5, description="Encoder stages (smp U-Net/FPN) or U-Net levels (plain_unet).")
     base_filters: int = Field(32, ge=4, description="Filters of the first level of plain_unet, doubled at each level.")
+
+
+PIXEL_ARCHS = ("random_forest", "logistic_regression", "gradient_boosting")
+
+
+class BaselineConfig(_Strict):
+    """Per-pixel features and estimator settings of the classical baselines (scikit-learn)."""
+
+    indices: list[str] = Field(
+        default_factory=list, description="Spectral indices added as features, from `data.band_names`: ndvi, ndwi, mndwi, "
+        "ndbi, savi, evi (see terraseg.models.pixel.INDICES for formulas and sources)."
+    )
+    texture_window: int | None = Field(
+        None, ge=3, description="Add local mean and standard deviation of every band in a window of this many pixels (odd)."
+    )
+    samples_per_class: int = Field(20000, ge=10, description="Training pixels drawn per class (class balancing).")
+    n_estimators: int = Field(200, ge=1, description="Trees (random forest) or boosting iterations (gradient boosting).")
+    max_depth: int | None = Field(None, ge=1, description="Tree depth limit (None: unlimited for forests, 8 leaves-depth for boosting).")
+    C: float = Field(1.0, gt=0, description="Inverse regularisation strength (logistic regression).")
+    learning_rate: float = Field(0.1, gt=0, description="Gradient boosting learning rate.")
+    n_jobs: int = Field(-1, description="Parallel jobs for forests and prediction (-1 = all cores).")
 
 
 class LossTerm(_Strict):
@@ -171,6 +231,7 @@ class TrainConfig(_Strict):
     seed: int = Field(0, description="Seed for weights, sampling and splits.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default all cores.")
     channels_last: bool = Field(True, description="Train in NHWC memory layout (about 1.4x faster convolutions on CPU here).")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Classification: cross-entropy label smoothing (Szegedy et al. 2016).")
 
 
 class TrackingConfig(_Strict):
@@ -185,11 +246,14 @@ class ExperimentConfig(_Strict):
     """A whole training run."""
 
     name: str = Field(description="Run name; also the default MLflow experiment.")
-    task: Literal["segmentation"] = Field("segmentation", description="Task type.")
+    task: Literal["segmentation", "classification"] = Field(
+        "segmentation", description="'segmentation' (a class per pixel) or 'classification' (a class per image or window)."
+    )
     classes: list[ClassSpec] = Field(min_length=2, description="Output classes in id order (id 0 first).")
     ignore_index: int = Field(255, description="Mask value excluded from loss and metrics (nodata, unknown).")
     data: DataConfig = Field(description="Data sources and sampling.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Architecture.")
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="Pixel-baseline features and estimator (pixel archs only).")
     loss: list[LossTerm] = Field(
         default_factory=lambda: [LossTerm(name="ce"), LossTerm(name="dice")], description="Loss terms, summed."
     )
@@ -207,6 +271,23 @@ class ExperimentConfig(_Strict):
     def binary(self) -> bool:
         """True for two-class tasks, trained with one sigmoid output (class 1 = positive)."""
         return len(self.classes) == 2
+
+    @property
+    def pixel_model(self) -> bool:
+        """True for the scikit-learn per-pixel baselines."""
+        return self.model.arch in PIXEL_ARCHS
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> "ExperimentConfig":
+        kinds = {s.kind for s in self.data.train + self.data.val + self.data.test}
+        if self.task == "classification":
+            if self.model.arch != "classifier":
+                raise ValueError(f"task 'classification' needs model.arch 'classifier', not '{self.model.arch}'")
+            if kinds - {"classes"}:
+                raise ValueError("task 'classification' reads class folders (data sources of kind 'classes')")
+        elif "classes" in kinds or self.model.arch == "classifier":
+            raise ValueError("class folders and model.arch 'classifier' need task 'classification'")
+        return self
 
     @model_validator(mode="after")
     def _ignore_outside(self) -> "ExperimentConfig":

@@ -56,6 +56,10 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretr
     Raises:
         ConfigError: unknown encoder, or unusable pretrained weights.
     """
+    if cfg.arch == "classifier":
+        from terraseg.models.classifier import build_classifier
+
+        return build_classifier(cfg, in_channels, num_classes, load_pretrained)
     out_ch = out_channels(num_classes)
     if cfg.arch == "plain_unet":
         return PlainUNet(in_channels, out_ch, depth=cfg.encoder_depth, base_filters=cfg.base_filters)

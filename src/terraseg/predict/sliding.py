@@ -191,6 +191,11 @@ def predictor_for(bundle, window: int | None = None, overlap: float = 0.25, batc
     Raises:
         BundleError: 'onnx' asked for a bundle without an ONNX graph, or an unknown backend.
     """
+    if bundle.manifest.baseline is not None:  # pixel baseline: features are per pixel (plus a texture margin),
+        run = bundle.model                      # so tiles only need to overlap by the texture window
+        m = bundle.model.features.margin
+        win = window or max(bundle.manifest.input.window, 256)
+        return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, min(overlap, 2 * m / win), batch_size)
     if backend == "onnx":
         from terraseg.predict.onnx import onnx_backend_for
 

@@ -134,13 +134,27 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
             path = upload.save(file, Path(tmp), cfg.max_upload_mb, cfg.max_pixels)
             return upload.segment_response(m, path, Path(tmp), format, file.filename or path.name)
 
-    @app.post("/v1/classify", summary="Classify an uploaded image (classification bundles).")
-    def classify(request: Request, file: UploadFile = File(description="Image to classify."), model: str | None = Query(None)) -> dict:
+    @app.post(
+        "/v1/classify", summary="Classify an uploaded image (classification bundles): class probabilities.",
+        responses={200: {"content": {"application/json": {"example": {"model": "intel-scenes", "predicted": "sea", "probabilities": {"sea": 0.91, "glacier": 0.05}}}}}},
+    )
+    def classify(
+        request: Request,
+        file: UploadFile = File(description="PNG, JPEG or GeoTIFF with the model's band count (any size; resized to the model's input)."),
+        model: str | None = Query(None, description="Model name (GET /v1/models); default: the first classification model served."),
+        top: int = Query(0, ge=0, description="Return only the top-N classes (0 = all)."),
+    ) -> dict:
         _check_key(request)
+        if model is None:
+            model = next((n for n, x in state["models"].items() if x.bundle.manifest.task == "classification"), None)
+            if model is None:
+                raise ApiError(422, "no classification model is served; use /v1/segment.")
         m = _model(model)
         if m.bundle.manifest.task != "classification":
             raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; use /v1/segment.")
-        raise ApiError(501, "classification bundles are not supported by this version.")
+        with tempfile.TemporaryDirectory(prefix="terraseg-req-") as tmp:
+            path = upload.save(file, Path(tmp), cfg.max_upload_mb, cfg.max_pixels)
+            return upload.classify_response(m, path, file.filename or path.name, top)
 
     # ---- web page -------------------------------------------------------------------------------
     vendor = _vendor_dir(cfg)

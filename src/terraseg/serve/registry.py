@@ -33,7 +33,7 @@ class ServedModel:
     name: str
     source: str
     bundle: Bundle
-    predictor: SlidingWindowPredictor
+    predictor: SlidingWindowPredictor  # an ImageClassifier for classification bundles
     backend: str
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="terraseg-infer"))
 
@@ -100,8 +100,12 @@ def load_models(refs: list[str], backend: str = "torch", tracking_uri: str | Non
         k = 2
         while name in models:
             name, k = f"{b.manifest.name}-{k}", k + 1
-        pred = predictor_for(b, window, overlap, batch_size, backend=backend)
-        models[name] = ServedModel(name, ref, b, pred, backend)
+        if b.manifest.task == "classification":
+            from terraseg.predict.classify import ImageClassifier
+
+            models[name] = ServedModel(name, ref, b, ImageClassifier(b), "torch")  # type: ignore[arg-type]
+        else:
+            models[name] = ServedModel(name, ref, b, predictor_for(b, window, overlap, batch_size, backend=backend), backend)
     return models
 
 

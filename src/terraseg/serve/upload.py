@@ -93,6 +93,21 @@ def _predict(model, path: Path, name: str):
     return scene, ids, probs
 
 
+def classify_response(model, path: Path, name: str, top: int = 0) -> dict:
+    """Class probabilities of an uploaded image (classification bundle); errors -> 422."""
+    from terraseg.data.classes import load_checked
+
+    try:
+        img = load_checked(str(path), None)
+        model.predictor.check(img, f"'{name}'")
+        probs = model.run(model.predictor.probabilities, [img])[0]
+    except TerrasegError as e:
+        _fail(422, str(e).replace(str(path), f"'{name}'"))
+    names = model.bundle.class_names
+    order = np.argsort(-probs)[: top or len(names)]
+    return {"model": model.name, "predicted": names[int(order[0])], "probabilities": {names[i]: round(float(probs[i]), 6) for i in order}}
+
+
 def _geotiff(scene, ids: np.ndarray, path: Path, probs: np.ndarray | None = None) -> Path:
     prof = dict(driver="GTiff", width=ids.shape[1], height=ids.shape[0], count=1, dtype="uint8", nodata=255, compress="deflate")
     if scene.crs is not None:

@@ -15,30 +15,16 @@ from terraseg.models.losses import CombinedLoss
 from terraseg.models.optim import build_optimizer, build_scheduler
 
 
-class SegmentationTask(L.LightningModule):
-    """Network + loss + optimiser; validation accumulates one confusion matrix per epoch.
+class TaskBase(L.LightningModule):
+    """What every terraseg Lightning task shares: forward, NHWC layout, per-epoch sampling, the
+    optimiser with a time-aware schedule, and the history/best kept in checkpoints. Subclasses set
+    ``self.cfg``, ``self.model``, ``self.total_steps``, ``self.history`` and ``self.best``."""
 
-    Logged per epoch: ``train/loss``, ``val/loss``, ``val/miou``, ``val/iou`` (binary: positive
-    class), ``val/score`` (the selection metric: ``val/iou`` for binary tasks, else ``val/miou``),
-    and per-class ``val/iou_<class>``.
-
-    Args:
-        config: the experiment config as a plain dict (saved in checkpoints as hyperparameters).
-        in_channels: input bands. total_steps: optimiser steps of the whole run (for schedules).
-    """
-
-    def __init__(self, config: dict[str, Any], in_channels: int, total_steps: int) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.cfg = ExperimentConfig.model_validate(config)
-        c = self.cfg
-        self.model = build_model(c.model, in_channels, c.num_classes)
-        self.loss_fn = CombinedLoss(c.loss, c.num_classes, c.ignore_index)
-        self.total_steps = total_steps
-        self._cm = np.zeros((c.num_classes, c.num_classes), dtype=np.int64)
-        self._val_losses: list[float] = []
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {}
+    cfg: ExperimentConfig
+    model: torch.nn.Module
+    total_steps: int
+    history: list[dict[str, Any]]
+    best: dict[str, Any]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -69,6 +55,47 @@ class SegmentationTask(L.LightningModule):
         ds = self.trainer.train_dataloader.dataset if self.trainer.train_dataloader is not None else None
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self):
+        opt = build_optimizer(self.model.parameters(), self.cfg.optimizer)
+        sched = build_scheduler(opt, self.cfg.optimizer, self.total_steps, self._time_progress)
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["terraseg"] = {"history": self.history, "best": self.best}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("terraseg", {})
+        self.history = list(state.get("history", []))
+        self.best = dict(state.get("best", {}))
+
+
+class SegmentationTask(TaskBase):
+    """Network + loss + optimiser; validation accumulates one confusion matrix per epoch.
+
+    Logged per epoch: ``train/loss``, ``val/loss``, ``val/miou``, ``val/iou`` (binary: positive
+    class), ``val/score`` (the selection metric: ``val/iou`` for binary tasks, else ``val/miou``),
+    and per-class ``val/iou_<class>``.
+
+    Args:
+        config: the experiment config as a plain dict (saved in checkpoints as hyperparameters).
+        in_channels: input bands. total_steps: optimiser steps of the whole run (for schedules).
+    """
+
+    def __init__(self, config: dict[str, Any], in_channels: int, total_steps: int) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = ExperimentConfig.model_validate(config)
+        c = self.cfg
+        self.model = build_model(c.model, in_channels, c.num_classes)
+        self.loss_fn = CombinedLoss(c.loss, c.num_classes, c.ignore_index)
+        self.total_steps = total_steps
+        self._cm = np.zeros((c.num_classes, c.num_classes), dtype=np.int64)
+        self._val_losses: list[float] = []
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["image"])
@@ -102,18 +129,3 @@ class SegmentationTask(L.LightningModule):
                 self.best = entry | {"per_class": m["per_class"]}
         self._cm[:] = 0
         self._val_losses.clear()
-
-    def configure_optimizers(self):
-        opt = build_optimizer(self.model.parameters(), self.cfg.optimizer)
-        sched = build_scheduler(opt, self.cfg.optimizer, self.total_steps, self._time_progress)
-        if sched is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["terraseg"] = {"history": self.history, "best": self.best}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("terraseg", {})
-        self.history = list(state.get("history", []))
-        self.best = dict(state.get("best", {}))

@@ -30,7 +30,7 @@ from terraseg.data.sources import train_val_scenes
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
 from terraseg.models.factory import build_model
-from terraseg.train.module import SegmentationTask
+from terraseg.train.module import SegmentationTask, TaskBase
 
 log = logging.getLogger(__name__)
 
@@ -83,43 +83,28 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
     Raises:
         InputFileError: bad data. ConfigError: bad model settings. BundleError: never on success.
     """
+    if cfg.pixel_model:
+        from terraseg.train.pixel import train_pixel
+
+        return train_pixel(cfg, tracking_uri)
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    train_scenes, val_scenes = train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed)
-    if not any(s.has_labels for s in train_scenes):
-        raise InputFileError("training sources hold no labels.")
-
     stats_path = run_dir / "stats.json"
-    if resume and stats_path.is_file():
-        stats = NormStats.from_dict(json.loads(stats_path.read_text()))
+    task_cls: type[TaskBase]
+    if cfg.task == "classification":
+        from terraseg.train.classify import ClassificationTask, classification_loaders
+
+        train_dl, val_dl, in_channels, stats, input_kw = classification_loaders(cfg, stats_path, resume)
+        task_cls = ClassificationTask
     else:
-        n = cfg.data.normalization
-        if n.stats_file:
-            from terraseg.data.stats import load_norm_stats
-
-            stats = load_norm_stats(n.stats_file)
-            stats.method = n.method
-            if stats.bands and stats.bands != train_scenes[0].count:
-                raise InputFileError(f"{n.stats_file}: statistics of {stats.bands} bands for images with {train_scenes[0].count} bands.")
-        else:
-            stats = scene_statistics(train_scenes, n.method, n.percentiles, n.max_pixels, cfg.train.seed)
-        write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
-    in_channels = train_scenes[0].count
-    for s in val_scenes:
-        if s.count != in_channels:
-            raise InputFileError(f"{getattr(s, 'path', s.name)}: validation image has {s.count} bands, training images have {in_channels}.")
-
+        train_dl, val_dl, in_channels, stats, input_kw = segmentation_loaders(cfg, stats_path, resume)
+        task_cls = SegmentationTask
     d = cfg.data
-    train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, stats, d.rare_class_share, d.augment, cfg.train.seed)
-    loader_kw: dict[str, Any] = dict(num_workers=d.num_workers, collate_fn=collate_samples, persistent_workers=False)
-    train_dl = DataLoader(train_ds, batch_size=d.batch_size, shuffle=False, drop_last=len(train_ds) > d.batch_size, **loader_kw)
-    val_dl = DataLoader(GridWindowDataset(val_scenes, d.window, stats), batch_size=d.batch_size, **loader_kw) if val_scenes else None
-
     steps = cfg.train.max_epochs * max(len(train_dl), 1)
-    module = SegmentationTask(cfg.model_dump(mode="json"), in_channels, steps)
+    module = task_cls(cfg.model_dump(mode="json"), in_channels, steps)
 
     monitor, mode = ("val/score", "max") if val_dl is not None else ("train/loss", "min")
     ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True)
@@ -163,13 +148,9 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
     model = build_model(cfg.model, in_channels, cfg.num_classes, load_pretrained=False)
     model.load_state_dict(state)
 
-    first = train_scenes[0]
     manifest = BundleManifest(
         name=cfg.name, task=cfg.task, model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
-        input=InputSpec(
-            bands=in_channels, band_indexes=getattr(first, "bands", None), dtype=first.dtype,
-            nodata=first.nodata, normalization=stats.to_dict(), window=d.window,
-        ),
+        input=InputSpec(bands=in_channels, band_names=d.band_names, normalization=stats.to_dict(), window=d.window, **input_kw),
         metrics={"validation": best, "history": module.history},
         training={"config": cfg.model_dump(mode="json"), "epochs": trainer.current_epoch,
                   "train_seconds": round(train_seconds, 1), "terraseg_version": __version__,
@@ -182,6 +163,46 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
             logger.experiment.log_metric(logger.run_id, "best/val_score", float(best.get("val/score", 0.0)))
     return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
                        throughput.samples / max(throughput.seconds, 1e-9), uri)
+
+
+def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
+    """``(train_loader, val_loader or None, in_channels, stats, input spec fields)`` of a segmentation config.
+
+    Raises:
+        InputFileError: no labels, mixed band counts, statistics of another band count.
+    """
+    train_scenes, val_scenes = train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed)
+    if not any(s.has_labels for s in train_scenes):
+        raise InputFileError("training sources hold no labels.")
+
+    if resume and stats_path.is_file():
+        stats = NormStats.from_dict(json.loads(stats_path.read_text()))
+    else:
+        n = cfg.data.normalization
+        if n.stats_file:
+            from terraseg.data.stats import load_norm_stats
+
+            stats = load_norm_stats(n.stats_file)
+            stats.method = n.method
+            if stats.bands and stats.bands != train_scenes[0].count:
+                raise InputFileError(f"{n.stats_file}: statistics of {stats.bands} bands for images with {train_scenes[0].count} bands.")
+        else:
+            stats = scene_statistics(train_scenes, n.method, n.percentiles, n.max_pixels, cfg.train.seed)
+        write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
+    in_channels = train_scenes[0].count
+    for s in val_scenes:
+        if s.count != in_channels:
+            raise InputFileError(f"{getattr(s, 'path', s.name)}: validation image has {s.count} bands, training images have {in_channels}.")
+
+    d = cfg.data
+    train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, stats, d.rare_class_share, d.augment, cfg.train.seed)
+    loader_kw: dict[str, Any] = dict(num_workers=d.num_workers, collate_fn=collate_samples, persistent_workers=False)
+    train_dl = DataLoader(train_ds, batch_size=d.batch_size, shuffle=False, drop_last=len(train_ds) > d.batch_size, **loader_kw)
+    val_dl = DataLoader(GridWindowDataset(val_scenes, d.window, stats), batch_size=d.batch_size, **loader_kw) if val_scenes else None
+
+    first = train_scenes[0]
+    input_kw = dict(band_indexes=getattr(first, "bands", None), dtype=first.dtype, nodata=first.nodata)
+    return train_dl, val_dl, in_channels, stats, input_kw
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,116 @@
+"""Scene-classification training: the Lightning module and the data loaders from class folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from terraseg.config import ExperimentConfig
+from terraseg.data.classes import ClassificationDataset, ClassItem, class_items, image_statistics, stratified_split
+from terraseg.data.datasets import collate_samples
+from terraseg.data.normalize import NormStats
+from terraseg.errors import InputFileError
+from terraseg.io.atomic import write_text_atomic
+from terraseg.models.factory import build_model
+from terraseg.train.module import TaskBase
+
+
+def class_items_of(cfg: ExperimentConfig, which: str) -> list[ClassItem]:
+    """Labelled images of ``data.train`` / ``data.val`` / ``data.test``."""
+    root = Path(cfg.data.data_root) if cfg.data.data_root else None
+    names = [c.name for c in cfg.classes]
+    return [it for src in getattr(cfg.data, which) for it in class_items(src, names, root, require_all=which == "train")]
+
+
+def train_val_items(cfg: ExperimentConfig) -> tuple[list[ClassItem], list[ClassItem]]:
+    """Training and validation images: ``data.val`` when given, else a seeded stratified ``val_fraction``."""
+    train = class_items_of(cfg, "train")
+    if cfg.data.val:
+        return train, class_items_of(cfg, "val")
+    if cfg.data.val_fraction <= 0:
+        return train, []
+    return stratified_split(train, cfg.data.val_fraction, cfg.train.seed)
+
+
+def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
+    """``(train_loader, val_loader or None, in_channels, stats, input spec fields)`` for a classification config.
+
+    Raises:
+        InputFileError: empty or unknown class folders, unreadable images, mixed band counts.
+    """
+    train_items, val_items = train_val_items(cfg)
+    from terraseg.data.classes import load_checked
+
+    first = load_checked(train_items[0].path, None)
+    bands = first.shape[0]
+    d = cfg.data
+    if resume and stats_path.is_file():
+        stats = NormStats.from_dict(json.loads(stats_path.read_text()))
+    else:
+        stats = image_statistics(train_items, d.normalization.method, d.normalization.percentiles, d.normalization.max_pixels,
+                                 cfg.train.seed, bands)
+        write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
+    train_ds = ClassificationDataset(train_items, d.window, stats, bands, d.augment, d.flips, tuple(d.crop_scale), cfg.train.seed)
+    kw: dict[str, Any] = dict(num_workers=d.num_workers, collate_fn=collate_samples, persistent_workers=d.num_workers > 0)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    train_dl = DataLoader(train_ds, batch_size=d.batch_size, shuffle=True, generator=gen,
+                          drop_last=len(train_ds) > d.batch_size, **kw)
+    val_dl = None
+    if val_items:
+        val_dl = DataLoader(ClassificationDataset(val_items, d.window, stats, bands), batch_size=d.batch_size, **kw)
+    if len(train_items) < 2:
+        raise InputFileError("classification training needs at least two images.")
+    return train_dl, val_dl, bands, stats, dict(dtype=str(first.dtype), nodata=None)
+
+
+class ClassificationTask(TaskBase):
+    """timm network + label-smoothed cross-entropy; per epoch ``val/acc``, ``val/f1_macro``, ``val/score`` (= acc).
+
+    Args:
+        config: the experiment config as a plain dict. in_channels: bands. total_steps: optimiser steps.
+    """
+
+    def __init__(self, config: dict[str, Any], in_channels: int, total_steps: int) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = ExperimentConfig.model_validate(config)
+        k = self.cfg.num_classes
+        self.model = build_model(self.cfg.model, in_channels, k)
+        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=self.cfg.train.label_smoothing)
+        self.total_steps = total_steps
+        self.val_acc = MulticlassAccuracy(k, average="micro")
+        self.val_f1 = MulticlassF1Score(k, average="macro")
+        self._val_losses: list[float] = []
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.loss_fn(self.model(batch["image"]), batch["label"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self.model(batch["image"])
+        self._val_losses.append(float(self.loss_fn(logits, batch["label"])))
+        self.val_acc.update(logits, batch["label"])
+        self.val_f1.update(logits, batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        acc, f1 = float(self.val_acc.compute()), float(self.val_f1.compute())
+        self.val_acc.reset()
+        self.val_f1.reset()
+        logs = {"val/acc": acc, "val/f1_macro": f1, "val/loss": float(np.mean(self._val_losses)) if self._val_losses else 0.0}
+        self._val_losses.clear()
+        self.log_dict(logs)
+        self.log("val/score", acc, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            entry = {"epoch": self.current_epoch, "val/score": acc, **logs}
+            self.history.append(entry)
+            if not self.best or acc > self.best["val/score"]:
+                self.best = entry

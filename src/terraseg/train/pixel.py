@@ -1,0 +1,215 @@
+"""Training the classical pixel baselines: sample labelled pixels, fit, validate, explain, bundle.
+
+Pixels are drawn class-balanced from the training scenes in one streamed pass: every labelled pixel
+gets a uniform random key and each class keeps the ``samples_per_class`` smallest keys, which is a
+uniform sample without replacement whatever the scene size, in bounded memory. Validation runs the
+fitted model through the core's sliding-window predictor, as evaluation and prediction do.
+Feature importance is permutation importance (Breiman 2001; scikit-learn's
+``permutation_importance``) on held-out pixels: the drop in accuracy when a feature is shuffled.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from terraseg import __version__
+from terraseg.bundle import Bundle, BundleManifest, InputSpec
+from terraseg.config import ExperimentConfig
+from terraseg.data.datasets import scene_statistics
+from terraseg.data.scenes import Scene
+from terraseg.data.sources import train_val_scenes
+from terraseg.errors import InputFileError
+from terraseg.evaluate.metrics import score
+from terraseg.evaluate.report import evaluate_scenes
+from terraseg.io.atomic import atomic_path, write_text_atomic
+from terraseg.models.pixel import PixelFeatures, PixelModel, make_estimator
+from terraseg.predict.sliding import SlidingWindowPredictor
+
+log = logging.getLogger(__name__)
+PREDICT_WINDOW = 1024
+
+
+def sample_pixels(scenes: list[Scene], features: PixelFeatures, num_classes: int, per_class: int, seed: int,
+                  block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced features ``X`` (n, F) float32 and labels ``y`` (n,) int64 from labelled scenes.
+
+    Scenes are read in ``block`` windows (plus the texture margin), so memory is bounded by one
+    block's features and ``per_class x F`` values per class.
+    """
+    rng = np.random.default_rng(seed)
+    m = features.margin
+    keys = [np.empty(0, np.float64) for _ in range(num_classes)]
+    rows = [np.empty((0, len(features.names)), np.float32) for _ in range(num_classes)]
+    for s in scenes:
+        for r0 in range(0, s.height, block):
+            for c0 in range(0, s.width, block):
+                h, w = min(block, s.height - r0), min(block, s.width - c0)
+                r = s.read(r0 - m, c0 - m, h + 2 * m, w + 2 * m)
+                if r.mask is None:
+                    continue
+                f = features.compute(r.image)[:, m:m + h, m:m + w]
+                mask, valid = r.mask[m:m + h, m:m + w], r.valid[m:m + h, m:m + w]
+                for c in range(num_classes):
+                    idx = np.flatnonzero((mask == c) & valid)
+                    if idx.size == 0:
+                        continue
+                    k = rng.random(idx.size)
+                    if idx.size > per_class:  # only the smallest keys can survive
+                        keep = np.argpartition(k, per_class)[:per_class]
+                        idx, k = idx[keep], k[keep]
+                    keys[c] = np.concatenate([keys[c], k])
+                    rows[c] = np.concatenate([rows[c], f.reshape(f.shape[0], -1)[:, idx].T])
+                    if keys[c].size > per_class:
+                        keep = np.argpartition(keys[c], per_class)[:per_class]
+                        keys[c], rows[c] = keys[c][keep], rows[c][keep]
+    X = np.concatenate(rows)
+    y = np.concatenate([np.full(len(r), c, np.int64) for c, r in enumerate(rows)])
+    return X, y
+
+
+def feature_importance(model: PixelModel, X: np.ndarray, y: np.ndarray, names: list[str], seed: int) -> list[dict[str, Any]]:
+    """Permutation importance (mean accuracy drop, std over 5 repeats), plus impurity importance for forests."""
+    from sklearn.inspection import permutation_importance
+
+    r = permutation_importance(model.estimator, X, y, n_repeats=5, random_state=seed, n_jobs=1)
+    mdi = getattr(model.estimator, "feature_importances_", None)
+    rows = [{"feature": n, "permutation_mean": round(float(a), 6), "permutation_std": round(float(b), 6),
+             **({"impurity": round(float(mdi[i]), 6)} if mdi is not None else {})}
+            for i, (n, a, b) in enumerate(zip(names, r.importances_mean, r.importances_std))]
+    return sorted(rows, key=lambda d: -d["permutation_mean"])
+
+
+def save_importance(rows: list[dict[str, Any]], out_dir: Path, title: str) -> tuple[Path, Path]:
+    """``feature_importance.csv`` and a horizontal bar plot ``feature_importance.png`` (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table, png = out_dir / "feature_importance.csv", out_dir / "feature_importance.png"
+    with atomic_path(table) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    shown = rows[:25][::-1]
+    fig, ax = plt.subplots(figsize=(6, 1 + 0.28 * len(shown)), dpi=110)
+    ax.barh([r["feature"] for r in shown], [r["permutation_mean"] for r in shown], xerr=[r["permutation_std"] for r in shown], color="#4c72b0")
+    ax.set_xlabel("accuracy drop when shuffled (permutation importance)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return table, png
+
+
+def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
+    """Fit a pixel baseline from a segmentation config and write ``<run_dir>/model.terraseg``.
+
+    Returns:
+        :class:`terraseg.train.run.TrainResult` (``chips_per_second`` is training pixels per second).
+
+    Raises:
+        InputFileError: no labelled pixels. ConfigError: an index needing a band the input lacks.
+    """
+    from terraseg.train.run import TrainResult, _flatten, tracking_uri_for
+
+    run_dir = cfg.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    bc, seed = cfg.baseline, cfg.train.seed
+    train_scenes, val_scenes = train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, seed)
+    bands = train_scenes[0].count
+    for s in train_scenes + val_scenes:
+        if s.count != bands:
+            raise InputFileError(f"{getattr(s, 'path', s.name)}: image has {s.count} bands, the first training image has {bands}.")
+    band_names = cfg.data.band_names or _descriptions(train_scenes[0])
+    if band_names and len(band_names) != bands:
+        raise InputFileError(f"data.band_names names {len(band_names)} bands but the images have {bands}.")
+    features = PixelFeatures(bands, band_names, bc.indices, bc.texture_window)
+    stats = scene_statistics(train_scenes, "none", cfg.data.normalization.percentiles, 200_000, seed)
+
+    t0 = time.perf_counter()
+    X, y = sample_pixels(train_scenes, features, cfg.num_classes, bc.samples_per_class, seed)
+    if len(np.unique(y)) < 2:
+        raise InputFileError("the training scenes hold labelled pixels of fewer than two classes.")
+    t_sample = time.perf_counter() - t0
+    est = make_estimator(cfg.model, bc, seed)
+    t1 = time.perf_counter()
+    est.fit(X, y)
+    t_fit = time.perf_counter() - t1
+    model = PixelModel(est, features, cfg.num_classes)
+
+    best: dict[str, Any] = {}
+    if val_scenes:
+        predictor = SlidingWindowPredictor(model, stats, cfg.num_classes, PREDICT_WINDOW, 0.0 if not features.margin else 2 * features.margin / PREDICT_WINDOW)
+        m = evaluate_scenes(predictor, val_scenes, [c.name for c in cfg.classes], cfg.ignore_index)
+        best = {"val/score": score(m), "val/miou": m["miou"] or 0.0}
+        if "iou" in m:
+            best |= {"val/iou": m["iou"] or 0.0, "val/dice": m["dice"] or 0.0}
+        best["per_class"] = m["per_class"]
+        Xv, yv = sample_pixels(val_scenes, features, cfg.num_classes, min(bc.samples_per_class, 2000), seed + 1)
+    else:
+        Xv, yv = X, y
+    importance = feature_importance(model, Xv, yv, features.names, seed) if len(np.unique(yv)) > 1 else []
+    if importance:
+        save_importance(importance, run_dir, f"{cfg.name}: {cfg.model.arch}")
+
+    manifest = BundleManifest(
+        name=cfg.name, task="segmentation", model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
+        input=InputSpec(bands=bands, band_indexes=getattr(train_scenes[0], "bands", None), band_names=band_names,
+                        dtype=train_scenes[0].dtype, nodata=train_scenes[0].nodata, normalization=stats.to_dict(), window=PREDICT_WINDOW),
+        baseline={**bc.model_dump(mode="json"), "feature_names": features.names},
+        metrics={"validation": best, "feature_importance": importance},
+        training={"config": cfg.model_dump(mode="json"), "terraseg_version": __version__, "train_seconds": round(t_sample + t_fit, 2),
+                  "sample_seconds": round(t_sample, 2), "fit_seconds": round(t_fit, 2), "samples": int(len(y)),
+                  "samples_per_class": np.bincount(y, minlength=cfg.num_classes).tolist()},
+    )
+    bundle_path = Bundle(manifest, model).save(run_dir / "model.terraseg")
+    write_text_atomic(run_dir / "stats.json", json.dumps(stats.to_dict(), indent=2))
+    uri = None
+    if cfg.tracking.enabled:
+        uri = _track(cfg, run_dir, tracking_uri_for(cfg, run_dir, tracking_uri), _flatten(cfg.model_dump(mode="json")), best, bundle_path)
+    return TrainResult(bundle_path, run_dir, {k: v for k, v in best.items() if k != "per_class"}, 1, t_sample + t_fit,
+                       len(y) / max(t_fit, 1e-9), uri)
+
+
+def _descriptions(scene: Scene) -> list[str] | None:
+    """The raster's band descriptions (for the bands read) when every one is set, else None."""
+    path = getattr(scene, "path", None)
+    if path is None or Path(path).suffix.lower() not in {".tif", ".tiff", ".vrt", ".img", ".jp2"}:
+        return None
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        desc = [ds.descriptions[b - 1] for b in (getattr(scene, "bands", None) or range(1, ds.count + 1))]
+    return list(desc) if all(desc) else None
+
+
+def _track(cfg: ExperimentConfig, run_dir: Path, uri: str, params: dict[str, Any], best: dict[str, Any], bundle: Path) -> str:
+    """Log a pixel-baseline run to MLflow like a network run: params, validation metrics, bundle and plots."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    name = cfg.tracking.experiment or cfg.name
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        name, artifact_location=(run_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None)
+    run = client.create_run(exp_id, run_name=cfg.name)
+    for k, v in list(params.items())[:200]:
+        client.log_param(run.info.run_id, k, str(v)[:500])
+    for k, v in best.items():
+        if isinstance(v, float):
+            client.log_metric(run.info.run_id, k, v)
+    client.log_artifact(run.info.run_id, str(bundle))
+    for extra in ("feature_importance.png", "feature_importance.csv"):
+        if (run_dir / extra).exists():
+            client.log_artifact(run.info.run_id, str(run_dir / extra))
+    client.set_terminated(run.info.run_id)
+    return uri
