@@ -34,19 +34,24 @@ SPLIT_DIRS = {"intel": {"train": "seg_train", "val": "seg_train", "test": "seg_t
 
 @dataclass(frozen=True)
 class ClassItem:
-    """One labelled image: ``path`` (a file, or ``/vsizip/<zip>/<member>``) and its class id."""
+    """One labelled image: ``path`` (a file, or ``<archive>.zip/<member>``) and its class id."""
 
     path: str
     label: int
 
 
 def read_any(path: str) -> np.ndarray:
-    """Read an image as ``(C, H, W)`` in its stored dtype; ``/vsizip/`` paths through rasterio.
+    """Read an image as ``(C, H, W)`` in its stored dtype; a member of a zip (``<archive>.zip/<member>``)
+    through rasterio and GDAL's ``/vsizip/``.
 
     Raises:
         InputFileError: missing or undecodable file.
     """
-    if not path.startswith("/vsizip/"):
+    path = str(path)
+    lower = path.lower()
+    if ".zip/" in lower and not Path(path).exists():
+        path = "/vsizip/" + path
+    elif not path.startswith("/vsizip/"):
         return read_image(path)
     import rasterio
     from rasterio.errors import RasterioError
@@ -131,7 +136,7 @@ def class_items(src: ClassFolderSource, class_names: list[str], data_root: Path 
         missing = [n for n in class_names if n not in {mapping.get(f, f) for f in by_class}]
         if missing:
             raise InputFileError(f"{root}: no training images for class(es) {', '.join(missing)}.")
-    base = f"/vsizip/{root.resolve()}/" if root.suffix.lower() == ".zip" else f"{root}/"
+    base = f"{root.resolve()}/" if root.suffix.lower() == ".zip" else f"{root}/"
     return [ClassItem(base + f, ids[mapping.get(c, c)]) for c in sorted(by_class) for f in sorted(by_class[c])]
 
 
