@@ -133,6 +133,9 @@ def export_onnx(bundle_path: str | Path, out: str | Path | None = None, opset: i
     if opset < 17:
         raise BundleError(f"opset {opset} is too old; use 17 or newer.")
     b = Bundle.load(bundle_path)
+    if b.manifest.baseline is not None or b.manifest.task != "segmentation":
+        kind = "a scikit-learn pixel baseline" if b.manifest.baseline is not None else f"a {b.manifest.task} model"
+        raise BundleError(f"{bundle_path}: ONNX export covers segmentation networks; this bundle is {kind} (serve and predict it with PyTorch / scikit-learn).")
     model = b.model.eval()
     dummy = torch.zeros(1, b.in_channels, window, window)
     buf = io.BytesIO()

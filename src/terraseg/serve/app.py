@@ -170,6 +170,8 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     @app.post("/ui/jobs", summary="Web page: segment an upload (and optional ground truth) and keep the result.")
     def create_job(file: UploadFile = File(...), truth: UploadFile | None = File(None), model: str | None = Form(None)) -> dict:
         m = _model(model or None)
+        if m.bundle.manifest.task != "segmentation":
+            raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; the page shows segmentation results (use /v1/classify).")
         job = uuid.uuid4().hex[:16]
         folder = results / job
         folder.mkdir()
