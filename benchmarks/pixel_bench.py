@@ -80,7 +80,7 @@ def one(arch: str, train_img: Path, train_mask: Path, scene: Path, work: Path) -
     assert not out.failures, out.failures
     with rasterio.open(scene) as ds:
         mp = ds.width * ds.height / 1e6
-        with rasterio.open(next(iter(out.outputs.values()))["classes"]) as pred:
+        with rasterio.open(next(iter(out.outputs.values()))["prediction"]) as pred:
             w = Window(0, 0, min(2048, ds.width), min(2048, ds.height))
             rr, cc = np.mgrid[0:int(w.height), 0:int(w.width)]
             agree = float((pred.read(1, window=w) == water(rr, cc)).mean())
