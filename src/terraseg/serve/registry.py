@@ -49,7 +49,7 @@ class ServedModel:
             "name": self.name, "version": m.terraseg_version, "created": m.created, "task": m.task, "backend": self.backend,
             "source": self.source, "bands": m.input.bands, "band_names": m.input.band_names, "dtype": m.input.dtype,
             "window": m.input.window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
-            "architecture": f"{m.model.arch}/{m.model.encoder}",
+            "architecture": m.model.arch if m.baseline is not None else f"{m.model.arch}/{m.model.encoder}",
         }
 
 
