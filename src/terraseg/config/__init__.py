@@ -127,7 +127,8 @@ class DataConfig(_Strict):
         description="Held-out share when `val` is empty: the bottom rows of each scene, a seeded share of folder pairs.",
     )
     data_root: str | None = Field(None, description="Root for relative data paths; default $TERRASEG_DATA or ../shared/datasets.")
-    window: int = Field(256, ge=32, description="Window (chip) size in pixels for training and validation; multiple of 32.")
+    window: int = Field(256, ge=32, description="Window (chip) size in pixels for training and validation; a multiple of 32 "
+                        "for segmentation. Classification: the side images are resized to.")
     samples_per_epoch: int = Field(512, ge=1, description="Random training windows drawn per epoch.")
     rare_class_share: float = Field(
         0.5, ge=0.0, le=1.0,
@@ -150,11 +151,6 @@ class DataConfig(_Strict):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = in the main process).")
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig, description="Band normalisation.")
 
-    @model_validator(mode="after")
-    def _window_multiple(self) -> "DataConfig":
-        if self.window % 32:
-            raise ValueError(f"window must be a multiple of 32 (encoders downsample 5 times), got {self.window}")
-        return self
 
 
 class ModelConfig(_Strict):
@@ -287,6 +283,8 @@ class ExperimentConfig(_Strict):
                 raise ValueError("task 'classification' reads class folders (data sources of kind 'classes')")
         elif "classes" in kinds or self.model.arch == "classifier":
             raise ValueError("class folders and model.arch 'classifier' need task 'classification'")
+        elif self.data.window % 32:  # classifiers pool globally and take any input size
+            raise ValueError(f"data.window must be a multiple of 32 for segmentation (encoders downsample 5 times), got {self.data.window}")
         return self
 
     @model_validator(mode="after")
