@@ -88,3 +88,21 @@ def tiny_config(tmp_path: Path, files: dict[str, Path], **over) -> dict:
     for k, v in over.items():
         cfg[k] = cfg[k] | v if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
     return cfg
+
+
+def shipped_config(name: str, tmp_path: Path, edit=None, tracking: bool = False) -> Path:
+    """Copy of ``configs/<name>.yaml`` reading the real data root and writing its run under ``tmp_path``.
+
+    ``edit(cfg)`` may change the raw mapping first (e.g. fewer epochs). Returns the written YAML path.
+    """
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml").read_text())
+    cfg["data"]["data_root"] = str(DATA)
+    cfg["tracking"] = {"enabled": tracking}
+    cfg["output_dir"] = str(tmp_path / "run")
+    if edit:
+        edit(cfg)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

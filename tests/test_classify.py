@@ -18,7 +18,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from conftest import DATA, needs_data
+from conftest import DATA, needs_data, shipped_config
 from terraseg.cli.main import app
 from terraseg.config import ClassFolderSource, ModelConfig
 from terraseg.data.classes import class_items, stratified_split
@@ -235,13 +235,7 @@ def io_png(a: np.ndarray) -> bytes:
 @needs_data("sat6", "classification_data.zip")
 def test_real_sat6_four_band_from_zip(tmp_path):
     """SAT-6 4-band chips read in place from the zip: train 1 epoch, evaluate on tst/, predict."""
-    cfg = yaml.safe_load(open("configs/sat6.yaml"))
-    cfg["data"]["data_root"] = str(DATA)
-    cfg["train"] = {"max_epochs": 1}
-    cfg["tracking"] = {"enabled": False}
-    cfg["output_dir"] = str(tmp_path / "run")
-    p = tmp_path / "sat6.yaml"
-    p.write_text(yaml.safe_dump(cfg))
+    p = shipped_config("sat6", tmp_path, lambda c: c.update(train={"max_epochs": 1}))
     r = run("train", p)
     assert r.exit_code == 0, r.output
     bundle = tmp_path / "run" / "model.terraseg"
@@ -267,14 +261,12 @@ def test_real_intel_layout_one_epoch(tmp_path):
         (sub / cdir.name).mkdir(parents=True)
         for f in sorted(cdir.glob("*.jpg"))[:6]:
             (sub / cdir.name / f.name).symlink_to(f)
-    cfg = yaml.safe_load(open("configs/intel-scenes.yaml"))
-    cfg["data"]["train"][0]["root"] = str(tmp_path / "intel")
-    cfg["data"]["window"] = 64
-    cfg["train"] = {"max_epochs": 1}
-    cfg["tracking"] = {"enabled": False}
-    cfg["output_dir"] = str(tmp_path / "run")
-    p = tmp_path / "intel.yaml"
-    p.write_text(yaml.safe_dump(cfg))
+    def edit(c):
+        c["data"]["train"][0]["root"] = str(tmp_path / "intel")
+        c["data"]["window"] = 64
+        c["train"] = {"max_epochs": 1}
+
+    p = shipped_config("intel-scenes", tmp_path, edit)
     r = run("train", p)
     assert r.exit_code == 0, r.output
     r = run("evaluate", tmp_path / "run" / "model.terraseg", p, "--split", "val", "--out", tmp_path / "ev")

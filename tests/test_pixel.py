@@ -14,7 +14,7 @@ import yaml
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from conftest import DATA, needs_data
+from conftest import needs_data, shipped_config
 from terraseg.bundle import Bundle
 from terraseg.cli.main import app
 from terraseg.config import ExperimentConfig
@@ -163,13 +163,7 @@ def test_cli_bad_feature_band(tmp_path):
 @needs_data("sen1floods11", "S2")
 def test_real_sen1floods11_forest(tmp_path):
     """13-band int16 Sentinel-2 with labels -1 = nodata; band names from the GeoTIFF descriptions."""
-    cfg = yaml.safe_load(open("configs/sen1floods11-rf.yaml"))
-    cfg["data"]["data_root"] = str(DATA)
-    cfg["baseline"] |= {"samples_per_class": 2000, "n_estimators": 20}
-    cfg["tracking"] = {"enabled": True}
-    cfg["output_dir"] = str(tmp_path / "run")
-    p = tmp_path / "rf.yaml"
-    p.write_text(yaml.safe_dump(cfg))
+    p = shipped_config("sen1floods11-rf", tmp_path, lambda c: c["baseline"].update(samples_per_class=2000, n_estimators=20), tracking=True)
     r = run("train", p)
     assert r.exit_code == 0, r.output
     b = Bundle.load(tmp_path / "run" / "model.terraseg")
