@@ -35,6 +35,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 ONNX = "model.onnx"
+ESTIMATOR = "estimator.skops"
 EXTRAS = (ONNX,)
 
 
@@ -107,9 +108,7 @@ class Bundle:
                 if isinstance(self.model, nn.Module):
                     z.writestr(WEIGHTS, st_save({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}))
                 else:
-                    from terraseg.models.pixel import SKOPS
-
-                    z.writestr(SKOPS, self.model.to_bytes())
+                    z.writestr(ESTIMATOR, self.model.to_bytes())
                 for name, data in self.extras.items():
                     z.writestr(name, data)
         return Path(path)
@@ -127,7 +126,7 @@ class Bundle:
         try:
             with zipfile.ZipFile(p) as z:
                 manifest_raw = json.loads(z.read(MANIFEST))
-                weights = z.read("estimator.skops" if "estimator.skops" in z.namelist() else WEIGHTS)
+                weights = z.read(ESTIMATOR if ESTIMATOR in z.namelist() else WEIGHTS)
                 extras = {n: z.read(n) for n in EXTRAS if n in z.namelist()}
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
             raise BundleError(f"{p}: not a terraseg bundle ({e}).") from None

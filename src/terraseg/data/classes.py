@@ -65,23 +65,19 @@ def read_any(path: str) -> np.ndarray:
         raise InputFileError(f"{path}: not a readable image ({str(e).splitlines()[0]}).") from None
 
 
-def _listing(root: Path) -> list[PurePosixPath]:
-    """Relative paths of every image under a folder or inside a zip."""
+def _listing(root: Path) -> tuple[list[PurePosixPath], set[PurePosixPath]]:
+    """Relative paths of every image, and of every folder, under a folder or inside a zip (one listing)."""
     if root.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(root) as z:
-                names = z.namelist()
+                entries = [(PurePosixPath(n), n.endswith("/")) for n in z.namelist()]
         except (zipfile.BadZipFile, OSError) as e:
             raise InputFileError(f"{root}: not a readable zip archive ({e}).") from None
-        return [PurePosixPath(n) for n in names if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES]
-    return [PurePosixPath(p.relative_to(root).as_posix()) for p in sorted(root.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-
-
-def _dirs(root: Path) -> set[PurePosixPath]:
-    if root.suffix.lower() == ".zip":
-        with zipfile.ZipFile(root) as z:
-            return {PurePosixPath(n.rstrip("/")) for n in z.namelist() if n.endswith("/")}
-    return {PurePosixPath(p.relative_to(root).as_posix()) for p in root.rglob("*") if p.is_dir()}
+    else:
+        entries = [(PurePosixPath(p.relative_to(root).as_posix()), p.is_dir()) for p in sorted(root.rglob("*"))]
+    files = [n for n, is_dir in entries if not is_dir and n.suffix.lower() in IMAGE_SUFFIXES]
+    dirs = {n for n, is_dir in entries if is_dir} | {d for n, _ in entries for d in n.parents if d != PurePosixPath(".")}
+    return files, dirs
 
 
 def detect_class_layout(files: list[PurePosixPath]) -> str:
@@ -109,7 +105,7 @@ def class_items(src: ClassFolderSource, class_names: list[str], data_root: Path 
     root = resolve_data_path(src.root, data_root)
     if not root.exists():
         raise InputFileError(f"{root}: class-folder data not found.")
-    files = _listing(root)
+    files, dirs = _listing(root)
     layout = detect_class_layout(files) if src.layout == "auto" else src.layout
     prefix = PurePosixPath(SPLIT_DIRS[layout][src.split]) if layout in SPLIT_DIRS else PurePosixPath()
     depth = len(prefix.parts) + 2  # <prefix>/<class>/<file>
@@ -121,7 +117,7 @@ def class_items(src: ClassFolderSource, class_names: list[str], data_root: Path 
             continue
         by_class.setdefault(f.parts[-2], []).append(str(f))
     # class folders that exist but hold no image
-    for d in _dirs(root):
+    for d in dirs:
         if len(d.parts) == depth - 1 and d.parts[: len(prefix.parts)] == prefix.parts and d.name not in by_class:
             raise InputFileError(f"{root}: class folder '{d}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     if not by_class:

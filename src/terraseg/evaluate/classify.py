@@ -15,7 +15,8 @@ from torchmetrics.functional.classification import (
 )
 
 from terraseg.bundle import Bundle
-from terraseg.data.classes import ClassItem, load_checked
+from terraseg.data.classes import ClassItem
+from terraseg.errors import TerrasegError
 from terraseg.evaluate.report import save_confusion_png
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.predict.classify import ImageClassifier
@@ -58,14 +59,11 @@ def evaluate_classifier(bundle: str | Path | Bundle, items: list[ClassItem], out
     clf = ImageClassifier(b, batch_size)
     names = b.class_names
     probs = []
-    for i in range(0, len(items), 256):  # bounded memory: decode a chunk of images at a time
-        chunk = []
-        for it in items[i:i + 256]:
-            img = load_checked(it.path, None)
-            clf.check(img, it.path)
-            chunk.append(img)
-        probs.append(clf.probabilities(chunk))
-    pr = np.concatenate(probs)
+    for _, p in clf.classify_paths([it.path for it in items]):
+        if isinstance(p, TerrasegError):
+            raise p
+        probs.append(p)
+    pr = np.stack(probs)
     y = np.array([it.label for it in items])
     m = classification_metrics(pr, y, names, top_k)
     out = Path(out_dir)

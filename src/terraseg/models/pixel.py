@@ -42,7 +42,6 @@ BAND_ALIASES: dict[str, set[str]] = {
     "blue": {"blue", "b", "b02", "b2"}, "green": {"green", "g", "b03", "b3"}, "red": {"red", "r", "b04", "b4"},
     "nir": {"nir", "n", "b08", "b8", "nir08"}, "swir1": {"swir1", "swir16", "b11"}, "swir2": {"swir2", "swir22", "b12"},
 }
-SKOPS = "estimator.skops"
 
 
 def band_index(band_names: list[str] | None, band: str) -> int | None:

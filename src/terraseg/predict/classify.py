@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,11 +43,6 @@ class ImageClassifier:
         self.model = bundle.model.eval().to(self.device)
         self.stats, self.size, self.bands = bundle.stats, bundle.manifest.input.window, bundle.manifest.input.bands
 
-    def check(self, image: np.ndarray, name: str) -> None:
-        """Raise :class:`BundleError` naming ``name`` when the band count differs from the bundle's."""
-        if image.shape[0] != self.bands:
-            raise BundleError(f"{name}: image has {image.shape[0]} bands but the model expects {self.bands}.")
-
     @torch.inference_mode()
     def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
         """``(N, K)`` float32 softmax probabilities for raw ``(C, H, W)`` images of any size."""
@@ -55,6 +51,18 @@ class ImageClassifier:
             x = torch.stack([to_input(im, self.stats, self.size) for im in images[i:i + self.batch_size]]).to(self.device)
             out.append(torch.softmax(self.model(x).float(), dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.bundle.class_names)), np.float32)
+
+    def classify_paths(self, paths: list[str], chunk: int = 256) -> Iterator[tuple[str, np.ndarray | TerrasegError]]:
+        """``(path, (K,) probabilities)`` per image file, or ``(path, error)`` for an unreadable image or one
+        with another band count; images are decoded ``chunk`` at a time, so memory does not grow with the list."""
+        for i in range(0, len(paths), chunk):
+            good: list[tuple[str, np.ndarray]] = []
+            for p in paths[i:i + chunk]:
+                try:
+                    good.append((p, load_checked(p, self.bands)))
+                except TerrasegError as e:
+                    yield p, e
+            yield from zip((p for p, _ in good), self.probabilities([im for _, im in good]))
 
 
 @dataclass
@@ -75,16 +83,10 @@ def classify_files(bundle: str | Path | Bundle, inputs: list[str | Path], out_di
     clf = ImageClassifier(b, batch_size)
     names = b.class_names
     res = ClassifyResult(None)
-    good: list[tuple[str, np.ndarray]] = []
-    for p in inputs:
-        try:
-            img = load_checked(str(p), None)
-            clf.check(img, str(p))
-            good.append((str(p), img))
-        except TerrasegError as e:
-            res.failures[str(p)] = str(e)
-    probs = clf.probabilities([im for _, im in good])
-    for (p, _), pr in zip(good, probs):
+    for p, pr in clf.classify_paths([str(p) for p in inputs]):
+        if isinstance(pr, TerrasegError):
+            res.failures[p] = str(pr)
+            continue
         res.rows.append({"file": p, "predicted": names[int(pr.argmax())], **{f"p_{n}": round(float(v), 6) for n, v in zip(names, pr)}})
     if res.rows:
         out = Path(out_dir)

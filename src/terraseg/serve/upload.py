@@ -98,8 +98,7 @@ def classify_response(model, path: Path, name: str, top: int = 0) -> dict:
     from terraseg.data.classes import load_checked
 
     try:
-        img = load_checked(str(path), None)
-        model.predictor.check(img, f"'{name}'")
+        img = load_checked(str(path), model.predictor.bands)
         probs = model.run(model.predictor.probabilities, [img])[0]
     except TerrasegError as e:
         _fail(422, str(e).replace(str(path), f"'{name}'"))

@@ -21,6 +21,9 @@ from terraseg.models.factory import build_model
 from terraseg.train.module import TaskBase
 
 
+CACHE_BYTES = 1 << 30  # decoded training + validation images held in memory at most (estimated from the first)
+
+
 def class_items_of(cfg: ExperimentConfig, which: str) -> list[ClassItem]:
     """Labelled images of ``data.train`` / ``data.val`` / ``data.test``."""
     root = Path(cfg.data.data_root) if cfg.data.data_root else None
@@ -56,14 +59,15 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
         stats = image_statistics(train_items, d.normalization.method, d.normalization.percentiles, d.normalization.max_pixels,
                                  cfg.train.seed, bands)
         write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
-    train_ds = ClassificationDataset(train_items, d.window, stats, bands, d.augment, d.flips, tuple(d.crop_scale), cfg.train.seed)
+    cache = first.nbytes * (len(train_items) + len(val_items)) < CACHE_BYTES  # decoded images kept only when they fit
+    train_ds = ClassificationDataset(train_items, d.window, stats, bands, d.augment, d.flips, tuple(d.crop_scale), cfg.train.seed, cache)
     kw: dict[str, Any] = dict(num_workers=d.num_workers, collate_fn=collate_samples, persistent_workers=d.num_workers > 0)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     train_dl = DataLoader(train_ds, batch_size=d.batch_size, shuffle=True, generator=gen,
                           drop_last=len(train_ds) > d.batch_size, **kw)
     val_dl = None
     if val_items:
-        val_dl = DataLoader(ClassificationDataset(val_items, d.window, stats, bands), batch_size=d.batch_size, **kw)
+        val_dl = DataLoader(ClassificationDataset(val_items, d.window, stats, bands, cache=cache), batch_size=d.batch_size, **kw)
     if len(train_items) < 2:
         raise InputFileError("classification training needs at least two images.")
     return train_dl, val_dl, bands, stats, dict(dtype=str(first.dtype), nodata=None)

@@ -3,7 +3,8 @@
 Pixels are drawn class-balanced from the training scenes in one streamed pass: every labelled pixel
 gets a uniform random key and each class keeps the ``samples_per_class`` smallest keys, which is a
 uniform sample without replacement whatever the scene size, in bounded memory. Validation runs the
-fitted model through the core's sliding-window predictor, as evaluation and prediction do.
+fitted model through the core's sliding-window predictor (``predictor_for`` on the new bundle), as
+evaluation and prediction do.
 Feature importance is permutation importance (Breiman 2001; scikit-learn's
 ``permutation_importance``) on held-out pixels: the drop in accuracy when a feature is shuffled.
 """
@@ -30,7 +31,7 @@ from terraseg.evaluate.metrics import score
 from terraseg.evaluate.report import evaluate_scenes
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.models.pixel import PixelFeatures, PixelModel, make_estimator
-from terraseg.predict.sliding import SlidingWindowPredictor
+from terraseg.predict.sliding import predictor_for
 
 log = logging.getLogger(__name__)
 PREDICT_WINDOW = 1024
@@ -146,10 +147,20 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
     t_fit = time.perf_counter() - t1
     model = PixelModel(est, features, cfg.num_classes)
 
+    manifest = BundleManifest(
+        name=cfg.name, task="segmentation", model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
+        input=InputSpec(bands=bands, band_indexes=getattr(train_scenes[0], "bands", None), band_names=band_names,
+                        dtype=train_scenes[0].dtype, nodata=train_scenes[0].nodata, normalization=stats.to_dict(), window=PREDICT_WINDOW),
+        baseline={**bc.model_dump(mode="json"), "feature_names": features.names},
+        training={"config": cfg.model_dump(mode="json"), "terraseg_version": __version__, "train_seconds": round(t_sample + t_fit, 2),
+                  "sample_seconds": round(t_sample, 2), "fit_seconds": round(t_fit, 2), "samples": int(len(y)),
+                  "samples_per_class": np.bincount(y, minlength=cfg.num_classes).tolist()},
+    )
+    bundle = Bundle(manifest, model)
+
     best: dict[str, Any] = {}
     if val_scenes:
-        predictor = SlidingWindowPredictor(model, stats, cfg.num_classes, PREDICT_WINDOW, 0.0 if not features.margin else 2 * features.margin / PREDICT_WINDOW)
-        m = evaluate_scenes(predictor, val_scenes, [c.name for c in cfg.classes], cfg.ignore_index)
+        m = evaluate_scenes(predictor_for(bundle), val_scenes, [c.name for c in cfg.classes], cfg.ignore_index)
         best = {"val/score": score(m), "val/miou": m["miou"] or 0.0}
         if "iou" in m:
             best |= {"val/iou": m["iou"] or 0.0, "val/dice": m["dice"] or 0.0}
@@ -161,17 +172,8 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
     if importance:
         save_importance(importance, run_dir, f"{cfg.name}: {cfg.model.arch}")
 
-    manifest = BundleManifest(
-        name=cfg.name, task="segmentation", model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
-        input=InputSpec(bands=bands, band_indexes=getattr(train_scenes[0], "bands", None), band_names=band_names,
-                        dtype=train_scenes[0].dtype, nodata=train_scenes[0].nodata, normalization=stats.to_dict(), window=PREDICT_WINDOW),
-        baseline={**bc.model_dump(mode="json"), "feature_names": features.names},
-        metrics={"validation": best, "feature_importance": importance},
-        training={"config": cfg.model_dump(mode="json"), "terraseg_version": __version__, "train_seconds": round(t_sample + t_fit, 2),
-                  "sample_seconds": round(t_sample, 2), "fit_seconds": round(t_fit, 2), "samples": int(len(y)),
-                  "samples_per_class": np.bincount(y, minlength=cfg.num_classes).tolist()},
-    )
-    bundle_path = Bundle(manifest, model).save(run_dir / "model.terraseg")
+    manifest.metrics = {"validation": best, "feature_importance": importance}
+    bundle_path = bundle.save(run_dir / "model.terraseg")
     write_text_atomic(run_dir / "stats.json", json.dumps(stats.to_dict(), indent=2))
     uri = None
     if cfg.tracking.enabled:
