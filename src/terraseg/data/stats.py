@@ -18,6 +18,7 @@ config can point ``data.normalization.stats_file`` at it to use these statistics
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -123,17 +124,17 @@ def class_weights(counts: np.ndarray) -> dict[str, list[float]]:
 
 
 class _TableWriter:
-    """Streams rows to Parquet (pyarrow ParquetWriter) or CSV, atomically."""
+    """Streams rows to ``tmp`` as Parquet (pyarrow ParquetWriter) or CSV, chosen by ``tmp``'s suffix.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._ctx = atomic_path(path)
-        self.tmp = self._ctx.__enter__()
+    The caller owns atomicity (``tmp`` comes from :func:`terraseg.io.atomic.atomic_path`)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
         self._pq = None
         self._first = True
 
     def write(self, columns: dict[str, np.ndarray]) -> None:
-        if self.path.suffix == ".parquet":
+        if self.tmp.suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
@@ -147,15 +148,11 @@ class _TableWriter:
             pd.DataFrame(columns).to_csv(self.tmp, mode="w" if self._first else "a", header=self._first, index=False)
         self._first = False
 
-    def close(self, ok: bool) -> None:
+    def close(self) -> None:
         if self._pq is not None:
             self._pq.close()
-        if ok and self._first and self.path.suffix == ".csv":
+        if self._first and self.tmp.suffix == ".csv":
             self.tmp.write_text("")
-        if ok:
-            self._ctx.__exit__(None, None, None)
-        else:
-            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
 def _table_columns(scene: Scene, r0: int, c0: int, image: np.ndarray, keep: np.ndarray, mask, names: list[str], to_lonlat) -> dict[str, np.ndarray]:
@@ -214,10 +211,11 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     dtype = np.dtype(scenes[0].dtype)
     for b in bands:
         b.init_hist(dtype, cfg.bins)
-    writer = _TableWriter(Path(cfg.flatten)) if cfg.flatten else None
     rng = np.random.default_rng(cfg.seed)
-    ok = False
-    try:
+    with contextlib.ExitStack() as stack:
+        writer = _TableWriter(stack.enter_context(atomic_path(cfg.flatten))) if cfg.flatten else None
+        if writer is not None:
+            stack.callback(writer.close)  # runs before atomic_path renames (or deletes) the file
         for s in scenes:  # pass 2: histograms, flat table
             to_lonlat = None
             if writer is not None and s.crs is not None:
@@ -234,10 +232,6 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
                         keep &= rng.random(keep.shape) < cfg.sample_fraction
                     if keep.any():
                         writer.write(_table_columns(s, r0, c0, r.image, keep, r.mask, names, to_lonlat))
-        ok = True
-    finally:
-        if writer is not None:
-            writer.close(ok)
     out = Path(cfg.out_dir)
     band_stats = []
     for k, b in enumerate(bands):

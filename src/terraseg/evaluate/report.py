@@ -82,8 +82,7 @@ def evaluate_scenes(
             )
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in scene.name)
             target = out_dir / "overlays" / f"{si:02d}_{safe}.png"
-            with atomic_path(target) as tmp:
-                write_png(tmp, panel)
+            write_png(target, panel)
             overlay_paths.append(str(target))
     out = metrics_from_confusion(total, class_names)
     out["scenes"] = per_scene

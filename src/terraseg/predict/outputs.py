@@ -113,8 +113,7 @@ def predict_to_files(
     ids, probs = predictor.predict_array(scene)
     ids_out = np.where(ids < 0, nodata, ids).astype(dtype)
     target = out_dir / f"{stem}.png"
-    with atomic_path(target) as tmp:
-        write_png(tmp, ids_out)
+    write_png(target, ids_out)
     outputs["prediction"] = str(target)
     if probabilities:
         ptarget = out_dir / f"{stem}_probs.tif"
@@ -127,8 +126,7 @@ def predict_to_files(
     if overlay:
         r = scene.read(0, 0, scene.height, scene.width, labels=False)
         otarget = out_dir / f"{stem}_overlay.png"
-        with atomic_path(otarget) as tmp:
-            write_png(tmp, blend_overlay(display_rgb(r.image, r.valid), ids, colors))
+        write_png(otarget, blend_overlay(display_rgb(r.image, r.valid), ids, colors))
         outputs["overlay"] = str(otarget)
     return outputs
 
@@ -152,6 +150,5 @@ def _raster_overlay(scene: RasterScene, pred_path: Path, target: Path, colors: l
     with open_raster(pred_path) as ps:
         ids = ps.read(1, out_shape=(oh, ow), resampling=Resampling.nearest).astype(np.int64)
     ids[ids == NODATA_CLASS] = 0
-    with atomic_path(target) as tmp:
-        write_png(tmp, blend_overlay(display_rgb(img, valid), ids, colors))
+    write_png(target, blend_overlay(display_rgb(img, valid), ids, colors))
     return target

@@ -191,21 +191,20 @@ def predictor_for(bundle, window: int | None = None, overlap: float = 0.25, batc
     Raises:
         BundleError: 'onnx' asked for a bundle without an ONNX graph, or an unknown backend.
     """
-    if bundle.manifest.baseline is not None:  # pixel baseline: features are per pixel (plus a texture margin),
-        run = bundle.model                      # so tiles only need to overlap by the texture window
-        m = bundle.model.features.margin
-        win = window or max(bundle.manifest.input.window, 256)
-        return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, min(overlap, 2 * m / win), batch_size)
-    if backend == "onnx":
+    win = window or max(bundle.manifest.input.window, 256)
+    run: Callable[[np.ndarray], np.ndarray]
+    if bundle.manifest.baseline is not None:
+        run = bundle.model  # pixel baseline: features are per pixel, so tiles overlap only by the texture window
+        overlap = min(overlap, 2 * bundle.model.features.margin / win)
+    elif backend == "onnx":
         from terraseg.predict.onnx import onnx_backend_for
 
-        run: Callable[[np.ndarray], np.ndarray] = onnx_backend_for(bundle, threads, device)
+        run = onnx_backend_for(bundle, threads, device)
     elif backend == "torch":
         run = TorchBackend(bundle.model, device=device, precision=precision, channels_last=channels_last)
     else:
         raise BundleError(f"unknown backend '{backend}'; use 'torch' or 'onnx'.")
-    return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, window or max(bundle.manifest.input.window, 256),
-                                  overlap, batch_size)
+    return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, batch_size)
 
 
 __all__ = ["Block", "SlidingWindowPredictor", "TorchBackend", "hann_weights", "predictor_for", "tile_positions"]
