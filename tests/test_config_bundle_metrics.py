@@ -67,7 +67,7 @@ def _bundle(in_ch=4, k=3) -> Bundle:
     model = build_model(mc, in_ch, k)
     stats = NormStats("meanstd", [1.0] * in_ch, [2.0] * in_ch, [0.0] * in_ch, [3.0] * in_ch)
     m = BundleManifest(name="t", model=mc, classes=[ClassSpec(name=f"c{i}") for i in range(k)],
-                       input=InputSpec(bands=in_ch, dtype="uint16", normalization=stats.to_dict(), window=64))
+                       input=InputSpec(bands=in_ch, dtype="uint16", normalization=stats, train_window=64, predict_window=256))
     return Bundle(m, model)
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from terraseg.config import DataConfig, FolderSource, SceneSource
-from terraseg.data.datasets import GridWindowDataset, RandomWindowDataset, collate_samples, scene_statistics
+from terraseg.data.datasets import RandomWindowDataset, collate_samples, make_sample, scene_statistics
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
 from terraseg.data.sources import build_scenes, detect_layout, train_val_scenes
@@ -27,7 +27,7 @@ def _png(path, arr):
 def test_sample_contract(tmp_path):
     img, _, truth = make_geotiff(tmp_path / "a.tif", 80, 90, bands=5, dtype="int16", seed=1)
     scene = RasterScene(img, mask_path=write_mask_tif(tmp_path / "m.tif", truth, img))
-    s = GridWindowDataset([scene], 64, NONE)[1]
+    s = make_sample(scene, 0, 64, 64, NONE)
     assert s["image"].shape == (5, 64, 64) and s["image"].dtype == torch.float32
     assert s["mask"].shape == (64, 64) and s["mask"].dtype == torch.int64
     assert s["crs"] and "32618" in s["crs"] or "UTM" in s["crs"]
@@ -36,14 +36,6 @@ def test_sample_contract(tmp_path):
     assert (s["mask"][:, 26:] == 255).all()  # padding beyond the 90-px scene width is ignored
     batch = collate_samples([s, s])
     assert batch["image"].shape == (2, 5, 64, 64) and len(batch["crs"]) == 2
-
-
-def test_grid_windows_cover_each_pixel_once(tmp_path):
-    img, _, truth = make_geotiff(tmp_path / "a.tif", 100, 70, seed=1)
-    scene = RasterScene(img, mask_path=write_mask_tif(tmp_path / "m.tif", truth, img))
-    ds = GridWindowDataset([scene], 32, NONE)
-    counted = sum(int((ds[i]["mask"] != 255).sum()) for i in range(len(ds)))
-    assert counted == 100 * 70
 
 
 def test_rare_class_share_centres_windows_on_objects(tmp_path):

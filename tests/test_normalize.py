@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from terraseg.data.datasets import GridWindowDataset, scene_statistics
+from terraseg.data.datasets import make_sample, scene_statistics
 from terraseg.data.normalize import NormStats, compute_stats, normalize
 from terraseg.data.scenes import RasterScene
+from terraseg.data.windows import grid_windows
+from terraseg.errors import BundleError
 from terraseg.predict.sliding import SlidingWindowPredictor
 
 from conftest import make_geotiff
@@ -33,7 +35,7 @@ def test_predict_preprocessing_is_bit_identical_to_training(tmp_path, dtype, nod
     scene = RasterScene(path, ignore_index=255)
     stats = scene_statistics([scene], method, (2, 98), 10_000, seed=0)
     window = 64
-    train_view = GridWindowDataset([scene], window, stats)  # training/validation path
+    train_view = [make_sample(scene, w.row, w.col, window, stats) for w in grid_windows(scene.height, scene.width, window)]  # training path
     rec = RecordingBackend()
     SlidingWindowPredictor(rec, stats, 2, window=window, overlap=0.0, batch_size=3).predict(scene, lambda b: None)
     tiles = np.concatenate(rec.batches)
@@ -61,7 +63,7 @@ def test_normalize_percentile_clips_to_unit_range():
 
 def test_normalize_rejects_wrong_band_count():
     stats = NormStats("meanstd", mean=[0.0, 0.0], std=[1.0, 1.0], low=[0.0, 0.0], high=[1.0, 1.0])
-    with pytest.raises(ValueError, match="3 bands"):
+    with pytest.raises(BundleError, match="3 bands"):
         normalize(np.zeros((3, 2, 2), np.uint8), stats)
 
 

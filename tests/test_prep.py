@@ -16,7 +16,7 @@ from conftest import make_geotiff, write_mask_tif
 from terraseg.config.prep import (
     ChipConfig, LabelOptions, MosaicConfig, RasterizeConfig, SplitConfig, StatsConfig, VectorizeConfig,
 )
-from terraseg.data.chip import chip, chip_offsets, read_index
+from terraseg.data.chip import chip, read_index
 from terraseg.data.cvat import import_cvat
 from terraseg.data.mosaic import merge_block, mosaic, stack_bands
 from terraseg.data.rasterize import rasterize_labels
@@ -24,18 +24,6 @@ from terraseg.data.split import split_index
 from terraseg.data.stats import class_weights, compute_statistics
 from terraseg.errors import ConfigError, InputFileError
 from terraseg.predict.vectorize import vectorize
-
-
-@pytest.mark.parametrize("extent,size,stride,edge", [(100, 32, 32, "pad"), (100, 32, 24, "shift"), (20, 32, 32, "pad"), (96, 32, 32, "shift")])
-def test_chip_offsets_cover_every_pixel(extent, size, stride, edge):
-    offs = chip_offsets(extent, size, stride, edge)
-    covered = np.zeros(extent, bool)
-    for o in offs:
-        covered[o : o + size] = True
-    assert covered.all()
-    if edge == "shift" and extent > size:
-        assert offs[-1] + size == extent  # flush with the edge, no padding
-    assert offs == sorted(set(offs))
 
 
 def test_chip_geotiff_georeferencing_padding_and_index(tmp_path):

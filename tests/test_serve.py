@@ -40,7 +40,7 @@ def bundle_path(tmp_path_factory):
     model = build_model(mc, 3, 2)
     stats = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)
     m = BundleManifest(name="buildings", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="building", color="#ff3030")],
-                       input=InputSpec(bands=3, dtype="uint8", nodata=255, normalization=stats.to_dict(), window=64))
+                       input=InputSpec(bands=3, dtype="uint8", nodata=255, normalization=stats, train_window=64, predict_window=64))
     path = tmp_path_factory.mktemp("b") / "model.terraseg"
     Bundle(m, model).save(path)
     check = [str(MB_TILE)] if MB_TILE.exists() else []
@@ -60,8 +60,8 @@ def test_export_records_contract_and_backends_agree(bundle_path, tmp_path):
     p = tmp_path / "x.png"
     Image.fromarray(np.moveaxis(img, 0, -1)).save(p)
     scene = ArrayScene(p)
-    ids_t, pr_t = predictor_for(b, 64, 0.25, 3).predict_array(scene)
-    ids_o, pr_o = predictor_for(b, 64, 0.25, 3, backend="onnx").predict_array(scene)
+    ids_t, pr_t = predictor_for(b, window=64, overlap=0.25, batch_size=3).predict_array(scene)
+    ids_o, pr_o = predictor_for(b, window=64, overlap=0.25, batch_size=3, backend="onnx").predict_array(scene)
     assert np.abs(pr_t - pr_o).max() < 1e-4 and (ids_t != ids_o).mean() < 1e-3
     plain = tmp_path / "plain.terraseg"
     shutil.copy(bundle_path, plain)

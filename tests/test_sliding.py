@@ -9,7 +9,7 @@ import rasterio
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
 from terraseg.predict.outputs import predict_to_files
-from terraseg.predict.sliding import SlidingWindowPredictor, hann_weights, tile_positions
+from terraseg.predict.sliding import SlidingWindowPredictor, hann_weights
 
 from conftest import make_geotiff
 
@@ -20,17 +20,6 @@ def threshold_backend(batch: np.ndarray) -> np.ndarray:
     """A position-independent 'model': class 1 where band 0 > 100 (probability 0.9)."""
     p1 = np.where(batch[:, 0] > 100, 0.9, 0.1).astype(np.float32)
     return np.stack([1 - p1, p1], axis=1)
-
-
-@pytest.mark.parametrize("extent,tile,stride", [(10, 32, 32), (64, 64, 48), (100, 64, 48), (1000, 256, 192), (257, 256, 192)])
-def test_tile_positions_cover_every_pixel_inside_the_extent(extent, tile, stride):
-    pos = tile_positions(extent, tile, stride)
-    covered = np.zeros(max(extent, tile), bool)
-    for p in pos:
-        covered[p : p + tile] = True
-        assert p >= 0 and (p + tile <= extent or extent <= tile)
-    assert covered[:extent].all()
-    assert pos == sorted(set(pos))
 
 
 def test_hann_weights_positive_and_peaked():
@@ -65,7 +54,7 @@ def test_geotiff_output_keeps_grid_and_nodata(tmp_path):
     path, img, _ = make_geotiff(tmp_path / "in.tif", 90, 110, dtype="uint16", nodata=0, seed=5, crs="EPSG:26986")
     scene = RasterScene(path)
     pred = SlidingWindowPredictor(threshold_backend, IDENTITY, 2, window=64, overlap=0.25)
-    outs = predict_to_files(pred, scene, tmp_path / "out", ["#000000", "#ff0000"], probabilities=True, overlay=True)
+    outs = predict_to_files(pred, scene, tmp_path / "out", ["background", "object"], ["#000000", "#ff0000"], probabilities=True, overlay=True)
     with rasterio.open(path) as src, rasterio.open(outs["prediction"]) as dst, rasterio.open(outs["probabilities"]) as pr:
         assert dst.crs == src.crs and dst.transform == src.transform
         assert (dst.width, dst.height) == (src.width, src.height)

@@ -31,25 +31,76 @@ from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError
 from terraseg.io.atomic import atomic_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 ONNX = "model.onnx"
 ESTIMATOR = "estimator.skops"
 EXTRAS = (ONNX,)
+MIN_PREDICT_WINDOW = 256
 
 
 class InputSpec(BaseModel):
-    """What the model expects as input."""
+    """What the model takes: bands and their order, dtype, nodata, normalisation and window sizes.
+
+    Every path that feeds the model (predict, evaluate, serve, export checks, classification) asks
+    :meth:`select_bands` which raster bands to read, so a 13-band scene given to a 3-band model is
+    refused, never silently cut to its first bands.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    bands: int = Field(description="Band count.")
-    band_indexes: list[int] | None = Field(None, description="1-based raster bands read during training, in order.")
-    band_names: list[str] | None = Field(None, description="Band names, if known.")
+    bands: int = Field(ge=1, description="Band count the model takes.")
+    band_indexes: list[int] | None = Field(None, description="1-based raster bands read during training, in order (None: all bands).")
+    source_bands: int | None = Field(None, description="Band count of the training rasters the indexes refer to (None: unknown).")
+    band_names: list[str] | None = Field(None, description="Names of the model's input bands in order, if known.")
     dtype: str = Field(description="Raster dtype seen in training (others are accepted; values matter).")
     nodata: float | None = Field(None, description="Nodata value of the training rasters.")
-    normalization: dict[str, Any] = Field(description="NormStats as a dict (method, mean, std, low, high).")
-    window: int = Field(description="Window size used in training (pixels); prediction default.")
+    normalization: NormStats = Field(description="Per-band normalisation statistics (the preprocessing contract).")
+    train_window: int = Field(ge=1, description="Side of the training windows (chips) in pixels.")
+    predict_window: int = Field(ge=1, description="Default sliding-window side for prediction in pixels.")
+    input_size: int | None = Field(None, description="Classification: the side (pixels) images are resized to before the network.")
+
+    def select_bands(self, count: int, source: str = "input") -> list[int] | None:
+        """The 1-based bands to read from an input with ``count`` bands.
+
+        Args:
+            count: the input's band count. source: file name for the error message.
+
+        Returns:
+            The training band selection when it picks bands out of a larger raster (e.g. bands
+            4, 3, 2 of 13), else None (read every band, in order).
+
+        Raises:
+            BundleError: the input's band count does not fit the model's input.
+        """
+        idx = self.band_indexes
+        if idx and idx != list(range(1, self.bands + 1)):  # a pick of bands out of larger rasters
+            if count == self.source_bands or (self.source_bands is None and count >= max(idx)):
+                return list(idx)
+            of = f"{self.source_bands}-band images" if self.source_bands else f"images of at least {max(idx)} bands"
+            raise BundleError(f"{source}: image has {count} bands but the model reads bands {idx} of {of}.")
+        if count == self.bands:
+            return None
+        raise BundleError(f"{source}: image has {count} bands but the model expects {self.bands}.")
+
+
+def upgrade_manifest(raw: dict[str, Any]) -> dict[str, Any]:
+    """Bring a manifest written by an older terraseg to :data:`FORMAT_VERSION` (in place).
+
+    Version 1 kept one ``input.window`` meaning the training chip, the pixel-baseline prediction
+    window and the classification resize; version 2 splits it into ``train_window``,
+    ``predict_window`` and ``input_size``.
+    """
+    version = int(raw.get("format_version", 1))
+    if version < 2:
+        inp = raw.get("input", {})
+        w = int(inp.pop("window", 256))
+        pixel = raw.get("baseline") is not None
+        inp["train_window"] = w
+        inp["predict_window"] = w if pixel else max(w, MIN_PREDICT_WINDOW)
+        inp["input_size"] = w if raw.get("task") == "classification" else None
+    raw["format_version"] = max(version, FORMAT_VERSION) if version < FORMAT_VERSION else version
+    return raw
 
 
 class BundleManifest(BaseModel):
@@ -83,7 +134,7 @@ class Bundle:
     @property
     def stats(self) -> NormStats:
         """Normalisation statistics (the preprocessing contract)."""
-        return NormStats.from_dict(self.manifest.input.normalization)
+        return self.manifest.input.normalization
 
     @property
     def num_classes(self) -> int:
@@ -130,12 +181,12 @@ class Bundle:
                 extras = {n: z.read(n) for n in EXTRAS if n in z.namelist()}
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
             raise BundleError(f"{p}: not a terraseg bundle ({e}).") from None
+        if int(manifest_raw.get("format_version", 1)) > FORMAT_VERSION:
+            raise BundleError(f"{p}: bundle format {manifest_raw['format_version']} is newer than this terraseg supports ({FORMAT_VERSION}).")
         try:
-            manifest = BundleManifest.model_validate(manifest_raw)
+            manifest = BundleManifest.model_validate(upgrade_manifest(manifest_raw))
         except ValidationError as e:
             raise BundleError(f"{p}: bundle manifest is invalid ({e.errors()[0]['loc']}: {e.errors()[0]['msg']}).") from None
-        if manifest.format_version > FORMAT_VERSION:
-            raise BundleError(f"{p}: bundle format {manifest.format_version} is newer than this terraseg supports ({FORMAT_VERSION}).")
         if manifest.baseline is not None:
             from terraseg.models.pixel import PixelFeatures, PixelModel
 

@@ -23,3 +23,7 @@ class ConfigError(TerrasegError):
 
 class BundleError(TerrasegError):
     """A model bundle is missing, corrupt, or incompatible with the input it is given."""
+
+
+class OutputError(TerrasegError):
+    """An output cannot be written: the folder is not writable, a file is in the way, the disk is full."""

@@ -6,67 +6,26 @@ on stderr with exit code 1, never as a traceback.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from terraseg import __version__
-from terraseg.errors import TerrasegError
-
-app = typer.Typer(
-    name="terraseg", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-    help="Train, evaluate and predict segmentation models on satellite and aerial imagery.",
-)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"terraseg {__version__}")
-        raise typer.Exit()
-
+from terraseg.cli.app import app, build, err, out, quiet_lightning, user_errors, version_callback
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False,
 ) -> None:
     """terraseg: imagery + labels -> trained, evaluated model -> georeferenced predictions."""
     if verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-
-
-def _quiet_lightning() -> None:
-    """Lightning sets its loggers to INFO on import; keep only warnings unless --verbose."""
-    if logging.getLogger().level > logging.DEBUG:
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn TerrasegError into one line on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except TerrasegError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; nothing half-written was left under a final name.")
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 @app.command()
@@ -81,7 +40,7 @@ def train(
     from terraseg.config import load_config
     from terraseg.train.run import train as run_train
 
-    _quiet_lightning()
+    quiet_lightning()
     cfg = load_config(config, set_ or [])
     res = run_train(cfg, resume=resume, tracking_uri=tracking_uri)
     best = res.best
@@ -97,26 +56,31 @@ def train(
         out.print(f"mlflow: {res.tracking_uri}")
 
 
-def _scenes_for(data: Path, labels: Optional[Path], split: str, num_classes: int, ignore_index: int, bands, burn_value: int,
-                attribute: Optional[str]):
+def _scenes_for(bundle, data: Path, labels: Optional[Path], split: str, burn_value: int, attribute: Optional[str],
+                mapping: Optional[str], mask_nodata: Optional[int]):
+    """Labelled scenes for ``evaluate``: a config's test/val split, an image/mask folder, or one image with labels."""
     from terraseg.config import DataConfig, FolderSource, load_config
-    from terraseg.data.sources import build_scenes, scene_from_path, train_val_scenes
+    from terraseg.data.sources import build_scenes, train_val_scenes
     from terraseg.errors import ConfigError, InputFileError
+    from terraseg.predict.inputs import open_input
 
+    m = bundle.manifest
     if data.suffix.lower() in {".yaml", ".yml"}:
         cfg = load_config(data)
         if split == "test":
             if not cfg.data.test:
                 raise ConfigError(f"{data}: config has no `data.test` sources; use --split val.")
-            return build_scenes(cfg.data.test, cfg.data, ignore_index, num_classes)
-        return train_val_scenes(cfg.data, ignore_index, num_classes, cfg.train.seed)[1]
+            return build_scenes(cfg.data.test, cfg.data, m.ignore_index, len(m.classes))
+        return train_val_scenes(cfg.data, m.ignore_index, len(m.classes), cfg.train.seed)[1]
     if data.is_dir():
         dc = DataConfig(train=[FolderSource(root=str(data.resolve()))])
-        return build_scenes(dc.train, dc, ignore_index, num_classes)
+        return build_scenes(dc.train, dc, m.ignore_index, len(m.classes))
     if labels is None:
         raise InputFileError(f"{data}: give --labels (vector file or mask raster) to evaluate an image.")
-    return [scene_from_path(data, bands=bands, labels=labels, ignore_index=ignore_index, num_classes=num_classes,
-                            burn_value=burn_value, attribute=attribute)]
+    from terraseg.cli.prep import parse_mapping
+
+    return [open_input(bundle, data, labels, burn_value=burn_value, attribute=attribute, mapping=parse_mapping(mapping),
+                       mask_nodata=mask_nodata)]
 
 
 @app.command()
@@ -127,7 +91,9 @@ def evaluate(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder for metrics.json, confusion_matrix.png, overlays/.")],
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Labels of an image: vector file (shp/zip/geojson/gpkg) or mask raster.")] = None,
     burn_value: Annotated[int, typer.Option(help="Class id burnt for vector features without --attribute.")] = 1,
-    attribute: Annotated[Optional[str], typer.Option(help="Vector attribute holding integer class ids.")] = None,
+    attribute: Annotated[Optional[str], typer.Option(help="Vector attribute holding the class of each feature.")] = None,
+    mapping: Annotated[Optional[str], typer.Option(help="Attribute value -> class id: 'a=1,b=2' or a JSON object.")] = None,
+    mask_nodata: Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")] = None,
     split: Annotated[str, typer.Option(help="With a config: 'test' (data.test) or 'val' (the validation split).")] = "test",
     window: Annotated[Optional[int], typer.Option(help="Sliding window size in pixels (default: the bundle's training window, at least 256).")] = None,
     overlap: Annotated[float, typer.Option(help="Overlap share between neighbouring windows.")] = 0.25,
@@ -136,14 +102,17 @@ def evaluate(
 ) -> None:
     """Evaluate a bundle on labelled data: per-class IoU, Dice/F1, precision, recall, mIoU."""
     from terraseg.bundle import Bundle
-    from terraseg.evaluate.report import evaluate as run_eval
+    from terraseg.config.inference import EvaluateConfig, with_inference
+    from terraseg.evaluate.report import run_evaluate
 
     b = Bundle.load(bundle)
     if b.manifest.task == "classification":
         _evaluate_classifier(b, data, split, out_dir, batch_size)
         return
-    scenes = _scenes_for(data, labels, split, b.num_classes, b.manifest.ignore_index, b.manifest.input.band_indexes, burn_value, attribute)
-    m = run_eval(b, scenes, out_dir, window=window, overlap=overlap, batch_size=batch_size, overlays=overlays)
+    cfg = with_inference(EvaluateConfig, "options", out_dir=str(out_dir), window=window, overlap=overlap, batch_size=batch_size,
+                         overlays=overlays)
+    scenes = _scenes_for(b, data, labels, split, burn_value, attribute, mapping, mask_nodata)
+    m = run_evaluate(cfg, b, scenes)
     table = Table(title=f"{b.manifest.name} on {data.name}")
     for col in ("class", "IoU", "Dice/F1", "precision", "recall", "pixels"):
         table.add_column(col)
@@ -202,6 +171,8 @@ def predict(
     channels_last: Annotated[bool, typer.Option("--channels-last", help="Run the network in NHWC memory layout.")] = False,
     backend: Annotated[str, typer.Option(help="torch (PyTorch) or onnx (ONNX Runtime on the bundle's exported graph).")] = "torch",
     grid: Annotated[bool, typer.Option("--grid", help="Classification bundles: classify each georeferenced input on a grid of windows (raster + GeoJSON).")] = False,
+    compress: Annotated[str, typer.Option(help="GeoTIFF codec: deflate | zstd | lzw | none.")] = "deflate",
+    cog: Annotated[bool, typer.Option("--cog", help="Write Cloud-Optimized GeoTIFFs.")] = False,
 ) -> None:
     """Predict images of any size; GeoTIFF outputs keep the input's CRS, transform and nodata.
 
@@ -209,13 +180,17 @@ def predict(
     image files or folders of images, or with --grid a class raster and window polygons per scene.
     """
     from terraseg.bundle import Bundle
-    from terraseg.predict.run import predict as run_predict
+    from terraseg.config.inference import PredictConfig, with_inference
+    from terraseg.predict.run import run_predict
 
     b = Bundle.load(bundle)
-    if b.manifest.task == "classification":
+    if b.manifest.task == "classification":  # classifiers resize: any window side
         _predict_classes(b, inputs, out_dir, window, grid)
         return
-    res = run_predict(b, list(inputs), out_dir, window, overlap, batch_size, probabilities, overlay, device, precision, channels_last, backend)
+    cfg = with_inference(PredictConfig, "options", inputs=[str(p) for p in inputs], out_dir=str(out_dir), window=window,
+                         overlap=overlap, batch_size=batch_size, probabilities=probabilities, overlay=overlay, device=device,
+                         precision=precision, channels_last=channels_last, backend=backend, compress=compress, cog=cog)
+    res = run_predict(cfg, b)
     for src, outs in res.outputs.items():
         out.print(f"{src} -> " + ", ".join(outs.values()))
     for src, why in res.failures.items():
@@ -263,7 +238,9 @@ def info(
     else:
         out.print(f"model: {m['arch']} / {m['encoder']}  parameters: {s['parameters']:,}")
     i = s["input"]
-    out.print(f"input: {i['bands']} bands {i['band_indexes'] or ''} dtype {i['dtype']} nodata {i['nodata']} window {i['window']}")
+    out.print(f"input: {i['bands']} bands {i['band_indexes'] or ''} dtype {i['dtype']} nodata {i['nodata']} "
+              f"training window {i['train_window']} prediction window {i['predict_window']}"
+              + (f" input size {i['input_size']}" if i.get("input_size") else ""))
     n = i["normalization"]
     out.print(f"normalisation: {n['method']} mean {[round(v, 3) for v in n['mean']]} std {[round(v, 3) for v in n['std']]}")
     out.print("classes: " + ", ".join(f"{k}={c['name']} ({c['color']})" for k, c in enumerate(s["classes"])) + f"; ignore_index {s['ignore_index']}")
@@ -283,12 +260,12 @@ def export(
     window: Annotated[int, typer.Option(help="Check window size (multiple of 32).")] = 256,
 ) -> None:
     """Add an ONNX graph (dynamic batch/height/width) to a bundle, checked against PyTorch."""
-    from terraseg.errors import ConfigError
+    from terraseg.config.inference import ExportConfig
     from terraseg.predict.onnx import export_onnx
 
-    if fmt != "onnx":
-        raise ConfigError(f"unknown export format '{fmt}'; use onnx.")
-    r = export_onnx(bundle, out_path, opset, [str(c) for c in check or []], window)
+    cfg = build(ExportConfig, format=fmt, out=str(out_path) if out_path else None, opset=opset,
+                check_images=[str(c) for c in check or []], window=window)
+    r = export_onnx(bundle, cfg)
     out.print(f"{r.path}: ONNX opset {r.opset} added; ONNX Runtime vs PyTorch max abs logit difference {r.max_abs_diff:.2e} "
               f"on {r.windows_checked} windows of {r.checked_on}")
 
@@ -312,11 +289,11 @@ def serve(
     """Serve bundles: REST API (/v1/segment, /v1/models, /healthz, /readyz) and the web page at /."""
     import uvicorn
 
-    from terraseg.serve.app import ServeConfig, create_app
+    from terraseg.config.inference import ServeConfig, with_inference
+    from terraseg.serve.app import create_app
 
-    cfg = ServeConfig(models=models, backend=backend, tracking_uri=tracking_uri, window=window, overlap=overlap, batch_size=batch_size,
-                      max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-                      api_key=api_key)
+    cfg = with_inference(ServeConfig, "options", models=models, backend=backend, tracking_uri=tracking_uri, window=window,
+                         overlap=overlap, batch_size=batch_size, max_upload_mb=max_upload_mb, max_pixels=max_pixels, api_key=api_key)
     if workers > 1:
         os.environ["TERRASEG_SERVE"] = cfg.model_dump_json()
         uvicorn.run("terraseg.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
@@ -339,7 +316,7 @@ def register(
     out.print(f"{uri} -> version {version}")
 
 
-from terraseg.cli import prep as _prep  # noqa: E402,F401  (registers the data-preparation commands)
+from terraseg.cli import prep as _prep  # noqa: E402,F401  (registers the data-preparation commands after these)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from terraseg.cli.main import app, err, out, user_errors
+from terraseg.cli.app import app, build, err, out, user_errors
 from terraseg.errors import ConfigError
 
 LabelsOpt = Annotated[Optional[list[str]], typer.Option("--labels", help="Labels: one mask raster/vector file for all images, or one per image (repeat).")]
@@ -20,18 +20,6 @@ MappingOpt = Annotated[Optional[str], typer.Option(help="Attribute value -> clas
 BurnOpt = Annotated[int, typer.Option(help="Class id burnt for polygons without --attribute.")]
 TouchedOpt = Annotated[bool, typer.Option("--all-touched", help="Burn every pixel a polygon touches.")]
 MaskNodataOpt = Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")]
-
-
-def build(cls, **kwargs: Any):
-    """Validate options into ``cls``; pydantic errors become one :class:`ConfigError` sentence."""
-    from pydantic import ValidationError
-
-    from terraseg.config import format_validation_error
-
-    try:
-        return cls(**{k: v for k, v in kwargs.items() if v is not None})
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, "options")) from None
 
 
 def parse_mapping(text: str | None) -> dict[str, int] | None:

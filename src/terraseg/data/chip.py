@@ -25,37 +25,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import rasterio
 from rasterio.crs import CRS
 from shapely.geometry import box
 
 from terraseg.config.prep import ChipConfig
 from terraseg.data.scenes import RasterScene, Scene
 from terraseg.data.sources import labelled_scene, labels_for
+from terraseg.data.windows import grid_windows
 from terraseg.errors import ConfigError
 from terraseg.io.atomic import atomic_path
 from terraseg.io.images import write_png
+from terraseg.io.raster import create_raster
 
 log = logging.getLogger(__name__)
-
-
-def chip_offsets(extent: int, size: int, stride: int, edge: str = "pad") -> list[int]:
-    """Offsets (pixels) of chips of ``size`` at ``stride`` covering ``[0, extent)`` entirely.
-
-    Args:
-        extent: scene height or width. size: chip size. stride: step between chips.
-        edge: 'pad' (last chip may extend past ``extent``) or 'shift' (last chip ends at ``extent``;
-            scenes smaller than a chip still get one chip at 0, padded).
-
-    Returns:
-        Sorted offsets; every pixel of ``[0, extent)`` lies in at least one chip.
-    """
-    if extent <= size:
-        return [0]
-    offsets = list(range(0, extent - size + 1, stride))
-    if offsets[-1] + size < extent:
-        offsets.append(offsets[-1] + stride if edge == "pad" else extent - size)
-    return offsets
 
 
 @dataclass
@@ -132,16 +114,13 @@ class _SceneChipper:
         padded = nodata_share > 0 and not r.valid.all()
         if self.fmt == "tif":
             nodata = scene.nodata
-            with atomic_path(image_path) as tmp, rasterio.open(
-                tmp, "w", **_chip_profile(scene, r.image.shape[0], r.image.dtype.name, size, transform, nodata, cfg.compress)
-            ) as dst:
+            with create_raster(image_path, **_chip_profile(scene, r.image.shape[0], r.image.dtype.name, size, transform, nodata,
+                                                           cfg.compress)) as dst:
                 dst.write(r.image)
                 if padded and nodata is None:
                     dst.write_mask(r.valid.astype(np.uint8) * 255)
             if mask_path is not None:
-                with atomic_path(mask_path) as tmp, rasterio.open(
-                    tmp, "w", **_chip_profile(scene, 1, "uint8", size, transform, cfg.ignore_index, cfg.compress)
-                ) as dst:
+                with create_raster(mask_path, **_chip_profile(scene, 1, "uint8", size, transform, cfg.ignore_index, cfg.compress)) as dst:
                     dst.write(r.mask.astype(np.uint8), 1)
         else:
             write_png(image_path, r.image)
@@ -193,9 +172,7 @@ def chip(cfg: ChipConfig) -> ChipResult:
             if fmt == "png" and np.dtype(scene.dtype) not in (np.uint8, np.uint16):
                 raise ConfigError(f"{scene.path}: {scene.dtype} pixels cannot be written as PNG chips; use format 'tif'.")
             worker = _SceneChipper(scene, cfg, out, fmt, names)
-            rows = chip_offsets(scene.height, cfg.size, stride, cfg.edge)
-            cols = chip_offsets(scene.width, cfg.size, stride, cfg.edge)
-            windows = [(r, c) for r in rows for c in cols]
+            windows = [(w.row, w.col) for w in grid_windows(scene.height, scene.width, cfg.size, stride, cfg.edge)]
             # one task per worker id, so each thread keeps its own clone of the scene (its own datasets)
             per_worker = [[(w, r, c) for r, c in windows[w::workers]] for w in range(workers)]
             for res in pool.map(lambda js: [worker(j) for j in js], per_worker):

@@ -26,6 +26,7 @@ from terraseg.config import ClassFolderSource
 from terraseg.data.normalize import NormStats, compute_stats, normalize
 from terraseg.errors import InputFileError
 from terraseg.io.images import IMAGE_SUFFIXES, read_image
+from terraseg.io.raster import valid_mask
 from terraseg.settings import resolve_data_path
 
 SPLIT_DIRS = {"intel": {"train": "seg_train", "val": "seg_train", "test": "seg_test"},
@@ -176,12 +177,20 @@ def load_checked(path: str, bands: int | None) -> np.ndarray:
     return img
 
 
-def to_input(image: np.ndarray, stats: NormStats, size: int) -> torch.Tensor:
+def to_input(image: np.ndarray, stats: NormStats, size: int, valid: np.ndarray | None = None) -> torch.Tensor:
     """Raw ``(C, H, W)`` image -> normalised float32 ``(C, size, size)`` (bilinear, antialiased).
 
     The one preprocessing function of classification training, evaluation, prediction and serving.
+
+    Args:
+        image: raw pixels, any dtype. stats: the bundle's statistics. size: output side in pixels.
+        valid: ``(H, W)`` bool, False for nodata (set to 0 after normalisation, as for segmentation);
+            default: NaN pixels are invalid.
+
+    Raises:
+        BundleError: the band count differs from the statistics'.
     """
-    x = torch.from_numpy(normalize(image, stats))
+    x = torch.from_numpy(normalize(image, stats, valid if valid is not None else valid_mask(image, None)))
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
     return x

@@ -20,12 +20,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from defusedxml import ElementTree
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 from shapely.geometry import Polygon, box
 
 from terraseg.errors import InputFileError
-from terraseg.io.atomic import atomic_path
 from terraseg.io.images import write_png
 
 log = logging.getLogger(__name__)
@@ -139,18 +137,14 @@ def import_cvat(
 def _write(mask: np.ndarray, name: Path, out_dir: Path, images_dir, where: str) -> Path:
     src = Path(images_dir) / name if images_dir else None
     if src is not None and src.exists() and src.suffix.lower() in {".tif", ".tiff"}:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(src) as ds:
-                if (ds.width, ds.height) != (mask.shape[1], mask.shape[0]):
-                    raise InputFileError(f"{where}: the XML says {mask.shape[1]}x{mask.shape[0]} but {src} is {ds.width}x{ds.height}.")
-                crs, transform = ds.crs, ds.transform
+        info = raster_info(src)
+        if (info.width, info.height) != (mask.shape[1], mask.shape[0]):
+            raise InputFileError(f"{where}: the XML says {mask.shape[1]}x{mask.shape[0]} but {src} is {info.width}x{info.height}.")
+        crs, transform = info.crs, info.transform
         if crs is not None:
             target = out_dir / f"{name.stem}.tif"
-            with atomic_path(target) as tmp, rasterio.open(
-                tmp, "w", driver="GTiff", width=mask.shape[1], height=mask.shape[0], count=1, dtype="uint8", crs=crs,
-                transform=transform, compress="deflate",
-            ) as dst:
+            with create_raster(target, driver="GTiff", width=mask.shape[1], height=mask.shape[0], count=1, dtype="uint8", crs=crs,
+                               transform=transform, compress="deflate") as dst:
                 dst.write(mask, 1)
             return target
     target = out_dir / f"{name.stem}.png"

@@ -18,6 +18,8 @@ from torch.utils.data import Dataset
 
 from terraseg.data.normalize import NormStats, normalize
 from terraseg.data.scenes import Scene
+from terraseg.data.windows import random_offset
+from terraseg.errors import InputFileError
 
 
 def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats) -> dict[str, Any]:
@@ -83,7 +85,7 @@ class RandomWindowDataset(Dataset):
         seed: int = 0,
     ) -> None:
         if not scenes:
-            raise ValueError("no training scenes")
+            raise InputFileError("the training sources hold no scene.")
         self.scenes, self.window, self.length, self.stats = scenes, window, length, stats
         self.rare_class_share, self.augment, self.seed = rare_class_share, augment, seed
         self.epoch = 0
@@ -104,13 +106,6 @@ class RandomWindowDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _offset(self, rng: np.random.Generator, extent: int, centre: int | None) -> int:
-        lo, hi = min(0, extent - self.window), max(0, extent - self.window)
-        if centre is None:
-            return int(rng.integers(lo, hi + 1))
-        jitter = int(rng.integers(-self.window // 4, self.window // 4 + 1))
-        return int(np.clip(centre - self.window // 2 + jitter, lo, hi))
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
         centre = None
@@ -123,45 +118,45 @@ class RandomWindowDataset(Dataset):
         else:
             si = int(rng.choice(len(self.scenes), p=self.scene_p))
         scene = self.scenes[si]
-        row = self._offset(rng, scene.height, None if centre is None else int(centre[0]))
-        col = self._offset(rng, scene.width, None if centre is None else int(centre[1]))
+        row = random_offset(rng, scene.height, self.window, None if centre is None else int(centre[0]))
+        col = random_offset(rng, scene.width, self.window, None if centre is None else int(centre[1]))
         sample = make_sample(scene, row, col, self.window, self.stats)
         if self.augment:
             sample["image"], sample["mask"], sample["valid"] = _augment(sample["image"], sample["mask"], sample["valid"], rng)
         return sample
 
 
-def grid_windows(height: int, width: int, window: int) -> list[tuple[int, int]]:
-    """Top-left corners of non-overlapping ``window`` tiles covering a ``height x width`` grid.
+class SceneIndexDataset(Dataset):
+    """Indexes of whole scenes, for validation that predicts each scene with the real predictor.
 
-    Edge tiles extend past the grid (padded on read), so every pixel lies in exactly one tile.
+    Args:
+        scenes: the validation scenes (kept in :attr:`scenes`; items are their indexes).
     """
-    return [(r, c) for r in range(0, height, window) for c in range(0, width, window)]
 
-
-class GridWindowDataset(Dataset):
-    """Validation windows: a regular grid over every scene, each pixel in exactly one window."""
-
-    def __init__(self, scenes: list[Scene], window: int, stats: NormStats) -> None:
-        self.scenes, self.window, self.stats = scenes, window, stats
-        self.index = [(i, r, c) for i, s in enumerate(scenes) for r, c in grid_windows(s.height, s.width, window)]
+    def __init__(self, scenes: list[Scene]) -> None:
+        self.scenes = scenes
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.scenes)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        i, r, c = self.index[index]
-        return make_sample(self.scenes[i], r, c, self.window, self.stats)
+    def __getitem__(self, index: int) -> int:
+        return index
 
 
 def scene_statistics(scenes: list[Scene], method: str, percentiles: tuple[float, float], max_pixels: int, seed: int) -> NormStats:
     """Per-band statistics of the training scenes (valid pixels only, seeded sample).
 
+    Args:
+        scenes: training scenes. method: 'meanstd', 'percentile' or 'none'. percentiles: low/high
+            percentiles. max_pixels: pixels sampled in all (split evenly over scenes). seed: sampling seed.
+
+    Returns:
+        :class:`NormStats` in the rasters' value units.
+
     Raises:
-        ValueError: scenes with different band counts, or no valid pixel.
+        InputFileError: scenes with different band counts, or no valid pixel.
     """
     from terraseg.data.normalize import compute_stats
-    from terraseg.errors import InputFileError
 
     counts = {s.count for s in scenes}
     if len(counts) > 1:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -35,8 +34,8 @@ from shapely.geometry import box
 
 from terraseg.config.prep import MosaicConfig
 from terraseg.errors import ConfigError, InputFileError
-from terraseg.io.atomic import atomic_path
-from terraseg.io.raster import open_raster, read_window, valid_mask
+from terraseg.data.windows import grid_windows, row_strips
+from terraseg.io.raster import create_raster, open_raster, read_window, valid_mask
 
 log = logging.getLogger(__name__)
 
@@ -210,31 +209,23 @@ def mosaic(cfg: MosaicConfig) -> MosaicResult:
     readers: dict[int, _TileReader] = {}
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: [r.close() for r in readers.values()])
-        target = stack.enter_context(atomic_path(out_path))
-        gtiff = target.with_name(target.stem + ".blocks.tif") if cfg.cog else target
-        if cfg.cog:
-            stack.callback(lambda: gtiff.unlink(missing_ok=True))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with rasterio.open(gtiff, "w", **profile) as dst:
-                for r0 in range(0, height, cfg.block):
-                    for c0 in range(0, width, cfg.block):
-                        w = Window(c0, r0, min(cfg.block, width - c0), min(cfg.block, height - r0))
-                        wt = tr @ Affine.translation(c0, r0)
-                        hits = sorted(int(i) for i in tree.query(box(*array_bounds(int(w.height), int(w.width), wt))))
-                        block = np.full((tiles[0].count, int(w.height), int(w.width)), nodata, dtype=dtype)
-                        filled = np.zeros(block.shape[1:], dtype=bool)
-                        for i in hits:
-                            if cfg.rule == "first" and filled.all():
-                                break  # nothing left for later tiles
-                            if i not in readers:
-                                readers[i] = _TileReader(tiles[i], dst_crs, tr, width, height, cfg)
-                            data, valid = readers[i].read(w)
-                            merge_block(block, filled, data.astype(dtype, copy=False), valid, cfg.rule)
-                        dst.write(block, window=w)
-        if cfg.cog:
-            rasterio.shutil.copy(gtiff, target, driver="COG", compress=cfg.compress.upper() if cfg.compress != "none" else "NONE",
-                                 overviews="AUTO", BIGTIFF="IF_SAFER")
+            with create_raster(out_path, cog=cfg.cog, **profile) as dst:
+                for r0, c0, h, wd in grid_windows(height, width, cfg.block, edge="clip"):
+                    w = Window(c0, r0, wd, h)
+                    wt = tr @ Affine.translation(c0, r0)
+                    hits = sorted(int(i) for i in tree.query(box(*array_bounds(h, wd, wt))))
+                    block = np.full((tiles[0].count, h, wd), nodata, dtype=dtype)
+                    filled = np.zeros(block.shape[1:], dtype=bool)
+                    for i in hits:
+                        if cfg.rule == "first" and filled.all():
+                            break  # nothing left for later tiles
+                        if i not in readers:
+                            readers[i] = _TileReader(tiles[i], dst_crs, tr, width, height, cfg)
+                        data, valid = readers[i].read(w)
+                        merge_block(block, filled, data.astype(dtype, copy=False), valid, cfg.rule)
+                    dst.write(block, window=w)
     log.info("mosaic %s: %dx%d pixels from %d tiles", out_path, width, height, len(tiles))
     return MosaicResult(out_path, width, height, dst_crs, tr, len(tiles))
 
@@ -264,12 +255,12 @@ def stack_bands(inputs: list[str], out: str, compress: str = "deflate", block: i
         profile["compress"] = compress
     if f[5] >= 256 and f[6] >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
-    with atomic_path(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+    with create_raster(out, **profile) as dst:
         band = 1
         for p, n, *_ in infos:
             with open_raster(p) as ds:
-                for r0 in range(0, f[6], block):
-                    w = Window(0, r0, f[5], min(block, f[6] - r0))
+                for s in row_strips(f[6], f[5], block):
+                    w = Window(0, s.row, s.width, s.height)
                     dst.write(read_window(ds, w, path=p).astype(dtype, copy=False), indexes=list(range(band, band + n)), window=w)
             for k in range(n):
                 dst.set_band_description(band + k, Path(p).stem if n == 1 else f"{Path(p).stem}:{k + 1}")

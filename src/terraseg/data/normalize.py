@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from terraseg.errors import BundleError, InputFileError
+
 
 @dataclass
 class NormStats:
@@ -61,10 +63,10 @@ def compute_stats(
         A band with zero spread gets std 1 (and high = low + 1) to avoid division by zero.
 
     Raises:
-        ValueError: no pixels.
+        InputFileError: no valid pixel.
     """
     if pixels.ndim != 2 or pixels.shape[1] == 0:
-        raise ValueError("no valid pixels to compute band statistics from")
+        raise InputFileError("the training images hold no valid pixel to compute band statistics from (all nodata?).")
     x = pixels.astype(np.float64)
     mean = x.mean(axis=1)
     std = x.std(axis=1)
@@ -86,12 +88,12 @@ def normalize(image: np.ndarray, stats: NormStats, valid: np.ndarray | None = No
         ``(C, H, W)`` float32 array.
 
     Raises:
-        ValueError: band count differs from the statistics.
+        BundleError: the band count differs from the statistics'.
     """
     x = image.astype(np.float32, copy=True)
     if stats.method != "none":
         if stats.bands != x.shape[0]:
-            raise ValueError(f"image has {x.shape[0]} bands but the normalisation statistics describe {stats.bands}")
+            raise BundleError(f"image has {x.shape[0]} bands but the normalisation statistics describe {stats.bands}.")
         if stats.method == "meanstd":
             x -= np.asarray(stats.mean, dtype=np.float32)[:, None, None]
             x /= np.asarray(stats.std, dtype=np.float32)[:, None, None]

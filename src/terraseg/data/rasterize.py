@@ -21,8 +21,8 @@ from rasterio.windows import Window
 
 from terraseg.config.prep import RasterizeConfig
 from terraseg.errors import ConfigError, InputFileError
-from terraseg.io.atomic import atomic_path
-from terraseg.io.raster import geotiff_profile, info_of, open_raster, read_window, valid_mask
+from terraseg.data.windows import grid_windows
+from terraseg.io.raster import create_raster, geotiff_profile, info_of, open_raster, read_window, valid_mask
 from terraseg.io.vector import VectorRasterizer, labels_in_crs
 
 log = logging.getLogger(__name__)
@@ -67,22 +67,20 @@ def rasterize_labels(cfg: RasterizeConfig) -> Path:
         zones = VectorRasterizer.from_geometries(zgdf.geometry.to_numpy(), [cfg.ignore_index] * len(zgdf), info.transform, True)
     profile = geotiff_profile(info, 1, "uint8", cfg.ignore_index)
     counts = np.zeros(256, dtype=np.int64)
-    with open_raster(ref) as src, atomic_path(cfg.out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        for r0 in range(0, info.height, cfg.block):
-            for c0 in range(0, info.width, cfg.block):
-                h, w = min(cfg.block, info.height - r0), min(cfg.block, info.width - c0)
-                mask = classes.rasterize(r0, c0, h, w, fill=cfg.background)
-                if outlines is not None:
-                    edge = outlines.rasterize(r0, c0, h, w, fill=-1)
-                    mask[edge >= 0] = cfg.boundary_class
-                if zones is not None:
-                    zone = zones.rasterize(r0, c0, h, w, fill=-1)
-                    mask[zone >= 0] = cfg.ignore_index
-                if info.nodata is not None or np.issubdtype(np.dtype(info.dtype), np.floating):
-                    valid = valid_mask(read_window(src, Window(c0, r0, w, h), path=str(ref)), info.nodata)
-                    mask[~valid] = cfg.ignore_index
-                counts += np.bincount(mask.ravel(), minlength=256)[:256]
-                dst.write(mask.astype(np.uint8), 1, window=Window(c0, r0, w, h))
+    with open_raster(ref) as src, create_raster(cfg.out, **profile) as dst:
+        for r0, c0, h, w in grid_windows(info.height, info.width, cfg.block, edge="clip"):
+            mask = classes.rasterize(r0, c0, h, w, fill=cfg.background)
+            if outlines is not None:
+                edge = outlines.rasterize(r0, c0, h, w, fill=-1)
+                mask[edge >= 0] = cfg.boundary_class
+            if zones is not None:
+                zone = zones.rasterize(r0, c0, h, w, fill=-1)
+                mask[zone >= 0] = cfg.ignore_index
+            if info.nodata is not None or np.issubdtype(np.dtype(info.dtype), np.floating):
+                valid = valid_mask(read_window(src, Window(c0, r0, w, h), path=str(ref)), info.nodata)
+                mask[~valid] = cfg.ignore_index
+            counts += np.bincount(mask.ravel(), minlength=256)[:256]
+            dst.write(mask.astype(np.uint8), 1, window=Window(c0, r0, w, h))
         dst.update_tags(**{f"pixels_class_{k}": int(n) for k, n in enumerate(counts) if n})
     log.info("rasterized %d polygons from %s onto %s", len(classes.geoms), vpath, ref)
     return Path(cfg.out)

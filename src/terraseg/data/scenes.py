@@ -28,8 +28,7 @@ from rasterio.windows import Window
 
 from terraseg.errors import InputFileError
 from terraseg.io.images import read_image, read_mask
-from terraseg.io.raster import info_of, open_raster, read_window, valid_mask
-from terraseg.io.vector import VectorRasterizer
+from terraseg.io.raster import Grid, info_of, open_raster, read_window, valid_mask
 
 CACHE_LIMIT_BYTES = 1 << 29  # scenes whose pixels fit in 512 MiB are held in memory
 
@@ -71,6 +70,11 @@ def _crop(a: np.ndarray, row: int, col: int, h: int, w: int, fill) -> np.ndarray
 
 class Scene:
     """Base class. Coordinates passed to :meth:`read` are pixels relative to the scene's region."""
+
+    @property
+    def grid(self) -> Grid:
+        """The scene's grid: size in pixels, CRS and transform of its top-left pixel."""
+        return Grid(self.width, self.height, self.crs, self.transform)
 
     name: str
     height: int
@@ -205,8 +209,10 @@ class RasterScene(Scene):
         self.num_classes = num_classes
         self.mask_path = str(mask_path) if mask_path else None
         self.mask_nodata = mask_nodata
-        self._rasterizer: VectorRasterizer | None = None
+        self._rasterizer = None
         if vector is not None:
+            from terraseg.io.vector import VectorRasterizer  # geopandas/shapely/pyproj only for vector labels
+
             self._rasterizer = VectorRasterizer(
                 vector.path, info.crs, info.transform, info.width, info.height,
                 attribute=vector.attribute, mapping=vector.mapping, burn_value=vector.burn_value,

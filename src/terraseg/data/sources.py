@@ -171,13 +171,15 @@ def scene_from_path(
     attribute: str | None = None,
     mapping: dict[str, int] | None = None,
     cache: bool = False,
+    mask_nodata: int | None = None,
 ) -> Scene:
     """Open one input file as a scene: GDAL rasters as :class:`RasterScene`, PNG/JPEG as :class:`ArrayScene`.
 
     Args:
         path: image file. bands: 1-based bands to read (rasters). labels: optional vector file or
         mask raster/image. cache: hold a small raster in memory (off: prediction streams windows,
-        so memory does not grow with the scene). Other arguments: see
+        so memory does not grow with the scene). mask_nodata: mask value meaning unknown (default:
+        the mask raster's nodata). Other arguments: see
         :class:`terraseg.config.VectorLabels`.
 
     Raises:
@@ -187,7 +189,7 @@ def scene_from_path(
 
     label = None
     if labels is not None:
-        label = LabelOptions(path=str(labels), burn_value=burn_value, attribute=attribute, mapping=mapping)
+        label = LabelOptions(path=str(labels), burn_value=burn_value, attribute=attribute, mapping=mapping, nodata=mask_nodata)
     return labelled_scene(path, label, bands, ignore_index, num_classes, cache)
 
 def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None, ignore_index: int = 255,

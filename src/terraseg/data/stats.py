@@ -30,6 +30,7 @@ import numpy as np
 from terraseg.config.prep import StatsConfig
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import Scene
+from terraseg.data.windows import grid_windows
 from terraseg.data.sources import labelled_scene, labels_for
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import atomic_path, write_text_atomic
@@ -99,12 +100,6 @@ class StatsResult:
     histograms: list[Path]
     table: Path | None
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def _blocks(scene: Scene, block: int):
-    for r0 in range(0, scene.height, block):
-        for c0 in range(0, scene.width, block):
-            yield r0, c0, min(block, scene.height - r0), min(block, scene.width - c0)
 
 
 def class_weights(counts: np.ndarray) -> dict[str, list[float]]:
@@ -194,7 +189,7 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     total = nodata = 0
     class_counts = np.zeros(0, dtype=np.int64)
     for s in scenes:  # pass 1: moments, range, nodata, classes
-        for r0, c0, h, w in _blocks(s, cfg.block):
+        for r0, c0, h, w in grid_windows(s.height, s.width, cfg.block, edge="clip"):
             r = s.read(r0, c0, h, w)
             total += h * w
             nodata += int((~r.valid).sum())
@@ -222,7 +217,7 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
                 from pyproj import Transformer
 
                 to_lonlat = Transformer.from_crs(s.crs, "EPSG:4326", always_xy=True)
-            for r0, c0, h, w in _blocks(s, cfg.block):
+            for r0, c0, h, w in grid_windows(s.height, s.width, cfg.block, edge="clip"):
                 r = s.read(r0, c0, h, w)
                 for k, b in enumerate(bands):
                     b.add_hist(r.image[k][r.valid])

@@ -76,3 +76,22 @@ def score(metrics: dict[str, Any]) -> float:
     """The model-selection score: positive-class IoU for binary tasks, else mIoU (0 when undefined)."""
     v = metrics.get("iou") if "iou" in metrics else metrics.get("miou")
     return float(v) if v is not None else 0.0
+
+
+def validation_metrics(cm: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """The validation figures every trainer logs, from one confusion matrix (the one builder).
+
+    Returns:
+        ``{"val/score", "val/miou", "val/iou_<class>"...}`` as floats (0 when undefined), plus
+        ``"val/iou"`` and ``"val/dice"`` of the positive class for binary tasks, and ``"per_class"``
+        (the per-class dict of :func:`metrics_from_confusion`).
+    """
+    m = metrics_from_confusion(cm, class_names)
+    out: dict[str, Any] = {"val/score": score(m), "val/miou": m["miou"] or 0.0}
+    if "iou" in m:
+        out["val/iou"] = m["iou"] or 0.0
+        out["val/dice"] = m["dice"] or 0.0
+    for name, v in m["per_class"].items():
+        out[f"val/iou_{name}"] = v["iou"] if v["iou"] is not None else 0.0
+    out["per_class"] = m["per_class"]
+    return out

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from terraseg.bundle import Bundle
+from terraseg.config.inference import EvaluateConfig, with_inference
 from terraseg.data.scenes import Scene
 from terraseg.evaluate.metrics import confusion_matrix, metrics_from_confusion
 from terraseg.io.atomic import atomic_path, write_text_atomic
@@ -132,31 +133,40 @@ def save_confusion_png(cm: np.ndarray, class_names: list[str], target: Path) -> 
     return target
 
 
-def evaluate(
-    bundle: str | Path | Bundle,
-    scenes: list[Scene],
-    out_dir: str | Path,
-    window: int | None = None,
-    overlap: float = 0.25,
-    batch_size: int = 4,
-    overlays: int = 4,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Evaluate a bundle on labelled scenes; write ``metrics.json``, ``confusion_matrix.png``, overlays.
+def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[Scene]) -> dict[str, Any]:
+    """Evaluate a bundle on labelled scenes; write ``metrics.json``, ``confusion_matrix.png`` and overlays.
+
+    Args:
+        cfg: output folder, inference options, overlays. bundle: path or loaded bundle.
+        scenes: labelled scenes opened for this bundle (:func:`terraseg.predict.inputs.open_input`).
 
     Returns:
         The metrics dict (also in ``<out_dir>/metrics.json``).
 
     Raises:
         BundleError: unloadable bundle or band-count mismatch. InputFileError: bad data.
+        OutputError: the output folder cannot be written.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    predictor = predictor_for(b, window, overlap, batch_size, device)
+    out = Path(cfg.out_dir)
+    predictor = predictor_for(b, cfg.inference)
     colors = [c.color for c in b.manifest.classes]
-    metrics = evaluate_scenes(predictor, scenes, b.class_names, b.manifest.ignore_index, colors, out, overlays)
+    metrics = evaluate_scenes(predictor, scenes, b.class_names, b.manifest.ignore_index, colors, out, cfg.overlays, cfg.overlay_size)
     metrics["bundle"] = str(bundle) if not isinstance(bundle, Bundle) else b.manifest.name
     save_confusion_png(np.array(metrics["confusion_matrix"]), b.class_names, out / "confusion_matrix.png")
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
+
+
+def evaluate(bundle: str | Path | Bundle, scenes: list[Scene], out_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Python API of ``terraseg evaluate``: builds the same :class:`EvaluateConfig` as the CLI.
+
+    Args:
+        bundle, scenes: as :func:`run_evaluate`. out_dir: output folder.
+        **options: ``overlays``, ``overlay_size`` and the fields of :class:`InferenceConfig`
+            (``window``, ``overlap``, ``batch_size``, ``device``, ``backend``...).
+
+    Raises:
+        ConfigError: an unknown or invalid option; otherwise as :func:`run_evaluate`.
+    """
+    return run_evaluate(with_inference(EvaluateConfig, out_dir=str(out_dir), **options), bundle, scenes)

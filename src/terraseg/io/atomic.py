@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from terraseg.errors import OutputError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
@@ -25,10 +27,16 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
     Yields:
         The temporary path to write to.
+
+    Raises:
+        OutputError: the folder cannot be created or written.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
+    except OSError as e:  # read-only folder, a file where a folder should be, full disk
+        raise OutputError(f"{target}: cannot write the output here ({e.strerror or type(e).__name__}).") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

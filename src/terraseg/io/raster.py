@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.transform import Affine
@@ -65,7 +67,9 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader
     if not p.exists():
         raise InputFileError(f"{p}: file not found.")
     try:
-        ds = rasterio.open(p)
+        with warnings.catch_warnings():  # plain images (PNG, JPEG, ungeoreferenced TIFF) are welcome
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            ds = rasterio.open(p)
     except (RasterioIOError, RasterioError) as e:
         raise InputFileError(f"{p}: not a readable raster ({_first_line(e)}).") from None
     try:
@@ -153,14 +157,93 @@ def valid_mask(image: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 def geotiff_profile(
-    info: RasterInfo, count: int, dtype: str, nodata: float | None, block: int = 256
+    info: RasterInfo | Grid, count: int, dtype: str, nodata: float | None, block: int = 256, compress: str = "deflate",
+    predictor: int | None = None,
 ) -> dict[str, Any]:
-    """Creation options for a tiled, compressed GeoTIFF on ``info``'s grid."""
+    """Creation options for a tiled, compressed GeoTIFF on a grid.
+
+    Args:
+        info: the grid (a :class:`RasterInfo` or :class:`Grid`; CRS None writes a plain TIFF).
+        count: bands. dtype: numpy dtype name. nodata: nodata value or None.
+        block: internal tile size in pixels (grids smaller than a tile are written in strips).
+        compress: GDAL codec ('deflate', 'zstd', 'lzw', 'none').
+        predictor: GDAL predictor (2: horizontal differencing for integers, 3: floating point).
+
+    Returns:
+        Keyword arguments for :func:`create_raster` / ``rasterio.open(..., "w")``.
+    """
     profile: dict[str, Any] = dict(
         driver="GTiff", width=info.width, height=info.height, count=count, dtype=dtype,
-        crs=info.crs, transform=info.transform, nodata=nodata, compress="deflate",
-        BIGTIFF="IF_SAFER",
+        crs=info.crs, transform=info.transform, nodata=nodata, BIGTIFF="IF_SAFER",
     )
+    if compress != "none":
+        profile["compress"] = compress
+        if predictor:
+            profile["predictor"] = predictor
     if info.width >= block and info.height >= block:
         profile.update(tiled=True, blockxsize=block, blockysize=block)
     return profile
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid without pixels: size in pixels, CRS (None for plain images) and affine transform.
+
+    Attributes:
+        width, height: columns and rows (pixels). crs: coordinate reference system or None.
+        transform: pixel -> CRS affine transform (identity for plain images).
+    """
+
+    width: int
+    height: int
+    crs: CRS | None = None
+    transform: Affine = Affine.identity()
+
+    @property
+    def georeferenced(self) -> bool:
+        """True when the grid has a CRS and a non-identity transform."""
+        return self.crs is not None and self.transform != Affine.identity()
+
+
+@contextlib.contextmanager
+def create_raster(path: str | os.PathLike[str], cog: bool = False, **profile: Any) -> Iterator[rasterio.io.DatasetWriter]:
+    """Open a new raster for writing, atomically: the one way terraseg creates rasters.
+
+    The dataset is written under a temporary name beside ``path`` and renamed onto it when the
+    block exits without an error, so an interrupted run never leaves a complete-looking raster.
+    With ``cog`` the finished GeoTIFF is converted by GDAL's COG driver (overviews, same codec).
+
+    Args:
+        path: final file. cog: write a Cloud-Optimized GeoTIFF.
+        **profile: rasterio creation options (``driver``, ``width``, ``height``, ``count``, ``dtype``,
+            ``crs``, ``transform``, ``nodata``, codec options...).
+
+    Yields:
+        The open dataset (``rasterio`` writer).
+
+    Raises:
+        OutputError: the folder cannot be created or written (permissions, a file in the way, a full disk).
+    """
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from terraseg.errors import OutputError
+    from terraseg.io.atomic import atomic_path
+
+    target = Path(path)
+    try:
+        with atomic_path(target) as tmp:
+            blocks = tmp.with_name(tmp.stem + ".blocks.tif") if cog else tmp
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    with rasterio.open(blocks, "w", **profile) as dst:
+                        yield dst
+                if cog:
+                    codec = str(profile.get("compress", "none")).upper()
+                    rasterio.shutil.copy(blocks, tmp, driver="COG", compress=codec if codec != "NONE" else "NONE",
+                                         overviews="AUTO", BIGTIFF="IF_SAFER")
+            finally:
+                if cog:
+                    blocks.unlink(missing_ok=True)
+    except RasterioIOError as e:
+        raise OutputError(f"{target}: cannot write the raster ({_first_line(e)}).") from None

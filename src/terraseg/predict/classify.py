@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.transform import Affine
 
 from terraseg.bundle import Bundle
-from terraseg.data.classes import load_checked, to_input
+from terraseg.data.classes import to_input
+from terraseg.data.windows import grid_windows
 from terraseg.errors import BundleError, TerrasegError
-from terraseg.io.atomic import atomic_path
-from terraseg.io.raster import open_raster, read_window
+from terraseg.io.atomic import atomic_path, write_text_atomic
+from terraseg.io.predictions import PredictionWriter
+from terraseg.io.raster import Grid, valid_mask
+from terraseg.predict.inputs import open_input, read_input_image
 
 
 class ImageClassifier:
@@ -41,14 +42,22 @@ class ImageClassifier:
             raise BundleError(f"bundle '{bundle.manifest.name}' is a {bundle.manifest.task} model, not a classifier.")
         self.bundle, self.batch_size, self.device = bundle, batch_size, torch.device(device)
         self.model = bundle.model.eval().to(self.device)
-        self.stats, self.size, self.bands = bundle.stats, bundle.manifest.input.window, bundle.manifest.input.bands
+        spec = bundle.manifest.input
+        self.stats, self.size, self.nodata = bundle.stats, spec.input_size or spec.train_window, spec.nodata
 
     @torch.inference_mode()
-    def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
-        """``(N, K)`` float32 softmax probabilities for raw ``(C, H, W)`` images of any size."""
+    def probabilities(self, images: list[np.ndarray], valid: list[np.ndarray] | None = None) -> np.ndarray:
+        """``(N, K)`` float32 softmax probabilities for raw ``(C, H, W)`` images of any size.
+
+        Args:
+            images: raw images with the model's bands. valid: optional ``(H, W)`` bool masks
+                (default: from the bundle's nodata value and NaNs).
+        """
         out = []
+        masks = valid if valid is not None else [valid_mask(im, self.nodata) for im in images]
         for i in range(0, len(images), self.batch_size):
-            x = torch.stack([to_input(im, self.stats, self.size) for im in images[i:i + self.batch_size]]).to(self.device)
+            x = torch.stack([to_input(im, self.stats, self.size, v)
+                             for im, v in zip(images[i:i + self.batch_size], masks[i:i + self.batch_size])]).to(self.device)
             out.append(torch.softmax(self.model(x).float(), dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.bundle.class_names)), np.float32)
 
@@ -59,7 +68,7 @@ class ImageClassifier:
             good: list[tuple[str, np.ndarray]] = []
             for p in paths[i:i + chunk]:
                 try:
-                    good.append((p, load_checked(p, self.bands)))
+                    good.append((p, read_input_image(self.bundle, p)))
                 except TerrasegError as e:
                     yield p, e
             yield from zip((p for p, _ in good), self.probabilities([im for _, im in good]))
@@ -103,49 +112,51 @@ def classify_scene(bundle: str | Path | Bundle, raster: str | Path, out_dir: str
                    batch_size: int = 32) -> dict[str, Path]:
     """Classify a georeferenced scene on a grid of ``window`` x ``window`` pixel windows.
 
-    Writes ``<stem>_classes.tif`` (uint8 class ids, one pixel per window, nodata 255, transform
-    scaled by ``window``, the scene's CRS), ``<stem>_probs.tif`` (float32, one band per class) and
-    ``<stem>_windows.geojson`` (one polygon per window, in the scene's CRS, with class and
-    probability). Edge windows that stick out of the scene are padded with zeros; windows read one
-    row of windows at a time, so memory does not grow with the scene.
+    Writes ``<stem>_classes.tif`` (class ids, one pixel per window, transform scaled by ``window``,
+    the scene's CRS; encoded by :class:`terraseg.io.predictions.PredictionWriter`), ``<stem>_probs.tif``
+    (float32, one band per class) and ``<stem>_windows.geojson`` (one polygon per classified window,
+    in the scene's CRS, with class and probability). Edge windows reach past the scene (padded,
+    treated as nodata); a window holding no valid pixel is nodata in the rasters and left out of
+    the GeoJSON. Windows are read one row of windows at a time, so memory does not grow with the scene.
+
+    Args:
+        bundle: classification bundle (path or loaded). raster: the scene. out_dir: output folder.
+        window: window side in pixels (default: the bundle's input size). batch_size: windows per forward.
+
+    Returns:
+        ``{"classes", "probabilities", "windows"}`` paths.
 
     Raises:
-        BundleError: band-count mismatch. InputFileError: unreadable raster.
+        BundleError: band-count mismatch. InputFileError: unreadable raster. OutputError: unwritable folder.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     clf = ImageClassifier(b, batch_size)
-    win = window or b.manifest.input.window
-    src = Path(raster)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    win = window or clf.size
+    scene = open_input(b, raster)
+    src, out = Path(raster), Path(out_dir)
     names = b.class_names
+    cells = grid_windows(scene.height, scene.width, win, edge="pad")
+    rows, cols = len({w.row for w in cells}), len({w.col for w in cells})
+    grid = Grid(cols, rows, scene.crs, scene.transform * Affine.scale(win))
+    paths = {"classes": out / f"{src.stem}_classes.tif", "probabilities": out / f"{src.stem}_probs.tif",
+             "windows": out / f"{src.stem}_windows.geojson"}
     features = []
-    with open_raster(src) as ds:
-        if ds.count != clf.bands:
-            raise BundleError(f"{src}: image has {ds.count} bands but the model expects {clf.bands}.")
-        rows, cols = math.ceil(ds.height / win), math.ceil(ds.width / win)
-        transform = ds.transform * Affine.scale(win)
-        prof = dict(driver="GTiff", width=cols, height=rows, crs=ds.crs, transform=transform, compress="deflate")
-        paths = {"classes": out / f"{src.stem}_classes.tif", "probabilities": out / f"{src.stem}_probs.tif",
-                 "windows": out / f"{src.stem}_windows.geojson"}
-        with atomic_path(paths["classes"]) as t1, atomic_path(paths["probabilities"]) as t2:
-            with rasterio.open(t1, "w", count=1, dtype="uint8", nodata=255, **prof) as dc, \
-                    rasterio.open(t2, "w", count=len(names), dtype="float32", **prof) as dp:
-                for r in range(rows):
-                    strip = read_window(ds, rasterio.windows.Window(0, r * win, cols * win, win), fill=0, path=str(src))
-                    tiles = [strip[:, :, c * win:(c + 1) * win] for c in range(cols)]
-                    probs = clf.probabilities(tiles)
-                    ids = probs.argmax(1).astype(np.uint8)
-                    win_row = rasterio.windows.Window(0, r, cols, 1)
-                    dc.write(ids[None, None, :], window=win_row)
-                    dp.write(probs.T[:, None, :].astype(np.float32), window=win_row)
-                    for c in range(cols):
-                        x0, y0 = transform * (c, r)
-                        x1, y1 = transform * (c + 1, r + 1)
-                        features.append({"type": "Feature", "properties": {
-                            "row": r, "col": c, "class_id": int(ids[c]), "class": names[ids[c]], "probability": round(float(probs[c].max()), 6)},
-                            "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}})
-        crs = {"type": "name", "properties": {"name": ds.crs.to_string()}} if ds.crs else None
-    with atomic_path(paths["windows"]) as tmp:
-        Path(tmp).write_text(json.dumps({"type": "FeatureCollection", **({"crs": crs} if crs else {}), "features": features}))
+    with PredictionWriter(paths["classes"], grid, names, [c.color for c in b.manifest.classes], paths["probabilities"]) as writer:
+        for r in range(rows):
+            strip = scene.read(r * win, 0, win, cols * win, labels=False)
+            tiles = [strip.image[:, :, c * win:(c + 1) * win] for c in range(cols)]
+            valid = [strip.valid[:, c * win:(c + 1) * win] for c in range(cols)]
+            probs = clf.probabilities(tiles, valid)
+            ids = probs.argmax(1)
+            empty = ~np.array([v.any() for v in valid])
+            ids[empty] = -1
+            writer.write(r, 0, ids[None, :], probs.T[:, None, :])
+            for c in np.flatnonzero(~empty):
+                x0, y0 = grid.transform * (c, r)
+                x1, y1 = grid.transform * (c + 1, r + 1)
+                features.append({"type": "Feature", "properties": {
+                    "row": r, "col": int(c), "class_id": int(ids[c]), "class": names[ids[c]], "probability": round(float(probs[c].max()), 6)},
+                    "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}})
+    crs = {"type": "name", "properties": {"name": scene.crs.to_string()}} if scene.crs else None
+    write_text_atomic(paths["windows"], json.dumps({"type": "FeatureCollection", **({"crs": crs} if crs else {}), "features": features}))
     return paths

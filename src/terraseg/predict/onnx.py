@@ -21,12 +21,16 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from terraseg.bundle import ONNX, Bundle
 from terraseg.errors import BundleError
+
+if TYPE_CHECKING:
+    from terraseg.config.inference import ExportConfig
 
 log = logging.getLogger(__name__)
 
@@ -93,45 +97,47 @@ class ExportReport:
 
 
 def _check_windows(bundle: Bundle, images: list[str], window: int, max_windows: int) -> tuple[np.ndarray, str]:
+    """Up to ``max_windows`` normalised ``(N, C, window, window)`` windows of real images (else random inputs)."""
     from terraseg.data.normalize import normalize
-    from terraseg.data.sources import scene_from_path
+    from terraseg.data.windows import grid_windows
+    from terraseg.predict.inputs import open_input
 
-    stats = bundle.stats
     chips = []
     for path in images:
-        scene = scene_from_path(path, bands=bundle.manifest.input.band_indexes or None)
-        for r in range(0, max(scene.height - window, 0) + 1, window):
-            for c in range(0, max(scene.width - window, 0) + 1, window):
-                w = scene.read(r, c, window, window, labels=False)
-                chips.append(normalize(w.image, stats, w.valid))
-                if len(chips) >= max_windows:
-                    return np.stack(chips), ", ".join(images)
+        scene = open_input(bundle, path)
+        for w in grid_windows(scene.height, scene.width, window, edge="shift"):
+            r = scene.read(w.row, w.col, window, window, labels=False)
+            chips.append(normalize(r.image, bundle.stats, r.valid))
+            if len(chips) >= max_windows:
+                return np.stack(chips), ", ".join(images)
     if chips:
         return np.stack(chips), ", ".join(images)
     rng = np.random.default_rng(0)
     return rng.standard_normal((2, bundle.in_channels, window, window)).astype(np.float32), "random normal inputs"
 
 
-def export_onnx(bundle_path: str | Path, out: str | Path | None = None, opset: int = 17, check_images: list[str] | None = None,
-                window: int = 256, max_windows: int = 4) -> ExportReport:
-    """Add an ONNX graph to a bundle (in place, or into a copy at ``out``), checked against PyTorch.
+def export_onnx(bundle_path: str | Path, cfg: ExportConfig | None = None, **options: Any) -> ExportReport:
+    """Add an ONNX graph to a bundle (in place, or into a copy at ``cfg.out``), checked against PyTorch.
 
     Args:
-        bundle_path: the bundle. out: where to write the bundle with the graph (default: in place).
-        opset: ONNX opset (>= 17). check_images: real images whose windows are used for the check
-            (default: random inputs). window: check window size (multiple of 32). max_windows: windows checked.
+        bundle_path: the bundle.
+        cfg: :class:`terraseg.config.inference.ExportConfig` (opset, output, check images, window);
+            or its fields as keyword ``options`` (``out``, ``opset``, ``check_images``, ``window``, ``max_windows``).
 
     Returns:
         An :class:`ExportReport` with the largest absolute logit difference.
 
     Raises:
-        BundleError: unloadable bundle, export failure, or an ONNX graph that disagrees with PyTorch
-            by more than 1e-3.
+        BundleError: unloadable bundle, export failure, an image that does not fit the model, or an
+            ONNX graph that disagrees with PyTorch by more than 1e-3.
+        ConfigError: invalid options.
     """
+    from terraseg.config.inference import ExportConfig, build_options
+
+    cfg = cfg or build_options(ExportConfig, **options)
+    opset, window, out = cfg.opset, cfg.window, cfg.out
     import onnxruntime  # noqa: F401  (fail early, before the export, if it is missing)
 
-    if opset < 17:
-        raise BundleError(f"opset {opset} is too old; use 17 or newer.")
     b = Bundle.load(bundle_path)
     if b.manifest.baseline is not None or b.manifest.task != "segmentation":
         kind = "a scikit-learn pixel baseline" if b.manifest.baseline is not None else f"a {b.manifest.task} model"
@@ -149,7 +155,7 @@ def export_onnx(bundle_path: str | Path, out: str | Path | None = None, opset: i
     except Exception as e:  # torch.onnx raises many kinds; all mean "this network does not export"
         raise BundleError(f"{bundle_path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0]}).") from None
     data = buf.getvalue()
-    batch, source = _check_windows(b, list(check_images or []), window, max_windows)
+    batch, source = _check_windows(b, list(cfg.check_images), window, cfg.max_windows)
     with torch.no_grad():
         ref = model(torch.from_numpy(batch)).numpy()
     got = OnnxBackend(data).logits(batch)

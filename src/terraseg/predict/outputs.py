@@ -1,30 +1,19 @@
-"""Prediction outputs: class-id GeoTIFF/PNG, probability raster, colour overlay; all written atomically."""
+"""Prediction outputs: class-id GeoTIFF/PNG and probability raster (through the one writer in
+:mod:`terraseg.io.predictions`), colour overlays and display helpers."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from terraseg.data.scenes import RasterScene, Scene
-from terraseg.io.atomic import atomic_path
 from terraseg.io.images import write_png
-from terraseg.io.raster import geotiff_profile, open_raster
-from terraseg.predict.sliding import Block, SlidingWindowPredictor
-
-NODATA_CLASS = 255
-
-
-def hex_to_rgb(color: str) -> tuple[int, int, int]:
-    """'#rrggbb' -> (r, g, b)."""
-    c = color.lstrip("#")
-    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
-
+from terraseg.io.predictions import PredictionWriter, class_encoding, hex_to_rgb
+from terraseg.io.raster import open_raster
+from terraseg.predict.sliding import SlidingWindowPredictor
 
 def colorize(ids: np.ndarray, colors: list[str]) -> np.ndarray:
     """``(H, W)`` class ids -> ``(3, H, W)`` uint8 colours (nodata / out-of-range: black)."""
@@ -58,97 +47,71 @@ def predict_to_files(
     predictor: SlidingWindowPredictor,
     scene: Scene,
     out_dir: Path,
+    class_names: list[str],
     colors: list[str],
     probabilities: bool = False,
     overlay: bool = False,
+    compress: str = "deflate",
+    cog: bool = False,
     overlay_max_side: int = 2048,
 ) -> dict[str, str]:
     """Predict one scene and write its outputs under ``out_dir`` with the input's stem.
 
-    Georeferenced rasters give ``<stem>.tif`` (uint8 class ids, nodata 255, the input's CRS,
-    transform and size), streamed window by window; plain images give ``<stem>.png`` (class ids).
-    ``probabilities`` adds ``<stem>_probs.tif`` (float32, one band per class); ``overlay`` adds
-    ``<stem>_overlay.png`` (the image with class colours, at most ``overlay_max_side`` pixels).
+    Georeferenced rasters give ``<stem>.tif`` (class ids on the input's CRS, transform and size,
+    encoded by :class:`terraseg.io.predictions.PredictionWriter`), streamed strip by strip; plain
+    images give ``<stem>.png``. ``probabilities`` adds ``<stem>_probs.tif`` (float32, one band per
+    class); ``overlay`` adds ``<stem>_overlay.png`` (the image with class colours, at most
+    ``overlay_max_side`` pixels a side).
+
+    Args:
+        predictor: the sliding-window predictor. scene: the input. out_dir: output folder.
+        class_names, colors: the bundle's classes. compress: GeoTIFF codec. cog: Cloud-Optimized GeoTIFFs.
 
     Returns:
         ``{"prediction": path, "probabilities": path, "overlay": path}`` for what was written.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = Path(getattr(scene, "path", scene.name)).stem
-    K = predictor.num_classes
-    dtype = "uint8" if K < NODATA_CLASS else "uint16"
-    nodata = NODATA_CLASS if K < NODATA_CLASS else 65535
-    outputs: dict[str, str] = {}
-    georef = isinstance(scene, RasterScene) and scene.info.georeferenced
-    if georef:
-        assert isinstance(scene, RasterScene)
-        target = out_dir / f"{stem}.tif"
-        ptarget = out_dir / f"{stem}_probs.tif"
-        with atomic_path(target) as tmp, (atomic_path(ptarget) if probabilities else _null()) as ptmp:
-            with rasterio.open(tmp, "w", **geotiff_profile(scene.info, 1, dtype, nodata)) as dst:
-                pdst = rasterio.open(ptmp, "w", **geotiff_profile(scene.info, K, "float32", np.nan)) if ptmp else None
-                try:
-                    def sink(b: Block) -> None:
-                        n = b.class_ids.shape[0]
-                        ids = np.where(b.valid, b.class_ids, nodata).astype(dtype)
-                        dst.write(ids[None], window=Window(0, b.row, scene.width, n))
-                        if pdst is not None:
-                            p = b.probs.copy()
-                            p[:, ~b.valid] = np.nan
-                            pdst.write(p, window=Window(0, b.row, scene.width, n))
 
-                    predictor.predict(scene, sink)
-                    if dtype == "uint8":
-                        cmap = {i: hex_to_rgb(c) + (255,) for i, c in enumerate(colors)}
-                        dst.write_colormap(1, cmap | {nodata: (0, 0, 0, 0)})
-                finally:
-                    if pdst is not None:
-                        pdst.close()
-        outputs["prediction"] = str(target)
-        if probabilities:
-            outputs["probabilities"] = str(ptarget)
-        if overlay:
-            outputs["overlay"] = str(_raster_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors, overlay_max_side))
-        return outputs
-    ids, probs = predictor.predict_array(scene)
-    ids_out = np.where(ids < 0, nodata, ids).astype(dtype)
-    target = out_dir / f"{stem}.png"
-    write_png(target, ids_out)
-    outputs["prediction"] = str(target)
-    if probabilities:
-        ptarget = out_dir / f"{stem}_probs.tif"
-        with atomic_path(ptarget) as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(tmp, "w", driver="GTiff", width=scene.width, height=scene.height, count=K,
-                               dtype="float32", compress="deflate") as dst:
-                dst.write(probs)
-        outputs["probabilities"] = str(ptarget)
+    Raises:
+        InputFileError: unreadable pixels. OutputError: ``out_dir`` cannot be written.
+    """
+    stem = Path(getattr(scene, "path", scene.name)).stem
+    grid = scene.grid
+    target = out_dir / (f"{stem}.tif" if grid.georeferenced else f"{stem}.png")
+    writer = PredictionWriter(target, grid, class_names, colors, out_dir / f"{stem}_probs.tif" if probabilities else None,
+                              compress=compress, cog=cog)
+    with writer:
+        predictor.predict(scene, lambda b: writer.write(b.row, 0, b.class_ids, b.probs, b.valid))
+    outputs = {k: str(v) for k, v in writer.paths.items()}
     if overlay:
-        r = scene.read(0, 0, scene.height, scene.width, labels=False)
-        otarget = out_dir / f"{stem}_overlay.png"
-        write_png(otarget, blend_overlay(display_rgb(r.image, r.valid), ids, colors))
-        outputs["overlay"] = str(otarget)
+        outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors, overlay_max_side))
     return outputs
 
 
-class _null:
-    def __enter__(self):
-        return None
+def write_overlay(scene: Scene, prediction: Path, target: Path, colors: list[str], max_side: int = 2048) -> Path:
+    """Class colours over the image, decimated to at most ``max_side`` pixels a side (nearest for classes).
 
-    def __exit__(self, *a):
-        return False
+    Args:
+        scene: the predicted scene. prediction: its class-id raster (``.tif`` or ``.png``).
+        target: PNG to write. colors: class colours.
 
+    Returns:
+        ``target``.
 
-def _raster_overlay(scene: RasterScene, pred_path: Path, target: Path, colors: list[str], max_side: int) -> Path:
-    """Decimated overlay of a georeferenced prediction over its image (nearest for classes)."""
+    Raises:
+        InputFileError: unreadable image or prediction. OutputError: ``target`` cannot be written.
+    """
+    nodata = class_encoding(len(colors))[1]
     f = max(1, int(np.ceil(max(scene.height, scene.width) / max_side)))
     oh, ow = max(scene.height // f, 1), max(scene.width // f, 1)
-    win = Window(scene.region.col_off, scene.region.row_off, scene.width, scene.height)
-    with open_raster(scene.path) as ds:
-        img = ds.read(scene.bands[:3], window=win, out_shape=(min(3, scene.count), oh, ow), resampling=Resampling.average)
-        valid = ds.dataset_mask(window=win, out_shape=(oh, ow)) > 0
-    with open_raster(pred_path) as ps:
+    if isinstance(scene, RasterScene):
+        win = Window(scene.region.col_off, scene.region.row_off, scene.width, scene.height)
+        with open_raster(scene.path) as ds:
+            img = ds.read(scene.bands[:3], window=win, out_shape=(min(3, scene.count), oh, ow), resampling=Resampling.average)
+            valid = ds.dataset_mask(window=win, out_shape=(oh, ow)) > 0
+    else:
+        r = scene.read(0, 0, scene.height, scene.width, labels=False)
+        img, valid = r.image[:3, ::f, ::f][:, :oh, :ow], r.valid[::f, ::f][:oh, :ow]
+    with open_raster(prediction) as ps:
         ids = ps.read(1, out_shape=(oh, ow), resampling=Resampling.nearest).astype(np.int64)
-    ids[ids == NODATA_CLASS] = 0
+    ids[ids == nodata] = 0
     write_png(target, blend_overlay(display_rgb(img, valid), ids, colors))
     return target

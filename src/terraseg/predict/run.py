@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from terraseg.bundle import Bundle
-from terraseg.data.sources import scene_from_path
-from terraseg.errors import TerrasegError
+from terraseg.config.inference import PredictConfig, with_inference
+from terraseg.errors import ConfigError, TerrasegError
+from terraseg.predict.inputs import open_input
 from terraseg.predict.outputs import predict_to_files
 from terraseg.predict.sliding import predictor_for
 
@@ -23,47 +25,60 @@ class PredictResult:
     failures: dict[str, str] = field(default_factory=dict)
 
 
-def predict(
-    bundle: str | Path | Bundle,
-    inputs: list[str | Path],
-    out_dir: str | Path,
-    window: int | None = None,
-    overlap: float = 0.25,
-    batch_size: int = 4,
-    probabilities: bool = False,
-    overlay: bool = False,
-    device: str = "cpu",
-    precision: str = "32",
-    channels_last: bool = False,
-    backend: str = "torch",
-) -> PredictResult:
-    """Predict every input; a bad input is reported and skipped, the others still run.
-
-    Args:
-        bundle: bundle path or loaded bundle. inputs: image files (GeoTIFF, PNG, JPEG, ...).
-        out_dir: output folder (one output per input, same stem). window/overlap/batch_size: sliding
-        window settings. probabilities/overlay: extra outputs. device/precision/channels_last:
-        inference settings ('bf16' autocast, NHWC layout). backend: 'torch' or 'onnx' (the bundle's exported graph).
+def check_output_names(inputs: list[str]) -> None:
+    """Refuse inputs whose outputs would share a name (``a/x.tif`` and ``b/x.tif`` both give ``x.tif``).
 
     Raises:
-        BundleError: the bundle cannot be loaded.
+        ConfigError: two inputs map to one output name; nothing has been written yet.
+    """
+    seen: dict[str, str] = {}
+    for p in inputs:
+        key = Path(p).stem
+        if key in seen and seen[key] != str(p):
+            raise ConfigError(f"{seen[key]} and {p} would both write outputs named '{key}'; predict them into different --out folders.")
+        seen[key] = str(p)
+
+
+def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResult:
+    """Predict every input of ``cfg``; a bad input is reported and skipped, the others still run.
+
+    Args:
+        cfg: inputs, output folder, inference options and extra outputs.
+        bundle: bundle path or loaded bundle.
+
+    Returns:
+        :class:`PredictResult`.
+
+    Raises:
+        BundleError: the bundle cannot be loaded. ConfigError: bad options, or inputs whose outputs
+            would overwrite each other.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    predictor = predictor_for(b, window, overlap, batch_size, device, precision, channels_last, backend)
-    colors = [c.color for c in b.manifest.classes]
+    check_output_names(cfg.inputs)
+    predictor = predictor_for(b, cfg.inference)
     result = PredictResult()
-    for path in inputs:
+    for path in cfg.inputs:
         try:
-            scene = scene_from_path(path, bands=bands_for(b), ignore_index=b.manifest.ignore_index)
-            result.outputs[str(path)] = predict_to_files(predictor, scene, Path(out_dir), colors, probabilities, overlay)
+            scene = open_input(b, path)
+            result.outputs[str(path)] = predict_to_files(
+                predictor, scene, Path(cfg.out_dir), b.class_names, [c.color for c in b.manifest.classes],
+                probabilities=cfg.probabilities, overlay=cfg.overlay, compress=cfg.compress, cog=cfg.cog)
         except TerrasegError as e:
             result.failures[str(path)] = str(e)
     return result
 
 
-def bands_for(b: Bundle) -> list[int] | None:
-    """The training band selection when it is a strict subset (e.g. 3 of 13 bands), else all bands."""
-    idx = b.manifest.input.band_indexes
-    if idx and idx != list(range(1, len(idx) + 1)):
-        return idx
-    return None
+def predict(bundle: str | Path | Bundle, inputs: list[str | Path], out_dir: str | Path, **options: Any) -> PredictResult:
+    """Python API of ``terraseg predict``: builds the same :class:`PredictConfig` as the CLI.
+
+    Args:
+        bundle: bundle path or loaded bundle. inputs: image files. out_dir: output folder.
+        **options: fields of :class:`PredictConfig` (``probabilities``, ``overlay``, ``compress``, ``cog``)
+            and of :class:`InferenceConfig` (``window``, ``overlap``, ``batch_size``, ``device``,
+            ``precision``, ``channels_last``, ``backend``, ``threads``).
+
+    Raises:
+        ConfigError: an unknown or invalid option. BundleError: an unloadable bundle.
+    """
+    cfg = with_inference(PredictConfig, inputs=[str(p) for p in inputs], out_dir=str(out_dir), **options)
+    return run_predict(cfg, bundle)

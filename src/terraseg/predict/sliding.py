@@ -17,26 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from terraseg.data.normalize import NormStats, normalize
 from terraseg.data.scenes import Scene
-from terraseg.errors import BundleError
+from terraseg.data.windows import grid_offsets
+from terraseg.errors import BundleError, ConfigError
 from terraseg.models.factory import logits_to_probs
 
-
-def tile_positions(extent: int, tile: int, stride: int) -> list[int]:
-    """Offsets of tiles of size ``tile`` covering ``[0, extent)`` at ``stride``, last one flush with the end.
-
-    When ``extent <= tile`` a single tile at 0 (padded on read) is returned.
-    """
-    if extent <= tile:
-        return [0]
-    pos = list(range(0, extent - tile, stride))
-    pos.append(extent - tile)
-    return pos
+if TYPE_CHECKING:
+    from terraseg.config.inference import InferenceConfig
 
 
 def hann_weights(h: int, w: int, floor: float = 1e-3) -> np.ndarray:
@@ -106,10 +99,10 @@ class SlidingWindowPredictor:
 
     def __init__(self, backend: Callable[[np.ndarray], np.ndarray], stats: NormStats, num_classes: int,
                  window: int = 512, overlap: float = 0.25, batch_size: int = 4) -> None:
-        if window % 32:
-            raise ValueError(f"window must be a multiple of 32, got {window}")
+        if window % 32 or window < 32:
+            raise ConfigError(f"window must be a positive multiple of 32 pixels (encoders downsample 5 times), got {window}.")
         if not 0 <= overlap <= 0.9:
-            raise ValueError(f"overlap must be in [0, 0.9], got {overlap}")
+            raise ConfigError(f"overlap must be between 0 and 0.9, got {overlap}.")
         self.backend, self.stats, self.num_classes = backend, stats, num_classes
         self.window, self.overlap, self.batch_size = window, overlap, batch_size
 
@@ -132,7 +125,7 @@ class SlidingWindowPredictor:
         tw = min(self.window, -(-W // 32) * 32)
         sy = max(int(th * (1 - self.overlap)) // 32 * 32, 32) if H > th else th
         sx = max(int(tw * (1 - self.overlap)) // 32 * 32, 32) if W > tw else tw
-        ys, xs = tile_positions(H, th, sy), tile_positions(W, tw, sx)
+        ys, xs = grid_offsets(H, th, sy, "shift"), grid_offsets(W, tw, sx, "shift")
         Wg = max(W, tw)
         K = self.num_classes
         weight = hann_weights(th, tw) if len(ys) * len(xs) > 1 else np.ones((th, tw), np.float32)
@@ -179,32 +172,37 @@ class SlidingWindowPredictor:
         return ids, probs
 
 
-def predictor_for(bundle, window: int | None = None, overlap: float = 0.25, batch_size: int = 4,
-                  device: str = "cpu", precision: str = "32", channels_last: bool = False,
-                  backend: str = "torch", threads: int = 0) -> SlidingWindowPredictor:
+def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: Any) -> SlidingWindowPredictor:
     """A :class:`SlidingWindowPredictor` for a loaded :class:`terraseg.bundle.Bundle`.
 
     Args:
-        backend: 'torch' (PyTorch; device/precision/channels_last apply) or 'onnx' (ONNX Runtime on the
-            bundle's exported graph; ``threads`` intra-op threads, 0 = default).
+        bundle: the loaded bundle.
+        options: window, overlap, batch size, device, precision, layout and backend
+            (:class:`terraseg.config.inference.InferenceConfig`; defaults when None).
+        **overrides: fields of ``options`` to replace (e.g. ``window=128``), validated alike.
 
     Raises:
-        BundleError: 'onnx' asked for a bundle without an ONNX graph, or an unknown backend.
+        BundleError: 'onnx' asked for a bundle without an ONNX graph.
+        ConfigError: an invalid option.
     """
-    win = window or max(bundle.manifest.input.window, 256)
+    from terraseg.config.inference import InferenceConfig, build_options
+
+    opts = options or InferenceConfig()
+    if overrides:
+        opts = build_options(InferenceConfig, **(opts.model_dump() | overrides))
+    win = opts.window or bundle.manifest.input.predict_window
+    overlap = opts.overlap
     run: Callable[[np.ndarray], np.ndarray]
     if bundle.manifest.baseline is not None:
         run = bundle.model  # pixel baseline: features are per pixel, so tiles overlap only by the texture window
         overlap = min(overlap, 2 * bundle.model.features.margin / win)
-    elif backend == "onnx":
+    elif opts.backend == "onnx":
         from terraseg.predict.onnx import onnx_backend_for
 
-        run = onnx_backend_for(bundle, threads, device)
-    elif backend == "torch":
-        run = TorchBackend(bundle.model, device=device, precision=precision, channels_last=channels_last)
+        run = onnx_backend_for(bundle, opts.threads, opts.device)
     else:
-        raise BundleError(f"unknown backend '{backend}'; use 'torch' or 'onnx'.")
-    return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, batch_size)
+        run = TorchBackend(bundle.model, device=opts.device, precision=opts.precision, channels_last=opts.channels_last)
+    return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, opts.batch_size)
 
 
-__all__ = ["Block", "SlidingWindowPredictor", "TorchBackend", "hann_weights", "predictor_for", "tile_positions"]
+__all__ = ["Block", "SlidingWindowPredictor", "TorchBackend", "hann_weights", "predictor_for"]

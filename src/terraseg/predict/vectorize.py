@@ -14,12 +14,12 @@ Areas are in square CRS units for projected CRSs (m^2 for metric ones) and geode
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.features import shapes
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -28,6 +28,7 @@ from shapely import STRtree, union_all
 from shapely.geometry import shape
 
 from terraseg.config.prep import VectorizeConfig
+from terraseg.data.windows import row_strips
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import atomic_path
 from terraseg.io.raster import open_raster, read_window
@@ -88,58 +89,18 @@ def _merge_seams(regions: list[_Region]) -> list[_Region]:
     return keep
 
 
-def vectorize(cfg: VectorizeConfig) -> Path:
-    """Write polygons of the regions of ``cfg.raster`` to ``cfg.out`` (GeoJSON/GeoPackage) in the raster's CRS.
-
-    Columns: ``class_id``, ``class_name``, ``pixels``, ``area`` (see module doc), ``confidence``
-    (mean probability of the region's class, when ``cfg.probabilities`` is given), geometry.
-
-    Raises:
-        InputFileError: unreadable rasters, probabilities on another grid or with too few bands, an
-            unknown output format.
-    """
+def _regions_to_frame(regions: list[_Region], crs, transform: Affine, names: list[str], with_confidence: bool,
+                      min_area: float, simplify: float):
+    """Merge seam regions and build the GeoDataFrame (class_id, class_name, pixels, confidence, area, geometry)."""
     import geopandas as gpd
 
-    out = Path(cfg.out)
-    if out.suffix.lower() not in DRIVERS:
-        raise InputFileError(f"{out}: unknown vector format; use one of {', '.join(DRIVERS)}.")
-    regions: list[_Region] = []
-    with open_raster(cfg.raster) as ds:
-        crs, tr, H, W, nodata = ds.crs, ds.transform, ds.height, ds.width, ds.nodata
-        pds = None
-        if cfg.probabilities:
-            pds = rasterio.open(cfg.probabilities) if Path(cfg.probabilities).exists() else None
-            if pds is None:
-                raise InputFileError(f"{cfg.probabilities}: file not found.")
-            if (pds.width, pds.height) != (W, H) or pds.crs != crs:
-                raise InputFileError(f"{cfg.probabilities}: probabilities are not on the grid of {cfg.raster}.")
-        try:
-            classes = cfg.classes
-            if classes is None:
-                seen: set[int] = set()
-                for r0 in range(0, H, cfg.block):
-                    a = read_window(ds, Window(0, r0, W, min(cfg.block, H - r0)), [1], path=str(cfg.raster))[0]
-                    seen.update(np.unique(a).tolist())
-                classes = sorted(int(v) for v in seen if v != 0 and v != nodata)
-            if pds is not None and classes and max(classes) >= pds.count:
-                raise InputFileError(f"{cfg.probabilities}: {pds.count} probability bands, but class {max(classes)} is vectorized.")
-            for r0 in range(0, H, cfg.block):
-                h = min(cfg.block, H - r0)
-                w = Window(0, r0, W, h)
-                ids = read_window(ds, w, [1], path=str(cfg.raster))[0]
-                probs = read_window(pds, w, [c + 1 for c in classes], path=str(cfg.probabilities)) if pds is not None and classes else None
-                regions += _strip_regions(ids, probs, classes, tr @ Affine.translation(0, r0), cfg.connectivity, r0 > 0, r0 + h < H)
-        finally:
-            if pds is not None:
-                pds.close()
     regions = _merge_seams(regions)
-    names = cfg.class_names or []
     gdf = gpd.GeoDataFrame(
         {
             "class_id": [r.cls for r in regions],
             "class_name": [names[r.cls] if r.cls < len(names) else str(r.cls) for r in regions],
             "pixels": [r.pixels for r in regions],
-            "confidence": [r.prob_sum / r.pixels if cfg.probabilities else None for r in regions],
+            "confidence": [r.prob_sum / r.pixels if with_confidence else None for r in regions],
         },
         geometry=[r.geom for r in regions], crs=crs,
     )
@@ -149,12 +110,74 @@ def vectorize(cfg: VectorizeConfig) -> Path:
         geod = Geod(ellps="WGS84")
         gdf["area"] = [abs(geod.geometry_area_perimeter(g)[0]) for g in gdf.geometry]
     else:
-        gdf["area"] = gdf["pixels"] * abs(tr.a * tr.e - tr.b * tr.d)
-    if cfg.min_area > 0:
-        gdf = gdf[gdf["area"] >= cfg.min_area]
-    if cfg.simplify > 0:
-        gdf["geometry"] = gdf.geometry.simplify(cfg.simplify, preserve_topology=True)
-    gdf = gdf.sort_values(["class_id", "area"], ascending=[True, False]).reset_index(drop=True)
+        gdf["area"] = gdf["pixels"] * abs(transform.a * transform.e - transform.b * transform.d)
+    if min_area > 0:
+        gdf = gdf[gdf["area"] >= min_area]
+    if simplify > 0:
+        gdf["geometry"] = gdf.geometry.simplify(simplify, preserve_topology=True)
+    return gdf.sort_values(["class_id", "area"], ascending=[True, False]).reset_index(drop=True)
+
+
+def vectorize_array(class_ids: np.ndarray, transform: Affine, crs=None, probabilities: np.ndarray | None = None,
+                    class_names: list[str] | None = None, nodata: int | None = None, connectivity: int = 4,
+                    simplify: float = 0.0, min_area: float = 0.0, block: int = 2048):
+    """Polygons of the regions of an in-memory class raster (the API's GeoJSON), no file round trip.
+
+    Args:
+        class_ids: ``(H, W)`` integer class ids; 0 (background), negatives and ``nodata`` are not vectorized.
+        transform: affine of the top-left pixel. crs: the CRS (None for plain images: pixel units).
+        probabilities: optional ``(K, H, W)`` float32 for each region's mean confidence.
+        class_names: names for the ``class_name`` column. connectivity: 4 or 8.
+        simplify: tolerance in CRS units. min_area: smallest kept area (square CRS units / m^2).
+        block: rows per strip (regions across strips are merged).
+
+    Returns:
+        A GeoDataFrame with ``class_id``, ``class_name``, ``pixels``, ``confidence``, ``area`` and polygon geometry.
+    """
+    H = class_ids.shape[0]
+    classes = sorted(int(v) for v in np.unique(class_ids) if v > 0 and v != nodata)
+    regions: list[_Region] = []
+    for r0 in range(0, H, block):
+        h = min(block, H - r0)
+        probs = probabilities[classes, r0:r0 + h] if probabilities is not None and classes else None
+        regions += _strip_regions(class_ids[r0:r0 + h], probs, classes, transform @ Affine.translation(0, r0), connectivity,
+                                  r0 > 0, r0 + h < H)
+    return _regions_to_frame(regions, crs, transform, class_names or [], probabilities is not None, min_area, simplify)
+
+
+def vectorize(cfg: VectorizeConfig) -> Path:
+    """Write polygons of the regions of ``cfg.raster`` to ``cfg.out`` (GeoJSON/GeoPackage) in the raster's CRS.
+
+    Columns: ``class_id``, ``class_name``, ``pixels``, ``area`` (see module doc), ``confidence``
+    (mean probability of the region's class, when ``cfg.probabilities`` is given), geometry.
+
+    Raises:
+        InputFileError: unreadable rasters, probabilities on another grid or with too few bands, an
+            unknown output format. OutputError: the output cannot be written.
+    """
+    out = Path(cfg.out)
+    if out.suffix.lower() not in DRIVERS:
+        raise InputFileError(f"{out}: unknown vector format; use one of {', '.join(DRIVERS)}.")
+    regions: list[_Region] = []
+    with open_raster(cfg.raster) as ds, (open_raster(cfg.probabilities) if cfg.probabilities else contextlib.nullcontext()) as pds:
+        crs, tr, H, W, nodata = ds.crs, ds.transform, ds.height, ds.width, ds.nodata
+        if pds is not None and ((pds.width, pds.height) != (W, H) or pds.crs != crs):
+            raise InputFileError(f"{cfg.probabilities}: probabilities are not on the grid of {cfg.raster}.")
+        strips = list(row_strips(H, W, cfg.block))
+        classes = cfg.classes
+        if classes is None:
+            seen: set[int] = set()
+            for s in strips:
+                seen.update(np.unique(read_window(ds, Window(0, s.row, W, s.height), [1], path=str(cfg.raster))[0]).tolist())
+            classes = sorted(int(v) for v in seen if v != 0 and v != nodata)
+        if pds is not None and classes and max(classes) >= pds.count:
+            raise InputFileError(f"{cfg.probabilities}: {pds.count} probability bands, but class {max(classes)} is vectorized.")
+        for s in strips:
+            w = Window(0, s.row, W, s.height)
+            ids = read_window(ds, w, [1], path=str(cfg.raster))[0]
+            probs = read_window(pds, w, [c + 1 for c in classes], path=str(cfg.probabilities)) if pds is not None and classes else None
+            regions += _strip_regions(ids, probs, classes, tr @ Affine.translation(0, s.row), cfg.connectivity, s.row > 0, s.row + s.height < H)
+    gdf = _regions_to_frame(regions, crs, tr, cfg.class_names or [], bool(cfg.probabilities), cfg.min_area, cfg.simplify)
     with atomic_path(out) as tmp:
         tmp.unlink(missing_ok=True)  # the GPKG driver refuses to overwrite the empty temp file
         gdf.to_file(tmp, driver=DRIVERS[out.suffix.lower()], engine="pyogrio", layer="regions")

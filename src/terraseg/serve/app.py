@@ -19,42 +19,17 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 
 from terraseg import __version__
+from terraseg.config.inference import ServeConfig
 from terraseg.serve import upload
+from terraseg.serve.errors import ApiError, install_handlers
 from terraseg.serve.registry import ServedModel, load_models
 
 log = logging.getLogger(__name__)
 WEB = Path(__file__).parent / "web"
-
-
-class ServeConfig(BaseModel):
-    """Options of ``terraseg serve``."""
-
-    models: list[str] = Field(description="Bundle paths or MLflow URIs (models:/name@alias).")
-    backend: Literal["torch", "onnx"] = Field("torch", description="Inference backend.")
-    tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI for models:/ references.")
-    window: int | None = Field(None, ge=32, multiple_of=32, description="Sliding window in pixels (default: the bundle's training window, at least 256).")
-    overlap: float = Field(0.25, ge=0, le=0.9, description="Overlap share between neighbouring windows (Hann-blended).")
-    batch_size: int = Field(4, ge=1, description="Windows per forward pass.")
-    max_upload_mb: float = Field(64.0, gt=0, description="Largest accepted upload in MB.")
-    max_pixels: int = Field(64_000_000, gt=0, description="Largest accepted image in pixels (width x height).")
-    api_key: str | None = Field(None, description="When set, /v1 endpoints require header X-API-Key with this value.")
-    results_dir: str | None = Field(None, description="Where web-page results are kept (default: a temporary folder).")
-    keep_results: int = Field(50, ge=1, description="Web-page results kept (oldest removed first).")
-    vendor_dir: str | None = Field(None, description="Folder holding leaflet/ (default: the checkout's node_modules).")
-
-
-class ApiError(Exception):
-    """A client error: HTTP status and one sentence."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def _vendor_dir(cfg: ServeConfig) -> Path | None:
@@ -70,23 +45,11 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
         title="terraseg", version=__version__,
         description="Segment (and classify) satellite and aerial images with terraseg bundles.",
     )
-    state = {"models": models if models is not None else load_models(cfg.models, cfg.backend, cfg.tracking_uri, cfg.window, cfg.overlap, cfg.batch_size), "ready": True}
+    state = {"models": models if models is not None else load_models(cfg.models, cfg.inference, cfg.tracking_uri), "ready": True}
     results = Path(cfg.results_dir) if cfg.results_dir else Path(tempfile.mkdtemp(prefix="terraseg-results-"))
     results.mkdir(parents=True, exist_ok=True)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, e: ApiError) -> JSONResponse:
-        return JSONResponse({"error": e.message}, status_code=e.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(x) for x in err['loc'][1:]) or err['loc'][0]}: {err['msg']}" for err in e.errors()]
-        return JSONResponse({"error": "; ".join(parts)}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, e: Exception) -> JSONResponse:  # never a bare 500 page or a dead worker
-        log.exception("unexpected error")
-        return JSONResponse({"error": f"internal error ({type(e).__name__}); the request was not processed."}, status_code=500)
+    install_handlers(app)
 
     def _check_key(request: Request) -> None:
         if cfg.api_key and request.headers.get("x-api-key") != cfg.api_key:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from terraseg.bundle import Bundle
+from terraseg.config.inference import InferenceConfig
 from terraseg.errors import BundleError, ConfigError
 from terraseg.predict.sliding import SlidingWindowPredictor, predictor_for
 
@@ -48,7 +49,7 @@ class ServedModel:
         return {
             "name": self.name, "version": m.terraseg_version, "created": m.created, "task": m.task, "backend": self.backend,
             "source": self.source, "bands": m.input.bands, "band_names": m.input.band_names, "dtype": m.input.dtype,
-            "window": m.input.window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
+            "window": m.input.predict_window, "train_window": m.input.train_window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
             "architecture": m.model.arch if m.baseline is not None else f"{m.model.arch}/{m.model.encoder}",
         }
 
@@ -83,13 +84,20 @@ def resolve_model_uri(ref: str, tracking_uri: str | None = None) -> Path:
     return found[0]
 
 
-def load_models(refs: list[str], backend: str = "torch", tracking_uri: str | None = None, window: int | None = None,
-                overlap: float = 0.25, batch_size: int = 4) -> dict[str, ServedModel]:
+def load_models(refs: list[str], inference: InferenceConfig | None = None, tracking_uri: str | None = None) -> dict[str, ServedModel]:
     """Load every referenced bundle; names are the bundles' names (deduplicated with a suffix).
+
+    Args:
+        refs: bundle paths or ``models:/`` URIs. inference: sliding-window and backend options
+            (classification bundles run their classifier with PyTorch). tracking_uri: MLflow registry.
+
+    Returns:
+        ``{name: ServedModel}`` in the order given.
 
     Raises:
         BundleError: an unloadable bundle or registry reference. ConfigError: no model given.
     """
+    inference = inference or InferenceConfig()
     if not refs:
         raise ConfigError("give at least one bundle path or models:/ URI to serve.")
     models: dict[str, ServedModel] = {}
@@ -103,9 +111,9 @@ def load_models(refs: list[str], backend: str = "torch", tracking_uri: str | Non
         if b.manifest.task == "classification":
             from terraseg.predict.classify import ImageClassifier
 
-            models[name] = ServedModel(name, ref, b, ImageClassifier(b), "torch")  # type: ignore[arg-type]
+            models[name] = ServedModel(name, ref, b, ImageClassifier(b, device=inference.device), "torch")  # type: ignore[arg-type]
         else:
-            models[name] = ServedModel(name, ref, b, predictor_for(b, window, overlap, batch_size, backend=backend), backend)
+            models[name] = ServedModel(name, ref, b, predictor_for(b, inference), inference.backend)
     return models
 
 

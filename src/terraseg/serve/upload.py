@@ -7,27 +7,22 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from fastapi import UploadFile
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from terraseg.data.sources import scene_from_path
 from terraseg.errors import TerrasegError
 from terraseg.io.images import write_png
+from terraseg.io.predictions import encode_class_ids, write_prediction
+from terraseg.io.raster import raster_info
+from terraseg.predict.inputs import open_input, read_input_image
 from terraseg.predict.outputs import blend_overlay, colorize, display_rgb
-from terraseg.predict.run import bands_for
+from terraseg.serve.errors import fail, user_error
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".zip"}
 CHUNK = 1 << 20
-
-
-def _fail(status: int, message: str):
-    from terraseg.serve.app import ApiError
-
-    raise ApiError(status, message)
 
 
 def save(file: UploadFile, folder: Path, max_mb: float, max_pixels: int, stem: str = "upload", vectors: bool = False) -> Path:
@@ -38,11 +33,11 @@ def save(file: UploadFile, folder: Path, max_mb: float, max_pixels: int, stem: s
     """
     name = file.filename or ""
     if "/" in name or "\\" in name or ".." in name or name.startswith("."):
-        _fail(400, f"file name '{name}' must be a plain name without a path.")
+        fail(400, f"file name '{name}' must be a plain name without a path.")
     suffix = Path(name).suffix.lower()
     allowed = IMAGE_SUFFIXES | (VECTOR_SUFFIXES if vectors else set())
     if suffix not in allowed:
-        _fail(415, f"'{name}': unsupported file type '{suffix or '(none)'}'; send {', '.join(sorted(allowed))}.")
+        fail(415, f"'{name}': unsupported file type '{suffix or '(none)'}'; send {', '.join(sorted(allowed))}.")
     target = folder / f"{stem}{suffix}"
     limit = int(max_mb * 1e6)
     size = 0
@@ -50,14 +45,14 @@ def save(file: UploadFile, folder: Path, max_mb: float, max_pixels: int, stem: s
         while chunk := file.file.read(CHUNK):
             size += len(chunk)
             if size > limit:
-                _fail(413, f"'{name}' is larger than the upload limit of {max_mb:g} MB.")
+                fail(413, f"'{name}' is larger than the upload limit of {max_mb:g} MB.")
             out.write(chunk)
     if size == 0:
-        _fail(400, f"'{name}' is empty.")
+        fail(400, f"'{name}' is empty.")
     if suffix in IMAGE_SUFFIXES:
         w, h = _image_size(target, name)
         if w * h > max_pixels:
-            _fail(413, f"'{name}' is {w}x{h} pixels, over the limit of {max_pixels:,} pixels.")
+            fail(413, f"'{name}' is {w}x{h} pixels, over the limit of {max_pixels:,} pixels.")
     return target
 
 
@@ -70,81 +65,77 @@ def _image_size(path: Path, name: str) -> tuple[int, int]:
                 with Image.open(path) as im:
                     return im.size
         except Image.DecompressionBombError as e:
-            _fail(413, f"'{name}' claims a huge image ({e}).")
+            fail(413, f"'{name}' claims a huge image ({e}).")
         except Exception:
-            _fail(415, f"'{name}' is not a readable {path.suffix[1:].upper()} image.")
+            fail(415, f"'{name}' is not a readable {path.suffix[1:].upper()} image.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as ds:
-                return ds.width, ds.height
-    except RasterioError:
-        _fail(415, f"'{name}' is not a readable GeoTIFF.")
-    raise AssertionError
+        info = raster_info(path)
+    except TerrasegError:
+        fail(415, f"'{name}' is not a readable GeoTIFF.")
+    return info.width, info.height
 
 
 def _predict(model, path: Path, name: str):
-    """Scene and class ids ``(H, W)`` (-1 nodata) + probabilities for an upload; errors -> 422."""
+    """Scene, class ids ``(H, W)`` int64 (-1 nodata) and probabilities ``(K, H, W)`` of an upload; errors -> 422."""
     try:
-        scene = scene_from_path(path, bands=bands_for(model.bundle), ignore_index=model.bundle.manifest.ignore_index)
+        scene = open_input(model.bundle, path)
         ids, probs = model.run(model.predictor.predict_array, scene)
     except TerrasegError as e:
-        _fail(422, str(e).replace(str(path), f"'{name}'"))
+        user_error(e, path, name)
     return scene, ids, probs
 
 
 def classify_response(model, path: Path, name: str, top: int = 0) -> dict:
     """Class probabilities of an uploaded image (classification bundle); errors -> 422."""
-    from terraseg.data.classes import load_checked
-
     try:
-        img = load_checked(str(path), model.predictor.bands)
+        img = read_input_image(model.bundle, str(path))
         probs = model.run(model.predictor.probabilities, [img])[0]
     except TerrasegError as e:
-        _fail(422, str(e).replace(str(path), f"'{name}'"))
+        user_error(e, path, name)
     names = model.bundle.class_names
     order = np.argsort(-probs)[: top or len(names)]
     return {"model": model.name, "predicted": names[int(order[0])], "probabilities": {names[i]: round(float(probs[i]), 6) for i in order}}
 
 
-def _geotiff(scene, ids: np.ndarray, path: Path, probs: np.ndarray | None = None) -> Path:
-    prof = dict(driver="GTiff", width=ids.shape[1], height=ids.shape[0], count=1, dtype="uint8", nodata=255, compress="deflate")
-    if scene.crs is not None:
-        prof.update(crs=scene.crs, transform=scene.transform)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **prof) as dst:
-            dst.write(np.where(ids < 0, 255, ids).astype(np.uint8), 1)
-        if probs is not None:
-            p2 = dict(prof, count=probs.shape[0], dtype="float32", nodata=None)
-            with rasterio.open(path.with_name(path.stem + "_probs.tif"), "w", **p2) as dst:
-                dst.write(probs.astype(np.float32))
-    return path
+def _write(model, scene, ids: np.ndarray, folder: Path, probs: np.ndarray | None = None) -> Path:
+    """The prediction as a GeoTIFF (georeferenced like the upload) through the one prediction writer."""
+    m = model.bundle.manifest
+    target = folder / "classes.tif"
+    write_prediction(target, scene.grid, ids, model.bundle.class_names, [c.color for c in m.classes], probs,
+                     folder / "classes_probs.tif")
+    return target
 
 
-def _geojson(model, scene, ids, probs, folder: Path) -> Path:
-    from terraseg.config.prep import VectorizeConfig
-    from terraseg.predict.vectorize import vectorize
+def _geojson(model, scene, ids: np.ndarray, probs: np.ndarray, folder: Path) -> Path:
+    """Polygons of the prediction, from the arrays (no raster written and read back)."""
+    from terraseg.predict.vectorize import vectorize_array
 
-    tif = _geotiff(scene, ids, folder / "classes.tif", probs)
+    gdf = vectorize_array(ids, scene.transform, scene.crs, probs, model.bundle.class_names)
     out = folder / "regions.geojson"
-    vectorize(VectorizeConfig(raster=str(tif), probabilities=str(folder / "classes_probs.tif"), out=str(out),
-                              class_names=model.bundle.class_names))
+    out.write_text(gdf.to_json(drop_id=True))
     return out
 
 
 def segment_response(model, path: Path, folder: Path, fmt: str, name: str) -> Response:
-    """Run the model on an uploaded file (``name``: the client's file name) and encode the result as ``fmt``."""
+    """Run the model on an uploaded file (``name``: the client's file name) and encode the result as ``fmt``.
+
+    Class ids use the encoding of :func:`terraseg.io.predictions.class_encoding` in every format
+    (255 = nodata below 255 classes), so the JSON, PNG and GeoTIFF answers agree.
+    """
     scene, ids, probs = _predict(model, path, name)
+    K = model.bundle.num_classes
     if fmt == "json":
+        from terraseg.io.predictions import class_encoding
+
         return JSONResponse({"model": model.name, "width": int(ids.shape[1]), "height": int(ids.shape[0]),
-                             "classes": model.bundle.class_names, "nodata": -1, "mask": ids.tolist()})
+                             "classes": model.bundle.class_names, "nodata": class_encoding(K)[1],
+                             "mask": encode_class_ids(ids, K).tolist()})
     if fmt == "png":
         buf = io.BytesIO()
-        Image.fromarray(np.where(ids < 0, 255, ids).astype(np.uint8)).save(buf, format="PNG")
+        Image.fromarray(encode_class_ids(ids, K)).save(buf, format="PNG")
         return Response(buf.getvalue(), media_type="image/png")
     if fmt == "geotiff":
-        return Response(_geotiff(scene, ids, folder / "classes.tif").read_bytes(), media_type="image/tiff")
+        return Response(_write(model, scene, ids, folder).read_bytes(), media_type="image/tiff")
     out = _geojson(model, scene, ids, probs, folder)
     return Response(out.read_bytes(), media_type="application/geo+json")
 
@@ -171,10 +162,10 @@ def web_result(model, path: Path, truth: Path | None, folder: Path, name: str) -
     write_png(folder / "overlay.png", blend_overlay(rgb, ids, colors))
     files = {"image": "image.png", "prediction": "prediction.png", "overlay": "overlay.png"}
     if scene.crs is not None:
-        files["classes"] = _geotiff(scene, ids, folder / "classes.tif", probs).name
+        files["classes"] = _write(model, scene, ids, folder, probs).name
         files["regions"] = _geojson(model, scene, ids, probs, folder).name
     else:
-        write_png(folder / "classes.png", np.where(ids < 0, 255, ids).astype(np.uint8))
+        write_prediction(folder / "classes.png", scene.grid, ids, model.bundle.class_names)
         files["classes"] = "classes.png"
     out = {
         "model": model.name, "width": scene.width, "height": scene.height, "crs": scene.crs.to_string() if scene.crs else None,
@@ -204,7 +195,6 @@ def _truth_layer(scene, truth: Path, folder: Path, colors: list[str]) -> dict:
         (folder / "truth.geojson").write_text(gdf.to_json())
         return {"kind": "geojson", "file": "truth.geojson"}
     except TerrasegError as e:
-        _fail(422, str(e).replace(str(truth), f"'{truth.name}'"))
-    raise AssertionError
+        user_error(e, truth, truth.name)
 
 

@@ -109,12 +109,7 @@ class ClassificationTask(TaskBase):
         acc, f1 = float(self.val_acc.compute()), float(self.val_f1.compute())
         self.val_acc.reset()
         self.val_f1.reset()
-        logs = {"val/acc": acc, "val/f1_macro": f1, "val/loss": float(np.mean(self._val_losses)) if self._val_losses else 0.0}
+        logs = {"val/score": acc, "val/acc": acc, "val/f1_macro": f1,
+                "val/loss": float(np.mean(self._val_losses)) if self._val_losses else 0.0}
         self._val_losses.clear()
-        self.log_dict(logs)
-        self.log("val/score", acc, prog_bar=True)
-        if not self.trainer.sanity_checking:
-            entry = {"epoch": self.current_epoch, "val/score": acc, **logs}
-            self.history.append(entry)
-            if not self.best or acc > self.best["val/score"]:
-                self.best = entry
+        self.record_validation(logs)

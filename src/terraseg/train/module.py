@@ -1,4 +1,4 @@
-"""The Lightning module for segmentation training."""
+"""The Lightning modules' shared base and the segmentation task."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import lightning as L
 import numpy as np
 import torch
 
+from terraseg.bundle import MIN_PREDICT_WINDOW
 from terraseg.config import ExperimentConfig
-from terraseg.evaluate.metrics import confusion_matrix, metrics_from_confusion, score
-from terraseg.models.factory import build_model, logits_to_probs
+from terraseg.data.normalize import NormStats
+from terraseg.evaluate.metrics import validation_metrics
+from terraseg.evaluate.report import evaluate_scenes
+from terraseg.models.factory import build_model
+from terraseg.predict.sliding import SlidingWindowPredictor, TorchBackend
 from terraseg.models.losses import CombinedLoss
 from terraseg.models.optim import build_optimizer, build_scheduler
 
@@ -71,13 +75,28 @@ class TaskBase(L.LightningModule):
         self.history = list(state.get("history", []))
         self.best = dict(state.get("best", {}))
 
+    def record_validation(self, logs: dict[str, float], extra: dict[str, Any] | None = None) -> None:
+        """Log an epoch's validation figures (``logs`` holds ``val/score``), keep the history and the best epoch."""
+        s = logs["val/score"]
+        self.log_dict({k: v for k, v in logs.items() if k != "val/score"}, prog_bar=False)
+        self.log("val/score", s, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        entry = {"epoch": self.current_epoch, **logs}
+        self.history.append(entry)
+        if not self.best or s > self.best["val/score"]:
+            self.best = entry | ({"per_class": extra} if extra else {})
+
 
 class SegmentationTask(TaskBase):
-    """Network + loss + optimiser; validation accumulates one confusion matrix per epoch.
+    """Network + loss + optimiser; validation runs the real sliding-window predictor over whole scenes.
 
-    Logged per epoch: ``train/loss``, ``val/loss``, ``val/miou``, ``val/iou`` (binary: positive
-    class), ``val/score`` (the selection metric: ``val/iou`` for binary tasks, else ``val/miou``),
-    and per-class ``val/iou_<class>``.
+    Validation is the procedure ``terraseg evaluate`` uses with the bundle's defaults (Hann-blended
+    windows of ``predict_window`` pixels, overlap 0.25), so ``val/score`` is the figure a user gets.
+    The validation loader yields scene indexes into :attr:`val_scenes`; each step predicts one scene
+    and adds its confusion matrix. Logged per epoch: ``train/loss`` and the figures of
+    :func:`terraseg.evaluate.metrics.validation_metrics` (``val/score`` = positive-class IoU for
+    binary tasks, else mIoU; ``val/miou``, ``val/iou``, ``val/dice``, ``val/iou_<class>``).
 
     Args:
         config: the experiment config as a plain dict (saved in checkpoints as hyperparameters).
@@ -93,9 +112,11 @@ class SegmentationTask(TaskBase):
         self.loss_fn = CombinedLoss(c.loss, c.num_classes, c.ignore_index)
         self.total_steps = total_steps
         self._cm = np.zeros((c.num_classes, c.num_classes), dtype=np.int64)
-        self._val_losses: list[float] = []
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
+        self.val_scenes: list[Any] = []
+        self.val_stats: NormStats | None = None
+        self.val_window = max(c.data.window, MIN_PREDICT_WINDOW)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["image"])
@@ -103,29 +124,19 @@ class SegmentationTask(TaskBase):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.model(batch["image"])
-        self._val_losses.append(float(self.loss_fn(logits, batch["mask"])))
-        pred = logits_to_probs(logits).argmax(dim=1)
-        self._cm += confusion_matrix(pred.cpu(), batch["mask"].cpu(), self.cfg.num_classes, self.cfg.ignore_index)
+    def _predictor(self) -> SlidingWindowPredictor:
+        precision = {"bf16-mixed": "bf16", "16-mixed": "16"}.get(self.cfg.train.precision, "32")
+        backend = TorchBackend(self.model, device=str(self.device), precision=precision, channels_last=self.cfg.train.channels_last)
+        assert self.val_stats is not None, "set val_stats before validating"
+        return SlidingWindowPredictor(backend, self.val_stats, self.cfg.num_classes, self.val_window, 0.25, self.cfg.data.batch_size)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        scene = self.val_scenes[int(batch)]
+        m = evaluate_scenes(self._predictor(), [scene], [c.name for c in self.cfg.classes], self.cfg.ignore_index)
+        self._cm += np.asarray(m["confusion_matrix"], dtype=np.int64)
 
     def on_validation_epoch_end(self) -> None:
-        names = [c.name for c in self.cfg.classes]
-        m = metrics_from_confusion(self._cm, names)
-        s = score(m)
-        logs = {"val/miou": m["miou"] or 0.0,
-                "val/loss": float(np.mean(self._val_losses)) if self._val_losses else 0.0}
-        if "iou" in m:
-            logs["val/iou"] = m["iou"] or 0.0
-            logs["val/dice"] = m["dice"] or 0.0
-        for n, v in m["per_class"].items():
-            logs[f"val/iou_{n}"] = v["iou"] if v["iou"] is not None else 0.0
-        self.log_dict(logs, prog_bar=False)
-        self.log("val/score", s, prog_bar=True)
-        if not self.trainer.sanity_checking:
-            entry = {"epoch": self.current_epoch, "val/score": s, **logs}
-            self.history.append(entry)
-            if not self.best or s > self.best["val/score"]:
-                self.best = entry | {"per_class": m["per_class"]}
+        m = validation_metrics(self._cm, [c.name for c in self.cfg.classes])
+        per_class = m.pop("per_class")
+        self.record_validation(m, per_class)
         self._cm[:] = 0
-        self._val_losses.clear()

@@ -26,12 +26,15 @@ from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import scene_statistics
 from terraseg.data.scenes import Scene
 from terraseg.data.sources import train_val_scenes
+from terraseg.data.windows import grid_windows
 from terraseg.errors import InputFileError
-from terraseg.evaluate.metrics import score
+from terraseg.evaluate.metrics import validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.models.pixel import PixelFeatures, PixelModel, make_estimator
 from terraseg.predict.sliding import predictor_for
+from terraseg.train.result import TrainResult
+from terraseg.train.tracking import Tracker, flatten_params
 
 log = logging.getLogger(__name__)
 PREDICT_WINDOW = 1024
@@ -49,27 +52,25 @@ def sample_pixels(scenes: list[Scene], features: PixelFeatures, num_classes: int
     keys = [np.empty(0, np.float64) for _ in range(num_classes)]
     rows = [np.empty((0, len(features.names)), np.float32) for _ in range(num_classes)]
     for s in scenes:
-        for r0 in range(0, s.height, block):
-            for c0 in range(0, s.width, block):
-                h, w = min(block, s.height - r0), min(block, s.width - c0)
-                r = s.read(r0 - m, c0 - m, h + 2 * m, w + 2 * m)
-                if r.mask is None:
+        for r0, c0, h, w in grid_windows(s.height, s.width, block, edge="clip"):
+            r = s.read(r0 - m, c0 - m, h + 2 * m, w + 2 * m)
+            if r.mask is None:
+                continue
+            f = features.compute(r.image)[:, m:m + h, m:m + w]
+            mask, valid = r.mask[m:m + h, m:m + w], r.valid[m:m + h, m:m + w]
+            for c in range(num_classes):
+                idx = np.flatnonzero((mask == c) & valid)
+                if idx.size == 0:
                     continue
-                f = features.compute(r.image)[:, m:m + h, m:m + w]
-                mask, valid = r.mask[m:m + h, m:m + w], r.valid[m:m + h, m:m + w]
-                for c in range(num_classes):
-                    idx = np.flatnonzero((mask == c) & valid)
-                    if idx.size == 0:
-                        continue
-                    k = rng.random(idx.size)
-                    if idx.size > per_class:  # only the smallest keys can survive
-                        keep = np.argpartition(k, per_class)[:per_class]
-                        idx, k = idx[keep], k[keep]
-                    keys[c] = np.concatenate([keys[c], k])
-                    rows[c] = np.concatenate([rows[c], f.reshape(f.shape[0], -1)[:, idx].T])
-                    if keys[c].size > per_class:
-                        keep = np.argpartition(keys[c], per_class)[:per_class]
-                        keys[c], rows[c] = keys[c][keep], rows[c][keep]
+                k = rng.random(idx.size)
+                if idx.size > per_class:  # only the smallest keys can survive
+                    keep = np.argpartition(k, per_class)[:per_class]
+                    idx, k = idx[keep], k[keep]
+                keys[c] = np.concatenate([keys[c], k])
+                rows[c] = np.concatenate([rows[c], f.reshape(f.shape[0], -1)[:, idx].T])
+                if keys[c].size > per_class:
+                    keep = np.argpartition(keys[c], per_class)[:per_class]
+                    keys[c], rows[c] = keys[c][keep], rows[c][keep]
     X = np.concatenate(rows)
     y = np.concatenate([np.full(len(r), c, np.int64) for c, r in enumerate(rows)])
     return X, y
@@ -115,13 +116,11 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
     """Fit a pixel baseline from a segmentation config and write ``<run_dir>/model.terraseg``.
 
     Returns:
-        :class:`terraseg.train.run.TrainResult` (``chips_per_second`` is training pixels per second).
+        :class:`TrainResult` (``chips_per_second`` is training pixels per second).
 
     Raises:
         InputFileError: no labelled pixels. ConfigError: an index needing a band the input lacks.
     """
-    from terraseg.train.run import TrainResult, _flatten, tracking_uri_for
-
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     bc, seed = cfg.baseline, cfg.train.seed
@@ -149,8 +148,10 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
 
     manifest = BundleManifest(
         name=cfg.name, task="segmentation", model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
-        input=InputSpec(bands=bands, band_indexes=getattr(train_scenes[0], "bands", None), band_names=band_names,
-                        dtype=train_scenes[0].dtype, nodata=train_scenes[0].nodata, normalization=stats.to_dict(), window=PREDICT_WINDOW),
+        input=InputSpec(bands=bands, band_indexes=getattr(train_scenes[0], "bands", None),
+                        source_bands=getattr(getattr(train_scenes[0], "info", None), "count", None), band_names=band_names,
+                        dtype=train_scenes[0].dtype, nodata=train_scenes[0].nodata, normalization=stats,
+                        train_window=PREDICT_WINDOW, predict_window=PREDICT_WINDOW),
         baseline={**bc.model_dump(mode="json"), "feature_names": features.names},
         training={"config": cfg.model_dump(mode="json"), "terraseg_version": __version__, "train_seconds": round(t_sample + t_fit, 2),
                   "sample_seconds": round(t_sample, 2), "fit_seconds": round(t_fit, 2), "samples": int(len(y)),
@@ -160,11 +161,9 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
 
     best: dict[str, Any] = {}
     if val_scenes:
-        m = evaluate_scenes(predictor_for(bundle), val_scenes, [c.name for c in cfg.classes], cfg.ignore_index)
-        best = {"val/score": score(m), "val/miou": m["miou"] or 0.0}
-        if "iou" in m:
-            best |= {"val/iou": m["iou"] or 0.0, "val/dice": m["dice"] or 0.0}
-        best["per_class"] = m["per_class"]
+        names = [c.name for c in cfg.classes]
+        m = evaluate_scenes(predictor_for(bundle), val_scenes, names, cfg.ignore_index)
+        best = validation_metrics(np.asarray(m["confusion_matrix"]), names)
         Xv, yv = sample_pixels(val_scenes, features, cfg.num_classes, min(bc.samples_per_class, 2000), seed + 1)
     else:
         Xv, yv = X, y
@@ -177,7 +176,12 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
     write_text_atomic(run_dir / "stats.json", json.dumps(stats.to_dict(), indent=2))
     uri = None
     if cfg.tracking.enabled:
-        uri = _track(cfg, run_dir, tracking_uri_for(cfg, run_dir, tracking_uri), _flatten(cfg.model_dump(mode="json")), best, bundle_path)
+        tracker = Tracker(cfg, run_dir, tracking_uri)
+        tracker.log_params(flatten_params(cfg.model_dump(mode="json")))
+        tracker.log_metrics(best)
+        tracker.log_artifacts(bundle_path, run_dir / "feature_importance.png", run_dir / "feature_importance.csv")
+        tracker.finish()
+        uri = tracker.uri
     return TrainResult(bundle_path, run_dir, {k: v for k, v in best.items() if k != "per_class"}, 1, t_sample + t_fit,
                        len(y) / max(t_fit, 1e-9), uri)
 
@@ -192,26 +196,3 @@ def _descriptions(scene: Scene) -> list[str] | None:
     with rasterio.open(path) as ds:
         desc = [ds.descriptions[b - 1] for b in (getattr(scene, "bands", None) or range(1, ds.count + 1))]
     return list(desc) if all(desc) else None
-
-
-def _track(cfg: ExperimentConfig, run_dir: Path, uri: str, params: dict[str, Any], best: dict[str, Any], bundle: Path) -> str:
-    """Log a pixel-baseline run to MLflow like a network run: params, validation metrics, bundle and plots."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    name = cfg.tracking.experiment or cfg.name
-    exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        name, artifact_location=(run_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None)
-    run = client.create_run(exp_id, run_name=cfg.name)
-    for k, v in list(params.items())[:200]:
-        client.log_param(run.info.run_id, k, str(v)[:500])
-    for k, v in best.items():
-        if isinstance(v, float):
-            client.log_metric(run.info.run_id, k, v)
-    client.log_artifact(run.info.run_id, str(bundle))
-    for extra in ("feature_importance.png", "feature_importance.csv"):
-        if (run_dir / extra).exists():
-            client.log_artifact(run.info.run_id, str(run_dir / extra))
-    client.set_terminated(run.info.run_id)
-    return uri

@@ -1,0 +1,65 @@
+"""The Typer app, its consoles and the one error boundary of the command line.
+
+Every command module registers on :data:`app`; :func:`user_errors` turns a
+:class:`terraseg.errors.TerrasegError` into one line on stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+
+from terraseg import __version__
+from terraseg.config.inference import build_options
+from terraseg.errors import TerrasegError
+
+app = typer.Typer(
+    name="terraseg", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Train, evaluate and predict segmentation models on satellite and aerial imagery.",
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def version_callback(value: bool) -> None:
+    """Print the version and exit (``--version``)."""
+    if value:
+        print(f"terraseg {__version__}")
+        raise typer.Exit()
+
+
+def quiet_lightning() -> None:
+    """Lightning sets its loggers to INFO on import; keep only warnings unless --verbose."""
+    if logging.getLogger().level > logging.DEBUG:
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn TerrasegError into one line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TerrasegError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; nothing half-written was left under a final name.")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def build(cls, **kwargs: Any):
+    """Validate command-line options into the typed config ``cls`` (None = default).
+
+    Raises:
+        ConfigError: one sentence naming each bad option.
+    """
+    return build_options(cls, "options", **kwargs)

@@ -1,0 +1,117 @@
+"""Typed options of the stages that run a bundle: predict, evaluate, export and serve.
+
+The CLI parses its options into these objects and the Python API takes the same objects (or builds
+them from keyword arguments), so both validate alike and run the same code. Options shared by every
+stage that runs a network live in :class:`InferenceConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from terraseg.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def build_options(cls: type[M], source: str = "options", **kwargs: Any) -> M:
+    """Validate keyword options into ``cls`` (None values fall back to the defaults).
+
+    Raises:
+        ConfigError: one sentence naming each bad option.
+    """
+    from terraseg.config import format_validation_error
+
+    try:
+        return cls(**{k: v for k, v in kwargs.items() if v is not None})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+class InferenceConfig(_Strict):
+    """How a bundle's network runs over a scene (sliding windows, device, numeric precision)."""
+
+    window: int | None = Field(
+        None, ge=32, multiple_of=32,
+        description="Sliding-window side in pixels, a multiple of 32 (default: the bundle's prediction window).",
+    )
+    overlap: float = Field(0.25, ge=0.0, le=0.9, description="Share of a window overlapping its neighbour (blended with a 2-D Hann window).")
+    batch_size: int = Field(4, ge=1, description="Windows per forward pass.")
+    device: str = Field("cpu", description="Torch device: cpu, cuda, cuda:1 ...")
+    precision: Literal["32", "bf16", "16"] = Field("32", description="'32' (float32), or 'bf16' / '16' autocast.")
+    channels_last: bool = Field(False, description="Run the network in NHWC memory layout.")
+    backend: Literal["torch", "onnx"] = Field("torch", description="torch (PyTorch) or onnx (ONNX Runtime on the bundle's exported graph).")
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default, all cores).")
+
+
+class PredictConfig(_Strict):
+    """``terraseg predict``: images in, georeferenced predictions out."""
+
+    inputs: list[str] = Field(min_length=1, description="Images: GeoTIFF (any size, band count, dtype), PNG, JPEG.")
+    out_dir: str = Field(description="Output folder; one output per input, named after the input's stem.")
+    inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Sliding windows, device, precision, backend.")
+    probabilities: bool = Field(False, description="Also write <stem>_probs.tif (float32, one band per class).")
+    overlay: bool = Field(False, description="Also write <stem>_overlay.png (class colours over the image).")
+    compress: Literal["deflate", "zstd", "lzw", "none"] = Field("deflate", description="GeoTIFF codec of the outputs.")
+    cog: bool = Field(False, description="Write Cloud-Optimized GeoTIFFs.")
+    grid: bool = Field(False, description="Classification bundles: classify each georeferenced input on a grid of windows.")
+
+
+class EvaluateConfig(_Strict):
+    """``terraseg evaluate``: metrics of a bundle on labelled data."""
+
+    out_dir: str = Field(description="Output folder for metrics.json, confusion_matrix.png and overlays/.")
+    inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Sliding windows, device, precision, backend.")
+    overlays: int = Field(4, ge=0, description="Overlay PNGs (image | truth | prediction) to write.")
+    overlay_size: int = Field(512, ge=32, description="Side of each overlay panel in pixels.")
+
+
+class ExportConfig(_Strict):
+    """``terraseg export``: add an exported graph to a bundle."""
+
+    format: Literal["onnx"] = Field("onnx", description="Export format.")
+    out: str | None = Field(None, description="Write the bundle with the graph here (default: in place).")
+    opset: int = Field(17, ge=17, description="ONNX opset.")
+    check_images: list[str] = Field(default_factory=list, description="Real images whose windows check ONNX Runtime against PyTorch.")
+    window: int = Field(256, ge=32, multiple_of=32, description="Check window side in pixels.")
+    max_windows: int = Field(4, ge=1, description="Windows checked.")
+
+
+class ServeConfig(_Strict):
+    """``terraseg serve``: the REST API and web page."""
+
+    models: list[str] = Field(min_length=1, description="Bundle paths or MLflow URIs (models:/name@alias).")
+    inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Sliding windows, device, precision, backend.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI for models:/ references.")
+    max_upload_mb: float = Field(64.0, gt=0, description="Largest accepted upload in MB.")
+    max_pixels: int = Field(64_000_000, gt=0, description="Largest accepted image in pixels (width x height).")
+    api_key: str | None = Field(None, description="When set, /v1 endpoints require header X-API-Key with this value.")
+    results_dir: str | None = Field(None, description="Where web-page results are kept (default: a temporary folder).")
+    keep_results: int = Field(50, ge=1, description="Web-page results kept (oldest removed first).")
+    vendor_dir: str | None = Field(None, description="Folder holding leaflet/ (default: the checkout's node_modules).")
+
+
+
+
+def with_inference(cls: type[M], source: str = "options", **kwargs: Any) -> M:
+    """Like :func:`build_options`, routing :class:`InferenceConfig` fields (window, overlap, ...) into ``inference``.
+
+    Raises:
+        ConfigError: one sentence naming each bad option.
+    """
+    inf = {k: kwargs.pop(k) for k in list(kwargs) if k in InferenceConfig.model_fields}
+    if "inference" not in kwargs or kwargs["inference"] is None:
+        kwargs["inference"] = build_options(InferenceConfig, source, **inf)
+    elif inf:
+        kwargs["inference"] = build_options(InferenceConfig, source, **(kwargs["inference"].model_dump() | inf))
+    return build_options(cls, source, **kwargs)
+
+
+__all__ = ["EvaluateConfig", "ExportConfig", "InferenceConfig", "PredictConfig", "ServeConfig", "build_options", "with_inference"]

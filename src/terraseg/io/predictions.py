@@ -1,0 +1,192 @@
+"""The one prediction writer: class ids and probabilities, block by block, onto a source grid.
+
+Every prediction raster terraseg writes (``predict``, ``evaluate``'s outputs, the API's GeoTIFF
+and GeoJSON responses, grid classification) goes through :class:`PredictionWriter`, so one rule
+decides their encoding (Raster Vision's label store plays the same role):
+
+* class ids: ``uint8`` with nodata 255 and a colour table (class colours, nodata transparent) when
+  there are fewer than 255 classes, else ``uint16`` with nodata 65535;
+* probabilities: ``float32``, one band per class (band descriptions = class names), NaN where the
+  input had no data;
+* GeoTIFFs: the source grid's CRS, transform and size, tiled 256 x 256, compressed with the codec
+  asked for (DEFLATE by default, a horizontal predictor for integer ids), compressed on all cores
+  (GDAL ``NUM_THREADS``), optionally converted to a Cloud-Optimized GeoTIFF;
+* plain images (a ``.png`` target): class ids as a PNG, buffered in memory (PNG cannot be written
+  by window; used for PNG/JPEG inputs, which are small);
+* every file is written under a temporary name and renamed when complete.
+
+Blocks are given as class ids with ``-1`` (or a ``valid`` mask) marking nodata, in pixels of the
+target grid; they may arrive in any order, each written once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from terraseg.io.raster import Grid, create_raster, geotiff_profile
+
+CODECS = ("deflate", "zstd", "lzw", "none")
+
+
+def class_encoding(num_classes: int) -> tuple[str, int]:
+    """``(dtype, nodata)`` of a class-id raster with ``num_classes`` classes.
+
+    Returns:
+        ``("uint8", 255)`` below 255 classes, else ``("uint16", 65535)``.
+    """
+    return ("uint8", 255) if num_classes < 255 else ("uint16", 65535)
+
+
+def hex_to_rgb(color: str) -> tuple[int, int, int]:
+    """``'#rrggbb'`` -> ``(r, g, b)`` integers in 0..255."""
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def encode_class_ids(class_ids: np.ndarray, num_classes: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """Class ids in the raster encoding of :func:`class_encoding`.
+
+    Args:
+        class_ids: ``(H, W)`` integer class ids; negative values mean nodata.
+        num_classes: K. valid: optional ``(H, W)`` bool, False for nodata.
+
+    Returns:
+        ``(H, W)`` uint8 (or uint16) ids with the nodata value where not valid.
+    """
+    dtype, nodata = class_encoding(num_classes)
+    bad = class_ids < 0
+    if valid is not None:
+        bad = bad | ~valid
+    return np.where(bad, nodata, class_ids).astype(dtype)
+
+
+class PredictionWriter:
+    """Streams prediction blocks into a class-id raster and, optionally, a probability raster.
+
+    Use as a context manager; the files appear under their final names only when the block exits
+    without an error (nothing is left behind otherwise).
+
+    Args:
+        target: class-id file (``.tif`` for GeoTIFF, ``.png`` for a plain image).
+        grid: the source grid (:class:`terraseg.io.raster.Grid`): size, CRS, transform.
+        class_names: K names (probability band descriptions). colors: K ``'#rrggbb'`` colours (colour table).
+        probabilities: path of the float32 probability GeoTIFF, or None.
+        compress: GDAL codec for GeoTIFFs: 'deflate', 'zstd', 'lzw' or 'none'.
+        level: codec level (None: GDAL's default; 1 is fastest).
+        cog: convert GeoTIFF outputs to Cloud-Optimized GeoTIFFs when complete.
+        threads: GDAL compression threads ('ALL_CPUS' or a count).
+
+    Raises:
+        ConfigError: an unknown codec or target suffix. OutputError: the target cannot be written.
+    """
+
+    def __init__(self, target: str | Path, grid: Grid, class_names: list[str], colors: list[str] | None = None,
+                 probabilities: str | Path | None = None, compress: str = "deflate", level: int | None = None,
+                 cog: bool = False, threads: str | int = "ALL_CPUS") -> None:
+        from terraseg.errors import ConfigError
+
+        self.target, self.grid = Path(target), grid
+        self.class_names, self.colors = list(class_names), list(colors or [])
+        self.num_classes = len(class_names)
+        self.dtype, self.nodata = class_encoding(self.num_classes)
+        self.prob_target = Path(probabilities) if probabilities else None
+        if compress not in CODECS:
+            raise ConfigError(f"unknown compression '{compress}'; use one of {', '.join(CODECS)}.")
+        if self.target.suffix.lower() not in (".tif", ".tiff", ".png"):
+            raise ConfigError(f"{self.target}: predictions are written as .tif or .png.")
+        self.compress, self.level, self.cog, self.threads = compress, level, cog, threads
+        self._stack = contextlib.ExitStack()
+        self._ids: Any = None
+        self._probs: Any = None
+        self._buffer: np.ndarray | None = None
+
+    def _profile(self, count: int, dtype: str, nodata: float | None, predictor: int) -> dict[str, Any]:
+        p = geotiff_profile(self.grid, count, dtype, nodata, compress=self.compress, predictor=predictor)
+        if self.compress != "none":
+            p["NUM_THREADS"] = str(self.threads)
+            if self.level is not None:
+                p[{"deflate": "ZLEVEL", "zstd": "ZSTD_LEVEL", "lzw": "ZLEVEL"}[self.compress]] = self.level
+        return p
+
+    def __enter__(self) -> "PredictionWriter":
+        with self._stack as stack:
+            if self.target.suffix.lower() == ".png":
+                self._buffer = np.full((self.grid.height, self.grid.width), self.nodata, dtype=self.dtype)
+            else:
+                self._ids = stack.enter_context(create_raster(self.target, cog=self.cog, **self._profile(1, self.dtype, self.nodata, 2)))
+            if self.prob_target is not None:
+                self._probs = stack.enter_context(
+                    create_raster(self.prob_target, cog=self.cog, **self._profile(self.num_classes, "float32", float("nan"), 3)))
+                for k, name in enumerate(self.class_names):
+                    self._probs.set_band_description(k + 1, name)
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, row: int, col: int, class_ids: np.ndarray, probabilities: np.ndarray | None = None,
+              valid: np.ndarray | None = None) -> None:
+        """Write one block whose top-left pixel is ``(row, col)`` of the grid.
+
+        Args:
+            row, col: offset in pixels. class_ids: ``(h, w)`` integer ids, negative = nodata.
+            probabilities: ``(K, h, w)`` float32, required when the writer has a probability target.
+            valid: ``(h, w)`` bool, False where the input had no data.
+        """
+        from rasterio.windows import Window
+
+        h, w = class_ids.shape
+        ids = encode_class_ids(class_ids, self.num_classes, valid)
+        if self._buffer is not None:
+            self._buffer[row:row + h, col:col + w] = ids
+        else:
+            self._ids.write(ids[None], window=Window(col, row, w, h))
+        if self._probs is not None:
+            if probabilities is None:
+                raise ValueError("this writer has a probability target: give probabilities with every block")
+            p = probabilities.astype(np.float32, copy=True)
+            p[:, (ids == self.nodata)] = np.nan
+            self._probs.write(p, window=Window(col, row, w, h))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None and self._ids is not None and self.dtype == "uint8" and self.colors:
+            cmap = {i: hex_to_rgb(c) + (255,) for i, c in enumerate(self.colors[:255])}
+            self._ids.write_colormap(1, cmap | {self.nodata: (0, 0, 0, 0)})
+        if exc_type is None and self._buffer is not None:
+            from terraseg.io.images import write_png
+
+            self._stack.callback(write_png, self.target, self._buffer)
+        self._stack.__exit__(exc_type, exc, tb)
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """``{"prediction": path, "probabilities": path}`` (the latter only when written)."""
+        out = {"prediction": self.target}
+        if self.prob_target is not None:
+            out["probabilities"] = self.prob_target
+        return out
+
+
+def write_prediction(target: str | Path, grid: Grid, class_ids: np.ndarray, class_names: list[str], colors: list[str] | None = None,
+                     probabilities: np.ndarray | None = None, prob_target: str | Path | None = None,
+                     valid: np.ndarray | None = None, **options: Any) -> dict[str, Path]:
+    """Write a whole in-memory prediction with :class:`PredictionWriter` (one block).
+
+    Args:
+        target: class-id file. grid: its grid. class_ids: ``(H, W)`` ids, negative = nodata.
+        class_names, colors: as :class:`PredictionWriter`. probabilities: ``(K, H, W)`` float32 or None.
+        prob_target: where to write ``probabilities``. valid: ``(H, W)`` bool or None.
+        **options: ``compress``, ``level``, ``cog``, ``threads``.
+
+    Returns:
+        :attr:`PredictionWriter.paths`.
+    """
+    with PredictionWriter(target, grid, class_names, colors, prob_target if probabilities is not None else None, **options) as w:
+        w.write(0, 0, class_ids, probabilities, valid)
+    return w.paths
+
+
+__all__ = ["CODECS", "PredictionWriter", "class_encoding", "encode_class_ids", "hex_to_rgb", "write_prediction"]

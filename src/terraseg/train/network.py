@@ -1,0 +1,186 @@
+"""Training networks (segmentation and scene classification) with Lightning.
+
+Steps: build scenes and the train/val split; compute band statistics on the training scenes (or
+reload them on ``resume``); train with Lightning (seeded, early stopping, best checkpoint by
+``val/score``, optional bf16/fp16 autocast, time limit); track with MLflow through
+:class:`terraseg.train.tracking.Tracker`; write the bundle from the best checkpoint, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from terraseg import __version__
+from terraseg.bundle import MIN_PREDICT_WINDOW, Bundle, BundleManifest, InputSpec
+from terraseg.config import ExperimentConfig
+from terraseg.data.datasets import RandomWindowDataset, SceneIndexDataset, collate_samples, scene_statistics
+from terraseg.data.normalize import NormStats
+from terraseg.data.sources import train_val_scenes
+from terraseg.errors import InputFileError
+from terraseg.io.atomic import write_text_atomic
+from terraseg.models.factory import build_model
+from terraseg.train.module import SegmentationTask, TaskBase
+from terraseg.train.result import TrainResult
+from terraseg.train.tracking import Tracker, flatten_params
+
+log = logging.getLogger(__name__)
+
+
+class _Throughput(L.Callback):
+    """Measures training windows per second (training batches only, validation excluded)."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.seconds = 0.0
+        self._t = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seconds += time.perf_counter() - self._t
+        self.samples += int(batch["image"].shape[0])
+
+
+def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None) -> TrainResult:
+    """Train a segmentation or classification network and write ``<run_dir>/model.terraseg``.
+
+    Args:
+        cfg: validated experiment config.
+        resume: continue from ``<run_dir>/checkpoints/last.ckpt`` (after an interruption).
+        tracking_uri: MLflow URI overriding the config (e.g. a tracking server).
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        InputFileError: bad data. ConfigError: bad model settings. BundleError: never on success.
+    """
+    run_dir = cfg.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    stats_path = run_dir / "stats.json"
+    task_cls: type[TaskBase]
+    if cfg.task == "classification":
+        from terraseg.train.classify import ClassificationTask, classification_loaders
+
+        train_dl, val_dl, in_channels, stats, input_kw = classification_loaders(cfg, stats_path, resume)
+        task_cls = ClassificationTask
+    else:
+        train_dl, val_dl, in_channels, stats, input_kw = segmentation_loaders(cfg, stats_path, resume)
+        task_cls = SegmentationTask
+    d = cfg.data
+    steps = cfg.train.max_epochs * max(len(train_dl), 1)
+    module = task_cls(cfg.model_dump(mode="json"), in_channels, steps)
+    if isinstance(module, SegmentationTask) and val_dl is not None:
+        module.val_scenes, module.val_stats = val_dl.dataset.scenes, stats
+
+    monitor, mode = ("val/score", "max") if val_dl is not None else ("train/loss", "min")
+    ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True)
+    throughput = _Throughput()
+    callbacks: list[L.Callback] = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput]
+
+    logger: Any = False
+    tracker = Tracker(cfg, run_dir, tracking_uri) if cfg.tracking.enabled else None
+    if tracker is not None:
+        tracker.log_params(flatten_params(cfg.model_dump(mode="json")) | {"in_channels": in_channels})
+        logger = tracker.lightning_logger()
+
+    trainer = L.Trainer(
+        max_epochs=cfg.train.max_epochs,
+        max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
+        precision=cfg.train.precision, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        logger=logger, callbacks=callbacks, default_root_dir=run_dir, log_every_n_steps=10,
+        num_sanity_val_steps=0, enable_model_summary=False,
+        limit_val_batches=1.0 if val_dl is not None else 0,
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+    train_seconds = time.perf_counter() - t0
+
+    best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last
+    ckpt = torch.load(best_path, map_location="cpu", weights_only=True)
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    best = dict(module.best) or ckpt.get("terraseg", {}).get("best", {})
+    model = build_model(cfg.model, in_channels, cfg.num_classes, load_pretrained=False)
+    model.load_state_dict(state)
+
+    classify = cfg.task == "classification"
+    manifest = BundleManifest(
+        name=cfg.name, task=cfg.task, model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
+        input=InputSpec(bands=in_channels, band_names=d.band_names, normalization=stats, train_window=d.window,
+                        predict_window=d.window if classify else max(d.window, MIN_PREDICT_WINDOW),
+                        input_size=d.window if classify else None, **input_kw),
+        metrics={"validation": best, "history": module.history},
+        training={"config": cfg.model_dump(mode="json"), "epochs": trainer.current_epoch,
+                  "train_seconds": round(train_seconds, 1), "terraseg_version": __version__,
+                  "chips_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 2)},
+    )
+    bundle_path = Bundle(manifest, model).save(run_dir / "model.terraseg")
+    if tracker is not None:
+        tracker.log_artifacts(bundle_path)
+        if best:
+            tracker.log_metrics({"best/val_score": float(best.get("val/score", 0.0))})
+        tracker.finish()
+    return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
+                       throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None)
+
+
+def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
+    """``(train_loader, val_loader or None, in_channels, stats, input spec fields)`` of a segmentation config.
+
+    Raises:
+        InputFileError: no labels, mixed band counts, statistics of another band count.
+    """
+    train_scenes, val_scenes = train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed)
+    if not any(s.has_labels for s in train_scenes):
+        raise InputFileError("training sources hold no labels.")
+
+    if resume and stats_path.is_file():
+        stats = NormStats.from_dict(json.loads(stats_path.read_text()))
+    else:
+        n = cfg.data.normalization
+        if n.stats_file:
+            from terraseg.data.stats import load_norm_stats
+
+            stats = load_norm_stats(n.stats_file)
+            stats.method = n.method
+            if stats.bands and stats.bands != train_scenes[0].count:
+                raise InputFileError(f"{n.stats_file}: statistics of {stats.bands} bands for images with {train_scenes[0].count} bands.")
+        else:
+            stats = scene_statistics(train_scenes, n.method, n.percentiles, n.max_pixels, cfg.train.seed)
+        write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
+    in_channels = train_scenes[0].count
+    for s in val_scenes:
+        if s.count != in_channels:
+            raise InputFileError(f"{getattr(s, 'path', s.name)}: validation image has {s.count} bands, training images have {in_channels}.")
+
+    d = cfg.data
+    train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, stats, d.rare_class_share, d.augment, cfg.train.seed)
+    loader_kw: dict[str, Any] = dict(num_workers=d.num_workers, collate_fn=collate_samples, persistent_workers=False)
+    train_dl = DataLoader(train_ds, batch_size=d.batch_size, shuffle=False, drop_last=len(train_ds) > d.batch_size, **loader_kw)
+    # validation: whole scenes through the real predictor (SegmentationTask.validation_step), one scene per step
+    val_dl = DataLoader(SceneIndexDataset(val_scenes), batch_size=None) if val_scenes else None
+
+    first = train_scenes[0]
+    source_bands = getattr(getattr(first, "info", None), "count", None)
+    input_kw = dict(band_indexes=getattr(first, "bands", None), source_bands=source_bands, dtype=first.dtype, nodata=first.nodata)
+    return train_dl, val_dl, in_channels, stats, input_kw

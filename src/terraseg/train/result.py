@@ -1,0 +1,28 @@
+"""What every trainer returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        bundle_path: the written bundle. run_dir: the run folder.
+        best: best validation figures (``val/score`` and friends; empty without validation).
+        epochs: epochs run (1 for pixel baselines). train_seconds: wall time of training.
+        chips_per_second: training windows per second (networks) or training pixels per second of
+            the fit (pixel baselines). tracking_uri: MLflow URI, or None when tracking is off.
+    """
+
+    bundle_path: Path
+    run_dir: Path
+    best: dict[str, Any]
+    epochs: int
+    train_seconds: float
+    chips_per_second: float
+    tracking_uri: str | None

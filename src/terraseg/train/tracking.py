@@ -1,0 +1,87 @@
+"""The one tracking writer: every training run (network or pixel baseline) logs to MLflow through it.
+
+A :class:`Tracker` creates the MLflow run up front; networks hand Lightning an ``MLFlowLogger`` bound
+to that run (per-epoch metrics), and every trainer logs its parameters, final metrics and artifacts
+(the bundle, plots) through the same methods, so runs of every kind look alike in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from terraseg.config import ExperimentConfig
+
+
+def tracking_uri_for(cfg: ExperimentConfig, run_dir: Path, override: str | None = None) -> str:
+    """The MLflow tracking URI: ``override``, else the config's, else ``sqlite:///<run_dir>/mlflow.db``."""
+    return override or cfg.tracking.tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+
+
+def flatten_params(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become JSON text (at most 500 characters)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flatten_params(v, key + ".")
+        elif isinstance(v, list):
+            out[key] = json.dumps(v)[:500]
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker:
+    """One MLflow run of a training config.
+
+    Args:
+        cfg: the experiment config (experiment name, tracking settings).
+        run_dir: the run folder (default sqlite store and artifact location).
+        tracking_uri: overrides the config's URI.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, tracking_uri: str | None = None) -> None:
+        import mlflow
+
+        self.uri = tracking_uri_for(cfg, run_dir, tracking_uri)
+        self.client = mlflow.MlflowClient(tracking_uri=self.uri)
+        self.experiment = cfg.tracking.experiment or cfg.name
+        exp = self.client.get_experiment_by_name(self.experiment)
+        artifacts = (run_dir / "mlartifacts").resolve().as_uri() if self.uri.startswith("sqlite") else None
+        exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment, artifact_location=artifacts)
+        self.run_id = self.client.create_run(exp_id, run_name=cfg.name).info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log flat parameters (values as text, at most 500 characters)."""
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:500]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Log the float and int values of ``metrics`` (others are skipped)."""
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.client.log_metric(self.run_id, k, float(v), step=step or 0)
+
+    def log_artifacts(self, *paths: Path) -> None:
+        """Upload files that exist to the run's artifact store."""
+        for p in paths:
+            if Path(p).exists():
+                self.client.log_artifact(self.run_id, str(p))
+
+    def lightning_logger(self):
+        """A Lightning ``MLFlowLogger`` writing into this run (per-epoch metrics)."""
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return MLFlowLogger(experiment_name=self.experiment, tracking_uri=self.uri, run_id=self.run_id)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Mark the run ended (FINISHED or FAILED)."""
+        self.client.set_terminated(self.run_id, status=status)
+
+
+__all__ = ["Tracker", "flatten_params", "tracking_uri_for"]
