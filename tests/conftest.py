@@ -20,8 +20,13 @@ DATA = data_root()
 
 
 def needs_data(*parts: str):
-    """Skip unless the real data set path exists under the data root."""
-    return pytest.mark.skipif(not (DATA.joinpath(*parts)).exists(), reason=f"real data {'/'.join(parts)} not available")
+    """Mark a test ``integration`` (it reads ../shared/datasets) and skip it unless the data set path exists."""
+    skip = pytest.mark.skipif(not (DATA.joinpath(*parts)).exists(), reason=f"real data {'/'.join(parts)} not available")
+
+    def mark(fn):
+        return pytest.mark.integration(skip(fn))
+
+    return mark
 
 
 def make_geotiff(path: Path, height: int = 96, width: int = 128, bands: int = 3, dtype: str = "uint8",

@@ -96,7 +96,14 @@ def test_evaluate_writes_metrics(trained):
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["pixels"] == 100 * 140
-    assert set(m["per_class"]) == {"background", "object"} and 0.0 <= m["iou"] <= 1.0
+    assert set(m["per_class"]) == {"background", "object"}
+    # reference IoU: the CLI's own prediction raster against the mask, counted here
+    res = run("predict", trained["bundle"], trained["test_image"], "--out", trained["tmp"] / "eval-pred")
+    assert res.exit_code == 0, res.output
+    with rasterio.open(trained["tmp"] / "eval-pred" / "test.tif") as p, rasterio.open(trained["test_mask"]) as t:
+        pred, truth = p.read(1) == 1, t.read(1) == 1
+    union = int((pred | truth).sum())
+    assert m["iou"] == pytest.approx(int((pred & truth).sum()) / union if union else 0.0)
     assert len(m["confusion_matrix"]) == 2 and (out / "confusion_matrix.png").is_file()
     assert list((out / "overlays").glob("*.png"))
     # the config's test split gives the same figures
@@ -128,6 +135,7 @@ def test_resume_continues_from_last_checkpoint(trained):
     assert "epochs: 3" in res.output
 
 
+@pytest.mark.integration  # the 'corrupt' case reads bad-inputs/corrupt.tif from the data root
 @pytest.mark.parametrize("case", ["wrong_bands", "missing", "corrupt", "bad_config", "no_overlap"])
 def test_bad_input_one_sentence_nonzero_exit(trained, tmp_path, case):
     out = tmp_path / "o"

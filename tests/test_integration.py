@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from terraseg.bundle import Bundle
 from terraseg.config import load_config
 from terraseg.data.sources import train_val_scenes
 from terraseg.evaluate.report import evaluate
 from terraseg.predict.run import predict
+from terraseg.predict.sliding import predictor_for
 from terraseg.train.run import train
 
 from conftest import DATA, make_geotiff, needs_data, tiny_config
@@ -35,7 +37,19 @@ def test_magnetic_tiles_config_end_to_end(tmp_path):
     assert len(val) == 5  # 20% of the 26 MT_Fray pairs, seeded
     m = evaluate(b, val, tmp_path / "eval", window=192)
     assert m["pixels"] == sum(s.height * s.width for s in val)
-    assert m["dice"] is not None and 0 <= m["dice"] <= 1
+    # reference Dice from the predictor's class ids and the masks, computed here with numpy
+    pred = predictor_for(b, window=192)
+    tp = fp = fn = 0
+    for s in val:
+        ids, _ = pred.predict_array(s)
+        truth = s.read(0, 0, s.height, s.width).mask
+        keep = truth != cfg.ignore_index
+        p1, t1 = (ids == 1) & keep, (truth == 1) & keep
+        tp, fp, fn = tp + int((p1 & t1).sum()), fp + int((p1 & ~t1).sum()), fn + int((~p1 & t1 & keep).sum())
+    assert m["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    # training validated with the same procedure evaluate uses by default (one epoch: the best is the last)
+    default = evaluate(b, val, tmp_path / "eval-default")
+    assert b.manifest.metrics["validation"]["val/iou"] == pytest.approx(default["iou"], abs=1e-9)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["pixels"] == m["pixels"]
 
 
@@ -81,15 +95,27 @@ def test_thirteen_band_int16_with_nodata_labels(tmp_path):
         assert dst.crs == src.crs and dst.transform == src.transform and dst.crs.to_epsg() == 4326
 
 
-def test_bf16_autocast_training_runs(tmp_path, scene_files):
+def test_bf16_autocast_training_runs(tmp_path, scene_files, monkeypatch):
+    import torch
     import yaml
 
+    from terraseg.train.module import SegmentationTask
+
+    seen: list[tuple[bool, torch.dtype]] = []
+    step = SegmentationTask.training_step
+
+    def recording_step(self, batch, batch_idx):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SegmentationTask, "training_step", recording_step)
     cfg = tiny_config(tmp_path, scene_files)
     cfg["train"]["precision"] = "bf16-mixed"
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
     res = train(load_config(p))
     assert res.bundle_path.is_file() and res.epochs == 1
+    assert seen and all(on and dtype == torch.bfloat16 for on, dtype in seen)  # every step ran under bf16 autocast
 
 
 def test_predict_reports_bad_files_and_keeps_going(tmp_path, scene_files):

@@ -10,6 +10,7 @@ import threading
 import time
 import zlib
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,9 +27,11 @@ from terraseg.errors import BundleError
 from terraseg.models.factory import build_model
 from terraseg.predict.onnx import export_onnx
 from terraseg.predict.sliding import predictor_for
-from terraseg.serve.app import ServeConfig, create_app
+from terraseg.config.inference import InferenceConfig, ServeConfig
+from terraseg.serve.app import create_app
 from terraseg.serve.registry import load_models
 
+LEAFLET = Path(__file__).resolve().parents[1] / "node_modules" / "leaflet" / "dist" / "leaflet.js"
 MB_TILE = DATA / "massachusetts-buildings" / "23429155_15.tif"
 
 
@@ -37,7 +40,12 @@ def bundle_path(tmp_path_factory):
     """A small binary U-Net bundle for 3-band uint8 imagery, with an ONNX graph checked on real chips."""
     mc = ModelConfig(arch="plain_unet", base_filters=8, encoder_depth=3)
     torch.manual_seed(0)
-    model = build_model(mc, 3, 2)
+    model = build_model(mc, 3, 2).eval()
+    # centre the output logit on typical inputs, so about half the pixels come out as buildings (never an empty map)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        x = (torch.from_numpy(np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64))).float() - 80) / 40
+        last.bias -= model(x).median()
     stats = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)
     m = BundleManifest(name="buildings", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="building", color="#ff3030")],
                        input=InputSpec(bands=3, dtype="uint8", nodata=255, normalization=stats, train_window=64, predict_window=64))
@@ -49,6 +57,7 @@ def bundle_path(tmp_path_factory):
     return path
 
 
+@pytest.mark.integration  # bundle_path checks the export on a real Massachusetts tile
 def test_export_records_contract_and_backends_agree(bundle_path, tmp_path):
     b = Bundle.load(bundle_path)
     onnx = b.manifest.exports["onnx"]
@@ -75,7 +84,7 @@ def test_export_records_contract_and_backends_agree(bundle_path, tmp_path):
 @pytest.fixture(scope="module")
 def client(bundle_path, tmp_path_factory):
     cfg = ServeConfig(models=[str(bundle_path)], max_upload_mb=8, max_pixels=4_000_000, results_dir=str(tmp_path_factory.mktemp("res")))
-    models = load_models([str(bundle_path)]) | {"buildings-onnx": load_models([str(bundle_path)], backend="onnx")["buildings"]}
+    models = load_models([str(bundle_path)]) | {"buildings-onnx": load_models([str(bundle_path)], InferenceConfig(backend="onnx"))["buildings"]}
     models["buildings-onnx"].name = "buildings-onnx"
     return TestClient(create_app(cfg, models))
 
@@ -117,7 +126,12 @@ def test_segment_real_geotiff_all_formats(client, model):
     r = client.post(f"/v1/segment?format=geojson&model={model}", files={"file": ("t.tif", data)})
     gj = r.json()
     assert r.status_code == 200 and gj["type"] == "FeatureCollection"
-    assert "26986" in json.dumps(gj.get("crs", {})) or not gj["features"]
+    # every predicted (non-background, non-nodata) pixel is in exactly one polygon, in the input's CRS
+    assert sum(f["properties"]["pixels"] for f in gj["features"]) == int(((ids > 0) & (ids != 255)).sum())
+    assert gj["features"], "the test model predicts buildings on this tile"
+    x, y = gj["features"][0]["geometry"]["coordinates"][0][0]
+    left, bottom, right, top = rasterio.open(MB_TILE).bounds
+    assert left <= x <= right and bottom <= y <= top  # coordinates in EPSG:26986 metres, not degrees
 
 
 def test_segment_png_and_jpeg(client):
@@ -171,6 +185,7 @@ def test_corrupt_geotiff_unknown_model_bad_format(client):
     assert client.get("/healthz").status_code == 200  # still alive
 
 
+@pytest.mark.integration  # bundle_path checks the export on a real Massachusetts tile
 def test_api_key(bundle_path):
     c = TestClient(create_app(ServeConfig(models=[str(bundle_path)], api_key="s3cret")))
     assert c.get("/v1/models").status_code == 401
@@ -201,14 +216,13 @@ def _free_port() -> int:
 
 
 @needs_data("massachusetts-buildings")
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed (make install-browser)")
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed (make browser)")
+@pytest.mark.skipif(not LEAFLET.exists(), reason="leaflet not installed (npm ci, run by make install)")
 def test_browser_upload_shows_overlay_and_map(bundle_path, tmp_path):
     import uvicorn
     from playwright.sync_api import sync_playwright
 
     app = create_app(ServeConfig(models=[str(bundle_path)], results_dir=str(tmp_path / "res")))
-    if not (client_vendor := app.url_path_for("vendor", path="leaflet.js")):
-        pytest.skip("leaflet not installed (npm install)")
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
@@ -241,4 +255,3 @@ def test_browser_upload_shows_overlay_and_map(bundle_path, tmp_path):
     finally:
         server.should_exit = True
         t.join(10)
-    assert client_vendor

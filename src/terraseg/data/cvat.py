@@ -14,7 +14,6 @@ image is a georeferenced raster found in ``images_dir``.
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from shapely.geometry import Polygon, box
 
 from terraseg.errors import InputFileError
 from terraseg.io.images import write_png
+from terraseg.io.raster import create_raster, raster_info
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 

@@ -51,7 +51,7 @@ class TaskBase(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        if self.cfg.train.channels_last:
+        if self.cfg.train.channels_last and isinstance(batch, dict):  # validation batches may be scene indexes
             batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         return batch
 
