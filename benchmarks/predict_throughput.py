@@ -60,7 +60,7 @@ def demo_bundle(path: Path) -> Path:
     mc = ModelConfig(arch="unet", encoder="resnet18")
     stats = NormStats("meanstd", [70.0, 69.0, 56.0], [38.0, 35.0, 35.0], [11.0, 14.0, 6.0], [157.0, 155.0, 150.0])
     m = BundleManifest(name="bench", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="building")],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=stats.to_dict(), window=512))
+                       input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=512, predict_window=512))
     return Bundle(m, build_model(mc, 3, 2)).save(path)
 
 
@@ -71,8 +71,8 @@ def child(args: argparse.Namespace) -> None:
     from terraseg.bundle import Bundle
     from terraseg.data.scenes import RasterScene
     from terraseg.predict.outputs import predict_to_files
-    from terraseg.predict.sliding import TorchBackend, tile_positions
-    from terraseg.predict.sliding import SlidingWindowPredictor
+    from terraseg.data.windows import grid_offsets
+    from terraseg.predict.sliding import SlidingWindowPredictor, TorchBackend
 
     b = Bundle.load(args.bundle)
     backend = TorchBackend(b.model, precision=args.precision, channels_last=args.channels_last)
@@ -87,11 +87,11 @@ def child(args: argparse.Namespace) -> None:
 
     pred.backend = counting
     t0 = time.perf_counter()
-    outs = predict_to_files(pred, scene, Path(args.out), [c.color for c in b.manifest.classes])
+    outs = predict_to_files(pred, scene, Path(args.out), b.class_names, [c.color for c in b.manifest.classes])
     total = time.perf_counter() - t0
     th = tw = min(args.window, -(-scene.height // 32) * 32)
     stride = max(int(th * (1 - args.overlap)) // 32 * 32, 32)
-    n_tiles = len(tile_positions(scene.height, th, stride)) * len(tile_positions(scene.width, tw, stride))
+    n_tiles = len(grid_offsets(scene.height, th, stride, "shift")) * len(grid_offsets(scene.width, tw, stride, "shift"))
     # bare network: the same number of windows, batches already in memory
     x = np.random.default_rng(0).standard_normal((args.batch_size, b.in_channels, th, tw)).astype(np.float32)
     inner(x)

@@ -153,7 +153,7 @@ def bare_times(bundle: Path, backend: str, payload: bytes, window: int | None, r
     from terraseg.predict.sliding import predictor_for
 
     b = Bundle.load(bundle)
-    pred = predictor_for(b, window, backend=backend)
+    pred = predictor_for(b, window=window, backend=backend)
     x = np.random.default_rng(0).standard_normal((1, b.manifest.input.bands, 512, 512)).astype(np.float32)
     pred.backend(x)
     with tempfile.TemporaryDirectory() as tmp:

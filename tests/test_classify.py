@@ -273,3 +273,24 @@ def test_real_intel_layout_one_epoch(tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["n"] == 6 and len(m["confusion_matrix"]) == 6  # one held-out image per class
+
+
+def test_grid_windows_without_data_are_nodata(trained, tmp_path):
+    """A window holding only nodata pixels is not classified: nodata in the rasters, absent from the GeoJSON."""
+    rng = np.random.default_rng(6)
+    img = np.concatenate([_image(CLASSES[c], rng) for c in range(3)], axis=2)  # 24 x 72, three windows
+    img[:, :, 24:48] = 0  # the middle window holds no data
+    src = tmp_path / "holes.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=72, height=24, count=4, dtype="uint8", crs="EPSG:32631",
+                       transform=from_origin(600000, 5000000, 10, 10), nodata=0) as d:
+        d.write(img)
+    r = run("predict", trained["bundle"], src, "--out", tmp_path / "g", "--grid", "--window", 24)
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "g" / "holes_classes.tif") as ds:
+        ids = ds.read(1)
+        assert ds.nodata == 255 and ids[0, 1] == 255 and (ids[0, [0, 2]] != 255).all()
+    with rasterio.open(tmp_path / "g" / "holes_probs.tif") as ds:
+        p = ds.read()
+        assert np.isnan(p[:, 0, 1]).all() and np.isfinite(p[:, 0, [0, 2]]).all()
+    gj = json.loads((tmp_path / "g" / "holes_windows.geojson").read_text())
+    assert sorted(f["properties"]["col"] for f in gj["features"]) == [0, 2]

@@ -1,0 +1,233 @@
+"""The shared contracts: the bundle's input spec and its upgrader, the one prediction writer, errors at
+the edges, and an import graph without cycles."""
+
+from __future__ import annotations
+
+import ast
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from typer.testing import CliRunner
+
+from conftest import make_geotiff
+from terraseg.bundle import FORMAT_VERSION, Bundle, BundleManifest, InputSpec
+from terraseg.cli.main import app
+from terraseg.config import ClassSpec, ModelConfig
+from terraseg.data.normalize import NormStats
+from terraseg.errors import BundleError, ConfigError
+from terraseg.io.predictions import PredictionWriter, class_encoding, write_prediction
+from terraseg.io.raster import Grid
+from terraseg.predict.inputs import open_input
+from terraseg.predict.run import predict
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "terraseg"
+
+
+def _spec(**kw) -> InputSpec:
+    base = dict(bands=3, dtype="uint16", normalization=NormStats("none"), train_window=64, predict_window=256)
+    return InputSpec(**(base | kw))
+
+
+def test_select_bands_picks_or_refuses():
+    pick = _spec(band_indexes=[4, 3, 2], source_bands=13)
+    assert pick.select_bands(13, "s2.tif") == [4, 3, 2]
+    with pytest.raises(BundleError, match=r"s2\.tif: image has 3 bands but the model reads bands \[4, 3, 2\] of 13-band images"):
+        pick.select_bands(3, "s2.tif")
+    every = _spec(band_indexes=[1, 2, 3], source_bands=3)
+    assert every.select_bands(3) is None
+    with pytest.raises(BundleError, match="x.tif: image has 13 bands but the model expects 3"):
+        every.select_bands(13, "x.tif")  # never silently the first three bands
+    legacy = _spec(band_indexes=[4, 3, 2])  # no source count recorded: any raster holding those bands
+    assert legacy.select_bands(8) == [4, 3, 2]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
+    torch.manual_seed(0)
+    stats = NormStats("meanstd", [100.0] * 3, [50.0] * 3, [0.0] * 3, [255.0] * 3)
+    m = BundleManifest(name="tiny", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="object", color="#ff0000")],
+                       input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=64, predict_window=64))
+    return Bundle(m, build(mc)).save(tmp_path_factory.mktemp("b") / "tiny.terraseg")
+
+
+def build(mc):
+    from terraseg.models.factory import build_model
+
+    return build_model(mc, 3, 2)
+
+
+def test_every_reader_refuses_more_bands_than_the_model(bundle, tmp_path):
+    b = Bundle.load(bundle)
+    s2, _, truth = make_geotiff(tmp_path / "s2.tif", 64, 64, bands=13)
+    with pytest.raises(BundleError, match="s2.tif: image has 13 bands but the model expects 3"):
+        open_input(b, s2)
+    res = CliRunner().invoke(app, ["evaluate", str(bundle), str(s2), "--labels", str(s2), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 1 and "13 bands but the model expects 3" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["export", str(bundle), "--check", str(s2), "--out", str(tmp_path / "x.terraseg")])
+    assert res.exit_code == 1 and "13 bands but the model expects 3" in res.output
+    assert not (tmp_path / "x.terraseg").exists()
+
+
+def _rewrite_manifest(src: Path, dst: Path, edit) -> Path:
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    raw = json.loads(members["manifest.json"])
+    edit(raw)
+    members["manifest.json"] = json.dumps(raw).encode()
+    with zipfile.ZipFile(dst, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    return dst
+
+
+def test_version_1_bundles_load_through_the_upgrader(bundle, tmp_path):
+    def to_v1(raw):
+        raw["format_version"] = 1
+        inp = raw["input"]
+        inp["window"] = 128
+        for k in ("train_window", "predict_window", "input_size", "source_bands"):
+            inp.pop(k)
+
+    old = Bundle.load(_rewrite_manifest(bundle, tmp_path / "v1.terraseg", to_v1))
+    spec = old.manifest.input
+    assert old.manifest.format_version == FORMAT_VERSION
+    assert (spec.train_window, spec.predict_window, spec.input_size) == (128, 256, None)
+    assert isinstance(spec.normalization, NormStats) and spec.normalization.mean == [100.0] * 3
+
+    def classifier_v1(raw):
+        to_v1(raw)
+        raw["task"] = "classification"
+
+    with pytest.raises(BundleError):  # a classification manifest with a segmentation network: weights do not fit
+        Bundle.load(_rewrite_manifest(bundle, tmp_path / "c1.terraseg", lambda r: (classifier_v1(r), r["model"].update(arch="classifier"))))
+
+    def newer(raw):
+        raw["format_version"] = FORMAT_VERSION + 1
+
+    with pytest.raises(BundleError, match="newer than this terraseg supports"):
+        Bundle.load(_rewrite_manifest(bundle, tmp_path / "v9.terraseg", newer))
+
+
+def test_prediction_writer_encoding_and_blocks(tmp_path):
+    grid = Grid(70, 50, rasterio.crs.CRS.from_epsg(32618), rasterio.transform.from_origin(500000, 4500000, 2, 2))
+    ids = np.random.default_rng(0).integers(0, 3, (50, 70))
+    ids[:5, :5] = -1
+    probs = np.random.default_rng(1).random((3, 50, 70)).astype(np.float32)
+    target, ptarget = tmp_path / "p.tif", tmp_path / "p_probs.tif"
+    with PredictionWriter(target, grid, ["a", "b", "c"], ["#000000", "#00ff00", "#0000ff"], ptarget, compress="zstd") as w:
+        w.write(0, 0, ids[:20], probs[:, :20])
+        w.write(20, 0, ids[20:], probs[:, 20:])
+        assert not target.exists()  # nothing under the final name until complete
+    with rasterio.open(target) as ds, rasterio.open(ptarget) as ps:
+        assert ds.dtypes[0] == "uint8" and ds.nodata == 255 and ds.crs.to_epsg() == 32618 and ds.transform == grid.transform
+        out = ds.read(1)
+        assert (out[:5, :5] == 255).all() and np.array_equal(out[5:], ids[5:])
+        assert ds.colormap(1)[1] == (0, 255, 0, 255) and ds.colormap(1)[255][3] == 0
+        assert ds.profile["compress"].lower() == "zstd"
+        p = ps.read()
+        assert ps.descriptions == ("a", "b", "c") and np.isnan(p[:, :5, :5]).all() and np.allclose(p[:, 5:], probs[:, 5:])
+    assert class_encoding(300) == ("uint16", 65535)
+    many = write_prediction(tmp_path / "m.tif", grid, np.full((50, 70), 299), [str(i) for i in range(300)])
+    with rasterio.open(many["prediction"]) as ds:
+        assert ds.dtypes[0] == "uint16" and ds.nodata == 65535 and (ds.read(1) == 299).all()
+
+
+def test_prediction_writer_leaves_nothing_when_interrupted(tmp_path):
+    grid = Grid(32, 32)
+    with pytest.raises(RuntimeError):
+        with PredictionWriter(tmp_path / "x.tif", grid, ["a", "b"], probabilities=tmp_path / "x_probs.tif") as w:
+            w.write(0, 0, np.zeros((16, 32), int), np.zeros((2, 16, 32), np.float32))
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_png_targets_and_bad_codec(tmp_path):
+    paths = write_prediction(tmp_path / "p.png", Grid(20, 10), np.ones((10, 20), int), ["a", "b"])
+    from PIL import Image
+
+    assert np.asarray(Image.open(paths["prediction"])).shape == (10, 20)
+    with pytest.raises(ConfigError, match="compression"):
+        PredictionWriter(tmp_path / "x.tif", Grid(4, 4), ["a", "b"], compress="jpeg2000")
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--window", "100"], "multiple of 32"),
+    (["--overlap", "0.95"], "overlap"),
+    (["--backend", "tensorrt"], "backend"),
+])
+def test_bad_predict_options_are_one_line(bundle, tmp_path, args, expect):
+    img, _, _ = make_geotiff(tmp_path / "a.tif", 40, 40)
+    res = CliRunner().invoke(app, ["predict", str(bundle), str(img), "--out", str(tmp_path / "o"), *args])
+    assert res.exit_code == 1 and expect in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_output_folder_is_one_line(bundle, tmp_path):
+    img, _, _ = make_geotiff(tmp_path / "a.tif", 40, 40)
+    (tmp_path / "file").write_text("in the way")
+    res = CliRunner().invoke(app, ["predict", str(bundle), str(img), "--out", str(tmp_path / "file" / "sub")])
+    assert res.exit_code == 1 and "cannot write" in res.output and "Traceback" not in res.output
+
+
+def test_colliding_output_names_refused_before_any_work(bundle, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, _, _ = make_geotiff(tmp_path / "a" / "x.tif", 40, 40)
+    b, _, _ = make_geotiff(tmp_path / "b" / "x.tif", 40, 40, seed=1)
+    with pytest.raises(ConfigError, match="would both write outputs named 'x'"):
+        predict(bundle, [a, b], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def _import_graph() -> dict[str, set[str]]:
+    mods = {}
+    for p in SRC.rglob("*.py"):
+        name = ".".join(("terraseg",) + p.relative_to(SRC).with_suffix("").parts)
+        mods[name.removesuffix(".__init__")] = p
+    graph: dict[str, set[str]] = {}
+    for name, p in mods.items():
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text())):  # module-level and function-level imports alike
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("terraseg"):
+                for a in node.names:
+                    deps.add(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in mods}
+        graph[name] = {d for d in deps if d in mods and d != name and not name.startswith(d + ".")}
+    return graph
+
+
+def test_import_graph_has_no_cycle():
+    graph = _import_graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+            if d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def test_core_layers_do_not_import_upper_layers():
+    graph = _import_graph()
+    for m, deps in graph.items():
+        if m.startswith(("terraseg.io", "terraseg.data", "terraseg.models")):
+            upper = {d for d in deps if d.startswith(("terraseg.train", "terraseg.predict", "terraseg.serve", "terraseg.cli",
+                                                      "terraseg.evaluate", "terraseg.bundle"))}
+            assert not upper, f"{m} imports {upper}"
