@@ -231,3 +231,23 @@ def test_core_layers_do_not_import_upper_layers():
             upper = {d for d in deps if d.startswith(("terraseg.train", "terraseg.predict", "terraseg.serve", "terraseg.cli",
                                                       "terraseg.evaluate", "terraseg.bundle"))}
             assert not upper, f"{m} imports {upper}"
+
+
+def test_public_functions_of_the_core_are_documented():
+    """Every public function of io/, data/, predict/ and serve/ has a docstring, with an Args section when it takes arguments."""
+    problems = []
+    for pkg in ("io", "data", "predict", "serve"):
+        for p in sorted((SRC / pkg).glob("*.py")):
+            for node in ast.parse(p.read_text()).body:
+                if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):
+                    continue
+                doc = ast.get_docstring(node)
+                if not doc:
+                    problems.append(f"{p.name}:{node.name} has no docstring")
+                elif isinstance(node, ast.FunctionDef) and [a for a in node.args.args + node.args.kwonlyargs if a.arg not in ("self", "cls")] \
+                        and "Args:" not in doc:
+                    problems.append(f"{p.name}:{node.name} documents no Args")
+                if isinstance(node, ast.ClassDef):
+                    problems += [f"{p.name}:{node.name}.{m.name} has no docstring" for m in node.body
+                                 if isinstance(m, ast.FunctionDef) and not m.name.startswith("_") and not ast.get_docstring(m)]
+    assert not problems, "\n".join(problems)

@@ -195,6 +195,16 @@ def write_index(records: list[dict[str, Any]], path: Path) -> Path:
     The geometry is each chip's footprint. When all chips share one CRS it is in that CRS (stored in
     the GeoParquet metadata); chips of scenes in different CRSs get EPSG:4326 footprints, and their
     native bounds stay in ``minx..maxy`` with ``crs`` per row. Written atomically.
+
+    Args:
+        records: one dict per written chip (paths, scene, window in pixels, bounds in CRS units, CRS, counts).
+        path: target ``.parquet`` or ``.csv``.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OutputError: the folder cannot be written.
     """
     import geopandas as gpd
 
@@ -226,6 +236,12 @@ def write_index(records: list[dict[str, Any]], path: Path) -> Path:
 
 def read_index(path: str | Path) -> pd.DataFrame:
     """Read a chip index (GeoParquet or CSV) into a (Geo)DataFrame.
+
+    Args:
+        path: a ``terraseg chip`` index (``.parquet`` or ``.csv``).
+
+    Returns:
+        The index; a GeoDataFrame when it holds geometries.
 
     Raises:
         InputFileError: missing or unreadable index, or one without the chip columns.

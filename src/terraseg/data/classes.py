@@ -45,6 +45,12 @@ def read_any(path: str) -> np.ndarray:
     """Read an image as ``(C, H, W)`` in its stored dtype; a member of a zip (``<archive>.zip/<member>``)
     through rasterio and GDAL's ``/vsizip/``.
 
+    Args:
+        path: image file or ``<archive>.zip/<member>``.
+
+    Returns:
+        ``(C, H, W)`` array in the stored dtype.
+
     Raises:
         InputFileError: missing or undecodable file.
     """
@@ -82,7 +88,14 @@ def _listing(root: Path) -> tuple[list[PurePosixPath], set[PurePosixPath]]:
 
 
 def detect_class_layout(files: list[PurePosixPath]) -> str:
-    """'intel' when a top folder is seg_train/seg_test, 'sat6' for trn/val/tst, else 'folders'."""
+    """'intel' when a top folder is seg_train/seg_test, 'sat6' for trn/val/tst, else 'folders'.
+
+    Args:
+        files: image paths relative to the root (POSIX).
+
+    Returns:
+        'intel', 'sat6' or 'folders'.
+    """
     tops = {f.parts[0] for f in files if len(f.parts) > 2}
     if tops & {"seg_train", "seg_test"}:
         return "intel"
@@ -138,7 +151,16 @@ def class_items(src: ClassFolderSource, class_names: list[str], data_root: Path 
 
 
 def stratified_split(items: list[ClassItem], fraction: float, seed: int) -> tuple[list[ClassItem], list[ClassItem]]:
-    """Seeded hold-out of ``fraction`` of every class (at least one image per class when it has two)."""
+    """Seeded hold-out of ``fraction`` of every class (at least one image per class when it has two).
+
+    Args:
+        items: labelled images.
+        fraction: share held out per class, in [0, 1).
+        seed: shuffling seed.
+
+    Returns:
+        ``(train, held_out)`` lists.
+    """
     rng = np.random.default_rng(seed)
     train, val = [], []
     labels = np.array([it.label for it in items])
@@ -153,7 +175,22 @@ def stratified_split(items: list[ClassItem], fraction: float, seed: int) -> tupl
 
 def image_statistics(items: list[ClassItem], method: str, percentiles: tuple[float, float], max_pixels: int, seed: int,
                      bands: int | None = None) -> NormStats:
-    """Per-band statistics from a seeded sample of the training images (at most 256 images read)."""
+    """Per-band statistics from a seeded sample of the training images (at most 256 images read).
+
+    Args:
+        items: training images.
+        method: 'meanstd', 'percentile' or 'none'.
+        percentiles: low/high percentiles.
+        max_pixels: pixels sampled in all.
+        seed: sampling seed.
+        bands: expected band count (None: the first image's).
+
+    Returns:
+        :class:`NormStats` in the images' value units.
+
+    Raises:
+        InputFileError: unreadable images, mixed band counts, no valid pixel.
+    """
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(items), size=min(len(items), 256), replace=False)
     per = max(max_pixels // len(pick), 100)
@@ -167,6 +204,13 @@ def image_statistics(items: list[ClassItem], method: str, percentiles: tuple[flo
 
 def load_checked(path: str, bands: int | None) -> np.ndarray:
     """:func:`read_any` plus a band-count check.
+
+    Args:
+        path: image file or zip member.
+        bands: expected band count, or None.
+
+    Returns:
+        ``(C, H, W)`` array in the stored dtype.
 
     Raises:
         InputFileError: unreadable, or ``bands`` given and different.

@@ -58,6 +58,12 @@ def _rle_mask(el, height: int, width: int, where: str) -> np.ndarray:
 def read_cvat(path: str | Path) -> tuple[list[str], list]:
     """Parse a CVAT XML file: the label names of its ``<meta>`` (in order) and its ``<image>`` elements.
 
+    Args:
+        path: CVAT 'for images 1.1' XML export (parsed with defusedxml).
+
+    Returns:
+        ``(label names, <image> elements)``.
+
     Raises:
         InputFileError: missing file, invalid or unsafe XML, or no ``<image>`` elements.
     """

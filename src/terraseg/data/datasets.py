@@ -23,7 +23,20 @@ from terraseg.errors import InputFileError
 
 
 def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats) -> dict[str, Any]:
-    """Read and normalise one window of a scene into a sample dict (no augmentation)."""
+    """Read and normalise one window of a scene into a sample dict (no augmentation).
+
+    Args:
+        scene: the scene.
+        row, col: top-left pixel of the window (may be negative or past the edge: padded).
+        size: window side in pixels.
+        stats: the normalisation statistics.
+
+    Returns:
+        Sample dict (module docstring): ``image`` float32 ``(C, size, size)``, ``mask`` int64 ``(size, size)``, ``valid``, ``crs``, ``transform``, ``bounds``, ``scene``, ``window``.
+
+    Raises:
+        InputFileError: unreadable pixels. BundleError: a band count the statistics do not describe.
+    """
     r = scene.read(row, col, size, size)
     image = normalize(r.image, stats, r.valid)
     mask = r.mask if r.mask is not None else np.full((size, size), scene.ignore_index, dtype=np.int64)
@@ -41,7 +54,14 @@ def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats) -
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack ``image``/``mask``/``valid`` into ``(N, ...)`` tensors; keep metadata as lists."""
+    """Stack ``image``/``mask``/``valid`` into ``(N, ...)`` tensors; keep metadata as lists.
+
+    Args:
+        samples: sample dicts of one batch.
+
+    Returns:
+        One dict: tensors stacked to ``(N, ...)``, other values as lists of N.
+    """
     out: dict[str, Any] = {}
     for k in samples[0]:
         vals = [s[k] for s in samples]

@@ -134,6 +134,16 @@ def fetch(url: str, target: Path, sha256: str | None = None, md5: str | None = N
           timeout: float = 60.0) -> Path:
     """Download ``url`` to ``target``, resuming a previous ``target.part``; verify the checksum.
 
+    Args:
+        url: the file's public URL.
+        target: local file.
+        sha256, md5: expected checksum (hex), or None when none is published.
+        chunk: bytes per read.
+        timeout: seconds per network operation.
+
+    Returns:
+        ``target``.
+
     Raises:
         InputFileError: network failure (the partial file is kept for resuming) or checksum mismatch
             (the partial file is deleted).
@@ -191,6 +201,11 @@ def _extract(archive: Path, dest: Path) -> None:
 
 def download(name: str, root: Path | None = None, force: bool = False) -> tuple[Path, bool]:
     """Fetch data set ``name`` into ``root`` (default: the data root).
+
+    Args:
+        name: a key of :data:`DATASETS` (or an alias).
+        root: data root (default :func:`terraseg.settings.data_root`).
+        force: download even when the files are present.
 
     Returns:
         ``(folder, fetched)``: where the data set is, and whether anything was downloaded.

@@ -83,7 +83,16 @@ def _describe(paths: list[str], dst_crs: CRS | None) -> list[_Tile]:
 
 
 def output_grid(tiles: list[_Tile], cfg: MosaicConfig, dst_crs: CRS) -> tuple[Affine, int, int]:
-    """Transform and size of the mosaic: union of tile bounds, aligned to the first tile's pixel grid."""
+    """Transform and size of the mosaic: union of tile bounds, aligned to the first tile's pixel grid.
+
+    Args:
+        tiles: the opened tiles.
+        cfg: mosaic options (target resolution in CRS units).
+        dst_crs: the output CRS.
+
+    Returns:
+        ``(transform, width, height)``: the output affine and size in pixels.
+    """
     f = tiles[0]
     if cfg.resolution is not None:
         rx, ry = cfg.resolution
@@ -182,6 +191,9 @@ def merge_block(out: np.ndarray, filled: np.ndarray, data: np.ndarray, valid: np
 def mosaic(cfg: MosaicConfig) -> MosaicResult:
     """Merge ``cfg.inputs`` into one GeoTIFF (optionally Cloud-Optimized), block by block.
 
+    Args:
+        cfg: :class:`terraseg.config.prep.MosaicConfig` (inputs, output, CRS, resolution in CRS units, overlap rule, codec, COG).
+
     Returns:
         The written :class:`MosaicResult`.
 
@@ -235,6 +247,15 @@ def stack_bands(inputs: list[str], out: str, compress: str = "deflate", block: i
 
     All inputs must share the first input's grid (CRS, transform, size), as the per-colour files of
     a SpaceNet scene do. Band descriptions keep each input's file stem.
+
+    Args:
+        inputs: rasters on one grid, stacked in this order.
+        out: output GeoTIFF.
+        compress: GDAL codec ('none' for none).
+        block: rows copied at a time (memory is bounded by one block).
+
+    Returns:
+        ``out`` as a Path.
 
     Raises:
         InputFileError: a missing/unreadable input, or one on another grid.

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 def rasterize_labels(cfg: RasterizeConfig) -> Path:
     """Write ``cfg.out``: a uint8 mask on the grid of ``cfg.reference`` with nodata ``ignore_index``.
 
+    Args:
+        cfg: :class:`terraseg.config.prep.RasterizeConfig` (vector labels, reference image, class mapping, outlines, ignore zones).
+
     Returns:
         The mask path.
 

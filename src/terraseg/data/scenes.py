@@ -283,6 +283,7 @@ class RasterScene(Scene):
         return WindowRead(image, valid, mask)
 
     def read_mask(self, row: int, col: int, height: int, width: int, valid: np.ndarray) -> np.ndarray | None:
+        """As :meth:`Scene.read_mask`; a streamed raster rasterizes or reads only the labels (no second image read)."""
         if not self.has_labels:
             return None
         if self._cache_ok:
@@ -290,6 +291,7 @@ class RasterScene(Scene):
         return self._labels(row, col, height, width, valid)  # no second read of the image
 
     def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
+        """As :meth:`Scene.read`: from the in-memory copy when the region fits, else window by window from GDAL."""
         if self._cache_ok:
             if self._cached is None:
                 self._cached = self._read_direct(0, 0, self.height, self.width, True)
@@ -407,6 +409,7 @@ class ArrayScene(Scene):
         return self._cached
 
     def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
+        """As :meth:`Scene.read`, cropped from the decoded image (padding outside it)."""
         c = self.load()
         image = _crop(c.image, row, col, height, width, 0)
         valid = _crop(c.valid, row, col, height, width, False)

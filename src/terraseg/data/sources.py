@@ -40,7 +40,14 @@ def _pairs_in(images: Path, masks: Path) -> list[tuple[Path, Path]]:
 
 
 def detect_layout(root: Path) -> str:
-    """Guess a folder layout from its contents (see module docstring)."""
+    """Guess a folder layout from its contents (see module docstring).
+
+    Args:
+        root: the folder.
+
+    Returns:
+        'seed', 'loveda', 'magnetic_tiles' or 'pairs'.
+    """
     if (root / "train_frames").is_dir():
         return "seed"
     if any(root.glob("MT_*/Imgs")):
@@ -52,6 +59,13 @@ def detect_layout(root: Path) -> str:
 
 def folder_pairs(src: FolderSource, root: Path) -> tuple[list[tuple[Path, Path]], str]:
     """List ``(image, mask)`` pairs of a folder source and the layout used.
+
+    Args:
+        src: the folder source (layout, include filter).
+        root: its resolved root folder.
+
+    Returns:
+        ``(pairs, layout)``: image/mask path pairs and the layout used.
 
     Raises:
         InputFileError: missing folder or no pairs found.
@@ -87,6 +101,15 @@ def build_scenes(
 ) -> list[Scene]:
     """Turn config sources into scenes (labels checked; pixels read lazily).
 
+    Args:
+        sources: scene and folder sources of a config.
+        cfg: the data config (data root).
+        ignore_index: mask value of unknown pixels.
+        num_classes: K, for checking mask values (None: unchecked).
+
+    Returns:
+        One :class:`Scene` per raster or image/mask pair.
+
     Raises:
         InputFileError: a missing or unreadable file, or labels that do not fit the image.
     """
@@ -116,7 +139,15 @@ def build_scenes(
 
 
 def split_region(scene: RasterScene, fraction: float) -> tuple[RasterScene, RasterScene]:
-    """Split a raster scene into a top part (training) and a bottom ``fraction`` of rows (validation)."""
+    """Split a raster scene into a top part (training) and a bottom ``fraction`` of rows (validation).
+
+    Args:
+        scene: a raster scene.
+        fraction: share of rows held out at the bottom, in (0, 1).
+
+    Returns:
+        ``(top, bottom)`` scenes over disjoint regions of the same raster.
+    """
     h = scene.height
     n_val = max(int(round(h * fraction)), 1)
     top, bottom = copy.copy(scene), copy.copy(scene)
@@ -138,6 +169,18 @@ def train_val_scenes(
     With ``cfg.val`` empty, ``cfg.val_fraction`` is held out: the bottom rows of every raster scene
     (a spatial hold-out: no validation pixel is ever inside a training window) and a seeded random
     share of folder pairs.
+
+    Args:
+        cfg: the data config.
+        ignore_index: mask value of unknown pixels.
+        num_classes: K.
+        seed: seed of the folder-pair hold-out.
+
+    Returns:
+        ``(train scenes, validation scenes)``.
+
+    Raises:
+        InputFileError: as :func:`build_scenes`.
     """
     train = build_scenes(cfg.train, cfg, ignore_index, num_classes)
     if cfg.val:
@@ -199,6 +242,17 @@ def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None
     Rasters become :class:`RasterScene` (streamed unless ``cache``); PNG/JPEG become :class:`ArrayScene`.
     ``num_classes``: when given, mask values outside ``0..num_classes-1`` raise an error.
 
+    Args:
+        image: raster or PNG/JPEG file.
+        label: :class:`terraseg.config.prep.LabelOptions` or None.
+        bands: 1-based bands to read (rasters).
+        ignore_index: mask value of unknown pixels.
+        num_classes: K for checking mask values, or None.
+        cache: hold a small raster in memory.
+
+    Returns:
+        The scene.
+
     Raises:
         InputFileError: missing/unreadable files, labels that do not fit or do not overlap the image.
     """
@@ -220,7 +274,15 @@ def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None
 
 
 def labels_for(images: list, labels: list) -> list:
-    """Pair each image with its label spec: none, one shared spec, or one per image."""
+    """Pair each image with its label spec: none, one shared spec, or one per image.
+
+    Args:
+        images: image paths.
+        labels: no spec, one spec for every image, or one per image.
+
+    Returns:
+        One label spec (or None) per image.
+    """
     if not labels:
         return [None] * len(images)
     if len(labels) == 1:

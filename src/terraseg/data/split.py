@@ -43,14 +43,32 @@ def _cut(n: int, fractions: tuple[float, float, float]) -> np.ndarray:
 
 
 def assign_random(n: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
-    """Split label per item (0 train, 1 val, 2 test) from a seeded permutation."""
+    """Split label per item (0 train, 1 val, 2 test) from a seeded permutation.
+
+    Args:
+        n: items.
+        fractions: train/val/test shares summing to 1.
+        seed: permutation seed.
+
+    Returns:
+        ``(n,)`` int8 split ids.
+    """
     labels = np.empty(n, dtype=int)
     labels[np.random.default_rng(seed).permutation(n)] = _cut(n, fractions)
     return labels
 
 
 def assign_stratified(keys: list[str], fractions: tuple[float, float, float], seed: int) -> np.ndarray:
-    """Split label per item, cutting each group of equal ``keys`` at the shares."""
+    """Split label per item, cutting each group of equal ``keys`` at the shares.
+
+    Args:
+        keys: one group key per item (e.g. its dominant class).
+        fractions: train/val/test shares.
+        seed: shuffling seed.
+
+    Returns:
+        ``(n,)`` int8 split ids.
+    """
     rng = np.random.default_rng(seed)
     labels = np.empty(len(keys), dtype=int)
     groups: dict[str, list[int]] = {}
@@ -67,6 +85,14 @@ def assign_blocks(blocks: list[tuple], fractions: tuple[float, float, float], se
 
     Blocks are visited in seeded random order; each goes to the split furthest below its target
     count (greedy), which keeps the chip shares close to the requested ones.
+
+    Args:
+        blocks: one block key per item (e.g. the spatial block of its centre).
+        fractions: train/val/test shares.
+        seed: block-order seed.
+
+    Returns:
+        ``(n,)`` int8 split ids.
     """
     rng = np.random.default_rng(seed)
     members: dict[tuple, list[int]] = {}
@@ -118,6 +144,9 @@ def _drop_straddling(df: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
 
 def split_index(cfg: SplitConfig) -> dict[str, Path]:
     """Write ``train``, ``val`` and ``test`` manifests (rows of the chip index) and ``split.json``.
+
+    Args:
+        cfg: :class:`terraseg.config.prep.SplitConfig` (index, method, shares, block size in CRS units, seed).
 
     Returns:
         Path of each manifest by split name.

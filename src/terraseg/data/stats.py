@@ -105,6 +105,9 @@ class StatsResult:
 def class_weights(counts: np.ndarray) -> dict[str, list[float]]:
     """Suggested loss weights for classes with pixel ``counts`` (classes with no pixel get 0).
 
+    Args:
+        counts: ``(K,)`` pixel counts per class.
+
     Returns:
         ``inverse_frequency`` (normalised to mean 1 over present classes) and ``median_frequency``
         (median(freq) / freq, Eigen & Fergus 2015).
@@ -172,6 +175,12 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     Writes ``stats.json`` and ``histogram_<band>.png`` into ``cfg.out_dir``, and the per-pixel
     table to ``cfg.flatten`` (columns: scene, row, col, x, y in the CRS (pixel centres), lon, lat
     (EPSG:4326) when georeferenced, one column per band, label when labels are given).
+
+    Args:
+        cfg: :class:`terraseg.config.prep.StatsConfig` (images, labels, bands, bins, table options).
+
+    Returns:
+        :class:`StatsResult`: paths written and the statistics (band values in raster units).
 
     Raises:
         InputFileError: unreadable images/labels, images with different band counts, or no valid pixel.
@@ -282,6 +291,12 @@ def _histogram_png(path: Path, b: _Band, name: str, max_bars: int = 256) -> Path
 
 def load_norm_stats(path: str | Path) -> NormStats:
     """Normalisation statistics from a ``stats.json`` written by :func:`compute_statistics` (or a bare NormStats dict).
+
+    Args:
+        path: ``stats.json`` (its ``normalization`` entry is used) or a NormStats JSON.
+
+    Returns:
+        :class:`NormStats`.
 
     Raises:
         InputFileError: missing or malformed file.

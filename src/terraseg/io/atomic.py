@@ -56,7 +56,18 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
-    """Write a text file atomically and return its path."""
+    """Write a text file atomically and return its path.
+
+    Args:
+        target: final file (its folder is created).
+        text: UTF-8 text to write.
+
+    Returns:
+        ``target`` as a Path.
+
+    Raises:
+        OutputError: the folder cannot be created or written.
+    """
     with atomic_path(target) as tmp:
         tmp.write_text(text)
     return Path(target)

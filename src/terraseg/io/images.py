@@ -24,6 +24,12 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     TIFFs are read through rasterio (any band count and dtype); others through Pillow.
 
+    Args:
+        path: PNG, JPEG, BMP or TIFF file.
+
+    Returns:
+        ``(C, H, W)`` array: uint8 for PNG/JPEG (palette images expanded to RGB/RGBA), the stored dtype for TIFF.
+
     Raises:
         InputFileError: missing file, or not a decodable image.
     """
@@ -56,6 +62,12 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a mask image as ``(H, W)`` integer class values (palette indexes are kept as ids).
 
+    Args:
+        path: PNG or TIFF mask (one band, or identical bands).
+
+    Returns:
+        ``(H, W)`` array of the stored integer dtype (uint8 / uint16 / int16 ...).
+
     Raises:
         InputFileError: missing, unreadable, or multi-band with differing bands.
     """
@@ -83,8 +95,13 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
 def write_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write ``(H, W)`` uint8/uint16, or ``(1|3|4, H, W)`` uint8, as PNG, atomically (temp file + rename).
 
+    Args:
+        path: target file (its folder is created).
+        array: ``(H, W)`` uint8/uint16 or ``(1|3|4, H, W)`` uint8.
+
     Raises:
         InputFileError: a band count or dtype PNG cannot hold.
+        OutputError: the folder cannot be written.
     """
     from terraseg.io.atomic import atomic_path
 

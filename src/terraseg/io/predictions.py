@@ -36,6 +36,9 @@ CODECS = ("deflate", "zstd", "lzw", "none")
 def class_encoding(num_classes: int) -> tuple[str, int]:
     """``(dtype, nodata)`` of a class-id raster with ``num_classes`` classes.
 
+    Args:
+        num_classes: K, the number of classes.
+
     Returns:
         ``("uint8", 255)`` below 255 classes, else ``("uint16", 65535)``.
     """
@@ -43,7 +46,14 @@ def class_encoding(num_classes: int) -> tuple[str, int]:
 
 
 def hex_to_rgb(color: str) -> tuple[int, int, int]:
-    """``'#rrggbb'`` -> ``(r, g, b)`` integers in 0..255."""
+    """``'#rrggbb'`` -> ``(r, g, b)`` integers in 0..255.
+
+    Args:
+        color: colour as ``'#rrggbb'`` (the leading '#' is optional).
+
+    Returns:
+        ``(r, g, b)`` integers in 0..255.
+    """
     c = color.lstrip("#")
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
 

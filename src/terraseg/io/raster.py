@@ -60,6 +60,12 @@ class RasterInfo:
 def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader]:
     """Open a raster for reading, turning GDAL failures into one clear :class:`InputFileError`.
 
+    Args:
+        path: any raster GDAL reads (GeoTIFF, VRT, JP2, PNG...).
+
+    Yields:
+        The open rasterio dataset, closed when the block exits (``NotGeoreferencedWarning`` is silenced: plain images are welcome).
+
     Raises:
         InputFileError: the file is missing or not a readable raster.
     """
@@ -86,6 +92,12 @@ def _first_line(e: BaseException) -> str:
 def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
     """Describe a raster without reading its pixels.
 
+    Args:
+        path: any raster GDAL reads.
+
+    Returns:
+        :class:`RasterInfo` (size in pixels, band count, dtype, CRS, transform, nodata).
+
     Raises:
         InputFileError: missing or unreadable file.
     """
@@ -94,7 +106,15 @@ def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
 
 
 def info_of(ds: rasterio.DatasetReader, path: str) -> RasterInfo:
-    """:class:`RasterInfo` of an open dataset."""
+    """:class:`RasterInfo` of an open dataset.
+
+    Args:
+        ds: an open rasterio dataset.
+        path: the file name recorded in the result.
+
+    Returns:
+        :class:`RasterInfo` (dtype of band 1).
+    """
     return RasterInfo(
         path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0],
         crs=ds.crs, transform=ds.transform, nodata=ds.nodata,
@@ -147,6 +167,13 @@ def valid_mask(image: np.ndarray, nodata: float | None) -> np.ndarray:
 
     This follows GDAL's per-dataset mask for nodata values (a pixel is nodata when all bands are);
     NaN counts as nodata for float rasters.
+
+    Args:
+        image: ``(C, H, W)`` pixels of any dtype.
+        nodata: the raster's nodata value, or None.
+
+    Returns:
+        ``(H, W)`` bool array, True where at least one band holds data.
     """
     invalid = np.zeros(image.shape[1:], dtype=bool)
     if np.issubdtype(image.dtype, np.floating):

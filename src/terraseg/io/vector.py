@@ -27,6 +27,13 @@ def read_vector(path: str | os.PathLike[str], layer: str | None = None) -> gpd.G
 
     Zipped shapefiles are read in place (GDAL's /vsizip/).
 
+    Args:
+        path: shapefile, zipped shapefile, GeoJSON or GeoPackage.
+        layer: layer name (GeoPackage), or None for the first.
+
+    Returns:
+        GeoDataFrame of the features with a non-empty geometry, in the file's CRS.
+
     Raises:
         InputFileError: missing file, unreadable file, or no features with a geometry.
     """
@@ -56,6 +63,16 @@ def class_values(
 ) -> np.ndarray:
     """Class id of every feature: from ``attribute`` through ``mapping``, else ``burn_value``.
 
+    Args:
+        gdf: the features.
+        path: file name for error messages.
+        attribute: column holding the class, or None.
+        mapping: attribute value (as text) -> class id, or None when values are ids.
+        burn_value: class id of every feature when ``attribute`` is None.
+
+    Returns:
+        ``(n,)`` int64 class ids, one per feature.
+
     Raises:
         InputFileError: the attribute is missing, or a value has no mapping.
     """
@@ -78,6 +95,15 @@ def class_values(
 
 def labels_in_crs(path: str | os.PathLike[str], crs: CRS | None, layer: str | None = None, raster_path: str = "") -> gpd.GeoDataFrame:
     """Read a vector file and reproject it to ``crs`` (a file without CRS is assumed to be in ``crs``).
+
+    Args:
+        path: vector file.
+        crs: the raster's CRS.
+        layer: layer name, or None.
+        raster_path: the raster's file name for error messages.
+
+    Returns:
+        GeoDataFrame in ``crs`` (coordinates in its units, e.g. metres).
 
     Raises:
         InputFileError: unreadable file, no features, or a raster without CRS.

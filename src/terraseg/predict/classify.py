@@ -87,6 +87,18 @@ def classify_files(bundle: str | Path | Bundle, inputs: list[str | Path], out_di
     """Classify image files; write ``<out_dir>/predictions.csv`` (file, predicted, one probability column per class).
 
     A bad input (unreadable, wrong band count) is reported in ``failures`` and skipped.
+
+    Args:
+        bundle: classification bundle (path or loaded).
+        inputs: image files or ``.zip`` members.
+        out_dir: output folder.
+        batch_size: images per forward pass.
+
+    Returns:
+        :class:`ClassifyResult` (CSV path, rows, failures).
+
+    Raises:
+        BundleError: not a classification bundle. OutputError: ``out_dir`` cannot be written.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     clf = ImageClassifier(b, batch_size)

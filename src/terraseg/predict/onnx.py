@@ -36,7 +36,14 @@ log = logging.getLogger(__name__)
 
 
 def probs_from_logits(logits: np.ndarray) -> np.ndarray:
-    """``(N, K, H, W)`` probabilities from ``(N, 1 or K, H, W)`` logits (sigmoid pair or softmax), float32."""
+    """``(N, K, H, W)`` probabilities from ``(N, 1 or K, H, W)`` logits (sigmoid pair or softmax), float32.
+
+    Args:
+        logits: ``(N, 1 or K, H, W)`` network output.
+
+    Returns:
+        ``(N, K, H, W)`` float32 probabilities summing to 1 over K.
+    """
     z = logits.astype(np.float32, copy=False)
     if z.shape[1] == 1:
         p = 1.0 / (1.0 + np.exp(-z))
@@ -75,6 +82,14 @@ class OnnxBackend:
 
 def onnx_backend_for(bundle: Bundle, threads: int = 0, device: str = "cpu") -> OnnxBackend:
     """The ONNX Runtime backend of a bundle.
+
+    Args:
+        bundle: the loaded bundle.
+        threads: ONNX Runtime intra-op threads (0: its default).
+        device: 'cpu' or 'cuda' (the CUDA provider when installed).
+
+    Returns:
+        :class:`OnnxBackend` on the bundle's ``model.onnx``.
 
     Raises:
         BundleError: the bundle holds no ONNX graph (run ``terraseg export BUNDLE --format onnx``).

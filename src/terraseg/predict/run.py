@@ -28,6 +28,9 @@ class PredictResult:
 def check_output_names(inputs: list[str]) -> None:
     """Refuse inputs whose outputs would share a name (``a/x.tif`` and ``b/x.tif`` both give ``x.tif``).
 
+    Args:
+        inputs: input paths (outputs are named after their stems).
+
     Raises:
         ConfigError: two inputs map to one output name; nothing has been written yet.
     """

@@ -36,6 +36,13 @@ def hann_weights(h: int, w: int, floor: float = 1e-3) -> np.ndarray:
     """``(h, w)`` float32 2-D Hann window, ``sin^2(pi (i + 0.5) / n)``, floored at ``floor``.
 
     The floor keeps pixels at scene borders (covered by one tile edge only) well defined.
+
+    Args:
+        h, w: window height and width in pixels.
+        floor: smallest weight.
+
+    Returns:
+        ``(h, w)`` float32 weights in ``[floor, 1]``.
     """
     def hann(n: int) -> np.ndarray:
         return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2

@@ -151,6 +151,12 @@ def vectorize(cfg: VectorizeConfig) -> Path:
     Columns: ``class_id``, ``class_name``, ``pixels``, ``area`` (see module doc), ``confidence``
     (mean probability of the region's class, when ``cfg.probabilities`` is given), geometry.
 
+    Args:
+        cfg: :class:`terraseg.config.prep.VectorizeConfig` (class raster, output, probabilities, classes, simplification in CRS units, minimum area).
+
+    Returns:
+        ``cfg.out`` as a Path.
+
     Raises:
         InputFileError: unreadable rasters, probabilities on another grid or with too few bands, an
             unknown output format. OutputError: the output cannot be written.

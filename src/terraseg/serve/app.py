@@ -40,7 +40,18 @@ def _vendor_dir(cfg: ServeConfig) -> Path | None:
 
 
 def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -> FastAPI:
-    """Build the app for ``cfg`` (``models`` may be passed pre-loaded, e.g. in tests)."""
+    """Build the app for ``cfg`` (``models`` may be passed pre-loaded, e.g. in tests).
+
+    Args:
+        cfg: :class:`terraseg.config.inference.ServeConfig`.
+        models: pre-loaded models by name (tests); default: loaded from ``cfg.models``.
+
+    Returns:
+        The FastAPI app (REST API, web page, static assets).
+
+    Raises:
+        BundleError: a bundle or registry reference cannot be loaded. ConfigError: no model given.
+    """
     app = FastAPI(
         title="terraseg", version=__version__,
         description="Segment (and classify) satellite and aerial images with terraseg bundles.",

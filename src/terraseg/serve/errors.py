@@ -33,17 +33,38 @@ class ApiError(Exception):
 
 
 def fail(status: int, message: str) -> NoReturn:
-    """Raise :class:`ApiError` (``status``, ``message``)."""
+    """Raise :class:`ApiError` (``status``, ``message``).
+
+    Args:
+        status: HTTP status (4xx).
+        message: one sentence for the client.
+
+    Raises:
+        ApiError: always.
+    """
     raise ApiError(status, message)
 
 
 def user_error(e: TerrasegError, path: object, name: str) -> NoReturn:
-    """Raise a 422 for a core error about an upload, naming the client's file instead of the server's temp path."""
+    """Raise a 422 for a core error about an upload, naming the client's file instead of the server's temp path.
+
+    Args:
+        e: the core's error.
+        path: the server-side file it names.
+        name: the client's file name.
+
+    Raises:
+        ApiError: 422 with the message.
+    """
     raise ApiError(422, str(e).replace(str(path), f"'{name}'"))
 
 
 def install_handlers(app: FastAPI) -> None:
-    """Register the JSON error handlers on ``app``."""
+    """Register the JSON error handlers on ``app``.
+
+    Args:
+        app: the FastAPI app.
+    """
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, e: ApiError) -> JSONResponse:

@@ -57,6 +57,13 @@ class ServedModel:
 def resolve_model_uri(ref: str, tracking_uri: str | None = None) -> Path:
     """A local bundle path for ``ref`` (a path, or ``models:/name/version|alias`` from an MLflow registry).
 
+    Args:
+        ref: bundle path, ``models:/name/version`` or ``models:/name@alias``.
+        tracking_uri: the MLflow tracking/registry URI (None: MLflow's default).
+
+    Returns:
+        Path of a local ``.terraseg`` file (downloaded from the registry when needed).
+
     Raises:
         BundleError: the registry has no such model/version/alias, or its artifact holds no bundle.
     """

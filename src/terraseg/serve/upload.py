@@ -28,6 +28,17 @@ CHUNK = 1 << 20
 def save(file: UploadFile, folder: Path, max_mb: float, max_pixels: int, stem: str = "upload", vectors: bool = False) -> Path:
     """Stream an upload to ``folder/<stem><suffix>`` after checking its name, size and pixel count.
 
+    Args:
+        file: the upload.
+        folder: private temporary folder.
+        max_mb: size limit in MB (10^6 bytes).
+        max_pixels: width x height limit.
+        stem: stored file stem (the client's name is never used as a path).
+        vectors: also accept vector files (ground truth).
+
+    Returns:
+        The stored file.
+
     Raises:
         ApiError: 400 path in the name / empty file, 413 too large (bytes or pixels), 415 not an image.
     """
@@ -86,7 +97,20 @@ def _predict(model, path: Path, name: str):
 
 
 def classify_response(model, path: Path, name: str, top: int = 0) -> dict:
-    """Class probabilities of an uploaded image (classification bundle); errors -> 422."""
+    """Class probabilities of an uploaded image (classification bundle); errors -> 422.
+
+    Args:
+        model: the served classification model.
+        path: the stored upload.
+        name: the client's file name.
+        top: keep the N most probable classes (0: all).
+
+    Returns:
+        ``{"model", "predicted", "probabilities"}``.
+
+    Raises:
+        ApiError: 422 for an unreadable image or a band count the model does not take.
+    """
     try:
         img = read_input_image(model.bundle, str(path))
         probs = model.run(model.predictor.probabilities, [img])[0]
@@ -121,6 +145,19 @@ def segment_response(model, path: Path, folder: Path, fmt: str, name: str) -> Re
 
     Class ids use the encoding of :func:`terraseg.io.predictions.class_encoding` in every format
     (255 = nodata below 255 classes), so the JSON, PNG and GeoTIFF answers agree.
+
+    Args:
+        model: the served model.
+        path: the stored upload.
+        folder: the request's temporary folder.
+        fmt: 'png', 'geotiff', 'json' or 'geojson'.
+        name: the client's file name.
+
+    Returns:
+        The HTTP response (class-id PNG, GeoTIFF on the upload's grid, JSON array, or GeoJSON polygons in its CRS).
+
+    Raises:
+        ApiError: 422 for an input the model cannot take.
     """
     scene, ids, probs = _predict(model, path, name)
     K = model.bundle.num_classes
@@ -150,7 +187,21 @@ def _latlon_bounds(scene) -> list[list[float]] | None:
 
 
 def web_result(model, path: Path, truth: Path | None, folder: Path, name: str) -> dict:
-    """Predict an upload for the web page and write its display files; return the page's description."""
+    """Predict an upload for the web page and write its display files; return the page's description.
+
+    Args:
+        model: the served model.
+        path: the stored upload.
+        truth: optional ground truth (mask on the image grid, or a vector file).
+        folder: the result's folder (kept for the page).
+        name: the client's file name.
+
+    Returns:
+        The page's description: size, CRS, bounds in EPSG:4326, legend, file names, class pixel counts, truth layer.
+
+    Raises:
+        ApiError: 422 for an input or truth that does not fit.
+    """
     scene, ids, probs = _predict(model, path, name)
     colors = [c.color for c in model.bundle.manifest.classes]
     r = scene.read(0, 0, scene.height, scene.width, labels=False)
