@@ -1,15 +1,20 @@
-"""Prediction throughput and peak memory of the streaming sliding-window predictor.
+"""Prediction throughput and peak memory of the streaming sliding-window predictor, on the CPU or a GPU.
 
 For each scene size, a 3-band uint8 GeoTIFF is generated (window by window) and predicted in a
-fresh child process, which reports: megapixels per second end to end; the bare network's time on the
-same number of windows (forward only, tensors already in memory); their ratio (share of the time spent
-in the network: 1.0 means reading, normalising, blending and writing cost nothing); and the child's
-peak RSS. Then fp32 is compared with bf16 autocast + channels_last on a smaller scene (speed and the
-share of pixels whose class differs).
+fresh child process through the CLI's path (``predict_to_files``: reader thread, on-device
+normalisation / blending / argmax, writer thread, DEFLATE GeoTIFF), which reports: megapixels per
+second end to end; the bare network on the same number of windows at the same precision (batches
+already on the device); their ratio (1.0: reading, normalising, blending and writing cost nothing);
+the output size and the child's peak RSS. Each size runs in float32 and in the fast precision of the
+device (bf16 on CUDA; ``auto`` on a CPU: the backend/precision ranking of terraseg.predict.runtime).
+``--codecs`` compares ZSTD and uncompressed outputs. Then fp32 (NCHW) is compared with bf16 autocast +
+channels_last on a smaller scene (speed and the share of pixels whose class differs). Whenever CUDA
+exists the device defaults to ``cuda`` (the GPU section); ``--device cpu`` forces the CPU.
 
 Usage:
     python benchmarks/predict_throughput.py [--bundle runs/massachusetts-buildings/model.terraseg]
         [--sizes 4096 16384] [--window 512] [--overlap 0.25] [--batch-size 4] [--compare-size 1024]
+        [--device cpu|cuda] [--codecs]
 
 Without --bundle, a U-Net/ResNet18 bundle (the demo architecture) with random weights is used:
 throughput does not depend on the weights.
@@ -65,60 +70,72 @@ def demo_bundle(path: Path) -> Path:
 
 
 def child(args: argparse.Namespace) -> None:
-    """Predict one scene; print a JSON line of figures."""
+    """Predict one scene through the CLI's path (predict_to_files); print a JSON line of figures."""
     import torch
 
     from terraseg.bundle import Bundle
+    from terraseg.config.inference import InferenceConfig
     from terraseg.data.scenes import RasterScene
     from terraseg.predict.outputs import predict_to_files
-    from terraseg.data.windows import grid_offsets
-    from terraseg.predict.sliding import SlidingWindowPredictor, TorchBackend
+    from terraseg.predict.sliding import predictor_for
 
     b = Bundle.load(args.bundle)
-    backend = TorchBackend(b.model, precision=args.precision, channels_last=args.channels_last)
-    pred = SlidingWindowPredictor(backend, b.stats, b.num_classes, args.window, args.overlap, args.batch_size)
+    opts = InferenceConfig(window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+                           precision=args.precision, channels_last=args.channels_last, backend=args.backend)
+    pred = predictor_for(b, opts)
+    rt = getattr(pred.backend, "runtime", None)
     scene = RasterScene(args.scene, cache=False)
-    n_batches = [0]
-    inner = pred.backend
-
-    def counting(batch):
-        n_batches[0] += 1
-        return inner(batch)
-
-    pred.backend = counting
+    th, tw, ys, xs = pred.geometry(scene.height, scene.width)
+    n_tiles = len(ys) * len(xs)
+    cuda = pred.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    # warm-up on the device (cuDNN / oneDNN kernel selection), then the CLI's path end to end
+    x = torch.randn(args.batch_size, b.in_channels, th, tw, device=pred.device)
+    pred.backend.probabilities(x)
+    sync()
     t0 = time.perf_counter()
-    outs = predict_to_files(pred, scene, Path(args.out), b.class_names, [c.color for c in b.manifest.classes])
+    outs = predict_to_files(pred, scene, Path(args.out), b.class_names, [c.color for c in b.manifest.classes], compress=args.compress)
+    sync()
     total = time.perf_counter() - t0
-    th = tw = min(args.window, -(-scene.height // 32) * 32)
-    stride = max(int(th * (1 - args.overlap)) // 32 * 32, 32)
-    n_tiles = len(grid_offsets(scene.height, th, stride, "shift")) * len(grid_offsets(scene.width, tw, stride, "shift"))
-    # bare network: the same number of windows, batches already in memory
-    x = np.random.default_rng(0).standard_normal((args.batch_size, b.in_channels, th, tw)).astype(np.float32)
-    inner(x)
+    # bare network: the same number of windows at the same precision, batches already on the device
     reps = max(3, min(10, n_tiles // args.batch_size))
-    t1 = time.perf_counter()
-    for _ in range(reps):
-        inner(x)
-    per_tile = (time.perf_counter() - t1) / (reps * args.batch_size)
-    forward_total = per_tile * n_tiles
+    with torch.inference_mode():
+        pred.backend.probabilities(x)
+        sync()
+        t1 = time.perf_counter()
+        for _ in range(reps):
+            pred.backend.probabilities(x)
+        sync()
+    forward_total = (time.perf_counter() - t1) / (reps * args.batch_size) * n_tiles
     mp = scene.height * scene.width / 1e6
     print(json.dumps({
-        "size": scene.height, "precision": args.precision, "channels_last": args.channels_last,
+        "size": scene.height, "device": str(pred.device), "backend": rt.backend if rt else "?",
+        "precision": rt.precision if rt else args.precision, "channels_last": rt.channels_last if rt else None,
         "tiles": n_tiles, "seconds": round(total, 2), "megapixels_per_s": round(mp / total, 3),
         "bare_forward_megapixels_per_s": round(mp / forward_total, 3),
         "ratio_to_bare_forward": round(forward_total / total, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "output": outs["prediction"], "torch_threads": torch.get_num_threads(),
+        "output": outs["prediction"], "output_mb": round(Path(outs["prediction"]).stat().st_size / 1e6, 2),
+        "torch_threads": torch.get_num_threads(),
     }), flush=True)
 
 
-def run_child(bundle: Path, scene: Path, out: Path, a: argparse.Namespace, precision: str = "32", cl: bool = False) -> dict:
+def run_child(bundle: Path, scene: Path, out: Path, a: argparse.Namespace, precision: str = "32", cl: bool = True,
+              backend: str = "torch", compress: str = "deflate") -> dict:
     cmd = [sys.executable, __file__, "--child", "--bundle", str(bundle), "--scene", str(scene), "--out", str(out),
-           "--window", str(a.window), "--overlap", str(a.overlap), "--batch-size", str(a.batch_size), "--precision", precision]
-    if cl:
-        cmd.append("--channels-last")
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+           "--window", str(a.window), "--overlap", str(a.overlap), "--batch-size", str(a.batch_size), "--precision", precision,
+           "--device", a.device, "--backend", backend, "--compress", compress, "--channels-last" if cl else "--no-channels-last"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(res.stderr[-3000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _line(size: int, r: dict) -> str:
+    return (f"{size:>6}^2 {r['device']} {r['backend']} {r['precision']}{' NHWC' if r['channels_last'] else ''}: "
+            f"{r['megapixels_per_s']:.3f} MP/s end to end, bare forward {r['bare_forward_megapixels_per_s']:.3f} MP/s, "
+            f"ratio {r['ratio_to_bare_forward']:.3f}, {r['tiles']} windows, {r['seconds']:.1f} s, output {r['output_mb']} MB, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB")
 
 
 def main() -> None:
@@ -133,24 +150,37 @@ def main() -> None:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--scene", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--precision", default="32", help=argparse.SUPPRESS)
-    p.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
+    p.add_argument("--compress", default="deflate", help=argparse.SUPPRESS)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
+    p.add_argument("--codecs", action="store_true", help="also compare output codecs (deflate, zstd, none) at the first size")
     a = p.parse_args()
     if a.child:
         return child(a)
     work = a.workdir or Path(tempfile.mkdtemp(prefix="terraseg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     bundle = a.bundle or demo_bundle(work / "bench.terraseg")
-    print(f"bundle: {bundle}  window {a.window}  overlap {a.overlap}  batch {a.batch_size}  cpus {os.cpu_count()}")
+    from terraseg.devices import cpu_flags, cpu_model
+
+    print(f"bundle: {bundle}  window {a.window}  overlap {a.overlap}  batch {a.batch_size}  device {a.device}  "
+          f"cpu {cpu_model()} x{os.cpu_count()} ({', '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'avx512_vnni'}))})")
     for size in a.sizes:
         scene = work / f"scene_{size}.tif"
         if not scene.exists():
             t = time.perf_counter()
             make_scene(scene, size)
             print(f"generated {scene.name} ({size}x{size}x3 uint8) in {time.perf_counter() - t:.0f} s")
-        r = run_child(bundle, scene, work / f"pred_{size}", a)
-        print(f"{size:>6}^2 fp32: {r['megapixels_per_s']:.3f} MP/s end to end, bare forward {r['bare_forward_megapixels_per_s']:.3f} MP/s, "
-              f"ratio {r['ratio_to_bare_forward']:.3f}, {r['tiles']} windows, {r['seconds']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+        fast = "bf16" if a.device.startswith("cuda") else "auto"
+        for prec in (["32", fast] if fast != "32" else ["32"]):
+            print(_line(size, run_child(bundle, scene, work / f"pred_{size}_{prec}", a, precision=prec,
+                                        backend="torch" if prec != "auto" else "auto")), flush=True)
+        if a.codecs and size == a.sizes[0]:
+            for codec in ("zstd", "none"):
+                r = run_child(bundle, scene, work / f"pred_{size}_{codec}", a, precision=fast, backend="torch" if fast != "auto" else "auto",
+                              compress=codec)
+                print(f"  codec {codec}: " + _line(size, r), flush=True)
         os.remove(scene)
     # fp32 vs bf16 autocast + channels_last
     import rasterio
@@ -158,12 +188,21 @@ def main() -> None:
     size = a.compare_size
     scene = work / f"scene_{size}.tif"
     make_scene(scene, size)
-    r32 = run_child(bundle, scene, work / "cmp_fp32", a)
+    r32 = run_child(bundle, scene, work / "cmp_fp32", a, cl=False)
     rbf = run_child(bundle, scene, work / "cmp_bf16", a, precision="bf16", cl=True)
     with rasterio.open(r32["output"]) as x, rasterio.open(rbf["output"]) as y:
         diff = float((x.read(1) != y.read(1)).mean())
     print(f"{size:>6}^2 fp32: {r32['megapixels_per_s']:.3f} MP/s; bf16+channels_last: {rbf['megapixels_per_s']:.3f} MP/s "
           f"(x{rbf['megapixels_per_s'] / r32['megapixels_per_s']:.2f}); pixels whose class differs: {diff:.4%}")
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -63,3 +63,13 @@ def build(cls, **kwargs: Any):
         ConfigError: one sentence naming each bad option.
     """
     return build_options(cls, "options", **kwargs)
+
+
+# options shared by every command that runs a bundle (fields of terraseg.config.inference.InferenceConfig)
+WindowOpt = Annotated[Optional[int], typer.Option(help="Sliding-window side in pixels, a multiple of 32 (default: the bundle's prediction window).")]
+OverlapOpt = Annotated[float, typer.Option(help="Overlap share between neighbouring windows (blended with a Hann window).")]
+BatchOpt = Annotated[int, typer.Option(help="Windows per forward pass.")]
+DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1 ...")]
+PrecisionOpt = Annotated[str, typer.Option(help="auto | 32 | bf16 | 16 (auto: bf16 where the device has it natively).")]
+ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="PyTorch NHWC layout (default: on).")]
+BackendOpt = Annotated[str, typer.Option(help="auto | torch | onnx (auto: the fastest this machine allows, measured once and cached).")]

@@ -16,7 +16,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from terraseg.cli.app import app, build, err, out, quiet_lightning, user_errors, version_callback
+from terraseg.cli.app import (
+    BackendOpt, BatchOpt, ChannelsLastOpt, DeviceOpt, OverlapOpt, PrecisionOpt, WindowOpt, app, build, err, out, quiet_lightning,
+    user_errors, version_callback,
+)
 
 @app.callback()
 def main(
@@ -49,7 +52,9 @@ def train(
         out.print(f"train time: {res.train_seconds:.1f} s (sampling + fit)  fit: {res.chips_per_second:,.0f} training pixels/s")
         out.print(f"feature importance: {res.run_dir / 'feature_importance.csv'} (.png)")
     else:
-        out.print(f"epochs: {res.epochs}  train time: {res.train_seconds:.0f} s  throughput: {res.chips_per_second:.1f} chips/s")
+        out.print(f"epochs: {res.epochs}  train time: {res.train_seconds:.0f} s  throughput: {res.chips_per_second:.1f} chips/s"
+                  f"  precision: {cfg.training_precision()}"
+                  + (f"  validation: {res.validation_share:.1%} of the time" if res.validation_share is not None else ""))
     if best:
         out.print("best validation: " + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float)))
     if res.tracking_uri:
@@ -95,9 +100,8 @@ def evaluate(
     mapping: Annotated[Optional[str], typer.Option(help="Attribute value -> class id: 'a=1,b=2' or a JSON object.")] = None,
     mask_nodata: Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")] = None,
     split: Annotated[str, typer.Option(help="With a config: 'test' (data.test) or 'val' (the validation split).")] = "test",
-    window: Annotated[Optional[int], typer.Option(help="Sliding window size in pixels (default: the bundle's training window, at least 256).")] = None,
-    overlap: Annotated[float, typer.Option(help="Overlap share between neighbouring windows.")] = 0.25,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = 4, device: DeviceOpt = "cpu",
+    precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
     overlays: Annotated[int, typer.Option(help="Overlay PNGs (image | truth | prediction) to write.")] = 4,
 ) -> None:
     """Evaluate a bundle on labelled data: per-class IoU, Dice/F1, precision, recall, mIoU."""
@@ -110,7 +114,7 @@ def evaluate(
         _evaluate_classifier(b, data, split, out_dir, batch_size)
         return
     cfg = with_inference(EvaluateConfig, "options", out_dir=str(out_dir), window=window, overlap=overlap, batch_size=batch_size,
-                         overlays=overlays)
+                         device=device, precision=precision, channels_last=channels_last, backend=backend, overlays=overlays)
     scenes = _scenes_for(b, data, labels, split, burn_value, attribute, mapping, mask_nodata)
     m = run_evaluate(cfg, b, scenes)
     table = Table(title=f"{b.manifest.name} on {data.name}")
@@ -161,15 +165,10 @@ def predict(
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
     inputs: Annotated[list[Path], typer.Argument(help="Images: GeoTIFF (any size, band count, dtype), PNG, JPEG.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder; one output per input with the same stem.")],
-    window: Annotated[Optional[int], typer.Option(help="Sliding window size in pixels (default: the bundle's training window, at least 256).")] = None,
-    overlap: Annotated[float, typer.Option(help="Overlap share between neighbouring windows (blended with a Hann window).")] = 0.25,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = 4,
     probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write <stem>_probs.tif (float32, one band per class).")] = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write <stem>_overlay.png (class colours over the image).")] = False,
-    device: Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1 ...")] = "cpu",
-    precision: Annotated[str, typer.Option(help="'32', or 'bf16' / '16' autocast.")] = "32",
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="Run the network in NHWC memory layout.")] = False,
-    backend: Annotated[str, typer.Option(help="torch (PyTorch) or onnx (ONNX Runtime on the bundle's exported graph).")] = "torch",
+    device: DeviceOpt = "cpu", precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
     grid: Annotated[bool, typer.Option("--grid", help="Classification bundles: classify each georeferenced input on a grid of windows (raster + GeoJSON).")] = False,
     compress: Annotated[str, typer.Option(help="GeoTIFF codec: deflate | zstd | lzw | none.")] = "deflate",
     cog: Annotated[bool, typer.Option("--cog", help="Write Cloud-Optimized GeoTIFFs.")] = False,
@@ -277,11 +276,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).")] = 1,
-    backend: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow registry for models:/ URIs.")] = None,
-    window: Annotated[Optional[int], typer.Option(help="Sliding window in pixels (default: the bundle's training window, at least 256).")] = None,
-    overlap: Annotated[float, typer.Option(help="Overlap share between neighbouring windows.")] = 0.25,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = 4, device: DeviceOpt = "cpu",
+    precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB.")] = 64.0,
     max_pixels: Annotated[int, typer.Option(help="Largest image in pixels.")] = 64_000_000,
     api_key: Annotated[Optional[str], typer.Option(envvar="TERRASEG_API_KEY", help="Require header X-API-Key (off by default).")] = None,
@@ -292,8 +289,9 @@ def serve(
     from terraseg.config.inference import ServeConfig, with_inference
     from terraseg.serve.app import create_app
 
-    cfg = with_inference(ServeConfig, "options", models=models, backend=backend, tracking_uri=tracking_uri, window=window,
-                         overlap=overlap, batch_size=batch_size, max_upload_mb=max_upload_mb, max_pixels=max_pixels, api_key=api_key)
+    cfg = with_inference(ServeConfig, "options", models=models, tracking_uri=tracking_uri, window=window, overlap=overlap,
+                         batch_size=batch_size, device=device, precision=precision, channels_last=channels_last, backend=backend,
+                         max_upload_mb=max_upload_mb, max_pixels=max_pixels, api_key=api_key)
     if workers > 1:
         os.environ["TERRASEG_SERVE"] = cfg.model_dump_json()
         uvicorn.run("terraseg.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")

@@ -116,6 +116,24 @@ class NormalizationConfig(_Strict):
     )
 
 
+class AugmentConfig(_Strict):
+    """Batch augmentation on the training device (segmentation), on top of the D4 flips of `data.augment`.
+
+    Geometric parameters move image, mask and nodata together; photometric ones act per band on the
+    normalised image and keep nodata at 0 (terraseg.train.augment).
+    """
+
+    zoom: float = Field(0.0, ge=0.0, lt=1.0, description="Zoom range: scale drawn log-uniformly in [1/(1+zoom), 1+zoom] (Keras zoom 0.2 ~ 0.2).")
+    shear: float = Field(0.0, ge=0.0, le=1.0, description="Shear angle range in radians (Keras shear_range 0.2 = 0.2).")
+    rotate: float = Field(0.0, ge=0.0, le=180.0, description="Rotation range in degrees (any angle; D4 covers multiples of 90).")
+    p_affine: float = Field(0.5, ge=0.0, le=1.0, description="Share of windows given the random affine transform.")
+    brightness: float = Field(0.0, ge=0.0, description="Per-band shift range in normalised units (std units for meanstd).")
+    contrast: float = Field(0.0, ge=0.0, lt=1.0, description="Per-band gain range: gain in [1 - contrast, 1 + contrast].")
+    gamma: float = Field(0.0, ge=0.0, description="Per-band gamma range on the band's range: gamma in [1/(1+g), 1+g].")
+    noise: float = Field(0.0, ge=0.0, description="Standard deviation of added Gaussian noise, in normalised units.")
+    p_photometric: float = Field(0.5, ge=0.0, le=1.0, description="Share of windows given the photometric transforms.")
+
+
 class DataConfig(_Strict):
     """Where samples come from and how windows are drawn."""
 
@@ -135,7 +153,9 @@ class DataConfig(_Strict):
         description="Share of training windows centred on a pixel of a non-background class (sparse targets sampled "
         "uniformly teach a net to predict blank masks).",
     )
-    augment: bool = Field(True, description="Random flips and 90-degree rotations of training windows.")
+    augment: bool = Field(True, description="Augment training windows: random flips and 90-degree rotations (`flips`), plus "
+                          "`augmentation` (zoom, shear, rotation, photometric), all on whole batches on the training device.")
+    augmentation: AugmentConfig = Field(default_factory=AugmentConfig, description="Geometric and photometric batch augmentation.")
     flips: Literal["d4", "horizontal"] = Field(
         "d4", description="Augmenting flips: 'd4' (flips and 90-degree rotations: overhead imagery), 'horizontal' "
         "(left-right only: ground-level photos such as the Intel scenes)."
@@ -148,7 +168,9 @@ class DataConfig(_Strict):
         "needed by spectral indices, stored in the bundle."
     )
     batch_size: int = Field(8, ge=1, description="Windows per training batch.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = in the main process).")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes (0 = in the main process); default from the machine: on a GPU "
+        "up to 8 (cores - 2), on a CPU 0 up to 4 cores (the network step dominates there), else cores / 4.")
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig, description="Band normalisation.")
 
 
@@ -221,12 +243,17 @@ class TrainConfig(_Strict):
     max_epochs: int = Field(20, ge=1, description="Epochs at most.")
     max_minutes: float | None = Field(None, gt=0, description="Stop after this many minutes of training (the best checkpoint is kept).")
     patience: int = Field(10, ge=1, description="Early stopping: epochs without a better validation score.")
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Numeric precision (autocast for the mixed ones).")
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="Numeric precision (autocast for the mixed ones); 'auto': bf16-mixed on a device with native bf16 "
+        "(AVX-512 BF16 / AMX CPUs, Ampere+ GPUs), 16-mixed on other GPUs, else 32.")
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu.")
     devices: int | str = Field("auto", description="Lightning devices.")
     seed: int = Field(0, description="Seed for weights, sampling and splits.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default all cores.")
     channels_last: bool = Field(True, description="Train in NHWC memory layout (about 1.4x faster convolutions on CPU here).")
+    export_onnx: bool = Field(
+        True, description="Segmentation networks: end training by adding the ONNX graph to the bundle (checked against PyTorch), "
+        "so predict/serve can run ONNX Runtime where it is the fastest backend.")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Classification: cross-entropy label smoothing (Szegedy et al. 2016).")
 
 
@@ -292,6 +319,20 @@ class ExperimentConfig(_Strict):
         if 0 <= self.ignore_index < len(self.classes):
             raise ValueError(f"ignore_index {self.ignore_index} collides with a class id (0..{len(self.classes) - 1})")
         return self
+
+    def training_device(self) -> str:
+        """'cuda' when ``train.accelerator`` allows a GPU and one is present, else 'cpu'."""
+        import torch
+
+        return "cuda" if self.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+
+    def training_precision(self) -> str:
+        """The Lightning precision this run uses (``train.precision`` with 'auto' resolved for this machine)."""
+        if self.train.precision != "auto":
+            return self.train.precision
+        from terraseg.devices import training_precision
+
+        return training_precision(self.training_device())
 
     def run_dir(self) -> Path:
         """The run folder, with ``${name}`` expanded."""

@@ -45,9 +45,13 @@ class InferenceConfig(_Strict):
     overlap: float = Field(0.25, ge=0.0, le=0.9, description="Share of a window overlapping its neighbour (blended with a 2-D Hann window).")
     batch_size: int = Field(4, ge=1, description="Windows per forward pass.")
     device: str = Field("cpu", description="Torch device: cpu, cuda, cuda:1 ...")
-    precision: Literal["32", "bf16", "16"] = Field("32", description="'32' (float32), or 'bf16' / '16' autocast.")
-    channels_last: bool = Field(False, description="Run the network in NHWC memory layout.")
-    backend: Literal["torch", "onnx"] = Field("torch", description="torch (PyTorch) or onnx (ONNX Runtime on the bundle's exported graph).")
+    precision: Literal["auto", "32", "bf16", "16"] = Field(
+        "auto", description="'32' (float32), 'bf16' / '16' autocast, or 'auto': bf16 where the device computes it natively "
+        "(AVX-512 BF16 / AMX CPUs, recent GPUs), fp16 on other GPUs, else float32 (terraseg.predict.runtime).")
+    channels_last: bool | None = Field(None, description="Run PyTorch in NHWC memory layout (default: on).")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="torch (PyTorch), onnx (ONNX Runtime on the bundle's exported graph), or 'auto': the fastest of "
+        "the candidates this machine's features allow, by a measured ranking cached per machine and model.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default, all cores).")
 
 

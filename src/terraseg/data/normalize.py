@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from terraseg.errors import BundleError, InputFileError
 
@@ -76,33 +77,56 @@ def compute_stats(
     return NormStats(method=method, mean=mean.tolist(), std=std.tolist(), low=low.tolist(), high=high.tolist())  # type: ignore[arg-type]
 
 
-def normalize(image: np.ndarray, stats: NormStats, valid: np.ndarray | None = None) -> np.ndarray:
+def normalize(image: np.ndarray | torch.Tensor, stats: NormStats, valid: np.ndarray | torch.Tensor | None = None):
     """Normalise a raw image; the one preprocessing function of train, evaluate, predict and serve.
 
+    The same arithmetic runs on NumPy arrays (loader workers, classification) and on torch tensors on
+    any device (the predictor normalises raw strips on the GPU); float32 element-wise operations are
+    exactly rounded, so both give bit-identical values on the CPU.
+
     Args:
-        image: ``(C, H, W)`` raw pixel values, any numeric dtype (uint8, uint16, int16, float32...).
+        image: ``(C, H, W)`` (or ``(N, C, H, W)``) raw pixel values, any numeric dtype (uint8, uint16,
+            int16, float32...), as a NumPy array or a torch tensor.
         stats: statistics from the training data (``stats.bands`` must equal ``C`` unless 'none').
-        valid: optional ``(H, W)`` bool; pixels where it is False (nodata, padding) become 0.
+        valid: optional ``(H, W)`` (or ``(N, H, W)``) bool of the same kind; pixels where it is False
+            (nodata, padding) become 0.
 
     Returns:
-        ``(C, H, W)`` float32 array.
+        float32 array (NumPy in, NumPy out; tensor in, tensor out on the same device), shape of ``image``.
 
     Raises:
         BundleError: the band count differs from the statistics'.
     """
-    x = image.astype(np.float32, copy=True)
+    is_tensor = isinstance(image, torch.Tensor)
+    x = image.to(torch.float32, copy=True) if is_tensor else image.astype(np.float32, copy=True)
+    c = x.shape[-3]
+
+    def per_band(values: list[float]):
+        if is_tensor:
+            return torch.tensor(values, dtype=torch.float32, device=x.device)[:, None, None]
+        return np.asarray(values, dtype=np.float32)[:, None, None]
+
     if stats.method != "none":
-        if stats.bands != x.shape[0]:
-            raise BundleError(f"image has {x.shape[0]} bands but the normalisation statistics describe {stats.bands}.")
+        if stats.bands != c:
+            raise BundleError(f"image has {c} bands but the normalisation statistics describe {stats.bands}.")
         if stats.method == "meanstd":
-            x -= np.asarray(stats.mean, dtype=np.float32)[:, None, None]
-            x /= np.asarray(stats.std, dtype=np.float32)[:, None, None]
+            x -= per_band(stats.mean)
+            x /= per_band(stats.std)
         else:
-            low = np.asarray(stats.low, dtype=np.float32)[:, None, None]
+            low = per_band(stats.low)
             x -= low
-            x /= np.asarray(stats.high, dtype=np.float32)[:, None, None] - low
-            np.clip(x, 0.0, 1.0, out=x)
-    np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            x /= per_band(stats.high) - low
+            if is_tensor:
+                x.clamp_(0.0, 1.0)
+            else:
+                np.clip(x, 0.0, 1.0, out=x)
+    if is_tensor:
+        torch.nan_to_num_(x, nan=0.0, posinf=0.0, neginf=0.0)
+    else:
+        np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     if valid is not None:
-        x[:, ~valid] = 0.0
+        if is_tensor:
+            x.masked_fill_(~valid.unsqueeze(-3), 0.0)
+        else:
+            np.putmask(x, np.broadcast_to(np.expand_dims(~valid, -3), x.shape), 0.0)
     return x

@@ -65,7 +65,7 @@ def evaluate_scenes(
                 if z > a:
                     pred_crop[a - r0 : z - r0] = b.class_ids[a - b.row : z - b.row, c0 : c0 + w]
 
-        predictor.predict(scene, sink)
+        predictor.predict(scene, sink, probabilities=False)
         total += cm
         m = metrics_from_confusion(cm, class_names)
         key = "iou" if K == 2 else "miou"

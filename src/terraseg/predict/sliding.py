@@ -1,4 +1,4 @@
-"""Streaming sliding-window inference with smooth blending of overlaps.
+"""Streaming sliding-window inference with smooth blending of overlaps, on the backend's device.
 
 The scene is covered by tiles of ``window`` pixels (smaller scenes by one tile rounded up to a
 multiple of 32, padded) at a stride of ``window * (1 - overlap)``; the last tile of each row and
@@ -8,14 +8,16 @@ and Stitching Segmentation Output for Remote Sensing", 2018), which removes the 
 average leaves at tile borders.
 
 Memory: tiles are processed one tile-row (strip) at a time; an accumulator of
-``K x window x width`` floats holds the overlapping rows, and each strip's finished rows are handed
-to a callback (written to disk, or compared with labels) and dropped. Memory depends on the scene
-width and the window, never on the scene height.
+``K x window x width`` floats (on the device) holds the overlapping rows, and each strip's finished
+rows are handed to a callback (written to disk, or compared with labels) and dropped. Memory
+depends on the scene width and the window, never on the scene height.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +28,9 @@ from terraseg.data.normalize import NormStats, normalize
 from terraseg.data.scenes import Scene
 from terraseg.data.windows import grid_offsets
 from terraseg.errors import BundleError, ConfigError
-from terraseg.models.factory import logits_to_probs
+from terraseg.predict.backends import ArrayBackend, TorchBackend
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from terraseg.config.inference import InferenceConfig
@@ -55,118 +59,160 @@ class Block:
     """Finished rows of a prediction, handed to the sink in order from top to bottom.
 
     Attributes:
-        row: first scene row. class_ids: ``(n, W)`` class ids (int64; ``-1`` where not valid).
-        probs: ``(K, n, W)`` float32 probabilities. valid: ``(n, W)`` bool (False for nodata).
+        row: first scene row (pixels).
+        class_ids: ``(n, W)`` int32 class ids, ``-1`` where not valid.
+        probs: ``(K, n, W)`` float32 probabilities, or None when the caller did not ask for them.
+        valid: ``(n, W)`` bool, False for nodata and padding.
     """
 
     row: int
     class_ids: np.ndarray
-    probs: np.ndarray
+    probs: np.ndarray | None
     valid: np.ndarray
-
-
-class TorchBackend:
-    """Runs a PyTorch network: ``(N, C, h, w)`` float32 -> ``(N, K, h, w)`` float32 probabilities.
-
-    Args:
-        model: network returning logits. device: 'cpu', 'cuda', ...
-        precision: '32', or 'bf16'/'16' for autocast. channels_last: NHWC memory format.
-    """
-
-    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "32", channels_last: bool = False) -> None:
-        self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
-        self.precision = precision
-        self.channels_last = channels_last
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            logits = self.model(x)
-        return logits_to_probs(logits).cpu().numpy()
 
 
 class SlidingWindowPredictor:
     """Predicts whole scenes with a backend, the bundle's normalisation and Hann blending.
 
+    One strip of windows at a time: a reader thread reads the next strip (raw dtype) while the
+    current one is computed; the raw strip goes to the backend's device, where it is normalised
+    (:func:`terraseg.data.normalize.normalize`), cut into windows, run through the network in
+    batches, weighted and accumulated, and turned into class ids; only the class ids (int32) and,
+    when asked for, the probabilities come back to the host, and a writer thread hands finished
+    rows to the sink while the next strip is computed. The same torch code runs on the CPU and on
+    CUDA (MONAI's ``sliding_window_inference`` keeps its blending on the device the same way).
+
     Args:
-        backend: callable ``(N, C, h, w) float32 -> (N, K, h, w)`` probabilities.
+        backend: a :class:`TorchBackend`, an :class:`ArrayBackend`, or a callable
+            ``(N, C, h, w) float32 array -> (N, K, h, w)`` probabilities (wrapped in an :class:`ArrayBackend`).
         stats: normalisation statistics from the bundle.
         num_classes: K.
-        window: tile size in pixels (multiple of 32).
-        overlap: share of a tile overlapping its neighbour, in ``[0, 0.9]``.
-        batch_size: tiles per forward pass.
+        window: window side in pixels (multiple of 32).
+        overlap: share of a window overlapping its neighbour, in ``[0, 0.9]``.
+        batch_size: windows per forward pass.
+
+    Raises:
+        ConfigError: a window that is not a positive multiple of 32, an overlap outside ``[0, 0.9]``.
     """
 
-    def __init__(self, backend: Callable[[np.ndarray], np.ndarray], stats: NormStats, num_classes: int,
+    def __init__(self, backend: Any, stats: NormStats, num_classes: int,
                  window: int = 512, overlap: float = 0.25, batch_size: int = 4) -> None:
         if window % 32 or window < 32:
             raise ConfigError(f"window must be a positive multiple of 32 pixels (encoders downsample 5 times), got {window}.")
         if not 0 <= overlap <= 0.9:
             raise ConfigError(f"overlap must be between 0 and 0.9, got {overlap}.")
-        self.backend, self.stats, self.num_classes = backend, stats, num_classes
+        self.backend = backend if hasattr(backend, "probabilities") else ArrayBackend(backend)
+        self.stats, self.num_classes = stats, num_classes
         self.window, self.overlap, self.batch_size = window, overlap, batch_size
 
+    @property
+    def device(self) -> torch.device:
+        """Where normalisation, blending and the argmax run (the backend's device)."""
+        return getattr(self.backend, "device", torch.device("cpu"))
+
     def check_scene(self, scene: Scene) -> None:
-        """Raise :class:`BundleError` when the scene's band count differs from the model's."""
+        """Raise :class:`BundleError` when the scene's band count differs from the model's.
+
+        Args:
+            scene: the scene about to be predicted.
+        """
         if self.stats.bands and scene.count != self.stats.bands:
             raise BundleError(
                 f"{getattr(scene, 'path', scene.name)}: image has {scene.count} bands but the model expects {self.stats.bands}."
             )
 
-    def predict(self, scene: Scene, sink: Callable[[Block], None]) -> None:
+    def geometry(self, height: int, width: int) -> tuple[int, int, list[int], list[int]]:
+        """Window size and offsets for a ``height x width`` scene.
+
+        Args:
+            height, width: scene size in pixels.
+
+        Returns:
+            ``(window height, window width, row offsets, column offsets)`` in pixels: windows of
+            :attr:`window` (a scene smaller than that gets one window rounded up to a multiple of
+            32), at a stride of ``window * (1 - overlap)`` rounded down to a multiple of 32, the
+            last row and column shifted flush with the scene's edge (:func:`terraseg.data.windows.grid_offsets`).
+        """
+        th = min(self.window, -(-height // 32) * 32)
+        tw = min(self.window, -(-width // 32) * 32)
+        sy = max(int(th * (1 - self.overlap)) // 32 * 32, 32) if height > th else th
+        sx = max(int(tw * (1 - self.overlap)) // 32 * 32, 32) if width > tw else tw
+        return th, tw, grid_offsets(height, th, sy, "shift"), grid_offsets(width, tw, sx, "shift")
+
+    @torch.inference_mode()
+    def predict(self, scene: Scene, sink: Callable[[Block], None], probabilities: bool = True) -> None:
         """Predict ``scene`` strip by strip, calling ``sink`` with each finished :class:`Block`.
 
+        Args:
+            scene: the scene (raw pixels; normalised here).
+            sink: called once per strip, top to bottom, on a writer thread (one call at a time).
+            probabilities: also bring the blended probabilities back to the host (``Block.probs``).
+
         Raises:
-            BundleError: band count mismatch. terraseg.errors.InputFileError: unreadable pixels.
+            BundleError: band count mismatch, or a model that returns another class count.
+            terraseg.errors.InputFileError: unreadable pixels. Whatever ``sink`` raises.
         """
         self.check_scene(scene)
         H, W = scene.height, scene.width
-        th = min(self.window, -(-H // 32) * 32)
-        tw = min(self.window, -(-W // 32) * 32)
-        sy = max(int(th * (1 - self.overlap)) // 32 * 32, 32) if H > th else th
-        sx = max(int(tw * (1 - self.overlap)) // 32 * 32, 32) if W > tw else tw
-        ys, xs = grid_offsets(H, th, sy, "shift"), grid_offsets(W, tw, sx, "shift")
-        Wg = max(W, tw)
-        K = self.num_classes
-        weight = hann_weights(th, tw) if len(ys) * len(xs) > 1 else np.ones((th, tw), np.float32)
-        acc = np.zeros((K, th, Wg), dtype=np.float32)
-        wsum = np.zeros((th, Wg), dtype=np.float32)
-        for i, y in enumerate(ys):
-            strip = scene.read(y, 0, th, Wg, labels=False)
-            image = normalize(strip.image, self.stats, strip.valid)
-            for b in range(0, len(xs), self.batch_size):
-                bx = xs[b : b + self.batch_size]
-                batch = np.stack([image[:, :, x : x + tw] for x in bx])
-                probs = self.backend(batch)
-                if probs.shape[1] != K:
-                    raise BundleError(f"model returned {probs.shape[1]} classes, the bundle declares {K}.")
-                for x, p in zip(bx, probs):
-                    acc[:, :, x : x + tw] += p * weight
-                    wsum[:, x : x + tw] += weight
-            next_y = ys[i + 1] if i + 1 < len(ys) else H
-            n = min(next_y - y, H - y)
-            probs_rows = acc[:, :n, :W] / wsum[None, :n, :W]
-            valid = strip.valid[:n, :W]
-            ids = probs_rows.argmax(axis=0).astype(np.int64)
-            ids[~valid] = -1
-            sink(Block(row=y, class_ids=ids, probs=probs_rows, valid=valid))
-            # shift the accumulator up by the finished rows
-            keep = th - (next_y - y)
-            if keep > 0:
-                acc[:, :keep] = acc[:, th - keep :]
-                wsum[:keep] = wsum[th - keep :]
-            acc[:, max(keep, 0) :] = 0
-            wsum[max(keep, 0) :] = 0
+        th, tw, ys, xs = self.geometry(H, W)
+        Wg, K, dev = max(W, tw), self.num_classes, self.device
+        cuda = dev.type == "cuda"
+        weight = torch.from_numpy(hann_weights(th, tw) if len(ys) * len(xs) > 1 else np.ones((th, tw), np.float32)).to(dev)
+        acc = torch.zeros((K, th, Wg), dtype=torch.float32, device=dev)
+        wsum = torch.zeros((th, Wg), dtype=torch.float32, device=dev)
+
+        def read(y: int):
+            r = scene.read(y, 0, th, Wg, labels=False)
+            image, valid = torch.from_numpy(r.image), torch.from_numpy(r.valid)
+            return (image.pin_memory(), valid.pin_memory()) if cuda else (image, valid)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="terraseg-read") as reader, \
+                ThreadPoolExecutor(1, thread_name_prefix="terraseg-write") as writer:
+            ahead = reader.submit(read, ys[0])
+            written: Future | None = None
+            for i, y in enumerate(ys):
+                raw, valid = ahead.result()
+                if i + 1 < len(ys):
+                    ahead = reader.submit(read, ys[i + 1])
+                valid = valid.to(dev, non_blocking=True)
+                image = normalize(raw.to(dev, non_blocking=True), self.stats, valid)
+                for b in range(0, len(xs), self.batch_size):
+                    bx = xs[b:b + self.batch_size]
+                    probs = self.backend.probabilities(torch.stack([image[:, :, x:x + tw] for x in bx])).to(dev)
+                    if probs.shape[1] != K:
+                        raise BundleError(f"model returned {probs.shape[1]} classes, the bundle declares {K}.")
+                    for x, p in zip(bx, probs):
+                        acc[:, :, x:x + tw] += p * weight
+                        wsum[:, x:x + tw] += weight
+                next_y = ys[i + 1] if i + 1 < len(ys) else H
+                n = min(next_y - y, H - y)
+                rows = acc[:, :n, :W] / wsum[None, :n, :W]
+                ok = valid[:n, :W]
+                ids = torch.where(ok, rows.argmax(dim=0).to(torch.int32), -1)
+                block = Block(row=y, class_ids=ids.cpu().numpy(), probs=rows.cpu().numpy() if probabilities else None,
+                              valid=ok.cpu().numpy())
+                if written is not None:
+                    written.result()  # at most one strip waits for the sink: memory stays bounded
+                written = writer.submit(sink, block)
+                # move the rows still overlapped by the next strip to the top of the accumulator
+                keep = th - (next_y - y)
+                if keep > 0:
+                    acc = torch.roll(acc, -(th - keep), dims=1)
+                    wsum = torch.roll(wsum, -(th - keep), dims=0)
+                acc[:, max(keep, 0):] = 0
+                wsum[max(keep, 0):] = 0
+            if written is not None:
+                written.result()
 
     def predict_array(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
-        """Whole-scene class ids ``(H, W)`` int64 (-1 = nodata) and probabilities ``(K, H, W)`` in memory."""
+        """Predict a whole scene into memory (small scenes: uploads, tests).
+
+        Args:
+            scene: the scene.
+
+        Returns:
+            ``(class ids (H, W) int64 with -1 for nodata, probabilities (K, H, W) float32)``.
+        """
         ids = np.empty((scene.height, scene.width), dtype=np.int64)
         probs = np.empty((self.num_classes, scene.height, scene.width), dtype=np.float32)
 
@@ -199,17 +245,23 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
         opts = build_options(InferenceConfig, **(opts.model_dump() | overrides))
     win = opts.window or bundle.manifest.input.predict_window
     overlap = opts.overlap
-    run: Callable[[np.ndarray], np.ndarray]
+    run: Any
     if bundle.manifest.baseline is not None:
-        run = bundle.model  # pixel baseline: features are per pixel, so tiles overlap only by the texture window
+        run = ArrayBackend(bundle.model)  # pixel baseline: features are per pixel, so tiles overlap only by the texture window
         overlap = min(overlap, 2 * bundle.model.features.margin / win)
-    elif opts.backend == "onnx":
-        from terraseg.predict.onnx import onnx_backend_for
-
-        run = onnx_backend_for(bundle, opts.threads, opts.device)
     else:
-        run = TorchBackend(bundle.model, device=opts.device, precision=opts.precision, channels_last=opts.channels_last)
+        from terraseg.predict.runtime import choose_runtime
+
+        rt = choose_runtime(bundle, opts.device, opts.backend, opts.precision, opts.channels_last, win, opts.batch_size)
+        log.debug("runtime for %s: %s", bundle.manifest.name, rt)
+        if rt.backend == "onnx":
+            from terraseg.predict.onnx import onnx_backend_for
+
+            run = ArrayBackend(onnx_backend_for(bundle, opts.threads, opts.device))
+        else:
+            run = TorchBackend(bundle.model, device=opts.device, precision=rt.precision, channels_last=rt.channels_last)
+        run.runtime = rt
     return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, opts.batch_size)
 
 
-__all__ = ["Block", "SlidingWindowPredictor", "TorchBackend", "hann_weights", "predictor_for"]
+__all__ = ["ArrayBackend", "Block", "SlidingWindowPredictor", "TorchBackend", "hann_weights", "predictor_for"]

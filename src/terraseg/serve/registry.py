@@ -120,7 +120,9 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
 
             models[name] = ServedModel(name, ref, b, ImageClassifier(b, device=inference.device), "torch")  # type: ignore[arg-type]
         else:
-            models[name] = ServedModel(name, ref, b, predictor_for(b, inference), inference.backend)
+            pred = predictor_for(b, inference)
+            rt = getattr(pred.backend, "runtime", None)
+            models[name] = ServedModel(name, ref, b, pred, rt.backend if rt else inference.backend)
     return models
 
 

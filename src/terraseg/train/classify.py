@@ -15,6 +15,7 @@ from terraseg.config import ExperimentConfig
 from terraseg.data.classes import ClassificationDataset, ClassItem, class_items, image_statistics, stratified_split
 from terraseg.data.datasets import collate_samples
 from terraseg.data.normalize import NormStats
+from terraseg.devices import loader_options
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
 from terraseg.models.factory import build_model
@@ -61,7 +62,7 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
         write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
     cache = first.nbytes * (len(train_items) + len(val_items)) < CACHE_BYTES  # decoded images kept only when they fit
     train_ds = ClassificationDataset(train_items, d.window, stats, bands, d.augment, d.flips, tuple(d.crop_scale), cfg.train.seed, cache)
-    kw: dict[str, Any] = dict(num_workers=d.num_workers, collate_fn=collate_samples, persistent_workers=d.num_workers > 0)
+    kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
     gen = torch.Generator().manual_seed(cfg.train.seed)
     train_dl = DataLoader(train_ds, batch_size=d.batch_size, shuffle=True, generator=gen,
                           drop_last=len(train_ds) > d.batch_size, **kw)

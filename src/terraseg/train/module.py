@@ -51,11 +51,22 @@ class TaskBase(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        if self.cfg.train.channels_last and isinstance(batch, dict):  # validation batches may be scene indexes
+        if not isinstance(batch, dict):  # validation batches may be scene indexes
+            return batch
+        if self.trainer.training and getattr(self, "augment_on_device", False):
+            from terraseg.train.augment import augment_batch
+
+            if self._aug_gen is None:
+                self._aug_gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.current_epoch)
+            batch = augment_batch(batch, self.cfg.data.augmentation, self.cfg.data.flips, self.cfg.ignore_index, self._aug_gen)
+        if self.cfg.train.channels_last:
             batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         return batch
 
+    _aug_gen: torch.Generator | None = None
+
     def on_train_epoch_start(self) -> None:
+        self._aug_gen = None  # reseeded per (seed, epoch) on the first batch
         ds = self.trainer.train_dataloader.dataset if self.trainer.train_dataloader is not None else None
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(self.current_epoch)
@@ -117,6 +128,7 @@ class SegmentationTask(TaskBase):
         self.val_scenes: list[Any] = []
         self.val_stats: NormStats | None = None
         self.val_window = max(c.data.window, MIN_PREDICT_WINDOW)
+        self.augment_on_device = c.data.augment  # the loader only reads; see terraseg.train.augment
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["image"])
@@ -125,7 +137,7 @@ class SegmentationTask(TaskBase):
         return loss
 
     def _predictor(self) -> SlidingWindowPredictor:
-        precision = {"bf16-mixed": "bf16", "16-mixed": "16"}.get(self.cfg.train.precision, "32")
+        precision = {"bf16-mixed": "bf16", "16-mixed": "16"}.get(self.cfg.training_precision(), "32")
         backend = TorchBackend(self.model, device=str(self.device), precision=precision, channels_last=self.cfg.train.channels_last)
         assert self.val_stats is not None, "set val_stats before validating"
         return SlidingWindowPredictor(backend, self.val_stats, self.cfg.num_classes, self.val_window, 0.25, self.cfg.data.batch_size)

@@ -26,6 +26,7 @@ from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import RandomWindowDataset, SceneIndexDataset, collate_samples, scene_statistics
 from terraseg.data.normalize import NormStats
 from terraseg.data.sources import train_val_scenes
+from terraseg.devices import loader_options
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
 from terraseg.models.factory import build_model
@@ -37,12 +38,34 @@ log = logging.getLogger(__name__)
 
 
 class _Throughput(L.Callback):
-    """Measures training windows per second (training batches only, validation excluded)."""
+    """Measures training windows per second (step time only, and wall time of the training epochs) and
+    validation's share of the wall time."""
 
     def __init__(self) -> None:
         self.samples = 0
         self.seconds = 0.0
         self._t = 0.0
+        self.wall = 0.0
+        self.val_seconds = 0.0
+        self._epoch = self._val = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.wall += time.perf_counter() - self._epoch
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._val = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.val_seconds += time.perf_counter() - self._val
+
+    @property
+    def validation_share(self) -> float:
+        """Validation time / (training + validation time)."""
+        train_only = max(self.wall - self.val_seconds, 0.0)  # Lightning runs validation inside the training epoch
+        return self.val_seconds / max(train_only + self.val_seconds, 1e-9)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._t = time.perf_counter()
@@ -101,7 +124,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     trainer = L.Trainer(
         max_epochs=cfg.train.max_epochs,
         max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
-        precision=cfg.train.precision, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        precision=cfg.training_precision(), accelerator=cfg.train.accelerator, devices=cfg.train.devices,
         logger=logger, callbacks=callbacks, default_root_dir=run_dir, log_every_n_steps=10,
         num_sanity_val_steps=0, enable_model_summary=False,
         limit_val_batches=1.0 if val_dl is not None else 0,
@@ -132,16 +155,22 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         metrics={"validation": best, "history": module.history},
         training={"config": cfg.model_dump(mode="json"), "epochs": trainer.current_epoch,
                   "train_seconds": round(train_seconds, 1), "terraseg_version": __version__,
-                  "chips_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 2)},
+                  "chips_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 2),
+                  "wall_chips_per_second": round(throughput.samples / max(throughput.wall - throughput.val_seconds, 1e-9), 2),
+                  "validation_seconds": round(throughput.val_seconds, 1), "validation_share": round(throughput.validation_share, 4),
+                  "precision": cfg.training_precision()},
     )
     bundle_path = Bundle(manifest, model).save(run_dir / "model.terraseg")
+    if cfg.train.export_onnx and not classify:
+        _export(bundle_path, val_dl.dataset.scenes if val_dl is not None else [])
     if tracker is not None:
         tracker.log_artifacts(bundle_path)
         if best:
             tracker.log_metrics({"best/val_score": float(best.get("val/score", 0.0))})
         tracker.finish()
     return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
-                       throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None)
+                       throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
+                       throughput.validation_share)
 
 
 def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
@@ -174,8 +203,9 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
             raise InputFileError(f"{getattr(s, 'path', s.name)}: validation image has {s.count} bands, training images have {in_channels}.")
 
     d = cfg.data
-    train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, stats, d.rare_class_share, d.augment, cfg.train.seed)
-    loader_kw: dict[str, Any] = dict(num_workers=d.num_workers, collate_fn=collate_samples, persistent_workers=False)
+    # augmentation runs on whole batches on the training device (SegmentationTask), so the loader only reads
+    train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, stats, d.rare_class_share, False, cfg.train.seed)
+    loader_kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
     train_dl = DataLoader(train_ds, batch_size=d.batch_size, shuffle=False, drop_last=len(train_ds) > d.batch_size, **loader_kw)
     # validation: whole scenes through the real predictor (SegmentationTask.validation_step), one scene per step
     val_dl = DataLoader(SceneIndexDataset(val_scenes), batch_size=None) if val_scenes else None
@@ -184,3 +214,15 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
     source_bands = getattr(getattr(first, "info", None), "count", None)
     input_kw = dict(band_indexes=getattr(first, "bands", None), source_bands=source_bands, dtype=first.dtype, nodata=first.nodata)
     return train_dl, val_dl, in_channels, stats, input_kw
+
+
+def _export(bundle_path: Path, scenes: list) -> None:
+    """Add the ONNX graph to a fresh bundle, checked on validation windows; a network that does not export keeps its bundle."""
+    from terraseg.errors import BundleError
+    from terraseg.predict.onnx import export_onnx
+
+    images = sorted({s.path for s in scenes if str(getattr(s, "path", "")).lower().endswith((".tif", ".tiff"))})[:2]
+    try:
+        export_onnx(bundle_path, check_images=images)
+    except (BundleError, ImportError) as e:
+        log.warning("no ONNX graph added to %s: %s", bundle_path, e)

@@ -17,6 +17,7 @@ class TrainResult:
         epochs: epochs run (1 for pixel baselines). train_seconds: wall time of training.
         chips_per_second: training windows per second (networks) or training pixels per second of
             the fit (pixel baselines). tracking_uri: MLflow URI, or None when tracking is off.
+        validation_share: networks: validation's share of the training wall time.
     """
 
     bundle_path: Path
@@ -26,3 +27,4 @@ class TrainResult:
     train_seconds: float
     chips_per_second: float
     tracking_uri: str | None
+    validation_share: float | None = None
