@@ -48,7 +48,8 @@ def test_magnetic_tiles_config_end_to_end(tmp_path):
         tp, fp, fn = tp + int((p1 & t1).sum()), fp + int((p1 & ~t1).sum()), fn + int((~p1 & t1 & keep).sum())
     assert m["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     # training validated with the same procedure evaluate uses by default (one epoch: the best is the last)
-    default = evaluate(b, val, tmp_path / "eval-default")
+    prec = {"bf16-mixed": "bf16", "16-mixed": "16"}.get(cfg.training_precision(), "32")  # the precision validation ran in
+    default = evaluate(b, val, tmp_path / "eval-default", backend="torch", precision=prec)
     assert b.manifest.metrics["validation"]["val/iou"] == pytest.approx(default["iou"], abs=1e-9)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["pixels"] == m["pixels"]
 

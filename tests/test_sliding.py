@@ -75,3 +75,36 @@ def test_band_count_mismatch_is_a_clear_error(tmp_path):
     pred = SlidingWindowPredictor(threshold_backend, stats, 2, window=64)
     with pytest.raises(BundleError, match="4 bands but the model expects 3"):
         pred.predict(RasterScene(path), lambda b: None)
+
+
+def test_batching_backend_shares_forward_passes_between_callers():
+    import threading
+
+    import torch
+
+    from terraseg.predict.backends import ArrayBackend, BatchingBackend
+
+    calls = []
+
+    def run(batch):
+        calls.append(len(batch))
+        return threshold_backend(batch)
+
+    shared = BatchingBackend(ArrayBackend(run), max_batch=16, wait_ms=200)
+    rng = np.random.default_rng(0)
+    inputs = [torch.from_numpy(rng.integers(0, 200, (2, 3, 32, 32)).astype(np.float32)) for _ in range(6)]
+    results = [None] * 6
+
+    def caller(i):
+        results[i] = shared.probabilities(inputs[i])
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sum(calls) == 12 and len(calls) < 6  # 6 callers' windows in fewer forward passes
+    for x, r in zip(inputs, results):  # each caller gets its own windows' probabilities
+        np.testing.assert_array_equal(r.numpy(), threshold_backend(x.numpy()))
+    with pytest.raises(ValueError):  # errors reach the waiting caller
+        BatchingBackend(ArrayBackend(lambda b: (_ for _ in ()).throw(ValueError("boom"))), wait_ms=1).probabilities(inputs[0])

@@ -279,6 +279,8 @@ def serve(
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow registry for models:/ URIs.")] = None,
     window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = 4, device: DeviceOpt = "cpu",
     precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
+    batch_wait_ms: Annotated[Optional[float], typer.Option(help="Micro-batching wait in ms: windows of concurrent requests share forward passes (default: 5 on CUDA, off on a CPU).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Micro-batching: most windows per shared forward pass.")] = 16,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB.")] = 64.0,
     max_pixels: Annotated[int, typer.Option(help="Largest image in pixels.")] = 64_000_000,
     api_key: Annotated[Optional[str], typer.Option(envvar="TERRASEG_API_KEY", help="Require header X-API-Key (off by default).")] = None,
@@ -291,7 +293,8 @@ def serve(
 
     cfg = with_inference(ServeConfig, "options", models=models, tracking_uri=tracking_uri, window=window, overlap=overlap,
                          batch_size=batch_size, device=device, precision=precision, channels_last=channels_last, backend=backend,
-                         max_upload_mb=max_upload_mb, max_pixels=max_pixels, api_key=api_key)
+                         batch_wait_ms=batch_wait_ms, max_batch=max_batch, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                         api_key=api_key)
     if workers > 1:
         os.environ["TERRASEG_SERVE"] = cfg.model_dump_json()
         uvicorn.run("terraseg.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")

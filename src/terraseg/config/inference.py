@@ -53,6 +53,9 @@ class InferenceConfig(_Strict):
         "auto", description="torch (PyTorch), onnx (ONNX Runtime on the bundle's exported graph), or 'auto': the fastest of "
         "the candidates this machine's features allow, by a measured ranking cached per machine and model.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default, all cores).")
+    fit_max: int = Field(
+        1024, ge=0, description="Without an explicit `window`, an image whose sides are both at most this many pixels is "
+        "predicted as one window (rounded up to a multiple of 32): no tiling. 0 always tiles.")
 
 
 class PredictConfig(_Strict):
@@ -94,6 +97,11 @@ class ServeConfig(_Strict):
     models: list[str] = Field(min_length=1, description="Bundle paths or MLflow URIs (models:/name@alias).")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Sliding windows, device, precision, backend.")
     tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI for models:/ references.")
+    batch_wait_ms: float | None = Field(
+        None, ge=0, description="Micro-batching: requests' windows arriving within this many milliseconds share one forward "
+        "pass (terraseg.predict.backends.BatchingBackend). Default: 5 on CUDA, off (0) on a CPU, where one request already "
+        "uses every core.")
+    max_batch: int = Field(16, ge=1, description="Micro-batching: most windows per shared forward pass.")
     max_upload_mb: float = Field(64.0, gt=0, description="Largest accepted upload in MB.")
     max_pixels: int = Field(64_000_000, gt=0, description="Largest accepted image in pixels (width x height).")
     api_key: str | None = Field(None, description="When set, /v1 endpoints require header X-API-Key with this value.")

@@ -69,4 +69,87 @@ class ArrayBackend:
         return self.run(batch)
 
 
-__all__ = ["ArrayBackend", "TorchBackend"]
+
+
+class BatchingBackend:
+    """Runs the windows of concurrent callers in shared forward passes (micro-batching for a server).
+
+    Each caller's :meth:`probabilities` puts its batch in a queue and waits; one worker thread takes
+    what has arrived within ``wait_ms`` of the first request (up to ``max_batch`` windows of one
+    shape), runs one forward pass over all of it and hands each caller its slice. Under load the
+    device then sees full batches instead of one request's few windows; alone, a request waits at
+    most ``wait_ms``. The forward always runs on the one worker thread (activations are allocated by
+    one thread, which keeps a long-running server's memory flat).
+
+    Args:
+        backend: the wrapped backend (``probabilities`` on tensors).
+        max_batch: most windows per forward pass. wait_ms: how long the first request waits for company.
+    """
+
+    def __init__(self, backend, max_batch: int = 16, wait_ms: float = 5.0) -> None:
+        import queue
+        import threading
+
+        self.backend, self.max_batch, self.wait = backend, max_batch, wait_ms / 1000.0
+        self.device = getattr(backend, "device", torch.device("cpu"))
+        self.runtime = getattr(backend, "runtime", None)
+        self._queue: queue.Queue = queue.Queue()
+        self.forwards = 0  # forward passes run (for tests and benchmarks)
+        self._worker = threading.Thread(target=self._serve, name="terraseg-batcher", daemon=True)
+        self._worker.start()
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, h, w)`` normalised float32 -> ``(N, K, h, w)`` probabilities, computed with other callers' windows.
+
+        Raises:
+            Whatever the wrapped backend raises for the shared batch.
+        """
+        from concurrent.futures import Future
+
+        done: Future = Future()
+        self._queue.put((x, done))
+        return done.result()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.probabilities(torch.from_numpy(batch)).cpu().numpy()
+
+    def _serve(self) -> None:
+        import queue
+        import time
+
+        pending: list = []
+        while True:
+            if not pending:
+                pending.append(self._queue.get())
+            deadline = time.monotonic() + self.wait
+            shape = pending[0][0].shape[1:]
+            group = [p for p in pending if p[0].shape[1:] == shape]
+            while sum(len(p[0]) for p in group) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                try:
+                    item = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+                pending.append(item)
+                if item[0].shape[1:] == shape:
+                    group.append(item)
+            take, n = [], 0
+            for p in group:
+                if take and n + len(p[0]) > self.max_batch:
+                    break
+                take.append(p)
+                n += len(p[0])
+            pending = [p for p in pending if all(p is not t for t in take)]
+            try:
+                out = self.backend.probabilities(torch.cat([t[0].to(self.device) for t in take]))
+                self.forwards += 1
+                i = 0
+                for x, fut in take:
+                    fut.set_result(out[i:i + len(x)])
+                    i += len(x)
+            except BaseException as e:  # every waiting caller gets the error
+                for _, fut in take:
+                    if not fut.done():
+                        fut.set_exception(e)
+
+
+__all__ = ["ArrayBackend", "BatchingBackend", "TorchBackend"]

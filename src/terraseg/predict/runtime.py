@@ -10,7 +10,7 @@ PyTorch with bf16 (fp16 where bf16 is missing) and channels_last is the standard
    a CPU -> PyTorch float32 + channels_last, ONNX Runtime float32 when the bundle holds a graph,
    and PyTorch bf16 + channels_last only when the CPU has native bf16 instructions.
 2. **A measured ranking** picks among several CPU candidates: each runs the same batch of windows
-   (one warm-up, then the median of three timed runs) and the fastest wins. The ranking is cached
+   (one warm-up each, then three interleaved rounds; the median) and the fastest wins. The ranking is cached
    per CPU model, torch version, network and window in ``$TERRASEG_CACHE`` (default
    ``~/.cache/terraseg/runtime.json``), so it is measured once per machine and model.
 
@@ -56,14 +56,18 @@ def _cache_file() -> Path:
     return Path(root) / "runtime.json"
 
 
-def _time(run, x: np.ndarray, reps: int = 3) -> float:
-    run(x)  # warm-up (allocations, oneDNN primitive selection)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _measure(runs: dict, x: np.ndarray, rounds: int = 3) -> dict[str, float]:
+    """Median seconds per candidate, timed in interleaved rounds (A B C, A B C, ...) after one warm-up each,
+    so a burst of load elsewhere on the machine hits every candidate alike."""
+    for run in runs.values():
+        run(x)  # warm-up (allocations, oneDNN primitive selection)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, run in runs.items():
+            t0 = time.perf_counter()
+            run(x)
+            times[k].append(time.perf_counter() - t0)
+    return {k: round(statistics.median(v), 4) for k, v in times.items()}
 
 
 def choose_runtime(bundle: Any, device: str = "cpu", backend: str = "auto", precision: str = "auto",
@@ -122,15 +126,15 @@ def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int
     from terraseg.predict.backends import ArrayBackend, TorchBackend
 
     x = np.random.default_rng(0).standard_normal((batch_size, m.input.bands, window, window)).astype(np.float32)
-    times: dict[str, float] = {}
+    runs: dict[str, Any] = {}
     for c in candidates:
         if c.backend == "onnx":
             from terraseg.predict.onnx import onnx_backend_for
 
-            run: Any = ArrayBackend(onnx_backend_for(bundle))
-        else:
-            run = TorchBackend(bundle.model, "cpu", c.precision, c.channels_last)
-        times[f"{c.backend}:{c.precision}"] = round(_time(run, x), 4)
+            runs[f"{c.backend}:{c.precision}"] = ArrayBackend(onnx_backend_for(bundle))
+        else:  # the candidates share the model (PyTorch converts its layout in place): same layout for all
+            runs[f"{c.backend}:{c.precision}"] = TorchBackend(bundle.model, "cpu", c.precision, c.channels_last)
+    times = _measure(runs, x)
     if any(c.channels_last for c in candidates):  # the ranking ran the model in NHWC; give it back in NCHW
         bundle.model.to(memory_format=torch.contiguous_format)
     choice = min(times, key=times.get)  # type: ignore[arg-type]

@@ -90,20 +90,23 @@ class SlidingWindowPredictor:
         window: window side in pixels (multiple of 32).
         overlap: share of a window overlapping its neighbour, in ``[0, 0.9]``.
         batch_size: windows per forward pass.
+        fit_max: a scene whose height and width are both at most this many pixels is predicted as one
+            window rounded up to a multiple of 32 (no tiling, no blending; 0 disables). One 512^2
+            forward costs less than the nine overlapping 256^2 windows that cover it.
 
     Raises:
         ConfigError: a window that is not a positive multiple of 32, an overlap outside ``[0, 0.9]``.
     """
 
     def __init__(self, backend: Any, stats: NormStats, num_classes: int,
-                 window: int = 512, overlap: float = 0.25, batch_size: int = 4) -> None:
+                 window: int = 512, overlap: float = 0.25, batch_size: int = 4, fit_max: int = 0) -> None:
         if window % 32 or window < 32:
             raise ConfigError(f"window must be a positive multiple of 32 pixels (encoders downsample 5 times), got {window}.")
         if not 0 <= overlap <= 0.9:
             raise ConfigError(f"overlap must be between 0 and 0.9, got {overlap}.")
         self.backend = backend if hasattr(backend, "probabilities") else ArrayBackend(backend)
         self.stats, self.num_classes = stats, num_classes
-        self.window, self.overlap, self.batch_size = window, overlap, batch_size
+        self.window, self.overlap, self.batch_size, self.fit_max = window, overlap, batch_size, fit_max
 
     @property
     def device(self) -> torch.device:
@@ -133,8 +136,9 @@ class SlidingWindowPredictor:
             32), at a stride of ``window * (1 - overlap)`` rounded down to a multiple of 32, the
             last row and column shifted flush with the scene's edge (:func:`terraseg.data.windows.grid_offsets`).
         """
-        th = min(self.window, -(-height // 32) * 32)
-        tw = min(self.window, -(-width // 32) * 32)
+        whole = 0 < max(height, width) <= self.fit_max
+        th = -(-height // 32) * 32 if whole else min(self.window, -(-height // 32) * 32)
+        tw = -(-width // 32) * 32 if whole else min(self.window, -(-width // 32) * 32)
         sy = max(int(th * (1 - self.overlap)) // 32 * 32, 32) if height > th else th
         sx = max(int(tw * (1 - self.overlap)) // 32 * 32, 32) if width > tw else tw
         return th, tw, grid_offsets(height, th, sy, "shift"), grid_offsets(width, tw, sx, "shift")
@@ -261,7 +265,8 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
         else:
             run = TorchBackend(bundle.model, device=opts.device, precision=rt.precision, channels_last=rt.channels_last)
         run.runtime = rt
-    return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, opts.batch_size)
+    fit = opts.fit_max if opts.window is None and bundle.manifest.baseline is None else 0
+    return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, opts.batch_size, fit)
 
 
 __all__ = ["ArrayBackend", "Block", "SlidingWindowPredictor", "TorchBackend", "hann_weights", "predictor_for"]

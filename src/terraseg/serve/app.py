@@ -56,7 +56,7 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
         title="terraseg", version=__version__,
         description="Segment (and classify) satellite and aerial images with terraseg bundles.",
     )
-    state = {"models": models if models is not None else load_models(cfg.models, cfg.inference, cfg.tracking_uri), "ready": True}
+    state = {"models": models if models is not None else load_models(cfg.models, cfg.inference, cfg.tracking_uri, cfg.batch_wait_ms, cfg.max_batch), "ready": True}
     results = Path(cfg.results_dir) if cfg.results_dir else Path(tempfile.mkdtemp(prefix="terraseg-results-"))
     results.mkdir(parents=True, exist_ok=True)
 

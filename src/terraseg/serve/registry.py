@@ -16,6 +16,7 @@ from typing import Any, Callable, TypeVar
 from terraseg.bundle import Bundle
 from terraseg.config.inference import InferenceConfig
 from terraseg.errors import BundleError, ConfigError
+from terraseg.predict.backends import BatchingBackend
 from terraseg.predict.sliding import SlidingWindowPredictor, predictor_for
 
 T = TypeVar("T")
@@ -28,7 +29,9 @@ class ServedModel:
     PyTorch and ONNX Runtime already use every core for one batch, so requests are queued and run one
     at a time. They run on a single dedicated thread rather than on whichever request thread holds a
     lock: glibc gives each thread its own malloc arena, and activations allocated from 16 different
-    threads grew the server by ~240 MB in a 60 s soak; one thread keeps memory flat.
+    threads grew the server by ~240 MB in a 60 s soak; one thread keeps memory flat. With micro-batching
+    (the default on CUDA) requests run on several threads while every forward pass still runs on the
+    :class:`terraseg.predict.backends.BatchingBackend`'s one thread, over the windows of all of them.
     """
 
     name: str
@@ -91,12 +94,15 @@ def resolve_model_uri(ref: str, tracking_uri: str | None = None) -> Path:
     return found[0]
 
 
-def load_models(refs: list[str], inference: InferenceConfig | None = None, tracking_uri: str | None = None) -> dict[str, ServedModel]:
+def load_models(refs: list[str], inference: InferenceConfig | None = None, tracking_uri: str | None = None,
+                batch_wait_ms: float | None = None, max_batch: int = 16) -> dict[str, ServedModel]:
     """Load every referenced bundle; names are the bundles' names (deduplicated with a suffix).
 
     Args:
         refs: bundle paths or ``models:/`` URIs. inference: sliding-window and backend options
             (classification bundles run their classifier with PyTorch). tracking_uri: MLflow registry.
+        batch_wait_ms: micro-batching wait (None: 5 ms on CUDA, off on a CPU); with batching, requests
+            run on several threads and their windows share forward passes. max_batch: windows per shared pass.
 
     Returns:
         ``{name: ServedModel}`` in the order given.
@@ -122,7 +128,13 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
         else:
             pred = predictor_for(b, inference)
             rt = getattr(pred.backend, "runtime", None)
-            models[name] = ServedModel(name, ref, b, pred, rt.backend if rt else inference.backend)
+            wait = batch_wait_ms if batch_wait_ms is not None else (5.0 if pred.device.type == "cuda" else 0.0)
+            threads = 1
+            if wait > 0:
+                pred.backend = BatchingBackend(pred.backend, max_batch, wait)
+                threads = 2 * max_batch // max(pred.batch_size, 1)  # enough concurrent requests to fill a shared batch
+            models[name] = ServedModel(name, ref, b, pred, rt.backend if rt else inference.backend,
+                                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"))
     return models
 
 

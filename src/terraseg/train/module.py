@@ -10,6 +10,7 @@ import torch
 
 from terraseg.bundle import MIN_PREDICT_WINDOW
 from terraseg.config import ExperimentConfig
+from terraseg.config.inference import InferenceConfig
 from terraseg.data.normalize import NormStats
 from terraseg.evaluate.metrics import validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
@@ -140,7 +141,9 @@ class SegmentationTask(TaskBase):
         precision = {"bf16-mixed": "bf16", "16-mixed": "16"}.get(self.cfg.training_precision(), "32")
         backend = TorchBackend(self.model, device=str(self.device), precision=precision, channels_last=self.cfg.train.channels_last)
         assert self.val_stats is not None, "set val_stats before validating"
-        return SlidingWindowPredictor(backend, self.val_stats, self.cfg.num_classes, self.val_window, 0.25, self.cfg.data.batch_size)
+        d = InferenceConfig()  # the defaults `terraseg evaluate` uses, so val/score is what users get
+        return SlidingWindowPredictor(backend, self.val_stats, self.cfg.num_classes, self.val_window, d.overlap, self.cfg.data.batch_size,
+                                      d.fit_max)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         scene = self.val_scenes[int(batch)]

@@ -1,0 +1,76 @@
+"""Choosing backend, precision and windows per machine (terraseg.predict.runtime, fit_max)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from terraseg.bundle import Bundle, BundleManifest, InputSpec
+from terraseg.config import ClassSpec, ExperimentConfig, ModelConfig
+from terraseg.config.inference import InferenceConfig
+from terraseg.data.normalize import NormStats
+from terraseg.devices import loader_options, training_precision
+from terraseg.models.factory import build_model
+from terraseg.predict import runtime
+from terraseg.predict.sliding import predictor_for
+
+
+@pytest.fixture()
+def bundle():
+    mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
+    torch.manual_seed(0)
+    m = BundleManifest(name="t", model=mc, classes=[ClassSpec(name="a"), ClassSpec(name="b")],
+                       input=InputSpec(bands=3, dtype="uint8", normalization=NormStats("none"), train_window=64, predict_window=64))
+    return Bundle(m, build_model(mc, 3, 2))
+
+
+def test_explicit_options_win(bundle):
+    rt = runtime.choose_runtime(bundle, "cpu", "torch", "32", False)
+    assert (rt.backend, rt.precision, rt.channels_last) == ("torch", "32", False) and rt.reason == "explicit options"
+
+
+def test_cpu_without_native_bf16_or_graph_runs_float32(bundle, monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": False)
+    rt = runtime.choose_runtime(bundle, "cpu")
+    assert (rt.backend, rt.precision, rt.channels_last) == ("torch", "32", True)
+    assert training_precision("cpu") in ("32", "bf16-mixed")  # detected, not assumed
+
+
+def test_several_candidates_are_ranked_by_measurement_and_cached(bundle, monkeypatch, tmp_path):
+    monkeypatch.setenv("TERRASEG_CACHE", str(tmp_path))
+    monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": True)
+    rt = runtime.choose_runtime(bundle, "cpu", window=64, batch_size=2)
+    assert rt.precision in ("bf16", "32") and rt.reason.startswith("measured ranking: {")
+    assert (tmp_path / "runtime.json").is_file()
+    again = runtime.choose_runtime(bundle, "cpu", window=64, batch_size=2)
+    assert (again.backend, again.precision) == (rt.backend, rt.precision) and "cached" in again.reason
+    assert bundle.model.training is False and next(bundle.model.parameters()).is_contiguous()  # ranking left NCHW weights
+
+
+def test_cuda_choice_without_a_gpu_is_still_explicit(bundle):
+    rt = runtime.choose_runtime(bundle, "cuda:0", precision="16")
+    assert (rt.backend, rt.precision) == ("torch", "16")
+
+
+def test_small_images_are_one_window_unless_a_window_is_given(bundle):
+    auto = predictor_for(bundle, InferenceConfig(backend="torch", precision="32"))
+    th, tw, ys, xs = auto.geometry(700, 900)
+    assert (th, tw, ys, xs) == (704, 928, [0], [0])
+    th, tw, ys, xs = auto.geometry(700, 1100)  # larger than fit_max: tiled with the bundle's window
+    assert th == 64 and len(xs) > 1
+    fixed = predictor_for(bundle, InferenceConfig(backend="torch", precision="32", window=128))
+    assert fixed.geometry(700, 900)[0] == 128
+
+
+def test_loader_options_follow_the_device():
+    cpu = loader_options(None, "cpu")
+    assert cpu["pin_memory"] is False and cpu["num_workers"] >= 0
+    gpu = loader_options(None, "cuda")
+    assert gpu["pin_memory"] is True and gpu["num_workers"] >= 1 and gpu["persistent_workers"] is True
+    assert loader_options(3, "cpu")["num_workers"] == 3
+
+
+def test_training_precision_auto_resolves():
+    cfg = ExperimentConfig.model_validate({"name": "x", "classes": [{"name": "a"}, {"name": "b"}],
+                                           "data": {"train": [{"kind": "scene", "image": "a.tif", "mask": "m.tif"}]}})
+    assert cfg.train.precision == "auto" and cfg.training_precision() in ("32", "bf16-mixed", "16-mixed")
