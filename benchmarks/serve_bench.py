@@ -286,7 +286,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("case", choices=["latency", "soak", "speed"])
     ap.add_argument("--bundle", type=Path, default=Path(os.environ.get("TERRASEG_BUNDLE", ROOT / "runs/massachusetts-buildings/model.terraseg")))
-    ap.add_argument("--backend", dest="backends", nargs="+", default=["torch", "onnx"])
+    ap.add_argument("--backend", dest="backends", nargs="+", default=["auto", "torch", "onnx"])
     ap.add_argument("--clients", nargs="+", type=int, default=None)
     ap.add_argument("--duration", type=float, default=None, help="seconds per load level (latency 20, soak 60)")
     ap.add_argument("--window", type=int, default=None, help="serve --window (default: the bundle's)")
