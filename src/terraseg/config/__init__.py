@@ -251,6 +251,13 @@ class TrainConfig(_Strict):
     seed: int = Field(0, description="Seed for weights, sampling and splits.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default all cores.")
     channels_last: bool = Field(True, description="Train in NHWC memory layout (about 1.4x faster convolutions on CPU here).")
+    freeze_encoder_epochs: int = Field(
+        0, ge=0, description="Fine-tuning: keep the encoder frozen (weights and batch-norm statistics) for the first N epochs.")
+    unfreeze: Literal["all", "progressive"] = Field(
+        "all", description="After the frozen epochs: unfreeze the whole encoder, or one stage per epoch from the deepest "
+        "(as the land-cover system unfroze its ResNet50 block by block).")
+    encoder_lr_ratio: float = Field(
+        1.0, gt=0, le=1.0, description="Encoder learning rate as a share of optimizer.lr (e.g. 0.1 for pretrained encoders).")
     export_onnx: bool = Field(
         True, description="Segmentation networks: end training by adding the ONNX graph to the bundle (checked against PyTorch), "
         "so predict/serve can run ONNX Runtime where it is the fastest backend.")

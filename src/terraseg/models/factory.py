@@ -40,6 +40,36 @@ def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1)
 
 
+def encoder_stages(model: nn.Module) -> list[nn.Module]:
+    """The encoder of a segmentation network as an ordered list of stages, shallow to deep.
+
+    smp encoders (ResNet ``conv1 / layer1..4``, timm EfficientNet ``conv_stem / blocks[i]``...) are split
+    at their top-level children, with sequential containers of several blocks expanded into those blocks;
+    a timm classifier's stages are its children other than the classification head.
+
+    Args:
+        model: a network built by :func:`build_model`.
+
+    Returns:
+        The stages (empty when the network has no separate encoder, e.g. ``plain_unet``).
+    """
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, nn.Module):
+        children = list(encoder.children())
+    elif hasattr(model, "get_classifier"):  # a timm classifier: everything but its head
+        head = model.get_classifier()
+        children = [c for c in model.children() if c is not head and not any(p is q for p in c.parameters() for q in head.parameters())]
+    else:
+        return []
+    stages: list[nn.Module] = []
+    for child in children:
+        if isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 1:
+            stages.extend(child.children())
+        elif any(p.numel() for p in child.parameters()):
+            stages.append(child)
+    return stages
+
+
 def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretrained: bool = True) -> nn.Module:
     """Create a network with random weights, or with pretrained encoder weights when configured.
 

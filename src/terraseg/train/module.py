@@ -14,7 +14,7 @@ from terraseg.config.inference import InferenceConfig
 from terraseg.data.normalize import NormStats
 from terraseg.evaluate.metrics import validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
-from terraseg.models.factory import build_model
+from terraseg.models.factory import build_model, encoder_stages
 from terraseg.predict.sliding import SlidingWindowPredictor, TorchBackend
 from terraseg.models.losses import CombinedLoss
 from terraseg.models.optim import build_optimizer, build_scheduler
@@ -65,15 +65,58 @@ class TaskBase(L.LightningModule):
         return batch
 
     _aug_gen: torch.Generator | None = None
+    _frozen: list[torch.nn.Module] = []
+
+    def apply_freeze(self, epoch: int) -> int:
+        """Freeze the encoder stages the fine-tuning schedule wants frozen in ``epoch`` (0-based).
+
+        The first ``train.freeze_encoder_epochs`` epochs freeze every stage; then 'all' unfreezes
+        them at once and 'progressive' one stage per epoch, deepest first. Frozen stages keep their
+        weights (no gradient) and their batch-norm statistics (eval mode).
+
+        Args:
+            epoch: the epoch about to run.
+
+        Returns:
+            The number of frozen stages.
+        """
+        t = self.cfg.train
+        stages = encoder_stages(self.model)
+        if not stages or t.freeze_encoder_epochs == 0:
+            self._frozen = []
+            return 0
+        if epoch < t.freeze_encoder_epochs:
+            n = len(stages)
+        elif t.unfreeze == "progressive":
+            n = max(len(stages) - (epoch - t.freeze_encoder_epochs + 1), 0)
+        else:
+            n = 0
+        self._frozen = stages[:n]
+        for i, stage in enumerate(stages):
+            for p in stage.parameters():
+                p.requires_grad_(i >= n)
+        return n
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        for stage in self._frozen:  # Lightning puts the module back in train mode after validation
+            stage.eval()
 
     def on_train_epoch_start(self) -> None:
         self._aug_gen = None  # reseeded per (seed, epoch) on the first batch
+        self.apply_freeze(self.current_epoch)
         ds = self.trainer.train_dataloader.dataset if self.trainer.train_dataloader is not None else None
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
-        opt = build_optimizer(self.model.parameters(), self.cfg.optimizer)
+        ratio = self.cfg.train.encoder_lr_ratio
+        encoder = getattr(self.model, "encoder", None)
+        params: Any = self.model.parameters()
+        if ratio != 1.0 and isinstance(encoder, torch.nn.Module):  # two groups: the schedule scales both alike
+            enc = {id(p) for p in encoder.parameters()}
+            params = [{"params": list(encoder.parameters()), "lr": self.cfg.optimizer.lr * ratio},
+                      {"params": [p for p in self.model.parameters() if id(p) not in enc]}]
+        opt = build_optimizer(params, self.cfg.optimizer)
         sched = build_scheduler(opt, self.cfg.optimizer, self.total_steps, self._time_progress)
         if sched is None:
             return opt
