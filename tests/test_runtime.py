@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,33 @@ def test_training_precision_auto_resolves():
     cfg = ExperimentConfig.model_validate({"name": "x", "classes": [{"name": "a"}, {"name": "b"}],
                                            "data": {"train": [{"kind": "scene", "image": "a.tif", "mask": "m.tif"}]}})
     assert cfg.train.precision == "auto" and cfg.training_precision() in ("32", "bf16-mixed", "16-mixed")
+
+
+def test_many_small_images_are_batched_with_the_same_result(bundle, tmp_path):
+    from PIL import Image
+
+    from terraseg.data.sources import scene_from_path
+    from terraseg.predict.run import predict
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (h, w) in enumerate([(40, 50), (40, 50), (40, 50), (70, 60), (40, 50)]):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    calls = []
+    opts = dict(backend="torch", precision="32", batch_size=4)
+    pred = predictor_for(bundle, InferenceConfig(**opts))
+    inner = pred.backend.probabilities
+    pred.backend.probabilities = lambda x: (calls.append(len(x)), inner(x))[1]
+    scenes = [scene_from_path(p) for p in paths]
+    batched = pred.predict_batch([scenes[i] for i in (0, 1, 2, 4)])
+    assert calls == [4]  # four 40x50 images, one forward pass
+    for s, (ids, probs) in zip([scenes[i] for i in (0, 1, 2, 4)], batched):
+        ref_ids, ref_probs = predictor_for(bundle, InferenceConfig(**opts)).predict_array(s)
+        assert np.array_equal(ids, ref_ids)
+        np.testing.assert_allclose(probs, ref_probs, atol=1e-5)
+    res = predict(bundle, paths, tmp_path / "out", **opts)
+    assert not res.failures and len(res.outputs) == 5
+    got = np.asarray(Image.open(res.outputs[str(paths[1])]["prediction"]))
+    assert np.array_equal(got, np.where(batched[1][0] < 0, 255, batched[1][0]))

@@ -11,7 +11,7 @@ from rasterio.windows import Window
 
 from terraseg.data.scenes import RasterScene, Scene
 from terraseg.io.images import write_png
-from terraseg.io.predictions import PredictionWriter, class_encoding, hex_to_rgb
+from terraseg.io.predictions import PredictionWriter, class_encoding, hex_to_rgb, write_prediction
 from terraseg.io.raster import open_raster
 from terraseg.predict.sliding import SlidingWindowPredictor
 
@@ -109,6 +109,32 @@ def predict_to_files(
     outputs = {k: str(v) for k, v in writer.paths.items()}
     if overlay:
         outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors, overlay_max_side))
+    return outputs
+
+
+def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_dir: Path, class_names: list[str],
+                    colors: list[str], probabilities: bool = False, overlay: bool = False, compress: str = "deflate",
+                    cog: bool = False) -> dict[str, str]:
+    """Write an in-memory prediction of a small scene exactly as :func:`predict_to_files` streams a large one.
+
+    Args:
+        scene: the predicted scene. class_ids: ``(H, W)`` ids, -1 for nodata. probs: ``(K, H, W)`` float32.
+        out_dir, class_names, colors, probabilities, overlay, compress, cog: as :func:`predict_to_files`.
+
+    Returns:
+        ``{"prediction": path, "probabilities": path, "overlay": path}`` for what was written.
+
+    Raises:
+        OutputError: ``out_dir`` cannot be written.
+    """
+    stem = Path(getattr(scene, "path", scene.name)).stem
+    grid = scene.grid
+    target = out_dir / (f"{stem}.tif" if grid.georeferenced else f"{stem}.png")
+    paths = write_prediction(target, grid, class_ids, class_names, colors, probs if probabilities else None,
+                             out_dir / f"{stem}_probs.tif", compress=compress, cog=cog)
+    outputs = {k: str(v) for k, v in paths.items()}
+    if overlay:
+        outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors))
     return outputs
 
 

@@ -11,7 +11,7 @@ from terraseg.bundle import Bundle
 from terraseg.config.inference import PredictConfig, with_inference
 from terraseg.errors import ConfigError, TerrasegError
 from terraseg.predict.inputs import open_input
-from terraseg.predict.outputs import predict_to_files
+from terraseg.predict.outputs import arrays_to_files, predict_to_files
 from terraseg.predict.sliding import predictor_for
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,33 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
     check_output_names(cfg.inputs)
     predictor = predictor_for(b, cfg.inference)
     result = PredictResult()
+    colors = [c.color for c in b.manifest.classes]
+    out = dict(probabilities=cfg.probabilities, overlay=cfg.overlay, compress=cfg.compress, cog=cfg.cog)
+    small: dict[tuple[int, int], list] = {}  # images that are one window, grouped by window size: batched
     for path in cfg.inputs:
         try:
             scene = open_input(b, path)
-            result.outputs[str(path)] = predict_to_files(
-                predictor, scene, Path(cfg.out_dir), b.class_names, [c.color for c in b.manifest.classes],
-                probabilities=cfg.probabilities, overlay=cfg.overlay, compress=cfg.compress, cog=cfg.cog)
+            size = predictor.single_window(scene)
+            if size is not None and len(cfg.inputs) > 1:
+                small.setdefault(size, []).append((path, scene))
+                continue
+            result.outputs[str(path)] = predict_to_files(predictor, scene, Path(cfg.out_dir), b.class_names, colors, **out)
         except TerrasegError as e:
             result.failures[str(path)] = str(e)
+    for group in small.values():
+        for i in range(0, len(group), predictor.batch_size):
+            chunk = group[i:i + predictor.batch_size]
+            try:
+                preds = predictor.predict_batch([s for _, s in chunk])
+            except TerrasegError as e:  # an unreadable image in the batch: predict its members one by one
+                preds = [None] * len(chunk)
+                log.debug("batch failed (%s); predicting one by one", e)
+            for (path, scene), pred in zip(chunk, preds):
+                try:
+                    ids, probs = pred if pred is not None else predictor.predict_array(scene)
+                    result.outputs[str(path)] = arrays_to_files(scene, ids, probs, Path(cfg.out_dir), b.class_names, colors, **out)
+                except TerrasegError as e:
+                    result.failures[str(path)] = str(e)
     return result
 
 

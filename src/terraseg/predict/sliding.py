@@ -208,6 +208,52 @@ class SlidingWindowPredictor:
             if written is not None:
                 written.result()
 
+    def single_window(self, scene: Scene) -> tuple[int, int] | None:
+        """``(window height, window width)`` when the whole scene is one window, else None.
+
+        Args:
+            scene: the scene.
+        """
+        th, tw, ys, xs = self.geometry(scene.height, scene.width)
+        return (th, tw) if len(ys) == 1 and len(xs) == 1 else None
+
+    @torch.inference_mode()
+    def predict_batch(self, scenes: list[Scene]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Predict many small scenes that are each one window of the same size, several per forward pass.
+
+        Many small images (defect photos, chips) then cost one forward per ``batch_size`` images
+        instead of one each; the result equals :meth:`predict_array` of each scene (one window: no
+        blending, padding outside the image is nodata).
+
+        Args:
+            scenes: scenes whose :meth:`single_window` is the same size.
+
+        Returns:
+            ``(class ids (H, W) int64 with -1 for nodata, probabilities (K, H, W) float32)`` per scene.
+
+        Raises:
+            ConfigError: scenes that are not one window of one size. BundleError: band-count mismatch.
+        """
+        sizes = {self.single_window(s) for s in scenes}
+        if len(sizes) != 1 or None in sizes:
+            raise ConfigError("predict_batch takes scenes that are each one window of the same size.")
+        th, tw = sizes.pop()  # type: ignore[misc]
+        out = []
+        for i in range(0, len(scenes), self.batch_size):
+            chunk = scenes[i:i + self.batch_size]
+            for s in chunk:
+                self.check_scene(s)
+            reads = [s.read(0, 0, th, tw, labels=False) for s in chunk]
+            valid = torch.from_numpy(np.stack([r.valid for r in reads])).to(self.device)
+            image = normalize(torch.from_numpy(np.stack([r.image for r in reads])).to(self.device), self.stats, valid)
+            probs = self.backend.probabilities(image).to(self.device)
+            if probs.shape[1] != self.num_classes:
+                raise BundleError(f"model returned {probs.shape[1]} classes, the bundle declares {self.num_classes}.")
+            ids = torch.where(valid, probs.argmax(dim=1).to(torch.int32), -1)
+            for s, p, c in zip(chunk, probs.cpu().numpy(), ids.cpu().numpy()):
+                out.append((c[:s.height, :s.width].astype(np.int64), p[:, :s.height, :s.width]))
+        return out
+
     def predict_array(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         """Predict a whole scene into memory (small scenes: uploads, tests).
 
