@@ -5,7 +5,8 @@ each variant predicts the whole tile with the CLI's predictor and prints the sec
 warm-up run), the positive-class IoU (binary bundles; else mIoU) and the share and count of pixels
 whose class differs from PyTorch float32 NCHW at the same window and overlap. Variants: PyTorch
 float32, float32 + channels_last, bf16 + channels_last (where the CPU or GPU has native bf16), ONNX
-Runtime (when the bundle holds a graph), what ``auto`` picks; then overlaps 0.125 / 0.25 / 0.5 with
+Runtime (when the bundle holds a graph), its INT8 graph (after ``terraseg export --quantize int8``),
+what ``auto`` picks; then overlaps 0.125 / 0.25 / 0.5 with
 the ``auto`` runtime (the default overlap is chosen from this trade-off).
 
 Usage:
@@ -66,6 +67,8 @@ def main() -> None:
         variants.append(("torch", "bf16", True))
     if "model.onnx" in b.extras and a.device == "cpu":
         variants.append(("onnx", "32", False))
+    if "model_int8.onnx" in b.extras and a.device == "cpu":
+        variants.append(("onnx-int8", "auto", False))
     variants.append(("auto", "auto", None))
     ref = None
     for backend, precision, cl in variants:

@@ -6,7 +6,9 @@ Layout (``model.terraseg``)::
     weights.safetensors  the network's state dict (safetensors: data only, never pickled code)
     estimator.skops      instead of weights, for pixel baselines: the scikit-learn estimator (skops,
                          loaded admitting only scikit-learn/numpy/scipy types; see terraseg.models.pixel)
-    model.onnx           optional, added by ``terraseg export --format onnx`` (see terraseg.predict.onnx)
+    model.onnx           optional, added at the end of training or by ``terraseg export`` (see terraseg.predict.onnx)
+    model_int8.onnx      optional, ``terraseg export --quantize int8`` (see terraseg.predict.quantize)
+    calibration.npy      optional, raw training windows for INT8 calibration (loaded without pickle)
 
 Loading a bundle needs no config file and no training code. Bundles are written atomically.
 """
@@ -35,8 +37,10 @@ FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 ONNX = "model.onnx"
+ONNX_INT8 = "model_int8.onnx"
+CALIBRATION = "calibration.npy"
 ESTIMATOR = "estimator.skops"
-EXTRAS = (ONNX,)
+EXTRAS = (ONNX, ONNX_INT8, CALIBRATION)
 MIN_PREDICT_WINDOW = 256
 
 

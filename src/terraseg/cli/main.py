@@ -257,16 +257,24 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
     check: Annotated[Optional[list[Path]], typer.Option("--check", help="Real images whose windows check ONNX Runtime against PyTorch.")] = None,
     window: Annotated[int, typer.Option(help="Check window size (multiple of 32).")] = 256,
+    quantize: Annotated[str, typer.Option(help="none | int8: also add an INT8 graph (ONNX Runtime static quantization).")] = "none",
+    max_disagreement: Annotated[float, typer.Option(help="INT8: largest share of calibration pixels allowed to change class.")] = 0.01,
 ) -> None:
     """Add an ONNX graph (dynamic batch/height/width) to a bundle, checked against PyTorch."""
     from terraseg.config.inference import ExportConfig
     from terraseg.predict.onnx import export_onnx
 
     cfg = build(ExportConfig, format=fmt, out=str(out_path) if out_path else None, opset=opset,
-                check_images=[str(c) for c in check or []], window=window)
+                check_images=[str(c) for c in check or []], window=window, quantize=quantize, max_disagreement=max_disagreement)
     r = export_onnx(bundle, cfg)
     out.print(f"{r.path}: ONNX opset {r.opset} added; ONNX Runtime vs PyTorch max abs logit difference {r.max_abs_diff:.2e} "
               f"on {r.windows_checked} windows of {r.checked_on}")
+    if cfg.quantize == "int8":
+        from terraseg.predict.quantize import quantize_int8
+
+        q = quantize_int8(r.path, cfg.check_images, None, cfg.max_disagreement, cfg.window)
+        out.print(f"{q.path}: INT8 graph added; classes differ from float32 on {q.disagreement:.3%} of the pixels of "
+                  f"{q.windows} calibration windows ({q.calibrated_on})")
 
 
 @app.command()

@@ -49,9 +49,10 @@ class InferenceConfig(_Strict):
         "auto", description="'32' (float32), 'bf16' / '16' autocast, or 'auto': bf16 where the device computes it natively "
         "(AVX-512 BF16 / AMX CPUs, recent GPUs), fp16 on other GPUs, else float32 (terraseg.predict.runtime).")
     channels_last: bool | None = Field(None, description="Run PyTorch in NHWC memory layout (default: on).")
-    backend: Literal["auto", "torch", "onnx"] = Field(
-        "auto", description="torch (PyTorch), onnx (ONNX Runtime on the bundle's exported graph), or 'auto': the fastest of "
-        "the candidates this machine's features allow, by a measured ranking cached per machine and model.")
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto", description="torch (PyTorch), onnx (ONNX Runtime on the bundle's exported graph), onnx-int8 (its INT8 graph, "
+        "`terraseg export --quantize int8`), or 'auto': the fastest of the candidates this machine's features allow, by a "
+        "measured ranking cached per machine and model.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default, all cores).")
     fit_max: int = Field(
         1024, ge=0, description="Without an explicit `window`, an image whose sides are both at most this many pixels is "
@@ -89,6 +90,10 @@ class ExportConfig(_Strict):
     check_images: list[str] = Field(default_factory=list, description="Real images whose windows check ONNX Runtime against PyTorch.")
     window: int = Field(256, ge=32, multiple_of=32, description="Check window side in pixels.")
     max_windows: int = Field(4, ge=1, description="Windows checked.")
+    quantize: Literal["none", "int8"] = Field("none", description="Also add an INT8 graph (ONNX Runtime static quantization).")
+    max_disagreement: float = Field(
+        0.01, ge=0, le=1, description="INT8: largest share of calibration pixels whose class may differ from float32; above it "
+        "the INT8 graph is refused.")
 
 
 class ServeConfig(_Strict):

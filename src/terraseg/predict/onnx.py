@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from terraseg.bundle import ONNX, Bundle
+from terraseg.bundle import ONNX, ONNX_INT8, Bundle
 from terraseg.errors import BundleError
 
 if TYPE_CHECKING:
@@ -80,13 +80,14 @@ class OnnxBackend:
         return probs_from_logits(self.logits(batch))
 
 
-def onnx_backend_for(bundle: Bundle, threads: int = 0, device: str = "cpu") -> OnnxBackend:
+def onnx_backend_for(bundle: Bundle, threads: int = 0, device: str = "cpu", int8: bool = False) -> OnnxBackend:
     """The ONNX Runtime backend of a bundle.
 
     Args:
         bundle: the loaded bundle.
         threads: ONNX Runtime intra-op threads (0: its default).
         device: 'cpu' or 'cuda' (the CUDA provider when installed).
+        int8: run the INT8 graph (``model_int8.onnx``) instead of the float32 one.
 
     Returns:
         :class:`OnnxBackend` on the bundle's ``model.onnx``.
@@ -94,9 +95,11 @@ def onnx_backend_for(bundle: Bundle, threads: int = 0, device: str = "cpu") -> O
     Raises:
         BundleError: the bundle holds no ONNX graph (run ``terraseg export BUNDLE --format onnx``).
     """
-    data = bundle.extras.get(ONNX)
+    data = bundle.extras.get(ONNX_INT8 if int8 else ONNX)
     if data is None:
-        raise BundleError(f"{bundle.path or bundle.manifest.name}: bundle has no ONNX graph; run `terraseg export BUNDLE --format onnx` first.")
+        how = "--quantize int8" if int8 else "--format onnx"
+        raise BundleError(f"{bundle.path or bundle.manifest.name}: bundle has no {'INT8 ' if int8 else ''}ONNX graph; "
+                          f"run `terraseg export BUNDLE {how}` first.")
     return OnnxBackend(data, threads, device)
 
 

@@ -85,6 +85,8 @@ def choose_runtime(bundle: Any, device: str = "cpu", backend: str = "auto", prec
         The chosen :class:`Runtime`.
     """
     cl = True if channels_last is None else channels_last
+    if backend == "onnx-int8":
+        return Runtime("onnx-int8", "int8", False, "explicit options")
     if backend != "auto" and precision != "auto":
         return Runtime(backend, precision, cl if backend == "torch" else False, "explicit options")
     if bundle.manifest.baseline is not None or bundle.manifest.task != "segmentation":

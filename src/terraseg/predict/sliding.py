@@ -304,10 +304,10 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
 
         rt = choose_runtime(bundle, opts.device, opts.backend, opts.precision, opts.channels_last, win, opts.batch_size)
         log.debug("runtime for %s: %s", bundle.manifest.name, rt)
-        if rt.backend == "onnx":
+        if rt.backend in ("onnx", "onnx-int8"):
             from terraseg.predict.onnx import onnx_backend_for
 
-            run = ArrayBackend(onnx_backend_for(bundle, opts.threads, opts.device))
+            run = ArrayBackend(onnx_backend_for(bundle, opts.threads, opts.device, int8=rt.backend == "onnx-int8"))
         else:
             run = TorchBackend(bundle.model, device=opts.device, precision=rt.precision, channels_last=rt.channels_last)
         run.runtime = rt

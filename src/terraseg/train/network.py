@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from terraseg import __version__
-from terraseg.bundle import MIN_PREDICT_WINDOW, Bundle, BundleManifest, InputSpec
+from terraseg.bundle import CALIBRATION, MIN_PREDICT_WINDOW, Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import RandomWindowDataset, SceneIndexDataset, collate_samples, scene_statistics
 from terraseg.data.normalize import NormStats
@@ -160,7 +160,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                   "validation_seconds": round(throughput.val_seconds, 1), "validation_share": round(throughput.validation_share, 4),
                   "precision": cfg.training_precision()},
     )
-    bundle_path = Bundle(manifest, model).save(run_dir / "model.terraseg")
+    extras = {} if classify else {CALIBRATION: _calibration(train_dl.dataset.scenes, d.window, cfg.train.seed)}
+    bundle_path = Bundle(manifest, model, extras).save(run_dir / "model.terraseg")
     if cfg.train.export_onnx and not classify:
         _export(bundle_path, val_dl.dataset.scenes if val_dl is not None else [])
     if tracker is not None:
@@ -226,3 +227,19 @@ def _export(bundle_path: Path, scenes: list) -> None:
         export_onnx(bundle_path, check_images=images)
     except (BundleError, ImportError) as e:
         log.warning("no ONNX graph added to %s: %s", bundle_path, e)
+
+
+def _calibration(scenes: list, window: int, seed: int, n: int = 16) -> bytes:
+    """Raw training windows (seeded random places) kept in the bundle for INT8 calibration."""
+    import numpy as np
+
+    from terraseg.data.windows import random_offset
+    from terraseg.predict.quantize import calibration_bytes
+
+    rng = np.random.default_rng(seed)
+    windows = []
+    for i in range(n):
+        s = scenes[i % len(scenes)]
+        r, c = random_offset(rng, s.height, window), random_offset(rng, s.width, window)
+        windows.append(s.read(r, c, window, window, labels=False).image)
+    return calibration_bytes(windows)
