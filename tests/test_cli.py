@@ -194,3 +194,37 @@ def test_real_massachusetts_train_predict_georeferenced(tmp_path):
         assert o.crs.to_epsg() == 26986
         nod = (s.read() == 255).all(axis=0)
         assert ((o.read(1) == 255) == nod).all()  # nodata kept exactly where the input has it
+
+
+def test_register_takes_the_run_of_its_folder_and_the_bundle_as_it_is_now(tmp_path):
+    """Two runs in one tracking store: `register RUN_DIR` registers that folder's run, with its current bundle."""
+    import mlflow
+
+    from conftest import make_geotiff as mk, write_mask_tif
+    from terraseg.bundle import Bundle
+    from terraseg.serve.registry import resolve_model_uri
+
+    img, _, truth = mk(tmp_path / "a.tif", 96, 96, seed=3)
+    files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img}
+    files["test_mask"] = files["mask"]
+    store = f"sqlite:///{(tmp_path / 'shared.db').resolve()}"
+    dirs = {}
+    for name in ("first", "second"):  # the second run is the newest of the store
+        cfg = tiny_config(tmp_path, files)
+        cfg |= {"name": name, "output_dir": str(tmp_path / name), "tracking": {"enabled": True, "tracking_uri": store}}
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(yaml.safe_dump(cfg))
+        assert run("train", p).exit_code == 0
+        dirs[name] = tmp_path / name
+    b = Bundle.load(dirs["first"] / "model.terraseg")
+    first_run = b.manifest.training["mlflow_run_id"]
+    b.manifest.exports["note"] = {"added": "after training"}  # the bundle changes after training (as `export` does)
+    b.save(dirs["first"] / "model.terraseg")
+    res = run("register", dirs["first"], "--name", "floods", "--tracking-uri", store)
+    assert res.exit_code == 0, res.output
+    mv = mlflow.MlflowClient(tracking_uri=store, registry_uri=store).get_model_version("floods", "1")
+    assert mv.run_id == first_run
+    got = Bundle.load(resolve_model_uri("models:/floods@champion", store))
+    assert got.manifest.name == "first" and got.manifest.exports["note"] == {"added": "after training"}
+    res = run("register", dirs["first"], "--name", "floods", "--tracking-uri", store, "--run-id", "0" * 32)
+    assert res.exit_code == 1 and "cannot register run" in res.output

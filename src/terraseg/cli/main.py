@@ -317,11 +317,12 @@ def register(
     name: Annotated[str, typer.Option(help="Registered model name.")],
     alias: Annotated[str, typer.Option(help="Alias to point at the new version.")] = "champion",
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: the run's sqlite store).")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="MLflow run to register (default: the one the bundle records).")] = None,
 ) -> None:
     """Register a tracked run's bundle in the MLflow model registry, so `serve models:/NAME@ALIAS` serves it."""
     from terraseg.serve.registry import register_bundle
 
-    uri, version = register_bundle(run_dir, name, alias, tracking_uri)
+    uri, version = register_bundle(run_dir, name, alias, tracking_uri, run_id)
     out.print(f"{uri} -> version {version}")
 
 

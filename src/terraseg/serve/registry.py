@@ -138,36 +138,49 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
     return models
 
 
-def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tracking_uri: str | None = None) -> tuple[str, int]:
-    """Register a training run's bundle artifact as a new version of MLflow model ``name`` and set ``alias``.
+def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tracking_uri: str | None = None,
+                    run_id: str | None = None) -> tuple[str, int]:
+    """Register a training run's bundle as a new version of MLflow model ``name`` and set ``alias``.
+
+    The run is ``run_id``, else the one recorded in ``<run_dir>/model.terraseg`` at training time
+    (never simply the newest run of a shared store). The bundle file is uploaded to that run as it
+    is now (with any graph ``terraseg export`` added since training) before the version is created.
 
     Args:
         run_dir: the run folder (holds ``model.terraseg`` and, by default, ``mlflow.db``).
         name: registered model name. alias: alias pointing at the new version.
         tracking_uri: MLflow tracking/registry URI (default: the run folder's sqlite store).
+        run_id: the MLflow run to register (default: the bundle's).
 
     Returns:
         ``(models:/name@alias, version)``.
 
     Raises:
-        BundleError: no tracked run with a bundle artifact is found.
+        BundleError: no bundle in ``run_dir``, a bundle without a recorded run and no ``run_id``, or a
+            run the store does not hold.
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     run_dir = Path(run_dir)
+    bundle_file = run_dir / "model.terraseg"
+    b = Bundle.load(bundle_file)
+    run_id = run_id or b.manifest.training.get("mlflow_run_id")
     uri = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
+    if not run_id:
+        raise BundleError(f"{bundle_file}: the bundle records no MLflow run (trained with tracking off?); give --run-id.")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient()
-    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id], order_by=["attributes.start_time DESC"])]
-    for r in runs:
-        arts = [a.path for a in client.list_artifacts(r.info.run_id)]
-        if "model.terraseg" in arts:
-            try:
-                client.create_registered_model(name)
-            except Exception:  # already registered: add a version
-                pass
-            mv = client.create_model_version(name, f"runs:/{r.info.run_id}/model.terraseg", run_id=r.info.run_id)
-            client.set_registered_model_alias(name, alias, mv.version)
-            return f"models:/{name}@{alias}", int(mv.version)
-    raise BundleError(f"{run_dir}: no tracked run with a model.terraseg artifact in {uri}.")
+    try:
+        client.get_run(run_id)
+        client.log_artifact(run_id, str(bundle_file))  # the bundle as it is now
+        try:
+            client.create_registered_model(name)
+        except MlflowException:  # already registered: add a version
+            pass
+        mv = client.create_model_version(name, f"runs:/{run_id}/model.terraseg", run_id=run_id)
+        client.set_registered_model_alias(name, alias, mv.version)
+    except MlflowException as e:
+        raise BundleError(f"{run_dir}: cannot register run {run_id} of {uri} ({str(e).splitlines()[0]}).") from None
+    return f"models:/{name}@{alias}", int(mv.version)

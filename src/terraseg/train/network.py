@@ -154,6 +154,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                         input_size=d.window if classify else None, **input_kw),
         metrics={"validation": best, "history": module.history},
         training={"config": cfg.model_dump(mode="json"), "epochs": trainer.current_epoch,
+                  "mlflow_run_id": tracker.run_id if tracker else None,
                   "train_seconds": round(train_seconds, 1), "terraseg_version": __version__,
                   "chips_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 2),
                   "wall_chips_per_second": round(throughput.samples / max(throughput.wall - throughput.val_seconds, 1e-9), 2),

@@ -172,11 +172,12 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
         save_importance(importance, run_dir, f"{cfg.name}: {cfg.model.arch}")
 
     manifest.metrics = {"validation": best, "feature_importance": importance}
+    tracker = Tracker(cfg, run_dir, tracking_uri) if cfg.tracking.enabled else None
+    manifest.training["mlflow_run_id"] = tracker.run_id if tracker else None
     bundle_path = bundle.save(run_dir / "model.terraseg")
     write_text_atomic(run_dir / "stats.json", json.dumps(stats.to_dict(), indent=2))
     uri = None
-    if cfg.tracking.enabled:
-        tracker = Tracker(cfg, run_dir, tracking_uri)
+    if tracker is not None:
         tracker.log_params(flatten_params(cfg.model_dump(mode="json")))
         tracker.log_metrics(best)
         tracker.log_artifacts(bundle_path, run_dir / "feature_importance.png", run_dir / "feature_importance.csv")
