@@ -304,3 +304,20 @@ def test_relative_paths_are_the_users_not_the_data_root(tmp_path, monkeypatch):
     assert r.written == 4 and (tmp_path / "c" / "index.csv").exists()
     st = compute_statistics(StatsConfig(images=["s.tif"], out_dir="st"))
     assert st.stats["bands"][0]["valid_pixels"] == 1600
+
+
+def test_stacked_and_chipped_nir_is_never_alpha(tmp_path):
+    """#11.6: R, G, B, NIR bands keep colour interpretation red, green, blue, undefined; 4-band PNG chips are refused."""
+    from rasterio.enums import ColorInterp
+
+    bands = [_tile(tmp_path / f"{n}.tif", np.full((1, 10, 10), i, np.uint8), 0, 10) for i, n in enumerate(["red", "green", "blue", "nir"])]
+    out = stack_bands(bands, str(tmp_path / "rgbn.tif"))
+    with rasterio.open(out) as s:
+        assert s.colorinterp == (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined)
+    img, _, _ = make_geotiff(tmp_path / "four.tif", 64, 64, bands=4)
+    r = chip(ChipConfig(images=[str(img)], out_dir=str(tmp_path / "c"), size=32))
+    first = sorted((tmp_path / "c" / "images").glob("*.tif"))[0]
+    with rasterio.open(first) as s:
+        assert ColorInterp.alpha not in s.colorinterp and r.written == 4
+    with pytest.raises(ConfigError, match="transparency"):
+        chip(ChipConfig(images=[str(img)], out_dir=str(tmp_path / "p"), size=32, format="png"))

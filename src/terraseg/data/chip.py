@@ -171,6 +171,8 @@ def chip(cfg: ChipConfig) -> ChipResult:
             fmt = cfg.format if cfg.format != "auto" else ("tif" if isinstance(scene, RasterScene) else "png")
             if fmt == "png" and np.dtype(scene.dtype) not in (np.uint8, np.uint16):
                 raise ConfigError(f"{scene.path}: {scene.dtype} pixels cannot be written as PNG chips; use format 'tif'.")
+            if fmt == "png" and scene.count not in (1, 3):
+                raise ConfigError(f"{scene.path}: {scene.count}-band PNG chips would show band 4 as transparency (RGBA); use format 'tif'.")
             worker = _SceneChipper(scene, cfg, out, fmt, names)
             windows = [(w.row, w.col) for w in grid_windows(scene.height, scene.width, cfg.size, stride, cfg.edge)]
             # one task per worker id, so each thread keeps its own clone of the scene (its own datasets)

@@ -35,7 +35,7 @@ from shapely.geometry import box
 from terraseg.config.prep import MosaicConfig
 from terraseg.errors import ConfigError, InputFileError
 from terraseg.data.windows import grid_windows, row_strips
-from terraseg.io.raster import create_raster, open_raster, read_window, valid_mask
+from terraseg.io.raster import color_interpretation, create_raster, open_raster, read_window, valid_mask
 
 log = logging.getLogger(__name__)
 
@@ -286,4 +286,5 @@ def stack_bands(inputs: list[str], out: str, compress: str = "deflate", block: i
             for k in range(n):
                 dst.set_band_description(band + k, Path(p).stem if n == 1 else f"{Path(p).stem}:{k + 1}")
             band += n
+        dst.colorinterp = color_interpretation(count, list(dst.descriptions))
     return Path(out)

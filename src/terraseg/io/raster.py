@@ -238,6 +238,7 @@ def create_raster(path: str | os.PathLike[str], cog: bool = False, **profile: An
 
     The dataset is written under a temporary name beside ``path`` and renamed onto it when the
     block exits without an error, so an interrupted run never leaves a complete-looking raster.
+    Extra bands of a GeoTIFF are never marked alpha (a NIR band is data, not transparency).
     With ``cog`` the finished GeoTIFF is converted by GDAL's COG driver (overviews, same codec).
 
     Args:
@@ -257,6 +258,8 @@ def create_raster(path: str | os.PathLike[str], cog: bool = False, **profile: An
     from terraseg.io.atomic import atomic_path
 
     target = Path(path)
+    if str(profile.get("driver", "GTiff")).upper() == "GTIFF" and profile.get("count", 1) > 1:
+        profile.setdefault("alpha", "UNSPECIFIED")  # GDAL would make band 4 of RGBN (or band 2) an alpha band
     try:
         with atomic_path(target) as tmp:
             blocks = tmp.with_name(tmp.stem + ".blocks.tif") if cog else tmp
@@ -274,3 +277,32 @@ def create_raster(path: str | os.PathLike[str], cog: bool = False, **profile: An
                     blocks.unlink(missing_ok=True)
     except RasterioIOError as e:
         raise OutputError(f"{target}: cannot write the raster ({_first_line(e)}).") from None
+
+
+_RGB = {"red": 0, "r": 0, "b04": 0, "green": 1, "g": 1, "b03": 1, "blue": 2, "b": 2, "b02": 2}
+
+
+def color_interpretation(count: int, names: list[str] | None = None) -> list:
+    """GDAL colour interpretation for ``count`` bands, never alpha (a NIR band is not transparency).
+
+    Args:
+        count: band count. names: band names in order (e.g. file stems, Sentinel-2 B04/B03/B02), or None.
+
+    Returns:
+        :class:`rasterio.enums.ColorInterp` values: red/green/blue for bands named so (or, unnamed, the
+        first three of a 3+ band raster), gray for a single band, undefined for the others.
+    """
+    from rasterio.enums import ColorInterp
+
+    if count == 1:
+        return [ColorInterp.gray]
+    out = [ColorInterp.undefined] * count
+    rgb = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+    if names:
+        for i, n in enumerate(names[:count]):
+            key = Path(str(n)).stem.lower().split(":")[0].rsplit("_", 1)[-1]
+            if key in _RGB and out.count(rgb[_RGB[key]]) == 0:
+                out[i] = rgb[_RGB[key]]
+    elif count >= 3:
+        out[:3] = rgb
+    return out

@@ -95,12 +95,16 @@ def onnx_backend_for(bundle: Bundle, threads: int = 0, device: str = "cpu", int8
     Raises:
         BundleError: the bundle holds no ONNX graph (run ``terraseg export BUNDLE --format onnx``).
     """
-    data = bundle.extras.get(ONNX_INT8 if int8 else ONNX)
+    member = ONNX_INT8 if int8 else ONNX
+    data = bundle.extras.get(member)
+    where = bundle.path or bundle.manifest.name
     if data is None:
         how = "--quantize int8" if int8 else "--format onnx"
-        raise BundleError(f"{bundle.path or bundle.manifest.name}: bundle has no {'INT8 ' if int8 else ''}ONNX graph; "
-                          f"run `terraseg export BUNDLE {how}` first.")
-    return OnnxBackend(data, threads, device)
+        raise BundleError(f"{where}: bundle has no {'INT8 ' if int8 else ''}ONNX graph; run `terraseg export BUNDLE {how}` first.")
+    try:
+        return OnnxBackend(data, threads, device)
+    except Exception as e:  # onnxruntime raises its own exception types for unparsable or invalid graphs
+        raise BundleError(f"{where}: its {member} is not a valid ONNX graph ({str(e).splitlines()[0][:200]}).") from None
 
 
 @dataclass
