@@ -228,3 +228,27 @@ def test_register_takes_the_run_of_its_folder_and_the_bundle_as_it_is_now(tmp_pa
     assert got.manifest.name == "first" and got.manifest.exports["note"] == {"added": "after training"}
     res = run("register", dirs["first"], "--name", "floods", "--tracking-uri", store, "--run-id", "0" * 32)
     assert res.exit_code == 1 and "cannot register run" in res.output
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    """#11.4: `terraseg mosaic --cog` killed with SIGTERM leaves no temporary (.part) file and exits 143."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import make_geotiff as mk
+
+    tile, _, _ = mk(tmp_path / "big.tif", 6000, 6000, squares=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "terraseg", "mosaic", str(tile), "--out", str(out / "m.tif"), "--cog"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".m.") for p in out.iterdir()):
+        time.sleep(0.05)  # wait until it is writing its temporary file
+    assert any(p.name.startswith(".m.") for p in out.iterdir()), "mosaic never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated" in stderr and "Traceback" not in stderr
+    assert list(out.iterdir()) == []  # neither the result nor a .part file

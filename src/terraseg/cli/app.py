@@ -39,11 +39,24 @@ def quiet_lightning() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so every ``with`` block (atomic outputs) cleans up as on Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn TerrasegError into one line on stderr and exit code 1."""
+    """Turn TerrasegError into one line on stderr and exit code 1; SIGTERM and Ctrl-C clean up alike."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except TerrasegError as e:
@@ -52,6 +65,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             err.print("interrupted; nothing half-written was left under a final name.")
             raise typer.Exit(130) from None
+        except Terminated:
+            err.print("terminated; nothing half-written was left under a final name.")
+            raise typer.Exit(143) from None
 
     return wrapper
 
