@@ -251,3 +251,28 @@ def test_public_functions_of_the_core_are_documented():
                     problems += [f"{p.name}:{node.name}.{m.name} has no docstring" for m in node.body
                                  if isinstance(m, ast.FunctionDef) and not m.name.startswith("_") and not ast.get_docstring(m)]
     assert not problems, "\n".join(problems)
+
+
+def test_band_descriptions_name_the_bands_of_stats_and_bundles(tmp_path):
+    """#11.11: band descriptions of a GeoTIFF (B02, B03, B04) name the bands in `stats` and in a network bundle."""
+    import yaml
+
+    from conftest import tiny_config, write_mask_tif
+    from terraseg.config import load_config
+    from terraseg.config.prep import StatsConfig
+    from terraseg.data.stats import compute_statistics
+    from terraseg.train.run import train
+
+    img, _, truth = make_geotiff(tmp_path / "s2.tif", 96, 96, seed=4)
+    with rasterio.open(img, "r+") as ds:
+        for k, name in enumerate(["B02", "B03", "B04"], start=1):
+            ds.set_band_description(k, name)
+    r = compute_statistics(StatsConfig(images=[str(img)], out_dir=str(tmp_path / "st")))
+    assert [b["name"] for b in r.stats["bands"]] == ["B02", "B03", "B04"]
+    files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img}
+    files["test_mask"] = files["mask"]
+    cfg = tiny_config(tmp_path, files)
+    cfg["train"]["export_onnx"] = False
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert Bundle.load(train(load_config(p)).bundle_path).manifest.input.band_names == ["B02", "B03", "B04"]

@@ -76,6 +76,10 @@ class Scene:
         """The scene's grid: size in pixels, CRS and transform of its top-left pixel."""
         return Grid(self.width, self.height, self.crs, self.transform)
 
+    def band_descriptions(self) -> list[str] | None:
+        """Names of the bands read (e.g. Sentinel-2 B1...B12 from a GeoTIFF), when every one is set; else None."""
+        return None
+
     name: str
     height: int
     width: int
@@ -236,6 +240,12 @@ class RasterScene(Scene):
         self._cache_ok = cache and nbytes <= CACHE_LIMIT_BYTES
         self._cached: WindowRead | None = None
         self._ds = None
+
+    def band_descriptions(self) -> list[str] | None:
+        """The raster's descriptions of the bands read, when every one is set; else None."""
+        with open_raster(self.path) as ds:
+            desc = [ds.descriptions[b - 1] for b in self.bands]
+        return list(desc) if all(desc) else None
 
     def __getstate__(self):  # datasets and caches are per process
         state = self.__dict__.copy()

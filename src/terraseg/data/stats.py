@@ -191,7 +191,7 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     for s in scenes[1:]:
         if s.count != count:
             raise InputFileError(f"{s.path}: image has {s.count} bands but {scenes[0].path} has {count}.")
-    names = list(cfg.band_names) if cfg.band_names else [f"band_{k + 1}" for k in range(count)]
+    names = list(cfg.band_names or scenes[0].band_descriptions() or [f"band_{k + 1}" for k in range(count)])
     if len(names) != count:
         raise InputFileError(f"{len(names)} band names given for images with {count} bands.")
     bands = [_Band() for _ in range(count)]

@@ -71,7 +71,7 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
         val_dl = DataLoader(ClassificationDataset(val_items, d.window, stats, bands, cache=cache), batch_size=d.batch_size, **kw)
     if len(train_items) < 2:
         raise InputFileError("classification training needs at least two images.")
-    return train_dl, val_dl, bands, stats, dict(dtype=str(first.dtype), nodata=None)
+    return train_dl, val_dl, bands, stats, dict(dtype=str(first.dtype), nodata=None, band_names=d.band_names)
 
 
 class ClassificationTask(TaskBase):

@@ -149,7 +149,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     classify = cfg.task == "classification"
     manifest = BundleManifest(
         name=cfg.name, task=cfg.task, model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
-        input=InputSpec(bands=in_channels, band_names=d.band_names, normalization=stats, train_window=d.window,
+        input=InputSpec(bands=in_channels, normalization=stats, train_window=d.window,
                         predict_window=d.window if classify else max(d.window, MIN_PREDICT_WINDOW),
                         input_size=d.window if classify else None, **input_kw),
         metrics={"validation": best, "history": module.history},
@@ -214,7 +214,8 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
 
     first = train_scenes[0]
     source_bands = getattr(getattr(first, "info", None), "count", None)
-    input_kw = dict(band_indexes=getattr(first, "bands", None), source_bands=source_bands, dtype=first.dtype, nodata=first.nodata)
+    input_kw = dict(band_indexes=getattr(first, "bands", None), source_bands=source_bands, dtype=first.dtype, nodata=first.nodata,
+                    band_names=cfg.data.band_names or first.band_descriptions())
     return train_dl, val_dl, in_channels, stats, input_kw
 
 

@@ -129,7 +129,7 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
     for s in train_scenes + val_scenes:
         if s.count != bands:
             raise InputFileError(f"{getattr(s, 'path', s.name)}: image has {s.count} bands, the first training image has {bands}.")
-    band_names = cfg.data.band_names or _descriptions(train_scenes[0])
+    band_names = cfg.data.band_names or train_scenes[0].band_descriptions()
     if band_names and len(band_names) != bands:
         raise InputFileError(f"data.band_names names {len(band_names)} bands but the images have {bands}.")
     features = PixelFeatures(bands, band_names, bc.indices, bc.texture_window)
@@ -185,15 +185,3 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
         uri = tracker.uri
     return TrainResult(bundle_path, run_dir, {k: v for k, v in best.items() if k != "per_class"}, 1, t_sample + t_fit,
                        len(y) / max(t_fit, 1e-9), uri)
-
-
-def _descriptions(scene: Scene) -> list[str] | None:
-    """The raster's band descriptions (for the bands read) when every one is set, else None."""
-    path = getattr(scene, "path", None)
-    if path is None or Path(path).suffix.lower() not in {".tif", ".tiff", ".vrt", ".img", ".jp2"}:
-        return None
-    import rasterio
-
-    with rasterio.open(path) as ds:
-        desc = [ds.descriptions[b - 1] for b in (getattr(scene, "bands", None) or range(1, ds.count + 1))]
-    return list(desc) if all(desc) else None
