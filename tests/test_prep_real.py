@@ -154,11 +154,12 @@ def test_sen1floods11_13_band_stats_chip_and_vectorize(tmp_path):
     lab = DATA / "sen1floods11" / "Labels" / "Spain_7370579_LabelHand.tif"
     out = ok(["stats", s2, "--labels", lab, "--mask-nodata", "-1", "--out", tmp_path / "st", "--flatten", tmp_path / "t.parquet",
               "--sample-fraction", "0.05"])
-    assert "band_13" in out
+    assert "B8A:" in out and "B12:" in out  # the GeoTIFF's band descriptions name the bands (#11.11)
     import json
 
     st = json.loads((tmp_path / "st" / "stats.json").read_text())
     assert len(st["bands"]) == 13 and st["dtype"] == "int16" and len(st["classes"]["pixels"]) == 2
+    assert [b["name"] for b in st["bands"]][-5:] == ["B8A", "B9", "B10", "B11", "B12"]
     t = pd.read_parquet(tmp_path / "t.parquet")
     assert 0.03 < len(t) / (512 * 512) < 0.07 and t["label"].isin([0, 1, 255]).all()  # 255: label nodata (-1)
     assert t["lon"].between(-1, 0).all() and (t["x"] == t["lon"]).all()  # EPSG:4326 raster: x is longitude
