@@ -201,3 +201,23 @@ def test_bad_inputs_clear_errors_nothing_written(tmp_path):
     fails(["download", "imagenet"], "unknown data set")
     assert not (tmp_path / "m.tif").exists() and not (tmp_path / "r.tif").exists()
     assert not list(tmp_path.rglob("*.part*"))
+
+
+@needs_data("bad-inputs", "corrupt.tif")
+def test_failed_chip_run_leaves_no_chips(tmp_path):
+    """#11.12: `chip good.tif corrupt.tif` exits 1 and leaves no chip, no index and no staging folder;
+    #11.2: two images with one stem are refused before any work."""
+    from conftest import make_geotiff
+
+    good, _, _ = make_geotiff(tmp_path / "good.tif", 300, 300)
+    out = tmp_path / "chips"
+    res = CliRunner().invoke(app, ["chip", str(good), str(DATA / "bad-inputs" / "corrupt.tif"), "--out", str(out), "--size", "64"])
+    assert res.exit_code == 1 and "corrupt.tif" in res.output
+    assert not out.exists() or list(out.rglob("*")) == []
+    (tmp_path / "b").mkdir()
+    twin, _, _ = make_geotiff(tmp_path / "b" / "good.tif", 100, 100)
+    res = CliRunner().invoke(app, ["chip", str(good), str(twin), "--out", str(out), "--size", "64"])
+    assert res.exit_code == 1 and "share the stem 'good'" in res.output
+    res = CliRunner().invoke(app, ["chip", str(good), "--out", str(out), "--size", "64"])
+    assert res.exit_code == 0 and len(list((out / "images").glob("*.tif"))) == 24 and (out / "index.parquet").is_file()  # 5x5, corner mostly padding
+    assert not [p for p in out.iterdir() if p.name.startswith(".chip-")]

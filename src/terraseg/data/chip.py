@@ -17,7 +17,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,12 +149,18 @@ def chip(cfg: ChipConfig) -> ChipResult:
     Args:
         cfg: chipping options (:class:`terraseg.config.prep.ChipConfig`).
 
+    Chips are written into a hidden staging folder inside ``cfg.out_dir`` and moved into
+    ``images/`` and ``masks/`` only when every scene succeeded, then the index is written: a run
+    that fails part-way (a corrupt scene, SIGTERM) leaves no chip that a later step would take as a
+    result.
+
     Returns:
         A :class:`ChipResult`; the index lists only the chips written.
 
     Raises:
         InputFileError: unreadable images or labels, labels not overlapping their image.
-        ConfigError: inconsistent options (e.g. ``skip_empty`` without labels).
+        ConfigError: inconsistent options (e.g. ``skip_empty`` without labels), or two images with one
+            file stem (their chips would overwrite each other).
     """
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
@@ -161,11 +169,38 @@ def chip(cfg: ChipConfig) -> ChipResult:
         labelled_scene(img, lab, cfg.bands, cfg.ignore_index)
         for img, lab in zip(cfg.images, labels_for(cfg.images, cfg.labels))
     ]
+    seen: dict[str, str] = {}
+    for s in scenes:
+        if s.name in seen:
+            raise ConfigError(f"{seen[s.name]} and {s.path} share the stem '{s.name}', so their chips would overwrite each other; "
+                              "chip them into different --out folders.")
+        seen[s.name] = s.path
     names = list(cfg.class_names or [])
     records: list[dict[str, Any]] = []
     skipped = 0
     source_bytes = 0
     workers = cfg.workers or (os.cpu_count() or 1) + 1
+    staging = out / f".chip-{uuid.uuid4().hex[:12]}"
+    try:
+        skipped, source_bytes = _chip_scenes(scenes, cfg, staging, names, stride, workers, records)
+        for rec in records:  # every scene succeeded: move the chips into place
+            for key in ("chip", "mask"):
+                if rec.get(key):
+                    (out / rec[key]).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staging / rec[key], out / rec[key])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    records.sort(key=lambda r: (r["scene"], r["row"], r["col"]))
+    index_path = write_index(records, out / f"index.{cfg.index_format}")
+    seconds = time.perf_counter() - t0
+    log.info("%d chips written, %d skipped in %.1f s", len(records), skipped, seconds)
+    return ChipResult(index_path, len(records), skipped, seconds, source_bytes)
+
+
+def _chip_scenes(scenes: list[Scene], cfg: ChipConfig, out: Path, names: list[str], stride: int, workers: int,
+                 records: list[dict[str, Any]]) -> tuple[int, int]:
+    """Write the chips of every scene under ``out``, appending their records; returns (skipped, source bytes)."""
+    skipped = source_bytes = 0
     with ThreadPoolExecutor(workers) as pool:
         for scene in scenes:
             fmt = cfg.format if cfg.format != "auto" else ("tif" if isinstance(scene, RasterScene) else "png")
@@ -184,11 +219,7 @@ def chip(cfg: ChipConfig) -> ChipResult:
                     else:
                         records.append(rec)
             source_bytes += scene.height * scene.width * scene.count * np.dtype(scene.dtype).itemsize
-    records.sort(key=lambda r: (r["scene"], r["row"], r["col"]))
-    index_path = write_index(records, out / f"index.{cfg.index_format}")
-    seconds = time.perf_counter() - t0
-    log.info("%d chips written, %d skipped in %.1f s", len(records), skipped, seconds)
-    return ChipResult(index_path, len(records), skipped, seconds, source_bytes)
+    return skipped, source_bytes
 
 
 def write_index(records: list[dict[str, Any]], path: Path) -> Path:
