@@ -103,7 +103,7 @@ def upgrade_manifest(raw: dict[str, Any]) -> dict[str, Any]:
         inp["train_window"] = w
         inp["predict_window"] = w if pixel else max(w, MIN_PREDICT_WINDOW)
         inp["input_size"] = w if raw.get("task") == "classification" else None
-    raw["format_version"] = max(version, FORMAT_VERSION) if version < FORMAT_VERSION else version
+    raw["format_version"] = max(version, FORMAT_VERSION)
     return raw
 
 

@@ -138,11 +138,11 @@ def _check_windows(bundle: Bundle, images: list[str], window: int, max_windows: 
     return rng.standard_normal((2, bundle.in_channels, window, window)).astype(np.float32), "random normal inputs"
 
 
-def export_onnx(bundle_path: str | Path, cfg: ExportConfig | None = None, **options: Any) -> ExportReport:
+def export_onnx(bundle_path: str | Path | Bundle, cfg: ExportConfig | None = None, **options: Any) -> ExportReport:
     """Add an ONNX graph to a bundle (in place, or into a copy at ``cfg.out``), checked against PyTorch.
 
     Args:
-        bundle_path: the bundle.
+        bundle_path: the bundle (a path, or a loaded bundle, which is then saved to its ``path`` or ``cfg.out``).
         cfg: :class:`terraseg.config.inference.ExportConfig` (opset, output, check images, window);
             or its fields as keyword ``options`` (``out``, ``opset``, ``check_images``, ``window``, ``max_windows``).
 
@@ -160,7 +160,8 @@ def export_onnx(bundle_path: str | Path, cfg: ExportConfig | None = None, **opti
     opset, window, out = cfg.opset, cfg.window, cfg.out
     import onnxruntime  # noqa: F401  (fail early, before the export, if it is missing)
 
-    b = Bundle.load(bundle_path)
+    b = bundle_path if isinstance(bundle_path, Bundle) else Bundle.load(bundle_path)
+    bundle_path = b.path or Path(cfg.out or b.manifest.name)
     if b.manifest.baseline is not None or b.manifest.task != "segmentation":
         kind = "a scikit-learn pixel baseline" if b.manifest.baseline is not None else f"a {b.manifest.task} model"
         raise BundleError(f"{bundle_path}: ONNX export covers segmentation networks; this bundle is {kind} (serve and predict it with PyTorch / scikit-learn).")

@@ -162,9 +162,10 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                   "precision": cfg.training_precision()},
     )
     extras = {} if classify else {CALIBRATION: _calibration(train_dl.dataset.scenes, d.window, cfg.train.seed)}
-    bundle_path = Bundle(manifest, model, extras).save(run_dir / "model.terraseg")
-    if cfg.train.export_onnx and not classify:
-        _export(bundle_path, val_dl.dataset.scenes if val_dl is not None else [])
+    bundle = Bundle(manifest, model, extras)
+    bundle.path = bundle_path = run_dir / "model.terraseg"
+    if not (cfg.train.export_onnx and not classify and _export(bundle, val_dl.dataset.scenes if val_dl is not None else [])):
+        bundle.save(bundle_path)
     if tracker is not None:
         tracker.log_artifacts(bundle_path)
         if best:
@@ -219,16 +220,18 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
     return train_dl, val_dl, in_channels, stats, input_kw
 
 
-def _export(bundle_path: Path, scenes: list) -> None:
-    """Add the ONNX graph to a fresh bundle, checked on validation windows; a network that does not export keeps its bundle."""
+def _export(bundle: Bundle, scenes: list) -> bool:
+    """Add the ONNX graph to a fresh bundle (checked on validation windows) and save it; False when the network does not export."""
     from terraseg.errors import BundleError
     from terraseg.predict.onnx import export_onnx
 
     images = sorted({s.path for s in scenes if str(getattr(s, "path", "")).lower().endswith((".tif", ".tiff"))})[:2]
     try:
-        export_onnx(bundle_path, check_images=images)
+        export_onnx(bundle, check_images=images)
+        return True
     except (BundleError, ImportError) as e:
-        log.warning("no ONNX graph added to %s: %s", bundle_path, e)
+        log.warning("no ONNX graph added to %s: %s", bundle.path, e)
+        return False
 
 
 def _calibration(scenes: list, window: int, seed: int, n: int = 16) -> bytes:
