@@ -14,7 +14,7 @@ exists the device defaults to ``cuda`` (the GPU section); ``--device cpu`` force
 Usage:
     python benchmarks/predict_throughput.py [--bundle runs/massachusetts-buildings/model.terraseg]
         [--sizes 4096 16384] [--window 512] [--overlap 0.25] [--batch-size 4] [--compare-size 1024]
-        [--device cpu|cuda] [--codecs]
+        [--device cpu|cuda] [--codecs] [--encoder resnet34] [--readers N]
 
 Without --bundle, a U-Net/ResNet18 bundle (the demo architecture) with random weights is used:
 throughput does not depend on the weights.
@@ -53,7 +53,7 @@ def make_scene(path: Path, size: int) -> None:
             dst.write(block, window=Window(0, r, size, h))
 
 
-def demo_bundle(path: Path) -> Path:
+def demo_bundle(path: Path, encoder: str = "resnet18") -> Path:
     import torch
 
     from terraseg.bundle import Bundle, BundleManifest, InputSpec
@@ -62,7 +62,7 @@ def demo_bundle(path: Path) -> Path:
     from terraseg.models.factory import build_model
 
     torch.manual_seed(0)
-    mc = ModelConfig(arch="unet", encoder="resnet18")
+    mc = ModelConfig(arch="unet", encoder=encoder)
     stats = NormStats("meanstd", [70.0, 69.0, 56.0], [38.0, 35.0, 35.0], [11.0, 14.0, 6.0], [157.0, 155.0, 150.0])
     m = BundleManifest(name="bench", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="building")],
                        input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=512, predict_window=512))
@@ -81,24 +81,32 @@ def child(args: argparse.Namespace) -> None:
 
     b = Bundle.load(args.bundle)
     opts = InferenceConfig(window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-                           precision=args.precision, channels_last=args.channels_last, backend=args.backend)
+                           precision=args.precision, channels_last=args.channels_last, backend=args.backend, readers=args.readers)
     pred = predictor_for(b, opts)
     rt = getattr(pred.backend, "runtime", None)
     scene = RasterScene(args.scene, cache=False)
     th, tw, ys, xs = pred.geometry(scene.height, scene.width)
     n_tiles = len(ys) * len(xs)
+    bs = pred.batch_size
     cuda = pred.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    # warm-up on the device (cuDNN / oneDNN kernel selection), then the CLI's path end to end
-    x = torch.randn(args.batch_size, b.in_channels, th, tw, device=pred.device)
+    # warm-up on the device (cuDNN / oneDNN kernel selection for the full and the last partial batch)
+    x = torch.randn(bs, b.in_channels, th, tw, device=pred.device)
     pred.backend.probabilities(x)
+    if len(xs) % bs:
+        pred.backend.probabilities(x[: len(xs) % bs])
     sync()
+    codec, _, level = args.compress.partition(":")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    outs = predict_to_files(pred, scene, Path(args.out), b.class_names, [c.color for c in b.manifest.classes], compress=args.compress)
+    outs = predict_to_files(pred, scene, Path(args.out), b.class_names, [c.color for c in b.manifest.classes], compress=codec,
+                            level=int(level) if level else None)
     sync()
     total = time.perf_counter() - t0
-    # bare network: the same number of windows at the same precision, batches already on the device
-    reps = max(3, min(10, n_tiles // args.batch_size))
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0
+    # bare network: the same number of windows at the same precision and batch, batches already on the device
+    reps = max(3, min(20, n_tiles // bs))
     with torch.inference_mode():
         pred.backend.probabilities(x)
         sync()
@@ -106,25 +114,35 @@ def child(args: argparse.Namespace) -> None:
         for _ in range(reps):
             pred.backend.probabilities(x)
         sync()
-    forward_total = (time.perf_counter() - t1) / (reps * args.batch_size) * n_tiles
+    forward_total = (time.perf_counter() - t1) / (reps * bs) * n_tiles
+    # one reader thread alone, on up to 8 strips
+    t2 = time.perf_counter()
+    rs = ys[:8]
+    for y in rs:
+        scene.read(y, 0, th, max(scene.width, tw), labels=False)
+    read_mpx = len(rs) * th * scene.width / 1e6 / (time.perf_counter() - t2)
     mp = scene.height * scene.width / 1e6
     print(json.dumps({
         "size": scene.height, "device": str(pred.device), "backend": rt.backend if rt else "?",
         "precision": rt.precision if rt else args.precision, "channels_last": rt.channels_last if rt else None,
-        "tiles": n_tiles, "seconds": round(total, 2), "megapixels_per_s": round(mp / total, 3),
+        "tiles": n_tiles, "batch_size": bs, "readers": pred.readers, "read_one_thread_megapixels_per_s": round(read_mpx, 1),
+        "seconds": round(total, 2), "megapixels_per_s": round(mp / total, 3),
         "bare_forward_megapixels_per_s": round(mp / forward_total, 3),
         "ratio_to_bare_forward": round(forward_total / total, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "gpu_peak_mb": round(gpu_peak), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "output": outs["prediction"], "output_mb": round(Path(outs["prediction"]).stat().st_size / 1e6, 2),
         "torch_threads": torch.get_num_threads(),
     }), flush=True)
 
 
 def run_child(bundle: Path, scene: Path, out: Path, a: argparse.Namespace, precision: str = "32", cl: bool = True,
-              backend: str = "torch", compress: str = "deflate") -> dict:
+              backend: str = "torch", compress: str = "deflate", readers: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", "--bundle", str(bundle), "--scene", str(scene), "--out", str(out),
-           "--window", str(a.window), "--overlap", str(a.overlap), "--batch-size", str(a.batch_size), "--precision", precision,
-           "--device", a.device, "--backend", backend, "--compress", compress, "--channels-last" if cl else "--no-channels-last"]
+           "--window", str(a.window), "--overlap", str(a.overlap), "--precision", precision,
+           "--device", a.device, "--backend", backend, "--compress", compress, "--channels-last" if cl else "--no-channels-last",
+           "--readers", str(readers if readers is not None else a.readers)]
+    if a.batch_size:
+        cmd += ["--batch-size", str(a.batch_size)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
         raise SystemExit(res.stderr[-3000:])
@@ -134,8 +152,9 @@ def run_child(bundle: Path, scene: Path, out: Path, a: argparse.Namespace, preci
 def _line(size: int, r: dict) -> str:
     return (f"{size:>6}^2 {r['device']} {r['backend']} {r['precision']}{' NHWC' if r['channels_last'] else ''}: "
             f"{r['megapixels_per_s']:.3f} MP/s end to end, bare forward {r['bare_forward_megapixels_per_s']:.3f} MP/s, "
-            f"ratio {r['ratio_to_bare_forward']:.3f}, {r['tiles']} windows, {r['seconds']:.1f} s, output {r['output_mb']} MB, "
-            f"peak RSS {r['peak_rss_mb']:.0f} MB")
+            f"ratio {r['ratio_to_bare_forward']:.3f}, {r['tiles']} windows, batch {r['batch_size']}, {r['readers']} readers "
+            f"(one alone reads {r['read_one_thread_megapixels_per_s']:.0f} MP/s), {r['seconds']:.2f} s, output {r['output_mb']} MB, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB" + (f", GPU peak {r['gpu_peak_mb']} MB" if r.get("gpu_peak_mb") else ""))
 
 
 def main() -> None:
@@ -145,7 +164,9 @@ def main() -> None:
     p.add_argument("--compare-size", type=int, default=1024)
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=None, help="windows per forward (default: terraseg's choice for the device)")
+    p.add_argument("--readers", type=int, default=0, help="reader threads (0: terraseg's choice for the device)")
+    p.add_argument("--encoder", default="resnet18", help="encoder of the random-weights U-Net used without --bundle")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--scene", help=argparse.SUPPRESS)
@@ -153,18 +174,25 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--precision", default="32", help=argparse.SUPPRESS)
     p.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
-    p.add_argument("--compress", default="deflate", help=argparse.SUPPRESS)
+    p.add_argument("--compress", default="deflate", help=argparse.SUPPRESS)  # codec[:level]
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
-    p.add_argument("--codecs", action="store_true", help="also compare output codecs (deflate, zstd, none) at the first size")
+    p.add_argument("--codecs", action="store_true", help="also compare output codecs and levels (deflate, deflate:1, zstd:1, zstd, "
+                   "none) and one reader against the default at the first size")
     a = p.parse_args()
     if a.child:
         return child(a)
     work = a.workdir or Path(tempfile.mkdtemp(prefix="terraseg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    bundle = a.bundle or demo_bundle(work / "bench.terraseg")
+    bundle = a.bundle or demo_bundle(work / "bench.terraseg", a.encoder)
     from terraseg.devices import cpu_flags, cpu_model
 
-    print(f"bundle: {bundle}  window {a.window}  overlap {a.overlap}  batch {a.batch_size}  device {a.device}  "
+    gpu = ""
+    if a.device.startswith("cuda"):
+        import torch
+
+        gpu = f" ({torch.cuda.get_device_name()}, torch {torch.__version__})"
+    print(f"bundle: {bundle} ({a.encoder if not a.bundle else 'given'})  window {a.window}  overlap {a.overlap}  "
+          f"batch {a.batch_size or 'auto'}  device {a.device}{gpu}  "
           f"cpu {cpu_model()} x{os.cpu_count()} ({', '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'avx512_vnni'}))})")
     for size in a.sizes:
         scene = work / f"scene_{size}.tif"
@@ -177,10 +205,12 @@ def main() -> None:
             print(_line(size, run_child(bundle, scene, work / f"pred_{size}_{prec}", a, precision=prec,
                                         backend="torch" if prec != "auto" else "auto")), flush=True)
         if a.codecs and size == a.sizes[0]:
-            for codec in ("zstd", "none"):
-                r = run_child(bundle, scene, work / f"pred_{size}_{codec}", a, precision=fast, backend="torch" if fast != "auto" else "auto",
-                              compress=codec)
+            be = "torch" if fast != "auto" else "auto"
+            for codec in ("deflate:1", "zstd:1", "zstd", "none"):
+                r = run_child(bundle, scene, work / f"pred_{size}_{codec.replace(':', '')}", a, precision=fast, backend=be, compress=codec)
                 print(f"  codec {codec}: " + _line(size, r), flush=True)
+            r = run_child(bundle, scene, work / f"pred_{size}_1reader", a, precision=fast, backend=be, readers=1)
+            print("  one reader: " + _line(size, r), flush=True)
         os.remove(scene)
     # fp32 vs bf16 autocast + channels_last
     import rasterio

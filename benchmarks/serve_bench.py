@@ -90,7 +90,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).with_name("terraseg")
-        self.proc = subprocess.Popen([str(exe), "serve", str(bundle), "--backend", backend, "--port", str(self.port), *extra])
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "terraseg"]  # a checkout on PYTHONPATH (the GPU check)
+        self.proc = subprocess.Popen([*cmd, "serve", str(bundle), "--backend", backend, "--port", str(self.port), *extra])
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -173,6 +174,26 @@ def bare_times(bundle: Path, backend: str, payload: bytes, window: int | None, r
     return statistics.median(fw), statistics.median(sw)
 
 
+def bare_batch(bundle: Path, backend: str, batch: int = 16, reps: int = 10) -> float:
+    """Images per second of the bare network on ``(batch, C, 512, 512)`` already on its device (the server's runtime)."""
+    import torch
+
+    from terraseg.bundle import Bundle
+    from terraseg.predict.sliding import predictor_for
+
+    b = Bundle.load(bundle)
+    pred = predictor_for(b, backend=backend)
+    x = torch.randn(batch, b.manifest.input.bands, 512, 512, device=pred.device)
+    sync = torch.cuda.synchronize if pred.device.type == "cuda" else (lambda: None)
+    pred.backend.probabilities(x)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        pred.backend.probabilities(x)
+    sync()
+    return reps * batch / (time.perf_counter() - t0)
+
+
 def case_latency(a: argparse.Namespace) -> None:
     payload = png_512()
     extra = ["--window", str(a.window)] if a.window else []
@@ -194,6 +215,10 @@ def case_latency(a: argparse.Namespace) -> None:
         finally:
             srv.stop()
         summary.append((backend, fw, sw, p50_1))
+        if max(a.clients) >= 16:
+            ips = bare_batch(a.bundle, backend)
+            print(f"{backend}: {max(a.clients)} clients {len(lat) / wall:.1f} req/s vs the bare forward at batch 16: {ips:.1f} images/s "
+                  f"(ratio {len(lat) / wall / ips:.3f})", flush=True)
     print("\nbackend  forward_1x512_ms  sliding_predict_ms  p50_1client/forward  p50_1client/sliding")
     for backend, fw, sw, p50 in summary:
         print(f"{backend:7s} {fw * 1e3:17.0f} {sw * 1e3:19.0f} {p50 / (fw * 1e3):20.2f} {p50 / (sw * 1e3):20.2f}")

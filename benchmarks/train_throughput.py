@@ -12,7 +12,7 @@ Prints, for a config on this machine's device (CUDA when present, else the CPU; 
 
 Usage:
     python benchmarks/train_throughput.py [configs/massachusetts-buildings.yaml] [--steps 10] [--fit --epochs 2]
-        [--set data.batch_size=64 --set data.window=256 ...]
+        [--set data.batch_size=64 --set data.window=256 ...] [--keep RUN_DIR]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from terraseg.config import load_config
-from terraseg.data.datasets import RandomWindowDataset, collate_samples, scene_statistics
+from terraseg.data.datasets import RandomWindowDataset, collate_samples
 from terraseg.data.sources import train_val_scenes
 from terraseg.devices import cpu_flags, cpu_model, loader_options
 from terraseg.train.module import SegmentationTask
@@ -68,6 +68,7 @@ def main() -> None:
     p.add_argument("--fit", action="store_true", help="also run `terraseg train` and compare its wall throughput")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--keep", type=Path, default=None, help="with --fit: keep the run folder (its bundle) here")
     a = p.parse_args()
     cfg = load_config(a.config, a.overrides)
     d = cfg.data
@@ -82,21 +83,22 @@ def main() -> None:
     for prec in dict.fromkeys(["32", auto]):
         bare[prec] = bare_step(cfg, tr[0].count, device, prec, a.steps)
         print(f"bare step {prec}: {bare[prec]:.1f} windows/s ({bare[prec] * d.window ** 2 / 1e6:.2f} MP/s)", flush=True)
-    stats = scene_statistics(tr, d.normalization.method, d.normalization.percentiles, d.normalization.max_pixels, 0)
-    ds = RandomWindowDataset(tr, d.window, d.batch_size * (a.steps + 1), stats, d.rare_class_share, d.augment)
     kw = loader_options(d.num_workers, device)
+    n_batches = max(a.steps, 4 * kw["num_workers"])
+    ds = RandomWindowDataset(tr, d.window, d.batch_size * (n_batches + 1), None, d.rare_class_share, False)  # as training: raw windows
     dl = DataLoader(ds, batch_size=d.batch_size, collate_fn=collate_samples, **kw)
     it = iter(dl)
     next(it)
     t0 = time.perf_counter()
-    n = sum(len(b["image"]) for _, b in zip(range(a.steps), it))
+    n = sum(len(b["image"]) for _, b in zip(range(n_batches), it))
     print(f"loader alone ({kw['num_workers']} workers): {n / (time.perf_counter() - t0):.1f} windows/s", flush=True)
     if a.fit:
         from terraseg.bundle import Bundle
         from terraseg.train.run import train
 
         with tempfile.TemporaryDirectory() as tmp:
-            run_cfg = load_config(a.config, a.overrides + [f"output_dir={tmp}/run", "tracking.enabled=false",
+            run_dir = a.keep or Path(tmp) / "run"
+            run_cfg = load_config(a.config, a.overrides + [f"output_dir={run_dir}", "tracking.enabled=false",
                                                            f"train.max_epochs={a.epochs}", "train.max_minutes=null",
                                                            "train.export_onnx=false"])
             res = train(run_cfg)

@@ -38,6 +38,24 @@ def test_sample_contract(tmp_path):
     assert batch["image"].shape == (2, 5, 64, 64) and len(batch["crs"]) == 2
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16"])
+def test_raw_samples_normalised_per_batch_equal_worker_normalisation(tmp_path, dtype):
+    """The training loader ships raw windows (uint8/int16, uint8 masks); normalize_batch gives the same tensors."""
+    from terraseg.data.datasets import normalize_batch
+
+    img, _, truth = make_geotiff(tmp_path / "a.tif", 90, 100, bands=4, dtype=dtype, nodata=0, seed=6)
+    scene = RasterScene(img, mask_path=write_mask_tif(tmp_path / "m.tif", truth, img))
+    stats = scene_statistics([scene], "meanstd", (2.0, 98.0), 10_000, 0)
+    cooked = collate_samples([make_sample(scene, r, c, 64, stats) for r, c in [(0, 0), (40, 50)]])
+    raw = collate_samples([make_sample(scene, r, c, 64, None) for r, c in [(0, 0), (40, 50)]])
+    assert raw["image"].dtype == {"uint8": torch.uint8, "int16": torch.int16, "uint16": torch.float32}[dtype]
+    assert raw["mask"].dtype == torch.uint8
+    out = normalize_batch(raw, stats)
+    assert torch.equal(out["image"], cooked["image"]) and out["image"].dtype == torch.float32
+    assert torch.equal(out["mask"], cooked["mask"]) and out["mask"].dtype == torch.int64
+    assert (out["mask"] == 255).any() and (out["mask"] == 1).any()
+
+
 def test_rare_class_share_centres_windows_on_objects(tmp_path):
     img, _, truth = make_geotiff(tmp_path / "a.tif", 400, 400, seed=2, squares=False)
     truth[300:310, 50:60] = 1  # one small object in a big scene

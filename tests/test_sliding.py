@@ -50,6 +50,29 @@ def test_blended_prediction_equals_per_pixel_truth(tmp_path, shape, overlap):
     np.testing.assert_array_equal(ids, (img[0] > 100).astype(np.int64))
 
 
+@pytest.mark.parametrize("readers", [2, 5])
+def test_parallel_readers_give_the_same_strips_in_order(tmp_path, readers):
+    """Several reader threads (each with its own GDAL handle) read ahead; blocks still arrive once, in order, identical."""
+    path, img, _ = make_geotiff(tmp_path / "s.tif", 300, 140, seed=9, nodata=0)
+    results = []
+    for n in (1, readers):
+        scene = RasterScene(path, cache=False)
+        pred = SlidingWindowPredictor(threshold_backend, IDENTITY, 2, window=64, overlap=0.25, batch_size=3, readers=n)
+        blocks = []
+        pred.predict(scene, lambda b: blocks.append((b.row, b.class_ids.copy(), b.probs.copy())))
+        results.append(blocks)
+    one, many = results
+    assert [r for r, _, _ in many] == [r for r, _, _ in one] and len(one) > 4
+    for (_, a, pa), (_, b, pb) in zip(one, many):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(pa, pb)
+    ids = np.concatenate([b for _, b, _ in many])
+    valid = RasterScene(path).read(0, 0, 300, 140, labels=False).valid
+    assert 0 < valid.sum() < valid.size
+    np.testing.assert_array_equal(ids[valid], (img[0][valid] > 100).astype(np.int32))
+    assert (ids[~valid] == -1).all()
+
+
 def test_geotiff_output_keeps_grid_and_nodata(tmp_path):
     path, img, _ = make_geotiff(tmp_path / "in.tif", 90, 110, dtype="uint16", nodata=0, seed=5, crs="EPSG:26986")
     scene = RasterScene(path)

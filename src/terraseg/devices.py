@@ -68,6 +68,46 @@ def training_precision(device: str = "cpu") -> str:
     return "16-mixed" if device.startswith("cuda") and torch.cuda.is_available() else "32"
 
 
+def resolve_device(device: str | None = "auto") -> str:
+    """The torch device an ``auto`` (or empty) device setting means on this machine.
+
+    Args:
+        device: 'auto' / None / '' (CUDA when :func:`torch.cuda.is_available`, else 'cpu'), or an
+            explicit device ('cpu', 'cuda', 'cuda:1'), returned as given.
+
+    Returns:
+        A torch device string.
+    """
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def inference_batch_size(device: str, window: int, bands: int = 3, cap: int = 32) -> int:
+    """Windows per forward pass for inference when none is set: 4 on a CPU, from free memory on CUDA.
+
+    On a CPU a few windows already keep every core busy (larger batches only add latency and memory).
+    On CUDA the batch is the largest power of two up to ``cap`` whose estimated activations fit in half
+    of the free device memory (:func:`torch.cuda.mem_get_info`); the estimate, 1 KiB per pixel of
+    window, is a U-Net / ResNet34 forward in float32 with a wide margin
+    (``benchmarks/predict_throughput.py`` prints the measured peak as ``gpu_peak_mb``).
+
+    Args:
+        device: torch device string. window: window side in pixels. bands: input bands. cap: largest batch.
+
+    Returns:
+        A batch size >= 1.
+    """
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return 4
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    per_window = window * window * (1024 + 4 * bands)
+    n = 1
+    while n * 2 <= cap and n * 2 * per_window <= free / 2:
+        n *= 2
+    return n
+
+
 def loader_options(num_workers: int | None, device: str = "cpu") -> dict:
     """DataLoader keyword arguments for training on ``device``.
 
@@ -76,7 +116,7 @@ def loader_options(num_workers: int | None, device: str = "cpu") -> dict:
         device: 'cpu' or 'cuda'.
 
     Returns:
-        ``num_workers`` (given, else on CUDA ``min(8, cores - 2)``; on a CPU 0 up to 4 cores, else
+        ``num_workers`` (given, else on CUDA ``min(12, cores - 2)``; on a CPU 0 up to 4 cores, else
         ``min(4, cores // 4)``: the network step dominates there), ``persistent_workers`` and
         ``prefetch_factor`` when workers run, ``pin_memory`` on CUDA.
     """
@@ -85,11 +125,11 @@ def loader_options(num_workers: int | None, device: str = "cpu") -> dict:
     cores = os.cpu_count() or 1
     gpu = device.startswith("cuda")
     if num_workers is None:
-        num_workers = min(8, max(cores - 2, 1)) if gpu else (0 if cores <= 4 else min(4, cores // 4))
+        num_workers = min(12, max(cores - 2, 1)) if gpu else (0 if cores <= 4 else min(4, cores // 4))
     kw: dict = {"num_workers": num_workers, "pin_memory": gpu}
     if num_workers > 0:
         kw |= {"persistent_workers": True, "prefetch_factor": 4 if gpu else 2}
     return kw
 
 
-__all__ = ["cpu_flags", "cpu_model", "loader_options", "native_bf16", "training_precision"]
+__all__ = ["cpu_flags", "cpu_model", "inference_batch_size", "loader_options", "native_bf16", "resolve_device", "training_precision"]

@@ -84,8 +84,8 @@ def build(cls, **kwargs: Any):
 # options shared by every command that runs a bundle (fields of terraseg.config.inference.InferenceConfig)
 WindowOpt = Annotated[Optional[int], typer.Option(help="Sliding-window side in pixels, a multiple of 32 (default: the bundle's prediction window).")]
 OverlapOpt = Annotated[float, typer.Option(help="Overlap share between neighbouring windows (blended with a Hann window).")]
-BatchOpt = Annotated[int, typer.Option(help="Windows per forward pass.")]
-DeviceOpt = Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1 ...")]
+BatchOpt = Annotated[Optional[int], typer.Option(help="Windows per forward pass (default: 4 on a CPU, from free memory on CUDA).")]
+DeviceOpt = Annotated[str, typer.Option(help="Torch device: auto (CUDA when available), cpu, cuda, cuda:1 ...")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto | 32 | bf16 | 16 (auto: bf16 where the device has it natively).")]
 ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="PyTorch NHWC layout (default: on).")]
 BackendOpt = Annotated[str, typer.Option(help="auto | torch | onnx (auto: the fastest this machine allows, measured once and cached).")]

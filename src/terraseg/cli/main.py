@@ -100,7 +100,7 @@ def evaluate(
     mapping: Annotated[Optional[str], typer.Option(help="Attribute value -> class id: 'a=1,b=2' or a JSON object.")] = None,
     mask_nodata: Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")] = None,
     split: Annotated[str, typer.Option(help="With a config: 'test' (data.test) or 'val' (the validation split).")] = "test",
-    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = 4, device: DeviceOpt = "cpu",
+    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = None, device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
     overlays: Annotated[int, typer.Option(help="Overlay PNGs (image | truth | prediction) to write.")] = 4,
 ) -> None:
@@ -147,7 +147,7 @@ def _evaluate_classifier(b, data: Path, split: str, out_dir: Path, batch_size: i
     else:
         sub = "test" if split == "test" else "val"
         items = class_items(ClassFolderSource(root=str(data.resolve()), split=sub), b.class_names)
-    m = evaluate_classifier(b, items, out_dir, max(batch_size, 32))
+    m = evaluate_classifier(b, items, out_dir, max(batch_size or 32, 32))
     table = Table(title=f"{b.manifest.name} on {data.name} ({m['n']} images)")
     for col in ("class", "precision", "recall", "F1", "images"):
         table.add_column(col)
@@ -165,12 +165,13 @@ def predict(
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
     inputs: Annotated[list[Path], typer.Argument(help="Images: GeoTIFF (any size, band count, dtype), PNG, JPEG.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder; one output per input with the same stem.")],
-    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = 4,
+    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = None,
     probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write <stem>_probs.tif (float32, one band per class).")] = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write <stem>_overlay.png (class colours over the image).")] = False,
-    device: DeviceOpt = "cpu", precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
+    device: DeviceOpt = "auto", precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
     grid: Annotated[bool, typer.Option("--grid", help="Classification bundles: classify each georeferenced input on a grid of windows (raster + GeoJSON).")] = False,
     compress: Annotated[str, typer.Option(help="GeoTIFF codec: deflate | zstd | lzw | none.")] = "deflate",
+    level: Annotated[Optional[int], typer.Option(help="Codec level (DEFLATE 1-9, ZSTD 1-22; default GDAL's; 1 is fastest).")] = None,
     cog: Annotated[bool, typer.Option("--cog", help="Write Cloud-Optimized GeoTIFFs.")] = False,
 ) -> None:
     """Predict images of any size; GeoTIFF outputs keep the input's CRS, transform and nodata.
@@ -188,7 +189,7 @@ def predict(
         return
     cfg = with_inference(PredictConfig, "options", inputs=[str(p) for p in inputs], out_dir=str(out_dir), window=window,
                          overlap=overlap, batch_size=batch_size, probabilities=probabilities, overlay=overlay, device=device,
-                         precision=precision, channels_last=channels_last, backend=backend, compress=compress, cog=cog)
+                         precision=precision, channels_last=channels_last, backend=backend, compress=compress, level=level, cog=cog)
     res = run_predict(cfg, b)
     for src, outs in res.outputs.items():
         out.print(f"{src} -> " + ", ".join(outs.values()))
@@ -285,7 +286,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).")] = 1,
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow registry for models:/ URIs.")] = None,
-    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = 4, device: DeviceOpt = "cpu",
+    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = None, device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
     batch_wait_ms: Annotated[Optional[float], typer.Option(help="Micro-batching wait in ms: windows of concurrent requests share forward passes (default: 5 on CUDA, off on a CPU).")] = None,
     max_batch: Annotated[int, typer.Option(help="Micro-batching: most windows per shared forward pass.")] = 16,

@@ -43,8 +43,13 @@ class InferenceConfig(_Strict):
         description="Sliding-window side in pixels, a multiple of 32 (default: the bundle's prediction window).",
     )
     overlap: float = Field(0.25, ge=0.0, le=0.9, description="Share of a window overlapping its neighbour (blended with a 2-D Hann window).")
-    batch_size: int = Field(4, ge=1, description="Windows per forward pass.")
-    device: str = Field("cpu", description="Torch device: cpu, cuda, cuda:1 ...")
+    batch_size: int | None = Field(
+        None, ge=1, description="Windows per forward pass (default: 4 on a CPU; on CUDA from free device memory, up to 32: "
+        "terraseg.devices.inference_batch_size).")
+    device: str = Field("auto", description="Torch device: cpu, cuda, cuda:1 ..., or 'auto' (CUDA when available, else cpu).")
+    readers: int = Field(
+        0, ge=0, description="Reader threads reading strips ahead of the network (0: one on a CPU, up to 4 on CUDA, where one "
+        "reader cannot keep a GPU fed).")
     precision: Literal["auto", "32", "bf16", "16"] = Field(
         "auto", description="'32' (float32), 'bf16' / '16' autocast, or 'auto': bf16 where the device computes it natively "
         "(AVX-512 BF16 / AMX CPUs, recent GPUs), fp16 on other GPUs, else float32 (terraseg.predict.runtime).")
@@ -68,6 +73,7 @@ class PredictConfig(_Strict):
     probabilities: bool = Field(False, description="Also write <stem>_probs.tif (float32, one band per class).")
     overlay: bool = Field(False, description="Also write <stem>_overlay.png (class colours over the image).")
     compress: Literal["deflate", "zstd", "lzw", "none"] = Field("deflate", description="GeoTIFF codec of the outputs.")
+    level: int | None = Field(None, ge=1, le=22, description="Codec level (DEFLATE 1-9, ZSTD 1-22; default: GDAL's; 1 is fastest).")
     cog: bool = Field(False, description="Write Cloud-Optimized GeoTIFFs.")
     grid: bool = Field(False, description="Classification bundles: classify each georeferenced input on a grid of windows.")
 

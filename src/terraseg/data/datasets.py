@@ -22,24 +22,33 @@ from terraseg.data.windows import random_offset
 from terraseg.errors import InputFileError
 
 
-def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats) -> dict[str, Any]:
+def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats | None) -> dict[str, Any]:
     """Read and normalise one window of a scene into a sample dict (no augmentation).
 
     Args:
         scene: the scene.
         row, col: top-left pixel of the window (may be negative or past the edge: padded).
         size: window side in pixels.
-        stats: the normalisation statistics.
+        stats: the normalisation statistics, or None to keep the raw pixels (the training loader:
+            :func:`normalize_batch` then normalises whole batches on the training device, and the
+            loader ships uint8 / int16 pixels and uint8 masks, a quarter to an eighth of the bytes).
 
     Returns:
-        Sample dict (module docstring): ``image`` float32 ``(C, size, size)``, ``mask`` int64 ``(size, size)``, ``valid``, ``crs``, ``transform``, ``bounds``, ``scene``, ``window``.
+        Sample dict (module docstring): ``image`` float32 ``(C, size, size)`` (raw: uint8 / int16 as
+        read, other dtypes as float32), ``mask`` int64 ``(size, size)`` (raw: uint8 when every class id
+        and the ignore index fit), ``valid``, ``crs``, ``transform``, ``bounds``, ``scene``, ``window``.
 
     Raises:
         InputFileError: unreadable pixels. BundleError: a band count the statistics do not describe.
     """
     r = scene.read(row, col, size, size)
-    image = normalize(r.image, stats, r.valid)
     mask = r.mask if r.mask is not None else np.full((size, size), scene.ignore_index, dtype=np.int64)
+    if stats is None:
+        image = r.image if r.image.dtype in (np.uint8, np.int16) else r.image.astype(np.float32)
+        if 0 <= scene.ignore_index < 256 and (mask.size == 0 or int(mask.max()) < 256):
+            mask = mask.astype(np.uint8)
+    else:
+        image = normalize(r.image, stats, r.valid)
     t = scene.window_transform(row, col)
     return {
         "image": torch.from_numpy(image),
@@ -51,6 +60,26 @@ def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats) -
         "scene": scene.name,
         "window": (row, col, size, size),
     }
+
+
+def normalize_batch(batch: dict[str, Any], stats: NormStats) -> dict[str, Any]:
+    """Normalise a collated batch of raw samples (``make_sample(..., stats=None)``) where it lies.
+
+    Runs :func:`terraseg.data.normalize.normalize` on the ``(N, C, H, W)`` image on its device (the
+    GPU after transfer) and widens a uint8 mask to int64: the same values the loader workers would
+    have produced, with the arithmetic moved off the host.
+
+    Args:
+        batch: collated batch; ``image`` raw, ``valid`` ``(N, H, W)`` bool, ``mask`` ``(N, H, W)``.
+        stats: the normalisation statistics.
+
+    Returns:
+        The batch with ``image`` float32 normalised and ``mask`` int64.
+    """
+    batch["image"] = normalize(batch["image"], stats, batch["valid"])
+    if batch["mask"].dtype != torch.int64:
+        batch["mask"] = batch["mask"].long()
+    return batch
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,7 +119,8 @@ class RandomWindowDataset(Dataset):
 
     Args:
         scenes: labelled scenes. window: window size (pixels). length: windows per epoch.
-        stats: normalisation statistics. rare_class_share: share of windows centred on a random
+        stats: normalisation statistics, or None for raw samples (:func:`normalize_batch` on the device).
+        rare_class_share: share of windows centred on a random
         pixel of a random non-background class. augment: D4 flips/rotations. seed: base seed.
     """
 
@@ -99,7 +129,7 @@ class RandomWindowDataset(Dataset):
         scenes: list[Scene],
         window: int,
         length: int,
-        stats: NormStats,
+        stats: NormStats | None,
         rare_class_share: float = 0.5,
         augment: bool = True,
         seed: int = 0,

@@ -15,6 +15,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,14 +254,18 @@ class RasterScene(Scene):
         return state
 
     def _dataset(self, path: str | None = None):
-        """The open dataset of the image (or of ``path``, the mask), opened once per process."""
-        key = path or self.path
+        """The open dataset of the image (or of ``path``, the mask), opened once per process and thread.
+
+        GDAL dataset handles are not thread-safe: each reader thread (the predictor's parallel
+        readers) gets its own.
+        """
+        key = (threading.get_ident(), path or self.path)
         if self._ds is None:
             self._ds = {}
         if key not in self._ds:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._ds[key] = rasterio.open(key)
+                self._ds[key] = rasterio.open(key[1])
         return self._ds[key]
 
     def _labels(self, row: int, col: int, h: int, w: int, valid: np.ndarray) -> np.ndarray:

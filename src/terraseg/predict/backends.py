@@ -28,6 +28,8 @@ class TorchBackend:
 
     def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "32", channels_last: bool = False) -> None:
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # autotune convolutions once per window shape
         self.model = model.eval().to(self.device)
         self.precision = precision
         self.channels_last = channels_last

@@ -37,7 +37,10 @@ class ImageClassifier:
         BundleError: the bundle is not a classification bundle.
     """
 
-    def __init__(self, bundle: Bundle, batch_size: int = 32, device: str = "cpu") -> None:
+    def __init__(self, bundle: Bundle, batch_size: int = 32, device: str = "auto") -> None:
+        from terraseg.devices import resolve_device
+
+        device = resolve_device(device)
         if bundle.manifest.task != "classification":
             raise BundleError(f"bundle '{bundle.manifest.name}' is a {bundle.manifest.task} model, not a classifier.")
         self.bundle, self.batch_size, self.device = bundle, batch_size, torch.device(device)

@@ -80,6 +80,7 @@ def predict_to_files(
     compress: str = "deflate",
     cog: bool = False,
     overlay_max_side: int = 2048,
+    level: int | None = None,
 ) -> dict[str, str]:
     """Predict one scene and write its outputs under ``out_dir`` with the input's stem.
 
@@ -92,6 +93,7 @@ def predict_to_files(
     Args:
         predictor: the sliding-window predictor. scene: the input. out_dir: output folder.
         class_names, colors: the bundle's classes. compress: GeoTIFF codec. cog: Cloud-Optimized GeoTIFFs.
+        overlay_max_side: longest side of the overlay PNG in pixels. level: codec level (None: GDAL's default).
 
     Returns:
         ``{"prediction": path, "probabilities": path, "overlay": path}`` for what was written.
@@ -103,7 +105,7 @@ def predict_to_files(
     grid = scene.grid
     target = out_dir / (f"{stem}.tif" if grid.georeferenced else f"{stem}.png")
     writer = PredictionWriter(target, grid, class_names, colors, out_dir / f"{stem}_probs.tif" if probabilities else None,
-                              compress=compress, cog=cog)
+                              compress=compress, level=level, cog=cog)
     with writer:
         predictor.predict(scene, lambda b: writer.write(b.row, 0, b.class_ids, b.probs, b.valid), probabilities=probabilities)
     outputs = {k: str(v) for k, v in writer.paths.items()}
@@ -114,12 +116,12 @@ def predict_to_files(
 
 def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_dir: Path, class_names: list[str],
                     colors: list[str], probabilities: bool = False, overlay: bool = False, compress: str = "deflate",
-                    cog: bool = False) -> dict[str, str]:
+                    cog: bool = False, level: int | None = None) -> dict[str, str]:
     """Write an in-memory prediction of a small scene exactly as :func:`predict_to_files` streams a large one.
 
     Args:
         scene: the predicted scene. class_ids: ``(H, W)`` ids, -1 for nodata. probs: ``(K, H, W)`` float32.
-        out_dir, class_names, colors, probabilities, overlay, compress, cog: as :func:`predict_to_files`.
+        out_dir, class_names, colors, probabilities, overlay, compress, cog, level: as :func:`predict_to_files`.
 
     Returns:
         ``{"prediction": path, "probabilities": path, "overlay": path}`` for what was written.
@@ -131,7 +133,7 @@ def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_
     grid = scene.grid
     target = out_dir / (f"{stem}.tif" if grid.georeferenced else f"{stem}.png")
     paths = write_prediction(target, grid, class_ids, class_names, colors, probs if probabilities else None,
-                             out_dir / f"{stem}_probs.tif", compress=compress, cog=cog)
+                             out_dir / f"{stem}_probs.tif", compress=compress, level=level, cog=cog)
     outputs = {k: str(v) for k, v in paths.items()}
     if overlay:
         outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors))

@@ -61,7 +61,7 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
     predictor = predictor_for(b, cfg.inference)
     result = PredictResult()
     colors = [c.color for c in b.manifest.classes]
-    out = dict(probabilities=cfg.probabilities, overlay=cfg.overlay, compress=cfg.compress, cog=cfg.cog)
+    out = dict(probabilities=cfg.probabilities, overlay=cfg.overlay, compress=cfg.compress, level=cfg.level, cog=cfg.cog)
     small: dict[tuple[int, int], list] = {}  # images that are one window, grouped by window size: batched
     for path in cfg.inputs:
         try:

@@ -16,6 +16,7 @@ depends on the scene width and the window, never on the scene height.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,13 +94,15 @@ class SlidingWindowPredictor:
         fit_max: a scene whose height and width are both at most this many pixels is predicted as one
             window rounded up to a multiple of 32 (no tiling, no blending; 0 disables). One 512^2
             forward costs less than the nine overlapping 256^2 windows that cover it.
+        readers: reader threads; each reads one strip ahead, so ``readers`` strips are read while the
+            device computes (one cannot keep a GPU fed on a large scene).
 
     Raises:
         ConfigError: a window that is not a positive multiple of 32, an overlap outside ``[0, 0.9]``.
     """
 
     def __init__(self, backend: Any, stats: NormStats, num_classes: int,
-                 window: int = 512, overlap: float = 0.25, batch_size: int = 4, fit_max: int = 0) -> None:
+                 window: int = 512, overlap: float = 0.25, batch_size: int = 4, fit_max: int = 0, readers: int = 1) -> None:
         if window % 32 or window < 32:
             raise ConfigError(f"window must be a positive multiple of 32 pixels (encoders downsample 5 times), got {window}.")
         if not 0 <= overlap <= 0.9:
@@ -107,6 +110,7 @@ class SlidingWindowPredictor:
         self.backend = backend if hasattr(backend, "probabilities") else ArrayBackend(backend)
         self.stats, self.num_classes = stats, num_classes
         self.window, self.overlap, self.batch_size, self.fit_max = window, overlap, batch_size, fit_max
+        self.readers = max(1, readers)
 
     @property
     def device(self) -> torch.device:
@@ -170,14 +174,15 @@ class SlidingWindowPredictor:
             image, valid = torch.from_numpy(r.image), torch.from_numpy(r.valid)
             return (image.pin_memory(), valid.pin_memory()) if cuda else (image, valid)
 
-        with ThreadPoolExecutor(1, thread_name_prefix="terraseg-read") as reader, \
+        with ThreadPoolExecutor(self.readers, thread_name_prefix="terraseg-read") as reader, \
                 ThreadPoolExecutor(1, thread_name_prefix="terraseg-write") as writer:
-            ahead = reader.submit(read, ys[0])
+            # `readers` strips in flight ahead of the device, each read by its own thread
+            ahead = [reader.submit(read, y) for y in ys[:self.readers]]
             written: Future | None = None
             for i, y in enumerate(ys):
-                raw, valid = ahead.result()
-                if i + 1 < len(ys):
-                    ahead = reader.submit(read, ys[i + 1])
+                raw, valid = ahead.pop(0).result()
+                if i + self.readers < len(ys):
+                    ahead.append(reader.submit(read, ys[i + self.readers]))
                 valid = valid.to(dev, non_blocking=True)
                 image = normalize(raw.to(dev, non_blocking=True), self.stats, valid)
                 for b in range(0, len(xs), self.batch_size):
@@ -290,11 +295,15 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
     """
     from terraseg.config.inference import InferenceConfig, build_options
 
+    from terraseg.devices import inference_batch_size, resolve_device
+
     opts = options or InferenceConfig()
     if overrides:
         opts = build_options(InferenceConfig, **(opts.model_dump() | overrides))
     win = opts.window or bundle.manifest.input.predict_window
     overlap = opts.overlap
+    device = resolve_device(opts.device)
+    batch = opts.batch_size or inference_batch_size(device, win, bundle.in_channels)
     run: Any
     if bundle.manifest.baseline is not None:
         run = ArrayBackend(bundle.model)  # pixel baseline: features are per pixel, so tiles overlap only by the texture window
@@ -302,17 +311,17 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
     else:
         from terraseg.predict.runtime import choose_runtime
 
-        rt = choose_runtime(bundle, opts.device, opts.backend, opts.precision, opts.channels_last, win, opts.batch_size)
+        rt = choose_runtime(bundle, device, opts.backend, opts.precision, opts.channels_last, win, batch)
         log.debug("runtime for %s: %s", bundle.manifest.name, rt)
         if rt.backend in ("onnx", "onnx-int8"):
             from terraseg.predict.onnx import onnx_backend_for
 
-            run = ArrayBackend(onnx_backend_for(bundle, opts.threads, opts.device, int8=rt.backend == "onnx-int8"))
+            run = ArrayBackend(onnx_backend_for(bundle, opts.threads, device, int8=rt.backend == "onnx-int8"))
         else:
-            run = TorchBackend(bundle.model, device=opts.device, precision=rt.precision, channels_last=rt.channels_last)
+            run = TorchBackend(bundle.model, device=device, precision=rt.precision, channels_last=rt.channels_last)
         run.runtime = rt
     fit = opts.fit_max if opts.window is None and bundle.manifest.baseline is None else 0
-    return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, opts.batch_size, fit)
-
+    readers = opts.readers or (min(4, max(1, (os.cpu_count() or 1) // 4)) if device.startswith("cuda") else 1)
+    return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, batch, fit, readers)
 
 __all__ = ["ArrayBackend", "Block", "SlidingWindowPredictor", "TorchBackend", "hann_weights", "predictor_for"]

@@ -54,6 +54,11 @@ class TaskBase(L.LightningModule):
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         if not isinstance(batch, dict):  # validation batches may be scene indexes
             return batch
+        stats = getattr(self, "train_stats", None)
+        if stats is not None:  # the training loader yields raw windows: normalise them here, on the device
+            from terraseg.data.datasets import normalize_batch
+
+            batch = normalize_batch(batch, stats)
         if self.trainer.training and getattr(self, "augment_on_device", False):
             from terraseg.train.augment import augment_batch
 
@@ -171,6 +176,7 @@ class SegmentationTask(TaskBase):
         self.best: dict[str, Any] = {}
         self.val_scenes: list[Any] = []
         self.val_stats: NormStats | None = None
+        self.train_stats: NormStats | None = None  # set when the loader yields raw windows (normalised on the device)
         self.val_window = max(c.data.window, MIN_PREDICT_WINDOW)
         self.augment_on_device = c.data.augment  # the loader only reads; see terraseg.train.augment
 

@@ -109,6 +109,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     module = task_cls(cfg.model_dump(mode="json"), in_channels, steps)
     if isinstance(module, SegmentationTask) and val_dl is not None:
         module.val_scenes, module.val_stats = val_dl.dataset.scenes, stats
+    if isinstance(module, SegmentationTask):
+        module.train_stats = stats
 
     monitor, mode = ("val/score", "max") if val_dl is not None else ("train/loss", "min")
     ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True)
@@ -207,7 +209,8 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
 
     d = cfg.data
     # augmentation runs on whole batches on the training device (SegmentationTask), so the loader only reads
-    train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, stats, d.rare_class_share, False, cfg.train.seed)
+    # raw windows (uint8 / int16 as read): SegmentationTask normalises whole batches on the training device
+    train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, None, d.rare_class_share, False, cfg.train.seed)
     loader_kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
     train_dl = DataLoader(train_ds, batch_size=d.batch_size, shuffle=False, drop_last=len(train_ds) > d.batch_size, **loader_kw)
     # validation: whole scenes through the real predictor (SegmentationTask.validation_step), one scene per step
