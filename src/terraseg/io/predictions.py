@@ -62,13 +62,16 @@ def encode_class_ids(class_ids: np.ndarray, num_classes: int, valid: np.ndarray 
     """Class ids in the raster encoding of :func:`class_encoding`.
 
     Args:
-        class_ids: ``(H, W)`` integer class ids; negative values mean nodata.
+        class_ids: ``(H, W)`` integer class ids; negative values mean nodata. Ids already in the
+            encoding's dtype (uint8 below 255 classes) are taken as encoded: the nodata value marks nodata.
         num_classes: K. valid: optional ``(H, W)`` bool, False for nodata.
 
     Returns:
         ``(H, W)`` uint8 (or uint16) ids with the nodata value where not valid.
     """
     dtype, nodata = class_encoding(num_classes)
+    if class_ids.dtype == np.dtype(dtype):
+        return class_ids if valid is None else np.where(valid, class_ids, nodata).astype(dtype)
     bad = class_ids < 0
     if valid is not None:
         bad = bad | ~valid

@@ -107,7 +107,7 @@ def predict_to_files(
     writer = PredictionWriter(target, grid, class_names, colors, out_dir / f"{stem}_probs.tif" if probabilities else None,
                               compress=compress, level=level, cog=cog)
     with writer:
-        predictor.predict(scene, lambda b: writer.write(b.row, 0, b.class_ids, b.probs, b.valid), probabilities=probabilities)
+        predictor.predict(scene, lambda b: writer.write(b.row, 0, b.encoded, b.probs), probabilities=probabilities)
     outputs = {k: str(v) for k, v in writer.paths.items()}
     if overlay:
         outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors, overlay_max_side))

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,15 +62,27 @@ class Block:
 
     Attributes:
         row: first scene row (pixels).
-        class_ids: ``(n, W)`` int32 class ids, ``-1`` where not valid.
+        encoded: ``(n, W)`` class ids as the output raster stores them
+            (:func:`terraseg.io.predictions.class_encoding`): uint8 with 255 where not valid when the
+            model has fewer than 255 classes (made on the device: a quarter of the bytes come back),
+            else int32 with -1.
         probs: ``(K, n, W)`` float32 probabilities, or None when the caller did not ask for them.
         valid: ``(n, W)`` bool, False for nodata and padding.
     """
 
     row: int
-    class_ids: np.ndarray
+    encoded: np.ndarray
     probs: np.ndarray | None
     valid: np.ndarray
+
+    @cached_property
+    def class_ids(self) -> np.ndarray:
+        """``(n, W)`` int32 class ids, ``-1`` where not valid (computed once, on first use)."""
+        if self.encoded.dtype == np.uint8:
+            ids = self.encoded.astype(np.int32)
+            ids[self.encoded == 255] = -1
+            return ids
+        return self.encoded
 
 
 class SlidingWindowPredictor:
@@ -197,8 +210,11 @@ class SlidingWindowPredictor:
                 n = min(next_y - y, H - y)
                 rows = acc[:, :n, :W] / wsum[None, :n, :W]
                 ok = valid[:n, :W]
-                ids = torch.where(ok, rows.argmax(dim=0).to(torch.int32), -1)
-                block = Block(row=y, class_ids=ids.cpu().numpy(), probs=rows.cpu().numpy() if probabilities else None,
+                if K < 255:  # the raster encoding (uint8, nodata 255), made here
+                    ids = torch.where(ok, rows.argmax(dim=0).to(torch.uint8), 255)
+                else:
+                    ids = torch.where(ok, rows.argmax(dim=0).to(torch.int32), -1)
+                block = Block(row=y, encoded=ids.cpu().numpy(), probs=rows.cpu().numpy() if probabilities else None,
                               valid=ok.cpu().numpy())
                 if written is not None:
                     written.result()  # at most one strip waits for the sink: memory stays bounded
