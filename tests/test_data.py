@@ -72,6 +72,31 @@ def test_rare_class_share_centres_windows_on_objects(tmp_path):
     assert not torch.equal(a, rare[3]["image"])
 
 
+def test_new_windows_every_epoch_with_persistent_workers(tmp_path):
+    """Regression: persistent workers keep their dataset copy, so the epoch must travel in the sampler's indexes."""
+    from torch.utils.data import DataLoader
+
+    from terraseg.data.datasets import EpochSampler
+
+    img, _, truth = make_geotiff(tmp_path / "a.tif", 200, 200, seed=2)
+    scene = RasterScene(img, mask_path=write_mask_tif(tmp_path / "m.tif", truth, img))
+    ds = RandomWindowDataset([scene], 32, 8, None, rare_class_share=0.0, seed=0)
+
+    def epochs(workers: int) -> list[torch.Tensor]:
+        sampler = EpochSampler(len(ds))
+        dl = DataLoader(ds, batch_size=4, sampler=sampler, collate_fn=collate_samples, num_workers=workers,
+                        persistent_workers=workers > 0)
+        out = []
+        for e in range(2):
+            sampler.set_epoch(e)
+            out.append(torch.cat([b["image"] for b in dl]))
+        return out
+
+    threaded, inline = epochs(2), epochs(0)
+    assert not torch.equal(threaded[0], threaded[1])  # epoch 1 draws new windows
+    assert torch.equal(threaded[0], inline[0]) and torch.equal(threaded[1], inline[1])  # same windows either way
+
+
 def test_scene_smaller_than_window_is_padded_not_dropped(tmp_path):
     img, _, truth = make_geotiff(tmp_path / "a.tif", 40, 50, seed=3)
     scene = RasterScene(img, mask_path=write_mask_tif(tmp_path / "m.tif", truth, img))

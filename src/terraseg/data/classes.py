@@ -272,9 +272,10 @@ class ClassificationDataset(Dataset):
         return self._cache[i]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        epoch, i = divmod(i, len(self.items))  # indexes past the item count carry the epoch (EpochSampler)
         img = self._raw(i)
         if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
+            rng = np.random.default_rng((self.seed, self.epoch + epoch, i))
             h, w = img.shape[1:]
             area = h * w * rng.uniform(*self.crop_scale)
             ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))

@@ -110,12 +110,42 @@ def _augment(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, rng: 
     return [t.contiguous() for t in ts]
 
 
+class EpochSampler(torch.utils.data.Sampler):
+    """Indexes ``epoch * length + i`` for ``i`` in ``0..length-1`` (shuffled per epoch when asked).
+
+    The epoch travels inside each index, so datasets whose samples depend on the epoch
+    (:class:`RandomWindowDataset`, the classification crops) draw new samples every epoch also when
+    the DataLoader's workers are persistent: workers keep the dataset copy they started with, and
+    :meth:`set_epoch` on that copy in the main process would never reach them. Lightning calls
+    :meth:`set_epoch` at the start of every epoch.
+
+    Args:
+        length: samples per epoch. shuffle: a fresh permutation per epoch, seeded by ``(seed, epoch)``.
+        seed: base seed.
+    """
+
+    def __init__(self, length: int, shuffle: bool = False, seed: int = 0) -> None:
+        self.length, self.shuffle, self.seed, self.epoch = length, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose indexes the next iteration yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.length) if self.shuffle else range(self.length)
+        base = self.epoch * self.length
+        return iter([base + int(i) for i in order])
+
+
 class RandomWindowDataset(Dataset):
     """Random training windows; a share of them centred on pixels of non-background classes.
 
     Windows may extend past scene edges (padded, masked with ``ignore_index``), so every pixel can
     be sampled. Each index draws from a generator seeded by ``(seed, epoch, index)``: reproducible,
-    and different every epoch (call :meth:`set_epoch`).
+    and different every epoch (:class:`EpochSampler` indexes, or :meth:`set_epoch` without workers).
 
     Args:
         scenes: labelled scenes. window: window size (pixels). length: windows per epoch.
@@ -157,7 +187,8 @@ class RandomWindowDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
+        epoch, index = divmod(index, self.length)  # indexes past `length` carry the epoch (EpochSampler)
+        rng = np.random.default_rng((self.seed, self.epoch + epoch, index))
         centre = None
         if self.class_locs and rng.random() < self.rare_class_share:
             cls = list(self.class_locs)[int(rng.integers(len(self.class_locs)))]

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from terraseg.config import ExperimentConfig
 from terraseg.data.classes import ClassificationDataset, ClassItem, class_items, image_statistics, stratified_split
-from terraseg.data.datasets import collate_samples
+from terraseg.data.datasets import EpochSampler, collate_samples
 from terraseg.data.normalize import NormStats
 from terraseg.devices import loader_options
 from terraseg.errors import InputFileError
@@ -63,8 +63,8 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
     cache = first.nbytes * (len(train_items) + len(val_items)) < CACHE_BYTES  # decoded images kept only when they fit
     train_ds = ClassificationDataset(train_items, d.window, stats, bands, d.augment, d.flips, tuple(d.crop_scale), cfg.train.seed, cache)
     kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    train_dl = DataLoader(train_ds, batch_size=d.batch_size, shuffle=True, generator=gen,
+    # the epoch travels in the sampler's indexes: new crops every epoch also with persistent workers
+    train_dl = DataLoader(train_ds, batch_size=d.batch_size, sampler=EpochSampler(len(train_ds), shuffle=True, seed=cfg.train.seed),
                           drop_last=len(train_ds) > d.batch_size, **kw)
     val_dl = None
     if val_items:

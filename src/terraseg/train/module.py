@@ -109,9 +109,12 @@ class TaskBase(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._aug_gen = None  # reseeded per (seed, epoch) on the first batch
         self.apply_freeze(self.current_epoch)
-        ds = self.trainer.train_dataloader.dataset if self.trainer.train_dataloader is not None else None
-        if hasattr(ds, "set_epoch"):
-            ds.set_epoch(self.current_epoch)
+        dl = self.trainer.train_dataloader
+        sampler = getattr(dl, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # EpochSampler: the epoch reaches persistent workers inside the indexes
+            sampler.set_epoch(self.current_epoch)
+        elif hasattr(getattr(dl, "dataset", None), "set_epoch"):
+            dl.dataset.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
         ratio = self.cfg.train.encoder_lr_ratio

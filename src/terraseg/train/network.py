@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from terraseg import __version__
 from terraseg.bundle import CALIBRATION, MIN_PREDICT_WINDOW, Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
-from terraseg.data.datasets import RandomWindowDataset, SceneIndexDataset, collate_samples, scene_statistics
+from terraseg.data.datasets import EpochSampler, RandomWindowDataset, SceneIndexDataset, collate_samples, scene_statistics
 from terraseg.data.normalize import NormStats
 from terraseg.data.sources import train_val_scenes
 from terraseg.devices import loader_options
@@ -212,7 +212,8 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
     # raw windows (uint8 / int16 as read): SegmentationTask normalises whole batches on the training device
     train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, None, d.rare_class_share, False, cfg.train.seed)
     loader_kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
-    train_dl = DataLoader(train_ds, batch_size=d.batch_size, shuffle=False, drop_last=len(train_ds) > d.batch_size, **loader_kw)
+    train_dl = DataLoader(train_ds, batch_size=d.batch_size, sampler=EpochSampler(len(train_ds)), drop_last=len(train_ds) > d.batch_size,
+                          **loader_kw)
     # validation: whole scenes through the real predictor (SegmentationTask.validation_step), one scene per step
     val_dl = DataLoader(SceneIndexDataset(val_scenes), batch_size=None) if val_scenes else None
 
