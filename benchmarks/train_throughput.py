@@ -107,6 +107,10 @@ def main() -> None:
         print(f"terraseg train ({t['precision']}, {a.epochs} epochs x {d.samples_per_epoch} windows): wall {wall:.1f} windows/s "
               f"(steps only {t['chips_per_second']:.1f}), validation {t['validation_share']:.1%} of the time; "
               f"ratio to the bare step {wall / bare[t['precision']]:.2f}")
+        steady = t.get("steady_wall_chips_per_second")
+        if steady:
+            print(f"  after the first epoch (worker start-up, kernel autotuning): wall {steady:.1f} windows/s, "
+                  f"ratio to the bare step {steady / bare[t['precision']]:.2f}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 #      batch 64, 3 epochs x 4096 windows, defaults otherwise) and the loader alone;
 #   3. fp32 vs bf16 classes on the Massachusetts test tile with the bundle trained in 2;
 #   4. the API at 1 and 16 clients vs the bare forward at batch 16.
-# Logs go to $OUT (the device tool's return folder) or /tmp/gpu-out. `--device cpu`-style dry run: DRY=1.
+# Logs go to $OUT (the device tool's return folder) or /tmp/gpu-out. Dry run on a CPU:
+#   DRY=1 PY=.venv/bin/python DEVICE=cpu SIZE=1024 SAMPLES=64 BATCH=8 DUR=2 bash benchmarks/gpu/check.sh
+# STAGES="train serve" runs a subset (precision and serve use the bundle that train keeps).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
@@ -16,13 +18,15 @@ if [ -d .whl ] && [ -z "${DRY:-}" ]; then
 fi
 PY=${PY:-python3}
 export TERRASEG_DATA=$PWD/.gpu/datasets HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-SIZE=${SIZE:-16384}; SAMPLES=${SAMPLES:-4096}; BATCH=${BATCH:-64}; DUR=${DUR:-8}
+SIZE=${SIZE:-16384}; SAMPLES=${SAMPLES:-4096}; BATCH=${BATCH:-64}; DUR=${DUR:-8}; EPOCHS=${EPOCHS:-3}
+STAGES=" ${STAGES:-predict train precision serve} "
+on() { [[ "$STAGES" == *" $1 "* ]]; }
 (nvidia-smi -L; $PY -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.is_available())"; nproc) 2>&1 | tee "$OUT/env.log"
-$PY benchmarks/predict_throughput.py --sizes "$SIZE" --codecs --encoder resnet34 --compare-size 2048 --workdir /tmp/pt ${DEVICE:+--device $DEVICE} 2>&1 | tee "$OUT/predict.log"
+on predict && $PY benchmarks/predict_throughput.py --sizes "$SIZE" --codecs --encoder resnet34 --compare-size 2048 --workdir /tmp/pt ${DEVICE:+--device $DEVICE} 2>&1 | tee "$OUT/predict.log"
 rm -rf /tmp/pt
-$PY benchmarks/train_throughput.py .gpu/massachusetts-masks.yaml --fit --epochs 3 --keep /tmp/gpu-run \
+on train && $PY benchmarks/train_throughput.py .gpu/massachusetts-masks.yaml --fit --epochs "$EPOCHS" --keep /tmp/gpu-run \
   --set data.batch_size=$BATCH --set data.samples_per_epoch=$SAMPLES --set train.export_onnx=false 2>&1 | tee "$OUT/train.log"
 T=.gpu/datasets/massachusetts-buildings/23429155_15
-$PY benchmarks/precision_diff.py /tmp/gpu-run/model.terraseg $T.tif --mask ${T}_mask.tif ${DEVICE:+--device $DEVICE} 2>&1 | tee "$OUT/precision.log"
-$PY benchmarks/serve_bench.py latency --bundle /tmp/gpu-run/model.terraseg --backend torch --clients 1 16 --duration "$DUR" 2>&1 | tee "$OUT/serve.log"
-echo "== summary"; grep -hE "\^2|codec|one reader|bare step|loader alone|terraseg train|change class|IoU|req/s|clients" "$OUT"/*.log | grep -v Warning
+on precision && $PY benchmarks/precision_diff.py /tmp/gpu-run/model.terraseg $T.tif --mask ${T}_mask.tif ${DEVICE:+--device $DEVICE} 2>&1 | tee "$OUT/precision.log"
+on serve && $PY benchmarks/serve_bench.py latency --bundle /tmp/gpu-run/model.terraseg --backend torch --clients 1 16 --duration "$DUR" 2>&1 | tee "$OUT/serve.log"
+echo "== summary"; grep -hE "\^2|codec|one reader|bare step|loader alone|terraseg train|first epoch|change class|IoU|req/s|clients|^torch " "$OUT"/*.log | grep -v Warning

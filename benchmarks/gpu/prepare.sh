@@ -32,7 +32,7 @@ PY
 # wheels missing from the GPU image (python 3.12; see /work/.library/device/KINDS.md)
 py() { .venv/bin/python -c "import importlib.metadata as m; print(m.version('$1'))"; }
 for pkg in rasterio affine cligj click-plugins segmentation-models-pytorch pydantic pydantic_core annotated-types \
-           typing-inspection fastapi starlette uvicorn python-multipart; do
+           typing-inspection fastapi starlette uvicorn python-multipart opentelemetry-api; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl "$pkg==$(py "$pkg")" 2>/dev/null

@@ -21,11 +21,12 @@ class _BinaryCE(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # mean over the kept pixels without boolean indexing or `.any()`: no host-device synchronisation
         keep = target != self.ignore_index
-        if not keep.any():
-            return logits.sum() * 0.0
-        z = logits[:, 0][keep]
-        return nn.functional.binary_cross_entropy_with_logits(z, target[keep].float())
+        y = torch.where(keep, target, 0).to(logits.dtype)
+        per_pixel = nn.functional.binary_cross_entropy_with_logits(logits[:, 0], y, reduction="none")
+        k = keep.to(per_pixel.dtype)
+        return (per_pixel * k).sum() / k.sum().clamp_min(1.0)
 
 
 class CombinedLoss(nn.Module):

@@ -108,14 +108,20 @@ def d4_batch(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, flips
     flip = torch.rand(n, generator=g) < 0.5
     k = torch.randint(0, 4 if flips == "d4" and image.shape[-1] == image.shape[-2] else 1, (n,), generator=g)
     out = [image.clone(), mask.clone(), valid.clone()]
-    for i in range(n):
-        ts = [t[i] for t in (image, mask, valid)]
-        if flip[i]:
-            ts = [t.flip(-1) for t in ts]
-        if k[i]:
-            ts = [torch.rot90(t, int(k[i]), dims=(-2, -1)) for t in ts]
-        for o, t in zip(out, ts):
-            o[i] = t
+    # one gather / transform / scatter per element of the group drawn (at most 8), not per sample
+    for f in (False, True):
+        for r in range(4):
+            sel = torch.nonzero((flip == f) & (k == r)).flatten()  # CPU tensors: no device synchronisation
+            if not len(sel) or (not f and not r):
+                continue
+            idx = sel.to(image.device)
+            for o, t in zip(out, (image, mask, valid)):
+                x = t[idx]
+                if f:
+                    x = x.flip(-1)
+                if r:
+                    x = torch.rot90(x, r, dims=(-2, -1))
+                o[idx] = x
     return out[0], out[1], out[2]
 
 

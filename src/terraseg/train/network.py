@@ -37,6 +37,33 @@ from terraseg.train.tracking import Tracker, flatten_params
 log = logging.getLogger(__name__)
 
 
+def _progress_bar() -> L.Callback:
+    """Lightning's rich progress bar, reading the logged metrics at most twice a second.
+
+    Reading them converts device tensors to numbers, which makes the host wait for the GPU after
+    every step; without that wait the training loop queues the next steps while the device computes.
+    """
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class _Bar(RichProgressBar):
+        _last, _skip = 0.0, False
+
+        def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+            now = time.monotonic()
+            self._skip = now - self._last < 0.5
+            self._last = now if not self._skip else self._last
+            try:
+                super().on_train_batch_end(*args, **kwargs)
+            finally:
+                self._skip = False
+
+        def _update_metrics(self, *args: Any, **kwargs: Any) -> None:
+            if not self._skip:
+                super()._update_metrics(*args, **kwargs)
+
+    return _Bar()
+
+
 class _Throughput(L.Callback):
     """Measures training windows per second (step time only, and wall time of the training epochs) and
     validation's share of the wall time."""
@@ -49,11 +76,25 @@ class _Throughput(L.Callback):
         self.val_seconds = 0.0
         self._epoch = self._val = 0.0
 
+    epochs: list[tuple[int, float]]  # per epoch: (training windows, wall seconds without validation)
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch = time.perf_counter()
+        self._epoch_samples, self._epoch_val = self.samples, self.val_seconds
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.wall += time.perf_counter() - self._epoch
+        dt = time.perf_counter() - self._epoch
+        self.wall += dt
+        if not hasattr(self, "epochs"):
+            self.epochs = []
+        self.epochs.append((self.samples - self._epoch_samples, dt - (self.val_seconds - self._epoch_val)))
+
+    @property
+    def steady_rate(self) -> float | None:
+        """Wall windows/s without validation after the first epoch (worker start-up and kernel autotuning excluded)."""
+        rest = getattr(self, "epochs", [])[1:]
+        n, t = sum(e[0] for e in rest), sum(e[1] for e in rest)
+        return n / t if rest and t > 0 else None
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._val = time.perf_counter()
@@ -115,7 +156,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     monitor, mode = ("val/score", "max") if val_dl is not None else ("train/loss", "min")
     ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True)
     throughput = _Throughput()
-    callbacks: list[L.Callback] = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput]
+    callbacks: list[L.Callback] = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput,
+                                   _progress_bar()]
 
     logger: Any = False
     tracker = Tracker(cfg, run_dir, tracking_uri) if cfg.tracking.enabled else None
@@ -160,6 +202,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                   "train_seconds": round(train_seconds, 1), "terraseg_version": __version__,
                   "chips_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 2),
                   "wall_chips_per_second": round(throughput.samples / max(throughput.wall - throughput.val_seconds, 1e-9), 2),
+                  "steady_wall_chips_per_second": round(throughput.steady_rate, 2) if throughput.steady_rate else None,
                   "validation_seconds": round(throughput.val_seconds, 1), "validation_share": round(throughput.validation_share, 4),
                   "precision": cfg.training_precision()},
     )
