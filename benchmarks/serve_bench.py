@@ -196,8 +196,9 @@ def bare_batch(bundle: Path, backend: str, batch: int = 16, reps: int = 10) -> f
 
 def case_latency(a: argparse.Namespace) -> None:
     payload = png_512()
-    extra = ["--window", str(a.window)] if a.window else []
-    print(f"512x512 PNG ({len(payload) / 1e3:.0f} kB), {a.duration:.0f} s per level, window {a.window or 'bundle default'}")
+    extra = (["--window", str(a.window)] if a.window else []) + (["--workers", str(a.workers)] if a.workers > 1 else [])
+    print(f"512x512 PNG ({len(payload) / 1e3:.0f} kB), {a.duration:.0f} s per level, window {a.window or 'bundle default'}, "
+          f"{a.workers} server process(es)")
     print("backend clients   n   err  p50_ms  p95_ms  p99_ms  req/s")
     summary = []
     for backend in a.backends:
@@ -316,6 +317,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=None, help="seconds per load level (latency 20, soak 60)")
     ap.add_argument("--window", type=int, default=None, help="serve --window (default: the bundle's)")
     ap.add_argument("--sizes", nargs="+", type=int, default=[512, 2048])
+    ap.add_argument("--workers", type=int, default=1, help="serve --workers (server processes)")
     a = ap.parse_args()
     if not a.bundle.exists():
         raise SystemExit(f"{a.bundle}: no bundle; run `make demo` or pass --bundle")

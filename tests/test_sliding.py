@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
@@ -20,6 +21,17 @@ def threshold_backend(batch: np.ndarray) -> np.ndarray:
     """A position-independent 'model': class 1 where band 0 > 100 (probability 0.9)."""
     p1 = np.where(batch[:, 0] > 100, 0.9, 0.1).astype(np.float32)
     return np.stack([1 - p1, p1], axis=1)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 17])
+def test_class_argmax_equals_torch_argmax_including_ties(k):
+    from terraseg.predict.sliding import class_argmax
+
+    g = torch.Generator().manual_seed(k)
+    x = torch.randint(0, 4, (k, 33, 47), generator=g).float()  # many ties: the first maximum wins, as argmax
+    assert torch.equal(class_argmax(x), x.argmax(0))
+    y = torch.rand(3, k, 8, 9, generator=g)
+    assert torch.equal(class_argmax(y, dim=1), y.argmax(1))
 
 
 def test_hann_weights_positive_and_peaked():

@@ -8,7 +8,8 @@
 #   4. the API at 1 and 16 clients vs the bare forward at batch 16.
 # Logs go to $OUT (the device tool's return folder) or /tmp/gpu-out. Dry run on a CPU:
 #   DRY=1 PY=.venv/bin/python DEVICE=cpu SIZE=1024 SAMPLES=64 BATCH=8 DUR=2 bash benchmarks/gpu/check.sh
-# STAGES="train serve" runs a subset (precision and serve use the bundle that train keeps).
+# STAGES="train serve" runs a subset (precision and serve use the bundle that train keeps); WORKERS="1 4"
+# measures the API with 1 and 4 server processes.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
@@ -28,5 +29,11 @@ on train && $PY benchmarks/train_throughput.py .gpu/massachusetts-masks.yaml --f
   --set data.batch_size=$BATCH --set data.samples_per_epoch=$SAMPLES --set train.export_onnx=false 2>&1 | tee "$OUT/train.log"
 T=.gpu/datasets/massachusetts-buildings/23429155_15
 on precision && $PY benchmarks/precision_diff.py /tmp/gpu-run/model.terraseg $T.tif --mask ${T}_mask.tif ${DEVICE:+--device $DEVICE} 2>&1 | tee "$OUT/precision.log"
-on serve && $PY benchmarks/serve_bench.py latency --bundle /tmp/gpu-run/model.terraseg --backend torch --clients 1 16 --duration "$DUR" 2>&1 | tee "$OUT/serve.log"
+if on serve; then
+  B=/tmp/gpu-run/model.terraseg  # the bundle `train` kept, else a random-weights U-Net/Lite0 (speed does not depend on weights)
+  [ -f $B ] || B=$($PY -c "import sys; sys.path.insert(0, 'benchmarks'); from predict_throughput import demo_bundle; print(demo_bundle(__import__('pathlib').Path('/tmp/serve.terraseg'), 'timm-tf_efficientnet_lite0'))")
+  for w in ${WORKERS:-1}; do
+    $PY benchmarks/serve_bench.py latency --bundle $B --backend torch --clients 1 16 --duration "$DUR" --workers $w 2>&1 | tee -a "$OUT/serve.log"
+  done
+fi
 echo "== summary"; grep -hE "\^2|codec|one reader|bare step|loader alone|terraseg train|first epoch|change class|IoU|req/s|clients|^torch " "$OUT"/*.log | grep -v Warning

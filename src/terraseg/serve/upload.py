@@ -86,11 +86,11 @@ def _image_size(path: Path, name: str) -> tuple[int, int]:
     return info.width, info.height
 
 
-def _predict(model, path: Path, name: str):
-    """Scene, class ids ``(H, W)`` int64 (-1 nodata) and probabilities ``(K, H, W)`` of an upload; errors -> 422."""
+def _predict(model, path: Path, name: str, probabilities: bool = True):
+    """Scene, class ids ``(H, W)`` int64 (-1 nodata) and probabilities ``(K, H, W)`` (or None) of an upload; errors -> 422."""
     try:
         scene = open_input(model.bundle, path)
-        ids, probs = model.run(model.predictor.predict_array, scene)
+        ids, probs = model.run(model.predictor.predict_array, scene, probabilities)
     except TerrasegError as e:
         user_error(e, path, name)
     return scene, ids, probs
@@ -159,7 +159,7 @@ def segment_response(model, path: Path, folder: Path, fmt: str, name: str) -> Re
     Raises:
         ApiError: 422 for an input the model cannot take.
     """
-    scene, ids, probs = _predict(model, path, name)
+    scene, ids, probs = _predict(model, path, name, probabilities=fmt == "geojson")  # only polygons carry confidence
     K = model.bundle.num_classes
     if fmt == "json":
         from terraseg.io.predictions import class_encoding
@@ -169,7 +169,7 @@ def segment_response(model, path: Path, folder: Path, fmt: str, name: str) -> Re
                              "mask": encode_class_ids(ids, K).tolist()})
     if fmt == "png":
         buf = io.BytesIO()
-        Image.fromarray(encode_class_ids(ids, K)).save(buf, format="PNG")
+        Image.fromarray(encode_class_ids(ids, K)).save(buf, format="PNG", compress_level=1)  # 1: a fraction of level 6's time
         return Response(buf.getvalue(), media_type="image/png")
     if fmt == "geotiff":
         return Response(_write(model, scene, ids, folder).read_bytes(), media_type="image/tiff")
