@@ -128,6 +128,8 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
         else:
             pred = predictor_for(b, inference)
             rt = getattr(pred.backend, "runtime", None)
+            if b.manifest.baseline is None:  # networks only: a pixel model has nothing to compile or tune
+                _warm_up(pred, b.in_channels)
             wait = batch_wait_ms if batch_wait_ms is not None else (5.0 if pred.device.type == "cuda" else 0.0)
             threads = 1
             if wait > 0:
@@ -136,6 +138,22 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
             models[name] = ServedModel(name, ref, b, pred, rt.backend if rt else inference.backend,
                                        ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"))
     return models
+
+
+def _warm_up(pred, bands: int) -> None:
+    """One forward pass on a window of the prediction size before the server reports ready.
+
+    The first pass of a process pays CUDA context creation, cuDNN autotuning or oneDNN primitive
+    creation: 7 s for the first request to a fresh worker on an H100, measured, which a user's
+    request must not wait for.
+    """
+    import torch
+
+    x = torch.zeros(pred.batch_size, bands, pred.window, pred.window, device=pred.device)
+    with torch.inference_mode():
+        pred.backend.probabilities(x)
+        if pred.batch_size > 1:
+            pred.backend.probabilities(x[:1])  # the single-upload shape
 
 
 def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tracking_uri: str | None = None,
