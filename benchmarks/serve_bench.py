@@ -91,7 +91,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).with_name("terraseg")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "terraseg"]  # a checkout on PYTHONPATH (the GPU check)
-        self.proc = subprocess.Popen([*cmd, "serve", str(bundle), "--backend", backend, "--port", str(self.port), *extra])
+        self.proc = subprocess.Popen([*cmd, "serve", str(bundle), "--backend", backend, "--port", str(self.port), "--quiet", *extra])
         deadline = time.time() + 120
         while time.time() < deadline:
             try:

@@ -126,6 +126,30 @@ class BundleManifest(BaseModel):
     baseline: dict[str, Any] | None = Field(None, description="Pixel baselines: BaselineConfig (features) and feature names.")
 
 
+MAX_MEMBER_BYTES = {MANIFEST: 16 * 2**20}  # a manifest is a few kB
+MAX_BUNDLE_MEMBER = 8 * 2**30  # the largest weights / graph member (uncompressed)
+MAX_RATIO = 200  # uncompressed / compressed size beyond which a large member is a zip bomb (weights compress ~1.1x)
+
+
+def _check_members(z: zipfile.ZipFile, path: Path) -> None:
+    """Refuse a bundle whose members would inflate far beyond their stored size, before reading any.
+
+    Sizes come from the zip's central directory; ``zipfile`` stops reading a member at its declared
+    size, so a member cannot inflate past what is checked here.
+
+    Raises:
+        BundleError: a member over its size limit, or large and compressed over :data:`MAX_RATIO` to one.
+    """
+    for info in z.infolist():
+        limit = MAX_MEMBER_BYTES.get(info.filename, MAX_BUNDLE_MEMBER)
+        if info.file_size > limit:
+            raise BundleError(f"{path}: bundle member '{info.filename}' would inflate to {info.file_size:,} bytes, over the "
+                              f"limit of {limit:,}; refused (zip bomb?).")
+        if info.file_size > 2**20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise BundleError(f"{path}: bundle member '{info.filename}' inflates {info.file_size / max(info.compress_size, 1):,.0f} "
+                              f"times ({info.compress_size:,} -> {info.file_size:,} bytes); refused (zip bomb?).")
+
+
 class Bundle:
     """A loaded bundle: manifest plus network in eval mode on the CPU."""
 
@@ -180,6 +204,7 @@ class Bundle:
             raise BundleError(f"{p}: model bundle not found.")
         try:
             with zipfile.ZipFile(p) as z:
+                _check_members(z, p)
                 manifest_raw = json.loads(z.read(MANIFEST))
                 weights = z.read(ESTIMATOR if ESTIMATOR in z.namelist() else WEIGHTS)
                 extras = {n: z.read(n) for n in EXTRAS if n in z.namelist()}

@@ -292,6 +292,9 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Micro-batching: most windows per shared forward pass.")] = 16,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB.")] = 64.0,
     max_pixels: Annotated[int, typer.Option(help="Largest image in pixels.")] = 64_000_000,
+    max_seconds: Annotated[float, typer.Option(help="Largest estimated compute time per request (s); larger images get 413.")] = 120.0,
+    max_queue: Annotated[int, typer.Option(help="Requests per model waiting or running before new ones get 503 + Retry-After.")] = 32,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No access log line per request (warnings and errors only).")] = False,
     api_key: Annotated[Optional[str], typer.Option(envvar="TERRASEG_API_KEY", help="Require header X-API-Key (off by default).")] = None,
 ) -> None:
     """Serve bundles: REST API (/v1/segment, /v1/models, /healthz, /readyz) and the web page at /."""
@@ -303,12 +306,18 @@ def serve(
     cfg = with_inference(ServeConfig, "options", models=models, tracking_uri=tracking_uri, window=window, overlap=overlap,
                          batch_size=batch_size, device=device, precision=precision, channels_last=channels_last, backend=backend,
                          batch_wait_ms=batch_wait_ms, max_batch=max_batch, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
+                         max_seconds=max_seconds, max_queue=max_queue,
                          api_key=api_key)
+    level = "warning" if quiet else "info"  # info: uvicorn's start-up lines and one access-log line per request
     if workers > 1:
         os.environ["TERRASEG_SERVE"] = cfg.model_dump_json()
-        uvicorn.run("terraseg.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
+        out.print(f"serving {', '.join(models)} on http://{host}:{port} ({workers} workers; page at /, API docs at /docs)")
+        uvicorn.run("terraseg.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=level,
+                    access_log=not quiet)
     else:
-        uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning")
+        application = create_app(cfg)
+        out.print(f"serving {', '.join(models)} on http://{host}:{port} (page at /, API docs at /docs)")
+        uvicorn.run(application, host=host, port=port, log_level=level, access_log=not quiet)
 
 
 @app.command()

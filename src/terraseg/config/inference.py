@@ -115,6 +115,12 @@ class ServeConfig(_Strict):
     max_batch: int = Field(16, ge=1, description="Micro-batching: most windows per shared forward pass.")
     max_upload_mb: float = Field(64.0, gt=0, description="Largest accepted upload in MB.")
     max_pixels: int = Field(64_000_000, gt=0, description="Largest accepted image in pixels (width x height).")
+    max_seconds: float = Field(
+        120.0, gt=0, description="Largest estimated compute time of one request in seconds (windows x the time per window "
+        "measured at start-up); larger images are refused with 413 before any work.")
+    max_queue: int = Field(32, ge=1, description="Requests per model waiting or running before new ones get 503 with Retry-After.")
+    results_ttl_minutes: float = Field(60.0, gt=0, description="Web-page results older than this are removed (all are "
+                                       "removed at shutdown when kept in a temporary folder).")
     api_key: str | None = Field(None, description="When set, /v1 endpoints require header X-API-Key with this value.")
     results_dir: str | None = Field(None, description="Where web-page results are kept (default: a temporary folder).")
     keep_results: int = Field(50, ge=1, description="Web-page results kept (oldest removed first).")

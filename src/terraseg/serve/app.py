@@ -14,7 +14,9 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +27,8 @@ from fastapi.staticfiles import StaticFiles
 from terraseg import __version__
 from terraseg.config.inference import ServeConfig
 from terraseg.serve import upload
-from terraseg.serve.errors import ApiError, install_handlers
+from terraseg.serve.errors import RESPONSES, ApiError, install_handlers
+from terraseg.serve.guard import OWNER_COOKIE, SESSION_COOKIE, BodyLimit, KeyGuard, SecurityHeaders, owner_of, owner_token
 from terraseg.serve.registry import ServedModel, load_models
 
 log = logging.getLogger(__name__)
@@ -52,19 +55,30 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     Raises:
         BundleError: a bundle or registry reference cannot be loaded. ConfigError: no model given.
     """
-    app = FastAPI(
-        title="terraseg", version=__version__,
-        description="Segment (and classify) satellite and aerial images with terraseg bundles.",
-    )
     state = {"models": models if models is not None else load_models(cfg.models, cfg.inference, cfg.tracking_uri, cfg.batch_wait_ms, cfg.max_batch), "ready": True}
+    for m in state["models"].values():
+        m.max_queue, m.max_seconds = cfg.max_queue, cfg.max_seconds
     results = Path(cfg.results_dir) if cfg.results_dir else Path(tempfile.mkdtemp(prefix="terraseg-results-"))
     results.mkdir(parents=True, exist_ok=True)
 
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        if not cfg.results_dir:  # our temporary folder: uploads and results do not outlive the server
+            shutil.rmtree(results, ignore_errors=True)
+
+    app = FastAPI(
+        title="terraseg", version=__version__, lifespan=lifespan,
+        description="Segment (and classify) satellite and aerial images with terraseg bundles.",
+    )
     install_handlers(app)
+    # the page posts an image and a ground truth: two uploads plus the multipart framing
+    app.add_middleware(BodyLimit, limit=int(2 * cfg.max_upload_mb * 1e6) + 1_000_000)
+    app.add_middleware(SecurityHeaders)
+    guard = KeyGuard(cfg.api_key)
 
     def _check_key(request: Request) -> None:
-        if cfg.api_key and request.headers.get("x-api-key") != cfg.api_key:
-            raise ApiError(401, "missing or wrong X-API-Key header.")
+        guard.check(request.headers, request.cookies, request.client.host if request.client else "?")
 
     def _model(name: str | None) -> ServedModel:
         ms = state["models"]
@@ -83,7 +97,7 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
         ok = state["ready"] and bool(state["models"])
         return JSONResponse({"ready": ok, "models": list(state["models"])}, status_code=200 if ok else 503)
 
-    @app.get("/v1/models", summary="Served models: name, version, task, bands, classes, metrics.")
+    @app.get("/v1/models", summary="Served models: name, version, task, bands, classes, metrics.", responses=RESPONSES)
     def list_models(request: Request) -> list[dict]:
         _check_key(request)
         return [m.info() for m in state["models"].values()]
@@ -91,8 +105,7 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     @app.post(
         "/v1/segment", summary="Segment an uploaded image.",
         responses={200: {"content": {"image/png": {}, "image/tiff": {}, "application/json": {"example": {"width": 2, "height": 1, "classes": ["background", "building"], "mask": [[0, 1]]}}, "application/geo+json": {}}},
-                   413: {"content": {"application/json": {"example": {"error": "upload is larger than 64 MB."}}}},
-                   422: {"content": {"application/json": {"example": {"error": "x.tif: image has 4 bands but the model expects 3."}}}}},
+                   **RESPONSES},
     )
     def segment(
         request: Request,
@@ -110,7 +123,8 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
 
     @app.post(
         "/v1/classify", summary="Classify an uploaded image (classification bundles): class probabilities.",
-        responses={200: {"content": {"application/json": {"example": {"model": "intel-scenes", "predicted": "sea", "probabilities": {"sea": 0.91, "glacier": 0.05}}}}}},
+        responses={200: {"content": {"application/json": {"example": {"model": "intel-scenes", "predicted": "sea", "probabilities": {"sea": 0.91, "glacier": 0.05}}}}},
+                   **RESPONSES},
     )
     def classify(
         request: Request,
@@ -141,11 +155,38 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     async def page(job: str | None = None) -> HTMLResponse:
         return HTMLResponse((WEB / "index.html").read_text())
 
-    @app.post("/ui/jobs", summary="Web page: segment an upload (and optional ground truth) and keep the result.")
-    def create_job(file: UploadFile = File(...), truth: UploadFile | None = File(None), model: str | None = Form(None)) -> dict:
+    @app.post("/ui/session", summary="Web page: exchange the API key for a session cookie.", responses=RESPONSES)
+    def create_session(request: Request, response: Response, key: str = Form(...)) -> dict:
+        if cfg.api_key is None:
+            return {"session": False}
+        token = guard.login(key, request.client.host if request.client else "?")
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict")
+        return {"session": True}
+
+    def _owner(request: Request) -> str | None:
+        return owner_of(request.cookies.get(OWNER_COOKIE))
+
+    def _job_folder(request: Request, job: str) -> Path:
+        """A kept result of this browser's (404 for any other client, as for a missing one)."""
+        folder = results / _safe(job)
+        meta = folder / "job.json"
+        if not meta.is_file() or json.loads(meta.read_text()).get("owner") != _owner(request):
+            raise ApiError(404, f"no result '{job}' (results are kept for {cfg.results_ttl_minutes:g} minutes, "
+                                f"the last {cfg.keep_results} uploads).")
+        return folder
+
+    @app.post("/ui/jobs", summary="Web page: segment an upload (and optional ground truth) and keep the result.", responses=RESPONSES)
+    def create_job(request: Request, response: Response, file: UploadFile = File(...), truth: UploadFile | None = File(None),
+                   model: str | None = Form(None)) -> dict:
+        _check_key(request)
         m = _model(model or None)
         if m.bundle.manifest.task != "segmentation":
             raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; the page shows segmentation results (use /v1/classify).")
+        token = request.cookies.get(OWNER_COOKIE)
+        if not token:
+            token = owner_token()
+            response.set_cookie(OWNER_COOKIE, token, httponly=True, samesite="strict")
+        _prune(results, cfg.keep_results, cfg.results_ttl_minutes)
         job = uuid.uuid4().hex[:16]
         folder = results / job
         folder.mkdir()
@@ -157,20 +198,20 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
             shutil.rmtree(folder, ignore_errors=True)
             raise
         meta["id"] = job
-        (folder / "job.json").write_text(json.dumps(meta))
-        _prune(results, cfg.keep_results)
+        (folder / "job.json").write_text(json.dumps(meta | {"owner": owner_of(token)}))
         return meta
 
-    @app.get("/ui/jobs/{job}", summary="Web page: a kept result.")
-    def get_job(job: str) -> dict:
-        f = results / _safe(job) / "job.json"
-        if not f.exists():
-            raise ApiError(404, f"no result '{job}' (results are kept for the last {cfg.keep_results} uploads).")
-        return json.loads(f.read_text())
+    @app.get("/ui/jobs/{job}", summary="Web page: a kept result of this browser.", responses=RESPONSES)
+    def get_job(request: Request, job: str) -> dict:
+        _check_key(request)
+        meta = json.loads((_job_folder(request, job) / "job.json").read_text())
+        meta.pop("owner", None)
+        return meta
 
-    @app.get("/ui/jobs/{job}/{name}", summary="Web page: a file of a kept result.")
-    def job_file(job: str, name: str) -> FileResponse:
-        f = results / _safe(job) / _safe(name)
+    @app.get("/ui/jobs/{job}/{name}", summary="Web page: a file of a kept result of this browser.", responses=RESPONSES)
+    def job_file(request: Request, job: str, name: str) -> FileResponse:
+        _check_key(request)
+        f = _job_folder(request, job) / _safe(name)
         if not f.is_file() or f.name in ("job.json",):
             raise ApiError(404, f"no file '{name}' in result '{job}'.")
         return FileResponse(f, filename=f.name)
@@ -184,9 +225,15 @@ def _safe(part: str) -> str:
     return part
 
 
-def _prune(results: Path, keep: int) -> None:
+def _prune(results: Path, keep: int, ttl_minutes: float) -> None:
+    """Remove results older than ``ttl_minutes``, then the oldest beyond the ``keep`` newest."""
     jobs = sorted((p for p in results.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    for old in jobs[: max(len(jobs) - keep, 0)]:
+    cutoff = time.time() - ttl_minutes * 60
+    for old in jobs:
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    jobs = [p for p in jobs if p.exists()]
+    for old in jobs[: max(len(jobs) - keep + 1, 0)]:  # room for the one about to be made
         shutil.rmtree(old, ignore_errors=True)
 
 

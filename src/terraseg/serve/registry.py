@@ -18,6 +18,7 @@ from terraseg.config.inference import InferenceConfig
 from terraseg.errors import BundleError, ConfigError
 from terraseg.predict.backends import BatchingBackend
 from terraseg.predict.sliding import SlidingWindowPredictor, predictor_for
+from terraseg.serve.errors import ServerBusy
 
 T = TypeVar("T")
 
@@ -40,10 +41,39 @@ class ServedModel:
     predictor: SlidingWindowPredictor  # an ImageClassifier for classification bundles
     backend: str
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="terraseg-infer"))
+    seconds_per_window: float | None = None  # measured at start-up (segmentation networks)
+    max_queue: int = 32  # requests waiting or running before new ones get 503
+    max_seconds: float | None = None  # largest estimated compute time of one request
+    _pending: int = 0
+    _lock: Any = field(default_factory=lambda: __import__("threading").Lock())
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the model's inference thread and wait for its result (exceptions propagate)."""
-        return self.executor.submit(fn, *args).result()
+        """Run ``fn(*args)`` on the model's inference thread and wait for its result (exceptions propagate).
+
+        Raises:
+            ServerBusy: ``max_queue`` requests are already waiting or running.
+        """
+        with self._lock:
+            if self._pending >= self.max_queue:
+                raise ServerBusy(self.name, self._pending, self.estimated_wait())
+            self._pending += 1
+        try:
+            return self.executor.submit(fn, *args).result()
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def estimated_seconds(self, height: int, width: int) -> float | None:
+        """Estimated compute seconds for a ``height x width`` image (windows x the measured time per window), or None."""
+        if self.seconds_per_window is None or not isinstance(self.predictor, SlidingWindowPredictor):
+            return None
+        _, _, ys, xs = self.predictor.geometry(height, width)
+        return len(ys) * len(xs) * self.seconds_per_window
+
+    def estimated_wait(self) -> int:
+        """Seconds a client should wait before retrying (Retry-After), at least 1."""
+        per = self.seconds_per_window or 0.5
+        return max(1, int(round(self._pending * per)))
 
     def info(self) -> dict[str, Any]:
         """Public description for ``GET /v1/models``."""
@@ -51,7 +81,8 @@ class ServedModel:
         val = {k: v for k, v in m.metrics.get("validation", {}).items() if k != "per_class"}
         return {
             "name": self.name, "version": m.terraseg_version, "created": m.created, "task": m.task, "backend": self.backend,
-            "source": self.source, "bands": m.input.bands, "band_names": m.input.band_names, "dtype": m.input.dtype,
+            "source": self.source if self.source.startswith("models:/") else Path(self.source).name,  # never a server path
+            "bands": m.input.bands, "band_names": m.input.band_names, "dtype": m.input.dtype,
             "window": m.input.predict_window, "train_window": m.input.train_window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
             "architecture": m.model.arch if m.baseline is not None else f"{m.model.arch}/{m.model.encoder}",
         }
@@ -128,32 +159,43 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
         else:
             pred = predictor_for(b, inference)
             rt = getattr(pred.backend, "runtime", None)
-            if b.manifest.baseline is None:  # networks only: a pixel model has nothing to compile or tune
-                _warm_up(pred, b.in_channels)
+            spw = _warm_up(pred, b.in_channels) if b.manifest.baseline is None else None  # a pixel model has nothing to tune
             wait = batch_wait_ms if batch_wait_ms is not None else (5.0 if pred.device.type == "cuda" else 0.0)
             threads = 1
             if wait > 0:
                 pred.backend = BatchingBackend(pred.backend, max_batch, wait)
                 threads = 2 * max_batch // max(pred.batch_size, 1)  # enough concurrent requests to fill a shared batch
             models[name] = ServedModel(name, ref, b, pred, rt.backend if rt else inference.backend,
-                                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"))
+                                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw)
     return models
 
 
-def _warm_up(pred, bands: int) -> None:
-    """One forward pass on a window of the prediction size before the server reports ready.
+def _warm_up(pred, bands: int) -> float:
+    """Forward passes on windows of the prediction size before the server reports ready.
 
     The first pass of a process pays CUDA context creation, cuDNN autotuning or oneDNN primitive
     creation: 7 s for the first request to a fresh worker on an H100, measured, which a user's
-    request must not wait for.
+    request must not wait for. A second, timed pass gives the seconds per window used to refuse
+    requests over the time budget (``ServeConfig.max_seconds``).
+
+    Returns:
+        Seconds per window (batch time / batch size).
     """
+    import time
+
     import torch
 
     x = torch.zeros(pred.batch_size, bands, pred.window, pred.window, device=pred.device)
+    sync = torch.cuda.synchronize if pred.device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         pred.backend.probabilities(x)
         if pred.batch_size > 1:
             pred.backend.probabilities(x[:1])  # the single-upload shape
+        sync()
+        t0 = time.perf_counter()
+        pred.backend.probabilities(x)
+        sync()
+    return (time.perf_counter() - t0) / pred.batch_size
 
 
 def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tracking_uri: str | None = None,

@@ -86,10 +86,23 @@ def _image_size(path: Path, name: str) -> tuple[int, int]:
     return info.width, info.height
 
 
+def check_budget(model, height: int, width: int, name: str) -> None:
+    """Refuse (413) an image whose estimated compute time exceeds the model's ``max_seconds``.
+
+    Raises:
+        ApiError: 413 naming the estimate and the limit.
+    """
+    est = model.estimated_seconds(height, width)
+    if est is not None and model.max_seconds is not None and est > model.max_seconds:
+        fail(413, f"'{name}' ({width}x{height} pixels) would take about {est:.0f} s to predict here, over the limit of "
+                  f"{model.max_seconds:g} s per request (serve --max-seconds).")
+
+
 def _predict(model, path: Path, name: str, probabilities: bool = True):
     """Scene, class ids ``(H, W)`` int64 (-1 nodata) and probabilities ``(K, H, W)`` (or None) of an upload; errors -> 422."""
     try:
         scene = open_input(model.bundle, path)
+        check_budget(model, scene.height, scene.width, name)
         ids, probs = model.run(model.predictor.predict_array, scene, probabilities)
     except TerrasegError as e:
         user_error(e, path, name)

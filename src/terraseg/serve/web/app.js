@@ -1,12 +1,30 @@
 // terraseg web page: upload -> /ui/jobs -> show image, prediction overlay, legend, downloads and a Leaflet map.
 "use strict";
 const $ = (id) => document.getElementById(id);
+// names come from bundles and uploads: escape them before they reach innerHTML
+const esc = (v) => String(v).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 let map = null;
 
+// With `serve --api-key`, the page asks for the key once and trades it for a session cookie.
+async function api(url, options) {
+  let r = await fetch(url, options);
+  if (r.status === 401) {
+    const key = window.prompt("This server needs its API key:");
+    if (key) {
+      const form = new FormData();
+      form.append("key", key);
+      const s = await fetch("/ui/session", { method: "POST", body: form });
+      if (s.ok) r = await fetch(url, options);
+    }
+  }
+  return r;
+}
+
 async function loadModels() {
-  const r = await fetch("/v1/models");
+  const r = await api("/v1/models");
   const models = await r.json();
-  $("model").innerHTML = models.map((m) => `<option value="${m.name}">${m.name} (${m.task}, ${m.bands} bands)</option>`).join("");
+  if (!r.ok) { $("status").className = "error"; $("status").textContent = models.error; return; }
+  $("model").innerHTML = models.map((m) => `<option value="${esc(m.name)}">${esc(m.name)} (${esc(m.task)}, ${esc(m.bands)} bands)</option>`).join("");
   $("models-info").textContent = `${models.length} model(s) served`;
 }
 
@@ -43,8 +61,8 @@ function show(job) {
   $("img-prediction").src = url(job.files.prediction);
   $("img-prediction").style.opacity = $("opacity").value;
   $("legend").innerHTML = job.legend.map((c, k) =>
-    `<li><span class="swatch" style="background:${c.color}"></span>${c.name}: ${job.class_pixels[k]} px</li>`).join("");
-  $("downloads").innerHTML = Object.entries(job.files).map(([k, f]) => `<a href="${url(f)}" download>${k}</a>`).join(" · ");
+    `<li><span class="swatch" style="background:${esc(c.color)}"></span>${esc(c.name)}: ${esc(job.class_pixels[k])} px</li>`).join("");
+  $("downloads").innerHTML = Object.entries(job.files).map(([k, f]) => `<a href="${esc(url(f))}" download>${esc(k)}</a>`).join(" · ");
   if (job.bounds) { showMap(job); } else { $("map").hidden = true; }
   document.body.dataset.state = "done";
 }
@@ -57,7 +75,7 @@ $("upload").addEventListener("submit", async (e) => {
   if (!$("truth").files.length) form.delete("truth");
   $("status").className = ""; $("status").textContent = "running...";
   document.body.dataset.state = "running";
-  const r = await fetch("/ui/jobs", { method: "POST", body: form });
+  const r = await api("/ui/jobs", { method: "POST", body: form });
   const body = await r.json();
   if (!r.ok) {
     $("status").className = "error"; $("status").textContent = body.error; document.body.dataset.state = "error";
@@ -72,7 +90,7 @@ $("upload").addEventListener("submit", async (e) => {
   await loadModels();
   const m = location.pathname.match(/^\/result\/([0-9a-f]+)$/);
   if (m) {
-    const r = await fetch(`/ui/jobs/${m[1]}`);
+    const r = await api(`/ui/jobs/${m[1]}`);
     if (r.ok) show(await r.json()); else $("status").textContent = (await r.json()).error;
   }
 })();

@@ -1,0 +1,156 @@
+"""Serving hardening: API key on every data route, wrong-key throttling, body limits while streaming,
+request time budget and queue limit, result ownership and retention, headers, error shape, schema."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from terraseg.bundle import Bundle, BundleManifest, InputSpec
+from terraseg.config import ClassSpec, ModelConfig
+from terraseg.config.inference import ServeConfig
+from terraseg.data.normalize import NormStats
+from terraseg.models.factory import build_model
+from terraseg.serve.app import create_app
+from terraseg.serve.errors import ServerBusy
+from terraseg.serve.registry import load_models
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory):
+    mc = ModelConfig(arch="plain_unet", base_filters=8, encoder_depth=3)
+    torch.manual_seed(0)
+    stats = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)
+    m = BundleManifest(name="buildings", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="building")],
+                       input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=64, predict_window=64))
+    path = tmp_path_factory.mktemp("b") / "model.terraseg"
+    Bundle(m, build_model(mc, 3, 2)).save(path)
+    return path
+
+
+def _png(h=64, w=80) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _app(bundle_path, tmp_path, **kw):
+    cfg = ServeConfig(models=[str(bundle_path)], results_dir=str(tmp_path / "res"), **kw)
+    return create_app(cfg, load_models([str(bundle_path)]))
+
+
+def test_api_key_guards_page_jobs_and_session_cookie(bundle_path, tmp_path):
+    c = TestClient(_app(bundle_path, tmp_path, api_key="s3cret"))
+    files = {"file": ("a.png", _png())}
+    assert c.post("/ui/jobs", files=files).status_code == 401  # the page's job endpoint runs the model: key required
+    assert c.post("/v1/segment", files=files).status_code == 401
+    assert c.post("/ui/session", data={"key": "nope"}).status_code == 401
+    r = c.post("/ui/session", data={"key": "s3cret"})
+    assert r.status_code == 200 and "terraseg_session" in r.cookies
+    job = c.post("/ui/jobs", files=files)  # the cookie now stands for the key
+    assert job.status_code == 200, job.text
+    jid = job.json()["id"]
+    assert c.get(f"/ui/jobs/{jid}").status_code == 200 and c.get(f"/ui/jobs/{jid}/prediction.png").status_code == 200
+    other = TestClient(c.app)
+    assert other.get(f"/ui/jobs/{jid}/prediction.png", headers={"X-API-Key": "s3cret"}).status_code == 404  # not its result
+    forged = TestClient(c.app, cookies={"terraseg_session": "abc.def"})
+    assert forged.get("/v1/models").status_code == 401
+
+
+def test_wrong_keys_are_throttled(bundle_path, tmp_path):
+    c = TestClient(_app(bundle_path, tmp_path, api_key="s3cret"))
+    codes = [c.get("/v1/models", headers={"X-API-Key": f"guess{i}"}).status_code for i in range(12)]
+    assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+    r = c.get("/v1/models", headers={"X-API-Key": "s3cret"})  # the right key too, for the rest of the window
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1 and "error" in r.json()
+
+
+def test_body_over_limit_refused_before_and_while_streaming(bundle_path, tmp_path):
+    c = TestClient(_app(bundle_path, tmp_path, max_upload_mb=0.5))
+    big = b"\0" * 2_500_000  # over 2 x 0.5 MB + 1 MB of framing
+    r = c.post("/v1/segment", content=big, headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413 and "larger than the limit" in r.json()["error"]
+
+    def chunks():  # no Content-Length: a valid multipart start, then a file that never ends; counted while streaming
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+        for _ in range(30):
+            yield b"\0" * 100_000
+
+    r = c.post("/v1/segment", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413
+    assert c.post("/v1/segment", files={"file": ("a.png", _png())}).status_code == 200  # under the limit: served
+
+
+def test_time_budget_and_queue_limit(bundle_path, tmp_path):
+    models = load_models([str(bundle_path)])
+    model = models["buildings"]
+    assert model.seconds_per_window is not None and model.seconds_per_window > 0  # measured at start-up
+    c = TestClient(create_app(ServeConfig(models=[str(bundle_path)], max_seconds=5, max_queue=2), models))
+    model.seconds_per_window = 1.0  # 64-px windows over 1200 x 1200 (over fit_max: tiled): hundreds of seconds
+    r = c.post("/v1/segment", files={"file": ("big.png", _png(1200, 1200))})
+    assert r.status_code == 413 and "would take about" in r.json()["error"] and "--max-seconds" in r.json()["error"]
+    model.seconds_per_window = 1e-4
+    assert c.post("/v1/segment", files={"file": ("a.png", _png())}).status_code == 200
+    model._pending = model.max_queue  # as if two requests were waiting or running
+    r = c.post("/v1/segment", files={"file": ("a.png", _png())})
+    assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1 and "queued" in r.json()["error"]
+    with pytest.raises(ServerBusy):
+        model.run(lambda: None)
+    model._pending = 0
+    assert model.run(lambda: 7) == 7
+
+
+def test_results_expire_and_temp_results_removed_at_shutdown(bundle_path, tmp_path):
+    app = _app(bundle_path, tmp_path, results_ttl_minutes=1)
+    with TestClient(app) as c:
+        first = c.post("/ui/jobs", files={"file": ("a.png", _png())}).json()["id"]
+        old = tmp_path / "res" / first
+        os.utime(old, (time.time() - 120, time.time() - 120))
+        c.post("/ui/jobs", files={"file": ("b.png", _png())})
+        assert not old.exists() and c.get(f"/ui/jobs/{first}").status_code == 404
+    cfg = ServeConfig(models=[str(bundle_path)])  # no results_dir: a temporary folder, removed at shutdown
+    app = create_app(cfg, load_models([str(bundle_path)]))
+    with TestClient(app) as c:
+        c.post("/ui/jobs", files={"file": ("a.png", _png())})
+        folders = [p for p in __import__("pathlib").Path(__import__("tempfile").gettempdir()).glob("terraseg-results-*") if any(p.iterdir())]
+        assert folders
+    assert not any(p.exists() for p in folders)
+
+
+def test_headers_error_shape_schema_and_no_paths(bundle_path, tmp_path):
+    c = TestClient(_app(bundle_path, tmp_path))
+    for url in ("/", "/v1/models", "/nope"):
+        r = c.get(url)
+        assert r.headers["x-content-type-options"] == "nosniff" and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-frame-options"] == "DENY"
+    assert c.get("/nope").json() == {"error": "Not Found"}
+    assert set(c.delete("/v1/models").json()) == {"error"}  # 405 in the same shape
+    models = c.get("/v1/models").json()
+    assert models[0]["source"] == "model.terraseg" and str(bundle_path.parent) not in str(models)
+    spec = c.get("/openapi.json").json()
+    codes = set(spec["paths"]["/v1/segment"]["post"]["responses"])
+    assert {"200", "400", "401", "404", "413", "415", "422", "429", "500", "503"} <= codes
+
+
+@pytest.mark.parametrize("member", ["manifest.json", "weights.safetensors"])
+def test_zip_bomb_bundle_refused_before_reading(bundle_path, tmp_path, member):
+    import zipfile
+
+    from terraseg.errors import BundleError
+
+    bomb = tmp_path / "bomb.terraseg"
+    with zipfile.ZipFile(bundle_path) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if info.filename != member:
+                dst.writestr(info.filename, src.read(info.filename))
+        dst.writestr(member, b"\0" * (40 * 2**20))  # 40 MB of zeros: about 40 kB stored
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(BundleError, match="zip bomb"):
+        Bundle.load(bomb)
