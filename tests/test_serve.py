@@ -216,7 +216,7 @@ def _free_port() -> int:
 
 
 @needs_data("massachusetts-buildings")
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed (make browser)")
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed (`make browser`, which `make test` runs, installs it where apt works)")
 @pytest.mark.skipif(not LEAFLET.exists(), reason="leaflet not installed (npm ci, run by make install)")
 def test_browser_upload_shows_overlay_and_map(bundle_path, tmp_path):
     import uvicorn

@@ -100,6 +100,14 @@ def test_geotiff_output_keeps_grid_and_nodata(tmp_path):
         np.testing.assert_array_equal(ids[10:, 10:], (img[0, 10:, 10:] > 100).astype(np.uint8))
     assert (tmp_path / "out" / "in_overlay.png").is_file()
     assert not list((tmp_path / "out").glob(".*part*"))  # no temp files left
+    # the class names travel with the class raster: vectorize names the regions without being told
+    import geopandas as gpd
+
+    from terraseg.config.prep import VectorizeConfig
+    from terraseg.predict.vectorize import vectorize
+
+    gj = vectorize(VectorizeConfig(raster=outs["prediction"], out=str(tmp_path / "r.geojson")))
+    assert set(gpd.read_file(gj)["class_name"]) == {"object"}
 
 
 def test_band_count_mismatch_is_a_clear_error(tmp_path):

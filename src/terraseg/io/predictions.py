@@ -21,6 +21,8 @@ target grid; they may arrive in any order, each written once.
 
 from __future__ import annotations
 
+import json
+
 import contextlib
 from pathlib import Path
 from types import TracebackType
@@ -132,6 +134,9 @@ class PredictionWriter:
                 self._buffer = np.full((self.grid.height, self.grid.width), self.nodata, dtype=self.dtype)
             else:
                 self._ids = stack.enter_context(create_raster(self.target, cog=self.cog, **self._profile(1, self.dtype, self.nodata, 2)))
+                # the class names travel with the raster (vectorize and GIS users read them back)
+                self._ids.update_tags(1, class_names=json.dumps(self.class_names))
+                self._ids.set_band_description(1, "class")
             if self.prob_target is not None:
                 self._probs = stack.enter_context(
                     create_raster(self.prob_target, cog=self.cog, **self._profile(self.num_classes, "float32", float("nan"), 3)))

@@ -15,6 +15,7 @@ Areas are in square CRS units for projected CRSs (m^2 for metric ones) and geode
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,19 @@ def vectorize_array(class_ids: np.ndarray, transform: Affine, crs=None, probabil
     return _regions_to_frame(regions, crs, transform, class_names or [], probabilities is not None, min_area, simplify)
 
 
+def _stored_class_names(ds, pds) -> list[str]:
+    """Class names a terraseg class raster carries (band-1 tag ``class_names``), else the probability bands' descriptions."""
+    try:
+        names = json.loads(ds.tags(1).get("class_names", "[]"))
+        if isinstance(names, list) and all(isinstance(n, str) for n in names) and names:
+            return names
+    except (ValueError, TypeError):
+        pass
+    if pds is not None and all(pds.descriptions):
+        return list(pds.descriptions)
+    return []
+
+
 def vectorize(cfg: VectorizeConfig) -> Path:
     """Write polygons of the regions of ``cfg.raster`` to ``cfg.out`` (GeoJSON/GeoPackage) in the raster's CRS.
 
@@ -167,6 +181,7 @@ def vectorize(cfg: VectorizeConfig) -> Path:
     regions: list[_Region] = []
     with open_raster(cfg.raster) as ds, (open_raster(cfg.probabilities) if cfg.probabilities else contextlib.nullcontext()) as pds:
         crs, tr, H, W, nodata = ds.crs, ds.transform, ds.height, ds.width, ds.nodata
+        names = _stored_class_names(ds, pds)
         if pds is not None and ((pds.width, pds.height) != (W, H) or pds.crs != crs):
             raise InputFileError(f"{cfg.probabilities}: probabilities are not on the grid of {cfg.raster}.")
         strips = list(row_strips(H, W, cfg.block))
@@ -183,7 +198,7 @@ def vectorize(cfg: VectorizeConfig) -> Path:
             ids = read_window(ds, w, [1], path=str(cfg.raster))[0]
             probs = read_window(pds, w, [c + 1 for c in classes], path=str(cfg.probabilities)) if pds is not None and classes else None
             regions += _strip_regions(ids, probs, classes, tr @ Affine.translation(0, s.row), cfg.connectivity, s.row > 0, s.row + s.height < H)
-    gdf = _regions_to_frame(regions, crs, tr, cfg.class_names or [], bool(cfg.probabilities), cfg.min_area, cfg.simplify)
+    gdf = _regions_to_frame(regions, crs, tr, cfg.class_names or names, bool(cfg.probabilities), cfg.min_area, cfg.simplify)
     with atomic_path(out) as tmp:
         tmp.unlink(missing_ok=True)  # the GPKG driver refuses to overwrite the empty temp file
         gdf.to_file(tmp, driver=DRIVERS[out.suffix.lower()], engine="pyogrio", layer="regions")

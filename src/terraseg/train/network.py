@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def _progress_bar() -> L.Callback:
-    """Lightning's rich progress bar, reading the logged metrics at most twice a second.
+    """Lightning's rich progress bar, reading the logged metrics at most twice a second, epochs counted from 1.
 
     Reading them converts device tensors to numbers, which makes the host wait for the GPU after
     every step; without that wait the training loop queues the next steps while the device computes.
@@ -60,6 +60,11 @@ def _progress_bar() -> L.Callback:
         def _update_metrics(self, *args: Any, **kwargs: Any) -> None:
             if not self._skip:
                 super()._update_metrics(*args, **kwargs)
+
+        def _get_train_description(self, current_epoch: int) -> str:  # "Epoch 1/1", not Lightning's 0-based "Epoch 0/0"
+            total = self.trainer.max_epochs
+            text = f"Epoch {current_epoch + 1}" + (f"/{total}" if total is not None and total > 0 else "")
+            return f"{text:{len(self.validation_description)}}" if len(self.validation_description) > len(text) else text
 
     return _Bar()
 
