@@ -208,6 +208,43 @@ def test_split_spatial_blocks_never_straddle(tmp_path):
     assert json.loads((tmp_path / "sp" / "split.json").read_text())["method"] == "spatial"
 
 
+@pytest.mark.parametrize("mode", ["drop", "assign"])
+def test_split_spatial_straddling_chips_dropped_or_assigned_never_leak(tmp_path, mode):
+    """Overlapping chips (stride 7, size 10) straddle block borders: dropped (no leak), or kept by their centre's block."""
+    from shapely.geometry import box
+
+    recs = [{"chip": f"c{i}_{j}.tif", "mask": None, "scene": "s", "minx": j * 7.0, "miny": i * 7.0, "maxx": j * 7.0 + 10,
+             "maxy": i * 7.0 + 10, "crs": "EPSG:32618", "px_c0": 50, "px_c1": 0} for i in range(8) for j in range(8)]
+    pd.DataFrame(recs).to_csv(tmp_path / "index.csv", index=False)
+    paths = split_index(SplitConfig(index=str(tmp_path / "index.csv"), out_dir=str(tmp_path / mode), method="spatial",
+                                    block_size=20.0, seed=0, straddling=mode))
+    parts = {k: pd.read_csv(v) for k, v in paths.items()}
+    summary = json.loads((tmp_path / mode / "split.json").read_text())
+    total = sum(len(p) for p in parts.values())
+    if mode == "drop":
+        assert summary["dropped_straddling"] > 0 and total == 64 - summary["dropped_straddling"]
+    else:
+        assert summary["dropped_straddling"] == 0 and summary["assigned_straddling"] > 0 and total == 64
+    train = [box(r.minx, r.miny, r.maxx, r.maxy) for r in parts["train"].itertuples()]
+    held = [box(r.minx, r.miny, r.maxx, r.maxy) for k in ("val", "test") for r in parts[k].itertuples()]
+    overlapping = sum(any(a.intersection(b).area > 0 for b in held) for a in train)
+    assert train and held
+    assert overlapping == (0 if mode == "drop" else summary["assigned_straddling"])  # dropped: no training pixel leaks
+
+
+def test_split_cli_says_what_it_dropped(tmp_path):
+    from typer.testing import CliRunner
+
+    from terraseg.cli.main import app
+
+    recs = [{"chip": f"c{i}_{j}.tif", "mask": None, "scene": "s", "minx": j * 7.0, "miny": i * 7.0, "maxx": j * 7.0 + 10,
+             "maxy": i * 7.0 + 10, "crs": "EPSG:32618"} for i in range(8) for j in range(8)]
+    pd.DataFrame(recs).to_csv(tmp_path / "index.csv", index=False)
+    r = CliRunner().invoke(app, ["split", str(tmp_path / "index.csv"), "--out", str(tmp_path / "o"), "--method", "spatial",
+                                 "--block-size", "20"])
+    assert r.exit_code == 0 and "--straddling assign" in r.output and "left out" in r.output
+
+
 def test_stats_moments_percentiles_and_flat_table(tmp_path):
     img_path, img, truth = make_geotiff(tmp_path / "s.tif", 60, 70, bands=2, nodata=0, seed=5)
     mask_path = write_mask_tif(tmp_path / "m.tif", truth, img_path)

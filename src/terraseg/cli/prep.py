@@ -163,6 +163,7 @@ def split(
     method: Annotated[str, typer.Option(help="random | stratified | spatial.")] = "random",
     fractions: Annotated[str, typer.Option(help="Train,val,test shares.")] = "0.7,0.15,0.15",
     block_size: Annotated[Optional[float], typer.Option(help="Spatial block side in CRS units (method spatial).")] = None,
+    straddling: Annotated[str, typer.Option(help="spatial: training chips overlapping val/test chips: drop | assign (keep them in their centre's block split).")] = "drop",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv | parquet.")] = "csv",
 ) -> None:
@@ -171,10 +172,16 @@ def split(
     from terraseg.data.split import split_index
 
     cfg = build(SplitConfig, index=index, out_dir=str(out_dir), method=method, fractions=tuple(_floats(fractions, 3, "--fractions")),
-                block_size=block_size, seed=seed, format=fmt)
+                block_size=block_size, straddling=straddling, seed=seed, format=fmt)
     paths = split_index(cfg)
     summary = json.loads((out_dir / "split.json").read_text())
     out.print(", ".join(f"{k}: {summary[k]} chips" for k in paths) + f"; manifests in {out_dir}")
+    if summary.get("dropped_straddling"):
+        err.print(f"[yellow]note:[/] {summary['dropped_straddling']} training chips overlap val/test chips across block borders "
+                  "and were left out (no leakage); `--straddling assign` keeps them in their block's split instead.")
+    if summary.get("assigned_straddling"):
+        err.print(f"[yellow]note:[/] {summary['assigned_straddling']} training chips straddle block borders and were kept "
+                  "(--straddling assign): their border pixels overlap val/test chips.")
 
 
 @app.command()

@@ -113,6 +113,10 @@ class SplitConfig(_Strict):
     )
     fractions: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Shares of train, val, test (sum 1).")
     block_size: float | None = Field(None, gt=0, description="Block side in CRS units for 'spatial' (e.g. metres).")
+    straddling: Literal["drop", "assign"] = Field(
+        "drop", description="'spatial': training chips overlapping a val/test chip (they straddle a block border) are dropped "
+        "(no training pixel is also a val/test pixel), or with 'assign' kept in the split of the block holding their centre "
+        "(no chip lost; their border pixels overlap val/test chips).")
     seed: int = Field(0, description="Seed of the shuffles; the same seed gives the same split.")
     format: Literal["csv", "parquet"] = Field("csv", description="Manifest file format.")
 

@@ -166,11 +166,16 @@ def split_index(cfg: SplitConfig) -> dict[str, Path]:
         cx = (df["minx"] + df["maxx"]) / 2
         cy = (df["miny"] + df["maxy"]) / 2
         blocks = list(zip(df["crs"].fillna("").astype(str), np.floor(cx / size).astype(int), np.floor(cy / size).astype(int)))
-        labels = _drop_straddling(df, assign_blocks(blocks, cfg.fractions, cfg.seed))
+        first = assign_blocks(blocks, cfg.fractions, cfg.seed)
+        resolved = _drop_straddling(df, first)
+        straddling = int((resolved == -1).sum())
+        labels = resolved if cfg.straddling == "drop" else first  # 'assign': they stay in their centre's block split
     out = Path(cfg.out_dir)
     paths: dict[str, Path] = {}
     summary: dict[str, object] = {"index": str(cfg.index), "method": cfg.method, "seed": cfg.seed, "fractions": cfg.fractions,
-                                  "block_size": cfg.block_size, "dropped_straddling": int((labels == -1).sum())}
+                                  "block_size": cfg.block_size, "straddling": cfg.straddling,
+                                  "dropped_straddling": int((labels == -1).sum()),
+                                  "assigned_straddling": straddling if cfg.method == "spatial" and cfg.straddling == "assign" else 0}
     base = pd.DataFrame(df.drop(columns="geometry")) if "geometry" in df.columns else df
     index_dir = Path(cfg.index).resolve().parent
     for k, name in enumerate(SPLITS):
