@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import geopandas as gpd
 import numpy as np
@@ -98,6 +99,23 @@ def test_mosaic_bad_tiles_leave_nothing(tmp_path):
     with pytest.raises(InputFileError, match="junk.tif"):
         mosaic(MosaicConfig(inputs=[a, str(junk)], out=str(tmp_path / "m.tif")))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif", "junk.tif"]
+
+
+def test_mosaic_too_large_is_refused_up_front(tmp_path, monkeypatch):
+    """Regression (#11.5): a resolution that implies a huge mosaic is refused with the figure and the override."""
+    from terraseg.errors import OutputError
+
+    a = _tile(tmp_path / "a.tif", np.ones((3, 20, 20), np.uint8), 0, 100, res=10.0)
+    b = _tile(tmp_path / "b.tif", np.ones((3, 20, 20), np.uint8), 500_000, 100, res=10.0)  # 500 km east
+    t0 = time.perf_counter()
+    with pytest.raises(OutputError, match=r"5,002,000 x 2,000 pixels x 3 band\(s\) of uint8 = 30.0 GB uncompressed, over the limit of 0.5 GB.*--max-output-gb"):
+        mosaic(MosaicConfig(inputs=[a, b], out=str(tmp_path / "m.tif"), resolution=(0.1, 0.1), max_output_gb=0.5))
+    assert time.perf_counter() - t0 < 5 and not (tmp_path / "m.tif").exists()
+    monkeypatch.setenv("TERRASEG_MAX_OUTPUT_GB", "0.000001")  # the environment limit applies to every writer
+    with pytest.raises(OutputError, match="over the limit"):
+        mosaic(MosaicConfig(inputs=[a], out=str(tmp_path / "m.tif")))
+    r = mosaic(MosaicConfig(inputs=[a], out=str(tmp_path / "m.tif"), max_output_gb=1))  # the flag overrides it
+    assert r.path.exists()
 
 
 def test_merge_block_min_max():

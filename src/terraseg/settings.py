@@ -44,3 +44,15 @@ def resolve_data_path(path: str | os.PathLike[str], root: Path | None = None) ->
     if p.is_absolute():
         return p
     return (root or data_root()) / p
+
+
+def max_output_bytes() -> int:
+    """Largest raster (uncompressed bytes) a command writes without being told: ``$TERRASEG_MAX_OUTPUT_GB`` (default 100 GB).
+
+    A wrong resolution or CRS can imply a raster of hundreds of gigabytes; writers refuse it up front
+    (:func:`terraseg.io.raster.create_raster`) instead of running for hours.
+    """
+    try:
+        return int(float(os.environ.get("TERRASEG_MAX_OUTPUT_GB", "100")) * 1e9)
+    except ValueError:
+        return int(100e9)

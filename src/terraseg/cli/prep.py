@@ -107,6 +107,7 @@ def mosaic(
     nodata: Annotated[Optional[float], typer.Option(help="Output nodata (default: the first tile's, else 0).")] = None,
     cog: Annotated[bool, typer.Option("--cog", help="Write a Cloud-Optimized GeoTIFF.")] = False,
     compress: Annotated[str, typer.Option(help="none | deflate | lzw | zstd.")] = "deflate",
+    max_output_gb: Annotated[Optional[float], typer.Option(help="Largest output in GB, uncompressed (default $TERRASEG_MAX_OUTPUT_GB or 100).")] = None,
 ) -> None:
     """Merge tiles into one GeoTIFF, warping tiles in other CRSs/resolutions; memory stays bounded."""
     from terraseg.config.prep import MosaicConfig
@@ -114,7 +115,7 @@ def mosaic(
 
     res = _floats(resolution, what="--resolution")
     cfg = build(MosaicConfig, inputs=inputs, out=str(out_path), crs=crs, resolution=(res[0], res[-1]) if res else None, rule=rule,
-                resampling=resampling, nodata=nodata, cog=cog, compress=compress)
+                resampling=resampling, nodata=nodata, cog=cog, compress=compress, max_output_gb=max_output_gb)
     r = run(cfg)
     out.print(f"{r.path}: {r.width}x{r.height} pixels, {r.crs.to_string()}, pixel {r.transform.a:g} x {-r.transform.e:g}, {r.tiles} tiles")
 

@@ -81,6 +81,9 @@ class MosaicConfig(_Strict):
     cog: bool = Field(False, description="Write a Cloud-Optimized GeoTIFF (GDAL COG driver, with overviews).")
     block: int = Field(1024, ge=16, description="Output block processed at a time (pixels); bounds memory.")
     compress: Literal["none", "deflate", "lzw", "zstd"] = Field("deflate", description="Output compression.")
+    max_output_gb: float | None = Field(
+        None, gt=0, description="Largest output, uncompressed, in GB (default $TERRASEG_MAX_OUTPUT_GB or 100): a mosaic "
+        "over it is refused before anything is written.")
 
 
 class RasterizeConfig(_Strict):

@@ -223,7 +223,8 @@ def mosaic(cfg: MosaicConfig) -> MosaicResult:
         stack.callback(lambda: [r.close() for r in readers.values()])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with create_raster(out_path, cog=cfg.cog, **profile) as dst:
+            max_bytes = int(cfg.max_output_gb * 1e9) if cfg.max_output_gb else None
+            with create_raster(out_path, cog=cfg.cog, max_bytes=max_bytes, **profile) as dst:
                 for r0, c0, h, wd in grid_windows(height, width, cfg.block, edge="clip"):
                     w = Window(c0, r0, wd, h)
                     wt = tr @ Affine.translation(c0, r0)

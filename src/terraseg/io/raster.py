@@ -232,8 +232,48 @@ class Grid:
         return self.crs is not None and self.transform != Affine.identity()
 
 
+def check_output_size(path: str | os.PathLike[str], width: int, height: int, count: int, dtype: str, compress: str | None,
+                      max_bytes: int | None = None) -> int:
+    """Refuse a raster too large for its disk or for the size limit, before any of it is written.
+
+    Args:
+        path: the output file. width, height: pixels. count: bands. dtype: numpy dtype name.
+        compress: the codec ('none' or None: uncompressed). max_bytes: the limit of the uncompressed size
+            (default :func:`terraseg.settings.max_output_bytes`, ``$TERRASEG_MAX_OUTPUT_GB``).
+
+    Returns:
+        The uncompressed size in bytes.
+
+    Raises:
+        OutputError: over ``max_bytes``, or over the free space of the output's disk (uncompressed
+            outputs; compressed ones when even a tenth of the size would not fit).
+    """
+    import shutil as _shutil
+
+    import numpy as np
+
+    from terraseg.errors import OutputError
+    from terraseg.settings import max_output_bytes
+
+    size = int(width) * int(height) * int(count) * np.dtype(dtype).itemsize
+    limit = max_bytes if max_bytes is not None else max_output_bytes()
+    what = f"{path}: the output would be {width:,} x {height:,} pixels x {count} band(s) of {dtype} = {size / 1e9:,.1f} GB uncompressed"
+    if size > limit:
+        raise OutputError(f"{what}, over the limit of {limit / 1e9:,.1f} GB; check the resolution / extent, or raise the limit "
+                          "(--max-output-gb, or $TERRASEG_MAX_OUTPUT_GB).")
+    folder = Path(path).resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = _shutil.disk_usage(folder).free
+    need = size if str(compress or "none").lower() == "none" else size // 10
+    if need > free:
+        raise OutputError(f"{what}, more than the {free / 1e9:,.1f} GB free on its disk.")
+    return size
+
+
 @contextlib.contextmanager
-def create_raster(path: str | os.PathLike[str], cog: bool = False, **profile: Any) -> Iterator[rasterio.io.DatasetWriter]:
+def create_raster(path: str | os.PathLike[str], cog: bool = False, max_bytes: int | None = None,
+                  **profile: Any) -> Iterator[rasterio.io.DatasetWriter]:
     """Open a new raster for writing, atomically: the one way terraseg creates rasters.
 
     The dataset is written under a temporary name beside ``path`` and renamed onto it when the
@@ -243,6 +283,7 @@ def create_raster(path: str | os.PathLike[str], cog: bool = False, **profile: An
 
     Args:
         path: final file. cog: write a Cloud-Optimized GeoTIFF.
+        max_bytes: largest uncompressed size (:func:`check_output_size`; default ``$TERRASEG_MAX_OUTPUT_GB``).
         **profile: rasterio creation options (``driver``, ``width``, ``height``, ``count``, ``dtype``,
             ``crs``, ``transform``, ``nodata``, codec options...).
 
@@ -250,7 +291,8 @@ def create_raster(path: str | os.PathLike[str], cog: bool = False, **profile: An
         The open dataset (``rasterio`` writer).
 
     Raises:
-        OutputError: the folder cannot be created or written (permissions, a file in the way, a full disk).
+        OutputError: the folder cannot be created or written (permissions, a file in the way, a full disk),
+            or the raster would exceed the size limit or the free disk space (checked before writing).
     """
     from rasterio.errors import NotGeoreferencedWarning
 
@@ -258,6 +300,8 @@ def create_raster(path: str | os.PathLike[str], cog: bool = False, **profile: An
     from terraseg.io.atomic import atomic_path
 
     target = Path(path)
+    check_output_size(target, profile.get("width", 0), profile.get("height", 0), profile.get("count", 1),
+                      str(profile.get("dtype", "uint8")), profile.get("compress"), max_bytes)
     if str(profile.get("driver", "GTiff")).upper() == "GTIFF" and profile.get("count", 1) > 1:
         profile.setdefault("alpha", "UNSPECIFIED")  # GDAL would make band 4 of RGBN (or band 2) an alpha band
     try:
