@@ -276,3 +276,43 @@ def test_band_descriptions_name_the_bands_of_stats_and_bundles(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
     assert Bundle.load(train(load_config(p)).bundle_path).manifest.input.band_names == ["B02", "B03", "B04"]
+
+
+def test_progress_helper_shows_nests_and_yields_to_other_live_displays(tmp_path, capsys):
+    """#11.9: one rich progress display for long commands; off unless enabled; silent under another live display."""
+    from rich.live import Live
+
+    from terraseg import progress
+
+    assert not progress.enabled()  # the library draws nothing unless the CLI asks
+    calls = []
+    with progress.task("x", 10) as advance:
+        advance(3)
+        calls.append("ran")
+    progress.enable(True)
+    try:
+        with progress.task("outer", 4, "rows") as outer, progress.task("inner", 2) as inner:  # one display, two tasks
+            outer(4)
+            inner(2)
+        with Live("training bar"):  # Lightning's bar owns the terminal: our task must not raise LiveError
+            with progress.task("validation", 5) as advance:
+                advance(5)
+    finally:
+        progress.enable(False)
+    assert calls == ["ran"]
+
+
+def test_cli_quiet_flag_and_progress_off_without_terminal(tmp_path):
+    from typer.testing import CliRunner
+
+    from terraseg import progress
+    from terraseg.cli.main import app
+
+    from conftest import make_geotiff
+
+    path, _, _ = make_geotiff(tmp_path / "s.tif", 40, 50)
+    r = CliRunner().invoke(app, ["--quiet", "stats", str(path), "--out", str(tmp_path / "st")])
+    assert r.exit_code == 0, r.output
+    assert not progress.enabled()  # CliRunner's stderr is no terminal (and --quiet): nothing drawn
+    r = CliRunner().invoke(app, ["stats", str(path), "--out", str(tmp_path / "st2")])
+    assert r.exit_code == 0 and "statistics, pass" not in r.output

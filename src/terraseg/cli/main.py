@@ -25,8 +25,12 @@ from terraseg.cli.app import (
 def main(
     version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (they are only drawn on a terminal anyway).")] = False,
 ) -> None:
     """terraseg: imagery + labels -> trained, evaluated model -> georeferenced predictions."""
+    from terraseg import progress
+
+    progress.enable(not quiet and sys.stderr.isatty())
     if verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
 

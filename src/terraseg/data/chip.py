@@ -30,6 +30,7 @@ import pandas as pd
 from rasterio.crs import CRS
 from shapely.geometry import box
 
+from terraseg import progress
 from terraseg.config.prep import ChipConfig
 from terraseg.data.scenes import RasterScene, Scene
 from terraseg.data.sources import labelled_scene, labels_for
@@ -212,12 +213,20 @@ def _chip_scenes(scenes: list[Scene], cfg: ChipConfig, out: Path, names: list[st
             windows = [(w.row, w.col) for w in grid_windows(scene.height, scene.width, cfg.size, stride, cfg.edge)]
             # one task per worker id, so each thread keeps its own clone of the scene (its own datasets)
             per_worker = [[(w, r, c) for r, c in windows[w::workers]] for w in range(workers)]
-            for res in pool.map(lambda js: [worker(j) for j in js], per_worker):
-                for rec in res:
-                    if rec is None:
-                        skipped += 1
-                    else:
-                        records.append(rec)
+            with progress.task(f"chip {Path(scene.path).name}", len(windows), "chips") as advance:
+                def run(js: list, advance=advance) -> list:
+                    done = []
+                    for j in js:
+                        done.append(worker(j))
+                        advance(1)
+                    return done
+
+                for res in pool.map(run, per_worker):
+                    for rec in res:
+                        if rec is None:
+                            skipped += 1
+                        else:
+                            records.append(rec)
             source_bytes += scene.height * scene.width * scene.count * np.dtype(scene.dtype).itemsize
     return skipped, source_bytes
 

@@ -32,6 +32,7 @@ from rasterio.windows import Window
 from shapely import STRtree
 from shapely.geometry import box
 
+from terraseg import progress
 from terraseg.config.prep import MosaicConfig
 from terraseg.errors import ConfigError, InputFileError
 from terraseg.data.windows import grid_windows, row_strips
@@ -224,8 +225,11 @@ def mosaic(cfg: MosaicConfig) -> MosaicResult:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             max_bytes = int(cfg.max_output_gb * 1e9) if cfg.max_output_gb else None
-            with create_raster(out_path, cog=cfg.cog, max_bytes=max_bytes, **profile) as dst:
-                for r0, c0, h, wd in grid_windows(height, width, cfg.block, edge="clip"):
+            windows = list(grid_windows(height, width, cfg.block, edge="clip"))
+            with create_raster(out_path, cog=cfg.cog, max_bytes=max_bytes, **profile) as dst, \
+                    progress.task(f"mosaic {out_path.name}", len(windows), "blocks") as advance:
+                for r0, c0, h, wd in windows:
+                    advance(1)
                     w = Window(c0, r0, wd, h)
                     wt = tr @ Affine.translation(c0, r0)
                     hits = sorted(int(i) for i in tree.query(box(*array_bounds(h, wd, wt))))

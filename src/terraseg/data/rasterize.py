@@ -18,6 +18,7 @@ import numpy as np
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from terraseg import progress
 from terraseg.config.prep import RasterizeConfig
 from terraseg.errors import ConfigError, InputFileError
 from terraseg.data.windows import grid_windows
@@ -69,8 +70,10 @@ def rasterize_labels(cfg: RasterizeConfig) -> Path:
         zones = VectorRasterizer.from_geometries(zgdf.geometry.to_numpy(), [cfg.ignore_index] * len(zgdf), info.transform, True)
     profile = geotiff_profile(info, 1, "uint8", cfg.ignore_index)
     counts = np.zeros(256, dtype=np.int64)
-    with open_raster(ref) as src, create_raster(cfg.out, **profile) as dst:
+    with open_raster(ref) as src, create_raster(cfg.out, **profile) as dst, \
+            progress.task(f"rasterize {Path(cfg.out).name}", info.height * info.width, "px") as advance:
         for r0, c0, h, w in grid_windows(info.height, info.width, cfg.block, edge="clip"):
+            advance(h * w)
             mask = classes.rasterize(r0, c0, h, w, fill=cfg.background)
             if outlines is not None:
                 edge = outlines.rasterize(r0, c0, h, w, fill=-1)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from terraseg import progress
 from terraseg.config.prep import StatsConfig
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import Scene
@@ -197,19 +198,22 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     bands = [_Band() for _ in range(count)]
     total = nodata = 0
     class_counts = np.zeros(0, dtype=np.int64)
-    for s in scenes:  # pass 1: moments, range, nodata, classes
-        for r0, c0, h, w in grid_windows(s.height, s.width, cfg.block, edge="clip"):
-            r = s.read(r0, c0, h, w)
-            total += h * w
-            nodata += int((~r.valid).sum())
-            for k, b in enumerate(bands):
-                b.update(r.image[k][r.valid])
-            if r.mask is not None:
-                known = r.mask[(r.mask != cfg.ignore_index) & r.valid]
-                bc = np.bincount(known.ravel())
-                if len(bc) > len(class_counts):
-                    class_counts = np.pad(class_counts, (0, len(bc) - len(class_counts)))
-                class_counts[: len(bc)] += bc
+    pixels = sum(s.height * s.width for s in scenes)
+    with progress.task("statistics, pass 1 of 2", pixels, "px") as advance:
+        for s in scenes:  # pass 1: moments, range, nodata, classes
+            for r0, c0, h, w in grid_windows(s.height, s.width, cfg.block, edge="clip"):
+                r = s.read(r0, c0, h, w)
+                advance(h * w)
+                total += h * w
+                nodata += int((~r.valid).sum())
+                for k, b in enumerate(bands):
+                    b.update(r.image[k][r.valid])
+                if r.mask is not None:
+                    known = r.mask[(r.mask != cfg.ignore_index) & r.valid]
+                    bc = np.bincount(known.ravel())
+                    if len(bc) > len(class_counts):
+                        class_counts = np.pad(class_counts, (0, len(bc) - len(class_counts)))
+                    class_counts[: len(bc)] += bc
     if bands[0].n == 0:
         raise InputFileError(f"{scenes[0].path}: no valid (non-nodata) pixel to compute statistics from.")
     dtype = np.dtype(scenes[0].dtype)
@@ -220,6 +224,7 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
         writer = _TableWriter(stack.enter_context(atomic_path(cfg.flatten))) if cfg.flatten else None
         if writer is not None:
             stack.callback(writer.close)  # runs before atomic_path renames (or deletes) the file
+        advance = stack.enter_context(progress.task("statistics, pass 2 of 2", pixels, "px"))
         for s in scenes:  # pass 2: histograms, flat table
             to_lonlat = None
             if writer is not None and s.crs is not None:
@@ -228,6 +233,7 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
                 to_lonlat = Transformer.from_crs(s.crs, "EPSG:4326", always_xy=True)
             for r0, c0, h, w in grid_windows(s.height, s.width, cfg.block, edge="clip"):
                 r = s.read(r0, c0, h, w)
+                advance(h * w)
                 for k, b in enumerate(bands):
                     b.add_hist(r.image[k][r.valid])
                 if writer is not None:

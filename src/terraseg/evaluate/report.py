@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from terraseg import progress
 from terraseg.bundle import Bundle
 from terraseg.config.inference import EvaluateConfig, with_inference
 from terraseg.data.scenes import Scene
@@ -65,7 +66,12 @@ def evaluate_scenes(
                 if z > a:
                     pred_crop[a - r0 : z - r0] = b.class_ids[a - b.row : z - b.row, c0 : c0 + w]
 
-        predictor.predict(scene, sink, probabilities=False)
+        def counted(b: Block) -> None:
+            sink(b)
+            advance(b.class_ids.shape[0])
+
+        with progress.task(f"evaluate {scene.name}", scene.height, "rows") as advance:
+            predictor.predict(scene, counted, probabilities=False)
         total += cm
         m = metrics_from_confusion(cm, class_names)
         key = "iou" if K == 2 else "miou"

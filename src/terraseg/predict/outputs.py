@@ -9,6 +9,7 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from terraseg import progress
 from terraseg.data.scenes import RasterScene, Scene
 from terraseg.io.images import write_png
 from terraseg.io.predictions import PredictionWriter, class_encoding, hex_to_rgb, write_prediction
@@ -106,8 +107,12 @@ def predict_to_files(
     target = out_dir / (f"{stem}.tif" if grid.georeferenced else f"{stem}.png")
     writer = PredictionWriter(target, grid, class_names, colors, out_dir / f"{stem}_probs.tif" if probabilities else None,
                               compress=compress, level=level, cog=cog)
-    with writer:
-        predictor.predict(scene, lambda b: writer.write(b.row, 0, b.encoded, b.probs), probabilities=probabilities)
+    def sink(b) -> None:
+        writer.write(b.row, 0, b.encoded, b.probs)
+        advance(b.encoded.shape[0])
+
+    with writer, progress.task(f"predict {Path(getattr(scene, 'path', scene.name)).name}", scene.height, "rows") as advance:
+        predictor.predict(scene, sink, probabilities=probabilities)
     outputs = {k: str(v) for k, v in writer.paths.items()}
     if overlay:
         outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors, overlay_max_side))

@@ -28,6 +28,7 @@ from scipy import ndimage
 from shapely import STRtree, union_all
 from shapely.geometry import shape
 
+from terraseg import progress
 from terraseg.config.prep import VectorizeConfig
 from terraseg.data.windows import row_strips
 from terraseg.errors import InputFileError
@@ -179,7 +180,8 @@ def vectorize(cfg: VectorizeConfig) -> Path:
     if out.suffix.lower() not in DRIVERS:
         raise InputFileError(f"{out}: unknown vector format; use one of {', '.join(DRIVERS)}.")
     regions: list[_Region] = []
-    with open_raster(cfg.raster) as ds, (open_raster(cfg.probabilities) if cfg.probabilities else contextlib.nullcontext()) as pds:
+    with open_raster(cfg.raster) as ds, (open_raster(cfg.probabilities) if cfg.probabilities else contextlib.nullcontext()) as pds, \
+            contextlib.ExitStack() as stack:
         crs, tr, H, W, nodata = ds.crs, ds.transform, ds.height, ds.width, ds.nodata
         names = _stored_class_names(ds, pds)
         if pds is not None and ((pds.width, pds.height) != (W, H) or pds.crs != crs):
@@ -193,7 +195,9 @@ def vectorize(cfg: VectorizeConfig) -> Path:
             classes = sorted(int(v) for v in seen if v != 0 and v != nodata)
         if pds is not None and classes and max(classes) >= pds.count:
             raise InputFileError(f"{cfg.probabilities}: {pds.count} probability bands, but class {max(classes)} is vectorized.")
+        advance = stack.enter_context(progress.task(f"vectorize {Path(cfg.raster).name}", H, "rows"))
         for s in strips:
+            advance(s.height)
             w = Window(0, s.row, W, s.height)
             ids = read_window(ds, w, [1], path=str(cfg.raster))[0]
             probs = read_window(pds, w, [c + 1 for c in classes], path=str(cfg.probabilities)) if pds is not None and classes else None

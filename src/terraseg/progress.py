@@ -1,0 +1,82 @@
+"""One progress display for every long command (rich), shown only where someone watches.
+
+Library code reports progress through :func:`task`; nothing is drawn unless the CLI switched it on
+(:func:`enable`: standard error is a terminal and ``--quiet`` was not given), so the Python API, tests,
+logs and pipes stay clean. Tasks opened while another is shown join the same display (rich allows one
+live display at a time). ``advance`` is thread-safe (the predictor's writer thread reports rows).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+_enabled = False
+_lock = threading.Lock()
+_active: dict = {"progress": None, "users": 0}
+
+
+def enable(on: bool = True) -> None:
+    """Show progress (the CLI calls this when standard error is a terminal and ``--quiet`` is not set)."""
+    global _enabled
+    _enabled = on
+
+
+def enabled() -> bool:
+    """Whether progress is shown."""
+    return _enabled
+
+
+@contextmanager
+def task(description: str, total: float | None = None, unit: str = "") -> Iterator[Callable[[float], None]]:
+    """A progress bar for one piece of work; yields ``advance(amount=1)``.
+
+    Args:
+        description: what is being done, e.g. ``"predict scene.tif"``.
+        total: units of work (None: unknown, a spinner and a count).
+        unit: name of the unit shown after the count (``"rows"``, ``"MB"``...).
+
+    Yields:
+        ``advance(amount)``: record finished work (a no-op when progress is off).
+    """
+    if not _enabled:
+        yield lambda amount=1: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from rich.errors import LiveError
+
+    with _lock:
+        if _active["progress"] is None:
+            bar = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn(unit), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=True)
+            try:
+                bar.start()
+            except LiveError:  # another live display (Lightning's training bar) owns the terminal: stay silent
+                bar = None
+            _active["progress"] = bar
+        if _active["progress"] is None:
+            progress = None
+        else:
+            _active["users"] += 1
+            progress = _active["progress"]
+    if progress is None:
+        yield lambda amount=1: None
+        return
+    tid = progress.add_task(description, total=total)
+    try:
+        yield lambda amount=1: progress.advance(tid, amount)
+    finally:
+        progress.remove_task(tid)
+        with _lock:
+            _active["users"] -= 1
+            if _active["users"] == 0:
+                progress.stop()
+                _active["progress"] = None
+
+
+__all__ = ["enable", "enabled", "task"]
