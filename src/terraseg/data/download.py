@@ -20,6 +20,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from terraseg import progress
 from terraseg.errors import ConfigError, InputFileError
 from terraseg.settings import data_root
 
@@ -155,8 +156,14 @@ def fetch(url: str, target: Path, sha256: str | None = None, md5: str | None = N
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             mode = "ab" if have and resp.status == 206 else "wb"  # a server ignoring Range sends it all again
-            with open(part, mode) as f:
-                shutil.copyfileobj(resp, f, chunk)
+            length = resp.headers.get("Content-Length")
+            total = (int(length) + (have if mode == "ab" else 0)) / 1e6 if length and length.isdigit() else None
+            with open(part, mode) as f, progress.task(f"download {target.name}", total, "MB") as advance:
+                if mode == "ab":
+                    advance(have / 1e6)
+                while block := resp.read(chunk):
+                    f.write(block)
+                    advance(len(block) / 1e6)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # requested range not satisfiable: the .part is already complete
             pass
