@@ -54,7 +54,19 @@ def test_train_writes_bundle_and_tracks_run(trained):
     r = runs[0]
     assert r.data.params["model.arch"] == "plain_unet"
     assert len(client.get_metric_history(r.info.run_id, "val/score")) == 2  # per epoch
-    assert "model.terraseg" in [a.path for a in client.list_artifacts(r.info.run_id)]
+    arts = [a.path for a in client.list_artifacts(r.info.run_id)]
+    assert "model.terraseg" in arts and "learning_curve.png" in arts  # #11.10: the learning curve is kept
+    assert (trained["tmp"] / "run" / "learning_curve.png").stat().st_size > 5000
+    lr = [k for k in r.data.metrics if k.startswith("lr-")]
+    assert lr and len(client.get_metric_history(r.info.run_id, lr[0])) == 2  # #11.10: learning rate per epoch
+    # #11.10: evaluating the tracked bundle logs test metrics and files to its training run
+    res = run("evaluate", trained["bundle"], trained["test_image"], "--labels", trained["test_mask"], "--out",
+              trained["tmp"] / "ev")
+    assert res.exit_code == 0, res.output
+    assert f"logged to MLflow run {r.info.run_id}" in res.output
+    run_ = client.get_run(r.info.run_id)
+    assert "test/iou" in run_.data.metrics and "test/miou" in run_.data.metrics
+    assert {"test/metrics.json", "test/confusion_matrix.png"} <= {a.path for a in client.list_artifacts(r.info.run_id, "test")}
 
 
 def test_register_then_serve_from_registry(trained):

@@ -107,6 +107,8 @@ def evaluate(
     window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = None, device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
     overlays: Annotated[int, typer.Option(help="Overlay PNGs (image | truth | prediction) to write.")] = 4,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow store of the training run (default: mlflow.db beside the bundle).")] = None,
+    log_to_run: Annotated[bool, typer.Option("--log-to-run/--no-log-to-run", help="Log the test metrics to the MLflow run that trained the bundle.")] = True,
 ) -> None:
     """Evaluate a bundle on labelled data: per-class IoU, Dice/F1, precision, recall, mIoU."""
     from terraseg.bundle import Bundle
@@ -118,7 +120,8 @@ def evaluate(
         _evaluate_classifier(b, data, split, out_dir, batch_size)
         return
     cfg = with_inference(EvaluateConfig, "options", out_dir=str(out_dir), window=window, overlap=overlap, batch_size=batch_size,
-                         device=device, precision=precision, channels_last=channels_last, backend=backend, overlays=overlays)
+                         device=device, precision=precision, channels_last=channels_last, backend=backend, overlays=overlays,
+                         tracking_uri=tracking_uri, log_to_run=log_to_run)
     scenes = _scenes_for(b, data, labels, split, burn_value, attribute, mapping, mask_nodata)
     m = run_evaluate(cfg, b, scenes)
     table = Table(title=f"{b.manifest.name} on {data.name}")
@@ -133,6 +136,8 @@ def evaluate(
         headline = f"IoU {fmt(m['iou'])}  F1 {fmt(m['dice'])}  " + headline
     out.print(headline)
     out.print(f"metrics: {Path(out_dir) / 'metrics.json'}")
+    if m.get("mlflow_run_id"):
+        out.print(f"logged to MLflow run {m['mlflow_run_id']} (test/...)")
 
 
 def _evaluate_classifier(b, data: Path, split: str, out_dir: Path, batch_size: int) -> None:

@@ -161,6 +161,12 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
     metrics["bundle"] = str(bundle) if not isinstance(bundle, Bundle) else b.manifest.name
     save_confusion_png(np.array(metrics["confusion_matrix"]), b.class_names, out / "confusion_matrix.png")
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    if cfg.log_to_run:
+        from terraseg.train.tracking import log_evaluation
+
+        run = log_evaluation(b, metrics, [out / "metrics.json", out / "confusion_matrix.png"], cfg.tracking_uri)
+        if run:
+            metrics["mlflow_run_id"] = run
     return metrics
 
 

@@ -106,6 +106,16 @@ class TaskBase(L.LightningModule):
         for stage in self._frozen:  # Lightning puts the module back in train mode after validation
             stage.eval()
 
+    def on_train_epoch_end(self) -> None:
+        """Add the epoch's mean training loss and learning rate to its history entry (for the learning curve)."""
+        if self.history and self.history[-1].get("epoch") == self.current_epoch:
+            loss = self.trainer.callback_metrics.get("train/loss")
+            if loss is not None:
+                self.history[-1]["train/loss"] = round(float(loss), 6)
+            opts = self.trainer.optimizers
+            if opts:
+                self.history[-1]["lr"] = float(opts[0].param_groups[-1]["lr"])
+
     def on_train_epoch_start(self) -> None:
         self._aug_gen = None  # reseeded per (seed, epoch) on the first batch
         self.apply_freeze(self.current_epoch)

@@ -17,7 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from terraseg import __version__
@@ -32,7 +32,7 @@ from terraseg.io.atomic import write_text_atomic
 from terraseg.models.factory import build_model
 from terraseg.train.module import SegmentationTask, TaskBase
 from terraseg.train.result import TrainResult
-from terraseg.train.tracking import Tracker, flatten_params
+from terraseg.train.tracking import Tracker, flatten_params, plot_learning_curve
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     if tracker is not None:
         tracker.log_params(flatten_params(cfg.model_dump(mode="json")) | {"in_channels": in_channels})
         logger = tracker.lightning_logger()
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # lr-<optimizer> per epoch in the run
 
     trainer = L.Trainer(
         max_epochs=cfg.train.max_epochs,
@@ -216,8 +217,9 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     bundle.path = bundle_path = run_dir / "model.terraseg"
     if not (cfg.train.export_onnx and not classify and _export(bundle, val_dl.dataset.scenes if val_dl is not None else [])):
         bundle.save(bundle_path)
+    curve = plot_learning_curve(module.history, run_dir / "learning_curve.png")
     if tracker is not None:
-        tracker.log_artifacts(bundle_path)
+        tracker.log_artifacts(bundle_path, *([curve] if curve else []))
         if best:
             tracker.log_metrics({"best/val_score": float(best.get("val/score", 0.0))})
         tracker.finish()

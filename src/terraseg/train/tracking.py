@@ -84,4 +84,85 @@ class Tracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
-__all__ = ["Tracker", "flatten_params", "tracking_uri_for"]
+def plot_learning_curve(history: list[dict[str, Any]], path: Path) -> Path | None:
+    """Write ``learning_curve.png``: training loss, validation score and learning rate per epoch.
+
+    Args:
+        history: per-epoch entries (``epoch``, ``val/score``, ``train/loss``, ``lr``).
+        path: the PNG to write.
+
+    Returns:
+        ``path``, or None without history.
+    """
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from terraseg.io.atomic import atomic_path
+
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, key, title in zip(axes, ("train/loss", "val/score", "lr"), ("training loss", "validation score", "learning rate")):
+        vals = [h.get(key) for h in history]
+        pts = [(e, v) for e, v in zip(epochs, vals) if v is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def log_evaluation(bundle: Any, metrics: dict[str, Any], files: list[Path], tracking_uri: str | None = None,
+                   prefix: str = "test") -> str | None:
+    """Log an evaluation to the MLflow run that trained ``bundle`` (``<prefix>/<metric>`` and the files).
+
+    The run is the one the bundle records (``training.mlflow_run_id``); the store is ``tracking_uri``,
+    else the ``mlflow.db`` beside the bundle (the run folder's default store). Nothing is logged, and
+    no error raised, when the bundle records no run or no store is found: evaluation never fails on
+    tracking.
+
+    Args:
+        bundle: the loaded bundle (``path``, ``manifest``). metrics: the evaluation's figures.
+        files: artifacts (metrics.json, confusion_matrix.png). tracking_uri: the store.
+        prefix: metric name prefix.
+
+    Returns:
+        The run id logged to, or None.
+    """
+    import logging
+
+    run_id = (bundle.manifest.training or {}).get("mlflow_run_id")
+    db = Path(bundle.path).parent / "mlflow.db" if getattr(bundle, "path", None) else None
+    uri = tracking_uri or (f"sqlite:///{db.resolve()}" if db is not None and db.is_file() else None)
+    if not run_id or not uri:
+        return None
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        client.get_run(run_id)
+        flat = {f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for name, per in (metrics.get("per_class") or {}).items():
+            for k in ("iou", "dice"):
+                if isinstance(per.get(k), (int, float)):
+                    flat[f"{prefix}/{k}_{name}"] = per[k]
+        for k, v in flat.items():
+            client.log_metric(run_id, k, float(v))
+        for f in files:
+            if Path(f).exists():
+                client.log_artifact(run_id, str(f), artifact_path=prefix)
+        return run_id
+    except Exception as e:  # a tracking problem must not fail the evaluation
+        logging.getLogger(__name__).warning("evaluation not logged to MLflow run %s: %s", run_id, e)
+        return None
+
+
+__all__ = ["Tracker", "flatten_params", "log_evaluation", "plot_learning_curve", "tracking_uri_for"]
