@@ -352,6 +352,30 @@ def test_cvat_bad_inputs(tmp_path):
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
+def test_failed_multi_output_commands_leave_nothing(tmp_path, monkeypatch):
+    """#11.12: CVAT import with a bad second image, and a split failing at its second manifest, leave no output."""
+    two = CVAT.format(name="a.png", w=40, h=40).replace("</image></annotations>", "</image>") + \
+        '<image id="1" name="b.png" width="40" height="40"><box label="cloud" xtl="0" ytl="0" xbr="2" ybr="2"/></image></annotations>'
+    (tmp_path / "two.xml").write_text(two)
+    with pytest.raises(InputFileError, match="'b.png'.*cloud"):
+        import_cvat(tmp_path / "two.xml", tmp_path / "masks")
+    assert list((tmp_path / "masks").iterdir()) == []  # a.png's mask was staged, never moved into place
+    idx = _index(tmp_path)
+    calls = {"n": 0}
+    real = pd.DataFrame.to_csv
+
+    def failing(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", failing)
+    with pytest.raises(OSError):
+        split_index(SplitConfig(index=str(idx), out_dir=str(tmp_path / "sp"), seed=0))
+    assert list((tmp_path / "sp").iterdir()) == []  # no train.csv without its val/test and split.json
+
+
 def test_relative_paths_are_the_users_not_the_data_root(tmp_path, monkeypatch):
     make_geotiff(tmp_path / "s.tif", 40, 40, squares=False)
     monkeypatch.chdir(tmp_path)

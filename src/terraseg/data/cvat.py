@@ -22,6 +22,7 @@ from defusedxml import ElementTree
 from rasterio.features import rasterize
 from shapely.geometry import Polygon, box
 
+from terraseg.io.atomic import staged_dir
 from terraseg.errors import InputFileError
 from terraseg.io.images import write_png
 from terraseg.io.raster import create_raster, raster_info
@@ -103,6 +104,14 @@ def import_cvat(
     labels, images = read_cvat(xml)
     if mapping is None:
         mapping = {name: k + 1 for k, name in enumerate(labels)}
+    with staged_dir(out_dir) as stage:  # every mask appears, or none (a bad image part-way leaves nothing)
+        staged = _rasterize_images(images, mapping, background, xml, stage, images_dir)
+    written = [Path(out_dir) / p.relative_to(stage) for p in staged]
+    log.info("imported %d masks from %s", len(written), xml)
+    return written
+
+
+def _rasterize_images(images, mapping: dict[str, int], background: int, xml, out_dir: Path, images_dir) -> list[Path]:
     written = []
     for im in images:
         name = im.get("name", "")
@@ -136,7 +145,6 @@ def import_cvat(
             elif not geom.is_empty:
                 rasterize([(geom, value)], out=mask, transform=rasterio.transform.Affine.identity())
         written.append(_write(mask, Path(name), Path(out_dir), images_dir, where))
-    log.info("imported %d masks from %s", len(written), xml)
     return written
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 from terraseg.config.prep import SplitConfig
 from terraseg.data.chip import read_index
 from terraseg.errors import InputFileError
-from terraseg.io.atomic import atomic_path, write_text_atomic
+from terraseg.io.atomic import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -178,16 +178,16 @@ def split_index(cfg: SplitConfig) -> dict[str, Path]:
                                   "assigned_straddling": straddling if cfg.method == "spatial" and cfg.straddling == "assign" else 0}
     base = pd.DataFrame(df.drop(columns="geometry")) if "geometry" in df.columns else df
     index_dir = Path(cfg.index).resolve().parent
-    for k, name in enumerate(SPLITS):
-        part = base[labels == k].copy()
-        for col in ("chip", "mask"):  # manifests may live elsewhere: make chip paths absolute
-            if col in part.columns:
-                part[col] = [str(index_dir / p) if isinstance(p, str) and p else p for p in part[col]]
-        path = out / f"{name}.{cfg.format}"
-        with atomic_path(path) as tmp:
-            part.to_parquet(tmp, index=False) if cfg.format == "parquet" else part.to_csv(tmp, index=False)
-        paths[name] = path
-        summary[name] = int(len(part))
-    write_text_atomic(out / "split.json", json.dumps(summary, indent=2))
+    with staged_dir(out) as stage:  # all manifests and split.json appear together, or none
+        for k, name in enumerate(SPLITS):
+            part = base[labels == k].copy()
+            for col in ("chip", "mask"):  # manifests may live elsewhere: make chip paths absolute
+                if col in part.columns:
+                    part[col] = [str(index_dir / p) if isinstance(p, str) and p else p for p in part[col]]
+            staged = stage / f"{name}.{cfg.format}"
+            part.to_parquet(staged, index=False) if cfg.format == "parquet" else part.to_csv(staged, index=False)
+            paths[name] = out / staged.name
+            summary[name] = int(len(part))
+        (stage / "split.json").write_text(json.dumps(summary, indent=2))
     log.info("split %s: %s", cfg.index, {s: summary[s] for s in SPLITS})
     return paths

@@ -265,8 +265,8 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
         stats["classes"] = {
             "pixels": class_counts.tolist(), "frequency": [round(float(f), 8) for f in freq], **class_weights(class_counts),
         }
-    stats_path = write_text_atomic(out / "stats.json", json.dumps(stats, indent=2))
     hists = [_histogram_png(out / f"histogram_{names[k]}.png", bands[k], names[k]) for k in range(count)]
+    stats_path = write_text_atomic(out / "stats.json", json.dumps(stats, indent=2))  # last: its presence means complete
     return StatsResult(stats_path, hists, Path(cfg.flatten) if cfg.flatten else None, stats)
 
 

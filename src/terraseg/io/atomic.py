@@ -55,6 +55,44 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def staged_dir(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """A hidden staging folder inside ``out_dir`` whose files move into ``out_dir`` only if the block succeeds.
+
+    For commands with several outputs (split manifests, CVAT masks): a failure or an interruption
+    part-way leaves none of them under a final name, so a later step never takes half a result for a
+    whole one. Files keep their paths relative to the staging folder.
+
+    Args:
+        out_dir: the final folder (created).
+
+    Yields:
+        The staging folder to write into.
+
+    Raises:
+        OutputError: ``out_dir`` cannot be created or written.
+    """
+    import shutil
+    import uuid
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = out / f".staging-{uuid.uuid4().hex[:12]}"
+        stage.mkdir()
+    except OSError as e:
+        raise OutputError(f"{out}: cannot write the outputs here ({e.strerror or type(e).__name__}).") from None
+    try:
+        yield stage
+        for f in sorted(stage.rglob("*")):
+            if f.is_file():
+                dest = out / f.relative_to(stage)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
     """Write a text file atomically and return its path.
 
