@@ -36,9 +36,13 @@ WEB = Path(__file__).parent / "web"
 
 
 def _vendor_dir(cfg: ServeConfig) -> Path | None:
-    for cand in ([Path(cfg.vendor_dir)] if cfg.vendor_dir else []) + [Path(__file__).resolve().parents[3] / "node_modules", Path.cwd() / "node_modules"]:
-        if (cand / "leaflet" / "dist" / "leaflet.js").exists():
-            return cand
+    """The folder holding Leaflet's ``leaflet.js``: ``vendor_dir``, the package's own copy (wheels, see
+    setup.py), else a checkout's ``node_modules``."""
+    for cand in ([Path(cfg.vendor_dir)] if cfg.vendor_dir else []) + [WEB / "vendor", Path(__file__).resolve().parents[3] / "node_modules",
+                                                                     Path.cwd() / "node_modules"]:
+        for leaflet in (cand / "leaflet" / "dist", cand / "leaflet"):
+            if (leaflet / "leaflet.js").exists():
+                return leaflet
     return None
 
 
@@ -147,7 +151,7 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     # ---- web page -------------------------------------------------------------------------------
     vendor = _vendor_dir(cfg)
     if vendor is not None:
-        app.mount("/vendor", StaticFiles(directory=vendor / "leaflet" / "dist"), name="vendor")
+        app.mount("/vendor", StaticFiles(directory=vendor), name="vendor")
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
