@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -208,8 +209,11 @@ class Bundle:
                 manifest_raw = json.loads(z.read(MANIFEST))
                 weights = z.read(ESTIMATOR if ESTIMATOR in z.namelist() else WEIGHTS)
                 extras = {n: z.read(n) for n in EXTRAS if n in z.namelist()}
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
-            raise BundleError(f"{p}: not a terraseg bundle ({e}).") from None
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, NotImplementedError, zlib.error) as e:
+            # ValueError covers JSON and UTF-8 decoding; zlib.error, EOFError: corrupt compressed members (tests/test_fuzz.py)
+            raise BundleError(f"{p}: not a terraseg bundle ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
+        if not isinstance(manifest_raw, dict):
+            raise BundleError(f"{p}: not a terraseg bundle (its manifest is not a JSON object).")
         if int(manifest_raw.get("format_version", 1)) > FORMAT_VERSION:
             raise BundleError(f"{p}: bundle format {manifest_raw['format_version']} is newer than this terraseg supports ({FORMAT_VERSION}).")
         try:

@@ -413,9 +413,13 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found.")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:  # found by tests/test_fuzz.py
+        raise ConfigError(f"{p}: not a UTF-8 text file (byte {e.start}); a config is YAML text.") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]}).") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply.") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: a config must be a YAML mapping at top level.")
     apply_overrides(raw, overrides or [])
