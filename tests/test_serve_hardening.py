@@ -154,3 +154,38 @@ def test_zip_bomb_bundle_refused_before_reading(bundle_path, tmp_path, member):
     assert bomb.stat().st_size < 2**20
     with pytest.raises(BundleError, match="zip bomb"):
         Bundle.load(bomb)
+
+
+def test_server_survives_clients_disconnecting_mid_upload(bundle_path, tmp_path):
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(_app(bundle_path, tmp_path), host="127.0.0.1", port=port, log_level="error"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        head = (f"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                f"Content-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n").encode()
+        for _ in range(5):  # five clients that send part of a body and vanish
+            c = socket.create_connection(("127.0.0.1", port))
+            c.sendall(head + b"\x89PNG" + b"\0" * 100_000)
+            c.close()
+        time.sleep(0.3)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert client.get("/healthz").json() == {"status": "ok"}
+            r = client.post("/v1/segment", files={"file": ("a.png", _png())})
+            assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
+        assert not list((tmp_path / "res").glob("*/input*"))  # nothing of the aborted uploads kept
+    finally:
+        server.should_exit = True
+        t.join(10)
