@@ -174,8 +174,8 @@ def test_server_survives_clients_disconnecting_mid_upload(bundle_path, tmp_path)
             if server.started:
                 break
             time.sleep(0.05)
-        head = (f"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                f"Content-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n").encode()
+        head = ("POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                "Content-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n").encode()
         for _ in range(5):  # five clients that send part of a body and vanish
             c = socket.create_connection(("127.0.0.1", port))
             c.sendall(head + b"\x89PNG" + b"\0" * 100_000)
