@@ -8,7 +8,8 @@ Cases:
   errors, and the ratio of the 1-client p50 to the bare model: one forward pass of the network on the
   ``(1, C, 512, 512)`` input, and the in-process sliding-window prediction of the same image (the
   exact work the server does, without HTTP, decoding or encoding).
-* ``soak``: 16 clients for 60 s against one server; a separate thread polls ``/healthz`` every
+* ``soak``: 16 clients for 60 s against one server (``--mixed``: every other request an invalid
+  upload: garbage, truncated, wrong type, empty, a path in the name); a separate thread polls ``/healthz`` every
   0.25 s. Prints errors by status, the server's RSS over time (first/last 10 s, max) and the
   ``/healthz`` latency (p50/p99/max, share over 100 ms).
 * ``speed``: PyTorch vs ONNX Runtime forward time of the bundle's network on CPU for
@@ -113,16 +114,38 @@ class Server:
         self.proc.wait(10)
 
 
-async def load(url: str, payload: bytes, clients: int, duration: float) -> tuple[list[float], dict[int, int], float]:
-    """``clients`` concurrent loops posting ``payload``; returns latencies (s), error counts by status, wall time."""
+def invalid_uploads(payload: bytes) -> list[tuple[str, bytes]]:
+    """Hostile or broken uploads the server must answer with 4xx: garbage, truncated, wrong type, empty, a path."""
+    rng = np.random.default_rng(1)
+    return [("noise.png", rng.integers(0, 255, 50_000, dtype=np.uint8).tobytes()), ("cut.png", payload[: len(payload) // 3]),
+            ("notes.txt", b"hello"), ("empty.png", b""), ("../etc.png", payload), ("fake.tif", b"II*\x00" + b"\xff" * 4000)]
+
+
+async def load(url: str, payload: bytes, clients: int, duration: float,
+               invalid: list[tuple[str, bytes]] | None = None) -> tuple[list[float], dict[int, int], float]:
+    """``clients`` concurrent loops posting ``payload`` (and, every other request, one of ``invalid``);
+    returns latencies (s) and error counts by status of the valid requests, and the wall time. Answers to
+    invalid uploads are counted in ``load.invalid`` by status."""
     lat: list[float] = []
     errors: dict[int, int] = {}
+    load.invalid = {}  # type: ignore[attr-defined]
+    count = [0]
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         t_end = time.perf_counter() + duration
 
         async def worker() -> None:
             while time.perf_counter() < t_end:
+                count[0] += 1
+                if invalid and count[0] % 2 == 0:
+                    name, body = invalid[count[0] // 2 % len(invalid)]
+                    try:
+                        r = await client.post("/v1/segment", params={"format": "png"}, files={"file": (name, body, "application/octet-stream")})
+                        code = r.status_code if r.headers.get("content-type", "").startswith("application/json") else -r.status_code
+                    except httpx.HTTPError:
+                        code = -1
+                    load.invalid[code] = load.invalid.get(code, 0) + 1  # type: ignore[attr-defined]
+                    continue
                 t0 = time.perf_counter()
                 try:
                     r = await client.post("/v1/segment", params={"format": "png"}, files={"file": ("crop.png", payload, "image/png")})
@@ -253,7 +276,7 @@ def case_soak(a: argparse.Namespace) -> None:
         th = threading.Thread(target=prober, daemon=True)
         t_start = time.time()
         th.start()
-        lat, err, wall = asyncio.run(load(srv.url, payload, a.clients[0], a.duration))
+        lat, err, wall = asyncio.run(load(srv.url, payload, a.clients[0], a.duration, invalid_uploads(payload) if a.mixed else None))
         stop.set()
         th.join()
     finally:
@@ -263,7 +286,13 @@ def case_soak(a: argparse.Namespace) -> None:
     h = np.array(health) * 1e3
     print(f"soak: backend {a.backend[0]}, {a.clients[0]} clients, {wall:.0f} s, {len(lat)} requests ok ({len(lat) / wall:.2f}/s), "
           f"errors {sum(err.values())} {err or ''}")
+    if a.mixed:
+        bad = load.invalid  # type: ignore[attr-defined]
+        print(f"invalid uploads: {sum(bad.values())} answered by status {dict(sorted(bad.items()))} "
+              f"(4xx JSON expected; negative: not JSON; -1: no answer); 5xx: {sum(v for k, v in bad.items() if abs(k) >= 500)}")
     print(f"latency ms p50 {pct(lat, 50) * 1e3:.0f} p95 {pct(lat, 95) * 1e3:.0f} p99 {pct(lat, 99) * 1e3:.0f}")
+    if first and last:
+        print(f"server RSS change first -> last 10 s: {(np.mean(last) / np.mean(first) - 1) * 100:+.1f}%")
     print(f"server RSS MB: first 10 s mean {np.mean(first):.0f}, last 10 s mean {np.mean(last):.0f}, max {max(m for _, m in rss):.0f}")
     buckets = {}
     for t, m in rss:
@@ -318,6 +347,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=None, help="serve --window (default: the bundle's)")
     ap.add_argument("--sizes", nargs="+", type=int, default=[512, 2048])
     ap.add_argument("--workers", type=int, default=1, help="serve --workers (server processes)")
+    ap.add_argument("--mixed", action="store_true", help="soak: every other request is an invalid upload (4xx expected)")
     a = ap.parse_args()
     if not a.bundle.exists():
         raise SystemExit(f"{a.bundle}: no bundle; run `make demo` or pass --bundle")

@@ -121,6 +121,7 @@ def test_fuzz_geotiff_reader(tmp_path_factory, edits):
 @FUZZ
 @given(edits=mutations(3000))
 @example(edits=[("overwrite", 16, b"\x7f\xff\xff\xff\x7f\xff\xff\xff")])  # IHDR claiming a 2^31 x 2^31 image
+@example(edits=[("zero", 35, b"\x8d")])  # IDAT length cut: Pillow raised SyntaxError "broken PNG file" (found by fuzzing)
 def test_fuzz_png_reader(tmp_path_factory, edits):
     from terraseg.data.sources import scene_from_path
 

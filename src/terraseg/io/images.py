@@ -6,6 +6,8 @@ Images come back as ``(C, H, W)`` arrays in their stored dtype, masks as ``(H, W
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 import warnings
 from pathlib import Path
 
@@ -17,6 +19,12 @@ from terraseg.errors import InputFileError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 # decompression-bomb guard: refuse images over this many pixels rather than allocate them
 Image.MAX_IMAGE_PIXELS = 400_000_000
+
+
+# what Pillow raises for damaged files: SyntaxError for broken PNG chunks, struct/zlib errors for cut or
+# corrupt streams, ValueError in some decoders (found by tests/test_fuzz.py)
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                 Image.DecompressionBombError)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -50,8 +58,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             if im.mode in ("P", "PA"):
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise InputFileError(f"{p}: not a readable image ({e}).") from None
+    except DECODE_ERRORS as e:
+        raise InputFileError(f"{p}: not a readable image ({type(e).__name__}: {e}).") from None
     if arr.ndim == 2:
         arr = arr[None]
     else:
@@ -81,8 +89,8 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
             with Image.open(p) as im:
                 im.load()
                 arr = np.asarray(im)  # 'P' mode keeps palette indexes = class ids
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-            raise InputFileError(f"{p}: not a readable mask image ({e}).") from None
+        except DECODE_ERRORS as e:
+            raise InputFileError(f"{p}: not a readable mask image ({type(e).__name__}: {e}).") from None
         if arr.ndim == 3:
             arr = np.moveaxis(arr, -1, 0)
     if arr.ndim == 3:
