@@ -331,6 +331,27 @@ def serve(
 
 @app.command()
 @user_errors
+def tune(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML) with a `tune:` section (tune.params: path -> range).")],
+    trials: Annotated[int, typer.Option(help="Trials to run in this session (a resumed study adds them).")] = 20,
+    timeout: Annotated[Optional[float], typer.Option(help="Stop starting trials after this many minutes.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite:///<run folder>/tune/optuna.db).")] = None,
+    n_jobs: Annotated[int, typer.Option(help="Trials run in parallel (threads).")] = 1,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field before the search (repeatable).")] = None,
+) -> None:
+    """Search hyper-parameters with Optuna (TPE, pruning after each validation epoch); resumable; best.yaml + best.terraseg."""
+    from terraseg.train.tune import tune as run
+
+    quiet_lightning()
+    res = run(config, trials, timeout, storage, n_jobs, set_ or [])
+    out.print(f"study: {res.storage} ({res.trials} trials: {res.finished} finished, {res.pruned} pruned, {res.failed} failed)")
+    if res.best_value is not None:
+        out.print(f"best val/score {res.best_value:.4f} with {res.best_params}")
+        out.print(f"best config: {res.best_config}  bundle: {res.best_bundle}")
+
+
+@app.command()
+@user_errors
 def register(
     run_dir: Annotated[Path, typer.Argument(help="Training run folder (holds model.terraseg and mlflow.db).")],
     name: Annotated[str, typer.Option(help="Registered model name.")],

@@ -272,6 +272,41 @@ class TrackingConfig(_Strict):
     experiment: str | None = Field(None, description="Experiment name; default the config name.")
 
 
+class TuneParam(_Strict):
+    """One dimension of a hyper-parameter search (Optuna's suggest_float / suggest_int / suggest_categorical)."""
+
+    type: Literal["float", "int", "categorical"] = Field(description="Kind of values.")
+    low: float | None = Field(None, description="float / int: smallest value.")
+    high: float | None = Field(None, description="float / int: largest value (inclusive).")
+    log: bool = Field(False, description="float / int: sample on a log scale (learning rates, weight decay).")
+    step: float | None = Field(None, description="float / int: grid step (int default 1).")
+    choices: list[Any] | None = Field(None, description="categorical: the values to choose from.")
+
+    @model_validator(mode="after")
+    def _range(self) -> "TuneParam":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty `choices` list")
+        else:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"an empty range: `low` ({self.low}) must be below `high` ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError("a log-scale range needs `low` > 0")
+        return self
+
+
+class TuneConfig(_Strict):
+    """``terraseg tune``: the search space and how trials are judged and stopped early."""
+
+    params: dict[str, TuneParam] = Field(
+        default_factory=dict, description="Config path (e.g. 'optimizer.lr', 'model.encoder') -> its range; each trial "
+        "trains the config with sampled values.")
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        "median", description="Stops unpromising trials after a validation epoch (Optuna MedianPruner / HyperbandPruner).")
+    startup_trials: int = Field(2, ge=0, description="Trials that always run to the end before pruning starts.")
+    seed: int = Field(0, description="TPE sampler seed.")
+
+
 class ExperimentConfig(_Strict):
     """A whole training run."""
 
@@ -290,6 +325,7 @@ class ExperimentConfig(_Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimiser.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyper-parameter search space (`terraseg tune`).")
     output_dir: str = Field("runs/${name}", description="Run folder (checkpoints, bundle, MLflow store); ${name} expands.")
 
     @property

@@ -121,13 +121,15 @@ class _Throughput(L.Callback):
         self.samples += int(batch["image"].shape[0])
 
 
-def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None) -> TrainResult:
+def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
+                  parent_run_id: str | None = None) -> TrainResult:
     """Train a segmentation or classification network and write ``<run_dir>/model.terraseg``.
 
     Args:
         cfg: validated experiment config.
         resume: continue from ``<run_dir>/checkpoints/last.ckpt`` (after an interruption).
         tracking_uri: MLflow URI overriding the config (e.g. a tracking server).
+        callbacks: extra Lightning callbacks. parent_run_id: MLflow parent run (tuning trials).
 
     Returns:
         :class:`TrainResult`.
@@ -161,11 +163,11 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     monitor, mode = ("val/score", "max") if val_dl is not None else ("train/loss", "min")
     ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True)
     throughput = _Throughput()
-    callbacks: list[L.Callback] = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput,
-                                   _progress_bar()]
+    extra = list(callbacks or [])
+    callbacks = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, _progress_bar(), *extra]
 
     logger: Any = False
-    tracker = Tracker(cfg, run_dir, tracking_uri) if cfg.tracking.enabled else None
+    tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled else None
     if tracker is not None:
         tracker.log_params(flatten_params(cfg.model_dump(mode="json")) | {"in_channels": in_channels})
         logger = tracker.lightning_logger()
@@ -186,7 +188,12 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+        try:
+            trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+        except BaseException as e:  # a failed, interrupted or pruned run is marked so in MLflow, not left RUNNING
+            if tracker is not None:
+                tracker.finish("KILLED" if type(e).__name__ in ("TrialPruned", "KeyboardInterrupt", "Terminated") else "FAILED")
+            raise
     train_seconds = time.perf_counter() - t0
 
     best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last

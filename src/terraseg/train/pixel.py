@@ -112,7 +112,7 @@ def save_importance(rows: list[dict[str, Any]], out_dir: Path, title: str) -> tu
     return table, png
 
 
-def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
+def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_run_id: str | None = None):
     """Fit a pixel baseline from a segmentation config and write ``<run_dir>/model.terraseg``.
 
     Returns:
@@ -172,7 +172,7 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None):
         save_importance(importance, run_dir, f"{cfg.name}: {cfg.model.arch}")
 
     manifest.metrics = {"validation": best, "feature_importance": importance}
-    tracker = Tracker(cfg, run_dir, tracking_uri) if cfg.tracking.enabled else None
+    tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled else None
     manifest.training["mlflow_run_id"] = tracker.run_id if tracker else None
     bundle_path = bundle.save(run_dir / "model.terraseg")
     write_text_atomic(run_dir / "stats.json", json.dumps(stats.to_dict(), indent=2))

@@ -12,13 +12,16 @@ from terraseg.config import ExperimentConfig
 from terraseg.train.result import TrainResult
 
 
-def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None) -> TrainResult:
+def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
+          parent_run_id: str | None = None) -> TrainResult:
     """Train the model a config describes and write ``<run_dir>/model.terraseg``.
 
     Args:
         cfg: validated experiment config.
         resume: networks: continue from ``<run_dir>/checkpoints/last.ckpt`` (after an interruption).
         tracking_uri: MLflow URI overriding the config (e.g. a tracking server).
+        callbacks: extra Lightning callbacks (networks; e.g. the tuner's pruning callback).
+        parent_run_id: make the MLflow run a child of this run (a tuning study's trials).
 
     Returns:
         :class:`TrainResult`.
@@ -29,10 +32,10 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
     if cfg.pixel_model:
         from terraseg.train.pixel import train_pixel
 
-        return train_pixel(cfg, tracking_uri)
+        return train_pixel(cfg, tracking_uri, parent_run_id=parent_run_id)
     from terraseg.train.network import train_network
 
-    return train_network(cfg, resume, tracking_uri)
+    return train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id)
 
 
 __all__ = ["TrainResult", "train"]

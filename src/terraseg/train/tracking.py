@@ -40,9 +40,10 @@ class Tracker:
         cfg: the experiment config (experiment name, tracking settings).
         run_dir: the run folder (default sqlite store and artifact location).
         tracking_uri: overrides the config's URI.
+        parent_run_id: the run this one nests under (``mlflow.parentRunId``), e.g. a tuning study's run.
     """
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, tracking_uri: str | None = None) -> None:
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, tracking_uri: str | None = None, parent_run_id: str | None = None) -> None:
         import mlflow
 
         self.uri = tracking_uri_for(cfg, run_dir, tracking_uri)
@@ -51,7 +52,8 @@ class Tracker:
         exp = self.client.get_experiment_by_name(self.experiment)
         artifacts = (run_dir / "mlartifacts").resolve().as_uri() if self.uri.startswith("sqlite") else None
         exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment, artifact_location=artifacts)
-        self.run_id = self.client.create_run(exp_id, run_name=cfg.name).info.run_id
+        tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None  # a nested run (tuning trial)
+        self.run_id = self.client.create_run(exp_id, run_name=cfg.name, tags=tags).info.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log flat parameters (values as text, at most 500 characters)."""
