@@ -32,7 +32,7 @@ from terraseg.io.atomic import write_text_atomic
 from terraseg.models.factory import build_model
 from terraseg.train.module import SegmentationTask, TaskBase
 from terraseg.train.result import TrainResult
-from terraseg.train.tracking import Tracker, flatten_params, plot_learning_curve
+from terraseg.train.tracking import Tracker, flatten_params, plot_learning_curve, write_history
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     if not (cfg.train.export_onnx and not classify and _export(bundle, val_dl.dataset.scenes if val_dl is not None else [])):
         bundle.save(bundle_path)
     curve = plot_learning_curve(module.history, run_dir / "learning_curve.png")
+    write_history(module.history, run_dir / "history.csv")  # per-epoch curves for `dvc plots` (one logging path)
     if tracker is not None:
         tracker.log_artifacts(bundle_path, *([curve] if curve else []))
         if best:

@@ -122,6 +122,32 @@ def plot_learning_curve(history: list[dict[str, Any]], path: Path) -> Path | Non
     return path
 
 
+def write_history(history: list[dict[str, Any]], path: Path) -> Path | None:
+    """Write the per-epoch history as CSV (``epoch`` from 1, then every logged figure), for DVC plots and spreadsheets.
+
+    Args:
+        history: per-epoch entries (``epoch`` 0-based, ``val/...``, ``train/loss``, ``lr``).
+        path: the CSV file.
+
+    Returns:
+        ``path``, or None without history.
+    """
+    if not history:
+        return None
+    import csv
+    import io
+
+    from terraseg.io.atomic import write_text_atomic
+
+    keys = ["epoch"] + sorted({k for h in history for k in h if k != "epoch" and isinstance(h[k], (int, float))})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(keys)
+    for h in history:
+        w.writerow([h["epoch"] + 1] + [h.get(k, "") for k in keys[1:]])
+    return write_text_atomic(path, buf.getvalue())
+
+
 def log_evaluation(bundle: Any, metrics: dict[str, Any], files: list[Path], tracking_uri: str | None = None,
                    prefix: str = "test") -> str | None:
     """Log an evaluation to the MLflow run that trained ``bundle`` (``<prefix>/<metric>`` and the files).
@@ -167,4 +193,4 @@ def log_evaluation(bundle: Any, metrics: dict[str, Any], files: list[Path], trac
         return None
 
 
-__all__ = ["Tracker", "flatten_params", "log_evaluation", "plot_learning_curve", "tracking_uri_for"]
+__all__ = ["Tracker", "flatten_params", "log_evaluation", "plot_learning_curve", "tracking_uri_for", "write_history"]
