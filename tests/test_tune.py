@@ -37,6 +37,11 @@ def test_tune_runs_prunes_or_finishes_resumes_and_writes_the_best(cfg_path):
     best = load_config(res.best_config)  # a config a user can train from
     assert best.optimizer.lr == pytest.approx(res.best_params["optimizer.lr"])
     assert res.best_bundle.is_file() and 0 <= res.best_value <= 1
+    import optuna
+
+    study = optuna.load_study(study_name="tiny", storage=res.storage)
+    base = load_config(cfg_path)
+    assert study.trials[0].params == {"optimizer.lr": base.optimizer.lr, "model.base_filters": base.model.base_filters}  # the baseline
     again = tune(cfg_path, trials=1)  # the study is in its database: a new session adds to it
     assert again.trials == 4
     import mlflow

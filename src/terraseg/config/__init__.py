@@ -304,6 +304,8 @@ class TuneConfig(_Strict):
     pruner: Literal["median", "hyperband", "none"] = Field(
         "median", description="Stops unpromising trials after a validation epoch (Optuna MedianPruner / HyperbandPruner).")
     startup_trials: int = Field(2, ge=0, description="Trials that always run to the end before pruning starts.")
+    include_config: bool = Field(True, description="Trial 0 trains the config's own values (when inside the ranges): the "
+                                 "baseline the search is compared with.")
     seed: int = Field(0, description="TPE sampler seed.")
 
 

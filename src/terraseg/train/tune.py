@@ -151,6 +151,18 @@ def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, 
     study = optuna.create_study(study_name=study_name or base.name, storage=storage, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=t.seed), pruner=pruner, load_if_exists=True)
     parent = _parent_run(base, study_dir, study.study_name)
+    if t.include_config and not study.trials:  # trial 0: the config as it is, the baseline every trial is compared with
+        current = base.model_dump(mode="json")
+        start = {}
+        for path, p in t.params.items():
+            node: Any = current
+            for k in path.split("."):
+                node = node[int(k)] if isinstance(node, list) else node[k]
+            inside = node in (p.choices or []) if p.type == "categorical" else (p.low <= node <= p.high)
+            if inside:
+                start[path] = node
+        if len(start) == len(t.params):
+            study.enqueue_trial(start)
 
     def objective(trial) -> float:
         values = {path: _suggest(trial, path, p) for path, p in t.params.items()}
