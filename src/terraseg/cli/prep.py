@@ -1,4 +1,4 @@
-"""Data-preparation commands: chip, mosaic, stack, rasterize, split, stats, vectorize, download, import-cvat.
+"""Data-preparation commands: chip, mosaic, stack, rasterize, split, stats, vectorize, download, import-cvat, sample, area.
 
 Each command builds one typed options object (:mod:`terraseg.config.prep`) and calls one function.
 """
@@ -278,3 +278,55 @@ def import_cvat_cmd(
     out.print(f"{len(written)} masks written to {out_dir}")
     if not written:
         err.print("no masks written")
+
+
+@app.command()
+@user_errors
+def sample(
+    map_path: Annotated[str, typer.Argument(help="Class raster (e.g. from `terraseg predict`).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Points to label: .gpkg, .geojson or .csv.")],
+    n: Annotated[int, typer.Option("--n", help="Total sample size.")] = 500,
+    allocation: Annotated[str, typer.Option(help="proportional | equal | neyman.")] = "proportional",
+    min_per_class: Annotated[int, typer.Option(help="At least this many points per mapped class (50-100 for rare classes).")] = 0,
+    expected_accuracy: Annotated[float, typer.Option(help="Neyman: expected user's accuracy of every class.")] = 0.9,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Draw a stratified random sample of pixels of a class map, for reference labelling (Olofsson et al. 2014)."""
+    from terraseg.evaluate.area import sample_points
+    from terraseg.io.atomic import atomic_path
+
+    pts = sample_points(map_path, n, allocation, min_per_class, seed, expected_accuracy)
+    pts["reference"] = None
+    with atomic_path(out_path) as tmp:
+        if out_path.suffix.lower() == ".csv":
+            pts.assign(x=pts.geometry.x, y=pts.geometry.y).drop(columns="geometry").to_csv(tmp, index=False)
+        else:
+            tmp.unlink(missing_ok=True)
+            pts.to_file(tmp, driver="GPKG" if out_path.suffix.lower() == ".gpkg" else "GeoJSON", engine="pyogrio", layer="points")
+    per = pts["map_class"].value_counts().sort_index().to_dict()
+    out.print(f"{len(pts)} points ({allocation}; per map class {per}) -> {out_path}; fill the `reference` column, then `terraseg area`")
+
+
+@app.command()
+@user_errors
+def area(
+    map_path: Annotated[str, typer.Argument(help="Class raster the sample was drawn from.")],
+    reference: Annotated[str, typer.Option("--reference", help="Labelled points (vector file).")],
+    out_path: Annotated[Path, typer.Option("--out", help="area.json to write.")],
+    attribute: Annotated[str, typer.Option(help="Column holding the reference class.")] = "reference",
+    mapping: Annotated[Optional[str], typer.Option(help="Reference label -> class id: 'a=1,b=2' or a JSON object.")] = None,
+    class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: the raster's).")] = None,
+) -> None:
+    """Area per class with 95% intervals, and user's/producer's/overall accuracy, from a stratified sample."""
+    from terraseg.evaluate.area import estimate_area
+    from terraseg.io.atomic import write_text_atomic
+
+    est, details = estimate_area(map_path, reference, attribute, class_names.split(",") if class_names else None,
+                                 parse_mapping(mapping))
+    report = est.to_dict(details["class_names"]) | details
+    write_text_atomic(out_path, json.dumps(report, indent=2))
+    for name, c in report["classes"].items():
+        a, ci = c["area"], c["area_ci95"]
+        out.print(f"{name}: area {a:,.1f} +/- {ci:,.1f} {est.unit} (95%), user's {c['users_accuracy']}, producer's {c['producers_accuracy']}")
+    out.print(f"overall accuracy {report['overall_accuracy']} +/- {report['overall_accuracy_ci95']}; {details['points_used']} points "
+              f"({details['points_skipped']} outside the map or on nodata) -> {out_path}")
