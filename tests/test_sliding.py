@@ -151,3 +151,36 @@ def test_batching_backend_shares_forward_passes_between_callers():
         np.testing.assert_array_equal(r.numpy(), threshold_backend(x.numpy()))
     with pytest.raises(ValueError):  # errors reach the waiting caller
         BatchingBackend(ArrayBackend(lambda b: (_ for _ in ()).throw(ValueError("boom"))), wait_ms=1).probabilities(inputs[0])
+
+
+def test_uncertainty_raster_and_tta(tmp_path):
+    """#16: --uncertainty writes max probability, margin and normalised entropy; D4 TTA averages 8 views mapped back."""
+    from terraseg.predict.backends import ArrayBackend, TTABackend
+
+    path, img, _ = make_geotiff(tmp_path / "in.tif", 90, 110, nodata=0, seed=5, crs="EPSG:26986")
+    pred = SlidingWindowPredictor(threshold_backend, IDENTITY, 2, window=64, overlap=0.25)
+    outs = predict_to_files(pred, RasterScene(path), tmp_path / "o", ["bg", "obj"], ["#000000", "#ff0000"], uncertainty=True)
+    with rasterio.open(outs["confidence"]) as c:
+        assert c.count == 3 and c.descriptions == ("max_probability", "margin", "normalized_entropy") and c.dtypes[0] == "float32"
+        conf = c.read()
+    ok = ~np.isnan(conf[0])
+    assert np.isnan(conf[:, :4, :4]).all()  # nodata corner
+    np.testing.assert_allclose(conf[0][ok], 0.9, atol=1e-5)
+    np.testing.assert_allclose(conf[1][ok], 0.8, atol=1e-5)
+    h = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1)) / np.log(2)
+    np.testing.assert_allclose(conf[2][ok], h, atol=1e-5)
+
+    calls = []
+
+    def ramp(batch: np.ndarray) -> np.ndarray:  # not equivariant: class 1 grows to the right
+        calls.append(1)
+        w = batch.shape[-1]
+        p1 = np.broadcast_to(np.linspace(0, 1, w, dtype=np.float32), batch[:, 0].shape)
+        return np.stack([1 - p1, p1], axis=1)
+
+    x = torch.rand(2, 3, 32, 32)
+    out = TTABackend(ArrayBackend(ramp), "d4").probabilities(x)
+    assert len(calls) == 8
+    np.testing.assert_allclose(out[0, 1].numpy(), 0.5, atol=1e-6)  # the eight views of a ramp average to a constant
+    flips = TTABackend(ArrayBackend(threshold_backend), "flips").probabilities(x * 255)
+    np.testing.assert_allclose(flips.numpy(), threshold_backend((x * 255).numpy()), atol=1e-6)  # equivariant: unchanged

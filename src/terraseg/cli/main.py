@@ -177,6 +177,8 @@ def predict(
     window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = None,
     probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write <stem>_probs.tif (float32, one band per class).")] = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write <stem>_overlay.png (class colours over the image).")] = False,
+    uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Also write <stem>_confidence.tif: max probability, margin, normalised entropy.")] = False,
+    tta: Annotated[str, typer.Option(help="Test-time augmentation: none | flips | d4 (8 dihedral views averaged).")] = "none",
     device: DeviceOpt = "auto", precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
     grid: Annotated[bool, typer.Option("--grid", help="Classification bundles: classify each georeferenced input on a grid of windows (raster + GeoJSON).")] = False,
     compress: Annotated[str, typer.Option(help="GeoTIFF codec: deflate | zstd | lzw | none.")] = "deflate",
@@ -198,6 +200,7 @@ def predict(
         return
     cfg = with_inference(PredictConfig, "options", inputs=[str(p) for p in inputs], out_dir=str(out_dir), window=window,
                          overlap=overlap, batch_size=batch_size, probabilities=probabilities, overlay=overlay, device=device,
+                         uncertainty=uncertainty, tta=tta,
                          precision=precision, channels_last=channels_last, backend=backend, compress=compress, level=level, cog=cog)
     res = run_predict(cfg, b)
     for src, outs in res.outputs.items():

@@ -59,6 +59,9 @@ class InferenceConfig(_Strict):
         "`terraseg export --quantize int8`), or 'auto': the fastest of the candidates this machine's features allow, by a "
         "measured ranking cached per machine and model.")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default, all cores).")
+    tta: Literal["none", "flips", "d4"] = Field(
+        "none", description="Test-time augmentation: average the probabilities of flipped ('flips', 3 passes) or all eight "
+        "dihedral ('d4', 8 passes) views of each window.")
     fit_max: int = Field(
         1024, ge=0, description="Without an explicit `window`, an image whose sides are both at most this many pixels is "
         "predicted as one window (rounded up to a multiple of 32): no tiling. 0 always tiles.")
@@ -72,6 +75,8 @@ class PredictConfig(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Sliding windows, device, precision, backend.")
     probabilities: bool = Field(False, description="Also write <stem>_probs.tif (float32, one band per class).")
     overlay: bool = Field(False, description="Also write <stem>_overlay.png (class colours over the image).")
+    uncertainty: bool = Field(False, description="Also write <stem>_confidence.tif: max probability, margin and normalised "
+                              "entropy per pixel (float32, NaN nodata).")
     compress: Literal["deflate", "zstd", "lzw", "none"] = Field("deflate", description="GeoTIFF codec of the outputs.")
     level: int | None = Field(None, ge=1, le=22, description="Codec level (DEFLATE 1-9, ZSTD 1-22; default: GDAL's; 1 is fastest).")
     cog: bool = Field(False, description="Write Cloud-Optimized GeoTIFFs.")

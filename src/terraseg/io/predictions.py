@@ -95,6 +95,7 @@ class PredictionWriter:
         level: codec level (None: GDAL's default; 1 is fastest).
         cog: convert GeoTIFF outputs to Cloud-Optimized GeoTIFFs when complete.
         threads: GDAL compression threads ('ALL_CPUS' or a count).
+        confidence: optional float32 confidence raster (one band per name in ``confidence_bands``, NaN nodata).
 
     Raises:
         ConfigError: an unknown codec or target suffix. OutputError: the target cannot be written.
@@ -102,7 +103,8 @@ class PredictionWriter:
 
     def __init__(self, target: str | Path, grid: Grid, class_names: list[str], colors: list[str] | None = None,
                  probabilities: str | Path | None = None, compress: str = "deflate", level: int | None = None,
-                 cog: bool = False, threads: str | int = "ALL_CPUS") -> None:
+                 cog: bool = False, threads: str | int = "ALL_CPUS", confidence: str | Path | None = None,
+                 confidence_bands: tuple[str, ...] = ("max_probability", "margin", "normalized_entropy")) -> None:
         from terraseg.errors import ConfigError
 
         self.target, self.grid = Path(target), grid
@@ -110,6 +112,9 @@ class PredictionWriter:
         self.num_classes = len(class_names)
         self.dtype, self.nodata = class_encoding(self.num_classes)
         self.prob_target = Path(probabilities) if probabilities else None
+        self.conf_target = Path(confidence) if confidence else None
+        self.conf_bands = confidence_bands
+        self._conf: Any = None
         if compress not in CODECS:
             raise ConfigError(f"unknown compression '{compress}'; use one of {', '.join(CODECS)}.")
         if self.target.suffix.lower() not in (".tif", ".tiff", ".png"):
@@ -142,11 +147,16 @@ class PredictionWriter:
                     create_raster(self.prob_target, cog=self.cog, **self._profile(self.num_classes, "float32", float("nan"), 3)))
                 for k, name in enumerate(self.class_names):
                     self._probs.set_band_description(k + 1, name)
+            if self.conf_target is not None:
+                self._conf = stack.enter_context(
+                    create_raster(self.conf_target, cog=self.cog, **self._profile(len(self.conf_bands), "float32", float("nan"), 3)))
+                for k, name in enumerate(self.conf_bands):
+                    self._conf.set_band_description(k + 1, name)
             self._stack = stack.pop_all()
         return self
 
     def write(self, row: int, col: int, class_ids: np.ndarray, probabilities: np.ndarray | None = None,
-              valid: np.ndarray | None = None) -> None:
+              valid: np.ndarray | None = None, confidence: np.ndarray | None = None) -> None:
         """Write one block whose top-left pixel is ``(row, col)`` of the grid.
 
         Args:
@@ -168,6 +178,10 @@ class PredictionWriter:
             p = probabilities.astype(np.float32, copy=True)
             p[:, (ids == self.nodata)] = np.nan
             self._probs.write(p, window=Window(col, row, w, h))
+        if self._conf is not None:
+            if confidence is None:
+                raise ValueError("this writer has a confidence target: give confidence bands with every block")
+            self._conf.write(confidence.astype(np.float32, copy=False), window=Window(col, row, w, h))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc_type is None and self._ids is not None and self.dtype == "uint8" and self.colors:
@@ -185,6 +199,8 @@ class PredictionWriter:
         out = {"prediction": self.target}
         if self.prob_target is not None:
             out["probabilities"] = self.prob_target
+        if self.conf_target is not None:
+            out["confidence"] = self.conf_target
         return out
 
 

@@ -73,6 +73,47 @@ class ArrayBackend:
 
 
 
+class TTABackend:
+    """Test-time augmentation: the mean of the probabilities of transformed copies, each transformed back.
+
+    ``flips``: identity, horizontal and vertical flips (3 passes); ``d4``: the eight symmetries of the
+    square (rotations by 90 degrees, with and without a flip; 8 passes; square windows only, else
+    flips). Averaging over symmetric views is the usual remote-sensing TTA (e.g. the D4 averaging
+    of the SpaceNet and Inria building challenge solutions).
+
+    Args:
+        backend: the wrapped backend (``probabilities`` on tensors). mode: 'flips' or 'd4'.
+    """
+
+    def __init__(self, backend, mode: str = "d4") -> None:
+        if mode not in ("flips", "d4"):
+            raise ValueError(f"unknown test-time augmentation '{mode}'")
+        self.backend, self.mode = backend, mode
+        self.device = getattr(backend, "device", torch.device("cpu"))
+
+    def _views(self, square: bool) -> list[tuple[int, bool]]:
+        if self.mode == "d4" and square:
+            return [(k, f) for f in (False, True) for k in range(4)]
+        return [(0, False), (0, True), (2, True)]  # identity, left-right flip, up-down flip (rot180 of a lr flip)
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, h, w)`` -> ``(N, K, h, w)``: the mean over the views, each mapped back to the input's frame."""
+        x = x.to(self.device)
+        total = None
+        views = self._views(x.shape[-1] == x.shape[-2])
+        for k, flip in views:
+            v = x.flip(-1) if flip else x
+            v = torch.rot90(v, k, dims=(-2, -1)) if k else v
+            p = self.backend.probabilities(v.contiguous()).to(self.device)
+            p = torch.rot90(p, -k, dims=(-2, -1)) if k else p
+            p = p.flip(-1) if flip else p
+            total = p if total is None else total + p
+        return total / len(views)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.probabilities(torch.from_numpy(batch)).cpu().numpy()
+
+
 class BatchingBackend:
     """Runs the windows of concurrent callers in shared forward passes (micro-batching for a server).
 
@@ -154,4 +195,4 @@ class BatchingBackend:
                         fut.set_exception(e)
 
 
-__all__ = ["ArrayBackend", "BatchingBackend", "TorchBackend"]
+__all__ = ["ArrayBackend", "BatchingBackend", "TTABackend", "TorchBackend"]

@@ -82,6 +82,7 @@ def predict_to_files(
     cog: bool = False,
     overlay_max_side: int = 2048,
     level: int | None = None,
+    uncertainty: bool = False,
 ) -> dict[str, str]:
     """Predict one scene and write its outputs under ``out_dir`` with the input's stem.
 
@@ -95,6 +96,7 @@ def predict_to_files(
         predictor: the sliding-window predictor. scene: the input. out_dir: output folder.
         class_names, colors: the bundle's classes. compress: GeoTIFF codec. cog: Cloud-Optimized GeoTIFFs.
         overlay_max_side: longest side of the overlay PNG in pixels. level: codec level (None: GDAL's default).
+        uncertainty: also write ``<stem>_confidence.tif`` (max probability, margin, normalised entropy; GeoTIFF inputs).
 
     Returns:
         ``{"prediction": path, "probabilities": path, "overlay": path}`` for what was written.
@@ -105,14 +107,16 @@ def predict_to_files(
     stem = Path(getattr(scene, "path", scene.name)).stem
     grid = scene.grid
     target = out_dir / (f"{stem}.tif" if grid.georeferenced else f"{stem}.png")
+    conf = out_dir / f"{stem}_confidence.tif" if uncertainty and grid.georeferenced else None
     writer = PredictionWriter(target, grid, class_names, colors, out_dir / f"{stem}_probs.tif" if probabilities else None,
-                              compress=compress, level=level, cog=cog)
+                              compress=compress, level=level, cog=cog, confidence=conf)
+
     def sink(b) -> None:
-        writer.write(b.row, 0, b.encoded, b.probs)
+        writer.write(b.row, 0, b.encoded, b.probs, confidence=b.confidence)
         advance(b.encoded.shape[0])
 
     with writer, progress.task(f"predict {Path(getattr(scene, 'path', scene.name)).name}", scene.height, "rows") as advance:
-        predictor.predict(scene, sink, probabilities=probabilities)
+        predictor.predict(scene, sink, probabilities=probabilities, confidence=conf is not None)
     outputs = {k: str(v) for k, v in writer.paths.items()}
     if overlay:
         outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors, overlay_max_side))

@@ -62,15 +62,16 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
     result = PredictResult()
     colors = [c.color for c in b.manifest.classes]
     out = dict(probabilities=cfg.probabilities, overlay=cfg.overlay, compress=cfg.compress, level=cfg.level, cog=cfg.cog)
+    streamed = out | {"uncertainty": cfg.uncertainty}
     small: dict[tuple[int, int], list] = {}  # images that are one window, grouped by window size: batched
     for path in cfg.inputs:
         try:
             scene = open_input(b, path)
             size = predictor.single_window(scene)
-            if size is not None and len(cfg.inputs) > 1:
+            if size is not None and len(cfg.inputs) > 1 and not cfg.uncertainty:
                 small.setdefault(size, []).append((path, scene))
                 continue
-            result.outputs[str(path)] = predict_to_files(predictor, scene, Path(cfg.out_dir), b.class_names, colors, **out)
+            result.outputs[str(path)] = predict_to_files(predictor, scene, Path(cfg.out_dir), b.class_names, colors, **streamed)
         except TerrasegError as e:
             result.failures[str(path)] = str(e)
     for group in small.values():

@@ -30,7 +30,7 @@ from terraseg.data.normalize import NormStats, normalize
 from terraseg.data.scenes import Scene
 from terraseg.data.windows import grid_offsets
 from terraseg.errors import BundleError, ConfigError
-from terraseg.predict.backends import ArrayBackend, TorchBackend
+from terraseg.predict.backends import ArrayBackend, TorchBackend, TTABackend
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,23 @@ def hann_weights(h: int, w: int, floor: float = 1e-3) -> np.ndarray:
         return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
 
     return np.maximum(np.outer(hann(h), hann(w)), floor).astype(np.float32)
+
+
+CONFIDENCE_BANDS = ("max_probability", "margin", "normalized_entropy")
+
+
+def confidence_bands(probs: torch.Tensor) -> torch.Tensor:
+    """Per-pixel confidence of ``(K, h, w)`` probabilities: ``(3, h, w)`` float32.
+
+    Band 1: the largest class probability; band 2: its margin over the second (0 with one class);
+    band 3: the Shannon entropy divided by ``log K`` (0 certain, 1 uniform). High max probability and
+    margin, low entropy: a confident pixel (Settles, "Active Learning Literature Survey", 2009, 3.1).
+    """
+    k = probs.shape[0]
+    top = probs.topk(min(2, k), dim=0).values
+    margin = top[0] - top[1] if k > 1 else torch.zeros_like(top[0])
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(0) / max(float(np.log(k)), 1e-12) if k > 1 else torch.zeros_like(top[0])
+    return torch.stack([top[0], margin, entropy]).float()
 
 
 def class_argmax(probs: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -95,12 +112,14 @@ class Block:
             else int32 with -1.
         probs: ``(K, n, W)`` float32 probabilities, or None when the caller did not ask for them.
         valid: ``(n, W)`` bool, False for nodata and padding.
+        confidence: ``(3, n, W)`` float32 (:func:`confidence_bands`), NaN where not valid; None unless asked for.
     """
 
     row: int
     encoded: np.ndarray
     probs: np.ndarray | None
     valid: np.ndarray
+    confidence: np.ndarray | None = None
 
     @cached_property
     def class_ids(self) -> np.ndarray:
@@ -188,13 +207,14 @@ class SlidingWindowPredictor:
         return th, tw, grid_offsets(height, th, sy, "shift"), grid_offsets(width, tw, sx, "shift")
 
     @torch.inference_mode()
-    def predict(self, scene: Scene, sink: Callable[[Block], None], probabilities: bool = True) -> None:
+    def predict(self, scene: Scene, sink: Callable[[Block], None], probabilities: bool = True, confidence: bool = False) -> None:
         """Predict ``scene`` strip by strip, calling ``sink`` with each finished :class:`Block`.
 
         Args:
             scene: the scene (raw pixels; normalised here).
             sink: called once per strip, top to bottom, on a writer thread (one call at a time).
             probabilities: also bring the blended probabilities back to the host (``Block.probs``).
+            confidence: also compute :func:`confidence_bands` on the device (``Block.confidence``).
 
         Raises:
             BundleError: band count mismatch, or a model that returns another class count.
@@ -241,8 +261,11 @@ class SlidingWindowPredictor:
                     ids = torch.where(ok, class_argmax(rows).to(torch.uint8), 255)
                 else:
                     ids = torch.where(ok, class_argmax(rows).to(torch.int32), -1)
+                conf = None
+                if confidence:
+                    conf = torch.where(ok, confidence_bands(rows), float("nan")).cpu().numpy()
                 block = Block(row=y, encoded=ids.cpu().numpy(), probs=rows.cpu().numpy() if probabilities else None,
-                              valid=ok.cpu().numpy())
+                              valid=ok.cpu().numpy(), confidence=conf)
                 if written is not None:
                     written.result()  # at most one strip waits for the sink: memory stays bounded
                 written = writer.submit(sink, block)
@@ -365,8 +388,13 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
         else:
             run = TorchBackend(bundle.model, device=device, precision=rt.precision, channels_last=rt.channels_last)
         run.runtime = rt
+    if opts.tta != "none":
+        tta_backend = TTABackend(run, opts.tta)
+        tta_backend.runtime = getattr(run, "runtime", None)
+        run = tta_backend
     fit = opts.fit_max if opts.window is None and bundle.manifest.baseline is None else 0
     readers = opts.readers or (min(4, max(1, (os.cpu_count() or 1) // 4)) if device.startswith("cuda") else 1)
     return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, batch, fit, readers)
 
-__all__ = ["ArrayBackend", "Block", "SlidingWindowPredictor", "TorchBackend", "class_argmax", "hann_weights", "predictor_for"]
+__all__ = ["ArrayBackend", "Block", "CONFIDENCE_BANDS", "SlidingWindowPredictor", "TTABackend", "TorchBackend", "class_argmax",
+           "confidence_bands", "hann_weights", "predictor_for"]
