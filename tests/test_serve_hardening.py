@@ -189,3 +189,39 @@ def test_server_survives_clients_disconnecting_mid_upload(bundle_path, tmp_path)
     finally:
         server.should_exit = True
         t.join(10)
+
+
+def test_input_drift_flagged_in_api_metrics_and_cli(tmp_path):
+    """#16: an input unlike the training data (values x4) is flagged: API header + JSON, /metrics counter, CLI warning."""
+    from typer.testing import CliRunner
+
+    from terraseg.cli.main import app as cli
+    from terraseg.data.scenes import RasterScene
+    from terraseg.predict.drift import input_drift
+
+    from conftest import make_geotiff
+
+    mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
+    stats = NormStats("meanstd", [60.0] * 3, [30.0] * 3, [10.0] * 3, [140.0] * 3)
+    m = BundleManifest(name="d", model=mc, classes=[ClassSpec(name="a"), ClassSpec(name="b")],
+                       input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=64, predict_window=64))
+    bundle = tmp_path / "d.terraseg"
+    Bundle(m, build_model(mc, 3, 2)).save(bundle)
+    like = Image.fromarray(np.random.default_rng(0).normal(60, 30, (64, 64, 3)).clip(0, 255).astype(np.uint8))
+    unlike = Image.fromarray(np.full((64, 64, 3), 250, np.uint8))
+    c = TestClient(create_app(ServeConfig(models=[str(bundle)], results_dir=str(tmp_path / "res"))))
+    for img, flagged in ((like, "none"), (unlike, "B1,B2,B3")):
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        r = c.post("/v1/segment", params={"format": "json"}, files={"file": ("x.png", buf.getvalue())})
+        assert r.status_code == 200 and r.headers["x-terraseg-drift"] == flagged
+        assert r.json()["drift"]["drifted"] is (flagged != "none")
+    metrics = c.get("/metrics").text
+    assert 'terraseg_drift_total{model="d"} 1.0' in metrics and 'terraseg_requests_total{route="/v1/segment",status="200"} 2.0' in metrics
+    tif, _, _ = make_geotiff(tmp_path / "bright.tif", 80, 80, dtype="uint16", seed=3)
+    with __import__("rasterio").open(tif, "r+") as ds:
+        ds.write((ds.read() * 0 + 2000).astype("uint16"))
+    report = input_drift(RasterScene(tif), stats)
+    assert report.drifted and report.smd[0] > 10 and report.out_of_range[0] == 1.0
+    r = CliRunner().invoke(cli, ["predict", str(bundle), str(tif), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0 and "differs from the training data" in r.output

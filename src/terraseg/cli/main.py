@@ -203,6 +203,8 @@ def predict(
                          uncertainty=uncertainty, tta=tta,
                          precision=precision, channels_last=channels_last, backend=backend, compress=compress, level=level, cog=cog)
     res = run_predict(cfg, b)
+    for warning in res.drift.values():
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     for src, outs in res.outputs.items():
         out.print(f"{src} -> " + ", ".join(outs.values()))
     for src, why in res.failures.items():

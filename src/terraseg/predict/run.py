@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from terraseg.predict.drift import input_drift
 from terraseg.bundle import Bundle
 from terraseg.config.inference import PredictConfig, with_inference
 from terraseg.errors import ConfigError, TerrasegError
@@ -23,6 +24,7 @@ class PredictResult:
 
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    drift: dict[str, str] = field(default_factory=dict)  # input -> one-line warning (terraseg.predict.drift)
 
 
 def check_output_names(inputs: list[str]) -> None:
@@ -67,6 +69,9 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
     for path in cfg.inputs:
         try:
             scene = open_input(b, path)
+            report = input_drift(scene, b.stats, b.manifest.input.band_names)
+            if report is not None and report.drifted:
+                result.drift[str(path)] = report.message(str(path))
             size = predictor.single_window(scene)
             if size is not None and len(cfg.inputs) > 1 and not cfg.uncertainty:
                 small.setdefault(size, []).append((path, scene))

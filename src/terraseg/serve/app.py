@@ -28,6 +28,7 @@ from terraseg import __version__
 from terraseg.config.inference import ServeConfig
 from terraseg.serve import upload
 from terraseg.serve.errors import RESPONSES, ApiError, install_handlers
+from terraseg.serve.metrics import Metrics
 from terraseg.serve.guard import OWNER_COOKIE, SESSION_COOKIE, BodyLimit, KeyGuard, SecurityHeaders, owner_of, owner_token
 from terraseg.serve.registry import ServedModel, load_models
 
@@ -79,6 +80,11 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     # the page posts an image and a ground truth: two uploads plus the multipart framing
     app.add_middleware(BodyLimit, limit=int(2 * cfg.max_upload_mb * 1e6) + 1_000_000)
     app.add_middleware(SecurityHeaders)
+    metrics = Metrics.create()
+    if metrics is not None:
+        app.add_middleware(metrics.middleware)
+        for m in state["models"].values():
+            m.on_drift = metrics.drift
     guard = KeyGuard(cfg.api_key)
 
     def _check_key(request: Request) -> None:
@@ -95,6 +101,15 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     @app.get("/healthz", summary="Liveness: the process answers.")
     async def healthz() -> dict:
         return {"status": "ok"}
+
+    @app.get("/metrics", summary="Prometheus metrics: requests and latency by route and status, drift flags by model.",
+             include_in_schema=metrics is not None, response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}, **RESPONSES})
+    def prometheus_metrics(request: Request) -> Response:
+        if metrics is None:
+            raise ApiError(404, "metrics need prometheus-client (pip install prometheus-client).")
+        _check_key(request)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/readyz", summary="Readiness: models are loaded.")
     async def readyz() -> JSONResponse:

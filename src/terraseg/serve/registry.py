@@ -44,6 +44,7 @@ class ServedModel:
     seconds_per_window: float | None = None  # measured at start-up (segmentation networks)
     max_queue: int = 32  # requests waiting or running before new ones get 503
     max_seconds: float | None = None  # largest estimated compute time of one request
+    on_drift: Callable[[str], None] | None = None  # called with the model name when an input drifts (metrics)
     _pending: int = 0
     _lock: Any = field(default_factory=lambda: __import__("threading").Lock())
 

@@ -11,6 +11,7 @@ from fastapi import UploadFile
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
+from terraseg.predict.drift import input_drift
 from terraseg.data.sources import scene_from_path
 from terraseg.errors import TerrasegError
 from terraseg.io.images import write_png
@@ -173,21 +174,26 @@ def segment_response(model, path: Path, folder: Path, fmt: str, name: str) -> Re
         ApiError: 422 for an input the model cannot take.
     """
     scene, ids, probs = _predict(model, path, name, probabilities=fmt == "geojson")  # only polygons carry confidence
+    drift = input_drift(scene, model.bundle.stats, model.bundle.manifest.input.band_names)
+    if drift is not None and drift.drifted and model.on_drift is not None:
+        model.on_drift(model.name)
+    headers = {"X-Terraseg-Drift": ",".join(drift.flagged) if drift is not None and drift.drifted else "none"}
     K = model.bundle.num_classes
     if fmt == "json":
         from terraseg.io.predictions import class_encoding
 
         return JSONResponse({"model": model.name, "width": int(ids.shape[1]), "height": int(ids.shape[0]),
                              "classes": model.bundle.class_names, "nodata": class_encoding(K)[1],
-                             "mask": encode_class_ids(ids, K).tolist()})
+                             "mask": encode_class_ids(ids, K).tolist(), "drift": drift.to_dict() if drift is not None else None},
+                            headers=headers)
     if fmt == "png":
         buf = io.BytesIO()
         Image.fromarray(encode_class_ids(ids, K)).save(buf, format="PNG", compress_level=1)  # 1: a fraction of level 6's time
-        return Response(buf.getvalue(), media_type="image/png")
+        return Response(buf.getvalue(), media_type="image/png", headers=headers)
     if fmt == "geotiff":
-        return Response(_write(model, scene, ids, folder).read_bytes(), media_type="image/tiff")
+        return Response(_write(model, scene, ids, folder).read_bytes(), media_type="image/tiff", headers=headers)
     out = _geojson(model, scene, ids, probs, folder)
-    return Response(out.read_bytes(), media_type="application/geo+json")
+    return Response(out.read_bytes(), media_type="application/geo+json", headers=headers)
 
 
 def _latlon_bounds(scene) -> list[list[float]] | None:
