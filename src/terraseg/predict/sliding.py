@@ -65,6 +65,12 @@ def confidence_bands(probs: torch.Tensor) -> torch.Tensor:
     Band 1: the largest class probability; band 2: its margin over the second (0 with one class);
     band 3: the Shannon entropy divided by ``log K`` (0 certain, 1 uniform). High max probability and
     margin, low entropy: a confident pixel (Settles, "Active Learning Literature Survey", 2009, 3.1).
+
+    Args:
+        probs: ``(K, h, w)`` probabilities summing to 1 over K, on any device.
+
+    Returns:
+        ``(3, h, w)`` float32 on the same device: max probability, margin, normalised entropy.
     """
     k = probs.shape[0]
     top = probs.topk(min(2, k), dim=0).values

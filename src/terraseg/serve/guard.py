@@ -190,7 +190,14 @@ def owner_token() -> str:
 
 
 def owner_of(token: str | None) -> str | None:
-    """What a result stores of its owner's cookie: its SHA-256 (the cookie itself is never written)."""
+    """What a result stores of its owner's cookie: its SHA-256 (the cookie itself is never written).
+
+    Args:
+        token: the owner cookie's value, or None.
+
+    Returns:
+        The hex digest, or None without a cookie.
+    """
     return hashlib.sha256(token.encode()).hexdigest() if token else None
 
 

@@ -90,6 +90,10 @@ def _image_size(path: Path, name: str) -> tuple[int, int]:
 def check_budget(model, height: int, width: int, name: str) -> None:
     """Refuse (413) an image whose estimated compute time exceeds the model's ``max_seconds``.
 
+    Args:
+        model: the served model (``estimated_seconds``, ``max_seconds``). height, width: the image in pixels.
+        name: the client's file name.
+
     Raises:
         ApiError: 413 naming the estimate and the limit.
     """
