@@ -28,7 +28,6 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
-    import geopandas as gpd
     import rasterio
 
     from terraseg.bundle import Bundle
