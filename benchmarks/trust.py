@@ -1,5 +1,7 @@
 """Figures for maps users can trust (#16), on a labelled tile with a bundle:
 
+* expected calibration error on the tile with and without temperature scaling (the bundle's, or one
+  fitted on ``--fit-image`` / ``--fit-mask``);
 * IoU of class 1 with and without D4 test-time augmentation;
 * AUROC of the confidence raster (max probability) for telling wrong pixels from right ones;
 * the area of class 1 estimated from an N-point stratified sample (labels from the reference mask)
@@ -26,6 +28,8 @@ def main() -> None:
     p.add_argument("--mask", type=Path, required=True)
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fit-image", type=Path, help="bundles without a calibration: fit the temperature on this labelled image")
+    p.add_argument("--fit-mask", type=Path)
     a = p.parse_args()
 
     import rasterio
@@ -40,6 +44,24 @@ def main() -> None:
     with rasterio.open(a.mask) as m:
         truth = m.read(1)
     out = Path(tempfile.mkdtemp(prefix="trust-"))
+    import torch
+
+    from terraseg.data.scenes import RasterScene
+    from terraseg.train.calibrate import calibrate_on_scenes, expected_calibration_error
+
+    if not b.manifest.calibration and a.fit_image:
+        fit = RasterScene(a.fit_image, mask_path=a.fit_mask, ignore_index=b.manifest.ignore_index)
+        b.manifest.calibration = calibrate_on_scenes(b.model, [fit], b.stats, b.manifest.input.predict_window, b.manifest.ignore_index)
+    T = b.manifest.calibration.get("temperature", 1.0)
+    scene = open_input(b, a.image)
+    eces = {}
+    for name, t in (("uncalibrated", 1.0), ("temperature", T)):
+        b.manifest.calibration = {"temperature": t}
+        ids, probs = predictor_for(b).predict_array(scene)
+        ok = (ids >= 0) & (truth != b.manifest.ignore_index)
+        eces[name] = expected_calibration_error(torch.from_numpy(probs[:, ok].T.copy()), torch.from_numpy(truth[ok].astype(np.int64)))
+    print(f"temperature {T:.3f}: ECE on the tile {eces['uncalibrated']:.4f} uncalibrated -> {eces['temperature']:.4f}", flush=True)
+    b.manifest.calibration = {"temperature": T}
     res = {}
     for tta in ("none", "d4"):
         pred = predictor_for(b, tta=tta)

@@ -125,6 +125,8 @@ class BundleManifest(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict, description="The training config, for provenance.")
     exports: dict[str, Any] = Field(default_factory=dict, description="Exported graphs in the bundle (e.g. 'onnx': opset, contract, check).")
     baseline: dict[str, Any] | None = Field(None, description="Pixel baselines: BaselineConfig (features) and feature names.")
+    calibration: dict[str, Any] = Field(default_factory=dict, description="Temperature scaling fitted on the validation split "
+                                        "(temperature, ECE and NLL before/after); every backend divides logits by it.")
 
 
 MAX_MEMBER_BYTES = {MANIFEST: 16 * 2**20}  # a manifest is a few kB

@@ -262,6 +262,8 @@ class TrainConfig(_Strict):
         True, description="Segmentation networks: end training by adding the ONNX graph to the bundle (checked against PyTorch), "
         "so predict/serve can run ONNX Runtime where it is the fastest backend.")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Classification: cross-entropy label smoothing (Szegedy et al. 2016).")
+    calibrate: bool = Field(True, description="Segmentation: fit temperature scaling on the validation split and store it in "
+                            "the bundle (Guo et al. 2017); classes never change, probabilities become calibrated.")
 
 
 class TrackingConfig(_Strict):

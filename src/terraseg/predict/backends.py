@@ -24,10 +24,13 @@ class TorchBackend:
     Args:
         model: network returning logits. device: 'cpu', 'cuda', 'cuda:1'...
         precision: '32', or 'bf16' / '16' for autocast. channels_last: NHWC memory format.
+        temperature: divides the logits before softmax / sigmoid (the bundle's calibration; 1: none).
     """
 
-    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "32", channels_last: bool = False) -> None:
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "32", channels_last: bool = False,
+                 temperature: float = 1.0) -> None:
         self.device = torch.device(device)
+        self.temperature = float(temperature)  # temperature scaling (terraseg.train.calibrate); 1: none
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # autotune convolutions once per window shape
         self.model = model.eval().to(self.device)
@@ -45,7 +48,7 @@ class TorchBackend:
         dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             logits = self.model(x)
-        return logits_to_probs(logits)
+        return logits_to_probs(logits.float() / self.temperature if self.temperature != 1.0 else logits)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.probabilities(torch.from_numpy(batch)).cpu().numpy()

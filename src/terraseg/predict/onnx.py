@@ -71,13 +71,15 @@ class OnnxBackend:
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
+        self.temperature = 1.0  # set from the bundle's calibration by onnx_backend_for
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw graph output for a normalised batch."""
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return probs_from_logits(self.logits(batch))
+        z = self.logits(batch)
+        return probs_from_logits(z / self.temperature if self.temperature != 1.0 else z)
 
 
 def onnx_backend_for(bundle: Bundle, threads: int = 0, device: str = "cpu", int8: bool = False) -> OnnxBackend:
@@ -102,7 +104,9 @@ def onnx_backend_for(bundle: Bundle, threads: int = 0, device: str = "cpu", int8
         how = "--quantize int8" if int8 else "--format onnx"
         raise BundleError(f"{where}: bundle has no {'INT8 ' if int8 else ''}ONNX graph; run `terraseg export BUNDLE {how}` first.")
     try:
-        return OnnxBackend(data, threads, device)
+        backend = OnnxBackend(data, threads, device)
+        backend.temperature = float(bundle.manifest.calibration.get("temperature", 1.0))
+        return backend
     except Exception as e:  # onnxruntime raises its own exception types for unparsable or invalid graphs
         raise BundleError(f"{where}: its {member} is not a valid ONNX graph ({str(e).splitlines()[0][:200]}).") from None
 

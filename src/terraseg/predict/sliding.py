@@ -392,7 +392,8 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
 
             run = ArrayBackend(onnx_backend_for(bundle, opts.threads, device, int8=rt.backend == "onnx-int8"))
         else:
-            run = TorchBackend(bundle.model, device=device, precision=rt.precision, channels_last=rt.channels_last)
+            run = TorchBackend(bundle.model, device=device, precision=rt.precision, channels_last=rt.channels_last,
+                               temperature=float(bundle.manifest.calibration.get("temperature", 1.0)))
         run.runtime = rt
     if opts.tta != "none":
         tta_backend = TTABackend(run, opts.tta)

@@ -219,6 +219,14 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                   "validation_seconds": round(throughput.val_seconds, 1), "validation_share": round(throughput.validation_share, 4),
                   "precision": cfg.training_precision()},
     )
+    if not classify and cfg.train.calibrate and val_dl is not None:
+        from terraseg.train.calibrate import calibrate_on_scenes
+
+        cal = calibrate_on_scenes(model, val_dl.dataset.scenes, stats, max(d.window, MIN_PREDICT_WINDOW), cfg.ignore_index,
+                                  seed=cfg.train.seed)
+        if cal is not None:
+            manifest.calibration = cal
+            log.info("temperature scaling: T = %.3f, ECE %.4f -> %.4f", cal["temperature"], cal["ece_before"], cal["ece_after"])
     extras = {} if classify else {CALIBRATION: _calibration(train_dl.dataset.scenes, d.window, cfg.train.seed)}
     bundle = Bundle(manifest, model, extras)
     bundle.path = bundle_path = run_dir / "model.terraseg"
