@@ -250,6 +250,30 @@ def test_split_spatial_straddling_chips_dropped_or_assigned_never_leak(tmp_path,
     assert overlapping == (0 if mode == "drop" else summary["assigned_straddling"])  # dropped: no training pixel leaks
 
 
+@pytest.mark.parametrize("buffer", [0.0, 15.0])
+def test_spatial_kfold_with_buffer(tmp_path, buffer):
+    """#16: K folds of whole blocks; no training chip within `buffer` of its fold's test chips; every chip tested once."""
+    from shapely.geometry import box
+
+    idx = _index(tmp_path)  # 10 x 10 abutting 10 m chips
+    paths = split_index(SplitConfig(index=str(idx), out_dir=str(tmp_path / f"k{buffer}"), method="spatial-kfold", folds=4,
+                                    block_size=30.0, buffer=buffer, seed=0))
+    tested = []
+    for k in range(4):
+        train, test = pd.read_csv(paths[f"fold{k}/train"]), pd.read_csv(paths[f"fold{k}/test"])
+        tested += test["chip"].tolist()
+        tg = [box(r.minx, r.miny, r.maxx, r.maxy) for r in test.itertuples()]
+        for r in train.itertuples():
+            g = box(r.minx, r.miny, r.maxx, r.maxy)
+            d = min(g.distance(t) for t in tg)
+            assert d >= buffer and all(g.intersection(t).area == 0 for t in tg)
+        assert set(train["chip"]).isdisjoint(test["chip"]) and 10 <= len(test) <= 40
+    assert sorted(tested) == sorted(pd.read_csv(idx)["chip"].map(lambda c: str(tmp_path / c)))  # each chip tested once
+    summary = json.loads((tmp_path / f"k{buffer}" / "split.json").read_text())
+    left = sum(f["left_out_by_buffer"] for f in summary["per_fold"])
+    assert (left > 0) == (buffer > 0)  # abutting chips touch but do not overlap; a 15 m buffer leaves neighbours out
+
+
 def test_split_cli_says_what_it_dropped(tmp_path):
     from typer.testing import CliRunner
 

@@ -161,10 +161,12 @@ def rasterize(
 def split(
     index: Annotated[str, typer.Argument(help="Chip index from `terraseg chip` (.parquet or .csv).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for train/val/test manifests.")],
-    method: Annotated[str, typer.Option(help="random | stratified | spatial.")] = "random",
+    method: Annotated[str, typer.Option(help="random | stratified | spatial | spatial-kfold.")] = "random",
     fractions: Annotated[str, typer.Option(help="Train,val,test shares.")] = "0.7,0.15,0.15",
     block_size: Annotated[Optional[float], typer.Option(help="Spatial block side in CRS units (method spatial).")] = None,
     straddling: Annotated[str, typer.Option(help="spatial: training chips overlapping val/test chips: drop | assign (keep them in their centre's block split).")] = "drop",
+    folds: Annotated[int, typer.Option(help="spatial-kfold: number of folds.")] = 5,
+    buffer: Annotated[float, typer.Option(help="spatial-kfold: leave out training chips within this distance (CRS units) of a test chip.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv | parquet.")] = "csv",
 ) -> None:
@@ -173,8 +175,14 @@ def split(
     from terraseg.data.split import split_index
 
     cfg = build(SplitConfig, index=index, out_dir=str(out_dir), method=method, fractions=tuple(_floats(fractions, 3, "--fractions")),
-                block_size=block_size, straddling=straddling, seed=seed, format=fmt)
+                block_size=block_size, straddling=straddling, seed=seed, format=fmt, folds=folds, buffer=buffer)
     paths = split_index(cfg)
+    if method == "spatial-kfold":
+        summary = json.loads((out_dir / "split.json").read_text())
+        for f in summary["per_fold"]:
+            out.print(f"fold {f['fold']}: train {f['train']}, test {f['test']} chips ({f['left_out_by_buffer']} left out by the buffer)")
+        out.print(f"manifests in {out_dir}/fold<k>/")
+        return
     summary = json.loads((out_dir / "split.json").read_text())
     out.print(", ".join(f"{k}: {summary[k]} chips" for k in paths) + f"; manifests in {out_dir}")
     if summary.get("dropped_straddling"):

@@ -111,9 +111,13 @@ class SplitConfig(_Strict):
 
     index: str = Field(description="Chip index (GeoParquet or CSV from `terraseg chip`).")
     out_dir: str = Field(description="Folder for train/val/test manifests.")
-    method: Literal["random", "stratified", "spatial"] = Field(
-        "random", description="'random'; 'stratified' by the set of classes present; 'spatial' by blocks of `block_size`."
+    method: Literal["random", "stratified", "spatial", "spatial-kfold"] = Field(
+        "random", description="'random'; 'stratified' by the set of classes present; 'spatial' by blocks of `block_size`; "
+        "'spatial-kfold': `folds` folds of whole blocks, training chips within `buffer` of a fold's test chips left out."
     )
+    folds: int = Field(5, ge=2, description="'spatial-kfold': number of folds.")
+    buffer: float = Field(0.0, ge=0, description="'spatial-kfold': training chips closer than this (CRS units) to a test chip are "
+                          "left out of that fold (0: only those overlapping one).")
     fractions: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Shares of train, val, test (sum 1).")
     block_size: float | None = Field(None, gt=0, description="Block side in CRS units for 'spatial' (e.g. metres).")
     straddling: Literal["drop", "assign"] = Field(
@@ -127,8 +131,8 @@ class SplitConfig(_Strict):
     def _check(self) -> "SplitConfig":
         if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
             raise ValueError(f"fractions {self.fractions} must be >= 0 and sum to 1")
-        if self.method == "spatial" and self.block_size is None:
-            raise ValueError("method 'spatial' needs block_size (CRS units)")
+        if self.method in ("spatial", "spatial-kfold") and self.block_size is None:
+            raise ValueError(f"method '{self.method}' needs block_size (CRS units)")
         return self
 
 

@@ -80,7 +80,7 @@ def assign_stratified(keys: list[str], fractions: tuple[float, float, float], se
     return labels
 
 
-def assign_blocks(blocks: list[tuple], fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+def assign_blocks(blocks: list[tuple], fractions: tuple[float, ...], seed: int) -> np.ndarray:
     """Split label per item such that items of one block share a split, with chip shares near ``fractions``.
 
     Blocks are visited in seeded random order; each goes to the split furthest below its target
@@ -88,7 +88,7 @@ def assign_blocks(blocks: list[tuple], fractions: tuple[float, float, float], se
 
     Args:
         blocks: one block key per item (e.g. the spatial block of its centre).
-        fractions: train/val/test shares.
+        fractions: the shares of the groups (train/val/test, or K equal folds).
         seed: block-order seed.
 
     Returns:
@@ -102,7 +102,7 @@ def assign_blocks(blocks: list[tuple], fractions: tuple[float, float, float], se
     order = rng.permutation(len(keys))
     n = len(blocks)
     target = np.asarray(fractions) * n
-    have = np.zeros(3)
+    have = np.zeros(len(fractions))
     labels = np.empty(n, dtype=int)
     for j in order:
         idx = members[keys[j]]
@@ -142,6 +142,73 @@ def _drop_straddling(df: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
     return keep
 
 
+def _buffered_out(df: pd.DataFrame, test: np.ndarray, train: np.ndarray, buffer: float) -> np.ndarray:
+    """Training rows (a boolean mask) that lie within ``buffer`` CRS units of a test chip (or overlap one, buffer 0)."""
+    from shapely import STRtree
+    from shapely.geometry import box
+
+    out = np.zeros(len(df), dtype=bool)
+    for crs, part in df.groupby(df["crs"].fillna("")):
+        idx = part.index.to_numpy()
+        geoms = [box(*b) for b in part[["minx", "miny", "maxx", "maxy"]].to_numpy()]
+        test_geoms = [geoms[k] for k, i in enumerate(idx) if test[i]]
+        if not test_geoms:
+            continue
+        tree = STRtree(test_geoms)
+        for k, i in enumerate(idx):
+            if not train[i]:
+                continue
+            near = tree.query(geoms[k].buffer(buffer) if buffer > 0 else geoms[k], predicate="intersects")
+            if buffer > 0 and len(near):
+                out[i] = True
+            elif any(geoms[k].intersection(test_geoms[j]).area > 0 for j in near):
+                out[i] = True
+    return out
+
+
+def spatial_kfold(cfg: SplitConfig, df: pd.DataFrame) -> dict[str, Path]:
+    """K spatial folds with a buffer (blockCV; Roberts et al., "Cross-validation strategies for data with
+    temporal, spatial, hierarchical, or phylogenetic structure", Ecography 40, 2017).
+
+    Chips are grouped in square blocks of ``block_size`` by their centre; whole blocks go to K folds
+    of near-equal chip counts. Fold k's test set is its chips; its training set is the chips of the
+    other folds farther than ``buffer`` from every test chip (with 0, those whose footprint does not
+    overlap one), so no training chip sits next to a test chip. Writes ``fold<k>/train`` and
+    ``fold<k>/test`` manifests and ``split.json`` (counts, chips left out by the buffer), all or none.
+
+    Returns:
+        ``{"fold0/train": path, "fold0/test": path, ...}``.
+    """
+    size = float(cfg.block_size)  # type: ignore[arg-type]
+    cx, cy = (df["minx"] + df["maxx"]) / 2, (df["miny"] + df["maxy"]) / 2
+    blocks = list(zip(df["crs"].fillna("").astype(str), np.floor(cx / size).astype(int), np.floor(cy / size).astype(int)))
+    folds = assign_blocks(blocks, tuple([1.0 / cfg.folds] * cfg.folds), cfg.seed)
+    base = pd.DataFrame(df.drop(columns="geometry")) if "geometry" in df.columns else df
+    index_dir = Path(cfg.index).resolve().parent
+    for col in ("chip", "mask"):
+        if col in base.columns:
+            base = base.assign(**{col: [str(index_dir / p) if isinstance(p, str) and p else p for p in base[col]]})
+    out = Path(cfg.out_dir)
+    paths: dict[str, Path] = {}
+    summary: dict[str, object] = {"index": str(cfg.index), "method": cfg.method, "folds": cfg.folds, "block_size": cfg.block_size,
+                                  "buffer": cfg.buffer, "seed": cfg.seed, "per_fold": []}
+    with staged_dir(out) as stage:
+        for k in range(cfg.folds):
+            test = folds == k
+            near = _buffered_out(df, test, ~test, cfg.buffer)
+            train = ~test & ~near
+            (stage / f"fold{k}").mkdir()
+            for name, mask in (("train", train), ("test", test)):
+                f = stage / f"fold{k}" / f"{name}.{cfg.format}"
+                part = base[mask]
+                part.to_parquet(f, index=False) if cfg.format == "parquet" else part.to_csv(f, index=False)
+                paths[f"fold{k}/{name}"] = out / f"fold{k}" / f.name
+            summary["per_fold"].append({"fold": k, "train": int(train.sum()), "test": int(test.sum()), "left_out_by_buffer": int(near.sum())})
+        (stage / "split.json").write_text(json.dumps(summary, indent=2))
+    log.info("spatial %d-fold split of %s: %s", cfg.folds, cfg.index, summary["per_fold"])
+    return paths
+
+
 def split_index(cfg: SplitConfig) -> dict[str, Path]:
     """Write ``train``, ``val`` and ``test`` manifests (rows of the chip index) and ``split.json``.
 
@@ -157,6 +224,8 @@ def split_index(cfg: SplitConfig) -> dict[str, Path]:
     df = read_index(cfg.index).reset_index(drop=True)
     if df.empty:
         raise InputFileError(f"{cfg.index}: chip index is empty; nothing to split.")
+    if cfg.method == "spatial-kfold":
+        return spatial_kfold(cfg, df)
     if cfg.method == "random":
         labels = assign_random(len(df), cfg.fractions, cfg.seed)
     elif cfg.method == "stratified":
