@@ -176,6 +176,10 @@ def spatial_kfold(cfg: SplitConfig, df: pd.DataFrame) -> dict[str, Path]:
     overlap one), so no training chip sits next to a test chip. Writes ``fold<k>/train`` and
     ``fold<k>/test`` manifests and ``split.json`` (counts, chips left out by the buffer), all or none.
 
+    Args:
+        cfg: split options (``folds``, ``block_size`` and ``buffer`` in CRS units, ``seed``, ``format``).
+        df: the chip index (``minx``... ``maxy`` in CRS units, ``crs``; chip paths relative to the index).
+
     Returns:
         ``{"fold0/train": path, "fold0/test": path, ...}``.
     """
