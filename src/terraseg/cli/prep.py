@@ -302,15 +302,15 @@ def sample(
     """Draw a stratified random sample of pixels of a class map, for reference labelling (Olofsson et al. 2014)."""
     from terraseg.evaluate.area import sample_points
     from terraseg.io.atomic import atomic_path
+    from terraseg.io.vector import write_vector
 
     pts = sample_points(map_path, n, allocation, min_per_class, seed, expected_accuracy)
     pts["reference"] = None
-    with atomic_path(out_path) as tmp:
-        if out_path.suffix.lower() == ".csv":
+    if out_path.suffix.lower() == ".csv":
+        with atomic_path(out_path) as tmp:
             pts.assign(x=pts.geometry.x, y=pts.geometry.y).drop(columns="geometry").to_csv(tmp, index=False)
-        else:
-            tmp.unlink(missing_ok=True)
-            pts.to_file(tmp, driver="GPKG" if out_path.suffix.lower() == ".gpkg" else "GeoJSON", engine="pyogrio", layer="points")
+    else:
+        write_vector(pts, out_path, "points")
     per = pts["map_class"].value_counts().sort_index().to_dict()
     out.print(f"{len(pts)} points ({allocation}; per map class {per}) -> {out_path}; fill the `reference` column, then `terraseg area`")
 
@@ -322,7 +322,7 @@ def area(
     reference: Annotated[str, typer.Option("--reference", help="Labelled points (vector file).")],
     out_path: Annotated[Path, typer.Option("--out", help="area.json to write.")],
     attribute: Annotated[str, typer.Option(help="Column holding the reference class.")] = "reference",
-    mapping: Annotated[Optional[str], typer.Option(help="Reference label -> class id: 'a=1,b=2' or a JSON object.")] = None,
+    mapping: MappingOpt = None,
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: the raster's).")] = None,
 ) -> None:
     """Area per class with 95% intervals, and user's/producer's/overall accuracy, from a stratified sample."""

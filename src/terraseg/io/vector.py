@@ -184,3 +184,45 @@ class VectorRasterizer:
             shapes = ((self.geoms[i], int(self.values[i])) for i in sorted(idx))
             rasterize(shapes, out=out, transform=t, all_touched=self.all_touched)
         return out.astype(np.int64)
+
+
+VECTOR_DRIVERS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".shp": "ESRI Shapefile"}
+
+
+def vector_driver(path: str | os.PathLike[str]) -> str:
+    """The OGR driver for a vector output, from its suffix.
+
+    Args:
+        path: the output file.
+
+    Returns:
+        The driver name ('GeoJSON', 'GPKG', 'ESRI Shapefile').
+
+    Raises:
+        InputFileError: a suffix that is not .geojson, .json, .gpkg or .shp.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in VECTOR_DRIVERS:
+        raise InputFileError(f"{path}: unknown vector format; use one of {', '.join(VECTOR_DRIVERS)}.")
+    return VECTOR_DRIVERS[suffix]
+
+
+def write_vector(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: str) -> Path:
+    """Write ``gdf`` atomically (temporary file, then rename) in the format of ``path``'s suffix.
+
+    Args:
+        gdf: the features. path: .geojson, .json, .gpkg or .shp. layer: layer name (GeoPackage).
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        InputFileError: an unknown suffix. OutputError: the folder cannot be written.
+    """
+    from terraseg.io.atomic import atomic_path
+
+    driver = vector_driver(path)
+    with atomic_path(path) as tmp:
+        tmp.unlink(missing_ok=True)  # the GPKG driver refuses to overwrite the empty temp file
+        gdf.to_file(tmp, driver=driver, engine="pyogrio", layer=layer)
+    return Path(path)

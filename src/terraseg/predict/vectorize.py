@@ -29,15 +29,14 @@ from shapely import STRtree, union_all
 from shapely.geometry import shape
 
 from terraseg import progress
+from terraseg.io.vector import vector_driver, write_vector
 from terraseg.config.prep import VectorizeConfig
 from terraseg.data.windows import row_strips
 from terraseg.errors import InputFileError
-from terraseg.io.atomic import atomic_path
 from terraseg.io.raster import open_raster, read_window
 
 log = logging.getLogger(__name__)
 
-DRIVERS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".shp": "ESRI Shapefile"}
 
 
 @dataclass
@@ -177,8 +176,7 @@ def vectorize(cfg: VectorizeConfig) -> Path:
             unknown output format. OutputError: the output cannot be written.
     """
     out = Path(cfg.out)
-    if out.suffix.lower() not in DRIVERS:
-        raise InputFileError(f"{out}: unknown vector format; use one of {', '.join(DRIVERS)}.")
+    vector_driver(out)  # an unknown format fails before any work
     regions: list[_Region] = []
     with open_raster(cfg.raster) as ds, (open_raster(cfg.probabilities) if cfg.probabilities else contextlib.nullcontext()) as pds, \
             contextlib.ExitStack() as stack:
@@ -203,8 +201,6 @@ def vectorize(cfg: VectorizeConfig) -> Path:
             probs = read_window(pds, w, [c + 1 for c in classes], path=str(cfg.probabilities)) if pds is not None and classes else None
             regions += _strip_regions(ids, probs, classes, tr @ Affine.translation(0, s.row), cfg.connectivity, s.row > 0, s.row + s.height < H)
     gdf = _regions_to_frame(regions, crs, tr, cfg.class_names or names, bool(cfg.probabilities), cfg.min_area, cfg.simplify)
-    with atomic_path(out) as tmp:
-        tmp.unlink(missing_ok=True)  # the GPKG driver refuses to overwrite the empty temp file
-        gdf.to_file(tmp, driver=DRIVERS[out.suffix.lower()], engine="pyogrio", layer="regions")
+    write_vector(gdf, out, "regions")
     log.info("vectorized %d regions of %s into %s", len(gdf), cfg.raster, out)
     return out

@@ -185,14 +185,15 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     def _owner(request: Request) -> str | None:
         return owner_of(request.cookies.get(OWNER_COOKIE))
 
-    def _job_folder(request: Request, job: str) -> Path:
-        """A kept result of this browser's (404 for any other client, as for a missing one)."""
+    def _job(request: Request, job: str) -> tuple[Path, dict]:
+        """A kept result of this browser's: its folder and description (404 for any other client, as for a missing one)."""
         folder = results / _safe(job)
-        meta = folder / "job.json"
-        if not meta.is_file() or json.loads(meta.read_text()).get("owner") != _owner(request):
+        f = folder / "job.json"
+        meta = json.loads(f.read_text()) if f.is_file() else {}
+        if not meta or meta.get("owner") != _owner(request):
             raise ApiError(404, f"no result '{job}' (results are kept for {cfg.results_ttl_minutes:g} minutes, "
                                 f"the last {cfg.keep_results} uploads).")
-        return folder
+        return folder, meta
 
     @app.post("/ui/jobs", summary="Web page: segment an upload (and optional ground truth) and keep the result.", responses=RESPONSES)
     def create_job(request: Request, response: Response, file: UploadFile = File(...), truth: UploadFile | None = File(None),
@@ -223,14 +224,14 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     @app.get("/ui/jobs/{job}", summary="Web page: a kept result of this browser.", responses=RESPONSES)
     def get_job(request: Request, job: str) -> dict:
         _check_key(request)
-        meta = json.loads((_job_folder(request, job) / "job.json").read_text())
+        meta = _job(request, job)[1]
         meta.pop("owner", None)
         return meta
 
     @app.get("/ui/jobs/{job}/{name}", summary="Web page: a file of a kept result of this browser.", responses=RESPONSES)
     def job_file(request: Request, job: str, name: str) -> FileResponse:
         _check_key(request)
-        f = _job_folder(request, job) / _safe(name)
+        f = _job(request, job)[0] / _safe(name)
         if not f.is_file() or f.name in ("job.json",):
             raise ApiError(404, f"no file '{name}' in result '{job}'.")
         return FileResponse(f, filename=f.name)

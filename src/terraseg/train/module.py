@@ -11,6 +11,7 @@ import torch
 from terraseg.bundle import MIN_PREDICT_WINDOW
 from terraseg.config import ExperimentConfig
 from terraseg.config.inference import InferenceConfig
+from terraseg.data.datasets import normalize_batch
 from terraseg.data.normalize import NormStats
 from terraseg.evaluate.metrics import validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
@@ -56,8 +57,6 @@ class TaskBase(L.LightningModule):
             return batch
         stats = getattr(self, "train_stats", None)
         if stats is not None:  # the training loader yields raw windows: normalise them here, on the device
-            from terraseg.data.datasets import normalize_batch
-
             batch = normalize_batch(batch, stats)
         if self.trainer.training and getattr(self, "augment_on_device", False):
             from terraseg.train.augment import augment_batch

@@ -80,8 +80,7 @@ class _Throughput(L.Callback):
         self.wall = 0.0
         self.val_seconds = 0.0
         self._epoch = self._val = 0.0
-
-    epochs: list[tuple[int, float]]  # per epoch: (training windows, wall seconds without validation)
+        self.epochs: list[tuple[int, float]] = []  # per epoch: (training windows, wall seconds without validation)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._epoch = time.perf_counter()
@@ -90,14 +89,12 @@ class _Throughput(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         dt = time.perf_counter() - self._epoch
         self.wall += dt
-        if not hasattr(self, "epochs"):
-            self.epochs = []
         self.epochs.append((self.samples - self._epoch_samples, dt - (self.val_seconds - self._epoch_val)))
 
     @property
     def steady_rate(self) -> float | None:
         """Wall windows/s without validation after the first epoch (worker start-up and kernel autotuning excluded)."""
-        rest = getattr(self, "epochs", [])[1:]
+        rest = self.epochs[1:]
         n, t = sum(e[0] for e in rest), sum(e[1] for e in rest)
         return n / t if rest and t > 0 else None
 

@@ -61,6 +61,7 @@ def check_space(cfg: ExperimentConfig, raw: dict[str, Any]) -> None:
     if not cfg.tune.params:
         raise ConfigError(f"{cfg.name}: the config has no `tune.params` to search; add e.g. `optimizer.lr: "
                           "{type: float, low: 1e-4, high: 1e-2, log: true}`.")
+    fields = cfg.model_dump(mode="json")  # the validated config: explicit fields and defaults
     for path, p in cfg.tune.params.items():
         trial_raw = copy.deepcopy(raw)
         value = p.choices[0] if p.type == "categorical" else (int(p.low) if p.type == "int" else p.low)
@@ -70,14 +71,13 @@ def check_space(cfg: ExperimentConfig, raw: dict[str, Any]) -> None:
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(f"tune.params.{path}: not a usable config field ({msg}).") from None
-        if not _exists(raw, path):
+        if not _exists(fields, path):
             raise ConfigError(f"tune.params.{path}: no such field in the config (set a default for it first, or check the path).")
 
 
-def _exists(raw: dict[str, Any], path: str) -> bool:
-    """Whether ``path`` names a field of the validated config (explicit in the YAML, or a default)."""
-    validated = ExperimentConfig.model_validate(raw).model_dump(mode="json")
-    node: Any = validated
+def _exists(fields: dict[str, Any], path: str) -> bool:
+    """Whether ``path`` names a field of the validated config dump ``fields`` (explicit in the YAML, or a default)."""
+    node: Any = fields
     for k in path.split("."):
         if isinstance(node, list) and k.isdigit() and int(k) < len(node):
             node = node[int(k)]
