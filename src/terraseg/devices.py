@@ -6,6 +6,7 @@ bf16 inference ran 3.5x faster than float32; another only AVX2, where it ran 6x 
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import lru_cache
 from pathlib import Path
@@ -133,3 +134,17 @@ def loader_options(num_workers: int | None, device: str = "cpu") -> dict:
 
 
 __all__ = ["cpu_flags", "cpu_model", "inference_batch_size", "loader_options", "native_bf16", "resolve_device", "training_precision"]
+
+
+def is_main_process() -> bool:
+    """True unless this process is a non-zero rank of a distributed run.
+
+    Read from the environment the launchers set before the process starts: ``RANK`` (torchrun,
+    Kubeflow's PyTorchJob), ``SLURM_PROCID`` (srun), else ``NODE_RANK`` and ``LOCAL_RANK`` (Lightning's
+    own launcher sets ``LOCAL_RANK`` in the processes it starts).
+    """
+    env = os.environ
+    for key in ("RANK", "SLURM_PROCID"):
+        if env.get(key, "").isdigit():
+            return int(env[key]) == 0
+    return int(env.get("NODE_RANK", "0") or 0) == 0 and int(env.get("LOCAL_RANK", "0") or 0) == 0

@@ -50,6 +50,8 @@ def train(
     quiet_lightning()
     cfg = load_config(config, set_ or [])
     res = run_train(cfg, resume=resume, tracking_uri=tracking_uri)
+    if res.rank:  # another DDP rank: rank 0 reports
+        return
     best = res.best
     out.print(f"bundle: {res.bundle_path}")
     if cfg.pixel_model:

@@ -247,7 +247,12 @@ class TrainConfig(_Strict):
         "auto", description="Numeric precision (autocast for the mixed ones); 'auto': bf16-mixed on a device with native bf16 "
         "(AVX-512 BF16 / AMX CPUs, Ampere+ GPUs), 16-mixed on other GPUs, else 32.")
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu.")
-    devices: int | str = Field("auto", description="Lightning devices.")
+    devices: int | str = Field("auto", description="Lightning devices: processes (CPU) or GPUs per node, e.g. 2, or 'auto'.")
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = Field(
+        "auto", description="Lightning strategy: 'ddp' runs one process per device (gloo on CPU, NCCL on GPU; the launcher "
+        "re-runs the command, or torchrun / SLURM start the processes), 'ddp_spawn' spawns them from this process. Windows "
+        "are sharded across ranks, validation confusion matrices are summed over ranks (docs/scale.md).")
+    num_nodes: int = Field(1, ge=1, description="Machines taking part (multi-node DDP; torchrun, SLURM or a PyTorchJob start them).")
     seed: int = Field(0, description="Seed for weights, sampling and splits.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default all cores.")
     channels_last: bool = Field(True, description="Train in NHWC memory layout (about 1.4x faster convolutions on CPU here).")

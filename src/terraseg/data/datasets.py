@@ -110,8 +110,17 @@ def _augment(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, rng: 
     return [t.contiguous() for t in ts]
 
 
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised ``torch.distributed`` process group, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class EpochSampler(torch.utils.data.Sampler):
-    """Indexes ``epoch * length + i`` for ``i`` in ``0..length-1`` (shuffled per epoch when asked).
+    """Indexes ``epoch * length + i`` for ``i`` in ``0..length-1`` (shuffled per epoch when asked), sharded over ranks.
 
     The epoch travels inside each index, so datasets whose samples depend on the epoch
     (:class:`RandomWindowDataset`, the classification crops) draw new samples every epoch also when
@@ -119,9 +128,15 @@ class EpochSampler(torch.utils.data.Sampler):
     :meth:`set_epoch` on that copy in the main process would never reach them. Lightning calls
     :meth:`set_epoch` at the start of every epoch.
 
+    Under distributed training (an initialised ``torch.distributed`` group, looked up when iterating,
+    since DDP starts after the loaders are built) rank ``r`` of ``n`` takes every n-th index of the
+    epoch's order from ``r``, cut to ``length // n`` so every rank runs the same number of steps: the
+    ranks together see the windows one process would (Lightning's ``use_distributed_sampler`` is
+    off, as its wrapper would hide :meth:`set_epoch`).
+
     Args:
-        length: samples per epoch. shuffle: a fresh permutation per epoch, seeded by ``(seed, epoch)``.
-        seed: base seed.
+        length: samples per epoch (all ranks together). shuffle: a fresh permutation per epoch,
+            seeded by ``(seed, epoch)``, the same on every rank. seed: base seed.
     """
 
     def __init__(self, length: int, shuffle: bool = False, seed: int = 0) -> None:
@@ -132,12 +147,35 @@ class EpochSampler(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.length
+        return self.length // rank_and_world()[1]
 
     def __iter__(self):
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.length) if self.shuffle else range(self.length)
+        rank, world = rank_and_world()
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.length) if self.shuffle else np.arange(self.length)
         base = self.epoch * self.length
-        return iter([base + int(i) for i in order])
+        return iter([base + int(i) for i in order[rank::world][: self.length // world]])
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Indexes ``rank, rank + n, rank + 2n, ...`` of ``0..length-1`` on rank ``rank`` of ``n`` (all of them without DDP).
+
+    For validation scenes: each rank predicts its share, no scene twice (unlike
+    ``DistributedSampler``, which pads with repeats), and the confusion matrices are summed over ranks.
+
+    Args:
+        length: items (scenes).
+    """
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        rank, world = rank_and_world()
+        return len(range(rank, self.length, world))
+
+    def __iter__(self):
+        rank, world = rank_and_world()
+        return iter(range(rank, self.length, world))
 
 
 class RandomWindowDataset(Dataset):

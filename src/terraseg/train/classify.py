@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from terraseg.config import ExperimentConfig
 from terraseg.data.classes import ClassificationDataset, ClassItem, class_items, image_statistics, stratified_split
-from terraseg.data.datasets import EpochSampler, collate_samples
+from terraseg.data.datasets import EpochSampler, ShardSampler, collate_samples
 from terraseg.data.normalize import NormStats
 from terraseg.devices import loader_options
 from terraseg.errors import InputFileError
@@ -68,7 +68,8 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
                           drop_last=len(train_ds) > d.batch_size, **kw)
     val_dl = None
     if val_items:
-        val_dl = DataLoader(ClassificationDataset(val_items, d.window, stats, bands, cache=cache), batch_size=d.batch_size, **kw)
+        val_ds = ClassificationDataset(val_items, d.window, stats, bands, cache=cache)
+        val_dl = DataLoader(val_ds, batch_size=d.batch_size, sampler=ShardSampler(len(val_ds)), **kw)  # one share per DDP rank
     if len(train_items) < 2:
         raise InputFileError("classification training needs at least two images.")
     return train_dl, val_dl, bands, stats, dict(dtype=str(first.dtype), nodata=None, band_names=d.band_names)

@@ -195,7 +195,8 @@ class SegmentationTask(TaskBase):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["image"])
         loss = self.loss_fn(logits, batch["mask"])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0],
+                 sync_dist=self.trainer.world_size > 1)
         return loss
 
     def _predictor(self) -> SlidingWindowPredictor:
@@ -212,7 +213,10 @@ class SegmentationTask(TaskBase):
         self._cm += np.asarray(m["confusion_matrix"], dtype=np.int64)
 
     def on_validation_epoch_end(self) -> None:
-        m = validation_metrics(self._cm, [c.name for c in self.cfg.classes])
+        cm = self._cm
+        if self.trainer.world_size > 1:  # DDP: each rank predicted its share of the scenes (ShardSampler)
+            cm = self.all_gather(torch.from_numpy(cm)).sum(0).cpu().numpy()
+        m = validation_metrics(cm, [c.name for c in self.cfg.classes])
         per_class = m.pop("per_class")
         self.record_validation(m, per_class)
         self._cm[:] = 0

@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader
 from terraseg import __version__
 from terraseg.bundle import CALIBRATION, MIN_PREDICT_WINDOW, Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
-from terraseg.data.datasets import EpochSampler, RandomWindowDataset, SceneIndexDataset, collate_samples, scene_statistics
+from terraseg.data.datasets import EpochSampler, RandomWindowDataset, SceneIndexDataset, ShardSampler, collate_samples, scene_statistics
 from terraseg.data.normalize import NormStats
 from terraseg.data.sources import train_val_scenes
-from terraseg.devices import loader_options
+from terraseg.devices import is_main_process, loader_options
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
 from terraseg.models.factory import build_model
@@ -115,7 +115,7 @@ class _Throughput(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seconds += time.perf_counter() - self._t
-        self.samples += int(batch["image"].shape[0])
+        self.samples += int(batch["image"].shape[0]) * trainer.world_size  # DDP: every rank runs a batch of this size
 
 
 def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
@@ -164,7 +164,9 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     callbacks = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, _progress_bar(), *extra]
 
     logger: Any = False
-    tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled else None
+    # under DDP's launcher every rank runs this function; only global rank 0 tracks, builds and saves the bundle
+    main_rank = is_main_process()
+    tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled and main_rank else None
     if tracker is not None:
         tracker.log_params(flatten_params(cfg.model_dump(mode="json")) | {"in_channels": in_channels})
         logger = tracker.lightning_logger()
@@ -174,6 +176,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         max_epochs=cfg.train.max_epochs,
         max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
         precision=cfg.training_precision(), accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        strategy=cfg.train.strategy, num_nodes=cfg.train.num_nodes,
+        use_distributed_sampler=False,  # EpochSampler and ShardSampler shard over ranks themselves (terraseg.data.datasets)
         logger=logger, callbacks=callbacks, default_root_dir=run_dir, log_every_n_steps=10,
         num_sanity_val_steps=0, enable_model_summary=False,
         limit_val_batches=1.0 if val_dl is not None else 0,
@@ -192,11 +196,15 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                 tracker.finish("KILLED" if type(e).__name__ in ("TrialPruned", "KeyboardInterrupt", "Terminated") else "FAILED")
             raise
     train_seconds = time.perf_counter() - t0
+    if not trainer.is_global_zero:  # the other DDP ranks stop here: rank 0 writes the bundle
+        return TrainResult(run_dir / "model.terraseg", run_dir, dict(module.best), trainer.current_epoch, train_seconds,
+                           throughput.samples / max(throughput.seconds, 1e-9), None, throughput.validation_share, rank=trainer.global_rank)
 
     best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last
     ckpt = torch.load(best_path, map_location="cpu", weights_only=True)
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     best = dict(module.best) or ckpt.get("terraseg", {}).get("best", {})
+    history = module.history or ckpt.get("terraseg", {}).get("history", [])  # ddp_spawn: the module here never trained
     model = build_model(cfg.model, in_channels, cfg.num_classes, load_pretrained=False)
     model.load_state_dict(state)
 
@@ -206,7 +214,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         input=InputSpec(bands=in_channels, normalization=stats, train_window=d.window,
                         predict_window=d.window if classify else max(d.window, MIN_PREDICT_WINDOW),
                         input_size=d.window if classify else None, **input_kw),
-        metrics={"validation": best, "history": module.history},
+        metrics={"validation": best, "history": history},
         training={"config": cfg.model_dump(mode="json"), "epochs": trainer.current_epoch,
                   "mlflow_run_id": tracker.run_id if tracker else None,
                   "train_seconds": round(train_seconds, 1), "terraseg_version": __version__,
@@ -214,7 +222,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                   "wall_chips_per_second": round(throughput.samples / max(throughput.wall - throughput.val_seconds, 1e-9), 2),
                   "steady_wall_chips_per_second": round(throughput.steady_rate, 2) if throughput.steady_rate else None,
                   "validation_seconds": round(throughput.val_seconds, 1), "validation_share": round(throughput.validation_share, 4),
-                  "precision": cfg.training_precision()},
+                  "precision": cfg.training_precision(), "world_size": trainer.world_size, "strategy": cfg.train.strategy},
     )
     if not classify and cfg.train.calibrate and val_dl is not None:
         from terraseg.train.calibrate import calibrate_on_scenes
@@ -229,8 +237,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     bundle.path = bundle_path = run_dir / "model.terraseg"
     if not (cfg.train.export_onnx and not classify and _export(bundle, val_dl.dataset.scenes if val_dl is not None else [])):
         bundle.save(bundle_path)
-    curve = plot_learning_curve(module.history, run_dir / "learning_curve.png")
-    write_history(module.history, run_dir / "history.csv")  # per-epoch curves for `dvc plots` (one logging path)
+    curve = plot_learning_curve(history, run_dir / "learning_curve.png")
+    write_history(history, run_dir / "history.csv")  # per-epoch curves for `dvc plots` (one logging path)
     if tracker is not None:
         tracker.log_artifacts(bundle_path, *([curve] if curve else []))
         if best:
@@ -278,7 +286,7 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
     train_dl = DataLoader(train_ds, batch_size=d.batch_size, sampler=EpochSampler(len(train_ds)), drop_last=len(train_ds) > d.batch_size,
                           **loader_kw)
     # validation: whole scenes through the real predictor (SegmentationTask.validation_step), one scene per step
-    val_dl = DataLoader(SceneIndexDataset(val_scenes), batch_size=None) if val_scenes else None
+    val_dl = DataLoader(SceneIndexDataset(val_scenes), batch_size=None, sampler=ShardSampler(len(val_scenes))) if val_scenes else None
 
     first = train_scenes[0]
     source_bands = getattr(getattr(first, "info", None), "count", None)

@@ -18,6 +18,7 @@ class TrainResult:
         chips_per_second: training windows per second (networks) or training pixels per second of
             the fit (pixel baselines). tracking_uri: MLflow URI, or None when tracking is off.
         validation_share: networks: validation's share of the training wall time.
+        rank: global DDP rank of the process that returned this (0 wrote the bundle; others wrote nothing).
     """
 
     bundle_path: Path
@@ -28,3 +29,4 @@ class TrainResult:
     chips_per_second: float
     tracking_uri: str | None
     validation_share: float | None = None
+    rank: int = 0
