@@ -174,7 +174,8 @@ def _evaluate_classifier(b, data: Path, split: str, out_dir: Path, batch_size: i
 @user_errors
 def predict(
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
-    inputs: Annotated[list[Path], typer.Argument(help="Images: GeoTIFF (any size, band count, dtype), PNG, JPEG.")],
+    inputs: Annotated[list[str], typer.Argument(help="Images (GeoTIFF of any size, band count, dtype; PNG; JPEG), folders, globs, "
+                                                 "a .txt list, or a STAC ItemCollection JSON (remote hrefs via /vsicurl/).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder; one output per input with the same stem.")],
     window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = None,
     probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write <stem>_probs.tif (float32, one band per class).")] = False,
@@ -186,6 +187,13 @@ def predict(
     compress: Annotated[str, typer.Option(help="GeoTIFF codec: deflate | zstd | lzw | none.")] = "deflate",
     level: Annotated[Optional[int], typer.Option(help="Codec level (DEFLATE 1-9, ZSTD 1-22; default GDAL's; 1 is fastest).")] = None,
     cog: Annotated[bool, typer.Option("--cog", help="Write Cloud-Optimized GeoTIFFs.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip inputs whose outputs are complete (re-running an interrupted batch).")] = False,
+    asset: Annotated[Optional[str], typer.Option(help="STAC inputs: the asset key to predict (default: the first data/GeoTIFF asset).")] = None,
+    engine: Annotated[str, typer.Option(help="local (this process) | ray (actors on a Ray cluster; same outputs).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray: cluster to join, 'auto' or ray://HOST:PORT (default: start Ray here).")] = None,
+    num_workers: Annotated[Optional[int], typer.Option(help="Ray: prediction actors (default: per GPU, or one per 4 CPUs).")] = None,
+    cpus_per_worker: Annotated[Optional[int], typer.Option(help="Ray: CPUs (torch threads) per actor.")] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs per actor (fractions share one).")] = 0,
 ) -> None:
     """Predict images of any size; GeoTIFF outputs keep the input's CRS, transform and nodata.
 
@@ -198,13 +206,16 @@ def predict(
 
     b = Bundle.load(bundle)
     if b.manifest.task == "classification":  # classifiers resize: any window side
-        _predict_classes(b, inputs, out_dir, window, grid)
+        _predict_classes(b, [Path(p) for p in inputs], out_dir, window, grid)
         return
-    cfg = with_inference(PredictConfig, "options", inputs=[str(p) for p in inputs], out_dir=str(out_dir), window=window,
+    ray = dict(address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
+    cfg = with_inference(PredictConfig, "options", inputs=list(inputs), out_dir=str(out_dir), window=window,
                          overlap=overlap, batch_size=batch_size, probabilities=probabilities, overlay=overlay, device=device,
-                         uncertainty=uncertainty, tta=tta,
+                         uncertainty=uncertainty, tta=tta, resume=resume, asset=asset, engine=engine, ray=ray,
                          precision=precision, channels_last=channels_last, backend=backend, compress=compress, level=level, cog=cog)
     res = run_predict(cfg, b)
+    if res.skipped:
+        out.print(f"{res.skipped} inputs already complete: skipped (--resume)")
     for warning in res.drift.values():
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     for src, outs in res.outputs.items():

@@ -67,10 +67,35 @@ class InferenceConfig(_Strict):
         "predicted as one window (rounded up to a multiple of 32): no tiling. 0 always tiles.")
 
 
+class RayConfig(_Strict):
+    """Ray, the engine of ``predict --engine ray`` and ``serve --engine ray`` (docs/scale.md)."""
+
+    address: str | None = Field(None, description="Cluster to join: 'auto' (a running local cluster, or RAY_ADDRESS), "
+                                "'ray://HOST:PORT' (Ray Client); default: start Ray on this machine.")
+    num_workers: int | None = Field(None, ge=1, description="Prediction actors (each loads the bundle once); default: one per GPU "
+                                    "when gpus_per_worker > 0, else one per cpus_per_worker CPUs of the cluster.")
+    cpus_per_worker: int | None = Field(None, ge=1, description="CPUs reserved per actor (its torch threads); default: the "
+                                        "cluster's CPUs / num_workers.")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs reserved per actor (fractions share a GPU).")
+    max_retries: int = Field(2, ge=0, description="Retries of a unit whose actor died or that raised an I/O error.")
+    replicas: int = Field(1, ge=1, description="serve --engine ray: model replicas at start (autoscaling between "
+                          "min_replicas and max_replicas when max_replicas > replicas).")
+    max_replicas: int | None = Field(None, ge=1, description="serve --engine ray: most replicas the autoscaler may start.")
+
+
 class PredictConfig(_Strict):
     """``terraseg predict``: images in, georeferenced predictions out."""
 
-    inputs: list[str] = Field(min_length=1, description="Images: GeoTIFF (any size, band count, dtype), PNG, JPEG.")
+    inputs: list[str] = Field(min_length=1, description="Images: GeoTIFF (any size, band count, dtype), PNG, JPEG; folders (their "
+                              "images), glob patterns, a .txt list (one input per line), or a STAC ItemCollection / Item "
+                              "JSON (remote hrefs read through GDAL's /vsicurl/; outputs named by item id).")
+    asset: str | None = Field(None, description="STAC inputs: the asset key to predict (default: the first asset with role "
+                              "'data' or a GeoTIFF media type).")
+    engine: Literal["local", "ray"] = Field("local", description="'local': this process; 'ray': actors on a Ray cluster "
+                                            "(scenes and row bands of large scenes; identical outputs).")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray settings (engine 'ray').")
+    resume: bool = Field(False, description="Skip inputs whose outputs are already complete (atomic writes: an existing "
+                         "output is whole), e.g. when re-running an interrupted batch.")
     out_dir: str = Field(description="Output folder; one output per input, named after the input's stem.")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Sliding windows, device, precision, backend.")
     probabilities: bool = Field(False, description="Also write <stem>_probs.tif (float32, one band per class).")
@@ -151,4 +176,4 @@ def with_inference(cls: type[M], source: str = "options", **kwargs: Any) -> M:
     return build_options(cls, source, **kwargs)
 
 
-__all__ = ["EvaluateConfig", "ExportConfig", "InferenceConfig", "PredictConfig", "ServeConfig", "build_options", "with_inference"]
+__all__ = ["EvaluateConfig", "ExportConfig", "InferenceConfig", "PredictConfig", "RayConfig", "ServeConfig", "build_options", "with_inference"]

@@ -13,6 +13,7 @@ Folder layouts understood (see :class:`terraseg.config.FolderSource`):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import copy
 
@@ -258,10 +259,12 @@ def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None
     """
     from terraseg.config import VectorLabels
 
-    p = Path(image)
-    if not p.exists():
+    from terraseg.io.raster import is_virtual
+
+    p: Any = str(image) if is_virtual(image) else Path(image)  # /vsicurl/ URLs stay strings, read by GDAL
+    if not is_virtual(image) and not p.exists():
         raise InputFileError(f"{p}: file not found.")
-    if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}:
+    if Path(str(p)).suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}:
         return ArrayScene(p, label.path if label else None, ignore_index=ignore_index, num_classes=num_classes)
     vector = mask = None
     if label is not None:

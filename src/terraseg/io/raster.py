@@ -56,6 +56,16 @@ class RasterInfo:
         return self.crs is not None and self.transform != Affine.identity()
 
 
+def is_virtual(path: str | os.PathLike[str]) -> bool:
+    """True for GDAL virtual file system paths (``/vsicurl/https://...``, ``/vsis3/...``, ``/vsizip/...``).
+
+    These are read by GDAL itself (HTTP range requests for ``/vsicurl/``, see GDAL's "GDAL Virtual
+    File Systems" page), so they are kept as strings (``pathlib`` would fold ``https://`` to ``https:/``)
+    and not checked for on the local disk.
+    """
+    return str(path).startswith("/vsi")
+
+
 @contextlib.contextmanager
 def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader]:
     """Open a raster for reading, turning GDAL failures into one clear :class:`InputFileError`.
@@ -69,8 +79,8 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader
     Raises:
         InputFileError: the file is missing or not a readable raster.
     """
-    p = Path(path)
-    if not p.exists():
+    p: Any = str(path) if is_virtual(path) else Path(path)
+    if not is_virtual(path) and not p.exists():
         raise InputFileError(f"{p}: file not found.")
     try:
         with warnings.catch_warnings():  # plain images (PNG, JPEG, ungeoreferenced TIFF) are welcome

@@ -83,8 +83,9 @@ def predict_to_files(
     overlay_max_side: int = 2048,
     level: int | None = None,
     uncertainty: bool = False,
+    stem: str | None = None,
 ) -> dict[str, str]:
-    """Predict one scene and write its outputs under ``out_dir`` with the input's stem.
+    """Predict one scene and write its outputs under ``out_dir`` named after ``stem`` (default: the input's stem).
 
     Georeferenced rasters give ``<stem>.tif`` (class ids on the input's CRS, transform and size,
     encoded by :class:`terraseg.io.predictions.PredictionWriter`), streamed strip by strip; plain
@@ -97,6 +98,7 @@ def predict_to_files(
         class_names, colors: the bundle's classes. compress: GeoTIFF codec. cog: Cloud-Optimized GeoTIFFs.
         overlay_max_side: longest side of the overlay PNG in pixels. level: codec level (None: GDAL's default).
         uncertainty: also write ``<stem>_confidence.tif`` (max probability, margin, normalised entropy; GeoTIFF inputs).
+        stem: output name (e.g. a STAC item id); default the input file's stem.
 
     Returns:
         ``{"prediction": path, "probabilities": path, "overlay": path}`` for what was written.
@@ -104,7 +106,7 @@ def predict_to_files(
     Raises:
         InputFileError: unreadable pixels. OutputError: ``out_dir`` cannot be written.
     """
-    stem = Path(getattr(scene, "path", scene.name)).stem
+    stem = stem or Path(getattr(scene, "path", scene.name)).stem
     grid = scene.grid
     target = out_dir / (f"{stem}.tif" if grid.georeferenced else f"{stem}.png")
     conf = out_dir / f"{stem}_confidence.tif" if uncertainty and grid.georeferenced else None
@@ -125,12 +127,12 @@ def predict_to_files(
 
 def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_dir: Path, class_names: list[str],
                     colors: list[str], probabilities: bool = False, overlay: bool = False, compress: str = "deflate",
-                    cog: bool = False, level: int | None = None) -> dict[str, str]:
+                    cog: bool = False, level: int | None = None, stem: str | None = None) -> dict[str, str]:
     """Write an in-memory prediction of a small scene exactly as :func:`predict_to_files` streams a large one.
 
     Args:
         scene: the predicted scene. class_ids: ``(H, W)`` ids, -1 for nodata. probs: ``(K, H, W)`` float32.
-        out_dir, class_names, colors, probabilities, overlay, compress, cog, level: as :func:`predict_to_files`.
+        out_dir, class_names, colors, probabilities, overlay, compress, cog, level, stem: as :func:`predict_to_files`.
 
     Returns:
         ``{"prediction": path, "probabilities": path, "overlay": path}`` for what was written.
@@ -138,7 +140,7 @@ def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_
     Raises:
         OutputError: ``out_dir`` cannot be written.
     """
-    stem = Path(getattr(scene, "path", scene.name)).stem
+    stem = stem or Path(getattr(scene, "path", scene.name)).stem
     grid = scene.grid
     target = out_dir / (f"{stem}.tif" if grid.georeferenced else f"{stem}.png")
     paths = write_prediction(target, grid, class_ids, class_names, colors, probs if probabilities else None,
@@ -147,6 +149,27 @@ def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_
     if overlay:
         outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors))
     return outputs
+
+
+def complete_outputs(out_dir: Path, stem: str, probabilities: bool = False, overlay: bool = False,
+                     uncertainty: bool = False) -> dict[str, str] | None:
+    """The outputs :func:`predict_to_files` writes for ``stem``, when all of them already exist, else None.
+
+    Every output is written under a temporary name and renamed when whole, so an existing file is a
+    complete one (``predict --resume``).
+
+    Args:
+        out_dir: output folder. stem: output name. probabilities, overlay, uncertainty: the extras asked for.
+    """
+    tif, png = out_dir / f"{stem}.tif", out_dir / f"{stem}.png"
+    found = {"prediction": tif if tif.is_file() else png}
+    if probabilities:
+        found["probabilities"] = out_dir / f"{stem}_probs.tif"
+    if uncertainty and tif.is_file():
+        found["confidence"] = out_dir / f"{stem}_confidence.tif"
+    if overlay:
+        found["overlay"] = out_dir / f"{stem}_overlay.png"
+    return {k: str(v) for k, v in found.items()} if all(p.is_file() for p in found.values()) else None
 
 
 def write_overlay(scene: Scene, prediction: Path, target: Path, colors: list[str], max_side: int = 2048) -> Path:

@@ -213,7 +213,8 @@ class SlidingWindowPredictor:
         return th, tw, grid_offsets(height, th, sy, "shift"), grid_offsets(width, tw, sx, "shift")
 
     @torch.inference_mode()
-    def predict(self, scene: Scene, sink: Callable[[Block], None], probabilities: bool = True, confidence: bool = False) -> None:
+    def predict(self, scene: Scene, sink: Callable[[Block], None], probabilities: bool = True, confidence: bool = False,
+                strips: tuple[int, int] | None = None) -> None:
         """Predict ``scene`` strip by strip, calling ``sink`` with each finished :class:`Block`.
 
         Args:
@@ -221,6 +222,12 @@ class SlidingWindowPredictor:
             sink: called once per strip, top to bottom, on a writer thread (one call at a time).
             probabilities: also bring the blended probabilities back to the host (``Block.probs``).
             confidence: also compute :func:`confidence_bands` on the device (``Block.confidence``).
+            strips: ``(first, stop)`` strip indexes into :meth:`strip_rows`: only the rows from
+                ``strip_rows[first]`` to ``strip_rows[stop]`` (the scene's end for the last strip) are
+                handed to ``sink``. The earlier strips whose windows reach into those rows (the halo,
+                one window high) are computed first and not emitted, so the blocks equal those of the
+                whole scene: a row band predicted on its own (:mod:`terraseg.predict.distributed`) blends
+                exactly as the single-process path does. None: the whole scene.
 
         Raises:
             BundleError: band count mismatch, or a model that returns another class count.
@@ -234,6 +241,14 @@ class SlidingWindowPredictor:
         weight = torch.from_numpy(hann_weights(th, tw) if len(ys) * len(xs) > 1 else np.ones((th, tw), np.float32)).to(dev)
         acc = torch.zeros((K, th, Wg), dtype=torch.float32, device=dev)
         wsum = torch.zeros((th, Wg), dtype=torch.float32, device=dev)
+
+        first, stop = strips or (0, len(ys))
+        if not 0 <= first < stop <= len(ys):
+            raise ConfigError(f"strips {strips} out of range: the scene has {len(ys)} strips.")
+        start = first
+        while start > 0 and ys[start - 1] + th > ys[first]:  # the halo: earlier strips overlapping the band's first row
+            start -= 1
+        ys_all, ys = ys, ys[start:stop]
 
         def read(y: int):
             r = scene.read(y, 0, th, Wg, labels=False)
@@ -259,8 +274,12 @@ class SlidingWindowPredictor:
                     for x, p in zip(bx, probs):
                         acc[:, :, x:x + tw] += p * weight
                         wsum[:, x:x + tw] += weight
-                next_y = ys[i + 1] if i + 1 < len(ys) else H
+                next_y = ys_all[start + i + 1] if start + i + 1 < len(ys_all) else H
                 n = min(next_y - y, H - y)
+                keep = th - (next_y - y)
+                if start + i < first:  # a halo strip: accumulated, not emitted
+                    acc, wsum = _shift(acc, wsum, keep, th)
+                    continue
                 rows = acc[:, :n, :W] / wsum[None, :n, :W]
                 ok = valid[:n, :W]
                 if K < 255:  # the raster encoding (uint8, nodata 255), made here
@@ -275,15 +294,17 @@ class SlidingWindowPredictor:
                 if written is not None:
                     written.result()  # at most one strip waits for the sink: memory stays bounded
                 written = writer.submit(sink, block)
-                # move the rows still overlapped by the next strip to the top of the accumulator
-                keep = th - (next_y - y)
-                if keep > 0:
-                    acc = torch.roll(acc, -(th - keep), dims=1)
-                    wsum = torch.roll(wsum, -(th - keep), dims=0)
-                acc[:, max(keep, 0):] = 0
-                wsum[max(keep, 0):] = 0
+                acc, wsum = _shift(acc, wsum, keep, th)
             if written is not None:
                 written.result()
+
+    def strip_rows(self, scene: Scene) -> list[int]:
+        """First scene row of each strip (tile row) :meth:`predict` computes, top to bottom (pixels).
+
+        Args:
+            scene: the scene.
+        """
+        return self.geometry(scene.height, scene.width)[2]
 
     def single_window(self, scene: Scene) -> tuple[int, int] | None:
         """``(window height, window width)`` when the whole scene is one window, else None.
@@ -354,6 +375,47 @@ class SlidingWindowPredictor:
         return ids, probs
 
 
+def _shift(acc: torch.Tensor, wsum: torch.Tensor, keep: int, th: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move the ``keep`` rows still overlapped by the next strip to the top of the accumulator; zero the rest."""
+    if keep > 0:
+        acc = torch.roll(acc, -(th - keep), dims=1)
+        wsum = torch.roll(wsum, -(th - keep), dims=0)
+    acc[:, max(keep, 0):] = 0
+    wsum[max(keep, 0):] = 0
+    return acc, wsum
+
+
+def window_settings(bundle, opts: InferenceConfig) -> tuple[int, float, int]:
+    """``(window, overlap, fit_max)`` a bundle is predicted with under ``opts`` (one rule for every engine).
+
+    Args:
+        bundle: the loaded bundle. opts: inference options.
+
+    Returns:
+        Window side (pixels; the bundle's ``predict_window`` unless set), overlap share (pixel baselines:
+        at most their texture margin, since their features are per pixel), and the single-window limit.
+    """
+    win = opts.window or bundle.manifest.input.predict_window
+    overlap = opts.overlap
+    if bundle.manifest.baseline is not None:
+        overlap = min(overlap, 2 * bundle.model.features.margin / win)
+    fit = opts.fit_max if opts.window is None and bundle.manifest.baseline is None else 0
+    return win, overlap, fit
+
+
+def tiling_for(bundle, options: InferenceConfig | None = None) -> SlidingWindowPredictor:
+    """A predictor without a network, for planning: :meth:`SlidingWindowPredictor.strip_rows` and
+    :meth:`~SlidingWindowPredictor.single_window` as :func:`predictor_for` would tile (no model is moved or compiled).
+
+    Args:
+        bundle: the loaded bundle. options: inference options (defaults when None).
+    """
+    from terraseg.config.inference import InferenceConfig
+
+    win, overlap, fit = window_settings(bundle, options or InferenceConfig())
+    return SlidingWindowPredictor(lambda x: x, bundle.stats, bundle.num_classes, win, overlap, 1, fit)
+
+
 def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: Any) -> SlidingWindowPredictor:
     """A :class:`SlidingWindowPredictor` for a loaded :class:`terraseg.bundle.Bundle`.
 
@@ -374,14 +436,12 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
     opts = options or InferenceConfig()
     if overrides:
         opts = build_options(InferenceConfig, **(opts.model_dump() | overrides))
-    win = opts.window or bundle.manifest.input.predict_window
-    overlap = opts.overlap
+    win, overlap, fit = window_settings(bundle, opts)
     device = resolve_device(opts.device)
     batch = opts.batch_size or inference_batch_size(device, win, bundle.in_channels)
     run: Any
     if bundle.manifest.baseline is not None:
-        run = ArrayBackend(bundle.model)  # pixel baseline: features are per pixel, so tiles overlap only by the texture window
-        overlap = min(overlap, 2 * bundle.model.features.margin / win)
+        run = ArrayBackend(bundle.model)
     else:
         from terraseg.predict.runtime import choose_runtime
 
@@ -399,9 +459,8 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
         tta_backend = TTABackend(run, opts.tta)
         tta_backend.runtime = getattr(run, "runtime", None)
         run = tta_backend
-    fit = opts.fit_max if opts.window is None and bundle.manifest.baseline is None else 0
     readers = opts.readers or (min(4, max(1, (os.cpu_count() or 1) // 4)) if device.startswith("cuda") else 1)
     return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, batch, fit, readers)
 
 __all__ = ["ArrayBackend", "Block", "CONFIDENCE_BANDS", "SlidingWindowPredictor", "TTABackend", "TorchBackend", "class_argmax",
-           "confidence_bands", "hann_weights", "predictor_for"]
+           "confidence_bands", "hann_weights", "predictor_for", "tiling_for", "window_settings"]
