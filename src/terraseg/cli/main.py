@@ -323,18 +323,30 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="Requests per model waiting or running before new ones get 503 + Retry-After.")] = 32,
     quiet: Annotated[bool, typer.Option("--quiet", help="No access log line per request (warnings and errors only).")] = False,
     api_key: Annotated[Optional[str], typer.Option(envvar="TERRASEG_API_KEY", help="Require header X-API-Key (off by default).")] = None,
+    engine: Annotated[str, typer.Option(help="local | ray (each network a Ray Serve deployment behind this gateway).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray: cluster to join, 'auto' or ray://HOST:PORT (default: start Ray here).")] = None,
+    replicas: Annotated[int, typer.Option(help="Ray: model replicas at start.")] = 1,
+    max_replicas: Annotated[Optional[int], typer.Option(help="Ray: autoscale up to this many replicas on ongoing requests.")] = None,
+    cpus_per_worker: Annotated[Optional[int], typer.Option(help="Ray: CPUs (torch threads) per replica (default 1).")] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs per replica (fractions share one).")] = 0,
 ) -> None:
     """Serve bundles: REST API (/v1/segment, /v1/models, /healthz, /readyz) and the web page at /."""
     import uvicorn
 
     from terraseg.config.inference import ServeConfig, with_inference
+    from terraseg.errors import ConfigError
     from terraseg.serve.app import create_app
 
     cfg = with_inference(ServeConfig, "options", models=models, tracking_uri=tracking_uri, window=window, overlap=overlap,
                          batch_size=batch_size, device=device, precision=precision, channels_last=channels_last, backend=backend,
                          batch_wait_ms=batch_wait_ms, max_batch=max_batch, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
                          max_seconds=max_seconds, max_queue=max_queue,
-                         api_key=api_key)
+                         api_key=api_key, engine=engine,
+                         ray=dict(address=address, replicas=replicas, max_replicas=max_replicas, cpus_per_worker=cpus_per_worker,
+                                  gpus_per_worker=gpus_per_worker))
+    if workers > 1 and engine == "ray":
+        raise ConfigError("--workers and --engine ray: Ray Serve replicas scale the model; run one gateway process "
+                          "(or several gateways, each with --address of one cluster).")
     level = "warning" if quiet else "info"  # info: uvicorn's start-up lines and one access-log line per request
     if workers > 1:
         os.environ["TERRASEG_SERVE"] = cfg.model_dump_json()

@@ -158,6 +158,10 @@ class ServeConfig(_Strict):
     results_dir: str | None = Field(None, description="Where web-page results are kept (default: a temporary folder).")
     keep_results: int = Field(50, ge=1, description="Web-page results kept (oldest removed first).")
     vendor_dir: str | None = Field(None, description="Folder holding leaflet/ (default: the checkout's node_modules).")
+    engine: Literal["local", "ray"] = Field("local", description="'local': the network runs in this process; 'ray': each "
+                                            "segmentation model is a Ray Serve deployment (replicas, resources, autoscaling) "
+                                            "behind this gateway, which decodes, normalises, tiles and blends.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray settings (engine 'ray').")
 
 
 

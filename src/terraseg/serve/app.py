@@ -60,7 +60,9 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     Raises:
         BundleError: a bundle or registry reference cannot be loaded. ConfigError: no model given.
     """
-    state = {"models": models if models is not None else load_models(cfg.models, cfg.inference, cfg.tracking_uri, cfg.batch_wait_ms, cfg.max_batch), "ready": True}
+    if models is None:
+        models = load_models(cfg.models, cfg.inference, cfg.tracking_uri, cfg.batch_wait_ms, cfg.max_batch, cfg.engine, cfg.ray)
+    state = {"models": models, "ready": True}
     for m in state["models"].values():
         m.max_queue, m.max_seconds = cfg.max_queue, cfg.max_seconds
     results = Path(cfg.results_dir) if cfg.results_dir else Path(tempfile.mkdtemp(prefix="terraseg-results-"))

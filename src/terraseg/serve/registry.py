@@ -127,7 +127,8 @@ def resolve_model_uri(ref: str, tracking_uri: str | None = None) -> Path:
 
 
 def load_models(refs: list[str], inference: InferenceConfig | None = None, tracking_uri: str | None = None,
-                batch_wait_ms: float | None = None, max_batch: int = 16) -> dict[str, ServedModel]:
+                batch_wait_ms: float | None = None, max_batch: int = 16, engine: str = "local",
+                ray: Any = None) -> dict[str, ServedModel]:
     """Load every referenced bundle; names are the bundles' names (deduplicated with a suffix).
 
     Args:
@@ -135,6 +136,8 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
             (classification bundles run their classifier with PyTorch). tracking_uri: MLflow registry.
         batch_wait_ms: micro-batching wait (None: 5 ms on CUDA, off on a CPU); with batching, requests
             run on several threads and their windows share forward passes. max_batch: windows per shared pass.
+        engine: 'local', or 'ray': each segmentation network runs as a Ray Serve deployment
+            (:mod:`terraseg.serve.ray_backend`); ``ray`` is its :class:`terraseg.config.inference.RayConfig`.
 
     Returns:
         ``{name: ServedModel}`` in the order given.
@@ -157,6 +160,8 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
             from terraseg.predict.classify import ImageClassifier
 
             models[name] = ServedModel(name, ref, b, ImageClassifier(b, device=inference.device), "torch")  # type: ignore[arg-type]
+        elif engine == "ray" and b.manifest.baseline is None:
+            models[name] = _ray_model(name, ref, path, b, inference, ray)
         else:
             pred = predictor_for(b, inference)
             rt = getattr(pred.backend, "runtime", None)
@@ -169,6 +174,24 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
             models[name] = ServedModel(name, ref, b, pred, rt.backend if rt else inference.backend,
                                        ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw)
     return models
+
+
+def _ray_model(name: str, ref: str, path: Path, b: Bundle, inference: InferenceConfig, ray: Any) -> ServedModel:
+    """A served model whose network is a Ray Serve deployment; the gateway keeps tiling and blending."""
+    from terraseg.config.inference import RayConfig
+    from terraseg.predict.distributed import connect
+    from terraseg.predict.sliding import tiling_for
+    from terraseg.serve.ray_backend import deploy
+
+    ray = ray or RayConfig()
+    connect(ray.address)
+    backend = deploy(name, Path(path).read_bytes(), inference.model_dump(mode="json"), ray)
+    pred = tiling_for(b, inference)
+    pred.backend, pred.batch_size = backend, inference.batch_size or int(backend.info["batch_size"])
+    spw = _warm_up(pred, b.in_channels)
+    threads = 2 * (ray.max_replicas or ray.replicas)  # requests in flight to keep every replica busy
+    return ServedModel(name, ref, b, pred, f"ray-serve:{backend.info['backend']}",
+                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw)
 
 
 def _warm_up(pred, bands: int) -> float:
