@@ -81,7 +81,7 @@ def part_paths(out_dir: Path, stem: str, first_strip: int, probabilities: bool, 
 def plan_units(bundle: Bundle, cfg: PredictConfig, items: list[tuple[str, str]], workers: int) -> tuple[list[Unit], dict[str, str]]:
     """Cut the inputs into units: whole scenes when there are enough of them, else row bands of the large ones.
 
-    With at least two inputs per worker every scene is one unit (headers are not even read here).
+    With one worker, or at least two inputs per worker, every scene is one unit (headers are not even read here).
     Otherwise each georeferenced scene gets bands in proportion to its share of the pixels, about two
     units per worker in all (load balance), each band at least two strips high so the halo (one
     strip, recomputed) stays a small cost.
@@ -96,7 +96,7 @@ def plan_units(bundle: Bundle, cfg: PredictConfig, items: list[tuple[str, str]],
     from terraseg.predict.inputs import open_input
     from terraseg.predict.sliding import tiling_for
 
-    if len(items) >= 2 * workers:
+    if len(items) >= 2 * workers or workers == 1:
         return [Unit(p, s) for p, s in items], {}
     tiling = tiling_for(bundle, cfg.inference)
     failures: dict[str, str] = {}
