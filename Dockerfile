@@ -8,6 +8,8 @@ ARG BASE_IMAGE=python:3.11-slim
 # ---- build: wheels for the project and its pinned dependencies, Leaflet from npm ------------------
 FROM ${BASE_IMAGE} AS build
 ARG TORCH_INDEX=cpu
+# optional dependencies: ray = predict/serve --engine ray, and the image KubeRay runs (deploy/ray); "" for none
+ARG EXTRAS=ray
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # hadolint ignore=DL3008
@@ -22,7 +24,7 @@ COPY src ./src
 RUN --mount=type=secret,id=extra_ca,required=false \
     python3 -m venv /opt/venv && \
     if [ -f /run/secrets/extra_ca ]; then export PIP_CERT=/run/secrets/extra_ca; fi && \
-    /opt/venv/bin/pip install --extra-index-url "https://download.pytorch.org/whl/${TORCH_INDEX}" -c constraints.txt .
+    /opt/venv/bin/pip install --extra-index-url "https://download.pytorch.org/whl/${TORCH_INDEX}" -c constraints.txt ".${EXTRAS:+[$EXTRAS]}"
 
 # ---- runtime: the venv only, a non-root user ---------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime

@@ -89,3 +89,41 @@ def test_compose_and_workflows_are_well_formed():
     steps = [s.get("run", "") for s in flows["ci"]["jobs"]["test"]["steps"]]
     assert any("bash .ci/run" in s for s in steps)  # CI does what .ci/run does
     assert any("dvc metrics diff" in s.get("run", "") for s in flows["pipeline"]["jobs"]["repro"]["steps"])
+
+
+def _cli_parses(args: list[str]) -> None:
+    """The terraseg CLI accepts ``args`` (options exist, values convert); nothing runs."""
+    import click
+    import typer
+
+    from terraseg.cli.main import app
+
+    cmd = typer.main.get_command(app)
+    if args and args[0] == "--quiet":
+        args = args[1:]
+    sub = cmd.get_command(click.Context(cmd), args[0])  # type: ignore[attr-defined]
+    assert sub is not None, args[0]
+    sub.make_context(args[0], list(args[1:]), resilient_parsing=False)
+
+
+def test_cluster_manifests_run_terraseg_commands_that_exist():
+    """KubeRay RayCluster / RayJob and the Kubeflow PyTorchJob: the project's image, and command lines our CLI accepts."""
+    import shlex
+
+    cluster = yaml.safe_load((ROOT / "deploy" / "ray" / "raycluster.yaml").read_text())
+    assert cluster["kind"] == "RayCluster" and cluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    groups = {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
+    gpu = groups["gpu"]["template"]["spec"]["containers"][0]
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1" and gpu["image"].endswith(":gpu")
+    job = yaml.safe_load((ROOT / "deploy" / "ray" / "rayjob-predict.yaml").read_text())
+    args = shlex.split(job["spec"]["entrypoint"])
+    assert args[0] == "terraseg" and "--engine" in args and args[args.index("--engine") + 1] == "ray"
+    _cli_parses(args[1:])
+    torch_job = yaml.safe_load((ROOT / "deploy" / "kubeflow" / "pytorchjob-train.yaml").read_text())
+    c = torch_job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    a = c["args"]
+    assert c["command"] == ["torchrun"] and a[a.index("-m") + 1] == "terraseg"
+    _cli_parses(a[a.index("-m") + 2:])
+    assert "train.strategy=ddp" in a and torch_job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"] == \
+        torch_job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    assert 'EXTRAS=ray' in (ROOT / "Dockerfile").read_text()  # the image KubeRay runs has Ray
