@@ -8,9 +8,18 @@ percentiles). An input is compared with them on a sample of its valid pixels, pe
 * the share of pixels outside the training 2-98% range, against the 4% expected of data like the
   training data (a sensor, scaling or band-order change moves it far up).
 
-A band is flagged when ``|d|`` exceeds ``smd_threshold`` (default 1.0) or the out-of-range share
-exceeds ``range_threshold`` (default 0.25). Typical causes: a different sensor or processing level
-(reflectance x 10000 vs 0-1), bands in another order, a seasonal or illumination shift.
+* the population stability index over fixed bins, ``PSI = sum_i (p_i - q_i) ln(p_i / q_i)`` with ``q``
+  the training distribution and ``p`` the input's over 12 bins per band (10 equal bins between the
+  training 2nd and 98th percentiles, and one on each side). The training distribution comes from the
+  raw training windows every network bundle keeps (``calibration.npy``, also used for INT8
+  calibration); bundles without them skip the PSI. Common reading (Siddiqi, "Credit Risk
+  Scorecards", 2006; Yurdakul, "Statistical properties of population stability index", 2018): below
+  0.1 no shift, 0.1-0.25 moderate, above 0.25 a significant shift.
+
+A band is flagged when ``|d|`` exceeds ``smd_threshold`` (default 1.0), the out-of-range share
+exceeds ``range_threshold`` (default 0.25) or the PSI exceeds ``psi_threshold`` (default 0.25).
+Typical causes: a different sensor or processing level (reflectance x 10000 vs 0-1), bands in
+another order, a seasonal or illumination shift.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ class DriftReport:
     Attributes:
         bands: band names. smd: standardised mean difference per band. out_of_range: share of sampled
         pixels outside the training 2-98% range per band. flagged: names of the bands beyond a threshold.
-        pixels: valid pixels sampled.
+        pixels: valid pixels sampled. psi: population stability index per band (None without training pixels).
     """
 
     bands: list[str]
@@ -38,6 +47,7 @@ class DriftReport:
     out_of_range: list[float]
     flagged: list[str] = field(default_factory=list)
     pixels: int = 0
+    psi: list[float] | None = None
 
     @property
     def drifted(self) -> bool:
@@ -46,25 +56,82 @@ class DriftReport:
 
     def message(self, name: str) -> str:
         """One line for the CLI: which bands drift and by how much."""
-        parts = [f"{b} (mean shift {d:+.1f} sd, {o:.0%} outside the training 2-98% range)"
-                 for b, d, o in zip(self.bands, self.smd, self.out_of_range) if b in self.flagged]
+        psi = self.psi or [None] * len(self.bands)
+        parts = [f"{b} (mean shift {d:+.1f} sd, {o:.0%} outside the training 2-98% range" + (f", PSI {p:.2f})" if p is not None else ")")
+                 for b, d, o, p in zip(self.bands, self.smd, self.out_of_range, psi) if b in self.flagged]
         return f"{name}: input differs from the training data in band(s) {', '.join(parts)}; predictions may be unreliable."
 
     def to_dict(self) -> dict:
         """JSON-ready report."""
+        psi = self.psi or [None] * len(self.bands)
         return {"drifted": self.drifted, "flagged": self.flagged, "pixels": self.pixels,
-                "bands": {b: {"smd": round(d, 3), "out_of_range": round(o, 4)} for b, d, o in zip(self.bands, self.smd, self.out_of_range)}}
+                "bands": {b: {"smd": round(d, 3), "out_of_range": round(o, 4)} | ({"psi": round(p, 4)} if p is not None else {})
+                          for b, d, o, p in zip(self.bands, self.smd, self.out_of_range, psi)}}
+
+
+BINS = 10  # equal bins between the training 2nd and 98th percentiles (plus one below and one above)
+
+
+def bin_edges(stats: NormStats) -> np.ndarray | None:
+    """``(C, BINS + 1)`` inner bin edges per band from the training 2-98% range, or None without percentiles."""
+    if not stats.low or not stats.high:
+        return None
+    lo, hi = np.asarray(stats.low, np.float64), np.asarray(stats.high, np.float64)
+    hi = np.maximum(hi, lo + 1e-9)
+    return lo[:, None] + (hi - lo)[:, None] * np.linspace(0, 1, BINS + 1)[None, :]
+
+
+def band_histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``(C, BINS + 2)`` pixel counts of ``(C, N)`` values over each band's edges (first and last bins open)."""
+    return np.stack([np.bincount(np.searchsorted(e, v, side="right"), minlength=BINS + 2)[:BINS + 2]
+                     for e, v in zip(edges, x)]).astype(np.float64)
+
+
+def population_stability(actual: np.ndarray, expected: np.ndarray, floor: float = 1e-4) -> np.ndarray:
+    """Per-band PSI of ``(C, B)`` counts against ``(C, B)`` reference counts (proportions floored at ``floor``)."""
+    p = np.maximum(actual / np.maximum(actual.sum(1, keepdims=True), 1), floor)
+    q = np.maximum(expected / np.maximum(expected.sum(1, keepdims=True), 1), floor)
+    return ((p - q) * np.log(p / q)).sum(1)
+
+
+def training_histograms(bundle, stats: NormStats) -> np.ndarray | None:
+    """``(C, BINS + 2)`` counts of the bundle's raw training windows (``calibration.npy``), cached on the bundle; None without them."""
+    cached = getattr(bundle, "_drift_reference", False)
+    if cached is not False:
+        return cached
+    import io
+
+    from terraseg.bundle import CALIBRATION
+
+    ref = None
+    raw = getattr(bundle, "extras", {}).get(CALIBRATION)
+    edges = bin_edges(stats)
+    if raw is not None and edges is not None:
+        x = np.load(io.BytesIO(raw), allow_pickle=False)
+        if x.ndim == 4 and x.shape[1] == edges.shape[0]:
+            x = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1).astype(np.float64)
+            nodata = getattr(bundle.manifest.input, "nodata", None)
+            if nodata is not None:
+                x = x[:, ~(x == nodata).all(axis=0)]
+            ref = band_histograms(x, edges) if x.shape[1] else None
+    try:
+        bundle._drift_reference = ref
+    except AttributeError:
+        pass
+    return ref
 
 
 def input_drift(scene, stats: NormStats, band_names: list[str] | None = None, max_windows: int = 16, window: int = 256,
-                smd_threshold: float = 1.0, range_threshold: float = 0.25) -> DriftReport | None:
+                smd_threshold: float = 1.0, range_threshold: float = 0.25, reference: np.ndarray | None = None,
+                psi_threshold: float = 0.25) -> DriftReport | None:
     """Compare ``scene``'s pixels with the training statistics (None when the bundle has none to compare with).
 
     Args:
         scene: the input (raw pixels). stats: the bundle's training statistics.
         band_names: names for the report (default B1, B2...). max_windows, window: the sample, spread
             evenly over the scene (at most ``max_windows`` windows of ``window`` pixels).
-        smd_threshold, range_threshold: flagging thresholds (module docstring).
+        smd_threshold, range_threshold, psi_threshold: flagging thresholds (module docstring).
+        reference: ``(C, BINS + 2)`` training counts (:func:`training_histograms`) for the PSI; None skips it.
 
     Returns:
         :class:`DriftReport`, or None for 'none' statistics.
@@ -76,6 +143,8 @@ def input_drift(scene, stats: NormStats, band_names: list[str] | None = None, ma
     C = len(stats.mean)
     s1, out, n = np.zeros(C), np.zeros(C), 0
     low, high = np.asarray(stats.low or [-np.inf] * C), np.asarray(stats.high or [np.inf] * C)
+    edges = bin_edges(stats) if reference is not None else None
+    counts = np.zeros((C, BINS + 2)) if edges is not None else None
     for w in wins[::step][:max_windows]:
         r = scene.read(w.row, w.col, w.height, w.width, labels=False)
         x = r.image[:, r.valid].astype(np.float64)
@@ -84,14 +153,19 @@ def input_drift(scene, stats: NormStats, band_names: list[str] | None = None, ma
         s1 += x.sum(axis=1)
         out += ((x < low[:, None]) | (x > high[:, None])).sum(axis=1)
         n += x.shape[1]
+        if counts is not None:
+            counts += band_histograms(x, edges)
     if n == 0:
         return None
     mean = s1 / n
     smd = (mean - np.asarray(stats.mean)) / np.maximum(np.asarray(stats.std), 1e-12)
     oor = out / n
     names = band_names or [f"B{k + 1}" for k in range(C)]
-    flagged = [b for b, d, o in zip(names, smd, oor) if abs(d) > smd_threshold or o > range_threshold]
-    return DriftReport(names, [float(v) for v in smd], [float(v) for v in oor], flagged, int(n))
+    psi = population_stability(counts, reference) if counts is not None and reference is not None else None
+    flagged = [b for k, (b, d, o) in enumerate(zip(names, smd, oor))
+               if abs(d) > smd_threshold or o > range_threshold or (psi is not None and psi[k] > psi_threshold)]
+    return DriftReport(names, [float(v) for v in smd], [float(v) for v in oor], flagged, int(n),
+                       [float(v) for v in psi] if psi is not None else None)
 
 
-__all__ = ["DriftReport", "input_drift"]
+__all__ = ["DriftReport", "band_histograms", "bin_edges", "input_drift", "population_stability", "training_histograms"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from terraseg.predict.drift import input_drift
+from terraseg.predict.drift import input_drift, training_histograms
 from terraseg.bundle import Bundle
 from terraseg.config.inference import PredictConfig, with_inference
 from terraseg.errors import ConfigError, TerrasegError
@@ -89,7 +89,7 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
     for path, stem in items:
         try:
             scene = open_input(b, path)
-            report = input_drift(scene, b.stats, b.manifest.input.band_names)
+            report = input_drift(scene, b.stats, b.manifest.input.band_names, reference=training_histograms(b, b.stats))
             if report is not None and report.drifted:
                 result.drift[str(path)] = report.message(str(path))
             size = predictor.single_window(scene)
