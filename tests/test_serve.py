@@ -201,8 +201,12 @@ def test_web_job_with_vector_truth(client):
     job = r.json()
     (s, w), (n, e) = job["bounds"]
     assert 42.4 < s < n < 42.6 and -71.2 < w < e < -71.0  # Massachusetts, at its true location
-    assert job["truth"]["kind"] == "geojson" and set(job["files"]) >= {"image", "prediction", "overlay", "classes", "regions"}
+    assert job["truth"]["kind"] == "geojson" and set(job["files"]) >= {"image", "prediction", "overlay", "classes", "regions", "confidence"}
     assert client.get(f"/ui/jobs/{job['id']}/prediction.png").status_code == 200
+    conf = np.asarray(Image.open(io.BytesIO(client.get(f"/ui/jobs/{job['id']}/confidence.png").content)))
+    assert conf.shape == (751, 1046, 4) and conf[..., 3].min() < conf[..., 3].max()
+    top = 1 - (conf[..., 3] / 230.0) ** 2 / 2  # the layer's opacity encodes the max probability (two classes)
+    assert abs(top.mean() - job["mean_confidence"]) < 0.01 and 0.5 <= job["mean_confidence"] <= 1.0
     assert client.get(f"/ui/jobs/{job['id']}").json()["id"] == job["id"]
     assert client.get(f"/ui/jobs/{job['id']}/..%2Fjob.json").status_code in (400, 404)
     page = client.get("/").text
@@ -243,7 +247,7 @@ def test_browser_upload_shows_overlay_and_map(bundle_path, tmp_path):
             assert page.locator("#img-prediction").evaluate("img => img.complete && img.naturalWidth") == 1046
             assert page.locator("#legend li").count() == 2
             layers = page.evaluate("window.terrasegLayers")
-            assert layers == ["image", "prediction", "ground truth"]
+            assert layers == ["image", "prediction", "uncertainty", "ground truth"]
             assert page.locator(".leaflet-image-layer").count() == 2 and page.locator("path.leaflet-interactive").count() > 10
             page.fill("#opacity", "0.3")
             page.dispatch_event("#opacity", "input")

@@ -210,6 +210,29 @@ def _latlon_bounds(scene) -> list[list[float]] | None:
     return [[s, w], [n, e]]
 
 
+def confidence_layer(probs: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """The page's confidence layer: ``(4, H, W)`` uint8 RGBA where uncertain pixels show and certain ones are clear.
+
+    Uncertainty is ``(1 - max probability) / (1 - 1/K)`` (0: one class certain, 1: all classes equally
+    likely; :func:`terraseg.predict.sliding.confidence_bands`' first band), drawn from yellow (a little)
+    to red (a coin toss) with an opacity that grows with it; nodata is transparent.
+
+    Args:
+        probs: ``(K, H, W)`` float32 probabilities. valid: ``(H, W)`` bool.
+
+    Returns:
+        ``(RGBA layer, mean max probability over valid pixels or None)``.
+    """
+    k = max(probs.shape[0], 2)
+    top = probs.max(axis=0) if probs.shape[0] > 1 else np.maximum(probs[0], 1 - probs[0])
+    u = np.clip((1 - top) / (1 - 1 / k), 0, 1)
+    u = np.where(valid, u, 0)
+    rgba = np.stack([np.full(u.shape, 255, np.uint8), (220 * (1 - u)).astype(np.uint8), np.zeros(u.shape, np.uint8),
+                     (np.sqrt(u) * 230).astype(np.uint8)])
+    mean = float(top[valid].mean()) if valid.any() else None
+    return rgba, mean
+
+
 def web_result(model, path: Path, truth: Path | None, folder: Path, name: str) -> dict:
     """Predict an upload for the web page and write its display files; return the page's description.
 
@@ -236,6 +259,11 @@ def web_result(model, path: Path, truth: Path | None, folder: Path, name: str) -
     write_png(folder / "prediction.png", np.concatenate([pred, alpha[None]]))
     write_png(folder / "overlay.png", blend_overlay(rgb, ids, colors))
     files = {"image": "image.png", "prediction": "prediction.png", "overlay": "overlay.png"}
+    confidence = None
+    if probs is not None:
+        layer, confidence = confidence_layer(probs, ids >= 0)
+        write_png(folder / "confidence.png", layer)
+        files["confidence"] = "confidence.png"
     if scene.crs is not None:
         files["classes"] = _write(model, scene, ids, folder, probs).name
         files["regions"] = _geojson(model, scene, ids, probs, folder).name
@@ -246,6 +274,7 @@ def web_result(model, path: Path, truth: Path | None, folder: Path, name: str) -
         "model": model.name, "width": scene.width, "height": scene.height, "crs": scene.crs.to_string() if scene.crs else None,
         "bounds": _latlon_bounds(scene), "legend": [c.model_dump() for c in model.bundle.manifest.classes], "files": files,
         "class_pixels": np.bincount(ids[ids >= 0].ravel(), minlength=len(colors)).tolist(),
+        "mean_confidence": confidence,
     }
     if truth is not None:
         out["truth"] = _truth_layer(scene, truth, folder, colors)

@@ -39,6 +39,8 @@ function showMap(job) {
     "image": L.imageOverlay(url(job.files.image), b).addTo(map),
     "prediction": L.imageOverlay(url(job.files.prediction), b, { opacity: 0.7 }).addTo(map),
   };
+  // uncertain pixels in yellow to red (a coin toss), certain ones clear; off until ticked
+  if (job.files.confidence) { layers["uncertainty"] = L.imageOverlay(url(job.files.confidence), b); }
   if (job.truth) {
     layers["ground truth"] = job.truth.kind === "image"
       ? L.imageOverlay(url(job.truth.file), b, { opacity: 0.7 })
@@ -56,7 +58,8 @@ function showMap(job) {
 function show(job) {
   const url = (f) => `/ui/jobs/${job.id}/${f}`;
   $("result").hidden = false;
-  $("result-title").textContent = `${job.width} x ${job.height} px, ${job.crs || "not georeferenced"}, model ${job.model}`;
+  const conf = job.mean_confidence == null ? "" : `, mean confidence ${(100 * job.mean_confidence).toFixed(1)}%`;
+  $("result-title").textContent = `${job.width} x ${job.height} px, ${job.crs || "not georeferenced"}, model ${job.model}${conf}`;
   $("img-image").src = url(job.files.image);
   $("img-prediction").src = url(job.files.prediction);
   $("img-prediction").style.opacity = $("opacity").value;
