@@ -361,6 +361,30 @@ def serve(
 
 @app.command()
 @user_errors
+def cv(
+    config: Annotated[Path, typer.Argument(help="Segmentation experiment config (YAML).")],
+    folds: Annotated[int, typer.Option(help="Folds (K).")] = 5,
+    block_size: Annotated[Optional[float], typer.Option(help="Spatial block side in CRS units (default: 4 training windows).")] = None,
+    buffer: Annotated[float, typer.Option(help="CRS units around validation blocks whose labels are left out of training.")] = 0.0,
+    random: Annotated[bool, typer.Option("--random/--no-random", help="Also run a random split (blocks one window wide) to show the leakage gap.")] = True,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the fold runs and cv.json (default <run folder>/cv).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.sub=value (repeatable).")] = None,
+) -> None:
+    """K-fold cross-validation with spatial blocks (and a random split beside it): mean and spread of every metric."""
+    from terraseg.config import load_config
+    from terraseg.train.cv import cross_validate
+
+    quiet_lightning()
+    res = cross_validate(load_config(config, set_ or []), folds, block_size, buffer, random, out_dir)
+    for method, summary in res.summary.items():
+        out.print(f"{method:8s} " + "  ".join(f"{m} {v['mean']:.4f} +/- {v['std']:.4f}" for m, v in summary.items()))
+    if res.gap:
+        out.print("random - spatial: " + "  ".join(f"{m} {v:+.4f}" for m, v in res.gap.items()))
+    out.print(f"folds: {res.path}")
+
+
+@app.command()
+@user_errors
 def tune(
     config: Annotated[Path, typer.Argument(help="Experiment config (YAML) with a `tune:` section (tune.params: path -> range).")],
     trials: Annotated[int, typer.Option(help="Trials to run in this session (a resumed study adds them).")] = 20,

@@ -281,7 +281,21 @@ class RasterScene(Scene):
                 mask[mask == self.mask_nodata] = self.ignore_index
             self._check_classes(mask, self.num_classes, self.mask_path)
         mask[~valid] = self.ignore_index
+        self._exclude(mask, row, col)
         return mask
+
+    def _exclude(self, mask: np.ndarray, row: int, col: int, scale: float = 1.0) -> None:
+        """Set ``ignore_index`` on the pixels of :attr:`exclude` regions (region pixels) inside a window, in place.
+
+        ``exclude`` holds held-out blocks (and their buffer) of a cross-validation fold
+        (:mod:`terraseg.train.cv`): their labels never reach training. ``scale``: overview pixels per window pixel.
+        """
+        h, w = mask.shape
+        for r in getattr(self, "exclude", ()):
+            r0, r1 = int((r.row_off - row) * scale), int(np.ceil((r.row_off + r.height - row) * scale))
+            c0, c1 = int((r.col_off - col) * scale), int(np.ceil((r.col_off + r.width - col) * scale))
+            if r1 > 0 and c1 > 0 and r0 < h and c0 < w:
+                mask[max(r0, 0):min(r1, h), max(c0, 0):min(c1, w)] = self.ignore_index
 
     def _read_direct(self, row: int, col: int, h: int, w: int, labels: bool) -> WindowRead:
         r0, c0 = row + self.region.row_off, col + self.region.col_off
@@ -342,6 +356,7 @@ class RasterScene(Scene):
                 mask[mask == self.mask_nodata] = self.ignore_index
         if mask is not None:
             mask[~valid] = self.ignore_index
+            self._exclude(mask, 0, 0, scale=oh / self.height)
         return WindowRead(image, valid, mask)
 
 

@@ -119,7 +119,7 @@ class _Throughput(L.Callback):
 
 
 def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
-                  parent_run_id: str | None = None) -> TrainResult:
+                  parent_run_id: str | None = None, scenes: tuple[list, list] | None = None) -> TrainResult:
     """Train a segmentation or classification network and write ``<run_dir>/model.terraseg``.
 
     Args:
@@ -147,7 +147,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         train_dl, val_dl, in_channels, stats, input_kw = classification_loaders(cfg, stats_path, resume)
         task_cls = ClassificationTask
     else:
-        train_dl, val_dl, in_channels, stats, input_kw = segmentation_loaders(cfg, stats_path, resume)
+        train_dl, val_dl, in_channels, stats, input_kw = segmentation_loaders(cfg, stats_path, resume, scenes)
         task_cls = SegmentationTask
     d = cfg.data
     steps = cfg.train.max_epochs * max(len(train_dl), 1)
@@ -249,13 +249,13 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                        throughput.validation_share)
 
 
-def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
+def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, scenes: tuple[list, list] | None = None):
     """``(train_loader, val_loader or None, in_channels, stats, input spec fields)`` of a segmentation config.
 
     Raises:
         InputFileError: no labels, mixed band counts, statistics of another band count.
     """
-    train_scenes, val_scenes = train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed)
+    train_scenes, val_scenes = scenes or train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed)
     if not any(s.has_labels for s in train_scenes):
         raise InputFileError("training sources hold no labels.")
 

@@ -112,8 +112,13 @@ def save_importance(rows: list[dict[str, Any]], out_dir: Path, title: str) -> tu
     return table, png
 
 
-def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_run_id: str | None = None):
+def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_run_id: str | None = None,
+                scenes: tuple[list, list] | None = None):
     """Fit a pixel baseline from a segmentation config and write ``<run_dir>/model.terraseg``.
+
+    Args:
+        cfg: the config. tracking_uri, parent_run_id: MLflow. scenes: ``(train, validation)`` scenes
+            instead of the config's (cross-validation folds, :mod:`terraseg.train.cv`).
 
     Returns:
         :class:`TrainResult` (``chips_per_second`` is training pixels per second).
@@ -124,7 +129,7 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     bc, seed = cfg.baseline, cfg.train.seed
-    train_scenes, val_scenes = train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, seed)
+    train_scenes, val_scenes = scenes or train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, seed)
     bands = train_scenes[0].count
     for s in train_scenes + val_scenes:
         if s.count != bands:

@@ -13,7 +13,7 @@ from terraseg.train.result import TrainResult
 
 
 def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
-          parent_run_id: str | None = None) -> TrainResult:
+          parent_run_id: str | None = None, scenes: tuple[list, list] | None = None) -> TrainResult:
     """Train the model a config describes and write ``<run_dir>/model.terraseg``.
 
     Args:
@@ -22,6 +22,8 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
         tracking_uri: MLflow URI overriding the config (e.g. a tracking server).
         callbacks: extra Lightning callbacks (networks; e.g. the tuner's pruning callback).
         parent_run_id: make the MLflow run a child of this run (a tuning study's trials).
+        scenes: segmentation: ``(train, validation)`` scenes instead of the config's sources
+            (cross-validation folds, :mod:`terraseg.train.cv`).
 
     Returns:
         :class:`TrainResult`.
@@ -32,10 +34,10 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
     if cfg.pixel_model:
         from terraseg.train.pixel import train_pixel
 
-        return train_pixel(cfg, tracking_uri, parent_run_id=parent_run_id)
+        return train_pixel(cfg, tracking_uri, parent_run_id=parent_run_id, scenes=scenes)
     from terraseg.train.network import train_network
 
-    return train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id)
+    return train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, scenes=scenes)
 
 
 __all__ = ["TrainResult", "train"]
