@@ -66,13 +66,22 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path):
     second = _run([DVC, "repro"], repo)
     assert "Running stage 'rasterize'" not in second and "Stage 'rasterize' didn't change" in second
     assert "Running stage 'train'" in second and "Running stage 'evaluate'" in second
+    plots = json.loads(_run([DVC, "plots", "show", "--json"], repo))
+    assert "run/history.csv" in json.dumps(plots)  # the training curve DVC renders, from the run's history.csv
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], repo)
+    exp = _run([DVC, "exp", "run", "-S", "train.lr=0.0005"], repo)
+    assert "Running stage 'train'" in exp and "Running stage 'rasterize'" not in exp  # an experiment re-runs training only
+    shown = json.loads(_run([DVC, "exp", "show", "--json"], repo))
+    assert "0.0005" in json.dumps(shown)  # the experiment is recorded with its parameter
 
 
 def test_repository_pipelines_are_valid():
     """The shipped dvc.yaml parses, and every stage's command is a terraseg command."""
     root = Path(__file__).resolve().parents[1]
     out = _run([DVC, "stage", "list", "--all"], root)
-    for stage in ("massachusetts-train", "massachusetts-evaluate", "massachusetts-vectorize", "magnetic-export", "intel-evaluate"):
+    for stage in ("massachusetts-train", "massachusetts-evaluate", "massachusetts-vectorize", "magnetic-split", "magnetic-export",
+                  "intel-evaluate"):
         assert stage in out
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
     assert all("terraseg" in st.get("cmd", st.get("do", {}).get("cmd", "")) for st in spec["stages"].values())

@@ -159,7 +159,7 @@ def rasterize(
 @app.command()
 @user_errors
 def split(
-    index: Annotated[str, typer.Argument(help="Chip index from `terraseg chip` (.parquet or .csv).")],
+    index: Annotated[str, typer.Argument(help="Chip index from `terraseg chip` (.parquet or .csv), or a folder of image/mask pairs.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for train/val/test manifests.")],
     method: Annotated[str, typer.Option(help="random | stratified | spatial | spatial-kfold.")] = "random",
     fractions: Annotated[str, typer.Option(help="Train,val,test shares.")] = "0.7,0.15,0.15",
@@ -169,13 +169,16 @@ def split(
     buffer: Annotated[float, typer.Option(help="spatial-kfold: leave out training chips within this distance (CRS units) of a test chip.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv | parquet.")] = "csv",
+    layout: Annotated[str, typer.Option(help="Folder input: pair layout (auto | pairs | seed | loveda | magnetic_tiles).")] = "auto",
+    include: Annotated[Optional[str], typer.Option(help="Folder input: comma-separated sub-folders to include.")] = None,
 ) -> None:
-    """Write reproducible train/val/test manifests from a chip index."""
+    """Write reproducible train/val/test manifests from a chip index or a folder of image/mask pairs (train with `kind: manifest`)."""
     from terraseg.config.prep import SplitConfig
     from terraseg.data.split import split_index
 
     cfg = build(SplitConfig, index=index, out_dir=str(out_dir), method=method, fractions=tuple(_floats(fractions, 3, "--fractions")),
-                block_size=block_size, straddling=straddling, seed=seed, format=fmt, folds=folds, buffer=buffer)
+                block_size=block_size, straddling=straddling, seed=seed, format=fmt, folds=folds, buffer=buffer, layout=layout,
+                include=include.split(",") if include else None)
     paths = split_index(cfg)
     if method == "spatial-kfold":
         summary = json.loads((out_dir / "split.json").read_text())

@@ -100,7 +100,18 @@ class ClassFolderSource(_Strict):
     )
 
 
-Source = Annotated[Union[SceneSource, FolderSource, ClassFolderSource], Field(discriminator="kind")]
+class ManifestSource(_Strict):
+    """Image/mask pairs listed in a manifest: a ``terraseg split`` output (CSV or Parquet) or any table with the columns."""
+
+    kind: Literal["manifest"] = "manifest"
+    path: str = Field(description="Manifest file; a relative path is taken from the current folder when it exists there, "
+                      "else under the data root. Relative image/mask paths in it are relative to the manifest.")
+    image_column: str = Field("chip", description="Column holding image paths.")
+    mask_column: str = Field("mask", description="Column holding mask paths (mask rasters or PNG masks).")
+    binarize: bool = Field(False, description="Map mask values > 0 to 1 (antialiased binary masks, e.g. magnetic tiles).")
+
+
+Source = Annotated[Union[SceneSource, FolderSource, ClassFolderSource, ManifestSource], Field(discriminator="kind")]
 
 
 class NormalizationConfig(_Strict):

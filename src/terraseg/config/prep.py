@@ -109,8 +109,12 @@ class RasterizeConfig(_Strict):
 class SplitConfig(_Strict):
     """Train/val/test manifests from a chip index."""
 
-    index: str = Field(description="Chip index (GeoParquet or CSV from `terraseg chip`).")
+    index: str = Field(description="Chip index (GeoParquet or CSV from `terraseg chip`), or a folder of image/mask pairs "
+                       "(methods random and stratified; strata: the pairs' sub-folders).")
     out_dir: str = Field(description="Folder for train/val/test manifests.")
+    layout: Literal["auto", "pairs", "seed", "loveda", "magnetic_tiles"] = Field(
+        "auto", description="Folder inputs: the pair layout (as a config's folder source).")
+    include: list[str] | None = Field(None, description="Folder inputs: only these sub-folders (e.g. MT_Crack).")
     method: Literal["random", "stratified", "spatial", "spatial-kfold"] = Field(
         "random", description="'random'; 'stratified' by the set of classes present; 'spatial' by blocks of `block_size`; "
         "'spatial-kfold': `folds` folds of whole blocks, training chips within `buffer` of a fold's test chips left out."

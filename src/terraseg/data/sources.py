@@ -20,7 +20,7 @@ import copy
 import numpy as np
 from rasterio.transform import Affine
 
-from terraseg.config import DataConfig, FolderSource, SceneSource
+from terraseg.config import DataConfig, FolderSource, ManifestSource, SceneSource
 from terraseg.data.scenes import ArrayScene, RasterScene, Region, Scene
 from terraseg.errors import InputFileError
 from terraseg.io.images import IMAGE_SUFFIXES
@@ -126,6 +126,8 @@ def build_scenes(
                     mask_nodata=src.mask_nodata, ignore_index=ignore_index, num_classes=num_classes,
                 )
             )
+        elif isinstance(src, ManifestSource):
+            scenes += manifest_scenes(src, root, ignore_index, num_classes)
         else:
             froot = resolve_data_path(src.root, root)
             pairs, layout = folder_pairs(src, froot)
@@ -136,6 +138,40 @@ def build_scenes(
                     ArrayScene(img, msk, binarize=binarize, value_offset=offset, ignore_index=ignore_index,
                                num_classes=num_classes, name=str(img.relative_to(froot).with_suffix("")))
                 )
+    return scenes
+
+
+def manifest_scenes(src: ManifestSource, root: Path | None, ignore_index: int, num_classes: int | None) -> list[Scene]:
+    """Scenes of the image/mask pairs a manifest lists (rasters streamed, PNG/JPEG pairs as arrays).
+
+    Raises:
+        InputFileError: a missing or unreadable manifest, missing columns, an empty manifest.
+    """
+    import pandas as pd
+
+    p = Path(src.path)
+    if not p.is_absolute() and not p.exists():
+        p = resolve_data_path(src.path, root)
+    if not p.is_file():
+        raise InputFileError(f"{p}: manifest not found.")
+    try:
+        df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    except Exception as e:  # noqa: BLE001 - pandas raises many types for a bad table
+        raise InputFileError(f"{p}: not a readable manifest ({type(e).__name__}).") from None
+    missing = {src.image_column, src.mask_column} - set(df.columns)
+    if missing:
+        raise InputFileError(f"{p}: manifest has no column(s) {', '.join(sorted(missing))}.")
+    if df.empty:
+        raise InputFileError(f"{p}: manifest lists no images.")
+    scenes: list[Scene] = []
+    for img, msk in zip(df[src.image_column], df[src.mask_column]):
+        img_p = Path(img) if Path(img).is_absolute() else p.parent / img
+        msk_p = None if not isinstance(msk, str) or not msk else (Path(msk) if Path(msk).is_absolute() else p.parent / msk)
+        if img_p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}:
+            scenes.append(ArrayScene(img_p, msk_p, binarize=src.binarize, ignore_index=ignore_index, num_classes=num_classes,
+                                     name=img_p.stem))
+        else:
+            scenes.append(RasterScene(img_p, mask_path=msk_p, ignore_index=ignore_index, num_classes=num_classes))
     return scenes
 
 

@@ -213,6 +213,24 @@ def spatial_kfold(cfg: SplitConfig, df: pd.DataFrame) -> dict[str, Path]:
     return paths
 
 
+def folder_index(cfg: SplitConfig) -> pd.DataFrame:
+    """An index of the image/mask pairs of a folder: ``chip``, ``mask`` (relative to the folder), ``scene``, ``group``.
+
+    ``group`` is the pair's first sub-folder (e.g. the defect type ``MT_Crack``), the strata of 'stratified'.
+
+    Raises:
+        InputFileError: a folder without pairs in the layout.
+    """
+    from terraseg.config import FolderSource
+    from terraseg.data.sources import folder_pairs
+
+    root = Path(cfg.index).resolve()
+    pairs, _ = folder_pairs(FolderSource(root=str(root), layout=cfg.layout, include=cfg.include), root)
+    rows = [{"chip": str(img.relative_to(root)), "mask": str(msk.relative_to(root)), "scene": img.stem,
+             "group": img.relative_to(root).parts[0] if len(img.relative_to(root).parts) > 1 else ""} for img, msk in pairs]
+    return pd.DataFrame(rows, columns=["chip", "mask", "scene", "group"])
+
+
 def split_index(cfg: SplitConfig) -> dict[str, Path]:
     """Write ``train``, ``val`` and ``test`` manifests (rows of the chip index) and ``split.json``.
 
@@ -225,7 +243,10 @@ def split_index(cfg: SplitConfig) -> dict[str, Path]:
     Raises:
         InputFileError: unreadable index, or an index without what the method needs.
     """
-    df = read_index(cfg.index).reset_index(drop=True)
+    folder = Path(cfg.index).is_dir()
+    df = folder_index(cfg) if folder else read_index(cfg.index).reset_index(drop=True)
+    if folder and cfg.method not in ("random", "stratified"):
+        raise InputFileError(f"{cfg.index}: a folder of image pairs has no map coordinates; split it with --method random or stratified.")
     if df.empty:
         raise InputFileError(f"{cfg.index}: chip index is empty; nothing to split.")
     if cfg.method == "spatial-kfold":
@@ -233,7 +254,8 @@ def split_index(cfg: SplitConfig) -> dict[str, Path]:
     if cfg.method == "random":
         labels = assign_random(len(df), cfg.fractions, cfg.seed)
     elif cfg.method == "stratified":
-        labels = assign_stratified(_presence_key(df), cfg.fractions, cfg.seed)
+        keys = list(df["group"].astype(str)) if folder else _presence_key(df)
+        labels = assign_stratified(keys, cfg.fractions, cfg.seed)
     else:
         size = float(cfg.block_size)  # type: ignore[arg-type]
         cx = (df["minx"] + df["maxx"]) / 2
@@ -250,7 +272,7 @@ def split_index(cfg: SplitConfig) -> dict[str, Path]:
                                   "dropped_straddling": int((labels == -1).sum()),
                                   "assigned_straddling": straddling if cfg.method == "spatial" and cfg.straddling == "assign" else 0}
     base = pd.DataFrame(df.drop(columns="geometry")) if "geometry" in df.columns else df
-    index_dir = Path(cfg.index).resolve().parent
+    index_dir = Path(cfg.index).resolve() if folder else Path(cfg.index).resolve().parent
     with staged_dir(out) as stage:  # all manifests and split.json appear together, or none
         for k, name in enumerate(SPLITS):
             part = base[labels == k].copy()
