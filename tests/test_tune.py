@@ -70,3 +70,20 @@ def test_tune_bad_space_is_one_line_error_before_any_trial(cfg_path, tmp_path):
         raw["tune"]["params"] = {"data.window": {"type": "int", "low": 5, "high": 3}}
         p.write_text(yaml.safe_dump(raw))
         tune(p, trials=1)
+
+
+def test_tune_a_pixel_baseline_config(tmp_path):
+    """Pixel baselines (scikit-learn) are tuned too: one fit per trial, no epochs to prune, best config and bundle written."""
+    img, _, truth = make_geotiff(tmp_path / "train.tif", 96, 96, seed=5)
+    files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img, "test_mask": tmp_path / "m.tif"}
+    cfg = tiny_config(tmp_path, files, model={"arch": "random_forest"}, baseline={"samples_per_class": 300, "n_estimators": 10})
+    cfg["data"]["val_fraction"] = 0.3
+    cfg["tune"] = {"params": {"baseline.n_estimators": {"type": "int", "low": 5, "high": 30},
+                              "baseline.texture_window": {"type": "categorical", "choices": [3, 5]}}}
+    path = tmp_path / "rf.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = tune(path, trials=3)
+    assert res.finished == 3 and res.best_value is not None and 0.0 <= res.best_value <= 1.0
+    best = load_config(res.best_config)
+    assert best.model.arch == "random_forest" and 5 <= best.baseline.n_estimators <= 30
+    assert res.best_bundle is not None and res.best_bundle.exists()

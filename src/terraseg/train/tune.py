@@ -69,7 +69,12 @@ def check_space(cfg: ExperimentConfig, raw: dict[str, Any]) -> None:
             apply_overrides(trial_raw, [f"{path}={json.dumps(value)}"])
             ExperimentConfig.model_validate(trial_raw)
         except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            from pydantic import ValidationError
+
+            if isinstance(e, ValidationError):  # say which rule the value breaks, not just that one did
+                msg = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()[:2])
+            else:
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ConfigError(f"tune.params.{path}: not a usable config field ({msg}).") from None
         if not _exists(fields, path):
             raise ConfigError(f"tune.params.{path}: no such field in the config (set a default for it first, or check the path).")
