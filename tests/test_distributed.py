@@ -30,6 +30,7 @@ def test_samplers_shard_over_ranks(monkeypatch):
     assert sorted(r0 + r1) == sorted(one)  # together the ranks draw the windows one process draws, none twice
     assert r0 == one[0::2] and r1 == one[1::2]
     assert v0 == [0, 2, 4] and v1 == [1, 3]  # validation scenes: no padding, no repeats
+    assert list(ShardSampler(1, pad=True)) == [-1] and list(ShardSampler(1)) == []  # rank 1 of 2 with one scene: a no-op step
 
 
 def _train(tmp_path: Path, name: str, devices: int, lr: float, files: dict, val: list) -> Bundle:

@@ -164,18 +164,24 @@ class ShardSampler(torch.utils.data.Sampler):
 
     Args:
         length: items (scenes).
+        pad: a rank left without an item gets the index ``-1`` (a step that does nothing:
+            :class:`SceneIndexDataset` users skip it), since Lightning refuses an empty loader on any rank
+            (one validation scene, two ranks).
     """
 
-    def __init__(self, length: int) -> None:
-        self.length = length
+    def __init__(self, length: int, pad: bool = False) -> None:
+        self.length, self.pad = length, pad
+
+    def _indexes(self) -> list[int]:
+        rank, world = rank_and_world()
+        own = list(range(rank, self.length, world))
+        return own or ([-1] if self.pad else [])
 
     def __len__(self) -> int:
-        rank, world = rank_and_world()
-        return len(range(rank, self.length, world))
+        return len(self._indexes())
 
     def __iter__(self):
-        rank, world = rank_and_world()
-        return iter(range(rank, self.length, world))
+        return iter(self._indexes())
 
 
 class RandomWindowDataset(Dataset):

@@ -208,6 +208,8 @@ class SegmentationTask(TaskBase):
                                       d.fit_max)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if int(batch) < 0:  # a DDP rank without a validation scene of its own (ShardSampler's padding)
+            return
         scene = self.val_scenes[int(batch)]
         m = evaluate_scenes(self._predictor(), [scene], [c.name for c in self.cfg.classes], self.cfg.ignore_index)
         self._cm += np.asarray(m["confusion_matrix"], dtype=np.int64)

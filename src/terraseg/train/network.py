@@ -286,7 +286,7 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
     train_dl = DataLoader(train_ds, batch_size=d.batch_size, sampler=EpochSampler(len(train_ds)), drop_last=len(train_ds) > d.batch_size,
                           **loader_kw)
     # validation: whole scenes through the real predictor (SegmentationTask.validation_step), one scene per step
-    val_dl = DataLoader(SceneIndexDataset(val_scenes), batch_size=None, sampler=ShardSampler(len(val_scenes))) if val_scenes else None
+    val_dl = DataLoader(SceneIndexDataset(val_scenes), batch_size=None, sampler=ShardSampler(len(val_scenes), pad=True)) if val_scenes else None
 
     first = train_scenes[0]
     source_bands = getattr(getattr(first, "info", None), "count", None)
