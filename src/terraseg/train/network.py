@@ -176,7 +176,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         max_epochs=cfg.train.max_epochs,
         max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
         precision=cfg.training_precision(), accelerator=cfg.train.accelerator, devices=cfg.train.devices,
-        strategy=cfg.train.strategy, num_nodes=cfg.train.num_nodes,
+        strategy=_strategy(cfg, module, in_channels), num_nodes=cfg.train.num_nodes,
         use_distributed_sampler=False,  # EpochSampler and ShardSampler shard over ranks themselves (terraseg.data.datasets)
         logger=logger, callbacks=callbacks, default_root_dir=run_dir, log_every_n_steps=10,
         num_sanity_val_steps=0, enable_model_summary=False,
@@ -247,6 +247,39 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
                        throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
                        throughput.validation_share)
+
+
+def _strategy(cfg: ExperimentConfig, module: TaskBase, in_channels: int) -> Any:
+    """Lightning's strategy for ``train.strategy``; under DDP, parameters the loss never reaches are frozen first.
+
+    DDP's reducer expects a gradient for every trainable parameter each step. Some encoders carry
+    parameters the segmentation forward never uses (timm EfficientNet's head convolution under smp,
+    for one); one forward and backward on a zero batch finds them and they are frozen (they would get
+    no gradient anyway), so DDP runs without ``find_unused_parameters`` and its extra graph walk every
+    step. With a fine-tuning schedule (``freeze_encoder_epochs``), which changes what trains between
+    epochs, DDP looks for unused parameters every step instead.
+    """
+    s = cfg.train.strategy
+    if s not in ("ddp", "ddp_spawn"):
+        return s
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if cfg.train.freeze_encoder_epochs:
+        return DDPStrategy(find_unused_parameters=True, start_method="spawn" if s == "ddp_spawn" else "popen")
+    model = module.model
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # the probe must not move batch-norm statistics
+    model.train()
+    w = cfg.data.window
+    model(torch.zeros(2, in_channels, w, w)).float().sum().backward()
+    unused = [p for p in model.parameters() if p.requires_grad and p.grad is None]
+    for p in model.parameters():
+        p.grad = None
+    for p in unused:
+        p.requires_grad_(False)
+    model.load_state_dict(state)
+    if unused:
+        log.info("DDP: %d parameter tensors the loss never reaches are frozen", len(unused))
+    return DDPStrategy(start_method="spawn" if s == "ddp_spawn" else "popen")
 
 
 def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, scenes: tuple[list, list] | None = None):
