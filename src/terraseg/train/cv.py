@@ -10,8 +10,8 @@ Nature Communications 11, 2020). ``cv`` measures both, on the same data and budg
   folds of near-equal pixel counts (:func:`terraseg.data.split.assign_blocks`). Fold k validates on
   its blocks and trains on the rest, minus a ``buffer`` around the validation blocks (blockCV's
   buffer): those labels are set to ``ignore_index`` in training (the imagery stays, as context only).
-* **random**: the same with blocks one training window wide, dealt at random, no buffer: what a
-  random train/validation split of chips gives.
+* **random**: the same with small blocks (a quarter of the spatial block side, at most one training
+  window), dealt at random, no buffer: what a random train/validation split of chips gives.
 
 Folder pairs (small images) are dealt to folds whole in both. Each fold trains with the config
 (tracking, ONNX export and calibration off) and is scored on its validation part by the real
@@ -181,7 +181,8 @@ def cross_validate(cfg: ExperimentConfig, folds: int = 5, block_size: float | No
     block = block_size or 4 * d.window * res
     out = Path(out_dir) if out_dir else cfg.run_dir() / "cv"
     result = CVResult()
-    methods = [("spatial", block, buffer)] + ([("random", d.window * res, 0.0)] if compare_random else [])
+    # the random split deals small blocks (a quarter of the spatial block, at most one training window) at random
+    methods = [("spatial", block, buffer)] + ([("random", min(d.window * res, block / 4), 0.0)] if compare_random else [])
     for method, size, buf in methods:
         rows = []
         for k, (tr, va) in enumerate(fold_scenes(scenes, folds, size, buf, cfg.train.seed)):
