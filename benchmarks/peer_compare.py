@@ -73,9 +73,13 @@ def torchgeo_child(scene: str, bundle: str, out: str) -> None:
             ids = (logits[:, 0] > 0).to(torch.uint8) if logits.shape[1] == 1 else logits.argmax(1).to(torch.uint8)
             for k, bounds in enumerate(batch["bounds"]):
                 xs, ys = bounds[0], bounds[1]
-                col, row = int(round((xs.start - left) / res)), int(round((top - ys.stop) / res))
-                h, w = min(512, height - row), min(512, width - col)
-                pred[row:row + h, col:col + w] = ids[k, :h, :w].numpy()
+                # TorchGeo 0.8's grid runs past the scene's edges (padded reads): clip the window to the scene
+                col = int(round((min(xs.start, xs.stop) - left) / res))
+                row = int(round((top - max(ys.start, ys.stop)) / res))
+                r0, c0 = max(row, 0), max(col, 0)
+                r1, c1 = min(row + 512, height), min(col + 512, width)
+                if r1 > r0 and c1 > c0:
+                    pred[r0:r1, c0:c1] = ids[k, r0 - row:r1 - row, c0 - col:c1 - col].numpy()
     profile.update(count=1, dtype="uint8", compress="deflate", nodata=None)
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(pred[None])
