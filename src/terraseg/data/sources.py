@@ -144,6 +144,13 @@ def build_scenes(
 def manifest_scenes(src: ManifestSource, root: Path | None, ignore_index: int, num_classes: int | None) -> list[Scene]:
     """Scenes of the image/mask pairs a manifest lists (rasters streamed, PNG/JPEG pairs as arrays).
 
+    Args:
+        src: the manifest source. root: the data root (for a manifest path not found from here).
+        ignore_index: mask value of unknown pixels. num_classes: K, for checking mask values (None: unchecked).
+
+    Returns:
+        One scene per row.
+
     Raises:
         InputFileError: a missing or unreadable manifest, missing columns, an empty manifest.
     """

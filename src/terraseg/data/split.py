@@ -218,6 +218,12 @@ def folder_index(cfg: SplitConfig) -> pd.DataFrame:
 
     ``group`` is the pair's first sub-folder (e.g. the defect type ``MT_Crack``), the strata of 'stratified'.
 
+    Args:
+        cfg: split options (``index`` is the folder; ``layout``, ``include``).
+
+    Returns:
+        One row per pair, in the layout's order.
+
     Raises:
         InputFileError: a folder without pairs in the layout.
     """

@@ -62,6 +62,9 @@ def is_virtual(path: str | os.PathLike[str]) -> bool:
     These are read by GDAL itself (HTTP range requests for ``/vsicurl/``, see GDAL's "GDAL Virtual
     File Systems" page), so they are kept as strings (``pathlib`` would fold ``https://`` to ``https:/``)
     and not checked for on the local disk.
+
+    Args:
+        path: a file path or GDAL path.
     """
     return str(path).startswith("/vsi")
 

@@ -34,7 +34,6 @@ from terraseg.errors import ConfigError, TerrasegError
 if TYPE_CHECKING:
     from terraseg.bundle import Bundle
     from terraseg.config.inference import PredictConfig
-    from terraseg.predict.run import PredictResult
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,12 @@ class Unit:
 
 
 def part_paths(out_dir: Path, stem: str, first_strip: int, probabilities: bool, uncertainty: bool) -> dict[str, str]:
-    """The part rasters of the band starting at strip ``first_strip``: ``{"prediction", "probabilities", "confidence"}``."""
+    """The part rasters of the band starting at strip ``first_strip``: ``{"prediction", "probabilities", "confidence"}``.
+
+    Args:
+        out_dir: the output folder. stem: the scene's output name. first_strip: the band's first strip index.
+        probabilities, uncertainty: whether those parts are written.
+    """
     d = out_dir / PARTS / stem
     paths = {"prediction": str(d / f"band{first_strip:05d}.tif")}
     if probabilities:
@@ -258,6 +262,9 @@ class PredictWorker:
 def connect(address: str | None) -> bool:
     """Start Ray on this machine (``address`` None) or join a cluster; True when this call started it.
 
+    Args:
+        address: None, 'auto' or 'ray://HOST:PORT'.
+
     Raises:
         ConfigError: Ray is not installed, or the cluster cannot be reached.
     """
@@ -281,6 +288,9 @@ def connect(address: str | None) -> bool:
 def worker_layout(cfg: PredictConfig) -> tuple[int, int, float]:
     """``(workers, CPUs per worker, GPUs per worker)`` for the connected cluster's resources and ``cfg.ray``.
 
+    Args:
+        cfg: the predict config (its ``ray`` settings).
+
     Raises:
         ConfigError: more GPUs per worker asked for than the cluster has.
     """
@@ -301,13 +311,13 @@ def worker_layout(cfg: PredictConfig) -> tuple[int, int, float]:
     return workers, per, r.gpus_per_worker
 
 
-def predict_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, str]], result: PredictResult) -> PredictResult:
+def predict_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, str]], result: Any) -> Any:
     """Predict ``items`` with actors on Ray; the files written equal :func:`terraseg.predict.run.run_predict`'s.
 
     Args:
         cfg: the predict config (``cfg.ray``: address, workers, resources, retries).
         bundle: the loaded bundle (its file's bytes go to the actors). items: ``(path, stem)`` to do.
-        result: filled in and returned (outputs, failures).
+        result: a :class:`terraseg.predict.run.PredictResult`, filled in and returned (outputs, failures).
 
     Returns:
         ``result``.
@@ -355,7 +365,7 @@ def _bundle_bytes(bundle: Bundle) -> bytes:
         return bundle.save(Path(d) / "model.terraseg").read_bytes()
 
 
-def _drive(actors: list, units: list[Unit], cfg: PredictConfig, result: PredictResult) -> None:
+def _drive(actors: list, units: list[Unit], cfg: PredictConfig, result: Any) -> None:
     """Hand units to actors (two in flight each), retry failures, assemble scenes whose bands are all done."""
     import ray
 

@@ -73,7 +73,11 @@ BINS = 10  # equal bins between the training 2nd and 98th percentiles (plus one 
 
 
 def bin_edges(stats: NormStats) -> np.ndarray | None:
-    """``(C, BINS + 1)`` inner bin edges per band from the training 2-98% range, or None without percentiles."""
+    """``(C, BINS + 1)`` inner bin edges per band from the training 2-98% range, or None without percentiles.
+
+    Args:
+        stats: the training statistics (``low``, ``high``: the 2nd and 98th percentiles).
+    """
     if not stats.low or not stats.high:
         return None
     lo, hi = np.asarray(stats.low, np.float64), np.asarray(stats.high, np.float64)
@@ -82,20 +86,35 @@ def bin_edges(stats: NormStats) -> np.ndarray | None:
 
 
 def band_histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``(C, BINS + 2)`` pixel counts of ``(C, N)`` values over each band's edges (first and last bins open)."""
+    """``(C, BINS + 2)`` pixel counts of ``(C, N)`` values over each band's edges (first and last bins open).
+
+    Args:
+        x: ``(C, N)`` pixel values. edges: ``(C, BINS + 1)`` from :func:`bin_edges`.
+    """
     return np.stack([np.bincount(np.searchsorted(e, v, side="right"), minlength=BINS + 2)[:BINS + 2]
                      for e, v in zip(edges, x)]).astype(np.float64)
 
 
 def population_stability(actual: np.ndarray, expected: np.ndarray, floor: float = 1e-4) -> np.ndarray:
-    """Per-band PSI of ``(C, B)`` counts against ``(C, B)`` reference counts (proportions floored at ``floor``)."""
+    """Per-band PSI of ``(C, B)`` counts against ``(C, B)`` reference counts (proportions floored at ``floor``).
+
+    Args:
+        actual: the input's counts. expected: the training counts. floor: smallest proportion (empty bins).
+
+    Returns:
+        ``(C,)`` PSI per band.
+    """
     p = np.maximum(actual / np.maximum(actual.sum(1, keepdims=True), 1), floor)
     q = np.maximum(expected / np.maximum(expected.sum(1, keepdims=True), 1), floor)
     return ((p - q) * np.log(p / q)).sum(1)
 
 
 def training_histograms(bundle, stats: NormStats) -> np.ndarray | None:
-    """``(C, BINS + 2)`` counts of the bundle's raw training windows (``calibration.npy``), cached on the bundle; None without them."""
+    """``(C, BINS + 2)`` counts of the bundle's raw training windows (``calibration.npy``), cached on the bundle; None without them.
+
+    Args:
+        bundle: the loaded bundle. stats: its training statistics (the bin edges).
+    """
     cached = getattr(bundle, "_drift_reference", False)
     if cached is not False:
         return cached

@@ -83,7 +83,7 @@ class RayServeBackend:
     @torch.inference_mode()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, h, w)`` float32 -> ``(N, K, h, w)`` float32 probabilities, computed by a replica."""
-        return torch.from_numpy(self.handle.remote(x.cpu().numpy()).result())
+        return torch.from_numpy(np.array(self.handle.remote(x.cpu().numpy()).result()))  # a writable copy of the reply
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.handle.remote(batch).result()
