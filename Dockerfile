@@ -1,8 +1,9 @@
-# syntax=docker/dockerfile:1.7
 # terraseg image: `terraseg serve` by default; `docker run IMAGE train|predict ...` for one-off jobs.
 #   docker build -t terraseg .                                    # CPU (python:3.11-slim)
 #   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 --build-arg TORCH_INDEX=cu124 -t terraseg:gpu .
 #   behind a TLS-intercepting proxy: --secret id=extra_ca,src=corp-ca.pem (never stored in a layer)
+#   without download.pytorch.org: --build-arg TORCH_INDEX= (torch from PyPI: the CUDA build, larger)
+#   BuildKit is needed (RUN --mount): DOCKER_BUILDKIT=1 with Docker 20.10+, or buildx
 ARG BASE_IMAGE=python:3.11-slim
 
 # ---- build: wheels for the project and its pinned dependencies, Leaflet from npm ------------------
@@ -24,7 +25,7 @@ COPY src ./src
 RUN --mount=type=secret,id=extra_ca,required=false \
     python3 -m venv /opt/venv && \
     if [ -f /run/secrets/extra_ca ]; then export PIP_CERT=/run/secrets/extra_ca; fi && \
-    /opt/venv/bin/pip install --extra-index-url "https://download.pytorch.org/whl/${TORCH_INDEX}" -c constraints.txt ".${EXTRAS:+[$EXTRAS]}"
+    /opt/venv/bin/pip install ${TORCH_INDEX:+--extra-index-url "https://download.pytorch.org/whl/${TORCH_INDEX}"} -c constraints.txt ".${EXTRAS:+[$EXTRAS]}"
 
 # ---- runtime: the venv only, a non-root user ---------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
