@@ -37,8 +37,9 @@ if ! timeout 60 "$DOCKER" pull -q "$BASE" >/dev/null 2>&1; then
   if ! "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
     command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -q debootstrap >/dev/null 2>&1
     rootfs=$(mktemp -d)
-    if ! timeout 900 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,curl bookworm "$rootfs" \
-        http://deb.debian.org/debian >/tmp/terraseg-debootstrap.log 2>&1; then
+    boot() { timeout 900 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,curl bookworm "$rootfs" \
+        http://deb.debian.org/debian >/tmp/terraseg-debootstrap.log 2>&1; }
+    if ! boot && ! (rm -rf "${rootfs:?}"/* && boot); then  # one retry: a mirror hiccup is not a failure of the project
       say "FAILED: debootstrap of a Debian base ($(tail -1 /tmp/terraseg-debootstrap.log))"; rm -rf "$rootfs"; exit 1
     fi
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb
@@ -52,7 +53,7 @@ build() {
   "$DOCKER" build -q --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_INDEX="$TORCH_INDEX" \
     --secret id=extra_ca,src=/etc/ssl/certs/ca-certificates.crt -t terraseg:ci . >/tmp/terraseg-build.log 2>&1
 }
-t0=$(date +%s.%N); build || { say "FAILED: docker build ($(tail -3 /tmp/terraseg-build.log | tr '\n' ' '))"; exit 1; }
+t0=$(date +%s.%N); build || build || { say "FAILED: docker build ($(tail -3 /tmp/terraseg-build.log | tr '\n' ' '))"; exit 1; }
 t1=$(date +%s.%N); build || { say "FAILED: cached docker build"; exit 1; }
 t2=$(date +%s.%N)
 size=$("$DOCKER" image inspect -f '{{.Size}}' terraseg:ci)
