@@ -196,6 +196,26 @@ class Bundle:
         return Path(path)
 
     @classmethod
+    def from_bytes(cls, data: bytes) -> "Bundle":
+        """Load a bundle from the bytes of a ``.terraseg`` file (e.g. sent to Ray workers), with :meth:`load`'s checks.
+
+        Args:
+            data: the file's bytes.
+
+        Raises:
+            BundleError: as :meth:`load`.
+        """
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(suffix=".terraseg")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return cls.load(tmp)
+        finally:
+            os.unlink(tmp)
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Bundle":
         """Load a bundle.
 

@@ -144,13 +144,7 @@ class PredictWorker:
         from terraseg.predict.sliding import predictor_for
 
         torch.set_num_threads(max(1, threads))
-        fd, tmp = tempfile.mkstemp(suffix=".terraseg")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(bundle_bytes)
-            self.bundle = Bundle.load(tmp)
-        finally:
-            os.unlink(tmp)
+        self.bundle = Bundle.from_bytes(bundle_bytes)
         self.cfg = PredictConfig.model_validate(cfg)
         self.predictor = predictor_for(self.bundle, self.cfg.inference)
         self.colors = [c.color for c in self.bundle.manifest.classes]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -44,13 +43,7 @@ class ModelReplica:
             import ray
 
             bundle_bytes = ray.get(bundle_bytes)
-        fd, tmp = tempfile.mkstemp(suffix=".terraseg")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(bundle_bytes)
-            bundle = Bundle.load(tmp)
-        finally:
-            os.unlink(tmp)
+        bundle = Bundle.from_bytes(bundle_bytes)
         pred = predictor_for(bundle, InferenceConfig.model_validate(inference))
         self.backend, self.batch_size = pred.backend, pred.batch_size
         rt = getattr(pred.backend, "runtime", None)
