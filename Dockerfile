@@ -9,8 +9,9 @@ ARG BASE_IMAGE=python:3.11-slim
 # ---- build: wheels for the project and its pinned dependencies, Leaflet from npm ------------------
 FROM ${BASE_IMAGE} AS build
 ARG TORCH_INDEX=cpu
-# optional dependencies: ray = predict/serve --engine ray, and the image KubeRay runs (deploy/ray); "" for none
-ARG EXTRAS=ray
+# optional dependencies: ray = predict/serve --engine ray, and the image KubeRay runs (deploy/ray); postgres = the
+# driver of the MLflow tracking server compose.yaml runs from this image; "" for none
+ARG EXTRAS=ray,postgres
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # hadolint ignore=DL3008
@@ -32,7 +33,7 @@ FROM ${BASE_IMAGE} AS runtime
 # hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends curl \
     && (command -v python3 >/dev/null || apt-get install -y --no-install-recommends python3) && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 10001 terraseg && mkdir -p /models /data && chown terraseg /models /data
+    && useradd --create-home --uid 10001 terraseg && mkdir -p /models /data /mlartifacts && chown terraseg /models /data /mlartifacts
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TERRASEG_DATA=/data
 USER 10001

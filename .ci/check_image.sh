@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # #15: build the Docker image and run it: /healthz answers, /v1/segment on a real Massachusetts tile returns a
 # GeoTIFF with the input's CRS, the container runs as non-root; measured: image size, cold and cached build
-# time, start to first /healthz, /v1/segment p50 in the container vs on the host. Then the container is removed.
+# time, start to first /healthz, /v1/segment p50 in the container vs on the host. Then the container is removed and
+# check_compose.sh brings compose.yaml up with the same image.
 #
 # Where no Docker engine runs, Debian's docker.io is installed and its daemon started here. Registries cannot be
 # reached from these machines, so when the default base image cannot be pulled a Debian base is built with
@@ -72,3 +73,6 @@ t3=$(date +%s.%N)
   || { say "FAILED: docker run"; exit 1; }
 HF_HUB_OFFLINE=1 TERRASEG_DATA="${TERRASEG_DATA:-$ROOT/../shared/datasets}" "$ROOT/.venv/bin/python" .ci/image_check.py check "$work" "$port" "$t3" \
   "$("$DOCKER" exec terraseg-ci id -u)" || { "$DOCKER" logs terraseg-ci 2>&1 | tail -20; say "FAILED"; exit 1; }
+"$DOCKER" rm -f terraseg-ci >/dev/null 2>&1
+# the same image in compose.yaml's stack: Postgres + MLflow server + the API serving a model registered there
+DOCKER="$DOCKER" bash .ci/check_compose.sh terraseg:ci "$BASE" "$work" || exit 1

@@ -1,4 +1,5 @@
-"""Helpers of .ci/check_image.sh: write a small bundle; check and time the running container against the host."""
+"""Helpers of .ci/check_image.sh and .ci/check_compose.sh: write a small bundle (and a tracked run folder); check and
+time the running container against the host; check the compose stack."""
 
 from __future__ import annotations
 
@@ -90,8 +91,81 @@ def check(folder: Path, port: int, started: float, uid: str) -> None:
           f"{src.crs}; uid {uid.strip()}; 512^2 PNG p50 {container * 1000:.0f} ms in the container vs {host * 1000:.0f} ms on the host")
 
 
+def run_folder(folder: Path) -> None:
+    """A training run folder as `make demo` leaves one: ``model.terraseg`` recording a run of the folder's own
+    sqlite store (``mlflow.db``), which the compose stack's tracking server does not hold."""
+    import mlflow
+
+    from terraseg.bundle import Bundle
+
+    folder.mkdir(parents=True)
+    bundle(folder)
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.set_experiment("buildings")
+    with mlflow.start_run() as r:
+        mlflow.log_metric("val/score", 0.5)
+    b = Bundle.load(folder / "model.terraseg")
+    b.manifest.training["mlflow_run_id"] = r.info.run_id
+    b.manifest.metrics["validation"] = {"val/score": 0.5}
+    b.save(folder / "model.terraseg").chmod(0o644)
+    folder.chmod(0o755)
+    folder.parent.chmod(0o755)
+
+
+def _wait(url: str, seconds: float) -> float:
+    """Seconds until ``url`` answers 200."""
+    import httpx
+
+    t0 = time.time()
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.time() - t0
+        except httpx.HTTPError:
+            pass
+        if time.time() - t0 > seconds:
+            raise SystemExit(f"compose check: {url} did not answer within {seconds:.0f} s")
+        time.sleep(0.5)
+
+
+def compose(api_port: int, mlflow_port: int, started: float) -> None:
+    """The stack is up: the API serves the model registered in the MLflow server (by alias), whose version's
+    run holds the bundle in the artifact volume and whose metadata sit in Postgres; the UI answers."""
+    import httpx
+    import rasterio
+
+    from terraseg.settings import data_root
+
+    api, ml = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{mlflow_port}"
+    _wait(f"{api}/readyz", 300)
+    ready = time.time() - started
+    models = httpx.get(f"{api}/v1/models", timeout=10).json()
+    assert [m["source"] for m in models] == ["models:/buildings@champion"], models
+    tile = data_root() / "massachusetts-buildings" / "23429155_15.tif"
+    r = httpx.post(f"{api}/v1/segment?format=geotiff", files={"file": (tile.name, tile.read_bytes(), "image/tiff")}, timeout=300)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/tiff", r.text[:300]
+    with rasterio.MemoryFile(r.content) as mf, mf.open() as out, rasterio.open(tile) as src:
+        assert out.crs == src.crs and out.transform == src.transform
+    assert "/vendor/leaflet.js" in httpx.get(f"{api}/", timeout=10).text
+    assert httpx.get(f"{ml}/", timeout=10).status_code == 200, "the MLflow UI does not answer"
+    mv = httpx.get(f"{ml}/api/2.0/mlflow/registered-models/alias", params={"name": "buildings", "alias": "champion"},
+                   timeout=10).json()["model_version"]
+    run = httpx.get(f"{ml}/api/2.0/mlflow/runs/get", params={"run_id": mv["run_id"]}, timeout=10).json()["run"]
+    tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+    assert "terraseg.source_run_id" in tags, tags  # carried over from the run folder's own store
+    arts = httpx.get(f"{ml}/api/2.0/mlflow/artifacts/list", params={"run_id": mv["run_id"]}, timeout=10).json()
+    assert "model.terraseg" in {f["path"] for f in arts.get("files", [])}, arts
+    print(f"compose check: ok: postgres + mlflow + register + api up, API ready {ready:.1f} s after `up`; "
+          f"models:/buildings@champion = version {mv['version']} of run {mv['run_id'][:8]} (carried over from "
+          f"{tags['terraseg.source_run_id'][:8]}); /v1/segment GeoTIFF in {src.crs}; MLflow UI answers")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "bundle":
         bundle(Path(sys.argv[2]))
+    elif sys.argv[1] == "run":
+        run_folder(Path(sys.argv[2]))
+    elif sys.argv[1] == "compose":
+        compose(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
     else:
         check(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])

@@ -93,6 +93,31 @@ def test_register_then_serve_from_registry(trained):
     assert res.exit_code == 1 and "not found in the MLflow registry" in res.output
 
 
+def test_register_into_a_store_without_the_run_carries_it_over(trained):
+    """A bundle tracked in its run folder's sqlite store, registered in another store (a team's tracking
+    server, as compose.yaml does): a new run there holds the bundle, its metrics and the source run id."""
+    import mlflow
+
+    from terraseg.bundle import Bundle
+    from terraseg.serve.registry import resolve_model_uri
+
+    run_dir = trained["tmp"] / "run"
+    source = Bundle.load(run_dir / "model.terraseg").manifest
+    store = f"sqlite:///{(trained['tmp'] / 'team.db').resolve()}"
+    res = run("register", run_dir, "--name", "carried", "--tracking-uri", store)
+    assert res.exit_code == 0, res.output
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+    mv = client.get_model_version("carried", "1")
+    r = client.get_run(mv.run_id)
+    assert mv.run_id != source.training["mlflow_run_id"]
+    assert r.data.tags["terraseg.source_run_id"] == source.training["mlflow_run_id"]
+    assert r.data.metrics["val/score"] == source.metrics["validation"]["val/score"] and r.data.params["arch"] == source.model.arch
+    got = Bundle.load(resolve_model_uri("models:/carried@champion", store))
+    assert got.manifest.name == source.name and got.manifest.training["mlflow_run_id"] == source.training["mlflow_run_id"]
+    res = run("register", run_dir, "--name", "carried", "--tracking-uri", store, "--run-id", "0" * 32)
+    assert res.exit_code == 1 and "cannot register run" in res.output  # an explicit run must exist
+
+
 def test_info_prints_bundle(trained):
     res = run("info", trained["bundle"], "--json")
     assert res.exit_code == 0

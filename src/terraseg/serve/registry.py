@@ -230,6 +230,12 @@ def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tra
     (never simply the newest run of a shared store). The bundle file is uploaded to that run as it
     is now (with any graph ``terraseg export`` added since training) before the version is created.
 
+    When the recorded run is not in ``tracking_uri``'s store (a model trained against the run folder's
+    sqlite store, registered in a team's tracking server, as ``compose.yaml`` does), the run is carried
+    over: a new run in experiment ``<bundle name>`` gets the bundle, its validation metrics, a few
+    parameters and the tag ``terraseg.source_run_id``, and that run is registered. A ``run_id`` given
+    explicitly must exist.
+
     Args:
         run_dir: the run folder (holds ``model.terraseg`` and, by default, ``mlflow.db``).
         name: registered model name. alias: alias pointing at the new version.
@@ -249,6 +255,7 @@ def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tra
     run_dir = Path(run_dir)
     bundle_file = run_dir / "model.terraseg"
     b = Bundle.load(bundle_file)
+    explicit = run_id is not None
     run_id = run_id or b.manifest.training.get("mlflow_run_id")
     uri = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
     if not run_id:
@@ -257,7 +264,12 @@ def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tra
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient()
     try:
-        client.get_run(run_id)
+        try:
+            client.get_run(run_id)
+        except MlflowException as e:
+            if explicit or e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            run_id = _carry_over(client, b, run_id)
         client.log_artifact(run_id, str(bundle_file))  # the bundle as it is now
         try:
             client.create_registered_model(name)
@@ -268,3 +280,24 @@ def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tra
     except MlflowException as e:
         raise BundleError(f"{run_dir}: cannot register run {run_id} of {uri} ({str(e).splitlines()[0]}).") from None
     return f"models:/{name}@{alias}", int(mv.version)
+
+
+def _carry_over(client: Any, b: Bundle, source_run_id: str) -> str:
+    """Create a run holding ``b``'s provenance in ``client``'s store (which lacks ``source_run_id``); its id."""
+    exp = client.get_experiment_by_name(b.manifest.name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(b.manifest.name)
+    run = client.create_run(exp_id, run_name=f"{b.manifest.name} (registered)",
+                            tags={"terraseg.source_run_id": source_run_id, "terraseg.task": b.manifest.task})
+    rid = run.info.run_id
+    model = b.manifest.model
+    params = {"arch": model.arch, "encoder": getattr(model, "encoder", None), "bands": b.manifest.input.bands,
+              "classes": len(b.manifest.classes), "epochs": b.manifest.training.get("epochs"),
+              "precision": b.manifest.training.get("precision")}
+    for k, v in params.items():
+        if v is not None:
+            client.log_param(rid, k, v)
+    for k, v in (b.manifest.metrics.get("validation") or {}).items():
+        if isinstance(v, (int, float)):
+            client.log_metric(rid, k, float(v))
+    client.set_terminated(rid)
+    return rid
