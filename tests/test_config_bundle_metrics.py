@@ -33,6 +33,10 @@ def test_valid_config_and_overrides(tmp_path):
     cfg = load_config(write(tmp_path, BASE), ["train.max_epochs=3", "model.arch=deeplabv3plus", "data.window=128"])
     assert cfg.train.max_epochs == 3 and cfg.model.arch == "deeplabv3plus" and cfg.data.window == 128
     assert cfg.binary and cfg.model.encoder_weights is None  # never pretrained by default
+    # YAML and --set read `precision: 32` as a number: taken as the text "32"; other numbers still refused
+    assert load_config(write(tmp_path, BASE), ["train.precision=32"]).train.precision == "32"
+    with pytest.raises(ConfigError, match="train.precision"):
+        load_config(write(tmp_path, BASE), ["train.precision=64"])
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from terraseg.config.inference import number_as_text
 from terraseg.errors import ConfigError
 
 
@@ -254,9 +255,9 @@ class TrainConfig(_Strict):
     max_epochs: int = Field(20, ge=1, description="Epochs at most.")
     max_minutes: float | None = Field(None, gt=0, description="Stop after this many minutes of training (the best checkpoint is kept).")
     patience: int = Field(10, ge=1, description="Early stopping: epochs without a better validation score.")
-    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
+    precision: Annotated[Literal["auto", "32", "bf16-mixed", "16-mixed"], BeforeValidator(number_as_text)] = Field(
         "auto", description="Numeric precision (autocast for the mixed ones); 'auto': bf16-mixed on a device with native bf16 "
-        "(AVX-512 BF16 / AMX CPUs, Ampere+ GPUs), 16-mixed on other GPUs, else 32.")
+        "(AVX-512 BF16 / AMX CPUs, Ampere+ GPUs), 16-mixed on other GPUs, else 32 (YAML's number 32 is taken too).")
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu.")
     devices: int | str = Field("auto", description="Lightning devices: processes (CPU) or GPUs per node, e.g. 2, or 'auto'.")
     strategy: Literal["auto", "ddp", "ddp_spawn"] = Field(

@@ -7,12 +7,17 @@ stage that runs a network live in :class:`InferenceConfig`.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from terraseg.errors import ConfigError
 
+
+
+def number_as_text(v: Any) -> Any:
+    """YAML and ``--set`` read ``precision: 32`` as a number; the precision fields hold it as text."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -50,7 +55,7 @@ class InferenceConfig(_Strict):
     readers: int = Field(
         0, ge=0, description="Reader threads reading strips ahead of the network (0: one on a CPU, up to 4 on CUDA, where one "
         "reader cannot keep a GPU fed).")
-    precision: Literal["auto", "32", "bf16", "16"] = Field(
+    precision: Annotated[Literal["auto", "32", "bf16", "16"], BeforeValidator(number_as_text)] = Field(
         "auto", description="'32' (float32), 'bf16' / '16' autocast, or 'auto': bf16 where the device computes it natively "
         "(AVX-512 BF16 / AMX CPUs, recent GPUs), fp16 on other GPUs, else float32 (terraseg.predict.runtime).")
     channels_last: bool | None = Field(None, description="Run PyTorch in NHWC memory layout (default: on).")
