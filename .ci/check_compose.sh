@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 IMAGE=$1 BASE=$2 WORK=$3
 DOCKER=${DOCKER:-docker}
+export DOCKER_BUILDKIT=1
 say() { echo "compose check: $*"; }
 
 if "$DOCKER" compose version >/dev/null 2>&1; then COMPOSE=("$DOCKER" compose)

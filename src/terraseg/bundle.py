@@ -63,6 +63,10 @@ class InputSpec(BaseModel):
     normalization: NormStats = Field(description="Per-band normalisation statistics (the preprocessing contract).")
     train_window: int = Field(ge=1, description="Side of the training windows (chips) in pixels.")
     predict_window: int = Field(ge=1, description="Default sliding-window side for prediction in pixels.")
+    fit_max: int | None = Field(
+        None, ge=0, description="Largest image side (pixels) predicted as one window; 0: always sliding windows of "
+        "`predict_window`; None: the inference default (1024). Training sets it to the tiling that validated better "
+        "(terraseg.train.tiling); a run's `--fit-max` can only lower it, `--window` overrides it.")
     input_size: int | None = Field(None, description="Classification: the side (pixels) images are resized to before the network.")
 
     def select_bands(self, count: int, source: str = "input") -> list[int] | None:

@@ -268,6 +268,9 @@ class TrainConfig(_Strict):
     seed: int = Field(0, description="Seed for weights, sampling and splits.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default all cores.")
     channels_last: bool = Field(True, description="Train in NHWC memory layout (about 1.4x faster convolutions on CPU here).")
+    choose_tiling: bool = Field(
+        True, description="Segmentation: after training, validate the best weights with images up to 1024 px as one window "
+        "and with sliding windows; the bundle predicts with the better (terraseg.train.tiling).")
     freeze_encoder_epochs: int = Field(
         0, ge=0, description="Fine-tuning: keep the encoder frozen (weights and batch-norm statistics) for the first N epochs.")
     unfreeze: Literal["all", "progressive"] = Field(

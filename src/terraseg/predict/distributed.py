@@ -372,6 +372,7 @@ def _drive(actors: list, units: list[Unit], cfg: PredictConfig, result: Any) -> 
         if u.kind == "band":
             bands_left[u.stem] = bands_left.get(u.stem, 0) + 1
     busy: dict[int, int] = {i: 0 for i in range(len(actors))}
+    broken: set[str] = set()  # scenes with a failed band: their other bands are not assembled
     inflight: dict[Any, tuple[Unit, int]] = {}
     scenes = sum(1 for u in units if u.kind == "scene")
     by_pixels = all(u.pixels for u in units)
@@ -399,15 +400,15 @@ def _drive(actors: list, units: list[Unit], cfg: PredictConfig, result: Any) -> 
                     queue.appendleft(u)
                 else:
                     result.failures[u.path] = f"{u.path}: failed after {u.attempts} attempts on Ray ({reason})."
-                    if u.kind == "band":
-                        bands_left[u.stem] = -10**9  # the scene cannot be assembled
+                    broken.add(u.stem)  # a band's scene cannot be assembled
                 continue
             if status != "ok":
                 result.failures[u.path] = value
-                if u.kind == "band":
-                    bands_left[u.stem] = -10**9
+                broken.add(u.stem)
                 continue
-            if u.kind == "band":
+            if u.kind == "band" and u.stem in broken:
+                parts.pop(u.stem, None)
+            elif u.kind == "band":
                 parts.setdefault(u.stem, []).append(value | {"row": str(u.rows[0])})
                 advance(u.pixels)
                 bands_left[u.stem] -= 1

@@ -24,6 +24,7 @@ another order, a seasonal or illumination shift.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,15 +110,18 @@ def population_stability(actual: np.ndarray, expected: np.ndarray, floor: float 
     return ((p - q) * np.log(p / q)).sum(1)
 
 
+# a served bundle's reference histograms, computed once (entries go with their bundle)
+_REFERENCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def training_histograms(bundle, stats: NormStats) -> np.ndarray | None:
-    """``(C, BINS + 2)`` counts of the bundle's raw training windows (``calibration.npy``), cached on the bundle; None without them.
+    """``(C, BINS + 2)`` counts of the bundle's raw training windows (``calibration.npy``), cached per bundle; None without them.
 
     Args:
         bundle: the loaded bundle. stats: its training statistics (the bin edges).
     """
-    cached = getattr(bundle, "_drift_reference", False)
-    if cached is not False:
-        return cached
+    if bundle in _REFERENCES:
+        return _REFERENCES[bundle]
     import io
 
     from terraseg.bundle import CALIBRATION
@@ -133,10 +137,7 @@ def training_histograms(bundle, stats: NormStats) -> np.ndarray | None:
             if nodata is not None:
                 x = x[:, ~(x == nodata).all(axis=0)]
             ref = band_histograms(x, edges) if x.shape[1] else None
-    try:
-        bundle._drift_reference = ref
-    except AttributeError:
-        pass
+    _REFERENCES[bundle] = ref
     return ref
 
 

@@ -393,13 +393,16 @@ def window_settings(bundle, opts: InferenceConfig) -> tuple[int, float, int]:
 
     Returns:
         Window side (pixels; the bundle's ``predict_window`` unless set), overlap share (pixel baselines:
-        at most their texture margin, since their features are per pixel), and the single-window limit.
+        at most their texture margin, since their features are per pixel), and the single-window limit
+        (``opts.fit_max``, at most the bundle's ``input.fit_max``; 0 with an explicit window).
     """
     win = opts.window or bundle.manifest.input.predict_window
     overlap = opts.overlap
     if bundle.manifest.baseline is not None:
         overlap = min(overlap, 2 * bundle.model.features.margin / win)
     fit = opts.fit_max if opts.window is None and bundle.manifest.baseline is None else 0
+    if bundle.manifest.input.fit_max is not None:  # the tiling that validated better at training time
+        fit = min(fit, bundle.manifest.input.fit_max)
     return win, overlap, fit
 
 

@@ -139,13 +139,7 @@ def fold_scenes(scenes: list[Scene], folds: int, block_size: float, buffer: floa
 
 def _figures(res, network: bool) -> dict[str, float]:
     """The fold's validation figures: the last epoch's (networks) or the fit's (pixel baselines)."""
-    if network:
-        from terraseg.bundle import Bundle
-
-        hist = Bundle.load(res.bundle_path).manifest.metrics.get("history") or []
-        last = hist[-1] if hist else res.best
-    else:
-        last = res.best
+    last = res.history[-1] if network and res.history else res.best
     return {k: float(v) for k, v in last.items() if k.startswith("val/") and isinstance(v, (int, float))}
 
 

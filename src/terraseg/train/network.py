@@ -232,6 +232,13 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         if cal is not None:
             manifest.calibration = cal
             log.info("temperature scaling: T = %.3f, ECE %.4f -> %.4f", cal["temperature"], cal["ece_before"], cal["ece_after"])
+    if not classify and cfg.train.choose_tiling and val_dl is not None:
+        from terraseg.train.tiling import choose_tiling
+
+        tiling = choose_tiling(model, val_dl.dataset.scenes, stats, cfg, manifest.input.predict_window)
+        if tiling is not None:
+            manifest.input.fit_max = tiling["fit_max"]
+            manifest.metrics["tiling"] = tiling
     extras = {} if classify else {CALIBRATION: _calibration(train_dl.dataset.scenes, d.window, cfg.train.seed)}
     bundle = Bundle(manifest, model, extras)
     bundle.path = bundle_path = run_dir / "model.terraseg"
@@ -246,7 +253,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         tracker.finish()
     return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
                        throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
-                       throughput.validation_share)
+                       throughput.validation_share, history=history)
 
 
 def _strategy(cfg: ExperimentConfig, module: TaskBase, in_channels: int) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ class TrainResult:
             the fit (pixel baselines). tracking_uri: MLflow URI, or None when tracking is off.
         validation_share: networks: validation's share of the training wall time.
         rank: global DDP rank of the process that returned this (0 wrote the bundle; others wrote nothing).
+        history: networks: one dict of figures per validated epoch (as in the bundle's ``metrics.history``).
     """
 
     bundle_path: Path
@@ -30,3 +31,4 @@ class TrainResult:
     tracking_uri: str | None
     validation_share: float | None = None
     rank: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
