@@ -65,7 +65,7 @@ def main() -> None:
         "epochs": res.epochs, "train_seconds": round(t_train, 1), "chips_per_second": round(res.chips_per_second, 2),
         "eval_seconds": round(t_eval, 1), "best_val": {k: v for k, v in res.best.items() if isinstance(v, float)},
         "iou": m.get("iou"), "dice": m.get("dice"), "miou": m["miou"], "positive_class": pos,
-        "bundle": str(res.bundle_path),
+        "tiling": b.manifest.metrics.get("tiling"), "bundle": str(res.bundle_path),
     }, indent=2))
 
 
