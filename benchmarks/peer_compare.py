@@ -119,7 +119,16 @@ def rastervision_child(scene: str, bundle: str, out: str) -> None:
                                                                transform=norm, normalize=False)
     cfg = SemanticSegmentationLearnerConfig(data=SemanticSegmentationGeoDataConfig(class_config=cc, num_workers=0),
                                             solver=SolverConfig(batch_sz=4), model=SemanticSegmentationModelConfig())
-    learner = SemanticSegmentationLearner(cfg=cfg, model=b.model.eval(), training=False)
+    class TwoChannel(torch.nn.Module):  # RV takes a softmax over K channels: a binary 1-logit net becomes [0, z]
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.net(x)
+            return torch.cat([torch.zeros_like(z), z], 1) if z.shape[1] == 1 else z
+
+    learner = SemanticSegmentationLearner(cfg=cfg, model=TwoChannel(b.model).eval(), training=False)
     preds = learner.predict_dataset(ds, raw_out=True, numpy_out=True, progress_bar=False)
     labels = SemanticSegmentationLabels.from_predictions(ds.windows, preds, smooth=True, extent=ds.scene.extent,
                                                          num_classes=len(cc))
