@@ -55,16 +55,7 @@ def check(folder: Path, port: int, started: float, uid: str) -> None:
     from terraseg.settings import data_root
 
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.time() > deadline:
-            raise SystemExit("image check: /healthz did not answer within 300 s")
-        time.sleep(0.2)
+    _wait(f"{url}/healthz", 300, "image check")
     first_health = time.time() - started
     assert uid.strip() != "0", "the container runs as root"
     tile = data_root() / "massachusetts-buildings" / "23429155_15.tif"
@@ -112,20 +103,20 @@ def run_folder(folder: Path) -> None:
     folder.parent.chmod(0o755)
 
 
-def _wait(url: str, seconds: float) -> float:
-    """Seconds until ``url`` answers 200."""
+def _wait(url: str, seconds: float, who: str) -> None:
+    """Poll ``url`` every 0.2 s until it answers 200; exit naming ``who`` after ``seconds``."""
     import httpx
 
-    t0 = time.time()
+    deadline = time.time() + seconds
     while True:
         try:
             if httpx.get(url, timeout=2).status_code == 200:
-                return time.time() - t0
+                return
         except httpx.HTTPError:
             pass
-        if time.time() - t0 > seconds:
-            raise SystemExit(f"compose check: {url} did not answer within {seconds:.0f} s")
-        time.sleep(0.5)
+        if time.time() > deadline:
+            raise SystemExit(f"{who}: {url} did not answer within {seconds:.0f} s")
+        time.sleep(0.2)
 
 
 def compose(api_port: int, mlflow_port: int, started: float) -> None:
@@ -137,7 +128,7 @@ def compose(api_port: int, mlflow_port: int, started: float) -> None:
     from terraseg.settings import data_root
 
     api, ml = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{mlflow_port}"
-    _wait(f"{api}/readyz", 300)
+    _wait(f"{api}/readyz", 300, "compose check")
     ready = time.time() - started
     models = httpx.get(f"{api}/v1/models", timeout=10).json()
     assert [m["source"] for m in models] == ["models:/buildings@champion"], models

@@ -16,9 +16,10 @@ from terraseg.data.normalize import NormStats
 from terraseg.evaluate.metrics import validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
 from terraseg.models.factory import build_model, encoder_stages
-from terraseg.predict.sliding import SlidingWindowPredictor, TorchBackend
+from terraseg.predict.sliding import SlidingWindowPredictor
 from terraseg.models.losses import CombinedLoss
 from terraseg.models.optim import build_optimizer, build_scheduler
+from terraseg.train.tiling import validation_predictor
 
 
 class TaskBase(L.LightningModule):
@@ -200,12 +201,9 @@ class SegmentationTask(TaskBase):
         return loss
 
     def _predictor(self) -> SlidingWindowPredictor:
-        precision = {"bf16-mixed": "bf16", "16-mixed": "16"}.get(self.cfg.training_precision(), "32")
-        backend = TorchBackend(self.model, device=str(self.device), precision=precision, channels_last=self.cfg.train.channels_last)
         assert self.val_stats is not None, "set val_stats before validating"
-        d = InferenceConfig()  # the defaults `terraseg evaluate` uses, so val/score is what users get
-        return SlidingWindowPredictor(backend, self.val_stats, self.cfg.num_classes, self.val_window, d.overlap, self.cfg.data.batch_size,
-                                      d.fit_max)
+        # the defaults `terraseg evaluate` uses, so val/score is what users get
+        return validation_predictor(self.model, self.cfg, self.val_stats, self.val_window, InferenceConfig().fit_max, str(self.device))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if int(batch) < 0:  # a DDP rank without a validation scene of its own (ShardSampler's padding)

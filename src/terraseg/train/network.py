@@ -235,7 +235,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     if not classify and cfg.train.choose_tiling and val_dl is not None:
         from terraseg.train.tiling import choose_tiling
 
-        tiling = choose_tiling(model, val_dl.dataset.scenes, stats, cfg, manifest.input.predict_window)
+        tiling = choose_tiling(model, val_dl.dataset.scenes, stats, cfg, manifest.input.predict_window,
+                               one_window=best.get("val/score"))  # validation scored the best weights as one window
         if tiling is not None:
             manifest.input.fit_max = tiling["fit_max"]
             manifest.metrics["tiling"] = tiling

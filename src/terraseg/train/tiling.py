@@ -32,39 +32,55 @@ log = logging.getLogger(__name__)
 MARGIN = 0.005  # validation score (IoU of the positive class / mIoU) sliding windows must win by
 
 
+def validation_predictor(model: torch.nn.Module, cfg: ExperimentConfig, stats: NormStats, window: int, fit_max: int,
+                         device: str) -> SlidingWindowPredictor:
+    """The predictor validation scores with: ``terraseg evaluate``'s defaults (overlap, Hann blending) on ``model``
+    in the training precision and layout, ``cfg.data.batch_size`` windows per forward.
+
+    Args:
+        model: the network. cfg: the experiment. stats: the training normalisation. window: sliding-window
+            side (pixels). fit_max: largest image side predicted as one window (0: always sliding). device: torch device.
+    """
+    precision = {"bf16-mixed": "bf16", "16-mixed": "16"}.get(cfg.training_precision(), "32")
+    backend = TorchBackend(model, device=device, precision=precision, channels_last=cfg.train.channels_last)
+    return SlidingWindowPredictor(backend, stats, cfg.num_classes, window, InferenceConfig().overlap, cfg.data.batch_size, fit_max)
+
+
 def choose_tiling(model: torch.nn.Module, scenes: list[Scene], stats: NormStats, cfg: ExperimentConfig,
-                  predict_window: int) -> dict[str, Any] | None:
+                  predict_window: int, one_window: float | None = None) -> dict[str, Any] | None:
     """Validate ``model`` on ``scenes`` as one window per image and with sliding windows; report the better.
 
     Args:
         model: the trained network (its best weights). scenes: the validation scenes.
         stats: the training normalisation. cfg: the experiment (classes, ignore_index, device, precision,
             batch size). predict_window: the bundle's sliding-window side in pixels.
+        one_window: the one-window score when already known (training's best ``val/score``: validation
+            predicts with the same settings), else computed here.
 
     Returns:
         None when no scene fits one window (nothing to choose); else ``{"one_window": score, "sliding":
         score, "fit_max": 0 or None}`` with the validation scores (``val/score``) and the ``input.fit_max``
         the bundle takes (None: the inference default).
     """
-    d = InferenceConfig()
     names = [c.name for c in cfg.classes]
-    precision = {"bf16-mixed": "bf16", "16-mixed": "16"}.get(cfg.training_precision(), "32")
     device = cfg.training_device()
-    backend = TorchBackend(model.to(device), device=device, precision=precision, channels_last=cfg.train.channels_last)
-    scores = {}
-    for name, fit in (("one_window", d.fit_max), ("sliding", 0)):
-        pred = SlidingWindowPredictor(backend, stats, cfg.num_classes, predict_window, d.overlap, cfg.data.batch_size, fit)
-        if name == "one_window" and not any(pred.single_window(s) for s in scenes):
-            break
+
+    def score(fit_max: int) -> float:
+        pred = validation_predictor(model, cfg, stats, predict_window, fit_max, device)
         cm = np.asarray(evaluate_scenes(pred, scenes, names, cfg.ignore_index)["confusion_matrix"], dtype=np.int64)
-        scores[name] = float(validation_metrics(cm, names)["val/score"])
-    model.cpu().to(memory_format=torch.contiguous_format)  # as it came: the bundle stores it
-    if not scores:
+        return float(validation_metrics(cm, names)["val/score"])
+
+    fit_max = InferenceConfig().fit_max
+    if not any(0 < max(s.height, s.width) <= fit_max for s in scenes):  # as SlidingWindowPredictor.geometry decides
         return None
+    model.to(device)
+    scores = {"one_window": score(fit_max) if one_window is None else float(one_window),
+              "sliding": score(0)}
+    model.cpu().to(memory_format=torch.contiguous_format)  # as it came: the bundle stores it
     sliding = scores["sliding"] > scores["one_window"] + MARGIN
     log.info("tiling on the validation scenes: one window %.4f, sliding windows of %d px %.4f: %s", scores["one_window"],
              predict_window, scores["sliding"], "sliding windows" if sliding else "one window")
     return scores | {"fit_max": 0 if sliding else None}
 
 
-__all__ = ["MARGIN", "choose_tiling"]
+__all__ = ["MARGIN", "choose_tiling", "validation_predictor"]
