@@ -105,15 +105,24 @@ def test_scene_smaller_than_window_is_padded_not_dropped(tmp_path):
         assert int((ds[i]["mask"] != 255).sum()) == 40 * 50
 
 
-def test_region_split_keeps_validation_rows_out_of_training(tmp_path):
+def test_holdout_keeps_validation_blocks_and_buffer_out_of_training(tmp_path):
     img, _, truth = make_geotiff(tmp_path / "a.tif", 100, 60, seed=4)
     m = write_mask_tif(tmp_path / "m.tif", truth, img)
-    cfg = DataConfig(train=[SceneSource(image=str(img), mask=str(m))], val_fraction=0.2)
+    cfg = DataConfig(train=[SceneSource(image=str(img), mask=str(m))], val_fraction=0.2, holdout_block=20, holdout_buffer=4)
     tr, va = train_val_scenes(cfg, 255, 2, 0)
-    assert (tr[0].height, va[0].height) == (80, 20)
-    assert va[0].transform.f == pytest.approx(tr[0].transform.f - 80)  # 80 rows further south
-    r = tr[0].read(60, 0, 40, 60)  # a training window reaching into the validation rows
-    assert (r.mask[20:] == 255).all() and not r.valid[20:].any()
+    assert len(tr) == 1 and va
+    whole = tr[0].read(0, 0, 100, 60).mask
+    for v in va:
+        block = v.score_region
+        r0, c0 = v.region.row_off + block.row_off, v.region.col_off + block.col_off
+        # training never sees a label of a validation block or of its 4-pixel buffer
+        assert (whole[max(r0 - 4, 0):r0 + block.height + 4, max(c0 - 4, 0):c0 + block.width + 4] == 255).all()
+        # validation scores the block's labels only, and they are the truth
+        vm = v.read(0, 0, v.height, v.width).mask
+        inner = vm[block.row_off:block.row_off + block.height, block.col_off:block.col_off + block.width]
+        np.testing.assert_array_equal(inner, truth[r0:r0 + block.height, c0:c0 + block.width])
+        assert (vm != 255).sum() == block.height * block.width
+        assert v.transform.f == pytest.approx(tr[0].transform.f - v.region.row_off)  # georeferencing follows the block
 
 
 def test_folder_layouts(tmp_path):

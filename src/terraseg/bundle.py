@@ -129,6 +129,9 @@ class BundleManifest(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict, description="The training config, for provenance.")
     exports: dict[str, Any] = Field(default_factory=dict, description="Exported graphs in the bundle (e.g. 'onnx': opset, contract, check).")
     baseline: dict[str, Any] | None = Field(None, description="Pixel baselines: BaselineConfig (features) and feature names.")
+    split: dict[str, Any] | None = Field(
+        None, description="The exact train/validation split training used (terraseg.data.holdout: method, blocks or images "
+        "held out, labelled pixels per class on each side, warnings); `evaluate --split val` rebuilds it.")
     calibration: dict[str, Any] = Field(default_factory=dict, description="Temperature scaling fitted on the validation split "
                                         "(temperature, ECE and NLL before/after); every backend divides logits by it.")
 

@@ -61,28 +61,83 @@ def train(
         out.print(f"epochs: {res.epochs}  train time: {res.train_seconds:.0f} s  throughput: {res.chips_per_second:.1f} chips/s"
                   f"  precision: {cfg.training_precision()}"
                   + (f"  validation: {res.validation_share:.1%} of the time" if res.validation_share is not None else ""))
+    _print_split(res.split)
     if best:
-        out.print("best validation: " + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float)))
+        out.print("best validation: " + ", ".join(f"{k}={v:.4f}" if k != "val/pixels" else f"{k}={v:,.0f}"
+                                                  for k, v in best.items() if isinstance(v, float)))
     if res.tracking_uri:
         out.print(f"mlflow: {res.tracking_uri}")
 
 
-def _scenes_for(bundle, data: Path, labels: Optional[Path], split: str, burn_value: int, attribute: Optional[str],
-                mapping: Optional[str], mask_nodata: Optional[int]):
+def _print_split(record: dict | None) -> None:
+    """The hold-out in a few lines: what was held out, labelled pixels per class on each side, and its warnings."""
+    if not record or "pixels" not in record:
+        return
+    units = record["units"]
+    blocks = sum(u["region"] is not None for u in units)
+    what = ", ".join(x for x in (f"{blocks} blocks of {record['block']} px (buffer {record['buffer']} px)" if blocks else "",
+                                 f"{len(units) - blocks} images" if len(units) > blocks else "") if x)
+    out.print(f"hold-out: {what or 'nothing'}; labelled pixels train/val: "
+              + ", ".join(f"{k} {v['train']:,}/{v['val']:,}" for k, v in record["pixels"].items()))
+    for w in record.get("warnings", []):
+        err.print(f"warning: {w}")
+
+
+def _config_for(bundle, data: Optional[Path], overrides: list[str]):
+    """The experiment config behind ``evaluate``'s split: a YAML given as DATA, else the one the bundle was trained with."""
+    from terraseg.config import ExperimentConfig, apply_overrides, format_validation_error, load_config
+    from terraseg.errors import BundleError, ConfigError
+    from pydantic import ValidationError
+
+    if data is not None:
+        return load_config(data, overrides)
+    raw = (bundle.manifest.training or {}).get("config")
+    if not raw:
+        raise BundleError(f"{bundle.path}: the bundle records no training config; give the config YAML as DATA.")
+    raw = apply_overrides(json.loads(json.dumps(raw)), overrides)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, f"{bundle.path} (training config)")) from None
+
+
+def _split_scenes(bundle, data: Optional[Path], split: str, overrides: list[str]):
+    """A config's test sources, or the validation split the bundle recorded (rebuilt, never re-drawn)."""
+    from terraseg.data.holdout import apply_record
+    from terraseg.data.sources import build_scenes, split_scenes
+    from terraseg.errors import ConfigError
+
+    m = bundle.manifest
+    cfg = _config_for(bundle, data, overrides)
+    where = data or bundle.path
+    if split == "test":
+        if not cfg.data.test:
+            raise ConfigError(f"{where}: config has no `data.test` sources; use --split val.")
+        return build_scenes(cfg.data.test, cfg.data, m.ignore_index, len(m.classes))
+    record = m.split or {}
+    if record.get("units") is not None:
+        train = build_scenes(cfg.data.train, cfg.data, m.ignore_index, len(m.classes))
+        return apply_record(train, record).val
+    if record.get("method") not in ("sources", "none"):
+        err.print(f"warning: {bundle.path} records no validation split (an older bundle); the split is drawn again from the "
+                  f"config and may differ from the one training validated on.")
+    val = split_scenes(cfg.data, m.ignore_index, len(m.classes), cfg.train.seed, bundle.class_names).val
+    if not val:
+        raise ConfigError(f"{where}: the config holds out no validation data (data.val empty and data.val_fraction 0).")
+    return val
+
+
+def _scenes_for(bundle, data: Optional[Path], labels: Optional[Path], split: str, burn_value: int, attribute: Optional[str],
+                mapping: Optional[str], mask_nodata: Optional[int], overrides: list[str]):
     """Labelled scenes for ``evaluate``: a config's test/val split, an image/mask folder, or one image with labels."""
-    from terraseg.config import DataConfig, FolderSource, load_config
-    from terraseg.data.sources import build_scenes, train_val_scenes
-    from terraseg.errors import ConfigError, InputFileError
+    from terraseg.config import DataConfig, FolderSource
+    from terraseg.data.sources import build_scenes
+    from terraseg.errors import InputFileError
     from terraseg.predict.inputs import open_input
 
     m = bundle.manifest
-    if data.suffix.lower() in {".yaml", ".yml"}:
-        cfg = load_config(data)
-        if split == "test":
-            if not cfg.data.test:
-                raise ConfigError(f"{data}: config has no `data.test` sources; use --split val.")
-            return build_scenes(cfg.data.test, cfg.data, m.ignore_index, len(m.classes))
-        return train_val_scenes(cfg.data, m.ignore_index, len(m.classes), cfg.train.seed)[1]
+    if data is None or data.suffix.lower() in {".yaml", ".yml"}:
+        return _split_scenes(bundle, data, split, overrides)
     if data.is_dir():
         dc = DataConfig(train=[FolderSource(root=str(data.resolve()))])
         return build_scenes(dc.train, dc, m.ignore_index, len(m.classes))
@@ -98,14 +153,18 @@ def _scenes_for(bundle, data: Path, labels: Optional[Path], split: str, burn_val
 @user_errors
 def evaluate(
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
-    data: Annotated[Path, typer.Argument(help="An image (with --labels), an image/mask folder, or a config YAML (its test split).")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder for metrics.json, confusion_matrix.png, overlays/.")],
+    data: Annotated[Optional[Path], typer.Argument(help="An image (with --labels), an image/mask folder, or a config YAML (its "
+                                                   "test split); omitted: the config the bundle was trained with.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder for metrics.json, confusion_matrix.png, "
+                                                    "overlays/ (default: <bundle folder>/<split>).")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Labels of an image: vector file (shp/zip/geojson/gpkg) or mask raster.")] = None,
     burn_value: Annotated[int, typer.Option(help="Class id burnt for vector features without --attribute.")] = 1,
     attribute: Annotated[Optional[str], typer.Option(help="Vector attribute holding the class of each feature.")] = None,
     mapping: Annotated[Optional[str], typer.Option(help="Attribute value -> class id: 'a=1,b=2' or a JSON object.")] = None,
     mask_nodata: Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")] = None,
-    split: Annotated[str, typer.Option(help="With a config: 'test' (data.test) or 'val' (the validation split).")] = "test",
+    split: Annotated[str, typer.Option(help="With a config (or none): 'test' (data.test) or 'val' (the exact validation split "
+                                       "the bundle records).")] = "test",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field of the config: key.sub=value (repeatable).")] = None,
     window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = None, device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
     overlays: Annotated[int, typer.Option(help="Overlay PNGs (image | truth | prediction) to write.")] = 4,
@@ -118,15 +177,22 @@ def evaluate(
     from terraseg.evaluate.report import run_evaluate
 
     b = Bundle.load(bundle)
+    from terraseg.errors import ConfigError
+
+    out_dir = out_dir or Path(bundle).parent / split
+    if split not in ("test", "val"):
+        raise ConfigError(f"--split {split!r}: use 'test' or 'val'.")
     if b.manifest.task == "classification":
-        _evaluate_classifier(b, data, split, out_dir, batch_size)
+        _evaluate_classifier(b, data, split, out_dir, batch_size, set_ or [])
         return
+    is_split = data is None or data.suffix.lower() in {".yaml", ".yml"}
     cfg = with_inference(EvaluateConfig, "options", out_dir=str(out_dir), window=window, overlap=overlap, batch_size=batch_size,
                          device=device, precision=precision, channels_last=channels_last, backend=backend, overlays=overlays,
-                         tracking_uri=tracking_uri, log_to_run=log_to_run)
-    scenes = _scenes_for(b, data, labels, split, burn_value, attribute, mapping, mask_nodata)
+                         tracking_uri=tracking_uri, log_to_run=log_to_run, split=split if is_split else "test")
+    scenes = _scenes_for(b, data, labels, split, burn_value, attribute, mapping, mask_nodata, set_ or [])
     m = run_evaluate(cfg, b, scenes)
-    table = Table(title=f"{b.manifest.name} on {data.name}")
+    what = f"its {split} split" if is_split else data.name
+    table = Table(title=f"{b.manifest.name} on {what} ({m['pixels']:,} labelled pixels)")
     for col in ("class", "IoU", "Dice/F1", "precision", "recall", "pixels"):
         table.add_column(col)
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
@@ -136,20 +202,25 @@ def evaluate(
     headline = f"mIoU {fmt(m['miou'])}  pixel accuracy {fmt(m['pixel_accuracy'])}"
     if "iou" in m:
         headline = f"IoU {fmt(m['iou'])}  F1 {fmt(m['dice'])}  " + headline
-    out.print(headline)
+    from terraseg.evaluate.metrics import absent_classes
+
+    out.print(headline + f"  ({m['pixels']:,} pixels)")
+    for name in absent_classes(m):
+        err.print(f"warning: class '{name}' has no labelled pixel in this data: its figures are undefined (-) or 0 and say "
+                  f"nothing of the model; the headline covers the other classes only where they are means.")
     out.print(f"metrics: {Path(out_dir) / 'metrics.json'}")
     if m.get("mlflow_run_id"):
-        out.print(f"logged to MLflow run {m['mlflow_run_id']} (test/...)")
+        out.print(f"logged to MLflow run {m['mlflow_run_id']} ({cfg.split}/...)")
 
 
-def _evaluate_classifier(b, data: Path, split: str, out_dir: Path, batch_size: int) -> None:
+def _evaluate_classifier(b, data: Optional[Path], split: str, out_dir: Path, batch_size: int, overrides: list[str]) -> None:
     from terraseg.config import ClassFolderSource, load_config
     from terraseg.data.classes import class_items
     from terraseg.evaluate.classify import evaluate_classifier
     from terraseg.train.classify import class_items_of, train_val_items
 
-    if data.suffix.lower() in {".yaml", ".yml"}:
-        cfg = load_config(data)
+    if data is None or data.suffix.lower() in {".yaml", ".yml"}:
+        cfg = _config_for(b, data, overrides)
         items = (class_items_of(cfg, "test") if cfg.data.test else []) if split == "test" else train_val_items(cfg)[1]
         if not items:
             from terraseg.errors import ConfigError
@@ -159,7 +230,7 @@ def _evaluate_classifier(b, data: Path, split: str, out_dir: Path, batch_size: i
         sub = "test" if split == "test" else "val"
         items = class_items(ClassFolderSource(root=str(data.resolve()), split=sub), b.class_names)
     m = evaluate_classifier(b, items, out_dir, max(batch_size or 32, 32))
-    table = Table(title=f"{b.manifest.name} on {data.name} ({m['n']} images)")
+    table = Table(title=f"{b.manifest.name} on {data.name if data else f'its {split} split'} ({m['n']} images)")
     for col in ("class", "precision", "recall", "F1", "images"):
         table.add_column(col)
     for name, v in m["per_class"].items():

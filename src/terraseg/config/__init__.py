@@ -154,8 +154,14 @@ class DataConfig(_Strict):
     test: list[Source] = Field(default_factory=list, description="Test sources (used by `terraseg evaluate CONFIG`).")
     val_fraction: float = Field(
         0.2, ge=0.0, lt=1.0,
-        description="Held-out share when `val` is empty: the bottom rows of each scene, a seeded share of folder pairs.",
+        description="Share of labelled pixels held out when `val` is empty: spatial blocks of raster scenes (with a buffer) "
+        "and whole folder images, chosen so that every class has validation pixels (terraseg.data.holdout).",
     )
+    holdout_block: int | None = Field(
+        None, ge=16, description="Side in pixels of the hold-out's spatial blocks; default about 64 blocks over the labelled "
+        "area (64-2048 px).")
+    holdout_buffer: int | None = Field(
+        None, ge=0, description="Pixels around each validation block whose labels training ignores; default an eighth of the block.")
     data_root: str | None = Field(None, description="Root for relative data paths; default $TERRASEG_DATA or ../shared/datasets.")
     window: int = Field(256, ge=32, description="Window (chip) size in pixels for training and validation; a multiple of 32 "
                         "for segmentation. Classification: the side images are resized to.")

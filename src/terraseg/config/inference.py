@@ -120,8 +120,11 @@ class EvaluateConfig(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Sliding windows, device, precision, backend.")
     overlays: int = Field(4, ge=0, description="Overlay PNGs (image | truth | prediction) to write.")
     overlay_size: int = Field(512, ge=32, description="Side of each overlay panel in pixels.")
-    log_to_run: bool = Field(True, description="Log the metrics (test/...) and files to the MLflow run that trained the bundle, "
-                             "when it records one and its store is found (the run folder's mlflow.db, or tracking_uri).")
+    log_to_run: bool = Field(True, description="Log the metrics (`<split>/...`) and files to the MLflow run that trained the "
+                             "bundle, when it records one and its store is found (the run folder's mlflow.db, or tracking_uri).")
+    split: Literal["test", "val"] = Field(
+        "test", description="What the data is, for logging: 'val' (the bundle's own validation split: figures logged as val/...) "
+        "or 'test' (anything else: test/...).")
     tracking_uri: str | None = Field(None, description="MLflow store of the training run (default: mlflow.db beside the bundle).")
 
 

@@ -15,6 +15,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import copy
 import threading
 import warnings
 from dataclasses import dataclass
@@ -241,6 +242,8 @@ class RasterScene(Scene):
         self._cache_ok = cache and nbytes <= CACHE_LIMIT_BYTES
         self._cached: WindowRead | None = None
         self._ds = None
+        self.exclude: tuple[Region, ...] = ()  # labels never used here (held-out blocks and their buffer)
+        self.score_region: Region | None = None  # labels used only here (a validation block read with context)
 
     def band_descriptions(self) -> list[str] | None:
         """The raster's descriptions of the bands read, when every one is set; else None."""
@@ -284,18 +287,41 @@ class RasterScene(Scene):
         self._exclude(mask, row, col)
         return mask
 
-    def _exclude(self, mask: np.ndarray, row: int, col: int, scale: float = 1.0) -> None:
-        """Set ``ignore_index`` on the pixels of :attr:`exclude` regions (region pixels) inside a window, in place.
+    def restricted(self, region: Region) -> "RasterScene":
+        """The same raster restricted to ``region`` (pixels of this scene's region); nothing is read."""
+        part = copy.copy(self)
+        r = Region(self.region.row_off + region.row_off, self.region.col_off + region.col_off, region.height, region.width)
+        part.region, part.height, part.width = r, r.height, r.width
+        part.transform = self.info.transform @ Affine.translation(r.col_off, r.row_off)
+        part._cached = None
+        part.exclude = ()
+        part.score_region = None
+        part.name = f"{self.name}[{region.row_off}:{region.row_off + region.height},{region.col_off}:{region.col_off + region.width}]"
+        return part
 
-        ``exclude`` holds held-out blocks (and their buffer) of a cross-validation fold
-        (:mod:`terraseg.train.cv`): their labels never reach training. ``scale``: overview pixels per window pixel.
+    def _exclude(self, mask: np.ndarray, row: int, col: int, scale: float = 1.0) -> None:
+        """Set ``ignore_index`` on labels that must not count, in place.
+
+        ``exclude`` holds held-out blocks (and their buffer) of a validation split or a cross-validation
+        fold (:mod:`terraseg.data.holdout`, :mod:`terraseg.train.cv`): their labels never reach training.
+        ``score_region`` (a validation block read with context around it): labels outside it are ignored.
+        Both are in pixels of the scene's region. ``scale``: overview pixels per window pixel.
         """
         h, w = mask.shape
-        for r in getattr(self, "exclude", ()):
-            r0, r1 = int((r.row_off - row) * scale), int(np.ceil((r.row_off + r.height - row) * scale))
-            c0, c1 = int((r.col_off - col) * scale), int(np.ceil((r.col_off + r.width - col) * scale))
+
+        def box(r: Region) -> tuple[int, int, int, int]:
+            return (int((r.row_off - row) * scale), int(np.ceil((r.row_off + r.height - row) * scale)),
+                    int((r.col_off - col) * scale), int(np.ceil((r.col_off + r.width - col) * scale)))
+
+        for r in self.exclude:
+            r0, r1, c0, c1 = box(r)
             if r1 > 0 and c1 > 0 and r0 < h and c0 < w:
                 mask[max(r0, 0):min(r1, h), max(c0, 0):min(c1, w)] = self.ignore_index
+        if self.score_region is not None:
+            r0, r1, c0, c1 = box(self.score_region)
+            keep = np.zeros((h, w), dtype=bool)
+            keep[max(r0, 0):max(min(r1, h), 0), max(c0, 0):max(min(c1, w), 0)] = True
+            mask[~keep] = self.ignore_index
 
     def _read_direct(self, row: int, col: int, h: int, w: int, labels: bool) -> WindowRead:
         r0, c0 = row + self.region.row_off, col + self.region.col_off

@@ -15,13 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import copy
-
 import numpy as np
-from rasterio.transform import Affine
 
 from terraseg.config import DataConfig, FolderSource, ManifestSource, SceneSource
-from terraseg.data.scenes import ArrayScene, RasterScene, Region, Scene
+from terraseg.data.scenes import ArrayScene, RasterScene, Scene
 from terraseg.errors import InputFileError
 from terraseg.io.images import IMAGE_SUFFIXES
 from terraseg.settings import resolve_data_path
@@ -182,70 +179,51 @@ def manifest_scenes(src: ManifestSource, root: Path | None, ignore_index: int, n
     return scenes
 
 
-def split_region(scene: RasterScene, fraction: float) -> tuple[RasterScene, RasterScene]:
-    """Split a raster scene into a top part (training) and a bottom ``fraction`` of rows (validation).
+def split_scenes(cfg: DataConfig, ignore_index: int, num_classes: int, seed: int, class_names: list[str] | None = None):
+    """The training/validation split of a config, with its record (:class:`terraseg.data.holdout.Split`).
 
-    Args:
-        scene: a raster scene.
-        fraction: share of rows held out at the bottom, in (0, 1).
-
-    Returns:
-        ``(top, bottom)`` scenes over disjoint regions of the same raster.
-    """
-    h = scene.height
-    n_val = max(int(round(h * fraction)), 1)
-    top, bottom = copy.copy(scene), copy.copy(scene)
-    r0, c0 = scene.region.row_off, scene.region.col_off
-    for part, region in ((top, Region(r0, c0, h - n_val, scene.width)), (bottom, Region(r0 + h - n_val, c0, n_val, scene.width))):
-        part.region = region
-        part.height, part.width = region.height, region.width
-        part.transform = scene.info.transform @ Affine.translation(region.col_off, region.row_off)
-        part._cached = None
-    top.name, bottom.name = f"{scene.name}[train]", f"{scene.name}[val]"
-    return top, bottom
-
-
-def train_val_scenes(
-    cfg: DataConfig, ignore_index: int, num_classes: int, seed: int
-) -> tuple[list[Scene], list[Scene]]:
-    """Training and validation scenes of a config.
-
-    With ``cfg.val`` empty, ``cfg.val_fraction`` is held out: the bottom rows of every raster scene
-    (a spatial hold-out: no validation pixel is ever inside a training window) and a seeded random
-    share of folder pairs.
+    ``cfg.val`` sources, when given, are the validation data. Otherwise ``cfg.val_fraction`` of the
+    labelled pixels is held out by the class-aware spatial-block rules of :mod:`terraseg.data.holdout`
+    (blocks of raster scenes with a buffer; whole images of folders), every class represented where
+    the data allows it.
 
     Args:
         cfg: the data config.
         ignore_index: mask value of unknown pixels.
         num_classes: K.
-        seed: seed of the folder-pair hold-out.
+        seed: seed of the hold-out.
+        class_names: K names for messages and the record (default ``class_<k>``).
 
     Returns:
-        ``(train scenes, validation scenes)``.
+        :class:`terraseg.data.holdout.Split`.
 
     Raises:
         InputFileError: as :func:`build_scenes`.
     """
+    from terraseg.data.holdout import Split, class_aware_split
+
     train = build_scenes(cfg.train, cfg, ignore_index, num_classes)
     if cfg.val:
-        return train, build_scenes(cfg.val, cfg, ignore_index, num_classes)
+        return Split(train, build_scenes(cfg.val, cfg, ignore_index, num_classes), {"method": "sources"})
     if cfg.val_fraction <= 0:
-        return train, []
-    rasters = [s for s in train if isinstance(s, RasterScene)]
-    arrays = [s for s in train if not isinstance(s, RasterScene)]
-    tr: list[Scene] = []
-    va: list[Scene] = []
-    for s in rasters:
-        a, b = split_region(s, cfg.val_fraction)
-        tr.append(a)
-        va.append(b)
-    if arrays:
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(arrays))
-        n_val = max(int(round(len(arrays) * cfg.val_fraction)), 1)
-        va += [arrays[i] for i in sorted(order[:n_val])]
-        tr += [arrays[i] for i in sorted(order[n_val:])]
-    return tr, va
+        return Split(train, [], {"method": "none"})
+    names = class_names or [f"class_{k}" for k in range(num_classes)]
+    return class_aware_split(train, cfg.val_fraction, num_classes, names, seed, cfg.window, cfg.holdout_block, cfg.holdout_buffer)
+
+
+def train_val_scenes(
+    cfg: DataConfig, ignore_index: int, num_classes: int, seed: int
+) -> tuple[list[Scene], list[Scene]]:
+    """``(training scenes, validation scenes)`` of a config: :func:`split_scenes` without its record.
+
+    Args:
+        cfg: the data config. ignore_index: mask value of unknown pixels. num_classes: K. seed: hold-out seed.
+
+    Raises:
+        InputFileError: as :func:`build_scenes`.
+    """
+    s = split_scenes(cfg, ignore_index, num_classes, seed)
+    return s.train, s.val
 
 
 def scene_from_path(

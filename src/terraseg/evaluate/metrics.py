@@ -72,22 +72,36 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str]) -> dict[str, 
     return out
 
 
+def absent_classes(metrics: dict[str, Any]) -> list[str]:
+    """Names of the classes without a single labelled pixel in the data scored (support 0)."""
+    return [name for name, v in metrics["per_class"].items() if not v["support"]]
+
+
 def score(metrics: dict[str, Any]) -> float:
-    """The model-selection score: positive-class IoU for binary tasks, else mIoU (0 when undefined)."""
-    v = metrics.get("iou") if "iou" in metrics else metrics.get("miou")
-    return float(v) if v is not None else 0.0
+    """The model-selection score, over the classes present in the labels (0 when none is).
+
+    Binary tasks: the positive class's IoU when it has labelled pixels. Otherwise the mean IoU of
+    the classes with labelled pixels: a class absent from the validation labels (its IoU is 0 or
+    undefined whatever the model does) never drives checkpointing or early stopping.
+    """
+    pc = metrics["per_class"]
+    if "iou" in metrics and list(pc.values())[1]["support"]:
+        return float(metrics["iou"] or 0.0)
+    present = [v["iou"] or 0.0 for v in pc.values() if v["support"]]
+    return float(np.mean(present)) if present else 0.0
 
 
 def validation_metrics(cm: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """The validation figures every trainer logs, from one confusion matrix (the one builder).
 
     Returns:
-        ``{"val/score", "val/miou", "val/iou_<class>"...}`` as floats (0 when undefined), plus
+        ``{"val/score", "val/miou", "val/iou_<class>"..., "val/pixels"}`` as floats (0 when undefined), plus
         ``"val/iou"`` and ``"val/dice"`` of the positive class for binary tasks, and ``"per_class"``
-        (the per-class dict of :func:`metrics_from_confusion`).
+        (the per-class dict of :func:`metrics_from_confusion`). ``val/score`` is :func:`score`, over the
+        classes present; ``val/pixels`` the labelled pixels scored.
     """
     m = metrics_from_confusion(cm, class_names)
-    out: dict[str, Any] = {"val/score": score(m), "val/miou": m["miou"] or 0.0}
+    out: dict[str, Any] = {"val/score": score(m), "val/miou": m["miou"] or 0.0, "val/pixels": float(m["pixels"])}
     if "iou" in m:
         out["val/iou"] = m["iou"] or 0.0
         out["val/dice"] = m["dice"] or 0.0

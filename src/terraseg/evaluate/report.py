@@ -164,7 +164,7 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
     if cfg.log_to_run:
         from terraseg.train.tracking import log_evaluation
 
-        run = log_evaluation(b, metrics, [out / "metrics.json", out / "confusion_matrix.png"], cfg.tracking_uri)
+        run = log_evaluation(b, metrics, [out / "metrics.json", out / "confusion_matrix.png"], cfg.tracking_uri, prefix=cfg.split)
         if run:
             metrics["mlflow_run_id"] = run
     return metrics

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rasterio.transform import Affine
 
 from terraseg.config import ExperimentConfig
 from terraseg.data.scenes import RasterScene, Region, Scene
@@ -58,17 +57,6 @@ class CVResult:
     summary: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     gap: dict[str, float] = field(default_factory=dict)
     path: Path | None = None
-
-
-def _sub_scene(scene: RasterScene, region: Region) -> RasterScene:
-    """The same raster restricted to ``region`` (pixels of the scene's region)."""
-    part = copy.copy(scene)
-    r = Region(scene.region.row_off + region.row_off, scene.region.col_off + region.col_off, region.height, region.width)
-    part.region, part.height, part.width = r, r.height, r.width
-    part.transform = scene.info.transform @ Affine.translation(r.col_off, r.row_off)
-    part._cached = None
-    part.name = f"{scene.name}[{region.row_off}:{region.row_off + region.height},{region.col_off}:{region.col_off + region.width}]"
-    return part
 
 
 def _block_pixels(scene: Scene, size: float) -> int:
@@ -118,7 +106,7 @@ def fold_scenes(scenes: list[Scene], folds: int, block_size: float, buffer: floa
                 val.append(scenes[i])
                 held[i] = []
             else:
-                val.append(_sub_scene(scenes[i], region))
+                val.append(scenes[i].restricted(region))
                 pad = _block_pixels(scenes[i], buffer) if buffer > 0 else 0
                 held.setdefault(i, []).append(Region(region.row_off - pad, region.col_off - pad, region.height + 2 * pad,
                                                      region.width + 2 * pad))

@@ -25,7 +25,8 @@ from terraseg.bundle import CALIBRATION, MIN_PREDICT_WINDOW, Bundle, BundleManif
 from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import EpochSampler, RandomWindowDataset, SceneIndexDataset, ShardSampler, collate_samples, scene_statistics
 from terraseg.data.normalize import NormStats
-from terraseg.data.sources import train_val_scenes
+from terraseg.data.holdout import Split
+from terraseg.data.sources import split_scenes
 from terraseg.devices import is_main_process, loader_options
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
@@ -141,13 +142,16 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     stats_path = run_dir / "stats.json"
     task_cls: type[TaskBase]
+    split = None
     if cfg.task == "classification":
         from terraseg.train.classify import ClassificationTask, classification_loaders
 
         train_dl, val_dl, in_channels, stats, input_kw = classification_loaders(cfg, stats_path, resume)
         task_cls = ClassificationTask
     else:
-        train_dl, val_dl, in_channels, stats, input_kw = segmentation_loaders(cfg, stats_path, resume, scenes)
+        split = Split(*scenes) if scenes else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed,
+                                                           [c.name for c in cfg.classes])
+        train_dl, val_dl, in_channels, stats, input_kw = segmentation_loaders(cfg, stats_path, resume, (split.train, split.val))
         task_cls = SegmentationTask
     d = cfg.data
     steps = cfg.train.max_epochs * max(len(train_dl), 1)
@@ -215,6 +219,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                         predict_window=d.window if classify else max(d.window, MIN_PREDICT_WINDOW),
                         input_size=d.window if classify else None, **input_kw),
         metrics={"validation": best, "history": history},
+        split=split.record if split is not None else None,
         training={"config": cfg.model_dump(mode="json"), "epochs": trainer.current_epoch,
                   "mlflow_run_id": tracker.run_id if tracker else None,
                   "train_seconds": round(train_seconds, 1), "terraseg_version": __version__,
@@ -254,7 +259,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         tracker.finish()
     return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
                        throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
-                       throughput.validation_share, history=history)
+                       throughput.validation_share, history=history, split=split.record if split is not None else None)
 
 
 def _strategy(cfg: ExperimentConfig, module: TaskBase, in_channels: int) -> Any:

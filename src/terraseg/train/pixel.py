@@ -25,7 +25,8 @@ from terraseg.bundle import Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import scene_statistics
 from terraseg.data.scenes import Scene
-from terraseg.data.sources import train_val_scenes
+from terraseg.data.holdout import Split
+from terraseg.data.sources import split_scenes
 from terraseg.data.windows import grid_windows
 from terraseg.errors import InputFileError
 from terraseg.evaluate.metrics import validation_metrics
@@ -129,7 +130,8 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     bc, seed = cfg.baseline, cfg.train.seed
-    train_scenes, val_scenes = scenes or train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, seed)
+    split = Split(*scenes) if scenes else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, seed, [c.name for c in cfg.classes])
+    train_scenes, val_scenes = split.train, split.val
     bands = train_scenes[0].count
     for s in train_scenes + val_scenes:
         if s.count != bands:
@@ -157,7 +159,7 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
                         source_bands=getattr(getattr(train_scenes[0], "info", None), "count", None), band_names=band_names,
                         dtype=train_scenes[0].dtype, nodata=train_scenes[0].nodata, normalization=stats,
                         train_window=PREDICT_WINDOW, predict_window=PREDICT_WINDOW),
-        baseline={**bc.model_dump(mode="json"), "feature_names": features.names},
+        baseline={**bc.model_dump(mode="json"), "feature_names": features.names}, split=split.record,
         training={"config": cfg.model_dump(mode="json"), "terraseg_version": __version__, "train_seconds": round(t_sample + t_fit, 2),
                   "sample_seconds": round(t_sample, 2), "fit_seconds": round(t_fit, 2), "samples": int(len(y)),
                   "samples_per_class": np.bincount(y, minlength=cfg.num_classes).tolist()},
@@ -189,4 +191,4 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
         tracker.finish()
         uri = tracker.uri
     return TrainResult(bundle_path, run_dir, {k: v for k, v in best.items() if k != "per_class"}, 1, t_sample + t_fit,
-                       len(y) / max(t_fit, 1e-9), uri)
+                       len(y) / max(t_fit, 1e-9), uri, split=split.record)

@@ -20,6 +20,8 @@ class TrainResult:
         validation_share: networks: validation's share of the training wall time.
         rank: global DDP rank of the process that returned this (0 wrote the bundle; others wrote nothing).
         history: networks: one dict of figures per validated epoch (as in the bundle's ``metrics.history``).
+        split: the hold-out's record (:attr:`terraseg.data.holdout.Split.record`: units held out, labelled
+            pixels per class on each side, warnings), or None when the caller gave the scenes.
     """
 
     bundle_path: Path
@@ -32,3 +34,4 @@ class TrainResult:
     validation_share: float | None = None
     rank: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    split: dict[str, Any] | None = None

@@ -1,0 +1,118 @@
+"""Hold-outs that represent every class, recorded and rebuilt exactly, and scores over the classes present."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from terraseg.config import DataConfig, FolderSource, SceneSource
+from terraseg.data.holdout import apply_record, block_side
+from terraseg.data.sources import build_scenes, split_scenes
+from terraseg.evaluate.metrics import metrics_from_confusion, score, validation_metrics
+
+from conftest import DATA, make_geotiff, needs_data, write_mask_tif
+
+
+def _val_pixels(scenes, k):
+    return sum(int((s.read(0, 0, s.height, s.width).mask == k).sum()) for s in scenes)
+
+
+def _train_pixels(scenes, k):
+    return sum(int((s.read(0, 0, s.height, s.width).mask == k).sum()) for s in scenes)
+
+
+def test_every_class_gets_validation_pixels_where_bottom_rows_would_miss_one(tmp_path):
+    img, _, _ = make_geotiff(tmp_path / "a.tif", 200, 200, seed=1, squares=False)
+    truth = np.zeros((200, 200), dtype=np.int64)
+    truth[10:30, 150:190] = 1  # a rare class, only in the north
+    truth[60:70, 20:40] = 1
+    truth[100:180, 0:60] = 2
+    m = write_mask_tif(tmp_path / "m.tif", truth, img)
+    cfg = DataConfig(train=[SceneSource(image=str(img), mask=str(m))], val_fraction=0.2, window=64)
+    assert not (truth[160:] == 1).any()  # the old hold-out (bottom 20% of rows) held no pixel of class 1
+    split = split_scenes(cfg, 255, 3, seed=0, class_names=["bg", "rare", "field"])
+    for k in range(3):
+        assert _val_pixels(split.val, k) > 0, f"class {k} has no validation pixels"
+        assert _train_pixels(split.train, k) > 0, f"class {k} lost all its training pixels"
+    rec = split.record
+    assert rec["pixels"]["rare"]["val"] > 0 and rec["pixels"]["rare"]["train"] > 0
+    assert not split.warnings
+    total = int((truth >= 0).sum())
+    held = sum(v["val"] for v in rec["pixels"].values())
+    assert 0.15 * total <= held <= 0.45 * total  # near the requested share (whole blocks)
+
+
+def test_a_class_in_one_block_is_named_with_the_fix(tmp_path):
+    img, _, _ = make_geotiff(tmp_path / "a.tif", 128, 128, seed=2, squares=False)
+    truth = np.zeros((128, 128), dtype=np.int64)
+    truth[5:10, 5:10] = 1
+    m = write_mask_tif(tmp_path / "m.tif", truth, img)
+    cfg = DataConfig(train=[SceneSource(image=str(img), mask=str(m))], val_fraction=0.2, holdout_block=64)
+    split = split_scenes(cfg, 255, 2, seed=0, class_names=["background", "well"])
+    assert len(split.warnings) == 1
+    w = split.warnings[0]
+    assert "'well'" in w and "25 labelled pixels" in w and "data.val" in w and "holdout_block" in w
+    assert _train_pixels(split.train, 1) == 25  # kept for training rather than lost
+
+
+def test_folder_images_are_held_out_so_that_a_rare_class_is_validated(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        mask = np.zeros((32, 32), dtype=np.uint8)
+        mask[:8] = 1
+        if i in (3, 9):  # class 2 in two images only
+            mask[20:, 20:] = 2
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{i}.png")
+    cfg = DataConfig(train=[FolderSource(root=str(tmp_path), layout="pairs")], val_fraction=0.2)
+    for seed in range(4):
+        split = split_scenes(cfg, 255, 3, seed=seed)
+        names = {s.name.split("/")[-1] for s in split.val}
+        assert len(names & {"3", "9"}) == 1, names  # one image of the rare class each side
+        assert len(split.train) + len(split.val) == 12
+
+
+def test_recorded_split_is_rebuilt_exactly(tmp_path):
+    img, _, truth = make_geotiff(tmp_path / "a.tif", 150, 130, seed=5)
+    m = write_mask_tif(tmp_path / "m.tif", truth, img)
+    cfg = DataConfig(train=[SceneSource(image=str(img), mask=str(m))], val_fraction=0.3, window=64)
+    split = split_scenes(cfg, 255, 2, seed=3)
+    again = apply_record(build_scenes(cfg.train, cfg, 255, 2), split.record)
+    assert [(s.region, s.score_region) for s in again.val] == [(s.region, s.score_region) for s in split.val]
+    a = [s.read(0, 0, s.height, s.width).mask for s in split.val]
+    b = [s.read(0, 0, s.height, s.width).mask for s in again.val]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert split_scenes(cfg, 255, 2, seed=4).record["units"] != split.record["units"] or len(split.val) == 1
+
+
+def test_block_side_rule():
+    assert block_side(64 * 100**2) == 96  # 100 px rounds to a multiple of 16
+    assert block_side(10) == 64 and block_side(1e12) == 2048
+
+
+def test_score_covers_only_classes_present():
+    # binary: positive class absent from the labels, the model predicts a few positives
+    cm = np.array([[90, 10], [0, 0]])
+    m = metrics_from_confusion(cm, ["bg", "building"])
+    assert m["iou"] == 0.0 and score(m) == pytest.approx(0.9)  # background IoU, not the empty class's 0
+    # multi-class: class 2 absent from truth but predicted
+    cm = np.array([[50, 0, 5], [0, 40, 5], [0, 0, 0]])
+    m = validation_metrics(cm, ["a", "b", "c"])
+    assert m["val/score"] == pytest.approx(np.mean([50 / 55, 40 / 45]))
+    assert m["val/pixels"] == 100
+
+
+@needs_data("spacenet", "sn2-vegas")
+def test_vegas_default_holdout_validates_buildings():
+    vegas = DATA / "spacenet" / "sn2-vegas"
+    stem = "SpaceNet_AOI_2_Las_Vegas-056155973080_01_P001-WV03"
+    cfg = DataConfig(train=[SceneSource(image=str(vegas / f"{stem}-RGB.tif"), vector={"path": str(vegas / f"{stem}.gpkg")})])
+    split = split_scenes(cfg, 255, 2, seed=0, class_names=["background", "building"])
+    px = split.record["pixels"]
+    assert px["building"]["val"] > 0 and px["building"]["train"] > 0, px
+    assert _val_pixels(split.val, 1) > 0
+    assert not split.warnings
