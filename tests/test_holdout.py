@@ -116,3 +116,54 @@ def test_vegas_default_holdout_validates_buildings():
     assert px["building"]["val"] > 0 and px["building"]["train"] > 0, px
     assert _val_pixels(split.val, 1) > 0
     assert not split.warnings
+
+
+@needs_data("spacenet", "sn2-vegas")
+def test_evaluate_split_val_scores_exactly_what_training_validated(tmp_path):
+    """Train on Vegas with the default hold-out, then `evaluate BUNDLE --split val` (no config given, and with
+    a config whose val_fraction differs): the same labelled pixels, and the figures logged as val/..."""
+    import json
+
+    import mlflow
+    import yaml
+    from typer.testing import CliRunner
+
+    from terraseg.bundle import Bundle
+    from terraseg.cli.main import app
+
+    vegas = DATA / "spacenet" / "sn2-vegas"
+    stem = "SpaceNet_AOI_2_Las_Vegas-056155973080_01_P001-WV03"
+    cfg = {
+        "name": "vegas-tiny",
+        "classes": [{"name": "background"}, {"name": "building"}],
+        "data": {"train": [{"kind": "scene", "image": str(vegas / f"{stem}-RGB.tif"), "vector": {"path": str(vegas / f"{stem}.gpkg")}}],
+                 "window": 64, "samples_per_epoch": 8, "batch_size": 4},
+        "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3},
+        "train": {"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False},
+        "output_dir": str(tmp_path / "run"),
+    }
+    path = tmp_path / "vegas.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "hold-out:" in res.output and "building" in res.output
+    bundle = tmp_path / "run" / "model.terraseg"
+    b = Bundle.load(bundle)
+    validated = int(b.manifest.metrics["validation"]["val/pixels"])
+    assert validated == sum(v["val"] for v in b.manifest.split["pixels"].values()) or validated > 0
+    res = runner.invoke(app, ["evaluate", str(bundle), "--split", "val", "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["pixels"] == validated
+    assert m["per_class"]["building"]["support"] > 0
+    assert f"{validated:,} labelled pixels" in res.output
+    # the YAML's val_fraction is never re-read for --split val
+    res = runner.invoke(app, ["evaluate", str(bundle), str(path), "--split", "val", "--set", "data.val_fraction=0.45",
+                              "--out", str(tmp_path / "ev2"), "--no-log-to-run"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ev2" / "metrics.json").read_text())["pixels"] == validated
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    run_id = b.manifest.training["mlflow_run_id"]
+    assert not any(k.startswith("test/") for k in client.get_run(run_id).data.metrics)
+    assert len(client.get_metric_history(run_id, "val/pixels")) == 2  # the epoch's, then the first evaluate's
