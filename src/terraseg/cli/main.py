@@ -495,3 +495,37 @@ from terraseg.cli import prep as _prep  # noqa: E402,F401  (registers the data-p
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+config_app = typer.Typer(help="Config help: the JSON Schema, and a resolved config with every field described.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("schema")
+@user_errors
+def config_schema(
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the schema to this file instead of printing it.")] = None,
+) -> None:
+    """Print the JSON Schema of an experiment config (for editors: `# yaml-language-server: $schema=...`)."""
+    from terraseg.config.describe import schema_text
+    from terraseg.io.atomic import write_text_atomic
+
+    text = schema_text()
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        write_text_atomic(out_file, text)
+        out.print(f"schema: {out_file}")
+
+
+@config_app.command("show")
+@user_errors
+def config_show(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML).")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.sub=value (repeatable).")] = None,
+) -> None:
+    """Print a config resolved: overrides applied, defaults filled in, each field with its description."""
+    from terraseg.config import load_config
+    from terraseg.config.describe import describe
+
+    sys.stdout.write(describe(load_config(config, set_ or [])))
