@@ -67,7 +67,9 @@ def read_any(path: str) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with rasterio.open(path) as ds:
-                return ds.read()
+                from terraseg.io.raster import info_of
+
+                return ds.read(info_of(ds, path).data_bands)  # an alpha band is validity, not data
     except RasterioError as e:
         raise InputFileError(f"{path}: not a readable image ({str(e).splitlines()[0]}).") from None
 

@@ -29,8 +29,8 @@ from rasterio.transform import Affine, array_bounds
 from rasterio.windows import Window
 
 from terraseg.errors import InputFileError
-from terraseg.io.images import read_image, read_mask
-from terraseg.io.raster import Grid, info_of, open_raster, read_window, valid_mask
+from terraseg.io.images import read_image_valid, read_mask
+from terraseg.io.raster import Grid, info_of, open_raster, read_validity, read_window, valid_mask
 
 CACHE_LIMIT_BYTES = 1 << 29  # scenes whose pixels fit in 512 MiB are held in memory
 
@@ -201,7 +201,10 @@ class RasterScene(Scene):
                 info = info_of(ds, self.path)
         if bands and (min(bands) < 1 or max(bands) > info.count):
             raise InputFileError(f"{path}: band indexes {bands} out of range (the raster has {info.count} bands).")
-        self.bands = list(bands) if bands else list(range(1, info.count + 1))
+        if info.count == 0:
+            raise InputFileError(f"{path}: the raster has no bands; give a raster with at least one band of data.")
+        # an alpha band marks validity: never a data band unless the user selects it by index
+        self.bands = list(bands) if bands else info.data_bands
         self.info = info
         self.region = region or Region(0, 0, info.height, info.width)
         self.name = Path(path).stem
@@ -325,8 +328,12 @@ class RasterScene(Scene):
 
     def _read_direct(self, row: int, col: int, h: int, w: int, labels: bool) -> WindowRead:
         r0, c0 = row + self.region.row_off, col + self.region.col_off
-        image = read_window(self._dataset(), Window(c0, r0, w, h), self.bands, path=self.path)
+        ds = self._dataset()
+        image = read_window(ds, Window(c0, r0, w, h), self.bands, path=self.path)
         valid = valid_mask(image, self.nodata)
+        extra = read_validity(ds, self.info, Window(c0, r0, w, h))  # alpha band or GDAL mask band
+        if extra is not None:
+            valid &= extra
         # outside the raster or the region: padding
         inside = np.zeros((h, w), dtype=bool)
         rr0, cc0 = max(row, 0), max(col, 0)
@@ -367,6 +374,9 @@ class RasterScene(Scene):
         ds = self._dataset()
         image = ds.read(self.bands, window=win, out_shape=(self.count, oh, ow))
         valid = valid_mask(image, self.nodata)
+        extra = read_validity(ds, self.info, win, out_shape=(oh, ow))
+        if extra is not None:
+            valid &= extra
         mask = None
         if self._rasterizer is not None:
             from rasterio.features import rasterize
@@ -428,13 +438,14 @@ class ArrayScene(Scene):
             with Image.open(self.path) as im:
                 self.width, self.height = im.size
                 bands = len(im.getbands())
-                self.count = 3 if im.mode == "P" else bands
+                # palette images expand to RGB; an alpha band is validity, not data (io.images.read_image_valid)
+                self.count = 3 if im.mode in ("P", "PA") else bands - ("A" in im.getbands() and bands > 1)
                 self.dtype = "uint16" if im.mode.startswith("I;16") else ("int32" if im.mode == "I" else "uint8")
         except FileNotFoundError:
             raise InputFileError(f"{self.path}: file not found.") from None
         except Exception:
-            arr = read_image(self.path)
-            self._cached = WindowRead(arr, np.ones(arr.shape[1:], bool), None)
+            arr, ok = read_image_valid(self.path)
+            self._cached = WindowRead(arr, ok if ok is not None else np.ones(arr.shape[1:], bool), None)
             self.count, self.height, self.width = arr.shape
             self.dtype = str(arr.dtype)
 
@@ -442,10 +453,13 @@ class ArrayScene(Scene):
         """Decode the image (and mask) once."""
         if self._cached is not None and (self._cached.mask is not None or not self.has_labels):
             return self._cached
-        image = self._cached.image if self._cached is not None else read_image(self.path)
+        if self._cached is not None:
+            image, valid = self._cached.image, self._cached.valid
+        else:
+            image, ok = read_image_valid(self.path)
+            valid = ok if ok is not None else np.ones(image.shape[1:], dtype=bool)
         self.count, self.height, self.width = image.shape
         self.dtype = str(image.dtype)
-        valid = np.ones(image.shape[1:], dtype=bool)
         mask = None
         if self.mask_path:
             raw = read_mask(self.mask_path)
@@ -461,6 +475,7 @@ class ArrayScene(Scene):
                 mask += self.value_offset
                 mask[mask < 0] = self.ignore_index
             self._check_classes(mask, self.num_classes, self.mask_path)
+            mask[~valid] = self.ignore_index
         self._cached = WindowRead(image, valid, mask)
         return self._cached
 

@@ -28,15 +28,29 @@ DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFEr
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a plain image as ``(C, H, W)`` in its stored dtype (uint8 for PNG/JPEG).
+    """Read a plain image as ``(C, H, W)`` in its stored dtype (uint8 for PNG/JPEG), without its alpha band.
 
-    TIFFs are read through rasterio (any band count and dtype); others through Pillow.
+    TIFFs are read through rasterio (any band count and dtype); others through Pillow. An alpha band
+    (a PNG's A channel, a TIFF band whose colour interpretation is alpha) is validity, never data:
+    it is left out here; :func:`read_image_valid` returns it as a mask.
 
     Args:
         path: PNG, JPEG, BMP or TIFF file.
 
     Returns:
-        ``(C, H, W)`` array: uint8 for PNG/JPEG (palette images expanded to RGB/RGBA), the stored dtype for TIFF.
+        ``(C, H, W)`` array: uint8 for PNG/JPEG (palette images expanded to RGB), the stored dtype for TIFF.
+
+    Raises:
+        InputFileError: missing file, or not a decodable image.
+    """
+    return read_image_valid(path)[0]
+
+
+def read_image_valid(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a plain image and its validity: ``(image (C, H, W), valid (H, W) bool or None)``.
+
+    ``valid`` is False where the alpha band (PNG A channel, TIFF alpha band) is 0 or a TIFF's GDAL
+    per-dataset mask is 0; None when the file has neither (every pixel counts).
 
     Raises:
         InputFileError: missing file, or not a decodable image.
@@ -45,18 +59,21 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not p.is_file():
         raise InputFileError(f"{p}: file not found.")
     if p.suffix.lower() in {".tif", ".tiff"}:
-        from terraseg.io.raster import open_raster, read_window
+        from terraseg.io.raster import info_of, open_raster, read_validity, read_window
         from rasterio.windows import Window
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with open_raster(p) as ds:
-                return read_window(ds, Window(0, 0, ds.width, ds.height), path=str(p))
+                info = info_of(ds, str(p))
+                win = Window(0, 0, ds.width, ds.height)
+                return read_window(ds, win, info.data_bands, path=str(p)), read_validity(ds, info, win)
     try:
         with Image.open(p) as im:
             im.load()
             if im.mode in ("P", "PA"):
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+            names = im.getbands()
             arr = np.asarray(im)
     except DECODE_ERRORS as e:
         raise InputFileError(f"{p}: not a readable image ({type(e).__name__}: {e}).") from None
@@ -64,7 +81,12 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         arr = arr[None]
     else:
         arr = np.moveaxis(arr, -1, 0)
-    return np.ascontiguousarray(arr)
+    valid = None
+    if "A" in names and len(names) > 1:
+        a = names.index("A")
+        valid = arr[a] > 0
+        arr = np.delete(arr, a, axis=0)
+    return np.ascontiguousarray(arr), valid
 
 
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:

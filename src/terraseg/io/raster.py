@@ -39,6 +39,10 @@ class RasterInfo:
         crs: coordinate reference system, or None for plain images.
         transform: affine pixel -> CRS transform (identity for plain images).
         nodata: nodata value of the bands, or None.
+        alpha: 1-based index of the band whose colour interpretation is alpha (GDAL's GCI_AlphaBand),
+            or None. It marks valid pixels (0 = transparent = nodata); it is no data band.
+        dataset_mask: True when the raster carries a GDAL per-dataset mask band (an internal
+            ``.msk`` / TIFF mask, GDAL's GMF_PER_DATASET without alpha or nodata): 0 marks nodata.
     """
 
     path: str
@@ -49,6 +53,13 @@ class RasterInfo:
     crs: CRS | None
     transform: Affine
     nodata: float | None
+    alpha: int | None = None
+    dataset_mask: bool = False
+
+    @property
+    def data_bands(self) -> list[int]:
+        """The 1-based bands that hold data: every band but the alpha band."""
+        return [b for b in range(1, self.count + 1) if b != self.alpha]
 
     @property
     def georeferenced(self) -> bool:
@@ -128,10 +139,45 @@ def info_of(ds: rasterio.DatasetReader, path: str) -> RasterInfo:
     Returns:
         :class:`RasterInfo` (dtype of band 1).
     """
+    from rasterio.enums import ColorInterp, MaskFlags
+
+    alpha = next((i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha), None)
+    flags = ds.mask_flag_enums[0] if ds.count else []
+    per_dataset = MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags and MaskFlags.nodata not in flags
     return RasterInfo(
-        path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0],
-        crs=ds.crs, transform=ds.transform, nodata=ds.nodata,
+        path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0] if ds.count else "uint8",
+        crs=ds.crs, transform=ds.transform, nodata=ds.nodata, alpha=alpha, dataset_mask=per_dataset and alpha is None,
     )
+
+
+def read_validity(ds: rasterio.DatasetReader, info: RasterInfo, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray | None:
+    """Validity from the raster's alpha band or GDAL per-dataset mask over a window (``None`` when it has neither).
+
+    GDAL's mask model (RFC 15, "Band Masks"): an alpha band or a per-dataset mask band marks
+    nodata with 0. Outside the raster the window is invalid.
+
+    Args:
+        ds: the open dataset. info: its :class:`RasterInfo`. window: pixel window, may extend beyond the raster.
+        out_shape: ``(h, w)`` of a decimated read of the whole window (overviews), else None for full resolution.
+
+    Returns:
+        ``(h, w)`` bool, True where the alpha/mask marks data; or None when the raster has no alpha and no mask.
+    """
+    if info.alpha is None and not info.dataset_mask:
+        return None
+    if out_shape is not None:
+        if info.alpha is not None:
+            return ds.read(info.alpha, window=window, out_shape=out_shape) > 0
+        return ds.read_masks(1, window=window, out_shape=out_shape) > 0
+    if info.alpha is not None:
+        return read_window(ds, window, [info.alpha], fill=0)[0] > 0
+    h, w = int(window.height), int(window.width)
+    r0, c0 = int(window.row_off), int(window.col_off)
+    out = np.zeros((h, w), dtype=bool)
+    rr0, cc0, rr1, cc1 = max(r0, 0), max(c0, 0), min(r0 + h, ds.height), min(c0 + w, ds.width)
+    if rr1 > rr0 and cc1 > cc0:
+        out[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = ds.read_masks(1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0)) > 0
+    return out
 
 
 def read_window(
