@@ -103,9 +103,39 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader
     except (RasterioIOError, RasterioError) as e:
         raise InputFileError(f"{p}: not a readable raster ({_first_line(e)}).") from None
     try:
+        check_bands(ds, str(p))
         yield ds
     finally:
         ds.close()
+
+
+REAL_DTYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64"}
+
+
+def check_bands(ds: rasterio.DatasetReader, path: str) -> None:
+    """Refuse, in one sentence with the fix, a raster whose bands terraseg cannot read as real numbers.
+
+    Complex bands (GDAL CInt16/CInt32/CFloat32/CFloat64: SAR single-look complex data) have no
+    single value per pixel to normalise; GDAL's VRT pixel functions ``mod`` (amplitude),
+    ``intensity`` and ``phase`` derive real bands from them (GDAL "VRT driver" documentation,
+    "Default Pixel Functions").
+
+    Raises:
+        InputFileError: no band, complex bands, or a data type numpy cannot hold.
+    """
+    if ds.count == 0:
+        raise InputFileError(f"{path}: the file holds no raster band (a vector or metadata-only file?); give a raster with "
+                             f"at least one band.")
+    odd = sorted({d for d in ds.dtypes if d not in REAL_DTYPES})
+    if not odd:
+        return
+    if any("complex" in d for d in odd):
+        raise InputFileError(
+            f"{path}: complex bands ({', '.join(odd)}) cannot be used as they are; derive real bands first, e.g. amplitude "
+            f"with GDAL's VRT pixel function: gdal_translate -ot Float32 of a VRT whose band uses PixelFunctionType 'mod' "
+            f"(or 'intensity', 'phase').")
+    raise InputFileError(f"{path}: band data type {', '.join(odd)} is not supported; convert it to a real type "
+                         f"(gdal_translate -ot Float32).")
 
 
 def _first_line(e: BaseException) -> str:
@@ -225,18 +255,19 @@ def valid_mask(image: np.ndarray, nodata: float | None) -> np.ndarray:
     """Pixels that hold data: ``(H, W)`` bool, False where every band equals ``nodata``.
 
     This follows GDAL's per-dataset mask for nodata values (a pixel is nodata when all bands are);
-    NaN counts as nodata for float rasters.
+    for float rasters a pixel with NaN or infinity in any band is nodata too (it has no value a
+    network could be fed).
 
     Args:
         image: ``(C, H, W)`` pixels of any dtype.
         nodata: the raster's nodata value, or None.
 
     Returns:
-        ``(H, W)`` bool array, True where at least one band holds data.
+        ``(H, W)`` bool array, True where the pixel holds data.
     """
     invalid = np.zeros(image.shape[1:], dtype=bool)
     if np.issubdtype(image.dtype, np.floating):
-        invalid |= np.isnan(image).all(axis=0)
+        invalid |= ~np.isfinite(image).all(axis=0)  # NaN or inf in any band: no value a network can take
     if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
         invalid |= (image == np.asarray(nodata, dtype=image.dtype)).all(axis=0)
     return ~invalid
