@@ -134,3 +134,14 @@ def test_predict_and_stats_leave_masked_pixels_out(tmp_path, scene_files):
     stats = json.loads((tmp_path / "stats" / "stats.json").read_text())
     assert stats["nodata_fraction"] == pytest.approx(24 / 64)
     assert [b["valid_pixels"] for b in stats["bands"]] == [40 * 64] * 3  # the masked rows are not counted
+
+
+def test_an_rgbn_nir_labelled_alpha_by_gdal_stays_data(tmp_path):
+    """GDAL labels band 4 of a plain 4-band Byte GeoTIFF alpha; with a spread of values it is NIR, not transparency."""
+    rng = np.random.default_rng(0)
+    with rasterio.open(tmp_path / "rgbn.tif", "w", driver="GTiff", height=16, width=16, count=4, dtype="uint8",
+                       crs="EPSG:32618", transform=from_origin(0, 16, 1, 1)) as dst:
+        dst.write(rng.integers(0, 255, (4, 16, 16), dtype=np.uint8))
+    with rasterio.open(tmp_path / "rgbn.tif") as ds:
+        assert ds.colorinterp[3] == ColorInterp.alpha  # what GDAL says
+    assert raster_info(tmp_path / "rgbn.tif").alpha is None and RasterScene(tmp_path / "rgbn.tif").count == 4

@@ -167,3 +167,31 @@ def test_evaluate_split_val_scores_exactly_what_training_validated(tmp_path):
     run_id = b.manifest.training["mlflow_run_id"]
     assert not any(k.startswith("test/") for k in client.get_run(run_id).data.metrics)
     assert len(client.get_metric_history(run_id, "val/pixels")) == 2  # the epoch's, then the first evaluate's
+
+
+def test_budget_is_wall_time_of_the_whole_run(tmp_path, monkeypatch):
+    """With a budget too small for the post-training steps, they are skipped and said so; the bundle still works."""
+    import time
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from terraseg.bundle import Bundle
+    from terraseg.cli.main import app
+    from terraseg.train import network
+    from conftest import make_geotiff, tiny_config, write_mask_tif
+
+    img, _, truth = make_geotiff(tmp_path / "a.tif", 128, 128, seed=1)
+    files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img, "test_mask": tmp_path / "m.tif"}
+    cfg = tiny_config(tmp_path, files, train={"max_epochs": 50, "max_minutes": 0.25, "seed": 0, "patience": 100})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setattr(network._Budget, "EXPORT_SECONDS", 14.0)  # an export estimate that never fits the last seconds
+    t0 = time.monotonic()
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "c.yaml")])
+    wall = time.monotonic() - t0
+    assert res.exit_code == 0, res.output
+    b = Bundle.load(tmp_path / "run" / "model.terraseg")
+    budget = b.manifest.training["budget"]
+    assert budget["wall_seconds"] <= 15 * 1.05 and wall < 15 * 1.05 + 5  # 0.25 min, with the CLI's start-up on top
+    assert "ONNX export" in budget["skipped"] and "ONNX export" in res.output
+    assert b.manifest.training["epochs"] >= 1 and "wall time:" in res.output

@@ -61,6 +61,13 @@ def train(
         out.print(f"epochs: {res.epochs}  train time: {res.train_seconds:.0f} s  throughput: {res.chips_per_second:.1f} chips/s"
                   f"  precision: {cfg.training_precision()}"
                   + (f"  validation: {res.validation_share:.1%} of the time" if res.validation_share is not None else ""))
+    if res.wall_seconds is not None and cfg.train.max_minutes:
+        budget = 60 * cfg.train.max_minutes
+        over = res.wall_seconds > budget * 1.05
+        line = f"wall time: {res.wall_seconds:.0f} s of a {budget:.0f} s budget (train.max_minutes {cfg.train.max_minutes:g})"
+        (err if over else out).print(("warning: " if over else "") + line + (" - over budget" if over else ""))
+        if res.budget_skipped:
+            err.print(f"warning: left out to stay within the budget: {', '.join(res.budget_skipped)}; raise train.max_minutes to run them.")
     _print_split(res.split)
     if best:
         out.print("best validation: " + ", ".join(f"{k}={v:.4f}" if k != "val/pixels" else f"{k}={v:,.0f}"

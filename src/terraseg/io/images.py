@@ -52,6 +52,9 @@ def read_image_valid(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
     ``valid`` is False where the alpha band (PNG A channel, TIFF alpha band) is 0 or a TIFF's GDAL
     per-dataset mask is 0; None when the file has neither (every pixel counts).
 
+    Args:
+        path: PNG, JPEG, BMP or TIFF file.
+
     Raises:
         InputFileError: missing file, or not a decodable image.
     """

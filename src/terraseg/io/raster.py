@@ -120,6 +120,9 @@ def check_bands(ds: rasterio.DatasetReader, path: str) -> None:
     ``intensity`` and ``phase`` derive real bands from them (GDAL "VRT driver" documentation,
     "Default Pixel Functions").
 
+    Args:
+        ds: the open dataset. path: its name, for the message.
+
     Raises:
         InputFileError: no band, complex bands, or a data type numpy cannot hold.
     """
@@ -172,12 +175,33 @@ def info_of(ds: rasterio.DatasetReader, path: str) -> RasterInfo:
     from rasterio.enums import ColorInterp, MaskFlags
 
     alpha = next((i + 1 for i, ci in enumerate(ds.colorinterp) if ci == ColorInterp.alpha), None)
+    if alpha is not None and not _looks_like_alpha(ds, alpha):
+        alpha = None  # GDAL labels the 4th band of any 4-band Byte GeoTIFF alpha by default: an RGBN file's NIR stays data
     flags = ds.mask_flag_enums[0] if ds.count else []
     per_dataset = MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags and MaskFlags.nodata not in flags
     return RasterInfo(
         path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0] if ds.count else "uint8",
         crs=ds.crs, transform=ds.transform, nodata=ds.nodata, alpha=alpha, dataset_mask=per_dataset and alpha is None,
     )
+
+
+def _looks_like_alpha(ds: rasterio.DatasetReader, band: int) -> bool:
+    """Whether a band labelled alpha holds transparency: at least 95% of a decimated read is 0 or the type's maximum.
+
+    GDAL's GTiff driver writes ``PHOTOMETRIC=RGB`` with an unassociated alpha ``ExtraSamples`` for
+    4-band Byte images unless told otherwise (GDAL GTiff driver documentation, ``PHOTOMETRIC`` and
+    ``ALPHA`` creation options), so the near-infrared band of an RGBN file often arrives labelled
+    alpha. A real alpha band is a mask (0 transparent, the maximum opaque; GDAL RFC 15), with at
+    most a thin antialiased or resampled edge of values between.
+    """
+    h, w = min(ds.height, 256), min(ds.width, 256)
+    try:
+        values = ds.read(band, out_shape=(h, w))
+    except (RasterioIOError, RasterioError):
+        return True
+    dtype = np.dtype(ds.dtypes[band - 1])
+    top = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 1.0
+    return bool(np.isin(values, [0, top]).mean() >= 0.95)
 
 
 def read_validity(ds: rasterio.DatasetReader, info: RasterInfo, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray | None:

@@ -119,6 +119,60 @@ class _Throughput(L.Callback):
         self.samples += int(batch["image"].shape[0]) * trainer.world_size  # DDP: every rank runs a batch of this size
 
 
+class _Budget(L.Callback):
+    """Stops training early enough that the whole run, post-training steps included, ends within ``train.max_minutes``.
+
+    The budget is wall time from the start of :func:`train_network` (hold-out, statistics, training,
+    the validation Lightning runs when training stops, calibration, the tiling choice, ONNX export
+    and the bundle). After every training batch and every validation, training stops when the time
+    left is less than the reserve: the measured duration of one validation pass times the passes
+    still to come (the last epoch's, calibration's, the tiling choice's) plus :data:`EXPORT_SECONDS`.
+    Before the first validation is measured, the reserve is a fifth of the budget.
+    """
+
+    EXPORT_SECONDS = 15.0
+
+    def __init__(self, deadline: float, passes_after: int, throughput: "_Throughput") -> None:
+        self.deadline, self.passes_after, self.throughput = deadline, passes_after, throughput
+        self.budget = deadline - time.monotonic()
+        self.validations = 0
+
+    def pass_seconds(self) -> float | None:
+        """Measured seconds of one validation pass (None before the first)."""
+        return self.throughput.val_seconds / self.validations if self.validations else None
+
+    def reserve(self) -> float:
+        v = self.pass_seconds()
+        return 0.2 * self.budget if v is None else v * (1 + self.passes_after) + self.EXPORT_SECONDS
+
+    def _check(self, trainer: L.Trainer, reserve: float) -> None:
+        if time.monotonic() + reserve >= self.deadline:
+            trainer.should_stop = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._check(trainer, self.reserve())
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.validations += 1
+            v = self.pass_seconds() or 0.0
+            self._check(trainer, v * self.passes_after + self.EXPORT_SECONDS)  # no further epoch's validation
+
+
+def _after_training(name: str, deadline: float | None, seconds: float | None, skipped: list[str]):
+    """Whether a post-training step fits the budget (recorded in ``skipped`` when not), shown as progress when it runs."""
+    from contextlib import nullcontext
+
+    from terraseg import progress
+
+    if deadline is not None and seconds is not None and time.monotonic() + seconds > deadline:
+        skipped.append(name)
+        log.warning("%s skipped: it would overrun train.max_minutes (about %.0f s needed, %.0f s left)", name, seconds,
+                    max(deadline - time.monotonic(), 0))
+        return None
+    return progress.task(f"after training: {name}") if progress.enabled() else nullcontext()
+
+
 def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
                   parent_run_id: str | None = None, scenes: tuple[list, list] | None = None) -> TrainResult:
     """Train a segmentation or classification network and write ``<run_dir>/model.terraseg``.
@@ -135,6 +189,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     Raises:
         InputFileError: bad data. ConfigError: bad model settings. BundleError: never on success.
     """
+    t_start = time.monotonic()
+    deadline = t_start + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
@@ -166,6 +222,11 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     throughput = _Throughput()
     extra = list(callbacks or [])
     callbacks = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, _progress_bar(), *extra]
+    segmenting = cfg.task != "classification" and val_dl is not None
+    budget = None
+    if deadline is not None:
+        budget = _Budget(deadline, int(segmenting and cfg.train.calibrate) + int(segmenting and cfg.train.choose_tiling), throughput)
+        callbacks.append(budget)
 
     logger: Any = False
     # under DDP's launcher every rank runs this function; only global rank 0 tracks, builds and saves the bundle
@@ -178,7 +239,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
 
     trainer = L.Trainer(
         max_epochs=cfg.train.max_epochs,
-        max_time={"minutes": cfg.train.max_minutes} if cfg.train.max_minutes else None,
+        max_time=None,  # train.max_minutes is wall time for the whole run: _Budget stops training in time
         precision=cfg.training_precision(), accelerator=cfg.train.accelerator, devices=cfg.train.devices,
         strategy=_strategy(cfg, module, in_channels), num_nodes=cfg.train.num_nodes,
         use_distributed_sampler=False,  # EpochSampler and ShardSampler shard over ranks themselves (terraseg.data.datasets)
@@ -229,27 +290,44 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                   "validation_seconds": round(throughput.val_seconds, 1), "validation_share": round(throughput.validation_share, 4),
                   "precision": cfg.training_precision(), "world_size": trainer.world_size, "strategy": cfg.train.strategy},
     )
-    if not classify and cfg.train.calibrate and val_dl is not None:
+    skipped: list[str] = []
+    val_pass = budget.pass_seconds() if budget is not None else None
+    if not classify and cfg.train.calibrate and val_dl is not None and (step := _after_training(
+            "temperature calibration", deadline, val_pass, skipped)) is not None:
         from terraseg.train.calibrate import calibrate_on_scenes
 
-        cal = calibrate_on_scenes(model, val_dl.dataset.scenes, stats, max(d.window, MIN_PREDICT_WINDOW), cfg.ignore_index,
-                                  seed=cfg.train.seed)
+        with step:
+            cal = calibrate_on_scenes(model, val_dl.dataset.scenes, stats, max(d.window, MIN_PREDICT_WINDOW), cfg.ignore_index,
+                                      seed=cfg.train.seed)
         if cal is not None:
             manifest.calibration = cal
             log.info("temperature scaling: T = %.3f, ECE %.4f -> %.4f", cal["temperature"], cal["ece_before"], cal["ece_after"])
-    if not classify and cfg.train.choose_tiling and val_dl is not None:
+    if not classify and cfg.train.choose_tiling and val_dl is not None and (step := _after_training(
+            "tiling choice", deadline, val_pass, skipped)) is not None:
         from terraseg.train.tiling import choose_tiling
 
-        tiling = choose_tiling(model, val_dl.dataset.scenes, stats, cfg, manifest.input.predict_window,
-                               one_window=best.get("val/score"))  # validation scored the best weights as one window
+        with step:
+            tiling = choose_tiling(model, val_dl.dataset.scenes, stats, cfg, manifest.input.predict_window,
+                                   one_window=best.get("val/score"))  # validation scored the best weights as one window
         if tiling is not None:
             manifest.input.fit_max = tiling["fit_max"]
             manifest.metrics["tiling"] = tiling
     extras = {} if classify else {CALIBRATION: _calibration(train_dl.dataset.scenes, d.window, cfg.train.seed)}
     bundle = Bundle(manifest, model, extras)
     bundle.path = bundle_path = run_dir / "model.terraseg"
-    if not (cfg.train.export_onnx and not classify and _export(bundle, val_dl.dataset.scenes if val_dl is not None else [])):
+    export = None
+    if cfg.train.export_onnx and not classify:
+        export = _after_training("ONNX export", deadline, _Budget.EXPORT_SECONDS, skipped)
+    if export is not None:
+        with export:
+            exported = _export(bundle, val_dl.dataset.scenes if val_dl is not None else [])
+    if export is None or not exported:
         bundle.save(bundle_path)
+    wall = time.monotonic() - t_start
+    manifest.training["wall_seconds"] = round(wall, 1)
+    if cfg.train.max_minutes:
+        manifest.training["budget"] = {"minutes": cfg.train.max_minutes, "wall_seconds": round(wall, 1), "skipped": skipped}
+        bundle.save(bundle_path)  # the manifest with the run's wall time (the ONNX graph stays in the bundle)
     curve = plot_learning_curve(history, run_dir / "learning_curve.png")
     write_history(history, run_dir / "history.csv")  # per-epoch curves for `dvc plots` (one logging path)
     if tracker is not None:
@@ -259,7 +337,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         tracker.finish()
     return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
                        throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
-                       throughput.validation_share, history=history, split=split.record if split is not None else None)
+                       throughput.validation_share, history=history, split=split.record if split is not None else None,
+                       wall_seconds=wall, budget_skipped=skipped)
 
 
 def _strategy(cfg: ExperimentConfig, module: TaskBase, in_channels: int) -> Any:

@@ -22,6 +22,8 @@ class TrainResult:
         history: networks: one dict of figures per validated epoch (as in the bundle's ``metrics.history``).
         split: the hold-out's record (:attr:`terraseg.data.holdout.Split.record`: units held out, labelled
             pixels per class on each side, warnings), or None when the caller gave the scenes.
+        wall_seconds: wall time of the whole run (what ``train.max_minutes`` bounds), or None.
+        budget_skipped: post-training steps left out so as not to overrun ``train.max_minutes``.
     """
 
     bundle_path: Path
@@ -35,3 +37,5 @@ class TrainResult:
     rank: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     split: dict[str, Any] | None = None
+    wall_seconds: float | None = None
+    budget_skipped: list[str] = field(default_factory=list)
