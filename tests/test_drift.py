@@ -62,3 +62,33 @@ def test_psi_catches_a_change_of_shape_that_mean_and_range_miss(tmp_path):
     assert bad.drifted and bad.psi[0] > 0.25 and "PSI" in bad.message("uni.tif")
     assert bad.to_dict()["bands"]["B1"]["psi"] > 0.25
     assert input_drift(_scene(tmp_path, "alike2", alike.clip(0, 255)), b.stats).psi is None  # no reference: no PSI
+
+
+def test_fitted_thresholds_keep_a_varied_data_set_quiet_and_still_flag_another_sensor(tmp_path):
+    """Photos of one varied set (brightness differs from image to image) must not be flagged; a different sensor must."""
+    from terraseg.data.datasets import scene_statistics
+    from terraseg.predict.drift import fit_drift
+
+    scenes = []
+    for i in range(12):
+        path, img, _ = make_geotiff(tmp_path / f"s{i}.tif", 96, 96, seed=i)
+        with rasterio.open(path, "r+") as ds:  # each image its own exposure: 0.5x to 1.5x
+            ds.write((img.astype(np.float32) * (0.5 + i / 11)).clip(0, 255).astype(np.uint8))
+        scenes.append(RasterScene(path))
+    train, val = scenes[0::2], scenes[1::2]  # exposures interleaved: validation inside the training range
+    stats = scene_statistics(train, "meanstd", (2.0, 98.0), 200_000, 0)
+    profile = fit_drift(train, val, stats, 64, seed=0)
+    assert profile["thresholds"]["psi"] >= 0.25 and profile["validation_windows"] > 0
+    assert profile["false_alarm_rate"] <= 0.05
+    t = profile["thresholds"]
+    ref = np.asarray(profile["reference"])
+    quiet = [input_drift(s, stats, reference=ref, smd_threshold=t["smd"], range_threshold=t["range"], psi_threshold=t["psi"])
+             for s in scenes]
+    assert sum(r.drifted for r in quiet) <= 1
+    # another sensor: inverted, low-contrast values
+    path, img, _ = make_geotiff(tmp_path / "other.tif", 96, 96, seed=99)
+    with rasterio.open(path, "r+") as ds:
+        ds.write((255 - img // 4).astype(np.uint8))
+    other = input_drift(RasterScene(path), stats, reference=ref, smd_threshold=t["smd"], range_threshold=t["range"],
+                        psi_threshold=t["psi"])
+    assert other.drifted

@@ -69,7 +69,8 @@ def test_stats_and_predict_answer_or_refuse_in_one_line(tmp_path, bundle, case):
     if case == "float16" and "float16" not in getattr(rasterio.dtypes, "dtype_rev", {"float16": 0}):
         pytest.skip("this rasterio build cannot write float16 rasters")
     path = _no_band(tmp_path / "x.vrt") if case == "no_band" else _write(tmp_path / f"{case}.tif", **CASES[case])
-    for args in (["stats", str(path), "--out", str(tmp_path / "s")], ["predict", str(bundle), str(path), "--out", str(tmp_path / "p")]):
+    extra = [] if case in ("one_pixel", "no_band") else ["--input-range", "0,1000"]  # another bit depth than the uint8 model's
+    for args in (["stats", str(path), "--out", str(tmp_path / "s")], ["predict", str(bundle), str(path), "--out", str(tmp_path / "p"), *extra]):
         res = runner.invoke(app, args)
         text = res.output + (str(res.exception) if res.exception and not isinstance(res.exception, SystemExit) else "")
         assert "Traceback" not in text and not (res.exception and not isinstance(res.exception, SystemExit)), (args, text)
@@ -94,7 +95,7 @@ def test_non_finite_pixels_are_nodata_in_predictions(tmp_path, bundle):
         data[0, :4] = np.inf
         data[1, 4:8] = np.nan
         ds.write(data)
-    res = runner.invoke(app, ["predict", str(bundle), str(path), "--out", str(tmp_path / "p")])
+    res = runner.invoke(app, ["predict", str(bundle), str(path), "--out", str(tmp_path / "p"), "--input-range", "0,100"])
     assert res.exit_code == 0, res.output
     with rasterio.open(tmp_path / "p" / "f.tif") as ds:
         ids = ds.read(1)

@@ -90,7 +90,14 @@ class InputSpec(BaseModel):
             raise BundleError(f"{source}: image has {count} bands but the model reads bands {idx} of {of}.")
         if count == self.bands:
             return None
-        raise BundleError(f"{source}: image has {count} bands but the model expects {self.bands}.")
+        names = f" ({', '.join(self.band_names)})" if self.band_names and len(self.band_names) == self.bands else ""
+        if count > self.bands:
+            fix = f"pick {self.bands} of its bands in the model's order with --bands (1-based indexes or band names, e.g. --bands 3,2,1)"
+        else:
+            fix = (f"give an image with {self.bands} bands, or stack single-band files on one grid first "
+                   f"(terraseg stack B1.tif B2.tif ... --out stacked.tif)")
+        s = "" if count == 1 else "s"
+        raise BundleError(f"{source}: image has {count} band{s} but the model expects {self.bands}{names}; {fix}.")
 
 
 def upgrade_manifest(raw: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +139,9 @@ class BundleManifest(BaseModel):
     split: dict[str, Any] | None = Field(
         None, description="The exact train/validation split training used (terraseg.data.holdout: method, blocks or images "
         "held out, labelled pixels per class on each side, warnings); `evaluate --split val` rebuilds it.")
+    drift: dict[str, Any] | None = Field(
+        None, description="Drift profile (terraseg.predict.drift.fit_drift): reference histograms from training windows, "
+        "thresholds fitted on other training windows, and the false-alarm rate measured on validation windows.")
     calibration: dict[str, Any] = Field(default_factory=dict, description="Temperature scaling fitted on the validation split "
                                         "(temperature, ECE and NLL before/after); every backend divides logits by it.")
 
@@ -277,4 +287,6 @@ class Bundle:
             "model": m.model.model_dump(), "parameters": n_params,
             "input": m.input.model_dump(), "classes": [c.model_dump() for c in m.classes],
             "ignore_index": m.ignore_index, "metrics": m.metrics, "exports": m.exports, "baseline": m.baseline,
+            "split": {k: v for k, v in (m.split or {}).items() if k != "units"} | ({"held_out": len(m.split["units"])} if m.split and "units" in m.split else {}),
+            "drift": {k: v for k, v in (m.drift or {}).items() if k != "reference"} or None,
         }

@@ -76,6 +76,19 @@ def train(
         out.print(f"mlflow: {res.tracking_uri}")
 
 
+def _pair(text: Optional[str], option: str) -> Optional[tuple[float, float]]:
+    """``"LOW,HIGH"`` as two numbers (None for None)."""
+    from terraseg.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: give two numbers LOW,HIGH, e.g. {option} 0,2047.") from None
+    return lo, hi
+
+
 def _print_split(record: dict | None) -> None:
     """The hold-out in a few lines: what was held out, labelled pixels per class on each side, and its warnings."""
     if not record or "pixels" not in record:
@@ -215,6 +228,11 @@ def evaluate(
     for name in absent_classes(m):
         err.print(f"warning: class '{name}' has no labelled pixel in this data: its figures are undefined (-) or 0 and say "
                   f"nothing of the model; the headline covers the other classes only where they are means.")
+    drift = m.get("drift") or {}
+    if drift.get("flagged"):
+        err.print(f"warning: {len(drift['flagged'])} of {drift['scenes']} images differ from the training data (drift: "
+                  + ", ".join(f"{k} in {'/'.join(v)}" for k, v in list(drift["flagged"].items())[:5])
+                  + (", ..." if len(drift["flagged"]) > 5 else "") + "); figures on them may not carry over.")
     out.print(f"metrics: {Path(out_dir) / 'metrics.json'}")
     if m.get("mlflow_run_id"):
         out.print(f"logged to MLflow run {m['mlflow_run_id']} ({cfg.split}/...)")
@@ -272,6 +290,10 @@ def predict(
     num_workers: Annotated[Optional[int], typer.Option(help="Ray: prediction actors (default: per GPU, or one per 4 CPUs).")] = None,
     cpus_per_worker: Annotated[Optional[int], typer.Option(help="Ray: CPUs (torch threads) per actor.")] = None,
     gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs per actor (fractions share one).")] = 0,
+    bands: Annotated[Optional[str], typer.Option(help="Bands to feed the model, in its order: 1-based indexes or names, "
+                                                 "e.g. 4,3,2 or red,green,blue (default: the bundle's rule).")] = None,
+    input_range: Annotated[Optional[str], typer.Option(help="LOW,HIGH: the inputs' value range, mapped onto the training range "
+                                                       "(another bit depth, e.g. 0,2047 for 11-bit imagery).")] = None,
 ) -> None:
     """Predict images of any size; GeoTIFF outputs keep the input's CRS, transform and nodata.
 
@@ -290,7 +312,9 @@ def predict(
     cfg = with_inference(PredictConfig, "options", inputs=list(inputs), out_dir=str(out_dir), window=window,
                          overlap=overlap, batch_size=batch_size, probabilities=probabilities, overlay=overlay, device=device,
                          uncertainty=uncertainty, tta=tta, resume=resume, asset=asset, engine=engine, ray=ray,
-                         precision=precision, channels_last=channels_last, backend=backend, compress=compress, level=level, cog=cog)
+                         precision=precision, channels_last=channels_last, backend=backend, compress=compress, level=level, cog=cog,
+                         bands=[b.strip() for b in bands.split(",") if b.strip()] if bands else None,
+                         input_range=_pair(input_range, "--input-range"))
     res = run_predict(cfg, b)
     if res.skipped:
         out.print(f"{res.skipped} inputs already complete: skipped (--resume)")
@@ -352,6 +376,12 @@ def info(
     best = s["metrics"].get("validation", {})
     if best:
         out.print("validation (best epoch): " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items() if k != "per_class"))
+    if s.get("split", {}).get("pixels"):
+        out.print("hold-out (labelled pixels train/val): " + ", ".join(f"{k} {v['train']:,}/{v['val']:,}" for k, v in s["split"]["pixels"].items()))
+    if s.get("drift"):
+        d = s["drift"]
+        rate = "not measured" if d.get("false_alarm_rate") is None else f"{d['false_alarm_rate']:.1%} of {d['validation_windows']} validation windows"
+        out.print(f"drift thresholds: " + ", ".join(f"{k} {v:g}" for k, v in d["thresholds"].items()) + f"; false alarms {rate}")
 
 
 @app.command()

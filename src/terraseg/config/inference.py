@@ -111,6 +111,13 @@ class PredictConfig(_Strict):
     level: int | None = Field(None, ge=1, le=22, description="Codec level (DEFLATE 1-9, ZSTD 1-22; default: GDAL's; 1 is fastest).")
     cog: bool = Field(False, description="Write Cloud-Optimized GeoTIFFs.")
     grid: bool = Field(False, description="Classification bundles: classify each georeferenced input on a grid of windows.")
+    bands: list[str] | None = Field(
+        None, description="Bands to feed the model, in its order: 1-based indexes or band names (descriptions or colour "
+        "interpretations, e.g. [4, 3, 2] or [red, green, blue]); default the bundle's rule.")
+    input_range: tuple[float, float] | None = Field(
+        None, description="The inputs' value range [low, high], mapped linearly onto the training dtype's range (an input of "
+        "another bit depth, e.g. 11-bit values in uint16 for a uint8 model); default: refuse another bit depth unless its "
+        "NBITS metadata sets the rule.")
 
 
 class EvaluateConfig(_Strict):

@@ -159,6 +159,10 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
     colors = [c.color for c in b.manifest.classes]
     metrics = evaluate_scenes(predictor, scenes, b.class_names, b.manifest.ignore_index, colors, out, cfg.overlays, cfg.overlay_size)
     metrics["bundle"] = str(bundle) if not isinstance(bundle, Bundle) else b.manifest.name
+    from terraseg.predict.drift import bundle_drift
+
+    reports = {s.name: r for s in scenes if (r := bundle_drift(b, s)) is not None}
+    metrics["drift"] = {"scenes": len(reports), "flagged": {k: r.flagged for k, r in reports.items() if r.drifted}}
     save_confusion_png(np.array(metrics["confusion_matrix"]), b.class_names, out / "confusion_matrix.png")
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     if cfg.log_to_run:

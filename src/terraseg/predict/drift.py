@@ -20,6 +20,15 @@ A band is flagged when ``|d|`` exceeds ``smd_threshold`` (default 1.0), the out-
 exceeds ``range_threshold`` (default 0.25) or the PSI exceeds ``psi_threshold`` (default 0.25).
 Typical causes: a different sensor or processing level (reflectance x 10000 vs 0-1), bands in
 another order, a seasonal or illumination shift.
+
+**Thresholds fitted to the data, so the training data does not cry wolf** (:func:`fit_drift`, at the
+end of training). Images of one data set differ from each other: a fixed PSI of 0.25 flags most
+photos of a varied set. So the bundle keeps a drift profile (``manifest.drift``): the reference
+histograms from :data:`REFERENCE_WINDOWS` random training windows, and thresholds set on a second,
+disjoint sample of training windows: per figure, the larger of the default above and
+:data:`THRESHOLD_MARGIN` times the 99th percentile of that figure (its largest band) over the
+sample. The profile also records the false-alarm rate measured on the validation windows, data the
+thresholds never saw: the share of them that would be flagged.
 """
 
 from __future__ import annotations
@@ -188,4 +197,91 @@ def input_drift(scene, stats: NormStats, band_names: list[str] | None = None, ma
                        [float(v) for v in psi] if psi is not None else None)
 
 
-__all__ = ["DriftReport", "band_histograms", "bin_edges", "input_drift", "population_stability", "training_histograms"]
+REFERENCE_WINDOWS = 64  # random training windows whose pixels make the reference histograms
+THRESHOLD_WINDOWS = 64  # a disjoint sample of training windows that sets the thresholds
+VALIDATION_WINDOWS = 200  # validation windows on which the false-alarm rate is measured
+THRESHOLD_MARGIN = 1.2
+DEFAULTS = {"smd": 1.0, "range": 0.25, "psi": 0.25}
+
+
+def _windows(scenes, n: int, window: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Valid raw pixels ``(C, k)`` of up to ``n`` random windows, scenes drawn in proportion to their area."""
+    from terraseg.data.windows import random_offset
+
+    if not scenes:
+        return []
+    area = np.array([s.height * s.width for s in scenes], dtype=np.float64)
+    out = []
+    for i in rng.choice(len(scenes), size=n, p=area / area.sum()):
+        s = scenes[i]
+        h, w = min(window, s.height), min(window, s.width)
+        r = s.read(random_offset(rng, s.height, h), random_offset(rng, s.width, w), h, w, labels=False)
+        x = r.image[:, r.valid].astype(np.float64)
+        if x.shape[1] >= 0.01 * h * w and x.shape[1] > 0:
+            out.append(x)
+    return out
+
+
+def _figures(x: np.ndarray, stats: NormStats, edges: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-band |standardised mean difference|, out-of-range share and PSI of ``(C, k)`` pixels."""
+    mean, std = np.asarray(stats.mean), np.maximum(np.asarray(stats.std), 1e-12)
+    low, high = np.asarray(stats.low)[:, None], np.asarray(stats.high)[:, None]
+    return {"smd": np.abs((x.mean(1) - mean) / std), "range": ((x < low) | (x > high)).mean(1),
+            "psi": population_stability(band_histograms(x, edges), reference)}
+
+
+def fit_drift(train_scenes, val_scenes, stats: NormStats, window: int, seed: int = 0) -> dict | None:
+    """The bundle's drift profile: reference histograms, fitted thresholds and the false-alarm rate on validation windows.
+
+    Args:
+        train_scenes: training scenes (raw pixels). val_scenes: validation scenes (the false-alarm measurement; may be empty).
+        stats: the training statistics (mean, std, 2nd/98th percentiles). window: the window side in pixels (a unit of input).
+        seed: sampling seed.
+
+    Returns:
+        ``{"reference": (C, BINS + 2) counts, "thresholds": {"smd", "range", "psi"}, "false_alarm_rate": share or None,
+        "validation_windows": n, "reference_pixels": n}``, or None for 'none' statistics.
+    """
+    if stats.method == "none" or not stats.mean or not stats.std or not stats.low or not stats.high:
+        return None
+    rng = np.random.default_rng(seed)
+    edges = bin_edges(stats)
+    ref_px = _windows(train_scenes, REFERENCE_WINDOWS, window, rng)
+    if not ref_px:
+        return None
+    reference = sum(band_histograms(x, edges) for x in ref_px)
+    figs = [_figures(x, stats, edges, reference) for x in _windows(train_scenes, THRESHOLD_WINDOWS, window, rng)]
+    thresholds = dict(DEFAULTS)
+    for k in thresholds:
+        if figs:
+            q = float(np.quantile([f[k].max() for f in figs], 0.99))
+            thresholds[k] = max(DEFAULTS[k], THRESHOLD_MARGIN * q)
+    val = [_figures(x, stats, edges, reference) for x in _windows(val_scenes, VALIDATION_WINDOWS, window, rng)]
+    flagged = [any(f[k].max() > thresholds[k] for k in thresholds) for f in val]
+    return {"reference": reference.round(1).tolist(), "thresholds": {k: round(v, 4) for k, v in thresholds.items()},
+            "false_alarm_rate": round(float(np.mean(flagged)), 4) if val else None, "validation_windows": len(val),
+            "reference_pixels": int(sum(x.shape[1] for x in ref_px)), "window": window}
+
+
+def bundle_drift(bundle, scene) -> DriftReport | None:
+    """Compare an input with the bundle's training data: the fitted profile (``manifest.drift``) when the bundle has one.
+
+    Bundles trained before drift profiles use the raw training windows they keep (``calibration.npy``)
+    and the default thresholds.
+
+    Args:
+        bundle: the loaded bundle. scene: the input, opened for it.
+
+    Returns:
+        :class:`DriftReport`, or None when the bundle holds nothing to compare with.
+    """
+    names = bundle.manifest.input.band_names
+    profile = getattr(bundle.manifest, "drift", None)
+    if profile:
+        t = profile["thresholds"]
+        return input_drift(scene, bundle.stats, names, reference=np.asarray(profile["reference"], dtype=np.float64),
+                           smd_threshold=t["smd"], range_threshold=t["range"], psi_threshold=t["psi"])
+    return input_drift(scene, bundle.stats, names, reference=training_histograms(bundle, bundle.stats))
+
+
+__all__ = ["DriftReport", "bundle_drift", "fit_drift", "band_histograms", "bin_edges", "input_drift", "population_stability", "training_histograms"]

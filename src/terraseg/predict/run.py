@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from terraseg.predict.drift import input_drift, training_histograms
+from terraseg.predict.drift import bundle_drift
 from terraseg.bundle import Bundle
 from terraseg.config.inference import PredictConfig, with_inference
 from terraseg.errors import ConfigError, TerrasegError
@@ -88,8 +88,8 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
     small: dict[tuple[int, int], list] = {}  # images that are one window, grouped by window size: batched
     for path, stem in items:
         try:
-            scene = open_input(b, path)
-            report = input_drift(scene, b.stats, b.manifest.input.band_names, reference=training_histograms(b, b.stats))
+            scene = open_input(b, path, bands=cfg.bands, input_range=cfg.input_range)
+            report = bundle_drift(b, scene)
             if report is not None and report.drifted:
                 result.drift[str(path)] = report.message(str(path))
             size = predictor.single_window(scene)

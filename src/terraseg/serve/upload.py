@@ -11,7 +11,7 @@ from fastapi import UploadFile
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
-from terraseg.predict.drift import input_drift, training_histograms
+from terraseg.predict.drift import bundle_drift
 from terraseg.data.sources import scene_from_path
 from terraseg.errors import TerrasegError
 from terraseg.io.images import write_png
@@ -178,8 +178,7 @@ def segment_response(model, path: Path, folder: Path, fmt: str, name: str) -> Re
         ApiError: 422 for an input the model cannot take.
     """
     scene, ids, probs = _predict(model, path, name, probabilities=fmt == "geojson")  # only polygons carry confidence
-    drift = input_drift(scene, model.bundle.stats, model.bundle.manifest.input.band_names,
-                        reference=training_histograms(model.bundle, model.bundle.stats))
+    drift = bundle_drift(model.bundle, scene)
     if drift is not None and drift.drifted and model.on_drift is not None:
         model.on_drift(model.name)
     headers = {"X-Terraseg-Drift": ",".join(drift.flagged) if drift is not None and drift.drifted else "none"}

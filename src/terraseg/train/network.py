@@ -225,7 +225,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     segmenting = cfg.task != "classification" and val_dl is not None
     budget = None
     if deadline is not None:
-        budget = _Budget(deadline, int(segmenting and cfg.train.calibrate) + int(segmenting and cfg.train.choose_tiling), throughput)
+        # a tiling choice validates with sliding windows: about twice the pixels of the one-window validation pass
+        budget = _Budget(deadline, int(segmenting and cfg.train.calibrate) + 2 * int(segmenting and cfg.train.choose_tiling), throughput)
         callbacks.append(budget)
 
     logger: Any = False
@@ -312,6 +313,12 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         if tiling is not None:
             manifest.input.fit_max = tiling["fit_max"]
             manifest.metrics["tiling"] = tiling
+    if not classify and (step := _after_training("drift profile", deadline, 5.0, skipped)) is not None:
+        from terraseg.predict.drift import fit_drift
+
+        with step:
+            manifest.drift = fit_drift(train_dl.dataset.scenes, val_dl.dataset.scenes if val_dl is not None else [], stats,
+                                       max(d.window, MIN_PREDICT_WINDOW), cfg.train.seed)
     extras = {} if classify else {CALIBRATION: _calibration(train_dl.dataset.scenes, d.window, cfg.train.seed)}
     bundle = Bundle(manifest, model, extras)
     bundle.path = bundle_path = run_dir / "model.terraseg"

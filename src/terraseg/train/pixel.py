@@ -164,6 +164,10 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
                   "sample_seconds": round(t_sample, 2), "fit_seconds": round(t_fit, 2), "samples": int(len(y)),
                   "samples_per_class": np.bincount(y, minlength=cfg.num_classes).tolist()},
     )
+    from terraseg.predict.drift import fit_drift
+
+    manifest.drift = fit_drift(train_scenes, val_scenes, scene_statistics(train_scenes, "meanstd", cfg.data.normalization.percentiles,
+                                                                           200_000, seed), PREDICT_WINDOW, seed)
     bundle = Bundle(manifest, model)
 
     best: dict[str, Any] = {}
