@@ -38,16 +38,35 @@ def main(
 @app.command()
 @user_errors
 def train(
-    config: Annotated[Path, typer.Argument(help="Experiment config (YAML), validated against terraseg.config.ExperimentConfig.")],
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment config (YAML), validated against "
+                                                     "terraseg.config.ExperimentConfig; omitted: planned from --data.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.sub=value (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the run folder).")] = None,
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="Without a config: rasters (files, folders, globs, .txt "
+                                                      "lists) or one folder of image/mask pairs or class folders (repeatable).")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Without a config: polygons for all rasters, a mask raster, or a folder of masks.")] = None,
+    attribute: Annotated[Optional[str], typer.Option(help="Without a config: the vector attribute holding each polygon's class.")] = None,
+    minutes: Annotated[float, typer.Option(help="Without a config: the wall budget of the planned run.")] = 10.0,
 ) -> None:
-    """Train a model from a config and write <run folder>/model.terraseg."""
+    """Train a model from a config (or from data alone: planned, see `terraseg plan`) and write <run folder>/model.terraseg."""
     from terraseg.config import load_config
+    from terraseg.errors import ConfigError
     from terraseg.train.run import train as run_train
 
     quiet_lightning()
+    if config is None:
+        if not data:
+            raise ConfigError("give a config YAML, or --data (and --labels) to plan one from the data.")
+        from terraseg.plan import plan_run
+
+        res_plan = plan_run(list(data), labels, attribute, minutes, out=None)
+        config = Path(res_plan.plan.raw.get("output_dir", f"runs/{res_plan.plan.raw['name']}")) / "plan.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        from terraseg.plan import write_plan
+
+        write_plan(res_plan.plan, res_plan.fingerprint, config)
+        out.print(f"plan: {config} (edit and rerun with `terraseg train {config}`)")
     cfg = load_config(config, set_ or [])
     res = run_train(cfg, resume=resume, tracking_uri=tracking_uri)
     if res.rank:  # another DDP rank: rank 0 reports
@@ -566,3 +585,34 @@ def config_show(
     from terraseg.config.describe import describe
 
     sys.stdout.write(describe(load_config(config, set_ or [])))
+
+
+@app.command()
+@user_errors
+def plan(
+    inputs: Annotated[list[str], typer.Argument(help="Rasters (files, folders, globs, .txt lists), or one folder of "
+                                                "image/mask pairs or of class folders.")],
+    labels: Annotated[Optional[str], typer.Option(help="Polygons for all rasters (shp/zip/geojson/gpkg), a mask raster, or a "
+                                                  "folder of mask rasters named after the rasters.")] = None,
+    attribute: Annotated[Optional[str], typer.Option(help="The vector attribute holding each polygon's class.")] = None,
+    minutes: Annotated[float, typer.Option(help="Wall budget of the training run, in minutes.")] = 10.0,
+    name: Annotated[Optional[str], typer.Option(help="Run name (default: the first input's stem).")] = None,
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the planned config.")] = Path("plan.yaml"),
+    measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Time the planned network's training step here to size the epochs.")] = True,
+) -> None:
+    """Plan a training config from the data alone: fingerprint, documented rules, plan.yaml with a reason per choice."""
+    from terraseg.plan import plan_run
+
+    res = plan_run(list(inputs), labels, attribute, minutes, name, out_file, measure)
+    fp = res.fingerprint
+    out.print(f"fingerprint: {fp.task}, {fp.images} {'images' if fp.images != 1 else 'image'} ({fp.label_form}), "
+              f"{fp.bands} bands {fp.dtype}, median side {fp.sizes[0]} px"
+              + (f", {fp.resolution:g} CRS units/px" if fp.resolution else ", not georeferenced"))
+    for n in fp.notes:
+        err.print(f"note: {n}")
+    for path in ("data.window", "data.normalization.method", "model.encoder", "data.samples_per_epoch"):
+        node: object = res.plan.raw
+        for k in path.split("."):
+            node = node.get(k) if isinstance(node, dict) else None
+        out.print(f"{path} = {node}: {res.plan.reasons.get(path, '')}")
+    out.print(f"plan: {res.path}  (train it: terraseg train {res.path})")

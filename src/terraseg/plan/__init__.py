@@ -1,0 +1,256 @@
+"""``terraseg plan``: a training config derived from the data by fixed rules, each choice with its reason.
+
+Inputs, as a user has them:
+
+* rasters (files, folders, globs, ``.txt`` lists) with one labels file: a vector file (polygons;
+  ``attribute`` names the class column, else every polygon is one class) shared by all rasters, a
+  mask raster for a single raster, or a folder of mask rasters matched by file stem;
+* a folder of image/mask pairs (layouts of :func:`terraseg.data.sources.detect_layout`);
+* a folder of class folders (scene classification).
+
+Steps: the sources (:func:`sources_from_inputs`), the fingerprint (:mod:`terraseg.plan.fingerprint`),
+the rules (:mod:`terraseg.plan.rules`), and ``plan.yaml``: an ordinary config, validated, with the
+reason for every choice above it as a comment (:func:`write_plan`). ``terraseg train plan.yaml``
+trains it; ``terraseg train --data ... --minutes M`` plans and trains in one go.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from terraseg.errors import ConfigError, InputFileError
+from terraseg.plan.fingerprint import Fingerprint, classification_fingerprint, segmentation_fingerprint
+from terraseg.plan.rules import Plan, plan_config
+
+PALETTE = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe",
+           "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3"]
+
+
+@dataclass
+class PlanResult:
+    """What planning produced: the fingerprint, the plan (mapping + reasons) and the written file."""
+
+    fingerprint: Fingerprint
+    plan: Plan
+    path: Path | None
+
+
+def _classes(names: list[str]) -> list[dict[str, str]]:
+    return [{"name": n, "color": PALETTE[i % len(PALETTE)]} for i, n in enumerate(names)]
+
+
+def _is_class_folders(root: Path) -> bool:
+    from terraseg.io.images import IMAGE_SUFFIXES
+
+    subs = [d for d in root.iterdir() if d.is_dir()]
+    if len(subs) < 2 or any(d.name.lower() in {"images", "masks", "imgs", "labels"} for d in subs):
+        return False
+    return all(any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.iterdir() if p.is_file()) for d in subs)
+
+
+def _vector_classes(path: str, attribute: str | None) -> tuple[list[str], dict[str, int] | None]:
+    """Class names from a vector file: background + the attribute's values (sorted), or background + one class."""
+    if attribute is None:
+        layer = Path(path).stem
+        return ["background", layer if layer.isidentifier() and len(layer) <= 24 else "object"], None
+    import pyogrio
+
+    try:
+        df = pyogrio.read_dataframe(path, columns=[attribute], read_geometry=False)
+    except Exception as e:  # noqa: BLE001 - pyogrio raises several types for a bad file or column
+        raise InputFileError(f"{path}: cannot read attribute '{attribute}' ({str(e).splitlines()[0]}).") from None
+    if attribute not in df.columns:
+        raise InputFileError(f"{path}: no attribute '{attribute}' (columns: {', '.join(map(str, df.columns))}).")
+    values = sorted({str(v) for v in df[attribute].dropna()})
+    if not values:
+        raise InputFileError(f"{path}: attribute '{attribute}' holds no value; nothing to learn.")
+    return ["background", *values], {v: i + 1 for i, v in enumerate(values)}
+
+
+def _mask_classes(paths: list[Path]) -> tuple[int, int | None]:
+    """(number of classes, nodata) from mask rasters: the largest value seen + 1 (a sample of 20 masks)."""
+    import numpy as np
+
+    from terraseg.io.raster import open_raster
+
+    top, nodata = 1, None
+    for p in paths[:20]:
+        with open_raster(p) as ds:
+            nodata = ds.nodata if ds.nodata is not None else nodata
+            m = ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
+            vals = np.unique(m[m != ds.nodata] if ds.nodata is not None else m)
+            top = max(top, int(vals.max()) if vals.size else 1)
+    return top + 1, (int(nodata) if nodata is not None else None)
+
+
+def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The config's source part and class names for what a user names.
+
+    Args:
+        inputs: rasters (files, folders of rasters, globs, ``.txt`` lists), or one folder of image/mask
+            pairs or of class folders (then ``labels`` is None).
+        labels: a vector file for all rasters, a mask raster (one raster), or a folder of mask rasters
+            matched by stem.
+        attribute: the vector attribute holding class names or ids.
+
+    Returns:
+        ``({"train": [...], "test": [...], "ignore_index"?: v}, class names)``.
+
+    Raises:
+        InputFileError: nothing found, labels that match no raster, an unreadable attribute.
+    """
+    if labels is None:
+        if len(inputs) != 1 or not Path(inputs[0]).is_dir():
+            raise InputFileError("give the labels (--labels POLYGONS.gpkg | MASK.tif | MASK_FOLDER), or one folder of image/mask "
+                                 "pairs or of class folders.")
+        root = Path(inputs[0]).resolve()
+        if _is_class_folders(root):
+            from terraseg.config import ClassFolderSource
+            from terraseg.data.classes import class_items
+
+            names = sorted(d.name for d in root.iterdir() if d.is_dir())
+            class_items(ClassFolderSource(root=str(root)), names)  # raises on unreadable layouts
+            return {"train": [{"kind": "classes", "root": str(root), "layout": "folders"}]}, names
+        from terraseg.config import FolderSource
+        from terraseg.data.sources import folder_pairs
+
+        pairs, layout = folder_pairs(FolderSource(root=str(root)), root)
+        n, _ = _mask_classes([m for _, m in pairs])
+        if layout == "loveda":
+            names = ["background", "building", "road", "water", "barren", "forest", "agriculture"]
+        elif layout == "magnetic_tiles":
+            names = ["background", "defect"]
+        else:
+            names = ["background"] + [f"class_{k}" for k in range(1, n)]
+        return {"train": [{"kind": "folder", "root": str(root), "layout": layout}]}, names
+    from terraseg.predict.inputs import expand_inputs
+
+    rasters = [p for p, _ in expand_inputs(inputs)]
+    if not rasters:
+        raise InputFileError(f"{', '.join(inputs)}: no raster found.")
+    lab = Path(labels)
+    if lab.is_dir():
+        masks = {p.stem: p for p in lab.iterdir() if p.suffix.lower() in {".tif", ".tiff", ".png", ".vrt"}}
+        pairs = [(r, masks.get(Path(r).stem)) for r in rasters]
+        missing = [r for r, m in pairs if m is None]
+        if len(missing) == len(pairs):
+            raise InputFileError(f"{lab}: no mask named after any raster (e.g. {Path(rasters[0]).stem}.tif).")
+        n, nodata = _mask_classes([m for _, m in pairs if m is not None])
+        train = [{"kind": "scene", "image": str(Path(r).resolve()), "mask": str(m.resolve())} for r, m in pairs if m is not None]
+        return {"train": train} | ({"ignore_index": 255} if nodata is None else {}), ["background"] + [f"class_{k}" for k in range(1, n)]
+    if lab.suffix.lower() in {".tif", ".tiff", ".vrt", ".png"}:
+        if len(rasters) != 1:
+            raise InputFileError(f"{lab}: one mask raster labels one raster; for {len(rasters)} rasters give a folder of masks "
+                                 "named after them.")
+        n, _ = _mask_classes([lab])
+        return ({"train": [{"kind": "scene", "image": str(Path(rasters[0]).resolve()), "mask": str(lab.resolve())}]},
+                ["background"] + [f"class_{k}" for k in range(1, n)])
+    names, mapping = _vector_classes(str(lab), attribute)
+    vec: dict[str, Any] = {"path": str(lab.resolve())}
+    if attribute:
+        vec |= {"attribute": attribute, "mapping": mapping}
+    return {"train": [{"kind": "scene", "image": str(Path(r).resolve()), "vector": vec} for r in rasters]}, names
+
+
+def fingerprint_sources(sources: dict[str, Any], names: list[str]) -> Fingerprint:
+    """Fingerprint the data a source part names (see :mod:`terraseg.plan.fingerprint`).
+
+    Raises:
+        InputFileError: unreadable data, labels that do not fit.
+    """
+    from terraseg.config import ExperimentConfig
+
+    probe = ExperimentConfig.model_validate({
+        "name": "plan", "task": "classification" if sources["train"][0]["kind"] == "classes" else "segmentation",
+        "classes": _classes(names), "data": {"train": sources["train"]},
+        "model": {"arch": "classifier" if sources["train"][0]["kind"] == "classes" else "unet"},
+    })
+    if probe.task == "classification":
+        from terraseg.train.classify import class_items_of
+
+        return classification_fingerprint(class_items_of(probe, "train"), len(names))
+    from terraseg.data.sources import build_scenes
+
+    scenes = build_scenes(probe.data.train, probe.data, probe.ignore_index, len(names))
+    kind = sources["train"][0]["kind"]
+    form = "image/mask folder" if kind == "folder" else ("vector" if "vector" in sources["train"][0] else "mask raster")
+    return segmentation_fingerprint(scenes, len(names), form)
+
+
+def write_plan(plan: Plan, fp: Fingerprint, path: str | Path) -> Path:
+    """Write ``plan.yaml``: the schema line, the fingerprint as a comment, every choice with its reason above it.
+
+    The file is an ordinary config (validated before writing): ``terraseg train plan.yaml`` runs it.
+
+    Raises:
+        ConfigError: the planned config does not validate (a planner bug, said in one sentence).
+    """
+    from pydantic import ValidationError
+
+    from terraseg.config import ExperimentConfig, format_validation_error
+    from terraseg.config.describe import SCHEMA_LINE
+    from terraseg.io.atomic import write_text_atomic
+
+    try:
+        ExperimentConfig.model_validate(plan.raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, "the plan")) from None
+    schema = (Path(__file__).resolve().parents[3] / "configs" / "schema.json")
+    lines = [SCHEMA_LINE.replace("schema.json", str(schema)) if schema.is_file() else SCHEMA_LINE,
+             "# Planned by `terraseg plan` from the data's fingerprint (rules: docs/plan.md):"]
+    lines += [f"#   {k}: {json.dumps(v)}" for k, v in fp.to_dict().items() if k != "notes"]
+    lines += [f"#   note: {n}" for n in fp.notes]
+
+    def emit(node: dict[str, Any], prefix: str, indent: str) -> None:
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if key in plan.reasons:
+                lines.append(f"{indent}# {plan.reasons[key]}")
+            if isinstance(v, dict) and any(f"{key}.{kk}" in plan.reasons for kk in v):
+                lines.append(f"{indent}{k}:")
+                emit(v, key + ".", indent + "  ")
+            elif isinstance(v, (dict, list)) and v:
+                lines.append(f"{indent}{k}:")
+                text = yaml.safe_dump(v, default_flow_style=None, sort_keys=False, width=120).rstrip().splitlines()
+                lines.extend(indent + "  " + t for t in text)
+            else:
+                lines.append(f"{indent}{k}: {yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix('...').strip()}")
+
+    emit(plan.raw, "", "")
+    return write_text_atomic(Path(path), "\n".join(lines) + "\n")
+
+
+def plan_run(inputs: list[str], labels: str | None = None, attribute: str | None = None, minutes: float = 10.0,
+             name: str | None = None, out: str | Path | None = "plan.yaml", measure: bool = True) -> PlanResult:
+    """Plan a training run from data alone (module docstring): fingerprint, rules, ``plan.yaml``.
+
+    Args:
+        inputs: see :func:`sources_from_inputs`. labels, attribute: the labels and their class attribute.
+        minutes: the wall budget of the run. name: run name (default: the first input's stem).
+        out: where to write the plan (None: not written). measure: time the planned network's step on this machine.
+
+    Returns:
+        :class:`PlanResult`.
+
+    Raises:
+        InputFileError: data that cannot be read or labels that do not fit. ConfigError: a bad budget.
+    """
+    if minutes <= 0:
+        raise ConfigError(f"--minutes {minutes:g}: the budget must be positive.")
+    sources, names = sources_from_inputs(inputs, labels, attribute)
+    fp = fingerprint_sources(sources, names)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    run_name = name or Path(inputs[0].rstrip("/")).stem.replace(" ", "-") or "plan"
+    plan = plan_config(fp, run_name, _classes(names), sources, minutes, device, measure=measure)
+    path = write_plan(plan, fp, out) if out is not None else None
+    return PlanResult(fp, plan, path)
+
+
+__all__ = ["PlanResult", "fingerprint_sources", "plan_run", "sources_from_inputs", "write_plan"]

