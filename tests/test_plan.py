@@ -43,9 +43,12 @@ def test_rules_window_and_normalisation():
     fp = Fingerprint("segmentation", "vector", 1, [1000, 1000, 1000], 10**6, 3, "uint8", [0, 255], object_diameter={1: [10, 20]})
     assert segmentation_window(fp)[0] == 128  # 4 x 20 = 80 -> at least 128
     fp.object_diameter = {1: [60, 100]}
-    assert segmentation_window(fp)[0] == 416  # 4 x 100 = 400 -> next multiple of 32
-    fp.sizes = [200, 150, 600]  # photos smaller than the window train whole
-    assert segmentation_window(fp)[0] == 192
+    assert segmentation_window(fp, "cuda")[0] == 416  # 4 x 100 = 400 -> next multiple of 32
+    assert segmentation_window(fp, "cpu")[0] == 256  # a CPU budget wants many steps
+    fp.sizes = [300, 300, 300]  # one scene: random windows must differ
+    assert segmentation_window(fp, "cuda")[0] == 128
+    fp.label_form, fp.sizes = "image/mask folder", [200, 150, 600]  # photos smaller than the window train whole
+    assert segmentation_window(fp, "cuda")[0] == 192
     assert normalisation(fp)[0] == "meanstd"
     fp.dtype = "uint16"
     assert normalisation(fp)[0] == "percentile"
@@ -64,7 +67,7 @@ def test_plan_from_rasters_and_one_geopackage_trains(tmp_path):
     assert len(cfg.data.train) == 3 and cfg.data.train[0].vector.mapping == {"house": 1, "shed": 2}
     assert cfg.data.normalization.method == "percentile"  # uint16 data
     assert cfg.model.encoder == "resnet18" and cfg.model.encoder_weights is None  # 4 bands: no packaged weights fit
-    assert cfg.data.window <= 96 and cfg.data.flips == "d4"
+    assert cfg.data.window == 64 and cfg.data.flips == "d4"  # half of the 96 px scenes, at least 64
     assert "# 4 x the 90th-percentile object diameter" in text  # every choice says why
     res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "train.max_epochs=1", "--set", "data.samples_per_epoch=4",
                               "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false",

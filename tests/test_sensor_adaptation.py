@@ -93,3 +93,13 @@ def test_another_bit_depth_is_refused_unless_a_rule_maps_it(tmp_path, bundle):
     np.testing.assert_array_equal(by_rule, same)
     res, _ = _predict(bundle, tmp_path / "u16.tif", tmp_path / "f", "--input-range", "9,1")
     assert res.exit_code == 1 and "above the low one" in res.output
+
+
+def test_eight_bit_values_in_a_wider_container_are_taken_as_they_are(tmp_path, bundle):
+    """Massachusetts 23429155_15.tif is uint16 holding 0-252: the values decide, not the container."""
+    rgb = make_geotiff(tmp_path / "rgb.tif", 64, 64, seed=5)[1]
+    _raster(tmp_path / "u16.tif", rgb.astype(np.uint16))
+    res, wide = _predict(bundle, tmp_path / "u16.tif", tmp_path / "a")
+    assert res.exit_code == 0, res.output
+    _, ref = _predict(bundle, tmp_path / "rgb.tif", tmp_path / "b")
+    np.testing.assert_array_equal(wide, ref)

@@ -158,7 +158,7 @@ def _bomb_png(w=100_000, h=100_000) -> bytes:
     ("bomb.png", None, 413, "pixels"),
     ("big.tif", b"\0" * 9_000_000, 413, "upload limit"),
     ("doc.pdf", b"%PDF-1.4", 415, "unsupported file type"),
-    ("two.png", "2band", 422, "bands but the model expects 3"),
+    ("two.png", "2band", 422, "but the model expects 3"),
 ])
 def test_bad_uploads_are_4xx_with_json(client, name, payload, status, words):
     if payload is None:

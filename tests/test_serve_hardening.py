@@ -224,4 +224,9 @@ def test_input_drift_flagged_in_api_metrics_and_cli(tmp_path):
     report = input_drift(RasterScene(tif), stats)
     assert report.drifted and report.smd[0] > 10 and report.out_of_range[0] == 1.0
     r = CliRunner().invoke(cli, ["predict", str(bundle), str(tif), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "uint16 pixels" in r.output and "--input-range" in r.output  # another bit depth: refused
+    bright, _, _ = make_geotiff(tmp_path / "bright8.tif", 80, 80, seed=3)
+    with __import__("rasterio").open(bright, "r+") as ds:
+        ds.write((ds.read() * 0 + 250).astype("uint8"))
+    r = CliRunner().invoke(cli, ["predict", str(bundle), str(bright), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0 and "differs from the training data" in r.output

@@ -106,6 +106,36 @@ def detect_class_layout(files: list[PurePosixPath]) -> str:
     return "folders"
 
 
+def class_folders(src: ClassFolderSource, data_root: Path | None = None) -> tuple[Path, dict[str, list[str]]]:
+    """The images of a class-folder source grouped by folder name: ``(root, {folder: [relative paths]})``.
+
+    Args:
+        src: the source (root folder or .zip, layout, split). data_root: root of relative paths.
+
+    Raises:
+        InputFileError: missing root, a class folder with no images, no class folders at all.
+    """
+    root = resolve_data_path(src.root, data_root)
+    if not root.exists():
+        raise InputFileError(f"{root}: class-folder data not found.")
+    files, dirs = _listing(root)
+    layout = detect_class_layout(files) if src.layout == "auto" else src.layout
+    prefix = PurePosixPath(SPLIT_DIRS[layout][src.split]) if layout in SPLIT_DIRS else PurePosixPath()
+    depth = len(prefix.parts) + 2  # <prefix>/<class>/<file>
+    by_class: dict[str, list[str]] = {}
+    for f in files:
+        if len(f.parts) != depth or f.parts[: len(prefix.parts)] != prefix.parts:
+            continue
+        by_class.setdefault(f.parts[-2], []).append(str(f))
+    # class folders that exist but hold no image
+    for d in dirs:
+        if len(d.parts) == depth - 1 and d.parts[: len(prefix.parts)] == prefix.parts and d.name not in by_class:
+            raise InputFileError(f"{root}: class folder '{d}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    if not by_class:
+        raise InputFileError(f"{root}: no images in class folders under '{prefix or '.'}' (layout '{layout}').")
+    return root, by_class
+
+
 def class_items(src: ClassFolderSource, class_names: list[str], data_root: Path | None = None,
                 require_all: bool = False) -> list[ClassItem]:
     """List the labelled images of a class-folder source.
@@ -118,26 +148,9 @@ def class_items(src: ClassFolderSource, class_names: list[str], data_root: Path 
         InputFileError: missing root, a class folder with no images, a folder naming a class the task
         does not know, or (``require_all``) a class without images.
     """
-    root = resolve_data_path(src.root, data_root)
-    if not root.exists():
-        raise InputFileError(f"{root}: class-folder data not found.")
-    files, dirs = _listing(root)
-    layout = detect_class_layout(files) if src.layout == "auto" else src.layout
-    prefix = PurePosixPath(SPLIT_DIRS[layout][src.split]) if layout in SPLIT_DIRS else PurePosixPath()
-    depth = len(prefix.parts) + 2  # <prefix>/<class>/<file>
+    root, by_class = class_folders(src, data_root)
     ids = {n: i for i, n in enumerate(class_names)}
     mapping = src.mapping or {}
-    by_class: dict[str, list[str]] = {}
-    for f in files:
-        if len(f.parts) != depth or f.parts[: len(prefix.parts)] != prefix.parts:
-            continue
-        by_class.setdefault(f.parts[-2], []).append(str(f))
-    # class folders that exist but hold no image
-    for d in dirs:
-        if len(d.parts) == depth - 1 and d.parts[: len(prefix.parts)] == prefix.parts and d.name not in by_class:
-            raise InputFileError(f"{root}: class folder '{d}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-    if not by_class:
-        raise InputFileError(f"{root}: no images in class folders under '{prefix or '.'}' (layout '{layout}').")
     unknown = sorted(f for f in by_class if mapping.get(f, f) not in ids)
     if unknown:
         raise InputFileError(

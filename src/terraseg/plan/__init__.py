@@ -53,6 +53,11 @@ def _is_class_folders(root: Path) -> bool:
     return all(any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.iterdir() if p.is_file()) for d in subs)
 
 
+def _is_split_layout(root: Path) -> bool:
+    """Class folders under split folders: Intel's ``seg_train/<class>``, SAT-6's ``trn/<class>``."""
+    return root.is_dir() and any((root / d).is_dir() and _is_class_folders(root / d) for d in ("seg_train", "trn"))
+
+
 def _vector_classes(path: str, attribute: str | None) -> tuple[list[str], dict[str, int] | None]:
     """Class names from a vector file: background + the attribute's values (sorted), or background + one class."""
     if attribute is None:
@@ -84,6 +89,9 @@ def _mask_classes(paths: list[Path]) -> tuple[int, int | None]:
             nodata = ds.nodata if ds.nodata is not None else nodata
             m = ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
             vals = np.unique(m[m != ds.nodata] if ds.nodata is not None else m)
+            if nodata is None and vals.size and vals.min() < 0:  # e.g. Sen1Floods11's -1 for 'no label'
+                nodata = float(vals.min())
+                vals = vals[vals != vals.min()]
             top = max(top, int(vals.max()) if vals.size else 1)
     return top + 1, (int(nodata) if nodata is not None else None)
 
@@ -105,17 +113,16 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
         InputFileError: nothing found, labels that match no raster, an unreadable attribute.
     """
     if labels is None:
-        if len(inputs) != 1 or not Path(inputs[0]).is_dir():
+        if len(inputs) != 1 or not (Path(inputs[0]).is_dir() or Path(inputs[0]).suffix.lower() == ".zip"):
             raise InputFileError("give the labels (--labels POLYGONS.gpkg | MASK.tif | MASK_FOLDER), or one folder of image/mask "
                                  "pairs or of class folders.")
         root = Path(inputs[0]).resolve()
-        if _is_class_folders(root):
+        if root.suffix.lower() == ".zip" or _is_class_folders(root) or _is_split_layout(root):
             from terraseg.config import ClassFolderSource
-            from terraseg.data.classes import class_items
+            from terraseg.data.classes import class_folders
 
-            names = sorted(d.name for d in root.iterdir() if d.is_dir())
-            class_items(ClassFolderSource(root=str(root)), names)  # raises on unreadable layouts
-            return {"train": [{"kind": "classes", "root": str(root), "layout": "folders"}]}, names
+            _, by_class = class_folders(ClassFolderSource(root=str(root)))
+            return {"train": [{"kind": "classes", "root": str(root)}]}, sorted(by_class)
         from terraseg.config import FolderSource
         from terraseg.data.sources import folder_pairs
 
@@ -141,15 +148,18 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
         if len(missing) == len(pairs):
             raise InputFileError(f"{lab}: no mask named after any raster (e.g. {Path(rasters[0]).stem}.tif).")
         n, nodata = _mask_classes([m for _, m in pairs if m is not None])
-        train = [{"kind": "scene", "image": str(Path(r).resolve()), "mask": str(m.resolve())} for r, m in pairs if m is not None]
-        return {"train": train} | ({"ignore_index": 255} if nodata is None else {}), ["background"] + [f"class_{k}" for k in range(1, n)]
+        train = [{"kind": "scene", "image": str(Path(r).resolve()), "mask": str(m.resolve())}
+                 | ({"mask_nodata": nodata} if nodata is not None else {}) for r, m in pairs if m is not None]
+        return {"train": train}, ["background"] + [f"class_{k}" for k in range(1, n)]
     if lab.suffix.lower() in {".tif", ".tiff", ".vrt", ".png"}:
         if len(rasters) != 1:
             raise InputFileError(f"{lab}: one mask raster labels one raster; for {len(rasters)} rasters give a folder of masks "
                                  "named after them.")
-        n, _ = _mask_classes([lab])
-        return ({"train": [{"kind": "scene", "image": str(Path(rasters[0]).resolve()), "mask": str(lab.resolve())}]},
-                ["background"] + [f"class_{k}" for k in range(1, n)])
+        n, nodata = _mask_classes([lab])
+        src = {"kind": "scene", "image": str(Path(rasters[0]).resolve()), "mask": str(lab.resolve())}
+        if nodata is not None:
+            src["mask_nodata"] = nodata
+        return {"train": [src]}, ["background"] + [f"class_{k}" for k in range(1, n)]
     names, mapping = _vector_classes(str(lab), attribute)
     vec: dict[str, Any] = {"path": str(lab.resolve())}
     if attribute:

@@ -45,23 +45,28 @@ class Plan:
         self.reasons[path] = reason
 
 
-def segmentation_window(fp: Fingerprint) -> tuple[int, str]:
+def segmentation_window(fp: Fingerprint, device: str = "cpu") -> tuple[int, str]:
     """Window side rule (pixels) and its reason.
 
     Large enough to hold four times the 90th-percentile object diameter (objects seen whole with
     context around them; nnU-Net's patch-size rule favours covering as much as memory allows), at
-    least 128 and at most 512 pixels on a CPU budget; never above the median image side, so photos
-    of one window are trained whole (nnU-Net: the patch covers the median image when it can).
+    least 128 px and at most 256 px on a CPU (a step costs the window's area, and a wall budget wants
+    many steps) or 512 px on a GPU. Folder photos: never above the median image side, so images train
+    whole (nnU-Net: the patch covers the median image when it can). Raster scenes: at most half the
+    median scene side, so random windows of one scene differ.
     """
     p90 = max((d[1] for d in fp.object_diameter.values()), default=0.0)
-    want = max(128, _round32(4 * p90))
-    cap = 512
+    cap = 512 if device == "cuda" else 256
+    window = min(max(128, _round32(4 * p90)), cap)
+    why = f"4 x the 90th-percentile object diameter ({p90:.0f} px) is {4 * p90:.0f} px; kept within 128-{cap} px on the {device.upper()}"
     median = fp.sizes[0]
-    window = min(want, cap)
-    why = f"4 x the 90th-percentile object diameter ({p90:.0f} px) is {4 * p90:.0f} px; kept within 128-512 px"
-    if median < window:
-        window = max(64, _floor32(median))
-        why += f", and within the median image side ({median} px) so images train whole"
+    if fp.label_form == "image/mask folder":
+        if median < window:
+            window = max(64, _floor32(median))
+            why += f", and within the median image side ({median} px) so images train whole"
+    elif median / 2 < window:
+        window = max(64, _floor32(median / 2))
+        why += f", and within half the median scene side ({median} px) so random windows differ"
     return window, why + "."
 
 
@@ -164,7 +169,7 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
               "within 64-224 px, keeps what distinguishes scenes at a fraction of the cost (EfficientNet-Lite0 is "
               "trained at 224 px; fewer pixels are faster on a CPU).")
     else:
-        window, why = segmentation_window(fp)
+        window, why = segmentation_window(fp, device)
         p.set("data.window", window, why)
     method, why = normalisation(fp)
     p.set("data.normalization.method", method, why)
@@ -218,7 +223,8 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
           (f"a training step of this network takes {step:.2f} s here, so {TRAIN_SHARE:.0%} of the budget holds about "
            f"{steps_total:.0f} steps: {EPOCHS_IN_BUDGET} epochs of {steps_epoch} batches.") if step else
           "an estimate without a measured step.")
-    p.set("train.max_epochs", EPOCHS_IN_BUDGET * 3, "an upper bound; the budget and early stopping end the run.")
+    p.set("train.max_epochs", EPOCHS_IN_BUDGET, "the epochs the budget holds: the one-cycle schedule anneals to its end "
+          "when the budget does (a schedule cut short stops at a high learning rate).")
     p.set("train.patience", max(5, EPOCHS_IN_BUDGET // 2), "early stopping after half the planned epochs without a better "
           "validation score.")
     p.set("data.val_fraction", 0.2, "20% of the labelled pixels held out: spatial blocks with a buffer (whole images of "

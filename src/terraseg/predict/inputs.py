@@ -53,6 +53,16 @@ def _type_range(dtype: str) -> tuple[float, float] | None:
     return (float(np.iinfo(d).min), float(np.iinfo(d).max)) if d.kind in "ui" else None
 
 
+def _sampled_range(scene: Scene) -> tuple[float, float]:
+    """Smallest and largest valid value of a decimated read of the whole scene (at most 512 x 512 pixels)."""
+    if hasattr(scene, "_overview"):
+        r = scene._overview(512 * 512)
+    else:
+        r = scene.read(0, 0, scene.height, scene.width, labels=False)
+    v = r.image[:, r.valid]
+    return (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
+
+
 def _nbits(path: str | Path) -> int | None:
     """The ``NBITS`` of a raster's image structure (e.g. 11 or 12 for uint16 satellite imagery), when set."""
     from terraseg.io.raster import open_raster
@@ -70,7 +80,9 @@ def adapt_value_range(bundle: Bundle, scene: Scene, path: str | Path, input_rang
 
     Rules, in order:
 
-    1. The same depth as the training rasters (same integer width, or both floating point): as is.
+    1. The same depth as the training rasters (same integer width, or both floating point): as is;
+       also an integer input whose values (a decimated read) lie within the training dtype's range,
+       e.g. 8-bit values stored as uint16.
     2. ``input_range`` (``--input-range LOW,HIGH``): ``[LOW, HIGH]`` maps linearly onto the full
        range of the training dtype (integers), declared by the user.
     3. An integer input whose ``NBITS`` metadata is set (GDAL's IMAGE_STRUCTURE, e.g. 11-bit
@@ -102,6 +114,10 @@ def adapt_value_range(bundle: Bundle, scene: Scene, path: str | Path, input_rang
         return RescaledScene(scene, scale, t_lo - lo * scale, f"[{lo:g}, {hi:g}] mapped onto [{t_lo:g}, {t_hi:g}]")
     if _depth(scene.dtype) == _depth(trained):
         return scene
+    if target is not None and np.dtype(scene.dtype).kind in "ui":
+        lo, hi = _sampled_range(scene)
+        if target[0] <= lo and hi <= target[1]:
+            return scene  # e.g. 8-bit values stored as uint16: the values, not the container, are what the model saw
     nbits = _nbits(path) if np.dtype(scene.dtype).kind in "ui" else None
     if nbits and target is not None:
         scale = (target[1] - target[0]) / (2**nbits - 1)
