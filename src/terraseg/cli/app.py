@@ -44,7 +44,17 @@ class Terminated(BaseException):
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    from terraseg import interrupt
+
+    interrupt.request(signum)  # seen even where the exception below is swallowed (matplotlib finalisers)
     raise Terminated()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    from terraseg import interrupt
+
+    interrupt.request(signum)
+    raise KeyboardInterrupt()
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,12 +67,18 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _terminate)
+            signal.signal(signal.SIGINT, _interrupt)
         try:
             return fn(*args, **kwargs)
         except TerrasegError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
+            from terraseg import interrupt
+
+            if interrupt.requested() == signal.SIGTERM:  # a SIGTERM whose exception was swallowed, seen by interrupt.check()
+                err.print("terminated; nothing half-written was left under a final name.")
+                raise typer.Exit(143) from None
             err.print("interrupted; nothing half-written was left under a final name.")
             raise typer.Exit(130) from None
         except Terminated:

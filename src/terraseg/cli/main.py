@@ -265,7 +265,13 @@ def _evaluate_classifier(b, data: Optional[Path], split: str, out_dir: Path, bat
 
     if data is None or data.suffix.lower() in {".yaml", ".yml"}:
         cfg = _config_for(b, data, overrides)
-        items = (class_items_of(cfg, "test") if cfg.data.test else []) if split == "test" else train_val_items(cfg)[1]
+        recorded = (b.manifest.split or {}).get("files")
+        if split == "val" and recorded:  # exactly the images training validated on
+            from terraseg.data.classes import ClassItem
+
+            items = [ClassItem(p, int(k)) for p, k in recorded]
+        else:
+            items = (class_items_of(cfg, "test") if cfg.data.test else []) if split == "test" else train_val_items(cfg)[1]
         if not items:
             from terraseg.errors import ConfigError
 

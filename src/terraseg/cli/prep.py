@@ -200,7 +200,7 @@ def split(
 @user_errors
 def stats(
     images: Annotated[list[str], typer.Argument(help="Images with the same band count.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for stats.json and histogram PNGs.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for stats.json and bands.png (histograms, or a spectral profile past 16 bands).")],
     labels: LabelsOpt = None, attribute: AttributeOpt = None, mapping: MappingOpt = None, burn_value: BurnOpt = 1,
     all_touched: TouchedOpt = False, mask_nodata: MaskNodataOpt = None,
     bands: Annotated[Optional[str], typer.Option(help="1-based bands, e.g. '1,2,3'.")] = None,

@@ -112,7 +112,36 @@ class ManifestSource(_Strict):
     binarize: bool = Field(False, description="Map mask values > 0 to 1 (antialiased binary masks, e.g. magnetic tiles).")
 
 
-Source = Annotated[Union[SceneSource, FolderSource, ClassFolderSource, ManifestSource], Field(discriminator="kind")]
+class ProjectSource(_Strict):
+    """A project: many rasters (a survey, a time range, a city's orthophotos) and one labels file, or a mask per raster.
+
+    The rasters' headers are read once into an index (GeoParquet, reused while the files are unchanged);
+    the labels file is read once, indexed, and looked up per scene by its footprint, reprojected to each
+    scene's CRS (terraseg.data.project).
+    """
+
+    kind: Literal["project"] = "project"
+    images: list[str] = Field(min_length=1, description="Rasters: files, folders, glob patterns, .txt lists or STAC JSON; local "
+                              "or GDAL virtual paths (/vsicurl/, /vsis3/, read with GDAL's caching). Relative paths are under the data root.")
+    vector: VectorLabels | None = Field(None, description="One polygon file labelling every raster; exclusive with `masks`.")
+    masks: str | None = Field(None, description="A folder of mask rasters named after the rasters (same stem), on their grids; "
+                              "exclusive with `vector`.")
+    mask_nodata: int | None = Field(None, description="Mask value meaning 'unknown'; default each mask's nodata.")
+    bands: list[int] | None = Field(None, description="1-based band indexes to read, in order; default all bands.")
+    unlabelled: Literal["skip", "background"] = Field(
+        "skip", description="Rasters no label reaches: 'skip' them, or train on their extent as 'background' (class 0): only "
+        "where the labels are known to be complete.")
+    index: str | None = Field(None, description="Where the header index is cached (GeoParquet); default "
+                              ".terraseg/project-<hash>.parquet under the current folder.")
+
+    @model_validator(mode="after")
+    def _one_label_kind(self) -> "ProjectSource":
+        if (self.vector is None) == (self.masks is None):
+            raise ValueError("a project needs its labels: `vector` (one polygon file) or `masks` (a folder), not both")
+        return self
+
+
+Source = Annotated[Union[SceneSource, FolderSource, ClassFolderSource, ManifestSource, ProjectSource], Field(discriminator="kind")]
 
 
 class NormalizationConfig(_Strict):
@@ -186,6 +215,9 @@ class DataConfig(_Strict):
         "needed by spectral indices, stored in the bundle."
     )
     batch_size: int = Field(8, ge=1, description="Windows per training batch.")
+    cache_mb: float = Field(
+        1024, ge=0, description="Memory for decoded scenes and images, in MiB, whatever the number of scenes: a least-recently-"
+        "used cache per process, shared out among the loader workers; GDAL's block cache gets a quarter (terraseg.data.cache).")
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader worker processes (0 = in the main process); default from the machine: on a GPU "
         "up to 8 (cores - 2), on a CPU 0 up to 4 cores (the network step dominates there), else cores / 4.")

@@ -7,7 +7,7 @@ transform (the scene transform composed with the window offset) and the scene's 
 where padding was added to a raster without a nodata value, the chip gets a GDAL internal mask.
 
 The index (GeoParquet by default, CSV with WKT geometry as an option) lists one row per written
-chip: paths, source scene, window, bounds in the scene CRS, CRS, nodata share and per-class pixel
+chip: paths, source scene, window, bounds in the scene CRS (for a raster without a geotransform: pixel bounds, x = column and y = row, with CRS null), CRS, nodata share and per-class pixel
 counts, i.e. what ``terraseg split`` and a training config need. Chips are read and written by a
 small thread pool: rasterio/GDAL release the GIL during I/O and (de)compression.
 """
@@ -38,7 +38,7 @@ from terraseg.data.windows import grid_windows
 from terraseg.errors import ConfigError
 from terraseg.io.atomic import atomic_path
 from terraseg.io.images import write_png
-from terraseg.io.raster import create_raster
+from terraseg.io.raster import create_raster, georef_options
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,15 @@ class ChipResult:
         return self.source_bytes / 1e6 / max(self.seconds, 1e-9)
 
 
-def _chip_profile(scene: Scene, count: int, dtype: str, size: int, transform, nodata, compress: str) -> dict[str, Any]:
+def _chip_profile(scene: Scene, count: int, dtype: str, size: int, row: int, col: int, nodata, compress: str) -> dict[str, Any]:
+    """A chip's creation options: the scene's CRS and window transform, or its GCPs/RPCs moved to the window."""
+    grid = scene.window_grid(row, col, size, size) if isinstance(scene, RasterScene) else None
     profile: dict[str, Any] = dict(
-        driver="GTiff", width=size, height=size, count=count, dtype=dtype, crs=scene.crs, transform=transform, nodata=nodata,
+        driver="GTiff", width=size, height=size, count=count, dtype=dtype, nodata=nodata,
+        crs=scene.crs if grid is None or grid.georeferenced else None, transform=scene.window_transform(row, col),
     )
+    if grid is not None and not grid.georeferenced:
+        profile.update(georef_options(grid.gcps, grid.rpcs))
     if compress != "none":
         profile["compress"] = compress
     if size % 16 == 0 and size >= 128:
@@ -113,30 +118,32 @@ class _SceneChipper:
         stem = f"{scene.name}_{row:05d}_{col:05d}"
         image_path = self.out / "images" / f"{stem}.{self.fmt}"
         mask_path = self.out / "masks" / f"{stem}.{self.fmt}" if r.mask is not None else None
-        transform = scene.window_transform(row, col)
         padded = nodata_share > 0 and not r.valid.all()
         if self.fmt == "tif":
             nodata = scene.nodata
-            with create_raster(image_path, **_chip_profile(scene, r.image.shape[0], r.image.dtype.name, size, transform, nodata,
+            with create_raster(image_path, **_chip_profile(scene, r.image.shape[0], r.image.dtype.name, size, row, col, nodata,
                                                            cfg.compress)) as dst:
                 dst.write(r.image)
                 if padded and nodata is None:
                     dst.write_mask(r.valid.astype(np.uint8) * 255)
             if mask_path is not None:
-                with create_raster(mask_path, **_chip_profile(scene, 1, "uint8", size, transform, cfg.ignore_index, cfg.compress)) as dst:
+                with create_raster(mask_path, **_chip_profile(scene, 1, "uint8", size, row, col, cfg.ignore_index, cfg.compress)) as dst:
                     dst.write(r.mask.astype(np.uint8), 1)
         else:
             write_png(image_path, r.image)
             if mask_path is not None:
                 write_png(mask_path, r.mask.astype(np.uint8))
-        minx, miny, maxx, maxy = scene.window_bounds(row, col, size, size)
+        if scene.grid.georeferenced:
+            minx, miny, maxx, maxy = scene.window_bounds(row, col, size, size)
+        else:  # no geotransform: pixel bounds (x = column, y = row), crs null
+            minx, miny, maxx, maxy = float(col), float(row), float(col + size), float(row + size)
         rec: dict[str, Any] = {
             "chip": str(image_path.relative_to(self.out)),
             "mask": str(mask_path.relative_to(self.out)) if mask_path else None,
             "scene": scene.path,
             "row": row, "col": col, "height": size, "width": size,
             "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
-            "crs": scene.crs.to_string() if scene.crs else None,
+            "crs": scene.crs.to_string() if scene.crs and scene.grid.georeferenced else None,
             "nodata_fraction": round(nodata_share, 6),
         }
         for k, n in enumerate(counts):

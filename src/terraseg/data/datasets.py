@@ -192,7 +192,8 @@ class RandomWindowDataset(Dataset):
     and different every epoch (:class:`EpochSampler` indexes, or :meth:`set_epoch` without workers).
 
     Args:
-        scenes: labelled scenes. window: window size (pixels). length: windows per epoch.
+        scenes: labelled scenes (drawn in proportion to their labelled pixels). window: window size (pixels).
+        length: windows per epoch.
         stats: normalisation statistics, or None for raw samples (:func:`normalize_batch` on the device).
         rare_class_share: share of windows centred on a random
         pixel of a random non-background class. augment: D4 flips/rotations. seed: base seed.
@@ -213,15 +214,18 @@ class RandomWindowDataset(Dataset):
         self.scenes, self.window, self.length, self.stats = scenes, window, length, stats
         self.rare_class_share, self.augment, self.seed = rare_class_share, augment, seed
         self.epoch = 0
-        areas = np.array([s.height * s.width for s in scenes], dtype=np.float64)
-        self.scene_p = areas / areas.sum()
         rng = np.random.default_rng(seed)
-        # class -> list of (scene index, (k, 2) locations)
-        self.class_locs: dict[int, list[tuple[int, np.ndarray]]] = {}
-        if rare_class_share > 0:
-            for i, s in enumerate(scenes):
-                for c, locs in s.class_locations(2000, rng).items():
-                    self.class_locs.setdefault(c, []).append((i, locs))
+        # one streamed pass over the scenes' overviews: labelled pixels, and class -> [(scene index, locations, pixels)]
+        self.class_locs: dict[int, list[tuple[int, np.ndarray, int]]] = {}
+        labelled = np.zeros(len(scenes))
+        for i, s in enumerate(scenes):
+            locs, counts, labelled[i] = s.class_census(2000 if rare_class_share > 0 else 0, rng)
+            for c, where in locs.items():
+                if len(where):
+                    self.class_locs.setdefault(c, []).append((i, where, counts[c]))
+        # windows in proportion to labelled area (a project's scenes differ in size and in how much is labelled)
+        weights = labelled if labelled.sum() > 0 else np.array([s.height * s.width for s in scenes], dtype=np.float64)
+        self.scene_p = weights / weights.sum()
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random windows drawn (called at the start of every epoch)."""
@@ -237,8 +241,8 @@ class RandomWindowDataset(Dataset):
         if self.class_locs and rng.random() < self.rare_class_share:
             cls = list(self.class_locs)[int(rng.integers(len(self.class_locs)))]
             entries = self.class_locs[cls]
-            sizes = np.array([len(l) for _, l in entries], dtype=np.float64)
-            si, locs = entries[int(rng.choice(len(entries), p=sizes / sizes.sum()))]
+            sizes = np.array([n for _, _, n in entries], dtype=np.float64)  # scenes in proportion to their pixels of the class
+            si, locs, _ = entries[int(rng.choice(len(entries), p=sizes / sizes.sum()))]
             centre = locs[int(rng.integers(len(locs)))]
         else:
             si = int(rng.choice(len(self.scenes), p=self.scene_p))

@@ -30,9 +30,9 @@ from rasterio.windows import Window
 
 from terraseg.errors import InputFileError
 from terraseg.io.images import read_image_valid, read_mask
-from terraseg.io.raster import Grid, info_of, open_raster, read_validity, read_window, valid_mask
+from terraseg.io.raster import Grid, info_of, open_raster, read_validity, read_window, shifted_georef, valid_mask
 
-CACHE_LIMIT_BYTES = 1 << 29  # scenes whose pixels fit in 512 MiB are held in memory
+CACHE_LIMIT_BYTES = 1 << 29  # regions whose pixels exceed 512 MiB are always streamed (the cache's budget decides below)
 
 
 @dataclass(frozen=True)
@@ -127,22 +127,43 @@ class Scene:
 
         Used to centre training windows on rare classes. Locations come from a decimated overview
         for scenes too large to hold in memory, scaled back to full-resolution pixels.
+
+        Args:
+            max_per_class: locations kept per class (a seeded sample). rng: the sampling generator.
+        """
+        return self.class_census(max_per_class, rng)[0]
+
+    def class_census(self, max_per_class: int, rng: np.random.Generator) -> tuple[dict[int, np.ndarray], dict[int, int], int]:
+        """One overview read: class locations (:meth:`class_locations`), pixels per class and labelled pixels.
+
+        Args:
+            max_per_class: locations kept per class. rng: the sampling generator.
+
+        Returns:
+            ``(locations, {class_id: full-resolution pixels}, labelled pixels)``; empty for an unlabelled scene.
         """
         if not self.has_labels:
-            return {}
+            return {}, {}, 0
         ov = self._overview(1 << 22)
         assert ov.mask is not None
         sy, sx = self.height / ov.mask.shape[0], self.width / ov.mask.shape[1]
-        out: dict[int, np.ndarray] = {}
-        for c in np.unique(ov.mask):
-            if c == 0 or c == self.ignore_index:
+        locs: dict[int, np.ndarray] = {}
+        counts: dict[int, int] = {}
+        values, n = np.unique(ov.mask, return_counts=True)
+        labelled = 0
+        for c, k in zip(values, n):
+            if c == self.ignore_index:
                 continue
+            labelled += int(k * sy * sx)
+            if c == 0:
+                continue
+            counts[int(c)] = int(k * sy * sx)
             rows, cols = np.nonzero(ov.mask == c)
             if len(rows) > max_per_class:
                 pick = rng.choice(len(rows), max_per_class, replace=False)
                 rows, cols = rows[pick], cols[pick]
-            out[int(c)] = np.stack([(rows * sy).astype(np.int64), (cols * sx).astype(np.int64)], axis=1)
-        return out
+            locs[int(c)] = np.stack([(rows * sy).astype(np.int64), (cols * sx).astype(np.int64)], axis=1)
+        return locs, counts, labelled
 
     def window_transform(self, row: int, col: int) -> Affine:
         """Affine transform of a window whose top-left pixel is ``(row, col)`` of the region."""
@@ -175,7 +196,8 @@ class RasterScene(Scene):
         ignore_index: mask value for unknown pixels.
         region: restrict the scene to this rectangle (train/val splits of one scene).
         num_classes: when given, mask values outside ``0..num_classes-1`` raise an error.
-        cache: hold the region in memory when it fits in :data:`CACHE_LIMIT_BYTES`.
+        cache: keep the decoded region in the process's byte-limited LRU cache (:mod:`terraseg.data.cache`)
+            when it is below :data:`CACHE_LIMIT_BYTES` and a quarter of the cache's budget.
 
     Raises:
         InputFileError: unreadable raster or labels, mask of another size/grid, labels that do not
@@ -247,6 +269,16 @@ class RasterScene(Scene):
         self._ds = None
         self.exclude: tuple[Region, ...] = ()  # labels never used here (held-out blocks and their buffer)
         self.score_region: Region | None = None  # labels used only here (a validation block read with context)
+
+    def window_grid(self, row: int, col: int, height: int, width: int) -> Grid:
+        """The grid of a window of this scene (region pixels): its transform, or its GCPs/RPCs moved to the window."""
+        gcps, rpcs = shifted_georef(self.info.gcps, self.info.rpcs, self.region.row_off + row, self.region.col_off + col)
+        return Grid(width, height, self.crs, self.window_transform(row, col), gcps, rpcs)
+
+    @property
+    def grid(self) -> Grid:
+        """The scene's grid: size, CRS and transform of its top-left pixel, or its GCPs/RPCs (rasters placed without a geotransform)."""
+        return self.window_grid(0, 0, self.height, self.width)
 
     def band_descriptions(self) -> list[str] | None:
         """The raster's descriptions of the bands read, when every one is set; else None."""
@@ -352,15 +384,29 @@ class RasterScene(Scene):
             return super().read_mask(row, col, height, width, valid)
         return self._labels(row, col, height, width, valid)  # no second read of the image
 
+    def _cache_key(self) -> tuple:
+        """What the cached region depends on: file, region, bands, labels and the label exclusions."""
+        r = self.region
+        return ("raster", self.path, (r.row_off, r.col_off, r.height, r.width), tuple(self.bands), self.mask_path,
+                id(self._rasterizer), self.exclude, self.score_region, self.ignore_index)
+
     def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
-        """As :meth:`Scene.read`: from the in-memory copy when the region fits, else window by window from GDAL."""
+        """As :meth:`Scene.read`: from the process's byte-limited cache of decoded regions
+        (:mod:`terraseg.data.cache`) when the region is small enough, else window by window from GDAL."""
         if self._cache_ok:
-            if self._cached is None:
-                self._cached = self._read_direct(0, 0, self.height, self.width, True)
-            c = self._cached
+            from terraseg.data.cache import CACHE, compact_mask
+
+            key = self._cache_key()
+            c = CACHE.get(key)
+            if c is None:
+                c = self._read_direct(0, 0, self.height, self.width, True)
+                c = WindowRead(c.image, c.valid, compact_mask(c.mask))
+                if not CACHE.put(key, c, c.image.nbytes + c.valid.nbytes + (c.mask.nbytes if c.mask is not None else 0)):
+                    self._cache_ok = False  # too large for this process's budget: windows are streamed from now on
             image = _crop(c.image, row, col, height, width, 0)
             valid = _crop(c.valid, row, col, height, width, False)
-            mask = _crop(c.mask, row, col, height, width, self.ignore_index) if (labels and c.mask is not None) else None
+            mask = (_crop(c.mask, row, col, height, width, self.ignore_index).astype(np.int64)
+                    if (labels and c.mask is not None) else None)
             return WindowRead(image, valid, mask)
         return self._read_direct(row, col, height, width, labels)
 
@@ -450,11 +496,16 @@ class ArrayScene(Scene):
             self.dtype = str(arr.dtype)
 
     def load(self) -> WindowRead:
-        """Decode the image (and mask) once."""
-        if self._cached is not None and (self._cached.mask is not None or not self.has_labels):
-            return self._cached
-        if self._cached is not None:
+        """The decoded image (and mask), from the process's byte-limited cache (:mod:`terraseg.data.cache`) after the first read."""
+        from terraseg.data.cache import CACHE, compact_mask
+
+        key = ("array", self.path, self.mask_path, self.binarize, self.value_offset, self.ignore_index)
+        hit = CACHE.get(key)
+        if hit is not None:
+            return WindowRead(hit.image, hit.valid, hit.mask.astype(np.int64) if hit.mask is not None else None)
+        if self._cached is not None:  # decoded at construction (a format Pillow could not size)
             image, valid = self._cached.image, self._cached.valid
+            self._cached = None
         else:
             image, ok = read_image_valid(self.path)
             valid = ok if ok is not None else np.ones(image.shape[1:], dtype=bool)
@@ -476,8 +527,9 @@ class ArrayScene(Scene):
                 mask[mask < 0] = self.ignore_index
             self._check_classes(mask, self.num_classes, self.mask_path)
             mask[~valid] = self.ignore_index
-        self._cached = WindowRead(image, valid, mask)
-        return self._cached
+        small = compact_mask(mask)
+        CACHE.put(key, WindowRead(image, valid, small), image.nbytes + valid.nbytes + (small.nbytes if small is not None else 0))
+        return WindowRead(image, valid, mask)
 
     def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
         """As :meth:`Scene.read`, cropped from the decoded image (padding outside it)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from terraseg.config import DataConfig, FolderSource, ManifestSource, SceneSource
+from terraseg.config import DataConfig, FolderSource, ManifestSource, ProjectSource, SceneSource
 from terraseg.data.scenes import ArrayScene, RasterScene, Scene
 from terraseg.errors import InputFileError
 from terraseg.io.images import IMAGE_SUFFIXES
@@ -95,7 +95,7 @@ def folder_pairs(src: FolderSource, root: Path) -> tuple[list[tuple[Path, Path]]
 
 
 def build_scenes(
-    sources: list[SceneSource | FolderSource], cfg: DataConfig, ignore_index: int, num_classes: int | None
+    sources: list, cfg: DataConfig, ignore_index: int, num_classes: int | None
 ) -> list[Scene]:
     """Turn config sources into scenes (labels checked; pixels read lazily).
 
@@ -125,6 +125,10 @@ def build_scenes(
             )
         elif isinstance(src, ManifestSource):
             scenes += manifest_scenes(src, root, ignore_index, num_classes)
+        elif isinstance(src, ProjectSource):
+            from terraseg.data.project import project_scenes
+
+            scenes += project_scenes(src, root, ignore_index, num_classes)
         else:
             froot = resolve_data_path(src.root, root)
             pairs, layout = folder_pairs(src, froot)

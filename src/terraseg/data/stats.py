@@ -1,12 +1,18 @@
-"""Band and class statistics ("summarize") and per-pixel tables ("flatten"), streamed by blocks.
+"""Band and class statistics ("summarize") and per-pixel tables ("flatten"), streamed once by blocks.
 
-Pass 1 reads every block once and merges per-block count/mean/M2 with Chan et al.'s parallel
-update ("Updating formulae and a pairwise algorithm for computing sample variances", 1979), plus
-min/max, nodata counts and class pixel counts. Pass 2 builds per-band histograms between the global
-min and max: integer bands whose range fits 65,536 bins get one bin per value, so their
-percentiles are exact; other bands get ``bins`` bins and percentiles interpolated within a bin
-(error at most one bin width). Pass 2 also writes the optional flat table. Memory is bounded by one
-block, whatever the scene size.
+A decimated read of every scene (at most 1 Mpx each) fixes each band's histogram range first. Then
+one pass reads every block once and updates, for all bands at once (vectorised over bands):
+count/mean/M2 merged with Chan et al.'s parallel update ("Updating formulae and a pairwise algorithm
+for computing sample variances", 1979), exact min/max, nodata counts, class pixel counts, and the
+histograms: integer bands whose range fits :data:`EXACT_BINS` bins get one bin per value (exact
+percentiles); other bands ``bins`` bins between the overview's range (values beyond it fall in the end
+bins; percentiles interpolated within a bin). The same pass writes the optional flat table. Memory is
+one block plus O(bands x bins), whatever the scene size; a 224-band hyperspectral cube costs what its
+bytes cost to read.
+
+One figure, ``bands.png``: histograms as small multiples for up to 16 bands, else a spectral profile
+(mean, standard deviation and 2-98% range per band). Outputs are staged in a hidden folder and moved
+into place together at the end (``stats.json`` last), so an interrupted run leaves none of them.
 
 Suggested class weights are given two ways: inverse frequency (normalised to mean 1) and median
 frequency balancing (Eigen & Fergus, "Predicting Depth, Surface Normals and Semantic Labels with a
@@ -40,57 +46,70 @@ from terraseg.settings import resolve_data_path
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Band:
-    n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-    lo: float = np.inf
-    hi: float = -np.inf
-    hist: np.ndarray | None = None
-    edges: np.ndarray | None = None
-    exact: bool = False
+EXACT_BINS = 4096  # integer bands spanning at most this many values get one histogram bin per value
+
+
+class _Bands:
+    """Streaming statistics of C bands at once: moments, range and histograms (module docstring).
+
+    Args:
+        lo, hi: ``(C,)`` histogram range per band (from the overview). integer: the data are integers.
+        bins: bins per band for non-exact bands.
+    """
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, integer: bool, bins: int) -> None:
+        C = len(lo)
+        self.n = np.zeros(C, dtype=np.int64)
+        self.mean = np.zeros(C)
+        self.m2 = np.zeros(C)
+        self.lo, self.hi = np.full(C, np.inf), np.full(C, -np.inf)
+        span = hi - lo
+        self.exact = bool(integer and span.max(initial=0) < EXACT_BINS)
+        self.nbins = int(span.max(initial=0)) + 1 if self.exact else bins
+        self.h_lo = lo.astype(np.float64) - (0.5 if self.exact else 0.0)
+        width = np.ones(C) if self.exact else np.where(span > 0, span / bins, 1.0)
+        self.width = width
+        self.hist = np.zeros((C, self.nbins), dtype=np.int64)
 
     def update(self, x: np.ndarray) -> None:
-        if x.size == 0:
+        """Add ``(C, n)`` valid pixel values."""
+        if x.shape[1] == 0:
             return
-        x = x.astype(np.float64)
-        n_b, mean_b = x.size, float(x.mean())
-        m2_b = float(((x - mean_b) ** 2).sum())
+        x = x.astype(np.float64, copy=False)
+        n_b = x.shape[1]
+        mean_b = x.mean(1)
+        m2_b = ((x - mean_b[:, None]) ** 2).sum(1)
         n = self.n + n_b
         delta = mean_b - self.mean
         self.mean += delta * n_b / n
         self.m2 += m2_b + delta**2 * self.n * n_b / n
         self.n = n
-        self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+        self.lo, self.hi = np.minimum(self.lo, x.min(1)), np.maximum(self.hi, x.max(1))
+        idx = np.clip(((x - self.h_lo[:, None]) / self.width[:, None]).astype(np.int64), 0, self.nbins - 1)
+        idx += (np.arange(len(x)) * self.nbins)[:, None]
+        self.hist += np.bincount(idx.ravel(), minlength=self.hist.size).reshape(self.hist.shape)
 
-    def init_hist(self, dtype: np.dtype, bins: int) -> None:
-        if self.n == 0:
-            return
-        span = self.hi - self.lo
-        self.exact = np.issubdtype(dtype, np.integer) and span < 65536
-        nb = int(span) + 1 if self.exact else bins
-        self.hist = np.zeros(nb, dtype=np.int64)
-        self.edges = (np.arange(nb + 1) + self.lo - 0.5) if self.exact else np.linspace(self.lo, self.hi if span else self.lo + 1, nb + 1)
+    def std(self) -> np.ndarray:
+        """Population standard deviation per band."""
+        return np.sqrt(self.m2 / np.maximum(self.n, 1))
 
-    def add_hist(self, x: np.ndarray) -> None:
-        if self.hist is None or x.size == 0:
-            return
-        if self.exact:
-            self.hist += np.bincount((x.astype(np.int64) - int(self.lo)).ravel(), minlength=len(self.hist))
-        else:
-            self.hist += np.histogram(x, bins=self.edges)[0]
+    def edges(self, k: int) -> np.ndarray:
+        """Bin edges of band ``k``."""
+        return self.h_lo[k] + self.width[k] * np.arange(self.nbins + 1)
 
-    def percentile(self, q: float) -> float:
-        assert self.hist is not None and self.edges is not None
-        cdf = np.cumsum(self.hist)
+    def percentile(self, k: int, q: float) -> float:
+        """The ``q``-th percentile of band ``k`` from its histogram (exact for exact bands), within the band's min and max."""
+        hist = self.hist[k]
+        cdf = np.cumsum(hist)
         target = q / 100.0 * (cdf[-1] - 1)
         i = int(np.searchsorted(cdf, target, side="right"))
         if self.exact:
-            return float(self.lo + i)
-        before = cdf[i - 1] if i else 0
-        frac = (target - before) / max(self.hist[i], 1)
-        return float(self.edges[i] + frac * (self.edges[i + 1] - self.edges[i]))
+            v = float(self.h_lo[k] + 0.5 + i)
+        else:
+            before = cdf[i - 1] if i else 0
+            frac = (target - before) / max(hist[i], 1)
+            v = float(self.h_lo[k] + self.width[k] * (i + frac))
+        return float(np.clip(v, self.lo[k], self.hi[k]))
 
 
 @dataclass
@@ -98,7 +117,7 @@ class StatsResult:
     """Paths written by :func:`compute_statistics` and the statistics themselves."""
 
     stats_path: Path
-    histograms: list[Path]
+    histograms: list[Path]  # the one figure (bands.png)
     table: Path | None
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -170,12 +189,25 @@ def _table_columns(scene: Scene, r0: int, c0: int, image: np.ndarray, keep: np.n
     return columns
 
 
+def _ranges(scenes: list[Scene], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band value range of decimated reads of the scenes (at most 1 Mpx each): the histograms' range."""
+    lo, hi = np.full(count, np.inf), np.full(count, -np.inf)
+    for s in scenes:
+        ov = s._overview(1 << 20) if hasattr(s, "_overview") else s.read(0, 0, s.height, s.width, labels=False)
+        x = ov.image[:, ov.valid]
+        if x.shape[1]:
+            lo, hi = np.minimum(lo, x.min(1)), np.maximum(hi, x.max(1))
+    bad = ~np.isfinite(lo)
+    lo[bad], hi[bad] = 0.0, 1.0
+    return lo.astype(np.float64), hi.astype(np.float64)
+
+
 def compute_statistics(cfg: StatsConfig) -> StatsResult:
     """Summarise images band by band (and their labels class by class); optionally flatten to a table.
 
-    Writes ``stats.json`` and ``histogram_<band>.png`` into ``cfg.out_dir``, and the per-pixel
-    table to ``cfg.flatten`` (columns: scene, row, col, x, y in the CRS (pixel centres), lon, lat
-    (EPSG:4326) when georeferenced, one column per band, label when labels are given).
+    Writes ``stats.json`` and one figure, ``bands.png``, into ``cfg.out_dir`` (together, at the end),
+    and the per-pixel table to ``cfg.flatten`` (columns: scene, row, col, x, y in the CRS (pixel
+    centres), lon, lat (EPSG:4326) when georeferenced, one column per band, label when labels are given).
 
     Args:
         cfg: :class:`terraseg.config.prep.StatsConfig` (images, labels, bands, bins, table options).
@@ -185,7 +217,10 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
 
     Raises:
         InputFileError: unreadable images/labels, images with different band counts, or no valid pixel.
+        KeyboardInterrupt: a stop was requested (SIGTERM/SIGINT); nothing is left under a final name.
     """
+    from terraseg import interrupt
+
     scenes = [labelled_scene(p, lab, cfg.bands, cfg.ignore_index)
               for p, lab in zip(cfg.images, labels_for(cfg.images, cfg.labels))]
     count = scenes[0].count
@@ -195,37 +230,19 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     names = list(cfg.band_names or scenes[0].band_descriptions() or [f"band_{k + 1}" for k in range(count)])
     if len(names) != count:
         raise InputFileError(f"{len(names)} band names given for images with {count} bands.")
-    bands = [_Band() for _ in range(count)]
+    dtype = np.dtype(scenes[0].dtype)
+    bands = _Bands(*_ranges(scenes, count), bool(np.issubdtype(dtype, np.integer)), cfg.bins)
     total = nodata = 0
     class_counts = np.zeros(0, dtype=np.int64)
     pixels = sum(s.height * s.width for s in scenes)
-    with progress.task("statistics, pass 1 of 2", pixels, "px") as advance:
-        for s in scenes:  # pass 1: moments, range, nodata, classes
-            for r0, c0, h, w in grid_windows(s.height, s.width, cfg.block, edge="clip"):
-                r = s.read(r0, c0, h, w)
-                advance(h * w)
-                total += h * w
-                nodata += int((~r.valid).sum())
-                for k, b in enumerate(bands):
-                    b.update(r.image[k][r.valid])
-                if r.mask is not None:
-                    known = r.mask[(r.mask != cfg.ignore_index) & r.valid]
-                    bc = np.bincount(known.ravel())
-                    if len(bc) > len(class_counts):
-                        class_counts = np.pad(class_counts, (0, len(bc) - len(class_counts)))
-                    class_counts[: len(bc)] += bc
-    if bands[0].n == 0:
-        raise InputFileError(f"{scenes[0].path}: no valid (non-nodata) pixel to compute statistics from.")
-    dtype = np.dtype(scenes[0].dtype)
-    for b in bands:
-        b.init_hist(dtype, cfg.bins)
     rng = np.random.default_rng(cfg.seed)
+    out = Path(cfg.out_dir)
     with contextlib.ExitStack() as stack:
         writer = _TableWriter(stack.enter_context(atomic_path(cfg.flatten))) if cfg.flatten else None
         if writer is not None:
             stack.callback(writer.close)  # runs before atomic_path renames (or deletes) the file
-        advance = stack.enter_context(progress.task("statistics, pass 2 of 2", pixels, "px"))
-        for s in scenes:  # pass 2: histograms, flat table
+        advance = stack.enter_context(progress.task("statistics", pixels, "px"))
+        for s in scenes:  # one pass: moments, range, histograms, nodata, classes, flat table
             to_lonlat = None
             if writer is not None and s.crs is not None:
                 from pyproj import Transformer
@@ -234,26 +251,35 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
             for r0, c0, h, w in grid_windows(s.height, s.width, cfg.block, edge="clip"):
                 r = s.read(r0, c0, h, w)
                 advance(h * w)
-                for k, b in enumerate(bands):
-                    b.add_hist(r.image[k][r.valid])
+                total += h * w
+                nodata += int((~r.valid).sum())
+                bands.update(r.image[:, r.valid])
+                if r.mask is not None:
+                    known = r.mask[(r.mask != cfg.ignore_index) & r.valid]
+                    bc = np.bincount(known.ravel())
+                    if len(bc) > len(class_counts):
+                        class_counts = np.pad(class_counts, (0, len(bc) - len(class_counts)))
+                    class_counts[: len(bc)] += bc
                 if writer is not None:
                     keep = np.ones_like(r.valid) if cfg.include_nodata else r.valid.copy()
                     if cfg.sample_fraction < 1:
                         keep &= rng.random(keep.shape) < cfg.sample_fraction
                     if keep.any():
                         writer.write(_table_columns(s, r0, c0, r.image, keep, r.mask, names, to_lonlat))
-    out = Path(cfg.out_dir)
+        if bands.n[0] == 0:
+            raise InputFileError(f"{scenes[0].path}: no valid (non-nodata) pixel to compute statistics from.")
+        interrupt.check()
+    std = bands.std()
     band_stats = []
-    for k, b in enumerate(bands):
-        std = float(np.sqrt(b.m2 / b.n))
+    for k in range(count):
         band_stats.append({
-            "name": names[k], "index": (cfg.bands or list(range(1, count + 1)))[k], "valid_pixels": b.n,
-            "mean": b.mean, "std": std, "min": b.lo, "max": b.hi,
-            "percentiles": {f"{q:g}": b.percentile(q) for q in cfg.percentiles}, "percentiles_exact": b.exact,
+            "name": names[k], "index": (cfg.bands or list(range(1, count + 1)))[k], "valid_pixels": int(bands.n[k]),
+            "mean": float(bands.mean[k]), "std": float(std[k]), "min": float(bands.lo[k]), "max": float(bands.hi[k]),
+            "percentiles": {f"{q:g}": bands.percentile(k, q) for q in cfg.percentiles}, "percentiles_exact": bands.exact,
         })
     norm = NormStats(
         method="meanstd", mean=[b["mean"] for b in band_stats], std=[b["std"] or 1.0 for b in band_stats],
-        low=[bands[k].percentile(2.0) for k in range(count)], high=[bands[k].percentile(98.0) for k in range(count)],
+        low=[bands.percentile(k, 2.0) for k in range(count)], high=[bands.percentile(k, 98.0) for k in range(count)],
     )
     norm.high = [h if h > lo else lo + 1.0 for lo, h in zip(norm.low, norm.high)]
     stats: dict[str, Any] = {
@@ -265,32 +291,60 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
         stats["classes"] = {
             "pixels": class_counts.tolist(), "frequency": [round(float(f), 8) for f in freq], **class_weights(class_counts),
         }
-    hists = [_histogram_png(out / f"histogram_{names[k]}.png", bands[k], names[k]) for k in range(count)]
-    stats_path = write_text_atomic(out / "stats.json", json.dumps(stats, indent=2))  # last: its presence means complete
-    return StatsResult(stats_path, hists, Path(cfg.flatten) if cfg.flatten else None, stats)
+    out.mkdir(parents=True, exist_ok=True)
+    import shutil
+    import tempfile
+
+    staging = Path(tempfile.mkdtemp(prefix=".staging-stats-", dir=out))
+    try:
+        _bands_figure(staging / "bands.png", bands, names, norm)
+        (staging / "stats.json").write_text(json.dumps(stats, indent=2))
+        interrupt.check()  # a stop swallowed while plotting (matplotlib finalisers) still stops the run here
+        (staging / "bands.png").replace(out / "bands.png")
+        (staging / "stats.json").replace(out / "stats.json")  # last: its presence means complete
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return StatsResult(out / "stats.json", [out / "bands.png"], Path(cfg.flatten) if cfg.flatten else None, stats)
 
 
-def _histogram_png(path: Path, b: _Band, name: str, max_bars: int = 256) -> Path:
+def _bands_figure(path: Path, bands: _Bands, names: list[str], norm: NormStats, max_panels: int = 16, max_bars: int = 128) -> Path:
+    """One figure: histograms as small multiples (up to ``max_panels`` bands), else a spectral profile."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    assert b.hist is not None and b.edges is not None
-    hist, edges = b.hist, b.edges
-    if len(hist) > max_bars:  # merge neighbouring bins for display
-        f = int(np.ceil(len(hist) / max_bars))
-        pad = (-len(hist)) % f
-        hist = np.pad(hist, (0, pad)).reshape(-1, f).sum(1)
-        edges = np.append(edges[::f], edges[-1])[: len(hist) + 1]
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    ax.bar(edges[:-1], hist, width=np.diff(edges), align="edge", color="#4477aa")
-    ax.set_title(f"{name}: mean {b.mean:.4g}, std {np.sqrt(b.m2 / b.n):.4g}")
-    ax.set_xlabel("value")
-    ax.set_ylabel("pixels")
+    C = len(names)
+    std = bands.std()
+    if C <= max_panels:
+        cols = min(C, 4)
+        rows = int(np.ceil(C / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), dpi=100, squeeze=False)
+        for k, ax in enumerate(axes.ravel()):
+            if k >= C:
+                ax.axis("off")
+                continue
+            hist, edges = bands.hist[k], bands.edges(k)
+            if len(hist) > max_bars:  # merge neighbouring bins for display
+                f = int(np.ceil(len(hist) / max_bars))
+                pad = (-len(hist)) % f
+                hist = np.pad(hist, (0, pad)).reshape(-1, f).sum(1)
+                edges = np.append(edges[::f], edges[-1])[: len(hist) + 1]
+            ax.bar(edges[:-1], hist, width=np.diff(edges), align="edge", color="#4477aa")
+            ax.set_title(f"{names[k]}: mean {bands.mean[k]:.4g}, std {std[k]:.4g}", fontsize=8)
+            ax.tick_params(labelsize=7)
+    else:
+        fig, ax = plt.subplots(figsize=(9, 3.6), dpi=100)
+        x = np.arange(1, C + 1)
+        ax.fill_between(x, norm.low, norm.high, color="#4477aa", alpha=0.2, label="2-98% range")
+        ax.fill_between(x, bands.mean - std, bands.mean + std, color="#4477aa", alpha=0.35, label="mean +/- std")
+        ax.plot(x, bands.mean, color="#224477", lw=1.2, label="mean")
+        ax.set_xlabel("band")
+        ax.set_ylabel("value")
+        ax.set_title(f"spectral profile of {C} bands")
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    fig.savefig(path, format="png")
     plt.close(fig)
     return path
 

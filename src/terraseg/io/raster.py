@@ -43,6 +43,8 @@ class RasterInfo:
             or None. It marks valid pixels (0 = transparent = nodata); it is no data band.
         dataset_mask: True when the raster carries a GDAL per-dataset mask band (an internal
             ``.msk`` / TIFF mask, GDAL's GMF_PER_DATASET without alpha or nodata): 0 marks nodata.
+        gcps: ``(ground control points, their CRS)`` when the raster is placed by GCPs instead of a
+            geotransform, else None. rpcs: rasterio ``RPC`` coefficients (satellite sensor model), or None.
     """
 
     path: str
@@ -55,6 +57,8 @@ class RasterInfo:
     nodata: float | None
     alpha: int | None = None
     dataset_mask: bool = False
+    gcps: tuple | None = None
+    rpcs: Any = None
 
     @property
     def data_bands(self) -> list[int]:
@@ -179,10 +183,40 @@ def info_of(ds: rasterio.DatasetReader, path: str) -> RasterInfo:
         alpha = None  # GDAL labels the 4th band of any 4-band Byte GeoTIFF alpha by default: an RGBN file's NIR stays data
     flags = ds.mask_flag_enums[0] if ds.count else []
     per_dataset = MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags and MaskFlags.nodata not in flags
+    points, gcrs = ds.gcps
+    gcps = (list(points), gcrs) if points else None
+    # a raster placed only by GCPs or RPCs has an identity geotransform: its CRS belongs to the GCPs, not to pixel units
+    placed = ds.transform != Affine.identity()
     return RasterInfo(
         path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0] if ds.count else "uint8",
-        crs=ds.crs, transform=ds.transform, nodata=ds.nodata, alpha=alpha, dataset_mask=per_dataset and alpha is None,
+        crs=ds.crs if placed or not (gcps or ds.rpcs) else None, transform=ds.transform, nodata=ds.nodata, alpha=alpha,
+        dataset_mask=per_dataset and alpha is None, gcps=gcps if not placed else None, rpcs=ds.rpcs if not placed else None,
     )
+
+
+def shifted_georef(gcps: tuple | None, rpcs: Any, row: int, col: int) -> tuple[tuple | None, Any]:
+    """GCPs and RPCs of the window whose top-left pixel is ``(row, col)``: the same points, in the window's pixels.
+
+    Args:
+        gcps: ``(points, crs)`` or None. rpcs: rasterio ``RPC`` or None. row, col: the window's offset in pixels.
+
+    Returns:
+        ``(gcps, rpcs)`` for the window (GCP rows/cols and RPC line/sample offsets moved by the offset).
+    """
+    from rasterio.control import GroundControlPoint
+    from rasterio.rpc import RPC
+
+    g = None
+    if gcps:
+        pts, crs = gcps
+        g = ([GroundControlPoint(row=p.row - row, col=p.col - col, x=p.x, y=p.y, z=p.z, id=p.id, info=p.info) for p in pts], crs)
+    r = None
+    if rpcs is not None:
+        d = rpcs.to_dict()
+        d["line_off"] = d["line_off"] - row
+        d["samp_off"] = d["samp_off"] - col
+        r = RPC(**d)
+    return g, r
 
 
 def _looks_like_alpha(ds: rasterio.DatasetReader, band: int) -> bool:
@@ -297,6 +331,23 @@ def valid_mask(image: np.ndarray, nodata: float | None) -> np.ndarray:
     return ~invalid
 
 
+def georef_options(gcps: tuple | None, rpcs: Any) -> dict[str, Any]:
+    """rasterio write options that keep a raster's GCPs (with their CRS) or RPCs: the prediction lands where the input does.
+
+    Args:
+        gcps: ``(points, crs)`` or None. rpcs: rasterio ``RPC`` or None.
+
+    Returns:
+        ``{"gcps": ..., "crs": ...}`` and/or ``{"rpcs": ...}`` (empty when neither is given).
+    """
+    out: dict[str, Any] = {}
+    if gcps:
+        out.update(gcps=gcps[0], crs=gcps[1])
+    if rpcs is not None:
+        out["rpcs"] = rpcs
+    return out
+
+
 def geotiff_profile(
     info: RasterInfo | Grid, count: int, dtype: str, nodata: float | None, block: int = 256, compress: str = "deflate",
     predictor: int | None = None,
@@ -317,6 +368,7 @@ def geotiff_profile(
         driver="GTiff", width=info.width, height=info.height, count=count, dtype=dtype,
         crs=info.crs, transform=info.transform, nodata=nodata, BIGTIFF="IF_SAFER",
     )
+    profile.update(georef_options(getattr(info, "gcps", None), getattr(info, "rpcs", None)))
     if compress != "none":
         profile["compress"] = compress
         if predictor:
@@ -333,17 +385,26 @@ class Grid:
     Attributes:
         width, height: columns and rows (pixels). crs: coordinate reference system or None.
         transform: pixel -> CRS affine transform (identity for plain images).
+        gcps: ``(ground control points, CRS)`` of a raster placed by GCPs, else None.
+        rpcs: rasterio ``RPC`` coefficients of a raster placed by a sensor model, else None.
     """
 
     width: int
     height: int
     crs: CRS | None = None
     transform: Affine = Affine.identity()
+    gcps: tuple | None = None
+    rpcs: Any = None
 
     @property
     def georeferenced(self) -> bool:
         """True when the grid has a CRS and a non-identity transform."""
         return self.crs is not None and self.transform != Affine.identity()
+
+    @property
+    def located(self) -> bool:
+        """True when the grid can be placed on the Earth: a geotransform with a CRS, GCPs or RPCs."""
+        return self.georeferenced or bool(self.gcps) or self.rpcs is not None
 
 
 def check_output_size(path: str | os.PathLike[str], width: int, height: int, count: int, dtype: str, compress: str | None,

@@ -123,10 +123,99 @@ def labels_in_crs(path: str | os.PathLike[str], crs: CRS | None, layer: str | No
     return gdf
 
 
+class SharedLabels:
+    """One vector file read once per process, indexed, and looked up per raster by its footprint.
+
+    A project of many scenes usually has one labels file over all of them (a building-footprint
+    GeoPackage with millions of polygons). It is read once (geometries repaired), a spatial index
+    (shapely STRtree, through geopandas' ``sindex``) is built in the file's CRS, and each raster asks
+    for the features inside its footprint (the raster bounds transformed into the file's CRS,
+    ``rasterio.warp.transform_bounds``); only those are reprojected to the raster's CRS. Instances are
+    cached per process by path, layer and modification time (:meth:`get`).
+
+    Args:
+        path: vector file. layer: layer name, or None for the first.
+
+    Raises:
+        InputFileError: unreadable file, or no features with a geometry.
+    """
+
+    _cache: dict[tuple, "SharedLabels"] = {}
+
+    def __init__(self, path: str | os.PathLike[str], layer: str | None = None) -> None:
+        self.path = str(path)
+        self.gdf = read_vector(path, layer)
+        self.tree = self.gdf.sindex
+        self._values: dict[tuple, np.ndarray] = {}
+
+    @classmethod
+    def get(cls, path: str | os.PathLike[str], layer: str | None = None) -> "SharedLabels":
+        """The process's shared copy of ``path`` (read on first use).
+
+        Args:
+            path: vector file. layer: layer name, or None.
+        """
+        p = Path(path)
+        try:
+            st = p.stat()
+            key = (str(p.resolve()), layer, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = (str(p), layer, 0, 0)
+        if key not in cls._cache:
+            cls._cache[key] = cls(path, layer)
+        return cls._cache[key]
+
+    def values(self, attribute: str | None, mapping: dict[str, int] | None, burn_value: int) -> np.ndarray:
+        """Class id of every feature (:func:`class_values`), computed once per labelling rule.
+
+        Args:
+            attribute, mapping, burn_value: see :func:`class_values`.
+        """
+        key = (attribute, tuple(sorted((mapping or {}).items())), burn_value)
+        if key not in self._values:
+            self._values[key] = class_values(self.gdf, self.path, attribute, mapping, burn_value)
+        return self._values[key]
+
+    def within(self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """Indexes and geometries (in ``crs``) of the features meeting ``bounds`` (in ``crs``).
+
+        Args:
+            crs: the raster's CRS. bounds: ``(left, bottom, right, top)`` in ``crs``. raster_path: for messages.
+
+        Returns:
+            ``(feature indexes, geometries in crs)``.
+
+        Raises:
+            InputFileError: a raster without CRS, or labels that cannot be reprojected to it.
+        """
+        from rasterio.warp import transform_bounds
+
+        if crs is None:
+            raise InputFileError(f"{raster_path}: raster has no CRS, so vector labels {self.path} cannot be placed on it.")
+        src_crs = CRS.from_user_input(self.gdf.crs) if self.gdf.crs is not None else crs
+        if self.gdf.crs is None:
+            log.warning("%s has no CRS; assuming the raster's CRS %s", self.path, crs)
+        try:
+            b = bounds if src_crs == crs else transform_bounds(crs, src_crs, *bounds, densify_pts=21)
+        except Exception as e:  # noqa: BLE001 - pyproj/GDAL: no transformation between the two CRSs
+            raise InputFileError(f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]}).") from None
+        idx = np.sort(self.tree.query(box(*b)))
+        sub = self.gdf.geometry.iloc[idx]
+        if len(idx) and src_crs != crs:
+            try:
+                sub = sub.set_crs(src_crs, allow_override=True).to_crs(crs)
+            except Exception as e:  # noqa: BLE001 - pyproj errors
+                raise InputFileError(f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]}).") from None
+        geoms = sub.to_numpy()
+        keep = np.array([g is not None and not g.is_empty for g in geoms], dtype=bool) if len(geoms) else np.zeros(0, bool)
+        return idx[keep], geoms[keep]
+
+
 class VectorRasterizer:
     """Burns polygon labels onto windows of one raster grid.
 
-    The features are reprojected to the raster CRS once; each call rasterizes only the features whose
+    The file is read once per process (:class:`SharedLabels`); the features inside the raster's
+    footprint are reprojected to the raster CRS once; each call rasterizes only the features whose
     bounds meet the window (spatial index), so a scene of any size is labelled window by window.
 
     Args:
@@ -152,13 +241,14 @@ class VectorRasterizer:
         layer: str | None = None,
         raster_path: str = "",
     ) -> None:
-        gdf = labels_in_crs(path, crs, layer, raster_path)
-        values = class_values(gdf, str(path), attribute, mapping, burn_value)
+        shared = SharedLabels.get(path, layer)  # read and indexed once per process, whatever the number of scenes
+        values = shared.values(attribute, mapping, burn_value)
         raster_box = box(*array_bounds(height, width, transform))
-        hits = gdf.geometry.intersects(raster_box).to_numpy()
+        idx, geoms = shared.within(crs, raster_box.bounds, raster_path)
+        hits = np.array([g.intersects(raster_box) for g in geoms], dtype=bool) if len(geoms) else np.zeros(0, bool)
         if not hits.any():
             raise InputFileError(f"{path}: labels have no overlap with raster {raster_path or '(grid)'}.")
-        self._setup(gdf.geometry.to_numpy()[hits], values[hits], transform, all_touched)
+        self._setup(geoms[hits], values[idx[hits]], transform, all_touched)
 
     def _setup(self, geoms: np.ndarray, values: np.ndarray, transform: Affine, all_touched: bool) -> None:
         self.geoms = geoms

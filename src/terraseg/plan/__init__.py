@@ -135,7 +135,7 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
         else:
             names = ["background"] + [f"class_{k}" for k in range(1, n)]
         return {"train": [{"kind": "folder", "root": str(root), "layout": layout}]}, names
-    from terraseg.predict.inputs import expand_inputs
+    from terraseg.io.listing import expand_inputs
 
     rasters = [p for p, _ in expand_inputs(inputs)]
     if not rasters:

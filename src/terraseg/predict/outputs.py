@@ -108,8 +108,8 @@ def predict_to_files(
     """
     stem = stem or Path(getattr(scene, "path", scene.name)).stem
     grid = scene.grid
-    target = out_dir / (f"{stem}.tif" if grid.georeferenced else f"{stem}.png")
-    conf = out_dir / f"{stem}_confidence.tif" if uncertainty and grid.georeferenced else None
+    target = out_dir / f"{stem}{output_suffix(scene)}"
+    conf = out_dir / f"{stem}_confidence.tif" if uncertainty and target.suffix == ".tif" else None
     writer = PredictionWriter(target, grid, class_names, colors, out_dir / f"{stem}_probs.tif" if probabilities else None,
                               compress=compress, level=level, cog=cog, confidence=conf)
 
@@ -123,6 +123,15 @@ def predict_to_files(
     if overlay:
         outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors, overlay_max_side))
     return outputs
+
+
+PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+def output_suffix(scene: Scene) -> str:
+    """'.png' for PNG/JPEG/BMP inputs (small photos), '.tif' for every raster (GeoTIFF with the input's transform,
+    GCPs or RPCs; a plain TIFF for a raster without georeferencing, e.g. a .tif or .jp2 chip without a geotransform)."""
+    return ".png" if Path(str(getattr(scene, "path", ""))).suffix.lower() in PHOTO_SUFFIXES else ".tif"
 
 
 def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_dir: Path, class_names: list[str],
@@ -142,7 +151,7 @@ def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_
     """
     stem = stem or Path(getattr(scene, "path", scene.name)).stem
     grid = scene.grid
-    target = out_dir / (f"{stem}.tif" if grid.georeferenced else f"{stem}.png")
+    target = out_dir / f"{stem}{output_suffix(scene)}"
     paths = write_prediction(target, grid, class_ids, class_names, colors, probs if probabilities else None,
                              out_dir / f"{stem}_probs.tif", compress=compress, level=level, cog=cog)
     outputs = {k: str(v) for k, v in paths.items()}

@@ -191,6 +191,9 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     """
     t_start = time.monotonic()
     deadline = t_start + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
+    from terraseg.data.cache import CACHE, configure
+
+    configure(cfg.data.cache_mb)
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
@@ -204,6 +207,10 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
 
         train_dl, val_dl, in_channels, stats, input_kw = classification_loaders(cfg, stats_path, resume)
         task_cls = ClassificationTask
+        if val_dl is not None:  # the exact images validated on, for `evaluate --split val`
+            val_items = val_dl.dataset.items
+            split = Split([], [], {"method": "sources" if cfg.data.val else "stratified", "seed": cfg.train.seed,
+                                   "files": [[str(it.path), int(it.label)] for it in val_items]})
     else:
         split = Split(*scenes) if scenes else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed,
                                                            [c.name for c in cfg.classes])
@@ -320,6 +327,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
             manifest.drift = fit_drift(train_dl.dataset.scenes, val_dl.dataset.scenes if val_dl is not None else [], stats,
                                        max(d.window, MIN_PREDICT_WINDOW), cfg.train.seed)
     extras = {} if classify else {CALIBRATION: _calibration(train_dl.dataset.scenes, d.window, cfg.train.seed)}
+    manifest.training["cache"] = CACHE.report()  # the main process's; each loader worker holds at most its share
     bundle = Bundle(manifest, model, extras)
     bundle.path = bundle_path = run_dir / "model.terraseg"
     export = None

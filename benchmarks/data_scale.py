@@ -1,0 +1,182 @@
+"""Training data at project scale: start-up, memory and loader speed for 10, 100 and 1,000 scenes and one labels file.
+
+Generates a project: N tiled, DEFLATE-compressed 512^2 3-band uint8 GeoTIFFs (EPSG:32618, side by side)
+and one GeoPackage with about 1,000 squares per scene (so 1 million polygons for 1,000 scenes). Then, in a
+fresh process per case:
+
+* terraseg: a ``kind: project`` source (header index + labels read once), the hold-out, and the training
+  loader (``RandomWindowDataset`` + ``DataLoader``, raw windows of 128^2 with a quarter centred on a
+  building) with ``data.cache_mb`` as the memory budget. Printed: start-up seconds (sources to first
+  batch), peak RSS of the main process and of each loader worker, the header index's size, windows/s.
+* TorchGeo 0.8.1 (installed with ``pip install --target --no-deps`` as ``peer_compare.py`` does):
+  ``RasterDataset & VectorDataset`` sampled with ``RandomGeoSampler`` (128 px windows), the
+  documented pattern. Same figures.
+
+Run it with nothing else on the CPU.
+
+Example:
+    .venv/bin/python benchmarks/data_scale.py --scenes 10 100 1000 --windows 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from budget import cpu_model  # noqa: E402
+from peer_compare import PEERS  # noqa: E402
+
+SIZE, RES = 512, 0.5
+
+
+def make_project(folder: Path, n: int, polys_per_scene: int = 1000, seed: int = 0) -> tuple[Path, Path]:
+    """N GeoTIFFs side by side and one GeoPackage of squares over them; returns (scene folder, labels file)."""
+    import geopandas as gpd
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+    from shapely import box
+
+    rng = np.random.default_rng(seed)
+    scenes = folder / "scenes"
+    scenes.mkdir(parents=True, exist_ok=True)
+    base = rng.integers(0, 200, (3, SIZE // 8, SIZE // 8), dtype=np.uint8).repeat(8, 1).repeat(8, 2)
+    xs, ys, ss = [], [], []
+    side = int(np.ceil(np.sqrt(n)))
+    for i in range(n):
+        x0, y0 = 500000.0 + (i % side) * SIZE * RES, 4500000.0 - (i // side) * SIZE * RES
+        with rasterio.open(scenes / f"s{i:04d}.tif", "w", driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8",
+                           crs="EPSG:32618", transform=from_origin(x0, y0, RES, RES), tiled=True, compress="deflate") as d:
+            d.write(np.roll(base, i, axis=2))
+        xs.append(x0 + rng.uniform(0, SIZE * RES - 8, polys_per_scene))
+        ys.append(y0 - rng.uniform(8, SIZE * RES, polys_per_scene))
+        ss.append(rng.uniform(2, 8, polys_per_scene))
+    x, y, s = np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)
+    gdf = gpd.GeoDataFrame({"cls": np.ones(len(x), np.int32)}, geometry=box(x, y, x + s, y + s), crs="EPSG:32618")
+    labels = folder / "buildings.gpkg"
+    gdf.to_file(labels, engine="pyogrio")
+    return scenes, labels
+
+
+TERRASEG_CHILD = r"""
+import json, os, resource, sys, time
+t0 = time.perf_counter()
+import numpy as np, torch
+from torch.utils.data import DataLoader
+from terraseg.config import DataConfig, ProjectSource
+from terraseg.data.cache import configure
+from terraseg.data.datasets import EpochSampler, RandomWindowDataset, collate_samples
+from terraseg.data.sources import split_scenes
+scenes, labels, windows, workers, cache_mb, index = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+configure(cache_mb)
+cfg = DataConfig(train=[ProjectSource(images=[scenes], vector={"path": labels}, index=index)], window=128)
+t_import = time.perf_counter() - t0
+split = split_scenes(cfg, 255, 2, 0, ["background", "building"])
+ds = RandomWindowDataset(split.train, 128, windows, None, 0.25, False, 0)
+dl = DataLoader(ds, batch_size=16, sampler=EpochSampler(len(ds)), num_workers=workers, collate_fn=collate_samples,
+                persistent_workers=workers > 0)
+it = iter(dl)
+next(it)
+startup = time.perf_counter() - t0 - t_import
+t1 = time.perf_counter()
+n = 16
+for b in it:
+    n += b["image"].shape[0]
+rate = (n - 16) / max(time.perf_counter() - t1, 1e-9)
+kids = []
+if workers:
+    import psutil
+    kids = [p.memory_info().rss / 2**20 for p in psutil.Process().children(recursive=True)]
+print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
+                  "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids,
+                  "index_mb": os.path.getsize(index) / 2**20, "train_scenes": len(split.train), "val_scenes": len(split.val)}))
+"""
+
+TORCHGEO_CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+import torch
+from torch.utils.data import DataLoader
+from torchgeo.datasets import RasterDataset, VectorDataset, stack_samples
+from torchgeo.samplers import RandomGeoSampler
+scenes, labels, windows, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+t_import = time.perf_counter() - t0
+class Scenes(RasterDataset):
+    filename_glob = "s*.tif"
+class Buildings(VectorDataset):
+    filename_glob = "buildings.gpkg"
+ds = Scenes(paths=scenes) & Buildings(paths=str(__import__("pathlib").Path(labels).parent), res=0.5)
+sampler = RandomGeoSampler(ds, size=128, length=windows)
+dl = DataLoader(ds, sampler=sampler, batch_size=16, num_workers=workers, collate_fn=stack_samples, persistent_workers=workers > 0)
+it = iter(dl)
+next(it)
+startup = time.perf_counter() - t0 - t_import
+t1 = time.perf_counter()
+n = 16
+for b in it:
+    n += b["image"].shape[0]
+rate = (n - 16) / max(time.perf_counter() - t1, 1e-9)
+kids = []
+if workers:
+    import psutil
+    kids = [p.memory_info().rss / 2**20 for p in psutil.Process().children(recursive=True)]
+print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
+                  "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids}))
+"""
+
+
+def run(code: str, args: list[str], env: dict | None = None, timeout: float = 1800) -> dict:
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if r.returncode:
+        raise RuntimeError((r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout).strip() else str(r.returncode))
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenes", type=int, nargs="*", default=[10, 100, 1000])
+    p.add_argument("--windows", type=int, default=512, help="training windows drawn after the first batch")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--cache-mb", type=float, default=256)
+    p.add_argument("--peers", default="torchgeo", help="'torchgeo' or '' (none)")
+    p.add_argument("--packages", type=Path, default=Path("/tmp/terraseg-peers"))
+    a = p.parse_args()
+    env = None
+    if a.peers:
+        where = a.packages / "torchgeo"
+        if not (where / "torchgeo").exists():
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(where), "--no-deps", *PEERS["torchgeo"]],
+                           check=True)
+        env = os.environ | {"PYTHONPATH": str(where)}
+    print(f"CPU: {cpu_model()}; {SIZE}^2 3-band scenes, ~1,000 polygons each, 128 px windows, {a.workers} loader workers, "
+          f"cache {a.cache_mb:g} MiB")
+    print(f"{'scenes':>6} {'loader':>9} {'start s':>8} {'main MB':>8} {'workers MB':>11} {'windows/s':>10} {'index MB':>9}")
+    for n in a.scenes:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            scenes, labels = make_project(Path(tmp), n)
+            gen = time.perf_counter() - t
+            rows = {"terraseg": run(TERRASEG_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers), str(a.cache_mb),
+                                                     str(Path(tmp) / "index.parquet")])}
+            if a.peers:
+                try:
+                    rows["torchgeo"] = run(TORCHGEO_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers)], env)
+                except Exception as e:  # noqa: BLE001 - a peer failing must not hide terraseg's figures
+                    print(f"{n:>6} {'torchgeo':>9} failed: {e}")
+            for name, m in rows.items():
+                w = "/".join(f"{v:.0f}" for v in m["worker_rss_mb"]) or "-"
+                print(f"{n:>6} {name:>9} {m['startup_s']:8.1f} {m['main_peak_mb']:8.0f} {w:>11} {m['windows_per_s']:10.1f} "
+                      f"{m.get('index_mb', float('nan')):9.2f}", flush=True)
+            print(f"{'':>6} (generating the project took {gen:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Files no one here wrote: run `terraseg stats` and `terraseg predict` over a folder of third-party rasters and count outcomes.
+
+It fetches nothing: point it at a folder of real test rasters. Every file gets `stats` and `predict`
+(with a bundle you give, or a small random 3-band one made here), each in its own process with a
+time limit. Outcomes per command:
+
+* ok: exit 0 and, for predict, an output that keeps the input's georeferencing (a GeoTIFF with the
+  same CRS and transform, or the same GCPs, or RPCs; a TIFF for a non-georeferenced TIFF/JP2 input);
+* refusal: exit 1 with one line on standard error and no traceback;
+* traceback: a Python traceback anywhere in the output;
+* timeout: still running after ``--timeout`` seconds;
+* wrong output: exit 0 but the prediction lost the georeferencing, or changed format.
+
+Assembling a corpus (the files are test data of their projects, under their licences):
+
+    pip download --no-binary :all: --no-deps rasterio==1.4.3 -d /tmp/src && tar xzf /tmp/src/rasterio-*.tar.gz -C /tmp/src
+    mkdir -p corpus && cp /tmp/src/rasterio-*/tests/data/*.{tif,vrt,jp2} corpus/ 2>/dev/null
+    # also: rio-cogeo's and rio-tiler's tests/fixtures, rioxarray's test/test_data/input, TorchGeo's tests/data
+    # (each from its sdist or a git checkout), GDAL's autotest/gcore/data (a GDAL source checkout)
+
+Example:
+    .venv/bin/python benchmarks/foreign_corpus.py corpus/ [--bundle model.terraseg] [--timeout 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg", ".nc", ".hdf", ".h5"}
+
+
+def small_bundle(path: Path) -> Path:
+    """A random plain U-Net bundle for 3-band uint8 input (the outcome, not the accuracy, is measured)."""
+    import torch
+
+    from terraseg.bundle import Bundle, BundleManifest, InputSpec
+    from terraseg.config import ClassSpec, ModelConfig
+    from terraseg.data.normalize import NormStats
+    from terraseg.models.factory import build_model
+
+    torch.manual_seed(0)
+    mc = ModelConfig(arch="plain_unet", base_filters=8, encoder_depth=3)
+    m = BundleManifest(name="corpus", model=mc, classes=[ClassSpec(name="a"), ClassSpec(name="b")],
+                       input=InputSpec(bands=3, dtype="uint8", normalization=NormStats("meanstd", [100.0] * 3, [50.0] * 3, [5.0] * 3,
+                                                                                       [250.0] * 3), train_window=64, predict_window=256))
+    return Bundle(m, build_model(mc, 3, 2)).save(path)
+
+
+def georef(path: Path) -> tuple:
+    """(CRS, transform, number of GCPs, has RPCs) of a raster, as rasterio reads them."""
+    import warnings
+
+    import rasterio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path) as ds:
+            placed = ds.transform != rasterio.Affine.identity()
+            return (ds.crs.to_wkt() if ds.crs and placed else None, tuple(ds.transform)[:6] if placed else None,
+                    len(ds.gcps[0]), ds.rpcs is not None)
+
+
+def classify(proc: subprocess.CompletedProcess | None) -> str:
+    """The outcome of one command (module docstring), before the output check."""
+    if proc is None:
+        return "timeout"
+    text = (proc.stdout or "") + (proc.stderr or "")
+    if "Traceback" in text:
+        return "traceback"
+    if proc.returncode == 0:
+        return "ok"
+    lines = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
+    return "refusal" if proc.returncode == 1 and len(lines) <= 2 else "traceback"
+
+
+def run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folder", type=Path)
+    p.add_argument("--bundle", type=Path)
+    p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--show", type=int, default=10, help="files listed per bad outcome")
+    a = p.parse_args()
+    exe = str(Path(sys.executable).with_name("terraseg"))
+    files = sorted(f for f in a.folder.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES)
+    counts: dict[str, Counter] = {"stats": Counter(), "predict": Counter()}
+    bad: dict[tuple[str, str], list[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = a.bundle or small_bundle(Path(tmp) / "corpus.terraseg")
+        for i, f in enumerate(files):
+            out = Path(tmp) / f"o{i}"
+            for cmd, args in (("stats", ["stats", str(f), "--out", str(out / "stats")]),
+                              ("predict", ["predict", str(bundle), str(f), "--out", str(out / "pred")])):
+                outcome = classify(run([exe, "-q", *args], a.timeout))
+                if cmd == "predict" and outcome == "ok":
+                    preds = [q for q in (out / "pred").glob("*") if "_" not in q.stem[len(f.stem):]]
+                    try:
+                        want = georef(f)
+                        got = georef(preds[0]) if preds else None
+                        photo = f.suffix.lower() in {".png", ".jpg", ".jpeg"}
+                        if got is None or (not photo and preds[0].suffix != ".tif"):
+                            outcome = "wrong output"
+                        elif (want[0] or want[2] or want[3]) and got[:1] + got[2:] != want[:1] + want[2:]:
+                            outcome = "wrong output"
+                    except Exception:  # noqa: BLE001 - an unreadable output is a wrong one
+                        outcome = "wrong output"
+                counts[cmd][outcome] += 1
+                if outcome not in ("ok", "refusal"):
+                    bad.setdefault((cmd, outcome), []).append(str(f))
+    kinds = ["ok", "refusal", "traceback", "timeout", "wrong output"]
+    print(f"{len(files)} files under {a.folder}")
+    print(f"{'command':8} " + " ".join(f"{k:>12}" for k in kinds))
+    for cmd, c in counts.items():
+        print(f"{cmd:8} " + " ".join(f"{c[k]:>12}" for k in kinds))
+    for (cmd, outcome), names in sorted(bad.items()):
+        print(f"{cmd} {outcome}: " + ", ".join(Path(n).name for n in names[: a.show]) + (" ..." if len(names) > a.show else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Projects: a folder of scenes + one labels file, indexed once, labels read once, memory bounded by a setting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from rasterio.transform import from_origin
+from typer.testing import CliRunner
+
+from terraseg.cli.main import app
+from terraseg.config import DataConfig, ProjectSource
+from terraseg.data import project as project_mod
+from terraseg.data.cache import ByteLRU
+from terraseg.data.sources import build_scenes
+
+from conftest import make_geotiff
+
+
+def _project(tmp_path, n=5):
+    """n scenes in two UTM zones (the last far from every label) and one GeoPackage in EPSG:4326."""
+    import geopandas as gpd
+    from pyproj import Transformer
+    from shapely.geometry import box
+
+    (tmp_path / "scenes").mkdir()
+    polys, kinds = [], []
+    for i in range(n):
+        crs = "EPSG:32618" if i % 2 else "EPSG:32617"
+        x0 = 500000.0 + 200 * i if i < n - 1 else 800000.0
+        path, _, _ = make_geotiff(tmp_path / "scenes" / f"s{i}.tif", 96, 96, seed=i, crs=crs, origin=(x0, 4500000.0), squares=False)
+        if i == n - 1:
+            continue  # no label reaches the last scene
+        to4326 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+        rng = np.random.default_rng(i)
+        for _ in range(8):
+            x, y = x0 + rng.uniform(5, 80), 4500000.0 + rng.uniform(5, 80)
+            lon0, lat0 = to4326.transform(x, y)
+            lon1, lat1 = to4326.transform(x + 8, y + 8)
+            polys.append(box(lon0, lat0, lon1, lat1))
+            kinds.append(1)
+    gpd.GeoDataFrame({"cls": kinds}, geometry=polys, crs="EPSG:4326").to_file(tmp_path / "labels.gpkg")
+    return tmp_path / "scenes", tmp_path / "labels.gpkg"
+
+
+def test_project_source_reads_headers_once_and_labels_once(tmp_path, monkeypatch):
+    from terraseg.io import vector
+
+    scenes_dir, labels = _project(tmp_path)
+    reads = {"vector": 0, "header": 0}
+    real_read, real_header = vector.read_vector, project_mod._header
+    monkeypatch.setattr(vector, "read_vector", lambda *a, **k: (reads.__setitem__("vector", reads["vector"] + 1), real_read(*a, **k))[1])
+    monkeypatch.setattr(project_mod, "_header", lambda p: (reads.__setitem__("header", reads["header"] + 1), real_header(p))[1])
+    vector.SharedLabels._cache.clear()
+    src = ProjectSource(images=[str(scenes_dir)], vector={"path": str(labels)}, index=str(tmp_path / "idx.parquet"))
+    cfg = DataConfig(train=[src])
+    scenes = build_scenes(cfg.train, cfg, 255, 2)
+    assert len(scenes) == 4 and reads == {"vector": 1, "header": 5}  # one read of the labels for all scenes; the far scene skipped
+    assert {str(s.crs) for s in scenes} == {"EPSG:32617", "EPSG:32618"}  # labels reprojected per scene
+    assert all((s.read(0, 0, 96, 96).mask == 1).sum() > 0 for s in scenes)
+    build_scenes(cfg.train, cfg, 255, 2)
+    assert reads["header"] == 5  # the index is reused: no header read again
+    idx = project_mod.project_index([str(p) for p in sorted(scenes_dir.glob("*.tif"))], tmp_path / "idx.parquet")
+    assert len(idx) == 5 and idx.crs.to_epsg() == 4326 and idx.geometry.notna().all()
+    bg = ProjectSource(images=[str(scenes_dir)], vector={"path": str(labels)}, unlabelled="background", index=str(tmp_path / "idx.parquet"))
+    all5 = build_scenes([bg], DataConfig(train=[bg]), 255, 2)
+    assert len(all5) == 5 and (all5[-1].read(0, 0, 96, 96).mask == 0).all()
+
+
+def test_one_config_trains_from_a_folder_of_scenes_and_one_geopackage(tmp_path):
+    scenes_dir, labels = _project(tmp_path)
+    cfg = {
+        "name": "project", "classes": [{"name": "background"}, {"name": "roof"}],
+        "data": {"train": [{"kind": "project", "images": [str(scenes_dir)], "vector": {"path": str(labels)},
+                            "index": str(tmp_path / "idx.parquet")}],
+                 "window": 64, "samples_per_epoch": 8, "batch_size": 4, "cache_mb": 8},
+        "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3},
+        "train": {"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False},
+        "tracking": {"enabled": False}, "output_dir": str(tmp_path / "run"),
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "c.yaml")])
+    assert res.exit_code == 0, res.output
+    from terraseg.bundle import Bundle
+
+    b = Bundle.load(tmp_path / "run" / "model.terraseg")
+    cache = b.manifest.training["cache"]
+    assert cache["limit_mb"] == 8 and cache["peak_mb"] <= 8
+    assert b.manifest.split["pixels"]["roof"]["val"] > 0
+
+
+def test_byte_lru_evicts_to_its_budget():
+    lru = ByteLRU()
+    lru.total_mb = 1.0
+    for i in range(20):
+        assert lru.put(i, np.zeros(100_000, np.uint8), 100_000)
+    assert lru.bytes <= 2**20 and lru.get(0) is None and lru.get(19) is not None and lru.evictions > 0
+    assert not lru.put("big", None, 2**19)  # over a quarter of the budget: not kept
+
+
+def test_scene_reads_stay_within_the_cache_budget(tmp_path):
+    from terraseg.data.cache import CACHE
+    from terraseg.data.scenes import RasterScene
+
+    old = CACHE.total_mb
+    CACHE.clear()
+    CACHE.total_mb = 0.2
+    try:
+        scenes = [RasterScene(make_geotiff(tmp_path / f"c{i}.tif", 64, 64, seed=i)[0]) for i in range(30)]
+        for s in scenes:
+            s.read(0, 0, 32, 32)
+        assert CACHE.bytes <= 0.2 * 2**20 and CACHE.evictions > 0
+        np.testing.assert_array_equal(scenes[0].read(0, 0, 64, 64).image, scenes[0]._read_direct(0, 0, 64, 64, False).image)
+    finally:
+        CACHE.total_mb = old
+        CACHE.clear()
