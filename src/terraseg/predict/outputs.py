@@ -129,8 +129,14 @@ PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
 def output_suffix(scene: Scene) -> str:
-    """'.png' for PNG/JPEG/BMP inputs (small photos), '.tif' for every raster (GeoTIFF with the input's transform,
-    GCPs or RPCs; a plain TIFF for a raster without georeferencing, e.g. a .tif or .jp2 chip without a geotransform)."""
+    """The prediction's suffix: '.png' for PNG/JPEG/BMP inputs (small photos), '.tif' for every raster.
+
+    A raster's prediction is a GeoTIFF with the input's transform, GCPs or RPCs, or a plain TIFF for a
+    raster without georeferencing (a .tif or .jp2 chip without a geotransform).
+
+    Args:
+        scene: the input scene (its ``path`` decides).
+    """
     return ".png" if Path(str(getattr(scene, "path", ""))).suffix.lower() in PHOTO_SUFFIXES else ".tif"
 
 
