@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget import cpu_model  # noqa: E402
+from terraseg.devices import cpu_model  # noqa: E402
 from peer_compare import PEERS  # noqa: E402
 
 SIZE, RES = 512, 0.5
@@ -66,6 +65,22 @@ def make_project(folder: Path, n: int, polys_per_scene: int = 1000, seed: int = 
     return scenes, labels
 
 
+# the first batch (start-up ends there), then the loader's windows/s and the workers' memory
+TIMING = r"""
+it = iter(dl)
+next(it)
+startup = time.perf_counter() - t0 - t_import
+t1 = time.perf_counter()
+n = 16
+for b in it:
+    n += b["image"].shape[0]
+rate = (n - 16) / max(time.perf_counter() - t1, 1e-9)
+kids = []
+if workers:
+    import psutil
+    kids = [p.memory_info().rss / 2**20 for p in psutil.Process().children(recursive=True)]
+"""
+
 TERRASEG_CHILD = r"""
 import json, os, resource, sys, time
 t0 = time.perf_counter()
@@ -83,19 +98,7 @@ split = split_scenes(cfg, 255, 2, 0, ["background", "building"])
 ds = RandomWindowDataset(split.train, 128, windows, None, 0.25, False, 0)
 dl = DataLoader(ds, batch_size=16, sampler=EpochSampler(len(ds)), num_workers=workers, collate_fn=collate_samples,
                 persistent_workers=workers > 0)
-it = iter(dl)
-next(it)
-startup = time.perf_counter() - t0 - t_import
-t1 = time.perf_counter()
-n = 16
-for b in it:
-    n += b["image"].shape[0]
-rate = (n - 16) / max(time.perf_counter() - t1, 1e-9)
-kids = []
-if workers:
-    import psutil
-    kids = [p.memory_info().rss / 2**20 for p in psutil.Process().children(recursive=True)]
-print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
+"""+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
                   "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids,
                   "index_mb": os.path.getsize(index) / 2**20, "train_scenes": len(split.train), "val_scenes": len(split.val)}))
 """
@@ -116,19 +119,7 @@ class Buildings(VectorDataset):
 ds = Scenes(paths=scenes) & Buildings(paths=str(__import__("pathlib").Path(labels).parent), res=0.5)
 sampler = RandomGeoSampler(ds, size=128, length=windows)
 dl = DataLoader(ds, sampler=sampler, batch_size=16, num_workers=workers, collate_fn=stack_samples, persistent_workers=workers > 0)
-it = iter(dl)
-next(it)
-startup = time.perf_counter() - t0 - t_import
-t1 = time.perf_counter()
-n = 16
-for b in it:
-    n += b["image"].shape[0]
-rate = (n - 16) / max(time.perf_counter() - t1, 1e-9)
-kids = []
-if workers:
-    import psutil
-    kids = [p.memory_info().rss / 2**20 for p in psutil.Process().children(recursive=True)]
-print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
+"""+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
                   "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids}))
 """
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget import cpu_model  # noqa: E402
+from terraseg.devices import cpu_model  # noqa: E402
 
 from terraseg.settings import data_root  # noqa: E402
 

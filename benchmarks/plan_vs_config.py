@@ -29,7 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from budget import cpu_model  # noqa: E402
+from terraseg.devices import cpu_model  # noqa: E402
 
 from terraseg.settings import data_root  # noqa: E402
 

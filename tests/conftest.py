@@ -111,3 +111,22 @@ def shipped_config(name: str, tmp_path: Path, edit=None, tracking: bool = False)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A tiny trained segmentation bundle for 3-band uint8 GeoTIFFs (one epoch of a plain U-Net), trained once per session."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from terraseg.cli.main import app
+
+    tmp = tmp_path_factory.mktemp("tiny-bundle")
+    img, _, truth = make_geotiff(tmp / "train.tif", 96, 96, seed=1)
+    mask = write_mask_tif(tmp / "m.tif", truth, img)
+    cfg = tiny_config(tmp, {"image": img, "mask": mask, "test_image": img, "test_mask": mask},
+                      train={"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False})
+    (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["train", str(tmp / "c.yaml")])
+    assert res.exit_code == 0, res.output
+    return tmp / "run" / "model.terraseg"

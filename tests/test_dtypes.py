@@ -5,30 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-import yaml
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from terraseg.cli.main import app
 
-from conftest import tiny_config
+
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from conftest import make_geotiff, write_mask_tif
-
-    tmp = tmp_path_factory.mktemp("dtypes")
-    img, _, truth = make_geotiff(tmp / "train.tif", 96, 96, seed=1)
-    mask = write_mask_tif(tmp / "m.tif", truth, img)
-    files = {"image": img, "mask": mask, "test_image": img, "test_mask": mask}
-    cfg = tiny_config(tmp, files, train={"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False})
-    (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
-    res = runner.invoke(app, ["train", str(tmp / "c.yaml")])
-    assert res.exit_code == 0, res.output
-    return tmp / "run" / "model.terraseg"
+@pytest.fixture
+def bundle(tiny_bundle):
+    return tiny_bundle
 
 
 def _write(path, dtype, fill=None, size=(24, 20), bands=3):

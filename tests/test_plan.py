@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import yaml
 from typer.testing import CliRunner
 
 from terraseg.cli.main import app
@@ -64,7 +62,8 @@ def test_plan_from_rasters_and_one_geopackage_trains(tmp_path):
     assert text.startswith("# yaml-language-server: $schema=")
     cfg = load_config(tmp_path / "plan.yaml")
     assert [c.name for c in cfg.classes] == ["background", "house", "shed"]
-    assert len(cfg.data.train) == 3 and cfg.data.train[0].vector.mapping == {"house": 1, "shed": 2}
+    assert len(cfg.data.train) == 1 and cfg.data.train[0].kind == "project"  # three rasters, one labels file: a project
+    assert cfg.data.train[0].vector.mapping == {"house": 1, "shed": 2}
     assert cfg.data.normalization.method == "percentile"  # uint16 data
     assert cfg.model.encoder == "resnet18" and cfg.model.encoder_weights is None  # 4 bands: no packaged weights fit
     assert cfg.data.window == 64 and cfg.data.flips == "d4"  # half of the 96 px scenes, at least 64

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import rasterio
 import yaml
-from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from terraseg.cli.main import app

@@ -5,27 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-import yaml
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from terraseg.cli.main import app
 
-from conftest import make_geotiff, tiny_config, write_mask_tif
+from conftest import make_geotiff
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sensor")
-    img, _, truth = make_geotiff(tmp / "train.tif", 96, 96, seed=1)
-    mask = write_mask_tif(tmp / "m.tif", truth, img)
-    cfg = tiny_config(tmp, {"image": img, "mask": mask, "test_image": img, "test_mask": mask},
-                      train={"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False})
-    (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
-    assert runner.invoke(app, ["train", str(tmp / "c.yaml")]).exit_code == 0
-    return tmp / "run" / "model.terraseg"
+@pytest.fixture
+def bundle(tiny_bundle):
+    return tiny_bundle
 
 
 def _raster(path, data, descriptions=None, nbits=None):

@@ -50,6 +50,9 @@ def train(
     minutes: Annotated[float, typer.Option(help="Without a config: the wall budget of the planned run.")] = 10.0,
 ) -> None:
     """Train a model from a config (or from data alone: planned, see `terraseg plan`) and write <run folder>/model.terraseg."""
+    import time
+
+    started = time.monotonic()  # train.max_minutes counts from here: library imports and planning included
     from terraseg.config import load_config
     from terraseg.errors import ConfigError
     from terraseg.train.run import train as run_train
@@ -68,7 +71,7 @@ def train(
         write_plan(res_plan.plan, res_plan.fingerprint, config)
         out.print(f"plan: {config} (edit and rerun with `terraseg train {config}`)")
     cfg = load_config(config, set_ or [])
-    res = run_train(cfg, resume=resume, tracking_uri=tracking_uri)
+    res = run_train(cfg, resume=resume, tracking_uri=tracking_uri, started=started)
     if res.rank:  # another DDP rank: rank 0 reports
         return
     best = res.best

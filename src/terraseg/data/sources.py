@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from terraseg.config import DataConfig, FolderSource, ManifestSource, ProjectSource, SceneSource
 from terraseg.data.scenes import ArrayScene, RasterScene, Scene

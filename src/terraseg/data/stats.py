@@ -40,7 +40,7 @@ from terraseg.data.scenes import Scene
 from terraseg.data.windows import grid_windows
 from terraseg.data.sources import labelled_scene, labels_for
 from terraseg.errors import InputFileError
-from terraseg.io.atomic import atomic_path, write_text_atomic
+from terraseg.io.atomic import atomic_path
 from terraseg.settings import resolve_data_path
 
 log = logging.getLogger(__name__)

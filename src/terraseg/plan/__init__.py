@@ -17,6 +17,7 @@ trains it; ``terraseg train --data ... --minutes M`` plans and trains in one go.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,10 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
     vec: dict[str, Any] = {"path": str(lab.resolve())}
     if attribute:
         vec |= {"attribute": attribute, "mapping": mapping}
-    return {"train": [{"kind": "scene", "image": str(Path(r).resolve()), "vector": vec} for r in rasters]}, names
+    if len(rasters) > 1:  # a project: rasters indexed once, the labels file read once (terraseg.data.project)
+        images = [str(i) if str(i).startswith("/vsi") or "://" in str(i) else os.path.abspath(i) for i in inputs]
+        return {"train": [{"kind": "project", "images": images, "vector": vec}]}, names
+    return {"train": [{"kind": "scene", "image": str(Path(rasters[0]).resolve()), "vector": vec}]}, names
 
 
 def fingerprint_sources(sources: dict[str, Any], names: list[str]) -> Fingerprint:
@@ -189,6 +193,8 @@ def fingerprint_sources(sources: dict[str, Any], names: list[str]) -> Fingerprin
     scenes = build_scenes(probe.data.train, probe.data, probe.ignore_index, len(names))
     kind = sources["train"][0]["kind"]
     form = "image/mask folder" if kind == "folder" else ("vector" if "vector" in sources["train"][0] else "mask raster")
+    if kind == "project":
+        form = "vector"
     return segmentation_fingerprint(scenes, len(names), form)
 
 

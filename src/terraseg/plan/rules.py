@@ -220,15 +220,20 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
     p.set("train.seed", 0, "reproducible runs.")
     step = measure_step_seconds(_for_measure(p.raw), fp.bands) if measure else None
     steps_total = TRAIN_SHARE * 60 * minutes / step if step else 60 * minutes
-    steps_epoch = max(4, int(steps_total / EPOCHS_IN_BUDGET))
-    p.set("data.samples_per_epoch", steps_epoch * b,
-          (f"a training step of this network takes {step:.2f} s here, so {TRAIN_SHARE:.0%} of the budget holds about "
-           f"{steps_total:.0f} steps: {EPOCHS_IN_BUDGET} epochs of {steps_epoch} batches.") if step else
-          "an estimate without a measured step.")
-    p.set("train.max_epochs", EPOCHS_IN_BUDGET, "the epochs the budget holds: the one-cycle schedule anneals to its end "
-          "when the budget does (a schedule cut short stops at a high learning rate).")
-    p.set("train.patience", max(5, EPOCHS_IN_BUDGET // 2), "early stopping after half the planned epochs without a better "
-          "validation score.")
+    why_step = (f"a training step of this network takes {step:.2f} s here, so {TRAIN_SHARE:.0%} of the budget holds about "
+                f"{steps_total:.0f} steps" if step else "an estimate without a measured step")
+    if fp.task == "classification":  # an epoch is one pass over the training images (about 80% of them)
+        steps_epoch = max(1, math.ceil(0.8 * fp.images / b))
+        epochs = int(min(300, max(EPOCHS_IN_BUDGET, steps_total // steps_epoch)))
+        p.set("train.max_epochs", epochs, f"{why_step}: {epochs} passes of {steps_epoch} batches over the training images; "
+              "the one-cycle schedule anneals to its end when the budget does.")
+    else:
+        steps_epoch = max(4, int(steps_total / EPOCHS_IN_BUDGET))
+        p.set("data.samples_per_epoch", steps_epoch * b, f"{why_step}: {EPOCHS_IN_BUDGET} epochs of {steps_epoch} batches.")
+        p.set("train.max_epochs", EPOCHS_IN_BUDGET, "the epochs the budget holds: the one-cycle schedule anneals to its end "
+              "when the budget does (a schedule cut short stops at a high learning rate).")
+    p.set("train.patience", max(5, p.raw["train"]["max_epochs"] // 2), "early stopping after half the planned epochs without "
+          "a better validation score.")
     p.set("data.val_fraction", 0.2, "20% of the labelled pixels held out: spatial blocks with a buffer (whole images of "
           "folders), every class represented where the data allows (terraseg.data.holdout).")
     return p

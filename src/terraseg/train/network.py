@@ -174,7 +174,7 @@ def _after_training(name: str, deadline: float | None, seconds: float | None, sk
 
 
 def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
-                  parent_run_id: str | None = None, scenes: tuple[list, list] | None = None) -> TrainResult:
+                  parent_run_id: str | None = None, scenes: tuple[list, list] | None = None, started: float | None = None) -> TrainResult:
     """Train a segmentation or classification network and write ``<run_dir>/model.terraseg``.
 
     Args:
@@ -182,6 +182,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         resume: continue from ``<run_dir>/checkpoints/last.ckpt`` (after an interruption).
         tracking_uri: MLflow URI overriding the config (e.g. a tracking server).
         callbacks: extra Lightning callbacks. parent_run_id: MLflow parent run (tuning trials).
+        scenes: ``(train, validation)`` scenes instead of the config's. started: ``time.monotonic()`` of the
+            run's start, from which ``train.max_minutes`` counts (default: now).
 
     Returns:
         :class:`TrainResult`.
@@ -189,7 +191,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     Raises:
         InputFileError: bad data. ConfigError: bad model settings. BundleError: never on success.
     """
-    t_start = time.monotonic()
+    t_start = started if started is not None else time.monotonic()
     deadline = t_start + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
     from terraseg.data.cache import CACHE, configure
 
@@ -395,7 +397,10 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
     Raises:
         InputFileError: no labels, mixed band counts, statistics of another band count.
     """
-    train_scenes, val_scenes = scenes or train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed)
+    if scenes is None:
+        split = split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed, [c.name for c in cfg.classes])
+        scenes = (split.train, split.val)
+    train_scenes, val_scenes = scenes
     if not any(s.has_labels for s in train_scenes):
         raise InputFileError("training sources hold no labels.")
 

@@ -13,7 +13,7 @@ from terraseg.train.result import TrainResult
 
 
 def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
-          parent_run_id: str | None = None, scenes: tuple[list, list] | None = None) -> TrainResult:
+          parent_run_id: str | None = None, scenes: tuple[list, list] | None = None, started: float | None = None) -> TrainResult:
     """Train the model a config describes and write ``<run_dir>/model.terraseg``.
 
     Args:
@@ -24,6 +24,8 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
         parent_run_id: make the MLflow run a child of this run (a tuning study's trials).
         scenes: segmentation: ``(train, validation)`` scenes instead of the config's sources
             (cross-validation folds, :mod:`terraseg.train.cv`).
+        started: ``time.monotonic()`` when the run began (the CLI passes its own start, so that
+            ``train.max_minutes`` covers library imports too); default: now.
 
     Returns:
         :class:`TrainResult`.
@@ -37,7 +39,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
         return train_pixel(cfg, tracking_uri, parent_run_id=parent_run_id, scenes=scenes)
     from terraseg.train.network import train_network
 
-    return train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, scenes=scenes)
+    return train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, scenes=scenes, started=started)
 
 
 __all__ = ["TrainResult", "train"]
