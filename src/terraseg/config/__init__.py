@@ -132,7 +132,7 @@ class ProjectSource(_Strict):
         "skip", description="Rasters no label reaches: 'skip' them, or train on their extent as 'background' (class 0): only "
         "where the labels are known to be complete.")
     index: str | None = Field(None, description="Where the header index is cached (GeoParquet); default "
-                              ".terraseg/project-<hash>.parquet under the current folder.")
+                              "$XDG_CACHE_HOME/terraseg/project-<hash of the raster list>.parquet (~/.cache when unset).")
 
     @model_validator(mode="after")
     def _one_label_kind(self) -> "ProjectSource":

@@ -112,7 +112,8 @@ def _index_path(src: ProjectSource, paths: list[str]) -> Path:
     if src.index:
         return Path(src.index)
     digest = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:12]
-    return Path(".terraseg") / f"project-{digest}.parquet"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "terraseg" / f"project-{digest}.parquet"
 
 
 def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num_classes: int | None) -> list[Scene]:
