@@ -410,6 +410,20 @@ class RasterScene(Scene):
             return WindowRead(image, valid, mask)
         return self._read_direct(row, col, height, width, labels)
 
+    def _subsampled(self, f: int, oh: int, ow: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every ``f``-th pixel of the region (``(C, oh, ow)`` image, ``(oh, ow)`` validity), read in full-resolution
+        blocks of at most about 8 million values (memory O(bands)), each block decoded once."""
+        image = np.zeros((self.count, oh, ow), dtype=self.dtype)
+        valid = np.zeros((oh, ow), dtype=bool)
+        side = max(f, int(np.sqrt(8_000_000 / max(self.count, 1))) // f * f)
+        for r in range(0, oh * f, side):
+            for c in range(0, ow * f, side):
+                h, w = min(side, oh * f - r), min(side, ow * f - c)
+                blk = self._read_direct(r, c, h, w, labels=False)
+                image[:, r // f:(r + h) // f, c // f:(c + w) // f] = blk.image[:, ::f, ::f][:, :h // f, :w // f]
+                valid[r // f:(r + h) // f, c // f:(c + w) // f] = blk.valid[::f, ::f][:h // f, :w // f]
+        return image, valid
+
     def _overview(self, max_pixels: int) -> WindowRead:
         if self._cache_ok or self.height * self.width <= max_pixels:
             return self.read(0, 0, self.height, self.width)
@@ -418,11 +432,14 @@ class RasterScene(Scene):
         oh, ow = max(self.height // f, 1), max(self.width // f, 1)
         win = Window(self.region.col_off, self.region.row_off, self.width, self.height)
         ds = self._dataset()
-        image = ds.read(self.bands, window=win, out_shape=(self.count, oh, ow))
-        valid = valid_mask(image, self.nodata)
-        extra = read_validity(ds, self.info, win, out_shape=(oh, ow))
-        if extra is not None:
-            valid &= extra
+        if ds.overviews(self.bands[0]):  # internal overviews (a COG): GDAL's decimated read uses them
+            image = ds.read(self.bands, window=win, out_shape=(self.count, oh, ow))
+            valid = valid_mask(image, self.nodata)
+            extra = read_validity(ds, self.info, win, out_shape=(oh, ow))
+            if extra is not None:
+                valid &= extra
+        else:  # no overviews: GDAL would decode every tile once per band; read full-resolution blocks once and subsample
+            image, valid = self._subsampled(f, oh, ow)
         mask = None
         if self._rasterizer is not None:
             from rasterio.features import rasterize

@@ -189,11 +189,15 @@ def _table_columns(scene: Scene, r0: int, c0: int, image: np.ndarray, keep: np.n
     return columns
 
 
+CHUNK_VALUES = 8_000_000  # band values handled at once (about 64 MB as float64): memory is O(bands), not O(bands x block)
+
+
 def _ranges(scenes: list[Scene], count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band value range of decimated reads of the scenes (at most 1 Mpx each): the histograms' range."""
+    """Per-band value range of decimated reads of the scenes (at most 1 Mpx, and :data:`CHUNK_VALUES` values, each)."""
     lo, hi = np.full(count, np.inf), np.full(count, -np.inf)
+    pixels = int(min(1 << 20, CHUNK_VALUES // max(count, 1)))
     for s in scenes:
-        ov = s._overview(1 << 20) if hasattr(s, "_overview") else s.read(0, 0, s.height, s.width, labels=False)
+        ov = s._overview(pixels) if hasattr(s, "_overview") else s.read(0, 0, s.height, s.width, labels=False)
         x = ov.image[:, ov.valid]
         if x.shape[1]:
             lo, hi = np.minimum(lo, x.min(1)), np.maximum(hi, x.max(1))
@@ -235,6 +239,7 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     total = nodata = 0
     class_counts = np.zeros(0, dtype=np.int64)
     pixels = sum(s.height * s.width for s in scenes)
+    block = int(min(cfg.block, max(16, np.sqrt(CHUNK_VALUES / count))))  # a 224-band cube reads 189 px blocks
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out_dir)
     with contextlib.ExitStack() as stack:
@@ -248,7 +253,7 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
                 from pyproj import Transformer
 
                 to_lonlat = Transformer.from_crs(s.crs, "EPSG:4326", always_xy=True)
-            for r0, c0, h, w in grid_windows(s.height, s.width, cfg.block, edge="clip"):
+            for r0, c0, h, w in grid_windows(s.height, s.width, block, edge="clip"):
                 r = s.read(r0, c0, h, w)
                 advance(h * w)
                 total += h * w
