@@ -86,6 +86,11 @@ class ByteLRU:
             self.peak = self.bytes
             self.hits = self.misses = self.evictions = 0
 
+    def thrashing(self) -> bool:
+        """True once more entries were evicted than the cache holds: the working set exceeds the budget, so
+        caching whole regions on a miss costs more than it saves (readers then read just the window)."""
+        return self.evictions > max(len(self._items), 8)
+
     def clear(self) -> None:
         """Drop every entry (counters stay)."""
         with self._lock:

@@ -398,6 +398,8 @@ class RasterScene(Scene):
 
             key = self._cache_key()
             c = CACHE.get(key)
+            if c is None and CACHE.thrashing():  # more scenes than the budget holds: read the window only
+                return self._read_direct(row, col, height, width, labels)
             if c is None:
                 c = self._read_direct(0, 0, self.height, self.width, True)
                 c = WindowRead(c.image, c.valid, compact_mask(c.mask))
