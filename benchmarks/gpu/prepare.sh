@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare, on the development machine, what benchmarks/gpu/check.sh needs on a lent GPU machine (which
+# Prepare, on the development machine, what benchmarks/gpu/check.sh needs on a GPU machine (which
 # reaches no network and has no ../shared): the Massachusetts tiles with their building masks
 # rasterized here (so the GPU side needs no geopandas), a training config on those masks, and the
 # wheels its image lacks. Everything goes to ignored folders (.gpu/, .whl/; about 45 MB).
