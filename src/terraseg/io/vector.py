@@ -12,6 +12,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import shapely
 from rasterio.crs import CRS
 from rasterio.features import rasterize
 from rasterio.transform import Affine, array_bounds
@@ -207,7 +208,7 @@ class SharedLabels:
             except Exception as e:  # noqa: BLE001 - pyproj errors
                 raise InputFileError(f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]}).") from None
         geoms = sub.to_numpy()
-        keep = np.array([g is not None and not g.is_empty for g in geoms], dtype=bool) if len(geoms) else np.zeros(0, bool)
+        keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))  # vectorised: projects hold millions of features
         return idx[keep], geoms[keep]
 
 
@@ -245,7 +246,7 @@ class VectorRasterizer:
         values = shared.values(attribute, mapping, burn_value)
         raster_box = box(*array_bounds(height, width, transform))
         idx, geoms = shared.within(crs, raster_box.bounds, raster_path)
-        hits = np.array([g.intersects(raster_box) for g in geoms], dtype=bool) if len(geoms) else np.zeros(0, bool)
+        hits = shapely.intersects(geoms, raster_box) if len(geoms) else np.zeros(0, bool)
         if not hits.any():
             raise InputFileError(f"{path}: labels have no overlap with raster {raster_path or '(grid)'}.")
         self._setup(geoms[hits], values[idx[hits]], transform, all_touched)
