@@ -34,6 +34,7 @@ DATASETS = {  # name -> (--data, --labels, --attribute)
                       NB / "BakerLake_2017_clipped.gpkg", "Quatreclasses"),
     "loveda": ([D / "loveda-samples"], None, None),
     "magnetic-tiles": ([D / "magnetic-tiles"], None, None),
+    "sen1floods11": ([D / "sen1floods11" / "S2" / "Spain_7370579_S2Hand.tif"], D / "sen1floods11" / "Labels" / "Spain_7370579_LabelHand.tif", None),
 }
 OTHERS = {  # imagery of another city / sensor, for the RGB bundles
     "Massachusetts 1 m aerial": D / "massachusetts-buildings" / "23429155_15.tif",

@@ -24,8 +24,9 @@ another order, a seasonal or illumination shift.
 **Thresholds fitted to the data, so the training data does not cry wolf** (:func:`fit_drift`, at the
 end of training). Images of one data set differ from each other: a fixed PSI of 0.25 flags most
 photos of a varied set. So the bundle keeps a drift profile (``manifest.drift``): the reference
-histograms from :data:`REFERENCE_WINDOWS` random training windows, and thresholds set on a second,
-disjoint sample of training windows: per figure, the larger of the default above and
+histograms from :data:`REFERENCE_WINDOWS` random training windows, and thresholds set on a second
+sample of training windows shaped like the validation units (:data:`THRESHOLD_WINDOWS`, none over held-out
+blocks), each compared with the reference windows that do not overlap it: per figure, the larger of the default above and
 :data:`THRESHOLD_MARGIN` times the 99th percentile of that figure (its largest band) over the
 sample. The profile also records the false-alarm rate measured on the validation windows, data the
 thresholds never saw: the share of them that would be flagged.
@@ -198,28 +199,60 @@ def input_drift(scene, stats: NormStats, band_names: list[str] | None = None, ma
 
 
 REFERENCE_WINDOWS = 64  # random training windows whose pixels make the reference histograms
-THRESHOLD_WINDOWS = 64  # a disjoint sample of training windows that sets the thresholds
+THRESHOLD_WINDOWS = 256  # a second sample of training windows, shaped like the validation units, that sets the thresholds
 VALIDATION_WINDOWS = 200  # validation windows on which the false-alarm rate is measured
 THRESHOLD_MARGIN = 1.2
+MAX_HELD_OUT_SHARE = 0.25  # a threshold window may overlap held-out blocks (and their buffer) by at most this share
 DEFAULTS = {"smd": 1.0, "range": 0.25, "psi": 0.25}
 
 
-def _windows(scenes, n: int, window: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Valid raw pixels ``(C, k)`` of up to ``n`` random windows, scenes drawn in proportion to their area."""
+def _held_out_share(scene, row: int, col: int, h: int, w: int) -> float:
+    """Share of a window covered by the scene's held-out blocks and buffers (``scene.exclude``; 0 without)."""
+    covered = 0
+    for r in getattr(scene, "exclude", ()) or ():
+        dh = min(row + h, r.row_off + r.height) - max(row, r.row_off)
+        dw = min(col + w, r.col_off + r.width) - max(col, r.col_off)
+        covered += max(dh, 0) * max(dw, 0)
+    return min(covered / max(h * w, 1), 1.0)
+
+
+def _windows(scenes, n: int, shapes: list[tuple[int, int]], rng: np.random.Generator) -> list[tuple]:
+    """Up to ``n`` random windows: ``(scene, row, col, height, width, pixels)``, pixels the valid raw ``(C, k)`` values.
+
+    Scenes are drawn in proportion to their area, offsets uniformly; window ``i`` has shape
+    ``shapes[i % len(shapes)]`` (clipped to its scene). Windows that overlap held-out blocks by more than
+    :data:`MAX_HELD_OUT_SHARE` are drawn again (at most 20 times), so a training sample never measures
+    the validation imagery; windows with under 1% valid pixels are dropped.
+    """
     from terraseg.data.windows import random_offset
 
-    if not scenes:
+    if not scenes or not shapes:
         return []
     area = np.array([s.height * s.width for s in scenes], dtype=np.float64)
     out = []
-    for i in rng.choice(len(scenes), size=n, p=area / area.sum()):
+    for k, i in enumerate(rng.choice(len(scenes), size=n, p=area / area.sum())):
         s = scenes[i]
-        h, w = min(window, s.height), min(window, s.width)
-        r = s.read(random_offset(rng, s.height, h), random_offset(rng, s.width, w), h, w, labels=False)
+        h, w = min(shapes[k % len(shapes)][0], s.height), min(shapes[k % len(shapes)][1], s.width)
+        for _ in range(20):
+            row, col = random_offset(rng, s.height, h), random_offset(rng, s.width, w)
+            if _held_out_share(s, row, col, h, w) <= MAX_HELD_OUT_SHARE:
+                break
+        else:
+            continue
+        r = s.read(row, col, h, w, labels=False)
         x = r.image[:, r.valid].astype(np.float64)
         if x.shape[1] >= 0.01 * h * w and x.shape[1] > 0:
-            out.append(x)
+            out.append((s, row, col, h, w, x))
     return out
+
+
+def _overlap(a: tuple, b: tuple) -> int:
+    """Pixels shared by two windows of :func:`_windows` (0 on different scenes)."""
+    if a[0] is not b[0]:
+        return 0
+    dh = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    dw = min(a[2] + a[4], b[2] + b[4]) - max(a[2], b[2])
+    return max(dh, 0) * max(dw, 0)
 
 
 def _figures(x: np.ndarray, stats: NormStats, edges: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
@@ -230,8 +263,19 @@ def _figures(x: np.ndarray, stats: NormStats, edges: np.ndarray, reference: np.n
             "psi": population_stability(band_histograms(x, edges), reference)}
 
 
+LEAVE_OUT_MIN = 8  # reference windows kept at least, when fewer than this miss a threshold window
+
+
 def fit_drift(train_scenes, val_scenes, stats: NormStats, window: int, seed: int = 0) -> dict | None:
     """The bundle's drift profile: reference histograms, fitted thresholds and the false-alarm rate on validation windows.
+
+    A new input is imagery the reference never saw; so each threshold window is compared with the
+    reference windows that do not overlap it (leave-out; when fewer than :data:`LEAVE_OUT_MIN` miss it,
+    the ones overlapping it least), never with a reference that contains its own pixels. The threshold
+    windows have the shapes of the validation windows (a validation block with its context is often
+    smaller than ``window``, and a small window varies more), are drawn over the whole training area,
+    and never over held-out blocks. A window varies more than a whole input, which ``predict`` samples
+    with up to 16 windows, so thresholds fitted on windows are conservative for whole scenes.
 
     Args:
         train_scenes: training scenes (raw pixels). val_scenes: validation scenes (the false-alarm measurement; may be empty).
@@ -240,27 +284,35 @@ def fit_drift(train_scenes, val_scenes, stats: NormStats, window: int, seed: int
 
     Returns:
         ``{"reference": (C, BINS + 2) counts, "thresholds": {"smd", "range", "psi"}, "false_alarm_rate": share or None,
-        "validation_windows": n, "reference_pixels": n}``, or None for 'none' statistics.
+        "validation_windows": n, "threshold_windows": n, "reference_pixels": n}``, or None for 'none' statistics.
     """
     if stats.method == "none" or not stats.mean or not stats.std or not stats.low or not stats.high:
         return None
     rng = np.random.default_rng(seed)
     edges = bin_edges(stats)
-    ref_px = _windows(train_scenes, REFERENCE_WINDOWS, window, rng)
-    if not ref_px:
+    ref_windows = _windows(train_scenes, REFERENCE_WINDOWS, [(window, window)], rng)
+    if not ref_windows:
         return None
-    reference = sum(band_histograms(x, edges) for x in ref_px)
-    figs = [_figures(x, stats, edges, reference) for x in _windows(train_scenes, THRESHOLD_WINDOWS, window, rng)]
+    ref_counts = np.stack([band_histograms(w[5], edges) for w in ref_windows])
+    reference = ref_counts.sum(0)
+    val_shapes = [(min(window, s.height), min(window, s.width)) for s in val_scenes] or [(window, window)]
+    figs = []
+    for t in _windows(train_scenes, THRESHOLD_WINDOWS, val_shapes, rng):
+        shared = np.array([_overlap(t, r) for r in ref_windows])
+        keep = shared == 0
+        if keep.sum() < min(LEAVE_OUT_MIN, len(ref_windows)):
+            keep = shared <= np.sort(shared)[min(LEAVE_OUT_MIN, len(ref_windows)) - 1]
+        figs.append(_figures(t[5], stats, edges, ref_counts[keep].sum(0)))
     thresholds = dict(DEFAULTS)
     for k in thresholds:
         if figs:
             q = float(np.quantile([f[k].max() for f in figs], 0.99))
             thresholds[k] = max(DEFAULTS[k], THRESHOLD_MARGIN * q)
-    val = [_figures(x, stats, edges, reference) for x in _windows(val_scenes, VALIDATION_WINDOWS, window, rng)]
+    val = [_figures(w[5], stats, edges, reference) for w in _windows(val_scenes, VALIDATION_WINDOWS, val_shapes, rng)]
     flagged = [any(f[k].max() > thresholds[k] for k in thresholds) for f in val]
     return {"reference": reference.round(1).tolist(), "thresholds": {k: round(v, 4) for k, v in thresholds.items()},
             "false_alarm_rate": round(float(np.mean(flagged)), 4) if val else None, "validation_windows": len(val),
-            "reference_pixels": int(sum(x.shape[1] for x in ref_px)), "window": window}
+            "threshold_windows": len(figs), "reference_pixels": int(sum(w[5].shape[1] for w in ref_windows)), "window": window}
 
 
 def bundle_drift(bundle, scene) -> DriftReport | None:
