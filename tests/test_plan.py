@@ -43,8 +43,12 @@ def test_rules_window_and_normalisation():
     fp.object_diameter = {1: [60, 100]}
     assert segmentation_window(fp, "cuda")[0] == 416  # 4 x 100 = 400 -> next multiple of 32
     assert segmentation_window(fp, "cpu")[0] == 256  # a CPU budget wants many steps
-    fp.sizes = [300, 300, 300]  # one scene: random windows must differ
-    assert segmentation_window(fp, "cuda")[0] == 128
+    fp.sizes = [300, 300, 300]  # objects over half the scene: windows up to the scene side, so they are seen whole
+    assert segmentation_window(fp, "cuda")[0] == 288
+    fp.object_diameter = {1: [10, 20]}
+    fp.sizes = [200, 200, 200]  # small objects in a small scene: half the side, so random windows differ
+    assert segmentation_window(fp, "cuda")[0] == 96
+    fp.object_diameter = {1: [60, 100]}
     fp.label_form, fp.sizes = "image/mask folder", [200, 150, 600]  # photos smaller than the window train whole
     assert segmentation_window(fp, "cuda")[0] == 192
     assert normalisation(fp)[0] == "meanstd"

@@ -142,20 +142,20 @@ def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num
         from rasterio.crs import CRS
         from rasterio.transform import Affine
 
-        from terraseg.io.vector import SharedLabels, VectorRasterizer
+        from terraseg.io.vector import SceneLabels, SharedLabels
 
         vec = src.vector.model_copy(update={"path": str(resolve_data_path(src.vector.path, root))})
         shared = SharedLabels.get(vec.path, vec.layer)
         values = shared.values(vec.attribute, vec.mapping, vec.burn_value)
         for r in index.to_dict("records"):
             crs = CRS.from_wkt(r["crs"]) if r["crs"] else None
-            idx, geoms = shared.within(crs, (r["minx"], r["miny"], r["maxx"], r["maxy"]), r["path"])
-            if not len(idx) and src.unlabelled == "skip":
+            if not shared.meets(crs, (r["minx"], r["miny"], r["maxx"], r["maxy"]), r["path"]) and src.unlabelled == "skip":
                 skipped.append(r["path"])
                 continue
             scene = RasterScene(r["path"], bands=src.bands, ignore_index=ignore_index, num_classes=num_classes)
             t = Affine(*json.loads(r["transform"]))
-            scene._rasterizer = VectorRasterizer.from_geometries(geoms, values[idx], t, vec.all_touched)
+            # no copy of the labels per scene: windows look features up in the shared index
+            scene._rasterizer = SceneLabels(shared, values, crs, t, int(r["width"]), int(r["height"]), vec.all_touched, r["path"])
             scene.has_labels = True
             scenes.append(scene)
     else:

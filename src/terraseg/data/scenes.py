@@ -448,7 +448,9 @@ class RasterScene(Scene):
 
             t = self.transform @ Affine.scale(self.width / ow, self.height / oh)
             out = np.zeros((oh, ow), dtype=np.int32)
-            rasterize(zip(self._rasterizer.geoms, map(int, self._rasterizer.values)), out=out, transform=t)
+            shapes = list(self._rasterizer.shapes())
+            if shapes:
+                rasterize(shapes, out=out, transform=t)
             mask = out.astype(np.int64)
         elif self.mask_path:
             with open_raster(self.mask_path) as mds:

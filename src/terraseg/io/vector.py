@@ -177,6 +177,37 @@ class SharedLabels:
             self._values[key] = class_values(self.gdf, self.path, attribute, mapping, burn_value)
         return self._values[key]
 
+    @property
+    def crs(self) -> CRS | None:
+        """The file's CRS (None when it has none)."""
+        return CRS.from_user_input(self.gdf.crs) if self.gdf.crs is not None else None
+
+    def nbytes(self) -> int:
+        """Approximate bytes held: the geometries (GEOS coordinates and objects), the index and the class ids."""
+        g = self.gdf.geometry.to_numpy()
+        coords = int(shapely.get_num_coordinates(g).sum()) if len(g) else 0
+        return coords * 16 + len(g) * (200 + 64) + sum(v.nbytes for v in self._values.values())
+
+    def meets(self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str = "") -> bool:
+        """Whether any feature's box meets ``bounds`` (in ``crs``): an index query, no geometry is reprojected.
+
+        Args:
+            crs: the raster's CRS. bounds: ``(left, bottom, right, top)`` in ``crs``. raster_path: for messages.
+
+        Raises:
+            InputFileError: a raster without CRS, or no transformation between the two CRSs.
+        """
+        from rasterio.warp import transform_bounds
+
+        if crs is None:
+            raise InputFileError(f"{raster_path}: raster has no CRS, so vector labels {self.path} cannot be placed on it.")
+        src = self.crs or crs
+        try:
+            b = bounds if src == crs else transform_bounds(crs, src, *bounds, densify_pts=21)
+        except Exception as e:  # noqa: BLE001 - pyproj/GDAL: no transformation between the two CRSs
+            raise InputFileError(f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]}).") from None
+        return len(self.tree.query(box(*b))) > 0
+
     def within(self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str = "") -> tuple[np.ndarray, np.ndarray]:
         """Indexes and geometries (in ``crs``) of the features meeting ``bounds`` (in ``crs``).
 
@@ -265,6 +296,11 @@ class VectorRasterizer:
         self._setup(np.asarray(geoms, dtype=object), np.asarray(values, dtype=np.int64), transform, all_touched)
         return self
 
+    def shapes(self, bounds: tuple[float, float, float, float] | None = None):
+        """``(geometry, class id)`` pairs meeting ``bounds`` (raster CRS; default: every feature)."""
+        idx = range(len(self.geoms)) if bounds is None else sorted(self.tree.query(box(*bounds)))
+        return ((self.geoms[i], int(self.values[i])) for i in idx)
+
     def rasterize(self, row_off: int, col_off: int, height: int, width: int, fill: int = 0) -> np.ndarray:
         """Rasterize the window ``(row_off, col_off, height, width)`` into an ``(H, W)`` int64 mask."""
         t = self.transform @ Affine.translation(col_off, row_off)
@@ -273,6 +309,59 @@ class VectorRasterizer:
         out = np.full((height, width), fill, dtype=np.int32)
         if len(idx):
             shapes = ((self.geoms[i], int(self.values[i])) for i in sorted(idx))
+            rasterize(shapes, out=out, transform=t, all_touched=self.all_touched)
+        return out.astype(np.int64)
+
+
+class SceneLabels:
+    """The labels of one raster of a project, looked up in the project's shared index window by window.
+
+    Nothing is copied per scene: in the labels' CRS a window's features come straight from the shared
+    spatial index (:class:`SharedLabels`), so a project of thousands of scenes holds one index, not one
+    per scene. A raster in another CRS gets its features reprojected once, on first use, into a
+    :class:`VectorRasterizer` kept in the process's byte-limited cache (:mod:`terraseg.data.cache`), so
+    memory stays within ``data.cache_mb`` whatever the number of CRSs and scenes.
+
+    Args:
+        shared: the project's labels. values: class id per feature of ``shared``. crs, transform, width,
+        height: the raster's grid. all_touched: burn every pixel a polygon touches. raster_path: for messages.
+    """
+
+    def __init__(self, shared: SharedLabels, values: np.ndarray, crs: CRS | None, transform: Affine, width: int, height: int,
+                 all_touched: bool = False, raster_path: str = "") -> None:
+        self.shared, self.all_values, self.crs, self.transform = shared, values, crs, transform
+        self.width, self.height, self.all_touched, self.raster_path = width, height, all_touched, raster_path
+        self.same_crs = shared.crs is None or (crs is not None and shared.crs == crs)
+
+    def _local(self) -> VectorRasterizer:
+        """The reprojected features of this raster (another CRS than the labels'), cached by bytes."""
+        from terraseg.data.cache import CACHE
+
+        key = ("scene-labels", id(self))
+        r = CACHE.get(key)
+        if r is None:
+            idx, geoms = self.shared.within(self.crs, array_bounds(self.height, self.width, self.transform), self.raster_path)
+            r = VectorRasterizer.from_geometries(geoms, self.all_values[idx], self.transform, self.all_touched)
+            coords = int(shapely.get_num_coordinates(r.geoms).sum()) if len(r.geoms) else 0
+            CACHE.put(key, r, coords * 16 + len(r.geoms) * 300 + 1024)
+        return r
+
+    def shapes(self, bounds: tuple[float, float, float, float] | None = None):
+        """``(geometry, class id)`` pairs in the raster's CRS meeting ``bounds`` (default: the whole raster)."""
+        if not self.same_crs:
+            return self._local().shapes(bounds)
+        b = bounds or array_bounds(self.height, self.width, self.transform)
+        idx = np.sort(self.shared.tree.query(box(*b)))
+        geoms = self.shared.gdf.geometry.to_numpy()[idx]
+        keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+        return zip(geoms[keep], map(int, self.all_values[idx[keep]]))
+
+    def rasterize(self, row_off: int, col_off: int, height: int, width: int, fill: int = 0) -> np.ndarray:
+        """Rasterize the window ``(row_off, col_off, height, width)`` into an ``(H, W)`` int64 mask."""
+        t = self.transform @ Affine.translation(col_off, row_off)
+        out = np.full((height, width), fill, dtype=np.int32)
+        shapes = list(self.shapes(array_bounds(height, width, t)))
+        if shapes:
             rasterize(shapes, out=out, transform=t, all_touched=self.all_touched)
         return out.astype(np.int64)
 

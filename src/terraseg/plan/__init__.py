@@ -60,7 +60,7 @@ def _is_split_layout(root: Path) -> bool:
 
 
 def _vector_classes(path: str, attribute: str | None) -> tuple[list[str], dict[str, int] | None]:
-    """Class names from a vector file: background + the attribute's values (sorted), or background + one class."""
+    """Class names from a vector file: background + the attribute's values (sorted, numerically when all are numbers), or background + one class."""
     if attribute is None:
         layer = Path(path).stem
         return ["background", layer if layer.isidentifier() and len(layer) <= 24 else "object"], None
@@ -73,6 +73,10 @@ def _vector_classes(path: str, attribute: str | None) -> tuple[list[str], dict[s
     if attribute not in df.columns:
         raise InputFileError(f"{path}: no attribute '{attribute}' (columns: {', '.join(map(str, df.columns))}).")
     values = sorted({str(v) for v in df[attribute].dropna()})
+    try:  # codes 1, 2, ..., 10, 255 in their numeric order, not as text ('10' < '2')
+        values = sorted(values, key=float)
+    except ValueError:
+        pass
     if not values:
         raise InputFileError(f"{path}: attribute '{attribute}' holds no value; nothing to learn.")
     return ["background", *values], {v: i + 1 for i, v in enumerate(values)}

