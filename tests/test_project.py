@@ -112,3 +112,26 @@ def test_scene_reads_stay_within_the_cache_budget(tmp_path):
     finally:
         CACHE.total_mb = old
         CACHE.clear()
+
+
+def test_burn_shapes_burns_the_pixels_shapely_geometries_burn():
+    """Polygons (with holes), multipolygons and lines give the same mask as rasterio's own conversion."""
+    import shapely
+    from rasterio.features import rasterize
+    from rasterio.transform import from_origin
+
+    from terraseg.io.vector import burn_shapes
+
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 90, 40), rng.uniform(10, 100, 40)
+    polys = list(shapely.box(x, y - 8, x + 8, y))
+    holed = shapely.Polygon([(20, 20), (60, 20), (60, 60), (20, 60)], [[(30, 30), (50, 30), (50, 50), (30, 50)]])
+    multi = shapely.MultiPolygon([shapely.box(70, 70, 80, 80), shapely.box(85, 85, 95, 95)])
+    line = shapely.LineString([(0, 0), (100, 100)])
+    geoms = np.array(polys + [holed, multi, line, shapely.Polygon()], dtype=object)
+    values = np.arange(1, len(geoms) + 1) % 5 + 1
+    t = from_origin(0, 100, 0.5, 0.5)
+    want = rasterize([(g, int(v)) for g, v in zip(geoms[:-1], values[:-1])], out_shape=(200, 200), transform=t)
+    got = rasterize(burn_shapes(geoms, values), out_shape=(200, 200), transform=t)
+    assert (got == want).all() and (got > 0).sum() > 1000
+    assert burn_shapes(np.array([], dtype=object), np.array([])) == []

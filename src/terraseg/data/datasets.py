@@ -226,6 +226,24 @@ class RandomWindowDataset(Dataset):
         # windows in proportion to labelled area (a project's scenes differ in size and in how much is labelled)
         weights = labelled if labelled.sum() > 0 else np.array([s.height * s.width for s in scenes], dtype=np.float64)
         self.scene_p = weights / weights.sum()
+        self._reads_planned: int | None = None
+
+    def _plan_reads(self) -> None:
+        """Once per process: when the scenes' decoded regions exceed this process's cache budget, random
+        windows would evict a whole cached scene for almost every window (decoding a scene to use one
+        window of it); windows are then read on their own from GDAL (its block cache keeps recent tiles)."""
+        import os
+
+        from terraseg.data.cache import CACHE
+
+        if self._reads_planned == os.getpid():
+            return
+        self._reads_planned = os.getpid()
+        cacheable = [s for s in self.scenes if getattr(s, "_cache_ok", False)]
+        total = sum(s.height * s.width * (s.count * np.dtype(s.dtype).itemsize + 2) for s in cacheable)
+        if total > CACHE.limit():
+            for s in cacheable:
+                s._cache_ok = False
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random windows drawn (called at the start of every epoch)."""
@@ -264,6 +282,7 @@ class RandomWindowDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         epoch, index = divmod(index, self.length)  # indexes past `length` carry the epoch (EpochSampler)
         rng = np.random.default_rng((self.seed, self.epoch + epoch, index))
+        self._plan_reads()
         scene, row, col, _, _ = self.draw(rng)
         sample = make_sample(scene, row, col, self.window, self.stats)
         if self.augment:

@@ -86,8 +86,7 @@ def _unit_counts(scene: Scene, num_classes: int, block: int) -> list[tuple[Regio
         ``[(region or None, (K,) int64 counts)]``; counts of a decimated overview are scaled to full-resolution pixels.
     """
     if isinstance(scene, RasterScene):
-        ov = scene._overview(1 << 22)
-        mask = ov.mask
+        mask = scene.label_overview(1 << 22)
         assert mask is not None
         sy, sx = mask.shape[0] / scene.height, mask.shape[1] / scene.width
         area = 1.0 / max(sy * sx, 1e-12)

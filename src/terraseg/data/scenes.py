@@ -114,6 +114,10 @@ class Scene:
         """A (possibly decimated) read of the whole region, for statistics and class locations."""
         return self.read(0, 0, self.height, self.width)
 
+    def label_overview(self, max_pixels: int) -> np.ndarray | None:
+        """The labels of the whole region (``(oh, ow)`` int64, possibly decimated), or None without labels."""
+        return self._overview(max_pixels).mask if self.has_labels else None
+
     def sample_pixels(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Up to ``n`` valid pixels drawn uniformly: ``(C, k)`` raw values."""
         ov = self._overview(max(n * 4, 1 << 20))
@@ -144,12 +148,12 @@ class Scene:
         """
         if not self.has_labels:
             return {}, {}, 0
-        ov = self._overview(1 << 22)
-        assert ov.mask is not None
-        sy, sx = self.height / ov.mask.shape[0], self.width / ov.mask.shape[1]
+        mask = self.label_overview(1 << 22)
+        assert mask is not None
+        sy, sx = self.height / mask.shape[0], self.width / mask.shape[1]
         locs: dict[int, np.ndarray] = {}
         counts: dict[int, int] = {}
-        values, n = np.unique(ov.mask, return_counts=True)
+        values, n = np.unique(mask, return_counts=True)
         labelled = 0
         for c, k in zip(values, n):
             if c == self.ignore_index:
@@ -158,7 +162,7 @@ class Scene:
             if c == 0:
                 continue
             counts[int(c)] = int(k * sy * sx)
-            rows, cols = np.nonzero(ov.mask == c)
+            rows, cols = np.nonzero(mask == c)
             if len(rows) > max_per_class:
                 pick = rng.choice(len(rows), max_per_class, replace=False)
                 rows, cols = rows[pick], cols[pick]
@@ -442,6 +446,10 @@ class RasterScene(Scene):
                 valid &= extra
         else:  # no overviews: GDAL would decode every tile once per band; read full-resolution blocks once and subsample
             image, valid = self._subsampled(f, oh, ow)
+        return WindowRead(image, valid, self._labels_decimated(oh, ow, valid))
+
+    def _labels_decimated(self, oh: int, ow: int, valid: np.ndarray) -> np.ndarray | None:
+        """The region's labels at ``(oh, ow)`` (rasterized at that scale, or a decimated mask read), ignore outside ``valid``."""
         mask = None
         if self._rasterizer is not None:
             from rasterio.features import rasterize
@@ -453,6 +461,7 @@ class RasterScene(Scene):
                 rasterize(shapes, out=out, transform=t)
             mask = out.astype(np.int64)
         elif self.mask_path:
+            win = Window(self.region.col_off, self.region.row_off, self.width, self.height)
             with open_raster(self.mask_path) as mds:
                 mask = mds.read(1, window=win, out_shape=(oh, ow)).astype(np.int64)
             if self.mask_nodata is not None:
@@ -460,7 +469,28 @@ class RasterScene(Scene):
         if mask is not None:
             mask[~valid] = self.ignore_index
             self._exclude(mask, 0, 0, scale=oh / self.height)
-        return WindowRead(image, valid, mask)
+        return mask
+
+    def label_overview(self, max_pixels: int) -> np.ndarray | None:
+        """The labels of the whole region, decimated to at most about ``max_pixels``: ``(oh, ow)`` int64.
+
+        The imagery is read only when it can mark pixels invalid (nodata, an alpha or mask band, float
+        NaN); otherwise only the labels are rasterized or read, so a project's hold-out and class census
+        cost a labels pass, not an image decode (and never fill the window cache).
+
+        Args:
+            max_pixels: the largest overview, in pixels.
+        """
+        if not self.has_labels:
+            return None
+        imagery_free = (self.nodata is None and self.info.alpha is None and not self.info.dataset_mask
+                        and np.dtype(self.dtype).kind in "iub" and self.region.row_off >= 0 and self.region.col_off >= 0
+                        and self.region.row_off + self.height <= self.info.height and self.region.col_off + self.width <= self.info.width)
+        if not imagery_free:
+            return self._overview(max_pixels).mask
+        f = max(1, int(np.ceil(np.sqrt(self.height * self.width / max_pixels))))
+        oh, ow = max(self.height // f, 1), max(self.width // f, 1)
+        return self._labels_decimated(oh, ow, np.ones((oh, ow), dtype=bool))
 
 
 class ArrayScene(Scene):
