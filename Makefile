@@ -9,7 +9,7 @@ export TERRASEG_DATA ?= $(abspath ../shared/datasets)
 export HF_HUB_OFFLINE ?= 1
 RUN := runs/massachusetts-buildings
 
-.PHONY: install browser demo test bench clean
+.PHONY: install browser demo test docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,5 +33,15 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
+# the documentation site: the CLI reference generated from the Typer app, then mkdocs build --strict into site/
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/typer terraseg.cli.main utils docs --name terraseg --title "CLI reference" --output docs/reference/cli.md
+	$(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache

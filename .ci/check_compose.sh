@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# #15: compose.yaml comes up (Postgres + MLflow tracking server + API) and the API serves a model registered in
+# compose.yaml comes up (Postgres + MLflow tracking server + API) and the API serves a model registered in
 # it by alias. Called by check_image.sh with the freshly built image: check_compose.sh IMAGE BASE_IMAGE WORKDIR.
 #
 # Uses `docker compose` (v2 plugin) or `docker-compose` (Debian's, installed here when neither exists). The

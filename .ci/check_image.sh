@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# #15: build the Docker image and run it: /healthz answers, /v1/segment on a real Massachusetts tile returns a
+# build the Docker image and run it: /healthz answers, /v1/segment on a real Massachusetts tile returns a
 # GeoTIFF with the input's CRS, the container runs as non-root; measured: image size, cold and cached build
 # time, start to first /healthz, /v1/segment p50 in the container vs on the host. Then the container is removed and
 # check_compose.sh brings compose.yaml up with the same image.

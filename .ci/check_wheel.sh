@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# #11.15: a wheel built from the checkout, installed away from it, serves the web page with its map
+# a wheel built from the checkout, installed away from it, serves the web page with its map
 # (Leaflet shipped as package data by setup.py). Run after `make install` (uses .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-"""Pixel baselines: training time and prediction throughput on a generated 4-band scene (issue 5).
+"""Pixel baselines: training time and prediction throughput on a generated 4-band scene.
 
 Generates (seeded, block by block) a ``--size`` x ``--size`` 4-band uint16 GeoTIFF (blue, green, red,
 nir) with smooth "water" regions, and a labelled 2048 x 2048 training scene of the same kind. For

@@ -1,4 +1,4 @@
-"""Load and speed figures for `terraseg serve` (issue 4). Prints what it measures.
+"""Load and speed figures for `terraseg serve`. Prints what it measures.
 
 Cases:
 

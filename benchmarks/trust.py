@@ -1,4 +1,4 @@
-"""Figures for maps users can trust (#16), on a labelled tile with a bundle:
+"""Figures for maps users can trust, on a labelled tile with a bundle:
 
 * expected calibration error on the tile with and without temperature scaling (the bundle's, or one
   fitted on ``--fit-image`` / ``--fit-mask``);

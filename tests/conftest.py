@@ -115,7 +115,7 @@ def shipped_config(name: str, tmp_path: Path, edit=None, tracking: bool = False)
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
-    """A tiny trained segmentation bundle for 3-band uint8 GeoTIFFs (one epoch of a plain U-Net), trained once per session."""
+    """A tiny trained segmentation bundle for 3-band uint8 GeoTIFFs (one epoch of a plain U-Net), trained once per test run."""
     import yaml
     from typer.testing import CliRunner
 

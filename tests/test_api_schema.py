@@ -1,4 +1,4 @@
-"""schemathesis against the API's own OpenAPI schema (#11): no 5xx and every answer conforms to the schema.
+"""schemathesis against the API's own OpenAPI schema: no 5xx and every answer conforms to the schema.
 
 Bounded: ``TERRASEG_SCHEMA_EXAMPLES`` (default 25) examples per operation, in process (ASGI), on a tiny
 model (the API-key paths are covered by tests/test_serve_hardening.py).

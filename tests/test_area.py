@@ -1,4 +1,4 @@
-"""Area estimation and accuracy from a stratified sample (#16): Olofsson et al. 2014's numerical example,
+"""Area estimation and accuracy from a stratified sample: Olofsson et al. 2014's numerical example,
 allocation, and the sample/area commands on a generated map."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Temperature scaling (#16): fitted on validation pixels, stored in the bundle, applied by every backend."""
+"""Temperature scaling: fitted on validation pixels, stored in the bundle, applied by every backend."""
 
 from __future__ import annotations
 

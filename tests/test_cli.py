@@ -55,11 +55,11 @@ def test_train_writes_bundle_and_tracks_run(trained):
     assert r.data.params["model.arch"] == "plain_unet"
     assert len(client.get_metric_history(r.info.run_id, "val/score")) == 2  # per epoch
     arts = [a.path for a in client.list_artifacts(r.info.run_id)]
-    assert "model.terraseg" in arts and "learning_curve.png" in arts  # #11.10: the learning curve is kept
+    assert "model.terraseg" in arts and "learning_curve.png" in arts  # the learning curve is kept
     assert (trained["tmp"] / "run" / "learning_curve.png").stat().st_size > 5000
     lr = [k for k in r.data.metrics if k.startswith("lr-")]
-    assert lr and len(client.get_metric_history(r.info.run_id, lr[0])) == 2  # #11.10: learning rate per epoch
-    # #11.10: evaluating the tracked bundle logs test metrics and files to its training run
+    assert lr and len(client.get_metric_history(r.info.run_id, lr[0])) == 2  # learning rate per epoch
+    # evaluating the tracked bundle logs test metrics and files to its training run
     res = run("evaluate", trained["bundle"], trained["test_image"], "--labels", trained["test_mask"], "--out",
               trained["tmp"] / "ev")
     assert res.exit_code == 0, res.output
@@ -268,7 +268,7 @@ def test_register_takes_the_run_of_its_folder_and_the_bundle_as_it_is_now(tmp_pa
 
 
 def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
-    """#11.4: `terraseg mosaic --cog` killed with SIGTERM leaves no temporary (.part) file and exits 143."""
+    """`terraseg mosaic --cog` killed with SIGTERM leaves no temporary (.part) file and exits 143."""
     import signal
     import subprocess
     import sys

@@ -254,7 +254,7 @@ def test_public_functions_of_the_core_are_documented():
 
 
 def test_band_descriptions_name_the_bands_of_stats_and_bundles(tmp_path):
-    """#11.11: band descriptions of a GeoTIFF (B02, B03, B04) name the bands in `stats` and in a network bundle."""
+    """band descriptions of a GeoTIFF (B02, B03, B04) name the bands in `stats` and in a network bundle."""
     import yaml
 
     from conftest import tiny_config, write_mask_tif
@@ -279,7 +279,7 @@ def test_band_descriptions_name_the_bands_of_stats_and_bundles(tmp_path):
 
 
 def test_progress_helper_shows_nests_and_yields_to_other_live_displays(tmp_path, capsys):
-    """#11.9: one rich progress display for long commands; off unless enabled; silent under another live display."""
+    """one rich progress display for long commands; off unless enabled; silent under another live display."""
     from rich.live import Live
 
     from terraseg import progress

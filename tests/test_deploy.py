@@ -1,4 +1,4 @@
-"""Deployment files (#15) checked offline: Dockerfile lint, Kubernetes manifests (base and rendered
+"""Deployment files checked offline: Dockerfile lint, Kubernetes manifests (base and rendered
 overlays) against the Kubernetes API schemas in strict mode, compose and workflow structure."""
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Hostile input (#11): mutated files through every reader; only terraseg's own errors may escape.
+"""Hostile input: mutated files through every reader; only terraseg's own errors may escape.
 
 Each reader gets a valid seed file generated here, then hypothesis mutates it (byte flips, truncation,
 inserted junk, header overwrites) and the reader must either succeed or raise a
 :class:`terraseg.errors.TerrasegError` (one sentence naming the file), never an exception from deep
 inside (rasterio, PIL, pyogrio, zipfile, yaml, safetensors...). Examples per reader are bounded so the
-suite stays fast; ``TERRASEG_FUZZ_EXAMPLES`` raises them for a long run (the closing note of #11
+suite stays fast; ``TERRASEG_FUZZ_EXAMPLES`` raises them for a long run (docs/benchmarks.md
 gives the figures). Inputs that once crashed a reader are kept as explicit examples below.
 """
 
@@ -73,7 +73,7 @@ def only_terraseg_errors(fn, *args) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _seeds() -> dict:
-    """Valid seed files, generated once per session (not a fixture: hypothesis would print them in reports)."""
+    """Valid seed files, generated once per test run (not a fixture: hypothesis would print them in reports)."""
     d = Path(tempfile.mkdtemp(prefix="terraseg-fuzz-"))
     tif, _, _ = make_geotiff(d / "s.tif", 40, 50, bands=3, nodata=0)
     png = io.BytesIO()

@@ -1,4 +1,4 @@
-"""Kill tests (#11): SIGKILL part-way leaves no complete-looking output; a killed training resumes.
+"""Kill tests: SIGKILL part-way leaves no complete-looking output; a killed training resumes.
 
 Each command runs in a child process on generated data large enough to take a few seconds; it is
 killed with SIGKILL (no cleanup handler can run) as soon as its first temporary output appears.

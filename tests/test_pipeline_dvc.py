@@ -1,4 +1,4 @@
-"""DVC pipeline over terraseg commands (#13), CI-sized, on real data read in place.
+"""DVC pipeline over terraseg commands, CI-sized, on real data read in place.
 
 A tiny copy of the Massachusetts pipeline (rasterize -> train -> evaluate) runs with `dvc repro` in a
 throw-away git + DVC repository; changing a training parameter re-runs train and evaluate, never

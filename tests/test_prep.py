@@ -102,7 +102,7 @@ def test_mosaic_bad_tiles_leave_nothing(tmp_path):
 
 
 def test_mosaic_too_large_is_refused_up_front(tmp_path, monkeypatch):
-    """Regression (#11.5): a resolution that implies a huge mosaic is refused with the figure and the override."""
+    """Regression: a resolution that implies a huge mosaic is refused with the figure and the override."""
     from terraseg.errors import OutputError
 
     a = _tile(tmp_path / "a.tif", np.ones((3, 20, 20), np.uint8), 0, 100, res=10.0)
@@ -252,7 +252,7 @@ def test_split_spatial_straddling_chips_dropped_or_assigned_never_leak(tmp_path,
 
 @pytest.mark.parametrize("buffer", [0.0, 15.0])
 def test_spatial_kfold_with_buffer(tmp_path, buffer):
-    """#16: K folds of whole blocks; no training chip within `buffer` of its fold's test chips; every chip tested once."""
+    """K folds of whole blocks; no training chip within `buffer` of its fold's test chips; every chip tested once."""
     from shapely.geometry import box
 
     idx = _index(tmp_path)  # 10 x 10 abutting 10 m chips
@@ -377,7 +377,7 @@ def test_cvat_bad_inputs(tmp_path):
 
 
 def test_failed_multi_output_commands_leave_nothing(tmp_path, monkeypatch):
-    """#11.12: CVAT import with a bad second image, and a split failing at its second manifest, leave no output."""
+    """CVAT import with a bad second image, and a split failing at its second manifest, leave no output."""
     two = CVAT.format(name="a.png", w=40, h=40).replace("</image></annotations>", "</image>") + \
         '<image id="1" name="b.png" width="40" height="40"><box label="cloud" xtl="0" ytl="0" xbr="2" ybr="2"/></image></annotations>'
     (tmp_path / "two.xml").write_text(two)
@@ -410,7 +410,7 @@ def test_relative_paths_are_the_users_not_the_data_root(tmp_path, monkeypatch):
 
 
 def test_stacked_and_chipped_nir_is_never_alpha(tmp_path):
-    """#11.6: R, G, B, NIR bands keep colour interpretation red, green, blue, undefined; 4-band PNG chips are refused."""
+    """R, G, B, NIR bands keep colour interpretation red, green, blue, undefined; 4-band PNG chips are refused."""
     from rasterio.enums import ColorInterp
 
     bands = [_tile(tmp_path / f"{n}.tif", np.full((1, 10, 10), i, np.uint8), 0, 10) for i, n in enumerate(["red", "green", "blue", "nir"])]

@@ -154,7 +154,7 @@ def test_sen1floods11_13_band_stats_chip_and_vectorize(tmp_path):
     lab = DATA / "sen1floods11" / "Labels" / "Spain_7370579_LabelHand.tif"
     out = ok(["stats", s2, "--labels", lab, "--mask-nodata", "-1", "--out", tmp_path / "st", "--flatten", tmp_path / "t.parquet",
               "--sample-fraction", "0.05"])
-    assert "B8A:" in out and "B12:" in out  # the GeoTIFF's band descriptions name the bands (#11.11)
+    assert "B8A:" in out and "B12:" in out  # the GeoTIFF's band descriptions name the bands
     import json
 
     st = json.loads((tmp_path / "st" / "stats.json").read_text())
@@ -205,8 +205,8 @@ def test_bad_inputs_clear_errors_nothing_written(tmp_path):
 
 @needs_data("bad-inputs", "corrupt.tif")
 def test_failed_chip_run_leaves_no_chips(tmp_path):
-    """#11.12: `chip good.tif corrupt.tif` exits 1 and leaves no chip, no index and no staging folder;
-    #11.2: two images with one stem are refused before any work."""
+    """`chip good.tif corrupt.tif` exits 1 and leaves no chip, no index and no staging folder;
+    two images with one stem are refused before any work."""
     from conftest import make_geotiff
 
     good, _, _ = make_geotiff(tmp_path / "good.tif", 300, 300)

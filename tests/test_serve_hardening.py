@@ -192,7 +192,7 @@ def test_server_survives_clients_disconnecting_mid_upload(bundle_path, tmp_path)
 
 
 def test_input_drift_flagged_in_api_metrics_and_cli(tmp_path):
-    """#16: an input unlike the training data (values x4) is flagged: API header + JSON, /metrics counter, CLI warning."""
+    """an input unlike the training data (values x4) is flagged: API header + JSON, /metrics counter, CLI warning."""
     from typer.testing import CliRunner
 
     from terraseg.cli.main import app as cli

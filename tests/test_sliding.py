@@ -154,7 +154,7 @@ def test_batching_backend_shares_forward_passes_between_callers():
 
 
 def test_uncertainty_raster_and_tta(tmp_path):
-    """#16: --uncertainty writes max probability, margin and normalised entropy; D4 TTA averages 8 views mapped back."""
+    """--uncertainty writes max probability, margin and normalised entropy; D4 TTA averages 8 views mapped back."""
     from terraseg.predict.backends import ArrayBackend, TTABackend
 
     path, img, _ = make_geotiff(tmp_path / "in.tif", 90, 110, nodata=0, seed=5, crs="EPSG:26986")

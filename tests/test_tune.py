@@ -1,4 +1,4 @@
-"""`terraseg tune` (#13): Optuna search over a config's tune section, pruning, resume, nested MLflow runs."""
+"""`terraseg tune`: Optuna search over a config's tune section, pruning, resume, nested MLflow runs."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_tune_runs_prunes_or_finishes_resumes_and_writes_the_best(cfg_path):
     study = optuna.load_study(study_name="tiny", storage=res.storage)
     base = load_config(cfg_path)
     assert study.trials[0].params == {"optimizer.lr": base.optimizer.lr, "model.base_filters": base.model.base_filters}  # the baseline
-    again = tune(cfg_path, trials=1)  # the study is in its database: a new session adds to it
+    again = tune(cfg_path, trials=1)  # the study is in its database: a new call adds to it
     assert again.trials == 4
     import mlflow
 

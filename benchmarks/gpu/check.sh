@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of issues #12 / #18, in one call on a GPU machine (after prepare.sh here):
+# The GPU measurements of docs/benchmarks.md, in one call on a GPU machine (after prepare.sh here):
 #   1. predict a generated 16384^2 uint8 scene (U-Net/ResNet34, window 512, overlap 0.25) in fp32 and
 #      bf16 + channels_last vs the bare forward over the same windows; codecs/levels; one reader vs several;
 #   2. bare training step vs `terraseg train` wall throughput (Massachusetts on mask rasters, 256^2,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,19 +297,8 @@ class RasterScene(Scene):
         return state
 
     def _dataset(self, path: str | None = None):
-        """The open dataset of the image (or of ``path``, the mask), opened once per process and thread.
-
-        GDAL dataset handles are not thread-safe: each reader thread (the predictor's parallel
-        readers) gets its own.
-        """
-        key = (threading.get_ident(), path or self.path)
-        if self._ds is None:
-            self._ds = {}
-        if key not in self._ds:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._ds[key] = rasterio.open(key[1])
-        return self._ds[key]
+        """The open dataset of the image (or of ``path``, the mask), from :func:`open_dataset`."""
+        return open_dataset(path or self.path)
 
     def _labels(self, row: int, col: int, h: int, w: int, valid: np.ndarray) -> np.ndarray:
         """Class mask of a window (region pixels), ``ignore_index`` where ``valid`` is False."""
@@ -491,6 +481,38 @@ class RasterScene(Scene):
         f = max(1, int(np.ceil(np.sqrt(self.height * self.width / max_pixels))))
         oh, ow = max(self.height // f, 1), max(self.width // f, 1)
         return self._labels_decimated(oh, ow, np.ones((oh, ow), dtype=bool))
+
+
+MAX_OPEN_DATASETS = 64  # open GDAL datasets kept per process and thread (a project has thousands of rasters)
+_OPEN = threading.local()
+
+
+def open_dataset(path: str):
+    """An open rasterio dataset of ``path``, kept in a per-process, per-thread LRU of :data:`MAX_OPEN_DATASETS`.
+
+    GDAL dataset handles are not thread-safe, nor valid across ``fork``: each reader thread (the
+    predictor's parallel readers) and each loader worker gets its own. The least recently used handle
+    is closed when a thread holds more, so a project of thousands of rasters keeps a bounded number open.
+
+    Args:
+        path: the raster (a local path or a GDAL ``/vsi`` path).
+    """
+    import os
+
+    if getattr(_OPEN, "pid", None) != os.getpid():  # a forked worker: the parent's handles are not ours to use
+        _OPEN.pid, _OPEN.handles = os.getpid(), OrderedDict()
+    handles: OrderedDict = _OPEN.handles
+    ds = handles.get(path)
+    if ds is not None and not ds.closed:
+        handles.move_to_end(path)
+        return ds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        ds = rasterio.open(path)
+    handles[path] = ds
+    while len(handles) > MAX_OPEN_DATASETS:
+        handles.popitem(last=False)[1].close()
+    return ds
 
 
 class ArrayScene(Scene):
