@@ -113,3 +113,44 @@ def test_chips_keep_gcps_and_rpcs_never_a_pixel_transform_with_a_crs(tmp_path):
         assert (idx["miny"] < idx["maxy"]).all()
         if name == "plain":
             assert idx["crs"].isna().all() and set(idx["minx"]) == {0.0, 32.0}
+
+
+COMPOUND = ('COMPD_CS["WGS 84 / UTM zone 18N + EGM96 height",PROJCS["WGS 84 / UTM zone 18N",GEOGCS["WGS 84",'
+            'DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],'
+            'UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",0],'
+            'PARAMETER["central_meridian",-75],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],'
+            'PARAMETER["false_northing",0],UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]],'
+            'VERT_CS["EGM96 height",VERT_DATUM["EGM96 geoid",2005],UNIT["metre",1],AXIS["Gravity-related height",UP]]]')
+
+
+def compound_tif(path):
+    with rasterio.open(path, "w", driver="GTiff", height=H, width=W, count=3, dtype="uint8", crs=CRS.from_wkt(COMPOUND),
+                       transform=rasterio.transform.from_origin(500000, 4500000, 1, 1), photometric="MINISBLACK") as dst:
+        dst.write(_pixels(3))
+    return path
+
+
+def test_compound_crs_outputs_carry_the_horizontal_part_with_a_note(tmp_path, bundle, caplog):
+    """A compound CRS (UTM 18N + EGM96 height): chips and predictions are placed by its horizontal part, said once."""
+    import logging
+
+    import pyproj
+
+    from terraseg.io.raster import raster_info
+
+    src = compound_tif(tmp_path / "compd.tif")
+    with caplog.at_level(logging.WARNING):
+        info = raster_info(src)
+        res = runner.invoke(app, ["predict", str(bundle), str(src), "--out", str(tmp_path / "p")])
+    assert pyproj.CRS.from_wkt(info.crs.to_wkt()).equals(pyproj.CRS.from_epsg(32618))
+    assert "EGM96 height" in info.crs_note and "horizontal part" in info.crs_note
+    assert res.exit_code == 0, res.output
+    assert caplog.text.count("compound CRS") == 1  # said once per file
+    r = chip(ChipConfig(images=[str(src)], out_dir=str(tmp_path / "c"), size=32, index_format="csv"))
+    assert r.written == 4
+    for out in (tmp_path / "p" / "compd.tif", tmp_path / "c" / "images" / "compd_00000_00032.tif"):
+        with rasterio.open(out) as ds:
+            assert pyproj.CRS.from_wkt(ds.crs.to_wkt()).equals(pyproj.CRS.from_epsg(32618)), out
+            assert not ds.crs.to_wkt().startswith("COMPD_CS")
+    with rasterio.open(tmp_path / "c" / "images" / "compd_00000_00032.tif") as ds:
+        assert ds.transform.c == 500032 and ds.transform.f == 4500000  # placed, in metres of UTM 18N

@@ -8,6 +8,7 @@ never thrown away.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from terraseg.errors import InputFileError
+
+log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2"}
 
@@ -45,6 +48,8 @@ class RasterInfo:
             ``.msk`` / TIFF mask, GDAL's GMF_PER_DATASET without alpha or nodata): 0 marks nodata.
         gcps: ``(ground control points, their CRS)`` when the raster is placed by GCPs instead of a
             geotransform, else None. rpcs: rasterio ``RPC`` coefficients (satellite sensor model), or None.
+        crs_note: one sentence when the file's CRS is not the one used (a compound CRS: its horizontal
+            part is used and written, :func:`horizontal_crs`), else None.
     """
 
     path: str
@@ -59,6 +64,7 @@ class RasterInfo:
     dataset_mask: bool = False
     gcps: tuple | None = None
     rpcs: Any = None
+    crs_note: str | None = None
 
     @property
     def data_bands(self) -> list[int]:
@@ -187,11 +193,54 @@ def info_of(ds: rasterio.DatasetReader, path: str) -> RasterInfo:
     gcps = (list(points), gcrs) if points else None
     # a raster placed only by GCPs or RPCs has an identity geotransform: its CRS belongs to the GCPs, not to pixel units
     placed = ds.transform != Affine.identity()
+    crs, note = horizontal_crs(ds.crs if placed or not (gcps or ds.rpcs) else None, path)
+    if gcps is not None and gcps[1] is not None:
+        gcrs, gnote = horizontal_crs(gcps[1], path)
+        gcps, note = (gcps[0], gcrs), note or gnote
     return RasterInfo(
         path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0] if ds.count else "uint8",
-        crs=ds.crs if placed or not (gcps or ds.rpcs) else None, transform=ds.transform, nodata=ds.nodata, alpha=alpha,
-        dataset_mask=per_dataset and alpha is None, gcps=gcps if not placed else None, rpcs=ds.rpcs if not placed else None,
+        crs=crs, transform=ds.transform, nodata=ds.nodata, alpha=alpha, dataset_mask=per_dataset and alpha is None,
+        gcps=gcps if not placed else None, rpcs=ds.rpcs if not placed else None, crs_note=note,
     )
+
+
+_NOTED: set[str] = set()
+
+
+def horizontal_crs(crs: CRS | None, path: str = "") -> tuple[CRS | None, str | None]:
+    """The CRS terraseg uses for a raster: a compound CRS (horizontal + vertical, e.g. UTM + EGM96 height)
+    becomes its horizontal part, with a note; any other CRS is returned as it is.
+
+    A class map or a chip is placed in two dimensions: the vertical datum places no pixel, and GeoTIFF
+    geokeys cannot always hold a compound CRS as given (GDAL rewrites it: TOWGS84 terms dropped, the
+    vertical datum renamed). So outputs carry the horizontal part, exactly as the file gives it (a
+    ``BoundCRS`` with its TOWGS84 terms stays one), and a note says so once per file (logged).
+
+    Args:
+        crs: the file's CRS, or None. path: the file, for the note.
+
+    Returns:
+        ``(crs to use, note or None)``.
+    """
+    if crs is None:
+        return None, None
+    wkt = crs.to_wkt()
+    if not wkt.startswith(("COMPD_CS", "COMPOUNDCRS")):
+        return crs, None
+    import pyproj
+
+    compound = pyproj.CRS.from_wkt(wkt)
+    parts = compound.sub_crs_list
+    if not parts:
+        return crs, None
+    horizontal = CRS.from_wkt(parts[0].to_wkt())
+    vertical = ", ".join(f"'{p.name}'" for p in parts[1:]) or "none"
+    note = (f"{path}: compound CRS '{compound.name}': its horizontal part '{parts[0].name}' places the outputs "
+            f"(the vertical part {vertical} places no pixel of a 2-D map).")
+    if path not in _NOTED:
+        _NOTED.add(path)
+        log.warning(note)
+    return horizontal, note
 
 
 def shifted_georef(gcps: tuple | None, rpcs: Any, row: int, col: int) -> tuple[tuple | None, Any]:
