@@ -11,12 +11,17 @@ time limit. Outcomes per command:
 * timeout: still running after ``--timeout`` seconds;
 * wrong output: exit 0 but the prediction lost the georeferencing, or changed format.
 
-Assembling a corpus (the files are test data of their projects, under their licences):
+Assembling a corpus (the files are test data of their projects, under their licences; the PyPI sdists
+do not ship them, so take them from the projects' repositories):
 
-    pip download --no-binary :all: --no-deps rasterio==1.4.3 -d /tmp/src && tar xzf /tmp/src/rasterio-*.tar.gz -C /tmp/src
-    mkdir -p corpus && cp /tmp/src/rasterio-*/tests/data/*.{tif,vrt,jp2} corpus/ 2>/dev/null
-    # also: rio-cogeo's and rio-tiler's tests/fixtures, rioxarray's test/test_data/input, TorchGeo's tests/data
-    # (each from its sdist or a git checkout), GDAL's autotest/gcore/data (a GDAL source checkout)
+    git clone --depth 1 https://github.com/rasterio/rasterio /tmp/src/rasterio
+    git clone --depth 1 https://github.com/cogeotiff/rio-tiler /tmp/src/rio-tiler
+    git clone --depth 1 https://github.com/cogeotiff/rio-cogeo /tmp/src/rio-cogeo
+    mkdir -p corpus && cp -r /tmp/src/rasterio/tests/data corpus/rasterio \
+        && cp -r /tmp/src/rio-tiler/tests/fixtures corpus/rio-tiler && cp -r /tmp/src/rio-cogeo/tests/fixtures corpus/rio-cogeo
+    # also: rioxarray's test/test_data/input, TorchGeo's tests/data, GDAL's autotest/gcore/data
+
+The folder is searched recursively for the suffixes in ``SUFFIXES``.
 
 Example:
     .venv/bin/python benchmarks/foreign_corpus.py corpus/ [--bundle model.terraseg] [--timeout 120]
