@@ -35,6 +35,7 @@ DATASETS = {  # name -> (--data, --labels, --attribute)
     "loveda": ([D / "loveda-samples"], None, None),
     "magnetic-tiles": ([D / "magnetic-tiles"], None, None),
     "sen1floods11": ([D / "sen1floods11" / "S2" / "Spain_7370579_S2Hand.tif"], D / "sen1floods11" / "Labels" / "Spain_7370579_LabelHand.tif", None),
+    "aerial-tile": ([D / "aerial-building-tiles" / "tiled_image_1.tif"], D / "aerial-building-tiles" / "tiled_label_1.tif", None),
 }
 OTHERS = {  # imagery of another city / sensor, for the RGB bundles
     "Massachusetts 1 m aerial": D / "massachusetts-buildings" / "23429155_15.tif",
@@ -48,6 +49,7 @@ OTHERS = {  # imagery of another city / sensor, for the RGB bundles
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=1.5)
+    p.add_argument("--only", nargs="*", default=None, help="data sets to run (default: all)")
     a = p.parse_args()
     exe = str(Path(sys.executable).with_name("terraseg"))
     from terraseg.bundle import Bundle
@@ -60,6 +62,8 @@ def main() -> None:
         bundles = {}
         print(f"{'bundle':16} {'false alarms':>13} {'val windows':>12}  thresholds (smd, range, psi)")
         for name, (data, labels, attr) in DATASETS.items():
+            if a.only and name not in a.only:
+                continue
             args = [exe, "-q", "train", *sum((["--data", str(d)] for d in data), []), "--minutes", str(a.minutes),
                     "--set", f"output_dir={tmp}/{name}", "--set", "tracking.enabled=false", "--set", "train.export_onnx=false"]
             args += ["--labels", str(labels)] if labels else []

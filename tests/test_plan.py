@@ -49,8 +49,8 @@ def test_rules_window_and_normalisation():
     fp.sizes = [200, 200, 200]  # small objects in a small scene: half the side, so random windows differ
     assert segmentation_window(fp, "cuda")[0] == 96
     fp.object_diameter = {1: [60, 100]}
-    fp.label_form, fp.sizes = "image/mask folder", [200, 150, 600]  # photos smaller than the window train whole
-    assert segmentation_window(fp, "cuda")[0] == 192
+    fp.label_form, fp.sizes = "image/mask folder", [200, 150, 600]  # photos: crops of 3/4 of the median side
+    assert segmentation_window(fp, "cuda")[0] == 128
     assert normalisation(fp)[0] == "meanstd"
     fp.dtype = "uint16"
     assert normalisation(fp)[0] == "percentile"

@@ -51,8 +51,8 @@ def segmentation_window(fp: Fingerprint, device: str = "cpu") -> tuple[int, str]
     Large enough to hold four times the 90th-percentile object diameter (objects seen whole with
     context around them; nnU-Net's patch-size rule favours covering as much as memory allows), at
     least 128 px and at most 256 px on a CPU (a step costs the window's area, and a wall budget wants
-    many steps) or 512 px on a GPU. Folder photos: never above the median image side, so images train
-    whole (nnU-Net: the patch covers the median image when it can). Raster scenes: at most half the
+    many steps) or 512 px on a GPU. Folder photos: at most three quarters of the median image side, so
+    each step sees a random crop of a photo and the budget holds more steps. Raster scenes: at most half the
     median scene side, so random windows of one scene differ, unless objects are that large (four
     diameters over half the scene side): then up to the median scene side, so objects are seen whole.
     """
@@ -62,9 +62,11 @@ def segmentation_window(fp: Fingerprint, device: str = "cpu") -> tuple[int, str]
     why = f"4 x the 90th-percentile object diameter ({p90:.0f} px) is {4 * p90:.0f} px; kept within 128-{cap} px on the {device.upper()}"
     median = fp.sizes[0]
     if fp.label_form == "image/mask folder":
-        if median < window:
-            window = max(64, _floor32(median))
-            why += f", and within the median image side ({median} px) so images train whole"
+        crop = max(64, _floor32(0.75 * median))
+        if crop < window:
+            window = crop
+            why += (f", and within three quarters of the median image side ({median} px): random crops of each photo "
+                    "(a crop augmentation; nnU-Net samples patches of its images too), and more steps in the budget")
     elif median / 2 < window and 4 * p90 > median / 2:
         if median < window:
             window = max(64, _floor32(median))
