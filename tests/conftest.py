@@ -130,3 +130,36 @@ def tiny_bundle(tmp_path_factory) -> Path:
     res = CliRunner().invoke(app, ["train", str(tmp / "c.yaml")])
     assert res.exit_code == 0, res.output
     return tmp / "run" / "model.terraseg"
+
+
+def make_bundle(bands: int = 3, classes=("a", "b"), stats=None, window: int = 64, predict_window: int | None = None,
+                base_filters: int = 4, model=None, path: Path | None = None, extras: dict | None = None, name: str = "t",
+                dtype: str = "uint8", seed: int = 0, **input_fields):
+    """A bundle of a tiny plain U-Net (seeded random weights): the one way tests build a bundle by hand.
+
+    Args:
+        bands: input bands. classes: class names, or ``ClassSpec`` objects. stats: ``NormStats`` (default 'none').
+        window, predict_window: training and prediction windows (pixels). base_filters: U-Net width.
+        model: a network to use instead (its config stays the plain U-Net's). path: save there and return the path.
+        extras: extra bundle members (``{name: bytes}``). name, dtype, seed: manifest name, input dtype, weight seed.
+        input_fields: more ``InputSpec`` fields (``nodata``, ``fit_max``...).
+
+    Returns:
+        The :class:`Bundle`, or the saved file's path when ``path`` is given.
+    """
+    import torch
+
+    from terraseg.bundle import Bundle, BundleManifest, InputSpec
+    from terraseg.config import ClassSpec, ModelConfig
+    from terraseg.data.normalize import NormStats
+    from terraseg.models.factory import build_model
+
+    mc = ModelConfig(arch="plain_unet", base_filters=base_filters, encoder_depth=3)
+    specs = [c if isinstance(c, ClassSpec) else ClassSpec(name=c) for c in classes]
+    if model is None:
+        torch.manual_seed(seed)
+        model = build_model(mc, bands, len(specs))
+    spec = InputSpec(bands=bands, dtype=dtype, normalization=stats or NormStats("none"), train_window=window,
+                     predict_window=predict_window or window, **input_fields)
+    bundle = Bundle(BundleManifest(name=name, model=mc, classes=specs, input=spec), model, extras or {})
+    return bundle.save(path) if path is not None else bundle

@@ -11,28 +11,21 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import HealthCheck, settings
 
 schemathesis = pytest.importorskip("schemathesis")
 
-from terraseg.bundle import Bundle, BundleManifest, InputSpec  # noqa: E402
-from terraseg.config import ClassSpec, ModelConfig  # noqa: E402
 from terraseg.config.inference import ServeConfig  # noqa: E402
-from terraseg.data.normalize import NormStats  # noqa: E402
-from terraseg.models.factory import build_model  # noqa: E402
 from terraseg.serve.app import create_app  # noqa: E402
+
+from conftest import make_bundle
 
 from schemathesis.checks import positive_data_acceptance  # noqa: E402
 
 
 def _app():
     d = Path(tempfile.mkdtemp(prefix="terraseg-schema-"))
-    mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
-    torch.manual_seed(0)
-    m = BundleManifest(name="s", model=mc, classes=[ClassSpec(name="a"), ClassSpec(name="b")],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=NormStats("none"), train_window=32, predict_window=32))
-    Bundle(m, build_model(mc, 3, 2)).save(d / "s.terraseg")
+    make_bundle(window=32, name="s", path=d / "s.terraseg")
     return create_app(ServeConfig(models=[str(d / "s.terraseg")], results_dir=str(d / "res"), max_pixels=1_000_000))
 
 

@@ -9,12 +9,13 @@ import pytest
 import torch
 import yaml
 
-from terraseg.bundle import Bundle, BundleManifest, InputSpec
-from terraseg.config import ClassSpec, ModelConfig, load_config
+from terraseg.bundle import Bundle
+from terraseg.config import load_config
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError, ConfigError
 from terraseg.evaluate.metrics import confusion_matrix, metrics_from_confusion, score
-from terraseg.models.factory import build_model
+
+from conftest import make_bundle
 
 BASE = {
     "name": "x",
@@ -66,13 +67,8 @@ def test_bad_override_and_missing_file(tmp_path):
 
 
 def _bundle(in_ch=4, k=3) -> Bundle:
-    mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
-    torch.manual_seed(0)
-    model = build_model(mc, in_ch, k)
     stats = NormStats("meanstd", [1.0] * in_ch, [2.0] * in_ch, [0.0] * in_ch, [3.0] * in_ch)
-    m = BundleManifest(name="t", model=mc, classes=[ClassSpec(name=f"c{i}") for i in range(k)],
-                       input=InputSpec(bands=in_ch, dtype="uint16", normalization=stats, train_window=64, predict_window=256))
-    return Bundle(m, model)
+    return make_bundle(bands=in_ch, classes=[f"c{i}" for i in range(k)], stats=stats, predict_window=256, dtype="uint16")
 
 
 def test_bundle_round_trip_is_exact(tmp_path):

@@ -14,8 +14,8 @@ import rasterio
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_geotiff
-from terraseg.bundle import FORMAT_VERSION, Bundle, BundleManifest, InputSpec
+from conftest import make_bundle, make_geotiff
+from terraseg.bundle import FORMAT_VERSION, Bundle, InputSpec
 from terraseg.cli.main import app
 from terraseg.config import ClassSpec, ModelConfig
 from terraseg.data.normalize import NormStats
@@ -51,9 +51,8 @@ def bundle(tmp_path_factory):
     mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
     torch.manual_seed(0)
     stats = NormStats("meanstd", [100.0] * 3, [50.0] * 3, [0.0] * 3, [255.0] * 3)
-    m = BundleManifest(name="tiny", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="object", color="#ff0000")],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=64, predict_window=64))
-    return Bundle(m, build(mc)).save(tmp_path_factory.mktemp("b") / "tiny.terraseg")
+    return make_bundle(classes=[ClassSpec(name="background"), ClassSpec(name="object", color="#ff0000")], stats=stats,
+                       model=build(mc), name="tiny", path=tmp_path_factory.mktemp("b") / "tiny.terraseg")
 
 
 def build(mc):

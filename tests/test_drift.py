@@ -7,26 +7,21 @@ import io
 import numpy as np
 import rasterio
 
-from terraseg.bundle import CALIBRATION, Bundle, BundleManifest, ClassSpec, InputSpec
-from terraseg.config import ModelConfig
+from terraseg.bundle import CALIBRATION, Bundle
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
-from terraseg.models.factory import build_model
 from terraseg.predict.drift import BINS, input_drift, population_stability, training_histograms
 
-from conftest import make_geotiff
+from conftest import make_bundle, make_geotiff
 
 
 def _bundle(tmp_path, train: np.ndarray) -> Bundle:
     """A bundle whose statistics and calibration windows come from ``train`` ``(N, 1, h, w)`` uint8."""
     x = train.astype(np.float64)
     stats = NormStats("meanstd", [float(x.mean())], [float(x.std())], [float(np.percentile(x, 2))], [float(np.percentile(x, 98))])
-    mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
-    m = BundleManifest(name="d", model=mc, classes=[ClassSpec(name="a"), ClassSpec(name="b")],
-                       input=InputSpec(bands=1, dtype="uint8", normalization=stats, train_window=64, predict_window=64))
     buf = io.BytesIO()
     np.save(buf, train)
-    return Bundle.load(Bundle(m, build_model(mc, 1, 2), {CALIBRATION: buf.getvalue()}).save(tmp_path / "d.terraseg"))
+    return Bundle.load(make_bundle(bands=1, stats=stats, name="d", extras={CALIBRATION: buf.getvalue()}, path=tmp_path / "d.terraseg"))
 
 
 def _scene(tmp_path, name: str, pixels: np.ndarray) -> RasterScene:

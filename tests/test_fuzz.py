@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import make_geotiff
+from conftest import make_bundle, make_geotiff
 from terraseg.errors import TerrasegError
 
 N = int(os.environ.get("TERRASEG_FUZZ_EXAMPLES", "40"))
@@ -84,15 +84,8 @@ def _seeds() -> dict:
     cfg = {"name": "f", "classes": [{"name": "bg"}, {"name": "x"}],
            "data": {"train": [{"kind": "scene", "image": str(tif), "mask": str(tif)}], "window": 32},
            "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3}}
-    from terraseg.bundle import Bundle, BundleManifest, InputSpec
-    from terraseg.config import ClassSpec, ModelConfig
-    from terraseg.data.normalize import NormStats
-    from terraseg.models.factory import build_model
 
-    mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
-    m = BundleManifest(name="f", model=mc, classes=[ClassSpec(name="a"), ClassSpec(name="b")],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=NormStats("none"), train_window=32, predict_window=32))
-    Bundle(m, build_model(mc, 3, 2)).save(d / "b.terraseg")
+    make_bundle(window=32, name="f", path=d / "b.terraseg")
     return {"tif": Path(tif).read_bytes(), "png": png.getvalue(), "geojson": json.dumps(gj).encode(),
             "yaml": yaml.safe_dump(cfg).encode(), "bundle": (d / "b.terraseg").read_bytes(), "dir": d}
 

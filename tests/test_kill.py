@@ -24,11 +24,8 @@ import torch
 import yaml
 from rasterio.transform import from_origin
 
-from conftest import make_geotiff, tiny_config, write_mask_tif
-from terraseg.bundle import Bundle, BundleManifest, InputSpec
-from terraseg.config import ClassSpec, ModelConfig
-from terraseg.data.normalize import NormStats
-from terraseg.models.factory import build_model
+from conftest import make_bundle, make_geotiff, tiny_config, write_mask_tif
+from terraseg.bundle import Bundle
 
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -71,11 +68,7 @@ def _visible(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
     d = tmp_path_factory.mktemp("kill")
-    mc = ModelConfig(arch="plain_unet", base_filters=8, encoder_depth=3)
-    torch.manual_seed(0)
-    m = BundleManifest(name="k", model=mc, classes=[ClassSpec(name="a"), ClassSpec(name="b")],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=NormStats("none"), train_window=64, predict_window=64))
-    Bundle(m, build_model(mc, 3, 2)).save(d / "k.terraseg")
+    make_bundle(base_filters=8, name="k", path=d / "k.terraseg")
     return {"dir": d, "tif": _big_tif(d / "scene.tif"), "bundle": d / "k.terraseg"}
 
 

@@ -14,14 +14,14 @@ import pytest
 import rasterio
 import torch
 
-from terraseg.bundle import Bundle, BundleManifest, ClassSpec, InputSpec
+from terraseg.bundle import Bundle
 from terraseg.config import ModelConfig
 from terraseg.data.normalize import NormStats
 from terraseg.models.factory import build_model
 from terraseg.predict.inputs import expand_inputs
 from terraseg.predict.run import predict
 
-from conftest import make_geotiff
+from conftest import make_bundle, make_geotiff
 
 ray = pytest.importorskip("ray")
 
@@ -37,11 +37,7 @@ def bundle_path(tmp_path_factory):
         x = (torch.from_numpy(np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64))).float() - 100) / 50
         last.bias -= model(x).mean(dim=(0, 2, 3))
     stats = NormStats("meanstd", [100.0] * 3, [50.0] * 3, [0.0] * 3, [255.0] * 3)
-    m = BundleManifest(name="t", model=mc, classes=[ClassSpec(name=f"c{i}") for i in range(3)],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=64, predict_window=64))
-    path = tmp_path_factory.mktemp("b") / "model.terraseg"
-    Bundle(m, model).save(path)
-    return path
+    return make_bundle(classes=[f"c{i}" for i in range(3)], stats=stats, model=model, path=tmp_path_factory.mktemp("b") / "model.terraseg")
 
 
 @pytest.fixture(scope="module")

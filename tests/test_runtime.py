@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from terraseg.bundle import Bundle, BundleManifest, InputSpec
-from terraseg.config import ClassSpec, ExperimentConfig, ModelConfig
+from terraseg.config import ExperimentConfig
 from terraseg.config.inference import InferenceConfig
-from terraseg.data.normalize import NormStats
 from terraseg.devices import loader_options, training_precision
-from terraseg.models.factory import build_model
 from terraseg.predict import runtime
 from terraseg.predict.sliding import predictor_for
+
+from conftest import make_bundle
 
 
 @pytest.fixture()
 def bundle():
-    mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
-    torch.manual_seed(0)
-    m = BundleManifest(name="t", model=mc, classes=[ClassSpec(name="a"), ClassSpec(name="b")],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=NormStats("none"), train_window=64, predict_window=64))
-    return Bundle(m, build_model(mc, 3, 2))
+    return make_bundle()
 
 
 def test_explicit_options_win(bundle):

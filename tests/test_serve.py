@@ -19,8 +19,8 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import DATA, needs_data
-from terraseg.bundle import Bundle, BundleManifest, InputSpec
+from conftest import DATA, make_bundle, needs_data
+from terraseg.bundle import Bundle
 from terraseg.config import ClassSpec, ModelConfig
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError
@@ -47,10 +47,8 @@ def bundle_path(tmp_path_factory):
         x = (torch.from_numpy(np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64))).float() - 80) / 40
         last.bias -= model(x).median()
     stats = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)
-    m = BundleManifest(name="buildings", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="building", color="#ff3030")],
-                       input=InputSpec(bands=3, dtype="uint8", nodata=255, normalization=stats, train_window=64, predict_window=64))
-    path = tmp_path_factory.mktemp("b") / "model.terraseg"
-    Bundle(m, model).save(path)
+    path = make_bundle(classes=[ClassSpec(name="background"), ClassSpec(name="building", color="#ff3030")], stats=stats, model=model,
+                       name="buildings", nodata=255, path=tmp_path_factory.mktemp("b") / "model.terraseg")
     check = [str(MB_TILE)] if MB_TILE.exists() else []
     rep = export_onnx(path, check_images=check, window=128)
     assert rep.max_abs_diff < 1e-4  # ONNX Runtime vs PyTorch on real chips

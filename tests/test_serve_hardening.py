@@ -9,30 +9,24 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from terraseg.bundle import Bundle, BundleManifest, InputSpec
-from terraseg.config import ClassSpec, ModelConfig
+from terraseg.bundle import Bundle
 from terraseg.config.inference import ServeConfig
 from terraseg.data.normalize import NormStats
-from terraseg.models.factory import build_model
 from terraseg.serve.app import create_app
 from terraseg.serve.errors import ServerBusy
 from terraseg.serve.registry import load_models
 
+from conftest import make_bundle
+
 
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
-    mc = ModelConfig(arch="plain_unet", base_filters=8, encoder_depth=3)
-    torch.manual_seed(0)
     stats = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)
-    m = BundleManifest(name="buildings", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="building")],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=64, predict_window=64))
-    path = tmp_path_factory.mktemp("b") / "model.terraseg"
-    Bundle(m, build_model(mc, 3, 2)).save(path)
-    return path
+    return make_bundle(classes=("background", "building"), stats=stats, base_filters=8, name="buildings",
+                       path=tmp_path_factory.mktemp("b") / "model.terraseg")
 
 
 def _png(h=64, w=80) -> bytes:
@@ -201,12 +195,8 @@ def test_input_drift_flagged_in_api_metrics_and_cli(tmp_path):
 
     from conftest import make_geotiff
 
-    mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
     stats = NormStats("meanstd", [60.0] * 3, [30.0] * 3, [10.0] * 3, [140.0] * 3)
-    m = BundleManifest(name="d", model=mc, classes=[ClassSpec(name="a"), ClassSpec(name="b")],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=64, predict_window=64))
-    bundle = tmp_path / "d.terraseg"
-    Bundle(m, build_model(mc, 3, 2)).save(bundle)
+    bundle = make_bundle(stats=stats, name="d", path=tmp_path / "d.terraseg")
     like = Image.fromarray(np.random.default_rng(0).normal(60, 30, (64, 64, 3)).clip(0, 255).astype(np.uint8))
     unlike = Image.fromarray(np.full((64, 64, 3), 250, np.uint8))
     c = TestClient(create_app(ServeConfig(models=[str(bundle)], results_dir=str(tmp_path / "res"))))

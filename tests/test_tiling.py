@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-from conftest import make_geotiff, tiny_config, write_mask_tif
+from conftest import make_bundle, make_geotiff, tiny_config, write_mask_tif
 
-from terraseg.bundle import Bundle, BundleManifest, InputSpec
-from terraseg.config import ClassSpec, ExperimentConfig, ModelConfig
+from terraseg.config import ExperimentConfig
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
 from terraseg.predict.sliding import predictor_for
@@ -44,11 +43,7 @@ def test_the_tiling_that_validates_better_is_recorded_and_used(tmp_path):
     assert choose_tiling(SizeDependent(small=True), [RasterScene(make_geotiff(tmp_path / "big.tif", 40, 1100)[0],
                                                                  mask_path=None)], STATS, cfg, 64) is None  # nothing fits
 
-    mc = ModelConfig(arch="plain_unet", base_filters=8, encoder_depth=3)
     for fit_max, one_window in ((None, True), (0, False)):
-        m = BundleManifest(name="t", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="object")],
-                           input=InputSpec(bands=3, dtype="uint8", normalization=STATS, train_window=64, predict_window=64,
-                                           fit_max=fit_max))
-        b = Bundle(m, SizeDependent(small=True))
+        b = make_bundle(classes=("background", "object"), stats=STATS, model=SizeDependent(small=True), fit_max=fit_max)
         assert (predictor_for(b).single_window(scenes[0]) is not None) == one_window
         assert predictor_for(b, window=64).single_window(scenes[0]) is None  # an explicit window always tiles
