@@ -261,7 +261,7 @@ def evaluate(
 
 
 def _evaluate_classifier(b, data: Optional[Path], split: str, out_dir: Path, batch_size: int, overrides: list[str]) -> None:
-    from terraseg.config import ClassFolderSource, load_config
+    from terraseg.config import ClassFolderSource
     from terraseg.data.classes import class_items
     from terraseg.evaluate.classify import evaluate_classifier
     from terraseg.train.classify import class_items_of, train_val_items
@@ -409,7 +409,7 @@ def info(
     if s.get("drift"):
         d = s["drift"]
         rate = "not measured" if d.get("false_alarm_rate") is None else f"{d['false_alarm_rate']:.1%} of {d['validation_windows']} validation windows"
-        out.print(f"drift thresholds: " + ", ".join(f"{k} {v:g}" for k, v in d["thresholds"].items()) + f"; false alarms {rate}")
+        out.print("drift thresholds: " + ", ".join(f"{k} {v:g}" for k, v in d["thresholds"].items()) + f"; false alarms {rate}")
 
 
 @app.command()
