@@ -7,7 +7,9 @@ fresh process per case:
 * terraseg: a ``kind: project`` source (header index + labels read once), the hold-out, and the training
   loader (``RandomWindowDataset`` + ``DataLoader``, raw windows of 128^2 with a quarter centred on a
   building) with ``data.cache_mb`` as the memory budget. Printed: start-up seconds (sources to first
-  batch), peak RSS of the main process and of each loader worker, the header index's size, windows/s.
+  batch), peak RSS of the main process and of each loader worker, windows/s, and the index: the
+  header GeoParquet plus the labels read once with their spatial index (the RSS they add, measured
+  on loading them), and the peak RSS without it.
 * TorchGeo 0.8.1 (installed with ``pip install --target --no-deps`` as ``peer_compare.py`` does):
   ``RasterDataset & VectorDataset`` sampled with ``RandomGeoSampler`` (128 px windows), the
   documented pattern. Same figures.
@@ -92,6 +94,11 @@ from terraseg.data.datasets import EpochSampler, RandomWindowDataset, collate_sa
 from terraseg.data.sources import split_scenes
 scenes, labels, windows, workers, cache_mb, index = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 configure(cache_mb)
+import psutil
+from terraseg.io.vector import SharedLabels
+rss0 = psutil.Process().memory_info().rss
+SharedLabels.get(labels)  # the labels index (read once, spatially indexed): its memory is reported apart
+labels_mb = (psutil.Process().memory_info().rss - rss0) / 2**20
 cfg = DataConfig(train=[ProjectSource(images=[scenes], vector={"path": labels}, index=index)], window=128)
 t_import = time.perf_counter() - t0
 split = split_scenes(cfg, 255, 2, 0, ["background", "building"])
@@ -100,7 +107,7 @@ dl = DataLoader(ds, batch_size=16, sampler=EpochSampler(len(ds)), num_workers=wo
                 persistent_workers=workers > 0)
 """+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
                   "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids,
-                  "index_mb": os.path.getsize(index) / 2**20, "train_scenes": len(split.train), "val_scenes": len(split.val)}))
+                  "index_mb": os.path.getsize(index) / 2**20 + labels_mb, "labels_mb": labels_mb, "train_scenes": len(split.train), "val_scenes": len(split.val)}))
 """
 
 TORCHGEO_CHILD = r"""
@@ -139,6 +146,7 @@ def main() -> None:
     p.add_argument("--cache-mb", type=float, default=256)
     p.add_argument("--peers", default="torchgeo", help="'torchgeo' or '' (none)")
     p.add_argument("--packages", type=Path, default=Path("/tmp/terraseg-peers"))
+    p.add_argument("--peer-timeout", type=float, default=600, help="seconds a peer's case may take before it is reported as over")
     a = p.parse_args()
     env = None
     if a.peers:
@@ -149,7 +157,8 @@ def main() -> None:
         env = os.environ | {"PYTHONPATH": str(where)}
     print(f"CPU: {cpu_model()}; {SIZE}^2 3-band scenes, ~1,000 polygons each, 128 px windows, {a.workers} loader workers, "
           f"cache {a.cache_mb:g} MiB")
-    print(f"{'scenes':>6} {'loader':>9} {'start s':>8} {'main MB':>8} {'workers MB':>11} {'windows/s':>10} {'index MB':>9}")
+    print(f"{'scenes':>6} {'loader':>9} {'start s':>8} {'main MB':>8} {'workers MB':>11} {'windows/s':>10} {'index MB':>9} "
+          f"{'main - index':>13}")
     for n in a.scenes:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
@@ -159,13 +168,19 @@ def main() -> None:
                                                      str(Path(tmp) / "index.parquet")])}
             if a.peers:
                 try:
-                    rows["torchgeo"] = run(TORCHGEO_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers)], env)
+                    rows["torchgeo"] = run(TORCHGEO_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers)], env,
+                                           timeout=a.peer_timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"{n:>6} {'torchgeo':>9} over {a.peer_timeout:.0f} s (start-up and {a.windows} windows)")
                 except Exception as e:  # noqa: BLE001 - a peer failing must not hide terraseg's figures
                     print(f"{n:>6} {'torchgeo':>9} failed: {e}")
             for name, m in rows.items():
                 w = "/".join(f"{v:.0f}" for v in m["worker_rss_mb"]) or "-"
+                idx = m.get("index_mb")
+                idx_s = "-" if idx is None else f"{idx:.1f}"
+                rest = "-" if idx is None else f"{m['main_peak_mb'] - idx:.0f}"
                 print(f"{n:>6} {name:>9} {m['startup_s']:8.1f} {m['main_peak_mb']:8.0f} {w:>11} {m['windows_per_s']:10.1f} "
-                      f"{m.get('index_mb', float('nan')):9.2f}", flush=True)
+                      f"{idx_s:>9} {rest:>13}", flush=True)
             print(f"{'':>6} (generating the project took {gen:.0f} s)")
 
 
