@@ -3,7 +3,7 @@
 For each data set: `terraseg plan` from the data alone (it times the planned network here), then both
 configs train with `train.max_minutes=M`. So that both learn from and are scored on the same data, the
 plan takes the hand config's classes and sources (`data.train`, `data.val`, `data.val_fraction`,
-`data.test`); with the same scenes, classes and seed, the class-aware hold-out holds out the same
+`data.test`; a folder source restricted by `include` is planned from those images only); with the same scenes, classes and seed, the class-aware hold-out holds out the same
 blocks or images for both. Everything else (window, normalisation, batch, augmentation, sampling,
 loss, model, optimiser, epochs) is the plan's.
 Printed: the best validation score (`val/score`: positive-class IoU for binary tasks, else mIoU over the
@@ -99,6 +99,14 @@ def one(name: str, minutes: float, tmp: Path) -> dict:
         _run(["stack", *[str(VEGAS / f"{VSTEM}-{b}.tif") for b in "RGBN"], "--out", str(stacked)])
         inputs = [str(stacked)]
         hand = json.loads(json.dumps(hand).replace("{stacked}", str(stacked)))
+    if isinstance(hand, Path):  # a folder source restricted by `include`: the plan is made from the same images
+        src0 = (yaml.safe_load(hand.read_text())["data"]["train"] or [{}])[0]
+        if src0.get("kind") == "folder" and src0.get("include"):
+            same = tmp / Path(src0["root"]).name
+            same.mkdir()
+            for sub in src0["include"]:
+                (same / sub).symlink_to(D / src0["root"] / sub)
+            inputs = [str(same)]
     plan_path = tmp / f"{name}-plan.yaml"
     args = ["plan", *inputs, "--minutes", str(minutes), "--name", f"{name}-plan", "--out", str(plan_path)]
     args += ["--labels", labels] if labels else []
