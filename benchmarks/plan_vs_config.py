@@ -3,7 +3,8 @@
 For each data set: `terraseg plan` from the data alone (it times the planned network here), then both
 configs train with `train.max_minutes=M`. So that both learn from and are scored on the same data, the
 plan takes the hand config's classes and sources (`data.train`, `data.val`, `data.val_fraction`,
-`data.test`; a folder source restricted by `include` is planned from those images only); with the same scenes, classes and seed, the class-aware hold-out holds out the same
+`data.test`; a folder source restricted by `include` is planned from those images only); with the
+same scenes, classes and seed, the class-aware hold-out holds out the same
 blocks or images for both. Everything else (window, normalisation, batch, augmentation, sampling,
 loss, model, optimiser, epochs) is the plan's.
 Printed: the best validation score (`val/score`: positive-class IoU for binary tasks, else mIoU over the
