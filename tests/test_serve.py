@@ -47,7 +47,7 @@ def bundle_path(tmp_path_factory):
         x = (torch.from_numpy(np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64))).float() - 80) / 40
         last.bias -= model(x).median()
     stats = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)
-    path = make_bundle(classes=[ClassSpec(name="background"), ClassSpec(name="building", color="#ff3030")], stats=stats, model=model,
+    path = make_bundle(classes=[ClassSpec(name="background"), ClassSpec(name="building", color="#ff3030")], stats=stats, model=model, base_filters=8,
                        name="buildings", nodata=255, path=tmp_path_factory.mktemp("b") / "model.terraseg")
     check = [str(MB_TILE)] if MB_TILE.exists() else []
     rep = export_onnx(path, check_images=check, window=128)
