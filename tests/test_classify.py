@@ -144,6 +144,7 @@ def test_pretrained_classifier_from_local_package():
     assert a.classifier.weight.shape == (6, 1280)
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict_cli(trained, tmp_path):
     assert "val/acc" in trained["output"]
     r = run("evaluate", trained["bundle"], trained["config"], "--split", "val", "--out", tmp_path / "ev")
@@ -232,6 +233,7 @@ def io_png(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 @needs_data("sat6", "classification_data.zip")
 def test_real_sat6_four_band_from_zip(tmp_path):
     """SAT-6 4-band chips read in place from the zip: train 1 epoch, evaluate on tst/, predict."""
@@ -253,6 +255,7 @@ def test_real_sat6_four_band_from_zip(tmp_path):
     assert "predicted" in (tmp_path / "pr" / "predictions.csv").read_text()
 
 
+@pytest.mark.slow
 @needs_data("intel-scenes", "seg_train")
 def test_real_intel_layout_one_epoch(tmp_path):
     """A few Intel scenes (JPEG, 150x150) in the seg_train layout, through the config's pipeline for 1 epoch."""

@@ -42,6 +42,7 @@ def trained(tmp_path_factory):
     return {"tmp": tmp, "config": cpath, "bundle": tmp / "run" / "model.terraseg", "output": res.output, **files}
 
 
+@pytest.mark.slow
 def test_train_writes_bundle_and_tracks_run(trained):
     assert trained["bundle"].is_file()
     assert "bundle:" in trained["output"] and "val/score" in trained["output"]
@@ -172,6 +173,7 @@ def test_resume_continues_from_last_checkpoint(trained):
     assert "epochs: 3" in res.output
 
 
+@pytest.mark.slow
 @pytest.mark.integration  # the 'corrupt' case reads bad-inputs/corrupt.tif from the data root
 @pytest.mark.parametrize("case", ["wrong_bands", "missing", "corrupt", "bad_config", "no_overlap"])
 def test_bad_input_one_sentence_nonzero_exit(trained, tmp_path, case):
@@ -211,6 +213,7 @@ def test_bad_input_one_sentence_nonzero_exit(trained, tmp_path, case):
     assert not out.exists() or not any(p.name.endswith(".tif") for p in out.iterdir())
 
 
+@pytest.mark.slow
 @needs_data("massachusetts-buildings", "massachusetts_buildings.zip")
 def test_real_massachusetts_train_predict_georeferenced(tmp_path):
     """Integration: 1 short epoch on the real tile; the prediction overlays the unseen uint16 tile exactly."""
@@ -233,6 +236,7 @@ def test_real_massachusetts_train_predict_georeferenced(tmp_path):
         assert ((o.read(1) == 255) == nod).all()  # nodata kept exactly where the input has it
 
 
+@pytest.mark.slow
 def test_register_takes_the_run_of_its_folder_and_the_bundle_as_it_is_now(tmp_path):
     """Two runs in one tracking store: `register RUN_DIR` registers that folder's run, with its current bundle."""
     import mlflow
@@ -267,6 +271,7 @@ def test_register_takes_the_run_of_its_folder_and_the_bundle_as_it_is_now(tmp_pa
     assert res.exit_code == 1 and "cannot register run" in res.output
 
 
+@pytest.mark.slow
 def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     """`terraseg mosaic --cog` killed with SIGTERM leaves no temporary (.part) file and exits 143."""
     import signal

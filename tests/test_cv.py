@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 
 import numpy as np
@@ -44,6 +45,7 @@ def test_folds_cover_every_block_once_and_hide_held_out_labels(tmp_path):
     assert (seen == 1).all()  # the folds' validation blocks tile the scene exactly once
 
 
+@pytest.mark.slow
 def test_cv_command_reports_spatial_and_random(tmp_path):
     from terraseg.cli.main import app
 

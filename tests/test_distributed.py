@@ -3,6 +3,7 @@ over ranks, validation confusion matrices summed, and only rank 0 writes the bun
 
 from __future__ import annotations
 
+import pytest
 import os
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def _train(tmp_path: Path, name: str, devices: int, lr: float, files: dict, val:
     return Bundle.load(tmp_path / name / "model.terraseg")
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one(tmp_path):
     files = {}
     for i, key in enumerate(("image", "test_image")):

@@ -53,6 +53,7 @@ def _no_band(path):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [*CASES, "no_band"])
 def test_stats_and_predict_answer_or_refuse_in_one_line(tmp_path, bundle, case):
     if case == "float16" and "float16" not in getattr(rasterio.dtypes, "dtype_rev", {"float16": 0}):

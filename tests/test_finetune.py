@@ -1,5 +1,6 @@
 """Fine-tuning schedule: a frozen encoder, then all at once or one stage per epoch, with a lower encoder learning rate."""
 
+import pytest
 import torch
 
 from terraseg.config import ExperimentConfig
@@ -46,6 +47,7 @@ def test_all_at_once_and_frozen_batchnorm_stays_in_eval():
     assert _task().apply_freeze(0) == 0  # no schedule: nothing frozen
 
 
+@pytest.mark.slow
 def test_training_keeps_a_frozen_encoder_unchanged(tmp_path, monkeypatch):
     import yaml
 

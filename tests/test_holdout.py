@@ -118,6 +118,7 @@ def test_vegas_default_holdout_validates_buildings():
     assert not split.warnings
 
 
+@pytest.mark.slow
 @needs_data("spacenet", "sn2-vegas")
 def test_evaluate_split_val_scores_exactly_what_training_validated(tmp_path):
     """Train on Vegas with the default hold-out, then `evaluate BUNDLE --split val` (no config given, and with

@@ -56,6 +56,7 @@ def test_few_bands_get_small_multiples_and_floats_approximate_percentiles(tmp_pa
     assert (tmp_path / "st" / "bands.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_during_stats_leaves_no_output_and_ends_the_run(tmp_path, sig):
     path, _ = cube(tmp_path / "big.tif", size=512, bands=224)

@@ -27,6 +27,7 @@ def _short(cfg_path, tmp_path, *extra):
                                   "data.samples_per_epoch=4", "data.batch_size=4", *extra])
 
 
+@pytest.mark.slow
 @needs_data("magnetic-tiles")
 def test_magnetic_tiles_config_end_to_end(tmp_path):
     cfg = _short("configs/magnetic-tiles.yaml", tmp_path, "data.train.0.include=[MT_Fray]", "model.encoder_depth=3")
@@ -55,6 +56,7 @@ def test_magnetic_tiles_config_end_to_end(tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["pixels"] == m["pixels"]
 
 
+@pytest.mark.slow
 @needs_data("loveda-samples")
 def test_loveda_multiclass_deeplab(tmp_path):
     cfg = _short("configs/loveda.yaml", tmp_path, "model.encoder=resnet18")
@@ -76,6 +78,7 @@ def test_loveda_multiclass_deeplab(tmp_path):
     assert ids.shape == (1024, 1024) and ids.max() < 7
 
 
+@pytest.mark.slow
 @needs_data("sen1floods11")
 def test_thirteen_band_int16_with_nodata_labels(tmp_path):
     s2 = next((DATA / "sen1floods11" / "S2").glob("*.tif"))

@@ -72,6 +72,7 @@ def big(tmp_path_factory):
     return {"dir": d, "tif": _big_tif(d / "scene.tif"), "bundle": d / "k.terraseg"}
 
 
+@pytest.mark.slow
 def test_sigkill_predict_leaves_no_output(big, tmp_path):
     out = tmp_path / "pred"
     _kill_when(["predict", big["bundle"], big["tif"], "--out", out, "--window", "64", "--device", "cpu"],
@@ -91,6 +92,7 @@ def test_sigkill_chip_and_mosaic_leave_no_output(big, tmp_path):
     assert _visible(m) == []
 
 
+@pytest.mark.slow
 def test_sigkill_export_keeps_the_bundle_loadable(big, tmp_path):
     import shutil
 
@@ -104,6 +106,7 @@ def test_sigkill_export_keeps_the_bundle_loadable(big, tmp_path):
     assert loaded.manifest.name == "k" and not [p for p in tmp_path.iterdir() if p.name.startswith(".k.") and p.suffix != ".terraseg"]
 
 
+@pytest.mark.slow
 def test_sigkill_training_then_resume_matches_an_uninterrupted_run(tmp_path):
     img, _, truth = make_geotiff(tmp_path / "train.tif", 160, 160, seed=1)
     timg, _, ttruth = make_geotiff(tmp_path / "test.tif", 100, 100, seed=2)

@@ -16,6 +16,7 @@ from terraseg.models.optim import build_optimizer, build_scheduler
 @pytest.mark.parametrize("arch,encoder", [("unet", "resnet18"), ("unet", "resnet34"), ("unet", "resnet50"),
                                           ("deeplabv3", "resnet18"), ("deeplabv3plus", "resnet18"), ("fpn", "resnet18"),
                                           ("plain_unet", "")])
+@pytest.mark.slow
 @pytest.mark.parametrize("in_ch,k", [(8, 2), (13, 5)])
 def test_architectures_any_band_count(arch, encoder, in_ch, k):
     torch.manual_seed(0)

@@ -30,6 +30,7 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return r.stdout + r.stderr
 
 
+@pytest.mark.slow
 @needs_data("massachusetts-buildings")
 def test_dvc_repro_reruns_only_what_changed(tmp_path):
     repo = tmp_path / "repo"

@@ -80,6 +80,7 @@ def test_features_indices_and_texture():
         PixelFeatures(4, BANDS, ["ndxx"], None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["random_forest", "logistic_regression", "gradient_boosting"])
 def test_train_evaluate_predict_each_estimator(tmp_path, arch):
     from terraseg.train.pixel import train_pixel
@@ -160,6 +161,7 @@ def test_cli_bad_feature_band(tmp_path):
     assert not (tmp_path / "random_forest" / "model.terraseg").exists()
 
 
+@pytest.mark.slow
 @needs_data("sen1floods11", "S2")
 def test_real_sen1floods11_forest(tmp_path):
     """13-band int16 Sentinel-2 with labels -1 = nodata; band names from the GeoTIFF descriptions."""

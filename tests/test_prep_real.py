@@ -148,6 +148,7 @@ def test_landsat_tiles_reprojected_and_merged_back_equal_original(tmp_path):
     np.testing.assert_array_equal(merged[:, covered], full[:, covered])
 
 
+@pytest.mark.slow
 @needs_data("sen1floods11")
 def test_sen1floods11_13_band_stats_chip_and_vectorize(tmp_path):
     s2 = DATA / "sen1floods11" / "S2" / "Spain_7370579_S2Hand.tif"

@@ -53,6 +53,7 @@ def _read(path: Path) -> tuple[np.ndarray, rasterio.Affine, object]:
         return ds.read(), ds.transform, ds.crs
 
 
+@pytest.mark.slow
 def test_bands_with_halo_equal_single_process(tmp_path, bundle_path, ray_local):
     img, _, _ = make_geotiff(tmp_path / "big.tif", 300, 200, seed=4)
     from terraseg.config.inference import InferenceConfig, PredictConfig
@@ -89,6 +90,7 @@ def test_band_plan_covers_every_row_once(tmp_path, bundle_path):
     assert sum(u.pixels for u in units) == 1000 * 120
 
 
+@pytest.mark.slow
 def test_many_scenes_retry_and_resume(tmp_path, bundle_path, ray_local, monkeypatch):
     (tmp_path / "in").mkdir()
     imgs = [make_geotiff(tmp_path / "in" / f"s{i}.tif", 70 + 10 * i, 90, seed=i)[0] for i in range(4)]
@@ -133,6 +135,7 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(data[a:b + 1])
 
 
+@pytest.mark.slow
 def test_stac_items_over_http(tmp_path, bundle_path, ray_local, monkeypatch):
     monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
     served = tmp_path / "www"
@@ -162,6 +165,7 @@ def test_stac_items_over_http(tmp_path, bundle_path, ray_local, monkeypatch):
         server.shutdown()
 
 
+@pytest.mark.slow
 def test_serve_engine_ray_matches_local(tmp_path, bundle_path, ray_local):
     """The gateway + Ray Serve deployment answers as the single-process server does, and reports its replica."""
     from fastapi.testclient import TestClient

@@ -31,6 +31,7 @@ def cfg_path(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_tune_runs_prunes_or_finishes_resumes_and_writes_the_best(cfg_path):
     res = tune(cfg_path, trials=3)
     assert res.trials == 3 and res.finished + res.pruned == 3 and res.finished >= 1
@@ -72,6 +73,7 @@ def test_tune_bad_space_is_one_line_error_before_any_trial(cfg_path, tmp_path):
         tune(p, trials=1)
 
 
+@pytest.mark.slow
 def test_tune_a_pixel_baseline_config(tmp_path):
     """Pixel baselines (scikit-learn) are tuned too: one fit per trial, no epochs to prune, best config and bundle written."""
     img, _, truth = make_geotiff(tmp_path / "train.tif", 96, 96, seed=5)

@@ -37,6 +37,7 @@ def test_grid_offsets_cover_every_pixel(args, edge):
         assert (_coverage(extent, size, offs, edge) == 1).all()  # a partition: each pixel exactly once
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 700), st.integers(1, 700), st.integers(1, 300))
 def test_clip_windows_partition_the_grid(height, width, size):
