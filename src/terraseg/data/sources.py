@@ -244,11 +244,17 @@ def scene_from_path(
     """Open one input file as a scene: GDAL rasters as :class:`RasterScene`, PNG/JPEG as :class:`ArrayScene`.
 
     Args:
-        path: image file. bands: 1-based bands to read (rasters). labels: optional vector file or
-        mask raster/image. cache: hold a small raster in memory (off: prediction streams windows,
-        so memory does not grow with the scene). mask_nodata: mask value meaning unknown (default:
-        the mask raster's nodata). Other arguments: see
-        :class:`terraseg.config.VectorLabels`.
+        path: image file.
+        bands: 1-based bands to read (rasters).
+        labels: optional vector file or mask raster/image.
+        ignore_index: label value meaning unknown (never scored).
+        num_classes: K, for checking mask values (None: unchecked).
+        burn_value: class id of every polygon without ``attribute`` (:class:`terraseg.config.VectorLabels`).
+        attribute: vector field holding the class (:class:`terraseg.config.VectorLabels`).
+        mapping: attribute value -> class id (:class:`terraseg.config.VectorLabels`).
+        cache: hold a small raster in memory (off: prediction streams windows, so memory does not grow
+            with the scene).
+        mask_nodata: mask value meaning unknown (default: the mask raster's nodata).
 
     Raises:
         InputFileError: missing/unreadable file, or labels that do not fit the image.

@@ -178,7 +178,9 @@ def evaluate(bundle: str | Path | Bundle, scenes: list[Scene], out_dir: str | Pa
     """Python API of ``terraseg evaluate``: builds the same :class:`EvaluateConfig` as the CLI.
 
     Args:
-        bundle, scenes: as :func:`run_evaluate`. out_dir: output folder.
+        bundle: the bundle or its path.
+        scenes: labelled scenes to score (:func:`terraseg.data.sources.scene_from_path`).
+        out_dir: output folder.
         **options: ``overlays``, ``overlay_size`` and the fields of :class:`InferenceConfig`
             (``window``, ``overlap``, ``batch_size``, ``device``, ``backend``...).
 

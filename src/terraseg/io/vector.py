@@ -172,7 +172,9 @@ class SharedLabels:
         """Class id of every feature (:func:`class_values`), computed once per labelling rule.
 
         Args:
-            attribute, mapping, burn_value: see :func:`class_values`.
+            attribute: vector field holding the class, or None (every feature ``burn_value``).
+            mapping: attribute value -> class id, or None (values are ids).
+            burn_value: class id without ``attribute``.
         """
         key = (attribute, tuple(sorted((mapping or {}).items())), burn_value)
         if key not in self._values:
@@ -315,7 +317,7 @@ class VectorRasterizer:
         return out.astype(np.int64)
 
 
-def burn_shapes(geoms, values) -> list[tuple[Any, int]]:
+def burn_shapes(geoms: np.ndarray | list, values: np.ndarray | list) -> list[tuple[Any, int]]:
     """``(geometry, class id)`` pairs for ``rasterio.features.rasterize``, polygons converted vectorised.
 
     rasterio reads each shapely geometry through its ``__geo_interface__``, a Python loop over

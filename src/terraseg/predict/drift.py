@@ -36,10 +36,15 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from terraseg.data.normalize import NormStats
+
+if TYPE_CHECKING:
+    from terraseg.bundle import Bundle
+    from terraseg.data.scenes import Scene
 from terraseg.data.windows import grid_windows
 
 
@@ -266,7 +271,7 @@ def _figures(x: np.ndarray, stats: NormStats, edges: np.ndarray, reference: np.n
 LEAVE_OUT_MIN = 8  # reference windows kept at least, when fewer than this miss a threshold window
 
 
-def fit_drift(train_scenes, val_scenes, stats: NormStats, window: int, seed: int = 0) -> dict | None:
+def fit_drift(train_scenes: list, val_scenes: list, stats: NormStats, window: int, seed: int = 0) -> dict | None:
     """The bundle's drift profile: reference histograms, fitted thresholds and the false-alarm rate on validation windows.
 
     A new input is imagery the reference never saw; so each threshold window is compared with the
@@ -278,8 +283,10 @@ def fit_drift(train_scenes, val_scenes, stats: NormStats, window: int, seed: int
     with up to 16 windows, so thresholds fitted on windows are conservative for whole scenes.
 
     Args:
-        train_scenes: training scenes (raw pixels). val_scenes: validation scenes (the false-alarm measurement; may be empty).
-        stats: the training statistics (mean, std, 2nd/98th percentiles). window: the window side in pixels (a unit of input).
+        train_scenes: training scenes (raw pixels).
+        val_scenes: validation scenes (the false-alarm measurement; may be empty).
+        stats: the training statistics (mean, std, 2nd/98th percentiles).
+        window: the window side in pixels (a unit of input).
         seed: sampling seed.
 
     Returns:
@@ -315,14 +322,15 @@ def fit_drift(train_scenes, val_scenes, stats: NormStats, window: int, seed: int
             "threshold_windows": len(figs), "reference_pixels": int(sum(w[5].shape[1] for w in ref_windows)), "window": window}
 
 
-def bundle_drift(bundle, scene) -> DriftReport | None:
+def bundle_drift(bundle: "Bundle", scene: "Scene") -> DriftReport | None:
     """Compare an input with the bundle's training data: the fitted profile (``manifest.drift``) when the bundle has one.
 
     Bundles trained before drift profiles use the raw training windows they keep (``calibration.npy``)
     and the default thresholds.
 
     Args:
-        bundle: the loaded bundle. scene: the input, opened for it.
+        bundle: the loaded bundle.
+        scene: the input, opened for it.
 
     Returns:
         :class:`DriftReport`, or None when the bundle holds nothing to compare with.
