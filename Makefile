@@ -41,7 +41,7 @@ $(DOCS_STAMP): $(STAMP)
 
 docs: $(DOCS_STAMP)
 	$(BIN)/typer terraseg.cli.main utils docs --name terraseg --title "CLI reference" --output docs/reference/cli.md
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 clean:
 	rm -rf runs site .pytest_cache
