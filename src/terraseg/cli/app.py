@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from terraseg import __version__
-from terraseg.config.inference import build_options
+from terraseg.config.inference import InferenceConfig, build_options
 from terraseg.errors import TerrasegError
 
 app = typer.Typer(
@@ -97,11 +97,14 @@ def build(cls, **kwargs: Any):
     return build_options(cls, "options", **kwargs)
 
 
-# options shared by every command that runs a bundle (fields of terraseg.config.inference.InferenceConfig)
-WindowOpt = Annotated[Optional[int], typer.Option(help="Sliding-window side in pixels, a multiple of 32 (default: the bundle's prediction window).")]
-OverlapOpt = Annotated[float, typer.Option(help="Overlap share between neighbouring windows (blended with a Hann window).")]
-BatchOpt = Annotated[Optional[int], typer.Option(help="Windows per forward pass (default: 4 on a CPU, from free memory on CUDA).")]
-DeviceOpt = Annotated[str, typer.Option(help="Torch device: auto (CUDA when available), cpu, cuda, cuda:1 ...")]
-PrecisionOpt = Annotated[str, typer.Option(help="auto | 32 | bf16 | 16 (auto: bf16 where the device has it natively).")]
-ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="PyTorch NHWC layout (default: on).")]
-BackendOpt = Annotated[str, typer.Option(help="auto | torch | onnx (auto: the fastest this machine allows, measured once and cached).")]
+# options shared by every command that runs a bundle: help and defaults are the fields of
+# terraseg.config.inference.InferenceConfig (declared once, there)
+_FIELDS = InferenceConfig.model_fields
+WindowOpt = Annotated[Optional[int], typer.Option(help=_FIELDS["window"].description)]
+OverlapOpt = Annotated[float, typer.Option(help=_FIELDS["overlap"].description)]
+BatchOpt = Annotated[Optional[int], typer.Option(help=_FIELDS["batch_size"].description)]
+DeviceOpt = Annotated[str, typer.Option(help=_FIELDS["device"].description)]
+PrecisionOpt = Annotated[str, typer.Option(help=_FIELDS["precision"].description)]
+ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help=_FIELDS["channels_last"].description)]
+BackendOpt = Annotated[str, typer.Option(help=_FIELDS["backend"].description)]
+OVERLAP, DEVICE, PRECISION, BACKEND = (_FIELDS[k].default for k in ("overlap", "device", "precision", "backend"))

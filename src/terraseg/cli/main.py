@@ -17,8 +17,8 @@ import typer
 from rich.table import Table
 
 from terraseg.cli.app import (
-    BackendOpt, BatchOpt, ChannelsLastOpt, DeviceOpt, OverlapOpt, PrecisionOpt, WindowOpt, app, build, err, out, quiet_lightning,
-    user_errors, version_callback,
+    BACKEND, DEVICE, OVERLAP, PRECISION, BackendOpt, BatchOpt, ChannelsLastOpt, DeviceOpt, OverlapOpt, PrecisionOpt, WindowOpt,
+    app, build, err, out, quiet_lightning, user_errors, version_callback,
 )
 
 @app.callback()
@@ -207,8 +207,8 @@ def evaluate(
     split: Annotated[str, typer.Option(help="With a config (or none): 'test' (data.test) or 'val' (the exact validation split "
                                        "the bundle records).")] = "test",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field of the config: key.sub=value (repeatable).")] = None,
-    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = None, device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
+    window: WindowOpt = None, overlap: OverlapOpt = OVERLAP, batch_size: BatchOpt = None, device: DeviceOpt = DEVICE,
+    precision: PrecisionOpt = PRECISION, channels_last: ChannelsLastOpt = None, backend: BackendOpt = BACKEND,
     overlays: Annotated[int, typer.Option(help="Overlay PNGs (image | truth | prediction) to write.")] = 4,
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow store of the training run (default: mlflow.db beside the bundle).")] = None,
     log_to_run: Annotated[bool, typer.Option("--log-to-run/--no-log-to-run", help="Log the test metrics to the MLflow run that trained the bundle.")] = True,
@@ -301,12 +301,12 @@ def predict(
     inputs: Annotated[list[str], typer.Argument(help="Images (GeoTIFF of any size, band count, dtype; PNG; JPEG), folders, globs, "
                                                  "a .txt list, or a STAC ItemCollection JSON (remote hrefs via /vsicurl/).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder; one output per input with the same stem.")],
-    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = None,
+    window: WindowOpt = None, overlap: OverlapOpt = OVERLAP, batch_size: BatchOpt = None,
     probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write <stem>_probs.tif (float32, one band per class).")] = False,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write <stem>_overlay.png (class colours over the image).")] = False,
     uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Also write <stem>_confidence.tif: max probability, margin, normalised entropy.")] = False,
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none | flips | d4 (8 dihedral views averaged).")] = "none",
-    device: DeviceOpt = "auto", precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
+    device: DeviceOpt = DEVICE, precision: PrecisionOpt = PRECISION, channels_last: ChannelsLastOpt = None, backend: BackendOpt = BACKEND,
     grid: Annotated[bool, typer.Option("--grid", help="Classification bundles: classify each georeferenced input on a grid of windows (raster + GeoJSON).")] = False,
     compress: Annotated[str, typer.Option(help="GeoTIFF codec: deflate | zstd | lzw | none.")] = "deflate",
     level: Annotated[Optional[int], typer.Option(help="Codec level (DEFLATE 1-9, ZSTD 1-22; default GDAL's; 1 is fastest).")] = None,
@@ -449,8 +449,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).")] = 1,
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow registry for models:/ URIs.")] = None,
-    window: WindowOpt = None, overlap: OverlapOpt = 0.25, batch_size: BatchOpt = None, device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto", channels_last: ChannelsLastOpt = None, backend: BackendOpt = "auto",
+    window: WindowOpt = None, overlap: OverlapOpt = OVERLAP, batch_size: BatchOpt = None, device: DeviceOpt = DEVICE,
+    precision: PrecisionOpt = PRECISION, channels_last: ChannelsLastOpt = None, backend: BackendOpt = BACKEND,
     batch_wait_ms: Annotated[Optional[float], typer.Option(help="Micro-batching wait in ms: windows of concurrent requests share forward passes (default: 5 on CUDA, off on a CPU).")] = None,
     max_batch: Annotated[int, typer.Option(help="Micro-batching: most windows per shared forward pass.")] = 16,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB.")] = 64.0,
