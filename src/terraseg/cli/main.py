@@ -523,7 +523,7 @@ def cv(
 @user_errors
 def tune(
     config: Annotated[Path, typer.Argument(help="Experiment config (YAML) with a `tune:` section (tune.params: path -> range).")],
-    trials: Annotated[int, typer.Option(help="Trials to run in this session (a resumed study adds them).")] = 20,
+    trials: Annotated[int, typer.Option(help="Trials to run in this call (a resumed study adds them).")] = 20,
     timeout: Annotated[Optional[float], typer.Option(help="Stop starting trials after this many minutes.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite:///<run folder>/tune/optuna.db).")] = None,
     n_jobs: Annotated[int, typer.Option(help="Trials run in parallel (threads).")] = 1,
