@@ -252,15 +252,12 @@ class RandomWindowDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def draw(self, rng: np.random.Generator, height: int | None = None, width: int | None = None) -> tuple[Scene, int, int, int, int]:
-        """One window as training draws it: centred on a pixel of a random class (``rare_class_share`` of the
+    def draw(self, rng: np.random.Generator) -> tuple[Scene, int, int]:
+        """One training window's place: centred on a pixel of a random class (``rare_class_share`` of the
         time) or in a scene drawn by labelled area, at a uniform offset.
 
-        Args:
-            rng: the random generator. height, width: window shape in pixels (default ``window``), clipped to the scene.
-
         Returns:
-            ``(scene, row, col, height, width)`` in pixels of the scene.
+            ``(scene, row, col)`` of a ``window`` x ``window`` window, in pixels of the scene.
         """
         centre = None
         if self.class_locs and rng.random() < self.rare_class_share:
@@ -272,18 +269,15 @@ class RandomWindowDataset(Dataset):
         else:
             si = int(rng.choice(len(self.scenes), p=self.scene_p))
         scene = self.scenes[si]
-        h, w = height or self.window, width or self.window
-        if height is not None:
-            h, w = min(h, scene.height), min(w, scene.width)
-        row = random_offset(rng, scene.height, h, None if centre is None else int(centre[0]))
-        col = random_offset(rng, scene.width, w, None if centre is None else int(centre[1]))
-        return scene, row, col, h, w
+        row = random_offset(rng, scene.height, self.window, None if centre is None else int(centre[0]))
+        col = random_offset(rng, scene.width, self.window, None if centre is None else int(centre[1]))
+        return scene, row, col
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         epoch, index = divmod(index, self.length)  # indexes past `length` carry the epoch (EpochSampler)
         rng = np.random.default_rng((self.seed, self.epoch + epoch, index))
         self._plan_reads()
-        scene, row, col, _, _ = self.draw(rng)
+        scene, row, col = self.draw(rng)
         sample = make_sample(scene, row, col, self.window, self.stats)
         if self.augment:
             sample["image"], sample["mask"], sample["valid"] = _augment(sample["image"], sample["mask"], sample["valid"], rng)

@@ -192,6 +192,21 @@ class SharedLabels:
         coords = int(shapely.get_num_coordinates(g).sum()) if len(g) else 0
         return coords * 16 + len(g) * (200 + 64) + sum(v.nbytes for v in self._values.values())
 
+    def _bounds_in_file_crs(self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str) -> tuple[CRS, tuple]:
+        """``(the file's CRS, bounds transformed into it)``; a file without CRS is taken to be in ``crs`` (warned)."""
+        from rasterio.warp import transform_bounds
+
+        if crs is None:
+            raise InputFileError(f"{raster_path}: raster has no CRS, so vector labels {self.path} cannot be placed on it.")
+        src_crs = self.crs
+        if src_crs is None:
+            log.warning("%s has no CRS; assuming the raster's CRS %s", self.path, crs)
+            src_crs = crs
+        try:
+            return src_crs, (bounds if src_crs == crs else transform_bounds(crs, src_crs, *bounds, densify_pts=21))
+        except Exception as e:  # noqa: BLE001 - pyproj/GDAL: no transformation between the two CRSs
+            raise InputFileError(f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]}).") from None
+
     def meets(self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str = "") -> bool:
         """Whether any feature's box meets ``bounds`` (in ``crs``): an index query, no geometry is reprojected.
 
@@ -201,16 +216,7 @@ class SharedLabels:
         Raises:
             InputFileError: a raster without CRS, or no transformation between the two CRSs.
         """
-        from rasterio.warp import transform_bounds
-
-        if crs is None:
-            raise InputFileError(f"{raster_path}: raster has no CRS, so vector labels {self.path} cannot be placed on it.")
-        src = self.crs or crs
-        try:
-            b = bounds if src == crs else transform_bounds(crs, src, *bounds, densify_pts=21)
-        except Exception as e:  # noqa: BLE001 - pyproj/GDAL: no transformation between the two CRSs
-            raise InputFileError(f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]}).") from None
-        return len(self.tree.query(box(*b))) > 0
+        return len(self.tree.query(box(*self._bounds_in_file_crs(crs, bounds, raster_path)[1]))) > 0
 
     def within(self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str = "") -> tuple[np.ndarray, np.ndarray]:
         """Indexes and geometries (in ``crs``) of the features meeting ``bounds`` (in ``crs``).
@@ -224,17 +230,7 @@ class SharedLabels:
         Raises:
             InputFileError: a raster without CRS, or labels that cannot be reprojected to it.
         """
-        from rasterio.warp import transform_bounds
-
-        if crs is None:
-            raise InputFileError(f"{raster_path}: raster has no CRS, so vector labels {self.path} cannot be placed on it.")
-        src_crs = CRS.from_user_input(self.gdf.crs) if self.gdf.crs is not None else crs
-        if self.gdf.crs is None:
-            log.warning("%s has no CRS; assuming the raster's CRS %s", self.path, crs)
-        try:
-            b = bounds if src_crs == crs else transform_bounds(crs, src_crs, *bounds, densify_pts=21)
-        except Exception as e:  # noqa: BLE001 - pyproj/GDAL: no transformation between the two CRSs
-            raise InputFileError(f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]}).") from None
+        src_crs, b = self._bounds_in_file_crs(crs, bounds, raster_path)
         idx = np.sort(self.tree.query(box(*b)))
         sub = self.gdf.geometry.iloc[idx]
         if len(idx) and src_crs != crs:
