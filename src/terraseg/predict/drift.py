@@ -28,8 +28,9 @@ histograms from :data:`REFERENCE_WINDOWS` random training windows, and threshold
 sample of training windows shaped like the validation units (:data:`THRESHOLD_WINDOWS`, none over held-out
 blocks), each compared with the reference windows that do not overlap it: per figure, the larger of the default above and
 :data:`THRESHOLD_MARGIN` times the 99th percentile of that figure (its largest band) over the
-sample. The profile also records the false-alarm rate measured on the validation windows, data the
-thresholds never saw: the share of them that would be flagged.
+sample. The profile also records the false-alarm rate measured on validation windows, data the
+thresholds never saw: the share of them that would be flagged. Each is a validation unit as an input
+would come: a held-out block with its context, whole, or a ``window``-sided part of it when larger.
 """
 
 from __future__ import annotations
@@ -221,11 +222,12 @@ def _held_out_share(scene, row: int, col: int, h: int, w: int) -> float:
     return min(covered / max(h * w, 1), 1.0)
 
 
-def _windows(scenes, n: int, shapes: list[tuple[int, int]], rng: np.random.Generator) -> list[tuple]:
+def _windows(scenes, n: int, shapes: list[tuple[int, int]] | int, rng: np.random.Generator) -> list[tuple]:
     """Up to ``n`` random windows: ``(scene, row, col, height, width, pixels)``, pixels the valid raw ``(C, k)`` values.
 
     Scenes are drawn in proportion to their area, offsets uniformly; window ``i`` has shape
-    ``shapes[i % len(shapes)]`` (clipped to its scene). Windows that overlap held-out blocks by more than
+    ``shapes[i % len(shapes)]`` (clipped to its scene), or, when ``shapes`` is a window side, the scene's
+    own shape up to that side (a validation unit: a held-out block with its context, whole when smaller). Windows that overlap held-out blocks by more than
     :data:`MAX_HELD_OUT_SHARE` are drawn again (at most 20 times), so a training sample never measures
     the validation imagery; windows with under 1% valid pixels are dropped.
     """
@@ -237,7 +239,8 @@ def _windows(scenes, n: int, shapes: list[tuple[int, int]], rng: np.random.Gener
     out = []
     for k, i in enumerate(rng.choice(len(scenes), size=n, p=area / area.sum())):
         s = scenes[i]
-        h, w = min(shapes[k % len(shapes)][0], s.height), min(shapes[k % len(shapes)][1], s.width)
+        h, w = shapes[k % len(shapes)] if isinstance(shapes, list) else (shapes, shapes)
+        h, w = min(h, s.height), min(w, s.width)
         for _ in range(20):
             row, col = random_offset(rng, s.height, h), random_offset(rng, s.width, w)
             if _held_out_share(s, row, col, h, w) <= MAX_HELD_OUT_SHARE:
@@ -279,7 +282,9 @@ def fit_drift(train_scenes: list, val_scenes: list, stats: NormStats, window: in
     the ones overlapping it least), never with a reference that contains its own pixels. The threshold
     windows have the shapes of the validation windows (a validation block with its context is often
     smaller than ``window``, and a small window varies more), are drawn over the whole training area,
-    and never over held-out blocks. A window varies more than a whole input, which ``predict`` samples
+    and never over held-out blocks. The false-alarm rate is measured on windows of the validation
+    scenes, each the shape of the scene it is drawn from up to ``window`` (a held-out block with its
+    context is one unit of validation imagery, whole). A window varies more than a whole input, which ``predict`` samples
     with up to 16 windows, so thresholds fitted on windows are conservative for whole scenes.
 
     Args:
@@ -315,7 +320,7 @@ def fit_drift(train_scenes: list, val_scenes: list, stats: NormStats, window: in
         if figs:
             q = float(np.quantile([f[k].max() for f in figs], 0.99))
             thresholds[k] = max(DEFAULTS[k], THRESHOLD_MARGIN * q)
-    val = [_figures(w[5], stats, edges, reference) for w in _windows(val_scenes, VALIDATION_WINDOWS, val_shapes, rng)]
+    val = [_figures(w[5], stats, edges, reference) for w in _windows(val_scenes, VALIDATION_WINDOWS, window, rng)]
     flagged = [any(f[k].max() > thresholds[k] for k in thresholds) for f in val]
     return {"reference": reference.round(1).tolist(), "thresholds": {k: round(v, 4) for k, v in thresholds.items()},
             "false_alarm_rate": round(float(np.mean(flagged)), 4) if val else None, "validation_windows": len(val),
