@@ -9,11 +9,14 @@ fresh process per case:
   building) with ``data.cache_mb`` as the memory budget. Printed: start-up seconds (sources to first
   batch), peak RSS of the main process and of each loader worker, windows/s, and the index: the
   header GeoParquet plus the labels read once with their spatial index (the RSS they add, measured
-  on loading them), and the peak RSS without it. Windows/s are timed over the second of two passes of
-  ``--windows`` windows (the first warms the caches, as a first epoch does).
+  on loading them), and the peak RSS without it. Windows/s are timed over ``--windows`` windows after
+  a first pass that warms the caches, as a first epoch does: ``--warm`` windows, by default 4 per scene,
+  so that nearly every scene is read once (scenes past ``--cache-mb`` are then decoded once into the
+  run's spill store on local disk, ``data.spill_mb``, and read back from there).
 * TorchGeo 0.8.1 (installed with ``pip install --target --no-deps`` as ``peer_compare.py`` does):
   ``RasterDataset & VectorDataset`` sampled with ``RandomGeoSampler`` (128 px windows), the
-  documented pattern. Same figures.
+  documented pattern. Same figures; its first pass is ``--windows`` windows (it has no cache to warm
+  beyond GDAL's, and 4 windows per scene would take it hours).
 
 Run it with nothing else on the CPU.
 
@@ -76,7 +79,7 @@ startup = time.perf_counter() - t0 - t_import
 n, n0, t1 = 16, None, None
 for b in it:
     n += b["image"].shape[0]
-    if t1 is None and n >= 16 + windows:  # the first pass warms the caches, as a first epoch does
+    if t1 is None and n >= 16 + warm:  # the first pass warms the caches, as a first epoch does
         n0, t1 = n, time.perf_counter()
 rate = (n - n0) / max(time.perf_counter() - t1, 1e-9) if t1 is not None else float("nan")
 kids = []
@@ -95,7 +98,8 @@ from terraseg.data.cache import configure
 from terraseg.data.datasets import EpochSampler, RandomWindowDataset, collate_samples
 from terraseg.data.sources import split_scenes
 scenes, labels, windows, workers, cache_mb, index = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
-configure(cache_mb)
+warm, spill_mb = int(sys.argv[7]), float(sys.argv[8])
+configure(cache_mb, spill_mb)
 import psutil, geopandas, pyogrio, shapely
 from terraseg.io.vector import SharedLabels
 rss0 = psutil.Process().memory_info().rss
@@ -104,12 +108,13 @@ labels_mb = (psutil.Process().memory_info().rss - rss0) / 2**20
 cfg = DataConfig(train=[ProjectSource(images=[scenes], vector={"path": labels}, index=index)], window=128)
 t_import = time.perf_counter() - t0
 split = split_scenes(cfg, 255, 2, 0, ["background", "building"])
-ds = RandomWindowDataset(split.train, 128, 2 * windows + 16, None, 0.25, False, 0)
+ds = RandomWindowDataset(split.train, 128, warm + windows + 16, None, 0.25, False, 0)
 dl = DataLoader(ds, batch_size=16, sampler=EpochSampler(len(ds)), num_workers=workers, collate_fn=collate_samples,
                 persistent_workers=workers > 0)
 """+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
                   "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids,
-                  "index_mb": os.path.getsize(index) / 2**20 + labels_mb, "labels_mb": labels_mb, "train_scenes": len(split.train), "val_scenes": len(split.val)}))
+                  "index_mb": os.path.getsize(index) / 2**20 + labels_mb, "labels_mb": labels_mb, "train_scenes": len(split.train), "val_scenes": len(split.val),
+                  "spill": __import__("terraseg.data.cache", fromlist=["SPILL"]).SPILL.report()}))
 """
 
 TORCHGEO_CHILD = r"""
@@ -119,14 +124,14 @@ import torch
 from torch.utils.data import DataLoader
 from torchgeo.datasets import RasterDataset, VectorDataset, stack_samples
 from torchgeo.samplers import RandomGeoSampler
-scenes, labels, windows, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+scenes, labels, windows, workers, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 t_import = time.perf_counter() - t0
 class Scenes(RasterDataset):
     filename_glob = "s*.tif"
 class Buildings(VectorDataset):
     filename_glob = "buildings.gpkg"
 ds = Scenes(paths=scenes) & Buildings(paths=str(__import__("pathlib").Path(labels).parent), res=0.5)
-sampler = RandomGeoSampler(ds, size=128, length=2 * windows + 16)
+sampler = RandomGeoSampler(ds, size=128, length=warm + windows + 16)
 dl = DataLoader(ds, sampler=sampler, batch_size=16, num_workers=workers, collate_fn=stack_samples, persistent_workers=workers > 0)
 """+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
                   "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids}))
@@ -146,6 +151,9 @@ def main() -> None:
     p.add_argument("--windows", type=int, default=512, help="training windows drawn after the first batch")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--cache-mb", type=float, default=256)
+    p.add_argument("--spill-mb", type=float, default=16384, help="data.spill_mb: local disk for decoded scenes past the cache (0: none)")
+    p.add_argument("--warm", type=int, default=None, help="windows of the first (untimed) pass; default: the larger of "
+                   "--windows and 4 per scene, so the first pass reads nearly every scene once, as a first epoch does")
     p.add_argument("--peers", default="torchgeo", help="'torchgeo' or '' (none)")
     p.add_argument("--packages", type=Path, default=Path("/tmp/terraseg-peers"))
     p.add_argument("--peer-timeout", type=float, default=600, help="seconds a peer's case may take before it is reported as over")
@@ -166,11 +174,12 @@ def main() -> None:
             t = time.perf_counter()
             scenes, labels = make_project(Path(tmp), n)
             gen = time.perf_counter() - t
+            warm = a.warm if a.warm is not None else max(a.windows, 4 * n)
             rows = {"terraseg": run(TERRASEG_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers), str(a.cache_mb),
-                                                     str(Path(tmp) / "index.parquet")])}
+                                                     str(Path(tmp) / "index.parquet"), str(warm), str(a.spill_mb)])}
             if a.peers:
                 try:
-                    rows["torchgeo"] = run(TORCHGEO_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers)], env,
+                    rows["torchgeo"] = run(TORCHGEO_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers), str(a.windows)], env,
                                            timeout=a.peer_timeout)
                 except subprocess.TimeoutExpired:
                     print(f"{n:>6} {'torchgeo':>9} over {a.peer_timeout:.0f} s (start-up and {a.windows} windows)")
@@ -183,7 +192,9 @@ def main() -> None:
                 rest = "-" if idx is None else f"{m['main_peak_mb'] - idx:.0f}"
                 print(f"{n:>6} {name:>9} {m['startup_s']:8.1f} {m['main_peak_mb']:8.0f} {w:>11} {m['windows_per_s']:10.1f} "
                       f"{idx_s:>9} {rest:>13}", flush=True)
-            print(f"{'':>6} (generating the project took {gen:.0f} s)")
+            sp = rows["terraseg"].get("spill") or {}
+            print(f"{'':>6} (generating the project took {gen:.0f} s; first pass {warm:,} windows; spill store "
+                  f"{sp.get('spill_mb', 0):,.0f} MiB in {sp.get('spill_regions', 0):,} regions, main process)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from terraseg.data import project as project_mod
 from terraseg.data.cache import ByteLRU
 from terraseg.data.sources import build_scenes
 
-from conftest import make_geotiff
+from conftest import make_geotiff, write_mask_tif
 
 
 def _project(tmp_path, n=5):
@@ -135,3 +135,66 @@ def test_burn_shapes_burns_the_pixels_shapely_geometries_burn():
     got = rasterize(burn_shapes(geoms, values), out_shape=(200, 200), transform=t)
     assert (got == want).all() and (got > 0).sum() > 1000
     assert burn_shapes(np.array([], dtype=object), np.array([])) == []
+
+
+def test_spill_store_gives_back_every_window_it_was_given(tmp_path):
+    """Tiles on disk: windows inside, across tile edges and over the border (padded) match the decoded arrays."""
+    from terraseg.data.cache import SpillStore
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 60000, (3, 150, 97)).astype(np.uint16)
+    valid = rng.random((150, 97)) > 0.1
+    mask = rng.integers(0, 5, (150, 97)).astype(np.uint8)
+    store = SpillStore()
+    store.open(1, str(tmp_path))
+    try:
+        assert store.read("k", 0, 0, 8, 8, {}) is None  # never written
+        assert store.put("k", {"image": image, "valid": valid.view(np.uint8), "mask": mask})
+        for row, col, h, w in [(0, 0, 150, 97), (60, 60, 70, 30), (-5, 90, 40, 40), (140, -3, 20, 20), (200, 0, 4, 4)]:
+            got = store.read("k", row, col, h, w, {"image": 0, "valid": 0, "mask": 255})
+            pad = np.zeros((3, 150 + 400, 97 + 400), np.uint16)
+            pad[:, 200:350, 200:297] = image
+            np.testing.assert_array_equal(got["image"], pad[:, 200 + row:200 + row + h, 200 + col:200 + col + w])
+            m = np.full((550, 497), 255, np.uint8)
+            m[200:350, 200:297] = mask
+            np.testing.assert_array_equal(got["mask"][0], m[200 + row:200 + row + h, 200 + col:200 + col + w])
+        assert store.read("k", 10, 10, 5, 5, {})["valid"][0].view(bool).tolist() == valid[10:15, 10:15].tolist()
+        assert not store.put("big", {"image": np.zeros((4, 1024, 1024), np.uint8)})  # over the 1 MiB budget: not written
+        assert store.full and not store.enabled
+        root = store.root
+    finally:
+        store.close()
+    assert not root.exists()  # the run's folder goes with the run
+
+
+def test_scenes_past_the_cache_budget_are_decoded_once_then_read_from_the_spill_store(tmp_path, monkeypatch):
+    from terraseg.data.cache import CACHE, SPILL
+    from terraseg.data.scenes import RasterScene
+
+    old = CACHE.total_mb
+    CACHE.clear()
+    CACHE.total_mb = 0.2  # ten of the twelve scenes (20 KiB each with validity and mask)
+    CACHE.reset()
+    SPILL.open(64, str(tmp_path))
+    try:
+        scenes = []
+        for i in range(12):
+            path, _, truth = make_geotiff(tmp_path / f"c{i}.tif", 64, 64, seed=i)
+            scenes.append(RasterScene(path, mask_path=write_mask_tif(tmp_path / f"m{i}.tif", truth, path)))
+        for _ in range(3):
+            for s in scenes:
+                s.read(5, 7, 32, 32)
+        assert CACHE.thrashing() and SPILL.writes > 0 and SPILL.hits > 0
+        decodes = []
+        real = RasterScene._read_direct
+        monkeypatch.setattr(RasterScene, "_read_direct", lambda self, *a: (decodes.append(a), real(self, *a))[1])
+        for s in scenes:
+            got, want = s.read(-4, 40, 32, 32), real(s, -4, 40, 32, 32, True)
+            np.testing.assert_array_equal(got.image, want.image)
+            np.testing.assert_array_equal(got.valid, want.valid)
+            np.testing.assert_array_equal(got.mask, want.mask)
+        assert len(decodes) < len(scenes)  # most windows came from the store, not from GDAL
+    finally:
+        CACHE.total_mb = old
+        CACHE.clear()
+        SPILL.close()

@@ -83,6 +83,12 @@ def train(
         out.print(f"epochs: {res.epochs}  train time: {res.train_seconds:.0f} s  throughput: {res.chips_per_second:.1f} chips/s"
                   f"  precision: {cfg.training_precision()}"
                   + (f"  validation: {res.validation_share:.1%} of the time" if res.validation_share is not None else ""))
+    if res.memory:
+        m = res.memory
+        out.print(f"memory: peak RSS {m['peak_rss_mb']:,.0f} MiB; decoded-scene cache {m['peak_mb']:,.0f} of {m['limit_mb']:,.0f} MiB "
+                  f"(hits {m['hits']:,}, misses {m['misses']:,})"
+                  + (f"; spilled {m['spill_regions']:,} regions ({m['spill_mb']:,.0f} MiB) to local disk, {m['spill_reads']:,} windows "
+                     "read back" if m.get("spill_regions") else "") + " (main process; each loader worker holds its share)")
     if res.wall_seconds is not None and cfg.train.max_minutes:
         budget = 60 * cfg.train.max_minutes
         over = res.wall_seconds > budget * 1.05

@@ -218,6 +218,10 @@ class DataConfig(_Strict):
     cache_mb: float = Field(
         1024, ge=0, description="Memory for decoded scenes and images, in MiB, whatever the number of scenes: a least-recently-"
         "used cache per process, shared out among the loader workers; GDAL's block cache gets a quarter (terraseg.data.cache).")
+    spill_mb: float = Field(
+        16384, ge=0, description="Local disk for decoded scenes once they exceed `cache_mb`, in MiB: each is decoded and "
+        "rasterized once, written uncompressed in tiles to a folder under the system's temporary folder, read back window "
+        "by window, and removed at the end of the run (terraseg.data.cache.SpillStore). 0: decode every window instead.")
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader worker processes (0 = in the main process); default from the machine: on a GPU "
         "up to 8 (cores - 2), on a CPU 0 up to 4 cores (the network step dominates there), else cores / 4.")

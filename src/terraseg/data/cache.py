@@ -7,18 +7,34 @@ entries go first. The budget is ``data.cache_mb`` (training) or ``$TERRASEG_CACH
 1024), shared by the loader's worker processes (each holds its share). Masks are stored in the
 smallest integer type that holds them and widened to int64 when read. GDAL's own block cache is
 set to a quarter of the budget (:func:`configure`).
+
+When a project's decoded scenes exceed that budget (the cache evicts more entries than it holds), a
+second tier takes the overflow: :class:`SpillStore` writes each decoded region once, uncompressed and cut
+into square tiles, to a folder on local disk for the run (``data.spill_mb``, removed at the end), and
+later windows of that region are read from there with a few ``pread`` calls instead of being decoded
+and rasterized again. The operating system's page cache keeps those files in memory when it can; that
+memory is not the process's (it never counts in its RSS) and the kernel gives it back under pressure.
+nnU-Net unpacks its preprocessed cases to uncompressed arrays for the same reason (Isensee et al.,
+Nature Methods 2021, ``unpack_dataset``).
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import json
 import os
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 DEFAULT_MB = 1024
+DEFAULT_SPILL_MB = 16384
 
 
 class ByteLRU:
@@ -34,14 +50,7 @@ class ByteLRU:
 
     def limit(self) -> int:
         """This process's byte budget: the total divided among the DataLoader's worker processes when in one."""
-        try:
-            from torch.utils.data import get_worker_info
-
-            info = get_worker_info()
-        except ImportError:
-            info = None
-        share = info.num_workers if info is not None else 1
-        return int(self.total_mb * 2**20 / max(share, 1))
+        return int(self.total_mb * 2**20 / _worker_share())
 
     def get(self, key: Any) -> Any:
         """The value under ``key`` (now the most recent), or None."""
@@ -106,15 +115,200 @@ class ByteLRU:
 CACHE = ByteLRU()
 
 
-def configure(total_mb: float) -> None:
+def _worker_share() -> int:
+    """Processes sharing a budget: the DataLoader's worker count inside a worker, else 1."""
+    try:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+    except ImportError:
+        info = None
+    return max(info.num_workers, 1) if info is not None else 1
+
+
+class SpillStore:
+    """Decoded regions on local disk, cut into ``TILE`` x ``TILE`` tiles, read back window by window.
+
+    A file holds a header line (JSON: height, width, tile side and its sections) padded to
+    :data:`HEADER_BYTES`, then one section per array: ``(P, H, W)`` planes (an image's bands, the
+    validity, the class mask) laid out as ``(rows of tiles, columns of tiles, P, TILE, TILE)``, so a
+    window's tiles in one row of tiles are one contiguous read. Files are written whole under a temporary
+    name and renamed, so a reader (another loader worker) never sees half a file. The store holds at most
+    ``total_mb`` MiB (each loader worker its share); past that, nothing more is written.
+    """
+
+    TILE = 64
+    HEADER_BYTES = 4096
+
+    def __init__(self) -> None:
+        self.root: Path | None = None
+        self.total_mb = float(DEFAULT_SPILL_MB)
+        self.bytes = 0
+        self.hits = self.writes = 0
+        self.full = False  # the budget is spent: regions not yet written are read window by window
+        self._owner = 0
+        self._headers: dict[str, dict] = {}
+        self._paths: dict[Any, str] = {}  # key -> file, so a read hashes no key
+
+    @property
+    def enabled(self) -> bool:
+        """Whether regions can still be written (a run's folder is open and its budget not spent)."""
+        return self.root is not None and not self.full
+
+    def open(self, total_mb: float, parent: str | None = None) -> None:
+        """Start a run's store: a new folder under ``parent`` (default: the system's temporary folder).
+
+        Args:
+            total_mb: disk budget in MiB; 0 turns the store off.
+            parent: where the folder is made.
+        """
+        self.close()
+        self.total_mb = float(total_mb)
+        if total_mb > 0:
+            self.root = Path(tempfile.mkdtemp(prefix="terraseg-decoded-", dir=parent))
+            self._owner = os.getpid()
+            atexit.register(self.close)
+
+    def close(self) -> None:
+        """Remove the run's folder (only the process that made it; loader workers leave it) and turn the store off."""
+        if self.root is not None and os.getpid() == self._owner:
+            shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None
+        self.bytes = self.hits = self.writes = 0
+        self.full = False
+        self._headers.clear()
+        self._paths.clear()
+
+    def _path(self, key: Any) -> str:
+        path = self._paths.get(key)
+        if path is None:
+            assert self.root is not None
+            path = str(self.root / (hashlib.sha1(repr(key).encode()).hexdigest() + ".tiles"))
+            if len(self._paths) > 65536:
+                self._paths.clear()
+            self._paths[key] = path
+        return path
+
+    def put(self, key: Any, arrays: dict[str, np.ndarray]) -> bool:
+        """Write a decoded region: named ``(P, H, W)`` or ``(H, W)`` arrays of one height and width.
+
+        Returns:
+            Whether it was written (False: store off, or its budget spent).
+        """
+        if not self.enabled:
+            return False
+        T = self.TILE
+        planes = {k: (a[None] if a.ndim == 2 else a) for k, a in arrays.items() if a is not None}
+        H, W = next(iter(planes.values())).shape[-2:]
+        nty, ntx = -(-H // T), -(-W // T)
+        header, chunks, offset = {"height": H, "width": W, "tile": T, "sections": {}}, [], self.HEADER_BYTES
+        for k, a in planes.items():
+            P = a.shape[0]
+            padded = np.zeros((P, nty * T, ntx * T), dtype=a.dtype)
+            padded[:, :H, :W] = a
+            tiles = np.ascontiguousarray(padded.reshape(P, nty, T, ntx, T).transpose(1, 3, 0, 2, 4))
+            header["sections"][k] = {"offset": offset, "dtype": a.dtype.str, "planes": P}
+            chunks.append(tiles)
+            offset += tiles.nbytes
+        if self.bytes + offset > self.total_mb * 2**20 / _worker_share():
+            self.full = True
+            return False
+        line = json.dumps(header).encode()
+        if len(line) >= self.HEADER_BYTES:
+            return False
+        path = self._path(key)
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(line.ljust(self.HEADER_BYTES, b" "))
+                for c in chunks:
+                    f.write(memoryview(c).cast("B"))
+            os.replace(tmp, path)
+        except OSError:  # a full disk: the run goes on decoding instead
+            Path(tmp).unlink(missing_ok=True)
+            self.full = True
+            return False
+        self.bytes += offset
+        self.writes += 1
+        return True
+
+    def read(self, key: Any, row: int, col: int, height: int, width: int, fills: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        """Window ``(row, col, height, width)`` of each section, padded with ``fills[name]`` outside the region.
+
+        Returns:
+            ``{name: (P, height, width)}``, or None when the region was never written.
+        """
+        if self.root is None:
+            return None
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            head = self._headers.get(path)
+            if head is None:
+                head = json.loads(os.pread(fd, self.HEADER_BYTES, 0))
+                if len(self._headers) > 65536:
+                    self._headers.clear()
+                self._headers[path] = head
+            H, W, T = head["height"], head["width"], head["tile"]
+            ntx = -(-W // T)
+            r0, c0, r1, c1 = max(row, 0), max(col, 0), min(row + height, H), min(col + width, W)
+            out = {}
+            for name, sec in head["sections"].items():
+                dtype, P = np.dtype(sec["dtype"]), sec["planes"]
+                a = np.full((P, height, width), fills.get(name, 0), dtype=dtype)
+                if r1 > r0 and c1 > c0:
+                    ty0, ty1, tx0, tx1 = r0 // T, (r1 - 1) // T, c0 // T, (c1 - 1) // T
+                    k = tx1 - tx0 + 1
+                    tile_bytes = P * T * T * dtype.itemsize
+                    rows = []
+                    for ty in range(ty0, ty1 + 1):
+                        buf = os.pread(fd, k * tile_bytes, sec["offset"] + (ty * ntx + tx0) * tile_bytes)
+                        rows.append(np.frombuffer(buf, dtype).reshape(k, P, T, T).transpose(1, 2, 0, 3).reshape(P, T, k * T))
+                    block = rows[0] if len(rows) == 1 else np.concatenate(rows, axis=1)
+                    br, bc = r0 - ty0 * T, c0 - tx0 * T
+                    a[:, r0 - row:r1 - row, c0 - col:c1 - col] = block[:, br:br + r1 - r0, bc:bc + c1 - c0]
+                out[name] = a
+        finally:
+            os.close(fd)
+        self.hits += 1
+        return out
+
+    def report(self) -> dict[str, float]:
+        """Budget, bytes written (MB), regions written and windows read by this process."""
+        return {"spill_limit_mb": round(self.total_mb, 1), "spill_mb": round(self.bytes / 2**20, 1),
+                "spill_regions": self.writes, "spill_reads": self.hits}
+
+
+SPILL = SpillStore()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (``getrusage``: KiB on Linux, bytes on macOS; 0 elsewhere)."""
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return 0.0
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def configure(total_mb: float, spill_mb: float | None = None) -> None:
     """Set the process's cache budget (MB, shared by loader workers) and GDAL's block cache to a quarter of it;
     the cache is trimmed to the new budget and its counters start afresh.
 
     Args:
         total_mb: the budget in MiB.
+        spill_mb: when given, a new run's :class:`SpillStore` with this disk budget in MiB (0: none).
     """
     CACHE.total_mb = float(total_mb)
     CACHE.reset()
+    if spill_mb is not None:
+        SPILL.open(spill_mb)
     try:
         from rasterio.env import set_gdal_config
 
@@ -139,4 +333,4 @@ def compact_mask(mask: np.ndarray | None) -> np.ndarray | None:
     return mask
 
 
-__all__ = ["CACHE", "ByteLRU", "compact_mask", "configure"]
+__all__ = ["CACHE", "SPILL", "ByteLRU", "SpillStore", "compact_mask", "configure", "peak_rss_mb"]

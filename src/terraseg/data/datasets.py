@@ -231,10 +231,12 @@ class RandomWindowDataset(Dataset):
     def _plan_reads(self) -> None:
         """Once per process: when the scenes' decoded regions exceed this process's cache budget, random
         windows would evict a whole cached scene for almost every window (decoding a scene to use one
-        window of it); windows are then read on their own from GDAL (its block cache keeps recent tiles)."""
+        window of it). Each scene is then decoded once into the run's spill store on disk and its windows
+        read from there (:class:`terraseg.data.cache.SpillStore`); without a store, windows are read on their
+        own from GDAL (its block cache keeps recent tiles)."""
         import os
 
-        from terraseg.data.cache import CACHE
+        from terraseg.data.cache import CACHE, SPILL
 
         if self._reads_planned == os.getpid():
             return
@@ -243,7 +245,10 @@ class RandomWindowDataset(Dataset):
         total = sum(s.height * s.width * (s.count * np.dtype(s.dtype).itemsize + 2) for s in cacheable)
         if total > CACHE.limit():
             for s in cacheable:
-                s._cache_ok = False
+                if SPILL.enabled:
+                    s._past_budget = True
+                else:
+                    s._cache_ok = False
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random windows drawn (called at the start of every epoch)."""

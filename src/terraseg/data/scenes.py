@@ -270,6 +270,7 @@ class RasterScene(Scene):
         self.has_labels = self._rasterizer is not None or self.mask_path is not None
         nbytes = self.height * self.width * self.count * np.dtype(self.dtype).itemsize
         self._cache_ok = cache and nbytes <= CACHE_LIMIT_BYTES
+        self._past_budget = False  # the decoded region is over a quarter of this process's cache budget
         self._cached: WindowRead | None = None
         self._ds = None
         self.exclude: tuple[Region, ...] = ()  # labels never used here (held-out blocks and their buffer)
@@ -386,19 +387,29 @@ class RasterScene(Scene):
 
     def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
         """As :meth:`Scene.read`: from the process's byte-limited cache of decoded regions
-        (:mod:`terraseg.data.cache`) when the region is small enough, else window by window from GDAL."""
+        (:mod:`terraseg.data.cache`) when the region is small enough; past the cache's budget, from the run's
+        spill store (decoded once); else window by window from GDAL."""
         if self._cache_ok:
-            from terraseg.data.cache import CACHE, compact_mask
+            from terraseg.data.cache import CACHE, SPILL, compact_mask
 
             key = self._cache_key()
             c = CACHE.get(key)
-            if c is None and CACHE.thrashing():  # more scenes than the budget holds: read the window only
-                return self._read_direct(row, col, height, width, labels)
             if c is None:
+                spilled = SPILL.read(key, row, col, height, width, {"image": 0, "valid": 0, "mask": self.ignore_index})
+                if spilled is not None:  # decoded once before: read from the run's store on disk
+                    m = spilled.get("mask")
+                    return WindowRead(spilled["image"], spilled["valid"][0].view(bool),
+                                      m[0].astype(np.int64) if (labels and m is not None) else None)
+                # past the memory budget (more scenes than it holds, or a region over a quarter of it) and no store
+                # (or its budget spent): read the window only
+                if (CACHE.thrashing() or self._past_budget) and not SPILL.enabled:
+                    return self._read_direct(row, col, height, width, labels)
                 c = self._read_direct(0, 0, self.height, self.width, True)
                 c = WindowRead(c.image, c.valid, compact_mask(c.mask))
-                if not CACHE.put(key, c, c.image.nbytes + c.valid.nbytes + (c.mask.nbytes if c.mask is not None else 0)):
-                    self._cache_ok = False  # too large for this process's budget: windows are streamed from now on
+                nbytes = c.image.nbytes + c.valid.nbytes + (c.mask.nbytes if c.mask is not None else 0)
+                if CACHE.thrashing() or self._past_budget or not CACHE.put(key, c, nbytes):
+                    self._past_budget = self._past_budget or not CACHE.thrashing()
+                    SPILL.put(key, {"image": c.image, "valid": c.valid.view(np.uint8), "mask": c.mask})
             image = _crop(c.image, row, col, height, width, 0)
             valid = _crop(c.valid, row, col, height, width, False)
             mask = (_crop(c.mask, row, col, height, width, self.ignore_index).astype(np.int64)

@@ -193,9 +193,9 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     """
     t_start = started if started is not None else time.monotonic()
     deadline = t_start + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
-    from terraseg.data.cache import CACHE, configure
+    from terraseg.data.cache import CACHE, SPILL, configure, peak_rss_mb
 
-    configure(cfg.data.cache_mb)
+    configure(cfg.data.cache_mb, cfg.data.spill_mb)
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
@@ -329,7 +329,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
             manifest.drift = fit_drift(train_dl.dataset.scenes, val_dl.dataset.scenes if val_dl is not None else [], stats,
                                        max(d.window, MIN_PREDICT_WINDOW), cfg.train.seed)
     extras = {} if classify else {CALIBRATION: _calibration(train_dl.dataset.scenes, d.window, cfg.train.seed)}
-    manifest.training["cache"] = CACHE.report()  # the main process's; each loader worker holds at most its share
+    manifest.training["cache"] = CACHE.report() | SPILL.report() | {"peak_rss_mb": peak_rss_mb()}  # the main process's
+    SPILL.close()
     bundle = Bundle(manifest, model, extras)
     bundle.path = bundle_path = run_dir / "model.terraseg"
     export = None
@@ -355,7 +356,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
                        throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
                        throughput.validation_share, history=history, split=split.record if split is not None else None,
-                       wall_seconds=wall, budget_skipped=skipped)
+                       wall_seconds=wall, budget_skipped=skipped, memory=manifest.training["cache"])
 
 
 def _strategy(cfg: ExperimentConfig, module: TaskBase, in_channels: int) -> Any:

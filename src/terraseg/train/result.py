@@ -24,6 +24,8 @@ class TrainResult:
             pixels per class on each side, warnings), or None when the caller gave the scenes.
         wall_seconds: wall time of the whole run (what ``train.max_minutes`` bounds), or None.
         budget_skipped: post-training steps left out so as not to overrun ``train.max_minutes``.
+        memory: networks: the main process's peak RSS (``peak_rss_mb``) and its decoded-scene cache and
+            spill store figures (:meth:`terraseg.data.cache.ByteLRU.report`, :meth:`terraseg.data.cache.SpillStore.report`).
     """
 
     bundle_path: Path
@@ -39,3 +41,4 @@ class TrainResult:
     split: dict[str, Any] | None = None
     wall_seconds: float | None = None
     budget_skipped: list[str] = field(default_factory=list)
+    memory: dict[str, Any] | None = None
