@@ -94,7 +94,7 @@ t0 = time.perf_counter()
 import numpy as np, torch
 from torch.utils.data import DataLoader
 from terraseg.config import DataConfig, ProjectSource
-from terraseg.data.cache import configure
+from terraseg.io.cache import configure
 from terraseg.data.datasets import EpochSampler, RandomWindowDataset, collate_samples
 from terraseg.data.sources import split_scenes
 scenes, labels, windows, workers, cache_mb, index = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
@@ -114,7 +114,7 @@ dl = DataLoader(ds, batch_size=16, sampler=EpochSampler(len(ds)), num_workers=wo
 """+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
                   "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids,
                   "index_mb": os.path.getsize(index) / 2**20 + labels_mb, "labels_mb": labels_mb, "train_scenes": len(split.train), "val_scenes": len(split.val),
-                  "spill": __import__("terraseg.data.cache", fromlist=["SPILL"]).SPILL.report()}))
+                  "spill": __import__("terraseg.io.cache", fromlist=["SPILL"]).SPILL.report()}))
 """
 
 TORCHGEO_CHILD = r"""

@@ -100,7 +100,7 @@ def test_register_into_a_store_without_the_run_carries_it_over(trained):
     import mlflow
 
     from terraseg.bundle import Bundle
-    from terraseg.serve.registry import resolve_model_uri
+    from terraseg.tracking import resolve_model_uri
 
     run_dir = trained["tmp"] / "run"
     source = Bundle.load(run_dir / "model.terraseg").manifest
@@ -243,7 +243,7 @@ def test_register_takes_the_run_of_its_folder_and_the_bundle_as_it_is_now(tmp_pa
 
     from conftest import make_geotiff as mk, write_mask_tif
     from terraseg.bundle import Bundle
-    from terraseg.serve.registry import resolve_model_uri
+    from terraseg.tracking import resolve_model_uri
 
     img, _, truth = mk(tmp_path / "a.tif", 96, 96, seed=3)
     files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img}

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from terraseg.cli.main import app
 from terraseg.config import DataConfig, ProjectSource
 from terraseg.data import project as project_mod
-from terraseg.data.cache import ByteLRU
+from terraseg.io.cache import ByteLRU
 from terraseg.data.sources import build_scenes
 
 from conftest import make_geotiff, write_mask_tif
@@ -97,7 +97,7 @@ def test_byte_lru_evicts_to_its_budget():
 
 
 def test_scene_reads_stay_within_the_cache_budget(tmp_path):
-    from terraseg.data.cache import CACHE
+    from terraseg.io.cache import CACHE
     from terraseg.data.scenes import RasterScene
 
     old = CACHE.total_mb
@@ -139,7 +139,7 @@ def test_burn_shapes_burns_the_pixels_shapely_geometries_burn():
 
 def test_spill_store_gives_back_every_window_it_was_given(tmp_path):
     """Tiles on disk: windows inside, across tile edges and over the border (padded) match the decoded arrays."""
-    from terraseg.data.cache import SpillStore
+    from terraseg.io.cache import SpillStore
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 60000, (3, 150, 97)).astype(np.uint16)
@@ -168,7 +168,7 @@ def test_spill_store_gives_back_every_window_it_was_given(tmp_path):
 
 
 def test_scenes_past_the_cache_budget_are_decoded_once_then_read_from_the_spill_store(tmp_path, monkeypatch):
-    from terraseg.data.cache import CACHE, SPILL
+    from terraseg.io.cache import CACHE, SPILL
     from terraseg.data.scenes import RasterScene
 
     old = CACHE.total_mb

@@ -556,7 +556,7 @@ def register(
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="MLflow run to register (default: the one the bundle records).")] = None,
 ) -> None:
     """Register a tracked run's bundle in the MLflow model registry, so `serve models:/NAME@ALIAS` serves it."""
-    from terraseg.serve.registry import register_bundle
+    from terraseg.tracking import register_bundle
 
     uri, version = register_bundle(run_dir, name, alias, tracking_uri, run_id)
     out.print(f"{uri} -> version {version}")

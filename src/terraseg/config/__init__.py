@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
-from terraseg.config.inference import number_as_text
+from terraseg.config.base import Strict as _Strict
+from terraseg.config.base import format_validation_error, number_as_text
 from terraseg.errors import ConfigError
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ClassSpec(_Strict):
@@ -217,11 +214,11 @@ class DataConfig(_Strict):
     batch_size: int = Field(8, ge=1, description="Windows per training batch.")
     cache_mb: float = Field(
         1024, ge=0, description="Memory for decoded scenes and images, in MiB, whatever the number of scenes: a least-recently-"
-        "used cache per process, shared out among the loader workers; GDAL's block cache gets a quarter (terraseg.data.cache).")
+        "used cache per process, shared out among the loader workers; GDAL's block cache gets a quarter (terraseg.io.cache).")
     spill_mb: float = Field(
         16384, ge=0, description="Local disk for decoded scenes once they exceed `cache_mb`, in MiB: each is decoded and "
         "rasterized once, written uncompressed in tiles to a folder under the system's temporary folder, read back window "
-        "by window, and removed at the end of the run (terraseg.data.cache.SpillStore). 0: decode every window instead.")
+        "by window, and removed at the end of the run (terraseg.io.cache.SpillStore). 0: decode every window instead.")
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader worker processes (0 = in the main process); default from the machine: on a GPU "
         "up to 8 (cores - 2), on a CPU 0 up to 4 cores (the network step dominates there), else cores / 4.")
@@ -482,20 +479,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         else:
             raise ConfigError(f"override {item!r}: cannot set {keys[-1]!r} here")
     return raw
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """Turn a pydantic error into one sentence per problem, naming the field path and the file."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not (isinstance(x, str) and x in ("scene", "folder")))
-        if e["type"] == "extra_forbidden":
-            parts.append(f"unknown field '{loc}'")
-        elif e["type"] == "missing":
-            parts.append(f"missing required field '{loc}'")
-        else:
-            parts.append(f"field '{loc}': {e['msg']}")
-    return f"{source}: invalid config: " + "; ".join(parts) + "."
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ExperimentConfig:

@@ -7,37 +7,13 @@ stage that runs a network live in :class:`InferenceConfig`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, Field
 
-from terraseg.errors import ConfigError
+from terraseg.config.base import Strict as _Strict
+from terraseg.config.base import M, build_options, number_as_text
 
-
-
-def number_as_text(v: Any) -> Any:
-    """YAML and ``--set`` read ``precision: 32`` as a number; the precision fields hold it as text."""
-    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def build_options(cls: type[M], source: str = "options", **kwargs: Any) -> M:
-    """Validate keyword options into ``cls`` (None values fall back to the defaults).
-
-    Raises:
-        ConfigError: one sentence naming each bad option.
-    """
-    from terraseg.config import format_validation_error
-
-    try:
-        return cls(**{k: v for k, v in kwargs.items() if v is not None})
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from None
 
 
 class InferenceConfig(_Strict):

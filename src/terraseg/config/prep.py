@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from terraseg.config import VectorLabels
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from terraseg.config.base import Strict as _Strict
 
 
 def _check_label_count(images: list[str], labels: list) -> None:

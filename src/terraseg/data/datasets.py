@@ -232,11 +232,11 @@ class RandomWindowDataset(Dataset):
         """Once per process: when the scenes' decoded regions exceed this process's cache budget, random
         windows would evict a whole cached scene for almost every window (decoding a scene to use one
         window of it). Each scene is then decoded once into the run's spill store on disk and its windows
-        read from there (:class:`terraseg.data.cache.SpillStore`); without a store, windows are read on their
+        read from there (:class:`terraseg.io.cache.SpillStore`); without a store, windows are read on their
         own from GDAL (its block cache keeps recent tiles)."""
         import os
 
-        from terraseg.data.cache import CACHE, SPILL
+        from terraseg.io.cache import CACHE, SPILL
 
         if self._reads_planned == os.getpid():
             return

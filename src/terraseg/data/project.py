@@ -10,7 +10,7 @@
 * **Unlabelled rasters** are skipped, or trained on as background when the user says the labels are
   complete (``unlabelled: background``).
 
-Memory during training is bounded by the byte-limited cache of :mod:`terraseg.data.cache`, not by
+Memory during training is bounded by the byte-limited cache of :mod:`terraseg.io.cache`, not by
 the number of scenes.
 """
 

@@ -201,7 +201,7 @@ class RasterScene(Scene):
         ignore_index: mask value for unknown pixels.
         region: restrict the scene to this rectangle (train/val splits of one scene).
         num_classes: when given, mask values outside ``0..num_classes-1`` raise an error.
-        cache: keep the decoded region in the process's byte-limited LRU cache (:mod:`terraseg.data.cache`)
+        cache: keep the decoded region in the process's byte-limited LRU cache (:mod:`terraseg.io.cache`)
             when it is below :data:`CACHE_LIMIT_BYTES` and a quarter of the cache's budget.
 
     Raises:
@@ -387,10 +387,10 @@ class RasterScene(Scene):
 
     def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
         """As :meth:`Scene.read`: from the process's byte-limited cache of decoded regions
-        (:mod:`terraseg.data.cache`) when the region is small enough; past the cache's budget, from the run's
+        (:mod:`terraseg.io.cache`) when the region is small enough; past the cache's budget, from the run's
         spill store (decoded once); else window by window from GDAL."""
         if self._cache_ok:
-            from terraseg.data.cache import CACHE, SPILL, compact_mask
+            from terraseg.io.cache import CACHE, SPILL, compact_mask
 
             key = self._cache_key()
             c = CACHE.get(key)
@@ -580,8 +580,8 @@ class ArrayScene(Scene):
             self.dtype = str(arr.dtype)
 
     def load(self) -> WindowRead:
-        """The decoded image (and mask), from the process's byte-limited cache (:mod:`terraseg.data.cache`) after the first read."""
-        from terraseg.data.cache import CACHE, compact_mask
+        """The decoded image (and mask), from the process's byte-limited cache (:mod:`terraseg.io.cache`) after the first read."""
+        from terraseg.io.cache import CACHE, compact_mask
 
         key = ("array", self.path, self.mask_path, self.binarize, self.value_offset, self.ignore_index)
         hit = CACHE.get(key)

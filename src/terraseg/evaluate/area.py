@@ -160,7 +160,12 @@ def allocate(mapped: np.ndarray, n: int, allocation: str = "proportional", min_p
 
 
 def map_class_counts(path: str | Path, num_classes: int | None = None, block: int = 1024) -> tuple[np.ndarray, Any]:
-    """Pixels per class id of a class raster (nodata excluded), read strip by strip, and the raster's info."""
+    """Pixels per class id of a class raster (nodata excluded), read strip by strip, and the raster's info.
+
+    Args:
+        path: class raster (one band of class ids). num_classes: length of the counts (default: the largest
+            id + 1). block: strip height in rows.
+    """
     from rasterio.windows import Window
 
     from terraseg.data.windows import row_strips
@@ -179,7 +184,11 @@ def map_class_counts(path: str | Path, num_classes: int | None = None, block: in
 
 
 def pixel_area(transform, crs) -> tuple[float, str]:
-    """Area of one pixel in hectares for a projected CRS in metres, else in pixels."""
+    """Area of one pixel in hectares for a projected CRS in metres, else in pixels.
+
+    Args:
+        transform: the raster's affine transform. crs: its CRS (rasterio), or None.
+    """
     if crs is not None and crs.is_projected and abs(float(crs.linear_units_factor[1]) - 1.0) < 1e-9:
         return abs(transform.a * transform.e - transform.b * transform.d) / 1e4, "ha"
     return 1.0, "pixels"
@@ -192,6 +201,11 @@ def sample_points(path: str | Path, n: int, allocation: str = "proportional", mi
     Two streamed passes: class counts; then, for each class, ``n_h`` ranks drawn without replacement
     among its ``N_h`` pixels (in raster order) pick the pixels strip by strip, so every pixel of a
     class has the same chance and memory is the sample, never the raster.
+
+    Args:
+        path: class raster. n: points in all. allocation: ``'proportional'``, ``'equal'`` or ``'neyman'``
+            (Olofsson et al. 2014). min_per_class: points at least per class. seed: sampling seed.
+            expected_accuracy: the user's accuracy assumed by the Neyman allocation. block: strip height in rows.
 
     Returns:
         GeoDataFrame: ``map_class``, ``row``, ``col``, ``stratum_pixels``, geometry (pixel centres, raster CRS).

@@ -25,6 +25,10 @@ from terraseg.predict.classify import ImageClassifier
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int = 2) -> dict[str, Any]:
     """Metrics of ``(N, K)`` probabilities against ``(N,)`` true class ids.
 
+    Args:
+        probs: ``(N, K)`` class probabilities. labels: ``(N,)`` true class ids. class_names: the K names.
+            top_k: k of the top-k accuracy.
+
     Returns:
         ``accuracy`` (micro), ``f1_macro``, ``top{k}_accuracy``, ``per_class`` {name: precision,
         recall, f1, support}, ``confusion_matrix`` (rows true, columns predicted), ``n``.
@@ -51,6 +55,10 @@ def evaluate_classifier(bundle: str | Path | Bundle, items: list[ClassItem], out
 
     Writes ``metrics.json``, ``confusion_matrix.png`` and ``predictions.csv`` (file, true, predicted,
     probability) under ``out_dir``.
+
+    Args:
+        bundle: a classification bundle (path or loaded). items: labelled images. out_dir: output folder.
+            batch_size: images per forward pass. top_k: k of the top-k accuracy.
 
     Raises:
         BundleError: not a classification bundle, or an image with another band count. InputFileError: unreadable image.

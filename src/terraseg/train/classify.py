@@ -26,14 +26,22 @@ CACHE_BYTES = 1 << 30  # decoded training + validation images held in memory at 
 
 
 def class_items_of(cfg: ExperimentConfig, which: str) -> list[ClassItem]:
-    """Labelled images of ``data.train`` / ``data.val`` / ``data.test``."""
+    """Labelled images of ``data.train`` / ``data.val`` / ``data.test``.
+
+    Args:
+        cfg: a classification config. which: ``'train'``, ``'val'`` or ``'test'``.
+    """
     root = Path(cfg.data.data_root) if cfg.data.data_root else None
     names = [c.name for c in cfg.classes]
     return [it for src in getattr(cfg.data, which) for it in class_items(src, names, root, require_all=which == "train")]
 
 
 def train_val_items(cfg: ExperimentConfig) -> tuple[list[ClassItem], list[ClassItem]]:
-    """Training and validation images: ``data.val`` when given, else a seeded stratified ``val_fraction``."""
+    """Training and validation images: ``data.val`` when given, else a seeded stratified ``val_fraction``.
+
+    Args:
+        cfg: a classification config (``data.val`` or ``data.val_fraction``, ``train.seed``).
+    """
     train = class_items_of(cfg, "train")
     if cfg.data.val:
         return train, class_items_of(cfg, "val")
@@ -44,6 +52,10 @@ def train_val_items(cfg: ExperimentConfig) -> tuple[list[ClassItem], list[ClassI
 
 def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
     """``(train_loader, val_loader or None, in_channels, stats, input spec fields)`` for a classification config.
+
+    Args:
+        cfg: a classification config. stats_path: where the training statistics are written (read back on
+            resume). resume: reuse the statistics of an interrupted run.
 
     Raises:
         InputFileError: empty or unknown class folders, unreadable images, mixed band counts.
@@ -97,17 +109,20 @@ class ClassificationTask(TaskBase):
         self.best: dict[str, Any] = {}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Cross-entropy of one batch (``image`` ``(N, C, H, W)``, ``label`` ``(N,)``), logged as ``train/loss``."""
         loss = self.loss_fn(self.model(batch["image"]), batch["label"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Accumulate accuracy, macro F1 and loss of one validation batch."""
         logits = self.model(batch["image"])
         self._val_losses.append(float(self.loss_fn(logits, batch["label"])))
         self.val_acc.update(logits, batch["label"])
         self.val_f1.update(logits, batch["label"])
 
     def on_validation_epoch_end(self) -> None:
+        """The epoch's validation figures: ``val/score`` (accuracy), ``val/f1_macro``, ``val/loss``."""
         acc, f1 = float(self.val_acc.compute()), float(self.val_f1.compute())
         self.val_acc.reset()
         self.val_f1.reset()

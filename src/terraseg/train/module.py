@@ -34,6 +34,7 @@ class TaskBase(L.LightningModule):
     best: dict[str, Any]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, 1 or K, H, W)`` of a normalised batch ``(N, C, H, W)``."""
         return self.model(x)
 
     def _time_progress(self) -> float:
@@ -50,10 +51,12 @@ class TaskBase(L.LightningModule):
         return 0.0
 
     def setup(self, stage: str) -> None:
+        """Lightning hook before fitting: the network in channels-last memory format when ``train.channels_last``."""
         if self.cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Lightning hook on the device: normalise raw training windows and augment them there when asked."""
         if not isinstance(batch, dict):  # validation batches may be scene indexes
             return batch
         stats = getattr(self, "train_stats", None)
@@ -103,6 +106,7 @@ class TaskBase(L.LightningModule):
         return n
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Lightning hook: frozen encoder stages back in eval mode (Lightning sets train mode after validation)."""
         for stage in self._frozen:  # Lightning puts the module back in train mode after validation
             stage.eval()
 
@@ -117,6 +121,7 @@ class TaskBase(L.LightningModule):
                 self.history[-1]["lr"] = float(opts[0].param_groups[-1]["lr"])
 
     def on_train_epoch_start(self) -> None:
+        """Lightning hook: reseed augmentation, apply the epoch's freezing, and give the epoch to the sampler."""
         self._aug_gen = None  # reseeded per (seed, epoch) on the first batch
         self.apply_freeze(self.current_epoch)
         dl = self.trainer.train_dataloader
@@ -127,6 +132,7 @@ class TaskBase(L.LightningModule):
             dl.dataset.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
+        """Lightning hook: the optimiser (encoder and decoder groups when ``train.encoder_lr_ratio`` != 1) and the per-step schedule."""
         ratio = self.cfg.train.encoder_lr_ratio
         encoder = getattr(self.model, "encoder", None)
         params: Any = self.model.parameters()
@@ -141,9 +147,11 @@ class TaskBase(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Lightning hook: keep the validation history and the best epoch in the checkpoint."""
         checkpoint["terraseg"] = {"history": self.history, "best": self.best}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Lightning hook: restore the validation history and the best epoch (resume)."""
         state = checkpoint.get("terraseg", {})
         self.history = list(state.get("history", []))
         self.best = dict(state.get("best", {}))
@@ -194,6 +202,7 @@ class SegmentationTask(TaskBase):
         self.augment_on_device = c.data.augment  # the loader only reads; see terraseg.train.augment
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Loss of one batch of windows (``image`` ``(N, C, H, W)``, ``mask`` ``(N, H, W)``), logged as ``train/loss``."""
         logits = self.model(batch["image"])
         loss = self.loss_fn(logits, batch["mask"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0],
@@ -206,6 +215,7 @@ class SegmentationTask(TaskBase):
         return validation_predictor(self.model, self.cfg, self.val_stats, self.val_window, InferenceConfig().fit_max, str(self.device))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Predict one validation scene as ``predict`` would (sliding windows) and add its confusion matrix."""
         if int(batch) < 0:  # a DDP rank without a validation scene of its own (ShardSampler's padding)
             return
         scene = self.val_scenes[int(batch)]
@@ -213,6 +223,7 @@ class SegmentationTask(TaskBase):
         self._cm += np.asarray(m["confusion_matrix"], dtype=np.int64)
 
     def on_validation_epoch_end(self) -> None:
+        """The epoch's validation figures from the summed confusion matrix (gathered over DDP ranks)."""
         cm = self._cm
         if self.trainer.world_size > 1:  # DDP: each rank predicted its share of the scenes (ShardSampler)
             cm = self.all_gather(torch.from_numpy(cm)).sum(0).cpu().numpy()

@@ -3,7 +3,7 @@
 Steps: build scenes and the train/val split; compute band statistics on the training scenes (or
 reload them on ``resume``); train with Lightning (seeded, early stopping, best checkpoint by
 ``val/score``, optional bf16/fp16 autocast, time limit); track with MLflow through
-:class:`terraseg.train.tracking.Tracker`; write the bundle from the best checkpoint, atomically.
+:class:`terraseg.tracking.Tracker`; write the bundle from the best checkpoint, atomically.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from terraseg.io.atomic import write_text_atomic
 from terraseg.models.factory import build_model
 from terraseg.train.module import SegmentationTask, TaskBase
 from terraseg.train.result import TrainResult
-from terraseg.train.tracking import Tracker, flatten_params, plot_learning_curve, write_history
+from terraseg.tracking import Tracker, flatten_params
+from terraseg.train.history import plot_learning_curve, write_history
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     """
     t_start = started if started is not None else time.monotonic()
     deadline = t_start + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
-    from terraseg.data.cache import CACHE, SPILL, configure, peak_rss_mb
+    from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
 
     configure(cfg.data.cache_mb, cfg.data.spill_mb)
     run_dir = cfg.run_dir()
@@ -394,6 +395,11 @@ def _strategy(cfg: ExperimentConfig, module: TaskBase, in_channels: int) -> Any:
 
 def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, scenes: tuple[list, list] | None = None):
     """``(train_loader, val_loader or None, in_channels, stats, input spec fields)`` of a segmentation config.
+
+    Args:
+        cfg: a segmentation config. stats_path: where the training statistics are written (read back on
+            resume). resume: reuse the statistics of an interrupted run. scenes: ``(training, validation)``
+            scenes already split (default: :func:`terraseg.data.sources.split_scenes` of ``cfg.data``).
 
     Raises:
         InputFileError: no labels, mixed band counts, statistics of another band count.

@@ -35,7 +35,7 @@ from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.models.pixel import PixelFeatures, PixelModel, make_estimator
 from terraseg.predict.sliding import predictor_for
 from terraseg.train.result import TrainResult
-from terraseg.train.tracking import Tracker, flatten_params
+from terraseg.tracking import Tracker, flatten_params
 
 log = logging.getLogger(__name__)
 PREDICT_WINDOW = 1024
@@ -47,6 +47,10 @@ def sample_pixels(scenes: list[Scene], features: PixelFeatures, num_classes: int
 
     Scenes are read in ``block`` windows (plus the texture margin), so memory is bounded by one
     block's features and ``per_class x F`` values per class.
+
+    Args:
+        scenes: labelled scenes. features: the per-pixel feature stack. num_classes: class count.
+            per_class: pixels sampled at most per class. seed: sampling seed. block: read window side in pixels.
     """
     rng = np.random.default_rng(seed)
     m = features.margin
@@ -78,7 +82,12 @@ def sample_pixels(scenes: list[Scene], features: PixelFeatures, num_classes: int
 
 
 def feature_importance(model: PixelModel, X: np.ndarray, y: np.ndarray, names: list[str], seed: int) -> list[dict[str, Any]]:
-    """Permutation importance (mean accuracy drop, std over 5 repeats), plus impurity importance for forests."""
+    """Permutation importance (mean accuracy drop, std over 5 repeats), plus impurity importance for forests.
+
+    Args:
+        model: the fitted pixel model. X: ``(n, F)`` held-out features. y: ``(n,)`` their class ids.
+            names: the F feature names. seed: permutation seed.
+    """
     from sklearn.inspection import permutation_importance
 
     r = permutation_importance(model.estimator, X, y, n_repeats=5, random_state=seed, n_jobs=1)
@@ -90,7 +99,11 @@ def feature_importance(model: PixelModel, X: np.ndarray, y: np.ndarray, names: l
 
 
 def save_importance(rows: list[dict[str, Any]], out_dir: Path, title: str) -> tuple[Path, Path]:
-    """``feature_importance.csv`` and a horizontal bar plot ``feature_importance.png`` (written atomically)."""
+    """``feature_importance.csv`` and a horizontal bar plot ``feature_importance.png`` (written atomically).
+
+    Args:
+        rows: :func:`feature_importance` output. out_dir: the run folder. title: the plot's title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -25,7 +25,7 @@ class TrainResult:
         wall_seconds: wall time of the whole run (what ``train.max_minutes`` bounds), or None.
         budget_skipped: post-training steps left out so as not to overrun ``train.max_minutes``.
         memory: networks: the main process's peak RSS (``peak_rss_mb``) and its decoded-scene cache and
-            spill store figures (:meth:`terraseg.data.cache.ByteLRU.report`, :meth:`terraseg.data.cache.SpillStore.report`).
+            spill store figures (:meth:`terraseg.io.cache.ByteLRU.report`, :meth:`terraseg.io.cache.SpillStore.report`).
     """
 
     bundle_path: Path

@@ -3,7 +3,7 @@
 The config decides the trainer: networks (segmentation and scene classification) train with
 Lightning (:mod:`terraseg.train.network`), scikit-learn pixel baselines fit on sampled pixels
 (:mod:`terraseg.train.pixel`). Both validate through the real predictor, track through
-:class:`terraseg.train.tracking.Tracker` and return a :class:`terraseg.train.result.TrainResult`.
+:class:`terraseg.tracking.Tracker` and return a :class:`terraseg.train.result.TrainResult`.
 """
 
 from __future__ import annotations

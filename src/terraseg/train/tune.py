@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from terraseg.config import ExperimentConfig, TuneParam, apply_overrides
+from terraseg.tracking import finish_study_run, study_run
 from terraseg.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ def check_space(cfg: ExperimentConfig, raw: dict[str, Any]) -> None:
     """Refuse a search space that cannot run, before any trial: an empty one, or a path that is not a config field.
 
     Each parameter is set to a value from its range on a copy of the raw config, which must then validate.
+
+    Args:
+        cfg: the validated base config (``tune.params``). raw: the same config as a mapping, before validation.
 
     Raises:
         ConfigError: one sentence naming the parameter and the problem.
@@ -155,7 +159,7 @@ def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=study_name or base.name, storage=storage, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=t.seed), pruner=pruner, load_if_exists=True)
-    parent = _parent_run(base, study_dir, study.study_name)
+    parent = study_run(base, study_dir, study.study_name)
     if t.include_config and not study.trials:  # trial 0: the config as it is, the baseline every trial is compared with
         current = base.model_dump(mode="json")
         start = {}
@@ -206,40 +210,9 @@ def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, 
             best_bundle = study_dir / "best.terraseg"
             shutil.copy(bundle, best_bundle)
     if parent:
-        _finish_parent(parent, best_value, best_params, len(study.trials))
+        finish_study_run(parent, best_value, best_params, len(study.trials))
     return TuneResult(study_dir, storage, len(study.trials), states.count(S.COMPLETE), states.count(S.PRUNED),
                       states.count(S.FAIL), best_value, best_params, best_config, best_bundle)
-
-
-def _parent_run(cfg: ExperimentConfig, study_dir: Path, study: str) -> tuple[str, str] | None:
-    """The study's MLflow run ``(run id, tracking URI)``, created once and reused when the search resumes."""
-    if not cfg.tracking.enabled:
-        return None
-    import mlflow
-
-    uri = cfg.tracking.tracking_uri or f"sqlite:///{(study_dir / 'mlflow.db').resolve()}"
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    name = cfg.tracking.experiment or cfg.name
-    exp = client.get_experiment_by_name(name)
-    artifacts = (study_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None
-    exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifacts)
-    found = client.search_runs([exp_id], filter_string=f"tags.terraseg_study = '{study}'", max_results=1)
-    if found:
-        return found[0].info.run_id, uri
-    run = client.create_run(exp_id, run_name=f"{study} (tune)", tags={"terraseg_study": study})
-    for path, p in cfg.tune.params.items():
-        client.log_param(run.info.run_id, f"space.{path}", json.dumps(p.model_dump(exclude_none=True))[:500])
-    return run.info.run_id, uri
-
-
-def _finish_parent(parent: tuple[str, str], best_value, best_params: dict, n: int) -> None:
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=parent[1])
-    if best_value is not None:
-        client.log_metric(parent[0], "best/val_score", float(best_value), step=n)
-        for k, v in best_params.items():
-            client.set_tag(parent[0], f"best.{k}", str(v))
 
 
 __all__ = ["TuneResult", "check_space", "tune"]
