@@ -15,13 +15,13 @@ fresh process per case:
   run's spill store on local disk, ``data.spill_mb``, and read back from there).
 * TorchGeo 0.8.1 (installed with ``pip install --target --no-deps`` as ``peer_compare.py`` does):
   ``RasterDataset & VectorDataset`` sampled with ``RandomGeoSampler`` (128 px windows), the
-  documented pattern. Same figures; its first pass is ``--windows`` windows (it has no cache to warm
-  beyond GDAL's, and 4 windows per scene would take it hours).
+  documented pattern. Same figures, over ``--peer-windows`` windows after a first pass of as many (it
+  has no cache to warm beyond GDAL's, and 4 windows per scene would take it hours).
 
 Run it with nothing else on the CPU.
 
 Example:
-    .venv/bin/python benchmarks/data_scale.py --scenes 10 100 1000 --windows 512
+    .venv/bin/python benchmarks/data_scale.py --scenes 10 100 1000 --windows 4096
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def run(code: str, args: list[str], env: dict | None = None, timeout: float = 18
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", type=int, nargs="*", default=[10, 100, 1000])
-    p.add_argument("--windows", type=int, default=512, help="training windows drawn after the first batch")
+    p.add_argument("--windows", type=int, default=4096, help="training windows timed (after the first pass)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--cache-mb", type=float, default=256)
     p.add_argument("--spill-mb", type=float, default=16384, help="data.spill_mb: local disk for decoded scenes past the cache (0: none)")
@@ -156,6 +156,8 @@ def main() -> None:
                    "--windows and 4 per scene, so the first pass reads nearly every scene once, as a first epoch does")
     p.add_argument("--peers", default="torchgeo", help="'torchgeo' or '' (none)")
     p.add_argument("--packages", type=Path, default=Path("/tmp/terraseg-peers"))
+    p.add_argument("--peer-windows", type=int, default=256, help="windows the peer is timed over (and its first pass): "
+                   "at a few windows/s, a longer pass would take hours")
     p.add_argument("--peer-timeout", type=float, default=600, help="seconds a peer's case may take before it is reported as over")
     a = p.parse_args()
     env = None
@@ -179,7 +181,7 @@ def main() -> None:
                                                      str(Path(tmp) / "index.parquet"), str(warm), str(a.spill_mb)])}
             if a.peers:
                 try:
-                    rows["torchgeo"] = run(TORCHGEO_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers), str(a.windows)], env,
+                    rows["torchgeo"] = run(TORCHGEO_CHILD, [str(scenes), str(labels), str(a.peer_windows), str(a.workers), str(a.peer_windows)], env,
                                            timeout=a.peer_timeout)
                 except subprocess.TimeoutExpired:
                     print(f"{n:>6} {'torchgeo':>9} over {a.peer_timeout:.0f} s (start-up and {a.windows} windows)")

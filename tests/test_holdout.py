@@ -7,6 +7,7 @@ import pytest
 
 from terraseg.config import DataConfig, FolderSource, SceneSource
 from terraseg.data.holdout import apply_record, block_side
+from terraseg.data.scenes import RasterScene
 from terraseg.data.sources import build_scenes, split_scenes
 from terraseg.evaluate.metrics import metrics_from_confusion, score, validation_metrics
 
@@ -196,3 +197,20 @@ def test_budget_is_wall_time_of_the_whole_run(tmp_path, monkeypatch):
     assert budget["wall_seconds"] <= 15 * 1.05 and wall < 15 * 1.05 + 5  # 0.25 min, with the CLI's start-up on top
     assert "ONNX export" in budget["skipped"] and "ONNX export" in res.output
     assert b.manifest.training["epochs"] >= 1 and "wall time:" in res.output
+
+
+def test_a_block_at_a_tile_edge_is_buffered_in_the_next_tile_too(tmp_path):
+    """Blocks and buffers are places on the map: the neighbour tile's labels within the buffer are excluded."""
+    from terraseg.data.holdout import _build
+    from terraseg.data.scenes import Region
+
+    a, _, _ = make_geotiff(tmp_path / "a.tif", 64, 64, origin=(500000.0, 4500000.0))
+    b, _, _ = make_geotiff(tmp_path / "b.tif", 64, 64, origin=(500064.0, 4500000.0))  # east of a, 1 m pixels
+    far, _, _ = make_geotiff(tmp_path / "far.tif", 64, 64, origin=(900000.0, 4500000.0))
+    scenes = [RasterScene(p) for p in (a, b, far)]
+    train, val = _build(scenes, [(0, Region(16, 48, 16, 16))], buffer=8, context=0)  # a block on a's east edge
+    by_name = {s.name: s for s in train}
+    assert by_name["a"].exclude == (Region(8, 40, 32, 32),)
+    assert by_name["b"].exclude == (Region(8, 0, 32, 8),)  # the buffer's 8 columns that lie in b
+    assert by_name["far"].exclude == ()
+    assert len(val) == 1

@@ -69,6 +69,39 @@ def training_precision(device: str = "cpu") -> str:
     return "16-mixed" if device.startswith("cuda") and torch.cuda.is_available() else "32"
 
 
+def training_device(accelerator: str = "auto") -> str:
+    """The device a training run uses for ``train.accelerator``.
+
+    Args:
+        accelerator: Lightning's accelerator setting ('auto', 'gpu', 'cuda', 'cpu', ...).
+
+    Returns:
+        'cuda' when the setting allows a GPU and one is present, else 'cpu'.
+    """
+    return "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+def run_precision(setting: str, device: str) -> str:
+    """The Lightning precision a training run uses: ``train.precision``, with 'auto' resolved for ``device``.
+
+    Args:
+        setting: 'auto', '32', 'bf16-mixed' or '16-mixed'. device: the training device.
+    """
+    return training_precision(device) if setting == "auto" else setting
+
+
+def inference_precision(lightning_precision: str) -> str:
+    """The inference precision ('32', 'bf16', '16') that computes as a Lightning training precision does.
+
+    Training speaks Lightning's vocabulary ('bf16-mixed', '16-mixed', '32'), inference backends their
+    own ('bf16', '16', '32'); this is the one translation between them.
+
+    Args:
+        lightning_precision: a Lightning precision string.
+    """
+    return {"bf16-mixed": "bf16", "16-mixed": "16"}.get(lightning_precision, "32")
+
+
 def resolve_device(device: str | None = "auto") -> str:
     """The torch device an ``auto`` (or empty) device setting means on this machine.
 

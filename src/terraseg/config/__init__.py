@@ -427,18 +427,16 @@ class ExperimentConfig(_Strict):
         return self
 
     def training_device(self) -> str:
-        """'cuda' when ``train.accelerator`` allows a GPU and one is present, else 'cpu'."""
-        import torch
+        """'cuda' when ``train.accelerator`` allows a GPU and one is present, else 'cpu' (:func:`terraseg.devices.training_device`)."""
+        from terraseg.devices import training_device
 
-        return "cuda" if self.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+        return training_device(self.train.accelerator)
 
     def training_precision(self) -> str:
         """The Lightning precision this run uses (``train.precision`` with 'auto' resolved for this machine)."""
-        if self.train.precision != "auto":
-            return self.train.precision
-        from terraseg.devices import training_precision
+        from terraseg.devices import run_precision
 
-        return training_precision(self.training_device())
+        return run_precision(self.train.precision, self.training_device())
 
     def run_dir(self) -> Path:
         """The run folder, with ``${name}`` expanded."""

@@ -18,7 +18,9 @@ photo/mask pair) is one unit. Units are chosen for validation by fixed rules:
    strategies for data with temporal, spatial, hierarchical, or phylogenetic structure*, Ecography
    40 (2017), and Valavi et al., *blockCV*, Methods in Ecology and Evolution 10 (2019).
    A validation block is predicted with ``context`` pixels of imagery around it (clipped to the
-   scene), scored on the block's own pixels only.
+   scene), scored on the block's own pixels only. Blocks and buffers are places on the map, not only
+   in one file: where a block (or its buffer) reaches into an adjacent or overlapping scene of a
+   project, training ignores the labels there too.
 
 Block side rule (when ``data.holdout_block`` is unset): about 64 blocks over the whole labelled
 area, ``sqrt(labelled pixels / 64)``, between 64 and 2,048 pixels, rounded to 16 pixels. Buffer
@@ -172,6 +174,8 @@ def _build(scenes: list[Scene], units: list[tuple[int, Region | None]], buffer: 
             val.append(_sub_scene(s, region, context))
             held.setdefault(i, []).append(Region(region.row_off - buffer, region.col_off - buffer,
                                                  region.height + 2 * buffer, region.width + 2 * buffer))
+    for j, extra in _across_scenes(scenes, held).items():
+        held.setdefault(j, []).extend(extra)
     train: list[Scene] = []
     for i, s in enumerate(scenes):
         if i in whole:
@@ -182,6 +186,50 @@ def _build(scenes: list[Scene], units: list[tuple[int, Region | None]], buffer: 
             s._cached = None
         train.append(s)
     return train, val
+
+
+def _georeferenced(s: Scene) -> bool:
+    return isinstance(s, RasterScene) and s.crs is not None and not s.transform.is_identity and s.info.gcps is None \
+        and s.info.rpcs is None
+
+
+def _across_scenes(scenes: list[Scene], held: dict[int, list[Region]]) -> dict[int, list[Region]]:
+    """The held-out blocks and their buffer where they reach into other scenes (adjacent or overlapping tiles).
+
+    A validation block at a tile's edge has neighbours in the next tile; training must not see the labels
+    there either. Each held region (block + buffer) is taken to map coordinates and back into every other
+    georeferenced scene it meets (reprojected as a rectangle when the CRSs differ).
+
+    Returns:
+        ``{scene index: [regions in its pixels]}`` to add to those scenes' exclusions.
+    """
+    geo = [i for i, s in enumerate(scenes) if _georeferenced(s)]
+    if len(geo) < 2 or not any(i in held for i in geo):
+        return {}
+    from rasterio.warp import transform_bounds
+
+    bounds = np.array([scenes[i].window_bounds(0, 0, scenes[i].height, scenes[i].width) for i in geo])
+    out: dict[int, list[Region]] = {}
+    for i in geo:
+        src = scenes[i]
+        for r in held.get(i, []):
+            b = src.window_bounds(r.row_off, r.col_off, r.height, r.width)
+            for k, j in enumerate(geo):
+                dst = scenes[j]
+                if j == i:
+                    continue
+                bb = b if dst.crs == src.crs else transform_bounds(src.crs, dst.crs, *b)
+                lo = bounds[k]
+                if bb[2] <= lo[0] or bb[0] >= lo[2] or bb[3] <= lo[1] or bb[1] >= lo[3]:
+                    continue
+                inv = ~dst.transform
+                xs, ys = zip(*(inv * (x, y) for x in (bb[0], bb[2]) for y in (bb[1], bb[3])))
+                c0, c1 = int(np.floor(min(xs))), int(np.ceil(max(xs)))
+                r0, r1 = int(np.floor(min(ys))), int(np.ceil(max(ys)))
+                r0, c0, r1, c1 = max(r0, 0), max(c0, 0), min(r1, dst.height), min(c1, dst.width)
+                if r1 > r0 and c1 > c0:
+                    out.setdefault(j, []).append(Region(r0, c0, r1 - r0, c1 - c0))
+    return out
 
 
 def _scene_key(s: Scene) -> str:

@@ -264,9 +264,9 @@ def plan_run(inputs: list[str], labels: str | None = None, attribute: str | None
         raise ConfigError(f"--minutes {minutes:g}: the budget must be positive.")
     sources, names = sources_from_inputs(inputs, labels, attribute)
     fp = fingerprint_sources(sources, names)
-    import torch
+    from terraseg.devices import training_device
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = training_device()
     run_name = name or Path(inputs[0].rstrip("/")).stem.replace(" ", "-") or "plan"
     plan = plan_config(fp, run_name, _classes(names), sources, minutes, device, measure=measure)
     path = write_plan(plan, fp, out) if out is not None else None

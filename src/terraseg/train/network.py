@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from terraseg import __version__
+from terraseg import __version__, progress
 from terraseg.bundle import CALIBRATION, MIN_PREDICT_WINDOW, Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import EpochSampler, RandomWindowDataset, SceneIndexDataset, ShardSampler, collate_samples, scene_statistics
@@ -164,8 +164,6 @@ def _after_training(name: str, deadline: float | None, seconds: float | None, sk
     """Whether a post-training step fits the budget (recorded in ``skipped`` when not), shown as progress when it runs."""
     from contextlib import nullcontext
 
-    from terraseg import progress
-
     if deadline is not None and seconds is not None and time.monotonic() + seconds > deadline:
         skipped.append(name)
         log.warning("%s skipped: it would overrun train.max_minutes (about %.0f s needed, %.0f s left)", name, seconds,
@@ -231,7 +229,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True)
     throughput = _Throughput()
     extra = list(callbacks or [])
-    callbacks = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, _progress_bar(), *extra]
+    bar = [_progress_bar()] if progress.enabled() else []  # drawn only when the CLI asks (a terminal, no --quiet)
+    callbacks = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, *bar, *extra]
     segmenting = cfg.task != "classification" and val_dl is not None
     budget = None
     if deadline is not None:
@@ -255,7 +254,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         strategy=_strategy(cfg, module, in_channels), num_nodes=cfg.train.num_nodes,
         use_distributed_sampler=False,  # EpochSampler and ShardSampler shard over ranks themselves (terraseg.data.datasets)
         logger=logger, callbacks=callbacks, default_root_dir=run_dir, log_every_n_steps=10,
-        num_sanity_val_steps=0, enable_model_summary=False,
+        num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=bool(bar),
         limit_val_batches=1.0 if val_dl is not None else 0,
     )
     last = run_dir / "checkpoints" / "last.ckpt"

@@ -23,6 +23,7 @@ from terraseg.config import ExperimentConfig
 from terraseg.config.inference import InferenceConfig
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import Scene
+from terraseg.devices import inference_precision
 from terraseg.evaluate.metrics import validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
 from terraseg.predict.sliding import SlidingWindowPredictor, TorchBackend
@@ -41,7 +42,7 @@ def validation_predictor(model: torch.nn.Module, cfg: ExperimentConfig, stats: N
         model: the network. cfg: the experiment. stats: the training normalisation. window: sliding-window
             side (pixels). fit_max: largest image side predicted as one window (0: always sliding). device: torch device.
     """
-    precision = {"bf16-mixed": "bf16", "16-mixed": "16"}.get(cfg.training_precision(), "32")
+    precision = inference_precision(cfg.training_precision())
     backend = TorchBackend(model, device=device, precision=precision, channels_last=cfg.train.channels_last)
     return SlidingWindowPredictor(backend, stats, cfg.num_classes, window, InferenceConfig().overlap, cfg.data.batch_size, fit_max)
 
