@@ -226,6 +226,11 @@ class RandomWindowDataset(Dataset):
         # windows in proportion to labelled area (a project's scenes differ in size and in how much is labelled)
         weights = labelled if labelled.sum() > 0 else np.array([s.height * s.width for s in scenes], dtype=np.float64)
         self.scene_p = weights / weights.sum()
+        # cumulative distributions, built once: a draw is a binary search, not a pass over every scene
+        # (the same draws as Generator.choice(p=...), which computes this cdf on every call)
+        self._scene_cdf = _cdf(self.scene_p)
+        self._class_keys = list(self.class_locs)
+        self._class_cdf = {c: _cdf(_share([n for _, _, n in e])) for c, e in self.class_locs.items()}
         self._reads_planned: int | None = None
 
     def _plan_reads(self) -> None:
@@ -266,13 +271,12 @@ class RandomWindowDataset(Dataset):
         """
         centre = None
         if self.class_locs and rng.random() < self.rare_class_share:
-            cls = list(self.class_locs)[int(rng.integers(len(self.class_locs)))]
-            entries = self.class_locs[cls]
-            sizes = np.array([n for _, _, n in entries], dtype=np.float64)  # scenes in proportion to their pixels of the class
-            si, locs, _ = entries[int(rng.choice(len(entries), p=sizes / sizes.sum()))]
+            cls = self._class_keys[int(rng.integers(len(self._class_keys)))]
+            # scenes in proportion to their pixels of the class
+            si, locs, _ = self.class_locs[cls][int(self._class_cdf[cls].searchsorted(rng.random(), side="right"))]
             centre = locs[int(rng.integers(len(locs)))]
         else:
-            si = int(rng.choice(len(self.scenes), p=self.scene_p))
+            si = int(self._scene_cdf.searchsorted(rng.random(), side="right"))
         scene = self.scenes[si]
         row = random_offset(rng, scene.height, self.window, None if centre is None else int(centre[0]))
         col = random_offset(rng, scene.width, self.window, None if centre is None else int(centre[1]))
@@ -287,6 +291,17 @@ class RandomWindowDataset(Dataset):
         if self.augment:
             sample["image"], sample["mask"], sample["valid"] = _augment(sample["image"], sample["mask"], sample["valid"], rng)
         return sample
+
+
+def _share(sizes: list) -> np.ndarray:
+    sizes_ = np.array(sizes, dtype=np.float64)
+    return sizes_ / sizes_.sum()
+
+
+def _cdf(p: np.ndarray) -> np.ndarray:
+    """The cumulative distribution ``Generator.choice(p=p)`` draws from (normalised to end at 1)."""
+    cdf = np.asarray(p, dtype=np.float64).cumsum()
+    return cdf / cdf[-1]
 
 
 class SceneIndexDataset(Dataset):

@@ -61,6 +61,16 @@ class WindowRead:
     mask: np.ndarray | None
 
 
+class _HashedKey(tuple):
+    """A tuple that computes its hash once (cache keys are looked up for every training window)."""
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_h")
+        if h is None:
+            h = self.__dict__["_h"] = tuple.__hash__(self)
+        return h
+
+
 def _crop(a: np.ndarray, row: int, col: int, h: int, w: int, fill) -> np.ndarray:
     """Window ``(row, col, h, w)`` of the last two axes of ``a``, padded with ``fill``."""
     H, W = a.shape[-2:]
@@ -292,9 +302,10 @@ class RasterScene(Scene):
             desc = [ds.descriptions[b - 1] for b in self.bands]
         return list(desc) if all(desc) else None
 
-    def __getstate__(self):  # datasets and caches are per process
+    def __getstate__(self):  # datasets, caches and hashes (salted per process) are per process
         state = self.__dict__.copy()
         state["_ds"] = None
+        state.pop("_key", None)
         return state
 
     def _dataset(self, path: str | None = None):
@@ -380,10 +391,16 @@ class RasterScene(Scene):
         return self._labels(row, col, height, width, valid)  # no second read of the image
 
     def _cache_key(self) -> tuple:
-        """What the cached region depends on: file, region, bands, labels and the label exclusions."""
+        """What the cached region depends on: file, region, bands, labels and the label exclusions (built once
+        for the current exclusions: a key is hashed for every window read)."""
         r = self.region
-        return ("raster", self.path, (r.row_off, r.col_off, r.height, r.width), tuple(self.bands), self.mask_path,
-                id(self._rasterizer), self.exclude, self.score_region, self.ignore_index)
+        state = (r, self.exclude, self.score_region)
+        cached = self.__dict__.get("_key")
+        if cached is None or cached[0] != state:
+            key = _HashedKey(("raster", self.path, (r.row_off, r.col_off, r.height, r.width), tuple(self.bands), self.mask_path,
+                              id(self._rasterizer), self.exclude, self.score_region, self.ignore_index))
+            self._key = cached = (state, key)
+        return cached[1]
 
     def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
         """As :meth:`Scene.read`: from the process's byte-limited cache of decoded regions
@@ -393,7 +410,7 @@ class RasterScene(Scene):
             from terraseg.io.cache import CACHE, SPILL, compact_mask
 
             key = self._cache_key()
-            c = CACHE.get(key)
+            c = None if self._past_budget else CACHE.get(key)  # past the budget: never in the memory cache
             if c is None:
                 spilled = SPILL.read(key, row, col, height, width, {"image": 0, "valid": 0, "mask": self.ignore_index})
                 if spilled is not None:  # decoded once before: read from the run's store on disk

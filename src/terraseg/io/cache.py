@@ -262,7 +262,8 @@ class SpillStore:
         """Window ``(row, col, height, width)`` of each section, padded with ``fills[name]`` outside the region.
 
         Returns:
-            ``{name: (P, height, width)}``, or None when the region was never written.
+            ``{name: (P, height, width)}`` (views of this read's own buffer), or None when
+            the region was never written.
         """
         if self.root is None:
             return None
@@ -280,14 +281,8 @@ class SpillStore:
         ntx = -(-W // T)
         r0, c0, r1, c1 = max(row, 0), max(col, 0), min(row + height, H), min(col + width, W)
         inside = (r0, c0, r1, c1) == (row, col, row + height, col + width)
-        stacks = []
-        for sec in head["sections"]:
-            dt, P = np.dtype(sec["dtype"]), sec["planes"]
-            a = np.empty((P, height, width), dtype=dt)
-            if not inside:
-                for name, (p0, p1) in sec["names"].items():
-                    a[p0:p1] = fills.get(name, 0)
-            stacks.append(a)
+        sections = head["sections"]
+        stacks: list[np.ndarray] = []
         if r1 > r0 and c1 > c0:
             ty0, ty1, tx0, tx1 = r0 // T, (r1 - 1) // T, c0 // T, (c1 - 1) // T
             ky, kx = ty1 - ty0 + 1, tx1 - tx0 + 1
@@ -295,12 +290,26 @@ class SpillStore:
             for j in range(ky):  # the tiles of one row of tiles: one read
                 os.preadv(fd, [buf[j]], self.HEADER_BYTES + ((ty0 + j) * ntx + tx0) * R)
             rec = buf.reshape(ky, kx, R)
-            for sec, a in zip(head["sections"], stacks):
+            for sec in sections:
                 dt, P = np.dtype(sec["dtype"]), sec["planes"]
-                part = rec if len(stacks) == 1 else np.ascontiguousarray(rec[:, :, sec["start"]:sec["start"] + sec["bytes"]])
+                part = rec if len(sections) == 1 else np.ascontiguousarray(rec[:, :, sec["start"]:sec["start"] + sec["bytes"]])
                 tiles = part.view(dt).reshape(ky, kx, P, T, T).transpose(2, 0, 3, 1, 4).reshape(P, ky * T, kx * T)
-                a[:, r0 - row:r1 - row, c0 - col:c1 - col] = tiles[:, r0 - ty0 * T:r1 - ty0 * T, c0 - tx0 * T:c1 - tx0 * T]
-        out = {name: a[p0:p1] for sec, a in zip(head["sections"], stacks) for name, (p0, p1) in sec["names"].items()}
+                crop = tiles[:, r0 - ty0 * T:r1 - ty0 * T, c0 - tx0 * T:c1 - tx0 * T]
+                if inside:  # a view of the tiles read: no further copy
+                    stacks.append(crop)
+                    continue
+                a = np.empty((P, height, width), dtype=dt)
+                for name, (p0, p1) in sec["names"].items():
+                    a[p0:p1] = fills.get(name, 0)
+                a[:, r0 - row:r1 - row, c0 - col:c1 - col] = crop
+                stacks.append(a)
+        else:
+            for sec in sections:
+                a = np.empty((sec["planes"], height, width), dtype=np.dtype(sec["dtype"]))
+                for name, (p0, p1) in sec["names"].items():
+                    a[p0:p1] = fills.get(name, 0)
+                stacks.append(a)
+        out = {name: a[p0:p1] for sec, a in zip(sections, stacks) for name, (p0, p1) in sec["names"].items()}
         self.hits += 1
         return out
 

@@ -6,6 +6,7 @@ Uses geopandas/pyogrio for reading, pyproj (through geopandas) for reprojection 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -166,6 +167,11 @@ class SharedLabels:
             key = (str(p), layer, 0, 0)
         if key not in cls._cache:
             cls._cache[key] = cls(path, layer)
+            # the index lives as long as the process and holds a Python object per feature: moved out of the
+            # collector's generations, so that collections (triggered by allocations in every training window)
+            # do not walk a million geometries each time, and forked loader workers do not write to their pages
+            # (Python docs, gc.freeze: "call gc.freeze() right before fork()")
+            gc.freeze()
         return cls._cache[key]
 
     def values(self, attribute: str | None, mapping: dict[str, int] | None, burn_value: int) -> np.ndarray:

@@ -47,6 +47,27 @@ def _vendor_dir(cfg: ServeConfig) -> Path | None:
     return None
 
 
+class _Served:
+    """What the routes share: the config, the served models, the API-key guard, metrics and the results folder."""
+
+    def __init__(self, cfg: ServeConfig, models: dict[str, ServedModel], results: Path, metrics: Metrics | None) -> None:
+        self.cfg, self.models, self.results, self.metrics = cfg, models, results, metrics
+        self.ready = True
+        self.guard = KeyGuard(cfg.api_key)
+
+    def check_key(self, request: Request) -> None:
+        """Refuse a request without the API key (or the page's session cookie) when one is set."""
+        self.guard.check(request.headers, request.cookies, request.client.host if request.client else "?")
+
+    def model(self, name: str | None) -> ServedModel:
+        """The served model ``name`` (default: the first); 404 naming the served ones."""
+        if name is None:
+            return next(iter(self.models.values()))
+        if name not in self.models:
+            raise ApiError(404, f"unknown model '{name}'; served: {', '.join(self.models)}.")
+        return self.models[name]
+
+
 def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -> FastAPI:
     """Build the app for ``cfg`` (``models`` may be passed pre-loaded, e.g. in tests).
 
@@ -62,8 +83,7 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     """
     if models is None:
         models = load_models(cfg.models, cfg.inference, cfg.tracking_uri, cfg.batch_wait_ms, cfg.max_batch, cfg.engine, cfg.ray)
-    state = {"models": models, "ready": True}
-    for m in state["models"].values():
+    for m in models.values():
         m.max_queue, m.max_seconds = cfg.max_queue, cfg.max_seconds
     results = Path(cfg.results_dir) if cfg.results_dir else Path(tempfile.mkdtemp(prefix="terraseg-results-"))
     results.mkdir(parents=True, exist_ok=True)
@@ -85,20 +105,18 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     metrics = Metrics.create()
     if metrics is not None:
         app.add_middleware(metrics.middleware)
-        for m in state["models"].values():
+        for m in models.values():
             m.on_drift = metrics.drift
-    guard = KeyGuard(cfg.api_key)
+    served = _Served(cfg, models, results, metrics)
+    _service_routes(app, served)
+    _api_routes(app, served)
+    _page_routes(app, served)
+    return app
 
-    def _check_key(request: Request) -> None:
-        guard.check(request.headers, request.cookies, request.client.host if request.client else "?")
 
-    def _model(name: str | None) -> ServedModel:
-        ms = state["models"]
-        if name is None:
-            return next(iter(ms.values()))
-        if name not in ms:
-            raise ApiError(404, f"unknown model '{name}'; served: {', '.join(ms)}.")
-        return ms[name]
+def _service_routes(app: FastAPI, s: _Served) -> None:
+    """Liveness, readiness, Prometheus metrics and the list of served models."""
+    metrics = s.metrics
 
     @app.get("/healthz", summary="Liveness: the process answers.")
     async def healthz() -> dict:
@@ -110,18 +128,23 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     def prometheus_metrics(request: Request) -> Response:
         if metrics is None:
             raise ApiError(404, "metrics need prometheus-client (pip install prometheus-client).")
-        _check_key(request)
+        s.check_key(request)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/readyz", summary="Readiness: models are loaded.")
     async def readyz() -> JSONResponse:
-        ok = state["ready"] and bool(state["models"])
-        return JSONResponse({"ready": ok, "models": list(state["models"])}, status_code=200 if ok else 503)
+        ok = s.ready and bool(s.models)
+        return JSONResponse({"ready": ok, "models": list(s.models)}, status_code=200 if ok else 503)
 
     @app.get("/v1/models", summary="Served models: name, version, task, bands, classes, metrics.", responses=RESPONSES)
     def list_models(request: Request) -> list[dict]:
-        _check_key(request)
-        return [m.info() for m in state["models"].values()]
+        s.check_key(request)
+        return [m.info() for m in s.models.values()]
+
+
+def _api_routes(app: FastAPI, s: _Served) -> None:
+    """``POST /v1/segment`` and ``POST /v1/classify``: an upload in, an answer out, nothing kept."""
+    cfg = s.cfg
 
     @app.post(
         "/v1/segment", summary="Segment an uploaded image.",
@@ -134,8 +157,8 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
         format: Literal["png", "geotiff", "json", "geojson"] = Query("png", description="png: class ids; geotiff: georeferenced like the input; json: class-id array; geojson: polygons in the input CRS."),
         model: str | None = Query(None, description="Model name (GET /v1/models); default: the first served."),
     ) -> Response:
-        _check_key(request)
-        m = _model(model)
+        s.check_key(request)
+        m = s.model(model)
         if m.bundle.manifest.task != "segmentation":
             raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; use /v1/classify.")
         with tempfile.TemporaryDirectory(prefix="terraseg-req-") as tmp:
@@ -153,19 +176,22 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
         model: str | None = Query(None, description="Model name (GET /v1/models); default: the first classification model served."),
         top: int = Query(0, ge=0, description="Return only the top-N classes (0 = all)."),
     ) -> dict:
-        _check_key(request)
+        s.check_key(request)
         if model is None:
-            model = next((n for n, x in state["models"].items() if x.bundle.manifest.task == "classification"), None)
+            model = next((n for n, x in s.models.items() if x.bundle.manifest.task == "classification"), None)
             if model is None:
                 raise ApiError(422, "no classification model is served; use /v1/segment.")
-        m = _model(model)
+        m = s.model(model)
         if m.bundle.manifest.task != "classification":
             raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; use /v1/segment.")
         with tempfile.TemporaryDirectory(prefix="terraseg-req-") as tmp:
             path = upload.save(file, Path(tmp), cfg.max_upload_mb, cfg.max_pixels)
             return upload.classify_response(m, path, file.filename or path.name, top)
 
-    # ---- web page -------------------------------------------------------------------------------
+
+def _page_routes(app: FastAPI, s: _Served) -> None:
+    """The web page, its session cookie, and the results it keeps per browser (``/ui/jobs``)."""
+    cfg, results = s.cfg, s.results
     vendor = _vendor_dir(cfg)
     if vendor is not None:
         app.mount("/vendor", StaticFiles(directory=vendor), name="vendor")
@@ -180,7 +206,7 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     def create_session(request: Request, response: Response, key: str = Form(...)) -> dict:
         if cfg.api_key is None:
             return {"session": False}
-        token = guard.login(key, request.client.host if request.client else "?")
+        token = s.guard.login(key, request.client.host if request.client else "?")
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict")
         return {"session": True}
 
@@ -200,8 +226,8 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
     @app.post("/ui/jobs", summary="Web page: segment an upload (and optional ground truth) and keep the result.", responses=RESPONSES)
     def create_job(request: Request, response: Response, file: UploadFile = File(...), truth: UploadFile | None = File(None),
                    model: str | None = Form(None)) -> dict:
-        _check_key(request)
-        m = _model(model or None)
+        s.check_key(request)
+        m = s.model(model or None)
         if m.bundle.manifest.task != "segmentation":
             raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; the page shows segmentation results (use /v1/classify).")
         token = request.cookies.get(OWNER_COOKIE)
@@ -225,20 +251,18 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
 
     @app.get("/ui/jobs/{job}", summary="Web page: a kept result of this browser.", responses=RESPONSES)
     def get_job(request: Request, job: str) -> dict:
-        _check_key(request)
+        s.check_key(request)
         meta = _job(request, job)[1]
         meta.pop("owner", None)
         return meta
 
     @app.get("/ui/jobs/{job}/{name}", summary="Web page: a file of a kept result of this browser.", responses=RESPONSES)
     def job_file(request: Request, job: str, name: str) -> FileResponse:
-        _check_key(request)
+        s.check_key(request)
         f = _job(request, job)[0] / _safe(name)
         if not f.is_file() or f.name in ("job.json",):
             raise ApiError(404, f"no file '{name}' in result '{job}'.")
         return FileResponse(f, filename=f.name)
-
-    return app
 
 
 def _safe(part: str) -> str:

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from terraseg.data.sources import split_scenes
 from terraseg.devices import is_main_process, loader_options
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
+from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
 from terraseg.models.factory import build_model
 from terraseg.train.module import SegmentationTask, TaskBase
 from terraseg.train.result import TrainResult
@@ -192,160 +194,34 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     """
     t_start = started if started is not None else time.monotonic()
     deadline = t_start + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
-    from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
-
     configure(cfg.data.cache_mb, cfg.data.spill_mb)
     run_dir = cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    stats_path = run_dir / "stats.json"
-    task_cls: type[TaskBase]
-    split = None
-    if cfg.task == "classification":
-        from terraseg.train.classify import ClassificationTask, classification_loaders
-
-        train_dl, val_dl, in_channels, stats, input_kw = classification_loaders(cfg, stats_path, resume)
-        task_cls = ClassificationTask
-        if val_dl is not None:  # the exact images validated on, for `evaluate --split val`
-            val_items = val_dl.dataset.items
-            split = Split([], [], {"method": "sources" if cfg.data.val else "stratified", "seed": cfg.train.seed,
-                                   "files": [[str(it.path), int(it.label)] for it in val_items]})
-    else:
-        split = Split(*scenes) if scenes else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed,
-                                                           [c.name for c in cfg.classes])
-        train_dl, val_dl, in_channels, stats, input_kw = segmentation_loaders(cfg, stats_path, resume, (split.train, split.val))
-        task_cls = SegmentationTask
-    d = cfg.data
-    steps = cfg.train.max_epochs * max(len(train_dl), 1)
-    module = task_cls(cfg.model_dump(mode="json"), in_channels, steps)
-    if isinstance(module, SegmentationTask) and val_dl is not None:
-        module.val_scenes, module.val_stats = val_dl.dataset.scenes, stats
+    data = _training_data(cfg, run_dir / "stats.json", resume, scenes)
+    module = data.task_cls(cfg.model_dump(mode="json"), data.in_channels, cfg.train.max_epochs * max(len(data.train_dl), 1))
     if isinstance(module, SegmentationTask):
-        module.train_stats = stats
-
-    monitor, mode = ("val/score", "max") if val_dl is not None else ("train/loss", "min")
-    ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True)
-    throughput = _Throughput()
-    extra = list(callbacks or [])
-    bar = [_progress_bar()] if progress.enabled() else []  # drawn only when the CLI asks (a terminal, no --quiet)
-    callbacks = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, *bar, *extra]
-    segmenting = cfg.task != "classification" and val_dl is not None
-    budget = None
-    if deadline is not None:
-        # a tiling choice validates with sliding windows: about twice the pixels of the one-window validation pass
-        budget = _Budget(deadline, int(segmenting and cfg.train.calibrate) + 2 * int(segmenting and cfg.train.choose_tiling), throughput)
-        callbacks.append(budget)
-
-    logger: Any = False
+        module.train_stats = data.stats
+        if data.val_dl is not None:
+            module.val_scenes, module.val_stats = data.val_dl.dataset.scenes, data.stats
     # under DDP's launcher every rank runs this function; only global rank 0 tracks, builds and saves the bundle
-    main_rank = is_main_process()
-    tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled and main_rank else None
+    tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled and is_main_process() else None
     if tracker is not None:
-        tracker.log_params(flatten_params(cfg.model_dump(mode="json")) | {"in_channels": in_channels})
-        logger = tracker.lightning_logger()
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # lr-<optimizer> per epoch in the run
-
-    trainer = L.Trainer(
-        max_epochs=cfg.train.max_epochs,
-        max_time=None,  # train.max_minutes is wall time for the whole run: _Budget stops training in time
-        precision=cfg.training_precision(), accelerator=cfg.train.accelerator, devices=cfg.train.devices,
-        strategy=_strategy(cfg, module, in_channels), num_nodes=cfg.train.num_nodes,
-        use_distributed_sampler=False,  # EpochSampler and ShardSampler shard over ranks themselves (terraseg.data.datasets)
-        logger=logger, callbacks=callbacks, default_root_dir=run_dir, log_every_n_steps=10,
-        num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=bool(bar),
-        limit_val_batches=1.0 if val_dl is not None else 0,
-    )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
-        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        try:
-            trainer.fit(module, train_dl, val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
-        except BaseException as e:  # a failed, interrupted or pruned run is marked so in MLflow, not left RUNNING
-            if tracker is not None:
-                tracker.finish("KILLED" if type(e).__name__ in ("TrialPruned", "KeyboardInterrupt", "Terminated") else "FAILED")
-            raise
-    train_seconds = time.perf_counter() - t0
+        tracker.log_params(flatten_params(cfg.model_dump(mode="json")) | {"in_channels": data.in_channels})
+    trainer, ckpt_cb, throughput, budget = _trainer(cfg, module, data, deadline, tracker, list(callbacks or []), run_dir)
+    train_seconds = _fit(trainer, module, data, run_dir / "checkpoints" / "last.ckpt", resume, tracker)
     if not trainer.is_global_zero:  # the other DDP ranks stop here: rank 0 writes the bundle
         return TrainResult(run_dir / "model.terraseg", run_dir, dict(module.best), trainer.current_epoch, train_seconds,
                            throughput.samples / max(throughput.seconds, 1e-9), None, throughput.validation_share, rank=trainer.global_rank)
 
-    best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last
-    ckpt = torch.load(best_path, map_location="cpu", weights_only=True)
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    best = dict(module.best) or ckpt.get("terraseg", {}).get("best", {})
-    history = module.history or ckpt.get("terraseg", {}).get("history", [])  # ddp_spawn: the module here never trained
-    model = build_model(cfg.model, in_channels, cfg.num_classes, load_pretrained=False)
-    model.load_state_dict(state)
-
-    classify = cfg.task == "classification"
-    manifest = BundleManifest(
-        name=cfg.name, task=cfg.task, model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
-        input=InputSpec(bands=in_channels, normalization=stats, train_window=d.window,
-                        predict_window=d.window if classify else max(d.window, MIN_PREDICT_WINDOW),
-                        input_size=d.window if classify else None, **input_kw),
-        metrics={"validation": best, "history": history},
-        split=split.record if split is not None else None,
-        training={"config": cfg.model_dump(mode="json"), "epochs": trainer.current_epoch,
-                  "mlflow_run_id": tracker.run_id if tracker else None,
-                  "train_seconds": round(train_seconds, 1), "terraseg_version": __version__,
-                  "chips_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 2),
-                  "wall_chips_per_second": round(throughput.samples / max(throughput.wall - throughput.val_seconds, 1e-9), 2),
-                  "steady_wall_chips_per_second": round(throughput.steady_rate, 2) if throughput.steady_rate else None,
-                  "validation_seconds": round(throughput.val_seconds, 1), "validation_share": round(throughput.validation_share, 4),
-                  "precision": cfg.training_precision(), "world_size": trainer.world_size, "strategy": cfg.train.strategy},
-    )
+    model, best, history = _best_weights(cfg, module, ckpt_cb, run_dir, data.in_channels)
+    manifest = _manifest(cfg, data, best, history, trainer, tracker, train_seconds, throughput)
     skipped: list[str] = []
-    val_pass = budget.pass_seconds() if budget is not None else None
-    if not classify and cfg.train.calibrate and val_dl is not None and (step := _after_training(
-            "temperature calibration", deadline, val_pass, skipped)) is not None:
-        from terraseg.train.calibrate import calibrate_on_scenes
-
-        with step:
-            cal = calibrate_on_scenes(model, val_dl.dataset.scenes, stats, max(d.window, MIN_PREDICT_WINDOW), cfg.ignore_index,
-                                      seed=cfg.train.seed)
-        if cal is not None:
-            manifest.calibration = cal
-            log.info("temperature scaling: T = %.3f, ECE %.4f -> %.4f", cal["temperature"], cal["ece_before"], cal["ece_after"])
-    if not classify and cfg.train.choose_tiling and val_dl is not None and (step := _after_training(
-            "tiling choice", deadline, val_pass, skipped)) is not None:
-        from terraseg.train.tiling import choose_tiling
-
-        with step:
-            tiling = choose_tiling(model, val_dl.dataset.scenes, stats, cfg, manifest.input.predict_window,
-                                   one_window=best.get("val/score"))  # validation scored the best weights as one window
-        if tiling is not None:
-            manifest.input.fit_max = tiling["fit_max"]
-            manifest.metrics["tiling"] = tiling
-    if not classify and (step := _after_training("drift profile", deadline, 5.0, skipped)) is not None:
-        from terraseg.predict.drift import fit_drift
-
-        with step:
-            manifest.drift = fit_drift(train_dl.dataset.scenes, val_dl.dataset.scenes if val_dl is not None else [], stats,
-                                       max(d.window, MIN_PREDICT_WINDOW), cfg.train.seed)
-    extras = {} if classify else {CALIBRATION: _calibration(train_dl.dataset.scenes, d.window, cfg.train.seed)}
-    manifest.training["cache"] = CACHE.report() | SPILL.report() | {"peak_rss_mb": peak_rss_mb()}  # the main process's
-    SPILL.close()
-    bundle = Bundle(manifest, model, extras)
-    bundle.path = bundle_path = run_dir / "model.terraseg"
-    export = None
-    if cfg.train.export_onnx and not classify:
-        export = _after_training("ONNX export", deadline, _Budget.EXPORT_SECONDS, skipped)
-    if export is not None:
-        with export:
-            exported = _export(bundle, val_dl.dataset.scenes if val_dl is not None else [])
-    if export is None or not exported:
-        bundle.save(bundle_path)
-    wall = time.monotonic() - t_start
-    manifest.training["wall_seconds"] = round(wall, 1)
-    if cfg.train.max_minutes:
-        manifest.training["budget"] = {"minutes": cfg.train.max_minutes, "wall_seconds": round(wall, 1), "skipped": skipped}
-        bundle.save(bundle_path)  # the manifest with the run's wall time (the ONNX graph stays in the bundle)
+    _after_fit(cfg, model, manifest, data, best, budget.pass_seconds() if budget is not None else None, deadline, skipped)
+    bundle_path = run_dir / "model.terraseg"
+    wall = _write_bundle(cfg, Bundle(manifest, model, _extras(cfg, data)), bundle_path, data, deadline, skipped, t_start)
     curve = plot_learning_curve(history, run_dir / "learning_curve.png")
     write_history(history, run_dir / "history.csv")  # per-epoch curves for `dvc plots` (one logging path)
     if tracker is not None:
@@ -355,8 +231,187 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         tracker.finish()
     return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
                        throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
-                       throughput.validation_share, history=history, split=split.record if split is not None else None,
+                       throughput.validation_share, history=history, split=data.split.record if data.split is not None else None,
                        wall_seconds=wall, budget_skipped=skipped, memory=manifest.training["cache"])
+
+
+@dataclass
+class _Data:
+    """A run's loaders and what they tell the bundle."""
+
+    train_dl: DataLoader
+    val_dl: DataLoader | None
+    in_channels: int
+    stats: NormStats
+    input_kw: dict[str, Any]
+    split: Split | None
+    task_cls: type[TaskBase]
+
+
+def _training_data(cfg: ExperimentConfig, stats_path: Path, resume: bool, scenes: tuple[list, list] | None) -> _Data:
+    """The loaders of a classification or segmentation run, and the exact split (recorded in the bundle)."""
+    if cfg.task == "classification":
+        from terraseg.train.classify import ClassificationTask, classification_loaders
+
+        train_dl, val_dl, in_channels, stats, input_kw = classification_loaders(cfg, stats_path, resume)
+        split = None
+        if val_dl is not None:  # the exact images validated on, for `evaluate --split val`
+            split = Split([], [], {"method": "sources" if cfg.data.val else "stratified", "seed": cfg.train.seed,
+                                   "files": [[str(it.path), int(it.label)] for it in val_dl.dataset.items]})
+        return _Data(train_dl, val_dl, in_channels, stats, input_kw, split, ClassificationTask)
+    split = Split(*scenes) if scenes else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed,
+                                                       [c.name for c in cfg.classes])
+    train_dl, val_dl, in_channels, stats, input_kw = segmentation_loaders(cfg, stats_path, resume, (split.train, split.val))
+    return _Data(train_dl, val_dl, in_channels, stats, input_kw, split, SegmentationTask)
+
+
+def _trainer(cfg: ExperimentConfig, module: TaskBase, data: _Data, deadline: float | None, tracker: Tracker | None,
+             extra: list, run_dir: Path) -> tuple[L.Trainer, ModelCheckpoint, "_Throughput", "_Budget | None"]:
+    """Lightning's trainer with terraseg's callbacks: best/last checkpoints, early stopping, throughput, the wall budget."""
+    monitor, mode = ("val/score", "max") if data.val_dl is not None else ("train/loss", "min")
+    ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True)
+    throughput = _Throughput()
+    bar = [_progress_bar()] if progress.enabled() else []  # drawn only when the CLI asks (a terminal, no --quiet)
+    callbacks = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, *bar, *extra]
+    segmenting = cfg.task != "classification" and data.val_dl is not None
+    budget = None
+    if deadline is not None:
+        # a tiling choice validates with sliding windows: about twice the pixels of the one-window validation pass
+        budget = _Budget(deadline, int(segmenting and cfg.train.calibrate) + 2 * int(segmenting and cfg.train.choose_tiling), throughput)
+        callbacks.append(budget)
+    logger: Any = False
+    if tracker is not None:
+        logger = tracker.lightning_logger()
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # lr-<optimizer> per epoch in the run
+    trainer = L.Trainer(
+        max_epochs=cfg.train.max_epochs,
+        max_time=None,  # train.max_minutes is wall time for the whole run: _Budget stops training in time
+        precision=cfg.training_precision(), accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        strategy=_strategy(cfg, module, data.in_channels), num_nodes=cfg.train.num_nodes,
+        use_distributed_sampler=False,  # EpochSampler and ShardSampler shard over ranks themselves (terraseg.data.datasets)
+        logger=logger, callbacks=callbacks, default_root_dir=run_dir, log_every_n_steps=10,
+        num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=bool(bar),
+        limit_val_batches=1.0 if data.val_dl is not None else 0,
+    )
+    return trainer, ckpt_cb, throughput, budget
+
+
+def _fit(trainer: L.Trainer, module: TaskBase, data: _Data, last: Path, resume: bool, tracker: Tracker | None) -> float:
+    """Run the epochs (from ``last`` when resuming); the seconds it took. A failed run is marked so in MLflow."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        try:
+            trainer.fit(module, data.train_dl, data.val_dl, ckpt_path=str(last) if resume and last.is_file() else None)
+        except BaseException as e:  # a failed, interrupted or pruned run is marked so in MLflow, not left RUNNING
+            if tracker is not None:
+                tracker.finish("KILLED" if type(e).__name__ in ("TrialPruned", "KeyboardInterrupt", "Terminated") else "FAILED")
+            raise
+    return time.perf_counter() - t0
+
+
+def _best_weights(cfg: ExperimentConfig, module: TaskBase, ckpt_cb: ModelCheckpoint, run_dir: Path,
+                  in_channels: int) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
+    """The network with the best checkpoint's weights, its validation figures and the epochs' history."""
+    best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else run_dir / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(best_path, map_location="cpu", weights_only=True)
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    best = dict(module.best) or ckpt.get("terraseg", {}).get("best", {})
+    history = module.history or ckpt.get("terraseg", {}).get("history", [])  # ddp_spawn: the module here never trained
+    model = build_model(cfg.model, in_channels, cfg.num_classes, load_pretrained=False)
+    model.load_state_dict(state)
+    return model, best, history
+
+
+def _manifest(cfg: ExperimentConfig, data: _Data, best: dict, history: list, trainer: L.Trainer, tracker: Tracker | None,
+              train_seconds: float, throughput: "_Throughput") -> BundleManifest:
+    """The bundle's manifest: input spec, figures, the exact split and how the run went."""
+    d, classify = cfg.data, cfg.task == "classification"
+    return BundleManifest(
+        name=cfg.name, task=cfg.task, model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
+        input=InputSpec(bands=data.in_channels, normalization=data.stats, train_window=d.window,
+                        predict_window=d.window if classify else max(d.window, MIN_PREDICT_WINDOW),
+                        input_size=d.window if classify else None, **data.input_kw),
+        metrics={"validation": best, "history": history},
+        split=data.split.record if data.split is not None else None,
+        training={"config": cfg.model_dump(mode="json"), "epochs": trainer.current_epoch,
+                  "mlflow_run_id": tracker.run_id if tracker else None,
+                  "train_seconds": round(train_seconds, 1), "terraseg_version": __version__,
+                  "chips_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 2),
+                  "wall_chips_per_second": round(throughput.samples / max(throughput.wall - throughput.val_seconds, 1e-9), 2),
+                  "steady_wall_chips_per_second": round(throughput.steady_rate, 2) if throughput.steady_rate else None,
+                  "validation_seconds": round(throughput.val_seconds, 1), "validation_share": round(throughput.validation_share, 4),
+                  "precision": cfg.training_precision(), "world_size": trainer.world_size, "strategy": cfg.train.strategy},
+    )
+
+
+def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleManifest, data: _Data, best: dict,
+               val_pass: float | None, deadline: float | None, skipped: list[str]) -> None:
+    """Segmentation's steps after the epochs, each within the budget: temperature, tiling choice, drift profile."""
+    if cfg.task == "classification":
+        return
+    window = max(cfg.data.window, MIN_PREDICT_WINDOW)
+    val_scenes = data.val_dl.dataset.scenes if data.val_dl is not None else []
+    if cfg.train.calibrate and val_scenes and (step := _after_training("temperature calibration", deadline, val_pass, skipped)) is not None:
+        from terraseg.train.calibrate import calibrate_on_scenes
+
+        with step:
+            cal = calibrate_on_scenes(model, val_scenes, data.stats, window, cfg.ignore_index, seed=cfg.train.seed)
+        if cal is not None:
+            manifest.calibration = cal
+            log.info("temperature scaling: T = %.3f, ECE %.4f -> %.4f", cal["temperature"], cal["ece_before"], cal["ece_after"])
+    if cfg.train.choose_tiling and val_scenes and (step := _after_training("tiling choice", deadline, val_pass, skipped)) is not None:
+        from terraseg.train.tiling import choose_tiling
+
+        with step:
+            tiling = choose_tiling(model, val_scenes, data.stats, cfg, manifest.input.predict_window,
+                                   one_window=best.get("val/score"))  # validation scored the best weights as one window
+        if tiling is not None:
+            manifest.input.fit_max = tiling["fit_max"]
+            manifest.metrics["tiling"] = tiling
+    if (step := _after_training("drift profile", deadline, 5.0, skipped)) is not None:
+        from terraseg.predict.drift import fit_drift
+
+        with step:
+            manifest.drift = fit_drift(data.train_dl.dataset.scenes, val_scenes, data.stats, window, cfg.train.seed)
+
+
+def _extras(cfg: ExperimentConfig, data: _Data) -> dict[str, bytes]:
+    """The bundle's extra files: raw training windows (INT8 calibration, drift reference) for segmentation."""
+    if cfg.task == "classification":
+        return {}
+    return {CALIBRATION: _calibration(data.train_dl.dataset.scenes, cfg.data.window, cfg.train.seed)}
+
+
+def _write_bundle(cfg: ExperimentConfig, bundle: Bundle, bundle_path: Path, data: _Data, deadline: float | None,
+                  skipped: list[str], t_start: float) -> float:
+    """Save the bundle (with its ONNX graph when asked and within the budget) and the run's memory and wall time.
+
+    Returns:
+        The run's wall seconds.
+    """
+    manifest = bundle.manifest
+    manifest.training["cache"] = CACHE.report() | SPILL.report() | {"peak_rss_mb": peak_rss_mb()}  # the main process's
+    SPILL.close()
+    bundle.path = bundle_path
+    export = None
+    if cfg.train.export_onnx and cfg.task != "classification":
+        export = _after_training("ONNX export", deadline, _Budget.EXPORT_SECONDS, skipped)
+    exported = False
+    if export is not None:
+        with export:
+            exported = _export(bundle, data.val_dl.dataset.scenes if data.val_dl is not None else [])
+    if not exported:
+        bundle.save(bundle_path)
+    wall = time.monotonic() - t_start
+    manifest.training["wall_seconds"] = round(wall, 1)
+    if cfg.train.max_minutes:
+        manifest.training["budget"] = {"minutes": cfg.train.max_minutes, "wall_seconds": round(wall, 1), "skipped": skipped}
+        bundle.save(bundle_path)  # the manifest with the run's wall time (the ONNX graph stays in the bundle)
+    return wall
 
 
 def _strategy(cfg: ExperimentConfig, module: TaskBase, in_channels: int) -> Any:
