@@ -10,9 +10,10 @@ fresh process per case:
   batch), peak RSS of the main process and of each loader worker, windows/s, and the index: the
   header GeoParquet plus the labels read once with their spatial index (the RSS they add, measured
   on loading them), and the peak RSS without it. Windows/s are timed over ``--windows`` windows after
-  a first pass that warms the caches, as a first epoch does: ``--warm`` windows, by default 4 per scene,
-  so that nearly every scene is read once (scenes past ``--cache-mb`` are then decoded once into the
-  run's spill store on local disk, ``data.spill_mb``, and read back from there).
+  a first pass that warms the caches, as a first epoch does (``--warm`` windows, by default 4 per
+  scene). When the scenes exceed ``--cache-mb``, start-up includes what training does before its first
+  epoch: decoding each scene once into the run's spill store on local disk (``data.spill_mb``), from
+  which windows are then read.
 * TorchGeo 0.8.1 (installed with ``pip install --target --no-deps`` as ``peer_compare.py`` does):
   ``RasterDataset & VectorDataset`` sampled with ``RandomGeoSampler`` (128 px windows), the
   documented pattern. Same figures, over ``--peer-windows`` windows after a first pass of as many (it
@@ -109,11 +110,14 @@ cfg = DataConfig(train=[ProjectSource(images=[scenes], vector={"path": labels}, 
 t_import = time.perf_counter() - t0
 split = split_scenes(cfg, 255, 2, 0, ["background", "building"])
 ds = RandomWindowDataset(split.train, 128, warm + windows + 16, None, 0.25, False, 0)
+t_stage = time.perf_counter()
+staged = ds.stage()  # as training does before its first epoch
+t_stage = time.perf_counter() - t_stage
 dl = DataLoader(ds, batch_size=16, sampler=EpochSampler(len(ds)), num_workers=workers, collate_fn=collate_samples,
                 persistent_workers=workers > 0)
 """+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
                   "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids,
-                  "index_mb": os.path.getsize(index) / 2**20 + labels_mb, "labels_mb": labels_mb, "train_scenes": len(split.train), "val_scenes": len(split.val),
+                  "index_mb": os.path.getsize(index) / 2**20 + labels_mb, "labels_mb": labels_mb, "train_scenes": len(split.train), "val_scenes": len(split.val), "staged": staged, "stage_s": t_stage,
                   "spill": __import__("terraseg.io.cache", fromlist=["SPILL"]).SPILL.report()}))
 """
 
@@ -195,8 +199,10 @@ def main() -> None:
                 print(f"{n:>6} {name:>9} {m['startup_s']:8.1f} {m['main_peak_mb']:8.0f} {w:>11} {m['windows_per_s']:10.1f} "
                       f"{idx_s:>9} {rest:>13}", flush=True)
             sp = rows["terraseg"].get("spill") or {}
-            print(f"{'':>6} (generating the project took {gen:.0f} s; first pass {warm:,} windows; spill store "
-                  f"{sp.get('spill_mb', 0):,.0f} MiB in {sp.get('spill_regions', 0):,} regions, main process)")
+            t = rows["terraseg"]
+            print(f"{'':>6} (generating the project took {gen:.0f} s; first pass {warm:,} windows; {t['train_scenes']:,} training "
+                  f"scenes; start-up includes decoding {t['staged']:,} into the spill store in {t['stage_s']:.1f} s: "
+                  f"{sp.get('spill_mb', 0):,.0f} MiB in {sp.get('spill_regions', 0):,} regions)")
 
 
 if __name__ == "__main__":

@@ -198,3 +198,29 @@ def test_scenes_past_the_cache_budget_are_decoded_once_then_read_from_the_spill_
         CACHE.total_mb = old
         CACHE.clear()
         SPILL.close()
+
+
+def test_a_project_past_the_budget_is_decoded_once_before_the_first_epoch(tmp_path, monkeypatch):
+    from terraseg.data.datasets import RandomWindowDataset
+    from terraseg.data.scenes import RasterScene
+    from terraseg.io.cache import CACHE, SPILL
+
+    old = CACHE.total_mb
+    CACHE.clear()
+    CACHE.total_mb = 0.2  # ten of the twelve scenes
+    CACHE.reset()
+    SPILL.open(64, str(tmp_path))
+    try:
+        scenes = []
+        for i in range(12):
+            path, _, truth = make_geotiff(tmp_path / f"c{i}.tif", 64, 64, seed=i)
+            scenes.append(RasterScene(path, mask_path=write_mask_tif(tmp_path / f"m{i}.tif", truth, path)))
+        ds = RandomWindowDataset(scenes, 32, 64, None, 0.5, False, 0)
+        assert ds.stage() == 12 and SPILL.writes == 12
+        assert ds.stage() == 0  # staged already
+        monkeypatch.setattr(RasterScene, "_read_direct", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+        assert all(ds[i]["image"].shape == (3, 32, 32) for i in range(64))  # every window from the store
+    finally:
+        CACHE.total_mb = old
+        CACHE.clear()
+        SPILL.close()

@@ -236,9 +236,9 @@ class RandomWindowDataset(Dataset):
     def _plan_reads(self) -> None:
         """Once per process: when the scenes' decoded regions exceed this process's cache budget, random
         windows would evict a whole cached scene for almost every window (decoding a scene to use one
-        window of it). Each scene is then decoded once into the run's spill store on disk and its windows
-        read from there (:class:`terraseg.io.cache.SpillStore`); without a store, windows are read on their
-        own from GDAL (its block cache keeps recent tiles)."""
+        window of it). Each scene is then read from the run's spill store on disk, where
+        :meth:`stage` decoded it once (:class:`terraseg.io.cache.SpillStore`); without a store, windows are
+        read on their own from GDAL (its block cache keeps recent tiles)."""
         import os
 
         from terraseg.io.cache import CACHE, SPILL
@@ -250,10 +250,38 @@ class RandomWindowDataset(Dataset):
         total = sum(s.height * s.width * (s.count * np.dtype(s.dtype).itemsize + 2) for s in cacheable)
         if total > CACHE.limit():
             for s in cacheable:
-                if SPILL.enabled:
+                if SPILL.root is not None:
                     s._past_budget = True
                 else:
                     s._cache_ok = False
+
+    def stage(self) -> int:
+        """Decode every scene a window can come from into the run's spill store, before the first epoch,
+        when the scenes exceed the memory budget (in the main process: loader workers then find them).
+
+        Staged lazily instead, the scenes drawn rarely (little labelled area) would be decoded one by one
+        in later epochs, each costing a whole scene's decode for one window. Stops when the store's disk
+        budget (``data.spill_mb``) is spent; the rest are read window by window.
+
+        Returns:
+            The scenes staged now (0 when everything fits in memory or there is no store).
+        """
+        from terraseg import progress
+        from terraseg.io.cache import SPILL
+
+        self._plan_reads()
+        drawn = set(np.nonzero(self.scene_p > 0)[0].tolist()) | {i for e in self.class_locs.values() for i, _, _ in e}
+        todo = [self.scenes[i] for i in sorted(drawn) if getattr(self.scenes[i], "_past_budget", False)]
+        if not todo or not SPILL.enabled:
+            return 0
+        n = 0
+        with progress.task("decoding scenes once into the spill store", len(todo), "scenes") as advance:
+            for s in todo:
+                if not SPILL.enabled:  # its disk budget is spent
+                    break
+                n += int(s.stage())
+                advance(1)
+        return n
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random windows drawn (called at the start of every epoch)."""

@@ -434,6 +434,20 @@ class RasterScene(Scene):
             return WindowRead(image, valid, mask)
         return self._read_direct(row, col, height, width, labels)
 
+    def stage(self) -> bool:
+        """Decode and rasterize the whole region into the run's spill store, unless it is there already.
+
+        Returns:
+            Whether it was written now.
+        """
+        from terraseg.io.cache import SPILL, compact_mask
+
+        key = self._cache_key()
+        if not self._cache_ok or not SPILL.enabled or SPILL.has(key):
+            return False
+        c = self._read_direct(0, 0, self.height, self.width, True)
+        return SPILL.put(key, {"image": c.image, "valid": c.valid.view(np.uint8), "mask": compact_mask(c.mask)})
+
     def _subsampled(self, f: int, oh: int, ow: int) -> tuple[np.ndarray, np.ndarray]:
         """Every ``f``-th pixel of the region (``(C, oh, ow)`` image, ``(oh, ow)`` validity), read in full-resolution
         blocks of at most about 8 million values (memory O(bands)), each block decoded once."""

@@ -245,6 +245,14 @@ class SpillStore:
         self.writes += 1
         return True
 
+    def has(self, key: Any) -> bool:
+        """Whether the region under ``key`` was written (by this process or another).
+
+        Args:
+            key: the region's cache key.
+        """
+        return self.root is not None and (self._path(key) in self._fds or os.path.exists(self._path(key)))
+
     def _fd(self, path: str) -> int | None:
         """An open descriptor of ``path`` (kept: ``pread`` needs no file position, so loader workers share them)."""
         fd = self._fds.get(path)
