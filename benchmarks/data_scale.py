@@ -109,7 +109,7 @@ labels_mb = (psutil.Process().memory_info().rss - rss0) / 2**20
 cfg = DataConfig(train=[ProjectSource(images=[scenes], vector={"path": labels}, index=index)], window=128)
 t_import = time.perf_counter() - t0
 split = split_scenes(cfg, 255, 2, 0, ["background", "building"])
-ds = RandomWindowDataset(split.train, 128, warm + windows + 16, None, 0.25, False, 0)
+ds = RandomWindowDataset(split.train, 128, warm + windows + 16, None, 0.25, 0)
 t_stage = time.perf_counter()
 staged = ds.stage()  # as training does before its first epoch
 t_stage = time.perf_counter() - t_stage

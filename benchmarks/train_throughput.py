@@ -85,7 +85,7 @@ def main() -> None:
         print(f"bare step {prec}: {bare[prec]:.1f} windows/s ({bare[prec] * d.window ** 2 / 1e6:.2f} MP/s)", flush=True)
     kw = loader_options(d.num_workers, device)
     n_batches = max(a.steps, 4 * kw["num_workers"])
-    ds = RandomWindowDataset(tr, d.window, d.batch_size * (n_batches + 1), None, d.rare_class_share, False)  # as training: raw windows
+    ds = RandomWindowDataset(tr, d.window, d.batch_size * (n_batches + 1), None, d.rare_class_share)  # as training: raw windows
     dl = DataLoader(ds, batch_size=d.batch_size, collate_fn=collate_samples, **kw)
     it = iter(dl)
     next(it)

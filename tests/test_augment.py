@@ -40,3 +40,16 @@ def test_d4_is_exact_and_photometric_keeps_nodata():
     cfg = AugmentConfig(brightness=0.5, contrast=0.5, gamma=0.5, noise=0.1, p_photometric=1.0)
     x = photometric_batch(img, valid, cfg, torch.Generator().manual_seed(0))
     assert not torch.allclose(x, img) and (x.permute(1, 0, 2, 3)[:, ~valid] == 0).all()
+
+
+def test_affine_repeats_with_its_generator_and_leaves_the_global_one_alone():
+    cfg = AugmentConfig(zoom=0.3, shear=0.2, rotate=30, p_affine=1.0, p_photometric=0.0)
+    b = _batch(seed=5)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    one = augment_batch(dict(b), cfg, "d4", 255, torch.Generator().manual_seed(7))
+    assert torch.equal(torch.random.get_rng_state(), before)  # kornia drew under its own seed
+    two = augment_batch(dict(b), cfg, "d4", 255, torch.Generator().manual_seed(7))
+    other = augment_batch(dict(b), cfg, "d4", 255, torch.Generator().manual_seed(8))
+    assert torch.equal(one["mask"], two["mask"]) and torch.equal(one["image"], two["image"])
+    assert not torch.equal(one["mask"], other["mask"])

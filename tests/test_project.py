@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import yaml
 from typer.testing import CliRunner
@@ -83,8 +85,17 @@ def test_one_config_trains_from_a_folder_of_scenes_and_one_geopackage(tmp_path):
 
     b = Bundle.load(tmp_path / "run" / "model.terraseg")
     cache = b.manifest.training["cache"]
-    assert cache["limit_mb"] == 8 and cache["peak_mb"] <= 8
+    assert cache["limit_mb"] == 8 and cache["peak_mb"] <= 8 and cache["peak_rss_mb"] > 0
     assert b.manifest.split["pixels"]["roof"]["val"] > 0
+    assert "memory: peak RSS" in res.output  # the run's summary reports its memory
+    # the same config through evaluate (the recorded split) and cross-validation
+    ev = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run" / "model.terraseg"), str(tmp_path / "c.yaml"), "--split", "val",
+                                  "--out", str(tmp_path / "ev"), "--overlays", "0"])
+    assert ev.exit_code == 0, ev.output
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["pixels"] == b.manifest.metrics["validation"]["val/pixels"]
+    cv = CliRunner().invoke(app, ["cv", str(tmp_path / "c.yaml"), "--folds", "2", "--no-random", "--out", str(tmp_path / "cv")])
+    assert cv.exit_code == 0, cv.output
+    assert len(json.loads((tmp_path / "cv" / "cv.json").read_text())["folds"]) == 2
 
 
 def test_byte_lru_evicts_to_its_budget():
@@ -215,7 +226,7 @@ def test_a_project_past_the_budget_is_decoded_once_before_the_first_epoch(tmp_pa
         for i in range(12):
             path, _, truth = make_geotiff(tmp_path / f"c{i}.tif", 64, 64, seed=i)
             scenes.append(RasterScene(path, mask_path=write_mask_tif(tmp_path / f"m{i}.tif", truth, path)))
-        ds = RandomWindowDataset(scenes, 32, 64, None, 0.5, False, 0)
+        ds = RandomWindowDataset(scenes, 32, 64, None, 0.5, 0)
         assert ds.stage() == 12 and SPILL.writes == 12
         assert ds.stage() == 0  # staged already
         monkeypatch.setattr(RasterScene, "_read_direct", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))

@@ -155,13 +155,13 @@ class NormalizationConfig(_Strict):
 
 
 class AugmentConfig(_Strict):
-    """Batch augmentation on the training device (segmentation), on top of the D4 flips of `data.augment`.
+    """Batch augmentation on the training device (segmentation), besides the flips of `data.flips`.
 
     Geometric parameters move image, mask and nodata together; photometric ones act per band on the
     normalised image and keep nodata at 0 (terraseg.train.augment).
     """
 
-    zoom: float = Field(0.0, ge=0.0, lt=1.0, description="Zoom range: scale drawn log-uniformly in [1/(1+zoom), 1+zoom] (Keras zoom 0.2 ~ 0.2).")
+    zoom: float = Field(0.0, ge=0.0, lt=1.0, description="Zoom range: scale drawn uniformly in [1/(1+zoom), 1+zoom] (kornia RandomAffine; Keras zoom 0.2 ~ 0.2).")
     shear: float = Field(0.0, ge=0.0, le=1.0, description="Shear angle range in radians (Keras shear_range 0.2 = 0.2).")
     rotate: float = Field(0.0, ge=0.0, le=180.0, description="Rotation range in degrees (any angle; D4 covers multiples of 90).")
     p_affine: float = Field(0.5, ge=0.0, le=1.0, description="Share of windows given the random affine transform.")

@@ -98,18 +98,6 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _augment(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, rng: np.random.Generator):
-    """Random flips and 90-degree rotation (the dihedral group D4), applied alike to all three."""
-    k = int(rng.integers(4))
-    flip = bool(rng.integers(2))
-    ts = [image, mask, valid]
-    if flip:
-        ts = [t.flip(-1) for t in ts]
-    if k:
-        ts = [torch.rot90(t, k, dims=(-2, -1)) for t in ts]
-    return [t.contiguous() for t in ts]
-
-
 def rank_and_world() -> tuple[int, int]:
     """``(rank, world size)`` of the initialised ``torch.distributed`` process group, else ``(0, 1)``."""
     import torch.distributed as dist
@@ -196,7 +184,8 @@ class RandomWindowDataset(Dataset):
         length: windows per epoch.
         stats: normalisation statistics, or None for raw samples (:func:`normalize_batch` on the device).
         rare_class_share: share of windows centred on a random
-        pixel of a random non-background class. augment: D4 flips/rotations. seed: base seed.
+        pixel of a random non-background class. seed: base seed. Augmentation is not the loader's: it
+        runs on whole batches on the training device (:mod:`terraseg.train.augment`).
     """
 
     def __init__(
@@ -206,13 +195,12 @@ class RandomWindowDataset(Dataset):
         length: int,
         stats: NormStats | None,
         rare_class_share: float = 0.5,
-        augment: bool = True,
         seed: int = 0,
     ) -> None:
         if not scenes:
             raise InputFileError("the training sources hold no scene.")
         self.scenes, self.window, self.length, self.stats = scenes, window, length, stats
-        self.rare_class_share, self.augment, self.seed = rare_class_share, augment, seed
+        self.rare_class_share, self.seed = rare_class_share, seed
         self.epoch = 0
         rng = np.random.default_rng(seed)
         # one streamed pass over the scenes' overviews: labelled pixels, and class -> [(scene index, locations, pixels)]
@@ -315,10 +303,7 @@ class RandomWindowDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch + epoch, index))
         self._plan_reads()
         scene, row, col = self.draw(rng)
-        sample = make_sample(scene, row, col, self.window, self.stats)
-        if self.augment:
-            sample["image"], sample["mask"], sample["valid"] = _augment(sample["image"], sample["mask"], sample["valid"], rng)
-        return sample
+        return make_sample(scene, row, col, self.window, self.stats)
 
 
 def _share(sizes: list) -> np.ndarray:

@@ -1,9 +1,11 @@
 """Augmentation of whole training batches on the training device (the loader only reads windows).
 
-Geometric transforms (a random affine per sample: zoom/scale, shear, rotation; then the D4 flips and
-90-degree rotations) move image, mask and validity together: the image is resampled bilinearly,
-mask and validity with nearest neighbours (``torch.nn.functional.affine_grid`` / ``grid_sample``), and
-pixels that come from outside the window become nodata (image 0, mask ``ignore_index``). Photometric
+Geometric transforms (a random affine per sample: zoom/scale, shear, rotation, by kornia; then the
+D4 flips and 90-degree rotations) move image, mask and validity together: the image is resampled
+bilinearly, mask and validity with nearest neighbours, and pixels that come from outside the window
+become nodata (image 0, mask ``ignore_index``). Photometric transforms stay here: kornia's brightness
+and contrast act on every band alike and assume images in [0, 1], while these act per band on
+normalised values, as a multispectral sensor's calibration varies per band. Photometric
 transforms act per band on the normalised image (brightness shift, contrast gain, gamma on the
 band's range, Gaussian noise) and leave nodata pixels at 0. The parameters follow the systems
 terraseg replaces: the roof-segmentation Keras generator used shear 0.2 (radians) and zoom 0.2 with
@@ -15,50 +17,47 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from terraseg.config import AugmentConfig
 
 
-def _uniform(g: torch.Generator, n: int, lo: float, hi: float, device: torch.device) -> torch.Tensor:
-    return (torch.rand(n, generator=g) * (hi - lo) + lo).to(device)
-
-
 def affine_batch(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, cfg: AugmentConfig, ignore_index: int,
                  g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random zoom, shear and rotation per sample, applied alike to image, mask and validity.
+    """Random zoom, shear and rotation per sample, applied alike to image, mask and validity (kornia).
+
+    ``kornia.augmentation.RandomAffine`` inside ``AugmentationSequential`` (Riba et al., "Kornia: an
+    open source differentiable computer vision library for PyTorch", WACV 2020; TorchGeo augments with
+    it): the image is resampled bilinearly, the mask, the validity and a plane of ones with nearest
+    neighbours; pixels that come from outside the window (the ones become 0) are nodata.
 
     Args:
         image: ``(N, C, H, W)`` float32 normalised images. mask: ``(N, H, W)`` int64 class ids.
-        valid: ``(N, H, W)`` bool. cfg: the augmentation settings. ignore_index: mask value of unknown pixels.
-        g: CPU generator for the parameters.
+        valid: ``(N, H, W)`` bool. cfg: the augmentation settings (``zoom``: scale in
+            ``[1/(1+zoom), 1+zoom]``; ``shear`` in radians; ``rotate`` in degrees). ignore_index: mask value
+            of unknown pixels. g: CPU generator for the parameters.
 
     Returns:
         The transformed ``(image, mask, valid)``; pixels from outside the window are nodata.
     """
-    n, dev = image.shape[0], image.device
-    hit = torch.rand(n, generator=g) < cfg.p_affine
-    if not hit.any() or (cfg.zoom == 0 and cfg.shear == 0 and cfg.rotate == 0):
+    if cfg.p_affine == 0 or (cfg.zoom == 0 and cfg.shear == 0 and cfg.rotate == 0):
         return image, mask, valid
-    s = torch.ones(n)
-    s[hit] = torch.exp(torch.empty(int(hit.sum())).uniform_(-math.log1p(cfg.zoom), math.log1p(cfg.zoom), generator=g))
-    sh = torch.zeros(n)
-    sh[hit] = torch.empty(int(hit.sum())).uniform_(-cfg.shear, cfg.shear, generator=g)
-    rot = torch.zeros(n)
-    rot[hit] = torch.empty(int(hit.sum())).uniform_(-math.radians(cfg.rotate), math.radians(cfg.rotate), generator=g)
-    cos, sin = torch.cos(rot), torch.sin(rot)
-    # output -> input sampling matrix: rotation @ shear @ scale (normalised coordinates, centred)
-    a = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
-    shear = torch.stack([torch.stack([torch.ones(n), torch.tan(sh)], -1), torch.stack([torch.zeros(n), torch.ones(n)], -1)], -2)
-    m = a @ shear / s[:, None, None]
-    theta = torch.cat([m, torch.zeros(n, 2, 1)], dim=2).to(dev, image.dtype)
-    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
-    image = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    both = torch.stack([mask.to(image.dtype), valid.to(image.dtype)], dim=1)
-    inside = F.grid_sample(torch.ones_like(both[:, :1]), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0] > 0
-    both = F.grid_sample(both, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    valid = (both[:, 1] > 0.5) & inside
-    mask = torch.where(valid, both[:, 0].round().long(), torch.full_like(mask, ignore_index))
+    import kornia.augmentation as K
+
+    aug = K.AugmentationSequential(
+        K.RandomAffine(degrees=cfg.rotate, scale=(1 / (1 + cfg.zoom), 1 + cfg.zoom) if cfg.zoom else None,
+                       shear=math.degrees(cfg.shear) if cfg.shear else None, padding_mode="zeros", align_corners=False,
+                       p=cfg.p_affine),
+        data_keys=["input", "mask"],  # masks: nearest neighbours (kornia's default for the mask key)
+    )
+    planes = torch.stack([mask.to(image.dtype), valid.to(image.dtype), torch.ones_like(valid, dtype=image.dtype)], dim=1)
+    # kornia draws its parameters from torch's global generator: under a seed drawn from ``g``, with the
+    # global state given back after, so runs repeat and no other randomness moves
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        image, planes = aug(image, planes)
+    valid = (planes[:, 1] > 0.5) & (planes[:, 2] > 0.5)
+    mask = torch.where(valid, planes[:, 0].round().long(), torch.full_like(mask, ignore_index))
     image = image * valid[:, None]
     return image, mask, valid
 

@@ -487,7 +487,7 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
     d = cfg.data
     # augmentation runs on whole batches on the training device (SegmentationTask), so the loader only reads
     # raw windows (uint8 / int16 as read): SegmentationTask normalises whole batches on the training device
-    train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, None, d.rare_class_share, False, cfg.train.seed)
+    train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, None, d.rare_class_share, cfg.train.seed)
     train_ds.stage()  # scenes past the memory budget: decoded once into the run's spill store, before workers start
     loader_kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
     train_dl = DataLoader(train_ds, batch_size=d.batch_size, sampler=EpochSampler(len(train_ds)), drop_last=len(train_ds) > d.batch_size,
