@@ -9,7 +9,7 @@ export TERRASEG_DATA ?= $(abspath ../shared/datasets)
 export HF_HUB_OFFLINE ?= 1
 RUN := runs/massachusetts-buildings
 
-.PHONY: install browser demo test docs bench clean
+.PHONY: install browser demo test docs tutorials bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,11 @@ $(DOCS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[docs]'
 	touch $(DOCS_STAMP)
 
-docs: $(DOCS_STAMP)
+# the tutorials' commands, run on real data with a one-minute training budget: the pages show what they print and draw
+tutorials: $(STAMP)
+	$(BIN)/python docs/tutorials/run.py --minutes 1
+
+docs: $(DOCS_STAMP) tutorials
 	$(BIN)/typer terraseg.cli.main utils docs --name terraseg --title "CLI reference" --output docs/reference/cli.md
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 

@@ -54,8 +54,8 @@ def main() -> None:
     exe = str(Path(sys.executable).with_name("terraseg"))
     from terraseg.bundle import Bundle
     from terraseg.errors import TerrasegError
-    from terraseg.predict.drift import bundle_drift
-    from terraseg.predict.inputs import open_input
+    from terraseg.infer.drift import bundle_drift
+    from terraseg.infer.inputs import open_input
 
     print(f"CPU: {cpu_model()}; planned runs of {a.minutes:g} min")
     with tempfile.TemporaryDirectory() as tmp:

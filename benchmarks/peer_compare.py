@@ -5,7 +5,7 @@ or ``--bundle``), windows of 512 at a stride of 384 (overlap 0.25), batches of 4
 processes:
 
 * ``terraseg``: ``terraseg predict`` as a user runs it (defaults: the backend and precision
-  ``terraseg.predict.runtime`` ranks fastest on this machine, Hann blending, DEFLATE GeoTIFF); and
+  ``terraseg.infer.runtime`` ranks fastest on this machine, Hann blending, DEFLATE GeoTIFF); and
   again forced to PyTorch fp32 NCHW, the numerics TorchGeo uses;
 * ``torchgeo``: TorchGeo's documented inference pattern: ``RasterDataset`` + ``GridGeoSampler`` +
   ``DataLoader(collate_fn=stack_samples)``, the user's normalisation and forward in fp32, each

@@ -29,8 +29,8 @@ def main() -> None:
     import rasterio
 
     from terraseg.bundle import Bundle
-    from terraseg.predict.inputs import open_input
-    from terraseg.predict.sliding import predictor_for
+    from terraseg.infer.inputs import open_input
+    from terraseg.infer.sliding import predictor_for
 
     b = Bundle.load(a.bundle)
     scene = open_input(b, a.image)

@@ -6,7 +6,7 @@ normalisation / blending / argmax, writer thread, DEFLATE GeoTIFF), which report
 second end to end; the bare network on the same number of windows at the same precision (batches
 already on the device); their ratio (1.0: reading, normalising, blending and writing cost nothing);
 the output size and the child's peak RSS. Each size runs in float32 and in the fast precision of the
-device (bf16 on CUDA; ``auto`` on a CPU: the backend/precision ranking of terraseg.predict.runtime).
+device (bf16 on CUDA; ``auto`` on a CPU: the backend/precision ranking of terraseg.infer.runtime).
 ``--codecs`` compares ZSTD and uncompressed outputs. Then fp32 (NCHW) is compared with bf16 autocast +
 channels_last on a smaller scene (speed and the share of pixels whose class differs). Whenever CUDA
 exists the device defaults to ``cuda`` (the GPU section); ``--device cpu`` forces the CPU.
@@ -77,7 +77,7 @@ def child(args: argparse.Namespace) -> None:
     from terraseg.config.inference import InferenceConfig
     from terraseg.data.scenes import RasterScene
     from terraseg.predict.outputs import predict_to_files
-    from terraseg.predict.sliding import predictor_for
+    from terraseg.infer.sliding import predictor_for
 
     b = Bundle.load(args.bundle)
     opts = InferenceConfig(window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,

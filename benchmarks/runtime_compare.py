@@ -27,8 +27,8 @@ from terraseg.bundle import Bundle
 from terraseg.config.inference import InferenceConfig
 from terraseg.devices import cpu_flags, cpu_model, native_bf16
 from terraseg.evaluate.metrics import confusion_matrix, metrics_from_confusion
-from terraseg.predict.inputs import open_input
-from terraseg.predict.sliding import predictor_for
+from terraseg.infer.inputs import open_input
+from terraseg.infer.sliding import predictor_for
 from terraseg.settings import data_root
 
 

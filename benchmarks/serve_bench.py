@@ -68,7 +68,7 @@ def png_512(bands: int = 3) -> bytes:
 def ensure_onnx(bundle: Path) -> Path:
     """The bundle itself when it holds model.onnx, else an exported copy in a temporary folder."""
     from terraseg.bundle import Bundle
-    from terraseg.predict.onnx import export_onnx
+    from terraseg.infer.onnx import export_onnx
 
     if "model.onnx" in Bundle.load(bundle).extras:
         return bundle
@@ -174,7 +174,7 @@ def bare_times(bundle: Path, backend: str, payload: bytes, window: int | None, r
 
     from terraseg.bundle import Bundle
     from terraseg.data.sources import scene_from_path
-    from terraseg.predict.sliding import predictor_for
+    from terraseg.infer.sliding import predictor_for
 
     b = Bundle.load(bundle)
     pred = predictor_for(b, window=window, backend=backend)
@@ -202,7 +202,7 @@ def bare_batch(bundle: Path, backend: str, batch: int = 16, reps: int = 10) -> f
     import torch
 
     from terraseg.bundle import Bundle
-    from terraseg.predict.sliding import predictor_for
+    from terraseg.infer.sliding import predictor_for
 
     b = Bundle.load(bundle)
     pred = predictor_for(b, backend=backend)
@@ -306,7 +306,7 @@ def case_speed(a: argparse.Namespace) -> None:
     import torch
 
     from terraseg.bundle import Bundle
-    from terraseg.predict.onnx import onnx_backend_for
+    from terraseg.infer.onnx import onnx_backend_for
 
     b = Bundle.load(a.bundle)
     model = b.model.eval()

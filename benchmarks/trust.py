@@ -36,9 +36,9 @@ def main() -> None:
 
     from terraseg.bundle import Bundle
     from terraseg.evaluate.area import estimate_area, sample_points
-    from terraseg.predict.inputs import open_input
+    from terraseg.infer.inputs import open_input
     from terraseg.predict.outputs import predict_to_files
-    from terraseg.predict.sliding import predictor_for
+    from terraseg.infer.sliding import predictor_for
 
     b = Bundle.load(a.bundle)
     with rasterio.open(a.mask) as m:

@@ -36,7 +36,7 @@ def test_training_stores_the_temperature_and_backends_apply_it(tmp_path):
     from terraseg.bundle import Bundle
     from terraseg.config import load_config
     from terraseg.data.scenes import RasterScene
-    from terraseg.predict.sliding import predictor_for
+    from terraseg.infer.sliding import predictor_for
     from terraseg.train.run import train
 
     img, _, truth = make_geotiff(tmp_path / "t.tif", 128, 128, seed=1)

@@ -297,3 +297,29 @@ def test_grid_windows_without_data_are_nodata(trained, tmp_path):
         assert np.isnan(p[:, 0, 1]).all() and np.isfinite(p[:, 0, [0, 2]]).all()
     gj = json.loads((tmp_path / "g" / "holes_windows.geojson").read_text())
     assert sorted(f["properties"]["col"] for f in gj["features"]) == [0, 2]
+
+
+def test_classification_runs_on_the_segmentation_backends(trained, tmp_path):
+    """An exported ONNX graph and bf16 autocast classify as PyTorch float32 does (the same backends as segmentation)."""
+    import numpy as np
+
+    from terraseg.bundle import Bundle
+    from terraseg.config.inference import InferenceConfig
+    from terraseg.infer.classify import ImageClassifier
+    from terraseg.infer.onnx import export_onnx
+
+    report = export_onnx(trained["bundle"], out=str(tmp_path / "cls-onnx.terraseg"))
+    assert report.max_abs_diff < 1e-3
+    b = Bundle.load(tmp_path / "cls-onnx.terraseg")
+    assert b.manifest.exports["onnx"]["dynamic_axes"] == ["batch"]
+    images = [np.random.default_rng(i).integers(0, 255, (b.in_channels, 40, 40)).astype(np.uint8) for i in range(5)]
+    ref = ImageClassifier(b, options=InferenceConfig(backend="torch", precision="32")).probabilities(images)
+    onnx = ImageClassifier(b, options=InferenceConfig(backend="onnx", precision="32"))
+    assert onnx.runtime.backend == "onnx"
+    np.testing.assert_allclose(onnx.probabilities(images), ref, atol=1e-4)
+    bf16 = ImageClassifier(b, options=InferenceConfig(backend="torch", precision="bf16"))
+    assert bf16.runtime.precision == "bf16"
+    assert (bf16.probabilities(images).argmax(1) == ref.argmax(1)).mean() >= 0.8  # bf16 rounds; the classes stay
+    r = run("predict", tmp_path / "cls-onnx.terraseg", trained["root"], "--out", tmp_path / "p", "--backend", "onnx")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p" / "predictions.csv").is_file()

@@ -22,7 +22,7 @@ from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError, ConfigError
 from terraseg.io.predictions import PredictionWriter, class_encoding, write_prediction
 from terraseg.io.raster import Grid
-from terraseg.predict.inputs import open_input
+from terraseg.infer.inputs import open_input
 from terraseg.predict.run import predict
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "terraseg"
@@ -231,6 +231,7 @@ LAYERS = [
     ("terraseg.models",),
     ("terraseg.bundle",),
     ("terraseg.tracking",),
+    ("terraseg.infer",),
     ("terraseg.evaluate", "terraseg.predict"),
     ("terraseg.train",),
     ("terraseg.plan", "terraseg.serve"),
@@ -253,10 +254,10 @@ def test_no_layer_imports_a_layer_above_it():
 
 
 def test_public_functions_of_the_core_are_documented():
-    """Every public function of io/, data/, predict/, serve/, train/, evaluate/ and models/ has a docstring, with an
-    Args section when it takes arguments."""
+    """Every public function of io/, data/, infer/, predict/, serve/, train/, evaluate/ and models/ has a docstring,
+    with an Args section when it takes arguments."""
     problems = []
-    for pkg in ("io", "data", "predict", "serve", "train", "evaluate", "models"):
+    for pkg in ("io", "data", "infer", "predict", "serve", "train", "evaluate", "models"):
         for p in sorted((SRC / pkg).glob("*.py")):
             for node in ast.parse(p.read_text()).body:
                 if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):

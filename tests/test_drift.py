@@ -10,7 +10,7 @@ import rasterio
 from terraseg.bundle import CALIBRATION, Bundle
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
-from terraseg.predict.drift import BINS, input_drift, population_stability, training_histograms
+from terraseg.infer.drift import BINS, input_drift, population_stability, training_histograms
 
 from conftest import make_bundle, make_geotiff
 
@@ -62,7 +62,7 @@ def test_psi_catches_a_change_of_shape_that_mean_and_range_miss(tmp_path):
 def test_fitted_thresholds_keep_a_varied_data_set_quiet_and_still_flag_another_sensor(tmp_path):
     """Photos of one varied set (brightness differs from image to image) must not be flagged; a different sensor must."""
     from terraseg.data.datasets import scene_statistics
-    from terraseg.predict.drift import fit_drift
+    from terraseg.infer.drift import fit_drift
 
     scenes = []
     for i in range(12):

@@ -16,7 +16,7 @@ from terraseg.config import load_config
 from terraseg.data.sources import train_val_scenes
 from terraseg.evaluate.report import evaluate
 from terraseg.predict.run import predict
-from terraseg.predict.sliding import predictor_for
+from terraseg.infer.sliding import predictor_for
 from terraseg.train.run import train
 
 from conftest import DATA, make_geotiff, needs_data, tiny_config

@@ -10,7 +10,7 @@ from terraseg.data.normalize import NormStats, compute_stats, normalize
 from terraseg.data.scenes import RasterScene
 from terraseg.data.windows import grid_windows
 from terraseg.errors import BundleError
-from terraseg.predict.sliding import SlidingWindowPredictor
+from terraseg.infer.sliding import SlidingWindowPredictor
 
 from conftest import make_geotiff
 

@@ -109,7 +109,7 @@ def test_train_evaluate_predict_each_estimator(tmp_path, arch):
 
 
 def test_texture_features_across_windows(tmp_path):
-    from terraseg.predict.sliding import predictor_for
+    from terraseg.infer.sliding import predictor_for
     from terraseg.data.sources import scene_from_path
     from terraseg.train.pixel import train_pixel
 

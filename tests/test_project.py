@@ -95,7 +95,8 @@ def test_one_config_trains_from_a_folder_of_scenes_and_one_geopackage(tmp_path):
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["pixels"] == b.manifest.metrics["validation"]["val/pixels"]
     cv = CliRunner().invoke(app, ["cv", str(tmp_path / "c.yaml"), "--folds", "2", "--no-random", "--out", str(tmp_path / "cv")])
     assert cv.exit_code == 0, cv.output
-    assert len(json.loads((tmp_path / "cv" / "cv.json").read_text())["folds"]) == 2
+    cvj = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert cvj["folds"] == 2 and len(cvj["per_fold"]["spatial"]) == 2 and "spatial" in cvj["summary"]
 
 
 def test_byte_lru_evicts_to_its_budget():

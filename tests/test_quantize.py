@@ -13,9 +13,9 @@ from terraseg.bundle import CALIBRATION, ONNX, ONNX_INT8, Bundle
 from terraseg.config import load_config
 from terraseg.config.inference import InferenceConfig
 from terraseg.errors import BundleError
-from terraseg.predict import onnx as onnx_mod
+from terraseg.infer import onnx as onnx_mod
 from terraseg.predict.quantize import quantize_int8
-from terraseg.predict.sliding import predictor_for
+from terraseg.infer.sliding import predictor_for
 from terraseg.train.run import train
 
 
@@ -47,7 +47,7 @@ def test_int8_graph_added_and_runs(trained, tmp_path):
     assert rep.windows >= 1 and 0 <= rep.disagreement <= 1 and "stored" in rep.calibrated_on
     b = Bundle.load(out)
     assert ONNX_INT8 in b.extras and b.manifest.exports["onnx_int8"]["class_disagreement_vs_fp32"] == rep.disagreement
-    from terraseg.predict.inputs import open_input
+    from terraseg.infer.inputs import open_input
 
     ids, _ = predictor_for(b, InferenceConfig(backend="onnx-int8")).predict_array(open_input(b, img))
     ref, _ = predictor_for(b, InferenceConfig(backend="onnx")).predict_array(open_input(b, img))

@@ -18,7 +18,7 @@ from terraseg.bundle import Bundle
 from terraseg.config import ModelConfig
 from terraseg.data.normalize import NormStats
 from terraseg.models.factory import build_model
-from terraseg.predict.inputs import expand_inputs
+from terraseg.infer.inputs import expand_inputs
 from terraseg.predict.run import predict
 
 from conftest import make_bundle, make_geotiff

@@ -1,4 +1,4 @@
-"""Choosing backend, precision and windows per machine (terraseg.predict.runtime, fit_max)."""
+"""Choosing backend, precision and windows per machine (terraseg.infer.runtime, fit_max)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from terraseg.config import ExperimentConfig
 from terraseg.config.inference import InferenceConfig
 from terraseg.devices import loader_options, training_precision
-from terraseg.predict import runtime
-from terraseg.predict.sliding import predictor_for
+from terraseg.infer import runtime
+from terraseg.infer.sliding import predictor_for
 
 from conftest import make_bundle
 

@@ -25,8 +25,8 @@ from terraseg.config import ClassSpec, ModelConfig
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError
 from terraseg.models.factory import build_model
-from terraseg.predict.onnx import export_onnx
-from terraseg.predict.sliding import predictor_for
+from terraseg.infer.onnx import export_onnx
+from terraseg.infer.sliding import predictor_for
 from terraseg.config.inference import InferenceConfig, ServeConfig
 from terraseg.serve.app import create_app
 from terraseg.serve.registry import load_models

@@ -191,7 +191,7 @@ def test_input_drift_flagged_in_api_metrics_and_cli(tmp_path):
 
     from terraseg.cli.main import app as cli
     from terraseg.data.scenes import RasterScene
-    from terraseg.predict.drift import input_drift
+    from terraseg.infer.drift import input_drift
 
     from conftest import make_geotiff
 

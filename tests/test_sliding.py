@@ -10,7 +10,7 @@ import torch
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
 from terraseg.predict.outputs import predict_to_files
-from terraseg.predict.sliding import SlidingWindowPredictor, hann_weights
+from terraseg.infer.sliding import SlidingWindowPredictor, hann_weights
 
 from conftest import make_geotiff
 
@@ -25,7 +25,7 @@ def threshold_backend(batch: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("k", [1, 2, 5, 17])
 def test_class_argmax_equals_torch_argmax_including_ties(k):
-    from terraseg.predict.sliding import class_argmax
+    from terraseg.infer.sliding import class_argmax
 
     g = torch.Generator().manual_seed(k)
     x = torch.randint(0, 4, (k, 33, 47), generator=g).float()  # many ties: the first maximum wins, as argmax
@@ -125,7 +125,7 @@ def test_batching_backend_shares_forward_passes_between_callers():
 
     import torch
 
-    from terraseg.predict.backends import ArrayBackend, BatchingBackend
+    from terraseg.infer.backends import ArrayBackend, BatchingBackend
 
     calls = []
 
@@ -155,7 +155,7 @@ def test_batching_backend_shares_forward_passes_between_callers():
 
 def test_uncertainty_raster_and_tta(tmp_path):
     """--uncertainty writes max probability, margin and normalised entropy; D4 TTA averages 8 views mapped back."""
-    from terraseg.predict.backends import ArrayBackend, TTABackend
+    from terraseg.infer.backends import ArrayBackend, TTABackend
 
     path, img, _ = make_geotiff(tmp_path / "in.tif", 90, 110, nodata=0, seed=5, crs="EPSG:26986")
     pred = SlidingWindowPredictor(threshold_backend, IDENTITY, 2, window=64, overlap=0.25)

@@ -8,7 +8,7 @@ from conftest import make_bundle, make_geotiff, tiny_config, write_mask_tif
 from terraseg.config import ExperimentConfig
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
-from terraseg.predict.sliding import predictor_for
+from terraseg.infer.sliding import predictor_for
 from terraseg.train.tiling import choose_tiling
 
 STATS = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)

@@ -6,7 +6,7 @@ Layout (``model.terraseg``)::
     weights.safetensors  the network's state dict (safetensors: data only, never pickled code)
     estimator.skops      instead of weights, for pixel baselines: the scikit-learn estimator (skops,
                          loaded admitting only scikit-learn/numpy/scipy types; see terraseg.models.pixel)
-    model.onnx           optional, added at the end of training or by ``terraseg export`` (see terraseg.predict.onnx)
+    model.onnx           optional, added at the end of training or by ``terraseg export`` (see terraseg.infer.onnx)
     model_int8.onnx      optional, ``terraseg export --quantize int8`` (see terraseg.predict.quantize)
     calibration.npy      optional, raw training windows for INT8 calibration (loaded without pickle)
 
@@ -140,7 +140,7 @@ class BundleManifest(BaseModel):
         None, description="The exact train/validation split training used (terraseg.data.holdout: method, blocks or images "
         "held out, labelled pixels per class on each side, warnings); `evaluate --split val` rebuilds it.")
     drift: dict[str, Any] | None = Field(
-        None, description="Drift profile (terraseg.predict.drift.fit_drift): reference histograms from training windows, "
+        None, description="Drift profile (terraseg.infer.drift.fit_drift): reference histograms from training windows, "
         "thresholds fitted on other training windows, and the false-alarm rate measured on validation windows.")
     calibration: dict[str, Any] = Field(default_factory=dict, description="Temperature scaling fitted on the validation split "
                                         "(temperature, ECE and NLL before/after); every backend divides logits by it.")

@@ -97,6 +97,9 @@ def build(cls, **kwargs: Any):
     return build_options(cls, "options", **kwargs)
 
 
+# `--set key.sub=value`: every command that reads an experiment config takes it, as `train` does
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.sub=value (repeatable).")]
+
 # options shared by every command that runs a bundle: help and defaults are the fields of
 # terraseg.config.inference.InferenceConfig (declared once, there)
 _FIELDS = InferenceConfig.model_fields

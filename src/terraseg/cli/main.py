@@ -17,7 +17,8 @@ import typer
 from rich.table import Table
 
 from terraseg.cli.app import (
-    BACKEND, DEVICE, OVERLAP, PRECISION, BackendOpt, BatchOpt, ChannelsLastOpt, DeviceOpt, OverlapOpt, PrecisionOpt, WindowOpt,
+    BACKEND, DEVICE, OVERLAP, PRECISION, BackendOpt, BatchOpt, ChannelsLastOpt, DeviceOpt, OverlapOpt, PrecisionOpt, SetOpt,
+    WindowOpt,
     app, build, err, out, quiet_lightning, user_errors, version_callback,
 )
 
@@ -40,7 +41,7 @@ def main(
 def train(
     config: Annotated[Optional[Path], typer.Argument(help="Experiment config (YAML), validated against "
                                                      "terraseg.config.ExperimentConfig; omitted: planned from --data.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.sub=value (repeatable).")] = None,
+    set_: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the run folder).")] = None,
     data: Annotated[Optional[list[str]], typer.Option("--data", help="Without a config: rasters (files, folders, globs, .txt "
@@ -181,7 +182,7 @@ def _scenes_for(bundle, data: Optional[Path], labels: Optional[Path], split: str
     from terraseg.config import DataConfig, FolderSource
     from terraseg.data.sources import build_scenes
     from terraseg.errors import InputFileError
-    from terraseg.predict.inputs import open_input
+    from terraseg.infer.inputs import open_input
 
     m = bundle.manifest
     if data is None or data.suffix.lower() in {".yaml", ".yml"}:
@@ -212,7 +213,7 @@ def evaluate(
     mask_nodata: Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")] = None,
     split: Annotated[str, typer.Option(help="With a config (or none): 'test' (data.test) or 'val' (the exact validation split "
                                        "the bundle records).")] = "test",
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field of the config: key.sub=value (repeatable).")] = None,
+    set_: SetOpt = None,
     window: WindowOpt = None, overlap: OverlapOpt = OVERLAP, batch_size: BatchOpt = None, device: DeviceOpt = DEVICE,
     precision: PrecisionOpt = PRECISION, channels_last: ChannelsLastOpt = None, backend: BackendOpt = BACKEND,
     overlays: Annotated[int, typer.Option(help="Overlay PNGs (image | truth | prediction) to write.")] = 4,
@@ -339,8 +340,12 @@ def predict(
     from terraseg.predict.run import run_predict
 
     b = Bundle.load(bundle)
-    if b.manifest.task == "classification":  # classifiers resize: any window side
-        _predict_classes(b, [Path(p) for p in inputs], out_dir, window, grid)
+    if b.manifest.task == "classification":  # classifiers resize: any window side; the same backends and options
+        from terraseg.config.inference import InferenceConfig, build_options
+
+        inference = build_options(InferenceConfig, "options", batch_size=batch_size, device=device, precision=precision,
+                                  channels_last=channels_last, backend=backend)
+        _predict_classes(b, [Path(p) for p in inputs], out_dir, window, grid, inference)
         return
     ray = dict(address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
     cfg = with_inference(PredictConfig, "options", inputs=list(inputs), out_dir=str(out_dir), window=window,
@@ -362,17 +367,17 @@ def predict(
         raise typer.Exit(1)
 
 
-def _predict_classes(b, inputs: list[Path], out_dir: Path, window: Optional[int], grid: bool) -> None:
+def _predict_classes(b, inputs: list[Path], out_dir: Path, window: Optional[int], grid: bool, inference) -> None:
     from terraseg.io.images import IMAGE_SUFFIXES
-    from terraseg.predict.classify import classify_files, classify_scene
+    from terraseg.infer.classify import classify_files, classify_scene
 
     if grid:
         for src in inputs:
-            paths = classify_scene(b, src, out_dir, window)
+            paths = classify_scene(b, src, out_dir, window, options=inference)
             out.print(f"{src} -> " + ", ".join(str(p) for p in paths.values()))
         return
     files = [f for p in inputs for f in (sorted(x for x in p.rglob("*") if x.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p])]
-    res = classify_files(b, files, out_dir)
+    res = classify_files(b, files, out_dir, options=inference)
     if res.csv:
         out.print(f"{len(res.rows)} images -> {res.csv}")
     for why in res.failures.values():
@@ -432,7 +437,7 @@ def export(
 ) -> None:
     """Add an ONNX graph (dynamic batch/height/width) to a bundle, checked against PyTorch."""
     from terraseg.config.inference import ExportConfig
-    from terraseg.predict.onnx import export_onnx
+    from terraseg.infer.onnx import export_onnx
 
     cfg = build(ExportConfig, format=fmt, out=str(out_path) if out_path else None, opset=opset,
                 check_images=[str(c) for c in check or []], window=window, quantize=quantize, max_disagreement=max_disagreement)
@@ -510,7 +515,7 @@ def cv(
     buffer: Annotated[float, typer.Option(help="CRS units around validation blocks whose labels are left out of training.")] = 0.0,
     random: Annotated[bool, typer.Option("--random/--no-random", help="Also run a random split (blocks one window wide) to show the leakage gap.")] = True,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the fold runs and cv.json (default <run folder>/cv).")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.sub=value (repeatable).")] = None,
+    set_: SetOpt = None,
 ) -> None:
     """K-fold cross-validation with spatial blocks (and a random split beside it): mean and spread of every metric."""
     from terraseg.config import load_config
@@ -533,7 +538,7 @@ def tune(
     timeout: Annotated[Optional[float], typer.Option(help="Stop starting trials after this many minutes.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite:///<run folder>/tune/optuna.db).")] = None,
     n_jobs: Annotated[int, typer.Option(help="Trials run in parallel (threads).")] = 1,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field before the search (repeatable).")] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Search hyper-parameters with Optuna (TPE, pruning after each validation epoch); resumable; best.yaml + best.terraseg."""
     from terraseg.train.tune import tune as run
@@ -593,7 +598,7 @@ def config_schema(
 @user_errors
 def config_show(
     config: Annotated[Path, typer.Argument(help="Experiment config (YAML).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.sub=value (repeatable).")] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Print a config resolved: overrides applied, defaults filled in, each field with its description."""
     from terraseg.config import load_config

@@ -33,7 +33,7 @@ class InferenceConfig(_Strict):
         "reader cannot keep a GPU fed).")
     precision: Annotated[Literal["auto", "32", "bf16", "16"], BeforeValidator(number_as_text)] = Field(
         "auto", description="'32' (float32), 'bf16' / '16' autocast, or 'auto': bf16 where the device computes it natively "
-        "(AVX-512 BF16 / AMX CPUs, recent GPUs), fp16 on other GPUs, else float32 (terraseg.predict.runtime).")
+        "(AVX-512 BF16 / AMX CPUs, recent GPUs), fp16 on other GPUs, else float32 (terraseg.infer.runtime).")
     channels_last: bool | None = Field(None, description="Run PyTorch in NHWC memory layout (default: on).")
     backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         "auto", description="torch (PyTorch), onnx (ONNX Runtime on the bundle's exported graph), onnx-int8 (its INT8 graph, "
@@ -134,7 +134,7 @@ class ServeConfig(_Strict):
     tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI for models:/ references.")
     batch_wait_ms: float | None = Field(
         None, ge=0, description="Micro-batching: requests' windows arriving within this many milliseconds share one forward "
-        "pass (terraseg.predict.backends.BatchingBackend). Default: 5 on CUDA, off (0) on a CPU, where one request already "
+        "pass (terraseg.infer.backends.BatchingBackend). Default: 5 on CUDA, off (0) on a CPU, where one request already "
         "uses every core.")
     max_batch: int = Field(16, ge=1, description="Micro-batching: most windows per shared forward pass.")
     max_upload_mb: float = Field(64.0, gt=0, description="Largest accepted upload in MB.")

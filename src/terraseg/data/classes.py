@@ -60,18 +60,12 @@ def read_any(path: str) -> np.ndarray:
         path = "/vsizip/" + path
     elif not path.startswith("/vsizip/"):
         return read_image(path)
-    import rasterio
-    from rasterio.errors import RasterioError
+    from terraseg.io.raster import info_of, open_raster
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with rasterio.open(path) as ds:
-                from terraseg.io.raster import info_of
-
-                return ds.read(info_of(ds, path).data_bands)  # an alpha band is validity, not data
-    except RasterioError as e:
-        raise InputFileError(f"{path}: not a readable image ({str(e).splitlines()[0]}).") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_raster(path) as ds:
+            return ds.read(info_of(ds, path).data_bands)  # an alpha band is validity, not data
 
 
 def _listing(root: Path) -> tuple[list[PurePosixPath], set[PurePosixPath]]:

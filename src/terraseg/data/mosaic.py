@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -36,7 +35,7 @@ from terraseg import progress
 from terraseg.config.prep import MosaicConfig
 from terraseg.errors import ConfigError, InputFileError
 from terraseg.data.windows import grid_windows, row_strips
-from terraseg.io.raster import color_interpretation, create_raster, open_raster, read_window, valid_mask
+from terraseg.io.raster import color_interpretation, create_raster, open_raster, open_reader, read_window, valid_mask
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +136,7 @@ class _TileReader:
     def __init__(self, t: _Tile, dst_crs: CRS, tr: Affine, width: int, height: int, cfg: MosaicConfig) -> None:
         self.t = t
         self.offset = _aligned(t, dst_crs, tr)
-        self.ds = rasterio.open(t.path)
+        self.ds = open_reader(t.path)
         self.vrt = None
         if self.offset is None:
             self.vrt = WarpedVRT(

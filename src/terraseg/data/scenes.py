@@ -16,14 +16,11 @@ Two kinds:
 from __future__ import annotations
 
 import copy
-import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine, array_bounds
@@ -31,7 +28,8 @@ from rasterio.windows import Window
 
 from terraseg.errors import InputFileError
 from terraseg.io.images import read_image_valid, read_mask
-from terraseg.io.raster import Grid, info_of, open_raster, read_validity, read_window, shifted_georef, valid_mask
+from terraseg.io.raster import (Grid, info_of, open_raster, read_validity, read_window, shared_dataset, shifted_georef,
+                                valid_mask)
 
 CACHE_LIMIT_BYTES = 1 << 29  # regions whose pixels exceed 512 MiB are always streamed (the cache's budget decides below)
 
@@ -309,8 +307,8 @@ class RasterScene(Scene):
         return state
 
     def _dataset(self, path: str | None = None):
-        """The open dataset of the image (or of ``path``, the mask), from :func:`open_dataset`."""
-        return open_dataset(path or self.path)
+        """The open dataset of the image (or of ``path``, the mask), from :func:`terraseg.io.raster.shared_dataset`."""
+        return shared_dataset(path or self.path)
 
     def _labels(self, row: int, col: int, h: int, w: int, valid: np.ndarray) -> np.ndarray:
         """Class mask of a window (region pixels), ``ignore_index`` where ``valid`` is False."""
@@ -523,38 +521,6 @@ class RasterScene(Scene):
         f = max(1, int(np.ceil(np.sqrt(self.height * self.width / max_pixels))))
         oh, ow = max(self.height // f, 1), max(self.width // f, 1)
         return self._labels_decimated(oh, ow, np.ones((oh, ow), dtype=bool))
-
-
-MAX_OPEN_DATASETS = 64  # open GDAL datasets kept per process and thread (a project has thousands of rasters)
-_OPEN = threading.local()
-
-
-def open_dataset(path: str):
-    """An open rasterio dataset of ``path``, kept in a per-process, per-thread LRU of :data:`MAX_OPEN_DATASETS`.
-
-    GDAL dataset handles are not thread-safe, nor valid across ``fork``: each reader thread (the
-    predictor's parallel readers) and each loader worker gets its own. The least recently used handle
-    is closed when a thread holds more, so a project of thousands of rasters keeps a bounded number open.
-
-    Args:
-        path: the raster (a local path or a GDAL ``/vsi`` path).
-    """
-    import os
-
-    if getattr(_OPEN, "pid", None) != os.getpid():  # a forked worker: the parent's handles are not ours to use
-        _OPEN.pid, _OPEN.handles = os.getpid(), OrderedDict()
-    handles: OrderedDict = _OPEN.handles
-    ds = handles.get(path)
-    if ds is not None and not ds.closed:
-        handles.move_to_end(path)
-        return ds
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        ds = rasterio.open(path)
-    handles[path] = ds
-    while len(handles) > MAX_OPEN_DATASETS:
-        handles.popitem(last=False)[1].close()
-    return ds
 
 
 class ArrayScene(Scene):

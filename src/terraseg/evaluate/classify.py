@@ -19,7 +19,7 @@ from terraseg.data.classes import ClassItem
 from terraseg.errors import TerrasegError
 from terraseg.evaluate.report import save_confusion_png
 from terraseg.io.atomic import atomic_path, write_text_atomic
-from terraseg.predict.classify import ImageClassifier
+from terraseg.infer.classify import ImageClassifier
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int = 2) -> dict[str, Any]:

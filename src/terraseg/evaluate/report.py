@@ -1,6 +1,6 @@
 """``terraseg evaluate``: predict labelled scenes with the real prediction path and report metrics.
 
-The evaluator runs the same :class:`~terraseg.predict.sliding.SlidingWindowPredictor` as
+The evaluator runs the same :class:`~terraseg.infer.sliding.SlidingWindowPredictor` as
 ``terraseg predict`` (so the figures describe what users get), streams each scene strip by strip,
 and accumulates one confusion matrix over all pixels of the data set.
 """
@@ -20,8 +20,8 @@ from terraseg.data.scenes import Scene
 from terraseg.evaluate.metrics import confusion_matrix, metrics_from_confusion
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.io.images import write_png
-from terraseg.predict.outputs import blend_overlay, colorize, display_rgb
-from terraseg.predict.sliding import Block, SlidingWindowPredictor, predictor_for
+from terraseg.io.render import blend_overlay, colorize, display_rgb
+from terraseg.infer.sliding import Block, SlidingWindowPredictor, predictor_for
 
 
 def evaluate_scenes(
@@ -154,7 +154,7 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
 
     Args:
         cfg: output folder, inference options, overlays. bundle: path or loaded bundle.
-        scenes: labelled scenes opened for this bundle (:func:`terraseg.predict.inputs.open_input`).
+        scenes: labelled scenes opened for this bundle (:func:`terraseg.infer.inputs.open_input`).
 
     Returns:
         The metrics dict (also in ``<out_dir>/metrics.json``).
@@ -169,7 +169,7 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
     colors = [c.color for c in b.manifest.classes]
     metrics = evaluate_scenes(predictor, scenes, b.class_names, b.manifest.ignore_index, colors, out, cfg.overlays, cfg.overlay_size)
     metrics["bundle"] = str(bundle) if not isinstance(bundle, Bundle) else b.manifest.name
-    from terraseg.predict.drift import bundle_drift
+    from terraseg.infer.drift import bundle_drift
 
     reports = {s.name: r for s in scenes if (r := bundle_drift(b, s)) is not None}
     metrics["drift"] = {"scenes": len(reports), "flagged": {k: r.flagged for k, r in reports.items() if r.drifted}}

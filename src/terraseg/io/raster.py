@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,15 +92,14 @@ def is_virtual(path: str | os.PathLike[str]) -> bool:
     return str(path).startswith("/vsi")
 
 
-@contextlib.contextmanager
-def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader]:
-    """Open a raster for reading, turning GDAL failures into one clear :class:`InputFileError`.
+def open_reader(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
+    """Open a raster for reading and keep it open (the caller closes it): :func:`open_raster`'s checks and error.
 
     Args:
         path: any raster GDAL reads (GeoTIFF, VRT, JP2, PNG...).
 
-    Yields:
-        The open rasterio dataset, closed when the block exits (``NotGeoreferencedWarning`` is silenced: plain images are welcome).
+    Returns:
+        The open rasterio dataset (``NotGeoreferencedWarning`` silenced: plain images are welcome).
 
     Raises:
         InputFileError: the file is missing or not a readable raster.
@@ -114,6 +115,27 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader
         raise InputFileError(f"{p}: not a readable raster ({_first_line(e)}).") from None
     try:
         check_bands(ds, str(p))
+    except BaseException:
+        ds.close()
+        raise
+    return ds
+
+
+@contextlib.contextmanager
+def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader]:
+    """Open a raster for reading, turning GDAL failures into one clear :class:`InputFileError`.
+
+    Args:
+        path: any raster GDAL reads (GeoTIFF, VRT, JP2, PNG...).
+
+    Yields:
+        The open rasterio dataset, closed when the block exits (``NotGeoreferencedWarning`` is silenced: plain images are welcome).
+
+    Raises:
+        InputFileError: the file is missing or not a readable raster.
+    """
+    ds = open_reader(path)
+    try:
         yield ds
     finally:
         ds.close()
@@ -574,3 +596,33 @@ def color_interpretation(count: int, names: list[str] | None = None) -> list:
     elif count >= 3:
         out[:3] = rgb
     return out
+
+
+MAX_OPEN_DATASETS = 64  # open GDAL datasets kept per process and thread (a project has thousands of rasters)
+_OPEN = threading.local()
+
+
+def shared_dataset(path: str) -> rasterio.DatasetReader:
+    """An open rasterio dataset of ``path``, kept in a per-process, per-thread LRU of :data:`MAX_OPEN_DATASETS`.
+
+    GDAL dataset handles are not thread-safe, nor valid across ``fork``: each reader thread (the
+    predictor's parallel readers) and each loader worker gets its own. The least recently used handle
+    is closed when a thread holds more, so a project of thousands of rasters keeps a bounded number open.
+
+    Args:
+        path: the raster (a local path or a GDAL ``/vsi`` path).
+    """
+    import os
+
+    if getattr(_OPEN, "pid", None) != os.getpid():  # a forked worker: the parent's handles are not ours to use
+        _OPEN.pid, _OPEN.handles = os.getpid(), OrderedDict()
+    handles: OrderedDict = _OPEN.handles
+    ds = handles.get(path)
+    if ds is not None and not ds.closed:
+        handles.move_to_end(path)
+        return ds
+    ds = open_reader(path)
+    handles[path] = ds
+    while len(handles) > MAX_OPEN_DATASETS:
+        handles.popitem(last=False)[1].close()
+    return ds

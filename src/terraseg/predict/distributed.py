@@ -97,8 +97,8 @@ def plan_units(bundle: Bundle, cfg: PredictConfig, items: list[tuple[str, str]],
     Returns:
         ``(units, failures)``: failures map inputs that cannot be opened to their one-line reason.
     """
-    from terraseg.predict.inputs import open_input
-    from terraseg.predict.sliding import tiling_for
+    from terraseg.infer.inputs import open_input
+    from terraseg.infer.sliding import tiling_for
 
     if len(items) >= 2 * workers or workers == 1:
         return [Unit(p, s) for p, s in items], {}
@@ -141,7 +141,7 @@ class PredictWorker:
 
         from terraseg.bundle import Bundle
         from terraseg.config.inference import PredictConfig
-        from terraseg.predict.sliding import predictor_for
+        from terraseg.infer.sliding import predictor_for
 
         torch.set_num_threads(max(1, threads))
         self.bundle = Bundle.from_bytes(bundle_bytes)
@@ -180,7 +180,7 @@ class PredictWorker:
         return dict(probabilities=c.probabilities, overlay=c.overlay, compress=c.compress, level=c.level, cog=c.cog)
 
     def _scene(self, unit: Unit) -> dict[str, str]:
-        from terraseg.predict.inputs import open_input
+        from terraseg.infer.inputs import open_input
         from terraseg.predict.outputs import predict_to_files
 
         scene = open_input(self.bundle, unit.path)
@@ -192,7 +192,7 @@ class PredictWorker:
 
         from terraseg.io.predictions import PredictionWriter
         from terraseg.io.raster import Grid
-        from terraseg.predict.inputs import open_input
+        from terraseg.infer.inputs import open_input
 
         assert unit.strips is not None
         c = self.cfg
@@ -216,11 +216,12 @@ class PredictWorker:
         return paths
 
     def _assemble(self, unit: Unit) -> dict[str, str]:
-        import rasterio
         from rasterio.windows import Window
 
+        from terraseg.data.windows import row_strips
         from terraseg.io.predictions import PredictionWriter
-        from terraseg.predict.inputs import open_input
+        from terraseg.io.raster import open_reader
+        from terraseg.infer.inputs import open_input
         from terraseg.predict.outputs import write_overlay
 
         c = self.cfg
@@ -234,11 +235,11 @@ class PredictWorker:
         with writer:
             for part in unit.parts:
                 row0 = int(part["row"])
-                srcs = {k: rasterio.open(part[k]) for k in ("prediction", "probabilities", "confidence") if k in part}
+                srcs = {k: open_reader(part[k]) for k in ("prediction", "probabilities", "confidence") if k in part}
                 try:
-                    h = srcs["prediction"].height
-                    for r in range(0, h, step):
-                        win = Window(0, r, scene.width, min(step, h - r))
+                    for strip in row_strips(srcs["prediction"].height, scene.width, step):
+                        r = strip.row
+                        win = Window(0, r, scene.width, strip.height)
                         ids = srcs["prediction"].read(1, window=win)
                         probs = srcs["probabilities"].read(window=win) if "probabilities" in srcs else None
                         conf = srcs["confidence"].read(window=win) if "confidence" in srcs else None

@@ -52,7 +52,7 @@ def calibration_windows(bundle: Bundle, images: list[str], window: int = 256, ma
     from terraseg.io.raster import valid_mask
 
     if images:
-        from terraseg.predict.onnx import _check_windows
+        from terraseg.infer.onnx import _check_windows
 
         return _check_windows(bundle, images, window, max_windows)
     raw = bundle.extras.get(CALIBRATION)
@@ -82,7 +82,7 @@ def quantize_int8(bundle_path: str | Path, images: list[str] | None = None, out:
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from terraseg.predict.onnx import OnnxBackend
+    from terraseg.infer.onnx import OnnxBackend
 
     b = Bundle.load(bundle_path)
     graph = b.extras.get(ONNX)

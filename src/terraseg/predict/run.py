@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from terraseg.predict.drift import bundle_drift
+from terraseg.infer.drift import bundle_drift
 from terraseg.bundle import Bundle
 from terraseg.config.inference import PredictConfig, with_inference
 from terraseg.errors import ConfigError, TerrasegError
-from terraseg.predict.inputs import expand_inputs, open_input
+from terraseg.infer.inputs import expand_inputs, open_input
 from terraseg.predict.outputs import arrays_to_files, complete_outputs, predict_to_files
-from terraseg.predict.sliding import predictor_for
+from terraseg.infer.sliding import predictor_for
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class PredictResult:
 
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
-    drift: dict[str, str] = field(default_factory=dict)  # input -> one-line warning (terraseg.predict.drift)
+    drift: dict[str, str] = field(default_factory=dict)  # input -> one-line warning (terraseg.infer.drift)
     skipped: int = 0  # inputs whose outputs were already complete (resume)
 
 
@@ -33,7 +33,7 @@ def check_output_names(inputs: list[str] | list[tuple[str, str]]) -> None:
 
     Args:
         inputs: input paths (outputs are named after their stems), or ``(path, stem)`` pairs
-            (:func:`terraseg.predict.inputs.expand_inputs`).
+            (:func:`terraseg.infer.inputs.expand_inputs`).
 
     Raises:
         ConfigError: two inputs map to one output name; nothing has been written yet.
@@ -49,7 +49,7 @@ def check_output_names(inputs: list[str] | list[tuple[str, str]]) -> None:
 def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResult:
     """Predict every input of ``cfg``; a bad input is reported and skipped, the others still run.
 
-    Inputs are expanded first (:func:`terraseg.predict.inputs.expand_inputs`: folders, globs, lists,
+    Inputs are expanded first (:func:`terraseg.infer.inputs.expand_inputs`: folders, globs, lists,
     STAC). ``cfg.engine == 'ray'`` hands the work to :func:`terraseg.predict.distributed.predict_on_ray`,
     which writes the same files.
 

@@ -2,7 +2,7 @@
 
 * ``terraseg_requests_total{route, status}`` and ``terraseg_request_seconds{route}`` (a latency
   histogram), recorded by a pure ASGI middleware for every HTTP request;
-* ``terraseg_drift_total{model}``: inputs flagged by :mod:`terraseg.predict.drift`.
+* ``terraseg_drift_total{model}``: inputs flagged by :mod:`terraseg.infer.drift`.
 
 Each app has its own registry (several apps in one process, as in tests, do not collide).
 """

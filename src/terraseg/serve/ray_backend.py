@@ -36,7 +36,7 @@ class ModelReplica:
     def __init__(self, bundle_bytes: bytes, inference: dict[str, Any], threads: int) -> None:
         from terraseg.bundle import Bundle
         from terraseg.config.inference import InferenceConfig
-        from terraseg.predict.sliding import predictor_for
+        from terraseg.infer.sliding import predictor_for
 
         torch.set_num_threads(max(1, threads))
         if not isinstance(bundle_bytes, (bytes, bytearray)):  # an ObjectRef: Serve passes init arguments as they are

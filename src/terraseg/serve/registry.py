@@ -16,8 +16,8 @@ from typing import Any, Callable, TypeVar
 from terraseg.bundle import Bundle
 from terraseg.config.inference import InferenceConfig
 from terraseg.errors import ConfigError
-from terraseg.predict.backends import BatchingBackend
-from terraseg.predict.sliding import SlidingWindowPredictor, predictor_for
+from terraseg.infer.backends import BatchingBackend
+from terraseg.infer.sliding import SlidingWindowPredictor, predictor_for
 from terraseg.serve.errors import ServerBusy
 from terraseg.tracking import resolve_model_uri
 
@@ -33,7 +33,7 @@ class ServedModel:
     lock: glibc gives each thread its own malloc arena, and activations allocated from 16 different
     threads grew the server by ~240 MB in a 60 s soak; one thread keeps memory flat. With micro-batching
     (the default on CUDA) requests run on several threads while every forward pass still runs on the
-    :class:`terraseg.predict.backends.BatchingBackend`'s one thread, over the windows of all of them.
+    :class:`terraseg.infer.backends.BatchingBackend`'s one thread, over the windows of all of them.
     """
 
     name: str
@@ -121,9 +121,10 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
         while name in models:
             name, k = f"{b.manifest.name}-{k}", k + 1
         if b.manifest.task == "classification":
-            from terraseg.predict.classify import ImageClassifier
+            from terraseg.infer.classify import ImageClassifier
 
-            models[name] = ServedModel(name, ref, b, ImageClassifier(b, device=inference.device), "torch")  # type: ignore[arg-type]
+            clf = ImageClassifier(b, options=inference)
+            models[name] = ServedModel(name, ref, b, clf, clf.runtime.backend if clf.runtime else "torch")  # type: ignore[arg-type]
         elif engine == "ray" and b.manifest.baseline is None:
             models[name] = _ray_model(name, ref, path, b, inference, ray)
         else:
@@ -144,7 +145,7 @@ def _ray_model(name: str, ref: str, path: Path, b: Bundle, inference: InferenceC
     """A served model whose network is a Ray Serve deployment; the gateway keeps tiling and blending."""
     from terraseg.config.inference import RayConfig
     from terraseg.predict.distributed import connect
-    from terraseg.predict.sliding import tiling_for
+    from terraseg.infer.sliding import tiling_for
     from terraseg.serve.ray_backend import deploy
 
     ray = ray or RayConfig()

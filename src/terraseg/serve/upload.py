@@ -11,14 +11,14 @@ from fastapi import UploadFile
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
-from terraseg.predict.drift import bundle_drift
+from terraseg.infer.drift import bundle_drift
 from terraseg.data.sources import scene_from_path
 from terraseg.errors import TerrasegError
 from terraseg.io.images import write_png
 from terraseg.io.predictions import encode_class_ids, write_prediction
 from terraseg.io.raster import raster_info
-from terraseg.predict.inputs import open_input, read_input_image
-from terraseg.predict.outputs import blend_overlay, colorize, display_rgb
+from terraseg.infer.inputs import open_input, read_input_image
+from terraseg.io.render import blend_overlay, colorize, display_rgb
 from terraseg.serve.errors import fail, user_error
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
@@ -213,7 +213,7 @@ def confidence_layer(probs: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, 
     """The page's confidence layer: ``(4, H, W)`` uint8 RGBA where uncertain pixels show and certain ones are clear.
 
     Uncertainty is ``(1 - max probability) / (1 - 1/K)`` (0: one class certain, 1: all classes equally
-    likely; :func:`terraseg.predict.sliding.confidence_bands`' first band), drawn from yellow (a little)
+    likely; :func:`terraseg.infer.sliding.confidence_bands`' first band), drawn from yellow (a little)
     to red (a coin toss) with an opacity that grows with it; nodata is transparent.
 
     Args:

@@ -35,6 +35,7 @@ from terraseg.config import ExperimentConfig
 from terraseg.data.scenes import RasterScene, Region, Scene
 from terraseg.data.sources import build_scenes
 from terraseg.data.split import assign_blocks
+from terraseg.data.windows import grid_windows
 from terraseg.errors import ConfigError, InputFileError
 from terraseg.io.atomic import write_text_atomic
 
@@ -85,10 +86,9 @@ def fold_scenes(scenes: list[Scene], folds: int, block_size: float, buffer: floa
     for i, s in enumerate(scenes):
         if isinstance(s, RasterScene):
             b = _block_pixels(s, block_size)
-            for r in range(0, s.height, b):
-                for c in range(0, s.width, b):
-                    units.append((i, Region(r, c, min(b, s.height - r), min(b, s.width - c))))
-                    keys.append((i, r // b, c // b))
+            for w in grid_windows(s.height, s.width, b, edge="clip"):
+                units.append((i, Region(w.row, w.col, w.height, w.width)))
+                keys.append((i, w.row // b, w.col // b))
         else:
             units.append((i, None))
             keys.append((i, 0, 0))

@@ -16,7 +16,7 @@ from terraseg.data.normalize import NormStats
 from terraseg.evaluate.metrics import validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
 from terraseg.models.factory import build_model, encoder_stages
-from terraseg.predict.sliding import SlidingWindowPredictor
+from terraseg.infer.sliding import SlidingWindowPredictor
 from terraseg.models.losses import CombinedLoss
 from terraseg.models.optim import build_optimizer, build_scheduler
 from terraseg.train.tiling import validation_predictor

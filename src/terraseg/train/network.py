@@ -373,7 +373,7 @@ def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleMa
             manifest.input.fit_max = tiling["fit_max"]
             manifest.metrics["tiling"] = tiling
     if (step := _after_training("drift profile", deadline, 5.0, skipped)) is not None:
-        from terraseg.predict.drift import fit_drift
+        from terraseg.infer.drift import fit_drift
 
         with step:
             manifest.drift = fit_drift(data.train_dl.dataset.scenes, val_scenes, data.stats, window, cfg.train.seed)
@@ -505,7 +505,7 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
 def _export(bundle: Bundle, scenes: list) -> bool:
     """Add the ONNX graph to a fresh bundle (checked on validation windows) and save it; False when the network does not export."""
     from terraseg.errors import BundleError
-    from terraseg.predict.onnx import export_onnx
+    from terraseg.infer.onnx import export_onnx
 
     images = sorted({s.path for s in scenes if str(getattr(s, "path", "")).lower().endswith((".tif", ".tiff"))})[:2]
     try:

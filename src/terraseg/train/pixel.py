@@ -33,7 +33,7 @@ from terraseg.evaluate.metrics import validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.models.pixel import PixelFeatures, PixelModel, make_estimator
-from terraseg.predict.sliding import predictor_for
+from terraseg.infer.sliding import predictor_for
 from terraseg.train.result import TrainResult
 from terraseg.tracking import Tracker, flatten_params
 
@@ -177,7 +177,7 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
                   "sample_seconds": round(t_sample, 2), "fit_seconds": round(t_fit, 2), "samples": int(len(y)),
                   "samples_per_class": np.bincount(y, minlength=cfg.num_classes).tolist()},
     )
-    from terraseg.predict.drift import fit_drift
+    from terraseg.infer.drift import fit_drift
 
     manifest.drift = fit_drift(train_scenes, val_scenes, scene_statistics(train_scenes, "meanstd", cfg.data.normalization.percentiles,
                                                                            200_000, seed), PREDICT_WINDOW, seed)

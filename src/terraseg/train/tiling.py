@@ -26,7 +26,7 @@ from terraseg.data.scenes import Scene
 from terraseg.devices import inference_precision
 from terraseg.evaluate.metrics import validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
-from terraseg.predict.sliding import SlidingWindowPredictor, TorchBackend
+from terraseg.infer.sliding import SlidingWindowPredictor, TorchBackend
 
 log = logging.getLogger(__name__)
 

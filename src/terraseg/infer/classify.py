@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,29 +25,40 @@ from terraseg.errors import BundleError, TerrasegError
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.io.predictions import PredictionWriter
 from terraseg.io.raster import Grid, valid_mask
-from terraseg.predict.inputs import open_input, read_input_image
+from terraseg.infer.inputs import open_input, read_input_image
 
 
 class ImageClassifier:
-    """Class probabilities for raw images with a classification bundle (PyTorch on ``device``).
+    """Class probabilities for raw images with a classification bundle, on the backends segmentation uses.
+
+    The network runs on what :func:`terraseg.infer.runtime.backend_for` picks from ``options``: PyTorch
+    in float32 or bf16 autocast (``auto`` measures which is faster here), or the bundle's ONNX graph
+    in ONNX Runtime (``terraseg export BUNDLE --format onnx``).
 
     Args:
         bundle: a loaded bundle of task 'classification'. batch_size: images per forward pass.
+        device: 'auto', 'cpu' or a CUDA device (when ``options`` is not given).
+        options: :class:`terraseg.config.inference.InferenceConfig` (device, backend, precision, layout,
+            threads); its ``batch_size``, when set, replaces ``batch_size``.
 
     Raises:
-        BundleError: the bundle is not a classification bundle.
+        BundleError: the bundle is not a classification bundle, or 'onnx' without an ONNX graph.
     """
 
-    def __init__(self, bundle: Bundle, batch_size: int = 32, device: str = "auto") -> None:
+    def __init__(self, bundle: Bundle, batch_size: int = 32, device: str = "auto", options: Any = None) -> None:
+        from terraseg.config.inference import InferenceConfig
         from terraseg.devices import resolve_device
+        from terraseg.infer.runtime import backend_for
 
-        device = resolve_device(device)
         if bundle.manifest.task != "classification":
             raise BundleError(f"bundle '{bundle.manifest.name}' is a {bundle.manifest.task} model, not a classifier.")
-        self.bundle, self.batch_size, self.device = bundle, batch_size, torch.device(device)
-        self.model = bundle.model.eval().to(self.device)
+        opts = options or InferenceConfig(device=device)
+        self.bundle, self.batch_size = bundle, opts.batch_size or batch_size
+        self.device = torch.device(resolve_device(opts.device))
         spec = bundle.manifest.input
         self.stats, self.size, self.nodata = bundle.stats, spec.input_size or spec.train_window, spec.nodata
+        self.backend = backend_for(bundle, opts, str(self.device), self.size, self.batch_size)
+        self.runtime = getattr(self.backend, "runtime", None)
 
     @torch.inference_mode()
     def probabilities(self, images: list[np.ndarray], valid: list[np.ndarray] | None = None) -> np.ndarray:
@@ -60,8 +72,8 @@ class ImageClassifier:
         masks = valid if valid is not None else [valid_mask(im, self.nodata) for im in images]
         for i in range(0, len(images), self.batch_size):
             x = torch.stack([to_input(im, self.stats, self.size, v)
-                             for im, v in zip(images[i:i + self.batch_size], masks[i:i + self.batch_size])]).to(self.device)
-            out.append(torch.softmax(self.model(x).float(), dim=1).cpu().numpy())
+                             for im, v in zip(images[i:i + self.batch_size], masks[i:i + self.batch_size])])
+            out.append(self.backend.probabilities(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.bundle.class_names)), np.float32)
 
     def classify_paths(self, paths: list[str], chunk: int = 256) -> Iterator[tuple[str, np.ndarray | TerrasegError]]:
@@ -86,7 +98,8 @@ class ClassifyResult:
     failures: dict[str, str] = field(default_factory=dict)
 
 
-def classify_files(bundle: str | Path | Bundle, inputs: list[str | Path], out_dir: str | Path, batch_size: int = 32) -> ClassifyResult:
+def classify_files(bundle: str | Path | Bundle, inputs: list[str | Path], out_dir: str | Path, batch_size: int = 32,
+                   options: Any = None) -> ClassifyResult:
     """Classify image files; write ``<out_dir>/predictions.csv`` (file, predicted, one probability column per class).
 
     A bad input (unreadable, wrong band count) is reported in ``failures`` and skipped.
@@ -96,6 +109,7 @@ def classify_files(bundle: str | Path | Bundle, inputs: list[str | Path], out_di
         inputs: image files or ``.zip`` members.
         out_dir: output folder.
         batch_size: images per forward pass.
+        options: :class:`terraseg.config.inference.InferenceConfig` (device, backend, precision), or None.
 
     Returns:
         :class:`ClassifyResult` (CSV path, rows, failures).
@@ -104,7 +118,7 @@ def classify_files(bundle: str | Path | Bundle, inputs: list[str | Path], out_di
         BundleError: not a classification bundle. OutputError: ``out_dir`` cannot be written.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    clf = ImageClassifier(b, batch_size)
+    clf = ImageClassifier(b, batch_size, options=options)
     names = b.class_names
     res = ClassifyResult(None)
     for p, pr in clf.classify_paths([str(p) for p in inputs]):
@@ -124,7 +138,7 @@ def classify_files(bundle: str | Path | Bundle, inputs: list[str | Path], out_di
 
 
 def classify_scene(bundle: str | Path | Bundle, raster: str | Path, out_dir: str | Path, window: int | None = None,
-                   batch_size: int = 32) -> dict[str, Path]:
+                   batch_size: int = 32, options: Any = None) -> dict[str, Path]:
     """Classify a georeferenced scene on a grid of ``window`` x ``window`` pixel windows.
 
     Writes ``<stem>_classes.tif`` (class ids, one pixel per window, transform scaled by ``window``,
@@ -137,6 +151,7 @@ def classify_scene(bundle: str | Path | Bundle, raster: str | Path, out_dir: str
     Args:
         bundle: classification bundle (path or loaded). raster: the scene. out_dir: output folder.
         window: window side in pixels (default: the bundle's input size). batch_size: windows per forward.
+        options: :class:`terraseg.config.inference.InferenceConfig` (device, backend, precision), or None.
 
     Returns:
         ``{"classes", "probabilities", "windows"}`` paths.
@@ -145,7 +160,7 @@ def classify_scene(bundle: str | Path | Bundle, raster: str | Path, out_dir: str
         BundleError: band-count mismatch. InputFileError: unreadable raster. OutputError: unwritable folder.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    clf = ImageClassifier(b, batch_size)
+    clf = ImageClassifier(b, batch_size, options=options)
     win = window or clf.size
     scene = open_input(b, raster)
     src, out = Path(raster), Path(out_dir)

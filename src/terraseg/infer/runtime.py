@@ -91,8 +91,8 @@ def choose_runtime(bundle: Any, device: str = "cpu", backend: str = "auto", prec
         return Runtime("onnx-int8", "int8", False, "explicit options")
     if backend != "auto" and precision != "auto":
         return Runtime(backend, precision, cl if backend == "torch" else False, "explicit options")
-    if bundle.manifest.baseline is not None or bundle.manifest.task != "segmentation":
-        return Runtime("torch", "32" if precision == "auto" else precision, cl, "not a segmentation network")
+    if bundle.manifest.baseline is not None:
+        return Runtime("torch", "32" if precision == "auto" else precision, cl, "a pixel baseline")
     if device.startswith("cuda"):
         p = precision if precision != "auto" else ("bf16" if native_bf16(device) else "16")
         return Runtime("torch" if backend == "auto" else backend, p, cl, f"CUDA: {'native bf16' if p == 'bf16' else 'fp16'}")
@@ -112,6 +112,42 @@ def choose_runtime(bundle: Any, device: str = "cpu", backend: str = "auto", prec
     return _ranked(bundle, candidates, window, batch_size)
 
 
+def backend_for(bundle: Any, options: Any, device: str, window: int, batch_size: int) -> Any:
+    """The backend that runs a bundle's network for segmentation and classification alike.
+
+    A pixel baseline runs its scikit-learn model; a network runs on the runtime :func:`choose_runtime`
+    picks for this machine (or the one asked for): PyTorch in float32 or bf16/fp16 autocast, or the
+    bundle's ONNX graph (float32 or INT8) in ONNX Runtime.
+
+    Args:
+        bundle: the loaded bundle. options: :class:`terraseg.config.inference.InferenceConfig` (backend,
+            precision, layout, threads). device: the resolved device. window: input side in pixels (the
+            measured batch). batch_size: inputs per forward pass.
+
+    Returns:
+        A backend (:mod:`terraseg.infer.backends`) with ``runtime`` set for networks.
+
+    Raises:
+        BundleError: 'onnx' asked for a bundle without an ONNX graph.
+    """
+    from terraseg.infer.backends import ArrayBackend, TorchBackend
+
+    if bundle.manifest.baseline is not None:
+        return ArrayBackend(bundle.model)
+    rt = choose_runtime(bundle, device, options.backend, options.precision, options.channels_last, window, batch_size)
+    log.debug("runtime for %s: %s", bundle.manifest.name, rt)
+    run: Any
+    if rt.backend in ("onnx", "onnx-int8"):
+        from terraseg.infer.onnx import onnx_backend_for
+
+        run = ArrayBackend(onnx_backend_for(bundle, options.threads, device, int8=rt.backend == "onnx-int8"))
+    else:
+        run = TorchBackend(bundle.model, device=device, precision=rt.precision, channels_last=rt.channels_last,
+                           temperature=float(bundle.manifest.calibration.get("temperature", 1.0)))
+    run.runtime = rt
+    return run
+
+
 def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int) -> Runtime:
     m = bundle.manifest
     key = "|".join([cpu_model(), str(os.cpu_count()), torch.__version__, m.model.arch, str(m.model.encoder),
@@ -127,13 +163,13 @@ def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int
         for c in candidates:
             if f"{c.backend}:{c.precision}" == best["choice"]:
                 return Runtime(c.backend, c.precision, c.channels_last, f"measured ranking (cached): {best['times']}")
-    from terraseg.predict.backends import ArrayBackend, TorchBackend
+    from terraseg.infer.backends import ArrayBackend, TorchBackend
 
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, m.input.bands, window, window)).astype(np.float32))
     runs: dict[str, Any] = {}
     for c in candidates:
         if c.backend == "onnx":
-            from terraseg.predict.onnx import onnx_backend_for
+            from terraseg.infer.onnx import onnx_backend_for
 
             runs[f"{c.backend}:{c.precision}"] = ArrayBackend(onnx_backend_for(bundle))
         else:  # the candidates share the model (PyTorch converts its layout in place): same layout for all

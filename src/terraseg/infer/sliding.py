@@ -30,7 +30,8 @@ from terraseg.data.normalize import NormStats, normalize
 from terraseg.data.scenes import Scene
 from terraseg.data.windows import grid_offsets
 from terraseg.errors import BundleError, ConfigError
-from terraseg.predict.backends import ArrayBackend, TorchBackend, TTABackend
+from terraseg.io.predictions import class_encoding
+from terraseg.infer.backends import ArrayBackend, TorchBackend, TTABackend
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class Block:
         """``(n, W)`` int32 class ids, ``-1`` where not valid (computed once, on first use)."""
         if self.encoded.dtype == np.uint8:
             ids = self.encoded.astype(np.int32)
-            ids[self.encoded == 255] = -1
+            ids[self.encoded == class_encoding(2)[1]] = -1
             return ids
         return self.encoded
 
@@ -237,6 +238,7 @@ class SlidingWindowPredictor:
         H, W = scene.height, scene.width
         th, tw, ys, xs = self.geometry(H, W)
         Wg, K, dev = max(W, tw), self.num_classes, self.device
+        encoding = class_encoding(K)
         cuda = dev.type == "cuda"
         weight = torch.from_numpy(hann_weights(th, tw) if len(ys) * len(xs) > 1 else np.ones((th, tw), np.float32)).to(dev)
         acc = torch.zeros((K, th, Wg), dtype=torch.float32, device=dev)
@@ -282,8 +284,8 @@ class SlidingWindowPredictor:
                     continue
                 rows = acc[:, :n, :W] / wsum[None, :n, :W]
                 ok = valid[:n, :W]
-                if K < 255:  # the raster encoding (uint8, nodata 255), made here
-                    ids = torch.where(ok, class_argmax(rows).to(torch.uint8), 255)
+                if encoding[0] == "uint8":  # the raster's encoding (terraseg.io.predictions), made on the device
+                    ids = torch.where(ok, class_argmax(rows).to(torch.uint8), encoding[1])
                 else:
                     ids = torch.where(ok, class_argmax(rows).to(torch.int32), -1)
                 conf = None
@@ -442,22 +444,9 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
     win, overlap, fit = window_settings(bundle, opts)
     device = resolve_device(opts.device)
     batch = opts.batch_size or inference_batch_size(device, win, bundle.in_channels)
-    run: Any
-    if bundle.manifest.baseline is not None:
-        run = ArrayBackend(bundle.model)
-    else:
-        from terraseg.predict.runtime import choose_runtime
+    from terraseg.infer.runtime import backend_for
 
-        rt = choose_runtime(bundle, device, opts.backend, opts.precision, opts.channels_last, win, batch)
-        log.debug("runtime for %s: %s", bundle.manifest.name, rt)
-        if rt.backend in ("onnx", "onnx-int8"):
-            from terraseg.predict.onnx import onnx_backend_for
-
-            run = ArrayBackend(onnx_backend_for(bundle, opts.threads, device, int8=rt.backend == "onnx-int8"))
-        else:
-            run = TorchBackend(bundle.model, device=device, precision=rt.precision, channels_last=rt.channels_last,
-                               temperature=float(bundle.manifest.calibration.get("temperature", 1.0)))
-        run.runtime = rt
+    run: Any = backend_for(bundle, opts, device, win, batch)
     if opts.tta != "none":
         tta_backend = TTABackend(run, opts.tta)
         tta_backend.runtime = getattr(run, "runtime", None)

@@ -126,7 +126,7 @@ def _check_windows(bundle: Bundle, images: list[str], window: int, max_windows: 
     """Up to ``max_windows`` normalised ``(N, C, window, window)`` windows of real images (else random inputs)."""
     from terraseg.data.normalize import normalize
     from terraseg.data.windows import grid_windows
-    from terraseg.predict.inputs import open_input
+    from terraseg.infer.inputs import open_input
 
     chips = []
     for path in images:
@@ -166,23 +166,28 @@ def export_onnx(bundle_path: str | Path | Bundle, cfg: ExportConfig | None = Non
 
     b = bundle_path if isinstance(bundle_path, Bundle) else Bundle.load(bundle_path)
     bundle_path = b.path or Path(cfg.out or b.manifest.name)
-    if b.manifest.baseline is not None or b.manifest.task != "segmentation":
-        kind = "a scikit-learn pixel baseline" if b.manifest.baseline is not None else f"a {b.manifest.task} model"
-        raise BundleError(f"{bundle_path}: ONNX export covers segmentation networks; this bundle is {kind} (serve and predict it with PyTorch / scikit-learn).")
+    if b.manifest.baseline is not None:
+        raise BundleError(f"{bundle_path}: ONNX export covers networks; this bundle is a scikit-learn pixel baseline "
+                          "(serve and predict it as it is).")
+    classify = b.manifest.task == "classification"
+    if classify:  # a classifier takes its input size (images are resized to it): only the batch varies
+        window = b.manifest.input.input_size or b.manifest.input.train_window
     model = b.model.eval()
     dummy = torch.zeros(1, b.in_channels, window, window)
+    axes = ({"image": {0: "batch"}, "logits": {0: "batch"}} if classify else
+            {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model, (dummy,), buf, input_names=["image"], output_names=["logits"], opset_version=opset, dynamo=False,
-                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
+                dynamic_axes=axes,
             )
     except Exception as e:  # torch.onnx raises many kinds; all mean "this network does not export"
         raise BundleError(f"{bundle_path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0]}).") from None
     data = buf.getvalue()
-    batch, source = _check_windows(b, list(cfg.check_images), window, cfg.max_windows)
+    batch, source = _check_windows(b, [] if classify else list(cfg.check_images), window, cfg.max_windows)
     with torch.no_grad():
         ref = model(torch.from_numpy(batch)).numpy()
     got = OnnxBackend(data).logits(batch)
@@ -192,7 +197,8 @@ def export_onnx(bundle_path: str | Path | Bundle, cfg: ExportConfig | None = Non
     b.extras[ONNX] = data
     b.manifest.exports["onnx"] = {
         "file": ONNX, "opset": opset, "input": "image: float32 (N, C, H, W), normalised with input.normalization (outside the graph)",
-        "output": "logits: float32 (N, 1 or K, H, W); sigmoid for 1 channel, else softmax", "dynamic_axes": ["batch", "height", "width"],
+        "output": "logits: float32 (N, K); softmax" if classify else "logits: float32 (N, 1 or K, H, W); sigmoid for 1 channel, else softmax",
+        "dynamic_axes": ["batch"] if classify else ["batch", "height", "width"],
         "max_abs_diff": diff, "windows_checked": int(len(batch)), "checked_on": source, "onnxruntime": __import__("onnxruntime").__version__,
     }
     target = Path(out or bundle_path)

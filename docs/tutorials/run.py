@@ -1,0 +1,95 @@
+"""Run the tutorials' commands on real data and keep what they print and draw, for the documentation site.
+
+Each tutorial (``docs/tutorials/*.md``) is run as a reader would: its ``bash`` code blocks, in order, in
+a fresh folder ``runs/tutorials/<name>/`` (with the repository's ``configs/`` in it), with the data root in
+``$TERRASEG_DATA`` and ``$MINUTES`` as the training budget (a tutorial writes ``${MINUTES:-10}``: ten
+minutes for a reader, what ``--minutes`` says here). What each block prints goes to
+``docs/tutorials/generated/<name>/block-<k>.txt`` (the page includes it), and the files a tutorial names
+in its ``<!-- assets: ... -->`` comment (paths in its folder) are copied there too (the page shows them).
+A block preceded by ``<!-- not run -->`` is shown but not run. A failing block stops its tutorial with
+the command's output; the script exits 1 when any tutorial failed.
+
+Usage:
+    python docs/tutorials/run.py [NAME ...] [--minutes 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+BLOCK = re.compile(r"(<!-- not run -->\s*)?```bash\n(.*?)```", re.S)
+ASSETS = re.compile(r"<!-- assets: (.*?) -->", re.S)
+
+
+def run_tutorial(page: Path, minutes: float, env: dict[str, str]) -> tuple[bool, float]:
+    """Run one tutorial's blocks; write their output and assets under ``generated/<name>``."""
+    name = page.stem
+    work = ROOT / "runs" / "tutorials" / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "configs").symlink_to(ROOT / "configs")  # commands are written as from the repository's root
+    out = HERE / "generated" / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    text = page.read_text()
+    t0 = time.monotonic()
+    k = 0
+    for m in BLOCK.finditer(text):
+        k += 1
+        if m.group(1):
+            continue
+        r = subprocess.run(["bash", "-eo", "pipefail", "-c", m.group(2)], cwd=work, env=env | {"MINUTES": f"{minutes:g}"},
+                           capture_output=True, text=True)
+        printed = (r.stdout + r.stderr).rstrip()
+        (out / f"block-{k}.txt").write_text(_tidy(printed, work) + "\n")
+        if r.returncode:
+            print(f"{name}: block {k} failed (exit {r.returncode}):\n{printed[-3000:]}", file=sys.stderr)
+            return False, time.monotonic() - t0
+    for spec in ASSETS.findall(text):
+        for item in spec.split():
+            src, _, dst = item.partition("=")
+            found = sorted(work.glob(src))  # a name, or a pattern whose first match is taken
+            if not found:
+                print(f"{name}: no file {src} to show", file=sys.stderr)
+                return False, time.monotonic() - t0
+            shutil.copy(found[0], out / (dst or found[0].name))
+    return True, time.monotonic() - t0
+
+
+def _tidy(text: str, work: Path) -> str:
+    """Printed text as a reader sees it: paths relative to the tutorial's folder, no progress-bar frames."""
+    text = text.replace(str(work) + "/", "").replace(str(ROOT) + "/", "")
+    return "\n".join(line for line in text.splitlines() if "\r" not in line)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", help="tutorials to run (default: all)")
+    p.add_argument("--minutes", type=float, default=1.0, help="$MINUTES: the training budget of each run")
+    a = p.parse_args()
+    from terraseg.settings import data_root
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = os.environ | {"TERRASEG_DATA": str(data_root()), "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+                        "NO_COLOR": "1", "COLUMNS": "110"}
+    pages = [p for p in sorted(HERE.glob("*.md")) if p.stem != "index" and (not a.names or p.stem in a.names)]
+    failed = []
+    for page in pages:
+        ok, seconds = run_tutorial(page, a.minutes, env)
+        print(f"{page.stem:16} {'ok' if ok else 'FAILED':7} {seconds:6.0f} s", flush=True)
+        failed += [] if ok else [page.stem]
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
