@@ -141,7 +141,8 @@ def one(name: str, minutes: float, tmp: Path) -> dict:
             scores.append(score)
             walls.append(wall)
         mean = None if None in scores else sum(scores) / len(scores)
-        rows[label] = {"score": mean, "pixels": pixels, "wall_s": round(sum(walls) / len(walls), 1), "runs": len(scores)}
+        rows[label] = {"score": mean, "pixels": pixels, "wall_s": round(sum(walls) / len(walls), 1), "runs": len(scores),
+                       "scores": scores}
     rows["plan"]["plan_s"] = round(plan_s, 1)
     return rows
 
@@ -166,7 +167,8 @@ def main() -> None:
         d = ps - cs if ps is not None and cs is not None else None
         diffs += [d] if d is not None else []
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        runs = f"  (mean of {r['plan']['runs']} seeds)" if r["plan"]["runs"] > 1 else ""
+        each = lambda k: "/".join("-" if v is None else f"{v:.3f}" for v in r[k]["scores"])  # noqa: E731
+        runs = f"  (mean of {r['plan']['runs']} seeds: plan {each('plan')}, config {each('config')})" if r["plan"]["runs"] > 1 else ""
         print(f"{name:16} {fmt(ps):>7} {fmt(cs):>7} {('-' if d is None else f'{d:+.4f}'):>7} "
               f"{(r['plan']['pixels'] or 0):>14,.0f} {r['plan']['wall_s']:>7.0f} {r['config']['wall_s']:>8.0f}{runs}", flush=True)
     if diffs:

@@ -11,6 +11,7 @@ import logging
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 
 from terraseg import __version__
@@ -95,6 +96,65 @@ def build(cls, **kwargs: Any):
         ConfigError: one sentence naming each bad option.
     """
     return build_options(cls, "options", **kwargs)
+
+
+def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: a command whose options are the fields of the config model ``model``, declared once there.
+
+    Each field becomes ``--field-name`` with the field's type (Literal choices, Optional, bool as
+    ``--x/--no-x``), its default, and its description as the help. The command receives first a builder,
+    ``make(**fields) -> model``, which validates the generated options together with the ``fields`` it is
+    given (those in ``skip``, which the command declares itself: positional inputs, values written as
+    ``'1,2,3'``...), then its own parameters.
+
+    Args:
+        model: the pydantic config model. skip: fields the command declares and passes to ``make``.
+
+    Raises:
+        ConfigError: at run time, one sentence per bad option (:func:`build`).
+    """
+    import inspect
+
+    from pydantic_core import PydanticUndefined
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
+        fields = []
+        for name, f in model.model_fields.items():
+            if name in skip:
+                continue
+            flag = "--" + name.replace("_", "-")
+            decls = (f"{flag}/--no-{flag[2:]}",) if f.annotation is bool else ()
+            default = None if f.default is PydanticUndefined else f.default
+            fields.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                            annotation=Annotated[f.annotation, typer.Option(*decls, help=f.description)]))
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.default is inspect.Parameter.empty]
+        params += fields + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.default is not inspect.Parameter.empty]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            given = {k: kwargs.pop(k) for k in list(kwargs) if k in model.model_fields and k not in skip}
+            return fn(lambda **fields: build(model, **given, **fields), **kwargs)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__  # typer reads __signature__, not the wrapped function's
+        return command
+
+    return decorate
+
+
+def command_from(model: type[BaseModel], skip: tuple[str, ...] = (), name: str | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """Register a command of :data:`app` whose options come from ``model`` (:func:`options_from`), errors in one line.
+
+    Args:
+        model: the pydantic config model. skip: fields the command declares itself. name: the command's name
+            (default: the function's).
+    """
+    def decorate(fn: Callable[..., Any]) -> Any:
+        return app.command(name)(user_errors(options_from(model, skip)(fn)))
+
+    return decorate
 
 
 # `--set key.sub=value`: every command that reads an experiment config takes it, as `train` does

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.table import Table
@@ -19,8 +19,9 @@ from rich.table import Table
 from terraseg.cli.app import (
     BACKEND, DEVICE, OVERLAP, PRECISION, BackendOpt, BatchOpt, ChannelsLastOpt, DeviceOpt, OverlapOpt, PrecisionOpt, SetOpt,
     WindowOpt,
-    app, build, err, out, quiet_lightning, user_errors, version_callback,
+    app, build, command_from, err, out, quiet_lightning, user_errors, version_callback,
 )
+from terraseg.config import CrossValidationOptions, TuneRunOptions
 
 @app.callback()
 def main(
@@ -506,14 +507,10 @@ def serve(
         uvicorn.run(application, host=host, port=port, log_level=level, access_log=not quiet)
 
 
-@app.command()
-@user_errors
+@command_from(CrossValidationOptions)
 def cv(
+    make: Callable[..., CrossValidationOptions],
     config: Annotated[Path, typer.Argument(help="Segmentation experiment config (YAML).")],
-    folds: Annotated[int, typer.Option(help="Folds (K).")] = 5,
-    block_size: Annotated[Optional[float], typer.Option(help="Spatial block side in CRS units (default: 4 training windows).")] = None,
-    buffer: Annotated[float, typer.Option(help="CRS units around validation blocks whose labels are left out of training.")] = 0.0,
-    random: Annotated[bool, typer.Option("--random/--no-random", help="Also run a random split (blocks one window wide) to show the leakage gap.")] = True,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the fold runs and cv.json (default <run folder>/cv).")] = None,
     set_: SetOpt = None,
 ) -> None:
@@ -521,8 +518,9 @@ def cv(
     from terraseg.config import load_config
     from terraseg.train.cv import cross_validate
 
+    opts = make()
     quiet_lightning()
-    res = cross_validate(load_config(config, set_ or []), folds, block_size, buffer, random, out_dir)
+    res = cross_validate(load_config(config, set_ or []), opts.folds, opts.block_size, opts.buffer, opts.random, out_dir)
     for method, summary in res.summary.items():
         out.print(f"{method:8s} " + "  ".join(f"{m} {v['mean']:.4f} +/- {v['std']:.4f}" for m, v in summary.items()))
     if res.gap:
@@ -530,21 +528,18 @@ def cv(
     out.print(f"folds: {res.path}")
 
 
-@app.command()
-@user_errors
+@command_from(TuneRunOptions)
 def tune(
+    make: Callable[..., TuneRunOptions],
     config: Annotated[Path, typer.Argument(help="Experiment config (YAML) with a `tune:` section (tune.params: path -> range).")],
-    trials: Annotated[int, typer.Option(help="Trials to run in this call (a resumed study adds them).")] = 20,
-    timeout: Annotated[Optional[float], typer.Option(help="Stop starting trials after this many minutes.")] = None,
-    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite:///<run folder>/tune/optuna.db).")] = None,
-    n_jobs: Annotated[int, typer.Option(help="Trials run in parallel (threads).")] = 1,
     set_: SetOpt = None,
 ) -> None:
     """Search hyper-parameters with Optuna (TPE, pruning after each validation epoch); resumable; best.yaml + best.terraseg."""
     from terraseg.train.tune import tune as run
 
+    opts = make()
     quiet_lightning()
-    res = run(config, trials, timeout, storage, n_jobs, set_ or [])
+    res = run(config, opts.trials, opts.timeout, opts.storage, opts.n_jobs, set_ or [])
     out.print(f"study: {res.storage} ({res.trials} trials: {res.finished} finished, {res.pruned} pruned, {res.failed} failed)")
     if res.best_value is not None:
         out.print(f"best val/score {res.best_value:.4f} with {res.best_params}")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
-from terraseg.cli.app import app, build, err, out, user_errors
+from terraseg.cli.app import app, build, command_from, err, out, user_errors
+from terraseg.config.prep import ChipConfig, MosaicConfig, RasterizeConfig, SplitConfig, StatsConfig, VectorizeConfig
 from terraseg.errors import ConfigError
 
 LabelsOpt = Annotated[Optional[list[str]], typer.Option("--labels", help="Labels: one mask raster/vector file for all images, or one per image (repeat).")]
@@ -61,62 +62,36 @@ def _labels(paths: list[str] | None, attribute, mapping, burn_value, all_touched
     ]
 
 
-@app.command()
-@user_errors
+@command_from(ChipConfig, skip=("images", "labels", "out_dir", "bands", "class_names"))
 def chip(
+    make: Callable[..., ChipConfig],
     images: Annotated[list[str], typer.Argument(help="Images: GeoTIFF (any bands/dtype) or PNG/JPEG.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (images/, masks/, index).")],
     labels: LabelsOpt = None, attribute: AttributeOpt = None, mapping: MappingOpt = None, burn_value: BurnOpt = 1,
     all_touched: TouchedOpt = False, mask_nodata: MaskNodataOpt = None,
-    size: Annotated[int, typer.Option(help="Chip size in pixels.")] = 256,
-    stride: Annotated[Optional[int], typer.Option(help="Step between chips in pixels (default: size; smaller overlaps).")] = None,
-    edge: Annotated[str, typer.Option(help="'pad' past the scene edge with nodata, or 'shift' the last chip inside.")] = "pad",
     bands: Annotated[Optional[str], typer.Option(help="1-based bands to keep, e.g. '1,2,3'.")] = None,
-    max_nodata: Annotated[float, typer.Option(help="Skip chips with a larger nodata/padding share.")] = 0.5,
-    skip_empty: Annotated[bool, typer.Option("--skip-empty", help="Skip chips without a positive-class pixel.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="auto | tif | png.")] = "auto",
-    compress: Annotated[str, typer.Option(help="GeoTIFF compression: none | deflate | lzw | zstd.")] = "none",
-    index_format: Annotated[str, typer.Option(help="parquet (GeoParquet) | csv.")] = "parquet",
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names for the count columns.")] = None,
-    ignore_index: Annotated[int, typer.Option(help="Mask value of unknown pixels.")] = 255,
-    workers: Annotated[Optional[int], typer.Option(help="I/O threads (default: CPU cores + 1).")] = None,
 ) -> None:
     """Cut scenes and labels into chips (GeoTIFF keeps georeferencing) with a GeoParquet/CSV index."""
-    from terraseg.config.prep import ChipConfig
     from terraseg.data.chip import chip as run
 
-    cfg = build(
-        ChipConfig, images=images, labels=_labels(labels, attribute, mapping, burn_value, all_touched, mask_nodata),
-        out_dir=str(out_dir), size=size, stride=stride, edge=edge, bands=_ints(bands, "--bands"),
-        max_nodata=max_nodata, skip_empty=skip_empty, format=fmt, compress=compress, index_format=index_format,
-        class_names=class_names.split(",") if class_names else None, ignore_index=ignore_index, workers=workers,
-    )
-    r = run(cfg)
+    r = run(make(images=images, labels=_labels(labels, attribute, mapping, burn_value, all_touched, mask_nodata),
+                 out_dir=str(out_dir), bands=_ints(bands, "--bands"), class_names=class_names.split(",") if class_names else None))
     out.print(f"{r.written} chips written, {r.skipped} skipped, {r.mb_per_second:.1f} MB/s of source pixels; index: {r.index_path}")
 
 
-@app.command()
-@user_errors
+@command_from(MosaicConfig, skip=("inputs", "out", "resolution"))
 def mosaic(
+    make: Callable[..., MosaicConfig],
     inputs: Annotated[list[str], typer.Argument(help="Tiles (GeoTIFF), same band count; any CRS/resolution.")],
     out_path: Annotated[Path, typer.Option("--out", help="Output GeoTIFF.")],
-    crs: Annotated[Optional[str], typer.Option(help="Target CRS, e.g. EPSG:32618 (default: the first tile's).")] = None,
     resolution: Annotated[Optional[str], typer.Option(help="Target pixel size 'x' or 'x,y' in CRS units (default: the first tile's).")] = None,
-    rule: Annotated[str, typer.Option(help="Overlaps: first | last | min | max.")] = "first",
-    resampling: Annotated[str, typer.Option(help="nearest | bilinear | cubic | average | mode (for warped tiles).")] = "nearest",
-    nodata: Annotated[Optional[float], typer.Option(help="Output nodata (default: the first tile's, else 0).")] = None,
-    cog: Annotated[bool, typer.Option("--cog", help="Write a Cloud-Optimized GeoTIFF.")] = False,
-    compress: Annotated[str, typer.Option(help="none | deflate | lzw | zstd.")] = "deflate",
-    max_output_gb: Annotated[Optional[float], typer.Option(help="Largest output in GB, uncompressed (default $TERRASEG_MAX_OUTPUT_GB or 100).")] = None,
 ) -> None:
     """Merge tiles into one GeoTIFF, warping tiles in other CRSs/resolutions; memory stays bounded."""
-    from terraseg.config.prep import MosaicConfig
     from terraseg.data.mosaic import mosaic as run
 
     res = _floats(resolution, what="--resolution")
-    cfg = build(MosaicConfig, inputs=inputs, out=str(out_path), crs=crs, resolution=(res[0], res[-1]) if res else None, rule=rule,
-                resampling=resampling, nodata=nodata, cog=cog, compress=compress, max_output_gb=max_output_gb)
-    r = run(cfg)
+    r = run(make(inputs=inputs, out=str(out_path), resolution=(res[0], res[-1]) if res else None))
     out.print(f"{r.path}: {r.width}x{r.height} pixels, {r.crs.to_string()}, pixel {r.transform.a:g} x {-r.transform.e:g}, {r.tiles} tiles")
 
 
@@ -132,55 +107,37 @@ def stack(
     out.print(f"{stack_bands(inputs, str(out_path))}: {len(inputs)} inputs stacked")
 
 
-@app.command()
-@user_errors
+@command_from(RasterizeConfig, skip=("vector", "reference", "out"))
 def rasterize(
+    make: Callable[..., RasterizeConfig],
     vector: Annotated[str, typer.Argument(help="Polygons: shapefile, zipped shapefile, GeoJSON, GeoPackage; any CRS.")],
     reference: Annotated[str, typer.Option("--reference", help="Image whose grid the mask takes.")],
     out_path: Annotated[Path, typer.Option("--out", help="Output mask GeoTIFF (uint8).")],
     attribute: AttributeOpt = None, mapping: MappingOpt = None, burn_value: BurnOpt = 1, all_touched: TouchedOpt = False,
     layer: Annotated[Optional[str], typer.Option(help="GeoPackage layer.")] = None,
-    boundary_width: Annotated[float, typer.Option(help="Outline class width in pixels (0: none).")] = 0.0,
-    boundary_class: Annotated[Optional[int], typer.Option(help="Class id of outlines.")] = None,
-    ignore: Annotated[Optional[str], typer.Option(help="Vector file of zones set to --ignore-index.")] = None,
-    background: Annotated[int, typer.Option(help="Value outside every polygon.")] = 0,
-    ignore_index: Annotated[int, typer.Option(help="Value of ignore zones and nodata pixels (the mask's nodata).")] = 255,
 ) -> None:
     """Burn polygons into a mask on an image's grid (reprojected, window by window)."""
-    from terraseg.config.prep import RasterizeConfig
     from terraseg.data.rasterize import rasterize_labels
 
     lab = _labels([vector], attribute, mapping, burn_value, all_touched, layer=layer)[0]
-    cfg = build(RasterizeConfig, vector=lab, reference=reference, out=str(out_path), boundary_width=boundary_width,
-                boundary_class=boundary_class, ignore=ignore, background=background, ignore_index=ignore_index)
-    out.print(f"mask: {rasterize_labels(cfg)}")
+    out.print(f"mask: {rasterize_labels(make(vector=lab, reference=reference, out=str(out_path)))}")
 
 
-@app.command()
-@user_errors
+@command_from(SplitConfig, skip=("index", "out_dir", "fractions", "include"))
 def split(
+    make: Callable[..., SplitConfig],
     index: Annotated[str, typer.Argument(help="Chip index from `terraseg chip` (.parquet or .csv), or a folder of image/mask pairs.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for train/val/test manifests.")],
-    method: Annotated[str, typer.Option(help="random | stratified | spatial | spatial-kfold.")] = "random",
     fractions: Annotated[str, typer.Option(help="Train,val,test shares.")] = "0.7,0.15,0.15",
-    block_size: Annotated[Optional[float], typer.Option(help="Spatial block side in CRS units (method spatial).")] = None,
-    straddling: Annotated[str, typer.Option(help="spatial: training chips overlapping val/test chips: drop | assign (keep them in their centre's block split).")] = "drop",
-    folds: Annotated[int, typer.Option(help="spatial-kfold: number of folds.")] = 5,
-    buffer: Annotated[float, typer.Option(help="spatial-kfold: leave out training chips within this distance (CRS units) of a test chip.")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="csv | parquet.")] = "csv",
-    layout: Annotated[str, typer.Option(help="Folder input: pair layout (auto | pairs | seed | loveda | magnetic_tiles).")] = "auto",
     include: Annotated[Optional[str], typer.Option(help="Folder input: comma-separated sub-folders to include.")] = None,
 ) -> None:
     """Write reproducible train/val/test manifests from a chip index or a folder of image/mask pairs (train with `kind: manifest`)."""
-    from terraseg.config.prep import SplitConfig
     from terraseg.data.split import split_index
 
-    cfg = build(SplitConfig, index=index, out_dir=str(out_dir), method=method, fractions=tuple(_floats(fractions, 3, "--fractions")),
-                block_size=block_size, straddling=straddling, seed=seed, format=fmt, folds=folds, buffer=buffer, layout=layout,
-                include=include.split(",") if include else None)
+    cfg = make(index=index, out_dir=str(out_dir), fractions=tuple(_floats(fractions, 3, "--fractions")),
+               include=include.split(",") if include else None)
     paths = split_index(cfg)
-    if method == "spatial-kfold":
+    if cfg.method == "spatial-kfold":
         summary = json.loads((out_dir / "split.json").read_text())
         for f in summary["per_fold"]:
             out.print(f"fold {f['fold']}: train {f['train']}, test {f['test']} chips ({f['left_out_by_buffer']} left out by the buffer)")
@@ -196,31 +153,23 @@ def split(
                   "(--straddling assign): their border pixels overlap val/test chips.")
 
 
-@app.command()
-@user_errors
+@command_from(StatsConfig, skip=("images", "labels", "out_dir", "bands", "band_names", "flatten"))
 def stats(
+    make: Callable[..., StatsConfig],
     images: Annotated[list[str], typer.Argument(help="Images with the same band count.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for stats.json and bands.png (histograms, or a spectral profile past 16 bands).")],
     labels: LabelsOpt = None, attribute: AttributeOpt = None, mapping: MappingOpt = None, burn_value: BurnOpt = 1,
     all_touched: TouchedOpt = False, mask_nodata: MaskNodataOpt = None,
     bands: Annotated[Optional[str], typer.Option(help="1-based bands, e.g. '1,2,3'.")] = None,
     band_names: Annotated[Optional[str], typer.Option(help="Comma-separated band names.")] = None,
-    bins: Annotated[int, typer.Option(help="Histogram bins for float bands.")] = 256,
     flatten: Annotated[Optional[Path], typer.Option(help="Also write a per-pixel table (.parquet or .csv).")] = None,
-    sample_fraction: Annotated[float, typer.Option(help="Share of pixels kept in the table.")] = 1.0,
-    include_nodata: Annotated[bool, typer.Option("--include-nodata", help="Keep nodata pixels in the table.")] = False,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
 ) -> None:
     """Band statistics, histograms, class frequencies and weights; optional flat per-pixel table."""
-    from terraseg.config.prep import StatsConfig
     from terraseg.data.stats import compute_statistics
 
-    cfg = build(
-        StatsConfig, images=images, labels=_labels(labels, attribute, mapping, burn_value, all_touched, mask_nodata), out_dir=str(out_dir),
-        bands=_ints(bands, "--bands"), band_names=band_names.split(",") if band_names else None,
-        bins=bins, flatten=str(flatten) if flatten else None, sample_fraction=sample_fraction, include_nodata=include_nodata, seed=seed,
-    )
-    r = compute_statistics(cfg)
+    r = compute_statistics(make(images=images, labels=_labels(labels, attribute, mapping, burn_value, all_touched, mask_nodata),
+                                out_dir=str(out_dir), bands=_ints(bands, "--bands"),
+                                band_names=band_names.split(",") if band_names else None, flatten=str(flatten) if flatten else None))
     for b in r.stats["bands"]:
         out.print(f"{b['name']}: mean {b['mean']:.4g} std {b['std']:.4g} min {b['min']:.4g} max {b['max']:.4g} "
                   + " ".join(f"p{k} {v:.4g}" for k, v in b["percentiles"].items()))
@@ -231,27 +180,18 @@ def stats(
     out.print(f"stats: {r.stats_path}" + (f"; table: {r.table}" if r.table else ""))
 
 
-@app.command()
-@user_errors
+@command_from(VectorizeConfig, skip=("raster", "out", "classes", "class_names"))
 def vectorize(
+    make: Callable[..., VectorizeConfig],
     raster: Annotated[str, typer.Argument(help="Class raster (e.g. from `terraseg predict`).")],
     out_path: Annotated[Path, typer.Option("--out", help="Output .geojson or .gpkg.")],
-    probabilities: Annotated[Optional[str], typer.Option(help="Probability raster for mean confidence.")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Class ids to vectorize, e.g. '1,2' (default: all but 0).")] = None,
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names.")] = None,
-    simplify: Annotated[float, typer.Option(help="Simplification tolerance in CRS units.")] = 0.0,
-    min_area: Annotated[float, typer.Option(help="Minimum polygon area (square CRS units; m^2 for geographic CRSs).")] = 0.0,
-    connectivity: Annotated[int, typer.Option(help="4 or 8.")] = 4,
 ) -> None:
     """Class raster -> polygons in the raster's CRS, with class, area and mean confidence."""
-    from terraseg.config.prep import VectorizeConfig
     from terraseg.predict.vectorize import vectorize as run
 
-    cfg = build(VectorizeConfig, raster=raster, out=str(out_path), probabilities=probabilities,
-                classes=_ints(classes, "--classes"),
-                class_names=class_names.split(",") if class_names else None, simplify=simplify, min_area=min_area,
-                connectivity=connectivity)
-    out.print(f"polygons: {run(cfg)}")
+    out.print(f"polygons: {run(make(raster=raster, out=str(out_path), classes=_ints(classes, '--classes'), class_names=class_names.split(',') if class_names else None))}")
 
 
 @app.command()

@@ -356,6 +356,24 @@ class TuneParam(_Strict):
         return self
 
 
+class CrossValidationOptions(_Strict):
+    """``terraseg cv``: how the scenes are cut into folds (:func:`terraseg.train.cv.cross_validate`)."""
+
+    folds: int = Field(5, ge=2, description="Folds (K).")
+    block_size: float | None = Field(None, gt=0, description="Spatial block side in CRS units (default: 4 training windows).")
+    buffer: float = Field(0.0, ge=0.0, description="CRS units around validation blocks whose labels are left out of training.")
+    random: bool = Field(True, description="Also run a random split (blocks one window wide) to show the leakage gap.")
+
+
+class TuneRunOptions(_Strict):
+    """``terraseg tune``: how long this call searches and where the study is kept (:func:`terraseg.train.tune.tune`)."""
+
+    trials: int = Field(20, ge=1, description="Trials to run in this call (a resumed study adds them).")
+    timeout: float | None = Field(None, gt=0, description="Stop starting trials after this many minutes.")
+    storage: str | None = Field(None, description="Optuna storage URL (default sqlite:///<run folder>/tune/optuna.db).")
+    n_jobs: int = Field(1, ge=1, description="Trials run in parallel (threads).")
+
+
 class TuneConfig(_Strict):
     """``terraseg tune``: the search space and how trials are judged and stopped early."""
 
