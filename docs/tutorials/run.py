@@ -50,7 +50,7 @@ def run_tutorial(page: Path, minutes: float, env: dict[str, str]) -> tuple[bool,
         r = subprocess.run(["bash", "-eo", "pipefail", "-c", m.group(2)], cwd=work, env=env | {"MINUTES": f"{minutes:g}"},
                            capture_output=True, text=True)
         printed = (r.stdout + r.stderr).rstrip()
-        (out / f"block-{k}.txt").write_text(_tidy(printed, work) + "\n")
+        (out / f"block-{k}.txt").write_text(_tidy(printed, work, env["TERRASEG_DATA"]) + "\n")
         if r.returncode:
             print(f"{name}: block {k} failed (exit {r.returncode}):\n{printed[-3000:]}", file=sys.stderr)
             return False, time.monotonic() - t0
@@ -65,9 +65,11 @@ def run_tutorial(page: Path, minutes: float, env: dict[str, str]) -> tuple[bool,
     return True, time.monotonic() - t0
 
 
-def _tidy(text: str, work: Path) -> str:
-    """Printed text as a reader sees it: paths relative to the tutorial's folder, no progress-bar frames."""
-    text = text.replace(str(work) + "/", "").replace(str(ROOT) + "/", "")
+def _tidy(text: str, work: Path, data: str) -> str:
+    """Printed text as a reader sees it: paths relative to the tutorial's folder or the data root, no
+    progress-bar frames, no MLflow start-up log."""
+    text = text.replace(str(work) + "/", "").replace(str(ROOT) + "/", "").replace(data, "$TERRASEG_DATA")
+    text = "\n".join(line for line in text.splitlines() if " INFO mlflow." not in line)
     return "\n".join(line for line in text.splitlines() if "\r" not in line)
 
 
