@@ -102,13 +102,14 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
     """Decorator: a command whose options are the fields of the config model ``model``, declared once there.
 
     Each field becomes ``--field-name`` with the field's type (Literal choices, Optional, bool as
-    ``--x/--no-x``), its default, and its description as the help. The command receives first a builder,
+    ``--x/--no-x``; a list of strings or numbers as one comma-separated value, ``'1,2,3'``, the CLI's
+    convention), its default, and its description as the help. The command receives first a builder,
     ``make(**fields) -> model``, which validates the generated options together with the ``fields`` it is
-    given (those in ``skip``, which the command declares itself: positional inputs, values written as
-    ``'1,2,3'``...), then its own parameters.
+    given (the model fields the command declares itself, as its own parameters or in ``skip``: positional
+    inputs, nested settings...), then its own parameters.
 
     Args:
-        model: the pydantic config model. skip: fields the command declares and passes to ``make``.
+        model: the pydantic config model. skip: more fields the command passes to ``make`` itself.
 
     Raises:
         ConfigError: at run time, one sentence per bad option (:func:`build`).
@@ -119,21 +120,35 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
-        fields = []
+        # the flags of the command's own options (inside Annotated, typer keeps the first in `default`)
+        flags = {d.split("/")[0] for p in own for info in getattr(p.annotation, "__metadata__", ())
+                 for d in (getattr(info, "default", None), *(getattr(info, "param_decls", None) or ()))
+                 if isinstance(d, str) and d.startswith("--")}
+        mine = set(skip) | {p.name for p in own} | {n for n in model.model_fields if "--" + n.replace("_", "-") in flags}
+        fields, lists = [], {}
         for name, f in model.model_fields.items():
-            if name in skip:
+            if name in mine:  # the command declares it (same name, or an option with the same flag)
                 continue
             flag = "--" + name.replace("_", "-")
             decls = (f"{flag}/--no-{flag[2:]}",) if f.annotation is bool else ()
-            default = None if f.default is PydanticUndefined else f.default
+            # a required field is a required option; a default factory's value is the model's business
+            default = inspect.Parameter.empty if f.is_required() else None if f.default is PydanticUndefined else f.default
+            annotation, help_ = f.annotation, f.description
+            if (item := _list_item(f.annotation)) is not None:  # comma-separated on the command line
+                lists[name] = item
+                annotation, help_ = Optional[str], f"{help_} Comma-separated."
+                default = ",".join(str(v) for v in default) if default else None
             fields.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                            annotation=Annotated[f.annotation, typer.Option(*decls, help=f.description)]))
+                                            annotation=Annotated[annotation, typer.Option(*decls, help=help_)]))
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.default is inspect.Parameter.empty]
         params += fields + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.default is not inspect.Parameter.empty]
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
-            given = {k: kwargs.pop(k) for k in list(kwargs) if k in model.model_fields and k not in skip}
+            given = {k: kwargs.pop(k) for k in list(kwargs) if k in model.model_fields and k not in mine}
+            for k, item in lists.items():
+                if given.get(k) is not None:
+                    given[k] = _split(given[k], item, "--" + k.replace("_", "-"))
             return fn(lambda **fields: build(model, **given, **fields), **kwargs)
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -142,6 +157,33 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
         return command
 
     return decorate
+
+
+def _list_item(annotation: Any) -> type | None:
+    """``str``, ``int`` or ``float`` when ``annotation`` is a list of them (optionally ``| None``), else None."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] \
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) else [annotation]
+    if len(args) == 1 and typing.get_origin(args[0]) is list:
+        item = (typing.get_args(args[0]) or (str,))[0]
+        return item if item in (str, int, float) else None
+    return None
+
+
+def _split(text: str, item: type, option: str) -> list:
+    """``'a,b,c'`` -> a list of ``item`` values.
+
+    Raises:
+        ConfigError: a value that is not an ``item``.
+    """
+    from terraseg.errors import ConfigError
+
+    try:
+        return [item(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} '{text}': expected comma-separated {item.__name__} values.") from None
 
 
 def command_from(model: type[BaseModel], skip: tuple[str, ...] = (), name: str | None = None) -> Callable[[Callable[..., Any]], Any]:

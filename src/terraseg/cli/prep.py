@@ -52,6 +52,45 @@ def _ints(text: str | None, what: str) -> list[int] | None:
     return [int(v) for v in _floats(text, what=what) or []] or None
 
 
+def with_image_inputs(images_help: str):
+    """Decorator: the inputs of the commands that read images with labels, declared once.
+
+    Adds the ``IMAGES...`` argument, ``--labels``, ``--attribute``, ``--mapping``, ``--burn-value``,
+    ``--all-touched``, ``--mask-nodata`` and ``--bands`` to the command, which receives ``images``,
+    ``labels`` (validated :class:`terraseg.config.prep.LabelOptions`) and ``bands`` (1-based indexes or None).
+
+    Args:
+        images_help: the help of the images argument.
+    """
+    import functools
+    import inspect
+
+    K = inspect.Parameter.KEYWORD_ONLY
+    inputs = [inspect.Parameter("images", K, annotation=Annotated[list[str], typer.Argument(help=images_help)])]
+    group = {"labels": (LabelsOpt, None), "attribute": (AttributeOpt, None), "mapping": (MappingOpt, None),
+             "burn_value": (BurnOpt, 1), "all_touched": (TouchedOpt, False), "mask_nodata": (MaskNodataOpt, None),
+             "bands": (Annotated[Optional[str], typer.Option(help="1-based bands to read, e.g. '1,2,3' (default all).")], None)}
+
+    def decorate(fn):
+        own = [p.replace(kind=K) for p in inspect.signature(fn, eval_str=True).parameters.values()
+               if p.name not in ("images", "labels", "bands")]
+        params = own[:1] + inputs + own[1:] + [inspect.Parameter(n, K, default=d, annotation=a) for n, (a, d) in group.items()]
+        params = [p for p in params if p.default is inspect.Parameter.empty] + [p for p in params if p.default is not inspect.Parameter.empty]
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):  # args: the builder of command_from
+            v = {n: kwargs.pop(n) for n in group}
+            labels = _labels(v["labels"], v["attribute"], v["mapping"], v["burn_value"], v["all_touched"], v["mask_nodata"])
+            return fn(*args, images=kwargs.pop("images"), labels=labels, bands=_ints(v["bands"], "--bands"), **kwargs)
+
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__
+        return command
+
+    return decorate
+
+
 def _labels(paths: list[str] | None, attribute, mapping, burn_value, all_touched, mask_nodata=None, layer=None) -> list:
     from terraseg.config.prep import LabelOptions
 
@@ -62,25 +101,18 @@ def _labels(paths: list[str] | None, attribute, mapping, burn_value, all_touched
     ]
 
 
-@command_from(ChipConfig, skip=("images", "labels", "out_dir", "bands", "class_names"))
-def chip(
-    make: Callable[..., ChipConfig],
-    images: Annotated[list[str], typer.Argument(help="Images: GeoTIFF (any bands/dtype) or PNG/JPEG.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (images/, masks/, index).")],
-    labels: LabelsOpt = None, attribute: AttributeOpt = None, mapping: MappingOpt = None, burn_value: BurnOpt = 1,
-    all_touched: TouchedOpt = False, mask_nodata: MaskNodataOpt = None,
-    bands: Annotated[Optional[str], typer.Option(help="1-based bands to keep, e.g. '1,2,3'.")] = None,
-    class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names for the count columns.")] = None,
-) -> None:
+@command_from(ChipConfig)
+@with_image_inputs("Images: GeoTIFF (any bands/dtype) or PNG/JPEG.")
+def chip(make: Callable[..., ChipConfig], images: list[str], labels: list, bands: list[int] | None,
+         out_dir: Annotated[Path, typer.Option("--out", help="Output folder (images/, masks/, index).")]) -> None:
     """Cut scenes and labels into chips (GeoTIFF keeps georeferencing) with a GeoParquet/CSV index."""
     from terraseg.data.chip import chip as run
 
-    r = run(make(images=images, labels=_labels(labels, attribute, mapping, burn_value, all_touched, mask_nodata),
-                 out_dir=str(out_dir), bands=_ints(bands, "--bands"), class_names=class_names.split(",") if class_names else None))
+    r = run(make(images=images, labels=labels, out_dir=str(out_dir), bands=bands))
     out.print(f"{r.written} chips written, {r.skipped} skipped, {r.mb_per_second:.1f} MB/s of source pixels; index: {r.index_path}")
 
 
-@command_from(MosaicConfig, skip=("inputs", "out", "resolution"))
+@command_from(MosaicConfig)
 def mosaic(
     make: Callable[..., MosaicConfig],
     inputs: Annotated[list[str], typer.Argument(help="Tiles (GeoTIFF), same band count; any CRS/resolution.")],
@@ -107,35 +139,30 @@ def stack(
     out.print(f"{stack_bands(inputs, str(out_path))}: {len(inputs)} inputs stacked")
 
 
-@command_from(RasterizeConfig, skip=("vector", "reference", "out"))
+@command_from(RasterizeConfig)
 def rasterize(
     make: Callable[..., RasterizeConfig],
     vector: Annotated[str, typer.Argument(help="Polygons: shapefile, zipped shapefile, GeoJSON, GeoPackage; any CRS.")],
-    reference: Annotated[str, typer.Option("--reference", help="Image whose grid the mask takes.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Output mask GeoTIFF (uint8).")],
     attribute: AttributeOpt = None, mapping: MappingOpt = None, burn_value: BurnOpt = 1, all_touched: TouchedOpt = False,
     layer: Annotated[Optional[str], typer.Option(help="GeoPackage layer.")] = None,
 ) -> None:
     """Burn polygons into a mask on an image's grid (reprojected, window by window)."""
     from terraseg.data.rasterize import rasterize_labels
 
-    lab = _labels([vector], attribute, mapping, burn_value, all_touched, layer=layer)[0]
-    out.print(f"mask: {rasterize_labels(make(vector=lab, reference=reference, out=str(out_path)))}")
+    out.print(f"mask: {rasterize_labels(make(vector=_labels([vector], attribute, mapping, burn_value, all_touched, layer=layer)[0]))}")
 
 
-@command_from(SplitConfig, skip=("index", "out_dir", "fractions", "include"))
+@command_from(SplitConfig)
 def split(
     make: Callable[..., SplitConfig],
     index: Annotated[str, typer.Argument(help="Chip index from `terraseg chip` (.parquet or .csv), or a folder of image/mask pairs.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for train/val/test manifests.")],
     fractions: Annotated[str, typer.Option(help="Train,val,test shares.")] = "0.7,0.15,0.15",
-    include: Annotated[Optional[str], typer.Option(help="Folder input: comma-separated sub-folders to include.")] = None,
 ) -> None:
     """Write reproducible train/val/test manifests from a chip index or a folder of image/mask pairs (train with `kind: manifest`)."""
     from terraseg.data.split import split_index
 
-    cfg = make(index=index, out_dir=str(out_dir), fractions=tuple(_floats(fractions, 3, "--fractions")),
-               include=include.split(",") if include else None)
+    cfg = make(index=index, out_dir=str(out_dir), fractions=tuple(_floats(fractions, 3, "--fractions")))
     paths = split_index(cfg)
     if cfg.method == "spatial-kfold":
         summary = json.loads((out_dir / "split.json").read_text())
@@ -153,23 +180,15 @@ def split(
                   "(--straddling assign): their border pixels overlap val/test chips.")
 
 
-@command_from(StatsConfig, skip=("images", "labels", "out_dir", "bands", "band_names", "flatten"))
-def stats(
-    make: Callable[..., StatsConfig],
-    images: Annotated[list[str], typer.Argument(help="Images with the same band count.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for stats.json and bands.png (histograms, or a spectral profile past 16 bands).")],
-    labels: LabelsOpt = None, attribute: AttributeOpt = None, mapping: MappingOpt = None, burn_value: BurnOpt = 1,
-    all_touched: TouchedOpt = False, mask_nodata: MaskNodataOpt = None,
-    bands: Annotated[Optional[str], typer.Option(help="1-based bands, e.g. '1,2,3'.")] = None,
-    band_names: Annotated[Optional[str], typer.Option(help="Comma-separated band names.")] = None,
-    flatten: Annotated[Optional[Path], typer.Option(help="Also write a per-pixel table (.parquet or .csv).")] = None,
-) -> None:
+@command_from(StatsConfig)
+@with_image_inputs("Images with the same band count.")
+def stats(make: Callable[..., StatsConfig], images: list[str], labels: list, bands: list[int] | None,
+          out_dir: Annotated[Path, typer.Option("--out", help="Folder for stats.json and bands.png (histograms, or a "
+                                                      "spectral profile past 16 bands).")]) -> None:
     """Band statistics, histograms, class frequencies and weights; optional flat per-pixel table."""
     from terraseg.data.stats import compute_statistics
 
-    r = compute_statistics(make(images=images, labels=_labels(labels, attribute, mapping, burn_value, all_touched, mask_nodata),
-                                out_dir=str(out_dir), bands=_ints(bands, "--bands"),
-                                band_names=band_names.split(",") if band_names else None, flatten=str(flatten) if flatten else None))
+    r = compute_statistics(make(images=images, labels=labels, out_dir=str(out_dir), bands=bands))
     for b in r.stats["bands"]:
         out.print(f"{b['name']}: mean {b['mean']:.4g} std {b['std']:.4g} min {b['min']:.4g} max {b['max']:.4g} "
                   + " ".join(f"p{k} {v:.4g}" for k, v in b["percentiles"].items()))
@@ -180,18 +199,15 @@ def stats(
     out.print(f"stats: {r.stats_path}" + (f"; table: {r.table}" if r.table else ""))
 
 
-@command_from(VectorizeConfig, skip=("raster", "out", "classes", "class_names"))
+@command_from(VectorizeConfig)
 def vectorize(
     make: Callable[..., VectorizeConfig],
     raster: Annotated[str, typer.Argument(help="Class raster (e.g. from `terraseg predict`).")],
-    out_path: Annotated[Path, typer.Option("--out", help="Output .geojson or .gpkg.")],
-    classes: Annotated[Optional[str], typer.Option(help="Class ids to vectorize, e.g. '1,2' (default: all but 0).")] = None,
-    class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names.")] = None,
 ) -> None:
     """Class raster -> polygons in the raster's CRS, with class, area and mean confidence."""
     from terraseg.predict.vectorize import vectorize as run
 
-    out.print(f"polygons: {run(make(raster=raster, out=str(out_path), classes=_ints(classes, '--classes'), class_names=class_names.split(',') if class_names else None))}")
+    out.print(f"polygons: {run(make(raster=raster))}")
 
 
 @app.command()

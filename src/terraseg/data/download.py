@@ -58,61 +58,17 @@ class RemoteDataset:
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
 
-DATASETS: dict[str, RemoteDataset] = {
-    d.name: d
-    for d in (
-        RemoteDataset(
-            "loveda", "loveda",
-            (
-                # md5 as published with the Zenodo record and used by TorchGeo's LoveDA dataset
-                RemoteFile("https://zenodo.org/records/5706578/files/Train.zip?download=1", "Train.zip",
-                           md5="de2b196043ed9b4af1690b3f9a7d558f", extract=True),
-                RemoteFile("https://zenodo.org/records/5706578/files/Val.zip?download=1", "Val.zip",
-                           md5="84cae2577468ff0b5386758bb386d31d", extract=True),
-            ),
-            present=("Train/*/images_png", "Train/*/masks_png"),
-            citation="Wang et al., LoveDA, NeurIPS 2021 Datasets and Benchmarks", licence="CC BY-NC-SA 4.0",
-            aliases=("loveda-samples",),
-        ),
-        RemoteDataset(
-            "magnetic-tiles", "magnetic-tiles",
-            (RemoteFile("https://github.com/abin24/Magnetic-tile-defect-datasets./archive/refs/heads/master.zip",
-                        "magnetic-tiles.zip", extract=True),),
-            present=("MT_*/Imgs/*.jpg",),
-            citation="Huang, Qiu, Yuan, Surface defect saliency of magnetic tile, The Visual Computer 2020",
-            licence="see the GitHub repository",
-            note="A branch archive: no checksum is published, so only the zip's integrity is checked.",
-        ),
-        RemoteDataset(
-            "intel-scenes", "intel-scenes",
-            (RemoteFile("https://www.kaggle.com/api/v1/datasets/download/puneet6060/intel-image-classification",
-                        "intel-image-classification.zip", extract=True),),
-            present=("seg_train/*/*.jpg",),
-            citation="Intel Scene Classification Challenge (Kaggle: puneet6060/intel-image-classification)",
-            licence="none stated: research/demo use",
-            note="Kaggle may ask for an account (KAGGLE credentials); no checksum is published.",
-        ),
-        RemoteDataset(
-            "spacenet-sample", "spacenet/atlanta-pan",
-            (
-                RemoteFile("https://raw.githubusercontent.com/CosmiQ/solaris/main/solaris/data/sample_geotiff.tif",
-                           "sample_geotiff.tif", sha256="f135d521b13a7e16a97983df976579217afbb07550c878115e0c71c36de193c5"),
-                RemoteFile("https://raw.githubusercontent.com/CosmiQ/solaris/main/solaris/data/geotiff_labels.geojson",
-                           "geotiff_labels.geojson", sha256="d2d7b5c75d444947691404b8d018dc72b7aa48500f3f0fb2956320125201b8e2"),
-            ),
-            present=("sample_geotiff.tif", "geotiff_labels.geojson"),
-            citation="Van Etten et al., SpaceNet (2018); sample from CosmiQ Works' solaris (Apache-2.0)",
-            licence="CC BY-SA 4.0",
-        ),
-        RemoteDataset(
-            "landsat", "landsat",
-            (RemoteFile("https://raw.githubusercontent.com/rasterio/rasterio/main/tests/data/RGB.byte.tif", "RGB.byte.tif",
-                        sha256="d7cbe932c7ed74a627706a9e9df99f706df3e5abc7d45a49e9d00677a6b09eb4"),),
-            present=("RGB.byte.tif",),
-            citation="rasterio test data (Landsat 7 subset)", licence="BSD-3-Clause",
-        ),
-    )
-}
+def _registry() -> dict[str, RemoteDataset]:
+    """The data sets of ``datasets.yaml`` (shipped beside this module): name -> :class:`RemoteDataset`."""
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).with_name("datasets.yaml")).read_text())
+    return {name: RemoteDataset(name, d["folder"], tuple(RemoteFile(**f) for f in d["files"]), tuple(d["present"]),
+                                d["citation"], d["licence"], d.get("note", ""), tuple(d.get("aliases", ())))
+            for name, d in raw.items()}
+
+
+DATASETS: dict[str, RemoteDataset] = _registry()
 
 
 def _present(root: Path, ds: RemoteDataset) -> Path | None:

@@ -225,15 +225,8 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     """
     from terraseg import interrupt
 
-    scenes = [labelled_scene(p, lab, cfg.bands, cfg.ignore_index)
-              for p, lab in zip(cfg.images, labels_for(cfg.images, cfg.labels))]
-    count = scenes[0].count
-    for s in scenes[1:]:
-        if s.count != count:
-            raise InputFileError(f"{s.path}: image has {s.count} bands but {scenes[0].path} has {count}.")
-    names = list(cfg.band_names or scenes[0].band_descriptions() or [f"band_{k + 1}" for k in range(count)])
-    if len(names) != count:
-        raise InputFileError(f"{len(names)} band names given for images with {count} bands.")
+    scenes, names = _scenes(cfg)
+    count = len(names)
     dtype = np.dtype(scenes[0].dtype)
     bands = _Bands(*_ranges(scenes, count), bool(np.issubdtype(dtype, np.integer)), cfg.bins)
     total = nodata = 0
@@ -274,28 +267,7 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
         if bands.n[0] == 0:
             raise InputFileError(f"{scenes[0].path}: no valid (non-nodata) pixel to compute statistics from.")
         interrupt.check()
-    std = bands.std()
-    band_stats = []
-    for k in range(count):
-        band_stats.append({
-            "name": names[k], "index": (cfg.bands or list(range(1, count + 1)))[k], "valid_pixels": int(bands.n[k]),
-            "mean": float(bands.mean[k]), "std": float(std[k]), "min": float(bands.lo[k]), "max": float(bands.hi[k]),
-            "percentiles": {f"{q:g}": bands.percentile(k, q) for q in cfg.percentiles}, "percentiles_exact": bands.exact,
-        })
-    norm = NormStats(
-        method="meanstd", mean=[b["mean"] for b in band_stats], std=[b["std"] or 1.0 for b in band_stats],
-        low=[bands.percentile(k, 2.0) for k in range(count)], high=[bands.percentile(k, 98.0) for k in range(count)],
-    )
-    norm.high = [h if h > lo else lo + 1.0 for lo, h in zip(norm.low, norm.high)]
-    stats: dict[str, Any] = {
-        "images": [s.path for s in scenes], "dtype": dtype.name, "pixels": total, "nodata_fraction": nodata / max(total, 1),
-        "bands": band_stats, "normalization": norm.to_dict(),
-    }
-    if class_counts.size:
-        freq = class_counts / max(class_counts.sum(), 1)
-        stats["classes"] = {
-            "pixels": class_counts.tolist(), "frequency": [round(float(f), 8) for f in freq], **class_weights(class_counts),
-        }
+    stats, norm = _summary(cfg, scenes, bands, names, dtype, total, nodata, class_counts)
     out.mkdir(parents=True, exist_ok=True)
     import shutil
     import tempfile
@@ -310,6 +282,48 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return StatsResult(out / "stats.json", [out / "bands.png"], Path(cfg.flatten) if cfg.flatten else None, stats)
+
+
+def _scenes(cfg: StatsConfig) -> tuple[list, list[str]]:
+    """The images (with their labels) as scenes of one band count, and the band names."""
+    scenes = [labelled_scene(p, lab, cfg.bands, cfg.ignore_index)
+              for p, lab in zip(cfg.images, labels_for(cfg.images, cfg.labels))]
+    count = scenes[0].count
+    for s in scenes[1:]:
+        if s.count != count:
+            raise InputFileError(f"{s.path}: image has {s.count} bands but {scenes[0].path} has {count}.")
+    names = list(cfg.band_names or scenes[0].band_descriptions() or [f"band_{k + 1}" for k in range(count)])
+    if len(names) != count:
+        raise InputFileError(f"{len(names)} band names given for images with {count} bands.")
+    return scenes, names
+
+
+def _summary(cfg: StatsConfig, scenes: list, bands: "_Bands", names: list[str], dtype: np.dtype, total: int, nodata: int,
+             class_counts: np.ndarray) -> tuple[dict[str, Any], NormStats]:
+    """``stats.json``'s content (per band: moments, range, percentiles; classes: pixels, frequencies, weights)
+    and the mean/std normalisation with its 2-98% range."""
+    count = len(names)
+    std = bands.std()
+    band_stats = [{
+        "name": names[k], "index": (cfg.bands or list(range(1, count + 1)))[k], "valid_pixels": int(bands.n[k]),
+        "mean": float(bands.mean[k]), "std": float(std[k]), "min": float(bands.lo[k]), "max": float(bands.hi[k]),
+        "percentiles": {f"{q:g}": bands.percentile(k, q) for q in cfg.percentiles}, "percentiles_exact": bands.exact,
+    } for k in range(count)]
+    norm = NormStats(
+        method="meanstd", mean=[b["mean"] for b in band_stats], std=[b["std"] or 1.0 for b in band_stats],
+        low=[bands.percentile(k, 2.0) for k in range(count)], high=[bands.percentile(k, 98.0) for k in range(count)],
+    )
+    norm.high = [h if h > lo else lo + 1.0 for lo, h in zip(norm.low, norm.high)]
+    stats: dict[str, Any] = {
+        "images": [s.path for s in scenes], "dtype": dtype.name, "pixels": total, "nodata_fraction": nodata / max(total, 1),
+        "bands": band_stats, "normalization": norm.to_dict(),
+    }
+    if class_counts.size:
+        freq = class_counts / max(class_counts.sum(), 1)
+        stats["classes"] = {
+            "pixels": class_counts.tolist(), "frequency": [round(float(f), 8) for f in freq], **class_weights(class_counts),
+        }
+    return stats, norm
 
 
 def _bands_figure(path: Path, bands: _Bands, names: list[str], norm: NormStats, max_panels: int = 16, max_bars: int = 128) -> Path:

@@ -138,6 +138,19 @@ class Block:
         return self.encoded
 
 
+def _finished(y: int, rows: torch.Tensor, ok: torch.Tensor, encoding: tuple[str, int], probabilities: bool,
+              confidence: bool) -> Block:
+    """A finished strip: ``(K, n, W)`` blended probabilities on the device -> class ids in the raster's encoding
+    (uint8 with its nodata, else int32 with -1), and, when asked, probabilities and confidence on the host."""
+    if encoding[0] == "uint8":
+        ids = torch.where(ok, class_argmax(rows).to(torch.uint8), encoding[1])
+    else:
+        ids = torch.where(ok, class_argmax(rows).to(torch.int32), -1)
+    conf = torch.where(ok, confidence_bands(rows), float("nan")).cpu().numpy() if confidence else None
+    return Block(row=y, encoded=ids.cpu().numpy(), probs=rows.cpu().numpy() if probabilities else None,
+                 valid=ok.cpu().numpy(), confidence=conf)
+
+
 class SlidingWindowPredictor:
     """Predicts whole scenes with a backend, the bundle's normalisation and Hann blending.
 
@@ -238,7 +251,7 @@ class SlidingWindowPredictor:
         H, W = scene.height, scene.width
         th, tw, ys, xs = self.geometry(H, W)
         Wg, K, dev = max(W, tw), self.num_classes, self.device
-        encoding = class_encoding(K)
+        encoding = class_encoding(K)  # the raster's encoding (terraseg.io.predictions), made on the device
         cuda = dev.type == "cuda"
         weight = torch.from_numpy(hann_weights(th, tw) if len(ys) * len(xs) > 1 else np.ones((th, tw), np.float32)).to(dev)
         acc = torch.zeros((K, th, Wg), dtype=torch.float32, device=dev)
@@ -268,37 +281,32 @@ class SlidingWindowPredictor:
                     ahead.append(reader.submit(read, ys[i + self.readers]))
                 valid = valid.to(dev, non_blocking=True)
                 image = normalize(raw.to(dev, non_blocking=True), self.stats, valid)
-                for b in range(0, len(xs), self.batch_size):
-                    bx = xs[b:b + self.batch_size]
-                    probs = self.backend.probabilities(torch.stack([image[:, :, x:x + tw] for x in bx])).to(dev)
-                    if probs.shape[1] != K:
-                        raise BundleError(f"model returned {probs.shape[1]} classes, the bundle declares {K}.")
-                    for x, p in zip(bx, probs):
-                        acc[:, :, x:x + tw] += p * weight
-                        wsum[:, x:x + tw] += weight
+                self._blend(image, xs, tw, weight, acc, wsum)
                 next_y = ys_all[start + i + 1] if start + i + 1 < len(ys_all) else H
                 n = min(next_y - y, H - y)
                 keep = th - (next_y - y)
                 if start + i < first:  # a halo strip: accumulated, not emitted
                     acc, wsum = _shift(acc, wsum, keep, th)
                     continue
-                rows = acc[:, :n, :W] / wsum[None, :n, :W]
-                ok = valid[:n, :W]
-                if encoding[0] == "uint8":  # the raster's encoding (terraseg.io.predictions), made on the device
-                    ids = torch.where(ok, class_argmax(rows).to(torch.uint8), encoding[1])
-                else:
-                    ids = torch.where(ok, class_argmax(rows).to(torch.int32), -1)
-                conf = None
-                if confidence:
-                    conf = torch.where(ok, confidence_bands(rows), float("nan")).cpu().numpy()
-                block = Block(row=y, encoded=ids.cpu().numpy(), probs=rows.cpu().numpy() if probabilities else None,
-                              valid=ok.cpu().numpy(), confidence=conf)
+                block = _finished(y, acc[:, :n, :W] / wsum[None, :n, :W], valid[:n, :W], encoding, probabilities, confidence)
                 if written is not None:
                     written.result()  # at most one strip waits for the sink: memory stays bounded
                 written = writer.submit(sink, block)
                 acc, wsum = _shift(acc, wsum, keep, th)
             if written is not None:
                 written.result()
+
+    def _blend(self, image: torch.Tensor, xs: list[int], tw: int, weight: torch.Tensor, acc: torch.Tensor,
+               wsum: torch.Tensor) -> None:
+        """Add the weighted probabilities of one strip's windows (columns ``xs``, ``tw`` wide) to ``acc`` and ``wsum``."""
+        for b in range(0, len(xs), self.batch_size):
+            bx = xs[b:b + self.batch_size]
+            probs = self.backend.probabilities(torch.stack([image[:, :, x:x + tw] for x in bx])).to(acc.device)
+            if probs.shape[1] != self.num_classes:
+                raise BundleError(f"model returned {probs.shape[1]} classes, the bundle declares {self.num_classes}.")
+            for x, p in zip(bx, probs):
+                acc[:, :, x:x + tw] += p * weight
+                wsum[:, x:x + tw] += weight
 
     def strip_rows(self, scene: Scene) -> list[int]:
         """First scene row of each strip (tile row) :meth:`predict` computes, top to bottom (pixels).

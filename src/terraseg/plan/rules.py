@@ -172,6 +172,20 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
     p.set("data.train", sources["train"], "the data given to the planner.")
     if sources.get("test"):
         p.set("data.test", sources["test"], "the data set's own test split.")
+    window, b = _plan_data(p, fp, device)
+    _plan_model(p, fp)
+    p.set("train.max_minutes", minutes, f"the wall budget: everything from start to bundle within {minutes:g} minutes.")
+    p.set("train.seed", 0, "reproducible runs.")
+    _plan_schedule(p, fp, minutes, measure, window, b)
+    p.set("train.patience", max(5, p.raw["train"]["max_epochs"] // 2), "early stopping after half the planned epochs without "
+          "a better validation score.")
+    p.set("data.val_fraction", 0.2, "20% of the labelled pixels held out: spatial blocks with a buffer (whole images of "
+          "folders), every class represented where the data allows (terraseg.data.holdout).")
+    return p
+
+
+def _plan_data(p: Plan, fp: Fingerprint, device: str) -> tuple[int, int]:
+    """Window, normalisation, batch size, flips and augmentation, rare-class share and loss; the window and batch size."""
     overhead = fp.georeferenced or fp.task == "segmentation"
     if fp.task == "classification":
         window = int(min(224, max(64, _round32(fp.sizes[0] * 0.75))))
@@ -202,6 +216,11 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
         p.set("loss", [{"name": "ce", "weight": 1.0}, {"name": "dice", "weight": 1.0}],
               "cross-entropy + Dice, nnU-Net's default loss: Dice keeps small classes from vanishing under the "
               "background's pixel count.")
+    return window, b
+
+
+def _plan_model(p: Plan, fp: Fingerprint) -> None:
+    """Architecture, encoder (pretrained where packaged weights fit) and optimiser."""
     pretrained = fp.dtype == "uint8" and fp.bands <= 4
     if fp.task == "classification":
         p.set("model.arch", "classifier", "scene classification: a timm classifier.")
@@ -226,8 +245,10 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
     p.set("optimizer", {"name": "adamw", "lr": 0.002 if pretrained else 0.001, "scheduler": "onecycle"},
           "AdamW with a one-cycle schedule (Smith & Topin 2019), peak learning rate "
           + ("2e-3 with pretrained weights (as the shipped pretrained configs)." if pretrained else "1e-3 from scratch."))
-    p.set("train.max_minutes", minutes, f"the wall budget: everything from start to bundle within {minutes:g} minutes.")
-    p.set("train.seed", 0, "reproducible runs.")
+
+
+def _plan_schedule(p: Plan, fp: Fingerprint, minutes: float, measure: bool, window: int, b: int) -> None:
+    """Epochs and windows per epoch from the budget and a measured training step (validation kept near 15%)."""
     step = measure_step_seconds(_for_measure(p.raw), fp.bands) if measure else None
     steps_total = TRAIN_SHARE * 60 * minutes / step if step else 60 * minutes
     why_step = (f"a training step of this network takes {step:.2f} s here, so {TRAIN_SHARE:.0%} of the budget holds about "
@@ -253,11 +274,6 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
         p.set("data.samples_per_epoch", steps_epoch * b, f"{why_step}{why_epochs}: {epochs} epochs of {steps_epoch} batches.")
         p.set("train.max_epochs", epochs, "the epochs the budget holds: the one-cycle schedule anneals to its end "
               "when the budget does (a schedule cut short stops at a high learning rate).")
-    p.set("train.patience", max(5, p.raw["train"]["max_epochs"] // 2), "early stopping after half the planned epochs without "
-          "a better validation score.")
-    p.set("data.val_fraction", 0.2, "20% of the labelled pixels held out: spatial blocks with a buffer (whole images of "
-          "folders), every class represented where the data allows (terraseg.data.holdout).")
-    return p
 
 
 def _for_measure(raw: dict[str, Any]) -> dict[str, Any]:

@@ -126,6 +126,36 @@ def save_importance(rows: list[dict[str, Any]], out_dir: Path, title: str) -> tu
     return table, png
 
 
+def _bands(cfg: ExperimentConfig, scenes: list[Scene]) -> tuple[int, list[str] | None]:
+    """The band count every scene must share, and the band names (config, else the first raster's descriptions)."""
+    bands = scenes[0].count
+    for s in scenes:
+        if s.count != bands:
+            raise InputFileError(f"{getattr(s, 'path', s.name)}: image has {s.count} bands, the first training image has {bands}.")
+    band_names = cfg.data.band_names or scenes[0].band_descriptions()
+    if band_names and len(band_names) != bands:
+        raise InputFileError(f"data.band_names names {len(band_names)} bands but the images have {bands}.")
+    return bands, band_names
+
+
+def _validate(cfg: ExperimentConfig, bundle: Bundle, model: PixelModel, val_scenes: list[Scene], train_xy: tuple,
+              run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Validation figures (the predictor over the validation scenes) and permutation feature importance."""
+    bc, seed = cfg.baseline, cfg.train.seed
+    best: dict[str, Any] = {}
+    if val_scenes:
+        names = [c.name for c in cfg.classes]
+        m = evaluate_scenes(predictor_for(bundle), val_scenes, names, cfg.ignore_index)
+        best = validation_metrics(np.asarray(m["confusion_matrix"]), names)
+        Xv, yv = sample_pixels(val_scenes, model.features, cfg.num_classes, min(bc.samples_per_class, 2000), seed + 1)
+    else:
+        Xv, yv = train_xy
+    importance = feature_importance(model, Xv, yv, model.features.names, seed) if len(np.unique(yv)) > 1 else []
+    if importance:
+        save_importance(importance, run_dir, f"{cfg.name}: {cfg.model.arch}")
+    return best, importance
+
+
 def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_run_id: str | None = None,
                 scenes: tuple[list, list] | None = None):
     """Fit a pixel baseline from a segmentation config and write ``<run_dir>/model.terraseg``.
@@ -145,13 +175,7 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
     bc, seed = cfg.baseline, cfg.train.seed
     split = Split(*scenes) if scenes else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, seed, [c.name for c in cfg.classes])
     train_scenes, val_scenes = split.train, split.val
-    bands = train_scenes[0].count
-    for s in train_scenes + val_scenes:
-        if s.count != bands:
-            raise InputFileError(f"{getattr(s, 'path', s.name)}: image has {s.count} bands, the first training image has {bands}.")
-    band_names = cfg.data.band_names or train_scenes[0].band_descriptions()
-    if band_names and len(band_names) != bands:
-        raise InputFileError(f"data.band_names names {len(band_names)} bands but the images have {bands}.")
+    bands, band_names = _bands(cfg, train_scenes + val_scenes)
     features = PixelFeatures(bands, band_names, bc.indices, bc.texture_window)
     stats = scene_statistics(train_scenes, "none", cfg.data.normalization.percentiles, 200_000, seed)
 
@@ -183,18 +207,7 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
                                                                            200_000, seed), PREDICT_WINDOW, seed)
     bundle = Bundle(manifest, model)
 
-    best: dict[str, Any] = {}
-    if val_scenes:
-        names = [c.name for c in cfg.classes]
-        m = evaluate_scenes(predictor_for(bundle), val_scenes, names, cfg.ignore_index)
-        best = validation_metrics(np.asarray(m["confusion_matrix"]), names)
-        Xv, yv = sample_pixels(val_scenes, features, cfg.num_classes, min(bc.samples_per_class, 2000), seed + 1)
-    else:
-        Xv, yv = X, y
-    importance = feature_importance(model, Xv, yv, features.names, seed) if len(np.unique(yv)) > 1 else []
-    if importance:
-        save_importance(importance, run_dir, f"{cfg.name}: {cfg.model.arch}")
-
+    best, importance = _validate(cfg, bundle, model, val_scenes, (X, y), run_dir)
     manifest.metrics = {"validation": best, "feature_importance": importance}
     tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled else None
     manifest.training["mlflow_run_id"] = tracker.run_id if tracker else None

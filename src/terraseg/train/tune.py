@@ -160,18 +160,8 @@ def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, 
     study = optuna.create_study(study_name=study_name or base.name, storage=storage, direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=t.seed), pruner=pruner, load_if_exists=True)
     parent = study_run(base, study_dir, study.study_name)
-    if t.include_config and not study.trials:  # trial 0: the config as it is, the baseline every trial is compared with
-        current = base.model_dump(mode="json")
-        start = {}
-        for path, p in t.params.items():
-            node: Any = current
-            for k in path.split("."):
-                node = node[int(k)] if isinstance(node, list) else node[k]
-            inside = node in (p.choices or []) if p.type == "categorical" else (p.low <= node <= p.high)
-            if inside:
-                start[path] = node
-        if len(start) == len(t.params):
-            study.enqueue_trial(start)
+    if t.include_config and not study.trials and (start := _config_point(base)) is not None:
+        study.enqueue_trial(start)  # trial 0: the config as it is, the baseline every trial is compared with
 
     def objective(trial) -> float:
         values = {path: _suggest(trial, path, p) for path, p in t.params.items()}
@@ -194,12 +184,31 @@ def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, 
 
     study.optimize(objective, n_trials=trials, timeout=timeout_minutes * 60 if timeout_minutes else None, n_jobs=n_jobs,
                    catch=(RuntimeError, ValueError), gc_after_trial=True)
+    return _result(study, study_dir, storage, parent)
+
+
+def _config_point(base: ExperimentConfig) -> dict[str, Any] | None:
+    """The config's own values of the searched parameters, when every one lies inside its range (else None)."""
+    current = base.model_dump(mode="json")
+    start = {}
+    for path, p in base.tune.params.items():
+        node: Any = current
+        for k in path.split("."):
+            node = node[int(k)] if isinstance(node, list) else node[k]
+        if node in (p.choices or []) if p.type == "categorical" else (p.low <= node <= p.high):
+            start[path] = node
+    return start if len(start) == len(base.tune.params) else None
+
+
+def _result(study: Any, study_dir: Path, storage: str, parent: tuple[str, str] | None) -> TuneResult:
+    """The study's outcome: counts by state, and the best trial's config and bundle copied to ``best.*``."""
+    import optuna
+
     states = [tr.state for tr in study.trials]
     S = optuna.trial.TrialState
     best_config = best_bundle = None
     best_value, best_params = None, {}
-    done = [tr for tr in study.trials if tr.state == S.COMPLETE]
-    if done:
+    if any(tr.state == S.COMPLETE for tr in study.trials):
         best = study.best_trial
         best_value, best_params = best.value, best.params
         src_dir = study_dir / f"trial-{best.number:03d}"
