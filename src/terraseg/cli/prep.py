@@ -149,7 +149,8 @@ def rasterize(
     """Burn polygons into a mask on an image's grid (reprojected, window by window)."""
     from terraseg.data.rasterize import rasterize_labels
 
-    out.print(f"mask: {rasterize_labels(make(vector=_labels([vector], attribute, mapping, burn_value, all_touched, layer=layer)[0]))}")
+    labels = _labels([vector], attribute, mapping, burn_value, all_touched, layer=layer)[0]
+    out.print(f"mask: {rasterize_labels(make(vector=labels))}")
 
 
 @command_from(SplitConfig)
