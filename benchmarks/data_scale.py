@@ -83,10 +83,12 @@ for b in it:
     if t1 is None and n >= 16 + warm:  # the first pass warms the caches, as a first epoch does
         n0, t1 = n, time.perf_counter()
 rate = (n - n0) / max(time.perf_counter() - t1, 1e-9) if t1 is not None else float("nan")
-kids = []
+kids, kids_uss = [], []
 if workers:
     import psutil
-    kids = [p.memory_info().rss / 2**20 for p in psutil.Process().children(recursive=True)]
+    procs = psutil.Process().children(recursive=True)
+    kids = [p.memory_info().rss / 2**20 for p in procs]
+    kids_uss = [p.memory_full_info().uss / 2**20 for p in procs]  # pages only this worker holds (not the shared ones)
 """
 
 TERRASEG_CHILD = r"""
@@ -117,6 +119,7 @@ dl = DataLoader(ds, batch_size=16, sampler=EpochSampler(len(ds)), num_workers=wo
                 persistent_workers=workers > 0)
 """+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
                   "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids,
+                  "worker_uss_mb": kids_uss,
                   "index_mb": os.path.getsize(index) / 2**20 + labels_mb, "labels_mb": labels_mb, "train_scenes": len(split.train), "val_scenes": len(split.val), "staged": staged, "stage_s": t_stage,
                   "spill": __import__("terraseg.io.cache", fromlist=["SPILL"]).SPILL.report()}))
 """
@@ -198,6 +201,10 @@ def main() -> None:
                 rest = "-" if idx is None else f"{m['main_peak_mb'] - idx:.0f}"
                 print(f"{n:>6} {name:>9} {m['startup_s']:8.1f} {m['main_peak_mb']:8.0f} {w:>11} {m['windows_per_s']:10.1f} "
                       f"{idx_s:>9} {rest:>13}", flush=True)
+            uss = rows["terraseg"].get("worker_uss_mb") or []
+            if uss:
+                print(f"{'':>6} (terraseg workers' unique memory, USS: {'/'.join(f'{v:.0f}' for v in uss)} MB: the rest of their RSS "
+                      "is pages shared with the main process since the fork)")
             sp = rows["terraseg"].get("spill") or {}
             t = rows["terraseg"]
             print(f"{'':>6} (generating the project took {gen:.0f} s; first pass {warm:,} windows; {t['train_scenes']:,} training "
