@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -179,13 +180,16 @@ def test_spill_store_gives_back_every_window_it_was_given(tmp_path):
     assert not root.exists()  # the run's folder goes with the run
 
 
-def test_scenes_past_the_cache_budget_are_decoded_once_then_read_from_the_spill_store(tmp_path, monkeypatch):
-    from terraseg.io.cache import CACHE, SPILL
+@pytest.fixture
+def past_budget(tmp_path):
+    """Twelve labelled 64 px scenes, a memory cache holding ten of them (20 KiB each with validity and mask),
+    and a spill store for the run; the cache and store are put back afterwards."""
     from terraseg.data.scenes import RasterScene
+    from terraseg.io.cache import CACHE, SPILL
 
     old = CACHE.total_mb
     CACHE.clear()
-    CACHE.total_mb = 0.2  # ten of the twelve scenes (20 KiB each with validity and mask)
+    CACHE.total_mb = 0.2
     CACHE.reset()
     SPILL.open(64, str(tmp_path))
     try:
@@ -193,46 +197,40 @@ def test_scenes_past_the_cache_budget_are_decoded_once_then_read_from_the_spill_
         for i in range(12):
             path, _, truth = make_geotiff(tmp_path / f"c{i}.tif", 64, 64, seed=i)
             scenes.append(RasterScene(path, mask_path=write_mask_tif(tmp_path / f"m{i}.tif", truth, path)))
-        for _ in range(3):
-            for s in scenes:
-                s.read(5, 7, 32, 32)
-        assert CACHE.thrashing() and SPILL.writes > 0 and SPILL.hits > 0
-        decodes = []
-        real = RasterScene._read_direct
-        monkeypatch.setattr(RasterScene, "_read_direct", lambda self, *a: (decodes.append(a), real(self, *a))[1])
-        for s in scenes:
-            got, want = s.read(-4, 40, 32, 32), real(s, -4, 40, 32, 32, True)
-            np.testing.assert_array_equal(got.image, want.image)
-            np.testing.assert_array_equal(got.valid, want.valid)
-            np.testing.assert_array_equal(got.mask, want.mask)
-        assert len(decodes) < len(scenes)  # most windows came from the store, not from GDAL
+        yield scenes
     finally:
         CACHE.total_mb = old
         CACHE.clear()
         SPILL.close()
 
 
-def test_a_project_past_the_budget_is_decoded_once_before_the_first_epoch(tmp_path, monkeypatch):
+def test_scenes_past_the_cache_budget_are_decoded_once_then_read_from_the_spill_store(past_budget, monkeypatch):
+    from terraseg.data.scenes import RasterScene
+    from terraseg.io.cache import CACHE, SPILL
+
+    scenes = past_budget
+    for _ in range(3):
+        for s in scenes:
+            s.read(5, 7, 32, 32)
+    assert CACHE.thrashing() and SPILL.writes > 0 and SPILL.hits > 0
+    decodes = []
+    real = RasterScene._read_direct
+    monkeypatch.setattr(RasterScene, "_read_direct", lambda self, *a: (decodes.append(a), real(self, *a))[1])
+    for s in scenes:
+        got, want = s.read(-4, 40, 32, 32), real(s, -4, 40, 32, 32, True)
+        np.testing.assert_array_equal(got.image, want.image)
+        np.testing.assert_array_equal(got.valid, want.valid)
+        np.testing.assert_array_equal(got.mask, want.mask)
+    assert len(decodes) < len(scenes)  # most windows came from the store, not from GDAL
+
+
+def test_a_project_past_the_budget_is_decoded_once_before_the_first_epoch(past_budget, monkeypatch):
     from terraseg.data.datasets import RandomWindowDataset
     from terraseg.data.scenes import RasterScene
-    from terraseg.io.cache import CACHE, SPILL
+    from terraseg.io.cache import SPILL
 
-    old = CACHE.total_mb
-    CACHE.clear()
-    CACHE.total_mb = 0.2  # ten of the twelve scenes
-    CACHE.reset()
-    SPILL.open(64, str(tmp_path))
-    try:
-        scenes = []
-        for i in range(12):
-            path, _, truth = make_geotiff(tmp_path / f"c{i}.tif", 64, 64, seed=i)
-            scenes.append(RasterScene(path, mask_path=write_mask_tif(tmp_path / f"m{i}.tif", truth, path)))
-        ds = RandomWindowDataset(scenes, 32, 64, None, 0.5, 0)
-        assert ds.stage() == 12 and SPILL.writes == 12
-        assert ds.stage() == 0  # staged already
-        monkeypatch.setattr(RasterScene, "_read_direct", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
-        assert all(ds[i]["image"].shape == (3, 32, 32) for i in range(64))  # every window from the store
-    finally:
-        CACHE.total_mb = old
-        CACHE.clear()
-        SPILL.close()
+    ds = RandomWindowDataset(past_budget, 32, 64, None, 0.5, 0)
+    assert ds.stage() == 12 and SPILL.writes == 12
+    assert ds.stage() == 0  # staged already
+    monkeypatch.setattr(RasterScene, "_read_direct", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    assert all(ds[i]["image"].shape == (3, 32, 32) for i in range(64))  # every window from the store

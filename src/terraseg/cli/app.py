@@ -98,6 +98,20 @@ def build(cls, **kwargs: Any):
     return build_options(cls, "options", **kwargs)
 
 
+def with_signature(command: Callable[..., Any], params: list) -> Callable[..., Any]:
+    """Give a wrapper the parameters Typer should read (``inspect.Parameter`` list), not its wrapped function's.
+
+    Args:
+        command: a ``functools.wraps`` wrapper taking keyword arguments. params: its command-line parameters.
+    """
+    import inspect
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    del command.__wrapped__  # typer reads __signature__, not the wrapped function's
+    return command
+
+
 def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: a command whose options are the fields of the config model ``model``, declared once there.
 
@@ -151,10 +165,7 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
                     given[k] = _split(given[k], item, "--" + k.replace("_", "-"))
             return fn(lambda **fields: build(model, **given, **fields), **kwargs)
 
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        del command.__wrapped__  # typer reads __signature__, not the wrapped function's
-        return command
+        return with_signature(command, params)
 
     return decorate
 

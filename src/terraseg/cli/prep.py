@@ -11,7 +11,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from terraseg.cli.app import app, build, command_from, err, out, user_errors
+from terraseg.cli.app import app, build, command_from, err, out, user_errors, with_signature
 from terraseg.config.prep import ChipConfig, MosaicConfig, RasterizeConfig, SplitConfig, StatsConfig, VectorizeConfig
 from terraseg.errors import ConfigError
 
@@ -83,10 +83,7 @@ def with_image_inputs(images_help: str):
             labels = _labels(v["labels"], v["attribute"], v["mapping"], v["burn_value"], v["all_touched"], v["mask_nodata"])
             return fn(*args, images=kwargs.pop("images"), labels=labels, bands=_ints(v["bands"], "--bands"), **kwargs)
 
-        command.__signature__ = inspect.Signature(params)
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        del command.__wrapped__
-        return command
+        return with_signature(command, params)
 
     return decorate
 

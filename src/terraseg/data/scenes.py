@@ -59,6 +59,13 @@ class WindowRead:
     mask: np.ndarray | None
 
 
+def _spill(key, c: WindowRead) -> bool:
+    """Write a decoded region to the run's spill store (:class:`terraseg.io.cache.SpillStore`); whether it was written."""
+    from terraseg.io.cache import SPILL
+
+    return SPILL.put(key, {"image": c.image, "valid": c.valid.view(np.uint8), "mask": c.mask})
+
+
 class _HashedKey(tuple):
     """A tuple that computes its hash once (cache keys are looked up for every training window)."""
 
@@ -405,7 +412,7 @@ class RasterScene(Scene):
         (:mod:`terraseg.io.cache`) when the region is small enough; past the cache's budget, from the run's
         spill store (decoded once); else window by window from GDAL."""
         if self._cache_ok:
-            from terraseg.io.cache import CACHE, SPILL, compact_mask
+            from terraseg.io.cache import CACHE, SPILL
 
             key = self._cache_key()
             c = None if self._past_budget else CACHE.get(key)  # past the budget: never in the memory cache
@@ -419,12 +426,11 @@ class RasterScene(Scene):
                 # (or its budget spent): read the window only
                 if (CACHE.thrashing() or self._past_budget) and not SPILL.enabled:
                     return self._read_direct(row, col, height, width, labels)
-                c = self._read_direct(0, 0, self.height, self.width, True)
-                c = WindowRead(c.image, c.valid, compact_mask(c.mask))
+                c = self._decoded_region()
                 nbytes = c.image.nbytes + c.valid.nbytes + (c.mask.nbytes if c.mask is not None else 0)
                 if CACHE.thrashing() or self._past_budget or not CACHE.put(key, c, nbytes):
                     self._past_budget = self._past_budget or not CACHE.thrashing()
-                    SPILL.put(key, {"image": c.image, "valid": c.valid.view(np.uint8), "mask": c.mask})
+                    _spill(key, c)
             image = _crop(c.image, row, col, height, width, 0)
             valid = _crop(c.valid, row, col, height, width, False)
             mask = (_crop(c.mask, row, col, height, width, self.ignore_index).astype(np.int64)
@@ -438,13 +444,19 @@ class RasterScene(Scene):
         Returns:
             Whether it was written now.
         """
-        from terraseg.io.cache import SPILL, compact_mask
+        from terraseg.io.cache import SPILL
 
         key = self._cache_key()
         if not self._cache_ok or not SPILL.enabled or SPILL.has(key):
             return False
+        return _spill(key, self._decoded_region())
+
+    def _decoded_region(self) -> WindowRead:
+        """The whole region decoded and its labels rasterized (the mask in its smallest integer type)."""
+        from terraseg.io.cache import compact_mask
+
         c = self._read_direct(0, 0, self.height, self.width, True)
-        return SPILL.put(key, {"image": c.image, "valid": c.valid.view(np.uint8), "mask": compact_mask(c.mask)})
+        return WindowRead(c.image, c.valid, compact_mask(c.mask))
 
     def _subsampled(self, f: int, oh: int, ow: int) -> tuple[np.ndarray, np.ndarray]:
         """Every ``f``-th pixel of the region (``(C, oh, ow)`` image, ``(oh, ow)`` validity), read in full-resolution
