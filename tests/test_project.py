@@ -172,6 +172,17 @@ def test_spill_store_gives_back_every_window_it_was_given(tmp_path):
             m[200:350, 200:297] = mask
             np.testing.assert_array_equal(got["mask"][0], m[200 + row:200 + row + h, 200 + col:200 + col + w])
         assert store.read("k", 10, 10, 5, 5, {})["valid"][0].view(bool).tolist() == valid[10:15, 10:15].tolist()
+        # a plane of one value (every pixel valid) is not written, and comes back padded like the others
+        first = store.bytes
+        assert store.put("one", {"image": image, "valid": np.ones((150, 97), np.uint8), "mask": mask})
+        padded = 150 * -(-97 // store.STRIP) * store.STRIP
+        assert first - (store.bytes - first) == padded  # one byte per (padded) pixel less: the validity plane
+        for row, col, h, w in [(60, 60, 70, 30), (-5, 90, 40, 40), (200, 0, 4, 4)]:
+            got = store.read("one", row, col, h, w, {"image": 0, "valid": 0, "mask": 255})
+            ones = np.zeros((550, 497), np.uint8)
+            ones[200:350, 200:297] = 1
+            np.testing.assert_array_equal(got["valid"][0], ones[200 + row:200 + row + h, 200 + col:200 + col + w])
+            assert got["valid"].shape == (1, h, w) and got["image"].shape == (3, h, w)
         assert not store.put("big", {"image": np.zeros((4, 1024, 1024), np.uint8)})  # over the 1 MiB budget: not written
         assert store.full and not store.enabled
         root = store.root

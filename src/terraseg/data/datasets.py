@@ -49,14 +49,14 @@ def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats | 
             mask = mask.astype(np.uint8)
     else:
         image = normalize(r.image, stats, r.valid)
-    t = scene.window_transform(row, col)
+    transform, bounds = scene.window_georef(row, col, size, size)
     return {
         "image": torch.from_numpy(image),
         "mask": torch.from_numpy(mask),
         "valid": torch.from_numpy(r.valid),
-        "crs": scene.crs.to_wkt() if scene.crs else None,
-        "transform": (t.a, t.b, t.c, t.d, t.e, t.f),
-        "bounds": scene.window_bounds(row, col, size, size),
+        "crs": scene.crs_wkt(),
+        "transform": transform,
+        "bounds": bounds,
         "scene": scene.name,
         "window": (row, col, size, size),
     }

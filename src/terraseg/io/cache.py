@@ -10,7 +10,7 @@ set to a quarter of the budget (:func:`configure`).
 
 When a project's decoded scenes exceed that budget (the cache evicts more entries than it holds), a
 second tier takes the overflow: :class:`SpillStore` writes each decoded region once, uncompressed and cut
-into square tiles, to a folder on local disk for the run (``data.spill_mb``, removed at the end), and
+into strips, to a folder on local disk for the run (``data.spill_mb``, removed at the end), and
 later windows of that region are read from there with a few ``pread`` calls instead of being decoded
 and rasterized again. The operating system's page cache keeps those files in memory when it can; that
 memory is not the process's (it never counts in its RSS) and the kernel gives it back under pressure.
@@ -126,21 +126,42 @@ def _worker_share() -> int:
     return max(info.num_workers, 1) if info is not None else 1
 
 
-class SpillStore:
-    """Decoded regions on local disk, cut into ``TILE`` x ``TILE`` tiles, read back window by window.
+def _open_files() -> int:
+    """Descriptors a :class:`SpillStore` keeps open: a quarter of the process's limit (``RLIMIT_NOFILE``), 64 to 4096."""
+    try:
+        import resource
 
-    A file holds a header line (JSON: height, width, tile side and its sections) padded to
-    :data:`HEADER_BYTES`, then one record per tile, rows of tiles one after the other: each record
-    holds the tile of every section side by side (``(P, TILE, TILE)`` planes of an image's bands, of
-    the validity, of the class mask), so the tiles a window meets in one row of tiles are one
-    contiguous ``pread``. Files are written whole under a temporary
-    name and renamed, so a reader (another loader worker) never sees half a file. The store holds at most
-    ``total_mb`` MiB (each loader worker its share); past that, nothing more is written.
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 256
+    return 4096 if soft == resource.RLIM_INFINITY else int(min(max(soft // 4, 64), 4096))
+
+
+class _Layout(tuple):
+    """A spill file's geometry, parsed once from its header: ``(H, W, strip width, row bytes, sections,
+    constants)``; each section is ``(dtype, planes, start byte in a row, bytes, ((name, first plane, end
+    plane), ...))``, each constant ``(name, value, dtype)``: a one-plane array of one value, not written."""
+
+
+class SpillStore:
+    """Decoded regions on local disk, cut into strips ``STRIP`` pixels wide and as tall as the region, read back
+    window by window.
+
+    A file holds a header line (JSON: height, width, strip width and its sections) padded to
+    :data:`HEADER_BYTES`, then the strips one after the other, each row by row: a strip's row holds the
+    ``STRIP`` pixels of every plane of every section side by side (an image's bands, the validity, the
+    class mask), so the rows of a window that meet one strip are one contiguous ``pread`` of exactly
+    those rows. A plane of one value (every pixel valid; no labels) is recorded in the header, not
+    written. Files are written whole under a temporary name and renamed, so a reader (another loader
+    worker) never sees half a file. The store holds at most ``total_mb`` MiB (each loader worker its
+    share); past that, nothing more is written.
     """
 
-    TILE = 32  # a 128 px window reads at most 5 rows of 5 tiles (1.6x its pixels); 64 px tiles: 2.3x, measured slower
+    # A 128 px window meets 3 strips of 64 px (1.5x its pixels, in 3 reads); putting it back together copies one
+    # run of STRIP bytes per plane, row and strip. benchmarks/data_scale.py at 1,000 scenes: tiles of 32 x 32,
+    # 32 x 64 and 64 x 64 px were slower (5 or 3 reads of 1.5-2.3x the window's pixels).
+    STRIP = 64
     HEADER_BYTES = 4096
-    OPEN_FILES = 256  # descriptors kept open per process
 
     def __init__(self) -> None:
         self.root: Path | None = None
@@ -149,9 +170,9 @@ class SpillStore:
         self.hits = self.writes = 0
         self.full = False  # the budget is spent: regions not yet written are read window by window
         self._owner = 0
-        self._headers: dict[str, dict] = {}
         self._paths: dict[Any, str] = {}  # key -> file, so a read hashes no key
-        self._fds: dict[str, int] = {}
+        self._open: dict[Any, tuple[int, _Layout]] = {}  # key -> descriptor and geometry of its file, at most open_files
+        self.open_files = _open_files()
 
     @property
     def enabled(self) -> bool:
@@ -174,22 +195,21 @@ class SpillStore:
 
     def close(self) -> None:
         """Remove the run's folder (only the process that made it; loader workers leave it) and turn the store off."""
-        for fd in self._fds.values():
+        for fd, _ in self._open.values():
             os.close(fd)
-        self._fds.clear()
+        self._open.clear()
         if self.root is not None and os.getpid() == self._owner:
             shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
         self.bytes = self.hits = self.writes = 0
         self.full = False
-        self._headers.clear()
         self._paths.clear()
 
     def _path(self, key: Any) -> str:
         path = self._paths.get(key)
         if path is None:
             assert self.root is not None
-            path = str(self.root / (hashlib.sha1(repr(key).encode()).hexdigest() + ".tiles"))
+            path = str(self.root / (hashlib.sha1(repr(key).encode()).hexdigest() + ".strips"))
             if len(self._paths) > 65536:
                 self._paths.clear()
             self._paths[key] = path
@@ -203,25 +223,29 @@ class SpillStore:
         """
         if not self.enabled:
             return False
-        T = self.TILE
+        S = self.STRIP
         planes = {k: (a[None] if a.ndim == 2 else a) for k, a in arrays.items() if a is not None}
         H, W = next(iter(planes.values())).shape[-2:]
-        nty, ntx = -(-H // T), -(-W // T)
-        header: dict[str, Any] = {"height": H, "width": W, "tile": T, "sections": []}
+        n = -(-W // S)
+        header: dict[str, Any] = {"height": H, "width": W, "strip": S, "sections": [], "constant": {}}
+        for k, a in list(planes.items()):  # a plane of one value (all valid, no labels) is not written: fewer bytes per read
+            if len(planes) > 1 and a.shape[0] == 1 and a.dtype.kind in "biu" and a.size and a.min() == a.max():
+                header["constant"][k] = [int(a.flat[0]), a.dtype.str]
+                del planes[k]
         parts, start = [], 0
         for dt in dict.fromkeys(a.dtype for a in planes.values()):  # arrays of one dtype share a section
             names = [k for k, a in planes.items() if a.dtype == dt]
             stacked = np.concatenate([planes[k] for k in names]) if len(names) > 1 else planes[names[0]]
             P = stacked.shape[0]
-            padded = np.zeros((P, nty * T, ntx * T), dtype=dt)
-            padded[:, :H, :W] = stacked
-            tiles = np.ascontiguousarray(padded.reshape(P, nty, T, ntx, T).transpose(1, 3, 0, 2, 4))
-            parts.append(tiles.reshape(nty, ntx, -1).view(np.uint8))
+            padded = np.zeros((P, H, n * S), dtype=dt)
+            padded[:, :, :W] = stacked
+            strips = np.ascontiguousarray(padded.reshape(P, H, n, S).transpose(2, 1, 0, 3))  # (strip, row, plane, column)
+            parts.append(strips.reshape(n, H, -1).view(np.uint8))
             bounds = np.cumsum([0] + [planes[k].shape[0] for k in names]).tolist()
             header["sections"].append({"dtype": dt.str, "planes": P, "start": start, "bytes": parts[-1].shape[-1],
                                        "names": {k: bounds[i:i + 2] for i, k in enumerate(names)}})
             start += parts[-1].shape[-1]
-        header["record"] = start  # one tile's bytes of every section, side by side
+        header["row"] = start  # one strip row's bytes of every section, side by side
         records = np.concatenate(parts, axis=2)
         size = self.HEADER_BYTES + records.nbytes
         if self.bytes + size > self.total_mb * 2**20 / _worker_share():
@@ -251,73 +275,72 @@ class SpillStore:
         Args:
             key: the region's cache key.
         """
-        return self.root is not None and (self._path(key) in self._fds or os.path.exists(self._path(key)))
+        return self.root is not None and (key in self._open or os.path.exists(self._path(key)))
 
-    def _fd(self, path: str) -> int | None:
-        """An open descriptor of ``path`` (kept: ``pread`` needs no file position, so loader workers share them)."""
-        fd = self._fds.get(path)
-        if fd is None:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                return None
-            if len(self._fds) >= self.OPEN_FILES:
-                os.close(self._fds.pop(next(iter(self._fds))))
-            self._fds[path] = fd
-        return fd
+    def _file(self, key: Any) -> tuple[int, _Layout] | None:
+        """The open descriptor of the region's file and its geometry (kept for the ``open_files`` most recently read
+        regions: ``pread`` needs no file position, so loader workers share nothing), or None when never written."""
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        h = json.loads(os.pread(fd, self.HEADER_BYTES, 0))
+        secs = tuple((np.dtype(s["dtype"]), s["planes"], s["start"], s["bytes"],
+                      tuple((k, p0, p1) for k, (p0, p1) in s["names"].items())) for s in h["sections"])
+        const = tuple((k, v, np.dtype(dt)) for k, (v, dt) in h["constant"].items())
+        if len(self._open) >= self.open_files:
+            os.close(self._open.pop(next(iter(self._open)))[0])
+        entry = self._open[key] = (fd, _Layout((h["height"], h["width"], h["strip"], h["row"], secs, const)))
+        return entry
 
     def read(self, key: Any, row: int, col: int, height: int, width: int, fills: dict[str, Any]) -> dict[str, np.ndarray] | None:
         """Window ``(row, col, height, width)`` of each section, padded with ``fills[name]`` outside the region.
 
         Returns:
-            ``{name: (P, height, width)}`` (views of this read's own buffer), or None when
+            ``{name: (P, height, width)}`` (contiguous planes of one array per section), or None when
             the region was never written.
         """
         if self.root is None:
             return None
-        path = self._path(key)
-        fd = self._fd(path)
-        if fd is None:
+        entry = self._open.get(key) or self._file(key)
+        if entry is None:
             return None
-        head = self._headers.get(path)
-        if head is None:
-            head = json.loads(os.pread(fd, self.HEADER_BYTES, 0))
-            if len(self._headers) > 65536:
-                self._headers.clear()
-            self._headers[path] = head
-        H, W, T, R = head["height"], head["width"], head["tile"], head["record"]
-        ntx = -(-W // T)
+        fd, (H, W, S, R, sections, constants) = entry
         r0, c0, r1, c1 = max(row, 0), max(col, 0), min(row + height, H), min(col + width, W)
-        inside = (r0, c0, r1, c1) == (row, col, row + height, col + width)
-        sections = head["sections"]
-        stacks: list[np.ndarray] = []
+        inside = r0 == row and c0 == col and r1 == row + height and c1 == col + width
+        out: dict[str, np.ndarray] = {}
         if r1 > r0 and c1 > c0:
-            ty0, ty1, tx0, tx1 = r0 // T, (r1 - 1) // T, c0 // T, (c1 - 1) // T
-            ky, kx = ty1 - ty0 + 1, tx1 - tx0 + 1
-            buf = np.empty((ky, kx * R), np.uint8)
-            for j in range(ky):  # the tiles of one row of tiles: one read
-                os.preadv(fd, [buf[j]], self.HEADER_BYTES + ((ty0 + j) * ntx + tx0) * R)
-            rec = buf.reshape(ky, kx, R)
-            for sec in sections:
-                dt, P = np.dtype(sec["dtype"]), sec["planes"]
-                part = rec if len(sections) == 1 else np.ascontiguousarray(rec[:, :, sec["start"]:sec["start"] + sec["bytes"]])
-                tiles = part.view(dt).reshape(ky, kx, P, T, T).transpose(2, 0, 3, 1, 4).reshape(P, ky * T, kx * T)
-                crop = tiles[:, r0 - ty0 * T:r1 - ty0 * T, c0 - tx0 * T:c1 - tx0 * T]
-                if inside:  # a view of the tiles read: no further copy
-                    stacks.append(crop)
-                    continue
-                a = np.empty((P, height, width), dtype=dt)
-                for name, (p0, p1) in sec["names"].items():
-                    a[p0:p1] = fills.get(name, 0)
-                a[:, r0 - row:r1 - row, c0 - col:c1 - col] = crop
-                stacks.append(a)
+            s0, h = c0 // S, r1 - r0
+            k = (c1 - 1) // S - s0 + 1
+            buf = np.empty((k, h * R), np.uint8)
+            at = self.HEADER_BYTES + (s0 * H + r0) * R
+            for i in range(k):  # the window's rows of one strip: one read
+                os.preadv(fd, [buf[i]], at + i * H * R)
+            rows = buf.reshape(k, h, R)
+            x0 = c0 - s0 * S
+            for dt, P, start, nbytes, names in sections:
+                part = rows if len(sections) == 1 else rows[:, :, start:start + nbytes]
+                strips = part.view(dt).reshape(k, h, P, S).transpose(2, 1, 0, 3).reshape(P, h, k * S)
+                if inside:  # a view of the rows read: the batch copies it once (measured faster than a contiguous copy here)
+                    a = strips[:, :, x0:x0 + width]
+                else:
+                    a = np.empty((P, height, width), dtype=dt)
+                    for name, p0, p1 in names:
+                        a[p0:p1] = fills.get(name, 0)
+                    a[:, r0 - row:r1 - row, c0 - col:c1 - col] = strips[:, :, x0:x0 + c1 - c0]
+                for name, p0, p1 in names:
+                    out[name] = a[p0:p1]
         else:
-            for sec in sections:
-                a = np.empty((sec["planes"], height, width), dtype=np.dtype(sec["dtype"]))
-                for name, (p0, p1) in sec["names"].items():
-                    a[p0:p1] = fills.get(name, 0)
-                stacks.append(a)
-        out = {name: a[p0:p1] for sec, a in zip(sections, stacks) for name, (p0, p1) in sec["names"].items()}
+            for dt, P, _, _, names in sections:
+                for name, p0, p1 in names:
+                    out[name] = np.full((p1 - p0, height, width), fills.get(name, 0), dtype=dt)
+        for name, value, dt in constants:
+            a = np.full((1, height, width), value, dtype=dt)
+            if not inside:
+                a[:] = fills.get(name, 0)
+                if r1 > r0 and c1 > c0:
+                    a[:, r0 - row:r1 - row, c0 - col:c1 - col] = value
+            out[name] = a
         self.hits += 1
         return out
 
