@@ -40,7 +40,7 @@ $(DOCS_STAMP): $(STAMP)
 	touch $(DOCS_STAMP)
 
 # the tutorials' commands, run on real data with a one-minute training budget: the pages show what they print and draw
-tutorials: $(STAMP)
+tutorials: $(STAMP) browser
 	$(BIN)/python docs/tutorials/run.py --minutes 1
 
 docs: $(DOCS_STAMP) tutorials

@@ -93,7 +93,17 @@ def _nb_hand(plan_raw: dict) -> dict:
             "optimizer": {"name": "adamw", "lr": 0.001, "scheduler": "onecycle"}, "train": {"max_epochs": 10, "patience": 5}}
 
 
-def one(name: str, minutes: float, tmp: Path) -> dict:
+def _set(raw: dict, dotted: str) -> None:
+    """Apply one ``KEY=VALUE`` (dotted key, YAML value) to a config mapping."""
+    key, _, value = dotted.partition("=")
+    *parents, last = key.split(".")
+    node = raw
+    for k in parents:
+        node = node.setdefault(k, {})
+    node[last] = yaml.safe_load(value)
+
+
+def one(name: str, minutes: float, tmp: Path, plan_sets: tuple[str, ...] = (), sides: tuple[str, ...] = ("plan", "config")) -> dict:
     inputs, labels, attribute, hand = DATASETS[name]
     if "{stacked}" in inputs:
         stacked = tmp / "vegas-rgbn.tif"
@@ -125,8 +135,13 @@ def one(name: str, minutes: float, tmp: Path) -> dict:
         if k in hand_raw["data"]:
             plan["data"][k] = hand_raw["data"][k]
     plan["data"]["data_root"] = str(D)
+    for dotted in plan_sets:  # a rule under test: the plan with one choice changed
+        _set(plan, dotted)
     rows = {}
     for label, raw in (("plan", plan), ("config", hand_raw)):
+        if label not in sides:
+            rows[label] = {"score": None, "pixels": None, "wall_s": float("nan"), "runs": 0, "scores": []}
+            continue
         scores, walls = [], []
         for seed in range(SEEDS.get(name, 1)):
             out = tmp / f"{name}-{label}-{seed}"
@@ -151,15 +166,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--only", nargs="*", default=None, help="data sets to run (default: all)")
+    p.add_argument("--plan-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one planned choice (a rule under test), e.g. optimizer.lr=0.001; repeatable")
+    p.add_argument("--sides", default="plan,config", help="which runs to train: plan, config or both")
     a = p.parse_args()
     names = a.only or list(DATASETS)
-    print(f"CPU: {cpu_model()}; budget {a.minutes:g} min per run; score = best val/score on the same hold-out")
+    print(f"CPU: {cpu_model()}; budget {a.minutes:g} min per run; score = best val/score on the same hold-out"
+          + (f"; plan changed: {', '.join(a.plan_set)}" if a.plan_set else ""))
     print(f"{'data set':16} {'plan':>7} {'config':>7} {'diff':>7} {'pixels/images':>14} {'plan s':>7} {'config s':>8}")
     diffs = []
     for name in names:
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                r = one(name, a.minutes, Path(tmp))
+                r = one(name, a.minutes, Path(tmp), tuple(a.plan_set), tuple(a.sides.split(",")))
             except Exception as e:  # noqa: BLE001 - one data set failing must not hide the others
                 print(f"{name:16} failed: {e}")
                 continue
@@ -168,9 +187,10 @@ def main() -> None:
         diffs += [d] if d is not None else []
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         each = lambda k: "/".join("-" if v is None else f"{v:.3f}" for v in r[k]["scores"])  # noqa: E731
-        runs = f"  (mean of {r['plan']['runs']} seeds: plan {each('plan')}, config {each('config')})" if r["plan"]["runs"] > 1 else ""
+        n = max(r["plan"]["runs"], r["config"]["runs"])
+        runs = f"  (mean of {n} seeds: plan {each('plan')}, config {each('config')})" if n > 1 else ""
         print(f"{name:16} {fmt(ps):>7} {fmt(cs):>7} {('-' if d is None else f'{d:+.4f}'):>7} "
-              f"{(r['plan']['pixels'] or 0):>14,.0f} {r['plan']['wall_s']:>7.0f} {r['config']['wall_s']:>8.0f}{runs}", flush=True)
+              f"{(r['plan']['pixels'] or r['config']['pixels'] or 0):>14,.0f} {r['plan']['wall_s']:>7.0f} {r['config']['wall_s']:>8.0f}{runs}", flush=True)
     if diffs:
         print(f"mean difference (plan - config): {sum(diffs) / len(diffs):+.4f} over {len(diffs)} data sets; "
               f"worst {min(diffs):+.4f}")

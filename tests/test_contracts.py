@@ -155,16 +155,39 @@ def test_png_targets_and_bad_codec(tmp_path):
         PredictionWriter(tmp_path / "x.tif", Grid(4, 4), ["a", "b"], compress="jpeg2000")
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["--window", "100"], "multiple of 32"),
-    (["--overlap", "0.95"], "overlap"),
-    (["--backend", "tensorrt"], "backend"),
+@pytest.mark.parametrize("args,expect,code", [
+    (["--window", "100"], "multiple of 32", 1),
+    (["--overlap", "0.95"], "overlap", 1),
+    (["--backend", "tensorrt"], "onnx-int8", 2),  # a choice outside the field's Literal: Click's usage error names the choices
+    (["--input-range", "0,2047,9"], "input_range", 1),
 ])
-def test_bad_predict_options_are_one_line(bundle, tmp_path, args, expect):
+def test_bad_predict_options_are_one_line(bundle, tmp_path, args, expect, code):
     img, _, _ = make_geotiff(tmp_path / "a.tif", 40, 40)
     res = CliRunner().invoke(app, ["predict", str(bundle), str(img), "--out", str(tmp_path / "o"), *args])
-    assert res.exit_code == 1 and expect in res.output and "Traceback" not in res.output
+    assert res.exit_code == code and expect in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command,model,nested,left_out", [
+    ("predict", "PredictConfig", ("inference", "ray"), {"inputs", "out_dir", "ray.replicas", "ray.max_replicas", "inference.window"}),
+    ("evaluate", "EvaluateConfig", ("inference",), {"out_dir", "split"}),
+    ("serve", "ServeConfig", ("inference", "ray"), {"models", "api_key", "ray.num_workers"}),
+])
+def test_command_options_are_the_config_fields(command, model, nested, left_out):
+    """Every field of the command's config model (nested ones flattened) is an option, with the field's description as its help."""
+    import typer.main
+
+    import terraseg.config.inference as ci
+
+    cls = getattr(ci, model)
+    click = typer.main.get_command(app).commands[command]
+    helps = {p.name: p.help or "" for p in click.params}
+    fields = {n: f for n, f in cls.model_fields.items() if n not in nested and n not in left_out}
+    for parent in nested:
+        fields |= {s: f for s, f in cls.model_fields[parent].annotation.model_fields.items() if f"{parent}.{s}" not in left_out}
+    for name, f in fields.items():
+        assert name in helps, f"{command}: no option for {name}"
+        assert helps[name].startswith(f.description[:40]), f"{command} --{name}: help is not the field's description"
 
 
 def test_unwritable_output_folder_is_one_line(bundle, tmp_path):

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from terraseg import __version__
-from terraseg.config.inference import InferenceConfig, build_options
+from terraseg.config.inference import build_options
 from terraseg.errors import TerrasegError
 
 app = typer.Typer(
@@ -112,7 +112,8 @@ def with_signature(command: Callable[..., Any], params: list) -> Callable[..., A
     return command
 
 
-def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def options_from(model: type[BaseModel], skip: tuple[str, ...] = (),
+                 nested: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: a command whose options are the fields of the config model ``model``, declared once there.
 
     Each field becomes ``--field-name`` with the field's type (Literal choices, Optional, bool as
@@ -120,10 +121,14 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
     convention), its default, and its description as the help. The command receives first a builder,
     ``make(**fields) -> model``, which validates the generated options together with the ``fields`` it is
     given (the model fields the command declares itself, as its own parameters or in ``skip``: positional
-    inputs, nested settings...), then its own parameters.
+    inputs, nested settings...), then its own parameters. The fields of a nested model named in ``nested``
+    (``inference``: window, overlap, device...) are options too, under their own names (prefixed with the
+    parent's where a top-level field has the name; a parameter of the command with the name stands for it, and
+    the command passes it to ``make`` as ``parent={"name": value}``).
 
     Args:
-        model: the pydantic config model. skip: more fields the command passes to ``make`` itself.
+        model: the pydantic config model. skip: more fields the command passes to ``make`` itself, or leaves out
+            (``parent.field`` for a nested one). nested: fields holding a config model whose fields become options.
 
     Raises:
         ConfigError: at run time, one sentence per bad option (:func:`build`).
@@ -139,10 +144,18 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
                  for d in (getattr(info, "default", None), *(getattr(info, "param_decls", None) or ()))
                  if isinstance(d, str) and d.startswith("--")}
         mine = set(skip) | {p.name for p in own} | {n for n in model.model_fields if "--" + n.replace("_", "-") in flags}
-        fields, lists = [], {}
+        entries: list[tuple[tuple[str, ...], Any, str]] = []  # (where in the model, field, option name)
         for name, f in model.model_fields.items():
             if name in mine:  # the command declares it (same name, or an option with the same flag)
                 continue
+            if name not in nested:
+                entries.append(((name,), f, name))
+                continue
+            for sub, sf in f.annotation.model_fields.items():  # the command's own parameter of that name stands for it
+                if f"{name}.{sub}" not in skip and sub not in {p.name for p in own}:
+                    entries.append(((name, sub), sf, f"{name}_{sub}" if sub in model.model_fields else sub))
+        fields, lists = [], {}
+        for _, f, name in entries:
             flag = "--" + name.replace("_", "-")
             decls = (f"{flag}/--no-{flag[2:]}",) if f.annotation is bool else ()
             # a required field is a required option; a default factory's value is the model's business
@@ -159,11 +172,20 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
-            given = {k: kwargs.pop(k) for k in list(kwargs) if k in model.model_fields and k not in mine}
-            for k, item in lists.items():
-                if given.get(k) is not None:
-                    given[k] = _split(given[k], item, "--" + k.replace("_", "-"))
-            return fn(lambda **fields: build(model, **given, **fields), **kwargs)
+            given: dict[str, Any] = {}
+            for where, _, name in entries:
+                value = kwargs.pop(name)
+                if value is not None and name in lists:
+                    value = _split(value, lists[name], "--" + name.replace("_", "-"))
+                if len(where) == 1:
+                    given[where[0]] = value
+                elif value is not None:  # a nested model's unset option: its default
+                    given.setdefault(where[0], {})[where[1]] = value
+            def make(**fields: Any) -> Any:  # a nested mapping the command passes joins the generated one
+                return build(model, **(given | {k: (given[k] | v if isinstance(v, dict) and isinstance(given.get(k), dict) else v)
+                                                for k, v in fields.items()}))
+
+            return fn(make, **kwargs)
 
         return with_signature(command, params)
 
@@ -171,15 +193,15 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
 
 
 def _list_item(annotation: Any) -> type | None:
-    """``str``, ``int`` or ``float`` when ``annotation`` is a list of them (optionally ``| None``), else None."""
+    """``str``, ``int`` or ``float`` when ``annotation`` is a list or a tuple of them (optionally ``| None``), else None."""
     import types
     import typing
 
     args = [a for a in typing.get_args(annotation) if a is not type(None)] \
         if typing.get_origin(annotation) in (typing.Union, types.UnionType) else [annotation]
-    if len(args) == 1 and typing.get_origin(args[0]) is list:
-        item = (typing.get_args(args[0]) or (str,))[0]
-        return item if item in (str, int, float) else None
+    if len(args) == 1 and typing.get_origin(args[0]) in (list, tuple):
+        items = set(typing.get_args(args[0])) - {Ellipsis} or {str}
+        return items.pop() if len(items) == 1 and items <= {str, int, float} else None
     return None
 
 
@@ -197,30 +219,19 @@ def _split(text: str, item: type, option: str) -> list:
         raise ConfigError(f"{option} '{text}': expected comma-separated {item.__name__} values.") from None
 
 
-def command_from(model: type[BaseModel], skip: tuple[str, ...] = (), name: str | None = None) -> Callable[[Callable[..., Any]], Any]:
+def command_from(model: type[BaseModel], skip: tuple[str, ...] = (), name: str | None = None,
+                 nested: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Any]:
     """Register a command of :data:`app` whose options come from ``model`` (:func:`options_from`), errors in one line.
 
     Args:
-        model: the pydantic config model. skip: fields the command declares itself. name: the command's name
-            (default: the function's).
+        model: the pydantic config model. skip: fields the command declares itself or leaves out. name: the
+            command's name (default: the function's). nested: fields whose config model's fields become options.
     """
     def decorate(fn: Callable[..., Any]) -> Any:
-        return app.command(name)(user_errors(options_from(model, skip)(fn)))
+        return app.command(name)(user_errors(options_from(model, skip, nested)(fn)))
 
     return decorate
 
 
 # `--set key.sub=value`: every command that reads an experiment config takes it, as `train` does
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field: key.sub=value (repeatable).")]
-
-# options shared by every command that runs a bundle: help and defaults are the fields of
-# terraseg.config.inference.InferenceConfig (declared once, there)
-_FIELDS = InferenceConfig.model_fields
-WindowOpt = Annotated[Optional[int], typer.Option(help=_FIELDS["window"].description)]
-OverlapOpt = Annotated[float, typer.Option(help=_FIELDS["overlap"].description)]
-BatchOpt = Annotated[Optional[int], typer.Option(help=_FIELDS["batch_size"].description)]
-DeviceOpt = Annotated[str, typer.Option(help=_FIELDS["device"].description)]
-PrecisionOpt = Annotated[str, typer.Option(help=_FIELDS["precision"].description)]
-ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help=_FIELDS["channels_last"].description)]
-BackendOpt = Annotated[str, typer.Option(help=_FIELDS["backend"].description)]
-OVERLAP, DEVICE, PRECISION, BACKEND = (_FIELDS[k].default for k in ("overlap", "device", "precision", "backend"))

@@ -17,11 +17,10 @@ import typer
 from rich.table import Table
 
 from terraseg.cli.app import (
-    BACKEND, DEVICE, OVERLAP, PRECISION, BackendOpt, BatchOpt, ChannelsLastOpt, DeviceOpt, OverlapOpt, PrecisionOpt, SetOpt,
-    WindowOpt,
-    app, build, command_from, err, out, quiet_lightning, user_errors, version_callback,
+    SetOpt, app, build, command_from, err, out, quiet_lightning, user_errors, version_callback,
 )
 from terraseg.config import CrossValidationOptions, TuneRunOptions
+from terraseg.config.inference import EvaluateConfig, InferenceConfig, PredictConfig, ServeConfig
 
 @app.callback()
 def main(
@@ -106,19 +105,6 @@ def train(
         out.print(f"mlflow: {res.tracking_uri}")
 
 
-def _pair(text: Optional[str], option: str) -> Optional[tuple[float, float]]:
-    """``"LOW,HIGH"`` as two numbers (None for None)."""
-    from terraseg.errors import ConfigError
-
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"{option} {text!r}: give two numbers LOW,HIGH, e.g. {option} 0,2047.") from None
-    return lo, hi
-
-
 def _print_split(record: dict | None) -> None:
     """The hold-out in a few lines: what was held out, labelled pixels per class on each side, and its warnings."""
     if not record or "pixels" not in record:
@@ -199,9 +185,9 @@ def _scenes_for(bundle, data: Optional[Path], labels: Optional[Path], split: str
                        mask_nodata=mask_nodata)]
 
 
-@app.command()
-@user_errors
+@command_from(EvaluateConfig, nested=("inference",))
 def evaluate(
+    make,
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
     data: Annotated[Optional[Path], typer.Argument(help="An image (with --labels), an image/mask folder, or a config YAML (its "
                                                    "test split); omitted: the config the bundle was trained with.")] = None,
@@ -215,15 +201,9 @@ def evaluate(
     split: Annotated[str, typer.Option(help="With a config (or none): 'test' (data.test) or 'val' (the exact validation split "
                                        "the bundle records).")] = "test",
     set_: SetOpt = None,
-    window: WindowOpt = None, overlap: OverlapOpt = OVERLAP, batch_size: BatchOpt = None, device: DeviceOpt = DEVICE,
-    precision: PrecisionOpt = PRECISION, channels_last: ChannelsLastOpt = None, backend: BackendOpt = BACKEND,
-    overlays: Annotated[int, typer.Option(help="Overlay PNGs (image | truth | prediction) to write.")] = 4,
-    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow store of the training run (default: mlflow.db beside the bundle).")] = None,
-    log_to_run: Annotated[bool, typer.Option("--log-to-run/--no-log-to-run", help="Log the test metrics to the MLflow run that trained the bundle.")] = True,
 ) -> None:
     """Evaluate a bundle on labelled data: per-class IoU, Dice/F1, precision, recall, mIoU."""
     from terraseg.bundle import Bundle
-    from terraseg.config.inference import EvaluateConfig, with_inference
     from terraseg.evaluate.report import run_evaluate
 
     b = Bundle.load(bundle)
@@ -232,13 +212,11 @@ def evaluate(
     out_dir = out_dir or Path(bundle).parent / split
     if split not in ("test", "val"):
         raise ConfigError(f"--split {split!r}: use 'test' or 'val'.")
-    if b.manifest.task == "classification":
-        _evaluate_classifier(b, data, split, out_dir, batch_size, set_ or [])
-        return
     is_split = data is None or data.suffix.lower() in {".yaml", ".yml"}
-    cfg = with_inference(EvaluateConfig, "options", out_dir=str(out_dir), window=window, overlap=overlap, batch_size=batch_size,
-                         device=device, precision=precision, channels_last=channels_last, backend=backend, overlays=overlays,
-                         tracking_uri=tracking_uri, log_to_run=log_to_run, split=split if is_split else "test")
+    cfg = make(out_dir=str(out_dir), split=split if is_split else "test")
+    if b.manifest.task == "classification":
+        _evaluate_classifier(b, data, split, out_dir, cfg.inference.batch_size, set_ or [])
+        return
     scenes = _scenes_for(b, data, labels, split, burn_value, attribute, mapping, mask_nodata, set_ or [])
     m = run_evaluate(cfg, b, scenes)
     what = f"its {split} split" if is_split else data.name
@@ -302,34 +280,15 @@ def _evaluate_classifier(b, data: Optional[Path], split: str, out_dir: Path, bat
     out.print(f"metrics: {Path(out_dir) / 'metrics.json'}")
 
 
-@app.command()
-@user_errors
+@command_from(PredictConfig, skip=("ray.replicas", "ray.max_replicas"), nested=("inference", "ray"))
 def predict(
+    make,
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
     inputs: Annotated[list[str], typer.Argument(help="Images (GeoTIFF of any size, band count, dtype; PNG; JPEG), folders, globs, "
                                                  "a .txt list, or a STAC ItemCollection JSON (remote hrefs via /vsicurl/).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder; one output per input with the same stem.")],
-    window: WindowOpt = None, overlap: OverlapOpt = OVERLAP, batch_size: BatchOpt = None,
-    probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write <stem>_probs.tif (float32, one band per class).")] = False,
-    overlay: Annotated[bool, typer.Option("--overlay", help="Also write <stem>_overlay.png (class colours over the image).")] = False,
-    uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Also write <stem>_confidence.tif: max probability, margin, normalised entropy.")] = False,
-    tta: Annotated[str, typer.Option(help="Test-time augmentation: none | flips | d4 (8 dihedral views averaged).")] = "none",
-    device: DeviceOpt = DEVICE, precision: PrecisionOpt = PRECISION, channels_last: ChannelsLastOpt = None, backend: BackendOpt = BACKEND,
-    grid: Annotated[bool, typer.Option("--grid", help="Classification bundles: classify each georeferenced input on a grid of windows (raster + GeoJSON).")] = False,
-    compress: Annotated[str, typer.Option(help="GeoTIFF codec: deflate | zstd | lzw | none.")] = "deflate",
-    level: Annotated[Optional[int], typer.Option(help="Codec level (DEFLATE 1-9, ZSTD 1-22; default GDAL's; 1 is fastest).")] = None,
-    cog: Annotated[bool, typer.Option("--cog", help="Write Cloud-Optimized GeoTIFFs.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Skip inputs whose outputs are complete (re-running an interrupted batch).")] = False,
-    asset: Annotated[Optional[str], typer.Option(help="STAC inputs: the asset key to predict (default: the first data/GeoTIFF asset).")] = None,
-    engine: Annotated[str, typer.Option(help="local (this process) | ray (actors on a Ray cluster; same outputs).")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="Ray: cluster to join, 'auto' or ray://HOST:PORT (default: start Ray here).")] = None,
-    num_workers: Annotated[Optional[int], typer.Option(help="Ray: prediction actors (default: per GPU, or one per 4 CPUs).")] = None,
-    cpus_per_worker: Annotated[Optional[int], typer.Option(help="Ray: CPUs (torch threads) per actor.")] = None,
-    gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs per actor (fractions share one).")] = 0,
-    bands: Annotated[Optional[str], typer.Option(help="Bands to feed the model, in its order: 1-based indexes or names, "
-                                                 "e.g. 4,3,2 or red,green,blue (default: the bundle's rule).")] = None,
-    input_range: Annotated[Optional[str], typer.Option(help="LOW,HIGH: the inputs' value range, mapped onto the training range "
-                                                       "(another bit depth, e.g. 0,2047 for 11-bit imagery).")] = None,
+    window: Annotated[Optional[int], typer.Option(help=InferenceConfig.model_fields["window"].description
+                                                  + " Classification bundles: any side (windows are resized to the input).")] = None,
 ) -> None:
     """Predict images of any size; GeoTIFF outputs keep the input's CRS, transform and nodata.
 
@@ -337,24 +296,14 @@ def predict(
     image files or folders of images, or with --grid a class raster and window polygons per scene.
     """
     from terraseg.bundle import Bundle
-    from terraseg.config.inference import PredictConfig, with_inference
     from terraseg.predict.run import run_predict
 
     b = Bundle.load(bundle)
     if b.manifest.task == "classification":  # classifiers resize: any window side; the same backends and options
-        from terraseg.config.inference import InferenceConfig, build_options
-
-        inference = build_options(InferenceConfig, "options", batch_size=batch_size, device=device, precision=precision,
-                                  channels_last=channels_last, backend=backend)
-        _predict_classes(b, [Path(p) for p in inputs], out_dir, window, grid, inference)
+        cfg = make(inputs=list(inputs), out_dir=str(out_dir))
+        _predict_classes(b, [Path(p) for p in inputs], out_dir, window, cfg.grid, cfg.inference)
         return
-    ray = dict(address=address, num_workers=num_workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
-    cfg = with_inference(PredictConfig, "options", inputs=list(inputs), out_dir=str(out_dir), window=window,
-                         overlap=overlap, batch_size=batch_size, probabilities=probabilities, overlay=overlay, device=device,
-                         uncertainty=uncertainty, tta=tta, resume=resume, asset=asset, engine=engine, ray=ray,
-                         precision=precision, channels_last=channels_last, backend=backend, compress=compress, level=level, cog=cog,
-                         bands=[b.strip() for b in bands.split(",") if b.strip()] if bands else None,
-                         input_range=_pair(input_range, "--input-range"))
+    cfg = make(inputs=list(inputs), out_dir=str(out_dir), inference={"window": window})
     res = run_predict(cfg, b)
     if res.skipped:
         out.print(f"{res.skipped} inputs already complete: skipped (--resume)")
@@ -453,46 +402,24 @@ def export(
                   f"{q.windows} calibration windows ({q.calibrated_on})")
 
 
-@app.command()
-@user_errors
+@command_from(ServeConfig, skip=("ray.num_workers",), nested=("inference", "ray"))
 def serve(
+    make,
     models: Annotated[list[str], typer.Argument(help="Bundles to serve: paths or MLflow URIs models:/name@alias.")],
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).")] = 1,
-    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow registry for models:/ URIs.")] = None,
-    window: WindowOpt = None, overlap: OverlapOpt = OVERLAP, batch_size: BatchOpt = None, device: DeviceOpt = DEVICE,
-    precision: PrecisionOpt = PRECISION, channels_last: ChannelsLastOpt = None, backend: BackendOpt = BACKEND,
-    batch_wait_ms: Annotated[Optional[float], typer.Option(help="Micro-batching wait in ms: windows of concurrent requests share forward passes (default: 5 on CUDA, off on a CPU).")] = None,
-    max_batch: Annotated[int, typer.Option(help="Micro-batching: most windows per shared forward pass.")] = 16,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB.")] = 64.0,
-    max_pixels: Annotated[int, typer.Option(help="Largest image in pixels.")] = 64_000_000,
-    max_seconds: Annotated[float, typer.Option(help="Largest estimated compute time per request (s); larger images get 413.")] = 120.0,
-    max_queue: Annotated[int, typer.Option(help="Requests per model waiting or running before new ones get 503 + Retry-After.")] = 32,
     quiet: Annotated[bool, typer.Option("--quiet", help="No access log line per request (warnings and errors only).")] = False,
     api_key: Annotated[Optional[str], typer.Option(envvar="TERRASEG_API_KEY", help="Require header X-API-Key (off by default).")] = None,
-    engine: Annotated[str, typer.Option(help="local | ray (each network a Ray Serve deployment behind this gateway).")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="Ray: cluster to join, 'auto' or ray://HOST:PORT (default: start Ray here).")] = None,
-    replicas: Annotated[int, typer.Option(help="Ray: model replicas at start.")] = 1,
-    max_replicas: Annotated[Optional[int], typer.Option(help="Ray: autoscale up to this many replicas on ongoing requests.")] = None,
-    cpus_per_worker: Annotated[Optional[int], typer.Option(help="Ray: CPUs (torch threads) per replica (default 1).")] = None,
-    gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs per replica (fractions share one).")] = 0,
 ) -> None:
     """Serve bundles: REST API (/v1/segment, /v1/models, /healthz, /readyz) and the web page at /."""
     import uvicorn
 
-    from terraseg.config.inference import ServeConfig, with_inference
     from terraseg.errors import ConfigError
     from terraseg.serve.app import create_app
 
-    cfg = with_inference(ServeConfig, "options", models=models, tracking_uri=tracking_uri, window=window, overlap=overlap,
-                         batch_size=batch_size, device=device, precision=precision, channels_last=channels_last, backend=backend,
-                         batch_wait_ms=batch_wait_ms, max_batch=max_batch, max_upload_mb=max_upload_mb, max_pixels=max_pixels,
-                         max_seconds=max_seconds, max_queue=max_queue,
-                         api_key=api_key, engine=engine,
-                         ray=dict(address=address, replicas=replicas, max_replicas=max_replicas, cpus_per_worker=cpus_per_worker,
-                                  gpus_per_worker=gpus_per_worker))
-    if workers > 1 and engine == "ray":
+    cfg = make(models=list(models), api_key=api_key)
+    if workers > 1 and cfg.engine == "ray":
         raise ConfigError("--workers and --engine ray: Ray Serve replicas scale the model; run one gateway process "
                           "(or several gateways, each with --address of one cluster).")
     level = "warning" if quiet else "info"  # info: uvicorn's start-up lines and one access-log line per request
