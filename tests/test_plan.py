@@ -74,6 +74,9 @@ def test_plan_from_rasters_and_one_geopackage_trains(tmp_path):
     assert cfg.model.encoder == "resnet18" and cfg.model.encoder_weights is None  # 4 bands: no packaged weights fit
     assert cfg.data.window == 64 and cfg.data.flips == "d4"  # half of the 96 px scenes, at least 64
     assert "# 4 x the 90th-percentile object diameter" in text  # every choice says why
+    # what no rule decides is written as a search around the planned value, for `terraseg tune`
+    lr = cfg.tune.params["optimizer.lr"]
+    assert lr.log and lr.low < cfg.optimizer.lr < lr.high and "no rule decides" in text
     res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "train.max_epochs=1", "--set", "data.samples_per_epoch=4",
                               "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false",
                               "--set", "train.export_onnx=false"])

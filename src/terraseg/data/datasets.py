@@ -41,12 +41,14 @@ def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats | 
     Raises:
         InputFileError: unreadable pixels. BundleError: a band count the statistics do not describe.
     """
-    r = scene.read(row, col, size, size)
+    r = scene.read(row, col, size, size, compact=stats is None)  # raw: the mask as stored (uint8 for most tasks)
     mask = r.mask if r.mask is not None else np.full((size, size), scene.ignore_index, dtype=np.int64)
     if stats is None:
         image = r.image if r.image.dtype in (np.uint8, np.int16) else r.image.astype(np.float32)
-        if 0 <= scene.ignore_index < 256 and (mask.size == 0 or int(mask.max()) < 256):
+        if mask.dtype != np.uint8 and 0 <= scene.ignore_index < 256 and (mask.size == 0 or int(mask.max()) < 256):
             mask = mask.astype(np.uint8)
+        elif mask.dtype not in (np.uint8, np.int64):
+            mask = mask.astype(np.int64)
     else:
         image = normalize(r.image, stats, r.valid)
     transform, bounds = scene.window_georef(row, col, size, size)

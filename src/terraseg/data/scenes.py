@@ -52,7 +52,8 @@ class WindowRead:
     Attributes:
         image: ``(C, h, w)`` raw pixels in the scene's dtype.
         valid: ``(h, w)`` bool, False for nodata and for padding outside the scene/region.
-        mask: ``(h, w)`` int64 class ids with ``ignore_index`` where unknown, or None without labels.
+        mask: ``(h, w)`` int64 class ids with ``ignore_index`` where unknown (read with ``compact=True``: the
+            smallest integer type holding the ids and ``ignore_index``, uint8 for most tasks), or None without labels.
     """
 
     image: np.ndarray
@@ -73,6 +74,11 @@ class _HashedKey(tuple):
         if h is None:
             h = self.__dict__["_h"] = tuple.__hash__(self)
         return h
+
+
+def _widen(mask: np.ndarray, compact: bool) -> np.ndarray:
+    """A stored (compact) class mask as read: as it is when ``compact``, else int64."""
+    return mask if compact else mask.astype(np.int64)
 
 
 def _crop(a: np.ndarray, row: int, col: int, h: int, w: int, fill) -> np.ndarray:
@@ -108,8 +114,15 @@ class Scene:
     ignore_index: int
     has_labels: bool
 
-    def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
-        """Read a window; see :class:`WindowRead`."""
+    def read(self, row: int, col: int, height: int, width: int, labels: bool = True, compact: bool = False) -> WindowRead:
+        """Read a window; see :class:`WindowRead`.
+
+        Args:
+            row, col: top-left pixel of the window in the scene's region (negative or past the edge: padded).
+            height, width: window size in pixels.
+            labels: read the labels too. compact: the mask in its smallest integer type, not widened to int64
+                (the training loader ships uint8 masks).
+        """
         raise NotImplementedError
 
     def read_mask(self, row: int, col: int, height: int, width: int, valid: np.ndarray) -> np.ndarray | None:
@@ -390,7 +403,7 @@ class RasterScene(Scene):
             keep[max(r0, 0):max(min(r1, h), 0), max(c0, 0):max(min(c1, w), 0)] = True
             mask[~keep] = self.ignore_index
 
-    def _read_direct(self, row: int, col: int, h: int, w: int, labels: bool) -> WindowRead:
+    def _read_direct(self, row: int, col: int, h: int, w: int, labels: bool, compact: bool = False) -> WindowRead:
         r0, c0 = row + self.region.row_off, col + self.region.col_off
         ds = self._dataset()
         image = read_window(ds, Window(c0, r0, w, h), self.bands, path=self.path)
@@ -406,7 +419,7 @@ class RasterScene(Scene):
             inside[rr0 - row : rr1 - row, cc0 - col : cc1 - col] = True
         valid &= inside
         mask = self._labels(row, col, h, w, valid) if labels and self.has_labels else None
-        return WindowRead(image, valid, mask)
+        return WindowRead(image, valid, compact_mask(mask) if compact else mask)
 
     def read_mask(self, row: int, col: int, height: int, width: int, valid: np.ndarray) -> np.ndarray | None:
         """As :meth:`Scene.read_mask`; a streamed raster rasterizes or reads only the labels (no second image read)."""
@@ -428,7 +441,7 @@ class RasterScene(Scene):
             self._key = cached = (state, key)
         return cached[1]
 
-    def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
+    def read(self, row: int, col: int, height: int, width: int, labels: bool = True, compact: bool = False) -> WindowRead:
         """As :meth:`Scene.read`: from the process's byte-limited cache of decoded regions
         (:mod:`terraseg.io.cache`) when the region is small enough; past the cache's budget, from the run's
         spill store (decoded once); else window by window from GDAL."""
@@ -440,11 +453,11 @@ class RasterScene(Scene):
                 if spilled is not None:  # decoded once before: read from the run's store on disk
                     m = spilled.get("mask")
                     return WindowRead(spilled["image"], spilled["valid"][0].view(bool),
-                                      m[0].astype(np.int64) if (labels and m is not None) else None)
+                                      _widen(m[0], compact) if (labels and m is not None) else None)
                 # past the memory budget (more scenes than it holds, or a region over a quarter of it) and no store
                 # (or its budget spent): read the window only
                 if (CACHE.thrashing() or self._past_budget) and not SPILL.enabled:
-                    return self._read_direct(row, col, height, width, labels)
+                    return self._read_direct(row, col, height, width, labels, compact)
                 c = self._decoded_region()
                 nbytes = c.image.nbytes + c.valid.nbytes + (c.mask.nbytes if c.mask is not None else 0)
                 if CACHE.thrashing() or self._past_budget or not CACHE.put(key, c, nbytes):
@@ -452,10 +465,10 @@ class RasterScene(Scene):
                     _spill(key, c)
             image = _crop(c.image, row, col, height, width, 0)
             valid = _crop(c.valid, row, col, height, width, False)
-            mask = (_crop(c.mask, row, col, height, width, self.ignore_index).astype(np.int64)
+            mask = (_widen(_crop(c.mask, row, col, height, width, self.ignore_index), compact)
                     if (labels and c.mask is not None) else None)
             return WindowRead(image, valid, mask)
-        return self._read_direct(row, col, height, width, labels)
+        return self._read_direct(row, col, height, width, labels, compact)
 
     def stage(self) -> bool:
         """Decode and rasterize the whole region into the run's spill store, unless it is there already.
@@ -603,12 +616,16 @@ class ArrayScene(Scene):
             self.count, self.height, self.width = arr.shape
             self.dtype = str(arr.dtype)
 
-    def load(self) -> WindowRead:
-        """The decoded image (and mask), from the process's byte-limited cache (:mod:`terraseg.io.cache`) after the first read."""
+    def load(self, compact: bool = False) -> WindowRead:
+        """The decoded image (and mask), from the process's byte-limited cache (:mod:`terraseg.io.cache`) after the first read.
+
+        Args:
+            compact: the mask in its smallest integer type (as cached), not widened to int64.
+        """
         key = ("array", self.path, self.mask_path, self.binarize, self.value_offset, self.ignore_index)
         hit = CACHE.get(key)
         if hit is not None:
-            return WindowRead(hit.image, hit.valid, hit.mask.astype(np.int64) if hit.mask is not None else None)
+            return WindowRead(hit.image, hit.valid, _widen(hit.mask, compact) if hit.mask is not None else None)
         if self._cached is not None:  # decoded at construction (a format Pillow could not size)
             image, valid = self._cached.image, self._cached.valid
             self._cached = None
@@ -635,11 +652,11 @@ class ArrayScene(Scene):
             mask[~valid] = self.ignore_index
         small = compact_mask(mask)
         CACHE.put(key, WindowRead(image, valid, small), image.nbytes + valid.nbytes + (small.nbytes if small is not None else 0))
-        return WindowRead(image, valid, mask)
+        return WindowRead(image, valid, small if compact else mask)
 
-    def read(self, row: int, col: int, height: int, width: int, labels: bool = True) -> WindowRead:
+    def read(self, row: int, col: int, height: int, width: int, labels: bool = True, compact: bool = False) -> WindowRead:
         """As :meth:`Scene.read`, cropped from the decoded image (padding outside it)."""
-        c = self.load()
+        c = self.load(compact)
         image = _crop(c.image, row, col, height, width, 0)
         valid = _crop(c.valid, row, col, height, width, False)
         mask = _crop(c.mask, row, col, height, width, self.ignore_index) if (labels and c.mask is not None) else None

@@ -32,9 +32,9 @@ class RescaledScene:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._scene, name)
 
-    def read(self, row: int, col: int, height: int, width: int, labels: bool = True):
+    def read(self, row: int, col: int, height: int, width: int, labels: bool = True, compact: bool = False):
         """As :meth:`terraseg.data.scenes.Scene.read`, with the image rescaled (validity and labels unchanged)."""
-        r = self._scene.read(row, col, height, width, labels)
+        r = self._scene.read(row, col, height, width, labels, compact)
         r.image = r.image.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)
         return r
 

@@ -181,7 +181,24 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
           "a better validation score.")
     p.set("data.val_fraction", 0.2, "20% of the labelled pixels held out: spatial blocks with a buffer (whole images of "
           "folders), every class represented where the data allows (terraseg.data.holdout).")
+    _plan_search(p)
     return p
+
+
+def _plan_search(p: Plan) -> None:
+    """The measured search for what no rule decides from the data: the peak learning rate and weight decay.
+
+    Every other choice follows from the fingerprint; these two come from the shipped configs (a pretrained
+    encoder at 2e-3, from scratch at 1e-3) and are the usual first dimensions of a tuning study (Bergstra &
+    Bengio, JMLR 2012). The plan writes their ranges around its own values; ``terraseg tune plan.yaml`` runs
+    the search (Optuna TPE, trial 0 is the plan as written, weak trials pruned after a validation epoch).
+    """
+    lr = float(p.raw["optimizer"]["lr"])
+    p.set("tune", {"params": {"optimizer.lr": {"type": "float", "low": round(lr / 4, 6), "high": round(lr * 2, 6), "log": True},
+                              "optimizer.weight_decay": {"type": "float", "low": 1.0e-4, "high": 0.1, "log": True}},
+                   "pruner": "median", "startup_trials": 2},
+          "no rule decides the peak learning rate and weight decay from the data (the values above come from the shipped "
+          "configs): `terraseg tune plan.yaml --trials 12 --set train.max_minutes=M` measures them, trial 0 being this plan.")
 
 
 def _plan_data(p: Plan, fp: Fingerprint, device: str) -> tuple[int, int]:
