@@ -143,7 +143,8 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = (),
         flags = {d.split("/")[0] for p in own for info in getattr(p.annotation, "__metadata__", ())
                  for d in (getattr(info, "default", None), *(getattr(info, "param_decls", None) or ()))
                  if isinstance(d, str) and d.startswith("--")}
-        mine = set(skip) | {p.name for p in own} | {n for n in model.model_fields if "--" + n.replace("_", "-") in flags}
+        own_names = {p.name for p in own}
+        mine = set(skip) | own_names | {n for n in model.model_fields if "--" + n.replace("_", "-") in flags}
         entries: list[tuple[tuple[str, ...], Any, str]] = []  # (where in the model, field, option name)
         for name, f in model.model_fields.items():
             if name in mine:  # the command declares it (same name, or an option with the same flag)
@@ -152,7 +153,7 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = (),
                 entries.append(((name,), f, name))
                 continue
             for sub, sf in f.annotation.model_fields.items():  # the command's own parameter of that name stands for it
-                if f"{name}.{sub}" not in skip and sub not in {p.name for p in own}:
+                if f"{name}.{sub}" not in skip and sub not in own_names:
                     entries.append(((name, sub), sf, f"{name}_{sub}" if sub in model.model_fields else sub))
         fields, lists = [], {}
         for _, f, name in entries:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
-from rasterio.transform import Affine, array_bounds
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from terraseg.errors import InputFileError
@@ -203,7 +203,7 @@ class Scene:
 
     def window_bounds(self, row: int, col: int, height: int, width: int) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` of a window in CRS units."""
-        return array_bounds(height, width, self.window_transform(row, col))
+        return self.window_georef(row, col, height, width)[1]
 
     def window_georef(self, row: int, col: int, height: int, width: int) -> tuple[tuple[float, ...], tuple[float, float, float, float]]:
         """A window's transform ``(a, b, c, d, e, f)`` and bounds ``(left, bottom, right, top)`` in CRS units, as plain floats.
