@@ -10,7 +10,7 @@ from terraseg.cli.main import app
 from terraseg.config import load_config
 from terraseg.plan import plan_run
 from terraseg.plan.fingerprint import Fingerprint
-from terraseg.plan.rules import normalisation, segmentation_window
+from terraseg.plan.rules import architecture, normalisation, segmentation_window
 
 from conftest import DATA, make_geotiff, needs_data
 
@@ -137,3 +137,25 @@ def test_vegas_plan_from_data_alone():
     fp = r.fingerprint
     assert fp.georeferenced and fp.crs == "EPSG:26911" and fp.bands == 3 and fp.class_pixels[1] > 0
     assert r.plan.raw["model"]["encoder_weights"].startswith("package:")
+
+
+def test_pretrained_encoder_only_for_visible_bands_in_segmentation(tmp_path):
+    """8-bit R, G, B, NIR scenes: segmentation from scratch (a non-visible band), 8-bit RGB: the packaged
+    ImageNet encoder."""
+    for bands, pretrained in ((4, False), (3, True)):
+        d = tmp_path / f"b{bands}"
+        d.mkdir()
+        img = make_geotiff(d / "scene.tif", 96, 96, bands=bands, dtype="uint8", seed=bands)[0]
+        labels = _polygons(d, img, seed=bands)
+        r = plan_run([str(img)], str(labels), minutes=1, out=None, measure=False)
+        model = r.plan.raw["model"]
+        assert (model.get("encoder_weights") is not None) is pretrained, (bands, model)
+        assert model["encoder"] == ("timm-tf_efficientnet_lite0" if pretrained else "resnet18")
+
+
+def test_architecture_for_regions_larger_than_the_window():
+    fp = Fingerprint("segmentation", "vector", 1, [1000, 1000, 1000], 10**6, 3, "uint8", [0, 255], object_diameter={1: [10, 20]})
+    assert architecture(fp, 128)[0] == "unet"  # objects fit in the window
+    fp.object_diameter = {1: [40, 60], 2: [300, 900]}  # one class of regions larger than any window (land cover)
+    arch, why = architecture(fp, 256)
+    assert arch == "deeplabv3plus" and "900 px" in why

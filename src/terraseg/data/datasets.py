@@ -22,6 +22,16 @@ from terraseg.data.windows import random_offset
 from terraseg.errors import InputFileError
 
 
+def _raw_mask(mask: np.ndarray, ignore_index: int) -> np.ndarray:
+    """A raw sample's ``(H, W)`` class mask: uint8 when every id and ``ignore_index`` fit in it (an eighth of an
+    int64 mask's bytes to ship), else int64."""
+    if mask.dtype == np.uint8:
+        return mask
+    if 0 <= ignore_index < 256 and (mask.size == 0 or int(mask.max()) < 256):
+        return mask.astype(np.uint8)
+    return mask.astype(np.int64, copy=False)
+
+
 def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats | None) -> dict[str, Any]:
     """Read and normalise one window of a scene into a sample dict (no augmentation).
 
@@ -45,10 +55,7 @@ def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats | 
     mask = r.mask if r.mask is not None else np.full((size, size), scene.ignore_index, dtype=np.int64)
     if stats is None:
         image = r.image if r.image.dtype in (np.uint8, np.int16) else r.image.astype(np.float32)
-        if mask.dtype != np.uint8 and 0 <= scene.ignore_index < 256 and (mask.size == 0 or int(mask.max()) < 256):
-            mask = mask.astype(np.uint8)
-        elif mask.dtype not in (np.uint8, np.int64):
-            mask = mask.astype(np.int64)
+        mask = _raw_mask(mask, scene.ignore_index)
     else:
         image = normalize(r.image, stats, r.valid)
     transform, bounds = scene.window_georef(row, col, size, size)

@@ -320,6 +320,7 @@ class RasterScene(Scene):
         nbytes = self.height * self.width * self.count * np.dtype(self.dtype).itemsize
         self._cache_ok = cache and nbytes <= CACHE_LIMIT_BYTES
         self._past_budget = False  # the decoded region is over a quarter of this process's cache budget
+        self._fills = {"image": 0, "valid": 0, "mask": self.ignore_index}  # outside the region, in a spill read
         self._cached: WindowRead | None = None
         self._ds = None
         self.exclude: tuple[Region, ...] = ()  # labels never used here (held-out blocks and their buffer)
@@ -445,30 +446,35 @@ class RasterScene(Scene):
         """As :meth:`Scene.read`: from the process's byte-limited cache of decoded regions
         (:mod:`terraseg.io.cache`) when the region is small enough; past the cache's budget, from the run's
         spill store (decoded once); else window by window from GDAL."""
-        if self._cache_ok:
-            key = self._cache_key()
-            c = None if self._past_budget else CACHE.get(key)  # past the budget: never in the memory cache
-            if c is None:
-                spilled = SPILL.read(key, row, col, height, width, {"image": 0, "valid": 0, "mask": self.ignore_index})
-                if spilled is not None:  # decoded once before: read from the run's store on disk
-                    m = spilled.get("mask")
-                    return WindowRead(spilled["image"], spilled["valid"][0].view(bool),
-                                      _widen(m[0], compact) if (labels and m is not None) else None)
-                # past the memory budget (more scenes than it holds, or a region over a quarter of it) and no store
-                # (or its budget spent): read the window only
-                if (CACHE.thrashing() or self._past_budget) and not SPILL.enabled:
-                    return self._read_direct(row, col, height, width, labels, compact)
-                c = self._decoded_region()
-                nbytes = c.image.nbytes + c.valid.nbytes + (c.mask.nbytes if c.mask is not None else 0)
-                if CACHE.thrashing() or self._past_budget or not CACHE.put(key, c, nbytes):
-                    self._past_budget = self._past_budget or not CACHE.thrashing()
-                    _spill(key, c)
-            image = _crop(c.image, row, col, height, width, 0)
-            valid = _crop(c.valid, row, col, height, width, False)
-            mask = (_widen(_crop(c.mask, row, col, height, width, self.ignore_index), compact)
-                    if (labels and c.mask is not None) else None)
-            return WindowRead(image, valid, mask)
-        return self._read_direct(row, col, height, width, labels, compact)
+        if not self._cache_ok:
+            return self._read_direct(row, col, height, width, labels, compact)
+        key = self._cache_key()
+        c = None if self._past_budget else CACHE.get(key)  # past the budget: never in the memory cache
+        if c is None:
+            spilled = SPILL.read(key, row, col, height, width, self._fills)
+            if spilled is not None:  # decoded once before: read from the run's store on disk
+                m = spilled.get("mask")
+                return WindowRead(spilled["image"], spilled["valid"][0].view(bool),
+                                  _widen(m[0], compact) if (labels and m is not None) else None)
+            # past the memory budget (more scenes than it holds, or a region over a quarter of it) and no store
+            # (or its budget spent): read the window only
+            if (CACHE.thrashing() or self._past_budget) and not SPILL.enabled:
+                return self._read_direct(row, col, height, width, labels, compact)
+            c = self._keep(key, self._decoded_region())
+        image = _crop(c.image, row, col, height, width, 0)
+        valid = _crop(c.valid, row, col, height, width, False)
+        mask = (_widen(_crop(c.mask, row, col, height, width, self.ignore_index), compact)
+                if (labels and c.mask is not None) else None)
+        return WindowRead(image, valid, mask)
+
+    def _keep(self, key, c: WindowRead) -> WindowRead:
+        """Keep a decoded region for the next windows: in the memory cache while it has room for it, else in the
+        spill store (and, when the region alone is past the cache's budget, never offered to the cache again)."""
+        nbytes = c.image.nbytes + c.valid.nbytes + (c.mask.nbytes if c.mask is not None else 0)
+        if CACHE.thrashing() or self._past_budget or not CACHE.put(key, c, nbytes):
+            self._past_budget = self._past_budget or not CACHE.thrashing()
+            _spill(key, c)
+        return c
 
     def stage(self) -> bool:
         """Decode and rasterize the whole region into the run's spill store, unless it is there already.
