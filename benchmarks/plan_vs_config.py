@@ -104,7 +104,7 @@ def _set(raw: dict, dotted: str) -> None:
 
 
 def one(name: str, minutes: float, tmp: Path, plan_sets: tuple[str, ...] = (), sides: tuple[str, ...] = ("plan", "config"),
-        seeds: int | None = None) -> dict:
+        seeds: int | None = None, first_seed: int = 0) -> dict:
     inputs, labels, attribute, hand = DATASETS[name]
     if "{stacked}" in inputs:
         stacked = tmp / "vegas-rgbn.tif"
@@ -144,7 +144,7 @@ def one(name: str, minutes: float, tmp: Path, plan_sets: tuple[str, ...] = (), s
             rows[label] = {"score": None, "pixels": None, "wall_s": float("nan"), "runs": 0, "scores": []}
             continue
         scores, walls = [], []
-        for seed in range(seeds or SEEDS.get(name, 1)):
+        for seed in range(first_seed, first_seed + (seeds or SEEDS.get(name, 1))):
             out = tmp / f"{name}-{label}-{seed}"
             raw = json.loads(json.dumps(raw)) | {"output_dir": str(out)}
             raw["tracking"] = {"enabled": False}
@@ -172,6 +172,8 @@ def main() -> None:
     p.add_argument("--sides", default="plan,config", help="which runs to train: plan, config or both")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per data set and side (default: 3 for SAT-6 and "
                    "magnetic tiles, else 1): at 2 minutes a run's score moves by a few hundredths between seeds")
+    p.add_argument("--first-seed", type=int, default=0, help="the first training seed (more seeds of an earlier run: "
+                   "--seeds 3 --first-seed 3 runs seeds 3, 4 and 5)")
     a = p.parse_args()
     names = a.only or list(DATASETS)
     print(f"CPU: {cpu_model()}; budget {a.minutes:g} min per run; score = best val/score on the same hold-out"
@@ -181,7 +183,7 @@ def main() -> None:
     for name in names:
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                r = one(name, a.minutes, Path(tmp), tuple(a.plan_set), tuple(a.sides.split(",")), a.seeds)
+                r = one(name, a.minutes, Path(tmp), tuple(a.plan_set), tuple(a.sides.split(",")), a.seeds, a.first_seed)
             except Exception as e:  # noqa: BLE001 - one data set failing must not hide the others
                 print(f"{name:16} failed: {e}")
                 continue
