@@ -48,6 +48,11 @@ class Plan:
         self.reasons[path] = reason
 
 
+def _p90_diameter(fp: Fingerprint) -> float:
+    """The largest per-class 90th-percentile object diameter (pixels), 0 without objects."""
+    return max((d[1] for d in fp.object_diameter.values()), default=0.0)
+
+
 def segmentation_window(fp: Fingerprint, device: str = "cpu") -> tuple[int, str]:
     """Window side rule (pixels) and its reason.
 
@@ -59,7 +64,7 @@ def segmentation_window(fp: Fingerprint, device: str = "cpu") -> tuple[int, str]
     median scene side, so random windows of one scene differ, unless objects are that large (four
     diameters over half the scene side): then up to the median scene side, so objects are seen whole.
     """
-    p90 = max((d[1] for d in fp.object_diameter.values()), default=0.0)
+    p90 = _p90_diameter(fp)
     cap = 512 if device == "cuda" else 256
     window = min(max(128, _round32(4 * p90)), cap)
     why = f"4 x the 90th-percentile object diameter ({p90:.0f} px) is {4 * p90:.0f} px; kept within 128-{cap} px on the {device.upper()}"
@@ -248,7 +253,7 @@ def architecture(fp: Fingerprint, window: int) -> tuple[str, str]:
     Args:
         fp: the data's fingerprint. window: the planned window side (pixels).
     """
-    p90 = max((d[1] for d in fp.object_diameter.values()), default=0.0)
+    p90 = _p90_diameter(fp)
     if p90 > window:
         return "deeplabv3plus", (f"the 90th-percentile object diameter ({p90:.0f} px) exceeds the {window} px window: regions "
                                  "no window holds whole, where DeepLabV3+'s atrous spatial pyramid pooling gathers context "
