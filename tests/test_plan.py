@@ -10,7 +10,7 @@ from terraseg.cli.main import app
 from terraseg.config import load_config
 from terraseg.plan import plan_run
 from terraseg.plan.fingerprint import Fingerprint
-from terraseg.plan.rules import architecture, normalisation, segmentation_window
+from terraseg.plan.rules import architecture, normalisation, pretrained_encoder, segmentation_window
 
 from conftest import DATA, make_geotiff, needs_data
 
@@ -52,9 +52,11 @@ def test_rules_window_and_normalisation():
     fp.object_diameter = {1: [60, 100]}
     fp.label_form, fp.sizes = "image/mask folder", [200, 150, 600]  # photos: crops of 3/4 of the median side
     assert segmentation_window(fp, "cuda")[0] == 128
-    assert normalisation(fp)[0] == "meanstd"
-    fp.dtype = "uint16"
-    assert normalisation(fp)[0] == "percentile"
+    assert pretrained_encoder(fp) and normalisation(fp, True)[0] == "meanstd"  # ImageNet weights want zero-mean inputs
+    fp.bands = 4  # 8-bit R, G, B, NIR: a segmentation encoder from scratch, the percentile stretch
+    assert not pretrained_encoder(fp) and normalisation(fp, False)[0] == "percentile"
+    fp.bands, fp.dtype = 3, "uint16"
+    assert not pretrained_encoder(fp) and normalisation(fp, False)[0] == "percentile"
 
 
 @pytest.mark.slow
