@@ -31,7 +31,7 @@ browser:
 	  || echo "chromium not installed: the browser test will be skipped"
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # the documentation site: the CLI reference generated from the Typer app, then mkdocs build --strict into site/
 DOCS_STAMP := $(VENV)/.docs-installed
@@ -39,9 +39,11 @@ $(DOCS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[docs]'
 	touch $(DOCS_STAMP)
 
-# the tutorials' commands, run on real data with a one-minute training budget: the pages show what they print and draw
+# the tutorials' commands, run on real data with a one-minute training budget (TUTORIAL_MINUTES): the pages show what
+# they print and draw
+TUTORIAL_MINUTES ?= 1
 tutorials: $(STAMP) browser
-	$(BIN)/python docs/tutorials/run.py --minutes 1
+	$(BIN)/python docs/tutorials/run.py --minutes $(TUTORIAL_MINUTES)
 
 docs: $(DOCS_STAMP) tutorials
 	$(BIN)/typer terraseg.cli.main utils docs --name terraseg --title "CLI reference" --output docs/reference/cli.md
