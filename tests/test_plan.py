@@ -10,7 +10,7 @@ from terraseg.cli.main import app
 from terraseg.config import load_config
 from terraseg.plan import plan_run
 from terraseg.plan.fingerprint import Fingerprint
-from terraseg.plan.rules import architecture, normalisation, pretrained_encoder, segmentation_window
+from terraseg.plan.rules import architecture, batch_size, normalisation, pretrained_encoder, segmentation_window
 
 from conftest import DATA, make_geotiff, needs_data
 
@@ -57,6 +57,9 @@ def test_rules_window_and_normalisation():
     assert not pretrained_encoder(fp) and normalisation(fp, False)[0] == "percentile"
     fp.bands, fp.dtype = 3, "uint16"
     assert not pretrained_encoder(fp) and normalisation(fp, False)[0] == "percentile"
+    # a CPU's wall budget buys steps: segmentation batches of 8 whatever the window; a GPU's scale with the window's area
+    assert batch_size(128, "cpu")[0] == 8 and batch_size(128, "cuda")[0] == 64 and batch_size(512, "cuda")[0] == 8
+    assert batch_size(128, "cpu", "classification")[0] == 32
 
 
 @pytest.mark.slow
