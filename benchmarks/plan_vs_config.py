@@ -10,8 +10,8 @@ loss, model, optimiser, epochs) is the plan's.
 Printed: the best validation score (`val/score`: positive-class IoU for binary tasks, else mIoU over the
 classes present; classification: accuracy), the labelled pixels behind it, the wall time of each run,
 and the difference. Where the hold-out is small (SAT-6: 24 images, one moving the accuracy by 0.042; magnetic
-tiles; LoveDA; New Brunswick; Sen1Floods11; SpaceNet Vegas: one scene) the runs repeat with several training seeds (``SEEDS``; the same
-hold-out), and the means are printed. Run it with nothing else on the CPU.
+tiles; LoveDA; New Brunswick; Sen1Floods11; SpaceNet Vegas: one scene) the runs repeat with several training
+seeds (``SEEDS``; the same hold-out), and the means are printed. Run it with nothing else on the CPU.
 
 Example:
     .venv/bin/python benchmarks/plan_vs_config.py --minutes 3                 # every data set
@@ -175,7 +175,8 @@ def main() -> None:
                    help="change one planned choice (a rule under test), e.g. optimizer.lr=0.001; repeatable")
     p.add_argument("--sides", default="plan,config", help="which runs to train: plan, config or both")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per data set and side (default: 3 for SAT-6, "
-                   "magnetic tiles, LoveDA, New Brunswick and Sen1Floods11, 6 for SpaceNet Vegas, else 1): at 2 minutes a run's score moves by a few hundredths between seeds")
+                   "magnetic tiles, LoveDA, New Brunswick and Sen1Floods11, 6 for SpaceNet Vegas, else 1): at 2 minutes "
+                   "a run's score moves by a few hundredths to tenths between seeds")
     p.add_argument("--first-seed", type=int, default=0, help="the first training seed (more seeds of an earlier run: "
                    "--seeds 3 --first-seed 3 runs seeds 3, 4 and 5)")
     a = p.parse_args()

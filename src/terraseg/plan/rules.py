@@ -94,6 +94,12 @@ def pretrained_encoder(fp: Fingerprint) -> bool:
     scratch); segmentation only up to 3 bands: with a fourth, non-visible band (SpaceNet Vegas R, G, B, NIR, three
     seeds of 2-minute runs, ``docs/benchmarks.md``) the adapted encoder scored IoU 0.282, a ResNet18 from scratch
     0.289-0.429.
+
+    Args:
+        fp: the data's fingerprint (task, dtype, bands).
+
+    Returns:
+        True where the packaged EfficientNet-Lite0 ImageNet weights are used.
     """
     return fp.dtype == "uint8" and fp.bands <= (4 if fp.task == "classification" else 3)
 
@@ -221,8 +227,9 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
     p.set("data.train", sources["train"], "the data given to the planner.")
     if sources.get("test"):
         p.set("data.test", sources["test"], "the data set's own test split.")
-    window, b = _plan_data(p, fp, device)
-    _plan_model(p, fp, window)
+    pretrained = pretrained_encoder(fp)  # the encoder and the normalisation both follow it
+    window, b = _plan_data(p, fp, device, pretrained)
+    _plan_model(p, fp, window, pretrained)
     p.set("train.max_minutes", minutes, f"the wall budget: everything from start to bundle within {minutes:g} minutes.")
     p.set("train.seed", 0, "reproducible runs.")
     _plan_schedule(p, fp, minutes, measure, window, b)
@@ -250,7 +257,7 @@ def _plan_search(p: Plan) -> None:
           "configs): `terraseg tune plan.yaml --trials 12 --set train.max_minutes=M` measures them, trial 0 being this plan.")
 
 
-def _plan_data(p: Plan, fp: Fingerprint, device: str) -> tuple[int, int]:
+def _plan_data(p: Plan, fp: Fingerprint, device: str, pretrained: bool) -> tuple[int, int]:
     """Window, normalisation, batch size, flips and augmentation, rare-class share and loss; the window and batch size."""
     overhead = fp.georeferenced or fp.task == "segmentation"
     if fp.task == "classification":
@@ -261,7 +268,7 @@ def _plan_data(p: Plan, fp: Fingerprint, device: str) -> tuple[int, int]:
     else:
         window, why = segmentation_window(fp, device)
         p.set("data.window", window, why)
-    method, why = normalisation(fp, pretrained_encoder(fp))
+    method, why = normalisation(fp, pretrained)
     p.set("data.normalization.method", method, why)
     b, why = batch_size(window, device, fp.task)
     p.set("data.batch_size", b, why)
@@ -305,9 +312,8 @@ def architecture(fp: Fingerprint, window: int) -> tuple[str, str]:
     return "unet", "U-Net: the architecture nnU-Net found hard to beat when well configured; the objects fit in the window."
 
 
-def _plan_model(p: Plan, fp: Fingerprint, window: int) -> None:
-    """Architecture, encoder (pretrained where packaged weights fit) and optimiser."""
-    pretrained = pretrained_encoder(fp)
+def _plan_model(p: Plan, fp: Fingerprint, window: int, pretrained: bool) -> None:
+    """Architecture, encoder (pretrained where packaged weights fit: ``pretrained``) and optimiser."""
     if fp.task == "classification":
         p.set("model.arch", "classifier", "scene classification: a timm classifier.")
         p.set("model.encoder", PRETRAINED["classifier"] if pretrained else "resnet18",
