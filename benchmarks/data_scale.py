@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -161,6 +162,8 @@ def main() -> None:
     p.add_argument("--scenes", type=int, nargs="*", default=[10, 100, 1000])
     p.add_argument("--windows", type=int, default=4096, help="training windows timed (after the first pass)")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="terraseg runs per project, in rounds alternating between the "
+                   "projects; the summary gives each project's median windows/s (single runs move by a quarter on a shared CPU)")
     p.add_argument("--cache-mb", type=float, default=256)
     p.add_argument("--spill-mb", type=float, default=16384, help="data.spill_mb: local disk for decoded scenes past the cache (0: none)")
     p.add_argument("--warm", type=int, default=None, help="windows of the first (untimed) pass; default: the larger of "
@@ -182,39 +185,51 @@ def main() -> None:
           f"cache {a.cache_mb:g} MiB")
     print(f"{'scenes':>6} {'loader':>9} {'start s':>8} {'main MB':>8} {'workers MB':>11} {'windows/s':>10} {'index MB':>9} "
           f"{'main - index':>13}")
-    for n in a.scenes:
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        projects, gen = {}, {}
+        for n in a.scenes:  # every project first: the rounds below alternate between them
             t = time.perf_counter()
-            scenes, labels = make_project(Path(tmp), n)
-            gen = time.perf_counter() - t
-            warm = a.warm if a.warm is not None else max(a.windows, 4 * n)
-            rows = {"terraseg": run(TERRASEG_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers), str(a.cache_mb),
-                                                     str(Path(tmp) / "index.parquet"), str(warm), str(a.spill_mb)])}
-            if a.peers:
-                try:
-                    rows["torchgeo"] = run(TORCHGEO_CHILD, [str(scenes), str(labels), str(a.peer_windows), str(a.workers), str(a.peer_windows)], env,
-                                           timeout=a.peer_timeout)
-                except subprocess.TimeoutExpired:
-                    print(f"{n:>6} {'torchgeo':>9} over {a.peer_timeout:.0f} s (start-up and {a.windows} windows)")
-                except Exception as e:  # noqa: BLE001 - a peer failing must not hide terraseg's figures
-                    print(f"{n:>6} {'torchgeo':>9} failed: {e}")
-            for name, m in rows.items():
-                w = "/".join(f"{v:.0f}" for v in m["worker_rss_mb"]) or "-"
-                idx = m.get("index_mb")
-                idx_s = "-" if idx is None else f"{idx:.1f}"
-                rest = "-" if idx is None else f"{m['main_peak_mb'] - idx:.0f}"
-                print(f"{n:>6} {name:>9} {m['startup_s']:8.1f} {m['main_peak_mb']:8.0f} {w:>11} {m['windows_per_s']:10.1f} "
-                      f"{idx_s:>9} {rest:>13}", flush=True)
-            uss = rows["terraseg"].get("worker_uss_mb") or []
-            if uss:
-                print(f"{'':>6} (terraseg workers' unique memory, USS: {'/'.join(f'{v:.0f}' for v in uss)} MB: the rest of their RSS "
-                      "is pages shared with the main process since the fork)")
-            sp = rows["terraseg"].get("spill") or {}
-            t = rows["terraseg"]
-            print(f"{'':>6} (generating the project took {gen:.0f} s; first pass {warm:,} windows; {t['train_scenes']:,} training "
-                  f"scenes; start-up includes decoding {t['staged']:,} into the spill store in {t['stage_s']:.1f} s: "
-                  f"{sp.get('spill_mb', 0):,.0f} MiB in {sp.get('spill_regions', 0):,} regions)")
-
+            projects[n] = make_project(Path(tmp) / f"p{n}", n)
+            gen[n] = time.perf_counter() - t
+        rates: dict[int, list[float]] = {n: [] for n in a.scenes}
+        for rnd in range(a.repeats):
+            for n in a.scenes:
+                scenes, labels = projects[n]
+                warm = a.warm if a.warm is not None else max(a.windows, 4 * n)
+                index = Path(tmp) / f"p{n}" / f"index{rnd}.parquet"  # a new index each run: start-up builds it
+                rows = {"terraseg": run(TERRASEG_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers), str(a.cache_mb),
+                                                         str(index), str(warm), str(a.spill_mb)])}
+                rates[n].append(rows["terraseg"]["windows_per_s"])
+                if a.peers and rnd == 0:
+                    try:
+                        rows["torchgeo"] = run(TORCHGEO_CHILD, [str(scenes), str(labels), str(a.peer_windows), str(a.workers),
+                                                                str(a.peer_windows)], env, timeout=a.peer_timeout)
+                    except subprocess.TimeoutExpired:
+                        print(f"{n:>6} {'torchgeo':>9} over {a.peer_timeout:.0f} s (start-up and {a.peer_windows} windows)")
+                    except Exception as e:  # noqa: BLE001 - a peer failing must not hide terraseg's figures
+                        print(f"{n:>6} {'torchgeo':>9} failed: {e}")
+                for name, m in rows.items():
+                    w = "/".join(f"{v:.0f}" for v in m["worker_rss_mb"]) or "-"
+                    idx = m.get("index_mb")
+                    idx_s = "-" if idx is None else f"{idx:.1f}"
+                    rest = "-" if idx is None else f"{m['main_peak_mb'] - idx:.0f}"
+                    print(f"{n:>6} {name:>9} {m['startup_s']:8.1f} {m['main_peak_mb']:8.0f} {w:>11} {m['windows_per_s']:10.1f} "
+                          f"{idx_s:>9} {rest:>13}", flush=True)
+                uss = rows["terraseg"].get("worker_uss_mb") or []
+                if uss:
+                    print(f"{'':>6} (terraseg workers' unique memory, USS: {'/'.join(f'{v:.0f}' for v in uss)} MB: the rest of their RSS "
+                          "is pages shared with the main process since the fork)")
+                sp = rows["terraseg"].get("spill") or {}
+                t = rows["terraseg"]
+                print(f"{'':>6} (round {rnd + 1} of {a.repeats}; generating the project took {gen[n]:.0f} s; first pass {warm:,} "
+                      f"windows; {t['train_scenes']:,} training scenes; start-up includes decoding {t['staged']:,} into the spill "
+                      f"store in {t['stage_s']:.1f} s: {sp.get('spill_mb', 0):,.0f} MiB in {sp.get('spill_regions', 0):,} regions)")
+        first = statistics.median(rates[a.scenes[0]])
+        print(f"terraseg windows/s, median of {a.repeats} run(s) each (runs alternate between the projects, so a burst of "
+              "other work on the machine slows one run of each, not every run of one):")
+        for n in a.scenes:
+            med = statistics.median(rates[n])
+            print(f"{n:>6} scenes: {med:,.0f} ({', '.join(f'{r:,.0f}' for r in rates[n])}); {med / first:.2f} of {a.scenes[0]} scenes'")
 
 if __name__ == "__main__":
     main()
