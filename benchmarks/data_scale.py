@@ -97,12 +97,12 @@ if workers:
 """
 
 TERRASEG_CHILD = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 t0 = time.perf_counter()
 import numpy as np, torch
 from torch.utils.data import DataLoader
 from terraseg.config import DataConfig, ProjectSource
-from terraseg.io.cache import configure
+from terraseg.io.cache import configure, peak_rss_mb
 from terraseg.data.datasets import EpochSampler, RandomWindowDataset, collate_samples
 from terraseg.data.sources import split_scenes
 scenes, labels, windows, workers, cache_mb, index = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
@@ -123,17 +123,17 @@ t_stage = time.perf_counter() - t_stage
 dl = DataLoader(ds, batch_size=16, sampler=EpochSampler(len(ds)), num_workers=workers, collate_fn=collate_samples,
                 persistent_workers=workers > 0)
 """+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
-                  "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids,
-                  "worker_uss_mb": kids_uss,
+                  "main_peak_mb": peak_rss_mb(), "worker_rss_mb": kids, "worker_uss_mb": kids_uss,
                   "index_mb": os.path.getsize(index) / 2**20 + labels_mb, "labels_mb": labels_mb, "train_scenes": len(split.train), "val_scenes": len(split.val), "staged": staged, "stage_s": t_stage,
                   "spill": __import__("terraseg.io.cache", fromlist=["SPILL"]).SPILL.report()}))
 """
 
 TORCHGEO_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 import torch
 from torch.utils.data import DataLoader
+from terraseg.io.cache import peak_rss_mb
 from torchgeo.datasets import RasterDataset, VectorDataset, stack_samples
 from torchgeo.samplers import RandomGeoSampler
 scenes, labels, windows, workers, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -146,7 +146,7 @@ ds = Scenes(paths=scenes) & Buildings(paths=str(__import__("pathlib").Path(label
 sampler = RandomGeoSampler(ds, size=128, length=warm + windows + 16)
 dl = DataLoader(ds, sampler=sampler, batch_size=16, num_workers=workers, collate_fn=stack_samples, persistent_workers=workers > 0)
 """+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
-                  "main_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "worker_rss_mb": kids}))
+                  "main_peak_mb": peak_rss_mb(), "worker_rss_mb": kids}))
 """
 
 

@@ -109,6 +109,22 @@ def test_byte_lru_evicts_to_its_budget():
     assert not lru.put("big", None, 2**19)  # over a quarter of the budget: not kept
 
 
+def test_peak_rss_is_this_programs_own_not_a_large_parents(tmp_path):
+    """``ru_maxrss`` carries a forking parent's peak across ``exec``; the run summary's peak must not."""
+    import subprocess
+    import sys
+
+    from terraseg.io.cache import peak_rss_mb
+
+    code = "from terraseg.io.cache import peak_rss_mb; print(peak_rss_mb())"
+    big = np.ones(400 * 2**20 // 8)  # 400 MiB touched in this (parent) process
+    assert peak_rss_mb() >= 400
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    del big
+    if sys.platform.startswith("linux"):
+        assert 0 < child < 300  # the child's own peak: Python, NumPy and terraseg, not the parent's 400 MiB
+
+
 def test_scene_reads_stay_within_the_cache_budget(tmp_path):
     from terraseg.io.cache import CACHE
     from terraseg.data.scenes import RasterScene

@@ -354,7 +354,20 @@ SPILL = SpillStore()
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB (``getrusage``: KiB on Linux, bytes on macOS; 0 elsewhere)."""
+    """This process's peak resident set size in MiB.
+
+    On Linux, ``VmHWM`` of ``/proc/self/status`` (the high-water mark of this program's memory since it
+    started: ``getrusage``'s ``ru_maxrss`` carries a forking parent's peak across ``exec``, so a small run
+    started by a large process would report the parent's); elsewhere ``getrusage`` (KiB on Linux, bytes
+    on macOS); 0 when neither answers.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 2**10, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
         import sys
