@@ -163,7 +163,7 @@ def main() -> None:
     p.add_argument("--windows", type=int, default=4096, help="training windows timed (after the first pass)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="terraseg runs per project, in rounds alternating between the "
-                   "projects; the summary gives each project's median windows/s (single runs move by a quarter on a shared CPU)")
+                   "projects; the summary gives each project's median windows/s (one case's single runs moved 2x between runs on a shared CPU)")
     p.add_argument("--cache-mb", type=float, default=256)
     p.add_argument("--spill-mb", type=float, default=16384, help="data.spill_mb: local disk for decoded scenes past the cache (0: none)")
     p.add_argument("--warm", type=int, default=None, help="windows of the first (untimed) pass; default: the larger of "
@@ -229,7 +229,8 @@ def main() -> None:
               "other work on the machine slows one run of each, not every run of one):")
         for n in a.scenes:
             med = statistics.median(rates[n])
-            print(f"{n:>6} scenes: {med:,.0f} ({', '.join(f'{r:,.0f}' for r in rates[n])}); {med / first:.2f} of {a.scenes[0]} scenes'")
+            print(f"{n:>6} scenes: {med:,.0f} ({', '.join(f'{r:,.0f}' for r in rates[n])}); {med / first:.2f} x the {a.scenes[0]}-scene median")
+
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from terraseg.data.windows import grid_offsets, grid_windows, random_offset, row_strips
@@ -39,7 +39,9 @@ def test_grid_offsets_cover_every_pixel(args, edge):
 
 @pytest.mark.slow
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 700), st.integers(1, 700), st.integers(1, 300))
+@given(st.integers(1, 700), st.integers(1, 700), st.integers(16, 300))
+@example(9, 7, 1).via("one-pixel windows")
+@example(700, 700, 16).via("the most windows drawn: 44 x 44")
 def test_clip_windows_partition_the_grid(height, width, size):
     counts = np.zeros((height, width), np.int64)
     for w in grid_windows(height, width, size, edge="clip"):
