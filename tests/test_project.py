@@ -109,7 +109,7 @@ def test_byte_lru_evicts_to_its_budget():
     assert not lru.put("big", None, 2**19)  # over a quarter of the budget: not kept
 
 
-def test_peak_rss_is_this_programs_own_not_a_large_parents(tmp_path):
+def test_peak_rss_is_this_programs_own_not_a_large_parents():
     """``ru_maxrss`` carries a forking parent's peak across ``exec``; the run summary's peak must not."""
     import subprocess
     import sys
