@@ -19,6 +19,22 @@ from terraseg.settings import data_root
 DATA = data_root()
 
 
+def find_chromium() -> str | None:
+    """A Chromium the browser tests may start: ``$TERRASEG_CHROMIUM``, else ``chromium``, ``chromium-browser`` or
+    ``google-chrome`` on the PATH (None when there is none: the test is skipped, nothing is installed)."""
+    import shutil
+
+    env = os.environ.get("TERRASEG_CHROMIUM")
+    if env:
+        return env if Path(env).is_file() else None
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+CHROMIUM = find_chromium()
+NO_CHROMIUM = ("no Chromium found: install one (Debian: `sudo make browser` or apt-get install chromium) "
+               "or set TERRASEG_CHROMIUM=/path/to/chrome")
+
+
 def needs_data(*parts: str):
     """Mark a test ``integration`` (it reads ../shared/datasets) and skip it unless the data set path exists."""
     skip = pytest.mark.skipif(not (DATA.joinpath(*parts)).exists(), reason=f"real data {'/'.join(parts)} not available")

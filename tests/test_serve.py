@@ -19,7 +19,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import DATA, make_bundle, needs_data
+from conftest import CHROMIUM, DATA, NO_CHROMIUM, make_bundle, needs_data
 from terraseg.bundle import Bundle
 from terraseg.config import ClassSpec, ModelConfig
 from terraseg.data.normalize import NormStats
@@ -218,7 +218,7 @@ def _free_port() -> int:
 
 
 @needs_data("massachusetts-buildings")
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed (`make browser`, which `make test` runs, installs it where apt works)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 @pytest.mark.skipif(not LEAFLET.exists(), reason="leaflet not installed (npm ci, run by make install)")
 def test_browser_upload_shows_overlay_and_map(bundle_path, tmp_path):
     import uvicorn
@@ -233,7 +233,7 @@ def test_browser_upload_shows_overlay_and_map(bundle_path, tmp_path):
         time.sleep(0.05)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=[
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -2,7 +2,8 @@
 
 ``TERRASEG_DATA`` is the one data-root setting: relative data paths in configs are resolved against
 it. When unset, ``../shared/datasets`` is used if it exists (relative to the working directory, then
-to the source checkout).
+to the source checkout), else the user's data folder (``platformdirs.user_data_dir("terraseg")/datasets``:
+``~/.local/share/terraseg/datasets`` on Linux), where ``terraseg download`` puts the public data sets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def data_root() -> Path:
 
     Returns:
         ``$TERRASEG_DATA`` if set, else the first existing of ``./../shared/datasets`` and
-        ``<checkout>/../shared/datasets``, else ``./data``.
+        ``<checkout>/../shared/datasets``, else the user's data folder (platformdirs; it may not exist yet).
     """
     env = os.environ.get("TERRASEG_DATA")
     if env:
@@ -27,7 +28,9 @@ def data_root() -> Path:
         candidate = (base / ".." / "shared" / "datasets").resolve()
         if candidate.is_dir():
             return candidate
-    return (Path.cwd() / "data").resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("terraseg")) / "datasets"
 
 
 def resolve_data_path(path: str | os.PathLike[str], root: Path | None = None) -> Path:

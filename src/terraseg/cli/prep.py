@@ -212,19 +212,28 @@ def vectorize(
 @user_errors
 def download(
     name: Annotated[Optional[str], typer.Argument(help="Data set name (see --list).")] = None,
-    root: Annotated[Optional[Path], typer.Option(help="Data root (default: $TERRASEG_DATA or ../shared/datasets).")] = None,
+    root: Annotated[Optional[Path], typer.Option(help="Data root (default: $TERRASEG_DATA, else ../shared/datasets "
+                                                 "when it exists, else the user's data folder).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Download even when the files are present.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the known data sets.")] = False,
+    base_url: Annotated[Optional[str], typer.Option(help="A mirror serving <folder>/<file> in place of the original URLs "
+                                                    "(default: $TERRASEG_DOWNLOAD_URL).")] = None,
+    where: Annotated[bool, typer.Option("--where", help="Print the data root and exit.")] = False,
 ) -> None:
     """Fetch a public data set from its original URL (checksums verified, resumable) into the data root."""
     from terraseg.data.download import DATASETS
     from terraseg.data.download import download as run
+    from terraseg.settings import data_root
 
+    if where:
+        out.print(str(root or data_root()), soft_wrap=True)
+        return
     if list_ or name is None:
         for d in DATASETS.values():
-            out.print(f"{d.name}: {d.citation} ({d.licence}) <- {', '.join(f.url for f in d.files)}")
+            out.print(f"{d.name} -> {d.folder}: {d.citation} ({d.licence}); {len(d.files)} file(s) from "
+                      f"{d.files[0].url.split('/')[2]}", soft_wrap=True)
         return
-    folder, fetched = run(name, root, force)
+    folder, fetched = run(name, root, force, base_url)
     out.print(f"{name}: {'downloaded to' if fetched else 'already present in'} {folder}")
 
 

@@ -5,12 +5,17 @@ single files, the known) checksum. Downloads go to ``<name>.part`` and resume wi
 ``Range`` request when interrupted; a file is moved to its final name only after its checksum
 matches, and archives are extracted into a temporary folder renamed into place when complete.
 Nothing is fetched when the data set's files are already present (e.g. from ``../shared/datasets``).
+
+A mirror (``TERRASEG_DOWNLOAD_URL`` or ``base_url``) replaces every original URL by
+``<mirror>/<folder>/<filename>``: the layout of the data root itself, so a folder of data sets served over
+HTTP (``python -m http.server``) is a mirror. The checksums stay those of the original files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
@@ -124,9 +129,9 @@ def fetch(url: str, target: Path, sha256: str | None = None, md5: str | None = N
         if e.code == 416 and have:  # requested range not satisfiable: the .part is already complete
             pass
         else:
-            raise InputFileError(f"{url}: download failed (HTTP {e.code}); run again to resume.") from None
+            raise InputFileError(f"{url}: download failed (HTTP {e.code}); {_by_hand(target, sha256, md5)}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise InputFileError(f"{url}: download failed ({getattr(e, 'reason', e)}); run again to resume.") from None
+        raise InputFileError(f"{url}: download failed ({getattr(e, 'reason', e)}); {_by_hand(target, sha256, md5)}") from None
     for algo, want in (("sha256", sha256), ("md5", md5)):
         if want:
             got = _digest(part, algo)
@@ -135,6 +140,28 @@ def fetch(url: str, target: Path, sha256: str | None = None, md5: str | None = N
                 raise InputFileError(f"{url}: {algo} checksum mismatch (got {got}, expected {want}); the download was deleted.")
     part.replace(target)
     return target
+
+
+def _by_hand(target: Path, sha256: str | None, md5: str | None) -> str:
+    """The second half of a failed download's one line: resume, or where to put the file by hand."""
+    check = f" (sha256 {sha256})" if sha256 else f" (md5 {md5})" if md5 else ""
+    return f"run again to resume, or fetch that URL elsewhere and put the file at {target}{check}."
+
+
+def mirror_url() -> str | None:
+    """The mirror that replaces every original URL: ``$TERRASEG_DOWNLOAD_URL`` (None when unset or empty)."""
+    return os.environ.get("TERRASEG_DOWNLOAD_URL") or None
+
+
+def source_url(ds: RemoteDataset, f: RemoteFile, base_url: str | None = None) -> str:
+    """Where file ``f`` of ``ds`` is fetched from: ``<base_url>/<folder>/<filename>`` with a mirror, else its original URL.
+
+    Args:
+        ds: the data set. f: one of its files.
+        base_url: a mirror's URL (default: :func:`mirror_url`).
+    """
+    base = base_url or mirror_url()
+    return f"{base.rstrip('/')}/{ds.folder}/{f.filename}" if base else f.url
 
 
 def _extract(archive: Path, dest: Path) -> None:
@@ -162,13 +189,15 @@ def _extract(archive: Path, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def download(name: str, root: Path | None = None, force: bool = False) -> tuple[Path, bool]:
+def download(name: str, root: Path | None = None, force: bool = False,
+             base_url: str | None = None) -> tuple[Path, bool]:
     """Fetch data set ``name`` into ``root`` (default: the data root).
 
     Args:
         name: a key of :data:`DATASETS` (or an alias).
         root: data root (default :func:`terraseg.settings.data_root`).
         force: download even when the files are present.
+        base_url: a mirror serving ``<folder>/<filename>`` (default ``$TERRASEG_DOWNLOAD_URL``; None: the original URLs).
 
     Returns:
         ``(folder, fetched)``: where the data set is, and whether anything was downloaded.
@@ -177,6 +206,7 @@ def download(name: str, root: Path | None = None, force: bool = False) -> tuple[
         ConfigError: unknown data set name.
         InputFileError: network failure or checksum mismatch.
     """
+    name = next((n for n, d in DATASETS.items() if name in d.aliases), name)
     if name not in DATASETS:
         raise ConfigError(f"unknown data set '{name}'; known: {', '.join(sorted(DATASETS))}.")
     ds = DATASETS[name]
@@ -188,7 +218,10 @@ def download(name: str, root: Path | None = None, force: bool = False) -> tuple[
     dest = root / ds.folder
     dest.mkdir(parents=True, exist_ok=True)
     for f in ds.files:
-        path = fetch(f.url, dest / f.filename, f.sha256, f.md5)
+        target = dest / f.filename
+        if not f.extract and not force and target.is_file() and f.sha256 and _digest(target, "sha256") == f.sha256:
+            continue  # fetched and verified by an earlier, interrupted run
+        path = fetch(source_url(ds, f, base_url), target, f.sha256, f.md5)
         if f.extract:
             _extract(path, dest)
             path.unlink()
