@@ -81,7 +81,8 @@ def test_clone_without_shared_downloads_the_demo_data_and_trains(tmp_path, mirro
     assert again.returncode == 0 and "already present" in again.stdout
 
     trained = run("train", "configs/massachusetts-buildings.yaml", "--set", "train.max_epochs=1",
-                  "--set", "data.samples_per_epoch=16", "--set", "train.max_minutes=3", "--set", "export_onnx=false")
+                  "--set", "data.samples_per_epoch=16", "--set", "train.max_minutes=3", "--set", "train.export_onnx=false",
+                  "--set", "train.choose_tiling=false", "--set", "train.calibrate=false")
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
     assert (clone / "runs" / "massachusetts-buildings" / "model.terraseg").is_file()
 
