@@ -13,7 +13,7 @@ DATA = $(shell $(BIN)/terraseg download --where)
 DATASETS := massachusetts-buildings new-brunswick-landcover spacenet-clips sen1floods11 landsat magnetic-tiles intel-scenes
 RUN := runs/massachusetts-buildings
 
-.PHONY: install data browser demo test docs tutorials bench clean
+.PHONY: install data browser demo test site docs tutorials bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,9 +56,13 @@ TUTORIAL_MINUTES ?= 1
 tutorials: $(STAMP) data
 	$(BIN)/python docs/tutorials/run.py --minutes $(TUTORIAL_MINUTES)
 
-docs: $(DOCS_STAMP) tutorials
+# the site alone, from the committed tutorial outputs (what the pages workflow publishes)
+site: $(DOCS_STAMP)
 	$(BIN)/typer terraseg.cli.main utils docs --name terraseg --title "CLI reference" --output docs/reference/cli.md
+	$(BIN)/python -c 'import pathlib, terraseg.config.describe as d; pathlib.Path("docs/reference/config.md").write_text(d.reference_markdown())'
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs: tutorials site
 
 clean:
 	rm -rf runs site .pytest_cache

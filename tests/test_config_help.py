@@ -64,3 +64,16 @@ def test_schema_command_prints_json():
     res = runner.invoke(app, ["config", "schema"])
     assert res.exit_code == 0
     assert json.loads(res.output)["title"] == "terraseg experiment config"
+
+
+def test_configuration_reference_page_is_current_and_lists_every_field():
+    from terraseg.config import ExperimentConfig, TrainConfig
+    from terraseg.config.describe import reference_markdown
+
+    text = reference_markdown()
+    assert (ROOT / "docs" / "reference" / "config.md").read_text() == text, \
+        "run: make site (or python -c 'from terraseg.config.describe import reference_markdown; ...')"
+    for name in (*ExperimentConfig.model_fields, *TrainConfig.model_fields):
+        assert f"| `{name}` |" in text, name
+    row = next(line for line in text.splitlines() if line.startswith("| `max_minutes` |"))
+    assert "`float` \\| `null`" in row and "| minutes |" in row

@@ -85,3 +85,122 @@ def describe(model: BaseModel) -> str:
         YAML text.
     """
     return "\n".join([SCHEMA_LINE, *_lines(model, "")]) + "\n"
+
+
+# units named in a field's description, in the words the descriptions use; shown in the reference's Units column
+_UNITS = [(r"\b(?:in|many) pixels\b|\(pixels\)", "pixels"), (r"\bmetres\b|\bin m\b", "metres"),
+          (r"\bminutes\b", "minutes"), (r"\bseconds\b", "seconds"), (r"\bms\b|milliseconds", "ms"),
+          (r"\bMB\b|\bMiB\b", "MB"), (r"\bGB\b|\bGiB\b", "GB"), (r"\bin bytes\b", "bytes"), (r"\bCRS units\b", "CRS units"),
+          (r"\bin degrees\b", "degrees")]
+
+
+def _type_name(annotation: Any) -> str:
+    """A field's type as a reader writes it in YAML: ``int``, ``list[str]``, ``'unet' | 'fpn'``, ``ModelConfig``."""
+    import re
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a!r}`" if not isinstance(a, str) else f"`{a}`" for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in args)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is not None:
+        inner = ", ".join(_type_name(a).strip("`") for a in args)
+        return f"`{getattr(origin, '__name__', str(origin))}[{inner}]`"
+    if annotation is type(None):
+        return "`null`"
+    name = getattr(annotation, "__name__", None) or re.sub(r"typing\.", "", str(annotation))
+    return f"`{name}`"
+
+
+def _default_text(info: Any) -> str:
+    from pydantic_core import PydanticUndefined
+
+    if info.default_factory is not None:
+        try:
+            value = info.default_factory()
+        except TypeError:
+            return "(computed)"
+        if isinstance(value, BaseModel):
+            return "(see below)"
+        return f"`{_scalar(_dump(value))}`"
+    if info.default is PydanticUndefined:
+        return "**required**"
+    return f"`{_scalar(_dump(info.default))}`"
+
+
+def _dump(value: Any) -> Any:
+    """A default as plain JSON values (models and lists of models included)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [_dump(v) for v in value]
+    return _json(value)
+
+
+def _units(description: str) -> str:
+    import re
+
+    found = [unit for pattern, unit in _UNITS if re.search(pattern, description)]
+    return ", ".join(dict.fromkeys(found)) or ""
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in typing.get_args(annotation) for m in _nested_models(a)]
+
+
+def _model_tables(model: type[BaseModel], prefix: str, seen: set[type], out: list[str]) -> None:
+    if model in seen:
+        return
+    seen.add(model)
+    doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    out += [f"### `{prefix}`" if prefix else f"### `{model.__name__}`", "", doc, "",
+            "| field | type | default | units | description |", "|---|---|---|---|---|"]
+    nested: list[tuple[str, type[BaseModel]]] = []
+    for name, info in model.model_fields.items():
+        desc = (info.description or "").replace("|", "\\|").replace("\n", " ")
+        out.append(f"| `{name}` | {_type_name(info.annotation)} | {_default_text(info)} | {_units(desc)} | {desc} |")
+        nested += [(f"{prefix}.{name}" if prefix else name, m) for m in _nested_models(info.annotation)]
+    out.append("")
+    for path, sub in nested:
+        _model_tables(sub, path, seen, out)
+
+
+def reference_markdown() -> str:
+    """The configuration reference page (``docs/reference/config.md``): every field of every typed config.
+
+    One table per config model, reached from :class:`terraseg.config.ExperimentConfig` (what a YAML config
+    holds) and from the command configs the CLI builds (predict, evaluate, export, serve and the data commands),
+    each field with its type, default, the units its description names, and the description itself.
+    ``make site`` writes it; a test checks the committed page against this function.
+
+    Returns:
+        Markdown text.
+    """
+    from terraseg.config import ExperimentConfig
+    from terraseg.config import inference, prep
+
+    out = ["# Configuration reference", "",
+           "Every field of terraseg's typed configs (pydantic models), generated from the models themselves by "
+           "`terraseg.config.describe.reference_markdown` (`make site` writes this page; a test keeps it current). "
+           "A YAML experiment config holds the fields of `ExperimentConfig`; `terraseg config show CONFIG.yaml` "
+           "prints one with every default filled in, and `configs/schema.json` lets an editor complete and check it. "
+           "The command configs are what the CLI's options build (`terraseg predict --help` and so on).", "",
+           "Units are those a field's description names; a field without units is a count, a ratio, a name or a flag.",
+           "", "## Experiment config (YAML)", ""]
+    seen: set[type] = set()
+    _model_tables(ExperimentConfig, "", seen, out)
+    out += ["## Command configs", ""]
+    for model in (inference.PredictConfig, inference.EvaluateConfig, inference.ExportConfig, inference.ServeConfig,
+                  prep.ChipConfig, prep.MosaicConfig, prep.RasterizeConfig, prep.SplitConfig, prep.StatsConfig,
+                  prep.VectorizeConfig):
+        _model_tables(model, "", seen, out)
+    return "\n".join(out).rstrip() + "\n"
