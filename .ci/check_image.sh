@@ -75,4 +75,4 @@ HF_HUB_OFFLINE=1 TERRASEG_DATA="${TERRASEG_DATA:-$ROOT/../shared/datasets}" "$RO
   "$("$DOCKER" exec terraseg-ci id -u)" || { "$DOCKER" logs terraseg-ci 2>&1 | tail -20; say "FAILED"; exit 1; }
 "$DOCKER" rm -f terraseg-ci >/dev/null 2>&1
 # the same image in compose.yaml's stack: Postgres + MLflow server + the API serving a model registered there
-DOCKER="$DOCKER" bash .ci/check_compose.sh terraseg:ci "$BASE" "$work" || exit 1
+DOCKER="$DOCKER" bash .ci/check_compose.sh terraseg:ci "$BASE" "$work" "$TORCH_INDEX" || exit 1

@@ -86,3 +86,11 @@ def test_registry_names_sources_and_checksums():
     landsat = Path(dl.data_root()) / "landsat" / "RGB.byte.tif"
     if landsat.exists():  # the known checksum matches the real file
         assert dl._digest(landsat, "sha256") == dl.DATASETS["landsat"].files[0].sha256
+
+
+def test_data_sets_page_is_current():
+    root = Path(__file__).resolve().parents[1]
+    text = dl.datasets_markdown()
+    assert (root / "docs" / "data.md").read_text() == text, "run: make site"
+    for name, ds in dl.DATASETS.items():
+        assert f"## `{name}`" in text and all(f.url in text for f in ds.files)

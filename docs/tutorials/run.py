@@ -3,9 +3,11 @@
 Each tutorial (``docs/tutorials/*.md``) is run as a reader would: its ``bash`` code blocks, in order, in
 a fresh folder ``runs/tutorials/<name>/`` (with the repository's ``configs/`` in it), with the data root in
 ``$TERRASEG_DATA`` and ``$MINUTES`` as the training budget (a tutorial writes ``${MINUTES:-10}``: ten
-minutes for a reader, what ``--minutes`` says here). What each block prints goes to
-``docs/tutorials/generated/<name>/block-<k>.txt`` (the page includes it), and the files a tutorial names
-in its ``<!-- assets: ... -->`` comment (paths in its folder) are copied there too (the page shows them).
+minutes for a reader, what ``--minutes`` says here). What block ``k`` prints is written into the page
+itself, into the ``text`` fence after its ``<!-- output: block-k -->`` marker (so the page shows it on GitHub
+as on the site), and the files a tutorial names in its ``<!-- assets: ... -->`` comment (paths in its
+folder) are copied to ``docs/tutorials/generated/<name>/`` (committed; a PNG over 200 kB is reduced to a
+palette image, then scaled down, until it fits).
 A block preceded by ``<!-- not run -->`` is shown but not run. A failing block stops its tutorial with
 the command's output; the script exits 1 when any tutorial failed.
 
@@ -27,6 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BLOCK = re.compile(r"(<!-- not run -->\s*)?```bash\n(.*?)```", re.S)
+OUTPUT = re.compile(r"(<!-- output: block-(\d+) -->\n```text\n)(.*?)(\n```)", re.S)
+MAX_ASSET_BYTES = 200_000
 ASSETS = re.compile(r"<!-- assets: (.*?) -->", re.S)
 
 
@@ -41,6 +45,7 @@ def run_tutorial(page: Path, minutes: float, env: dict[str, str]) -> tuple[bool,
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     text = page.read_text()
+    printed_by: dict[str, str] = {}
     t0 = time.monotonic()
     k = 0
     for m in BLOCK.finditer(text):
@@ -50,7 +55,7 @@ def run_tutorial(page: Path, minutes: float, env: dict[str, str]) -> tuple[bool,
         r = subprocess.run(["bash", "-eo", "pipefail", "-c", m.group(2)], cwd=work, env=env | {"MINUTES": f"{minutes:g}"},
                            capture_output=True, text=True)
         printed = (r.stdout + r.stderr).rstrip()
-        (out / f"block-{k}.txt").write_text(_tidy(printed, work, env["TERRASEG_DATA"]) + "\n")
+        printed_by[str(k)] = _tidy(printed, work, env["TERRASEG_DATA"])
         if r.returncode:
             print(f"{name}: block {k} failed (exit {r.returncode}):\n{printed[-3000:]}", file=sys.stderr)
             return False, time.monotonic() - t0
@@ -61,8 +66,27 @@ def run_tutorial(page: Path, minutes: float, env: dict[str, str]) -> tuple[bool,
             if not found:
                 print(f"{name}: no file {src} to show", file=sys.stderr)
                 return False, time.monotonic() - t0
-            shutil.copy(found[0], out / (dst or found[0].name))
+            _copy_small(found[0], out / (dst or found[0].name))
+    new = OUTPUT.sub(lambda m: m.group(1) + printed_by.get(m.group(2), m.group(3)) + m.group(4), text)
+    if new != text:
+        page.write_text(new)
     return True, time.monotonic() - t0
+
+
+def _copy_small(src: Path, dst: Path) -> None:
+    """Copy an asset; a PNG over ``MAX_ASSET_BYTES`` becomes a 256-colour palette image, then is halved in size
+    until it fits (the pages are read on GitHub too, where large images slow the page)."""
+    shutil.copy(src, dst)
+    if dst.suffix.lower() != ".png" or dst.stat().st_size <= MAX_ASSET_BYTES:
+        return
+    from PIL import Image
+
+    img = Image.open(src).convert("RGB")
+    while True:
+        img.quantize(256, method=Image.Quantize.MEDIANCUT).save(dst, optimize=True)
+        if dst.stat().st_size <= MAX_ASSET_BYTES or min(img.size) < 64:
+            return
+        img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.Resampling.LANCZOS)
 
 
 def _tidy(text: str, work: Path, data: str) -> str:

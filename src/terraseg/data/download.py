@@ -226,3 +226,39 @@ def download(name: str, root: Path | None = None, force: bool = False,
             _extract(path, dest)
             path.unlink()
     return dest, True
+
+
+def datasets_markdown() -> str:
+    """The data-sets page (``docs/data.md``): every data set ``terraseg download`` fetches, from :data:`DATASETS`.
+
+    Each with its folder under the data root, its files, where they come from (the original URL, pinned to a
+    commit where the source is a repository), each file's checksum, citation, licence and note. ``make site``
+    writes the page; a test keeps it current.
+
+    Returns:
+        Markdown text.
+    """
+    out = ["# Data sets", "",
+           "The demo, the tutorials and the integration tests read these public data sets from the data root: "
+           "`$TERRASEG_DATA` when set, else `../shared/datasets` when it exists beside the checkout, else the user's "
+           "data folder (`~/.local/share/terraseg/datasets` on Linux; `terraseg download --where` prints it). "
+           "`terraseg download NAME` fetches one from its original source, checks every file against the checksum "
+           "below, resumes an interrupted download, and never leaves a partial file under a final name; `make data` "
+           "fetches all that the tutorials read, `make demo` the Massachusetts tiles first. A mirror serving "
+           "`<folder>/<file>` replaces the original URLs with `--base-url URL` or `TERRASEG_DOWNLOAD_URL=URL` "
+           "(`python -m http.server` over a data root is one). Offline, the error names each URL and the path and "
+           "checksum of the file to put there by hand.", "",
+           "This page is generated from `src/terraseg/data/datasets.yaml` (`terraseg.data.download.datasets_markdown`).",
+           ""]
+    for ds in DATASETS.values():
+        out += [f"## `{ds.name}`", "", f"{ds.citation}. Licence: {ds.licence}.", ""]
+        if ds.note:
+            out += [ds.note, ""]
+        out += [f"Folder under the data root: `{ds.folder}/`" + (f" (also found as {', '.join(f'`{a}/`' for a in ds.aliases)})"
+                                                               if ds.aliases else "") + ".", "",
+                "| file | source | checksum |", "|---|---|---|"]
+        for f in ds.files:
+            check = f"sha256 `{f.sha256}`" if f.sha256 else f"md5 `{f.md5}`" if f.md5 else "none published"
+            out.append(f"| `{f.filename}`{' (extracted)' if f.extract else ''} | <{f.url}> | {check} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
