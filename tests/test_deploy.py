@@ -59,12 +59,21 @@ def test_kubernetes_manifests_validate_strictly(overlay):
 
 def test_compose_and_workflows_are_well_formed():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    assert {"api", "mlflow", "postgres"} <= set(compose["services"])
-    assert "models:/buildings@champion" in compose["services"]["api"]["command"]
+    services = compose["services"]
+    assert {"api", "mlflow", "postgres", "register"} <= set(services)
+    assert "${TERRASEG_MODEL:-models:/buildings@champion}" in services["api"]["command"]
+    # one `docker compose up --build`: nothing behind a profile, the API waits for the one-shot registration
+    assert not any(s.get("profiles") for s in services.values())
+    assert services["api"]["depends_on"]["register"] == {"condition": "service_completed_successfully"}
+    assert "${TERRASEG_RUN:-./runs/massachusetts-buildings}:/training-run:ro" in services["register"]["volumes"]
+    assert all(services[s]["build"]["context"] == "." for s in ("api", "mlflow", "register"))
+    assert '"${COMPOSE[@]}" up --build ' in (ROOT / ".ci" / "check_compose.sh").read_text()  # the documented command
     flows = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / ".github" / "workflows").glob("*.yml")}
-    assert set(flows) >= {"ci", "image", "pipeline"}
-    steps = [s.get("run", "") for s in flows["ci"]["jobs"]["test"]["steps"]]
+    assert set(flows) >= {"ci", "image", "pipeline", "pages"}
+    steps = [s.get("run", "") for s in flows["ci"]["jobs"]["full"]["steps"]]
     assert any("bash .ci/run" in s for s in steps)  # CI does what .ci/run does
+    assert flows["ci"]["jobs"]["quick"]["strategy"]["matrix"]["python"] == ["3.11", "3.12", "3.13"]
+    assert any(s.get("uses", "").startswith("actions/deploy-pages") for s in flows["pages"]["jobs"]["deploy"]["steps"])
     assert any("dvc metrics diff" in s.get("run", "") for s in flows["pipeline"]["jobs"]["repro"]["steps"])
 
 

@@ -5,7 +5,13 @@ and GeoJSON responses, grid classification) goes through :class:`PredictionWrite
 decides their encoding (Raster Vision's label store plays the same role):
 
 * class ids: ``uint8`` with nodata 255 and a colour table (class colours, nodata transparent) when
-  there are fewer than 255 classes, else ``uint16`` with nodata 65535;
+  there are fewer than 255 classes, else ``uint16`` with nodata 65535; the class names as GDAL category
+  names and a thematic raster attribute table (value, class, colour) in the GeoTIFF's PAM side-car
+  ``<file>.aux.xml``, where GDAL keeps both for GeoTIFFs (QGIS shows them as the layer's legend, ``gdalinfo``
+  lists them);
+* internal overviews (factors 2, 4, ... down to a longer side of 256-511 px; nearest for class ids,
+  average for probabilities) when the raster is larger than 1,024 x 1,024 pixels, so GIS viewers draw it
+  at any zoom without building ``.ovr`` files;
 * probabilities: ``float32``, one band per class (band descriptions = class names), NaN where the
   input had no data;
 * GeoTIFFs: the source grid's CRS, transform and size, tiled 256 x 256, compressed with the codec
@@ -33,6 +39,71 @@ import numpy as np
 from terraseg.io.raster import Grid, create_raster, geotiff_profile
 
 CODECS = ("deflate", "zstd", "lzw", "none")
+OVERVIEW_ABOVE = 1024  # pixels: a raster with a side larger than this gets internal overviews
+
+
+def overview_factors(height: int, width: int, above: int = OVERVIEW_ABOVE) -> list[int]:
+    """Overview decimation factors for a raster of ``height`` x ``width`` pixels.
+
+    Args:
+        height, width: size in pixels. above: no overviews unless a side exceeds this many pixels.
+
+    Returns:
+        ``[2, 4, ...]`` (halving levels, as ``gdaladdo``) down to the coarsest whose longer side is 256-511
+        pixels, or ``[]`` for a raster of at most ``above`` pixels a side.
+    """
+    if max(height, width) <= above:
+        return []
+    factors, f = [], 2
+    while max(height, width) / f >= 256:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def write_class_legend(path: str | Path, class_names: list[str], colors: list[str] | None = None,
+                       nodata: int | None = None) -> Path:
+    """Write the class names of a class-id GeoTIFF where GDAL reads them: its PAM side-car ``<path>.aux.xml``.
+
+    Band 1 gets GDAL category names (index = class id) and a thematic raster attribute table with the
+    columns ``Value`` (GFU_MinMax), ``Class`` (GFU_Name) and ``Red``/``Green``/``Blue``/``Alpha`` (GFU_Red...),
+    one row per class, in GDAL's PAM XML format (GDAL RFC 40, ``GDALRasterAttributeTable::Serialize``).
+    QGIS (3.30 and later) shows the table as the legend; ``gdalinfo`` prints both. The file is written under
+    a temporary name and renamed.
+
+    Args:
+        path: the class-id GeoTIFF. class_names: K names, class id order. colors: K ``'#rrggbb'`` or None.
+        nodata: the raster's nodata value (its row, if below 256, is left out of the table).
+
+    Returns:
+        The side-car's path.
+    """
+    import xml.etree.ElementTree as ET
+
+    from terraseg.io.atomic import atomic_path
+
+    root = ET.Element("PAMDataset")
+    band = ET.SubElement(root, "PAMRasterBand", band="1")
+    cats = ET.SubElement(band, "CategoryNames")
+    for name in class_names:
+        ET.SubElement(cats, "Category").text = name
+    rat = ET.SubElement(band, "GDALRasterAttributeTable", tableType="thematic")
+    fields = [("Value", 0, 5), ("Class", 2, 2), ("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8), ("Alpha", 0, 9)]
+    for i, (name, ftype, usage) in enumerate(fields):
+        defn = ET.SubElement(rat, "FieldDefn", index=str(i))
+        ET.SubElement(defn, "Name").text = name
+        ET.SubElement(defn, "Type").text = str(ftype)
+        ET.SubElement(defn, "Usage").text = str(usage)
+    for k, name in enumerate(class_names):
+        r, g, b = hex_to_rgb(colors[k]) if colors and k < len(colors) else (0, 0, 0)
+        row = ET.SubElement(rat, "Row", index=str(k))
+        for value in (k, name, r, g, b, 255):
+            ET.SubElement(row, "F").text = str(value)
+    ET.indent(root)
+    side = Path(str(path) + ".aux.xml")
+    with atomic_path(side) as tmp:
+        tmp.write_bytes(ET.tostring(root, encoding="utf-8") + b"\n")
+    return side
 
 
 def class_encoding(num_classes: int) -> tuple[str, int]:
@@ -187,11 +258,28 @@ class PredictionWriter:
         if exc_type is None and self._ids is not None and self.dtype == "uint8" and self.colors:
             cmap = {i: hex_to_rgb(c) + (255,) for i, c in enumerate(self.colors[:255])}
             self._ids.write_colormap(1, cmap | {self.nodata: (0, 0, 0, 0)})
+        if exc_type is None and not self.cog:  # the COG driver builds its own overviews
+            self._overviews()
         if exc_type is None and self._buffer is not None:
             from terraseg.io.images import write_png
 
             self._stack.callback(write_png, self.target, self._buffer)
         self._stack.__exit__(exc_type, exc, tb)
+        if exc_type is None and self._ids is not None:
+            write_class_legend(self.target, self.class_names, self.colors, self.nodata)
+
+    def _overviews(self) -> None:
+        """Internal overviews of each GeoTIFF written, when larger than :data:`OVERVIEW_ABOVE` pixels a side."""
+        from rasterio.enums import Resampling
+
+        factors = overview_factors(self.grid.height, self.grid.width)
+        if not factors:
+            return
+        for dst, method in ((self._ids, Resampling.nearest), (self._probs, Resampling.average),
+                            (self._conf, Resampling.average)):
+            if dst is not None:
+                dst.build_overviews(factors, method)
+                dst.update_tags(ns="rio_overview", resampling=method.name)
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -223,4 +311,5 @@ def write_prediction(target: str | Path, grid: Grid, class_ids: np.ndarray, clas
     return w.paths
 
 
-__all__ = ["CODECS", "PredictionWriter", "class_encoding", "encode_class_ids", "hex_to_rgb", "write_prediction"]
+__all__ = ["CODECS", "OVERVIEW_ABOVE", "PredictionWriter", "class_encoding", "encode_class_ids", "hex_to_rgb",
+           "overview_factors", "write_class_legend", "write_prediction"]
