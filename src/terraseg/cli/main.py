@@ -71,6 +71,8 @@ def train(
 
         write_plan(res_plan.plan, res_plan.fingerprint, config)
         out.print(f"plan: {config} (edit and rerun with `terraseg train {config}`)")
+        for note in res_plan.fingerprint.notes:
+            out.print(f"plan note: {note}")
     cfg = load_config(config, set_ or [])
     res = run_train(cfg, resume=resume, tracking_uri=tracking_uri, started=started)
     if res.rank:  # another DDP rank: rank 0 reports

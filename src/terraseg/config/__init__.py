@@ -48,7 +48,10 @@ class SceneSource(_Strict):
     image: str = Field(description="Raster path (GeoTIFF or any GDAL format); relative paths are under the data root.")
     vector: VectorLabels | None = Field(None, description="Polygon labels; exclusive with `mask`.")
     mask: str | None = Field(None, description="Mask raster on the same grid (class ids); exclusive with `vector`.")
-    mask_nodata: int | None = Field(None, description="Mask value meaning 'unknown' (becomes ignore_index); default the mask's nodata.")
+    mask_nodata: int | Literal["none"] | None = Field(
+        None, description="Mask value meaning 'unknown' (becomes ignore_index); default the mask's nodata tag. 'none': no "
+        "value means unknown, the tag is not honoured (a 0/1 mask tagged nodata 0, as many GDAL-written masks are, whose "
+        "0 is background; `terraseg plan` sets it so and says why).")
     bands: list[int] | None = Field(None, description="1-based band indexes to read, in order; default all bands.")
 
     @model_validator(mode="after")

@@ -265,6 +265,9 @@ def class_aware_split(scenes: list[Scene], val_fraction: float, num_classes: int
             units.append((i, region))
             rows.append(counts)
     counts = np.stack(rows) if rows else np.zeros((0, num_classes), dtype=np.int64)
+    from terraseg.data.census import require_two_classes
+
+    require_two_classes(counts.sum(0), class_names, [scenes[i] for i in labelled], "train")
     chosen, unheld = _choose(counts, val_fraction, seed)
     picked = [u for u, c in zip(units, chosen) if c]
     train, val = _build(scenes, picked, buf, context)

@@ -246,7 +246,8 @@ class RasterScene(Scene):
         bands: 1-based band indexes to read (default all).
         vector: vector label spec (:class:`terraseg.config.VectorLabels`), or None.
         mask_path: mask raster on the same grid, or None.
-        mask_nodata: mask value meaning unknown (default: the mask raster's nodata).
+        mask_nodata: mask value meaning unknown (default: the mask raster's nodata tag; ``"none"``: no value,
+            the tag not honoured).
         ignore_index: mask value for unknown pixels.
         region: restrict the scene to this rectangle (train/val splits of one scene).
         num_classes: when given, mask values outside ``0..num_classes-1`` raise an error.
@@ -264,7 +265,7 @@ class RasterScene(Scene):
         bands: list[int] | None = None,
         vector=None,
         mask_path: str | Path | None = None,
-        mask_nodata: int | None = None,
+        mask_nodata: int | str | None = None,
         ignore_index: int = 255,
         region: Region | None = None,
         num_classes: int | None = None,
@@ -293,7 +294,9 @@ class RasterScene(Scene):
         self.ignore_index = ignore_index
         self.num_classes = num_classes
         self.mask_path = str(mask_path) if mask_path else None
-        self.mask_nodata = mask_nodata
+        honour_tag = mask_nodata != "none"
+        self.mask_nodata: int | None = None if mask_nodata == "none" else mask_nodata
+        self.mask_nodata_tag: int | None = None  # the mask's own nodata tag, when it decided mask_nodata
         self._rasterizer = None
         if vector is not None:
             from terraseg.io.vector import VectorRasterizer  # geopandas/shapely/pyproj only for vector labels
@@ -314,8 +317,8 @@ class RasterScene(Scene):
                         )
                     if info.crs and mds.crs and (mds.crs != info.crs or not mds.transform.almost_equals(info.transform)):
                         raise InputFileError(f"{self.mask_path}: mask is not on the grid (CRS/transform) of image {self.path}.")
-                    if self.mask_nodata is None and mds.nodata is not None:
-                        self.mask_nodata = int(mds.nodata)
+                    if honour_tag and self.mask_nodata is None and mds.nodata is not None:
+                        self.mask_nodata = self.mask_nodata_tag = int(mds.nodata)
         self.has_labels = self._rasterizer is not None or self.mask_path is not None
         nbytes = self.height * self.width * self.count * np.dtype(self.dtype).itemsize
         self._cache_ok = cache and nbytes <= CACHE_LIMIT_BYTES
@@ -438,7 +441,7 @@ class RasterScene(Scene):
         cached = self.__dict__.get("_key")
         if cached is None or cached[0] != state:
             key = _HashedKey(("raster", self.path, (r.row_off, r.col_off, r.height, r.width), tuple(self.bands), self.mask_path,
-                              id(self._rasterizer), self.exclude, self.score_region, self.ignore_index))
+                              self.mask_nodata, id(self._rasterizer), self.exclude, self.score_region, self.ignore_index))
             self._key = cached = (state, key)
         return cached[1]
 

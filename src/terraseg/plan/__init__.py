@@ -82,23 +82,39 @@ def _vector_classes(path: str, attribute: str | None) -> tuple[list[str], dict[s
     return ["background", *values], {v: i + 1 for i, v in enumerate(values)}
 
 
-def _mask_classes(paths: list[Path]) -> tuple[int, int | None]:
-    """(number of classes, nodata) from mask rasters: the largest value seen + 1 (a sample of 20 masks)."""
+def _mask_classes(paths: list[Path]) -> tuple[int, int | str | None, list[str]]:
+    """(number of classes, mask_nodata, notes) from mask rasters: the largest value seen + 1 (a sample of 20 masks).
+
+    A nodata tag that is also the background value of the mask's own pixels (0 in a 0/1 mask tagged nodata 0, as
+    GDAL writes many masks) is not honoured when honouring it would leave fewer than two classes with labelled
+    pixels: ``mask_nodata`` is then ``"none"`` and a note says so and how to restore the tag.
+    """
     import numpy as np
 
     from terraseg.io.raster import open_raster
 
-    top, nodata = 1, None
+    top, nodata, notes = 1, None, []
+    tag_values: set[int] = set()
+    tags: set[int] = set()
     for p in paths[:20]:
         with open_raster(p) as ds:
             nodata = ds.nodata if ds.nodata is not None else nodata
             m = ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
+            if ds.nodata is not None:
+                tags.add(int(ds.nodata))
+                tag_values |= {int(v) for v in np.unique(m)}
             vals = np.unique(m[m != ds.nodata] if ds.nodata is not None else m)
             if nodata is None and vals.size and vals.min() < 0:  # e.g. Sen1Floods11's -1 for 'no label'
                 nodata = float(vals.min())
                 vals = vals[vals != vals.min()]
             top = max(top, int(vals.max()) if vals.size else 1)
-    return top + 1, (int(nodata) if nodata is not None else None)
+    if len(tags) == 1 and (tag := next(iter(tags))) == 0 and tag in tag_values and len(tag_values - {tag}) < 2 \
+            and len(tag_values) >= 2:
+        notes.append(f"the mask's nodata tag {tag} is also its background value (its pixels are "
+                     f"{', '.join(map(str, sorted(tag_values)))}): honouring it would leave one class with labelled pixels, "
+                     f"so {tag} is planned as class 'background' (mask_nodata: none); set mask_nodata: {tag} to restore the tag")
+        return max(top, max(tag_values)) + 1, "none", notes
+    return top + 1, (int(nodata) if nodata is not None else None), notes
 
 
 def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute: str | None = None) -> tuple[dict[str, Any], list[str]]:
@@ -152,19 +168,19 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
         missing = [r for r, m in pairs if m is None]
         if len(missing) == len(pairs):
             raise InputFileError(f"{lab}: no mask named after any raster (e.g. {Path(rasters[0]).stem}.tif).")
-        n, nodata = _mask_classes([m for _, m in pairs if m is not None])
+        n, nodata, notes = _mask_classes([m for _, m in pairs if m is not None])
         train = [{"kind": "scene", "image": str(Path(r).resolve()), "mask": str(m.resolve())}
                  | ({"mask_nodata": nodata} if nodata is not None else {}) for r, m in pairs if m is not None]
-        return {"train": train}, ["background"] + [f"class_{k}" for k in range(1, n)]
+        return {"train": train} | ({"notes": notes} if notes else {}), ["background"] + [f"class_{k}" for k in range(1, n)]
     if lab.suffix.lower() in {".tif", ".tiff", ".vrt", ".png"}:
         if len(rasters) != 1:
             raise InputFileError(f"{lab}: one mask raster labels one raster; for {len(rasters)} rasters give a folder of masks "
                                  "named after them.")
-        n, nodata = _mask_classes([lab])
+        n, nodata, notes = _mask_classes([lab])
         src = {"kind": "scene", "image": str(Path(rasters[0]).resolve()), "mask": str(lab.resolve())}
         if nodata is not None:
             src["mask_nodata"] = nodata
-        return {"train": [src]}, ["background"] + [f"class_{k}" for k in range(1, n)]
+        return {"train": [src]} | ({"notes": notes} if notes else {}), ["background"] + [f"class_{k}" for k in range(1, n)]
     names, mapping = _vector_classes(str(lab), attribute)
     vec: dict[str, Any] = {"path": str(lab.resolve())}
     if attribute:
@@ -263,7 +279,9 @@ def plan_run(inputs: list[str], labels: str | None = None, attribute: str | None
     if minutes <= 0:
         raise ConfigError(f"--minutes {minutes:g}: the budget must be positive.")
     sources, names = sources_from_inputs(inputs, labels, attribute)
+    label_notes = sources.pop("notes", [])
     fp = fingerprint_sources(sources, names)
+    fp.notes[:0] = label_notes
     from terraseg.devices import training_device
 
     device = training_device()

@@ -1,0 +1,75 @@
+"""What the labels hold, and the refusal of a task they cannot teach or score.
+
+A segmentation model learns to tell classes apart; with labelled pixels of one class alone it learns a constant
+and scores 1.0 on a hold-out of that class (a perfect figure of a useless map). Training (plan, ``train``, ``cv``,
+``tune``) and scoring (``evaluate``) therefore stop, in one sentence naming the labels and the missing classes,
+when fewer than two classes have labelled pixels. The commonest cause is a mask whose nodata tag is also its
+background value (a 0/1 mask tagged nodata 0, as GDAL writes many): the sentence says so and names the setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from terraseg.errors import InputFileError
+
+
+def _label_files(scenes: Sequence[object]) -> str:
+    names = []
+    for s in scenes:
+        path = getattr(s, "mask_path", None) or getattr(getattr(s, "_rasterizer", None), "path", None) or getattr(s, "path", None)
+        if path and str(path) not in names:
+            names.append(str(path))
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "") if names else "the labels"
+
+
+def tagged_background(scenes: Sequence[object], class_names: Sequence[str]) -> tuple[int, bool] | None:
+    """The mask nodata value that hides a class value (``0`` of a 0/1 mask tagged nodata 0), or None.
+
+    Args:
+        scenes: the scenes whose labels were counted. class_names: K names.
+
+    Returns:
+        ``(value, from_tag)`` when a scene's mask nodata is a class id (0..K-1): from the mask's own tag, or set.
+    """
+    for s in scenes:
+        value = getattr(s, "mask_nodata", None)
+        if isinstance(value, int) and 0 <= value < len(class_names):
+            return int(value), getattr(s, "mask_nodata_tag", None) == value
+    return None
+
+
+def require_two_classes(counts: np.ndarray, class_names: Sequence[str], scenes: Sequence[object], purpose: str) -> None:
+    """Refuse training or scoring when fewer than two classes have labelled pixels.
+
+    Args:
+        counts: ``(K,)`` labelled pixels per class. class_names: K names.
+        scenes: the scenes counted (their label files are named in the message).
+        purpose: what would have run: ``"train"`` or ``"score"``.
+
+    Raises:
+        InputFileError: one sentence naming the label files, the classes with and without pixels, and what would work.
+    """
+    counts = np.asarray(counts)
+    present = [class_names[k] for k in range(len(class_names)) if counts[k] > 0]
+    if len(present) >= 2:
+        return
+    missing = [class_names[k] for k in range(len(class_names)) if counts[k] <= 0]
+    files = _label_files(scenes)
+    has = f"only class '{present[0]}' has labelled pixels" if present else "no class has a labelled pixel"
+    why = ("a model cannot learn to tell classes apart from one" if purpose == "train"
+           else "a score of one class alone says nothing of the map")
+    hidden = tagged_background(scenes, class_names)
+    if hidden is not None:
+        tag, from_tag = hidden
+        what = f"the mask's nodata tag {tag}" if from_tag else f"mask_nodata {tag}"
+        fix = (f"{what} is also the value of class '{class_names[tag]}': if {tag} is '{class_names[tag]}', set mask_nodata: "
+               f"none in the source (or plan without a config, which does) to count it")
+    else:
+        fix = "label at least two classes (e.g. background polygons, or a mask whose background pixels are not nodata)"
+    raise InputFileError(f"{files}: {has} ({', '.join(missing)}: none), so {why}; {fix}.")
+
+
+__all__ = ["require_two_classes", "tagged_background"]
