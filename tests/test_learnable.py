@@ -35,7 +35,7 @@ def test_plan_counts_a_tagged_zero_as_background_and_says_how_to_restore_the_tag
     assert src["mask_nodata"] == "none"
     assert res.fingerprint.class_pixels[0] > 0 and res.fingerprint.class_pixels[1] > 0  # both classes counted
     text = (tmp_path / "plan.yaml").read_text()
-    assert "nodata tag 0 is also its background value" in text and "set mask_nodata: 0 to restore the tag" in text
+    assert "nodata tag 0 is also its background value" in text and "set mask_nodata: 0 in the source to restore the tag" in text
     cfg = yaml.safe_load(text)
     assert cfg["data"]["train"][0]["mask_nodata"] == "none"
 

@@ -182,9 +182,15 @@ def _scenes_for(bundle, data: Optional[Path], labels: Optional[Path], split: str
     if labels is None:
         raise InputFileError(f"{data}: give --labels (vector file or mask raster) to evaluate an image.")
     from terraseg.cli.prep import parse_mapping
+    from terraseg.config.prep import LabelOptions
+    from terraseg.data.census import background_tag, background_tag_note
 
+    nodata: int | str | None = mask_nodata
+    if nodata is None and LabelOptions(path=str(labels)).is_mask and (hidden := background_tag([labels])) is not None:
+        nodata = "none"  # as the plan counts such masks
+        err.print("note: " + background_tag_note(*hidden, "give --mask-nodata 0"))
     return [open_input(bundle, data, labels, burn_value=burn_value, attribute=attribute, mapping=parse_mapping(mapping),
-                       mask_nodata=mask_nodata)]
+                       mask_nodata=nodata)]
 
 
 @command_from(EvaluateConfig, nested=("inference",))

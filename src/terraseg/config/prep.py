@@ -23,7 +23,8 @@ class LabelOptions(VectorLabels):
     """Labels of an image: a mask raster on its grid, or polygons rasterized onto it (vector fields apply)."""
 
     path: str = Field(description="Mask raster (.tif/.png) on the image grid, or vector file (shp, zipped shp, GeoJSON, GeoPackage).")
-    nodata: int | None = Field(None, description="Mask-raster value meaning unknown (default: the mask raster's nodata).")
+    nodata: int | Literal["none"] | None = Field(
+        None, description="Mask-raster value meaning unknown (default: the mask raster's nodata tag; 'none': no value).")
 
     @property
     def is_mask(self) -> bool:

@@ -160,7 +160,8 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
         The metrics dict (also in ``<out_dir>/metrics.json``).
 
     Raises:
-        BundleError: unloadable bundle or band-count mismatch. InputFileError: bad data.
+        BundleError: unloadable bundle or band-count mismatch. InputFileError: bad data, or labels with fewer
+            than two classes (:func:`terraseg.data.census.require_two_classes`).
         OutputError: the output folder cannot be written.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
@@ -168,6 +169,10 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
     predictor = predictor_for(b, cfg.inference)
     colors = [c.color for c in b.manifest.classes]
     metrics = evaluate_scenes(predictor, scenes, b.class_names, b.manifest.ignore_index, colors, out, cfg.overlays, cfg.overlay_size)
+    from terraseg.data.census import require_two_classes
+
+    # a score of one class alone (a hold-out of buildings only scores 1.0 for a map of buildings everywhere)
+    require_two_classes(np.array(metrics["confusion_matrix"]).sum(1), b.class_names, scenes, "score")
     metrics["bundle"] = str(bundle) if not isinstance(bundle, Bundle) else b.manifest.name
     from terraseg.infer.drift import bundle_drift
 

@@ -91,30 +91,24 @@ def _mask_classes(paths: list[Path]) -> tuple[int, int | str | None, list[str]]:
     """
     import numpy as np
 
+    from terraseg.data.census import background_tag, background_tag_note
     from terraseg.io.raster import open_raster
 
-    top, nodata, notes = 1, None, []
-    tag_values: set[int] = set()
-    tags: set[int] = set()
+    hidden = background_tag(paths)
+    if hidden is not None:
+        tag, values = hidden
+        return max(values) + 1, "none", [background_tag_note(tag, values, f"set mask_nodata: {tag} in the source")]
+    top, nodata = 1, None
     for p in paths[:20]:
         with open_raster(p) as ds:
             nodata = ds.nodata if ds.nodata is not None else nodata
             m = ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
-            if ds.nodata is not None:
-                tags.add(int(ds.nodata))
-                tag_values |= {int(v) for v in np.unique(m)}
             vals = np.unique(m[m != ds.nodata] if ds.nodata is not None else m)
             if nodata is None and vals.size and vals.min() < 0:  # e.g. Sen1Floods11's -1 for 'no label'
                 nodata = float(vals.min())
                 vals = vals[vals != vals.min()]
             top = max(top, int(vals.max()) if vals.size else 1)
-    if len(tags) == 1 and (tag := next(iter(tags))) == 0 and tag in tag_values and len(tag_values - {tag}) < 2 \
-            and len(tag_values) >= 2:
-        notes.append(f"the mask's nodata tag {tag} is also its background value (its pixels are "
-                     f"{', '.join(map(str, sorted(tag_values)))}): honouring it would leave one class with labelled pixels, "
-                     f"so {tag} is planned as class 'background' (mask_nodata: none); set mask_nodata: {tag} to restore the tag")
-        return max(top, max(tag_values)) + 1, "none", notes
-    return top + 1, (int(nodata) if nodata is not None else None), notes
+    return top + 1, (int(nodata) if nodata is not None else None), []
 
 
 def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute: str | None = None) -> tuple[dict[str, Any], list[str]]:
@@ -148,7 +142,7 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
         from terraseg.data.sources import folder_pairs
 
         pairs, layout = folder_pairs(FolderSource(root=str(root)), root)
-        n, _ = _mask_classes([m for _, m in pairs])
+        n = _mask_classes([m for _, m in pairs])[0]
         if layout == "loveda":
             names = ["background", "building", "road", "water", "barren", "forest", "agriculture"]
         elif layout == "magnetic_tiles":
