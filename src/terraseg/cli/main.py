@@ -101,8 +101,18 @@ def train(
             err.print(f"warning: left out to stay within the budget: {', '.join(res.budget_skipped)}; raise train.max_minutes to run them.")
     _print_split(res.split)
     if best:
-        out.print("best validation: " + ", ".join(f"{k}={v:.4f}" if k != "val/pixels" else f"{k}={v:,.0f}"
-                                                  for k, v in best.items() if isinstance(v, float)))
+        from terraseg.evaluate.bootstrap import format_interval, width_warning
+
+        low, high = best.get("val/score_low"), best.get("val/score_high")
+        interval = [low, high] if low is not None and high is not None else None
+        units = int(best.get("val/units", 0))
+        skip = {"val/score", "val/score_low", "val/score_high", "val/units", "val/pixels"}
+        head = (f"val/score={format_interval(best['val/score'], interval)} (95% interval over {units} held-out units, "
+                f"{best.get('val/pixels', 0):,.0f} labelled pixels), ") if "val/score" in best else ""
+        out.print("best validation: " + head
+                  + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float) and k not in skip))
+        if "val/score" in best and (wide := width_warning(interval, units, "validation")):
+            err.print(f"warning: {wide}.")
     if res.tracking_uri:
         out.print(f"mlflow: {res.tracking_uri}")
 
@@ -235,12 +245,17 @@ def evaluate(
     for name, v in m["per_class"].items():
         table.add_row(name, fmt(v["iou"]), fmt(v["dice"]), fmt(v["precision"]), fmt(v["recall"]), str(v["support"]))
     out.print(table)
-    headline = f"mIoU {fmt(m['miou'])}  pixel accuracy {fmt(m['pixel_accuracy'])}"
-    if "iou" in m:
-        headline = f"IoU {fmt(m['iou'])}  F1 {fmt(m['dice'])}  " + headline
+    from terraseg.evaluate.bootstrap import format_interval, width_warning
     from terraseg.evaluate.metrics import absent_classes
 
-    out.print(headline + f"  ({m['pixels']:,} pixels)")
+    iv = m.get("intervals") or {}
+    headline = f"mIoU {format_interval(m['miou'], iv.get('miou'))}  pixel accuracy {fmt(m['pixel_accuracy'])}"
+    if "iou" in m:
+        headline = f"IoU {format_interval(m['iou'], iv.get('iou'))}  F1 {format_interval(m['dice'], iv.get('dice'))}  " + headline
+    out.print(headline + f"  ({m['pixels']:,} pixels; 95% intervals over {iv.get('units', 0)} {iv.get('unit', 'units')})")
+    wide = width_warning(iv.get("iou") or iv.get("score"), iv.get("units", 0), "test" if not is_split or split == "test" else split)
+    if wide:
+        err.print(f"warning: {wide}.")
     for name in absent_classes(m):
         err.print(f"warning: class '{name}' has no labelled pixel in this data: its figures are undefined (-) or 0 and say "
                   f"nothing of the model; the headline covers the other classes only where they are means.")
@@ -372,7 +387,14 @@ def info(
     out.print("classes: " + ", ".join(f"{k}={c['name']} ({c['color']})" for k, c in enumerate(s["classes"])) + f"; ignore_index {s['ignore_index']}")
     best = s["metrics"].get("validation", {})
     if best:
-        out.print("validation (best epoch): " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items() if k != "per_class"))
+        from terraseg.evaluate.bootstrap import format_interval
+
+        iv = [best["val/score_low"], best["val/score_high"]] if "val/score_low" in best else None
+        head = (f"val/score={format_interval(best['val/score'], iv)} (95% interval over {int(best.get('val/units', 0))} "
+                "held-out units), ") if "val/score" in best else ""
+        skip = {"per_class", "val/score", "val/score_low", "val/score_high", "val/units"}
+        out.print("validation (best epoch): " + head + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                                 for k, v in best.items() if k not in skip))
     if s.get("split", {}).get("pixels"):
         out.print("hold-out (labelled pixels train/val): " + ", ".join(f"{k} {v['train']:,}/{v['val']:,}" for k, v in s["split"]["pixels"].items()))
     if s.get("drift"):

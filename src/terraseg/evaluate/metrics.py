@@ -101,6 +101,22 @@ def score(metrics: dict[str, Any]) -> float:
     return float(np.mean(present)) if present else 0.0
 
 
+def interval_logs(unit_cms: np.ndarray, prefix: str = "val") -> dict[str, float]:
+    """``{"<prefix>/score_low", "<prefix>/score_high", "<prefix>/units"}``: the 95% bootstrap interval of the
+    score over the hold-out's units (:mod:`terraseg.evaluate.bootstrap`); only ``units`` when there is none.
+
+    Args:
+        unit_cms: ``(U, K, K)`` confusion matrices, one per unit. prefix: the metric prefix.
+    """
+    from terraseg.evaluate.bootstrap import bootstrap_intervals
+
+    iv = bootstrap_intervals(unit_cms)
+    out = {f"{prefix}/units": float(iv["units"])}
+    if iv["score"]:
+        out |= {f"{prefix}/score_low": iv["score"][0], f"{prefix}/score_high": iv["score"][1]}
+    return out
+
+
 def validation_metrics(cm: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """The validation figures every trainer logs, from one confusion matrix (the one builder).
 

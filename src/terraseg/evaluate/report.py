@@ -33,23 +33,30 @@ def evaluate_scenes(
     out_dir: Path | None = None,
     overlays: int = 4,
     overlay_size: int = 512,
+    unit_side: int | None = None,
 ) -> dict[str, Any]:
-    """Metrics over labelled scenes; with ``out_dir``, also overlay PNGs (image | truth | prediction).
+    """Metrics over labelled scenes, with 95% intervals; with ``out_dir``, also overlay PNGs (image | truth | prediction).
 
     Args:
         predictor: the sliding-window predictor of the bundle. scenes: labelled scenes. class_names: the
             class names. ignore_index: label value never scored. colors: class colours of the overlays.
             out_dir: where overlays go (None: none). overlays: scenes drawn at most. overlay_size: longest
             side of an overlay panel in pixels.
+        unit_side: the bootstrap's units (:mod:`terraseg.evaluate.bootstrap`): None, each scene is one unit (a
+            validation block, an image); else scenes larger than this are cut into blocks of this many pixels.
 
     Returns:
-        :func:`~terraseg.evaluate.metrics.metrics_from_confusion` output plus ``"scenes"``
-        (per-scene pixel counts and IoU/mIoU).
+        :func:`~terraseg.evaluate.metrics.metrics_from_confusion` output plus ``"scenes"`` (per-scene pixel
+        counts and IoU/mIoU), ``"intervals"`` (:func:`~terraseg.evaluate.bootstrap.bootstrap_intervals`) and
+        ``"unit_confusions"``, the ``(U, K, K)`` int64 array behind them (not JSON: callers drop or pair it).
     """
+    from terraseg.evaluate.bootstrap import bootstrap_intervals
+
     K = len(class_names)
     total = np.zeros((K, K), dtype=np.int64)
     per_scene = []
     overlay_paths = []
+    units: list[np.ndarray] = []
     for si, scene in enumerate(scenes):
         predictor.check_scene(scene)
         cm = np.zeros((K, K), dtype=np.int64)
@@ -58,6 +65,10 @@ def evaluate_scenes(
         pred_crop = None
         if crop is not None:
             pred_crop = np.zeros((crop[2], crop[3]), dtype=np.int64)
+        split = unit_side is not None and max(scene.height, scene.width) > unit_side
+        side = int(unit_side or 1)
+        ncols = -(-scene.width // side) if split else 1
+        blocks = np.zeros((-(-scene.height // side) * ncols if split else 1, K, K), dtype=np.int64)
 
         def sink(b: Block) -> None:
             nonlocal cm
@@ -65,7 +76,13 @@ def evaluate_scenes(
             truth = scene.read_mask(b.row, 0, n, scene.width, b.valid)
             if truth is None:
                 return
-            cm += confusion_matrix(np.where(b.class_ids < 0, 0, b.class_ids), truth, K, ignore_index)
+            pred = np.where(b.class_ids < 0, 0, b.class_ids)
+            cm += confusion_matrix(pred, truth, K, ignore_index)
+            if split:  # one confusion matrix per block of unit_side pixels
+                unit = (np.arange(b.row, b.row + n) // side)[:, None] * ncols + (np.arange(scene.width) // side)[None, :]
+                keep = (truth != ignore_index) & (truth >= 0) & (truth < K)
+                idx = (unit[keep] * K + truth[keep]) * K + np.clip(pred[keep], 0, K - 1)
+                blocks.reshape(-1)[:] += np.bincount(idx, minlength=blocks.size)
             if crop is not None and pred_crop is not None:
                 r0, c0, h, w = crop
                 a, z = max(b.row, r0), min(b.row + n, r0 + h)
@@ -79,6 +96,7 @@ def evaluate_scenes(
         with progress.task(f"evaluate {scene.name}", scene.height, "rows") as advance:
             predictor.predict(scene, counted, probabilities=False)
         total += cm
+        units.extend(blocks if split else [cm])
         m = metrics_from_confusion(cm, class_names)
         key = "iou" if K == 2 else "miou"
         per_scene.append({"scene": scene.name, "pixels": m["pixels"], key: m[key]})
@@ -99,6 +117,9 @@ def evaluate_scenes(
             overlay_paths.append(str(target))
     out = metrics_from_confusion(total, class_names)
     out["scenes"] = per_scene
+    unit_cms = np.stack(units) if units else np.zeros((0, K, K), dtype=np.int64)
+    out["intervals"] = bootstrap_intervals(unit_cms) | {"unit": f"blocks of {unit_side} px" if unit_side else "scenes"}
+    out["unit_confusions"] = unit_cms
     if overlay_paths:
         out["overlays"] = overlay_paths
     return out
@@ -168,7 +189,12 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
     out = Path(cfg.out_dir)
     predictor = predictor_for(b, cfg.inference)
     colors = [c.color for c in b.manifest.classes]
-    metrics = evaluate_scenes(predictor, scenes, b.class_names, b.manifest.ignore_index, colors, out, cfg.overlays, cfg.overlay_size)
+    from terraseg.data.holdout import block_side
+
+    side = block_side(sum(s.height * s.width for s in scenes))  # the units of the interval: the hold-out's block rule
+    metrics = evaluate_scenes(predictor, scenes, b.class_names, b.manifest.ignore_index, colors, out, cfg.overlays,
+                              cfg.overlay_size, unit_side=side)
+    metrics.pop("unit_confusions")
     from terraseg.data.census import require_two_classes
 
     # a score of one class alone (a hold-out of buildings only scores 1.0 for a map of buildings everywhere)

@@ -13,7 +13,7 @@ from terraseg.config import ExperimentConfig
 from terraseg.config.inference import InferenceConfig
 from terraseg.data.datasets import normalize_batch
 from terraseg.data.normalize import NormStats
-from terraseg.evaluate.metrics import validation_metrics
+from terraseg.evaluate.metrics import interval_logs, validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
 from terraseg.models.factory import build_model, encoder_stages
 from terraseg.infer.sliding import SlidingWindowPredictor
@@ -193,6 +193,7 @@ class SegmentationTask(TaskBase):
         self.loss_fn = CombinedLoss(c.loss, c.num_classes, c.ignore_index)
         self.total_steps = total_steps
         self._cm = np.zeros((c.num_classes, c.num_classes), dtype=np.int64)
+        self._units: list[np.ndarray] = []  # one confusion matrix per validation scene (a held-out block or image)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.val_scenes: list[Any] = []
@@ -221,6 +222,7 @@ class SegmentationTask(TaskBase):
         scene = self.val_scenes[int(batch)]
         m = evaluate_scenes(self._predictor(), [scene], [c.name for c in self.cfg.classes], self.cfg.ignore_index)
         self._cm += np.asarray(m["confusion_matrix"], dtype=np.int64)
+        self._units.append(np.asarray(m["confusion_matrix"], dtype=np.int64))
 
     def on_validation_epoch_end(self) -> None:
         """The epoch's validation figures from the summed confusion matrix (gathered over DDP ranks)."""
@@ -229,5 +231,8 @@ class SegmentationTask(TaskBase):
             cm = self.all_gather(torch.from_numpy(cm)).sum(0).cpu().numpy()
         m = validation_metrics(cm, [c.name for c in self.cfg.classes])
         per_class = m.pop("per_class")
+        if self.trainer.world_size == 1 and self._units:  # the 95% interval over the held-out units
+            m |= interval_logs(np.stack(self._units))
         self.record_validation(m, per_class)
         self._cm[:] = 0
+        self._units = []

@@ -29,7 +29,7 @@ from terraseg.data.holdout import Split
 from terraseg.data.sources import split_scenes
 from terraseg.data.windows import grid_windows
 from terraseg.errors import InputFileError
-from terraseg.evaluate.metrics import validation_metrics
+from terraseg.evaluate.metrics import interval_logs, validation_metrics
 from terraseg.evaluate.report import evaluate_scenes
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.models.pixel import PixelFeatures, PixelModel, make_estimator
@@ -146,7 +146,7 @@ def _validate(cfg: ExperimentConfig, bundle: Bundle, model: PixelModel, val_scen
     if val_scenes:
         names = [c.name for c in cfg.classes]
         m = evaluate_scenes(predictor_for(bundle), val_scenes, names, cfg.ignore_index)
-        best = validation_metrics(np.asarray(m["confusion_matrix"]), names)
+        best = validation_metrics(np.asarray(m["confusion_matrix"]), names) | interval_logs(m["unit_confusions"])
         Xv, yv = sample_pixels(val_scenes, model.features, cfg.num_classes, min(bc.samples_per_class, 2000), seed + 1)
     else:
         Xv, yv = train_xy

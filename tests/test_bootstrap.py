@@ -1,0 +1,64 @@
+"""95% intervals over the hold-out's units: they cover the true score about 95% of the time, and pair two models."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from terraseg.evaluate.bootstrap import bootstrap_intervals, paired_difference, width_warning
+
+
+def _population(rng: np.random.Generator, units: int, skill: float) -> np.ndarray:
+    """``(U, 2, 2)`` confusion matrices of blocks with varying building share and varying difficulty."""
+    cms = np.zeros((units, 2, 2), dtype=np.int64)
+    for u in range(units):
+        pixels = 4096
+        buildings = rng.binomial(pixels, rng.beta(2, 12))
+        hit = np.clip(skill + rng.normal(0, 0.12), 0.05, 0.99)  # errors come in blocks, not pixel by pixel
+        false_alarm = np.clip(0.04 + rng.normal(0, 0.02), 0.0, 0.5)
+        tp = rng.binomial(buildings, hit)
+        fp = rng.binomial(pixels - buildings, false_alarm * (1 - skill) + 0.01)
+        cms[u] = [[pixels - buildings - fp, fp], [buildings - tp, tp]]
+    return cms
+
+
+def _iou(cm: np.ndarray) -> float:
+    return cm[1, 1] / (cm[1, 1] + cm[0, 1] + cm[1, 0])
+
+
+def test_interval_covers_the_true_score_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    population = _population(rng, 20_000, 0.7)
+    truth = _iou(population.sum(0))  # the score of the whole population: what a hold-out estimates
+    covered, widths, trials = 0, [], 300
+    for t in range(trials):
+        sample = population[rng.choice(len(population), 40, replace=False)]
+        iv = bootstrap_intervals(sample, draws=1000, seed=t)["iou"]
+        covered += iv[0] <= truth <= iv[1]
+        widths.append(iv[1] - iv[0])
+    coverage = covered / trials
+    assert 0.90 <= coverage <= 0.99, coverage
+    assert 0.02 < float(np.median(widths)) < 0.2
+
+
+def test_more_units_give_narrower_intervals_and_one_unit_gives_none():
+    rng = np.random.default_rng(1)
+    population = _population(rng, 2000, 0.6)
+    few = bootstrap_intervals(population[:10])["score"]
+    many = bootstrap_intervals(population[:400])["score"]
+    assert (many[1] - many[0]) < (few[1] - few[0]) / 3
+    one = bootstrap_intervals(population[:1])
+    assert one["score"] is None and one["units"] == 1
+    assert "1 unit(s)" in width_warning(None, 1, "validation")
+    assert "wider than 0.1" in width_warning([0.3, 0.5], 10, "validation") and width_warning([0.5, 0.55], 99, "test") is None
+
+
+def test_paired_difference_separates_a_better_model_and_not_an_equal_one():
+    rng = np.random.default_rng(2)
+    a = _population(rng, 60, 0.8)
+    b = a.copy()
+    b[:, 1, 1] = (a[:, 1, 1] * 0.85).astype(np.int64)  # B misses 15% of A's hits on every block
+    b[:, 1, 0] = a[:, 1].sum(1) - b[:, 1, 1]
+    d = paired_difference(a, b, key="iou")
+    assert d["difference"] > 0 and d["separates"] and d["interval"][0] > 0
+    same = paired_difference(a, a.copy(), key="iou")
+    assert same["difference"] == 0 and not same["separates"]
