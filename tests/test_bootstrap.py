@@ -62,3 +62,26 @@ def test_paired_difference_separates_a_better_model_and_not_an_equal_one():
     assert d["difference"] > 0 and d["separates"] and d["interval"][0] > 0
     same = paired_difference(a, a.copy(), key="iou")
     assert same["difference"] == 0 and not same["separates"]
+
+
+def test_compare_command_pairs_two_bundles_on_the_same_units(tmp_path):
+    from typer.testing import CliRunner
+
+    from terraseg.cli.main import app
+
+    from conftest import make_bundle, make_geotiff, write_mask_tif
+
+    img, _, truth = make_geotiff(tmp_path / "scene.tif", 300, 320, seed=4)
+    mask = write_mask_tif(tmp_path / "mask.tif", truth, img)
+    a = make_bundle(path=tmp_path / "a.terraseg", seed=1, classes=("background", "building"))
+    b = make_bundle(path=tmp_path / "b.terraseg", seed=2, classes=("background", "building"))
+    runner = CliRunner()
+    res = runner.invoke(app, ["compare", str(a), str(a), str(img), "--labels", str(mask)])
+    assert res.exit_code == 0, res.output
+    assert "A - B: 0.0000 [0.0000, 0.0000]" in res.output and "holds 0" in res.output
+    res = runner.invoke(app, ["compare", str(a), str(b), str(img), "--labels", str(mask)])
+    assert res.exit_code == 0, res.output
+    assert res.output.count(" [") >= 3 and "IoU of 'building'" in res.output and "units (blocks of" in res.output
+    other = make_bundle(path=tmp_path / "c.terraseg", classes=("x", "y", "z"))
+    res = runner.invoke(app, ["compare", str(a), str(other), str(img), "--labels", str(mask)])
+    assert res.exit_code == 1 and "the same classes" in res.output

@@ -269,6 +269,46 @@ def evaluate(
         out.print(f"logged to MLflow run {m['mlflow_run_id']} ({cfg.split}/...)")
 
 
+@app.command()
+@user_errors
+def compare(
+    bundle_a: Annotated[Path, typer.Argument(help="First bundle (A).")],
+    bundle_b: Annotated[Path, typer.Argument(help="Second bundle (B), with the same classes and bands.")],
+    data: Annotated[Optional[Path], typer.Argument(help="An image (with --labels), an image/mask folder, or a config YAML; "
+                                                   "omitted: A's config.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Labels of an image: vector file or mask raster.")] = None,
+    split: Annotated[str, typer.Option(help="With a config (or none): 'test' (data.test) or 'val' (A's recorded "
+                                       "validation split).")] = "test",
+    attribute: Annotated[Optional[str], typer.Option(help="Vector attribute holding the class of each feature.")] = None,
+    mapping: Annotated[Optional[str], typer.Option(help="Attribute value -> class id: 'a=1,b=2' or a JSON object.")] = None,
+    burn_value: Annotated[int, typer.Option(help="Class id burnt for vector features without --attribute.")] = 1,
+    mask_nodata: Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Score two bundles on the same data: each score with its 95% interval, and the paired difference A - B with its own."""
+    from terraseg.bundle import Bundle
+    from terraseg.errors import ConfigError
+    from terraseg.evaluate.bootstrap import format_interval
+    from terraseg.evaluate.compare import compare_bundles
+
+    if split not in ("test", "val"):
+        raise ConfigError(f"--split {split!r}: use 'test' or 'val'.")
+    a, b = Bundle.load(bundle_a), Bundle.load(bundle_b)
+    scenes = _scenes_for(a, data, labels, split, burn_value, attribute, mapping, mask_nodata, set_ or [])
+    if split == "val" and (data is None or data.suffix.lower() in {".yaml", ".yml"}) and \
+            (a.manifest.split or {}).get("units") != (b.manifest.split or {}).get("units"):
+        err.print(f"warning: these are A's validation blocks; B held out others, so it may have trained on some of these "
+                  f"pixels, which favours B.")
+    r = compare_bundles(a, b, scenes)
+    out.print(f"score: {r['score']}; 95% intervals over {r['units']} units ({r['unit']})")
+    for key, name in (("a", "A"), ("b", "B")):
+        side = r[key]
+        out.print(f"{name} {side['bundle']}: {format_interval(side['score'], side['interval'])} ({side['pixels']:,} pixels)")
+    d = r["difference"]
+    verdict = ("separates the two" if d["separates"] else "holds 0: this data cannot tell the two apart")
+    out.print(f"A - B: {format_interval(d['difference'], d['interval'])} (paired bootstrap; the interval {verdict})")
+
+
 def _evaluate_classifier(b, data: Optional[Path], split: str, out_dir: Path, batch_size: int, overrides: list[str]) -> None:
     from terraseg.config import ClassFolderSource
     from terraseg.data.classes import class_items

@@ -55,7 +55,11 @@ def background_tag(paths: Sequence[str | Path], sample: int = 20) -> tuple[int, 
 
 
 def background_tag_note(tag: int, values: list[int], restore: str) -> str:
-    """The sentence that says a mask's nodata tag was counted as background, and how to restore the tag."""
+    """The sentence that says a mask's nodata tag was counted as background, and how to restore the tag.
+
+    Args:
+        tag: the nodata tag. values: the mask values seen. restore: the setting that restores the tag, as words.
+    """
     return (f"the mask's nodata tag {tag} is also its background value (its pixels are {', '.join(map(str, values))}): "
             f"honouring it would leave one class with labelled pixels, so {tag} is counted as class 'background' "
             f"(mask_nodata: none); {restore} to restore the tag")

@@ -111,7 +111,11 @@ def paired_difference(cms_a: np.ndarray, cms_b: np.ndarray, key: str = "score", 
 
 
 def format_interval(value: float | None, interval: list[float] | None) -> str:
-    """``0.5123 [0.4710, 0.5540]``, or the value alone when there is no interval."""
+    """``0.5123 [0.4710, 0.5540]``; ``-`` without a value, a note when there is no interval.
+
+    Args:
+        value: the score. interval: its ``[low, high]`` or None.
+    """
     if value is None:
         return "-"
     return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else " [no interval: one unit]")
