@@ -85,3 +85,27 @@ def test_compare_command_pairs_two_bundles_on_the_same_units(tmp_path):
     other = make_bundle(path=tmp_path / "c.terraseg", classes=("x", "y", "z"))
     res = runner.invoke(app, ["compare", str(a), str(other), str(img), "--labels", str(mask)])
     assert res.exit_code == 1 and "the same classes" in res.output
+
+
+def test_object_scores_match_one_to_one_at_iou_half_on_a_known_answer():
+    from terraseg.evaluate.objects import match_objects, object_scores
+
+    truth = np.zeros((200, 200), np.int64)
+    pred = np.zeros((200, 200), np.int64)
+    truth[10:30, 10:30] = 1      # found exactly: TP
+    pred[10:30, 10:30] = 1
+    truth[50:70, 50:70] = 1      # found shifted by 4 px: IoU 16x20 / (2*400 - 320) = 0.67: TP
+    pred[54:74, 50:70] = 1
+    truth[100:120, 100:120] = 1  # found at a quarter: IoU 100/400 = 0.25: FN, and its prediction a FP
+    pred[100:110, 100:110] = 1
+    truth[150:170, 20:40] = 1    # missed: FN
+    pred[150:170, 150:170] = 1   # nothing there: FP
+    pred[5:8, 190:193] = 1       # 9 px: under 20 px, left out
+    truth[180:200, 180:200] = 255  # unknown ...
+    pred[182:198, 182:198] = 1     # ... so a prediction there is not counted
+    r = match_objects(pred, truth, 1, 255, unit_side=100)
+    assert (r["tp"], r["fp"], r["fn"]) == (2, 2, 2)
+    assert r["units"].sum(0).tolist() == [2, 2, 2] and r["units"].shape == (4, 3)
+    s = object_scores(r["units"])
+    assert s["precision"] == 0.5 and s["recall"] == 0.5 and s["f1"] == 0.5
+    assert s["intervals"]["f1"] is not None and s["intervals"]["f1"][0] <= 0.5 <= s["intervals"]["f1"][1]

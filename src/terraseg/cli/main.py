@@ -253,6 +253,14 @@ def evaluate(
     if "iou" in m:
         headline = f"IoU {format_interval(m['iou'], iv.get('iou'))}  F1 {format_interval(m['dice'], iv.get('dice'))}  " + headline
     out.print(headline + f"  ({m['pixels']:,} pixels; 95% intervals over {iv.get('units', 0)} {iv.get('unit', 'units')})")
+    if (o := m.get("objects")) is not None:
+        oi = o["intervals"]
+        out.print(f"objects '{o['class']}' (matched one to one at IoU >= {o['match_iou']:g}, SpaceNet; under "
+                  f"{o['min_pixels']} px left out): F1 {format_interval(o['f1'], oi['f1'])}  precision "
+                  f"{format_interval(o['precision'], oi['precision'])}  recall {format_interval(o['recall'], oi['recall'])}  "
+                  f"(TP {o['tp']:,}, FP {o['fp']:,}, FN {o['fn']:,}; {o['units']} units)")
+        if o.get("scenes_left_out"):
+            err.print(f"warning: {o['scenes_left_out']} scene(s) over 64 million pixels left out of the object scores.")
     wide = width_warning(iv.get("iou") or iv.get("score"), iv.get("units", 0), "test" if not is_split or split == "test" else split)
     if wide:
         err.print(f"warning: {wide}.")

@@ -47,8 +47,12 @@ def _scores(cms: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _weights(units: int, draws: int, seed: int) -> np.ndarray:
-    """``(draws, units)`` bootstrap counts: how often each unit is drawn in each replicate."""
+def resample_weights(units: int, draws: int, seed: int) -> np.ndarray:
+    """``(draws, units)`` bootstrap counts: how often each unit is drawn in each replicate.
+
+    Args:
+        units: U, the units to draw from. draws: replicates. seed: the generator's seed.
+    """
     rng = np.random.default_rng(seed)
     return rng.multinomial(units, np.full(units, 1.0 / units), size=draws).astype(np.float64)
 
@@ -77,7 +81,7 @@ def bootstrap_intervals(unit_cms: np.ndarray, draws: int = DRAWS, level: float =
     out: dict[str, Any] = {"level": level, "units": int(len(cms)), "method": METHOD}
     if len(cms) < 2:
         return out | {k: None for k in ("score", "miou", *(("iou", "dice") if cms.ndim == 3 and cms.shape[1] == 2 else ()))}
-    stats = _scores(np.einsum("bu,ukl->bkl", _weights(len(cms), draws, seed), cms))
+    stats = _scores(np.einsum("bu,ukl->bkl", resample_weights(len(cms), draws, seed), cms))
     return out | {k: _interval(v, level) for k, v in stats.items()}
 
 
@@ -103,7 +107,7 @@ def paired_difference(cms_a: np.ndarray, cms_b: np.ndarray, key: str = "score", 
     out: dict[str, Any] = {"difference": round(diff, 4), "units": int(len(a)), "level": level, "interval": None,
                            "separates": False}
     if len(a) >= 2:
-        w = _weights(len(a), draws, seed)
+        w = resample_weights(len(a), draws, seed)
         d = _scores(np.einsum("bu,ukl->bkl", w, a))[key] - _scores(np.einsum("bu,ukl->bkl", w, b))[key]
         iv = _interval(d, level)
         out |= {"interval": iv, "separates": bool(iv and (iv[0] > 0 or iv[1] < 0))}
@@ -138,4 +142,4 @@ def width_warning(interval: list[float] | None, units: int, where: str) -> str |
 
 
 __all__ = ["DRAWS", "LEVEL", "METHOD", "WIDE", "bootstrap_intervals", "format_interval", "paired_difference",
-           "width_warning"]
+           "resample_weights", "width_warning"]

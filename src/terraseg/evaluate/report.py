@@ -34,6 +34,7 @@ def evaluate_scenes(
     overlays: int = 4,
     overlay_size: int = 512,
     unit_side: int | None = None,
+    objects: bool = False,
 ) -> dict[str, Any]:
     """Metrics over labelled scenes, with 95% intervals; with ``out_dir``, also overlay PNGs (image | truth | prediction).
 
@@ -44,19 +45,25 @@ def evaluate_scenes(
             side of an overlay panel in pixels.
         unit_side: the bootstrap's units (:mod:`terraseg.evaluate.bootstrap`): None, each scene is one unit (a
             validation block, an image); else scenes larger than this are cut into blocks of this many pixels.
+        objects: binary tasks: also match predicted and true objects of class 1 (:mod:`terraseg.evaluate.objects`,
+            the SpaceNet metric) in scenes of at most :data:`~terraseg.evaluate.objects.MAX_PIXELS` pixels.
 
     Returns:
         :func:`~terraseg.evaluate.metrics.metrics_from_confusion` output plus ``"scenes"`` (per-scene pixel
         counts and IoU/mIoU), ``"intervals"`` (:func:`~terraseg.evaluate.bootstrap.bootstrap_intervals`) and
-        ``"unit_confusions"``, the ``(U, K, K)`` int64 array behind them (not JSON: callers drop or pair it).
+        ``"unit_confusions"``, the ``(U, K, K)`` int64 array behind them (not JSON: callers drop or pair it); with
+        ``objects``, ``"objects"`` (:func:`~terraseg.evaluate.objects.object_scores` plus ``"scenes_left_out"``).
     """
     from terraseg.evaluate.bootstrap import bootstrap_intervals
+    from terraseg.evaluate.objects import MAX_PIXELS, match_objects, object_scores
 
     K = len(class_names)
     total = np.zeros((K, K), dtype=np.int64)
     per_scene = []
     overlay_paths = []
     units: list[np.ndarray] = []
+    object_units: list[np.ndarray] = []
+    objects_left_out = 0
     for si, scene in enumerate(scenes):
         predictor.check_scene(scene)
         cm = np.zeros((K, K), dtype=np.int64)
@@ -69,6 +76,10 @@ def evaluate_scenes(
         side = int(unit_side or 1)
         ncols = -(-scene.width // side) if split else 1
         blocks = np.zeros((-(-scene.height // side) * ncols if split else 1, K, K), dtype=np.int64)
+        whole = objects and K == 2 and scene.height * scene.width <= MAX_PIXELS
+        objects_left_out += int(objects and K == 2 and not whole)
+        pred_full = np.full((scene.height, scene.width), -1, np.int8) if whole else None
+        truth_full = np.full((scene.height, scene.width), ignore_index, np.int16) if whole else None
 
         def sink(b: Block) -> None:
             nonlocal cm
@@ -78,6 +89,9 @@ def evaluate_scenes(
                 return
             pred = np.where(b.class_ids < 0, 0, b.class_ids)
             cm += confusion_matrix(pred, truth, K, ignore_index)
+            if pred_full is not None and truth_full is not None:
+                pred_full[b.row:b.row + n] = b.class_ids
+                truth_full[b.row:b.row + n] = truth
             if split:  # one confusion matrix per block of unit_side pixels
                 unit = (np.arange(b.row, b.row + n) // side)[:, None] * ncols + (np.arange(scene.width) // side)[None, :]
                 keep = (truth != ignore_index) & (truth >= 0) & (truth < K)
@@ -97,6 +111,9 @@ def evaluate_scenes(
             predictor.predict(scene, counted, probabilities=False)
         total += cm
         units.extend(blocks if split else [cm])
+        if pred_full is not None and truth_full is not None:
+            object_units.append(match_objects(pred_full, truth_full, 1, ignore_index, unit_side)["units"])
+            del pred_full, truth_full
         m = metrics_from_confusion(cm, class_names)
         key = "iou" if K == 2 else "miou"
         per_scene.append({"scene": scene.name, "pixels": m["pixels"], key: m[key]})
@@ -120,6 +137,9 @@ def evaluate_scenes(
     unit_cms = np.stack(units) if units else np.zeros((0, K, K), dtype=np.int64)
     out["intervals"] = bootstrap_intervals(unit_cms) | {"unit": f"blocks of {unit_side} px" if unit_side else "scenes"}
     out["unit_confusions"] = unit_cms
+    if objects and K == 2:
+        scored = object_scores(np.concatenate(object_units)) if object_units else object_scores(np.zeros((0, 3)))
+        out["objects"] = scored | {"class": class_names[1], "scenes_left_out": objects_left_out}
     if overlay_paths:
         out["overlays"] = overlay_paths
     return out
@@ -193,7 +213,7 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
 
     side = block_side(sum(s.height * s.width for s in scenes))  # the units of the interval: the hold-out's block rule
     metrics = evaluate_scenes(predictor, scenes, b.class_names, b.manifest.ignore_index, colors, out, cfg.overlays,
-                              cfg.overlay_size, unit_side=side)
+                              cfg.overlay_size, unit_side=side, objects=True)
     metrics.pop("unit_confusions")
     from terraseg.data.census import require_two_classes
 
