@@ -97,6 +97,8 @@ def train(
         over = res.wall_seconds > budget * 1.05
         line = f"wall time: {res.wall_seconds:.0f} s of a {budget:.0f} s budget (train.max_minutes {cfg.train.max_minutes:g})"
         (err if over else out).print(("warning: " if over else "") + line + (" - over budget" if over else ""))
+    if res.stop_reason:
+        out.print(f"stopped by {res.stop_reason}")
         if res.budget_skipped:
             err.print(f"warning: left out to stay within the budget: {', '.join(res.budget_skipped)}; raise train.max_minutes to run them.")
     _print_split(res.split)

@@ -233,8 +233,12 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
     p.set("train.max_minutes", minutes, f"the wall budget: everything from start to bundle within {minutes:g} minutes.")
     p.set("train.seed", 0, "reproducible runs.")
     _plan_schedule(p, fp, minutes, measure, window, b)
-    p.set("train.patience", max(5, p.raw["train"]["max_epochs"] // 2), "early stopping after half the planned epochs without "
-          "a better validation score.")
+    fits = p.raw["train"]["max_epochs"]
+    p.set("train.max_epochs", 2 * fits, f"twice the {fits} epochs the estimate fits in the budget: the wall budget, not the "
+          "estimate, ends the run, so a run faster than estimated still fills its budget; when the budget comes first the "
+          "schedule anneals by wall time (terraseg.models.optim).")
+    p.set("train.patience", 2 * fits, "no early stopping within the budget: validation of small data moves by tenths from "
+          "epoch to epoch, and stopping on it ended runs at a third of their budget; the best epoch's weights are kept.")
     p.set("data.val_fraction", 0.2, "20% of the labelled pixels held out: spatial blocks with a buffer (whole images of "
           "folders), every class represented where the data allows (terraseg.data.holdout).")
     _plan_search(p)

@@ -38,16 +38,13 @@ class TaskBase(L.LightningModule):
         return self.model(x)
 
     def _time_progress(self) -> float:
-        """Share of the time limit used (0 without one), read from Lightning's Timer."""
-        limit = self.cfg.train.max_minutes
+        """Share of the training time the wall budget allows that is used (0 without one): the budget callback's."""
         trainer = self._trainer
-        if not limit or trainer is None:
+        if not self.cfg.train.max_minutes or trainer is None:
             return 0.0
-        from lightning.pytorch.callbacks import Timer
-
         for cb in trainer.callbacks:
-            if isinstance(cb, Timer):
-                return cb.time_elapsed("train") / (limit * 60.0)
+            if hasattr(cb, "time_progress"):  # terraseg.train.network._Budget
+                return float(cb.time_progress())
         return 0.0
 
     def setup(self, stage: str) -> None:

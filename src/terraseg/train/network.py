@@ -137,8 +137,16 @@ class _Budget(L.Callback):
 
     def __init__(self, deadline: float, passes_after: int, throughput: "_Throughput") -> None:
         self.deadline, self.passes_after, self.throughput = deadline, passes_after, throughput
-        self.budget = deadline - time.monotonic()
+        self.start = time.monotonic()
+        self.budget = deadline - self.start
         self.validations = 0
+        self.stopped = False  # training was stopped by the budget
+
+    def time_progress(self) -> float:
+        """Share of the training time the budget allows that is used: the schedule anneals by it when the budget
+        ends the run before the planned steps (:func:`terraseg.models.optim.build_scheduler`)."""
+        now = time.monotonic()
+        return (now - self.start) / max(self.deadline - self.reserve() - self.start, 1e-9)
 
     def pass_seconds(self) -> float | None:
         """Measured seconds of one validation pass (None before the first)."""
@@ -150,7 +158,7 @@ class _Budget(L.Callback):
 
     def _check(self, trainer: L.Trainer, reserve: float) -> None:
         if time.monotonic() + reserve >= self.deadline:
-            trainer.should_stop = True
+            trainer.should_stop = self.stopped = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._check(trainer, self.reserve())
@@ -218,6 +226,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
 
     model, best, history = _best_weights(cfg, module, ckpt_cb, run_dir, data.in_channels)
     manifest = _manifest(cfg, data, best, history, trainer, tracker, train_seconds, throughput)
+    manifest.training["stopped"] = stop_reason = _stop_reason(cfg, trainer, budget)
     skipped: list[str] = []
     _after_fit(cfg, model, manifest, data, best, budget.pass_seconds() if budget is not None else None, deadline, skipped)
     bundle_path = run_dir / "model.terraseg"
@@ -232,7 +241,19 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
                        throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
                        throughput.validation_share, history=history, split=data.split.record if data.split is not None else None,
-                       wall_seconds=wall, budget_skipped=skipped, memory=manifest.training["cache"])
+                       wall_seconds=wall, budget_skipped=skipped, memory=manifest.training["cache"], stop_reason=stop_reason)
+
+
+def _stop_reason(cfg: ExperimentConfig, trainer: L.Trainer, budget: "_Budget | None") -> str:
+    """Why training stopped, in words: the wall budget, early stopping, or the planned epochs."""
+    epochs = f"{trainer.current_epoch} of {cfg.train.max_epochs} epochs"
+    if budget is not None and budget.stopped:
+        return f"the wall budget ({epochs}; train.max_minutes {cfg.train.max_minutes:g})"
+    early = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
+    if early is not None and early.stopped_epoch > 0:
+        return (f"early stopping: no better validation score for {cfg.train.patience} epochs ({epochs}; "
+                f"train.patience {cfg.train.patience})")
+    return f"the planned epochs ran out ({epochs}; raise train.max_epochs to train longer)"
 
 
 @dataclass

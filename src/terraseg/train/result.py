@@ -24,6 +24,7 @@ class TrainResult:
             pixels per class on each side, warnings), or None when the caller gave the scenes.
         wall_seconds: wall time of the whole run (what ``train.max_minutes`` bounds), or None.
         budget_skipped: post-training steps left out so as not to overrun ``train.max_minutes``.
+        stop_reason: networks: why training stopped (the wall budget, early stopping, or the planned epochs), in words.
         memory: networks: the main process's peak RSS (``peak_rss_mb``) and its decoded-scene cache and
             spill store figures (:meth:`terraseg.io.cache.ByteLRU.report`, :meth:`terraseg.io.cache.SpillStore.report`).
     """
@@ -42,3 +43,4 @@ class TrainResult:
     wall_seconds: float | None = None
     budget_skipped: list[str] = field(default_factory=list)
     memory: dict[str, Any] | None = None
+    stop_reason: str | None = None
