@@ -88,3 +88,24 @@ def test_the_tag_alone_is_refused_too_with_the_setting_that_fixes_it(tmp_path):
     assert honest.mask_nodata is None
     m = honest.read(0, 0, 128, 160).mask
     assert (m == 0).sum() == (truth == 0).sum() and (m == 1).sum() == (truth == 1).sum()
+
+
+def test_an_attribute_value_meaning_no_data_with_no_pixels_is_unknown_not_a_class():
+    from terraseg.plan import _drop_nodata_codes
+
+    sources = {"train": [{"kind": "scene", "image": "x.tif", "vector": {"path": "l.gpkg", "attribute": "c",
+                                                                        "mapping": {"1": 1, "2": 2, "255": 3}}}]}
+    names, notes = _drop_nodata_codes(sources, ["background", "1", "2", "255"], [5000, 3000, 2000, 0])
+    assert names == ["background", "1", "2"]
+    assert sources["train"][0]["vector"]["mapping"] == {"1": 1, "2": 2, "255": 255}
+    assert len(notes) == 1 and "255 holds 0 labelled pixels" in notes[0] and "vector.mapping" in notes[0]
+    kept, none = _drop_nodata_codes(sources, ["background", "1", "255"], [5000, 3000, 2000])  # 255 with pixels: a class
+    assert kept == ["background", "1", "255"] and none == []
+
+
+def test_the_plan_lets_the_budget_end_the_run(tmp_path):
+    img, mask, _ = _tagged_mask(tmp_path)
+    res = plan_run([str(img)], str(mask), minutes=2, out=None, measure=False)
+    train = res.plan.raw["train"]
+    assert train["patience"] == train["max_epochs"] >= 2
+    assert "the wall budget, not the estimate, ends the run" in res.plan.reasons["train.max_epochs"]

@@ -82,6 +82,40 @@ def _vector_classes(path: str, attribute: str | None) -> tuple[list[str], dict[s
     return ["background", *values], {v: i + 1 for i, v in enumerate(values)}
 
 
+NODATA_CODES = ("255", "-1", "65535", "-9999")  # attribute values that conventionally mean 'no data' in labels
+NODATA_SHARE = 0.001  # such a value is 'none', not a class, when it holds under this share of the labelled pixels
+
+
+def _drop_nodata_codes(sources: dict[str, Any], names: list[str], class_pixels: list[int]) -> tuple[list[str], list[str]]:
+    """Attribute values that mean 'no data' (255, -1, 65535, -9999) and hold (almost) no labelled pixel become unknown.
+
+    Such a value (255 is the usual no-data value of 8-bit labels) would otherwise be a class of its own, listed in
+    every table with no pixel to learn from. Its polygons are burnt as ``ignore_index`` (the mapping sends the value
+    there) and a note says how to keep it as a class.
+
+    Args:
+        sources: the planned sources (their vector mappings are edited in place). names: the class names.
+        class_pixels: the fingerprint's labelled pixels per class.
+
+    Returns:
+        ``(class names without those values, notes)``.
+    """
+    total = max(sum(class_pixels), 1)
+    drop = [k for k, n in enumerate(names) if k and n in NODATA_CODES and class_pixels[k] < NODATA_SHARE * total]
+    if not drop or len(names) - len(drop) < 2:
+        return names, []
+    keep = [n for k, n in enumerate(names) if k not in drop]
+    ids = {n: i for i, n in enumerate(keep)}
+    for src in sources["train"]:
+        vec = src.get("vector")
+        if vec and vec.get("mapping"):
+            vec["mapping"] = {v: (ids[v] if v in ids else 255) for v in vec["mapping"]}
+    notes = [f"attribute value {names[k]} holds {class_pixels[k]:,} labelled pixels and conventionally means 'no data': "
+             f"its polygons are unknown pixels (ignore_index 255), not a class; map it to a class id in the source's "
+             f"vector.mapping to keep it" for k in drop]
+    return keep, notes
+
+
 def _mask_classes(paths: list[Path]) -> tuple[int, int | str | None, list[str]]:
     """(number of classes, mask_nodata, notes) from mask rasters: the largest value seen + 1 (a sample of 20 masks).
 
@@ -275,7 +309,10 @@ def plan_run(inputs: list[str], labels: str | None = None, attribute: str | None
     sources, names = sources_from_inputs(inputs, labels, attribute)
     label_notes = sources.pop("notes", [])
     fp = fingerprint_sources(sources, names)
-    fp.notes[:0] = label_notes
+    names, none_notes = _drop_nodata_codes(sources, names, fp.class_pixels)
+    if none_notes:
+        fp = fingerprint_sources(sources, names)
+    fp.notes[:0] = label_notes + none_notes
     from terraseg.devices import training_device
 
     device = training_device()
