@@ -31,7 +31,8 @@ def _scores(cms: np.ndarray) -> dict[str, np.ndarray]:
     """Scores of a stack of confusion matrices ``(B, K, K)``: ``score``, ``miou`` and, binary, ``iou``/``dice``.
 
     ``score`` is :func:`terraseg.evaluate.metrics.score` vectorised: the positive class's IoU for binary tasks
-    when it has labelled pixels, else the mean IoU of the classes with labelled pixels.
+    (NaN in a replicate without a labelled pixel of it: such replicates are left out of the interval), else the
+    mean IoU of the classes with labelled pixels.
     """
     tp = np.diagonal(cms, axis1=1, axis2=2).astype(np.float64)
     support = cms.sum(axis=2)
@@ -43,7 +44,9 @@ def _scores(cms: np.ndarray) -> dict[str, np.ndarray]:
         out = {"miou": miou, "score": miou}
         if cms.shape[1] == 2:
             dice = np.where(union + tp > 0, 2 * tp / (union + tp), np.nan)
-            out |= {"iou": iou[:, 1], "dice": dice[:, 1], "score": np.where(present[:, 1], np.nan_to_num(iou[:, 1]), miou)}
+            # a replicate that drew no unit with the positive class has no positive-class score: left out (NaN)
+            iou1, dice1 = np.where(present[:, 1], np.nan_to_num(iou[:, 1]), np.nan), np.where(present[:, 1], np.nan_to_num(dice[:, 1]), np.nan)
+            out |= {"iou": iou1, "dice": dice1, "score": iou1}
     return out
 
 
@@ -122,7 +125,7 @@ def format_interval(value: float | None, interval: list[float] | None) -> str:
     """
     if value is None:
         return "-"
-    return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else " [no interval: one unit]")
+    return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else " (no interval: one unit)")
 
 
 def width_warning(interval: list[float] | None, units: int, where: str) -> str | None:
