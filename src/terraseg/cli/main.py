@@ -309,7 +309,7 @@ def compare(
             (a.manifest.split or {}).get("units") != (b.manifest.split or {}).get("units"):
         err.print(f"warning: these are A's validation blocks; B held out others, so it may have trained on some of these "
                   f"pixels, which favours B.")
-    r = compare_bundles(a, b, scenes)
+    r = compare_bundles(a, b, scenes, validation=split == "val" and (data is None or data.suffix.lower() in {".yaml", ".yml"}))
     out.print(f"score: {r['score']}; 95% intervals over {r['units']} units ({r['unit']})")
     for key, name in (("a", "A"), ("b", "B")):
         side = r[key]

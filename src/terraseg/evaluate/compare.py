@@ -18,12 +18,14 @@ from terraseg.data.scenes import Scene
 from terraseg.errors import BundleError
 
 
-def compare_bundles(a: Bundle, b: Bundle, scenes: list[Scene], inference: InferenceConfig | None = None) -> dict[str, Any]:
+def compare_bundles(a: Bundle, b: Bundle, scenes: list[Scene], inference: InferenceConfig | None = None,
+                    validation: bool = False) -> dict[str, Any]:
     """Score bundles ``a`` and ``b`` on ``scenes`` and give the paired difference ``a - b`` with its 95% interval.
 
     Args:
         a, b: loaded segmentation bundles with the same classes. scenes: labelled scenes (opened for ``a``; both
             bundles take the same bands). inference: prediction options for both (default: ``evaluate``'s).
+        validation: the scenes are a recorded validation split: each is one unit (a held-out block), as in training.
 
     Returns:
         ``{"a": {...}, "b": {...}, "difference": {...}, "units", "unit", "score"}``: each side's score, its
@@ -46,7 +48,7 @@ def compare_bundles(a: Bundle, b: Bundle, scenes: list[Scene], inference: Infere
     if a.class_names != b.class_names or a.manifest.input.bands != b.manifest.input.bands:
         raise BundleError(f"{a.path} and {b.path}: compare needs the same classes and band count "
                           f"({a.class_names} / {a.manifest.input.bands} bands vs {b.class_names} / {b.manifest.input.bands}).")
-    side = block_side(sum(s.height * s.width for s in scenes))
+    side = None if validation else block_side(sum(s.height * s.width for s in scenes))
     sides: dict[str, Any] = {}
     units: dict[str, np.ndarray] = {}
     for key, bundle in (("a", a), ("b", b)):
@@ -61,7 +63,7 @@ def compare_bundles(a: Bundle, b: Bundle, scenes: list[Scene], inference: Infere
                       "interval": iv["score"], "pixels": m["pixels"]}
     diff = paired_difference(units["a"], units["b"], "score")
     binary = len(a.class_names) == 2
-    return {"a": sides["a"], "b": sides["b"], "difference": diff, "units": diff["units"], "unit": f"blocks of {side} px",
+    return {"a": sides["a"], "b": sides["b"], "difference": diff, "units": diff["units"], "unit": f"blocks of {side} px" if side else "held-out blocks",
             "score": f"IoU of '{a.class_names[1]}'" if binary else "mIoU over the classes present"}
 
 

@@ -211,7 +211,8 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
     colors = [c.color for c in b.manifest.classes]
     from terraseg.data.holdout import block_side
 
-    side = block_side(sum(s.height * s.width for s in scenes))  # the units of the interval: the hold-out's block rule
+    # the units of the interval: a validation split's own blocks (each scene), else the hold-out's block rule
+    side = None if cfg.split == "val" else block_side(sum(s.height * s.width for s in scenes))
     metrics = evaluate_scenes(predictor, scenes, b.class_names, b.manifest.ignore_index, colors, out, cfg.overlays,
                               cfg.overlay_size, unit_side=side, objects=True)
     metrics.pop("unit_confusions")
