@@ -374,6 +374,7 @@ def predict(
     b = Bundle.load(bundle)
     if b.manifest.task == "classification":  # classifiers resize: any window side; the same backends and options
         cfg = make(inputs=list(inputs), out_dir=str(out_dir))
+        _refuse_for_classification(cfg)
         _predict_classes(b, [Path(p) for p in inputs], out_dir, window, cfg.grid, cfg.inference)
         return
     cfg = make(inputs=list(inputs), out_dir=str(out_dir), inference={"window": window})
@@ -388,6 +389,36 @@ def predict(
         err.print(f"[bold red]error:[/] {why}", highlight=False, soft_wrap=True)
     if res.failures:
         raise typer.Exit(1)
+
+
+# predict options a scene-classification bundle does not apply, and what it offers instead (refused in one line)
+_SEGMENTATION_ONLY = {
+    "uncertainty": "predictions.csv holds every class's probability",
+    "overlay": "with --grid the class raster and the window polygons show where each class is",
+    "bands": "give images with the bands the classifier was trained on, in its order",
+    "input_range": "give images in the value range the classifier was trained on",
+    "resume": "run again: predictions.csv is written whole, atomically",
+    "cog": "--grid writes plain GeoTIFFs",
+    "level": "--grid writes DEFLATE GeoTIFFs at GDAL's level",
+}
+
+
+def _refuse_for_classification(cfg) -> None:
+    """One line for the first option a classification bundle would not apply (never accepted and ignored)."""
+    from terraseg.config.inference import InferenceConfig, PredictConfig
+    from terraseg.errors import ConfigError
+
+    defaults = PredictConfig.model_fields
+    for name, instead in _SEGMENTATION_ONLY.items():
+        if getattr(cfg, name) != defaults[name].default:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} applies to segmentation bundles; this bundle classifies scenes: {instead}.")
+    if cfg.engine != "local":
+        raise ConfigError("--engine ray applies to segmentation bundles; this bundle classifies scenes: use the local engine.")
+    if cfg.compress != defaults["compress"].default:
+        raise ConfigError("--compress applies to segmentation bundles; this bundle classifies scenes: --grid writes DEFLATE GeoTIFFs.")
+    if cfg.inference.tta != InferenceConfig.model_fields["tta"].default:
+        raise ConfigError("--tta applies to segmentation bundles; this bundle classifies scenes without test-time augmentation.")
 
 
 def _predict_classes(b, inputs: list[Path], out_dir: Path, window: Optional[int], grid: bool, inference) -> None:

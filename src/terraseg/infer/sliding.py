@@ -439,13 +439,16 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
         **overrides: fields of ``options`` to replace (e.g. ``window=128``), validated alike.
 
     Raises:
-        BundleError: 'onnx' asked for a bundle without an ONNX graph.
+        BundleError: a scene-classification bundle, or 'onnx' asked for a bundle without an ONNX graph.
         ConfigError: an invalid option.
     """
     from terraseg.config.inference import InferenceConfig, build_options
 
     from terraseg.devices import inference_batch_size, resolve_device
 
+    if bundle.manifest.task != "segmentation":
+        raise BundleError(f"{bundle.path or bundle.manifest.name}: a sliding-window predictor maps segmentation bundles; "
+                          f"this bundle classifies scenes: use terraseg.infer.classify (classify_files, classify_scene).")
     opts = options or InferenceConfig()
     if overrides:
         opts = build_options(InferenceConfig, **(opts.model_dump() | overrides))

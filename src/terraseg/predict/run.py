@@ -61,10 +61,15 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
         :class:`PredictResult`.
 
     Raises:
-        BundleError: the bundle cannot be loaded. ConfigError: bad options, or inputs whose outputs
+        BundleError: the bundle cannot be loaded, or it classifies scenes. ConfigError: bad options, or inputs whose outputs
             would overwrite each other. InputFileError: a list, folder, glob or STAC file naming no image.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    if b.manifest.task != "segmentation":
+        from terraseg.errors import BundleError
+
+        raise BundleError(f"{b.path or b.manifest.name}: run_predict writes segmentation maps; this bundle classifies "
+                          f"scenes: use terraseg.infer.classify.classify_files (or `terraseg predict`).")
     items = expand_inputs(cfg.inputs, cfg.asset)
     check_output_names(items)
     result = PredictResult()
