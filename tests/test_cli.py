@@ -294,3 +294,10 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated" in stderr and "Traceback" not in stderr
     assert list(out.iterdir()) == []  # neither the result nor a .part file
+
+
+@pytest.mark.slow
+def test_predict_refuses_grid_for_a_segmentation_bundle(trained, tmp_path):
+    res = run("predict", trained["bundle"], trained["test_image"], "--out", tmp_path / "o", "--grid")
+    assert res.exit_code == 1 and "--grid applies to scene-classification bundles" in res.output
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())

@@ -378,6 +378,11 @@ def predict(
         _predict_classes(b, [Path(p) for p in inputs], out_dir, window, cfg.grid, cfg.inference)
         return
     cfg = make(inputs=list(inputs), out_dir=str(out_dir), inference={"window": window})
+    if cfg.grid:
+        from terraseg.errors import ConfigError
+
+        raise ConfigError("--grid applies to scene-classification bundles; this bundle segments: its map already gives "
+                          "every pixel a class (vectorize it for polygons).")
     res = run_predict(cfg, b)
     if res.skipped:
         out.print(f"{res.skipped} inputs already complete: skipped (--resume)")
