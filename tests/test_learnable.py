@@ -109,3 +109,14 @@ def test_the_plan_lets_the_budget_end_the_run(tmp_path):
     train = res.plan.raw["train"]
     assert train["patience"] == train["max_epochs"] >= 2
     assert "the wall budget, not the estimate, ends the run" in res.plan.reasons["train.max_epochs"]
+
+
+def test_cross_validation_refuses_one_labelled_class_too(tmp_path):
+    img, mask, _ = _tagged_mask(tmp_path)
+    timg, tmask, _ = _tagged_mask(tmp_path, "test")
+    cfg = tiny_config(tmp_path, {"image": img, "mask": mask, "test_image": timg, "test_mask": tmask})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))  # the mask's own tag 0 honoured: buildings alone
+    res = runner.invoke(app, ["cv", str(path), "--folds", "2"])
+    assert res.exit_code == 1 and "only class 'object' has labelled pixels" in res.output
+    assert "the mask's nodata tag 0 is also the value of class 'background'" in res.output

@@ -236,6 +236,20 @@ def _scene_key(s: Scene) -> str:
     return str(getattr(s, "path", s.name))
 
 
+def class_pixels(scenes: list[Scene], num_classes: int) -> np.ndarray:
+    """``(K,)`` labelled pixels per class over the labelled scenes (read from label overviews, as the hold-out counts).
+
+    Args:
+        scenes: scenes (unlabelled ones count nothing). num_classes: K.
+    """
+    total = np.zeros(num_classes, dtype=np.int64)
+    for s in scenes:
+        if s.has_labels:
+            for _, counts in _unit_counts(s, num_classes, MAX_BLOCK):
+                total += counts
+    return total
+
+
 def class_aware_split(scenes: list[Scene], val_fraction: float, num_classes: int, class_names: list[str], seed: int,
                       window: int, block: int | None = None, buffer: int | None = None) -> Split:
     """Hold out ``val_fraction`` of the labelled pixels so that every class is represented (module docstring).

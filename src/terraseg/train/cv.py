@@ -158,6 +158,10 @@ def cross_validate(cfg: ExperimentConfig, folds: int = 5, block_size: float | No
     scenes = build_scenes(list(d.train) + list(d.val), d, cfg.ignore_index, cfg.num_classes)
     if not any(s.has_labels for s in scenes):
         raise InputFileError("cv: the config's sources hold no labels.")
+    from terraseg.data.census import require_two_classes
+    from terraseg.data.holdout import class_pixels
+
+    require_two_classes(class_pixels(scenes, cfg.num_classes), [c.name for c in cfg.classes], scenes, "train")
     first = scenes[0]
     res = abs(first.transform.a) if first.crs is not None else 1.0
     block = block_size or 4 * d.window * res
