@@ -424,3 +424,20 @@ def test_stacked_and_chipped_nir_is_never_alpha(tmp_path):
         assert ColorInterp.alpha not in s.colorinterp and r.written == 4
     with pytest.raises(ConfigError, match="transparency"):
         chip(ChipConfig(images=[str(img)], out_dir=str(tmp_path / "p"), size=32, format="png"))
+
+
+def test_stats_into_a_folder_under_a_file_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from terraseg.cli.main import app
+
+    from conftest import make_geotiff
+
+    img, _, _ = make_geotiff(tmp_path / "s.tif", 64, 64)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = CliRunner().invoke(app, ["stats", str(img), "--out", str(blocker / "sub")])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and str(blocker / "sub") in lines[0]
+    assert blocker.read_text() == "x"

@@ -268,19 +268,13 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
             raise InputFileError(f"{scenes[0].path}: no valid (non-nodata) pixel to compute statistics from.")
         interrupt.check()
     stats, norm = _summary(cfg, scenes, bands, names, dtype, total, nodata, class_counts)
-    out.mkdir(parents=True, exist_ok=True)
-    import shutil
-    import tempfile
+    from terraseg.io.atomic import staged_dir
 
-    staging = Path(tempfile.mkdtemp(prefix=".staging-stats-", dir=out))
-    try:
+    with staged_dir(out) as staging:  # a folder that cannot be made (a file in the way): one line, nothing written
         _bands_figure(staging / "bands.png", bands, names, norm)
         (staging / "stats.json").write_text(json.dumps(stats, indent=2))
         interrupt.check()  # a stop swallowed while plotting (matplotlib finalisers) still stops the run here
-        (staging / "bands.png").replace(out / "bands.png")
-        (staging / "stats.json").replace(out / "stats.json")  # last: its presence means complete
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # moved in name order: bands.png, then stats.json, whose presence means complete
     return StatsResult(out / "stats.json", [out / "bands.png"], Path(cfg.flatten) if cfg.flatten else None, stats)
 
 
