@@ -301,3 +301,15 @@ def test_predict_refuses_grid_for_a_segmentation_bundle(trained, tmp_path):
     res = run("predict", trained["bundle"], trained["test_image"], "--out", tmp_path / "o", "--grid")
     assert res.exit_code == 1 and "--grid applies to scene-classification bundles" in res.output
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+@pytest.mark.slow
+def test_python_evaluate_of_the_val_split_scores_the_pixels_the_command_does(trained, tmp_path):
+    from terraseg.evaluate.report import evaluate
+
+    res = run("evaluate", trained["bundle"], "--split", "val", "--out", tmp_path / "cli", "--no-log-to-run")
+    assert res.exit_code == 0, res.output
+    cli = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    py = evaluate(trained["bundle"], split="val", out_dir=tmp_path / "py", log_to_run=False)
+    assert py["pixels"] == cli["pixels"] > 0 and py["confusion_matrix"] == cli["confusion_matrix"]
+    assert py["intervals"]["unit"] == "scenes"  # the held-out blocks are the units, as in training

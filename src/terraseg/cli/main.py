@@ -134,47 +134,17 @@ def _print_split(record: dict | None) -> None:
 
 
 def _config_for(bundle, data: Optional[Path], overrides: list[str]):
-    """The experiment config behind ``evaluate``'s split: a YAML given as DATA, else the one the bundle was trained with."""
-    from terraseg.config import ExperimentConfig, apply_overrides, format_validation_error, load_config
-    from terraseg.errors import BundleError, ConfigError
-    from pydantic import ValidationError
+    """The experiment config behind a split: a YAML given as DATA, else the one the bundle was trained with."""
+    from terraseg.evaluate.report import bundle_config
 
-    if data is not None:
-        return load_config(data, overrides)
-    raw = (bundle.manifest.training or {}).get("config")
-    if not raw:
-        raise BundleError(f"{bundle.path}: the bundle records no training config; give the config YAML as DATA.")
-    raw = apply_overrides(json.loads(json.dumps(raw)), overrides)
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, f"{bundle.path} (training config)")) from None
+    return bundle_config(bundle, data, overrides)
 
 
 def _split_scenes(bundle, data: Optional[Path], split: str, overrides: list[str]):
     """A config's test sources, or the validation split the bundle recorded (rebuilt, never re-drawn)."""
-    from terraseg.data.holdout import apply_record
-    from terraseg.data.sources import build_scenes, split_scenes
-    from terraseg.errors import ConfigError
+    from terraseg.evaluate.report import split_scenes_of
 
-    m = bundle.manifest
-    cfg = _config_for(bundle, data, overrides)
-    where = data or bundle.path
-    if split == "test":
-        if not cfg.data.test:
-            raise ConfigError(f"{where}: config has no `data.test` sources; use --split val.")
-        return build_scenes(cfg.data.test, cfg.data, m.ignore_index, len(m.classes))
-    record = m.split or {}
-    if record.get("units") is not None:
-        train = build_scenes(cfg.data.train, cfg.data, m.ignore_index, len(m.classes))
-        return apply_record(train, record).val
-    if record.get("method") not in ("sources", "none"):
-        err.print(f"warning: {bundle.path} records no validation split (an older bundle); the split is drawn again from the "
-                  f"config and may differ from the one training validated on.")
-    val = split_scenes(cfg.data, m.ignore_index, len(m.classes), cfg.train.seed, bundle.class_names).val
-    if not val:
-        raise ConfigError(f"{where}: the config holds out no validation data (data.val empty and data.val_fraction 0).")
-    return val
+    return split_scenes_of(bundle, data, split, overrides, warn=lambda w: err.print(f"warning: {w}"))
 
 
 def _scenes_for(bundle, data: Optional[Path], labels: Optional[Path], split: str, burn_value: int, attribute: Optional[str],

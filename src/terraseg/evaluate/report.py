@@ -236,17 +236,94 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
     return metrics
 
 
-def evaluate(bundle: str | Path | Bundle, scenes: list[Scene], out_dir: str | Path, **options: Any) -> dict[str, Any]:
+def bundle_config(bundle: Bundle, config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
+    """The experiment config behind a bundle's splits: ``config`` (a YAML) when given, else the one it was trained with.
+
+    Args:
+        bundle: the loaded bundle. config: a config YAML, or None. overrides: ``key.sub=value`` strings.
+
+    Raises:
+        BundleError: the bundle records no training config and none is given. ConfigError: an invalid config.
+    """
+    import json as _json
+
+    from pydantic import ValidationError
+
+    from terraseg.config import ExperimentConfig, apply_overrides, format_validation_error, load_config
+    from terraseg.errors import BundleError, ConfigError
+
+    if config is not None:
+        return load_config(config, list(overrides))
+    raw = (bundle.manifest.training or {}).get("config")
+    if not raw:
+        raise BundleError(f"{bundle.path}: the bundle records no training config; give the config YAML.")
+    raw = apply_overrides(_json.loads(_json.dumps(raw)), list(overrides))
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, f"{bundle.path} (training config)")) from None
+
+
+def split_scenes_of(bundle: Bundle, config: str | Path | None = None, split: str = "test",
+                    overrides: list[str] | tuple[str, ...] = (), warn: Any = None) -> list[Scene]:
+    """The scenes of a bundle's split: the config's ``data.test`` sources, or the validation split the bundle recorded
+    (rebuilt on the same training scenes, never drawn again).
+
+    Args:
+        bundle: the loaded bundle. config: a config YAML (default: the bundle's training config).
+        split: ``"test"`` or ``"val"``. overrides: config overrides. warn: called with one sentence when an older
+            bundle records no split (it is drawn again from the config).
+
+    Raises:
+        ConfigError: no test sources, no validation data, or another split name. BundleError: as :func:`bundle_config`,
+            or scenes that differ from those the bundle was trained on.
+    """
+    from terraseg.data.holdout import apply_record
+    from terraseg.data.sources import build_scenes, split_scenes
+    from terraseg.errors import ConfigError
+
+    if split not in ("test", "val"):
+        raise ConfigError(f"split {split!r}: use 'test' or 'val'.")
+    m = bundle.manifest
+    cfg = bundle_config(bundle, config, overrides)
+    where = config or bundle.path
+    if split == "test":
+        if not cfg.data.test:
+            raise ConfigError(f"{where}: config has no `data.test` sources; use the 'val' split.")
+        return build_scenes(cfg.data.test, cfg.data, m.ignore_index, len(m.classes))
+    record = m.split or {}
+    if record.get("units") is not None:
+        train = build_scenes(cfg.data.train, cfg.data, m.ignore_index, len(m.classes))
+        return apply_record(train, record).val
+    if record.get("method") not in ("sources", "none") and warn is not None:
+        warn(f"{bundle.path} records no validation split (an older bundle); the split is drawn again from the config and "
+             f"may differ from the one training validated on.")
+    val = split_scenes(cfg.data, m.ignore_index, len(m.classes), cfg.train.seed, bundle.class_names).val
+    if not val:
+        raise ConfigError(f"{where}: the config holds out no validation data (data.val empty and data.val_fraction 0).")
+    return val
+
+
+def evaluate(bundle: str | Path | Bundle, scenes: list[Scene] | None = None, out_dir: str | Path = "eval",
+             split: str = "test", config: str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Python API of ``terraseg evaluate``: builds the same :class:`EvaluateConfig` as the CLI.
 
     Args:
         bundle: the bundle or its path.
-        scenes: labelled scenes to score (:func:`terraseg.data.sources.scene_from_path`).
+        scenes: labelled scenes to score (:func:`terraseg.data.sources.scene_from_path`); None: the bundle's
+            ``split`` (:func:`split_scenes_of`), as ``terraseg evaluate BUNDLE [CONFIG] --split``.
         out_dir: output folder.
+        split: without scenes, ``"test"`` (the config's ``data.test``) or ``"val"`` (the exact split the bundle records).
+        config: without scenes, a config YAML instead of the bundle's training config.
         **options: ``overlays``, ``overlay_size`` and the fields of :class:`InferenceConfig`
             (``window``, ``overlap``, ``batch_size``, ``device``, ``backend``...).
 
     Raises:
-        ConfigError: an unknown or invalid option; otherwise as :func:`run_evaluate`.
+        ConfigError: an unknown or invalid option or split; otherwise as :func:`run_evaluate`.
     """
-    return run_evaluate(with_inference(EvaluateConfig, out_dir=str(out_dir), **options), bundle, scenes)
+    b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+    if scenes is None:
+        scenes = split_scenes_of(b, config, split)
+    else:
+        split = "test"
+    return run_evaluate(with_inference(EvaluateConfig, out_dir=str(out_dir), split=split, **options), b, scenes)
