@@ -356,3 +356,10 @@ def test_the_segmentation_api_refuses_a_classification_bundle_in_one_line(traine
         with pytest.raises(BundleError, match="this bundle classifies scenes") as e:
             call()
         assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_compare_refuses_a_classification_bundle_in_one_line(trained):
+    res = run("compare", trained["bundle"], trained["bundle"], trained["config"])
+    assert res.exit_code == 1 and "this one classifies scenes" in res.output
+    assert len([x for x in res.output.splitlines() if x.strip()]) == 1

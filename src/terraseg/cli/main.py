@@ -269,17 +269,18 @@ def compare(
     from terraseg.bundle import Bundle
     from terraseg.errors import ConfigError
     from terraseg.evaluate.bootstrap import format_interval
-    from terraseg.evaluate.compare import compare_bundles
+    from terraseg.evaluate.compare import check_comparable, compare_bundles
 
     if split not in ("test", "val"):
         raise ConfigError(f"--split {split!r}: use 'test' or 'val'.")
     a, b = Bundle.load(bundle_a), Bundle.load(bundle_b)
+    check_comparable(a, b)  # before any scene is opened
     scenes = _scenes_for(a, data, labels, split, burn_value, attribute, mapping, mask_nodata, set_ or [])
-    if split == "val" and (data is None or data.suffix.lower() in {".yaml", ".yml"}) and \
-            (a.manifest.split or {}).get("units") != (b.manifest.split or {}).get("units"):
-        err.print(f"warning: these are A's validation blocks; B held out others, so it may have trained on some of these "
-                  f"pixels, which favours B.")
-    r = compare_bundles(a, b, scenes, validation=split == "val" and (data is None or data.suffix.lower() in {".yaml", ".yml"}))
+    validation = split == "val" and (data is None or data.suffix.lower() in {".yaml", ".yml"})
+    if validation and (a.manifest.split or {}).get("units") != (b.manifest.split or {}).get("units"):
+        err.print("warning: these are A's validation blocks; B held out others, so it may have trained on some of these "
+                  "pixels, which favours B.")
+    r = compare_bundles(a, b, scenes, validation=validation)
     out.print(f"score: {r['score']}; 95% intervals over {r['units']} units ({r['unit']})")
     for key, name in (("a", "A"), ("b", "B")):
         side = r[key]

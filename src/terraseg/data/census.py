@@ -26,32 +26,44 @@ def _label_files(scenes: Sequence[object]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "") if names else "the labels"
 
 
+def hidden_background(tags: set, values: set[int]) -> tuple[int, list[int]] | None:
+    """The rule of :func:`background_tag` on what was read: the masks' nodata tags and the values of their pixels.
+
+    Args:
+        tags: the nodata tag of every mask read (None for an untagged mask). values: the pixel values seen.
+
+    Returns:
+        ``(0, the values seen, sorted)`` when every mask carries the tag 0, its pixels hold it, and the other values
+        seen are fewer than two; else None.
+    """
+    if tags != {0.0} or 0 not in values or len(values - {0}) >= 2 or len(values) < 2:
+        return None
+    return 0, sorted(values)
+
+
 def background_tag(paths: Sequence[str | Path], sample: int = 20) -> tuple[int, list[int]] | None:
     """The nodata tag of mask rasters that is really their background value, or None.
 
     A mask tagged nodata 0 whose own pixels are 0 and one other value (a 0/1 mask, as GDAL writes many) would,
     if the tag were honoured, leave one class with labelled pixels: 0 is its background. Read on an overview of
-    at most 1,024 x 1,024 pixels of each of the first ``sample`` masks.
+    at most 1,024 x 1,024 pixels of each of the first ``sample`` masks; the rule is :func:`hidden_background`.
 
     Args:
         paths: mask rasters. sample: how many of them to read.
 
     Returns:
-        ``(tag, the values seen)`` when every sampled mask carries the same tag 0, its pixels hold it, and the other
-        values seen are fewer than two; else None.
+        ``(tag, the values seen)``, or None.
     """
     from terraseg.io.raster import open_raster
 
-    tags: set[float] = set()
+    tags: set = set()
     values: set[int] = set()
     for p in list(paths)[:sample]:
         with open_raster(p) as ds:
             tags.add(ds.nodata)
             m = ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
             values |= {int(v) for v in np.unique(m)}
-    if tags != {0.0} or 0 not in values or len(values - {0}) >= 2 or len(values) < 2:
-        return None
-    return 0, sorted(values)
+    return hidden_background(tags, values)
 
 
 def background_tag_note(tag: int, values: list[int], restore: str) -> str:
@@ -112,4 +124,4 @@ def require_two_classes(counts: np.ndarray, class_names: Sequence[str], scenes: 
     raise InputFileError(f"{files}: {has} ({', '.join(missing)}: none), so {why}; {fix}.")
 
 
-__all__ = ["background_tag", "background_tag_note", "require_two_classes", "tagged_background"]
+__all__ = ["background_tag", "background_tag_note", "hidden_background", "require_two_classes", "tagged_background"]

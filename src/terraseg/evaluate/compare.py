@@ -18,6 +18,23 @@ from terraseg.data.scenes import Scene
 from terraseg.errors import BundleError
 
 
+def check_comparable(a: Bundle, b: Bundle) -> None:
+    """Refuse, in one line, two bundles that cannot be compared: a scene-classification bundle, other classes or bands.
+
+    Args:
+        a, b: the loaded bundles.
+
+    Raises:
+        BundleError: naming the bundle and what differs.
+    """
+    for x in (a, b):
+        if x.manifest.task != "segmentation":
+            raise BundleError(f"{x.path}: compare scores segmentation bundles; this one classifies scenes (use evaluate).")
+    if a.class_names != b.class_names or a.manifest.input.bands != b.manifest.input.bands:
+        raise BundleError(f"{a.path} and {b.path}: compare needs the same classes and band count "
+                          f"({a.class_names} / {a.manifest.input.bands} bands vs {b.class_names} / {b.manifest.input.bands}).")
+
+
 def compare_bundles(a: Bundle, b: Bundle, scenes: list[Scene], inference: InferenceConfig | None = None,
                     validation: bool = False) -> dict[str, Any]:
     """Score bundles ``a`` and ``b`` on ``scenes`` and give the paired difference ``a - b`` with its 95% interval.
@@ -37,17 +54,12 @@ def compare_bundles(a: Bundle, b: Bundle, scenes: list[Scene], inference: Infere
     """
     from terraseg.data.census import require_two_classes
     from terraseg.data.holdout import block_side
-    from terraseg.evaluate.bootstrap import bootstrap_intervals, paired_difference
-    from terraseg.evaluate.metrics import metrics_from_confusion, score
+    from terraseg.evaluate.bootstrap import paired_difference
+    from terraseg.evaluate.metrics import score
     from terraseg.evaluate.report import evaluate_scenes
     from terraseg.infer.sliding import predictor_for
 
-    for x in (a, b):
-        if x.manifest.task != "segmentation":
-            raise BundleError(f"{x.path}: compare scores segmentation bundles; this one classifies scenes (use evaluate).")
-    if a.class_names != b.class_names or a.manifest.input.bands != b.manifest.input.bands:
-        raise BundleError(f"{a.path} and {b.path}: compare needs the same classes and band count "
-                          f"({a.class_names} / {a.manifest.input.bands} bands vs {b.class_names} / {b.manifest.input.bands}).")
+    check_comparable(a, b)
     side = None if validation else block_side(sum(s.height * s.width for s in scenes))
     sides: dict[str, Any] = {}
     units: dict[str, np.ndarray] = {}
@@ -57,14 +69,11 @@ def compare_bundles(a: Bundle, b: Bundle, scenes: list[Scene], inference: Infere
         units[key] = m.pop("unit_confusions")
         if key == "a":
             require_two_classes(np.asarray(m["confusion_matrix"]).sum(1), a.class_names, scenes, "score")
-        iv = bootstrap_intervals(units[key])
-        sides[key] = {"bundle": str(bundle.path), "score": score(metrics_from_confusion(np.asarray(m["confusion_matrix"]),
-                                                                                        bundle.class_names)),
-                      "interval": iv["score"], "pixels": m["pixels"]}
+        sides[key] = {"bundle": str(bundle.path), "score": score(m), "interval": m["intervals"]["score"], "pixels": m["pixels"]}
     diff = paired_difference(units["a"], units["b"], "score")
     binary = len(a.class_names) == 2
     return {"a": sides["a"], "b": sides["b"], "difference": diff, "units": diff["units"], "unit": f"blocks of {side} px" if side else "held-out blocks",
             "score": f"IoU of '{a.class_names[1]}'" if binary else "mIoU over the classes present"}
 
 
-__all__ = ["compare_bundles"]
+__all__ = ["check_comparable", "compare_bundles"]

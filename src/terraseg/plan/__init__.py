@@ -125,23 +125,26 @@ def _mask_classes(paths: list[Path]) -> tuple[int, int | str | None, list[str]]:
     """
     import numpy as np
 
-    from terraseg.data.census import background_tag, background_tag_note
+    from terraseg.data.census import background_tag_note, hidden_background
     from terraseg.io.raster import open_raster
 
-    hidden = background_tag(paths)
-    if hidden is not None:
-        tag, values = hidden
-        return max(values) + 1, "none", [background_tag_note(tag, values, f"set mask_nodata: {tag} in the source")]
     top, nodata = 1, None
-    for p in paths[:20]:
+    tags: set = set()
+    seen: set[int] = set()
+    for p in paths[:20]:  # each mask read once, for both the class count and the background-tag rule
         with open_raster(p) as ds:
             nodata = ds.nodata if ds.nodata is not None else nodata
             m = ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
+            tags.add(ds.nodata)
+            seen |= {int(v) for v in np.unique(m)}
             vals = np.unique(m[m != ds.nodata] if ds.nodata is not None else m)
             if nodata is None and vals.size and vals.min() < 0:  # e.g. Sen1Floods11's -1 for 'no label'
                 nodata = float(vals.min())
                 vals = vals[vals != vals.min()]
             top = max(top, int(vals.max()) if vals.size else 1)
+    if (hidden := hidden_background(tags, seen)) is not None:
+        tag, values = hidden
+        return max(values) + 1, "none", [background_tag_note(tag, values, f"set mask_nodata: {tag} in the source")]
     return top + 1, (int(nodata) if nodata is not None else None), []
 
 

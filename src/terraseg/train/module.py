@@ -189,7 +189,6 @@ class SegmentationTask(TaskBase):
         self.model = build_model(c.model, in_channels, c.num_classes)
         self.loss_fn = CombinedLoss(c.loss, c.num_classes, c.ignore_index)
         self.total_steps = total_steps
-        self._cm = np.zeros((c.num_classes, c.num_classes), dtype=np.int64)
         self._units: list[np.ndarray] = []  # one confusion matrix per validation scene (a held-out block or image)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
@@ -218,12 +217,12 @@ class SegmentationTask(TaskBase):
             return
         scene = self.val_scenes[int(batch)]
         m = evaluate_scenes(self._predictor(), [scene], [c.name for c in self.cfg.classes], self.cfg.ignore_index)
-        self._cm += np.asarray(m["confusion_matrix"], dtype=np.int64)
         self._units.append(np.asarray(m["confusion_matrix"], dtype=np.int64))
 
     def on_validation_epoch_end(self) -> None:
         """The epoch's validation figures from the summed confusion matrix (gathered over DDP ranks)."""
-        cm = self._cm
+        k = self.cfg.num_classes
+        cm = np.sum(self._units, axis=0) if self._units else np.zeros((k, k), dtype=np.int64)
         if self.trainer.world_size > 1:  # DDP: each rank predicted its share of the scenes (ShardSampler)
             cm = self.all_gather(torch.from_numpy(cm)).sum(0).cpu().numpy()
         m = validation_metrics(cm, [c.name for c in self.cfg.classes])
@@ -231,5 +230,4 @@ class SegmentationTask(TaskBase):
         if self.trainer.world_size == 1 and self._units:  # the 95% interval over the held-out units
             m |= interval_logs(np.stack(self._units))
         self.record_validation(m, per_class)
-        self._cm[:] = 0
         self._units = []
