@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 # the data root: $$TERRASEG_DATA when set, else ../shared/datasets when it exists, else the user's data folder
-# (terraseg.settings.data_root); `make data` fetches the public data sets the demo and the tutorials read
-DATA = $(shell $(BIN)/terraseg download --where)
+# (terraseg.settings.data_root; `terraseg download --where` prints it, read when a recipe runs so that
+# `make demo TERRASEG_DATA=...` counts too); `make data` fetches the public data sets the demo and the tutorials read
 # the data sets the demo (massachusetts-buildings) and the tutorials read
 DATASETS := massachusetts-buildings new-brunswick-landcover spacenet-clips sen1floods11 landsat magnetic-tiles intel-scenes
 RUN := runs/massachusetts-buildings
@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/terraseg download massachusetts-buildings
 	$(BIN)/terraseg train configs/massachusetts-buildings.yaml
 	$(BIN)/terraseg evaluate $(RUN)/model.terraseg configs/massachusetts-buildings.yaml --out $(RUN)/test
-	$(BIN)/terraseg predict $(RUN)/model.terraseg $(DATA)/massachusetts-buildings/23429155_15.tif --out $(RUN)/predictions --overlay --probabilities
+	$(BIN)/terraseg predict $(RUN)/model.terraseg "$$($(BIN)/terraseg download --where)/massachusetts-buildings/23429155_15.tif" --out $(RUN)/predictions --overlay --probabilities
 
 # Debian's chromium for the browser test and the serving tutorial's screenshot: installed only when run as root
 # (CI); elsewhere the test finds a Chromium of its own (TERRASEG_CHROMIUM, chromium, chromium-browser, google-chrome)
