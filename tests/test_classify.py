@@ -158,7 +158,7 @@ def test_train_evaluate_predict_cli(trained, tmp_path):
     r = run("predict", trained["bundle"], trained["root"] / "bright", "--out", tmp_path / "pr")
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(open(tmp_path / "pr" / "predictions.csv")))
-    assert len(rows) == 8 and list(rows[0]) == ["file", "predicted"] + [f"p_{c}" for c in CLASSES]
+    assert len(rows) == 8 and list(rows[0]) == ["file", "predicted", "probability"] + [f"p_{c}" for c in CLASSES]
     assert sum(r_["predicted"] == "bright" for r_ in rows) >= 6
     assert all(abs(sum(float(r_[f"p_{c}"]) for c in CLASSES) - 1) < 1e-4 for r_ in rows)
 
@@ -188,7 +188,7 @@ def test_grid_classification_of_a_scene(trained, tmp_path):
     src = tmp_path / "scene.tif"
     with rasterio.open(src, "w", driver="GTiff", width=70, height=48, count=4, dtype="uint8", crs="EPSG:32631", transform=tf) as d:
         d.write(img)
-    r = run("predict", trained["bundle"], src, "--out", tmp_path / "g", "--grid", "--window", 24)
+    r = run("predict", trained["bundle"], src, "--out", tmp_path / "g", "--grid", "--window", 24, "--probabilities")
     assert r.exit_code == 0, r.output
     with rasterio.open(tmp_path / "g" / "scene_classes.tif") as ds:
         assert ds.shape == (2, 3) and ds.crs.to_epsg() == 32631
@@ -287,7 +287,7 @@ def test_grid_windows_without_data_are_nodata(trained, tmp_path):
     with rasterio.open(src, "w", driver="GTiff", width=72, height=24, count=4, dtype="uint8", crs="EPSG:32631",
                        transform=from_origin(600000, 5000000, 10, 10), nodata=0) as d:
         d.write(img)
-    r = run("predict", trained["bundle"], src, "--out", tmp_path / "g", "--grid", "--window", 24)
+    r = run("predict", trained["bundle"], src, "--out", tmp_path / "g", "--grid", "--window", 24, "--probabilities")
     assert r.exit_code == 0, r.output
     with rasterio.open(tmp_path / "g" / "holes_classes.tif") as ds:
         ids = ds.read(1)

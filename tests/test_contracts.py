@@ -257,6 +257,7 @@ LAYERS = [
     ("terraseg.infer",),
     ("terraseg.evaluate", "terraseg.predict"),
     ("terraseg.train",),
+    ("terraseg.tasks",),
     ("terraseg.plan", "terraseg.serve"),
     ("terraseg.cli", "terraseg.__main__", "terraseg"),
 ]
@@ -280,7 +281,7 @@ def test_public_functions_of_the_core_are_documented():
     """Every public function of io/, data/, infer/, predict/, serve/, train/, evaluate/ and models/ has a docstring,
     with an Args section when it takes arguments."""
     problems = []
-    for pkg in ("io", "data", "infer", "predict", "serve", "train", "evaluate", "models"):
+    for pkg in ("io", "data", "infer", "predict", "serve", "train", "evaluate", "models", "tasks"):
         for p in sorted((SRC / pkg).glob("*.py")):
             for node in ast.parse(p.read_text()).body:
                 if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):

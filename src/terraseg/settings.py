@@ -49,6 +49,25 @@ def resolve_data_path(path: str | os.PathLike[str], root: Path | None = None) ->
     return (root or data_root()) / p
 
 
+def cache_dir() -> Path:
+    """The one folder terraseg caches in: ``$TERRASEG_CACHE``, else the user's cache folder.
+
+    Holds the measured runtime rankings (:mod:`terraseg.infer.runtime`), ONNX graphs exported on
+    demand and the header indexes of projects (:mod:`terraseg.data.project`). Every cache entry is
+    rebuilt when it is missing or unreadable, so the folder may be deleted at any time.
+
+    Returns:
+        ``$TERRASEG_CACHE`` when set, else ``platformdirs.user_cache_dir("terraseg")``
+        (``$XDG_CACHE_HOME/terraseg``, ``~/.cache/terraseg`` when unset, on Linux). It may not exist yet.
+    """
+    env = os.environ.get("TERRASEG_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("terraseg"))
+
+
 def max_output_bytes() -> int:
     """Largest raster (uncompressed bytes) a command writes without being told: ``$TERRASEG_MAX_OUTPUT_GB`` (default 100 GB).
 

@@ -133,83 +133,43 @@ def _print_split(record: dict | None) -> None:
         err.print(f"warning: {w}")
 
 
-def _config_for(bundle, data: Optional[Path], overrides: list[str]):
-    """The experiment config behind a split: a YAML given as DATA, else the one the bundle was trained with."""
-    from terraseg.evaluate.report import bundle_config
-
-    return bundle_config(bundle, data, overrides)
-
-
-def _split_scenes(bundle, data: Optional[Path], split: str, overrides: list[str]):
-    """A config's test sources, or the validation split the bundle recorded (rebuilt, never re-drawn)."""
-    from terraseg.evaluate.report import split_scenes_of
-
-    return split_scenes_of(bundle, data, split, overrides, warn=lambda w: err.print(f"warning: {w}"))
-
-
-def _scenes_for(bundle, data: Optional[Path], labels: Optional[Path], split: str, burn_value: int, attribute: Optional[str],
-                mapping: Optional[str], mask_nodata: Optional[int], overrides: list[str]):
-    """Labelled scenes for ``evaluate``: a config's test/val split, an image/mask folder, or one image with labels."""
-    from terraseg.config import DataConfig, FolderSource
-    from terraseg.data.sources import build_scenes
-    from terraseg.errors import InputFileError
-    from terraseg.infer.inputs import open_input
-
-    m = bundle.manifest
-    if data is None or data.suffix.lower() in {".yaml", ".yml"}:
-        return _split_scenes(bundle, data, split, overrides)
-    if data.is_dir():
-        dc = DataConfig(train=[FolderSource(root=str(data.resolve()))])
-        return build_scenes(dc.train, dc, m.ignore_index, len(m.classes))
-    if labels is None:
-        raise InputFileError(f"{data}: give --labels (vector file or mask raster) to evaluate an image.")
-    from terraseg.cli.prep import parse_mapping
-    from terraseg.config.prep import LabelOptions
-    from terraseg.data.census import background_tag, background_tag_note
-
-    nodata: int | str | None = mask_nodata
-    if nodata is None and LabelOptions(path=str(labels)).is_mask and (hidden := background_tag([labels])) is not None:
-        nodata = "none"  # as the plan counts such masks
-        err.print("note: " + background_tag_note(*hidden, "give --mask-nodata 0"))
-    return [open_input(bundle, data, labels, burn_value=burn_value, attribute=attribute, mapping=parse_mapping(mapping),
-                       mask_nodata=nodata)]
-
-
 @command_from(EvaluateConfig, nested=("inference",))
 def evaluate(
     make,
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
-    data: Annotated[Optional[Path], typer.Argument(help="An image (with --labels), an image/mask folder, or a config YAML (its "
-                                                   "test split); omitted: the config the bundle was trained with.")] = None,
+    data: Annotated[Optional[Path], typer.Argument(help=EvaluateConfig.model_fields["data"].description)] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder for metrics.json, confusion_matrix.png, "
                                                     "overlays/ (default: <bundle folder>/<split>).")] = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Labels of an image: vector file (shp/zip/geojson/gpkg) or mask raster.")] = None,
-    burn_value: Annotated[int, typer.Option(help="Class id burnt for vector features without --attribute.")] = 1,
-    attribute: Annotated[Optional[str], typer.Option(help="Vector attribute holding the class of each feature.")] = None,
-    mapping: Annotated[Optional[str], typer.Option(help="Attribute value -> class id: 'a=1,b=2' or a JSON object.")] = None,
-    mask_nodata: Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")] = None,
     split: Annotated[str, typer.Option(help="With a config (or none): 'test' (data.test) or 'val' (the exact validation split "
-                                       "the bundle records).")] = "test",
+                                       "the bundle records); with a class folder, its split subfolder.")] = "test",
     set_: SetOpt = None,
 ) -> None:
-    """Evaluate a bundle on labelled data: per-class IoU, Dice/F1, precision, recall, mIoU."""
+    """Evaluate a bundle on labelled data: per-class IoU, Dice/F1, precision, recall, mIoU (accuracy and F1 for classifiers)."""
     from terraseg.bundle import Bundle
-    from terraseg.evaluate.report import run_evaluate
+    from terraseg.errors import ConfigError
+    from terraseg.tasks import run_evaluate
 
     b = Bundle.load(bundle)
-    from terraseg.errors import ConfigError
-
-    out_dir = out_dir or Path(bundle).parent / split
     if split not in ("test", "val"):
         raise ConfigError(f"--split {split!r}: use 'test' or 'val'.")
+    cfg = make(out_dir=str(out_dir or Path(bundle).parent / split), data=str(data) if data else None, split=split,
+               overrides=list(set_ or []))
+    m = run_evaluate(cfg, b, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
     is_split = data is None or data.suffix.lower() in {".yaml", ".yml"}
-    cfg = make(out_dir=str(out_dir), split=split if is_split else "test")
-    if b.manifest.task == "classification":
-        _evaluate_classifier(b, data, split, out_dir, cfg.inference.batch_size, set_ or [])
-        return
-    scenes = _scenes_for(b, data, labels, split, burn_value, attribute, mapping, mask_nodata, set_ or [])
-    m = run_evaluate(cfg, b, scenes)
     what = f"its {split} split" if is_split else data.name
+    if m["task"] == "classification":
+        _print_classifier_metrics(b, m, what, cfg)
+    else:
+        _print_segmentation_metrics(b, m, what, "test" if not is_split else split)
+    out.print(f"metrics: {Path(cfg.out_dir) / 'metrics.json'}")
+    if m.get("mlflow_run_id"):
+        out.print(f"logged to MLflow run {m['mlflow_run_id']} ({cfg.split}/...)")
+
+
+def _print_segmentation_metrics(b, m: dict, what: str, split: str) -> None:
+    from terraseg.evaluate.bootstrap import format_interval, width_warning
+    from terraseg.evaluate.metrics import absent_classes
+
     table = Table(title=f"{b.manifest.name} on {what} ({m['pixels']:,} labelled pixels)")
     for col in ("class", "IoU", "Dice/F1", "precision", "recall", "pixels"):
         table.add_column(col)
@@ -217,9 +177,6 @@ def evaluate(
     for name, v in m["per_class"].items():
         table.add_row(name, fmt(v["iou"]), fmt(v["dice"]), fmt(v["precision"]), fmt(v["recall"]), str(v["support"]))
     out.print(table)
-    from terraseg.evaluate.bootstrap import format_interval, width_warning
-    from terraseg.evaluate.metrics import absent_classes
-
     iv = m.get("intervals") or {}
     headline = f"mIoU {format_interval(m['miou'], iv.get('miou'))}  pixel accuracy {fmt(m['pixel_accuracy'])}"
     if "iou" in m:
@@ -233,8 +190,7 @@ def evaluate(
                   f"(TP {o['tp']:,}, FP {o['fp']:,}, FN {o['fn']:,}; {o['units']} units)")
         if o.get("scenes_left_out"):
             err.print(f"warning: {o['scenes_left_out']} scene(s) over 64 million pixels left out of the object scores.")
-    wide = width_warning(iv.get("iou") or iv.get("score"), iv.get("units", 0), "test" if not is_split or split == "test" else split)
-    if wide:
+    if wide := width_warning(iv.get("iou") or iv.get("score"), iv.get("units", 0), split):
         err.print(f"warning: {wide}.")
     for name in absent_classes(m):
         err.print(f"warning: class '{name}' has no labelled pixel in this data: its figures are undefined (-) or 0 and say "
@@ -244,9 +200,27 @@ def evaluate(
         err.print(f"warning: {len(drift['flagged'])} of {drift['scenes']} images differ from the training data (drift: "
                   + ", ".join(f"{k} in {'/'.join(v)}" for k, v in list(drift["flagged"].items())[:5])
                   + (", ..." if len(drift["flagged"]) > 5 else "") + "); figures on them may not carry over.")
-    out.print(f"metrics: {Path(out_dir) / 'metrics.json'}")
-    if m.get("mlflow_run_id"):
-        out.print(f"logged to MLflow run {m['mlflow_run_id']} ({cfg.split}/...)")
+
+
+def _print_classifier_metrics(b, m: dict, what: str, cfg) -> None:
+    from terraseg.evaluate.bootstrap import format_interval, width_warning
+
+    table = Table(title=f"{b.manifest.name} on {what} ({m['n']} images)")
+    for col in ("class", "precision", "recall", "F1", "images"):
+        table.add_column(col)
+    for name, v in m["per_class"].items():
+        table.add_row(name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", str(v["support"]))
+    out.print(table)
+    iv = m.get("intervals") or {}
+    topk = next(k for k in m if k.startswith("top"))
+    out.print(f"accuracy {format_interval(m['accuracy'], iv.get('accuracy'))}  macro-F1 "
+              f"{format_interval(m['f1_macro'], iv.get('f1_macro'))}  {topk.replace('_', ' ')} {m[topk]:.4f}  "
+              f"(95% intervals over {iv.get('units', m['n'])} images)")
+    if wide := width_warning(iv.get("accuracy"), iv.get("units", 0), cfg.split):
+        err.print(f"warning: {wide}.")
+    for name, v in m["per_class"].items():
+        if not v["support"]:
+            err.print(f"warning: class '{name}' has no image in this data: its recall and F1 say nothing of the model.")
 
 
 @app.command()
@@ -275,7 +249,13 @@ def compare(
         raise ConfigError(f"--split {split!r}: use 'test' or 'val'.")
     a, b = Bundle.load(bundle_a), Bundle.load(bundle_b)
     check_comparable(a, b)  # before any scene is opened
-    scenes = _scenes_for(a, data, labels, split, burn_value, attribute, mapping, mask_nodata, set_ or [])
+    from terraseg.config.inference import EvaluateConfig
+    from terraseg.tasks.segmentation import SegmentationTask
+
+    which = EvaluateConfig(out_dir=".", data=str(data) if data else None, labels=str(labels) if labels else None,
+                           split=split, burn_value=burn_value, attribute=attribute, mapping=mapping, mask_nodata=mask_nodata,
+                           overrides=list(set_ or []))
+    scenes = SegmentationTask().evaluation_data(which, a, lambda line: err.print(line, highlight=False, soft_wrap=True))
     validation = split == "val" and (data is None or data.suffix.lower() in {".yaml", ".yml"})
     if validation and (a.manifest.split or {}).get("units") != (b.manifest.split or {}).get("units"):
         err.print("warning: these are A's validation blocks; B held out others, so it may have trained on some of these "
@@ -290,40 +270,6 @@ def compare(
     out.print(f"A - B: {format_interval(d['difference'], d['interval'])} (paired bootstrap; the interval {verdict})")
 
 
-def _evaluate_classifier(b, data: Optional[Path], split: str, out_dir: Path, batch_size: int, overrides: list[str]) -> None:
-    from terraseg.config import ClassFolderSource
-    from terraseg.data.classes import class_items
-    from terraseg.evaluate.classify import evaluate_classifier
-    from terraseg.train.classify import class_items_of, train_val_items
-
-    if data is None or data.suffix.lower() in {".yaml", ".yml"}:
-        cfg = _config_for(b, data, overrides)
-        recorded = (b.manifest.split or {}).get("files")
-        if split == "val" and recorded:  # exactly the images training validated on
-            from terraseg.data.classes import ClassItem
-
-            items = [ClassItem(p, int(k)) for p, k in recorded]
-        else:
-            items = (class_items_of(cfg, "test") if cfg.data.test else []) if split == "test" else train_val_items(cfg)[1]
-        if not items:
-            from terraseg.errors import ConfigError
-
-            raise ConfigError(f"{data}: config has no `data.{split}` images; use --split val.")
-    else:
-        sub = "test" if split == "test" else "val"
-        items = class_items(ClassFolderSource(root=str(data.resolve()), split=sub), b.class_names)
-    m = evaluate_classifier(b, items, out_dir, max(batch_size or 32, 32))
-    table = Table(title=f"{b.manifest.name} on {data.name if data else f'its {split} split'} ({m['n']} images)")
-    for col in ("class", "precision", "recall", "F1", "images"):
-        table.add_column(col)
-    for name, v in m["per_class"].items():
-        table.add_row(name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", str(v["support"]))
-    out.print(table)
-    topk = next(k for k in m if k.startswith("top"))
-    out.print(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  {topk.replace('_', ' ')} {m[topk]:.4f}")
-    out.print(f"metrics: {Path(out_dir) / 'metrics.json'}")
-
-
 @command_from(PredictConfig, skip=("ray.replicas", "ray.max_replicas"), nested=("inference", "ray"))
 def predict(
     make,
@@ -331,8 +277,7 @@ def predict(
     inputs: Annotated[list[str], typer.Argument(help="Images (GeoTIFF of any size, band count, dtype; PNG; JPEG), folders, globs, "
                                                  "a .txt list, or a STAC ItemCollection JSON (remote hrefs via /vsicurl/).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder; one output per input with the same stem.")],
-    window: Annotated[Optional[int], typer.Option(help=InferenceConfig.model_fields["window"].description
-                                                  + " Classification bundles: any side (windows are resized to the input).")] = None,
+    window: Annotated[Optional[int], typer.Option(help=InferenceConfig.model_fields["window"].description)] = None,
 ) -> None:
     """Predict images of any size; GeoTIFF outputs keep the input's CRS, transform and nodata.
 
@@ -340,20 +285,10 @@ def predict(
     image files or folders of images, or with --grid a class raster and window polygons per scene.
     """
     from terraseg.bundle import Bundle
-    from terraseg.predict.run import run_predict
+    from terraseg.tasks import run_predict
 
     b = Bundle.load(bundle)
-    if b.manifest.task == "classification":  # classifiers resize: any window side; the same backends and options
-        cfg = make(inputs=list(inputs), out_dir=str(out_dir))
-        _refuse_for_classification(cfg)
-        _predict_classes(b, [Path(p) for p in inputs], out_dir, window, cfg.grid, cfg.inference)
-        return
     cfg = make(inputs=list(inputs), out_dir=str(out_dir), inference={"window": window})
-    if cfg.grid:
-        from terraseg.errors import ConfigError
-
-        raise ConfigError("--grid applies to scene-classification bundles; this bundle segments: its map already gives "
-                          "every pixel a class (vectorize it for polygons).")
     res = run_predict(cfg, b)
     if res.skipped:
         out.print(f"{res.skipped} inputs already complete: skipped (--resume)")
@@ -361,56 +296,9 @@ def predict(
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     for src, outs in res.outputs.items():
         out.print(f"{src} -> " + ", ".join(outs.values()))
+    if res.table:
+        out.print(f"{res.rows} images -> {res.table}")
     for src, why in res.failures.items():
-        err.print(f"[bold red]error:[/] {why}", highlight=False, soft_wrap=True)
-    if res.failures:
-        raise typer.Exit(1)
-
-
-# predict options a scene-classification bundle does not apply, and what it offers instead (refused in one line)
-_SEGMENTATION_ONLY = {
-    "uncertainty": "predictions.csv holds every class's probability",
-    "overlay": "with --grid the class raster and the window polygons show where each class is",
-    "bands": "give images with the bands the classifier was trained on, in its order",
-    "input_range": "give images in the value range the classifier was trained on",
-    "resume": "run again: predictions.csv is written whole, atomically",
-    "cog": "--grid writes plain GeoTIFFs",
-    "level": "--grid writes DEFLATE GeoTIFFs at GDAL's level",
-}
-
-
-def _refuse_for_classification(cfg) -> None:
-    """One line for the first option a classification bundle would not apply (never accepted and ignored)."""
-    from terraseg.config.inference import InferenceConfig, PredictConfig
-    from terraseg.errors import ConfigError
-
-    defaults = PredictConfig.model_fields
-    for name, instead in _SEGMENTATION_ONLY.items():
-        if getattr(cfg, name) != defaults[name].default:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} applies to segmentation bundles; this bundle classifies scenes: {instead}.")
-    if cfg.engine != "local":
-        raise ConfigError("--engine ray applies to segmentation bundles; this bundle classifies scenes: use the local engine.")
-    if cfg.compress != defaults["compress"].default:
-        raise ConfigError("--compress applies to segmentation bundles; this bundle classifies scenes: --grid writes DEFLATE GeoTIFFs.")
-    if cfg.inference.tta != InferenceConfig.model_fields["tta"].default:
-        raise ConfigError("--tta applies to segmentation bundles; this bundle classifies scenes without test-time augmentation.")
-
-
-def _predict_classes(b, inputs: list[Path], out_dir: Path, window: Optional[int], grid: bool, inference) -> None:
-    from terraseg.io.images import IMAGE_SUFFIXES
-    from terraseg.infer.classify import classify_files, classify_scene
-
-    if grid:
-        for src in inputs:
-            paths = classify_scene(b, src, out_dir, window, options=inference)
-            out.print(f"{src} -> " + ", ".join(str(p) for p in paths.values()))
-        return
-    files = [f for p in inputs for f in (sorted(x for x in p.rglob("*") if x.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [p])]
-    res = classify_files(b, files, out_dir, options=inference)
-    if res.csv:
-        out.print(f"{len(res.rows)} images -> {res.csv}")
-    for why in res.failures.values():
         err.print(f"[bold red]error:[/] {why}", highlight=False, soft_wrap=True)
     if res.failures:
         raise typer.Exit(1)

@@ -11,6 +11,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
+from terraseg.config.prep import parse_mapping  # noqa: F401  (used by the commands below)
 from terraseg.cli.app import app, build, command_from, err, out, user_errors, with_signature
 from terraseg.config.prep import ChipConfig, MosaicConfig, RasterizeConfig, SplitConfig, StatsConfig, VectorizeConfig
 from terraseg.errors import ConfigError
@@ -21,18 +22,6 @@ MappingOpt = Annotated[Optional[str], typer.Option(help="Attribute value -> clas
 BurnOpt = Annotated[int, typer.Option(help="Class id burnt for polygons without --attribute.")]
 TouchedOpt = Annotated[bool, typer.Option("--all-touched", help="Burn every pixel a polygon touches.")]
 MaskNodataOpt = Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")]
-
-
-def parse_mapping(text: str | None) -> dict[str, int] | None:
-    """``'a=1,b=2'`` or a JSON object -> ``{'a': 1, 'b': 2}``."""
-    if not text:
-        return None
-    try:
-        if text.strip().startswith("{"):
-            return {str(k): int(v) for k, v in json.loads(text).items()}
-        return {k.strip(): int(v) for k, v in (item.split("=", 1) for item in text.split(",") if item.strip())}
-    except (ValueError, AttributeError):
-        raise ConfigError(f"--mapping '{text}': expected 'value=id,...' or a JSON object of integer ids.") from None
 
 
 def _floats(text: str | None, n: int | None = None, what: str = "") -> list[float] | None:

@@ -132,7 +132,8 @@ class ProjectSource(_Strict):
         "skip", description="Rasters no label reaches: 'skip' them, or train on their extent as 'background' (class 0): only "
         "where the labels are known to be complete.")
     index: str | None = Field(None, description="Where the header index is cached (GeoParquet); default "
-                              "$XDG_CACHE_HOME/terraseg/project-<hash of the raster list>.parquet (~/.cache when unset).")
+                              "<cache folder>/project-<hash of the raster list>.parquet, the cache folder being $TERRASEG_CACHE or the "
+                              "user's cache folder (terraseg.settings.cache_dir).")
 
     @model_validator(mode="after")
     def _one_label_kind(self) -> "ProjectSource":

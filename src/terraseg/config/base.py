@@ -40,8 +40,12 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             parts.append(f"unknown field '{loc}'")
         elif e["type"] == "missing":
             parts.append(f"missing required field '{loc}'")
+        elif not loc and e["type"] == "value_error":  # a rule over several fields: its sentence says it all
+            parts.append(str(e["msg"]).removeprefix("Value error, "))
         else:
             parts.append(f"field '{loc}': {e['msg']}")
+    if all(not e["loc"] and e["type"] == "value_error" for e in err.errors()):
+        return "; ".join(parts) + "."
     return f"{source}: invalid config: " + "; ".join(parts) + "."
 
 

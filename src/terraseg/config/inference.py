@@ -20,8 +20,9 @@ class InferenceConfig(_Strict):
     """How a bundle's network runs over a scene (sliding windows, device, numeric precision)."""
 
     window: int | None = Field(
-        None, ge=32, multiple_of=32,
-        description="Sliding-window side in pixels, a multiple of 32 (default: the bundle's prediction window).",
+        None, ge=8,
+        description="Sliding-window side in pixels, a multiple of 32 for segmentation (default: the bundle's prediction "
+        "window); for classification with --grid, the grid's window side (any side; default: the classifier's input size).",
     )
     overlap: float = Field(0.25, ge=0.0, le=0.9, description="Share of a window overlapping its neighbour (blended with a 2-D Hann window).")
     batch_size: int | None = Field(
@@ -100,14 +101,26 @@ class EvaluateConfig(_Strict):
     """``terraseg evaluate``: metrics of a bundle on labelled data."""
 
     out_dir: str = Field(description="Output folder for metrics.json, confusion_matrix.png and overlays/.")
+    data: str | None = Field(None, description="What to score: an image (with labels), an image/mask folder (segmentation), "
+                             "a class folder (classification), or a config YAML (its split); None: the config the bundle was "
+                             "trained with.")
+    labels: str | None = Field(None, description="Segmentation, one image: its labels, a vector file (shp/zip/geojson/gpkg) "
+                               "or a mask raster.")
+    burn_value: int = Field(1, description="Segmentation, vector labels: class id burnt for features without an attribute.")
+    attribute: str | None = Field(None, description="Segmentation, vector labels: the attribute holding each feature's class.")
+    mapping: str | None = Field(None, description="Segmentation, vector labels: attribute value -> class id, 'a=1,b=2' or a "
+                                "JSON object.")
+    mask_nodata: int | None = Field(None, description="Segmentation, mask raster: the value meaning unknown (default: the "
+                                    "mask's nodata).")
+    overrides: list[str] = Field(default_factory=list, description="Overrides of the config behind a split: key.sub=value.")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Sliding windows, device, precision, backend.")
     overlays: int = Field(4, ge=0, description="Overlay PNGs (image | truth | prediction) to write.")
     overlay_size: int = Field(512, ge=32, description="Side of each overlay panel in pixels.")
     log_to_run: bool = Field(True, description="Log the metrics (`<split>/...`) and files to the MLflow run that trained the "
                              "bundle, when it records one and its store is found (the run folder's mlflow.db, or tracking_uri).")
     split: Literal["test", "val"] = Field(
-        "test", description="What the data is, for logging: 'val' (the bundle's own validation split: figures logged as val/...) "
-        "or 'test' (anything else: test/...).")
+        "test", description="With a config (or none): 'test' (its data.test) or 'val' (the exact validation split the bundle "
+        "records; figures logged as val/...). Other data is always 'test'.")
     tracking_uri: str | None = Field(None, description="MLflow store of the training run (default: mlflow.db beside the bundle).")
 
 

@@ -29,7 +29,25 @@ class LabelOptions(VectorLabels):
     @property
     def is_mask(self) -> bool:
         """True when ``path`` is a raster mask rather than a vector file."""
-        return self.path.lower().endswith((".tif", ".tiff", ".png", ".vrt"))
+        from terraseg.io.formats import is_mask_raster
+
+        return is_mask_raster(self.path)
+
+    @model_validator(mode="after")
+    def _options_fit_the_form(self) -> "LabelOptions":
+        """Vector options on a mask raster (or a mask's nodata on a vector file) are refused, never ignored."""
+        if self.is_mask:
+            given = [n for n, v in (("attribute", self.attribute), ("mapping", self.mapping), ("layer", self.layer),
+                                    ("burn_value", self.burn_value != 1 or None), ("all_touched", self.all_touched or None))
+                     if v is not None]
+            if given:
+                flags = ", ".join("--" + n.replace("_", "-") for n in given)
+                raise ValueError(f"{flags} apply to vector labels; {self.path} is a mask raster, whose pixel values are the "
+                                 "class ids (give a vector file, or leave them out)")
+        elif self.nodata is not None:
+            raise ValueError(f"--mask-nodata applies to mask rasters; {self.path} is a vector file (pixels no polygon "
+                             "covers are background, or unknown where the config says so)")
+        return self
 
 
 class ChipConfig(_Strict):
@@ -173,3 +191,26 @@ class VectorizeConfig(_Strict):
     min_area: float = Field(0.0, ge=0.0, description="Drop polygons smaller than this, in square CRS units (m^2 when projected).")
     connectivity: Literal[4, 8] = Field(4, description="Pixel connectivity of a region.")
     block: int = Field(2048, ge=16, description="Rows processed at a time; regions crossing blocks are merged.")
+
+
+def parse_mapping(text: str | None) -> dict[str, int] | None:
+    """``'a=1,b=2'`` or a JSON object -> ``{'a': 1, 'b': 2}`` (``--mapping``: attribute value -> class id).
+
+    Args:
+        text: the option's value, or None.
+
+    Raises:
+        ConfigError: not of either form, or ids that are not integers.
+    """
+    import json
+
+    from terraseg.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        if text.strip().startswith("{"):
+            return {str(k): int(v) for k, v in json.loads(text).items()}
+        return {k.strip(): int(v) for k, v in (item.split("=", 1) for item in text.split(",") if item.strip())}
+    except (ValueError, AttributeError):
+        raise ConfigError(f"--mapping '{text}': expected 'value=id,...' or a JSON object of integer ids.") from None

@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 from terraseg.config import ClassFolderSource
 from terraseg.data.normalize import NormStats, compute_stats, normalize
 from terraseg.errors import InputFileError
-from terraseg.io.images import IMAGE_SUFFIXES, read_image
+from terraseg.io.formats import IMAGE_SUFFIXES
+from terraseg.io.images import read_image
 from terraseg.io.raster import valid_mask
 from terraseg.settings import resolve_data_path
 
@@ -291,13 +292,9 @@ class ClassificationDataset(Dataset):
             ch, cw = min(h, int(round(np.sqrt(area / ratio)))), min(w, int(round(np.sqrt(area * ratio))))
             r0, c0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
             x = to_input(img[:, r0:r0 + ch, c0:c0 + cw], self.stats, self.size)
-            if rng.integers(2):
-                x = x.flip(-1)
-            if self.flips == "d4":
-                if rng.integers(2):
-                    x = x.flip(-2)
-                x = torch.rot90(x, int(rng.integers(4)), dims=(-2, -1))
-            x = x.contiguous()
+            from terraseg.data import d4
+
+            x = d4.apply(x, d4.random_view(rng, self.flips, x.shape[-1] == x.shape[-2])).contiguous()
         else:
             x = to_input(img, self.stats, self.size)
         return {"image": x, "label": torch.tensor(self.items[i].label, dtype=torch.int64), "path": self.items[i].path}

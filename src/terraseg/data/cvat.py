@@ -24,6 +24,7 @@ from shapely.geometry import Polygon, box
 
 from terraseg.io.atomic import staged_dir
 from terraseg.errors import InputFileError
+from terraseg.io.formats import is_geotiff
 from terraseg.io.images import write_png
 from terraseg.io.raster import create_raster, raster_info
 
@@ -150,7 +151,7 @@ def _rasterize_images(images, mapping: dict[str, int], background: int, xml, out
 
 def _write(mask: np.ndarray, name: Path, out_dir: Path, images_dir, where: str) -> Path:
     src = Path(images_dir) / name if images_dir else None
-    if src is not None and src.exists() and src.suffix.lower() in {".tif", ".tiff"}:
+    if src is not None and src.exists() and is_geotiff(src):
         info = raster_info(src)
         if (info.width, info.height) != (mask.shape[1], mask.shape[0]):
             raise InputFileError(f"{where}: the XML says {mask.shape[1]}x{mask.shape[0]} but {src} is {info.width}x{info.height}.")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 
 from terraseg.config import ProjectSource
+from terraseg.io.formats import is_mask_raster
 from terraseg.data.scenes import RasterScene, Scene
 from terraseg.errors import InputFileError
 from terraseg.settings import resolve_data_path
@@ -112,8 +113,9 @@ def _index_path(src: ProjectSource, paths: list[str]) -> Path:
     if src.index:
         return Path(src.index)
     digest = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "terraseg" / f"project-{digest}.parquet"
+    from terraseg.settings import cache_dir
+
+    return cache_dir() / f"project-{digest}.parquet"
 
 
 def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num_classes: int | None) -> list[Scene]:
@@ -163,7 +165,7 @@ def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num
         folder = resolve_data_path(src.masks, root)
         if not folder.is_dir():
             raise InputFileError(f"{folder}: mask folder not found.")
-        masks = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in {".tif", ".tiff", ".vrt", ".png"}}
+        masks = {p.stem: p for p in folder.iterdir() if is_mask_raster(p)}
         for p in paths:
             m = masks.get(Path(p).stem)
             if m is None:

@@ -19,7 +19,7 @@ from typing import Any
 from terraseg.config import DataConfig, FolderSource, ManifestSource, ProjectSource, SceneSource
 from terraseg.data.scenes import ArrayScene, RasterScene, Scene
 from terraseg.errors import InputFileError
-from terraseg.io.images import IMAGE_SUFFIXES
+from terraseg.io.formats import IMAGE_SUFFIXES, is_photo
 from terraseg.settings import resolve_data_path
 
 
@@ -174,7 +174,7 @@ def manifest_scenes(src: ManifestSource, root: Path | None, ignore_index: int, n
     for img, msk in zip(df[src.image_column], df[src.mask_column]):
         img_p = Path(img) if Path(img).is_absolute() else p.parent / img
         msk_p = None if not isinstance(msk, str) or not msk else (Path(msk) if Path(msk).is_absolute() else p.parent / msk)
-        if img_p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}:
+        if is_photo(img_p):
             scenes.append(ArrayScene(img_p, msk_p, binarize=src.binarize, ignore_index=ignore_index, num_classes=num_classes,
                                      name=img_p.stem))
         else:
@@ -259,11 +259,13 @@ def scene_from_path(
     Raises:
         InputFileError: missing/unreadable file, or labels that do not fit the image.
     """
+    from terraseg.config.base import build_options
     from terraseg.config.prep import LabelOptions
 
     label = None
     if labels is not None:
-        label = LabelOptions(path=str(labels), burn_value=burn_value, attribute=attribute, mapping=mapping, nodata=mask_nodata)
+        label = build_options(LabelOptions, "labels", path=str(labels), burn_value=burn_value, attribute=attribute,
+                              mapping=mapping, nodata=mask_nodata)
     return labelled_scene(path, label, bands, ignore_index, num_classes, cache)
 
 def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None, ignore_index: int = 255,
@@ -294,7 +296,7 @@ def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None
     p: Any = str(image) if is_virtual(image) else Path(image)  # /vsicurl/ URLs stay strings, read by GDAL
     if not is_virtual(image) and not p.exists():
         raise InputFileError(f"{p}: file not found.")
-    if Path(str(p)).suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}:
+    if is_photo(p):
         return ArrayScene(p, label.path if label else None, ignore_index=ignore_index, num_classes=num_classes)
     vector = mask = None
     if label is not None:

@@ -221,6 +221,7 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[
     # a score of one class alone (a hold-out of buildings only scores 1.0 for a map of buildings everywhere)
     require_two_classes(np.array(metrics["confusion_matrix"]).sum(1), b.class_names, scenes, "score")
     metrics["bundle"] = str(bundle) if not isinstance(bundle, Bundle) else b.manifest.name
+    metrics["task"] = "segmentation"
     from terraseg.infer.drift import bundle_drift
 
     reports = {s.name: r for s in scenes if (r := bundle_drift(b, s)) is not None}

@@ -94,22 +94,17 @@ class TTABackend:
         self.backend, self.mode = backend, mode
         self.device = getattr(backend, "device", torch.device("cpu"))
 
-    def _views(self, square: bool) -> list[tuple[int, bool]]:
-        if self.mode == "d4" and square:
-            return [(k, f) for f in (False, True) for k in range(4)]
-        return [(0, False), (0, True), (2, True)]  # identity, left-right flip, up-down flip (rot180 of a lr flip)
-
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, h, w)`` -> ``(N, K, h, w)``: the mean over the views, each mapped back to the input's frame."""
+        """``(N, C, h, w)`` -> the mean over the views: ``(N, K, h, w)`` maps, each brought back to the input's frame,
+        or ``(N, K)`` scene-class probabilities (a classifier's output has no frame to bring back)."""
+        from terraseg.data import d4
+
         x = x.to(self.device)
         total = None
-        views = self._views(x.shape[-1] == x.shape[-2])
-        for k, flip in views:
-            v = x.flip(-1) if flip else x
-            v = torch.rot90(v, k, dims=(-2, -1)) if k else v
-            p = self.backend.probabilities(v.contiguous()).to(self.device)
-            p = torch.rot90(p, -k, dims=(-2, -1)) if k else p
-            p = p.flip(-1) if flip else p
+        views = d4.views(self.mode, x.shape[-1] == x.shape[-2])
+        for view in views:
+            p = self.backend.probabilities(d4.apply(x, view).contiguous()).to(self.device)
+            p = d4.invert(p, view) if p.ndim == 4 else p
             total = p if total is None else total + p
         return total / len(views)
 

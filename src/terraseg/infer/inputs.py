@@ -9,7 +9,7 @@ classifiers all apply one rule.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -76,14 +76,15 @@ def _nbits(path: str | Path) -> int | None:
     return int(v) if v and v.isdigit() else None
 
 
-def adapt_value_range(bundle: Bundle, scene: Scene, path: str | Path, input_range: tuple[float, float] | None = None):
-    """Map an input of another bit depth onto the model's training values, or refuse it in one sentence with the fix.
+def value_map(bundle: Bundle, dtype: str, path: str | Path, sampled: Callable[[], tuple[float, float]],
+              input_range: tuple[float, float] | None = None) -> tuple[float, float, str] | None:
+    """How an input's values map onto the model's training values: ``(scale, offset, note)``, None for as-is, or a refusal.
 
     Rules, in order:
 
     1. The same depth as the training rasters (same integer width, or both floating point): as is;
-       also an integer input whose values (a decimated read) lie within the training dtype's range,
-       e.g. 8-bit values stored as uint16.
+       also an integer input whose values (``sampled()``: smallest and largest valid value) lie within
+       the training dtype's range, e.g. 8-bit values stored as uint16.
     2. ``input_range`` (``--input-range LOW,HIGH``): ``[LOW, HIGH]`` maps linearly onto the full
        range of the training dtype (integers), declared by the user.
     3. An integer input whose ``NBITS`` metadata is set (GDAL's IMAGE_STRUCTURE, e.g. 11-bit
@@ -92,12 +93,9 @@ def adapt_value_range(bundle: Bundle, scene: Scene, path: str | Path, input_rang
     4. Otherwise refused: no rule says how the values compare.
 
     Args:
-        bundle: the loaded bundle (``input.dtype``: the training rasters' dtype).
-        scene: the opened input. path: its name, for messages.
-        input_range: the user's declared value range of the input, or None.
-
-    Returns:
-        ``scene`` itself, or a :class:`RescaledScene`.
+        bundle: the loaded bundle (``input.dtype``: the training rasters' dtype). dtype: the input's dtype.
+        path: its name, for messages and its NBITS tag. sampled: returns the input's value range (called
+            only when rule 1 needs it). input_range: the user's declared value range of the input, or None.
 
     Raises:
         BundleError: a bit depth without a rule (the sentence names ``--input-range`` and a GDAL command).
@@ -112,22 +110,39 @@ def adapt_value_range(bundle: Bundle, scene: Scene, path: str | Path, input_rang
             raise BundleError(f"--input-range {lo:g},{hi:g}: the high value must be above the low one.")
         t_lo, t_hi = target if target else (lo, hi)
         scale = (t_hi - t_lo) / (hi - lo)
-        return RescaledScene(scene, scale, t_lo - lo * scale, f"[{lo:g}, {hi:g}] mapped onto [{t_lo:g}, {t_hi:g}]")
-    if _depth(scene.dtype) == _depth(trained):
-        return scene
-    if target is not None and np.dtype(scene.dtype).kind in "ui":
-        lo, hi = _sampled_range(scene)
+        return scale, t_lo - lo * scale, f"[{lo:g}, {hi:g}] mapped onto [{t_lo:g}, {t_hi:g}]"
+    if _depth(dtype) == _depth(trained):
+        return None
+    if target is not None and np.dtype(dtype).kind in "ui":
+        lo, hi = sampled()
         if target[0] <= lo and hi <= target[1]:
-            return scene  # e.g. 8-bit values stored as uint16: the values, not the container, are what the model saw
-    nbits = _nbits(path) if np.dtype(scene.dtype).kind in "ui" else None
+            return None  # e.g. 8-bit values stored as uint16: the values, not the container, are what the model saw
+    nbits = _nbits(path) if np.dtype(dtype).kind in "ui" else None
     if nbits and target is not None:
         scale = (target[1] - target[0]) / (2**nbits - 1)
-        return RescaledScene(scene, scale, target[0], f"{nbits}-bit values (NBITS) mapped onto {trained} [{target[0]:g}, {target[1]:g}]")
+        return scale, target[0], f"{nbits}-bit values (NBITS) mapped onto {trained} [{target[0]:g}, {target[1]:g}]"
     where = f"[{target[0]:g}, {target[1]:g}]" if target else "floating-point values"
     raise BundleError(
-        f"{path}: {scene.dtype} pixels, but the model was trained on {trained} imagery ({where}); give --input-range LOW,HIGH "
+        f"{path}: {dtype} pixels, but the model was trained on {trained} imagery ({where}); give --input-range LOW,HIGH "
         f"(the input values that map onto the training range), or convert it first, e.g. gdal_translate -ot {trained.capitalize() if trained != 'uint8' else 'Byte'} "
         f"-scale LOW HIGH{f' {target[0]:g} {target[1]:g}' if target else ''}.")
+
+
+def adapt_value_range(bundle: Bundle, scene: Scene, path: str | Path, input_range: tuple[float, float] | None = None):
+    """Map a scene of another bit depth onto the model's training values (:func:`value_map`'s rules), or refuse it.
+
+    Args:
+        bundle: the loaded bundle. scene: the opened input. path: its name, for messages.
+        input_range: the user's declared value range of the input, or None.
+
+    Returns:
+        ``scene`` itself, or a :class:`RescaledScene`.
+
+    Raises:
+        BundleError: a bit depth without a rule (the sentence names ``--input-range`` and a GDAL command).
+    """
+    m = value_map(bundle, scene.dtype, path, lambda: _sampled_range(scene), input_range)
+    return scene if m is None else RescaledScene(scene, *m)
 
 
 def _band_index(spec: str, names: list[str | None], path: str | Path) -> int:
@@ -209,25 +224,44 @@ def open_input(bundle: Bundle, path: str | Path, labels: str | Path | None = Non
     return adapt_value_range(bundle, scene, path, input_range)
 
 
-def read_input_image(bundle: Bundle, path: str) -> np.ndarray:
-    """Read a whole image (a file or a ``.zip`` member) with the bands the bundle's model takes.
+def read_input_image(bundle: Bundle, path: str, bands: list[str | int] | None = None,
+                     input_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Read a whole image (a file or a ``.zip`` member) with the bands and value range the bundle's model takes.
+
+    The same rules as :func:`open_input`: ``bands`` picks the user's bands (else the bundle's rule),
+    and an input of another bit depth is mapped by :func:`value_map` (or refused).
 
     Args:
         bundle: the loaded bundle. path: image file or ``<archive>.zip/<member>``.
+        bands: 1-based indexes or band names, in the model's order (``--bands``), or None.
+        input_range: the input's value range mapped onto the training range (``--input-range``), or None.
 
     Returns:
-        ``(C, H, W)`` array in the file's dtype, C = the model's band count.
+        ``(C, H, W)`` array, C = the model's band count: the file's dtype, or float32 when rescaled.
 
     Raises:
-        BundleError: the band count does not fit. InputFileError: a missing or undecodable image.
+        BundleError: the band count or bit depth does not fit. InputFileError: a missing or undecodable image,
+            a band name the image lacks.
     """
     from terraseg.data.classes import read_any
+    from terraseg.errors import BundleError
 
     image = read_any(path)
-    bands = bundle.manifest.input.select_bands(image.shape[0], path)
-    return image if bands is None else image[[b - 1 for b in bands]]
+    m = bundle.manifest
+    if bands:
+        picked = resolve_bands(list(bands), path) if Path(str(path)).exists() else [int(b) for b in bands]
+        if len(picked) != m.input.bands or max(picked) > image.shape[0] or min(picked) < 1:
+            raise BundleError(f"{path}: --bands {','.join(map(str, bands))} does not pick {m.input.bands} of the image's "
+                              f"{image.shape[0]} bands (the model takes {m.input.bands}).")
+    else:
+        picked = m.input.select_bands(image.shape[0], path)
+    image = image if picked is None else image[[b - 1 for b in picked]]
+
+    def sampled() -> tuple[float, float]:
+        return (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+
+    vm = value_map(bundle, str(image.dtype), path, sampled, input_range)
+    return image if vm is None else image.astype(np.float32) * np.float32(vm[0]) + np.float32(vm[1])
 
 
-
-
-__all__ = ["expand_inputs", "open_input", "read_input_image", "stac_assets"]
+__all__ = ["adapt_value_range", "expand_inputs", "open_input", "read_input_image", "stac_assets", "value_map"]

@@ -12,8 +12,8 @@ PyTorch with bf16 (fp16 where bf16 is missing) and channels_last is the standard
 2. **A measured ranking** picks among several CPU candidates: each runs the same batch of windows
    (one warm-up each, then three interleaved rounds; the median) and the fastest wins; the first
    candidate (native bf16 where present) keeps its place unless another is at least 5% faster. The ranking is cached
-   per CPU model, torch version, network and window in ``$TERRASEG_CACHE`` (default
-   ``~/.cache/terraseg/runtime.json``), so it is measured once per machine and model.
+   per CPU model, torch version, network and window in ``runtime.json`` of the cache
+   folder (``$TERRASEG_CACHE``, default the user's cache folder: :func:`terraseg.settings.cache_dir`), so it is measured once per machine and model.
 
 Explicit ``backend`` / ``precision`` / ``channels_last`` options always win over ``auto``.
 """
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from terraseg.devices import cpu_model, native_bf16
+from terraseg.devices import cpu_model, inference_precision, native_bf16, training_precision
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ class Runtime:
 
 
 def _cache_file() -> Path:
-    root = os.environ.get("TERRASEG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "terraseg")
-    return Path(root) / "runtime.json"
+    from terraseg.settings import cache_dir
+
+    return cache_dir() / "runtime.json"
 
 
 def _measure(runs: dict, x: torch.Tensor, rounds: int = 3) -> dict[str, float]:
@@ -94,7 +95,7 @@ def choose_runtime(bundle: Any, device: str = "cpu", backend: str = "auto", prec
     if bundle.manifest.baseline is not None:
         return Runtime("torch", "32" if precision == "auto" else precision, cl, "a pixel baseline")
     if device.startswith("cuda"):
-        p = precision if precision != "auto" else ("bf16" if native_bf16(device) else "16")
+        p = precision if precision != "auto" else inference_precision(training_precision(device))
         return Runtime("torch" if backend == "auto" else backend, p, cl, f"CUDA: {'native bf16' if p == 'bf16' else 'fp16'}")
     has_graph = "model.onnx" in bundle.extras
     candidates: list[Runtime] = []

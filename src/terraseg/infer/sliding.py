@@ -448,10 +448,15 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
 
     if bundle.manifest.task != "segmentation":
         raise BundleError(f"{bundle.path or bundle.manifest.name}: a sliding-window predictor maps segmentation bundles; "
-                          f"this bundle classifies scenes: use terraseg.infer.classify (classify_files, classify_scene).")
+                          f"this bundle classifies scenes: use terraseg.infer.classify.ImageClassifier, or terraseg.tasks.predict.")
     opts = options or InferenceConfig()
     if overrides:
         opts = build_options(InferenceConfig, **(opts.model_dump() | overrides))
+    if opts.window is not None and opts.window % 32:
+        from terraseg.errors import ConfigError
+
+        raise ConfigError(f"--window {opts.window}: segmentation windows are a multiple of 32 (the encoders downsample "
+                          f"5 times), e.g. {max(32, round(opts.window / 32) * 32)}.")
     win, overlap, fit = window_settings(bundle, opts)
     device = resolve_device(opts.device)
     batch = opts.batch_size or inference_batch_size(device, win, bundle.in_channels)

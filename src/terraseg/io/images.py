@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from terraseg.errors import InputFileError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+from terraseg.io.formats import IMAGE_SUFFIXES, is_geotiff  # noqa: F401  (IMAGE_SUFFIXES: re-exported)
 # decompression-bomb guard: refuse images over this many pixels rather than allocate them
 Image.MAX_IMAGE_PIXELS = 400_000_000
 
@@ -61,7 +61,7 @@ def read_image_valid(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
     p = Path(path)
     if not p.is_file():
         raise InputFileError(f"{p}: file not found.")
-    if p.suffix.lower() in {".tif", ".tiff"}:
+    if is_geotiff(p):
         from terraseg.io.raster import info_of, open_raster, read_validity, read_window
         from rasterio.windows import Window
 
@@ -107,7 +107,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise InputFileError(f"{p}: mask file not found.")
-    if p.suffix.lower() in {".tif", ".tiff"}:
+    if is_geotiff(p):
         arr = read_image(p)
     else:
         try:

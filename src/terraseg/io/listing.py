@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-INPUT_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img")  # what a folder of inputs holds
+from terraseg.io.formats import INPUT_SUFFIXES, suffix
+
 GLOB_CHARS = set("*?[")
 
 
@@ -56,7 +57,7 @@ def expand_inputs(specs: list[str], asset: str | None = None) -> list[tuple[str,
         if p.is_dir():
             files = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in INPUT_SUFFIXES and f.is_file())
             if not files:
-                raise InputFileError(f"{spec}: folder holds no images ({', '.join(INPUT_SUFFIXES)}).")
+                raise InputFileError(f"{spec}: folder holds no images ({', '.join(sorted(INPUT_SUFFIXES))}).")
             for f in files:
                 add(f)
         elif GLOB_CHARS & set(spec) and not p.exists():
@@ -115,7 +116,7 @@ def stac_assets(path: Path, asset: str | None = None) -> list[tuple[str, str]]:
                 return (0 if "data" in (a.get("roles") or []) else 1, 0 if "tiff" in str(a.get("type", "")).lower() else 1)
             images = [kv for kv in assets.items() if isinstance(kv[1], dict) and
                       ("tiff" in str(kv[1].get("type", "")).lower() or "data" in (kv[1].get("roles") or [])
-                       or str(kv[1].get("href", "")).lower().endswith(INPUT_SUFFIXES))]
+                       or suffix(str(kv[1].get("href", ""))) in INPUT_SUFFIXES)]
             key = min(images, key=score)[0] if images else None
         if key is None or key not in assets or "href" not in assets[key]:
             raise InputFileError(f"{path}: item {item.get('id', n)} has no asset " + (f"'{asset}'." if asset else "holding an image; name one with --asset."))

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from terraseg.errors import ConfigError, InputFileError
+from terraseg.io.formats import is_mask_raster
 from terraseg.plan.fingerprint import Fingerprint, classification_fingerprint, segmentation_fingerprint
 from terraseg.plan.rules import Plan, plan_config
 
@@ -46,7 +47,7 @@ def _classes(names: list[str]) -> list[dict[str, str]]:
 
 
 def _is_class_folders(root: Path) -> bool:
-    from terraseg.io.images import IMAGE_SUFFIXES
+    from terraseg.io.formats import IMAGE_SUFFIXES
 
     subs = [d for d in root.iterdir() if d.is_dir()]
     if len(subs) < 2 or any(d.name.lower() in {"images", "masks", "imgs", "labels"} for d in subs):
@@ -194,7 +195,7 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
         raise InputFileError(f"{', '.join(inputs)}: no raster found.")
     lab = Path(labels)
     if lab.is_dir():
-        masks = {p.stem: p for p in lab.iterdir() if p.suffix.lower() in {".tif", ".tiff", ".png", ".vrt"}}
+        masks = {p.stem: p for p in lab.iterdir() if is_mask_raster(p)}
         pairs = [(r, masks.get(Path(r).stem)) for r in rasters]
         missing = [r for r, m in pairs if m is None]
         if len(missing) == len(pairs):
@@ -203,7 +204,7 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
         train = [{"kind": "scene", "image": str(Path(r).resolve()), "mask": str(m.resolve())}
                  | ({"mask_nodata": nodata} if nodata is not None else {}) for r, m in pairs if m is not None]
         return {"train": train} | ({"notes": notes} if notes else {}), ["background"] + [f"class_{k}" for k in range(1, n)]
-    if lab.suffix.lower() in {".tif", ".tiff", ".vrt", ".png"}:
+    if is_mask_raster(lab):
         if len(rasters) != 1:
             raise InputFileError(f"{lab}: one mask raster labels one raster; for {len(rasters)} rasters give a folder of masks "
                                  "named after them.")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from terraseg.data.scenes import RasterScene, Scene
+from terraseg.io.formats import is_geotiff
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def classification_fingerprint(items: list, num_classes: int, seed: int = 0) -> 
         img = read_any(items[i].path)
         shapes.append(img.shape)
         values.append(img.reshape(img.shape[0], -1)[:, :: max(1, img.shape[1] * img.shape[2] // 4096)].astype(np.float64))
-    if str(items[0].path).lower().endswith((".tif", ".tiff")):
+    if is_geotiff(items[0].path):
         from terraseg.io.raster import raster_info
 
         try:

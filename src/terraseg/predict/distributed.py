@@ -329,8 +329,7 @@ def predict_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, st
         workers, cpus, gpus = worker_layout(cfg)
         units, failures = plan_units(bundle, cfg, items, workers)
         result.failures.update(failures)
-        bundle_bytes = Path(bundle.path).read_bytes() if getattr(bundle, "path", None) else _bundle_bytes(bundle)
-        ref = ray.put(bundle_bytes)
+        ref = ray.put(bundle_bytes(bundle))
         actor_cls = ray.remote(PredictWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=cfg.ray.max_retries,
                                                       runtime_env={"env_vars": forwarded_env()})
         actors = [actor_cls.remote(ref, cfg.model_dump(mode="json"), cpus) for _ in range(min(workers, max(len(units), 1)))]
@@ -355,7 +354,14 @@ def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED)}
 
 
-def _bundle_bytes(bundle: Bundle) -> bytes:
+def bundle_bytes(bundle: Bundle) -> bytes:
+    """A bundle's ``.terraseg`` file as bytes (its file's when it was loaded from one), for Ray actors.
+
+    Args:
+        bundle: the loaded bundle.
+    """
+    if getattr(bundle, "path", None) and Path(bundle.path).is_file():
+        return Path(bundle.path).read_bytes()
     with tempfile.TemporaryDirectory() as d:
         return bundle.save(Path(d) / "model.terraseg").read_bytes()
 
@@ -422,4 +428,4 @@ def _drive(actors: list, units: list[Unit], cfg: PredictConfig, result: Any) -> 
                     advance(u.pixels if by_pixels else 1)
 
 
-__all__ = ["PredictWorker", "Unit", "connect", "forwarded_env", "part_paths", "plan_units", "predict_on_ray", "worker_layout"]
+__all__ = ["PredictWorker", "Unit", "connect", "forwarded_env", "part_paths", "plan_units", "predict_on_ray", "worker_layout", "bundle_bytes"]

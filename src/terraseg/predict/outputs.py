@@ -73,7 +73,6 @@ def predict_to_files(
     return outputs
 
 
-PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
 def output_suffix(scene: Scene) -> str:
@@ -85,7 +84,9 @@ def output_suffix(scene: Scene) -> str:
     Args:
         scene: the input scene (its ``path`` decides).
     """
-    return ".png" if Path(str(getattr(scene, "path", ""))).suffix.lower() in PHOTO_SUFFIXES else ".tif"
+    from terraseg.io.formats import is_photo
+
+    return ".png" if is_photo(getattr(scene, "path", "")) else ".tif"
 
 
 def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_dir: Path, class_names: list[str],
@@ -135,6 +136,21 @@ def complete_outputs(out_dir: Path, stem: str, probabilities: bool = False, over
     return {k: str(v) for k, v in found.items()} if all(p.is_file() for p in found.values()) else None
 
 
+def _overlay_base(scene: Scene, max_side: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The image part of an overlay: ``(C<=3, oh, ow)`` pixels, ``(oh, ow)`` validity, and the decimation factor."""
+    f = max(1, int(np.ceil(max(scene.height, scene.width) / max_side)))
+    oh, ow = max(scene.height // f, 1), max(scene.width // f, 1)
+    if isinstance(scene, RasterScene):
+        win = Window(scene.region.col_off, scene.region.row_off, scene.width, scene.height)
+        with open_raster(scene.path) as ds:
+            img = ds.read(scene.bands[:3], window=win, out_shape=(min(3, scene.count), oh, ow), resampling=Resampling.average)
+            valid = ds.dataset_mask(window=win, out_shape=(oh, ow)) > 0
+    else:
+        r = scene.read(0, 0, scene.height, scene.width, labels=False)
+        img, valid = r.image[:3, ::f, ::f][:, :oh, :ow], r.valid[::f, ::f][:oh, :ow]
+    return img, valid, f
+
+
 def write_overlay(scene: Scene, prediction: Path, target: Path, colors: list[str], max_side: int = 2048) -> Path:
     """Class colours over the image, decimated to at most ``max_side`` pixels a side (nearest for classes).
 
@@ -149,18 +165,36 @@ def write_overlay(scene: Scene, prediction: Path, target: Path, colors: list[str
         InputFileError: unreadable image or prediction. OutputError: ``target`` cannot be written.
     """
     nodata = class_encoding(len(colors))[1]
-    f = max(1, int(np.ceil(max(scene.height, scene.width) / max_side)))
-    oh, ow = max(scene.height // f, 1), max(scene.width // f, 1)
-    if isinstance(scene, RasterScene):
-        win = Window(scene.region.col_off, scene.region.row_off, scene.width, scene.height)
-        with open_raster(scene.path) as ds:
-            img = ds.read(scene.bands[:3], window=win, out_shape=(min(3, scene.count), oh, ow), resampling=Resampling.average)
-            valid = ds.dataset_mask(window=win, out_shape=(oh, ow)) > 0
-    else:
-        r = scene.read(0, 0, scene.height, scene.width, labels=False)
-        img, valid = r.image[:3, ::f, ::f][:, :oh, :ow], r.valid[::f, ::f][:oh, :ow]
+    img, valid, _ = _overlay_base(scene, max_side)
     with open_raster(prediction) as ps:
-        ids = ps.read(1, out_shape=(oh, ow), resampling=Resampling.nearest).astype(np.int64)
+        ids = ps.read(1, out_shape=valid.shape, resampling=Resampling.nearest).astype(np.int64)
     ids[ids == nodata] = 0
     write_png(target, blend_overlay(display_rgb(img, valid), ids, colors))
+    return target
+
+
+def write_grid_overlay(scene: Scene, class_grid: np.ndarray, window: int, target: Path, colors: list[str],
+                       max_side: int = 2048) -> Path:
+    """Class colours of a classification grid over the image, decimated to at most ``max_side`` pixels a side.
+
+    Each overlay pixel takes the class of the grid window holding the scene pixel it samples, so the colours
+    sit exactly over their windows (the grid's padded edge windows are cut at the scene's edge).
+
+    Args:
+        scene: the classified scene. class_grid: ``(rows, cols)`` class ids, negative for empty windows.
+        window: the grid's window side in scene pixels. target: PNG to write. colors: class colours.
+
+    Returns:
+        ``target``.
+
+    Raises:
+        InputFileError: unreadable image. OutputError: ``target`` cannot be written.
+    """
+    img, valid, f = _overlay_base(scene, max_side)
+    oh, ow = valid.shape
+    rows = np.minimum(np.arange(oh) * f // window, class_grid.shape[0] - 1)
+    cols = np.minimum(np.arange(ow) * f // window, class_grid.shape[1] - 1)
+    ids = class_grid[rows[:, None], cols[None, :]]
+    valid = valid & (ids >= 0)
+    write_png(target, blend_overlay(display_rgb(img, valid), np.maximum(ids, 0), colors))
     return target

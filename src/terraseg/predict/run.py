@@ -26,6 +26,8 @@ class PredictResult:
     failures: dict[str, str] = field(default_factory=dict)
     drift: dict[str, str] = field(default_factory=dict)  # input -> one-line warning (terraseg.infer.drift)
     skipped: int = 0  # inputs whose outputs were already complete (resume)
+    table: str | None = None  # scene classification of image files: predictions.csv
+    rows: int = 0  # its rows
 
 
 def check_output_names(inputs: list[str] | list[tuple[str, str]]) -> None:
@@ -69,7 +71,7 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
         from terraseg.errors import BundleError
 
         raise BundleError(f"{b.path or b.manifest.name}: run_predict writes segmentation maps; this bundle classifies "
-                          f"scenes: use terraseg.infer.classify.classify_files (or `terraseg predict`).")
+                          f"scenes: use terraseg.tasks.predict (or `terraseg predict`), which serves either task.")
     items = expand_inputs(cfg.inputs, cfg.asset)
     check_output_names(items)
     result = PredictResult()

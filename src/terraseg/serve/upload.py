@@ -21,8 +21,8 @@ from terraseg.infer.inputs import open_input, read_input_image
 from terraseg.io.render import blend_overlay, colorize, display_rgb
 from terraseg.serve.errors import fail, user_error
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
-VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".zip"}
+from terraseg.io.formats import UPLOAD_IMAGE_SUFFIXES as IMAGE_SUFFIXES, UPLOAD_VECTOR_SUFFIXES as VECTOR_SUFFIXES, is_mask_raster, is_photo
+
 CHUNK = 1 << 20
 
 
@@ -70,7 +70,7 @@ def save(file: UploadFile, folder: Path, max_mb: float, max_pixels: int, stem: s
 
 def _image_size(path: Path, name: str) -> tuple[int, int]:
     """Width and height from the file header only (no pixel decoding)."""
-    if path.suffix in (".png", ".jpg", ".jpeg"):
+    if is_photo(path):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -283,7 +283,7 @@ def web_result(model, path: Path, truth: Path | None, folder: Path, name: str) -
 def _truth_layer(scene, truth: Path, folder: Path, colors: list[str]) -> dict:
     """Ground truth for the map: a mask on the image grid -> PNG overlay, a vector file -> GeoJSON in EPSG:4326."""
     try:
-        if truth.suffix in (".tif", ".tiff", ".png"):
+        if is_mask_raster(truth):
             t = scene_from_path(scene.path, labels=truth, ignore_index=255)
             mask = t.read(0, 0, scene.height, scene.width).mask
             rgba = np.concatenate([colorize(np.where(mask == 255, 0, mask), colors), ((mask > 0) & (mask != 255))[None].astype(np.uint8) * 255])

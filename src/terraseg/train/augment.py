@@ -103,9 +103,9 @@ def d4_batch(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, flips
     Returns:
         The transformed ``(image, mask, valid)`` (square windows keep their size under rotation).
     """
-    n = image.shape[0]
-    flip = torch.rand(n, generator=g) < 0.5
-    k = torch.randint(0, 4 if flips == "d4" and image.shape[-1] == image.shape[-2] else 1, (n,), generator=g)
+    from terraseg.data import d4
+
+    k, flip = d4.random_views(image.shape[0], flips, image.shape[-1] == image.shape[-2], g)
     out = [image.clone(), mask.clone(), valid.clone()]
     # one gather / transform / scatter per element of the group drawn (at most 8), not per sample
     for f in (False, True):
@@ -115,12 +115,7 @@ def d4_batch(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, flips
                 continue
             idx = sel.to(image.device)
             for o, t in zip(out, (image, mask, valid)):
-                x = t[idx]
-                if f:
-                    x = x.flip(-1)
-                if r:
-                    x = torch.rot90(x, r, dims=(-2, -1))
-                o[idx] = x
+                o[idx] = d4.apply(t[idx], (r, f))
     return out[0], out[1], out[2]
 
 

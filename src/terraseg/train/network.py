@@ -32,6 +32,7 @@ from terraseg.devices import is_main_process, loader_options
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
 from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
+from terraseg.io.formats import is_geotiff
 from terraseg.models.factory import build_model
 from terraseg.train.module import SegmentationTask, TaskBase
 from terraseg.train.result import TrainResult
@@ -528,7 +529,7 @@ def _export(bundle: Bundle, scenes: list) -> bool:
     from terraseg.errors import BundleError
     from terraseg.infer.onnx import export_onnx
 
-    images = sorted({s.path for s in scenes if str(getattr(s, "path", "")).lower().endswith((".tif", ".tiff"))})[:2]
+    images = sorted({s.path for s in scenes if is_geotiff(getattr(s, "path", ""))})[:2]
     try:
         export_onnx(bundle, check_images=images)
         return True
