@@ -306,7 +306,7 @@ def test_classification_runs_on_the_segmentation_backends(trained, tmp_path):
     from terraseg.bundle import Bundle
     from terraseg.config.inference import InferenceConfig
     from terraseg.infer.classify import ImageClassifier
-    from terraseg.infer.onnx import export_onnx
+    from terraseg.predict.export import export_onnx
 
     report = export_onnx(trained["bundle"], out=str(tmp_path / "cls-onnx.terraseg"))
     assert report.max_abs_diff < 1e-3
@@ -323,25 +323,6 @@ def test_classification_runs_on_the_segmentation_backends(trained, tmp_path):
     r = run("predict", tmp_path / "cls-onnx.terraseg", trained["root"], "--out", tmp_path / "p", "--backend", "onnx")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p" / "predictions.csv").is_file()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("option,word", [
-    (["--uncertainty"], "--uncertainty applies to segmentation bundles"),
-    (["--overlay"], "--overlay applies to segmentation bundles"),
-    (["--engine", "ray"], "--engine ray applies to segmentation bundles"),
-    (["--bands", "3,2,1"], "--bands applies to segmentation bundles"),
-    (["--resume"], "--resume applies to segmentation bundles"),
-    (["--input-range", "0,255"], "--input-range applies to segmentation bundles"),
-    (["--tta", "flips"], "--tta applies to segmentation bundles"),
-    (["--cog"], "--cog applies to segmentation bundles"),
-])
-def test_predict_refuses_options_a_classifier_would_not_apply(trained, option, word, tmp_path):
-    images = sorted(trained["root"].rglob("*.tif"))[:2]
-    res = run("predict", trained["bundle"], *map(str, images), "--out", tmp_path / "o", *option)
-    assert res.exit_code == 1 and word in res.output and "this bundle classifies scenes" in res.output, res.output
-    assert len([x for x in res.output.splitlines() if x.strip()]) == 1 and "Traceback" not in res.output
-    assert not (tmp_path / "o" / "predictions.csv").exists()
 
 
 @pytest.mark.slow

@@ -248,7 +248,8 @@ def test_import_graph_has_no_cycle():
 
 # the layers, lowest first: a module may import its own layer and those below, never one above
 LAYERS = [
-    ("terraseg.errors", "terraseg.settings", "terraseg.progress", "terraseg.devices", "terraseg.interrupt", "terraseg.config"),
+    ("terraseg.errors", "terraseg.settings", "terraseg.formats", "terraseg.progress", "terraseg.devices", "terraseg.interrupt",
+     "terraseg.config"),
     ("terraseg.io",),
     ("terraseg.data",),
     ("terraseg.models",),
@@ -361,3 +362,16 @@ def test_cli_quiet_flag_and_progress_off_without_terminal(tmp_path):
     assert not progress.enabled()  # CliRunner's stderr is no terminal (and --quiet): nothing drawn
     r = CliRunner().invoke(app, ["stats", str(path), "--out", str(tmp_path / "st2")])
     assert r.exit_code == 0 and "statistics, pass" not in r.output
+
+
+def test_the_engine_writes_no_files():
+    """``infer/`` computes; outputs are written by the commands (predict/, evaluate/, the bundle's save), and the one
+    thing the engine keeps, its measured choices, goes through the cache module (terraseg.io.cachefile)."""
+    import re
+
+    forbidden = re.compile(r"write_text\(|write_bytes\(|\.save\(|mkdir\(|to_parquet\(|to_file\(|write_png\(|PredictionWriter|"
+                           r"atomic|open\([^)]*[\"'][wa]b?[\"']|json\.dump\(|np\.save\(|shutil\.")
+    found = [f"{p.name}:{i}: {line.strip()}" for p in sorted((SRC / "infer").glob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if forbidden.search(line) and not line.lstrip().startswith(("#", '"', "'"))]
+    assert not found, "\n".join(found)

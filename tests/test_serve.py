@@ -25,7 +25,7 @@ from terraseg.config import ClassSpec, ModelConfig
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError
 from terraseg.models.factory import build_model
-from terraseg.infer.onnx import export_onnx
+from terraseg.predict.export import export_onnx
 from terraseg.infer.sliding import predictor_for
 from terraseg.config.inference import InferenceConfig, ServeConfig
 from terraseg.serve.app import create_app

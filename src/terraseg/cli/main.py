@@ -362,7 +362,7 @@ def export(
 ) -> None:
     """Add an ONNX graph (dynamic batch/height/width) to a bundle, checked against PyTorch."""
     from terraseg.config.inference import ExportConfig
-    from terraseg.infer.onnx import export_onnx
+    from terraseg.predict.export import export_onnx
 
     cfg = build(ExportConfig, format=fmt, out=str(out_path) if out_path else None, opset=opset,
                 check_images=[str(c) for c in check or []], window=window, quantize=quantize, max_disagreement=max_disagreement)

@@ -29,7 +29,7 @@ class LabelOptions(VectorLabels):
     @property
     def is_mask(self) -> bool:
         """True when ``path`` is a raster mask rather than a vector file."""
-        from terraseg.io.formats import is_mask_raster
+        from terraseg.formats import is_mask_raster
 
         return is_mask_raster(self.path)
 

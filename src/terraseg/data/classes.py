@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from terraseg.config import ClassFolderSource
 from terraseg.data.normalize import NormStats, compute_stats, normalize
 from terraseg.errors import InputFileError
-from terraseg.io.formats import IMAGE_SUFFIXES
+from terraseg.formats import IMAGE_SUFFIXES
 from terraseg.io.images import read_image
 from terraseg.io.raster import valid_mask
 from terraseg.settings import resolve_data_path

@@ -24,7 +24,7 @@ from shapely.geometry import Polygon, box
 
 from terraseg.io.atomic import staged_dir
 from terraseg.errors import InputFileError
-from terraseg.io.formats import is_geotiff
+from terraseg.formats import is_geotiff
 from terraseg.io.images import write_png
 from terraseg.io.raster import create_raster, raster_info
 

@@ -41,14 +41,22 @@ def views(mode: str, square: bool = True) -> list[View]:
 
 
 def apply(x: torch.Tensor, view: View) -> torch.Tensor:
-    """``x`` (any ``(..., H, W)`` tensor) seen in ``view``: mirrored (last axis), then turned ``k`` quarter turns."""
+    """``x`` seen in ``view``: mirrored (last axis), then turned ``k`` quarter turns.
+
+    Args:
+        x: any ``(..., H, W)`` tensor. view: ``(k, flip)``.
+    """
     k, flip = view
     x = x.flip(-1) if flip else x
     return torch.rot90(x, k, dims=(-2, -1)) if k else x
 
 
 def invert(x: torch.Tensor, view: View) -> torch.Tensor:
-    """The inverse of :func:`apply`: a map predicted in ``view`` brought back to the input's frame."""
+    """The inverse of :func:`apply`: a map predicted in ``view`` brought back to the input's frame.
+
+    Args:
+        x: any ``(..., H, W)`` tensor. view: ``(k, flip)`` it was seen in.
+    """
     k, flip = view
     x = torch.rot90(x, -k, dims=(-2, -1)) if k else x
     return x.flip(-1) if flip else x

@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 from terraseg.config import ProjectSource
-from terraseg.io.formats import is_mask_raster
+from terraseg.formats import is_mask_raster
 from terraseg.data.scenes import RasterScene, Scene
 from terraseg.errors import InputFileError
 from terraseg.settings import resolve_data_path

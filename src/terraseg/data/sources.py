@@ -19,7 +19,7 @@ from typing import Any
 from terraseg.config import DataConfig, FolderSource, ManifestSource, ProjectSource, SceneSource
 from terraseg.data.scenes import ArrayScene, RasterScene, Scene
 from terraseg.errors import InputFileError
-from terraseg.io.formats import IMAGE_SUFFIXES, is_photo
+from terraseg.formats import IMAGE_SUFFIXES, is_photo
 from terraseg.settings import resolve_data_path
 
 

@@ -121,6 +121,9 @@ def grid_geometry(scene: Scene, window: int) -> tuple[int, int, Grid]:
     """``(rows, cols, grid)`` of a scene cut into ``window`` x ``window`` pixel windows (edge windows padded).
 
     The grid has one cell per window: the scene's CRS, its transform scaled by ``window``.
+
+    Args:
+        scene: the scene. window: window side in pixels.
     """
     from terraseg.data.windows import grid_windows
 

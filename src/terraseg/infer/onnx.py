@@ -113,7 +113,7 @@ def onnx_backend_for(bundle: Bundle, threads: int = 0, device: str = "cpu", int8
 
 @dataclass
 class ExportReport:
-    """Result of :func:`export_onnx`: where it went, the opset, and the check against PyTorch."""
+    """Result of :func:`add_onnx_graph`: where the bundle goes, the opset, and the check against PyTorch."""
 
     path: Path
     opset: int
@@ -142,16 +142,18 @@ def _check_windows(bundle: Bundle, images: list[str], window: int, max_windows: 
     return rng.standard_normal((2, bundle.in_channels, window, window)).astype(np.float32), "random normal inputs"
 
 
-def export_onnx(bundle_path: str | Path | Bundle, cfg: ExportConfig | None = None, **options: Any) -> ExportReport:
-    """Add an ONNX graph to a bundle (in place, or into a copy at ``cfg.out``), checked against PyTorch.
+def add_onnx_graph(b: Bundle, cfg: ExportConfig | None = None, **options: Any) -> ExportReport:
+    """Export a loaded bundle's network to an ONNX graph, check it against PyTorch, and add it to the bundle in memory.
+
+    Nothing is written: the caller saves the bundle (:func:`terraseg.predict.export.export_onnx`), or keeps the graph
+    in the cache (:func:`terraseg.infer.runtime.choose_runtime`).
 
     Args:
-        bundle_path: the bundle (a path, or a loaded bundle, which is then saved to its ``path`` or ``cfg.out``).
-        cfg: :class:`terraseg.config.inference.ExportConfig` (opset, output, check images, window);
-            or its fields as keyword ``options`` (``out``, ``opset``, ``check_images``, ``window``, ``max_windows``).
+        b: the loaded bundle. cfg: :class:`terraseg.config.inference.ExportConfig` (opset, check images, window);
+            or its fields as keyword ``options`` (``opset``, ``check_images``, ``window``, ``max_windows``).
 
     Returns:
-        An :class:`ExportReport` with the largest absolute logit difference.
+        An :class:`ExportReport` (``path``: where the bundle is meant to go, ``cfg.out`` or its own path).
 
     Raises:
         BundleError: unloadable bundle, export failure, an image that does not fit the model, or an
@@ -164,7 +166,6 @@ def export_onnx(bundle_path: str | Path | Bundle, cfg: ExportConfig | None = Non
     opset, window, out = cfg.opset, cfg.window, cfg.out
     import onnxruntime  # noqa: F401  (fail early, before the export, if it is missing)
 
-    b = bundle_path if isinstance(bundle_path, Bundle) else Bundle.load(bundle_path)
     bundle_path = b.path or Path(cfg.out or b.manifest.name)
     if b.manifest.baseline is not None:
         raise BundleError(f"{bundle_path}: ONNX export covers networks; this bundle is a scikit-learn pixel baseline "
@@ -201,7 +202,5 @@ def export_onnx(bundle_path: str | Path | Bundle, cfg: ExportConfig | None = Non
         "dynamic_axes": ["batch"] if classify else ["batch", "height", "width"],
         "max_abs_diff": diff, "windows_checked": int(len(batch)), "checked_on": source, "onnxruntime": __import__("onnxruntime").__version__,
     }
-    target = Path(out or bundle_path)
-    b.save(target)
-    log.info("exported ONNX opset %d to %s (max abs diff %.2e on %d windows)", opset, target, diff, len(batch))
-    return ExportReport(target, opset, diff, int(len(batch)), source)
+    log.info("exported ONNX opset %d (max abs diff %.2e on %d windows)", opset, diff, len(batch))
+    return ExportReport(Path(out or bundle_path), opset, diff, int(len(batch)), source)

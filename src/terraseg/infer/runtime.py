@@ -20,13 +20,11 @@ Explicit ``backend`` / ``precision`` / ``channels_last`` options always win over
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,10 +50,7 @@ class Runtime:
     reason: str = ""
 
 
-def _cache_file() -> Path:
-    from terraseg.settings import cache_dir
-
-    return cache_dir() / "runtime.json"
+CACHE = "runtime.json"  # the measured rankings, in the cache folder (terraseg.io.cachefile)
 
 
 def _measure(runs: dict, x: torch.Tensor, rounds: int = 3) -> dict[str, float]:
@@ -154,15 +149,12 @@ def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int
     key = "|".join([cpu_model(), str(os.cpu_count()), torch.__version__, m.model.arch, str(m.model.encoder),
                     str(m.input.bands), str(len(m.classes)), str(window), str(batch_size),
                     ",".join(f"{c.backend}:{c.precision}" for c in candidates)])
-    path = _cache_file()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        best = cache[key]
+    from terraseg.io import cachefile
+
+    best = cachefile.read_json(CACHE).get(key)
+    if isinstance(best, dict) and isinstance(best.get("times"), dict):  # a damaged entry is measured again
         for c in candidates:
-            if f"{c.backend}:{c.precision}" == best["choice"]:
+            if f"{c.backend}:{c.precision}" == best.get("choice"):
                 return Runtime(c.backend, c.precision, c.channels_last, f"measured ranking (cached): {best['times']}")
     from terraseg.infer.backends import ArrayBackend, TorchBackend
 
@@ -183,14 +175,7 @@ def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int
     first = next(iter(times))
     fastest = min(times, key=times.get)  # type: ignore[arg-type]
     choice = fastest if times[fastest] < 0.95 * times[first] else first
-    cache[key] = {"choice": choice, "times": times}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        tmp.replace(path)
-    except OSError:  # a read-only home: measure again next time
-        pass
+    cachefile.update_json(CACHE, key, {"choice": choice, "times": times})
     log.info("runtime ranking on %s: %s -> %s", cpu_model(), times, choice)
     best = next(c for c in candidates if f"{c.backend}:{c.precision}" == choice)
     return Runtime(best.backend, best.precision, best.channels_last, f"measured ranking: {times}")

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from terraseg.errors import InputFileError
 
-from terraseg.io.formats import IMAGE_SUFFIXES, is_geotiff  # noqa: F401  (IMAGE_SUFFIXES: re-exported)
+from terraseg.formats import IMAGE_SUFFIXES, is_geotiff  # noqa: F401  (IMAGE_SUFFIXES: re-exported)
 # decompression-bomb guard: refuse images over this many pixels rather than allocate them
 Image.MAX_IMAGE_PIXELS = 400_000_000
 

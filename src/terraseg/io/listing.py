@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from terraseg.io.formats import INPUT_SUFFIXES, suffix
+from terraseg.formats import INPUT_SUFFIXES, suffix
 
 GLOB_CHARS = set("*?[")
 

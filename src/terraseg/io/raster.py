@@ -30,7 +30,7 @@ from terraseg.errors import InputFileError
 
 log = logging.getLogger(__name__)
 
-from terraseg.io.formats import RASTER_SUFFIXES  # noqa: E402,F401  (re-exported)
+from terraseg.formats import RASTER_SUFFIXES  # noqa: E402,F401  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from terraseg.errors import ConfigError, InputFileError
-from terraseg.io.formats import is_mask_raster
+from terraseg.formats import is_mask_raster
 from terraseg.plan.fingerprint import Fingerprint, classification_fingerprint, segmentation_fingerprint
 from terraseg.plan.rules import Plan, plan_config
 
@@ -47,7 +47,7 @@ def _classes(names: list[str]) -> list[dict[str, str]]:
 
 
 def _is_class_folders(root: Path) -> bool:
-    from terraseg.io.formats import IMAGE_SUFFIXES
+    from terraseg.formats import IMAGE_SUFFIXES
 
     subs = [d for d in root.iterdir() if d.is_dir()]
     if len(subs) < 2 or any(d.name.lower() in {"images", "masks", "imgs", "labels"} for d in subs):

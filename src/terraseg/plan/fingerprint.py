@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from terraseg.data.scenes import RasterScene, Scene
-from terraseg.io.formats import is_geotiff
+from terraseg.formats import is_geotiff
 
 log = logging.getLogger(__name__)
 

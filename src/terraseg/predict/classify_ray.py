@@ -45,7 +45,7 @@ class ClassifyWorker:
         Args:
             paths: image files.
         """
-        from terraseg.predict.classify import table_row
+        from terraseg.predict.class_outputs import table_row
 
         out: list[tuple[str, Any]] = []
         for p, pr in self.clf.classify_paths(paths, bands=self.cfg.bands, input_range=self.cfg.input_range):
@@ -59,7 +59,7 @@ class ClassifyWorker:
         Args:
             path: the scene. stem: its output name.
         """
-        from terraseg.predict.classify import classify_scene_to_files
+        from terraseg.predict.class_outputs import classify_scene_to_files
 
         try:
             return "ok", classify_scene_to_files(self.clf, self.bundle, path, stem, self.cfg)

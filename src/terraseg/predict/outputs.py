@@ -84,7 +84,7 @@ def output_suffix(scene: Scene) -> str:
     Args:
         scene: the input scene (its ``path`` decides).
     """
-    from terraseg.io.formats import is_photo
+    from terraseg.formats import is_photo
 
     return ".png" if is_photo(getattr(scene, "path", "")) else ".tif"
 

@@ -21,7 +21,7 @@ from terraseg.infer.inputs import open_input, read_input_image
 from terraseg.io.render import blend_overlay, colorize, display_rgb
 from terraseg.serve.errors import fail, user_error
 
-from terraseg.io.formats import UPLOAD_IMAGE_SUFFIXES as IMAGE_SUFFIXES, UPLOAD_VECTOR_SUFFIXES as VECTOR_SUFFIXES, is_mask_raster, is_photo
+from terraseg.formats import UPLOAD_IMAGE_SUFFIXES as IMAGE_SUFFIXES, UPLOAD_VECTOR_SUFFIXES as VECTOR_SUFFIXES, is_mask_raster, is_photo
 
 CHUNK = 1 << 20
 

@@ -106,7 +106,11 @@ FLAGS = {"overrides": "--set", "data": "DATA"}
 
 
 def flag(field: str) -> str:
-    """The command-line flag of a dotted config field: ``inference.tta`` -> ``--tta``, ``overrides`` -> ``--set``."""
+    """The command-line flag of a dotted config field: ``inference.tta`` -> ``--tta``, ``overrides`` -> ``--set``.
+
+    Args:
+        field: the dotted field name.
+    """
     return FLAGS.get(field) or "--" + field.split(".")[-1].replace("_", "-")
 
 

@@ -32,7 +32,7 @@ from terraseg.devices import is_main_process, loader_options
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
 from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
-from terraseg.io.formats import is_geotiff
+from terraseg.formats import is_geotiff
 from terraseg.models.factory import build_model
 from terraseg.train.module import SegmentationTask, TaskBase
 from terraseg.train.result import TrainResult
@@ -527,7 +527,7 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
 def _export(bundle: Bundle, scenes: list) -> bool:
     """Add the ONNX graph to a fresh bundle (checked on validation windows) and save it; False when the network does not export."""
     from terraseg.errors import BundleError
-    from terraseg.infer.onnx import export_onnx
+    from terraseg.predict.export import export_onnx
 
     images = sorted({s.path for s in scenes if is_geotiff(getattr(s, "path", ""))})[:2]
     try:

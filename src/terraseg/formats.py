@@ -31,22 +31,38 @@ UPLOAD_VECTOR_SUFFIXES = frozenset({".geojson", ".json", ".gpkg", ".zip"})
 
 
 def suffix(path: str | Path) -> str:
-    """The lower-case suffix of ``path`` (``'.tif'``), for a GDAL virtual path too (``/vsicurl/https://.../a.TIF``)."""
+    """The lower-case suffix of ``path`` (``'.tif'``), for a GDAL virtual path too (``/vsicurl/https://.../a.TIF``).
+
+    Args:
+        path: a file path or GDAL path.
+    """
     return Path(str(path)).suffix.lower()
 
 
 def is_geotiff(path: str | Path) -> bool:
-    """Whether ``path`` names a (Geo)TIFF by its suffix."""
+    """Whether ``path`` names a (Geo)TIFF by its suffix.
+
+    Args:
+        path: a file path or GDAL path.
+    """
     return suffix(path) in GEOTIFF_SUFFIXES
 
 
 def is_photo(path: str | Path) -> bool:
-    """Whether ``path`` names an image without georeference (PNG, JPEG, BMP) by its suffix."""
+    """Whether ``path`` names an image without georeference (PNG, JPEG, BMP) by its suffix.
+
+    Args:
+        path: a file path.
+    """
     return suffix(path) in PHOTO_SUFFIXES
 
 
 def is_mask_raster(path: str | Path) -> bool:
-    """Whether ``path`` names a mask raster (rather than a vector label file) by its suffix."""
+    """Whether ``path`` names a mask raster (rather than a vector label file) by its suffix.
+
+    Args:
+        path: a label file's path.
+    """
     return suffix(path) in MASK_SUFFIXES
 
 
