@@ -275,6 +275,12 @@ def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tra
     explicit = run_id is not None
     run_id = run_id or b.manifest.training.get("mlflow_run_id")
     uri = tracking_uri or store_uri(run_dir)
+    if uri.startswith("sqlite:///"):  # a store that cannot be written: refused now, not after MLflow's minutes of retries
+        from urllib.parse import unquote
+
+        from terraseg.io.atomic import check_writable
+
+        check_writable(Path(unquote(uri.removeprefix("sqlite:///"))))
     if not run_id:
         raise BundleError(f"{bundle_file}: the bundle records no MLflow run (trained with tracking off?); give --run-id.")
     mlflow.set_tracking_uri(uri)

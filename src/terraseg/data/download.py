@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from terraseg import progress
-from terraseg.errors import ConfigError, InputFileError
+from terraseg.errors import ConfigError, InputFileError, OutputError
 from terraseg.settings import data_root
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def fetch(url: str, target: Path, sha256: str | None = None, md5: str | None = N
             (the partial file is deleted).
     """
     part = target.with_name(target.name + ".part")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _writable(target.parent)
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"User-Agent": "terraseg", **({"Range": f"bytes={have}-"} if have else {})})
     try:
@@ -123,7 +123,11 @@ def fetch(url: str, target: Path, sha256: str | None = None, md5: str | None = N
                 if mode == "ab":
                     advance(have / 1e6)
                 while block := resp.read(chunk):
-                    f.write(block)
+                    try:
+                        f.write(block)
+                    except OSError as e:  # the disk, not the network: the partial file stays for a resume
+                        raise OutputError(f"{part}: cannot write the download here ({e.strerror or e}); free some space "
+                                          "or give another --root, and run again to resume.") from None
                     advance(len(block) / 1e6)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # requested range not satisfiable: the .part is already complete
@@ -140,6 +144,18 @@ def fetch(url: str, target: Path, sha256: str | None = None, md5: str | None = N
                 raise InputFileError(f"{url}: {algo} checksum mismatch (got {got}, expected {want}); the download was deleted.")
     part.replace(target)
     return target
+
+
+def _writable(folder: Path) -> Path:
+    """``folder``, created; refused in one line when it cannot be (a file in the way, a read-only disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot write the data set here ({e.strerror or type(e).__name__}); give another --root "
+                          "(or set TERRASEG_DATA).") from None
+    return folder
 
 
 def _by_hand(target: Path, sha256: str | None, md5: str | None) -> str:
@@ -215,8 +231,7 @@ def download(name: str, root: Path | None = None, force: bool = False,
     if here is not None and not force:
         log.info("%s already present in %s", name, here)
         return here, False
-    dest = root / ds.folder
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = _writable(root / ds.folder)
     for f in ds.files:
         target = dest / f.filename
         if not f.extract and not force and target.is_file() and f.sha256 and _digest(target, "sha256") == f.sha256:

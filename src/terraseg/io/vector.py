@@ -454,8 +454,23 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: str
     """
     from terraseg.io.atomic import atomic_path
 
+    import pyogrio
+
+    from terraseg.errors import OutputError
+    from terraseg.io.atomic import write_failure
+
     driver = vector_driver(path)
     with atomic_path(path) as tmp:
         tmp.unlink(missing_ok=True)  # the GPKG driver refuses to overwrite the empty temp file
         gdf.to_file(tmp, driver=driver, engine="pyogrio", layer=layer)
+        # GDAL's GeoJSON writer reports a failed flush (a full disk) nowhere: read the file back before it is renamed
+        try:
+            written = pyogrio.read_info(tmp, layer=layer if driver == "GPKG" else None)["features"]
+        except Exception as e:  # noqa: BLE001 - any failure to read it back means it is not whole
+            written, why = -1, write_failure(e, tmp.parent) or str(e).splitlines()[0]
+        else:
+            why = None
+        if written != len(gdf):
+            raise OutputError(f"{path}: the written file came out incomplete ({why or f'{written} of {len(gdf)} features'}); "
+                              "nothing was kept: free some space or write elsewhere.")
     return Path(path)

@@ -38,6 +38,7 @@ from terraseg.data.split import assign_blocks
 from terraseg.data.windows import grid_windows
 from terraseg.errors import ConfigError, InputFileError
 from terraseg.io.atomic import write_text_atomic
+from terraseg.io.atomic import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def cross_validate(cfg: ExperimentConfig, folds: int = 5, block_size: float | No
     first = scenes[0]
     res = abs(first.transform.a) if first.crs is not None else 1.0
     block = block_size or 4 * d.window * res
-    out = Path(out_dir) if out_dir else cfg.run_dir() / "cv"
+    out = output_folder(Path(out_dir) if out_dir else cfg.run_dir() / "cv")  # refused before any fold trains
     result = CVResult()
     # the random split deals small blocks (a quarter of the spatial block, at most one training window) at random
     methods = [("spatial", block, buffer)] + ([("random", min(d.window * res, block / 4), 0.0)] if compare_random else [])
@@ -188,7 +189,6 @@ def cross_validate(cfg: ExperimentConfig, folds: int = 5, block_size: float | No
     if compare_random:
         result.gap = {m: result.summary["random"][m]["mean"] - result.summary["spatial"][m]["mean"]
                       for m in result.summary["spatial"] if m in result.summary["random"]}
-    out.mkdir(parents=True, exist_ok=True)
     result.path = out / "cv.json"
     write_text_atomic(result.path, json.dumps({"config": cfg.name, "folds": folds, "block_size": block, "buffer": buffer,
                                                "per_fold": result.folds, "summary": result.summary, "gap_random_minus_spatial": result.gap},

@@ -38,6 +38,7 @@ from terraseg.train.module import SegmentationTask, TaskBase
 from terraseg.train.result import TrainResult
 from terraseg.tracking import Tracker, flatten_params
 from terraseg.train.history import plot_learning_curve, write_history
+from terraseg.io.atomic import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     deadline = t_start + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
     configure(cfg.data.cache_mb, cfg.data.spill_mb)
     run_dir = cfg.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)

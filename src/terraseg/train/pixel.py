@@ -36,6 +36,7 @@ from terraseg.models.pixel import PixelFeatures, PixelModel, make_estimator
 from terraseg.infer.sliding import predictor_for
 from terraseg.train.result import TrainResult
 from terraseg.tracking import Tracker, flatten_params
+from terraseg.io.atomic import output_folder
 
 log = logging.getLogger(__name__)
 PREDICT_WINDOW = 1024
@@ -171,7 +172,7 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
         InputFileError: no labelled pixels. ConfigError: an index needing a band the input lacks.
     """
     run_dir = cfg.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(run_dir)
     bc, seed = cfg.baseline, cfg.train.seed
     split = Split(*scenes) if scenes else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, seed, [c.name for c in cfg.classes])
     train_scenes, val_scenes = split.train, split.val

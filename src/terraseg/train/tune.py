@@ -25,6 +25,7 @@ import yaml
 from terraseg.config import ExperimentConfig, TuneParam, apply_overrides
 from terraseg.tracking import finish_study_run, study_run
 from terraseg.errors import ConfigError
+from terraseg.io.atomic import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, 
     apply_overrides(raw, overrides or [])
     check_space(base, raw)
     study_dir = Path(base.output_dir.replace("${name}", base.name)) / "tune"
-    study_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(study_dir)
     storage = storage or f"sqlite:///{(study_dir / 'optuna.db').resolve()}"
     t = base.tune
     pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=t.startup_trials, n_warmup_steps=1),
