@@ -154,6 +154,10 @@ def test_train_evaluate_predict_cli(trained, tmp_path):
     assert set(m["per_class"]) == set(CLASSES) and {"precision", "recall", "f1"} <= set(m["per_class"]["dark"])
     assert "top2_accuracy" in m and m["top2_accuracy"] >= m["accuracy"]
     assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 1000
+    from terraseg.tasks import evaluate  # the Python API: the same images as the command
+
+    py = evaluate(trained["bundle"], split="val", out_dir=tmp_path / "py")
+    assert py["confusion_matrix"] == m["confusion_matrix"] and py["intervals"] == m["intervals"]
     # predict: a folder of images -> predictions.csv with one probability column per class
     r = run("predict", trained["bundle"], trained["root"] / "bright", "--out", tmp_path / "pr")
     assert r.exit_code == 0, r.output

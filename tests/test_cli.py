@@ -299,7 +299,7 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
 @pytest.mark.slow
 def test_predict_refuses_grid_for_a_segmentation_bundle(trained, tmp_path):
     res = run("predict", trained["bundle"], trained["test_image"], "--out", tmp_path / "o", "--grid")
-    assert res.exit_code == 1 and "--grid applies to scene-classification bundles" in res.output
+    assert res.exit_code == 1 and "--grid applies to classification of image files and classification with --grid; this bundle segments" in res.output, res.output
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
@@ -313,3 +313,7 @@ def test_python_evaluate_of_the_val_split_scores_the_pixels_the_command_does(tra
     py = evaluate(trained["bundle"], split="val", out_dir=tmp_path / "py", log_to_run=False)
     assert py["pixels"] == cli["pixels"] > 0 and py["confusion_matrix"] == cli["confusion_matrix"]
     assert py["intervals"]["unit"] == "scenes"  # the held-out blocks are the units, as in training
+    from terraseg.tasks import evaluate as evaluate_any  # the seam every door uses, for either task
+
+    seam = evaluate_any(trained["bundle"], split="val", out_dir=tmp_path / "seam", log_to_run=False)
+    assert seam["confusion_matrix"] == cli["confusion_matrix"] and seam["intervals"] == cli["intervals"]

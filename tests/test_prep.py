@@ -23,7 +23,7 @@ from terraseg.data.mosaic import merge_block, mosaic, stack_bands
 from terraseg.data.rasterize import rasterize_labels
 from terraseg.data.split import split_index
 from terraseg.data.stats import class_weights, compute_statistics
-from terraseg.errors import ConfigError, InputFileError
+from terraseg.errors import OutputError, ConfigError, InputFileError
 from terraseg.predict.vectorize import vectorize
 
 
@@ -395,7 +395,7 @@ def test_failed_multi_output_commands_leave_nothing(tmp_path, monkeypatch):
         return real(self, *a, **k)
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="sp: cannot write the outputs here .No space left on device"):
         split_index(SplitConfig(index=str(idx), out_dir=str(tmp_path / "sp"), seed=0))
     assert list((tmp_path / "sp").iterdir()) == []  # no train.csv without its val/test and split.json
 

@@ -45,7 +45,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         else:
             parts.append(f"field '{loc}': {e['msg']}")
     if all(not e["loc"] and e["type"] == "value_error" for e in err.errors()):
-        return "; ".join(parts) + "."
+        return f"{source}: " + "; ".join(parts) + "."
     return f"{source}: invalid config: " + "; ".join(parts) + "."
 
 

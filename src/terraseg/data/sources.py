@@ -264,7 +264,7 @@ def scene_from_path(
 
     label = None
     if labels is not None:
-        label = build_options(LabelOptions, "labels", path=str(labels), burn_value=burn_value, attribute=attribute,
+        label = build_options(LabelOptions, "--labels", path=str(labels), burn_value=burn_value, attribute=attribute,
                               mapping=mapping, nodata=mask_nodata)
     return labelled_scene(path, label, bands, ignore_index, num_classes, cache)
 
