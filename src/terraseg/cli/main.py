@@ -218,9 +218,10 @@ def _print_classifier_metrics(b, m: dict, what: str, cfg) -> None:
               f"(95% intervals over {iv.get('units', m['n'])} images)")
     if wide := width_warning(iv.get("accuracy"), iv.get("units", 0), cfg.split):
         err.print(f"warning: {wide}.")
-    for name, v in m["per_class"].items():
-        if not v["support"]:
-            err.print(f"warning: class '{name}' has no image in this data: its recall and F1 say nothing of the model.")
+    absent = [name for name, v in m["per_class"].items() if not v["support"]]
+    if absent:
+        err.print(f"warning: no image of class {', '.join(repr(n) for n in absent)} in this data: "
+                  "recall and F1 of such a class say nothing of the model.")
 
 
 @app.command()

@@ -12,7 +12,7 @@ from terraseg.tasks import options as opts
 Say = Callable[[str], None]
 
 
-class ClassificationTask:
+class ClassificationTask(opts.EvaluateChecks):
     """Scene-classification bundles: ``predictions.csv`` for image files, class grids for georeferenced scenes,
     image-level evaluation (accuracy, macro-F1, top-k, per-class precision/recall/F1)."""
 
@@ -42,17 +42,6 @@ class ClassificationTask:
         from terraseg.predict.run import PredictResult
 
         return predict_classes(cfg, bundle, PredictResult())
-
-    def check_evaluate(self, cfg: EvaluateConfig) -> None:
-        """Refuse an evaluate option classification does not apply (:data:`terraseg.tasks.options.EVALUATE`).
-
-        Args:
-            cfg: the evaluate config.
-
-        Raises:
-            ConfigError: the option, why, and what would work.
-        """
-        opts.check(cfg, opts.EVALUATE, ("segmentation", "classification"), "classification", "this bundle classifies scenes")
 
     def evaluation_data(self, cfg: EvaluateConfig, bundle: Bundle, say: Say) -> list[Any]:
         """The labelled images to score: a class folder, or a config's split (``val``: exactly the images training

@@ -150,6 +150,24 @@ def check(cfg: BaseModel, table: dict[str, tuple[Entry, ...]], ways: tuple[str, 
         raise ConfigError(f"{shown} {applies}; {what}: {entry.why}.")
 
 
+class EvaluateChecks:
+    """The evaluate-option check a task shares: its column of :data:`EVALUATE` is its ``name``."""
+
+    name: str
+    noun: str
+
+    def check_evaluate(self, cfg: BaseModel) -> None:
+        """Refuse, in one line, an evaluate option this task does not apply (:data:`EVALUATE`).
+
+        Args:
+            cfg: the evaluate config.
+
+        Raises:
+            ConfigError: the option, why, and what would work.
+        """
+        check(cfg, EVALUATE, ("segmentation", "classification"), self.name, f"this bundle {self.noun}")
+
+
 def options_markdown() -> str:
     """The option/task tables of ``docs/commands.md`` (predict, then evaluate), in Markdown."""
     def cell(e: Entry) -> str:
@@ -162,4 +180,4 @@ def options_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["EVALUATE", "PREDICT", "Refused", "check", "flag", "options_markdown"]
+__all__ = ["EVALUATE", "EvaluateChecks", "PREDICT", "Refused", "check", "flag", "options_markdown"]

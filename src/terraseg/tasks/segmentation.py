@@ -13,7 +13,7 @@ from terraseg.tasks import options as opts
 Say = Callable[[str], None]
 
 
-class SegmentationTask:
+class SegmentationTask(opts.EvaluateChecks):
     """Segmentation bundles: sliding-window prediction into class maps, pixel-level evaluation (IoU, Dice/F1)."""
 
     name = "segmentation"
@@ -39,17 +39,6 @@ class SegmentationTask:
         from terraseg.predict.run import run_predict
 
         return run_predict(cfg, bundle)
-
-    def check_evaluate(self, cfg: EvaluateConfig) -> None:
-        """Refuse an evaluate option segmentation does not apply (:data:`terraseg.tasks.options.EVALUATE`).
-
-        Args:
-            cfg: the evaluate config.
-
-        Raises:
-            ConfigError: the option, why, and what would work.
-        """
-        opts.check(cfg, opts.EVALUATE, ("segmentation", "classification"), "segmentation", "this bundle segments")
 
     def evaluation_data(self, cfg: EvaluateConfig, bundle: Bundle, say: Say) -> list[Scene]:
         """The labelled scenes to score: a config's test/val split, an image/mask folder, or one image with labels.
