@@ -187,7 +187,7 @@ def test_budget_is_wall_time_of_the_whole_run(tmp_path, monkeypatch):
     files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img, "test_mask": tmp_path / "m.tif"}
     cfg = tiny_config(tmp_path, files, train={"max_epochs": 50, "max_minutes": 0.25, "seed": 0, "patience": 100})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    monkeypatch.setattr(network._Budget, "EXPORT_SECONDS", 14.0)  # an export estimate that never fits the last seconds
+    monkeypatch.setattr(network, "_export_reserve", lambda *a: 30.0)  # an export longer than the whole budget
     t0 = time.monotonic()
     res = CliRunner().invoke(app, ["train", str(tmp_path / "c.yaml")])
     wall = time.monotonic() - t0
@@ -197,6 +197,35 @@ def test_budget_is_wall_time_of_the_whole_run(tmp_path, monkeypatch):
     assert budget["wall_seconds"] <= 15 * 1.05 and wall < 15 * 1.05 + 5  # 0.25 min, with the CLI's start-up on top
     assert "ONNX export" in budget["skipped"] and "ONNX export" in res.output
     assert b.manifest.training["epochs"] >= 1 and "wall time:" in res.output
+
+
+def test_the_budget_keeps_the_measured_export_time_so_the_bundle_has_its_graph(tmp_path, monkeypatch):
+    """The export's time is measured by a trial export once (then cached) and kept free: the bundle carries its graph."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from terraseg.bundle import Bundle
+    from terraseg.cli.main import app
+    from terraseg.io import cachefile
+    from terraseg.train import export_time
+    from conftest import make_geotiff, tiny_config, write_mask_tif
+
+    monkeypatch.setenv("TERRASEG_CACHE", str(tmp_path / "cache"))
+    img, _, truth = make_geotiff(tmp_path / "a.tif", 128, 128, seed=1)
+    files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img, "test_mask": tmp_path / "m.tif"}
+    cfg = tiny_config(tmp_path, files, train={"max_epochs": 50, "max_minutes": 0.3, "seed": 0, "patience": 100})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "c.yaml")])
+    assert res.exit_code == 0, res.output
+    b = Bundle.load(tmp_path / "run" / "model.terraseg")
+    assert "onnx" in b.manifest.exports and "ONNX export" not in b.manifest.training["budget"]["skipped"]
+    assert b.manifest.training["budget"]["wall_seconds"] <= 18 * 1.05
+    measured = cachefile.read_json(export_time.CACHE)
+    assert len(measured) == 1 and 0 < next(iter(measured.values())) < 18  # measured once, cached for the next run
+    calls = []
+    monkeypatch.setattr(export_time, "trial_export", lambda *a: calls.append(1) or 1.0)
+    assert CliRunner().invoke(app, ["train", str(tmp_path / "c.yaml"), "--set", "train.max_epochs=1"]).exit_code == 0
+    assert calls == []  # the cached measurement was used
 
 
 def test_a_block_at_a_tile_edge_is_buffered_in_the_next_tile_too(tmp_path):

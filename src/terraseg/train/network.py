@@ -131,14 +131,16 @@ class _Budget(L.Callback):
     the validation Lightning runs when training stops, calibration, the tiling choice, ONNX export
     and the bundle). After every training batch and every validation, training stops when the time
     left is less than the reserve: the measured duration of one validation pass times the passes
-    still to come (the last epoch's, calibration's, the tiling choice's) plus :data:`EXPORT_SECONDS`.
-    Before the first validation is measured, the reserve is a fifth of the budget.
+    still to come (the last epoch's, calibration's, the tiling choice's) plus the ONNX export's measured time
+    (:func:`terraseg.train.export_time.export_reserve`) and the drift profile's. Before the first validation is
+    measured, the reserve is a fifth of the budget (at least the export's).
     """
 
-    EXPORT_SECONDS = 15.0
+    DRIFT_SECONDS = 5.0
 
-    def __init__(self, deadline: float, passes_after: int, throughput: "_Throughput") -> None:
+    def __init__(self, deadline: float, passes_after: int, throughput: "_Throughput", export_seconds: float = 0.0) -> None:
         self.deadline, self.passes_after, self.throughput = deadline, passes_after, throughput
+        self.export_seconds = export_seconds
         self.start = time.monotonic()
         self.budget = deadline - self.start
         self.validations = 0
@@ -156,7 +158,8 @@ class _Budget(L.Callback):
 
     def reserve(self) -> float:
         v = self.pass_seconds()
-        return 0.2 * self.budget if v is None else v * (1 + self.passes_after) + self.EXPORT_SECONDS
+        after = self.export_seconds + self.DRIFT_SECONDS
+        return max(0.2 * self.budget, after) if v is None else v * (1 + self.passes_after) + after
 
     def _check(self, trainer: L.Trainer, reserve: float) -> None:
         if time.monotonic() + reserve >= self.deadline:
@@ -169,14 +172,15 @@ class _Budget(L.Callback):
         if not trainer.sanity_checking:
             self.validations += 1
             v = self.pass_seconds() or 0.0
-            self._check(trainer, v * self.passes_after + self.EXPORT_SECONDS)  # no further epoch's validation
+            self._check(trainer, v * self.passes_after + self.export_seconds + self.DRIFT_SECONDS)  # no further validation
 
 
-def _after_training(name: str, deadline: float | None, seconds: float | None, skipped: list[str]):
-    """Whether a post-training step fits the budget (recorded in ``skipped`` when not), shown as progress when it runs."""
+def _after_training(name: str, deadline: float | None, seconds: float | None, skipped: list[str], keep: float = 0.0):
+    """Whether a post-training step fits the budget, ``keep`` seconds (the ONNX export's) left after it (recorded in
+    ``skipped`` when not), shown as progress when it runs."""
     from contextlib import nullcontext
 
-    if deadline is not None and seconds is not None and time.monotonic() + seconds > deadline:
+    if deadline is not None and seconds is not None and time.monotonic() + seconds + keep > deadline:
         skipped.append(name)
         log.warning("%s skipped: it would overrun train.max_minutes (about %.0f s needed, %.0f s left)", name, seconds,
                     max(deadline - time.monotonic(), 0))
@@ -220,7 +224,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled and is_main_process() else None
     if tracker is not None:
         tracker.log_params(flatten_params(cfg.model_dump(mode="json")) | {"in_channels": data.in_channels})
-    trainer, ckpt_cb, throughput, budget = _trainer(cfg, module, data, deadline, tracker, list(callbacks or []), run_dir)
+    export_s = _export_reserve(cfg, module, data.in_channels) if deadline is not None else 0.0
+    trainer, ckpt_cb, throughput, budget = _trainer(cfg, module, data, deadline, tracker, list(callbacks or []), run_dir, export_s)
     train_seconds = _fit(trainer, module, data, run_dir / "checkpoints" / "last.ckpt", resume, tracker)
     if not trainer.is_global_zero:  # the other DDP ranks stop here: rank 0 writes the bundle
         return TrainResult(run_dir / "model.terraseg", run_dir, dict(module.best), trainer.current_epoch, train_seconds,
@@ -230,9 +235,9 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     manifest = _manifest(cfg, data, best, history, trainer, tracker, train_seconds, throughput)
     manifest.training["stopped"] = stop_reason = _stop_reason(cfg, trainer, budget)
     skipped: list[str] = []
-    _after_fit(cfg, model, manifest, data, best, budget.pass_seconds() if budget is not None else None, deadline, skipped)
+    _after_fit(cfg, model, manifest, data, best, budget.pass_seconds() if budget is not None else None, deadline, skipped, export_s)
     bundle_path = run_dir / "model.terraseg"
-    wall = _write_bundle(cfg, Bundle(manifest, model, _extras(cfg, data)), bundle_path, data, deadline, skipped, t_start)
+    wall = _write_bundle(cfg, Bundle(manifest, model, _extras(cfg, data)), bundle_path, data, deadline, skipped, t_start, export_s)
     curve = plot_learning_curve(history, run_dir / "learning_curve.png")
     write_history(history, run_dir / "history.csv")  # per-epoch curves for `dvc plots` (one logging path)
     if tracker is not None:
@@ -289,7 +294,7 @@ def _training_data(cfg: ExperimentConfig, stats_path: Path, resume: bool, scenes
 
 
 def _trainer(cfg: ExperimentConfig, module: TaskBase, data: _Data, deadline: float | None, tracker: Tracker | None,
-             extra: list, run_dir: Path) -> tuple[L.Trainer, ModelCheckpoint, "_Throughput", "_Budget | None"]:
+             extra: list, run_dir: Path, export_s: float = 0.0) -> tuple[L.Trainer, ModelCheckpoint, "_Throughput", "_Budget | None"]:
     """Lightning's trainer with terraseg's callbacks: best/last checkpoints, early stopping, throughput, the wall budget."""
     monitor, mode = ("val/score", "max") if data.val_dl is not None else ("train/loss", "min")
     ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True)
@@ -300,7 +305,8 @@ def _trainer(cfg: ExperimentConfig, module: TaskBase, data: _Data, deadline: flo
     budget = None
     if deadline is not None:
         # a tiling choice validates with sliding windows: about twice the pixels of the one-window validation pass
-        budget = _Budget(deadline, int(segmenting and cfg.train.calibrate) + 2 * int(segmenting and cfg.train.choose_tiling), throughput)
+        budget = _Budget(deadline, int(segmenting and cfg.train.calibrate) + 2 * int(segmenting and cfg.train.choose_tiling), throughput,
+                         export_s)
         callbacks.append(budget)
     logger: Any = False
     if tracker is not None:
@@ -372,13 +378,13 @@ def _manifest(cfg: ExperimentConfig, data: _Data, best: dict, history: list, tra
 
 
 def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleManifest, data: _Data, best: dict,
-               val_pass: float | None, deadline: float | None, skipped: list[str]) -> None:
+               val_pass: float | None, deadline: float | None, skipped: list[str], export_s: float = 0.0) -> None:
     """Segmentation's steps after the epochs, each within the budget: temperature, tiling choice, drift profile."""
     if cfg.task == "classification":
         return
     window = max(cfg.data.window, MIN_PREDICT_WINDOW)
     val_scenes = data.val_dl.dataset.scenes if data.val_dl is not None else []
-    if cfg.train.calibrate and val_scenes and (step := _after_training("temperature calibration", deadline, val_pass, skipped)) is not None:
+    if cfg.train.calibrate and val_scenes and (step := _after_training("temperature calibration", deadline, val_pass, skipped, export_s)) is not None:
         from terraseg.train.calibrate import calibrate_on_scenes
 
         with step:
@@ -386,7 +392,7 @@ def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleMa
         if cal is not None:
             manifest.calibration = cal
             log.info("temperature scaling: T = %.3f, ECE %.4f -> %.4f", cal["temperature"], cal["ece_before"], cal["ece_after"])
-    if cfg.train.choose_tiling and val_scenes and (step := _after_training("tiling choice", deadline, val_pass, skipped)) is not None:
+    if cfg.train.choose_tiling and val_scenes and (step := _after_training("tiling choice", deadline, val_pass, skipped, export_s)) is not None:
         from terraseg.train.tiling import choose_tiling
 
         with step:
@@ -395,7 +401,7 @@ def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleMa
         if tiling is not None:
             manifest.input.fit_max = tiling["fit_max"]
             manifest.metrics["tiling"] = tiling
-    if (step := _after_training("drift profile", deadline, 5.0, skipped)) is not None:
+    if (step := _after_training("drift profile", deadline, _Budget.DRIFT_SECONDS, skipped, export_s)) is not None:
         from terraseg.infer.drift import fit_drift
 
         with step:
@@ -410,7 +416,7 @@ def _extras(cfg: ExperimentConfig, data: _Data) -> dict[str, bytes]:
 
 
 def _write_bundle(cfg: ExperimentConfig, bundle: Bundle, bundle_path: Path, data: _Data, deadline: float | None,
-                  skipped: list[str], t_start: float) -> float:
+                  skipped: list[str], t_start: float, export_s: float = 0.0) -> float:
     """Save the bundle (with its ONNX graph when asked and within the budget) and the run's memory and wall time.
 
     Returns:
@@ -422,7 +428,7 @@ def _write_bundle(cfg: ExperimentConfig, bundle: Bundle, bundle_path: Path, data
     bundle.path = bundle_path
     export = None
     if cfg.train.export_onnx and cfg.task != "classification":
-        export = _after_training("ONNX export", deadline, _Budget.EXPORT_SECONDS, skipped)
+        export = _after_training("ONNX export", deadline, export_s, skipped)
     exported = False
     if export is not None:
         with export:
@@ -523,6 +529,17 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
     input_kw = dict(band_indexes=getattr(first, "bands", None), source_bands=source_bands, dtype=first.dtype, nodata=first.nodata,
                     band_names=cfg.data.band_names or first.band_descriptions())
     return train_dl, val_dl, in_channels, stats, input_kw
+
+
+def _export_reserve(cfg: ExperimentConfig, module: TaskBase, bands: int) -> float:
+    """Seconds the budget keeps for the ONNX export of this run's network (0 without an export)."""
+    if not cfg.train.export_onnx or cfg.task == "classification" or cfg.pixel_model:
+        return 0.0
+    try:
+        from terraseg.train.export_time import export_key, export_reserve
+    except ImportError:  # no ONNX Runtime: the export is skipped with its reason at the end
+        return 0.0
+    return export_reserve(module.model, export_key(cfg.model.arch, cfg.model.encoder, bands, len(cfg.classes)), bands)
 
 
 def _export(bundle: Bundle, scenes: list) -> bool:
