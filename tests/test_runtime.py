@@ -24,22 +24,60 @@ def test_explicit_options_win(bundle):
     assert (rt.backend, rt.precision, rt.channels_last) == ("torch", "32", False) and rt.reason == "explicit options"
 
 
-def test_cpu_without_native_bf16_or_graph_runs_float32(bundle, monkeypatch):
+def test_cpu_candidates_follow_features_and_options(bundle, monkeypatch):
     monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": False)
-    rt = runtime.choose_runtime(bundle, "cpu")
-    assert (rt.backend, rt.precision, rt.channels_last) == ("torch", "32", True)
+    names = [c.name for c in runtime.cpu_candidates(bundle)]
+    assert names[:2] == ["torch:32:nhwc", "torch:32:nchw"] and "onnx:32:nchw" in names and not any("bf16" in n for n in names)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": True)
+    assert "torch:bf16:nhwc" in [c.name for c in runtime.cpu_candidates(bundle)]
+    assert [c.name for c in runtime.cpu_candidates(bundle, backend="torch", precision="32", channels_last=False)] == ["torch:32:nchw"]
     assert training_precision("cpu") in ("32", "bf16-mixed")  # detected, not assumed
 
 
-def test_several_candidates_are_ranked_by_measurement_and_cached(bundle, monkeypatch, tmp_path):
+def test_the_choice_is_measured_cached_reused_and_a_damaged_entry_measured_again(bundle, monkeypatch, tmp_path):
+    import json
+
     monkeypatch.setenv("TERRASEG_CACHE", str(tmp_path))
-    monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": True)
     rt = runtime.choose_runtime(bundle, "cpu", window=64, batch_size=2)
-    assert rt.precision in ("bf16", "32") and rt.reason.startswith("measured ranking: {")
-    assert (tmp_path / "runtime.json").is_file()
+    assert rt.reason == "measured ranking" and rt.name in rt.table
+    timed = {k: v["seconds"] for k, v in rt.table.items() if v["seconds"] is not None}
+    assert rt.table[rt.name]["seconds"] == min(timed.values())  # the fastest correct candidate
+    assert "onnx:32:nchw" in rt.table  # a graph exported on demand, into the cache
+    assert list((tmp_path / "onnx").glob("*.onnx"))
+    calls = []
+    real = runtime.rank_candidates
+    monkeypatch.setattr(runtime, "rank_candidates", lambda *a: calls.append(1) or real(*a))
     again = runtime.choose_runtime(bundle, "cpu", window=64, batch_size=2)
-    assert (again.backend, again.precision) == (rt.backend, rt.precision) and "cached" in again.reason
+    assert again.name == rt.name and "cached" in again.reason and calls == []
+    cache = tmp_path / "runtime.json"
+    table = json.loads(cache.read_text())
+    cache.write_text(json.dumps({k: {"choice": 3} for k in table}))  # a damaged entry
+    assert runtime.choose_runtime(bundle, "cpu", window=64, batch_size=2).reason == "measured ranking" and calls == [1]
+    cache.write_text("{not json")  # a damaged file
+    assert runtime.choose_runtime(bundle, "cpu", window=64, batch_size=2).reason == "measured ranking" and calls == [1, 1]
     assert bundle.model.training is False and next(bundle.model.parameters()).is_contiguous()  # ranking left NCHW weights
+
+
+def test_a_candidate_that_changes_classes_is_never_chosen(bundle, monkeypatch, tmp_path):
+    monkeypatch.setenv("TERRASEG_CACHE", str(tmp_path))
+    real = runtime._runs
+
+    class Flipped:
+        def __init__(self, run):
+            self.run = run
+
+        def probabilities(self, x):
+            return self.run.probabilities(x).flip(1)  # another class everywhere
+
+    def runs(b, candidates):
+        out = real(b, candidates)
+        out["torch:32:nhwc"] = Flipped(out["torch:32:nhwc"])
+        return out
+
+    monkeypatch.setattr(runtime, "_runs", runs)
+    rt = runtime.choose_runtime(bundle, "cpu", backend="torch", precision="32", window=64, batch_size=2)
+    assert rt.table["torch:32:nhwc"]["correct"] is False and rt.table["torch:32:nhwc"]["seconds"] is None
+    assert rt.name == "torch:32:nchw"
 
 
 def test_cuda_choice_without_a_gpu_is_still_explicit(bundle):

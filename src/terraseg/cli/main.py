@@ -310,10 +310,18 @@ def predict(
 def info(
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the full description as JSON.")] = False,
+    backends: Annotated[bool, typer.Option("--backends", help="Measure (or read from the cache) how fast and how faithfully "
+                                           "each backend runs this bundle here, and which one `auto` picks.")] = False,
+    remeasure: Annotated[bool, typer.Option("--remeasure", help="With --backends: measure again, ignoring the cache.")] = False,
+    window: Annotated[Optional[int], typer.Option(help="With --backends: the window side measured (default: the bundle's "
+                                                  "prediction window).")] = None,
 ) -> None:
-    """Describe a bundle: architecture, input spec, classes, metrics, version."""
+    """Describe a bundle: architecture, input spec, classes, metrics, version (--backends: the measured backend table)."""
     from terraseg.bundle import Bundle
 
+    if backends:
+        _print_backends(Bundle.load(bundle), remeasure, window)
+        return
     s = Bundle.load(bundle).summary()
     if as_json:
         print(json.dumps(s, indent=2))
@@ -347,6 +355,29 @@ def info(
         d = s["drift"]
         rate = "not measured" if d.get("false_alarm_rate") is None else f"{d['false_alarm_rate']:.1%} of {d['validation_windows']} validation windows"
         out.print("drift thresholds: " + ", ".join(f"{k} {v:g}" for k, v in d["thresholds"].items()) + f"; false alarms {rate}")
+
+
+def _print_backends(b, remeasure: bool, window: Optional[int]) -> None:
+    from terraseg.devices import cpu_model, inference_batch_size, resolve_device
+    from terraseg.infer.runtime import choose_runtime
+
+    device = resolve_device("auto")
+    win = window or (b.manifest.input.input_size if b.manifest.task == "classification" else b.manifest.input.predict_window)
+    batch = inference_batch_size(device, win, b.in_channels)
+    rt = choose_runtime(b, device, window=win, batch_size=batch, remeasure=remeasure)
+    where = cpu_model() if device == "cpu" else device
+    if not rt.table:
+        out.print(f"{where}: {rt.name} ({rt.reason}); nothing to rank")
+        return
+    table = Table(title=f"{b.manifest.name} on {where}: batches of {batch} windows of {win} px ({rt.reason})")
+    table.add_column("candidate", no_wrap=True)
+    for col in ("seconds per batch", "windows/s", "pixels changing class", "used by auto"):
+        table.add_column(col)
+    for name, r in sorted(rt.table.items(), key=lambda kv: kv[1]["seconds"] or float("inf")):
+        sec = r["seconds"]
+        table.add_row(name, "-" if sec is None else f"{sec:.4f}", "-" if not sec else f"{batch / sec:.1f}",
+                      f"{r['disagreement']:.3%}" + ("" if r["correct"] else " (too many: left out)"), "yes" if name == rt.name else "")
+    out.print(table)
 
 
 @app.command()

@@ -1,38 +1,45 @@
-"""Choosing how a network runs on this machine: backend, precision and memory layout.
+"""Choosing how a network runs on this machine: backend, precision and memory layout, by measurement.
 
-The fastest correct path differs by machine: on a CPU with native bf16 (AVX-512 BF16 or AMX),
-PyTorch with bf16 autocast and channels_last ran 3.5x faster than float32 on the demo bundle; on an
-AVX2-only CPU bf16 ran 6x *slower* and ONNX Runtime float32 was 2.2x faster than PyTorch; on CUDA
-PyTorch with bf16 (fp16 where bf16 is missing) and channels_last is the standard fast path. So the
-``auto`` choice is made in two steps:
+The fastest correct path differs by machine and by network: on an AVX-512 BF16 Xeon, bf16 ran a ResNet
+U-Net 2.8x faster than float32 and an EfficientNet-Lite0 U-Net 1.2x slower; on an AVX2 EPYC ONNX Runtime
+was 3x PyTorch. So on a CPU the choice is measured, the first time a bundle runs on a machine:
 
-1. **Detected features** decide the candidates: ``cuda`` -> PyTorch bf16/fp16 + channels_last;
-   a CPU -> PyTorch float32 + channels_last, ONNX Runtime float32 when the bundle holds a graph,
-   and PyTorch bf16 + channels_last only when the CPU has native bf16 instructions.
-2. **A measured ranking** picks among several CPU candidates: each runs the same batch of windows
-   (one warm-up each, then three interleaved rounds; the median) and the fastest wins; the first
-   candidate (native bf16 where present) keeps its place unless another is at least 5% faster. The ranking is cached
-   per CPU model, torch version, network and window in ``runtime.json`` of the cache
-   folder (``$TERRASEG_CACHE``, default the user's cache folder: :func:`terraseg.settings.cache_dir`), so it is measured once per machine and model.
+1. **Candidates**: PyTorch float32 in NHWC (channels_last) and NCHW; PyTorch bf16 autocast where the CPU
+   computes bf16 natively (AVX-512 BF16, AMX); ONNX Runtime on the bundle's graph, or on a graph exported
+   on demand into the cache folder when the bundle has none; its INT8 graph where the bundle has one.
+   Explicit ``backend`` / ``precision`` / ``channels_last`` options narrow the candidates.
+2. **Correct**: each candidate's classes are compared with PyTorch float32's on real windows (the raw
+   training windows the bundle keeps, normalised; random inputs for older bundles); a candidate
+   changing the class of more than :data:`MAX_DISAGREEMENT` of the pixels is left out.
+3. **Fastest**: each remaining candidate runs a batch of the actual window size (one warm-up each, then
+   interleaved rounds; the median); the fastest wins.
 
-Explicit ``backend`` / ``precision`` / ``channels_last`` options always win over ``auto``.
+The decision is cached in ``runtime.json`` of the cache folder (``$TERRASEG_CACHE``, default the user's
+cache folder: :func:`terraseg.settings.cache_dir`), keyed by the bundle's weights, the CPU model and
+flags, the window and batch, and the torch and ONNX Runtime versions; a damaged entry is measured
+again. ``terraseg info BUNDLE --backends`` prints the table. On CUDA, PyTorch with bf16 (fp16 where
+bf16 is missing: :func:`terraseg.devices.training_precision`) and channels_last is the standard fast path.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from terraseg.devices import cpu_model, inference_precision, native_bf16, training_precision
+from terraseg.devices import cpu_flags, cpu_model, inference_precision, native_bf16, training_precision
 
 log = logging.getLogger(__name__)
+CACHE = "runtime.json"  # the measured rankings, in the cache folder (terraseg.io.cachefile)
+MAX_DISAGREEMENT = 0.01  # share of pixels whose class may differ from PyTorch float32 (as INT8 export allows)
 
 
 @dataclass(frozen=True)
@@ -40,17 +47,21 @@ class Runtime:
     """How a network runs.
 
     Attributes:
-        backend: 'torch' or 'onnx'. precision: '32', 'bf16' or '16'. channels_last: NHWC layout.
+        backend: 'torch', 'onnx' or 'onnx-int8'. precision: '32', 'bf16', '16' or 'int8'. channels_last: NHWC layout.
         reason: why this was chosen (detected features, measured ranking or explicit options).
+        table: the measured candidates, ``{name: {"seconds", "disagreement", "correct"}}`` (None without a ranking).
     """
 
     backend: str
     precision: str
     channels_last: bool
     reason: str = ""
+    table: dict | None = field(default=None, compare=False)
 
-
-CACHE = "runtime.json"  # the measured rankings, in the cache folder (terraseg.io.cachefile)
+    @property
+    def name(self) -> str:
+        """``backend:precision:layout``, the candidate's name in rankings (e.g. ``torch:bf16:nhwc``)."""
+        return f"{self.backend}:{self.precision}:{'nhwc' if self.channels_last else 'nchw'}"
 
 
 def _measure(runs: dict, x: torch.Tensor, rounds: int = 3) -> dict[str, float]:
@@ -68,44 +79,61 @@ def _measure(runs: dict, x: torch.Tensor, rounds: int = 3) -> dict[str, float]:
     return {k: round(statistics.median(v), 4) for k, v in times.items()}
 
 
+def cpu_candidates(bundle: Any, backend: str = "auto", precision: str = "auto", channels_last: bool | None = None) -> list[Runtime]:
+    """The correct-by-construction ways to run ``bundle`` on this CPU that the options allow, the reference first.
+
+    Args:
+        bundle: the loaded bundle. backend, precision, channels_last: the options ('auto' / None: any).
+    """
+    from terraseg.bundle import ONNX_INT8
+
+    out: list[Runtime] = []
+    layouts = [channels_last] if channels_last is not None else [True, False]
+    if backend in ("auto", "torch"):
+        for cl in layouts:
+            if precision in ("auto", "32"):
+                out.append(Runtime("torch", "32", cl, "float32"))
+        if native_bf16("cpu") and precision in ("auto", "bf16"):
+            out += [Runtime("torch", "bf16", cl, "CPU has native bf16") for cl in layouts]
+    if backend in ("auto", "onnx") and precision in ("auto", "32") and _onnx_available():
+        out.append(Runtime("onnx", "32", False, "ONNX Runtime"))
+    if backend in ("auto", "onnx-int8") and ONNX_INT8 in bundle.extras and _onnx_available():
+        out.append(Runtime("onnx-int8", "int8", False, "the bundle's INT8 graph"))
+    return out
+
+
 def choose_runtime(bundle: Any, device: str = "cpu", backend: str = "auto", precision: str = "auto",
-                   channels_last: bool | None = None, window: int = 256, batch_size: int = 4, measure: bool = True) -> Runtime:
+                   channels_last: bool | None = None, window: int = 256, batch_size: int = 4, measure: bool = True,
+                   remeasure: bool = False) -> Runtime:
     """Pick backend, precision and layout for a bundle on this machine (see module doc).
 
     Args:
-        bundle: a loaded :class:`terraseg.bundle.Bundle` (its network and optional ONNX graph).
-        device: 'cpu' or a CUDA device. backend: 'auto', 'torch' or 'onnx'. precision: 'auto', '32',
-            'bf16' or '16'. channels_last: None for automatic (on for PyTorch).
+        bundle: a loaded :class:`terraseg.bundle.Bundle` (its network and optional ONNX graphs).
+        device: 'cpu' or a CUDA device. backend: 'auto', 'torch', 'onnx' or 'onnx-int8'. precision: 'auto', '32',
+            'bf16' or '16'. channels_last: None for automatic.
         window: window side (pixels) of the measured batch. batch_size: windows per measured batch.
         measure: rank several CPU candidates by timing them (else the first candidate).
+        remeasure: measure again even when the cache holds a decision.
 
     Returns:
-        The chosen :class:`Runtime`.
+        The chosen :class:`Runtime` (``table``: the measured candidates, when ranked).
     """
     cl = True if channels_last is None else channels_last
     if backend == "onnx-int8":
         return Runtime("onnx-int8", "int8", False, "explicit options")
-    if backend != "auto" and precision != "auto":
+    if backend != "auto" and precision != "auto" and channels_last is not None:
         return Runtime(backend, precision, cl if backend == "torch" else False, "explicit options")
     if bundle.manifest.baseline is not None:
         return Runtime("torch", "32" if precision == "auto" else precision, cl, "a pixel baseline")
     if device.startswith("cuda"):
         p = precision if precision != "auto" else inference_precision(training_precision(device))
         return Runtime("torch" if backend == "auto" else backend, p, cl, f"CUDA: {'native bf16' if p == 'bf16' else 'fp16'}")
-    has_graph = "model.onnx" in bundle.extras
-    candidates: list[Runtime] = []
-    if backend in ("auto", "torch"):
-        if native_bf16("cpu") and precision in ("auto", "bf16"):
-            candidates.append(Runtime("torch", "bf16", cl, "CPU has native bf16"))
-        if precision in ("auto", "32"):
-            candidates.append(Runtime("torch", "32", cl, "float32"))
-    if backend in ("auto", "onnx") and has_graph and precision in ("auto", "32"):
-        candidates.append(Runtime("onnx", "32", False, "bundle has an ONNX graph"))
+    candidates = cpu_candidates(bundle, backend, precision, channels_last)
     if not candidates:
         return Runtime("torch" if backend == "auto" else backend, "32" if precision == "auto" else precision, cl, "fallback")
     if len(candidates) == 1 or not measure:
         return candidates[0]
-    return _ranked(bundle, candidates, window, batch_size)
+    return _ranked(bundle, candidates, window, batch_size, remeasure)
 
 
 def backend_for(bundle: Any, options: Any, device: str, window: int, batch_size: int) -> Any:
@@ -144,41 +172,147 @@ def backend_for(bundle: Any, options: Any, device: str, window: int, batch_size:
     return run
 
 
-def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int) -> Runtime:
-    m = bundle.manifest
-    key = "|".join([cpu_model(), str(os.cpu_count()), torch.__version__, m.model.arch, str(m.model.encoder),
-                    str(m.input.bands), str(len(m.classes)), str(window), str(batch_size),
-                    ",".join(f"{c.backend}:{c.precision}" for c in candidates)])
+def weights_key(bundle: Any) -> str:
+    """A short digest of a bundle's weights and input spec: cache entries of one bundle, never of another.
+
+    Args:
+        bundle: the loaded bundle.
+    """
+    h = hashlib.sha1()
+    for k, v in bundle.model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(repr(bundle.manifest.input).encode())
+    return h.hexdigest()[:16]
+
+
+def _onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ensure_onnx_graph(bundle: Any) -> bool:
+    """Give a bundle without an ONNX graph one: from the cache folder, else exported now and cached (in memory only;
+    the bundle file is not changed). False when the network does not export.
+
+    Args:
+        bundle: the loaded bundle (its ``extras`` gain ``model.onnx``).
+    """
+    from terraseg.bundle import ONNX
+    from terraseg.errors import BundleError
     from terraseg.io import cachefile
 
-    best = cachefile.read_json(CACHE).get(key)
-    if isinstance(best, dict) and isinstance(best.get("times"), dict):  # a damaged entry is measured again
-        for c in candidates:
-            if f"{c.backend}:{c.precision}" == best.get("choice"):
-                return Runtime(c.backend, c.precision, c.channels_last, f"measured ranking (cached): {best['times']}")
-    from terraseg.infer.backends import ArrayBackend, TorchBackend
+    if ONNX in bundle.extras:
+        return True
+    name = f"onnx/{weights_key(bundle)}.onnx"
+    data = cachefile.read_blob(name)
+    if data is not None:
+        bundle.extras[ONNX] = data
+        return True
+    from terraseg.infer.onnx import add_onnx_graph
 
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, m.input.bands, window, window)).astype(np.float32))
+    try:
+        t0 = time.perf_counter()
+        add_onnx_graph(bundle)
+    except (BundleError, ImportError) as e:
+        log.info("no ONNX graph for %s: %s", bundle.manifest.name, e)
+        return False
+    cachefile.write_blob(name, bundle.extras[ONNX])
+    log.info("exported an ONNX graph of %s on demand in %.1f s (cached)", bundle.manifest.name, time.perf_counter() - t0)
+    return True
+
+
+def _inputs(bundle: Any, window: int, batch_size: int) -> torch.Tensor:
+    m = bundle.manifest
+    side = (m.input.input_size or window) if m.task == "classification" else window
+    return torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, m.input.bands, side, side)).astype(np.float32))
+
+
+def _check_batch(bundle: Any, window: int, batch_size: int) -> torch.Tensor:
+    """Normalised windows to compare classes on: the bundle's raw training windows when it keeps them, else random."""
+    import io
+
+    from terraseg.bundle import CALIBRATION
+    from terraseg.data.normalize import normalize
+
+    raw = bundle.extras.get(CALIBRATION)
+    if raw is not None and bundle.manifest.task == "segmentation":
+        x = np.load(io.BytesIO(raw), allow_pickle=False)
+        if x.ndim == 4 and x.shape[1] == bundle.manifest.input.bands and x.shape[2] % 32 == 0 and x.shape[3] % 32 == 0:
+            return torch.from_numpy(np.stack([normalize(w, bundle.stats) for w in x[:8]]).astype(np.float32))
+    return _inputs(bundle, window, batch_size)
+
+
+def _runs(bundle: Any, candidates: list[Runtime]) -> dict[str, Any]:
+    """A backend per candidate; NHWC PyTorch candidates get their own copy of the network (layouts convert in place)."""
+    from terraseg.infer.backends import ArrayBackend, TorchBackend
+    from terraseg.infer.onnx import onnx_backend_for
+
     runs: dict[str, Any] = {}
     for c in candidates:
-        if c.backend == "onnx":
-            from terraseg.infer.onnx import onnx_backend_for
-
-            runs[f"{c.backend}:{c.precision}"] = ArrayBackend(onnx_backend_for(bundle))
-        else:  # the candidates share the model (PyTorch converts its layout in place): same layout for all
-            runs[f"{c.backend}:{c.precision}"] = TorchBackend(bundle.model, "cpu", c.precision, c.channels_last)
-    times = _measure(runs, x)
-    if any(c.channels_last for c in candidates):  # the ranking ran the model in NHWC; give it back in NCHW
-        bundle.model.to(memory_format=torch.contiguous_format)
-    # the first candidate (the feature-based favourite) keeps its place unless another is at least 5% faster:
-    # near-ties are noise, and a noisy choice would be cached
-    first = next(iter(times))
-    fastest = min(times, key=times.get)  # type: ignore[arg-type]
-    choice = fastest if times[fastest] < 0.95 * times[first] else first
-    cachefile.update_json(CACHE, key, {"choice": choice, "times": times})
-    log.info("runtime ranking on %s: %s -> %s", cpu_model(), times, choice)
-    best = next(c for c in candidates if f"{c.backend}:{c.precision}" == choice)
-    return Runtime(best.backend, best.precision, best.channels_last, f"measured ranking: {times}")
+        if c.backend.startswith("onnx"):
+            runs[c.name] = ArrayBackend(onnx_backend_for(bundle, int8=c.backend == "onnx-int8"))
+        else:
+            model = copy.deepcopy(bundle.model) if c.channels_last else bundle.model
+            runs[c.name] = TorchBackend(model, "cpu", c.precision, c.channels_last)
+    return runs
 
 
-__all__ = ["Runtime", "choose_runtime"]
+def rank_candidates(bundle: Any, candidates: list[Runtime], window: int, batch_size: int) -> dict[str, dict[str, Any]]:
+    """Measure each candidate: classes against PyTorch float32 NCHW on real windows, then seconds per batch.
+
+    Args:
+        bundle: the loaded bundle. candidates: from :func:`cpu_candidates`. window, batch_size: the measured batch.
+
+    Returns:
+        ``{name: {"seconds": s or None, "disagreement": share of pixels, "correct": bool}}``.
+    """
+    if any(c.backend == "onnx" for c in candidates) and not ensure_onnx_graph(bundle):
+        candidates = [c for c in candidates if c.backend != "onnx"]
+    reference = Runtime("torch", "32", False)
+    runs = _runs(bundle, [reference] + [c for c in candidates if c.name != reference.name])
+    check = _check_batch(bundle, window, batch_size)
+    table: dict[str, dict[str, Any]] = {}
+    with torch.inference_mode():
+        ref = runs[reference.name].probabilities(check).argmax(1).cpu()
+        for c in candidates:
+            share = float((runs[c.name].probabilities(check).argmax(1).cpu() != ref).float().mean())
+            table[c.name] = {"seconds": None, "disagreement": round(share, 5), "correct": share <= MAX_DISAGREEMENT}
+    times = _measure({c.name: runs[c.name] for c in candidates if table[c.name]["correct"]}, _inputs(bundle, window, batch_size))
+    for k, v in times.items():
+        table[k]["seconds"] = v
+    bundle.model.to(memory_format=torch.contiguous_format)
+    return table
+
+
+def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int, remeasure: bool = False) -> Runtime:
+    from terraseg.io import cachefile
+
+    ort = "-"
+    if _onnx_available():
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    flags = hashlib.sha1(",".join(sorted(cpu_flags())).encode()).hexdigest()[:8]
+    key = "|".join([weights_key(bundle), cpu_model(), flags, str(os.cpu_count()), torch.__version__, ort, str(window),
+                    str(batch_size), ",".join(c.name for c in candidates)])
+    entry = None if remeasure else cachefile.read_json(CACHE).get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("table"), dict):  # a damaged entry is measured again
+        for c in candidates:
+            if c.name == entry.get("choice"):
+                if c.backend == "onnx" and not ensure_onnx_graph(bundle):
+                    break
+                return Runtime(c.backend, c.precision, c.channels_last, "measured ranking (cached)", entry["table"])
+    table = rank_candidates(bundle, candidates, window, batch_size)
+    timed = {k: v["seconds"] for k, v in table.items() if v["seconds"] is not None}
+    choice = min(timed, key=timed.get) if timed else candidates[0].name  # type: ignore[arg-type]
+    cachefile.update_json(CACHE, key, {"choice": choice, "table": table})
+    log.info("runtime ranking on %s: %s -> %s", cpu_model(), table, choice)
+    best = next(c for c in candidates if c.name == choice)
+    return Runtime(best.backend, best.precision, best.channels_last, "measured ranking", table)
+
+
+__all__ = ["MAX_DISAGREEMENT", "Runtime", "choose_runtime", "cpu_candidates", "ensure_onnx_graph", "rank_candidates", "weights_key"]
