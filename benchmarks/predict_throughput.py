@@ -11,10 +11,17 @@ device (bf16 on CUDA; ``auto`` on a CPU: the backend/precision ranking of terras
 channels_last on a smaller scene (speed and the share of pixels whose class differs). Whenever CUDA
 exists the device defaults to ``cuda`` (the GPU section); ``--device cpu`` forces the CPU.
 
+``--candidates`` instead runs every backend candidate of this machine end to end on one scene
+(PyTorch float32 NHWC and NCHW, bf16 where native, ONNX Runtime, INT8 where the bundle has it) and the
+default (``auto``: the measured choice of terraseg.infer.runtime), best of two runs each, and prints
+each one's megapixels per second, the default's ratio to the fastest, and the share of pixels whose
+class differs from PyTorch float32 NCHW and from the fastest candidate.
+
 Usage:
     python benchmarks/predict_throughput.py [--bundle runs/massachusetts-buildings/model.terraseg]
         [--sizes 4096 16384] [--window 512] [--overlap 0.25] [--batch-size 4] [--compare-size 1024]
         [--device cpu|cuda] [--codecs] [--encoder resnet34] [--readers N]
+    python benchmarks/predict_throughput.py --candidates [--bundle B] [--encoder resnet34] [--candidates-size 2048]
 
 Without --bundle, a U-Net/ResNet18 bundle (the demo architecture) with random weights is used:
 throughput does not depend on the weights.
@@ -80,9 +87,12 @@ def child(args: argparse.Namespace) -> None:
     from terraseg.infer.sliding import predictor_for
 
     b = Bundle.load(args.bundle)
+    layout = {"nhwc": True, "nchw": False}.get(args.layout, args.channels_last)
     opts = InferenceConfig(window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-                           precision=args.precision, channels_last=args.channels_last, backend=args.backend, readers=args.readers)
-    pred = predictor_for(b, opts)
+                           precision=args.precision, channels_last=layout, backend=args.backend, readers=args.readers)
+    t_setup = time.perf_counter()
+    pred = predictor_for(b, opts)  # with 'auto': the measured choice (or the cached one)
+    setup = time.perf_counter() - t_setup
     rt = getattr(pred.backend, "runtime", None)
     scene = RasterScene(args.scene, cache=False)
     th, tw, ys, xs = pred.geometry(scene.height, scene.width)
@@ -131,16 +141,16 @@ def child(args: argparse.Namespace) -> None:
         "ratio_to_bare_forward": round(forward_total / total, 3),
         "gpu_peak_mb": round(gpu_peak), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "output": outs["prediction"], "output_mb": round(Path(outs["prediction"]).stat().st_size / 1e6, 2),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "setup_seconds": round(setup, 2),
     }), flush=True)
 
 
 def run_child(bundle: Path, scene: Path, out: Path, a: argparse.Namespace, precision: str = "32", cl: bool = True,
-              backend: str = "torch", compress: str = "deflate", readers: int | None = None) -> dict:
+              backend: str = "torch", compress: str = "deflate", readers: int | None = None, layout: str = "given") -> dict:
     cmd = [sys.executable, __file__, "--child", "--bundle", str(bundle), "--scene", str(scene), "--out", str(out),
            "--window", str(a.window), "--overlap", str(a.overlap), "--precision", precision,
            "--device", a.device, "--backend", backend, "--compress", compress, "--channels-last" if cl else "--no-channels-last",
-           "--readers", str(readers if readers is not None else a.readers)]
+           "--readers", str(readers if readers is not None else a.readers), "--layout", layout]
     if a.batch_size:
         cmd += ["--batch-size", str(a.batch_size)]
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -176,6 +186,9 @@ def main() -> None:
     p.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
     p.add_argument("--compress", default="deflate", help=argparse.SUPPRESS)  # codec[:level]
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS)
+    p.add_argument("--layout", default="given", help=argparse.SUPPRESS)  # auto | nhwc | nchw | given (--channels-last)
+    p.add_argument("--candidates", action="store_true", help="compare every backend candidate with the default on one scene")
+    p.add_argument("--candidates-size", type=int, default=2048, help="side of the --candidates scene")
     p.add_argument("--codecs", action="store_true", help="also compare output codecs and levels (deflate, deflate:1, zstd:1, zstd, "
                    "none) and one reader against the default at the first size")
     a = p.parse_args()
@@ -194,6 +207,8 @@ def main() -> None:
     print(f"bundle: {bundle} ({a.encoder if not a.bundle else 'given'})  window {a.window}  overlap {a.overlap}  "
           f"batch {a.batch_size or 'auto'}  device {a.device}{gpu}  "
           f"cpu {cpu_model()} x{os.cpu_count()} ({', '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'avx512_vnni'}))})")
+    if a.candidates:
+        return candidates(bundle, work, a)
     for size in a.sizes:
         scene = work / f"scene_{size}.tif"
         if not scene.exists():
@@ -224,6 +239,47 @@ def main() -> None:
         diff = float((x.read(1) != y.read(1)).mean())
     print(f"{size:>6}^2 fp32: {r32['megapixels_per_s']:.3f} MP/s; bf16+channels_last: {rbf['megapixels_per_s']:.3f} MP/s "
           f"(x{rbf['megapixels_per_s'] / r32['megapixels_per_s']:.2f}); pixels whose class differs: {diff:.4%}")
+
+
+def candidates(bundle: Path, work: Path, a: argparse.Namespace) -> None:
+    """Every candidate of this machine, and the default, end to end on one scene (module docstring)."""
+    import rasterio
+
+    from terraseg.bundle import Bundle
+    from terraseg.infer.runtime import cpu_candidates, ensure_onnx_graph
+
+    os.environ.setdefault("TERRASEG_CACHE", str(work / "cache"))  # the default measures its choice on its first run
+    b = Bundle.load(bundle)
+    names = [c.name for c in cpu_candidates(b)]
+    if "onnx:32:nchw" in names and not ensure_onnx_graph(b):
+        names.remove("onnx:32:nchw")
+    size = a.candidates_size
+    scene = work / f"scene_{size}.tif"
+    if not scene.exists():
+        make_scene(scene, size)
+    runs = {n: tuple(n.split(":")) for n in names} | {"default (auto)": ("auto", "auto", "auto")}
+    best: dict[str, dict] = {}
+    for rep in range(2):  # interleaved: a burst of load elsewhere hits every candidate alike
+        for name, (backend, prec, layout) in runs.items():
+            r = run_child(bundle, scene, work / f"cand_{name.split()[0].replace(':', '_')}", a, precision=prec, backend=backend,
+                          layout=layout)
+            if name not in best or r["megapixels_per_s"] > best[name]["megapixels_per_s"]:
+                best[name] = r
+    def classes(r: dict):
+        with rasterio.open(r["output"]) as ds:
+            return ds.read(1)
+    ref = classes(best["torch:32:nchw"]) if "torch:32:nchw" in best else None
+    fastest = max((n for n in best if not n.startswith("default")), key=lambda n: best[n]["megapixels_per_s"])
+    top = classes(best[fastest])
+    for name, r in sorted(best.items(), key=lambda kv: -kv[1]["megapixels_per_s"]):
+        ids = classes(r)
+        vs_ref = "" if ref is None else f", {float((ids != ref).mean()):.4%} of pixels differ from torch:32:nchw"
+        print(f"{size}^2 {name:16s} {r['backend']}:{r['precision']}:{'nhwc' if r['channels_last'] else 'nchw'}  "
+              f"{r['megapixels_per_s']:.3f} MP/s ({r['seconds']:.2f} s){vs_ref}, {float((ids != top).mean()):.4%} from the fastest",
+              flush=True)
+    d = best["default (auto)"]
+    print(f"default / fastest ({fastest}): {d['megapixels_per_s'] / best[fastest]['megapixels_per_s']:.3f}; "
+          f"the default's choice took {d['setup_seconds']:.1f} s to load (measured once per machine and bundle, then cached)")
 
 
 def _cuda() -> bool:

@@ -220,6 +220,8 @@ def bare_batch(bundle: Path, backend: str, batch: int = 16, reps: int = 10) -> f
 def case_latency(a: argparse.Namespace) -> None:
     payload = png_512()
     extra = (["--window", str(a.window)] if a.window else []) + (["--workers", str(a.workers)] if a.workers > 1 else [])
+    if a.batch_wait_ms is not None:
+        extra += ["--batch-wait-ms", str(a.batch_wait_ms), "--max-batch", str(a.max_batch)]
     print(f"512x512 PNG ({len(payload) / 1e3:.0f} kB), {a.duration:.0f} s per level, window {a.window or 'bundle default'}, "
           f"{a.workers} server process(es)")
     print("backend clients   n   err  p50_ms  p95_ms  p99_ms  req/s")
@@ -230,19 +232,23 @@ def case_latency(a: argparse.Namespace) -> None:
         try:
             asyncio.run(load(srv.url, payload, 2, 3))  # warm-up
             p50_1 = None
+            levels = []
             for c in a.clients:
                 lat, err, wall = asyncio.run(load(srv.url, payload, c, a.duration))
                 p50 = pct(lat, 50) * 1e3
                 p50_1 = p50 if p50_1 is None else p50_1
+                levels.append((c, len(lat) / wall, pct(lat, 99)))
                 print(f"{backend:7s} {c:7d} {len(lat):4d} {sum(err.values()):5d} {p50:7.0f} {pct(lat, 95) * 1e3:7.0f} "
-                      f"{pct(lat, 99) * 1e3:7.0f} {len(lat) / wall:6.2f}")
+                      f"{pct(lat, 99) * 1e3:7.0f} {len(lat) / wall:6.2f}", flush=True)
         finally:
             srv.stop()
+        wait = a.batch_wait_ms if a.batch_wait_ms is not None else 0.0
+        for c, rps, p99 in levels:  # against the bare forward at a batch of as many images as clients
+            ips = bare_batch(a.bundle, backend, batch=min(c, a.max_batch), reps=max(3, 40 // c))
+            batch_s = min(c, a.max_batch) / ips
+            print(f"{backend}: {c} clients {rps:.2f} req/s vs the bare forward at batch {min(c, a.max_batch)} {ips:.2f} images/s: "
+                  f"ratio {rps / ips:.3f}; p99 {p99 * 1e3:.0f} ms vs wait + two batch times {wait + 2e3 * batch_s:.0f} ms", flush=True)
         summary.append((backend, fw, sw, p50_1))
-        if max(a.clients) >= 16:
-            ips = bare_batch(a.bundle, backend)
-            print(f"{backend}: {max(a.clients)} clients {len(lat) / wall:.1f} req/s vs the bare forward at batch 16: {ips:.1f} images/s "
-                  f"(ratio {len(lat) / wall / ips:.3f})", flush=True)
     print("\nbackend  forward_1x512_ms  sliding_predict_ms  p50_1client/forward  p50_1client/sliding")
     for backend, fw, sw, p50 in summary:
         print(f"{backend:7s} {fw * 1e3:17.0f} {sw * 1e3:19.0f} {p50 / (fw * 1e3):20.2f} {p50 / (sw * 1e3):20.2f}")
@@ -347,6 +353,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=None, help="serve --window (default: the bundle's)")
     ap.add_argument("--sizes", nargs="+", type=int, default=[512, 2048])
     ap.add_argument("--workers", type=int, default=1, help="serve --workers (server processes)")
+    ap.add_argument("--batch-wait-ms", type=float, default=None, help="serve --batch-wait-ms (default: the server's)")
+    ap.add_argument("--max-batch", type=int, default=16, help="serve --max-batch")
     ap.add_argument("--mixed", action="store_true", help="soak: every other request is an invalid upload (4xx expected)")
     a = ap.parse_args()
     if not a.bundle.exists():

@@ -563,5 +563,6 @@ def plan(
         node: object = res.plan.raw
         for k in path.split("."):
             node = node.get(k) if isinstance(node, dict) else None
-        out.print(f"{path} = {node}: {res.plan.reasons.get(path, '')}")
+        reason = res.plan.reasons.get(path) or res.plan.reasons.get(path.rsplit(".", 1)[0], "")
+        out.print(f"{path} = {node}: {reason}")
     out.print(f"plan: {res.path}  (train it: terraseg train {res.path})")

@@ -156,6 +156,11 @@ class NormalizationConfig(_Strict):
     stats_file: str | None = Field(
         None, description="Use the statistics of this `terraseg stats` output (stats.json) instead of sampling the training scenes."
     )
+    mean: list[float] | None = Field(
+        None, description="Fixed per-band means for 'meanstd' (one value for all bands, or one per band), in the data's units: "
+        "a pretrained encoder's own normalisation (e.g. 0 for TorchGeo's SSL4EO-S12 weights) instead of the data's.")
+    std: list[float] | None = Field(
+        None, description="Fixed per-band standard deviations to go with `mean` (e.g. 10000 for SSL4EO-S12: reflectance x 1e4).")
 
 
 class AugmentConfig(_Strict):
@@ -248,8 +253,13 @@ class ModelConfig(_Strict):
     encoder_weights: str | None = Field(
         None,
         description="None (random init, the default), a local weights file (.safetensors/.pth, loaded with weights_only), "
-        "or a hub name such as 'imagenet' (needs internet).",
+        "'package:<name>' (weights shipped in an installed package), a hub name such as 'imagenet' (needs internet), or "
+        "TorchGeo's published remote-sensing weights 'torchgeo:<Enum>.<MEMBER>' (e.g. torchgeo:ResNet18_Weights."
+        "SENTINEL2_ALL_MOCO; bands mapped onto data.band_names; terraseg.models.rs_weights).",
     )
+    weights_file: str | None = Field(
+        None, description="With 'torchgeo:' weights: a local copy of their file (default: the cache folder's weights/, torch "
+        "hub's checkpoints/, else a download when online).")
     encoder_depth: int = Field(5, ge=3, le=5, description="Encoder stages (smp U-Net/FPN) or U-Net levels (plain_unet).")
     base_filters: int = Field(32, ge=4, description="Filters of the first level of plain_unet, doubled at each level.")
 

@@ -77,7 +77,8 @@ def encoder_stages(model: nn.Module) -> list[nn.Module]:
     return stages
 
 
-def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretrained: bool = True) -> nn.Module:
+def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretrained: bool = True,
+                band_names: list[str] | None = None) -> nn.Module:
     """Create a network with random weights, or with pretrained encoder weights when configured.
 
     Args:
@@ -86,6 +87,7 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretr
         num_classes: classes of the task (2 = binary).
         load_pretrained: False when the caller will load a full state dict (bundles), so no
             encoder weights are fetched or read.
+        band_names: the data's band names, in order: TorchGeo weights' bands are mapped onto them.
 
     Returns:
         A module mapping ``(N, in_channels, H, W)`` float32 to logits ``(N, out_channels, H, W)``.
@@ -101,6 +103,8 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretr
     if cfg.arch == "plain_unet":
         return PlainUNet(in_channels, out_ch, depth=cfg.encoder_depth, base_filters=cfg.base_filters)
     weights = cfg.encoder_weights if load_pretrained else None
+    if weights is not None and weights.startswith("torchgeo:"):
+        return _torchgeo_model(cfg, in_channels, out_ch, band_names)
     if weights is not None and weights.startswith("package:"):
         from terraseg.models.pretrained import weights_in_package
 
@@ -121,4 +125,25 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretr
         from terraseg.models.pretrained import load_encoder_weights
 
         load_encoder_weights(model.encoder, Path(weights), cfg.encoder)  # type: ignore[arg-type]
+    return model
+
+
+def _torchgeo_model(cfg: ModelConfig, in_channels: int, out_ch: int, band_names: list[str] | None) -> nn.Module:
+    """An smp network whose encoder starts from TorchGeo's published weights (:mod:`terraseg.models.rs_weights`)."""
+    from terraseg.models import rs_weights
+
+    w = rs_weights.describe(cfg.encoder_weights or "")
+    if cfg.encoder != w.encoder:
+        raise ConfigError(f"model.encoder {cfg.encoder}: the weights {cfg.encoder_weights} are a {w.model}; set model.encoder: "
+                          f"{w.encoder}.")
+    if band_names is not None and len(band_names) != in_channels:
+        raise ConfigError(f"data.band_names names {len(band_names)} bands but the images have {in_channels}.")
+    path = rs_weights.weights_file(w, cfg.weights_file)
+    kwargs = dict(encoder_name=cfg.encoder, encoder_weights=None, in_channels=in_channels, classes=out_ch)
+    if cfg.arch in ("unet", "fpn"):
+        kwargs["encoder_depth"] = cfg.encoder_depth
+        if cfg.arch == "unet":
+            kwargs["decoder_channels"] = [256, 128, 64, 32, 16][: cfg.encoder_depth]
+    model = _SMP[cfg.arch](**kwargs)
+    rs_weights.load_into_encoder(model.encoder, w, path, band_names)
     return model

@@ -130,6 +130,20 @@ def load_encoder_weights(encoder: nn.Module, path: Path, encoder_name: str = "")
     sd = _strip_prefixes(read_state_dict(path))
     if any(k.startswith("_blocks.") for k in sd):
         sd = _map_efficientnet_pytorch(sd, encoder)
+    load_encoder_state(encoder, sd, str(path), encoder_name)
+
+
+def load_encoder_state(encoder: nn.Module, sd: dict[str, torch.Tensor], source: str, encoder_name: str = "") -> None:
+    """Load a state dict into an encoder in place: the tensors whose names and shapes match (a 3-band stem adapted
+    to the band count), at least 90% of the encoder's.
+
+    Args:
+        encoder: the encoder. sd: its weights, named as the encoder names them. source: where they came from (messages).
+        encoder_name: the encoder's name (messages).
+
+    Raises:
+        ConfigError: fewer than 90% of the encoder's tensors found.
+    """
     target = encoder.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     for k, t in target.items():
@@ -149,7 +163,7 @@ def load_encoder_weights(encoder: nn.Module, path: Path, encoder_name: str = "")
     share = len(loaded) / max(len(target), 1)
     if share < 0.9:
         raise ConfigError(
-            f"{path}: only {len(loaded)} of {len(target)} encoder tensors match encoder '{encoder_name}'; wrong weights file?"
+            f"{source}: only {len(loaded)} of {len(target)} encoder tensors match encoder '{encoder_name}'; wrong weights file?"
         )
     encoder.load_state_dict(loaded, strict=False)
-    log.info("loaded %d/%d pretrained encoder tensors from %s", len(loaded), len(target), path)
+    log.info("loaded %d/%d pretrained encoder tensors from %s", len(loaded), len(target), source)

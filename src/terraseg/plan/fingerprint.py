@@ -42,6 +42,7 @@ class Fingerprint:
         class_pixels: labelled pixels per class id (segmentation) or images per class (classification).
         object_diameter: per non-background class, ``[median, p90]`` equivalent diameter (pixels) of connected components.
         notes: facts worth telling the user (e.g. a class with no pixels).
+        band_names: the first scene's band descriptions (e.g. Sentinel-2 B1...B12), when every band has one.
     """
 
     task: str
@@ -60,6 +61,7 @@ class Fingerprint:
     class_pixels: list[int] = field(default_factory=list)
     object_diameter: dict[int, list[float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    band_names: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fingerprint."""
@@ -127,7 +129,7 @@ def segmentation_fingerprint(scenes: list[Scene], num_classes: int, label_form: 
         nodata=first.nodata, alpha=bool(isinstance(first, RasterScene) and (first.info.alpha or first.info.dataset_mask)),
         georeferenced=bool(georef), crs=str(first.crs) if georef else None,
         resolution=round(abs(first.transform.a), 6) if georef else None,
-        class_pixels=[int(c) for c in counts], object_diameter=obj, notes=notes,
+        class_pixels=[int(c) for c in counts], object_diameter=obj, notes=notes, band_names=first.band_descriptions(),
     )
 
 

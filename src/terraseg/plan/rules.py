@@ -272,8 +272,9 @@ def _plan_data(p: Plan, fp: Fingerprint, device: str, pretrained: bool) -> tuple
     else:
         window, why = segmentation_window(fp, device)
         p.set("data.window", window, why)
-    method, why = normalisation(fp, pretrained)
-    p.set("data.normalization.method", method, why)
+    if "mean" not in p.raw.get("data", {}).get("normalization", {}):  # pretrained remote-sensing weights bring their own
+        method, why = normalisation(fp, pretrained)
+        p.set("data.normalization.method", method, why)
     b, why = batch_size(window, device, fp.task)
     p.set("data.batch_size", b, why)
     if overhead:
@@ -327,6 +328,9 @@ def _plan_model(p: Plan, fp: Fingerprint, window: int, pretrained: bool) -> None
     else:
         arch, why = architecture(fp, window)
         p.set("model.arch", arch, why)
+        if (rs := remote_sensing_weights(fp)) is not None:
+            _plan_remote_sensing(p, fp, rs)
+            return
         if pretrained:
             p.set("model.encoder", PRETRAINED["encoder"], f"{fp.bands}-band 8-bit imagery: an ImageNet-pretrained "
                   "EfficientNet-Lite0 encoder (packaged offline; the first convolution adapted to the band count as smp does) "
@@ -372,6 +376,54 @@ def _plan_schedule(p: Plan, fp: Fingerprint, minutes: float, measure: bool, wind
               "when the budget does (a schedule cut short stops at a high learning rate).")
 
 
+# TorchGeo weights the plan may choose, in order of preference (terraseg.models.rs_weights); the first whose bands are
+# the data's and whose file is on this machine wins
+RS_WEIGHTS = ("ResNet18_Weights.SENTINEL2_ALL_MOCO", "ResNet50_Weights.SENTINEL2_ALL_MOCO", "ResNet18_Weights.SENTINEL2_RGB_MOCO")
+
+
+def remote_sensing_weights(fp: Fingerprint) -> Any:
+    """Published remote-sensing weights whose bands are exactly the data's (by name) and whose file is here, or None.
+
+    When weights fit but their file is missing, a note says which file would make the plan use them.
+
+    Args:
+        fp: the data's fingerprint (``band_names`` from the rasters' band descriptions).
+    """
+    if not fp.band_names:
+        return None
+    try:
+        from terraseg.models import rs_weights
+    except ImportError:
+        return None
+    data = {rs_weights.band_key(b) for b in fp.band_names}
+    for name in RS_WEIGHTS:
+        try:
+            w = rs_weights.describe(name)
+        except Exception:  # noqa: BLE001 - no TorchGeo, or weights it no longer publishes: the packaged encoder
+            return None
+        if {rs_weights.band_key(b) for b in w.bands} != data or len(w.bands) != len(fp.band_names):
+            continue
+        if rs_weights.find_file(w) is not None:
+            return w
+        fp.notes.append(f"the bands match TorchGeo's {name} ({w.dataset}); put {w.filename} at "
+                        f"{rs_weights.candidate_paths(w)[0]} (from {w.url}) and plan again to start from them")
+    return None
+
+
+def _plan_remote_sensing(p: Plan, fp: Fingerprint, w: Any) -> None:
+    """Encoder, weights and their normalisation from published remote-sensing weights (:func:`remote_sensing_weights`)."""
+    p.set("model.encoder", w.encoder, f"{fp.bands}-band imagery named {', '.join(fp.band_names or [])}: the bands of TorchGeo's "
+          f"{w.name} ({w.dataset}, {w.publication}), whose file is on this machine: an encoder pretrained on the same "
+          "sensor's imagery rather than on photographs.")
+    p.set("model.encoder_weights", f"torchgeo:{w.name}", "loaded from the local file, the first convolution's channels "
+          "reordered to the data's bands (terraseg.models.rs_weights).")
+    p.set("data.normalization", {"method": "meanstd", "mean": list(w.mean), "std": list(w.std)},
+          "the normalisation the weights were trained with (their TorchGeo transforms), not the data's own statistics.")
+    p.set("optimizer", {"name": "adamw", "lr": 0.001, "scheduler": "onecycle"},
+          "AdamW with a one-cycle schedule (Smith & Topin 2019), peak learning rate 1e-3 for a pretrained encoder "
+          "on multispectral input.")
+
+
 def _for_measure(raw: dict[str, Any]) -> dict[str, Any]:
     """The planned mapping with a placeholder source, for validation before the throughput is measured."""
     import copy
@@ -381,4 +433,4 @@ def _for_measure(raw: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
-__all__ = ["Plan", "architecture", "batch_size", "measure_step_seconds", "normalisation", "plan_config", "pretrained_encoder", "segmentation_window"]
+__all__ = ["Plan", "RS_WEIGHTS", "architecture", "remote_sensing_weights", "batch_size", "measure_step_seconds", "normalisation", "plan_config", "pretrained_encoder", "segmentation_window"]

@@ -186,7 +186,7 @@ class SegmentationTask(TaskBase):
         self.save_hyperparameters()
         self.cfg = ExperimentConfig.model_validate(config)
         c = self.cfg
-        self.model = build_model(c.model, in_channels, c.num_classes)
+        self.model = build_model(c.model, in_channels, c.num_classes, band_names=c.data.band_names)
         self.loss_fn = CombinedLoss(c.loss, c.num_classes, c.ignore_index)
         self.total_steps = total_steps
         self._units: list[np.ndarray] = []  # one confusion matrix per validation scene (a held-out block or image)

@@ -29,7 +29,7 @@ from terraseg.data.normalize import NormStats
 from terraseg.data.holdout import Split
 from terraseg.data.sources import split_scenes
 from terraseg.devices import is_main_process, loader_options
-from terraseg.errors import InputFileError
+from terraseg.errors import ConfigError, InputFileError
 from terraseg.io.atomic import write_text_atomic
 from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
 from terraseg.formats import is_geotiff
@@ -215,7 +215,9 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         torch.set_num_threads(cfg.train.threads)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     data = _training_data(cfg, run_dir / "stats.json", resume, scenes)
-    module = data.task_cls(cfg.model_dump(mode="json"), data.in_channels, cfg.train.max_epochs * max(len(data.train_dl), 1))
+    config = cfg.model_dump(mode="json")
+    config["data"]["band_names"] = config["data"]["band_names"] or data.input_kw.get("band_names")  # pretrained bands map by name
+    module = data.task_cls(config, data.in_channels, cfg.train.max_epochs * max(len(data.train_dl), 1))
     if isinstance(module, SegmentationTask):
         module.train_stats = data.stats
         if data.val_dl is not None:
@@ -507,6 +509,12 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
                 raise InputFileError(f"{n.stats_file}: statistics of {stats.bands} bands for images with {train_scenes[0].count} bands.")
         else:
             stats = scene_statistics(train_scenes, n.method, n.percentiles, n.max_pixels, cfg.train.seed)
+        if n.mean is not None or n.std is not None:  # a pretrained encoder's own normalisation
+            bands = train_scenes[0].count
+            mean, std = list(n.mean or [0.0]), list(n.std or [1.0])
+            if len(mean) not in (1, bands) or len(std) not in (1, bands):
+                raise ConfigError(f"data.normalization.mean/std: give one value or {bands} (one per band), not {len(mean)} and {len(std)}.")
+            stats.method, stats.mean, stats.std = "meanstd", mean * (bands // len(mean)), std * (bands // len(std))
         write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
     in_channels = train_scenes[0].count
     for s in val_scenes:
