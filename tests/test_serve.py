@@ -75,8 +75,11 @@ def test_export_records_contract_and_backends_agree(bundle_path, tmp_path):
     b2 = Bundle.load(plain)
     b2.extras.clear()
     b2.save(plain)
-    with pytest.raises(BundleError, match="no ONNX graph"):
-        predictor_for(Bundle.load(plain), backend="onnx")
+    # --backend onnx on a bundle without a graph: one exported on demand into the cache (the bundle file unchanged)
+    ids_d, _ = predictor_for(Bundle.load(plain), window=64, overlap=0.25, batch_size=3, backend="onnx").predict_array(scene)
+    assert (ids_d != ids_t).mean() < 1e-3 and "model.onnx" not in Bundle.load(plain).extras
+    with pytest.raises(BundleError, match="no INT8 ONNX graph"):
+        predictor_for(Bundle.load(plain), backend="onnx-int8")
 
 
 @pytest.fixture(scope="module")

@@ -152,7 +152,7 @@ def backend_for(bundle: Any, options: Any, device: str, window: int, batch_size:
         A backend (:mod:`terraseg.infer.backends`) with ``runtime`` set for networks.
 
     Raises:
-        BundleError: 'onnx' asked for a bundle without an ONNX graph.
+        BundleError: 'onnx' asked for a network that does not export, or 'onnx-int8' for a bundle without an INT8 graph.
     """
     from terraseg.infer.backends import ArrayBackend, TorchBackend
 
@@ -163,6 +163,9 @@ def backend_for(bundle: Any, options: Any, device: str, window: int, batch_size:
     run: Any
     if rt.backend in ("onnx", "onnx-int8"):
         from terraseg.infer.onnx import onnx_backend_for
+
+        if rt.backend == "onnx":
+            ensure_onnx_graph(bundle)  # a bundle without a graph: one from the cache, or exported now into it
 
         run = ArrayBackend(onnx_backend_for(bundle, options.threads, device, int8=rt.backend == "onnx-int8"))
     else:
