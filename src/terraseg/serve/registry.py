@@ -98,7 +98,7 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
     Args:
         refs: bundle paths or ``models:/`` URIs. inference: sliding-window and backend options
             (classification bundles run their classifier with PyTorch). tracking_uri: MLflow registry.
-        batch_wait_ms: micro-batching wait (None: 5 ms on CUDA, off on a CPU); with batching, requests
+        batch_wait_ms: micro-batching wait (None: 5 ms; 0: off); with batching, requests
             run on several threads and their windows share forward passes. max_batch: windows per shared pass.
         engine: 'local', or 'ray': each segmentation network runs as a Ray Serve deployment
             (:mod:`terraseg.serve.ray_backend`); ``ray`` is its :class:`terraseg.config.inference.RayConfig`.
@@ -131,7 +131,7 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
             pred = predictor_for(b, inference)
             rt = getattr(pred.backend, "runtime", None)
             spw = _warm_up(pred, b.in_channels) if b.manifest.baseline is None else None  # a pixel model has nothing to tune
-            wait = batch_wait_ms if batch_wait_ms is not None else (5.0 if pred.device.type == "cuda" else 0.0)
+            wait = batch_wait_ms if batch_wait_ms is not None else 5.0  # measured: docs/benchmarks.md (serve_bench)
             threads = 1
             if wait > 0:
                 pred.backend = BatchingBackend(pred.backend, max_batch, wait)
