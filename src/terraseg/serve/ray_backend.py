@@ -82,13 +82,34 @@ class RayServeBackend:
         return self.handle.remote(batch).result()
 
 
-def deploy(name: str, bundle_bytes: bytes, inference: dict[str, Any], ray_cfg: Any) -> RayServeBackend:
+def batched_replica(max_calls: int, wait_ms: float) -> type:
+    """:class:`ModelReplica` whose calls are batched by Ray Serve (``serve.batch``): the windows of concurrent requests
+    arriving within ``wait_ms`` (up to ``max_calls`` requests) run in one forward pass, each caller getting its slice.
+
+    Args:
+        max_calls: most requests merged into one pass. wait_ms: how long the first waits for company.
+    """
+    from ray import serve
+
+    class BatchedReplica(ModelReplica):
+        @serve.batch(max_batch_size=max_calls, batch_wait_timeout_s=wait_ms / 1000.0)
+        async def __call__(self, batches: list[np.ndarray]) -> list[np.ndarray]:  # type: ignore[override]
+            sizes = np.cumsum([len(b) for b in batches])[:-1]
+            return np.split(ModelReplica.__call__(self, np.concatenate(batches)), sizes)
+
+    return BatchedReplica
+
+
+def deploy(name: str, bundle_bytes: bytes, inference: dict[str, Any], ray_cfg: Any, max_batch: int = 16,
+           wait_ms: float = 5.0) -> RayServeBackend:
     """Run ``name``'s network as a Ray Serve deployment (starting Serve on the connected cluster) and return its backend.
 
     Args:
         name: the model's name (the Serve application name). bundle_bytes: the bundle file's bytes.
         inference: inference options as a dict. ray_cfg: :class:`terraseg.config.inference.RayConfig`
             (replicas, max_replicas, cpus_per_worker, gpus_per_worker).
+        max_batch: most requests a replica merges into one forward pass (Ray Serve's batching, :func:`batched_replica`).
+        wait_ms: how long the first of them waits for company; 0: no batching.
 
     Raises:
         ConfigError: Ray Serve is not installed.
@@ -102,13 +123,13 @@ def deploy(name: str, bundle_bytes: bytes, inference: dict[str, Any], ray_cfg: A
     serve.start(http_options={"location": "NoServer"})  # the FastAPI gateway is the only HTTP entry
     cpus = ray_cfg.cpus_per_worker or 1
     opts: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus, "num_gpus": ray_cfg.gpus_per_worker}, "name": "model",
-                            "max_ongoing_requests": 4}
+                            "max_ongoing_requests": max(4, 2 * max_batch) if wait_ms > 0 else 4}
     if ray_cfg.max_replicas and ray_cfg.max_replicas > ray_cfg.replicas:
         opts["autoscaling_config"] = {"min_replicas": ray_cfg.replicas, "initial_replicas": ray_cfg.replicas,
                                       "max_replicas": ray_cfg.max_replicas, "target_ongoing_requests": 2}
     else:
         opts["num_replicas"] = ray_cfg.replicas
-    dep = serve.deployment(ModelReplica).options(**opts)
+    dep = serve.deployment(batched_replica(max_batch, wait_ms) if wait_ms > 0 else ModelReplica).options(**opts)
     app = dep.bind(ray.put(bundle_bytes), {**inference, "device": "auto" if ray_cfg.gpus_per_worker else inference.get("device", "auto")},
                    cpus)
     handle = serve.run(app, name=name, route_prefix=None, blocking=False)
@@ -117,4 +138,4 @@ def deploy(name: str, bundle_bytes: bytes, inference: dict[str, Any], ray_cfg: A
     return RayServeBackend(handle, info)
 
 
-__all__ = ["ModelReplica", "RayServeBackend", "deploy"]
+__all__ = ["ModelReplica", "RayServeBackend", "batched_replica", "deploy"]

@@ -126,7 +126,7 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
             clf = ImageClassifier(b, options=inference)
             models[name] = ServedModel(name, ref, b, clf, clf.runtime.backend if clf.runtime else "torch")  # type: ignore[arg-type]
         elif engine == "ray" and b.manifest.baseline is None:
-            models[name] = _ray_model(name, ref, path, b, inference, ray)
+            models[name] = _ray_model(name, ref, path, b, inference, ray, max_batch, 5.0 if batch_wait_ms is None else batch_wait_ms)
         else:
             pred = predictor_for(b, inference)
             rt = getattr(pred.backend, "runtime", None)
@@ -141,7 +141,8 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
     return models
 
 
-def _ray_model(name: str, ref: str, path: Path, b: Bundle, inference: InferenceConfig, ray: Any) -> ServedModel:
+def _ray_model(name: str, ref: str, path: Path, b: Bundle, inference: InferenceConfig, ray: Any, max_batch: int = 16,
+               wait_ms: float = 5.0) -> ServedModel:
     """A served model whose network is a Ray Serve deployment; the gateway keeps tiling and blending."""
     from terraseg.config.inference import RayConfig
     from terraseg.predict.distributed import connect
@@ -150,7 +151,7 @@ def _ray_model(name: str, ref: str, path: Path, b: Bundle, inference: InferenceC
 
     ray = ray or RayConfig()
     connect(ray.address)
-    backend = deploy(name, Path(path).read_bytes(), inference.model_dump(mode="json"), ray)
+    backend = deploy(name, Path(path).read_bytes(), inference.model_dump(mode="json"), ray, max_batch, wait_ms)
     pred = tiling_for(b, inference)
     pred.backend, pred.batch_size = backend, inference.batch_size or int(backend.info["batch_size"])
     spw = _warm_up(pred, b.in_channels)
