@@ -122,7 +122,7 @@ def invalid_uploads(payload: bytes) -> list[tuple[str, bytes]]:
 
 
 async def load(url: str, payload: bytes, clients: int, duration: float,
-               invalid: list[tuple[str, bytes]] | None = None) -> tuple[list[float], dict[int, int], float]:
+               invalid: list[tuple[str, bytes]] | None = None, path: str = "/v1/segment") -> tuple[list[float], dict[int, int], float]:
     """``clients`` concurrent loops posting ``payload`` (and, every other request, one of ``invalid``);
     returns latencies (s) and error counts by status of the valid requests, and the wall time. Answers to
     invalid uploads are counted in ``load.invalid`` by status."""
@@ -148,7 +148,7 @@ async def load(url: str, payload: bytes, clients: int, duration: float,
                     continue
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post("/v1/segment", params={"format": "png"}, files={"file": ("crop.png", payload, "image/png")})
+                    r = await client.post(path, params={"format": "png"}, files={"file": ("crop.png", payload, "image/png")})
                     code = r.status_code
                     ok = code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
                 except httpx.HTTPError:
