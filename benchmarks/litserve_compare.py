@@ -34,44 +34,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_bench import ROOT, Server, free_port, load, pct, png_512  # noqa: E402
 
 
+import litserve as ls  # noqa: E402
+
+
+class SegmentAPI(ls.LitAPI):
+    """The same work as ``/v1/segment?format=png``: decode, predict (terraseg's predictor), a colour PNG back."""
+
+    def setup(self, device):
+        from terraseg.bundle import Bundle
+        from terraseg.config.inference import InferenceConfig
+        from terraseg.infer.sliding import predictor_for
+
+        self.bundle = Bundle.load(os.environ["LIT_BUNDLE"])
+        self.pred = predictor_for(self.bundle, InferenceConfig())
+        self.colors = [c.color for c in self.bundle.manifest.classes]
+        self.tmp = Path(tempfile.mkdtemp(prefix="lit-"))
+
+    def decode_request(self, request):
+        from terraseg.data.sources import scene_from_path
+
+        upload = request["file"]
+        data = upload.file.read() if hasattr(upload, "file") else upload
+        path = self.tmp / f"{os.getpid()}-{time.monotonic_ns()}.png"
+        path.write_bytes(data)
+        return scene_from_path(path, ignore_index=self.bundle.manifest.ignore_index)
+
+    def predict(self, x):
+        if isinstance(x, list):
+            return [ids for ids, _ in self.pred.predict_batch(x)]
+        return self.pred.predict_array(x, probabilities=False)[0]
+
+    def encode_response(self, ids):
+        from fastapi import Response
+        from PIL import Image
+
+        from terraseg.io.render import colorize
+
+        buf = io.BytesIO()
+        Image.fromarray(np.moveaxis(colorize(np.maximum(np.squeeze(np.asarray(ids)), 0), self.colors), 0, -1)).save(buf, format="PNG")
+        return Response(content=buf.getvalue(), media_type="image/png")
+
+
 def lit_server(bundle: str, port: int, max_batch: int, wait_ms: float) -> None:
     """Run the LitServe server (in a child process)."""
-    import litserve as ls
-    from fastapi import Response
-    from PIL import Image
-
-    class SegmentAPI(ls.LitAPI):
-        def setup(self, device):
-            from terraseg.bundle import Bundle
-            from terraseg.config.inference import InferenceConfig
-            from terraseg.infer.sliding import predictor_for
-
-            self.bundle = Bundle.load(bundle)
-            self.pred = predictor_for(self.bundle, InferenceConfig())
-            self.colors = [c.color for c in self.bundle.manifest.classes]
-            self.tmp = Path(tempfile.mkdtemp(prefix="lit-"))
-
-        def decode_request(self, request):
-            from terraseg.data.sources import scene_from_path
-
-            upload = request["file"]
-            data = upload.file.read() if hasattr(upload, "file") else upload
-            path = self.tmp / f"{os.getpid()}-{time.monotonic_ns()}.png"
-            path.write_bytes(data)
-            return scene_from_path(path, ignore_index=self.bundle.manifest.ignore_index)
-
-        def predict(self, x):
-            if isinstance(x, list):
-                return [ids for ids, _ in self.pred.predict_batch(x)]
-            return self.pred.predict_array(x, probabilities=False)[0]
-
-        def encode_response(self, ids):
-            from terraseg.io.render import colorize
-
-            buf = io.BytesIO()
-            Image.fromarray(colorize(np.maximum(ids, 0), self.colors)).save(buf, format="PNG")
-            return Response(content=buf.getvalue(), media_type="image/png")
-
+    os.environ["LIT_BUNDLE"] = bundle
     api = SegmentAPI(max_batch_size=max_batch, batch_timeout=wait_ms / 1000.0, api_path="/v1/segment")
     ls.LitServer(api, accelerator="cpu", workers_per_device=1, timeout=120).run(port=port, log_level="warning")
 
