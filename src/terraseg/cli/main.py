@@ -109,11 +109,12 @@ def train(
         interval = [low, high] if low is not None and high is not None else None
         units = int(best.get("val/units", 0))
         skip = {"val/score", "val/score_low", "val/score_high", "val/units", "val/pixels"}
+        pixelwise = cfg.task != "classification"  # a classifier's validation is images, without block units
         head = (f"val/score={format_interval(best['val/score'], interval)} (95% interval over {units} held-out units, "
-                f"{best.get('val/pixels', 0):,.0f} labelled pixels), ") if "val/score" in best else ""
+                f"{best.get('val/pixels', 0):,.0f} labelled pixels), ") if "val/score" in best and pixelwise else ""
         out.print("best validation: " + head
                   + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float) and k not in skip))
-        if "val/score" in best and (wide := width_warning(interval, units, "validation")):
+        if "val/score" in best and pixelwise and (wide := width_warning(interval, units, "validation")):
             err.print(f"warning: {wide}.")
     if res.tracking_uri:
         out.print(f"mlflow: {res.tracking_uri}")
