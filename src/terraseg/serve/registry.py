@@ -55,12 +55,29 @@ class ServedModel:
         Raises:
             ServerBusy: ``max_queue`` requests are already waiting or running.
         """
+        return self.run_beside(fn, args)[0]
+
+    def run_beside(self, fn: Callable[..., T], args: tuple = (), beside: Callable[[], Any] | None = None) -> tuple[T, Any]:
+        """Run ``fn(*args)`` on the model's inference thread and, meanwhile, ``beside()`` on this one (e.g. the input-drift
+        check, which then costs no latency): ``(fn's result, beside's result)``.
+
+        Args:
+            fn: the inference call. args: its arguments. beside: work for the waiting request thread, or None.
+
+        Raises:
+            ServerBusy: ``max_queue`` requests are already waiting or running. Whatever ``fn`` or ``beside`` raises.
+        """
         with self._lock:
             if self._pending >= self.max_queue:
                 raise ServerBusy(self.name, self._pending, self.estimated_wait())
             self._pending += 1
         try:
-            return self.executor.submit(fn, *args).result()
+            future = self.executor.submit(fn, *args)
+            try:
+                other = beside() if beside is not None else None
+            finally:
+                result = future.result()
+            return result, other
         finally:
             with self._lock:
                 self._pending -= 1

@@ -104,14 +104,16 @@ def check_budget(model, height: int, width: int, name: str) -> None:
 
 
 def _predict(model, path: Path, name: str, probabilities: bool = True):
-    """Scene, class ids ``(H, W)`` int64 (-1 nodata) and probabilities ``(K, H, W)`` (or None) of an upload; errors -> 422."""
+    """Scene, class ids ``(H, W)`` int64 (-1 nodata), probabilities ``(K, H, W)`` (or None) and the input-drift report
+    (or None) of an upload, the drift check run while the network does; errors -> 422."""
     try:
         scene = open_input(model.bundle, path)
         check_budget(model, scene.height, scene.width, name)
-        ids, probs = model.run(model.predictor.predict_array, scene, probabilities)
+        (ids, probs), drift = model.run_beside(model.predictor.predict_array, (scene, probabilities),
+                                               lambda: bundle_drift(model.bundle, scene))
     except TerrasegError as e:
         user_error(e, path, name)
-    return scene, ids, probs
+    return scene, ids, probs, drift
 
 
 def classify_response(model, path: Path, name: str, top: int = 0) -> dict:
@@ -177,8 +179,7 @@ def segment_response(model, path: Path, folder: Path, fmt: str, name: str) -> Re
     Raises:
         ApiError: 422 for an input the model cannot take.
     """
-    scene, ids, probs = _predict(model, path, name, probabilities=fmt == "geojson")  # only polygons carry confidence
-    drift = bundle_drift(model.bundle, scene)
+    scene, ids, probs, drift = _predict(model, path, name, probabilities=fmt == "geojson")  # only polygons carry confidence
     if drift is not None and drift.drifted and model.on_drift is not None:
         model.on_drift(model.name)
     headers = {"X-Terraseg-Drift": ",".join(drift.flagged) if drift is not None and drift.drifted else "none"}
@@ -248,7 +249,7 @@ def web_result(model, path: Path, truth: Path | None, folder: Path, name: str) -
     Raises:
         ApiError: 422 for an input or truth that does not fit.
     """
-    scene, ids, probs = _predict(model, path, name)
+    scene, ids, probs, _ = _predict(model, path, name)
     colors = [c.color for c in model.bundle.manifest.classes]
     r = scene.read(0, 0, scene.height, scene.width, labels=False)
     rgb = display_rgb(r.image, r.valid)
