@@ -151,6 +151,12 @@ def test_batching_backend_shares_forward_passes_between_callers():
         np.testing.assert_array_equal(r.numpy(), threshold_backend(x.numpy()))
     with pytest.raises(ValueError):  # errors reach the waiting caller
         BatchingBackend(ArrayBackend(lambda b: (_ for _ in ()).throw(ValueError("boom"))), wait_ms=1).probabilities(inputs[0])
+    import time
+
+    alone = BatchingBackend(ArrayBackend(run), max_batch=16, wait_ms=3000, in_flight=lambda: 1)
+    t0 = time.monotonic()
+    alone.probabilities(inputs[0])
+    assert time.monotonic() - t0 < 1.5  # the only request in flight does not wait for company
 
 
 def test_uncertainty_raster_and_tta(tmp_path):

@@ -122,16 +122,22 @@ class BatchingBackend:
     most ``wait_ms``. The forward always runs on the one worker thread (activations are allocated by
     one thread, which keeps a long-running server's memory flat).
 
+    With ``in_flight`` (the number of requests the server holds for this model), the wait is only spent when
+    more requests are in flight than have reached the batcher: a lone request runs at once, without the wait.
+
     Args:
         backend: the wrapped backend (``probabilities`` on tensors).
         max_batch: most windows per forward pass. wait_ms: how long the first request waits for company.
+        in_flight: returns how many requests are being served for this model (decoding, waiting or running), or None
+            (always wait).
     """
 
-    def __init__(self, backend, max_batch: int = 16, wait_ms: float = 5.0) -> None:
+    def __init__(self, backend, max_batch: int = 16, wait_ms: float = 5.0, in_flight=None) -> None:
         import queue
         import threading
 
         self.backend, self.max_batch, self.wait = backend, max_batch, wait_ms / 1000.0
+        self.in_flight = in_flight
         self.device = getattr(backend, "device", torch.device("cpu"))
         self.runtime = getattr(backend, "runtime", None)
         self._queue: queue.Queue = queue.Queue()
@@ -165,7 +171,8 @@ class BatchingBackend:
             deadline = time.monotonic() + self.wait
             shape = pending[0][0].shape[1:]
             group = [p for p in pending if p[0].shape[1:] == shape]
-            while sum(len(p[0]) for p in group) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+            while (sum(len(p[0]) for p in group) < self.max_batch and (left := deadline - time.monotonic()) > 0
+                   and (self.in_flight is None or self.in_flight() > len(pending))):  # others are coming: wait for them
                 try:
                     item = self._queue.get(timeout=left)
                 except queue.Empty:

@@ -150,11 +150,14 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
             spw = _warm_up(pred, b.in_channels) if b.manifest.baseline is None else None  # a pixel model has nothing to tune
             wait = batch_wait_ms if batch_wait_ms is not None else 5.0  # measured: docs/benchmarks.md (serve_bench)
             threads = 1
+            batcher = None
             if wait > 0:
-                pred.backend = BatchingBackend(pred.backend, max_batch, wait)
+                pred.backend = batcher = BatchingBackend(pred.backend, max_batch, wait)
                 threads = 2 * max_batch // max(pred.batch_size, 1)  # enough concurrent requests to fill a shared batch
             models[name] = ServedModel(name, ref, b, pred, rt.backend if rt else inference.backend,
                                        ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw)
+            if batcher is not None:  # a lone request does not wait for company
+                batcher.in_flight = lambda m=models[name]: m._pending
     return models
 
 
