@@ -100,7 +100,7 @@ def main() -> None:
     print("server     clients   n   err  p50_ms  p99_ms  req/s")
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--bundle", a.bundle, "--lit-child", str(port), "--max-batch",
-                             str(a.max_batch), "--wait-ms", str(a.wait_ms)])
+                             str(a.max_batch), "--wait-ms", str(a.wait_ms)], start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -116,9 +116,15 @@ def main() -> None:
             lat, err, wall = asyncio.run(load(url, payload, c, a.duration))
             print(f"litserve   {c:7d} {len(lat):4d} {sum(err.values()):5d} {pct(lat, 50) * 1e3:7.0f} {pct(lat, 99) * 1e3:7.0f} "
                   f"{len(lat) / wall:6.2f}", flush=True)
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    finally:  # LitServe's inference workers are processes of their own: end the whole group, or they keep polling
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(2)
     srv = Server(Path(a.bundle), "auto", ["--batch-wait-ms", str(a.wait_ms), "--max-batch", str(a.max_batch)])
     try:
         asyncio.run(load(srv.url, payload, 2, 3))
