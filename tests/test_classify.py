@@ -348,3 +348,33 @@ def test_compare_refuses_a_classification_bundle_in_one_line(trained):
     res = run("compare", trained["bundle"], trained["bundle"], trained["config"])
     assert res.exit_code == 1 and "this one classifies scenes" in res.output
     assert len([x for x in res.output.splitlines() if x.strip()]) == 1
+
+
+def test_fixed_normalisation_and_backend_table_for_a_classifier(trained, tmp_path, monkeypatch):
+    """data.normalization.mean/std is honoured by classification training too; `info --backends` measures a classifier."""
+    from terraseg.bundle import Bundle
+
+    cfg = cls_config(tmp_path, trained["root"], train={"max_epochs": 1, "seed": 0})
+    cfg["data"]["normalization"] = {"method": "meanstd", "mean": [0.0], "std": [255.0]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run("train", tmp_path / "c.yaml")
+    assert r.exit_code == 0, r.output
+    stats = Bundle.load(tmp_path / "run" / "model.terraseg").stats
+    assert stats.mean == [0.0] * 4 and stats.std == [255.0] * 4
+    monkeypatch.setenv("TERRASEG_CACHE", str(tmp_path / "cache"))
+    r = run("info", trained["bundle"], "--backends", "--window", 32)
+    assert r.exit_code == 0 and "torch:32:nchw" in r.output and "used by auto" in r.output, r.output
+
+
+@pytest.mark.parametrize("model,word", [
+    ({"arch": "classifier", "encoder": "resnet18", "encoder_weights": "torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOCO"},
+     "applies to the smp segmentation networks"),
+    ({"arch": "classifier", "encoder": "resnet18", "weights_file": "w.pth"}, "model.weights_file is the local copy"),
+])
+def test_remote_sensing_weight_options_a_classifier_cannot_take_are_refused(trained, tmp_path, model, word):
+    cfg = cls_config(tmp_path, trained["root"])
+    cfg["model"] = model
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run("train", tmp_path / "c.yaml")
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert r.exit_code == 1 and len(lines) == 1 and word in lines[0], r.output

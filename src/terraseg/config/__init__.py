@@ -260,6 +260,17 @@ class ModelConfig(_Strict):
     weights_file: str | None = Field(
         None, description="With 'torchgeo:' weights: a local copy of their file (default: the cache folder's weights/, torch "
         "hub's checkpoints/, else a download when online).")
+
+    @model_validator(mode="after")
+    def _weights_fit_the_network(self) -> "ModelConfig":
+        """TorchGeo weights load into smp segmentation encoders only; ``weights_file`` goes with them."""
+        if (self.encoder_weights or "").startswith("torchgeo:") and self.arch not in ("unet", "deeplabv3", "deeplabv3plus", "fpn"):
+            raise ValueError(f"model.encoder_weights {self.encoder_weights} applies to the smp segmentation networks (unet, fpn, "
+                             f"deeplabv3, deeplabv3plus), not model.arch {self.arch}")
+        if self.weights_file and not (self.encoder_weights or "").startswith("torchgeo:"):
+            raise ValueError("model.weights_file is the local copy of 'torchgeo:' weights; name them in model.encoder_weights, or "
+                             "give a plain weights file as model.encoder_weights")
+        return self
     encoder_depth: int = Field(5, ge=3, le=5, description="Encoder stages (smp U-Net/FPN) or U-Net levels (plain_unet).")
     base_filters: int = Field(32, ge=4, description="Filters of the first level of plain_unet, doubled at each level.")
 

@@ -49,6 +49,27 @@ class NormStats:
         return len(self.mean or self.low)
 
 
+def with_fixed_normalisation(stats: NormStats, mean: list[float] | None, std: list[float] | None, bands: int) -> NormStats:
+    """``stats`` with a fixed per-band mean and standard deviation (``data.normalization.mean/std``: a pretrained
+    encoder's own normalisation), method 'meanstd'; unchanged when neither is given.
+
+    Args:
+        stats: the statistics computed on the training data (their low/high stay for drift checks).
+        mean, std: one value for every band, or one per band (None: 0 and 1). bands: the input band count.
+
+    Raises:
+        ConfigError: a list of another length.
+    """
+    from terraseg.errors import ConfigError
+
+    if mean is None and std is None:
+        return stats
+    m, s = list(mean or [0.0]), list(std or [1.0])
+    if len(m) not in (1, bands) or len(s) not in (1, bands):
+        raise ConfigError(f"data.normalization.mean/std: give one value or {bands} (one per band), not {len(m)} and {len(s)}.")
+    stats.method, stats.mean, stats.std = "meanstd", m * (bands // len(m)), s * (bands // len(s))
+    return stats
+
 def compute_stats(
     pixels: np.ndarray, method: str = "meanstd", percentiles: tuple[float, float] = (2.0, 98.0)
 ) -> NormStats:

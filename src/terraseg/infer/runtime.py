@@ -181,12 +181,16 @@ def weights_key(bundle: Any) -> str:
     Args:
         bundle: the loaded bundle.
     """
+    cached = getattr(bundle, "_weights_key", None)  # hashing the weights once per loaded bundle, not per predictor
+    if cached is not None:
+        return cached
     h = hashlib.sha1()
     for k, v in bundle.model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     h.update(repr(bundle.manifest.input).encode())
-    return h.hexdigest()[:16]
+    bundle._weights_key = h.hexdigest()[:16]
+    return bundle._weights_key
 
 
 def _onnx_available() -> bool:

@@ -110,13 +110,8 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretr
 
         weights = str(weights_in_package(weights[len("package:"):]))
     local = weights is not None and (Path(weights).suffix in {".pth", ".pt", ".safetensors", ".bin"} or Path(weights).exists())
-    kwargs = dict(encoder_name=cfg.encoder, encoder_weights=None if local else weights, in_channels=in_channels, classes=out_ch)
-    if cfg.arch in ("unet", "fpn"):
-        kwargs["encoder_depth"] = cfg.encoder_depth
-        if cfg.arch == "unet":
-            kwargs["decoder_channels"] = [256, 128, 64, 32, 16][: cfg.encoder_depth]
     try:
-        model = _SMP[cfg.arch](**kwargs)
+        model = _SMP[cfg.arch](**_smp_kwargs(cfg, in_channels, out_ch, None if local else weights))
     except KeyError as e:
         raise ConfigError(f"model.encoder: unknown encoder '{cfg.encoder}' ({e}).") from None
     except (OSError, ValueError, RuntimeError) as e:
@@ -139,11 +134,16 @@ def _torchgeo_model(cfg: ModelConfig, in_channels: int, out_ch: int, band_names:
     if band_names is not None and len(band_names) != in_channels:
         raise ConfigError(f"data.band_names names {len(band_names)} bands but the images have {in_channels}.")
     path = rs_weights.weights_file(w, cfg.weights_file)
-    kwargs = dict(encoder_name=cfg.encoder, encoder_weights=None, in_channels=in_channels, classes=out_ch)
+    model = _SMP[cfg.arch](**_smp_kwargs(cfg, in_channels, out_ch, None))
+    rs_weights.load_into_encoder(model.encoder, w, path, band_names)
+    return model
+
+
+def _smp_kwargs(cfg: ModelConfig, in_channels: int, out_ch: int, weights: str | None) -> dict:
+    """The keyword arguments of an smp architecture for a model config (hub ``weights`` name, or None)."""
+    kwargs: dict = dict(encoder_name=cfg.encoder, encoder_weights=weights, in_channels=in_channels, classes=out_ch)
     if cfg.arch in ("unet", "fpn"):
         kwargs["encoder_depth"] = cfg.encoder_depth
         if cfg.arch == "unet":
             kwargs["decoder_channels"] = [256, 128, 64, 32, 16][: cfg.encoder_depth]
-    model = _SMP[cfg.arch](**kwargs)
-    rs_weights.load_into_encoder(model.encoder, w, path, band_names)
-    return model
+    return kwargs

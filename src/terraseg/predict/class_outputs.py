@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from terraseg.bundle import Bundle
+from terraseg.data.scenes import Scene
 from terraseg.config.inference import PredictConfig
 from terraseg.errors import ConfigError
 from terraseg.infer.classify import ImageClassifier, classify_grid, grid_geometry
@@ -111,7 +112,8 @@ def grid_outputs(out_dir: Path, stem: str, cfg: PredictConfig) -> dict[str, Path
     return paths
 
 
-def classify_scene_to_files(clf: ImageClassifier, bundle: Bundle, path: str, stem: str, cfg: PredictConfig) -> dict[str, str]:
+def classify_scene_to_files(clf: ImageClassifier, bundle: Bundle, path: str, stem: str, cfg: PredictConfig,
+                            scene: Scene | None = None) -> dict[str, str]:
     """Classify one georeferenced scene on a grid of windows and write its outputs (module docstring).
 
     A window without a valid pixel is nodata in the rasters and left out of the GeoJSON. Memory holds one
@@ -121,6 +123,7 @@ def classify_scene_to_files(clf: ImageClassifier, bundle: Bundle, path: str, ste
         clf: the classifier. bundle: its bundle. path: the scene. stem: output name.
         cfg: the predict options (``inference.window``: the window side, default the classifier's input size;
             bands, input_range, probabilities, uncertainty, overlay, compress, level, cog).
+        scene: ``path`` already opened for the bundle (:func:`terraseg.infer.inputs.open_input`), or None.
 
     Returns:
         ``{output kind: path}``.
@@ -131,7 +134,7 @@ def classify_scene_to_files(clf: ImageClassifier, bundle: Bundle, path: str, ste
     from terraseg.predict.outputs import write_grid_overlay
 
     win = cfg.inference.window or clf.size
-    scene = open_input(bundle, path, bands=cfg.bands, input_range=cfg.input_range)
+    scene = scene if scene is not None else open_input(bundle, path, bands=cfg.bands, input_range=cfg.input_range)
     out = Path(cfg.out_dir)
     paths = grid_outputs(out, stem, cfg)
     rows, cols, grid = grid_geometry(scene, win)

@@ -66,8 +66,9 @@ def predict_classes(cfg: PredictConfig, bundle: Bundle, result: Any) -> Any:
         clf = ImageClassifier(bundle, options=cfg.inference)
         for path, stem in todo:
             try:
-                result.outputs[path] = classify_scene_to_files(clf, bundle, path, stem, cfg)
-                _drift(bundle, path, cfg, result)
+                scene = open_input(bundle, path, bands=cfg.bands, input_range=cfg.input_range)
+                result.outputs[path] = classify_scene_to_files(clf, bundle, path, stem, cfg, scene)
+                _drift(bundle, path, scene, result)
             except TerrasegError as e:
                 result.failures[path] = str(e)
         return result
@@ -91,10 +92,10 @@ def predict_classes(cfg: PredictConfig, bundle: Bundle, result: Any) -> Any:
     return result
 
 
-def _drift(bundle: Bundle, path: str, cfg: PredictConfig, result: Any) -> None:
+def _drift(bundle: Bundle, path: str, scene: Any, result: Any) -> None:
     from terraseg.infer.drift import bundle_drift
 
-    report = bundle_drift(bundle, open_input(bundle, path, bands=cfg.bands, input_range=cfg.input_range))
+    report = bundle_drift(bundle, scene)
     if report is not None and report.drifted:
         result.drift[path] = report.message(path)
 

@@ -103,14 +103,14 @@ def check_budget(model, height: int, width: int, name: str) -> None:
                   f"{model.max_seconds:g} s per request (serve --max-seconds).")
 
 
-def _predict(model, path: Path, name: str, probabilities: bool = True):
-    """Scene, class ids ``(H, W)`` int64 (-1 nodata), probabilities ``(K, H, W)`` (or None) and the input-drift report
-    (or None) of an upload, the drift check run while the network does; errors -> 422."""
+def _predict(model, path: Path, name: str, probabilities: bool = True, drift: bool = True):
+    """Scene, class ids ``(H, W)`` int64 (-1 nodata), probabilities ``(K, H, W)`` (or None) and, with ``drift``, the
+    input-drift report (or None) of an upload, the drift check run while the network does; errors -> 422."""
     try:
         scene = open_input(model.bundle, path)
         check_budget(model, scene.height, scene.width, name)
         (ids, probs), drift = model.run_beside(model.predictor.predict_array, (scene, probabilities),
-                                               lambda: bundle_drift(model.bundle, scene))
+                                               (lambda: bundle_drift(model.bundle, scene)) if drift else None)
     except TerrasegError as e:
         user_error(e, path, name)
     return scene, ids, probs, drift
@@ -249,7 +249,7 @@ def web_result(model, path: Path, truth: Path | None, folder: Path, name: str) -
     Raises:
         ApiError: 422 for an input or truth that does not fit.
     """
-    scene, ids, probs, _ = _predict(model, path, name)
+    scene, ids, probs, _ = _predict(model, path, name, drift=False)
     colors = [c.color for c in model.bundle.manifest.classes]
     r = scene.read(0, 0, scene.height, scene.width, labels=False)
     rgb = display_rgb(r.image, r.valid)

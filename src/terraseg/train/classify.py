@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from terraseg.config import ExperimentConfig
 from terraseg.data.classes import ClassificationDataset, ClassItem, class_items, image_statistics, stratified_split
 from terraseg.data.datasets import EpochSampler, ShardSampler, collate_samples
-from terraseg.data.normalize import NormStats
+from terraseg.data.normalize import NormStats, with_fixed_normalisation
 from terraseg.devices import loader_options
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
@@ -71,6 +71,7 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
     else:
         stats = image_statistics(train_items, d.normalization.method, d.normalization.percentiles, d.normalization.max_pixels,
                                  cfg.train.seed, bands)
+        stats = with_fixed_normalisation(stats, d.normalization.mean, d.normalization.std, bands)
         write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
     cache = first.nbytes * (len(train_items) + len(val_items)) < CACHE_BYTES  # decoded images kept only when they fit
     train_ds = ClassificationDataset(train_items, d.window, stats, bands, d.augment, d.flips, tuple(d.crop_scale), cfg.train.seed, cache)

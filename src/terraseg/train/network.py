@@ -25,11 +25,11 @@ from terraseg import __version__, progress
 from terraseg.bundle import CALIBRATION, MIN_PREDICT_WINDOW, Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import EpochSampler, RandomWindowDataset, SceneIndexDataset, ShardSampler, collate_samples, scene_statistics
-from terraseg.data.normalize import NormStats
+from terraseg.data.normalize import NormStats, with_fixed_normalisation
 from terraseg.data.holdout import Split
 from terraseg.data.sources import split_scenes
 from terraseg.devices import is_main_process, loader_options
-from terraseg.errors import ConfigError, InputFileError
+from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
 from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
 from terraseg.formats import is_geotiff
@@ -509,12 +509,7 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
                 raise InputFileError(f"{n.stats_file}: statistics of {stats.bands} bands for images with {train_scenes[0].count} bands.")
         else:
             stats = scene_statistics(train_scenes, n.method, n.percentiles, n.max_pixels, cfg.train.seed)
-        if n.mean is not None or n.std is not None:  # a pretrained encoder's own normalisation
-            bands = train_scenes[0].count
-            mean, std = list(n.mean or [0.0]), list(n.std or [1.0])
-            if len(mean) not in (1, bands) or len(std) not in (1, bands):
-                raise ConfigError(f"data.normalization.mean/std: give one value or {bands} (one per band), not {len(mean)} and {len(std)}.")
-            stats.method, stats.mean, stats.std = "meanstd", mean * (bands // len(mean)), std * (bands // len(std))
+        stats = with_fixed_normalisation(stats, n.mean, n.std, train_scenes[0].count)  # a pretrained encoder's own
         write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
     in_channels = train_scenes[0].count
     for s in val_scenes:
