@@ -10,7 +10,7 @@ import rasterio
 from terraseg.bundle import CALIBRATION, Bundle
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
-from terraseg.infer.drift import BINS, input_drift, population_stability, training_histograms
+from terraseg.infer.drift import BINS, band_histograms, bin_edges, input_drift, population_stability, training_histograms, window_summary
 
 from conftest import make_bundle, make_geotiff
 
@@ -87,3 +87,19 @@ def test_fitted_thresholds_keep_a_varied_data_set_quiet_and_still_flag_another_s
     other = input_drift(RasterScene(path), stats, reference=ref, smd_threshold=t["smd"], range_threshold=t["range"],
                         psi_threshold=t["psi"])
     assert other.drifted
+
+
+def test_the_integer_summary_equals_the_per_pixel_one():
+    """uint8/uint16/int16 pixels are summarised from per-value counts: the same sum, range share and histogram."""
+    rng = np.random.default_rng(3)
+    stats = NormStats(method="zscore", mean=[0.0] * 3, std=[1.0] * 3, low=[20.0, -300.0, 1000.0], high=[200.0, 900.0, 5000.0])
+    edges = bin_edges(stats)
+    low, high = np.asarray(stats.low), np.asarray(stats.high)
+    for dtype, lo, hi in ((np.uint8, 0, 256), (np.uint16, 0, 8000), (np.int16, -2000, 6000)):
+        x = rng.integers(lo, hi, (3, 5000)).astype(dtype)
+        total, outside, counts = window_summary(x, low, high, edges)
+        f = x.astype(np.float64)
+        np.testing.assert_array_equal(total, f.sum(1))
+        np.testing.assert_array_equal(outside, ((f < low[:, None]) | (f > high[:, None])).sum(1))
+        np.testing.assert_array_equal(counts, band_histograms(f, edges))
+        assert counts.sum() == x.size and window_summary(x, low, high, None)[2] is None

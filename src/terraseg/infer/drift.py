@@ -112,6 +112,42 @@ def band_histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
                      for e, v in zip(edges, x)]).astype(np.float64)
 
 
+def window_summary(x: np.ndarray, low: np.ndarray, high: np.ndarray,
+                   edges: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-band sum, count outside ``[low, high]`` and histogram over ``edges`` of ``(C, N)`` pixel values.
+
+    Integer pixels of at most 16 bits (uint8/uint16/int16 rasters, PNG and JPEG uploads) are first counted
+    per distinct value with ``np.bincount`` and the three figures are taken from those counts: the same
+    numbers as from the pixels (integer sums are exact in float64), about 10x faster than sorting each
+    pixel into its bin. Other dtypes are summarised pixel by pixel.
+
+    Args:
+        x: ``(C, N)`` raw pixel values, any dtype. low, high: ``(C,)`` range bounds (training 2nd/98th
+            percentiles). edges: ``(C, BINS + 1)`` from :func:`bin_edges`, or None (no histogram).
+
+    Returns:
+        ``(sum (C,), outside (C,), counts (C, BINS + 2) or None)``, float64.
+    """
+    C = x.shape[0]
+    if x.dtype.kind in "ui" and x.dtype.itemsize <= 2:
+        offset = int(np.iinfo(x.dtype).min)  # int16: shift to non-negative indices
+        total, outside = np.zeros(C), np.zeros(C)
+        counts = np.zeros((C, BINS + 2)) if edges is not None else None
+        for c in range(C):
+            per_value = np.bincount((x[c].astype(np.int32) - offset) if offset else x[c])
+            values = np.nonzero(per_value)[0]
+            k = per_value[values].astype(np.float64)
+            v = values.astype(np.float64) + offset
+            total[c] = (v * k).sum()
+            outside[c] = k[(v < low[c]) | (v > high[c])].sum()
+            if counts is not None:
+                counts[c] = np.bincount(np.searchsorted(edges[c], v, side="right"), weights=k, minlength=BINS + 2)[:BINS + 2]
+        return total, outside, counts
+    x = x.astype(np.float64)
+    return (x.sum(axis=1), ((x < low[:, None]) | (x > high[:, None])).sum(axis=1).astype(np.float64),
+            band_histograms(x, edges) if edges is not None else None)
+
+
 def population_stability(actual: np.ndarray, expected: np.ndarray, floor: float = 1e-4) -> np.ndarray:
     """Per-band PSI of ``(C, B)`` counts against ``(C, B)`` reference counts (proportions floored at ``floor``).
 
@@ -183,14 +219,15 @@ def input_drift(scene, stats: NormStats, band_names: list[str] | None = None, ma
     counts = np.zeros((C, BINS + 2)) if edges is not None else None
     for w in wins[::step][:max_windows]:
         r = scene.read(w.row, w.col, w.height, w.width, labels=False)
-        x = r.image[:, r.valid].astype(np.float64)
+        x = r.image[:, r.valid]
         if x.size == 0:
             continue
-        s1 += x.sum(axis=1)
-        out += ((x < low[:, None]) | (x > high[:, None])).sum(axis=1)
+        total, outside, hist = window_summary(x, low, high, edges)
+        s1 += total
+        out += outside
         n += x.shape[1]
         if counts is not None:
-            counts += band_histograms(x, edges)
+            counts += hist
     if n == 0:
         return None
     mean = s1 / n
@@ -349,4 +386,5 @@ def bundle_drift(bundle: "Bundle", scene: "Scene") -> DriftReport | None:
     return input_drift(scene, bundle.stats, names, reference=training_histograms(bundle, bundle.stats))
 
 
-__all__ = ["DriftReport", "bundle_drift", "fit_drift", "band_histograms", "bin_edges", "input_drift", "population_stability", "training_histograms"]
+__all__ = ["DriftReport", "bundle_drift", "fit_drift", "band_histograms", "bin_edges", "input_drift", "population_stability", "training_histograms",
+           "window_summary"]
