@@ -29,7 +29,7 @@ data: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/terraseg download massachusetts-buildings
-	$(BIN)/terraseg train configs/massachusetts-buildings.yaml
+	$(BIN)/terraseg train configs/massachusetts-buildings.yaml --set output_dir=$(RUN)
 	$(BIN)/terraseg evaluate $(RUN)/model.terraseg configs/massachusetts-buildings.yaml --out $(RUN)/test
 	$(BIN)/terraseg predict $(RUN)/model.terraseg "$$($(BIN)/terraseg download --where)/massachusetts-buildings/23429155_15.tif" --out $(RUN)/predictions --overlay --probabilities
 

@@ -53,13 +53,22 @@ TILE = DATA / "massachusetts-buildings" / "23429155_15.tif"
 
 
 def png_512(bands: int = 3) -> bytes:
-    """A 512x512 crop of the Massachusetts test tile (or seeded noise without the data) as PNG bytes."""
+    """A 512x512 crop from the centre of the Massachusetts test tile (751 x 1046 pixels; seeded noise without the
+    data) as PNG bytes.
+
+    Raises:
+        SystemExit: the tile is smaller than 512 pixels on a side.
+    """
     if TILE.exists():
         with rasterio.open(TILE) as ds:
-            img = ds.read(list(range(1, bands + 1)), window=((500, 1012), (500, 1012)))
+            if ds.height < 512 or ds.width < 512:
+                raise SystemExit(f"{TILE} is {ds.width}x{ds.height} pixels; a 512x512 crop needs a larger tile.")
+            r0, c0 = (ds.height - 512) // 2, (ds.width - 512) // 2
+            img = ds.read(list(range(1, bands + 1)), window=((r0, r0 + 512), (c0, c0 + 512)))
         img = np.clip(img, 0, 255).astype(np.uint8)  # the tile stores 8-bit values as uint16
     else:
         img = np.random.default_rng(0).integers(0, 255, (bands, 512, 512), dtype=np.uint8)
+    assert img.shape[1:] == (512, 512), img.shape
     buf = io.BytesIO()
     Image.fromarray(np.moveaxis(img, 0, -1)).save(buf, format="PNG")
     return buf.getvalue()

@@ -260,3 +260,24 @@ def test_browser_upload_shows_overlay_and_map(bundle_path, tmp_path):
     finally:
         server.should_exit = True
         t.join(10)
+
+
+def test_side_work_runs_beside_a_network_elsewhere_and_before_one_on_the_cpu():
+    """The drift check overlaps a GPU's (or Ray's) forward; on the CPU it runs first (the network uses every core)."""
+    import threading
+    from types import SimpleNamespace
+
+    import torch
+
+    from terraseg.serve.registry import ServedModel
+
+    for device, overlaps in (("cpu", False), ("cuda", True)):
+        started = threading.Event()
+        model = ServedModel("m", "m.terraseg", None, SimpleNamespace(device=torch.device(device)), "torch")  # type: ignore[arg-type]
+
+        def network():
+            started.set()
+            return "ids"
+
+        result, seen = model.run_beside(network, (), lambda: started.wait(1))
+        assert result == "ids" and seen is overlaps and model._pending == 0

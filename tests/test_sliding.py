@@ -159,6 +159,48 @@ def test_batching_backend_shares_forward_passes_between_callers():
     assert time.monotonic() - t0 < 1.5  # the only request in flight does not wait for company
 
 
+def test_batching_backend_caps_a_pass_at_the_measured_pixels():
+    """With max_pixels, a shared pass holds at most that many pixels (one caller's windows always run whole)."""
+    import threading
+
+    import torch
+
+    from terraseg.infer.backends import ArrayBackend, BatchingBackend, best_batch_pixels
+
+    calls = []
+
+    def run(batch):
+        calls.append(len(batch))
+        return threshold_backend(batch)
+
+    shared = BatchingBackend(ArrayBackend(run), max_batch=16, wait_ms=200, max_pixels=2 * 32 * 32)
+    inputs = [torch.full((1, 3, 32, 32), float(i)) for i in range(6)]
+    threads = [threading.Thread(target=shared.probabilities, args=(x,)) for x in inputs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sum(calls) == 6 and max(calls) == 2  # six windows, never more than two (2 x 32 x 32 pixels) in a pass
+    calls.clear()
+    big = BatchingBackend(ArrayBackend(run), max_batch=16, wait_ms=1, max_pixels=100)
+    big.probabilities(torch.zeros(3, 3, 32, 32))
+    assert calls == [3]  # a caller's windows over the cap still run, in one pass
+
+    class Timed:  # 1 window: 10 ms, 2: 12 ms, 4: 40 ms -> 2 windows give the most pixels per second
+        device = torch.device("cpu")
+
+        def probabilities(self, x):
+            import time
+
+            time.sleep({1: 0.010, 2: 0.012, 4: 0.040}[len(x)])
+            return torch.zeros(len(x), 2, *x.shape[2:])
+
+    cap, seconds = best_batch_pixels(Timed(), 3, 16, max_batch=4)
+    assert sorted(seconds) == [1, 2, 4] and cap == 2 * 16 * 16
+    Timed.probabilities = lambda self, x: (__import__("time").sleep(0.004 * len(x) ** 0.5), torch.zeros(1))[1]
+    assert best_batch_pixels(Timed(), 3, 16, max_batch=4)[0] is None  # the largest batch fastest: no cap
+
+
 def test_uncertainty_raster_and_tta(tmp_path):
     """--uncertainty writes max probability, margin and normalised entropy; D4 TTA averages 8 views mapped back."""
     from terraseg.infer.backends import ArrayBackend, TTABackend

@@ -149,7 +149,9 @@ class ServeConfig(_Strict):
         None, ge=0, description="Micro-batching: requests' windows arriving within this many milliseconds share one forward "
         "pass (terraseg.infer.backends.BatchingBackend). Default: 5 (on a 2-core CPU, 4 concurrent clients got 27% more "
         "requests per second than without batching, one client 3 ms more median latency; docs/benchmarks.md); 0: off.")
-    max_batch: int = Field(16, ge=1, description="Micro-batching: most windows per shared forward pass.")
+    max_batch: int = Field(16, ge=1, description="Micro-batching: most windows per shared forward pass. Passes are also capped "
+                           "at the batch measured fastest per pixel when the server starts (terraseg.infer.backends."
+                           "best_batch_pixels): on a CPU a larger batch can be slower per pixel.")
     max_upload_mb: float = Field(64.0, gt=0, description="Largest accepted upload in MB.")
     max_pixels: int = Field(64_000_000, gt=0, description="Largest accepted image in pixels (width x height).")
     max_seconds: float = Field(

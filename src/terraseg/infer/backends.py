@@ -125,19 +125,25 @@ class BatchingBackend:
     With ``in_flight`` (the number of requests the server holds for this model), the wait is only spent when
     more requests are in flight than have reached the batcher: a lone request runs at once, without the wait.
 
+    With ``max_pixels``, a pass also holds at most that many pixels (windows x height x width; one caller's
+    windows always run, however many): on a CPU a larger batch can be slower per pixel once it outgrows the
+    caches, so the server measures the best batch (:func:`best_batch_pixels`) and caps passes there.
+
     Args:
         backend: the wrapped backend (``probabilities`` on tensors).
         max_batch: most windows per forward pass. wait_ms: how long the first request waits for company.
         in_flight: returns how many requests are being served for this model (decoding, waiting or running), or None
             (always wait).
+        max_pixels: most pixels per forward pass, or None (windows only).
     """
 
-    def __init__(self, backend, max_batch: int = 16, wait_ms: float = 5.0, in_flight=None) -> None:
+    def __init__(self, backend, max_batch: int = 16, wait_ms: float = 5.0, in_flight=None, max_pixels: int | None = None) -> None:
         import queue
         import threading
 
         self.backend, self.max_batch, self.wait = backend, max_batch, wait_ms / 1000.0
         self.in_flight = in_flight
+        self.max_pixels = max_pixels
         self.device = getattr(backend, "device", torch.device("cpu"))
         self.runtime = getattr(backend, "runtime", None)
         self._queue: queue.Queue = queue.Queue()
@@ -170,8 +176,10 @@ class BatchingBackend:
                 pending.append(self._queue.get())
             deadline = time.monotonic() + self.wait
             shape = pending[0][0].shape[1:]
+            per_window = int(shape[-1] * shape[-2])
+            most = self.max_batch if self.max_pixels is None else max(1, min(self.max_batch, self.max_pixels // per_window))
             group = [p for p in pending if p[0].shape[1:] == shape]
-            while (sum(len(p[0]) for p in group) < self.max_batch and (left := deadline - time.monotonic()) > 0
+            while (sum(len(p[0]) for p in group) < most and (left := deadline - time.monotonic()) > 0
                    and (self.in_flight is None or self.in_flight() > len(pending))):  # others are coming: wait for them
                 try:
                     item = self._queue.get(timeout=left)
@@ -182,7 +190,7 @@ class BatchingBackend:
                     group.append(item)
             take, n = [], 0
             for p in group:
-                if take and n + len(p[0]) > self.max_batch:
+                if take and n + len(p[0]) > most:
                     break
                 take.append(p)
                 n += len(p[0])
@@ -200,4 +208,42 @@ class BatchingBackend:
                         fut.set_exception(e)
 
 
-__all__ = ["ArrayBackend", "BatchingBackend", "TTABackend", "TorchBackend"]
+def best_batch_pixels(backend, bands: int, window: int, max_batch: int, reps: int = 2) -> tuple[int | None, dict[int, float]]:
+    """The pixels per forward pass at which ``backend`` computes the most pixels per second, measured here.
+
+    Times passes over ``(n, bands, window, window)`` zeros for n = 1, 2, 4, ... up to ``max_batch`` (after one
+    untimed pass per size: oneDNN and cuDNN build their kernels on first use). On a GPU the rate usually
+    grows up to the largest batch; on a CPU it can fall once a batch outgrows the caches (the demo's
+    U-Net/EfficientNet-Lite0 on a 2-core AMD EPYC: 3.1 MP/s at 4 x 256^2, 2.4 MP/s at 16 x 256^2, 1.9 MP/s
+    at 16 x 512^2; ``docs/benchmarks.md``).
+
+    Args:
+        backend: a backend with ``probabilities`` and ``device``. bands: input channels. window: side in pixels.
+        max_batch: the largest batch tried. reps: timed passes per size (the fastest counts).
+
+    Returns:
+        ``(pixels per pass, or None when the largest batch was the fastest: no cap; {n: seconds per pass})``.
+    """
+    import time
+
+    dev = getattr(backend, "device", torch.device("cpu"))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sizes = sorted({min(2 ** k, max_batch) for k in range(max_batch.bit_length() + 1)})
+    seconds: dict[int, float] = {}
+    with torch.inference_mode():
+        for n in sizes:
+            x = torch.zeros(n, bands, window, window, device=dev)
+            backend.probabilities(x)
+            sync()
+            best = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                backend.probabilities(x)
+                sync()
+                best = min(best, time.perf_counter() - t0)
+            seconds[n] = best
+    fastest = max(seconds, key=lambda n: n / seconds[n])
+    return (None if fastest == sizes[-1] else fastest * window * window), seconds
+
+
+__all__ = ["ArrayBackend", "BatchingBackend", "TTABackend", "best_batch_pixels", "TorchBackend"]

@@ -16,7 +16,7 @@ from typing import Any, Callable, TypeVar
 from terraseg.bundle import Bundle
 from terraseg.config.inference import InferenceConfig
 from terraseg.errors import ConfigError
-from terraseg.infer.backends import BatchingBackend
+from terraseg.infer.backends import BatchingBackend, best_batch_pixels
 from terraseg.infer.sliding import SlidingWindowPredictor, predictor_for
 from terraseg.serve.errors import ServerBusy
 from terraseg.tracking import resolve_model_uri
@@ -46,6 +46,7 @@ class ServedModel:
     max_queue: int = 32  # requests waiting or running before new ones get 503
     max_seconds: float | None = None  # largest estimated compute time of one request
     on_drift: Callable[[str], None] | None = None  # called with the model name when an input drifts (metrics)
+    batching: dict[str, Any] | None = None  # micro-batching: wait_ms, max_windows, max_pixels (measured cap or None), window
     _pending: int = 0
     _lock: Any = field(default_factory=lambda: __import__("threading").Lock())
 
@@ -58,8 +59,9 @@ class ServedModel:
         return self.run_beside(fn, args)[0]
 
     def run_beside(self, fn: Callable[..., T], args: tuple = (), beside: Callable[[], Any] | None = None) -> tuple[T, Any]:
-        """Run ``fn(*args)`` on the model's inference thread and, meanwhile, ``beside()`` on this one (e.g. the input-drift
-        check, which then costs no latency): ``(fn's result, beside's result)``.
+        """Run ``fn(*args)`` on the model's inference thread and ``beside()`` on this one (e.g. the input-drift check):
+        ``(fn's result, beside's result)``. When the network runs elsewhere (:attr:`network_elsewhere`) ``beside`` runs
+        meanwhile and costs no latency; on the CPU it runs first, as the network's threads already use every core.
 
         Args:
             fn: the inference call. args: its arguments. beside: work for the waiting request thread, or None.
@@ -72,6 +74,11 @@ class ServedModel:
                 raise ServerBusy(self.name, self._pending, self.estimated_wait())
             self._pending += 1
         try:
+            if beside is not None and not self.network_elsewhere:
+                # the network's threads already use every core: work beside it would only slow it (3 ms more per 512^2
+                # request on a 2-core CPU, measured), so the side work runs first
+                other = beside()
+                return self.executor.submit(fn, *args).result(), other
             future = self.executor.submit(fn, *args)
             try:
                 other = beside() if beside is not None else None
@@ -81,6 +88,12 @@ class ServedModel:
         finally:
             with self._lock:
                 self._pending -= 1
+
+    @property
+    def network_elsewhere(self) -> bool:
+        """Whether the network runs off this machine's CPU cores (a GPU, or Ray Serve replicas)."""
+        device = getattr(self.predictor, "device", None)
+        return self.backend.startswith("ray-serve") or (device is not None and getattr(device, "type", "cpu") != "cpu")
 
     def estimated_seconds(self, height: int, width: int) -> float | None:
         """Estimated compute seconds for a ``height x width`` image (windows x the measured time per window), or None."""
@@ -104,6 +117,7 @@ class ServedModel:
             "bands": m.input.bands, "band_names": m.input.band_names, "dtype": m.input.dtype,
             "window": m.input.predict_window, "train_window": m.input.train_window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
             "architecture": m.model.arch if m.baseline is not None else f"{m.model.arch}/{m.model.encoder}",
+            "batching": self.batching,
         }
 
 
@@ -116,7 +130,9 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
         refs: bundle paths or ``models:/`` URIs. inference: sliding-window and backend options
             (classification bundles run their classifier with PyTorch). tracking_uri: MLflow registry.
         batch_wait_ms: micro-batching wait (None: 5 ms; 0: off); with batching, requests
-            run on several threads and their windows share forward passes. max_batch: windows per shared pass.
+            run on several threads and their windows share forward passes.
+        max_batch: most windows per shared pass; passes are also capped at the pixel count measured
+            fastest on this machine (:func:`terraseg.infer.backends.best_batch_pixels`).
         engine: 'local', or 'ray': each segmentation network runs as a Ray Serve deployment
             (:mod:`terraseg.serve.ray_backend`); ``ray`` is its :class:`terraseg.config.inference.RayConfig`.
 
@@ -151,11 +167,17 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
             wait = batch_wait_ms if batch_wait_ms is not None else 5.0  # measured: docs/benchmarks.md (serve_bench)
             threads = 1
             batcher = None
+            batching = None
             if wait > 0:
-                pred.backend = batcher = BatchingBackend(pred.backend, max_batch, wait)
-                threads = 2 * max_batch // max(pred.batch_size, 1)  # enough concurrent requests to fill a shared batch
+                cap = None
+                if b.manifest.baseline is None:  # the pass size with the most pixels per second on this machine
+                    cap, _ = best_batch_pixels(pred.backend, b.in_channels, pred.window, max_batch)
+                pred.backend = batcher = BatchingBackend(pred.backend, max_batch, wait, max_pixels=cap)
+                windows = max_batch if cap is None else max(1, min(max_batch, cap // (pred.window * pred.window)))
+                threads = max(2, 2 * windows // max(pred.batch_size, 1))  # enough concurrent requests to fill a shared pass
+                batching = {"wait_ms": wait, "max_windows": max_batch, "max_pixels": cap, "window": pred.window}
             models[name] = ServedModel(name, ref, b, pred, rt.backend if rt else inference.backend,
-                                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw)
+                                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw, batching=batching)
             if batcher is not None:  # a lone request does not wait for company
                 batcher.in_flight = lambda m=models[name]: m._pending
     return models
