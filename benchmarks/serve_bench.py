@@ -14,6 +14,9 @@ Cases:
   ``/healthz`` latency (p50/p99/max, share over 100 ms).
 * ``speed``: PyTorch vs ONNX Runtime forward time of the bundle's network on CPU for
   ``(1, C, S, S)`` inputs, S = 512 and 2048.
+* ``passes``: pixels per second of one forward pass of 1, 2, 4, ... ``--max-batch`` windows at sides 256 and
+  512 (``--sizes``) on the runtime the server would use, the pass cap the server would take, and the time of
+  the input-drift check of the 512x512 crop from per-value counts and pixel by pixel.
 
 The load generator runs on the same machine as the server (2 cores here), so it takes some CPU
 from it; figures are upper bounds on what a remote client would see.
@@ -23,6 +26,7 @@ Usage::
     .venv/bin/python benchmarks/serve_bench.py latency --bundle /tmp/demo.terraseg
     .venv/bin/python benchmarks/serve_bench.py soak --bundle /tmp/demo.terraseg --backend onnx
     .venv/bin/python benchmarks/serve_bench.py speed --bundle /tmp/demo.terraseg
+    .venv/bin/python benchmarks/serve_bench.py passes --backend auto
 """
 
 from __future__ import annotations
@@ -345,6 +349,56 @@ def case_speed(a: argparse.Namespace) -> None:
               f"{mp / times['torch']:11.2f} {mp / times['onnx']:10.2f}")
 
 
+def case_passes(a: argparse.Namespace) -> None:
+    """The two measurements behind the server's pass size and drift check, on the served runtime.
+
+    Pixels per second of one forward pass for 1, 2, 4, ... ``--max-batch`` windows at each ``--sizes`` side (the
+    server caps a shared pass at the fastest, :func:`terraseg.infer.backends.best_batch_pixels`); then the input
+    drift check of the 512x512 crop from per-value counts (the server's) and pixel by pixel (before), and
+    whether the two reports agree.
+    """
+    import torch
+
+    import terraseg.infer.drift as drift
+    from terraseg.bundle import Bundle
+    from terraseg.data.sources import scene_from_path
+    from terraseg.devices import cpu_model
+    from terraseg.infer.backends import best_batch_pixels
+    from terraseg.infer.sliding import predictor_for
+
+    b = Bundle.load(a.bundle)
+    pred = predictor_for(b, backend=a.backend[0])
+    rt = getattr(pred.backend, "runtime", None)
+    print(f"{cpu_model()} x{os.cpu_count()}; {b.manifest.model.arch}/{b.manifest.model.encoder}, runtime "
+          f"{rt.backend + ' ' + rt.precision + (' NHWC' if rt.channels_last else '') if rt else a.backend[0]}, torch {torch.__version__}")
+    print("side  windows  ms_per_pass    MP/s")
+    for side in a.sizes:
+        cap, seconds = best_batch_pixels(pred.backend, b.in_channels, side, a.max_batch)
+        for n, sec in seconds.items():
+            print(f"{side:4d} {n:8d} {sec * 1e3:12.1f} {n * side * side / sec / 1e6:7.2f}")
+        print(f"{side:4d}  pass cap: {'none (the largest batch was fastest)' if cap is None else f'{cap // (side * side)} window(s) ({cap:,} pixels)'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "crop.png"
+        path.write_bytes(png_512())
+        scene = scene_from_path(path, ignore_index=b.manifest.ignore_index)
+        scene.read(0, 0, scene.height, scene.width, labels=False)  # decoded once, as in the server
+        reports, summary = {}, drift.window_summary
+        for name, fn in (("per-value counts", summary), ("per pixel", lambda x, lo, hi, e: summary(x.astype(np.float64), lo, hi, e))):
+            drift.window_summary = fn
+            try:
+                drift.bundle_drift(b, scene)
+                ts = []
+                for _ in range(20):
+                    t0 = time.perf_counter()
+                    reports[name] = drift.bundle_drift(b, scene)
+                    ts.append(time.perf_counter() - t0)
+            finally:
+                drift.window_summary = summary
+            print(f"drift check of the {scene.width}x{scene.height} crop, {name}: {statistics.median(ts) * 1e3:.1f} ms")
+        a1, a2 = reports.values()
+        print("same report:", a1 is None and a2 is None or (a1.smd, a1.out_of_range, a1.psi) == (a2.smd, a2.out_of_range, a2.psi))
+
+
 def _torch_fwd(model, x: np.ndarray):
     import torch
 
@@ -354,7 +408,7 @@ def _torch_fwd(model, x: np.ndarray):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("case", choices=["latency", "soak", "speed"])
+    ap.add_argument("case", choices=["latency", "soak", "speed", "passes"])
     ap.add_argument("--bundle", type=Path, default=Path(os.environ.get("TERRASEG_BUNDLE", ROOT / "runs/massachusetts-buildings/model.terraseg")))
     ap.add_argument("--backend", dest="backends", nargs="+", default=["auto", "torch", "onnx"])
     ap.add_argument("--clients", nargs="+", type=int, default=None)
@@ -376,6 +430,9 @@ def main() -> None:
     elif a.case == "soak":
         a.clients, a.duration = a.clients or [16], a.duration or 60
         case_soak(a)
+    elif a.case == "passes":
+        a.sizes = a.sizes if a.sizes != [512, 2048] else [256, 512]
+        case_passes(a)
     else:
         case_speed(a)
 

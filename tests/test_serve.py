@@ -104,6 +104,8 @@ def test_health_models_openapi(client):
     assert {m["name"] for m in models} == {"buildings", "buildings-onnx"}
     m = models[0]
     assert m["task"] == "segmentation" and m["bands"] == 3 and [c["name"] for c in m["classes"]] == ["background", "building"]
+    b = m["batching"]  # the pass cap measured at start-up: a pixel count of whole windows, or none
+    assert b["wait_ms"] == 5.0 and b["max_windows"] == 16 and (b["max_pixels"] is None or b["max_pixels"] % b["window"] ** 2 == 0)
     spec = client.get("/openapi.json").json()
     assert "/v1/segment" in spec["paths"] and "example" in json.dumps(spec["paths"]["/v1/segment"])
 
