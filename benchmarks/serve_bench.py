@@ -373,7 +373,7 @@ def case_passes(a: argparse.Namespace) -> None:
           f"{rt.backend + ' ' + rt.precision + (' NHWC' if rt.channels_last else '') if rt else a.backend[0]}, torch {torch.__version__}")
     print("side  windows  ms_per_pass    MP/s")
     for side in a.sizes:
-        cap, seconds = best_batch_pixels(pred.backend, b.in_channels, side, a.max_batch)
+        cap, seconds = best_batch_pixels(pred.backend, b.in_channels, side, a.max_batch, stop_below=None)
         for n, sec in seconds.items():
             print(f"{side:4d} {n:8d} {sec * 1e3:12.1f} {n * side * side / sec / 1e6:7.2f}")
         print(f"{side:4d}  pass cap: {'none (the largest batch was fastest)' if cap is None else f'{cap // (side * side)} window(s) ({cap:,} pixels)'}")

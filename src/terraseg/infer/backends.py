@@ -208,11 +208,14 @@ class BatchingBackend:
                         fut.set_exception(e)
 
 
-def best_batch_pixels(backend, bands: int, window: int, max_batch: int, reps: int = 2) -> tuple[int | None, dict[int, float]]:
+def best_batch_pixels(backend, bands: int, window: int, max_batch: int, reps: int = 2,
+                      stop_below: float | None = 0.9) -> tuple[int | None, dict[int, float]]:
     """The pixels per forward pass at which ``backend`` computes the most pixels per second, measured here.
 
     Times passes over ``(n, bands, window, window)`` zeros for n = 1, 2, 4, ... up to ``max_batch`` (after one
-    untimed pass per size: oneDNN and cuDNN build their kernels on first use). On a GPU the rate usually
+    untimed pass per size: oneDNN and cuDNN build their kernels on first use), and stops early once a size
+    computes under ``stop_below`` of the best rate so far (the rate rises, then falls: larger sizes would only
+    lengthen the server's start-up). On a GPU the rate usually
     grows up to the largest batch; on a CPU it can fall once a batch outgrows the caches (the demo's
     U-Net/EfficientNet-Lite0 on a 2-core AMD EPYC: 3.1 MP/s at 4 x 256^2, 2.4 MP/s at 16 x 256^2, 1.9 MP/s
     at 16 x 512^2; ``docs/benchmarks.md``).
@@ -220,6 +223,7 @@ def best_batch_pixels(backend, bands: int, window: int, max_batch: int, reps: in
     Args:
         backend: a backend with ``probabilities`` and ``device``. bands: input channels. window: side in pixels.
         max_batch: the largest batch tried. reps: timed passes per size (the fastest counts).
+        stop_below: stop at a size whose rate is under this share of the best so far; None: time every size.
 
     Returns:
         ``(pixels per pass, or None when the largest batch was the fastest: no cap; {n: seconds per pass})``.
@@ -242,6 +246,8 @@ def best_batch_pixels(backend, bands: int, window: int, max_batch: int, reps: in
                 sync()
                 best = min(best, time.perf_counter() - t0)
             seconds[n] = best
+            if stop_below is not None and n / best < stop_below * max(m / t for m, t in seconds.items()):
+                break
     fastest = max(seconds, key=lambda n: n / seconds[n])
     return (None if fastest == sizes[-1] else fastest * window * window), seconds
 
