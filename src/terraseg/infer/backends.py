@@ -217,7 +217,7 @@ def best_batch_pixels(backend, bands: int, window: int, max_batch: int, reps: in
     computes under ``stop_below`` of the best rate so far (the rate rises, then falls: larger sizes would only
     lengthen the server's start-up). On a GPU the rate usually
     grows up to the largest batch; on a CPU it can fall once a batch outgrows the caches (the demo's
-    U-Net/EfficientNet-Lite0 on a 2-core AMD EPYC: 3.1 MP/s at 4 x 256^2, 2.4 MP/s at 16 x 256^2, 1.9 MP/s
+    U-Net/EfficientNet-Lite0 on a 2-core AMD EPYC: 3.2 MP/s at 4 x 256^2, 2.5 MP/s at 16 x 256^2, 2.0 MP/s
     at 16 x 512^2; ``docs/benchmarks.md``).
 
     Args:
