@@ -171,6 +171,14 @@ def test_resume_continues_from_last_checkpoint(trained):
     res = run("train", trained["config"], "--resume", "--set", "train.max_epochs=3")
     assert res.exit_code == 0, res.output
     assert "epochs: 3" in res.output
+    from pathlib import Path
+
+    import torch
+
+    ckpts = Path(trained["bundle"]).parent / "checkpoints"
+    # last.ckpt is the last epoch whatever the score did (it is what --resume reads); no versioned copies beside it
+    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
+    assert sorted(f.name for f in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
 @pytest.mark.slow

@@ -299,10 +299,16 @@ def _trainer(cfg: ExperimentConfig, module: TaskBase, data: _Data, deadline: flo
              extra: list, run_dir: Path, export_s: float = 0.0) -> tuple[L.Trainer, ModelCheckpoint, "_Throughput", "_Budget | None"]:
     """Lightning's trainer with terraseg's callbacks: best/last checkpoints, early stopping, throughput, the wall budget."""
     monitor, mode = ("val/score", "max") if data.val_dl is not None else ("train/loss", "min")
-    ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_last=True)
+    # best.ckpt: the best epoch by the monitored score; last.ckpt: every epoch, for --resume. Lightning 2.6's save_last
+    # refreshes last.ckpt only when the best improves (a resumed run restarted from the best epoch), and its version
+    # counter wrote best-v1/last-v1 beside an earlier run's files (a resumed run then read the earlier run's)
+    ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                              enable_version_counter=False)
+    last_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                              every_n_epochs=1, enable_version_counter=False)
     throughput = _Throughput()
     bar = [_progress_bar()] if progress.enabled() else []  # drawn only when the CLI asks (a terminal, no --quiet)
-    callbacks = [ckpt_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, *bar, *extra]
+    callbacks = [ckpt_cb, last_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, *bar, *extra]
     segmenting = cfg.task != "classification" and data.val_dl is not None
     budget = None
     if deadline is not None:
