@@ -166,6 +166,12 @@ class BatchingBackend:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.probabilities(torch.from_numpy(batch)).cpu().numpy()
 
+    def windows_per_pass(self, height: int, width: int) -> int:
+        """Most windows of ``height x width`` pixels one shared pass takes: ``max_batch``, capped by ``max_pixels``."""
+        if self.max_pixels is None:
+            return self.max_batch
+        return max(1, min(self.max_batch, self.max_pixels // (height * width)))
+
     def _serve(self) -> None:
         import queue
         import time
@@ -176,8 +182,7 @@ class BatchingBackend:
                 pending.append(self._queue.get())
             deadline = time.monotonic() + self.wait
             shape = pending[0][0].shape[1:]
-            per_window = int(shape[-1] * shape[-2])
-            most = self.max_batch if self.max_pixels is None else max(1, min(self.max_batch, self.max_pixels // per_window))
+            most = self.windows_per_pass(int(shape[-2]), int(shape[-1]))
             group = [p for p in pending if p[0].shape[1:] == shape]
             while (sum(len(p[0]) for p in group) < most and (left := deadline - time.monotonic()) > 0
                    and (self.in_flight is None or self.in_flight() > len(pending))):  # others are coming: wait for them

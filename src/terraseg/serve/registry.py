@@ -46,7 +46,6 @@ class ServedModel:
     max_queue: int = 32  # requests waiting or running before new ones get 503
     max_seconds: float | None = None  # largest estimated compute time of one request
     on_drift: Callable[[str], None] | None = None  # called with the model name when an input drifts (metrics)
-    batching: dict[str, Any] | None = None  # micro-batching: wait_ms, max_windows, max_pixels (measured cap or None), window
     _pending: int = 0
     _lock: Any = field(default_factory=lambda: __import__("threading").Lock())
 
@@ -117,8 +116,17 @@ class ServedModel:
             "bands": m.input.bands, "band_names": m.input.band_names, "dtype": m.input.dtype,
             "window": m.input.predict_window, "train_window": m.input.train_window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
             "architecture": m.model.arch if m.baseline is not None else f"{m.model.arch}/{m.model.encoder}",
-            "batching": self.batching,
+            "batching": self.batching(),
         }
+
+    def batching(self) -> dict[str, Any] | None:
+        """Micro-batching of this model: ``wait_ms``, ``max_windows``, ``max_pixels`` (the measured cap, or None) and the
+        prediction ``window``; None when requests are not batched."""
+        batcher = getattr(self.predictor, "backend", None)
+        if not isinstance(batcher, BatchingBackend):
+            return None
+        return {"wait_ms": batcher.wait * 1000.0, "max_windows": batcher.max_batch, "max_pixels": batcher.max_pixels,
+                "window": self.predictor.window}
 
 
 def load_models(refs: list[str], inference: InferenceConfig | None = None, tracking_uri: str | None = None,
@@ -163,21 +171,20 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
         else:
             pred = predictor_for(b, inference)
             rt = getattr(pred.backend, "runtime", None)
-            spw = _warm_up(pred, b.in_channels) if b.manifest.baseline is None else None  # a pixel model has nothing to tune
             wait = batch_wait_ms if batch_wait_ms is not None else 5.0  # measured: docs/benchmarks.md (serve_bench)
+            network = b.manifest.baseline is None  # a pixel model has nothing to tune or warm up
+            cap, seconds = (best_batch_pixels(pred.backend, b.in_channels, pred.window, max_batch)  # also the warm-up
+                            if network and wait > 0 else (None, {}))
+            spw = (seconds[pred.batch_size] / pred.batch_size if pred.batch_size in seconds
+                   else _warm_up(pred, b.in_channels) if network else None)
             threads = 1
             batcher = None
-            batching = None
             if wait > 0:
-                cap = None
-                if b.manifest.baseline is None:  # the pass size with the most pixels per second on this machine
-                    cap, _ = best_batch_pixels(pred.backend, b.in_channels, pred.window, max_batch)
                 pred.backend = batcher = BatchingBackend(pred.backend, max_batch, wait, max_pixels=cap)
-                windows = max_batch if cap is None else max(1, min(max_batch, cap // (pred.window * pred.window)))
-                threads = max(2, 2 * windows // max(pred.batch_size, 1))  # enough concurrent requests to fill a shared pass
-                batching = {"wait_ms": wait, "max_windows": max_batch, "max_pixels": cap, "window": pred.window}
+                # enough concurrent requests to fill a shared pass
+                threads = max(2, 2 * batcher.windows_per_pass(pred.window, pred.window) // max(pred.batch_size, 1))
             models[name] = ServedModel(name, ref, b, pred, rt.backend if rt else inference.backend,
-                                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw, batching=batching)
+                                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw)
             if batcher is not None:  # a lone request does not wait for company
                 batcher.in_flight = lambda m=models[name]: m._pending
     return models
