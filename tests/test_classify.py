@@ -378,3 +378,17 @@ def test_remote_sensing_weight_options_a_classifier_cannot_take_are_refused(trai
     r = run("train", tmp_path / "c.yaml")
     lines = [x for x in r.output.splitlines() if x.strip()]
     assert r.exit_code == 1 and len(lines) == 1 and word in lines[0], r.output
+
+
+def test_resume_continues_a_classifier_from_its_last_epoch(trained):
+    """--resume applies to classification too: last.ckpt is the last epoch and a resumed run adds epochs to it."""
+    from pathlib import Path
+
+    import torch
+
+    ckpts = Path(trained["bundle"]).parent / "checkpoints"
+    done = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
+    r = run("train", trained["config"], "--resume", "--set", f"train.max_epochs={done + 2}", "--set", "train.patience=50")
+    assert r.exit_code == 0, r.output
+    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == done + 1
+    assert sorted(f.name for f in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
