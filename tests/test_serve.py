@@ -273,9 +273,10 @@ def test_side_work_runs_beside_a_network_elsewhere_and_before_one_on_the_cpu():
 
     from terraseg.serve.registry import ServedModel
 
-    for device, overlaps in (("cpu", False), ("cuda", True)):
+    for device, remote, overlaps in (("cpu", False, False), ("cuda", False, True), ("cpu", True, True)):
         started = threading.Event()
-        model = ServedModel("m", "m.terraseg", None, SimpleNamespace(device=torch.device(device)), "torch")  # type: ignore[arg-type]
+        model = ServedModel("m", "m.terraseg", None, SimpleNamespace(device=torch.device(device)), "torch",  # type: ignore[arg-type]
+                            remote=remote)  # remote: Ray Serve replicas, whatever the gateway's device
 
         def network():
             started.set()

@@ -233,7 +233,8 @@ class SlidingWindowPredictor:
 
         Args:
             scene: the scene (raw pixels; normalised here).
-            sink: called once per strip, top to bottom, on a writer thread (one call at a time).
+            sink: called once per strip, top to bottom, on a writer thread (one call at a time; on the calling thread
+                when the scene is one strip of windows).
             probabilities: also bring the blended probabilities back to the host (``Block.probs``).
             confidence: also compute :func:`confidence_bands` on the device (``Block.confidence``).
             strips: ``(first, stop)`` strip indexes into :meth:`strip_rows`: only the rows from
@@ -270,8 +271,11 @@ class SlidingWindowPredictor:
             image, valid = torch.from_numpy(r.image), torch.from_numpy(r.valid)
             return (image.pin_memory(), valid.pin_memory()) if cuda else (image, valid)
 
-        with ThreadPoolExecutor(self.readers, thread_name_prefix="terraseg-read") as reader, \
-                ThreadPoolExecutor(1, thread_name_prefix="terraseg-write") as writer:
+        # one strip (an upload, a chip): nothing to overlap, so it is read and handed to the sink on this thread
+        pools = (_Inline(), _Inline()) if len(ys) == 1 else (
+            ThreadPoolExecutor(self.readers, thread_name_prefix="terraseg-read"),
+            ThreadPoolExecutor(1, thread_name_prefix="terraseg-write"))
+        with pools[0] as reader, pools[1] as writer:
             # `readers` strips in flight ahead of the device, each read by its own thread
             ahead = [reader.submit(read, y) for y in ys[:self.readers]]
             written: Future | None = None
@@ -383,6 +387,24 @@ class SlidingWindowPredictor:
 
         self.predict(scene, sink, probabilities=probabilities)
         return ids, probs
+
+
+class _Inline:
+    """An executor that runs each task at once on the calling thread (the one-strip case of :meth:`predict`)."""
+
+    def __enter__(self) -> "_Inline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # delivered by result(), as a pool's future does
+            future.set_exception(e)
+        return future
 
 
 def _shift(acc: torch.Tensor, wsum: torch.Tensor, keep: int, th: int) -> tuple[torch.Tensor, torch.Tensor]:

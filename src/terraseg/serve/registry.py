@@ -46,6 +46,7 @@ class ServedModel:
     max_queue: int = 32  # requests waiting or running before new ones get 503
     max_seconds: float | None = None  # largest estimated compute time of one request
     on_drift: Callable[[str], None] | None = None  # called with the model name when an input drifts (metrics)
+    remote: bool = False  # the network runs in other processes (Ray Serve replicas), not on this machine's cores
     _pending: int = 0
     _lock: Any = field(default_factory=lambda: __import__("threading").Lock())
 
@@ -92,7 +93,7 @@ class ServedModel:
     def network_elsewhere(self) -> bool:
         """Whether the network runs off this machine's CPU cores (a GPU, or Ray Serve replicas)."""
         device = getattr(self.predictor, "device", None)
-        return self.backend.startswith("ray-serve") or (device is not None and getattr(device, "type", "cpu") != "cpu")
+        return self.remote or (device is not None and getattr(device, "type", "cpu") != "cpu")
 
     def estimated_seconds(self, height: int, width: int) -> float | None:
         """Estimated compute seconds for a ``height x width`` image (windows x the measured time per window), or None."""
@@ -206,7 +207,7 @@ def _ray_model(name: str, ref: str, path: Path, b: Bundle, inference: InferenceC
     spw = _warm_up(pred, b.in_channels)
     threads = 2 * (ray.max_replicas or ray.replicas)  # requests in flight to keep every replica busy
     return ServedModel(name, ref, b, pred, f"ray-serve:{backend.info['backend']}",
-                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw)
+                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw, remote=True)
 
 
 def _warm_up(pred, bands: int) -> float:
