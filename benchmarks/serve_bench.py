@@ -16,7 +16,8 @@ Cases:
   ``(1, C, S, S)`` inputs, S = 512 and 2048.
 * ``passes``: pixels per second of one forward pass of 1, 2, 4, ... ``--max-batch`` windows at sides 256 and
   512 (``--sizes``) on the runtime the server would use, the pass cap the server would take, and the time of
-  the input-drift check of the 512x512 crop from per-value counts and pixel by pixel.
+  the input-drift check of the 512x512 crop from per-value counts and pixel by pixel, and the predictor's own
+  cost around the network for that crop (one strip on the calling thread, and in thread pools as before).
 
 The load generator runs on the same machine as the server (2 cores here), so it takes some CPU
 from it; figures are upper bounds on what a remote client would see.
@@ -397,6 +398,28 @@ def case_passes(a: argparse.Namespace) -> None:
             print(f"drift check of the {scene.width}x{scene.height} crop, {name}: {statistics.median(ts) * 1e3:.1f} ms")
         a1, a2 = reports.values()
         print("same report:", a1 is None and a2 is None or (a1.smd, a1.out_of_range, a1.psi) == (a2.smd, a2.out_of_range, a2.psi))
+        # the predictor's own cost around the network (read, normalise, blend, argmax, hand-over) for a one-window
+        # upload, with a 1x1 convolution as the network so that the rest shows: the one strip read and handed on
+        # by the calling thread (now) against two thread pools started per call (before)
+        import terraseg.infer.sliding as sliding
+        from concurrent.futures import ThreadPoolExecutor
+        from terraseg.infer.backends import TorchBackend
+
+        side = min(scene.height, scene.width) // 32 * 32
+        tiny = sliding.SlidingWindowPredictor(TorchBackend(torch.nn.Conv2d(b.in_channels, b.num_classes, 1).eval()), pred.stats,
+                                              b.num_classes, window=side, batch_size=1)
+        inline = sliding._Inline
+        for name, pools in (("one strip on the calling thread", inline), ("thread pools per call", lambda: ThreadPoolExecutor(1))):
+            sliding._Inline = pools
+            try:
+                ts = []
+                for _ in range(100):
+                    t0 = time.perf_counter()
+                    tiny.predict_array(scene)
+                    ts.append(time.perf_counter() - t0)
+            finally:
+                sliding._Inline = inline
+            print(f"predictor around a 1x1 convolution, the {scene.width}x{scene.height} crop, {name}: {statistics.median(ts) * 1e3:.1f} ms")
 
 
 def _torch_fwd(model, x: np.ndarray):
