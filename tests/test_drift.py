@@ -103,3 +103,20 @@ def test_the_integer_summary_equals_the_per_pixel_one():
         np.testing.assert_array_equal(outside, ((f < low[:, None]) | (f > high[:, None])).sum(1))
         np.testing.assert_array_equal(counts, band_histograms(f, edges))
         assert counts.sum() == x.size and window_summary(x, low, high, None)[2] is None
+
+
+def test_the_drift_figures_count_valid_pixels_only_whether_or_not_a_window_has_nodata(tmp_path):
+    """A window of valid pixels is summarised as a view, one with nodata from its valid pixels: both give the mean
+    of the valid pixels (a nodata fill counted as data would pull the mean down)."""
+    rng = np.random.default_rng(5)
+    stats = NormStats("meanstd", [0.0], [1.0], [0.0], [255.0])  # smd = the mean of the pixels read
+    pixels = rng.integers(50, 200, (128, 128)).astype(np.uint8)
+    for nodata_cols in (0, 40):
+        path, _, _ = make_geotiff(tmp_path / f"s{nodata_cols}.tif", 128, 128, bands=1, nodata=0, seed=0)
+        img = pixels.copy()
+        img[:, :nodata_cols] = 0
+        with rasterio.open(path, "r+") as ds:
+            ds.write(img[None])
+        report = input_drift(RasterScene(path), stats, window=64)
+        assert report is not None
+        np.testing.assert_allclose(report.smd[0], pixels[:, nodata_cols:].astype(np.float64).mean())
