@@ -112,7 +112,10 @@ def train(
         pixelwise = cfg.task != "classification"  # a classifier's validation is images, without block units
         head = (f"val/score={format_interval(best['val/score'], interval)} (95% interval over {units} held-out units, "
                 f"{best.get('val/pixels', 0):,.0f} labelled pixels), ") if "val/score" in best and pixelwise else ""
-        out.print("best validation: " + head
+        if res.kept:
+            out.print(res.kept)
+        label = "validation (the last epoch's network)" if res.kept and res.kept.startswith("kept the last") else "best validation"
+        out.print(f"{label}: " + head
                   + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float) and k not in skip))
         if "val/score" in best and pixelwise and (wide := width_warning(interval, units, "validation")):
             err.print(f"warning: {wide}.")

@@ -144,14 +144,19 @@ class TaskBase(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Lightning hook: keep the validation history and the best epoch in the checkpoint."""
-        checkpoint["terraseg"] = {"history": self.history, "best": self.best}
+        """Lightning hook: keep the validation history, the best and last epochs and their units in the checkpoint."""
+        units = {k: v.tolist() for k, v in getattr(self, "unit_cms", {}).items()}
+        checkpoint["terraseg"] = {"history": self.history, "best": self.best, "last": getattr(self, "last", {}), "units": units,
+                                  "last_step": getattr(self, "last_step", None)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Lightning hook: restore the validation history and the best epoch (resume)."""
+        """Lightning hook: restore the validation history, the best and last epochs and their units (resume)."""
         state = checkpoint.get("terraseg", {})
         self.history = list(state.get("history", []))
         self.best = dict(state.get("best", {}))
+        self.last = dict(state.get("last", {}))
+        self.unit_cms = {k: np.asarray(v, dtype=np.int64) for k, v in state.get("units", {}).items()}
+        self.last_step = state.get("last_step")
 
     def record_validation(self, logs: dict[str, float], extra: dict[str, Any] | None = None) -> None:
         """Log an epoch's validation figures (``logs`` holds ``val/score``), keep the history and the best epoch."""
@@ -162,8 +167,10 @@ class TaskBase(L.LightningModule):
             return
         entry = {"epoch": self.current_epoch, **logs}
         self.history.append(entry)
+        self.last = entry | ({"per_class": extra} if extra else {})
+        self.last_step = self.global_step  # the optimiser step the last validated weights are at
         if not self.best or s > self.best["val/score"]:
-            self.best = entry | ({"per_class": extra} if extra else {})
+            self.best = self.last
 
 
 class SegmentationTask(TaskBase):
@@ -192,6 +199,8 @@ class SegmentationTask(TaskBase):
         self._units: list[np.ndarray] = []  # one confusion matrix per validation scene (a held-out block or image)
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
+        self.last: dict[str, Any] = {}  # the last validated epoch's figures
+        self.unit_cms: dict[str, np.ndarray] = {}  # "best", "last": (U, K, K) validation confusion matrices per unit
         self.val_scenes: list[Any] = []
         self.val_stats: NormStats | None = None
         self.train_stats: NormStats | None = None  # set when the loader yields raw windows (normalised on the device)
@@ -230,4 +239,9 @@ class SegmentationTask(TaskBase):
         if self.trainer.world_size == 1 and self._units:  # the 95% interval over the held-out units
             m |= interval_logs(np.stack(self._units))
         self.record_validation(m, per_class)
+        if self.trainer.world_size == 1 and self._units and not self.trainer.sanity_checking:
+            # the units of the last and the best epoch, for the choice of the network to keep (keep_epoch)
+            self.unit_cms["last"] = np.stack(self._units)
+            if self.best.get("epoch") == self.current_epoch:
+                self.unit_cms["best"] = self.unit_cms["last"]
         self._units = []

@@ -233,9 +233,10 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         return TrainResult(run_dir / "model.terraseg", run_dir, dict(module.best), trainer.current_epoch, train_seconds,
                            throughput.samples / max(throughput.seconds, 1e-9), None, throughput.validation_share, rank=trainer.global_rank)
 
-    model, best, history = _best_weights(cfg, module, ckpt_cb, run_dir, data.in_channels)
+    model, best, history, kept = _kept_weights(cfg, module, ckpt_cb, run_dir, data.in_channels)
     manifest = _manifest(cfg, data, best, history, trainer, tracker, train_seconds, throughput)
     manifest.training["stopped"] = stop_reason = _stop_reason(cfg, trainer, budget)
+    manifest.training["kept"] = kept
     skipped: list[str] = []
     _after_fit(cfg, model, manifest, data, best, budget.pass_seconds() if budget is not None else None, deadline, skipped, export_s)
     bundle_path = run_dir / "model.terraseg"
@@ -244,13 +245,14 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     write_history(history, run_dir / "history.csv")  # per-epoch curves for `dvc plots` (one logging path)
     if tracker is not None:
         tracker.log_artifacts(bundle_path, *([curve] if curve else []))
-        if best:
+        if best:  # the kept network's validation score
             tracker.log_metrics({"best/val_score": float(best.get("val/score", 0.0))})
         tracker.finish()
     return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
                        throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
                        throughput.validation_share, history=history, split=data.split.record if data.split is not None else None,
-                       wall_seconds=wall, budget_skipped=skipped, memory=manifest.training["cache"], stop_reason=stop_reason)
+                       wall_seconds=wall, budget_skipped=skipped, memory=manifest.training["cache"], stop_reason=stop_reason,
+                       kept=kept)
 
 
 def _stop_reason(cfg: ExperimentConfig, trainer: L.Trainer, budget: "_Budget | None") -> str:
@@ -350,17 +352,70 @@ def _fit(trainer: L.Trainer, module: TaskBase, data: _Data, last: Path, resume: 
     return time.perf_counter() - t0
 
 
-def _best_weights(cfg: ExperimentConfig, module: TaskBase, ckpt_cb: ModelCheckpoint, run_dir: Path,
-                  in_channels: int) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
-    """The network with the best checkpoint's weights, its validation figures and the epochs' history."""
-    best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else run_dir / "checkpoints" / "last.ckpt"
+def keep_epoch(mode: str, best: dict[str, Any], last: dict[str, Any], units: dict[str, np.ndarray]) -> tuple[str, str | None]:
+    """Which epoch's network a run keeps, ``"best"`` or ``"last"``, and a sentence saying why (None: nothing to say).
+
+    With ``mode`` 'auto' the best epoch by validation is kept only when validation separates it from the last epoch:
+    the paired block-bootstrap interval of their difference on the same held-out units
+    (:func:`terraseg.evaluate.bootstrap.paired_difference`) excludes 0. Otherwise the figures cannot tell the two apart
+    and the last network, trained through the whole schedule, is kept. Picking the maximum of noisy figures favours
+    a lucky epoch (the winner's curse); nnU-Net smooths the validation score for the same reason (Isensee et al.,
+    Nature Methods 2021, its exponential moving average of the pseudo-Dice).
+
+    Args:
+        mode: ``train.keep``: 'auto', 'best' or 'last'.
+        best, last: the best and the last epoch's validation figures (``epoch``, ``val/score``...); empty without validation.
+        units: ``{"best": (U, K, K), "last": (U, K, K)}`` confusion matrices per validation unit; missing under DDP.
+
+    Returns:
+        ``(which, why)``.
+    """
+    if not best or not last or best.get("epoch") == last.get("epoch"):
+        return "best", None
+    b, e = best["epoch"] + 1, last["epoch"] + 1
+    if mode == "best":
+        return "best", None
+    if mode == "last":
+        return "last", f"kept the last epoch's network (epoch {e}; train.keep last), not the best by validation (epoch {b})"
+    if "best" not in units or "last" not in units or units["best"].shape != units["last"].shape or len(units["last"]) < 2:
+        return "best", None
+    from terraseg.evaluate.bootstrap import format_interval, paired_difference
+
+    d = paired_difference(units["last"], units["best"])
+    diff = f"last - best {format_interval(d['difference'], d['interval'])} over {d['units']} validation units"
+    if d["separates"]:
+        return "best", f"kept the best epoch's network (epoch {b}): validation separates it from the last epoch's ({diff})"
+    return "last", (f"kept the last epoch's network (epoch {e}): validation cannot tell it from the best epoch {b} "
+                    f"({diff}; train.keep auto)")
+
+
+def _kept_weights(cfg: ExperimentConfig, module: TaskBase, ckpt_cb: ModelCheckpoint, run_dir: Path, in_channels: int
+                  ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], str | None]:
+    """The network the run keeps (:func:`keep_epoch`), its validation figures, the epochs' history and why it was kept."""
+    last_path = run_dir / "checkpoints" / "last.ckpt"
+    best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last_path
     ckpt = torch.load(best_path, map_location="cpu", weights_only=True)
+    saved = ckpt.get("terraseg", {})
+    best = dict(module.best) or saved.get("best", {})
+    history = module.history or saved.get("history", [])  # ddp_spawn: the module here never trained
+    last = dict(getattr(module, "last", {}) or {})
+    which, why = ("best", None)
+    if last_path.exists() and best_path != last_path and cfg.train.keep == "last" and not last:  # no validation
+        ckpt, why = torch.load(last_path, map_location="cpu", weights_only=True), "kept the last epoch's network (train.keep last)"
+    elif last_path.exists() and best_path != last_path:
+        which, why = keep_epoch(cfg.train.keep, best, last, getattr(module, "unit_cms", {}))
+        if which == "last":
+            kept = torch.load(last_path, map_location="cpu", weights_only=True)
+            saved_last = kept.get("terraseg", {})
+            # the weights validated last (a budget stop mid-epoch leaves last.ckpt past them: then the best is kept)
+            if saved_last.get("last", {}).get("epoch") == last.get("epoch") and kept.get("global_step") == saved_last.get("last_step"):
+                ckpt, best = kept, last
+            else:
+                which, why = "best", None
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    best = dict(module.best) or ckpt.get("terraseg", {}).get("best", {})
-    history = module.history or ckpt.get("terraseg", {}).get("history", [])  # ddp_spawn: the module here never trained
     model = build_model(cfg.model, in_channels, cfg.num_classes, load_pretrained=False)
     model.load_state_dict(state)
-    return model, best, history
+    return model, best, history, why
 
 
 def _manifest(cfg: ExperimentConfig, data: _Data, best: dict, history: list, trainer: L.Trainer, tracker: Tracker | None,

@@ -13,7 +13,8 @@ class TrainResult:
 
     Attributes:
         bundle_path: the written bundle. run_dir: the run folder.
-        best: best validation figures (``val/score`` and friends; empty without validation).
+        best: the kept network's validation figures (``val/score`` and friends; empty without validation): the best
+            epoch's, or the last epoch's when ``train.keep`` chose it (``kept`` says so).
         epochs: epochs run (1 for pixel baselines). train_seconds: wall time of training.
         chips_per_second: training windows per second (networks) or training pixels per second of
             the fit (pixel baselines). tracking_uri: MLflow URI, or None when tracking is off.
@@ -27,6 +28,8 @@ class TrainResult:
         stop_reason: networks: why training stopped (the wall budget, early stopping, or the planned epochs), in words.
         memory: networks: the main process's peak RSS (``peak_rss_mb``) and its decoded-scene cache and
             spill store figures (:meth:`terraseg.io.cache.ByteLRU.report`, :meth:`terraseg.io.cache.SpillStore.report`).
+        kept: networks: which epoch's network the bundle holds and why (:func:`terraseg.train.network.keep_epoch`),
+            or None when it is simply the best by validation.
     """
 
     bundle_path: Path
@@ -44,3 +47,4 @@ class TrainResult:
     budget_skipped: list[str] = field(default_factory=list)
     memory: dict[str, Any] | None = None
     stop_reason: str | None = None
+    kept: str | None = None
