@@ -442,7 +442,8 @@ def _manifest(cfg: ExperimentConfig, data: _Data, best: dict, history: list, tra
 
 def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleManifest, data: _Data, best: dict,
                val_pass: float | None, deadline: float | None, skipped: list[str], export_s: float = 0.0) -> None:
-    """Segmentation's steps after the epochs, each within the budget: temperature, tiling choice, drift profile."""
+    """Segmentation's steps after the epochs, each within the budget: temperature and the tiling choice (the drift
+    profile comes after the ONNX export, :func:`_write_bundle`)."""
     if cfg.task == "classification":
         return
     window = max(cfg.data.window, MIN_PREDICT_WINDOW)
@@ -464,11 +465,6 @@ def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleMa
         if tiling is not None:
             manifest.input.fit_max = tiling["fit_max"]
             manifest.metrics["tiling"] = tiling
-    if (step := _after_training("drift profile", deadline, _Budget.DRIFT_SECONDS, skipped, export_s)) is not None:
-        from terraseg.infer.drift import fit_drift
-
-        with step:
-            manifest.drift = fit_drift(data.train_dl.dataset.scenes, val_scenes, data.stats, window, cfg.train.seed)
 
 
 def _extras(cfg: ExperimentConfig, data: _Data) -> dict[str, bytes]:
@@ -496,13 +492,25 @@ def _write_bundle(cfg: ExperimentConfig, bundle: Bundle, bundle_path: Path, data
     if export is not None:
         with export:
             exported = _export(bundle, data.val_dl.dataset.scenes if data.val_dl is not None else [])
-    if not exported:
-        bundle.save(bundle_path)
+    # the drift profile after the export, in the time the export really left (both are reserved by the budget; when
+    # time runs short the export goes first): a bundle without it checks inputs against default thresholds
+    drift = None
+    if cfg.task != "classification":
+        drift = _after_training("drift profile", deadline, _Budget.DRIFT_SECONDS, skipped)
+    if drift is not None:
+        from terraseg.infer.drift import fit_drift
+
+        val_scenes = data.val_dl.dataset.scenes if data.val_dl is not None else []
+        with drift:
+            manifest.drift = fit_drift(data.train_dl.dataset.scenes, val_scenes, data.stats,
+                                       max(cfg.data.window, MIN_PREDICT_WINDOW), cfg.train.seed)
+    if not exported or drift is not None:
+        bundle.save(bundle_path)  # with the drift profile (an exported graph stays in the bundle)
     wall = time.monotonic() - t_start
     manifest.training["wall_seconds"] = round(wall, 1)
     if cfg.train.max_minutes:
         manifest.training["budget"] = {"minutes": cfg.train.max_minutes, "wall_seconds": round(wall, 1), "skipped": skipped}
-        bundle.save(bundle_path)  # the manifest with the run's wall time (the ONNX graph stays in the bundle)
+        bundle.save(bundle_path)  # the manifest with the run's wall time
     return wall
 
 
