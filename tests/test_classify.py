@@ -392,3 +392,27 @@ def test_resume_continues_a_classifier_from_its_last_epoch(trained):
     assert r.exit_code == 0, r.output
     assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == done + 1
     assert sorted(f.name for f in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+@pytest.mark.parametrize("keep", ["last", "auto"])
+def test_train_keep_on_a_classifier_last_honoured_auto_keeps_the_best(trained, tmp_path, keep):
+    """train.keep last holds the last epoch's network; auto has no per-unit matrices to pair and keeps the best."""
+    import torch
+
+    from terraseg.bundle import Bundle
+
+    cfg = cls_config(tmp_path, trained["root"])
+    cfg["train"]["keep"] = keep
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = run("train", tmp_path / "c.yaml")
+    assert r.exit_code == 0, r.output
+    b = Bundle.load(tmp_path / "run" / "model.terraseg")
+    history = b.manifest.metrics["history"]
+    best_epoch = max(history, key=lambda h: h["val/score"])["epoch"]
+    want = history[-1]["epoch"] if keep == "last" else best_epoch
+    assert b.manifest.metrics["validation"]["epoch"] == want
+    state = torch.load(tmp_path / "run" / "checkpoints" / ("last.ckpt" if keep == "last" else "best.ckpt"),
+                       map_location="cpu", weights_only=True)["state_dict"]
+    for k, v in b.model.state_dict().items():
+        torch.testing.assert_close(v, state["model." + k])
+    assert ("train.keep last" in r.output) == (keep == "last" and want != best_epoch)

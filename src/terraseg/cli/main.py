@@ -114,7 +114,7 @@ def train(
                 f"{best.get('val/pixels', 0):,.0f} labelled pixels), ") if "val/score" in best and pixelwise else ""
         if res.kept:
             out.print(res.kept)
-        label = "validation (the last epoch's network)" if res.kept and res.kept.startswith("kept the last") else "best validation"
+        label = "validation (the last epoch's network)" if res.kept_epoch == "last" else "best validation"
         out.print(f"{label}: " + head
                   + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float) and k not in skip))
         if "val/score" in best and pixelwise and (wide := width_warning(interval, units, "validation")):

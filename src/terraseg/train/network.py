@@ -233,7 +233,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         return TrainResult(run_dir / "model.terraseg", run_dir, dict(module.best), trainer.current_epoch, train_seconds,
                            throughput.samples / max(throughput.seconds, 1e-9), None, throughput.validation_share, rank=trainer.global_rank)
 
-    model, best, history, kept = _kept_weights(cfg, module, ckpt_cb, run_dir, data.in_channels)
+    model, best, history, kept_epoch, kept = _kept_weights(cfg, module, ckpt_cb, run_dir, data.in_channels)
     manifest = _manifest(cfg, data, best, history, trainer, tracker, train_seconds, throughput)
     manifest.training["stopped"] = stop_reason = _stop_reason(cfg, trainer, budget)
     manifest.training["kept"] = kept
@@ -252,7 +252,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
                        throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
                        throughput.validation_share, history=history, split=data.split.record if data.split is not None else None,
                        wall_seconds=wall, budget_skipped=skipped, memory=manifest.training["cache"], stop_reason=stop_reason,
-                       kept=kept)
+                       kept=kept, kept_epoch=kept_epoch)
 
 
 def _stop_reason(cfg: ExperimentConfig, trainer: L.Trainer, budget: "_Budget | None") -> str:
@@ -370,11 +370,11 @@ def keep_epoch(mode: str, best: dict[str, Any], last: dict[str, Any], units: dic
     Returns:
         ``(which, why)``.
     """
-    if not best or not last or best.get("epoch") == last.get("epoch"):
+    if mode == "last" and not last:  # no validation: the last network, whatever the training loss did
+        return "last", "kept the last epoch's network (train.keep last)"
+    if mode == "best" or not best or not last or best.get("epoch") == last.get("epoch"):
         return "best", None
     b, e = best["epoch"] + 1, last["epoch"] + 1
-    if mode == "best":
-        return "best", None
     if mode == "last":
         return "last", f"kept the last epoch's network (epoch {e}; train.keep last), not the best by validation (epoch {b})"
     if "best" not in units or "last" not in units or units["best"].shape != units["last"].shape or len(units["last"]) < 2:
@@ -390,8 +390,9 @@ def keep_epoch(mode: str, best: dict[str, Any], last: dict[str, Any], units: dic
 
 
 def _kept_weights(cfg: ExperimentConfig, module: TaskBase, ckpt_cb: ModelCheckpoint, run_dir: Path, in_channels: int
-                  ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], str | None]:
-    """The network the run keeps (:func:`keep_epoch`), its validation figures, the epochs' history and why it was kept."""
+                  ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], str, str | None]:
+    """The network the run keeps (:func:`keep_epoch`), its validation figures, the epochs' history, which epoch
+    (``"best"`` or ``"last"``) and why it was kept."""
     last_path = run_dir / "checkpoints" / "last.ckpt"
     best_path = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last_path
     ckpt = torch.load(best_path, map_location="cpu", weights_only=True)
@@ -400,22 +401,21 @@ def _kept_weights(cfg: ExperimentConfig, module: TaskBase, ckpt_cb: ModelCheckpo
     history = module.history or saved.get("history", [])  # ddp_spawn: the module here never trained
     last = dict(getattr(module, "last", {}) or {})
     which, why = ("best", None)
-    if last_path.exists() and best_path != last_path and cfg.train.keep == "last" and not last:  # no validation
-        ckpt, why = torch.load(last_path, map_location="cpu", weights_only=True), "kept the last epoch's network (train.keep last)"
-    elif last_path.exists() and best_path != last_path:
+    if last_path.exists() and best_path != last_path:
         which, why = keep_epoch(cfg.train.keep, best, last, getattr(module, "unit_cms", {}))
-        if which == "last":
-            kept = torch.load(last_path, map_location="cpu", weights_only=True)
-            saved_last = kept.get("terraseg", {})
-            # the weights validated last (a budget stop mid-epoch leaves last.ckpt past them: then the best is kept)
-            if saved_last.get("last", {}).get("epoch") == last.get("epoch") and kept.get("global_step") == saved_last.get("last_step"):
-                ckpt, best = kept, last
-            else:
-                which, why = "best", None
+    if which == "last":
+        kept = torch.load(last_path, map_location="cpu", weights_only=True)
+        saved_last = kept.get("terraseg", {})
+        # with validation, the weights validated last (a budget stop mid-epoch leaves last.ckpt past them: then the best)
+        if not last or (saved_last.get("last", {}).get("epoch") == last.get("epoch")
+                        and kept.get("global_step") == saved_last.get("last_step")):
+            ckpt, best = kept, last or best
+        else:
+            which, why = "best", None
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model = build_model(cfg.model, in_channels, cfg.num_classes, load_pretrained=False)
     model.load_state_dict(state)
-    return model, best, history, why
+    return model, best, history, which, why
 
 
 def _manifest(cfg: ExperimentConfig, data: _Data, best: dict, history: list, trainer: L.Trainer, tracker: Tracker | None,

@@ -29,7 +29,7 @@ class TrainResult:
         memory: networks: the main process's peak RSS (``peak_rss_mb``) and its decoded-scene cache and
             spill store figures (:meth:`terraseg.io.cache.ByteLRU.report`, :meth:`terraseg.io.cache.SpillStore.report`).
         kept: networks: which epoch's network the bundle holds and why (:func:`terraseg.train.network.keep_epoch`),
-            or None when it is simply the best by validation.
+            or None when it is simply the best by validation. kept_epoch: ``"best"`` or ``"last"``.
     """
 
     bundle_path: Path
@@ -48,3 +48,4 @@ class TrainResult:
     memory: dict[str, Any] | None = None
     stop_reason: str | None = None
     kept: str | None = None
+    kept_epoch: str = "best"
