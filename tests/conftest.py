@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights in tests
+# Tests never see the caller's terraseg settings (a data root, a download mirror, a cache folder, an output limit):
+# each test sets what it needs. Kept: the knobs of the test run itself (a browser, more fuzzing examples).
+TEST_KNOBS = {"TERRASEG_CHROMIUM", "TERRASEG_FUZZ_EXAMPLES", "TERRASEG_FUZZ_RANDOM", "TERRASEG_SCHEMA_EXAMPLES"}
+for _name in [n for n in os.environ if n.startswith("TERRASEG_") and n not in TEST_KNOBS]:
+    del os.environ[_name]
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from pathlib import Path

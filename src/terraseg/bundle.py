@@ -199,6 +199,22 @@ class Bundle:
         """Input band count."""
         return self.manifest.input.bands
 
+    def vector_labels(self) -> dict[str, dict[str, int] | None]:
+        """How training turned polygon attributes into classes, from the training config the bundle records.
+
+        Returns:
+            Attribute name -> attribute value (as text) -> class id, for every vector label source training read with
+            an attribute (``None``: the values were the class ids themselves); ids equal to ``ignore_index`` mark
+            values trained as unknown.
+        """
+        found: dict[str, dict[str, int] | None] = {}
+        for src in ((self.manifest.training.get("config") or {}).get("data") or {}).get("train") or []:
+            vec = src.get("vector") or {}
+            if vec.get("attribute"):
+                name, mapping = vec["attribute"], vec.get("mapping")
+                found[name] = None if mapping is None else {**(found.get(name) or {}), **mapping}
+        return found
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the bundle atomically (temp file + rename) and return its path."""
         with atomic_path(path) as tmp:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _enabled = False
+_lines = False
 _lock = threading.Lock()
 _active: dict = {"progress": None, "users": 0}
 
@@ -21,6 +22,17 @@ def enable(on: bool = True) -> None:
     """Show progress (the CLI calls this when standard error is a terminal and ``--quiet`` is not set)."""
     global _enabled
     _enabled = on
+
+
+def show_lines(on: bool = True) -> None:
+    """Print a line per finished step (a training epoch) where no bar is drawn: the CLI's output to a file or pipe."""
+    global _lines
+    _lines = on
+
+
+def lines() -> bool:
+    """Whether per-step lines are printed (:func:`show_lines`)."""
+    return _lines
 
 
 def enabled() -> bool:
@@ -79,4 +91,4 @@ def task(description: str, total: float | None = None, unit: str = "") -> Iterat
                 _active["progress"] = None
 
 
-__all__ = ["enable", "enabled", "task"]
+__all__ = ["enable", "enabled", "lines", "show_lines", "task"]

@@ -32,6 +32,7 @@ def main(
     from terraseg import progress
 
     progress.enable(not quiet and sys.stderr.isatty())
+    progress.show_lines(not quiet and not sys.stderr.isatty())  # a file or pipe: epoch lines as they happen
     if verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
 

@@ -170,12 +170,16 @@ def split(
 @command_from(StatsConfig)
 @with_image_inputs("Images with the same band count.")
 def stats(make: Callable[..., StatsConfig], images: list[str], labels: list, bands: list[int] | None,
-          out_dir: Annotated[Path, typer.Option("--out", help="Folder for stats.json and bands.png (histograms, or a "
-                                                      "spectral profile past 16 bands).")]) -> None:
+          out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for stats.json and bands.png (histograms, or a "
+                                                          "spectral profile past 16 bands); without it the summary is only printed.")] = None) -> None:
     """Band statistics, histograms, class frequencies and weights; optional flat per-pixel table."""
     from terraseg.data.stats import compute_statistics
 
-    r = compute_statistics(make(images=images, labels=labels, out_dir=str(out_dir), bands=bands))
+    r = compute_statistics(make(images=images, labels=labels, out_dir=str(out_dir) if out_dir else None, bands=bands))
+    for h in r.stats["rasters"]:
+        res = f"{h['resolution'][0]:.6g} x {h['resolution'][1]:.6g} {h['units']} per pixel" if h["resolution"] else "no georeferencing"
+        out.print(f"{h['path']}: {h['width']:,} x {h['height']:,} px, {h['bands']} bands, {h['dtype']}, nodata {h['nodata']}, "
+                  f"CRS {h['crs'] or 'none'}, {res}", highlight=False)
     for b in r.stats["bands"]:
         out.print(f"{b['name']}: mean {b['mean']:.4g} std {b['std']:.4g} min {b['min']:.4g} max {b['max']:.4g} "
                   + " ".join(f"p{k} {v:.4g}" for k, v in b["percentiles"].items()))
@@ -183,7 +187,8 @@ def stats(make: Callable[..., StatsConfig], images: list[str], labels: list, ban
     if "classes" in r.stats:
         c = r.stats["classes"]
         out.print("class pixels " + str(c["pixels"]) + "; median-frequency weights " + str(c["median_frequency"]))
-    out.print(f"stats: {r.stats_path}" + (f"; table: {r.table}" if r.table else ""))
+    if r.stats_path or r.table:
+        out.print(", ".join(x for x in (f"stats: {r.stats_path}" if r.stats_path else "", f"table: {r.table}" if r.table else "") if x))
 
 
 @command_from(VectorizeConfig)

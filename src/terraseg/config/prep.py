@@ -161,7 +161,8 @@ class StatsConfig(_Strict):
 
     images: list[str] = Field(min_length=1, description="Images (all with the same band count).")
     labels: list[LabelOptions] = Field(default_factory=list, description="Labels: none, one for all, or one per image.")
-    out_dir: str = Field(description="Output folder: stats.json and one figure, bands.png (histograms, or a spectral profile past 16 bands).")
+    out_dir: str | None = Field(None, description="Output folder: stats.json and one figure, bands.png (histograms, or a spectral "
+                                "profile past 16 bands); None: the summary is only returned (and printed by the CLI).")
     bands: list[int] | None = Field(None, description="1-based band indexes (default all).")
     band_names: list[str] | None = Field(None, description="Names of the bands, used in the table and plots.")
     percentiles: list[float] = Field([1.0, 2.0, 50.0, 98.0, 99.0], description="Percentiles to report (0-100).")

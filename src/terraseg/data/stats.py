@@ -116,7 +116,7 @@ class _Bands:
 class StatsResult:
     """Paths written by :func:`compute_statistics` and the statistics themselves."""
 
-    stats_path: Path
+    stats_path: Path | None  # None: no out_dir was given, nothing written
     histograms: list[Path]  # the one figure (bands.png)
     table: Path | None
     stats: dict[str, Any] = field(default_factory=dict)
@@ -234,7 +234,6 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
     pixels = sum(s.height * s.width for s in scenes)
     block = int(min(cfg.block, max(16, np.sqrt(CHUNK_VALUES / count))))  # a 224-band cube reads 189 px blocks
     rng = np.random.default_rng(cfg.seed)
-    out = Path(cfg.out_dir)
     with contextlib.ExitStack() as stack:
         writer = _TableWriter(stack.enter_context(atomic_path(cfg.flatten))) if cfg.flatten else None
         if writer is not None:
@@ -268,8 +267,11 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
             raise InputFileError(f"{scenes[0].path}: no valid (non-nodata) pixel to compute statistics from.")
         interrupt.check()
     stats, norm = _summary(cfg, scenes, bands, names, dtype, total, nodata, class_counts)
+    if cfg.out_dir is None:
+        return StatsResult(None, [], Path(cfg.flatten) if cfg.flatten else None, stats)
     from terraseg.io.atomic import staged_dir
 
+    out = Path(cfg.out_dir)
     with staged_dir(out) as staging:  # a folder that cannot be made (a file in the way): one line, nothing written
         _bands_figure(staging / "bands.png", bands, names, norm)
         (staging / "stats.json").write_text(json.dumps(stats, indent=2))
@@ -309,7 +311,7 @@ def _summary(cfg: StatsConfig, scenes: list, bands: "_Bands", names: list[str], 
     )
     norm.high = [h if h > lo else lo + 1.0 for lo, h in zip(norm.low, norm.high)]
     stats: dict[str, Any] = {
-        "images": [s.path for s in scenes], "dtype": dtype.name, "pixels": total, "nodata_fraction": nodata / max(total, 1),
+        "images": [s.path for s in scenes], "rasters": [_header(s) for s in scenes], "dtype": dtype.name, "pixels": total, "nodata_fraction": nodata / max(total, 1),
         "bands": band_stats, "normalization": norm.to_dict(),
     }
     if class_counts.size:
@@ -318,6 +320,16 @@ def _summary(cfg: StatsConfig, scenes: list, bands: "_Bands", names: list[str], 
             "pixels": class_counts.tolist(), "frequency": [round(float(f), 8) for f in freq], **class_weights(class_counts),
         }
     return stats, norm
+
+
+def _header(s: Scene) -> dict[str, Any]:
+    """One raster's header: size (pixels), band count, dtype, nodata, CRS (as text) and resolution (CRS units per pixel)."""
+    t = s.transform
+    georef = s.crs is not None
+    return {"path": s.path, "width": s.width, "height": s.height, "bands": s.count, "dtype": str(np.dtype(s.dtype)),
+            "nodata": s.nodata, "crs": s.crs.to_string() if georef else None,
+            "resolution": [abs(t.a), abs(t.e)] if georef else None,
+            "units": (s.crs.linear_units or "unknown") if georef else "pixels"}
 
 
 def _bands_figure(path: Path, bands: _Bands, names: list[str], norm: NormStats, max_panels: int = 16, max_bars: int = 128) -> Path:

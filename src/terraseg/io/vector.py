@@ -88,12 +88,27 @@ def class_values(
         try:
             return raw.astype(np.int64).to_numpy()
         except (TypeError, ValueError):
-            raise InputFileError(f"{path}: attribute '{attribute}' holds non-integer values; give a `mapping`.") from None
-    keys = raw.astype(str)
+            raise InputFileError(f"{path}: attribute '{attribute}' holds non-integer values; give a `mapping` "
+                                 "(value=class id, ...).") from None
+    keys = raw.map(value_text)
     unknown = sorted(set(keys) - set(mapping))
     if unknown:
-        raise InputFileError(f"{path}: attribute '{attribute}' values with no class mapping: {', '.join(unknown[:10])}.")
+        raise InputFileError(f"{path}: attribute '{attribute}' holds values with no class: {', '.join(unknown[:10])}; known "
+                             f"values: {', '.join(mapping)} (map the others with --mapping, e.g. '{unknown[0]}=1').")
     return keys.map(mapping).astype(np.int64).to_numpy()
+
+
+def value_text(value: object) -> str:
+    """An attribute value as the text mappings use: ``10``, ``10.0`` and ``'10'`` are all ``'10'``; a missing value ``''``.
+
+    Args:
+        value: one attribute value (number, text, None or NaN).
+    """
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def labels_in_crs(path: str | os.PathLike[str], crs: CRS | None, layer: str | None = None, raster_path: str = "") -> gpd.GeoDataFrame:

@@ -73,7 +73,9 @@ def _vector_classes(path: str, attribute: str | None) -> tuple[list[str], dict[s
         raise InputFileError(f"{path}: cannot read attribute '{attribute}' ({str(e).splitlines()[0]}).") from None
     if attribute not in df.columns:
         raise InputFileError(f"{path}: no attribute '{attribute}' (columns: {', '.join(map(str, df.columns))}).")
-    values = sorted({str(v) for v in df[attribute].dropna()})
+    from terraseg.io.vector import value_text
+
+    values = sorted({value_text(v) for v in df[attribute].dropna()})
     try:  # codes 1, 2, ..., 10, 255 in their numeric order, not as text ('10' < '2')
         values = sorted(values, key=float)
     except ValueError:

@@ -70,11 +70,15 @@ class SegmentationTask(opts.EvaluateChecks):
         from terraseg.data.census import background_tag, background_tag_note
 
         nodata: int | str | None = cfg.mask_nodata
-        if nodata is None and LabelOptions(path=cfg.labels).is_mask and (hidden := background_tag([Path(cfg.labels)])) is not None:
-            nodata = "none"  # as the plan counts such masks
-            say("note: " + background_tag_note(*hidden, "give --mask-nodata 0"))
-        return [open_input(bundle, data, cfg.labels, burn_value=cfg.burn_value, attribute=cfg.attribute,
-                           mapping=parse_mapping(cfg.mapping), mask_nodata=nodata)]
+        attribute, mapping = cfg.attribute, parse_mapping(cfg.mapping)
+        if LabelOptions(path=cfg.labels).is_mask:
+            if nodata is None and (hidden := background_tag([Path(cfg.labels)])) is not None:
+                nodata = "none"  # as the plan counts such masks
+                say("note: " + background_tag_note(*hidden, "give --mask-nodata 0"))
+        else:
+            attribute, mapping = labels_as_trained(bundle, cfg.labels, attribute, mapping, say)
+        return [open_input(bundle, data, cfg.labels, burn_value=cfg.burn_value, attribute=attribute,
+                           mapping=mapping, mask_nodata=nodata)]
 
     def evaluate(self, cfg: EvaluateConfig, bundle: Bundle, say: Say) -> dict[str, Any]:
         """Score the bundle on :meth:`evaluation_data` (:func:`terraseg.evaluate.report.run_evaluate`).
@@ -93,4 +97,36 @@ class SegmentationTask(opts.EvaluateChecks):
         return run_evaluate(cfg, bundle, scenes)
 
 
-__all__ = ["SegmentationTask"]
+def labels_as_trained(bundle: Bundle, path: str, attribute: str | None, mapping: dict[str, int] | None,
+                      say: Say) -> tuple[str | None, dict[str, int] | None]:
+    """The attribute and value-to-class mapping that score polygons as the bundle was trained on them.
+
+    An explicit ``mapping`` wins. Otherwise the mapping the bundle records for ``attribute``
+    (:meth:`terraseg.bundle.Bundle.vector_labels`) is used; without ``attribute``, the bundle's one trained attribute
+    is read when the file has it (said in a note), rather than burning every polygon as class ``burn_value``.
+
+    Args:
+        bundle: the bundle. path: the vector file. attribute: ``--attribute`` or None. mapping: ``--mapping`` or None.
+        say: called with a note line.
+
+    Returns:
+        ``(attribute, mapping)`` to rasterize with.
+    """
+    trained = bundle.vector_labels()
+    if attribute is None and len(trained) == 1:
+        import pyogrio
+
+        (name,) = trained
+        try:
+            fields = list(pyogrio.read_info(path)["fields"])
+        except Exception:  # noqa: BLE001 - an unreadable file is refused in one line when it is read
+            fields = []
+        if name in fields:
+            attribute = name
+            say(f"note: classes read from attribute '{name}' of {path}, as the bundle was trained (--attribute chooses another).")
+    if mapping is None and attribute in trained:
+        mapping = trained[attribute]
+    return attribute, mapping
+
+
+__all__ = ["SegmentationTask", "labels_as_trained"]
