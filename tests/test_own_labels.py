@@ -76,3 +76,49 @@ def test_evaluate_scores_with_the_mapping_training_used(tmp_path, attribute, val
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert res.exit_code == 1 and len(lines) == 1 and "Traceback" not in res.output, res.output
     assert ("99" in lines[0] or "Road" in lines[0]) and all(str(v) in lines[0] for v in values)
+
+
+def test_a_labelled_extent_keeps_unlabelled_pixels_out_of_training_holdout_and_scores(tmp_path):
+    import geopandas as gpd
+    import rasterio
+    from shapely.geometry import box
+
+    from terraseg.bundle import Bundle
+    from terraseg.config import load_config
+    from terraseg.data.sources import build_scenes
+
+    scene, _, truth = make_geotiff(tmp_path / "scene.tif", 128, 128, seed=4)
+    with rasterio.open(scene) as ds:
+        left, bottom, right, top = ds.bounds
+        crs = ds.crs
+    middle = (left + right) / 2  # the left half was digitised: squares there, the extent is that half
+    squares = [box(x, y, x + 8, y + 8) for x in np.arange(left + 4, middle - 10, 14) for y in np.arange(bottom + 4, top - 10, 20)]
+    gpd.GeoDataFrame({"kind": ["house"] * len(squares)}, geometry=squares, crs=crs).to_file(tmp_path / "labels.gpkg")
+    gpd.GeoDataFrame(geometry=[box(left, bottom, middle, top)], crs=crs).to_file(tmp_path / "extent.geojson")
+    inside = 128 * 64  # pixels of the left half
+
+    # without the extent the plan says the polygons span little of the scene and names --aoi
+    res = runner.invoke(app, ["plan", str(scene), "--labels", str(tmp_path / "labels.gpkg"), "--minutes", "0.5", "--no-measure",
+                              "--out", str(tmp_path / "no-extent.yaml")])
+    assert res.exit_code == 0 and "--aoi" in res.output and "background" in res.output, res.output
+    res = runner.invoke(app, ["plan", str(scene), "--labels", str(tmp_path / "labels.gpkg"), "--aoi", str(tmp_path / "extent.geojson"),
+                              "--minutes", "0.5", "--no-measure", "--out", str(tmp_path / "plan.yaml"), "--name", "extent"])
+    assert res.exit_code == 0 and "--aoi" not in res.output, res.output
+
+    cfg = load_config(tmp_path / "plan.yaml")
+    (s,) = build_scenes(cfg.data.train, cfg.data, cfg.ignore_index, len(cfg.classes))
+    mask = s.read(0, 0, 128, 128).mask
+    assert (mask[:, 64:] == cfg.ignore_index).all() and (mask[:, :64] != cfg.ignore_index).sum() == inside  # counted
+
+    res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "train.max_epochs=1", "--set", "data.samples_per_epoch=4",
+                              "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false",
+                              "--set", "train.export_onnx=false"])
+    assert res.exit_code == 0, res.output
+    split = Bundle.load(tmp_path / "run" / "model.terraseg").manifest.split
+    held = sum(v["train"] + v["val"] for v in split["pixels"].values())  # labelled pixels on both sides of the hold-out
+    assert 0 < held <= inside and split["pixels"]["background"]["val"] > 0, split["pixels"]
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "run" / "model.terraseg"), str(scene), "--labels",
+                              str(tmp_path / "labels.gpkg"), "--aoi", str(tmp_path / "extent.geojson"), "--out", str(tmp_path / "e"),
+                              "--overlays", "0", "--no-log-to-run"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["pixels"] == inside

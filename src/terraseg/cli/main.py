@@ -22,6 +22,11 @@ from terraseg.cli.app import (
 from terraseg.config import CrossValidationOptions, TuneRunOptions
 from terraseg.config.inference import EvaluateConfig, InferenceConfig, PredictConfig, ServeConfig
 
+LayerOpt = Annotated[Optional[str], typer.Option(help="The layer of the labels in a multi-layer vector file (default: the first).")]
+AoiOpt = Annotated[Optional[str], typer.Option(help="Polygons of the labelled extent: pixels outside them are unknown "
+                                               "(ignore_index) for training, hold-out and scores, not background.")]
+
+
 @app.callback()
 def main(
     version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = False,
@@ -49,23 +54,29 @@ def train(
                                                       "lists) or one folder of image/mask pairs or class folders (repeatable).")] = None,
     labels: Annotated[Optional[str], typer.Option(help="Without a config: polygons for all rasters, a mask raster, or a folder of masks.")] = None,
     attribute: Annotated[Optional[str], typer.Option(help="Without a config: the vector attribute holding each polygon's class.")] = None,
+    layer: LayerOpt = None,
+    aoi: AoiOpt = None,
     minutes: Annotated[float, typer.Option(help="Without a config: the wall budget of the planned run.")] = 10.0,
 ) -> None:
     """Train a model from a config (or from data alone: planned, see `terraseg plan`) and write <run folder>/model.terraseg."""
     import time
 
     started = time.monotonic()  # train.max_minutes counts from here: library imports and planning included
-    from terraseg.config import load_config
+    from terraseg.config import load_config, with_aoi
     from terraseg.errors import ConfigError
     from terraseg.train.run import train as run_train
 
     quiet_lightning()
+    if config is not None and (given := [f for f, v in (("--data", data), ("--labels", labels), ("--attribute", attribute),
+                                                         ("--layer", layer)) if v]):
+        raise ConfigError(f"{', '.join(given)} plan a run from data; {config} already names its data: set them in its sources "
+                          "or leave the config out.")
     if config is None:
         if not data:
             raise ConfigError("give a config YAML, or --data (and --labels) to plan one from the data.")
         from terraseg.plan import plan_run
 
-        res_plan = plan_run(list(data), labels, attribute, minutes, out=None)
+        res_plan = plan_run(list(data), labels, attribute, minutes, out=None, aoi=aoi, layer=layer)
         config = Path(res_plan.plan.raw.get("output_dir", f"runs/{res_plan.plan.raw['name']}")) / "plan.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
         from terraseg.plan import write_plan
@@ -74,7 +85,7 @@ def train(
         out.print(f"plan: {config} (edit and rerun with `terraseg train {config}`)")
         for note in res_plan.fingerprint.notes:
             out.print(f"plan note: {note}")
-    cfg = load_config(config, set_ or [])
+    cfg = with_aoi(load_config(config, set_ or []), aoi if not data else None)  # a planned config holds the extent already
     res = run_train(cfg, resume=resume, tracking_uri=tracking_uri, started=started)
     if res.rank:  # another DDP rank: rank 0 reports
         return
@@ -243,6 +254,8 @@ def compare(
     mapping: Annotated[Optional[str], typer.Option(help="Attribute value -> class id: 'a=1,b=2' or a JSON object.")] = None,
     burn_value: Annotated[int, typer.Option(help="Class id burnt for vector features without --attribute.")] = 1,
     mask_nodata: Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")] = None,
+    layer: Annotated[Optional[str], typer.Option(help=EvaluateConfig.model_fields["layer"].description)] = None,
+    aoi: Annotated[Optional[str], typer.Option(help=EvaluateConfig.model_fields["aoi"].description)] = None,
     set_: SetOpt = None,
 ) -> None:
     """Score two bundles on the same data: each score with its 95% interval, and the paired difference A - B with its own."""
@@ -260,7 +273,7 @@ def compare(
 
     which = EvaluateConfig(out_dir=".", data=str(data) if data else None, labels=str(labels) if labels else None,
                            split=split, burn_value=burn_value, attribute=attribute, mapping=mapping, mask_nodata=mask_nodata,
-                           overrides=list(set_ or []))
+                           layer=layer, aoi=aoi, overrides=list(set_ or []))
     scenes = SegmentationTask().evaluation_data(which, a, lambda line: err.print(line, highlight=False, soft_wrap=True))
     validation = split == "val" and (data is None or data.suffix.lower() in {".yaml", ".yml"})
     if validation and (a.manifest.split or {}).get("units") != (b.manifest.split or {}).get("units"):
@@ -451,15 +464,16 @@ def cv(
     make: Callable[..., CrossValidationOptions],
     config: Annotated[Path, typer.Argument(help="Segmentation experiment config (YAML).")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the fold runs and cv.json (default <run folder>/cv).")] = None,
+    aoi: AoiOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """K-fold cross-validation with spatial blocks (and a random split beside it): mean and spread of every metric."""
-    from terraseg.config import load_config
+    from terraseg.config import load_config, with_aoi
     from terraseg.train.cv import cross_validate
 
     opts = make()
     quiet_lightning()
-    res = cross_validate(load_config(config, set_ or []), opts.folds, opts.block_size, opts.buffer, opts.random, out_dir)
+    res = cross_validate(with_aoi(load_config(config, set_ or []), aoi), opts.folds, opts.block_size, opts.buffer, opts.random, out_dir)
     for method, summary in res.summary.items():
         out.print(f"{method:8s} " + "  ".join(f"{m} {v['mean']:.4f} +/- {v['std']:.4f}" for m, v in summary.items()))
     if res.gap:
@@ -549,6 +563,8 @@ def plan(
     labels: Annotated[Optional[str], typer.Option(help="Polygons for all rasters (shp/zip/geojson/gpkg), a mask raster, or a "
                                                   "folder of mask rasters named after the rasters.")] = None,
     attribute: Annotated[Optional[str], typer.Option(help="The vector attribute holding each polygon's class.")] = None,
+    layer: LayerOpt = None,
+    aoi: AoiOpt = None,
     minutes: Annotated[float, typer.Option(help="Wall budget of the training run, in minutes.")] = 10.0,
     name: Annotated[Optional[str], typer.Option(help="Run name (default: the first input's stem).")] = None,
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the planned config.")] = Path("plan.yaml"),
@@ -557,7 +573,7 @@ def plan(
     """Plan a training config from the data alone: fingerprint, documented rules, plan.yaml with a reason per choice."""
     from terraseg.plan import plan_run
 
-    res = plan_run(list(inputs), labels, attribute, minutes, name, out_file, measure)
+    res = plan_run(list(inputs), labels, attribute, minutes, name, out_file, measure, aoi, layer)
     fp = res.fingerprint
     out.print(f"fingerprint: {fp.task}, {fp.images} {'images' if fp.images != 1 else 'image'} ({fp.label_form}), "
               f"{fp.bands} bands {fp.dtype}, median side {fp.sizes[0]} px"

@@ -53,6 +53,11 @@ class SceneSource(_Strict):
         "value means unknown, the tag is not honoured (a 0/1 mask tagged nodata 0, as many GDAL-written masks are, whose "
         "0 is background; `terraseg plan` sets it so and says why).")
     bands: list[int] | None = Field(None, description="1-based band indexes to read, in order; default all bands.")
+    aoi: str | None = Field(
+        None, description="The labelled extent: polygons (any vector file, any CRS) outside which every pixel is unknown "
+        "(ignore_index) for training, hold-out and scores; default: the whole raster is labelled (pixels no polygon covers "
+        "are background).")
+    aoi_layer: str | None = Field(None, description="Layer of `aoi` in a multi-layer file (GeoPackage); default the first.")
 
     @model_validator(mode="after")
     def _one_label_kind(self) -> "SceneSource":
@@ -128,6 +133,11 @@ class ProjectSource(_Strict):
                               "exclusive with `vector`.")
     mask_nodata: int | None = Field(None, description="Mask value meaning 'unknown'; default each mask's nodata.")
     bands: list[int] | None = Field(None, description="1-based band indexes to read, in order; default all bands.")
+    aoi: str | None = Field(
+        None, description="The labelled extent: polygons (any vector file, any CRS) outside which every pixel is unknown "
+        "(ignore_index) for training, hold-out and scores; default: the whole raster is labelled (pixels no polygon covers "
+        "are background).")
+    aoi_layer: str | None = Field(None, description="Layer of `aoi` in a multi-layer file (GeoPackage); default the first.")
     unlabelled: Literal["skip", "background"] = Field(
         "skip", description="Rasters no label reaches: 'skip' them, or train on their extent as 'background' (class 0): only "
         "where the labels are known to be complete.")
@@ -526,6 +536,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         else:
             raise ConfigError(f"override {item!r}: cannot set {keys[-1]!r} here")
     return raw
+
+
+def with_aoi(cfg: "ExperimentConfig", aoi: str | None) -> "ExperimentConfig":
+    """The config with the labelled extent ``aoi`` on every training and validation source (``--aoi`` of train and cv).
+
+    Args:
+        cfg: the config. aoi: polygons of the labelled extent, or None (the config as it is).
+
+    Raises:
+        ConfigError: a source that is not a georeferenced scene or project (an extent has nothing to apply to there).
+    """
+    if aoi is None:
+        return cfg
+    data = cfg.data.model_copy(deep=True)
+    for src in [*data.train, *data.val]:
+        if not isinstance(src, (SceneSource, ProjectSource)):
+            raise ConfigError(f"--aoi {aoi}: a labelled extent applies to scene and project sources, not to a '{src.kind}' "
+                              "source; leave it out.")
+        src.aoi = str(Path(aoi).resolve())
+    return cfg.model_copy(update={"data": data})
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ExperimentConfig:

@@ -107,9 +107,13 @@ class EvaluateConfig(_Strict):
     labels: str | None = Field(None, description="Segmentation, one image: its labels, a vector file (shp/zip/geojson/gpkg) "
                                "or a mask raster.")
     burn_value: int = Field(1, description="Segmentation, vector labels: class id burnt for features without an attribute.")
-    attribute: str | None = Field(None, description="Segmentation, vector labels: the attribute holding each feature's class.")
+    attribute: str | None = Field(None, description="Segmentation, vector labels: the attribute holding each feature's class "
+                                  "(default: the attribute the bundle was trained with, when the file has it).")
     mapping: str | None = Field(None, description="Segmentation, vector labels: attribute value -> class id, 'a=1,b=2' or a "
-                                "JSON object.")
+                                "JSON object (default: the mapping the bundle was trained with for that attribute).")
+    layer: str | None = Field(None, description="Segmentation, vector labels: the layer of a multi-layer file (default: the first).")
+    aoi: str | None = Field(None, description="Segmentation, one image: polygons of the labelled extent; pixels outside them "
+                            "are unknown, not scored (default: every pixel of the image is labelled).")
     mask_nodata: int | None = Field(None, description="Segmentation, mask raster: the value meaning unknown (default: the "
                                     "mask's nodata).")
     overrides: list[str] = Field(default_factory=list, description="Overrides of the config behind a split: key.sub=value.")

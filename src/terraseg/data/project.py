@@ -183,6 +183,9 @@ def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num
         log.warning("%d of %d rasters hold no label and were skipped (unlabelled: skip), e.g. %s", len(skipped), len(paths), skipped[0])
     if not scenes:
         raise InputFileError(f"{', '.join(src.images)}: no raster is reached by the labels; check the labels' extent and CRS.")
+    if src.aoi:
+        for scene in scenes:
+            scene.set_aoi(resolve_data_path(src.aoi, root), src.aoi_layer)
     return scenes
 
 

@@ -320,6 +320,7 @@ class RasterScene(Scene):
                     if honour_tag and self.mask_nodata is None and mds.nodata is not None:
                         self.mask_nodata = self.mask_nodata_tag = int(mds.nodata)
         self.has_labels = self._rasterizer is not None or self.mask_path is not None
+        self._aoi = None  # the labelled extent (set_aoi): labels outside it are unknown
         nbytes = self.height * self.width * self.count * np.dtype(self.dtype).itemsize
         self._cache_ok = cache and nbytes <= CACHE_LIMIT_BYTES
         self._past_budget = False  # the decoded region is over a quarter of this process's cache budget
@@ -368,8 +369,31 @@ class RasterScene(Scene):
                 mask[mask == self.mask_nodata] = self.ignore_index
             self._check_classes(mask, self.num_classes, self.mask_path)
         mask[~valid] = self.ignore_index
+        if self._aoi is not None:
+            mask[self._aoi.rasterize(r0, c0, h, w) == 0] = self.ignore_index
         self._exclude(mask, row, col)
         return mask
+
+    def set_aoi(self, path: str | Path, layer: str | None = None) -> None:
+        """Restrict the labels to a labelled extent (Raster Vision's AOI): every pixel outside its polygons is unknown.
+
+        Users' polygons often cover only the part of a scene someone digitised; without an extent, every other pixel
+        would be trained and scored as background. Pixels outside the extent become ``ignore_index`` for training,
+        hold-out blocks and scores alike. Nothing is copied per scene: windows look the polygons up in the file's
+        shared spatial index (:class:`terraseg.io.vector.SceneLabels`).
+
+        Args:
+            path: polygon file (GeoPackage, GeoJSON, shapefile) in any CRS (reprojected to the raster's).
+            layer: its layer (multi-layer files); default the first.
+
+        Raises:
+            InputFileError: an unreadable file, or a raster without CRS the polygons cannot be placed on.
+        """
+        from terraseg.io.vector import SceneLabels, SharedLabels
+
+        shared = SharedLabels.get(path, layer)
+        self._aoi = SceneLabels(shared, np.ones(len(shared.geoms), dtype=np.int64), self.crs, self.info.transform,
+                                self.info.width, self.info.height, raster_path=self.path)
 
     def restricted(self, region: Region) -> "RasterScene":
         """The same raster restricted to ``region`` (pixels of this scene's region); nothing is read."""
@@ -441,7 +465,7 @@ class RasterScene(Scene):
         cached = self.__dict__.get("_key")
         if cached is None or cached[0] != state:
             key = _HashedKey(("raster", self.path, (r.row_off, r.col_off, r.height, r.width), tuple(self.bands), self.mask_path,
-                              self.mask_nodata, id(self._rasterizer), self.exclude, self.score_region, self.ignore_index))
+                              self.mask_nodata, id(self._rasterizer), id(self._aoi), self.exclude, self.score_region, self.ignore_index))
             self._key = cached = (state, key)
         return cached[1]
 
@@ -547,6 +571,14 @@ class RasterScene(Scene):
                 mask[mask == self.mask_nodata] = self.ignore_index
         if mask is not None:
             mask[~valid] = self.ignore_index
+            if self._aoi is not None:
+                from rasterio.features import rasterize
+
+                inside = np.zeros((oh, ow), dtype=np.uint8)
+                shapes = list(self._aoi.shapes())
+                if shapes:
+                    rasterize(shapes, out=inside, transform=self.transform @ Affine.scale(self.width / ow, self.height / oh))
+                mask[inside == 0] = self.ignore_index
             self._exclude(mask, 0, 0, scale=oh / self.height)
         return mask
 

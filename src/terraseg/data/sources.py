@@ -122,6 +122,8 @@ def build_scenes(
                     mask_nodata=src.mask_nodata, ignore_index=ignore_index, num_classes=num_classes,
                 )
             )
+            if src.aoi:
+                scenes[-1].set_aoi(resolve_data_path(src.aoi, root), src.aoi_layer)
         elif isinstance(src, ManifestSource):
             scenes += manifest_scenes(src, root, ignore_index, num_classes)
         elif isinstance(src, ProjectSource):
@@ -240,6 +242,8 @@ def scene_from_path(
     mapping: dict[str, int] | None = None,
     cache: bool = False,
     mask_nodata: int | None = None,
+    layer: str | None = None,
+    aoi: str | Path | None = None,
 ) -> Scene:
     """Open one input file as a scene: GDAL rasters as :class:`RasterScene`, PNG/JPEG as :class:`ArrayScene`.
 
@@ -255,9 +259,12 @@ def scene_from_path(
         cache: hold a small raster in memory (off: prediction streams windows, so memory does not grow
             with the scene).
         mask_nodata: mask value meaning unknown (default: the mask raster's nodata).
+        layer: the layer of vector ``labels`` in a multi-layer file (default: the first).
+        aoi: polygons of the labelled extent: labels outside them are unknown (:meth:`RasterScene.set_aoi`).
 
     Raises:
-        InputFileError: missing/unreadable file, or labels that do not fit the image.
+        InputFileError: missing/unreadable file, labels that do not fit the image, an extent on an image without
+            georeferencing.
     """
     from terraseg.config.base import build_options
     from terraseg.config.prep import LabelOptions
@@ -265,8 +272,13 @@ def scene_from_path(
     label = None
     if labels is not None:
         label = build_options(LabelOptions, "--labels", path=str(labels), burn_value=burn_value, attribute=attribute,
-                              mapping=mapping, nodata=mask_nodata)
-    return labelled_scene(path, label, bands, ignore_index, num_classes, cache)
+                              mapping=mapping, nodata=mask_nodata, layer=layer)
+    scene = labelled_scene(path, label, bands, ignore_index, num_classes, cache)
+    if aoi is not None:
+        if not isinstance(scene, RasterScene) or scene.crs is None:
+            raise InputFileError(f"--aoi {aoi}: {path} has no CRS to place a labelled extent on; leave --aoi out.")
+        scene.set_aoi(aoi)
+    return scene
 
 def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None, ignore_index: int = 255,
                    num_classes: int | None = None, cache: bool = False) -> Scene:

@@ -60,7 +60,7 @@ def _is_split_layout(root: Path) -> bool:
     return root.is_dir() and any((root / d).is_dir() and _is_class_folders(root / d) for d in ("seg_train", "trn"))
 
 
-def _vector_classes(path: str, attribute: str | None) -> tuple[list[str], dict[str, int] | None]:
+def _vector_classes(path: str, attribute: str | None, layer: str | None = None) -> tuple[list[str], dict[str, int] | None]:
     """Class names from a vector file: background + the attribute's values (sorted, numerically when all are numbers), or background + one class."""
     if attribute is None:
         layer = Path(path).stem
@@ -68,7 +68,7 @@ def _vector_classes(path: str, attribute: str | None) -> tuple[list[str], dict[s
     import pyogrio
 
     try:
-        df = pyogrio.read_dataframe(path, columns=[attribute], read_geometry=False)
+        df = pyogrio.read_dataframe(path, layer=layer, columns=[attribute], read_geometry=False)
     except Exception as e:  # noqa: BLE001 - pyogrio raises several types for a bad file or column
         raise InputFileError(f"{path}: cannot read attribute '{attribute}' ({str(e).splitlines()[0]}).") from None
     if attribute not in df.columns:
@@ -151,7 +151,48 @@ def _mask_classes(paths: list[Path]) -> tuple[int, int | str | None, list[str]]:
     return top + 1, (int(nodata) if nodata is not None else None), []
 
 
-def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute: str | None = None) -> tuple[dict[str, Any], list[str]]:
+EXTENT_SHARE = 0.5  # polygons whose convex hull spans less of the rasters than this: likely a partly labelled scene
+
+
+def _extent_notes(sources: dict[str, Any], sample: int = 20) -> list[str]:
+    """A note when the polygons span little of the rasters they label (their convex hull, up to ``sample`` rasters).
+
+    Users' polygons often cover the part someone digitised; without ``--aoi`` every pixel outside them is trained as
+    background. The convex hull of a raster's polygons against its footprint tells a partly digitised scene (a hull over
+    a corner) from sparse objects labelled everywhere (a hull over the whole raster).
+    """
+    import shapely
+
+    from terraseg.io.listing import expand_inputs
+    from terraseg.io.raster import open_raster
+    from terraseg.io.vector import SharedLabels
+
+    spanned = total = 0.0
+    for src in sources["train"]:
+        vec = src.get("vector")
+        if not vec:
+            continue
+        images = [src["image"]] if src["kind"] == "scene" else [p for p, _ in expand_inputs(src["images"])][:sample]
+        shared = SharedLabels.get(vec["path"], vec.get("layer"))
+        for image in images[:sample]:
+            with open_raster(image) as ds:
+                crs, footprint = ds.crs, shapely.box(*ds.bounds)
+            if crs is None:
+                continue
+            _, geoms = shared.within(crs, footprint.bounds, str(image))
+            if len(geoms):
+                hull = shapely.union_all(shapely.convex_hull(geoms)).convex_hull
+                spanned += shapely.intersection(hull, footprint).area
+                total += footprint.area
+    if not total or spanned >= EXTENT_SHARE * total:
+        return []
+    return [f"the polygons span {spanned / total:.0%} of the rasters they label (their convex hull): every pixel outside them "
+            "is trained and scored as background. If only part was labelled, give --aoi EXTENT.gpkg (polygons of the labelled "
+            "extent), so that the rest is unknown, not background."]
+
+
+def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute: str | None = None, aoi: str | None = None,
+                        layer: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """The config's source part and class names for what a user names.
 
     Args:
@@ -160,13 +201,30 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
         labels: a vector file for all rasters, a mask raster (one raster), or a folder of mask rasters
             matched by stem.
         attribute: the vector attribute holding class names or ids.
+        aoi: polygons of the labelled extent (:attr:`terraseg.config.SceneSource.aoi`), or None: the whole rasters.
+        layer: the layer of ``labels`` in a multi-layer vector file.
 
     Returns:
         ``({"train": [...], "test": [...], "ignore_index"?: v}, class names)``.
 
     Raises:
-        InputFileError: nothing found, labels that match no raster, an unreadable attribute.
+        InputFileError: nothing found, labels that match no raster, an unreadable attribute, an extent or layer given
+            where no georeferenced raster or vector file takes it.
     """
+    sources, names = _sources(inputs, labels, attribute, layer)
+    if layer is not None and not any("vector" in src for src in sources["train"]):
+        raise InputFileError(f"--layer {layer}: the labels are not a vector file; leave it out.")
+    if aoi is not None:
+        if any(src["kind"] not in ("scene", "project") for src in sources["train"]):
+            raise InputFileError(f"--aoi {aoi}: a labelled extent applies to georeferenced rasters with labels, not to a folder "
+                                 "of image/mask pairs or class folders; leave it out.")
+        for src in sources["train"]:
+            src["aoi"] = str(Path(aoi).resolve())
+    return sources, names
+
+
+def _sources(inputs: list[str], labels: str | None, attribute: str | None, layer: str | None) -> tuple[dict[str, Any], list[str]]:
+    """:func:`sources_from_inputs` without the extent."""
     if labels is None:
         if len(inputs) != 1 or not (Path(inputs[0]).is_dir() or Path(inputs[0]).suffix.lower() == ".zip"):
             raise InputFileError("give the labels (--labels POLYGONS.gpkg | MASK.tif | MASK_FOLDER), or one folder of image/mask "
@@ -215,8 +273,8 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
         if nodata is not None:
             src["mask_nodata"] = nodata
         return {"train": [src]} | ({"notes": notes} if notes else {}), ["background"] + [f"class_{k}" for k in range(1, n)]
-    names, mapping = _vector_classes(str(lab), attribute)
-    vec: dict[str, Any] = {"path": str(lab.resolve())}
+    names, mapping = _vector_classes(str(lab), attribute, layer)
+    vec: dict[str, Any] = {"path": str(lab.resolve())} | ({"layer": layer} if layer else {})
     if attribute:
         vec |= {"attribute": attribute, "mapping": mapping}
     if len(rasters) > 1:  # a project: rasters indexed once, the labels file read once (terraseg.data.project)
@@ -296,13 +354,15 @@ def write_plan(plan: Plan, fp: Fingerprint, path: str | Path) -> Path:
 
 
 def plan_run(inputs: list[str], labels: str | None = None, attribute: str | None = None, minutes: float = 10.0,
-             name: str | None = None, out: str | Path | None = "plan.yaml", measure: bool = True) -> PlanResult:
+             name: str | None = None, out: str | Path | None = "plan.yaml", measure: bool = True, aoi: str | None = None,
+             layer: str | None = None) -> PlanResult:
     """Plan a training run from data alone (module docstring): fingerprint, rules, ``plan.yaml``.
 
     Args:
         inputs: see :func:`sources_from_inputs`. labels, attribute: the labels and their class attribute.
         minutes: the wall budget of the run. name: run name (default: the first input's stem).
         out: where to write the plan (None: not written). measure: time the planned network's step on this machine.
+        aoi: polygons of the labelled extent (None: every pixel of the rasters is labelled). layer: the layer of ``labels``.
 
     Returns:
         :class:`PlanResult`.
@@ -312,13 +372,13 @@ def plan_run(inputs: list[str], labels: str | None = None, attribute: str | None
     """
     if minutes <= 0:
         raise ConfigError(f"--minutes {minutes:g}: the budget must be positive.")
-    sources, names = sources_from_inputs(inputs, labels, attribute)
+    sources, names = sources_from_inputs(inputs, labels, attribute, aoi, layer)
     label_notes = sources.pop("notes", [])
     fp = fingerprint_sources(sources, names)
     names, none_notes = _drop_nodata_codes(sources, names, fp.class_pixels)
     if none_notes:
         fp = fingerprint_sources(sources, names)
-    fp.notes[:0] = label_notes + none_notes
+    fp.notes[:0] = label_notes + none_notes + (_extent_notes(sources) if aoi is None else [])
     from terraseg.devices import training_device
 
     device = training_device()

@@ -82,6 +82,8 @@ EVALUATE: dict[str, tuple[Entry, Entry]] = {
     "attribute": ("vector attribute holding the class", CLASS_FOLDERS),
     "mapping": ("attribute value -> class id", CLASS_FOLDERS),
     "mask_nodata": ("mask value meaning unknown", CLASS_FOLDERS),
+    "layer": ("layer of a multi-layer vector file", CLASS_FOLDERS),
+    "aoi": ("the labelled extent: pixels outside it are not scored", CLASS_FOLDERS),
     "overlays": ("image | truth | prediction PNGs",
                  Refused("predictions.csv lists every image's true and predicted class, confusion_matrix.png the counts")),
     "overlay_size": ("side of each overlay panel",

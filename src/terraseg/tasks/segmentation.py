@@ -59,6 +59,13 @@ class SegmentationTask(opts.EvaluateChecks):
 
         m = bundle.manifest
         data = Path(cfg.data) if cfg.data else None
+        if (data is None or data.is_dir() or data.suffix.lower() in {".yaml", ".yml"}) and (given := [
+                f"--{k.replace('_', '-')}" for k in ("labels", "attribute", "mapping", "layer", "aoi", "mask_nodata")
+                if getattr(cfg, k) is not None]):
+            from terraseg.errors import ConfigError
+
+            raise ConfigError(f"{' '.join(given)} apply to one image with its labels; {data or 'the bundle config'} holds its "
+                              "own labels (set them in the config's sources, e.g. `aoi:`), so leave them out.")
         if data is None or data.suffix.lower() in {".yaml", ".yml"}:
             return split_scenes_of(bundle, data, cfg.split, cfg.overrides, warn=lambda w: say(f"warning: {w}"))
         if data.is_dir():
@@ -76,9 +83,9 @@ class SegmentationTask(opts.EvaluateChecks):
                 nodata = "none"  # as the plan counts such masks
                 say("note: " + background_tag_note(*hidden, "give --mask-nodata 0"))
         else:
-            attribute, mapping = labels_as_trained(bundle, cfg.labels, attribute, mapping, say)
+            attribute, mapping = labels_as_trained(bundle, cfg.labels, attribute, mapping, say, cfg.layer)
         return [open_input(bundle, data, cfg.labels, burn_value=cfg.burn_value, attribute=attribute,
-                           mapping=mapping, mask_nodata=nodata)]
+                           mapping=mapping, mask_nodata=nodata, layer=cfg.layer, aoi=cfg.aoi)]
 
     def evaluate(self, cfg: EvaluateConfig, bundle: Bundle, say: Say) -> dict[str, Any]:
         """Score the bundle on :meth:`evaluation_data` (:func:`terraseg.evaluate.report.run_evaluate`).
@@ -98,7 +105,7 @@ class SegmentationTask(opts.EvaluateChecks):
 
 
 def labels_as_trained(bundle: Bundle, path: str, attribute: str | None, mapping: dict[str, int] | None,
-                      say: Say) -> tuple[str | None, dict[str, int] | None]:
+                      say: Say, layer: str | None = None) -> tuple[str | None, dict[str, int] | None]:
     """The attribute and value-to-class mapping that score polygons as the bundle was trained on them.
 
     An explicit ``mapping`` wins. Otherwise the mapping the bundle records for ``attribute``
@@ -107,7 +114,7 @@ def labels_as_trained(bundle: Bundle, path: str, attribute: str | None, mapping:
 
     Args:
         bundle: the bundle. path: the vector file. attribute: ``--attribute`` or None. mapping: ``--mapping`` or None.
-        say: called with a note line.
+        say: called with a note line. layer: the file's layer (default: the first).
 
     Returns:
         ``(attribute, mapping)`` to rasterize with.
@@ -118,7 +125,7 @@ def labels_as_trained(bundle: Bundle, path: str, attribute: str | None, mapping:
 
         (name,) = trained
         try:
-            fields = list(pyogrio.read_info(path)["fields"])
+            fields = list(pyogrio.read_info(path, layer=layer)["fields"])
         except Exception:  # noqa: BLE001 - an unreadable file is refused in one line when it is read
             fields = []
         if name in fields:
