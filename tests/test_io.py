@@ -121,3 +121,33 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_kept_datasets_are_closed_at_exit_in_every_thread(tmp_path):
+    """Left to interpreter shutdown, rasterio's __del__ ran without its modules (3.12/3.13: 'Error in sys.excepthook')."""
+    import subprocess
+    import sys
+    import threading
+
+    from terraseg.io.raster import close_shared_datasets, shared_dataset
+
+    path = str(make_geotiff(tmp_path / "a.tif", 16, 16)[0])
+    held, opened, done = [shared_dataset(path)], threading.Event(), threading.Event()
+
+    def reader():  # a thread still alive at exit (a reader pool's idle worker)
+        held.append(shared_dataset(path))
+        opened.set()
+        done.wait(30)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    opened.wait(30)
+    assert len(held) == 2 and held[0] is not held[1] and not any(ds.closed for ds in held)
+    close_shared_datasets()
+    assert all(ds.closed for ds in held)
+    done.set()
+    t.join()
+    # and in a process that exits with a dataset kept: nothing on stderr
+    run = subprocess.run([sys.executable, "-c", f"from terraseg.io.raster import shared_dataset; shared_dataset({path!r}).read()"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stderr == "", run.stderr

@@ -7,11 +7,13 @@ never thrown away.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -600,6 +602,20 @@ def color_interpretation(count: int, names: list[str] | None = None) -> list:
 
 MAX_OPEN_DATASETS = 64  # open GDAL datasets kept per process and thread (a project has thousands of rasters)
 _OPEN = threading.local()
+_ALL_OPEN: "weakref.WeakValueDictionary[int, OrderedDict]" = weakref.WeakValueDictionary()  # every thread's handles
+
+
+@atexit.register
+def close_shared_datasets() -> None:
+    """Close every thread's kept datasets while the interpreter is whole (registered with ``atexit``).
+
+    Left to interpreter shutdown, a dataset is closed by rasterio's ``__del__`` after the modules it needs are gone
+    (Python 3.12 and 3.13 clear the main thread's locals last), which printed ``Error in sys.excepthook`` after a
+    successful command.
+    """
+    for handles in list(_ALL_OPEN.values()):
+        while handles:
+            handles.popitem()[1].close()
 
 
 def shared_dataset(path: str) -> rasterio.DatasetReader:
@@ -616,6 +632,7 @@ def shared_dataset(path: str) -> rasterio.DatasetReader:
 
     if getattr(_OPEN, "pid", None) != os.getpid():  # a forked worker: the parent's handles are not ours to use
         _OPEN.pid, _OPEN.handles = os.getpid(), OrderedDict()
+        _ALL_OPEN[id(_OPEN.handles)] = _OPEN.handles
     handles: OrderedDict = _OPEN.handles
     ds = handles.get(path)
     if ds is not None and not ds.closed:

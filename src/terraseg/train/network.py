@@ -346,7 +346,7 @@ def _trainer(cfg: ExperimentConfig, module: TaskBase, data: _Data, deadline: flo
         strategy=_strategy(cfg, module, data.in_channels), num_nodes=cfg.train.num_nodes,
         use_distributed_sampler=False,  # EpochSampler and ShardSampler shard over ranks themselves (terraseg.data.datasets)
         logger=logger, callbacks=callbacks, default_root_dir=run_dir, log_every_n_steps=10,
-        num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=bool(bar),
+        num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=progress.enabled(),
         limit_val_batches=1.0 if data.val_dl is not None else 0,
     )
     return trainer, ckpt_cb, throughput, budget
