@@ -114,7 +114,9 @@ def test_a_labelled_extent_keeps_unlabelled_pixels_out_of_training_holdout_and_s
                               "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false",
                               "--set", "train.export_onnx=false"])
     assert res.exit_code == 0, res.output
-    split = Bundle.load(tmp_path / "run" / "model.terraseg").manifest.split
+    manifest = Bundle.load(tmp_path / "run" / "model.terraseg").manifest
+    assert manifest.drift and manifest.drift["seconds"] >= 0  # fitted before the epochs: no budget leaves it out
+    split = manifest.split
     held = sum(v["train"] + v["val"] for v in split["pixels"].values())  # labelled pixels on both sides of the hold-out
     assert 0 < held <= inside and split["pixels"]["background"]["val"] > 0, split["pixels"]
     res = runner.invoke(app, ["evaluate", str(tmp_path / "run" / "model.terraseg"), str(scene), "--labels",

@@ -8,6 +8,7 @@ reload them on ``resume``); train with Lightning (seeded, early stopping, best c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -148,11 +149,9 @@ class _Budget(L.Callback):
     and the bundle). After every training batch and every validation, training stops when the time
     left is less than the reserve: the measured duration of one validation pass times the passes
     still to come (the last epoch's, calibration's, the tiling choice's) plus the ONNX export's measured time
-    (:func:`terraseg.train.export_time.export_reserve`) and the drift profile's. Before the first validation is
+    (:func:`terraseg.train.export_time.export_reserve`); the drift profile is fitted before the epochs. Before the first validation is
     measured, the reserve is a fifth of the budget (at least the export's).
     """
-
-    DRIFT_SECONDS = 5.0
 
     def __init__(self, deadline: float, passes_after: int, throughput: "_Throughput", export_seconds: float = 0.0) -> None:
         self.deadline, self.passes_after, self.throughput = deadline, passes_after, throughput
@@ -174,7 +173,7 @@ class _Budget(L.Callback):
 
     def reserve(self) -> float:
         v = self.pass_seconds()
-        after = self.export_seconds + self.DRIFT_SECONDS
+        after = self.export_seconds
         return max(0.2 * self.budget, after) if v is None else v * (1 + self.passes_after) + after
 
     def _check(self, trainer: L.Trainer, reserve: float) -> None:
@@ -188,7 +187,7 @@ class _Budget(L.Callback):
         if not trainer.sanity_checking:
             self.validations += 1
             v = self.pass_seconds() or 0.0
-            self._check(trainer, v * self.passes_after + self.export_seconds + self.DRIFT_SECONDS)  # no further validation
+            self._check(trainer, v * self.passes_after + self.export_seconds)  # no further validation
 
 
 def _after_training(name: str, deadline: float | None, seconds: float | None, skipped: list[str], keep: float = 0.0):
@@ -242,6 +241,9 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled and is_main_process() else None
     if tracker is not None:
         tracker.log_params(flatten_params(cfg.model_dump(mode="json")) | {"in_channels": data.in_channels})
+    # the drift profile before the epochs: it needs the data and statistics, not the network, so its real cost comes out of
+    # the training time and no bundle goes without one (fitted after training it was the step a tight budget left out)
+    drift = _drift_profile(cfg, data) if cfg.task != "classification" and is_main_process() else None
     export_s = _export_reserve(cfg, module, data.in_channels) if deadline is not None else 0.0
     trainer, ckpt_cb, throughput, budget = _trainer(cfg, module, data, deadline, tracker, list(callbacks or []), run_dir, export_s)
     train_seconds = _fit(trainer, module, data, run_dir / "checkpoints" / "last.ckpt", resume, tracker)
@@ -253,6 +255,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     manifest = _manifest(cfg, data, best, history, trainer, tracker, train_seconds, throughput)
     manifest.training["stopped"] = stop_reason = _stop_reason(cfg, trainer, budget)
     manifest.training["kept"] = kept
+    manifest.drift = drift
     skipped: list[str] = []
     _after_fit(cfg, model, manifest, data, best, budget.pass_seconds() if budget is not None else None, deadline, skipped, export_s)
     bundle_path = run_dir / "model.terraseg"
@@ -491,6 +494,20 @@ def _extras(cfg: ExperimentConfig, data: _Data) -> dict[str, bytes]:
     return {CALIBRATION: _calibration(data.train_dl.dataset.scenes, cfg.data.window, cfg.train.seed)}
 
 
+def _drift_profile(cfg: ExperimentConfig, data: _Data) -> dict | None:
+    """The bundle's drift profile (:func:`terraseg.infer.drift.fit_drift`) from the training and validation scenes."""
+    from terraseg.infer.drift import fit_drift
+
+    t0 = time.monotonic()
+    with progress.task("drift profile") if progress.enabled() else contextlib.nullcontext():
+        profile = fit_drift(data.train_dl.dataset.scenes, data.val_dl.dataset.scenes if data.val_dl is not None else [],
+                            data.stats, max(cfg.data.window, MIN_PREDICT_WINDOW), cfg.train.seed)
+    log.info("drift profile fitted in %.1f s", time.monotonic() - t0)
+    if profile is not None:
+        profile["seconds"] = round(time.monotonic() - t0, 2)
+    return profile
+
+
 def _write_bundle(cfg: ExperimentConfig, bundle: Bundle, bundle_path: Path, data: _Data, deadline: float | None,
                   skipped: list[str], t_start: float, export_s: float = 0.0) -> float:
     """Save the bundle (with its ONNX graph when asked and within the budget) and the run's memory and wall time.
@@ -509,20 +526,8 @@ def _write_bundle(cfg: ExperimentConfig, bundle: Bundle, bundle_path: Path, data
     if export is not None:
         with export:
             exported = _export(bundle, data.val_dl.dataset.scenes if data.val_dl is not None else [])
-    # the drift profile after the export, in the time the export really left (both are reserved by the budget; when
-    # time runs short the export goes first): a bundle without it checks inputs against default thresholds
-    drift = None
-    if cfg.task != "classification":
-        drift = _after_training("drift profile", deadline, _Budget.DRIFT_SECONDS, skipped)
-    if drift is not None:
-        from terraseg.infer.drift import fit_drift
-
-        val_scenes = data.val_dl.dataset.scenes if data.val_dl is not None else []
-        with drift:
-            manifest.drift = fit_drift(data.train_dl.dataset.scenes, val_scenes, data.stats,
-                                       max(cfg.data.window, MIN_PREDICT_WINDOW), cfg.train.seed)
-    if not exported or drift is not None:
-        bundle.save(bundle_path)  # with the drift profile (an exported graph stays in the bundle)
+    if not exported:
+        bundle.save(bundle_path)
     wall = time.monotonic() - t_start
     manifest.training["wall_seconds"] = round(wall, 1)
     if cfg.train.max_minutes:
