@@ -314,6 +314,9 @@ def _figures(x: np.ndarray, stats: NormStats, edges: np.ndarray, reference: np.n
 LEAVE_OUT_MIN = 8  # reference windows kept at least, when fewer than this miss a threshold window
 
 
+MIN_WINDOW = 16  # the smallest window side a profile is fitted on (tiny scenes)
+
+
 def fit_drift(train_scenes: list, val_scenes: list, stats: NormStats, window: int, seed: int = 0) -> dict | None:
     """The bundle's drift profile: reference histograms, fitted thresholds and the false-alarm rate on validation windows.
 
@@ -331,7 +334,8 @@ def fit_drift(train_scenes: list, val_scenes: list, stats: NormStats, window: in
         train_scenes: training scenes (raw pixels).
         val_scenes: validation scenes (the false-alarm measurement; may be empty).
         stats: the training statistics (mean, std, 2nd/98th percentiles).
-        window: the window side in pixels (a unit of input).
+        window: the window side in pixels (a unit of input); halved, down to :data:`MIN_WINDOW`, while scenes are too small
+            for windows of that side clear of the held-out blocks (the profile records the side used).
         seed: sampling seed.
 
     Returns:
@@ -343,6 +347,9 @@ def fit_drift(train_scenes: list, val_scenes: list, stats: NormStats, window: in
     rng = np.random.default_rng(seed)
     edges = bin_edges(stats)
     ref_windows = _windows(train_scenes, REFERENCE_WINDOWS, [(window, window)], rng)
+    while not ref_windows and window > MIN_WINDOW:  # scenes too small for windows clear of the held-out blocks: smaller ones
+        window = max(window // 2, MIN_WINDOW)
+        ref_windows = _windows(train_scenes, REFERENCE_WINDOWS, [(window, window)], rng)
     if not ref_windows:
         return None
     ref_counts = np.stack([band_histograms(w[5], edges) for w in ref_windows])
