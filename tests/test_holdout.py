@@ -92,7 +92,7 @@ def test_recorded_split_is_rebuilt_exactly(tmp_path):
 
 def test_block_side_rule():
     assert block_side(64 * 100**2) == 96  # 100 px rounds to a multiple of 16
-    assert block_side(10) == 64 and block_side(1e12) == 2048
+    assert block_side(10) == 16 and block_side(101 * 100) == 16 and block_side(1e12) == 2048
 
 
 def test_score_covers_only_classes_present():

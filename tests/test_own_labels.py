@@ -124,3 +124,42 @@ def test_a_labelled_extent_keeps_unlabelled_pixels_out_of_training_holdout_and_s
                               "--overlays", "0", "--no-log-to-run"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["pixels"] == inside
+
+
+def _multispectral(tmp_path, side=112, bands=13, seed=5):
+    """A float32 13-band reflectance scene whose four classes (patches around random seeds) differ by their spectra,
+    and its mask raster: what a per-pixel forest separates well."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, side, size=(24, 2))
+    rr, cc = np.mgrid[:side, :side]
+    nearest = np.argmin((rr[..., None] - centres[:, 0]) ** 2 + (cc[..., None] - centres[:, 1]) ** 2, axis=-1)
+    mask = (nearest % 4).astype(np.uint8)
+    spectra = rng.uniform(0.05, 0.4, size=(4, bands)).astype(np.float32)
+    image = spectra[mask].transpose(2, 0, 1) + rng.normal(0, 0.03, size=(bands, side, side)).astype(np.float32)
+    profile = dict(driver="GTiff", height=side, width=side, crs="EPSG:32633", transform=from_origin(500000, 5000000, 10, 10))
+    with rasterio.open(tmp_path / "patch.tif", "w", count=bands, dtype="float32", **profile) as dst:
+        dst.write(image.astype(np.float32))
+    with rasterio.open(tmp_path / "lulc.tif", "w", count=1, dtype="uint8", **profile) as dst:
+        dst.write(mask[None])
+    return tmp_path / "patch.tif", tmp_path / "lulc.tif"
+
+
+def test_the_plan_keeps_the_forest_where_validation_prefers_it_and_prints_both(tmp_path, monkeypatch):
+    from terraseg.bundle import Bundle
+
+    monkeypatch.chdir(tmp_path)
+    scene, mask = _multispectral(tmp_path)
+    res = runner.invoke(app, ["train", "--data", str(scene), "--labels", str(mask), "--minutes", "0.4",
+                              "--set", "tracking.enabled=false", "--set", "train.export_onnx=false"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert any(ln.startswith("candidate network") for ln in lines) and any(ln.startswith("candidate random_forest") for ln in lines)
+    assert any(ln.startswith("kept random_forest") for ln in lines), res.output
+    bundle = Bundle.load(tmp_path / "runs" / "patch" / "model.terraseg")
+    assert bundle.manifest.model.arch == "random_forest" and bundle.manifest.training["candidates"]["kept"] == "random_forest"
+    assert (tmp_path / "runs" / "patch" / "candidates" / "network.terraseg").is_file()
+    (row,) = bundle.manifest.training["candidates"]["comparisons"]
+    assert row["difference_interval"][0] > 0 and row["units"] >= 5  # small blocks: an interval, not one block

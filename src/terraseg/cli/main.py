@@ -91,7 +91,7 @@ def train(
         return
     best = res.best
     out.print(f"bundle: {res.bundle_path}")
-    if cfg.pixel_model:
+    if cfg.pixel_model or res.arch:
         out.print(f"train time: {res.train_seconds:.1f} s (sampling + fit)  fit: {res.chips_per_second:,.0f} training pixels/s")
         out.print(f"feature importance: {res.run_dir / 'feature_importance.csv'} (.png)")
     else:
@@ -131,6 +131,8 @@ def train(
                   + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float) and k not in skip))
         if "val/score" in best and pixelwise and (wide := width_warning(interval, units, "validation")):
             err.print(f"warning: {wide}.")
+    for line in res.candidates:
+        out.print(line, highlight=False)
     if res.tracking_uri:
         out.print(f"mlflow: {res.tracking_uri}")
 

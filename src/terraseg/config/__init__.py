@@ -329,6 +329,12 @@ class TrainConfig(_Strict):
     max_epochs: int = Field(20, ge=1, description="Epochs at most.")
     max_minutes: float | None = Field(None, gt=0, description="Stop after this many minutes of training (the best checkpoint is kept).")
     patience: int = Field(10, ge=1, description="Early stopping: epochs without a better validation score.")
+    challengers: list[Literal["random_forest", "logistic_regression", "gradient_boosting"]] = Field(
+        default_factory=list, description="Segmentation: pixel baselines fitted beside the network within the same budget and "
+        "on the same hold-out (first, in seconds; the network trains in the time left). The run keeps the one the paired "
+        "block-bootstrap comparison on the validation blocks prefers, or the network when it cannot tell them apart; both "
+        "figures are printed and recorded in the bundle (`manifest.training.candidates`). `terraseg plan` sets it for small "
+        "label sets (docs/plan.md).")
     keep: Literal["auto", "best", "last"] = Field(
         "auto", description="Which epoch's network the bundle keeps. 'best': the best validation score. 'last': the last "
         "epoch. 'auto': the best unless validation cannot tell it from the last (the paired block-bootstrap interval of "
@@ -468,6 +474,9 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _task_fits(self) -> "ExperimentConfig":
         kinds = {s.kind for s in self.data.train + self.data.val + self.data.test}
+        if self.train.challengers and self.task == "classification":
+            raise ValueError("train.challengers are pixel baselines fitted beside a segmentation network; for task "
+                             "classification set train.challengers: []")
         if self.task == "classification":
             if self.model.arch != "classifier":
                 raise ValueError(f"task 'classification' needs model.arch 'classifier', not '{self.model.arch}'")

@@ -23,7 +23,8 @@ photo/mask pair) is one unit. Units are chosen for validation by fixed rules:
    project, training ignores the labels there too.
 
 Block side rule (when ``data.holdout_block`` is unset): about 64 blocks over the whole labelled
-area, ``sqrt(labelled pixels / 64)``, between 64 and 2,048 pixels, rounded to 16 pixels. Buffer
+area, ``sqrt(labelled pixels / 64)``, between 16 and 2,048 pixels, rounded to 16 pixels (a tiny scene gets small
+blocks, enough of them for a 95% interval, rather than one block and no interval). Buffer
 rule (``data.holdout_buffer`` unset): an eighth of the block side. Context: a quarter of the
 training window.
 
@@ -47,7 +48,7 @@ from terraseg.errors import BundleError
 log = logging.getLogger(__name__)
 
 TARGET_BLOCKS = 64
-MIN_BLOCK, MAX_BLOCK = 64, 2048
+MIN_BLOCK, MAX_BLOCK = 16, 2048  # 16: a tiny scene (100 x 100 px) still gets about 40 blocks, so an interval
 
 
 @dataclass
@@ -75,7 +76,7 @@ def block_side(labelled_pixels: float) -> int:
         labelled_pixels: labelled pixels of all raster scenes.
 
     Returns:
-        Side in pixels, between 64 and 2,048, a multiple of 16.
+        Side in pixels, between 16 and 2,048, a multiple of 16.
     """
     side = float(np.sqrt(max(labelled_pixels, 1.0) / TARGET_BLOCKS))
     return int(np.clip(round(side / 16) * 16, MIN_BLOCK, MAX_BLOCK))

@@ -139,6 +139,9 @@ def make_estimator(model: ModelConfig, cfg: BaselineConfig, seed: int):
     raise ConfigError(f"model.arch '{model.arch}' is not a pixel baseline.")
 
 
+SEQUENTIAL_BELOW = 65_536  # pixels (a 256 x 256 window) under which a forest predicts on one thread
+
+
 class PixelModel:
     """A fitted per-pixel estimator with its features; a sliding-window backend.
 
@@ -160,7 +163,13 @@ class PixelModel:
 
     def proba(self, X: np.ndarray) -> np.ndarray:
         """``(n, F)`` features -> ``(n, K)`` probabilities (classes never seen in training get 0)."""
-        p = self.estimator.predict_proba(X)
+        if X.shape[0] < SEQUENTIAL_BELOW:  # joblib's threads poll for results every few ms: slower than one thread here
+            from joblib import parallel_config
+
+            with parallel_config(backend="sequential"):
+                p = self.estimator.predict_proba(X)
+        else:
+            p = self.estimator.predict_proba(X)
         out = np.zeros((X.shape[0], self.num_classes), np.float32)
         out[:, np.asarray(self.estimator.classes_, dtype=int)] = p
         return out

@@ -203,6 +203,9 @@ def measure_step_seconds(cfg_raw: dict[str, Any], bands: int, steps: int = 3) ->
     return float(np.median(times))
 
 
+SMALL_LABELS = 4_000_000  # labelled pixels under which the plan fits the pixel forest beside the network
+
+
 def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sources: dict[str, Any], minutes: float,
                 device: str, measure: bool = True) -> Plan:
     """Apply the rules: the config mapping for ``fp`` within ``minutes`` of wall time on ``device``, with reasons.
@@ -242,6 +245,12 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
     p.set("data.val_fraction", 0.2, "20% of the labelled pixels held out: spatial blocks with a buffer (whole images of "
           "folders), every class represented where the data allows (terraseg.data.holdout).")
     _plan_search(p)
+    if fp.task == "segmentation" and (labelled := sum(fp.class_pixels)) < SMALL_LABELS:
+        p.set("train.challengers", ["random_forest"], f"{labelled:,} labelled pixels, under {SMALL_LABELS:,} (one 2,000 x 2,000 "
+              "scene): on small label sets a per-pixel random forest often matches a network trained from scratch in minutes "
+              "(Belgiu & Dragut, ISPRS J. 114, 2016). It is fitted first (seconds), the network trains in the time left, and the "
+              "forest is kept only when the paired comparison on the same validation blocks puts it above the network "
+              "(terraseg.train.candidates).")
     return p
 
 

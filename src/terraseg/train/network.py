@@ -335,7 +335,10 @@ def _trainer(cfg: ExperimentConfig, module: TaskBase, data: _Data, deadline: flo
     budget = None
     if deadline is not None:
         # a tiling choice validates with sliding windows: about twice the pixels of the one-window validation pass
-        budget = _Budget(deadline, int(segmenting and cfg.train.calibrate) + 2 * int(segmenting and cfg.train.choose_tiling), throughput,
+        # passes after training: calibration's, the tiling choice's (about two), and the comparison with each challenger
+        # (the network's and the baseline's on the validation blocks: terraseg.train.candidates)
+        after = int(segmenting and cfg.train.calibrate) + 2 * int(segmenting and cfg.train.choose_tiling) + 2 * len(cfg.train.challengers)
+        budget = _Budget(deadline, after, throughput,
                          export_s)
         callbacks.append(budget)
     logger: Any = False

@@ -91,7 +91,10 @@ def feature_importance(model: PixelModel, X: np.ndarray, y: np.ndarray, names: l
     """
     from sklearn.inspection import permutation_importance
 
-    r = permutation_importance(model.estimator, X, y, n_repeats=5, random_state=seed, n_jobs=1)
+    from joblib import parallel_config
+
+    with parallel_config(backend="sequential"):  # small samples: the forest's threads would cost more than they save
+        r = permutation_importance(model.estimator, X, y, n_repeats=5, random_state=seed, n_jobs=1)
     mdi = getattr(model.estimator, "feature_importances_", None)
     rows = [{"feature": n, "permutation_mean": round(float(a), 6), "permutation_std": round(float(b), 6),
              **({"impurity": round(float(mdi[i]), 6)} if mdi is not None else {})}

@@ -30,6 +30,8 @@ class TrainResult:
             spill store figures (:meth:`terraseg.io.cache.ByteLRU.report`, :meth:`terraseg.io.cache.SpillStore.report`).
         kept: networks: which epoch's network the bundle holds and why (:func:`terraseg.train.network.keep_epoch`),
             or None when it is simply the best by validation. kept_epoch: ``"best"`` or ``"last"``.
+        candidates: with ``train.challengers``: one line per candidate (its validation score and interval) and the choice
+            (:mod:`terraseg.train.candidates`). arch: the kept candidate's ``model.arch`` when it is not the config's.
     """
 
     bundle_path: Path
@@ -49,3 +51,5 @@ class TrainResult:
     stop_reason: str | None = None
     kept: str | None = None
     kept_epoch: str = "best"
+    candidates: list[str] = field(default_factory=list)
+    arch: str | None = None

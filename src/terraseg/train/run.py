@@ -33,6 +33,17 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
     Raises:
         InputFileError: bad data. ConfigError: bad settings. OutputError: an unwritable run folder.
     """
+    if cfg.train.challengers:
+        if scenes is None and not callbacks and not cfg.pixel_model:
+            from terraseg.train.candidates import train_with_challengers
+
+            return train_with_challengers(cfg, resume, tracking_uri, callbacks, parent_run_id, started)
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "train.challengers %s not fitted: %s", ", ".join(cfg.train.challengers),
+            f"model.arch {cfg.model.arch} is itself a pixel baseline" if cfg.pixel_model else
+            "cross-validation folds and tuning trials train the configured network alone")
     if cfg.pixel_model:
         from terraseg.train.pixel import train_pixel
 
