@@ -163,3 +163,41 @@ def test_the_plan_keeps_the_forest_where_validation_prefers_it_and_prints_both(t
     assert (tmp_path / "runs" / "patch" / "candidates" / "network.terraseg").is_file()
     (row,) = bundle.manifest.training["candidates"]["comparisons"]
     assert row["difference_interval"][0] > 0 and row["units"] >= 5  # small blocks: an interval, not one block
+
+
+def test_mask_codes_become_the_classes_they_hold_and_are_scored_as_trained(tmp_path):
+    """A land-cover mask tagged nodata 0 holding codes 1, 2, 3, 8 and a stray 255: four classes named by value."""
+    import rasterio
+
+    from terraseg.config import load_config
+    from terraseg.data.sources import build_scenes
+
+    def scene(name, seed):
+        img, _, _ = make_geotiff(tmp_path / f"{name}.tif", 96, 96, seed=seed)
+        rng = np.random.default_rng(seed)
+        codes = np.array([1, 2, 3, 8], dtype=np.uint8)[rng.integers(0, 4, size=(12, 12))].repeat(8, 0).repeat(8, 1)
+        codes[:8, :8] = 0  # nodata
+        codes[50, 50:53] = 255  # three stray 'no data' pixels
+        with rasterio.open(img) as ds:
+            prof = ds.profile | dict(count=1, dtype="uint8", nodata=0)
+        with rasterio.open(tmp_path / f"{name}_mask.tif", "w", **prof) as dst:
+            dst.write(codes[None])
+        return img, tmp_path / f"{name}_mask.tif", codes
+
+    img, mask, codes = scene("one", 7)
+    res = runner.invoke(app, ["plan", str(img), "--labels", str(mask), "--minutes", "0.5", "--no-measure",
+                              "--out", str(tmp_path / "plan.yaml"), "--name", "codes"])
+    assert res.exit_code == 0 and "mask value 255" in res.output, res.output
+    cfg = load_config(tmp_path / "plan.yaml")
+    assert [c.name for c in cfg.classes] == ["class_1", "class_2", "class_3", "class_8"]  # no class_4..7, no background
+    assert cfg.data.train[0].mask_values == {"1": 0, "2": 1, "3": 2, "8": 3, "255": 255}
+    (s,) = build_scenes(cfg.data.train, cfg.data, cfg.ignore_index, len(cfg.classes))
+    read = s.read(0, 0, 96, 96).mask
+    lut = {0: 255, 1: 0, 2: 1, 3: 2, 8: 3, 255: 255}
+    assert (read == np.vectorize(lut.get)(codes)).all()
+    res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "model.arch=random_forest",
+                              "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false"])
+    assert res.exit_code == 0, res.output
+    img2, mask2, codes2 = scene("two", 8)
+    scores, _ = _scores(tmp_path / "run" / "model.terraseg", img2, mask2, tmp_path / "e")
+    assert scores["pixels"] == int(((codes2 != 0) & (codes2 != 255)).sum()) and len(scores["confusion_matrix"]) == 4

@@ -199,6 +199,16 @@ class Bundle:
         """Input band count."""
         return self.manifest.input.bands
 
+    def _training_sources(self) -> list[dict[str, Any]]:
+        return ((self.manifest.training.get("config") or {}).get("data") or {}).get("train") or []
+
+    def mask_values(self) -> dict[str, int] | None:
+        """How training read mask rasters' values as classes (mask value as text -> class id), or None (values were ids)."""
+        found: dict[str, int] = {}
+        for src in self._training_sources():
+            found |= src.get("mask_values") or {}
+        return found or None
+
     def vector_labels(self) -> dict[str, dict[str, int] | None]:
         """How training turned polygon attributes into classes, from the training config the bundle records.
 
@@ -208,7 +218,7 @@ class Bundle:
             values trained as unknown.
         """
         found: dict[str, dict[str, int] | None] = {}
-        for src in ((self.manifest.training.get("config") or {}).get("data") or {}).get("train") or []:
+        for src in self._training_sources():
             vec = src.get("vector") or {}
             if vec.get("attribute"):
                 name, mapping = vec["attribute"], vec.get("mapping")

@@ -53,6 +53,10 @@ class SceneSource(_Strict):
         "value means unknown, the tag is not honoured (a 0/1 mask tagged nodata 0, as many GDAL-written masks are, whose "
         "0 is background; `terraseg plan` sets it so and says why).")
     bands: list[int] | None = Field(None, description="1-based band indexes to read, in order; default all bands.")
+    mask_values: dict[str, int] | None = Field(
+        None, description="Mask value (as text) -> class id, for masks whose values are not the ids 0..K-1 (e.g. land-cover "
+        "codes 1, 2, 3, 4, 8); a value not listed is refused, nodata is unknown. Default: the values are the class ids. "
+        "`terraseg plan` writes it from the values the masks hold.")
     aoi: str | None = Field(
         None, description="The labelled extent: polygons (any vector file, any CRS) outside which every pixel is unknown "
         "(ignore_index) for training, hold-out and scores; default: the whole raster is labelled (pixels no polygon covers "
@@ -133,6 +137,10 @@ class ProjectSource(_Strict):
                               "exclusive with `vector`.")
     mask_nodata: int | None = Field(None, description="Mask value meaning 'unknown'; default each mask's nodata.")
     bands: list[int] | None = Field(None, description="1-based band indexes to read, in order; default all bands.")
+    mask_values: dict[str, int] | None = Field(
+        None, description="Mask value (as text) -> class id, for masks whose values are not the ids 0..K-1 (e.g. land-cover "
+        "codes 1, 2, 3, 4, 8); a value not listed is refused, nodata is unknown. Default: the values are the class ids. "
+        "`terraseg plan` writes it from the values the masks hold.")
     aoi: str | None = Field(
         None, description="The labelled extent: polygons (any vector file, any CRS) outside which every pixel is unknown "
         "(ignore_index) for training, hold-out and scores; default: the whole raster is labelled (pixels no polygon covers "

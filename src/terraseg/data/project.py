@@ -174,6 +174,7 @@ def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num
                     continue
             scenes.append(RasterScene(p, bands=src.bands, mask_path=m, mask_nodata=src.mask_nodata, ignore_index=ignore_index,
                                       num_classes=num_classes))
+            scenes[-1].set_mask_values(src.mask_values)
             if m is None:  # background only: every valid pixel class 0
                 from terraseg.io.vector import VectorRasterizer
 

@@ -321,6 +321,7 @@ class RasterScene(Scene):
                         self.mask_nodata = self.mask_nodata_tag = int(mds.nodata)
         self.has_labels = self._rasterizer is not None or self.mask_path is not None
         self._aoi = None  # the labelled extent (set_aoi): labels outside it are unknown
+        self._values: tuple[np.ndarray, np.ndarray] | None = None  # mask value -> class id (set_mask_values)
         nbytes = self.height * self.width * self.count * np.dtype(self.dtype).itemsize
         self._cache_ok = cache and nbytes <= CACHE_LIMIT_BYTES
         self._past_budget = False  # the decoded region is over a quarter of this process's cache budget
@@ -364,15 +365,45 @@ class RasterScene(Scene):
         else:
             assert self.mask_path is not None
             mds = self._dataset(self.mask_path)
-            mask = read_window(mds, Window(c0, r0, w, h), [1], fill=0, path=self.mask_path)[0].astype(np.int64)
-            if self.mask_nodata is not None:
-                mask[mask == self.mask_nodata] = self.ignore_index
+            mask = self._class_ids(read_window(mds, Window(c0, r0, w, h), [1], fill=0, path=self.mask_path)[0].astype(np.int64))
             self._check_classes(mask, self.num_classes, self.mask_path)
         mask[~valid] = self.ignore_index
         if self._aoi is not None:
             mask[self._aoi.rasterize(r0, c0, h, w) == 0] = self.ignore_index
         self._exclude(mask, row, col)
         return mask
+
+    def set_mask_values(self, mapping: dict[str, int] | None) -> None:
+        """Read the mask's values through ``mapping`` (value as text -> class id), e.g. land-cover codes 1, 2, 3, 4, 8.
+
+        Args:
+            mapping: :attr:`terraseg.config.SceneSource.mask_values`, or None (the values are the class ids).
+        """
+        if mapping:
+            keys = np.array(sorted(int(float(k)) for k in mapping), dtype=np.int64)
+            self._values = keys, np.array([mapping[str(k)] for k in keys], dtype=np.int64)
+
+    def _class_ids(self, raw: np.ndarray) -> np.ndarray:
+        """Raw mask values -> class ids: nodata is ``ignore_index``, other values go through :meth:`set_mask_values`.
+
+        Raises:
+            InputFileError: a value the mapping does not list (a class training never saw, never silently unknown).
+        """
+        nodata = raw == self.mask_nodata if self.mask_nodata is not None else None
+        if self._values is not None:
+            keys, ids = self._values
+            pos = np.clip(np.searchsorted(keys, raw), 0, len(keys) - 1)
+            known = keys[pos] == raw
+            if nodata is not None:
+                known |= nodata
+            if not known.all():
+                odd = ", ".join(str(v) for v in np.unique(raw[~known])[:8])
+                raise InputFileError(f"{self.mask_path}: mask values {odd} are not among the classes (values "
+                                     f"{', '.join(map(str, keys))}); add them to the source's mask_values or set them to nodata.")
+            raw = ids[pos]
+        if nodata is not None:
+            raw[nodata] = self.ignore_index
+        return raw
 
     def set_aoi(self, path: str | Path, layer: str | None = None) -> None:
         """Restrict the labels to a labelled extent (Raster Vision's AOI): every pixel outside its polygons is unknown.
@@ -566,9 +597,7 @@ class RasterScene(Scene):
         elif self.mask_path:
             win = Window(self.region.col_off, self.region.row_off, self.width, self.height)
             with open_raster(self.mask_path) as mds:
-                mask = mds.read(1, window=win, out_shape=(oh, ow)).astype(np.int64)
-            if self.mask_nodata is not None:
-                mask[mask == self.mask_nodata] = self.ignore_index
+                mask = self._class_ids(mds.read(1, window=win, out_shape=(oh, ow)).astype(np.int64))
         if mask is not None:
             mask[~valid] = self.ignore_index
             if self._aoi is not None:

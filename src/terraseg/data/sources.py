@@ -122,6 +122,7 @@ def build_scenes(
                     mask_nodata=src.mask_nodata, ignore_index=ignore_index, num_classes=num_classes,
                 )
             )
+            scenes[-1].set_mask_values(src.mask_values)
             if src.aoi:
                 scenes[-1].set_aoi(resolve_data_path(src.aoi, root), src.aoi_layer)
         elif isinstance(src, ManifestSource):
@@ -244,6 +245,7 @@ def scene_from_path(
     mask_nodata: int | None = None,
     layer: str | None = None,
     aoi: str | Path | None = None,
+    mask_values: dict[str, int] | None = None,
 ) -> Scene:
     """Open one input file as a scene: GDAL rasters as :class:`RasterScene`, PNG/JPEG as :class:`ArrayScene`.
 
@@ -261,6 +263,7 @@ def scene_from_path(
         mask_nodata: mask value meaning unknown (default: the mask raster's nodata).
         layer: the layer of vector ``labels`` in a multi-layer file (default: the first).
         aoi: polygons of the labelled extent: labels outside them are unknown (:meth:`RasterScene.set_aoi`).
+        mask_values: mask value -> class id for a mask raster (:meth:`RasterScene.set_mask_values`).
 
     Raises:
         InputFileError: missing/unreadable file, labels that do not fit the image, an extent on an image without
@@ -274,6 +277,8 @@ def scene_from_path(
         label = build_options(LabelOptions, "--labels", path=str(labels), burn_value=burn_value, attribute=attribute,
                               mapping=mapping, nodata=mask_nodata, layer=layer)
     scene = labelled_scene(path, label, bands, ignore_index, num_classes, cache)
+    if mask_values and isinstance(scene, RasterScene):
+        scene.set_mask_values(mask_values)
     if aoi is not None:
         if not isinstance(scene, RasterScene) or scene.crs is None:
             raise InputFileError(f"--aoi {aoi}: {path} has no CRS to place a labelled extent on; leave --aoi out.")

@@ -119,36 +119,59 @@ def _drop_nodata_codes(sources: dict[str, Any], names: list[str], class_pixels: 
     return keep, notes
 
 
-def _mask_classes(paths: list[Path]) -> tuple[int, int | str | None, list[str]]:
-    """(number of classes, mask_nodata, notes) from mask rasters: the largest value seen + 1 (a sample of 20 masks).
+MASK_FULL_READ = 4096 * 4096  # masks up to this many pixels are read whole for their values; larger ones on an overview
 
-    A nodata tag that is also the background value of the mask's own pixels (0 in a 0/1 mask tagged nodata 0, as
-    GDAL writes many masks) is not honoured when honouring it would leave fewer than two classes with labelled
-    pixels: ``mask_nodata`` is then ``"none"`` and a note says so and how to restore the tag.
+
+def _mask_classes(paths: list[Path]) -> tuple[list[int], int | str | None, list[str], list[int]]:
+    """(the class values, mask_nodata, notes, values read as unknown) of mask rasters: the values their pixels hold (the
+    first 20 masks).
+
+    Values that mean no data (255, -1, 65535, -9999) and hold under :data:`NODATA_SHARE` of the labelled pixels are
+    unknown, not classes, as for vector attributes; a negative value in an untagged mask is its nodata (Sen1Floods11's
+    -1). A nodata tag that is also the background value of the mask's own pixels (0 in a 0/1 mask tagged nodata 0, as
+    GDAL writes many masks) is not honoured when honouring it would leave fewer than two classes with labelled pixels:
+    ``mask_nodata`` is then ``"none"`` and a note says so and how to restore the tag. Masks up to
+    :data:`MASK_FULL_READ` pixels are read whole, so a rare class is not missed; a value an overview of a larger mask
+    missed is refused in one line when training reads it (:meth:`terraseg.data.scenes.RasterScene.set_mask_values`).
     """
     import numpy as np
 
     from terraseg.data.census import background_tag_note, hidden_background
     from terraseg.io.raster import open_raster
 
-    top, nodata = 1, None
-    tags: set = set()
-    seen: set[int] = set()
-    for p in paths[:20]:  # each mask read once, for both the class count and the background-tag rule
+    counts: dict[int, int] = {}
+    nodata, tags = None, set()
+    for p in paths[:20]:
         with open_raster(p) as ds:
             nodata = ds.nodata if ds.nodata is not None else nodata
-            m = ds.read(1, out_shape=(min(ds.height, 1024), min(ds.width, 1024)))
             tags.add(ds.nodata)
-            seen |= {int(v) for v in np.unique(m)}
-            vals = np.unique(m[m != ds.nodata] if ds.nodata is not None else m)
-            if nodata is None and vals.size and vals.min() < 0:  # e.g. Sen1Floods11's -1 for 'no label'
-                nodata = float(vals.min())
-                vals = vals[vals != vals.min()]
-            top = max(top, int(vals.max()) if vals.size else 1)
+            shape = None if ds.width * ds.height <= MASK_FULL_READ else (2048, 2048)
+            values, n = np.unique(ds.read(1, out_shape=shape), return_counts=True)
+        for v, c in zip(values.tolist(), n.tolist()):
+            counts[int(v)] = counts.get(int(v), 0) + int(c)
+    seen = set(counts)
     if (hidden := hidden_background(tags, seen)) is not None:
         tag, values = hidden
-        return max(values) + 1, "none", [background_tag_note(tag, values, f"set mask_nodata: {tag} in the source")]
-    return top + 1, (int(nodata) if nodata is not None else None), []
+        return values, "none", [background_tag_note(tag, values, f"set mask_nodata: {tag} in the source")], []
+    if nodata is None and seen and min(seen) < 0:  # e.g. Sen1Floods11's -1 for 'no label'
+        nodata = min(seen)
+    classes = sorted(v for v in seen if v != nodata) or [0, 1]
+    total = max(sum(counts[v] for v in classes), 1)
+    rare = [v for v in classes if str(v) in NODATA_CODES and counts[v] < NODATA_SHARE * total]
+    notes = [f"mask value {v} holds {counts[v]:,} labelled pixels and conventionally means 'no data': unknown (ignore_index), "
+             "not a class; list it in the source's mask_values to keep it" for v in rare] if len(classes) - len(rare) >= 2 else []
+    unknown = rare if notes else []
+    return [v for v in classes if v not in unknown], (int(nodata) if nodata is not None else None), notes, unknown
+
+
+def _mask_source(classes: list[int], nodata: int | str | None, unknown: list[int]) -> tuple[dict[str, Any], list[str]]:
+    """A mask source's ``mask_nodata`` and ``mask_values`` (when the values are not the ids 0..K-1, or some values are
+    unknown: mapped to ignore_index 255), and the class names: ``background`` for 0, ``class_<value>`` for the others
+    (named by value, only the values the masks hold)."""
+    src: dict[str, Any] = {"mask_nodata": nodata} if nodata is not None else {}
+    if classes != list(range(len(classes))) or unknown:
+        src["mask_values"] = {str(v): i for i, v in enumerate(classes)} | {str(v): 255 for v in unknown}
+    return src, ["background" if v == 0 else f"class_{v}" for v in classes]
 
 
 EXTENT_SHARE = 0.5  # polygons whose convex hull spans less of the rasters than this: likely a partly labelled scene
@@ -240,7 +263,7 @@ def _sources(inputs: list[str], labels: str | None, attribute: str | None, layer
         from terraseg.data.sources import folder_pairs
 
         pairs, layout = folder_pairs(FolderSource(root=str(root)), root)
-        n = _mask_classes([m for _, m in pairs])[0]
+        n = max(_mask_classes([m for _, m in pairs])[0]) + 1  # folder masks are read as class ids
         if layout == "loveda":
             names = ["background", "building", "road", "water", "barren", "forest", "agriculture"]
         elif layout == "magnetic_tiles":
@@ -260,19 +283,18 @@ def _sources(inputs: list[str], labels: str | None, attribute: str | None, layer
         missing = [r for r, m in pairs if m is None]
         if len(missing) == len(pairs):
             raise InputFileError(f"{lab}: no mask named after any raster (e.g. {Path(rasters[0]).stem}.tif).")
-        n, nodata, notes = _mask_classes([m for _, m in pairs if m is not None])
-        train = [{"kind": "scene", "image": str(Path(r).resolve()), "mask": str(m.resolve())}
-                 | ({"mask_nodata": nodata} if nodata is not None else {}) for r, m in pairs if m is not None]
-        return {"train": train} | ({"notes": notes} if notes else {}), ["background"] + [f"class_{k}" for k in range(1, n)]
+        classes, nodata, notes, unknown = _mask_classes([m for _, m in pairs if m is not None])
+        extra, names = _mask_source(classes, nodata, unknown)
+        train = [{"kind": "scene", "image": str(Path(r).resolve()), "mask": str(m.resolve())} | extra for r, m in pairs if m is not None]
+        return {"train": train} | ({"notes": notes} if notes else {}), names
     if is_mask_raster(lab):
         if len(rasters) != 1:
             raise InputFileError(f"{lab}: one mask raster labels one raster; for {len(rasters)} rasters give a folder of masks "
                                  "named after them.")
-        n, nodata, notes = _mask_classes([lab])
-        src = {"kind": "scene", "image": str(Path(rasters[0]).resolve()), "mask": str(lab.resolve())}
-        if nodata is not None:
-            src["mask_nodata"] = nodata
-        return {"train": [src]} | ({"notes": notes} if notes else {}), ["background"] + [f"class_{k}" for k in range(1, n)]
+        classes, nodata, notes, unknown = _mask_classes([lab])
+        extra, names = _mask_source(classes, nodata, unknown)
+        src = {"kind": "scene", "image": str(Path(rasters[0]).resolve()), "mask": str(lab.resolve())} | extra
+        return {"train": [src]} | ({"notes": notes} if notes else {}), names
     names, mapping = _vector_classes(str(lab), attribute, layer)
     vec: dict[str, Any] = {"path": str(lab.resolve())} | ({"layer": layer} if layer else {})
     if attribute:

@@ -84,8 +84,8 @@ class SegmentationTask(opts.EvaluateChecks):
                 say("note: " + background_tag_note(*hidden, "give --mask-nodata 0"))
         else:
             attribute, mapping = labels_as_trained(bundle, cfg.labels, attribute, mapping, say, cfg.layer)
-        return [open_input(bundle, data, cfg.labels, burn_value=cfg.burn_value, attribute=attribute,
-                           mapping=mapping, mask_nodata=nodata, layer=cfg.layer, aoi=cfg.aoi)]
+        return [open_input(bundle, data, cfg.labels, burn_value=cfg.burn_value, attribute=attribute, mapping=mapping,
+                           mask_nodata=nodata, layer=cfg.layer, aoi=cfg.aoi, mask_values=bundle.mask_values())]
 
     def evaluate(self, cfg: EvaluateConfig, bundle: Bundle, say: Say) -> dict[str, Any]:
         """Score the bundle on :meth:`evaluation_data` (:func:`terraseg.evaluate.report.run_evaluate`).

@@ -60,7 +60,9 @@ def train_with_challengers(cfg: ExperimentConfig, resume: bool = False, tracking
                                            "tracking": cfg.tracking.model_copy(update={"enabled": False})})
         baselines[arch] = train_pixel(c)
     # the network's budget keeps time for the comparisons after it (terraseg.train.network._Budget)
-    net = train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, started=started)
+    scoring = sum(Bundle.load(r.bundle_path).manifest.training.get("validation_seconds", 0.0) for r in baselines.values())
+    net = train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, started=started,
+                        after_seconds=scoring)
     if net.rank:
         return net
     network = Bundle.load(net.bundle_path)
@@ -81,9 +83,9 @@ def train_with_challengers(cfg: ExperimentConfig, resume: bool = False, tracking
         if d["separates"] and d["difference"] > best_gain:
             kept, kept_name, best_gain = res, arch, d["difference"]
     if kept_name == "network":
-        tied = [r["candidate"] for r in rows if r["difference_interval"][0] <= 0]
-        lines.append("kept the network: " + (f"validation does not put {', '.join(tied)} above it (the interval of the "
-                                             "difference reaches 0)" if tied else "it scores above every baseline"))
+        tied = [r["candidate"] for r in rows if r["difference_interval"][0] <= 0 <= r["difference_interval"][1]]
+        lines.append("kept the network: " + (f"validation cannot tell it from {', '.join(tied)} (the interval of the "
+                                             "difference holds 0)" if tied else "it scores above every baseline"))
     else:
         lines.append(f"kept {kept_name}: it scores above the network on these validation blocks (the interval of the "
                      "difference lies above 0)")

@@ -204,7 +204,8 @@ def _after_training(name: str, deadline: float | None, seconds: float | None, sk
 
 
 def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
-                  parent_run_id: str | None = None, scenes: tuple[list, list] | None = None, started: float | None = None) -> TrainResult:
+                  parent_run_id: str | None = None, scenes: tuple[list, list] | None = None, started: float | None = None,
+                  after_seconds: float = 0.0) -> TrainResult:
     """Train a segmentation or classification network and write ``<run_dir>/model.terraseg``.
 
     Args:
@@ -245,7 +246,8 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     # the training time and no bundle goes without one (fitted after training it was the step a tight budget left out)
     drift = _drift_profile(cfg, data) if cfg.task != "classification" and is_main_process() else None
     export_s = _export_reserve(cfg, module, data.in_channels) if deadline is not None else 0.0
-    trainer, ckpt_cb, throughput, budget = _trainer(cfg, module, data, deadline, tracker, list(callbacks or []), run_dir, export_s)
+    trainer, ckpt_cb, throughput, budget = _trainer(cfg, module, data, deadline, tracker, list(callbacks or []), run_dir,
+                                                    export_s + after_seconds)
     train_seconds = _fit(trainer, module, data, run_dir / "checkpoints" / "last.ckpt", resume, tracker)
     if not trainer.is_global_zero:  # the other DDP ranks stop here: rank 0 writes the bundle
         return TrainResult(run_dir / "model.terraseg", run_dir, dict(module.best), trainer.current_epoch, train_seconds,
