@@ -33,7 +33,7 @@ FROM ${BASE_IMAGE} AS runtime
 # hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends curl \
     && (command -v python3 >/dev/null || apt-get install -y --no-install-recommends python3) && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 10001 terraseg && mkdir -p /models /data /mlartifacts && chown terraseg /models /data /mlartifacts
+    && useradd --create-home --uid 10001 terraseg && mkdir -p /models /data /mlartifacts /registered && chown terraseg /models /data /mlartifacts /registered
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TERRASEG_DATA=/data
 USER 10001

@@ -61,11 +61,15 @@ def test_compose_and_workflows_are_well_formed():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
     assert {"api", "mlflow", "postgres", "register"} <= set(services)
-    assert "${TERRASEG_MODEL:-models:/buildings@champion}" in services["api"]["command"]
+    # the API serves $TERRASEG_MODEL, else the model `register` put in the registry under the bundle's own name
+    assert '"$${TERRASEG_MODEL:-$$(cat /registered/model)}"' in services["api"]["command"][0]
+    assert "> /registered/model" in services["register"]["command"][0] and "--name" not in services["register"]["command"][0]
     # one `docker compose up --build`: nothing behind a profile, the API waits for the one-shot registration
     assert not any(s.get("profiles") for s in services.values())
     assert services["api"]["depends_on"]["register"] == {"condition": "service_completed_successfully"}
-    assert "${TERRASEG_RUN:-./runs/massachusetts-buildings}:/training-run:ro" in services["register"]["volumes"]
+    # the run folder as users type it (runs/my-run, without ./) is a bind mount, never a named volume
+    assert {"type": "bind", "source": "${TERRASEG_RUN:-./runs/massachusetts-buildings}", "target": "/training-run",
+            "read_only": True} in services["register"]["volumes"]
     assert all(services[s]["build"]["context"] == "." for s in ("api", "mlflow", "register"))
     assert '"${COMPOSE[@]}" up --build ' in (ROOT / ".ci" / "check_compose.sh").read_text()  # the documented command
     flows = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / ".github" / "workflows").glob("*.yml")}

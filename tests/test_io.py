@@ -77,7 +77,7 @@ def test_labels_without_overlap_and_unmapped_values(tmp_path):
         RasterScene(path, vector=VectorLabels(path=str(tmp_path / "far.geojson")))
     _, sq = _square_labels(tmp_path, "EPSG:32618", "EPSG:32618", "sq")
     sq.to_file(tmp_path / "sq.geojson", driver="GeoJSON")
-    with pytest.raises(InputFileError, match="no class mapping: building"):
+    with pytest.raises(InputFileError, match="with no class: building"):
         RasterScene(path, vector=VectorLabels(path=str(tmp_path / "sq.geojson"), attribute="cls", mapping={"road": 2}))
 
 
@@ -151,3 +151,20 @@ def test_kept_datasets_are_closed_at_exit_in_every_thread(tmp_path):
     run = subprocess.run([sys.executable, "-c", f"from terraseg.io.raster import shared_dataset; shared_dataset({path!r}).read()"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+def test_a_block_beyond_the_memory_bound_is_refused_in_one_line(tmp_path):
+    """A few hundred bytes declaring one 2.1-billion-pixel strip: refused before any read, not 150 s and 3 GB later."""
+    import rasterio
+
+    from terraseg.errors import InputFileError
+    from terraseg.io.raster import open_raster
+
+    path = tmp_path / "huge_strip.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=2_100_000_000, height=1, count=1, dtype="uint8", compress="deflate",
+                       SPARSE_OK=True):
+        pass
+    assert path.stat().st_size < 1000
+    with pytest.raises(InputFileError, match=r"one block of the file is 1 x 2,100,000,000 pixels .* TILED=YES"):
+        with open_raster(path):
+            pass

@@ -39,7 +39,7 @@ def _train(tmp_path, scene, labels, attribute, *extra):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "train.max_epochs=1", "--set", "data.samples_per_epoch=4",
                               "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false",
-                              "--set", "train.export_onnx=false", *extra])
+                              "--set", "train.export_onnx=false", "--set", "train.challengers=[]", *extra])
     assert res.exit_code == 0, res.output
     return tmp_path / "run" / "model.terraseg"
 
@@ -112,7 +112,7 @@ def test_a_labelled_extent_keeps_unlabelled_pixels_out_of_training_holdout_and_s
 
     res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "train.max_epochs=1", "--set", "data.samples_per_epoch=4",
                               "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false",
-                              "--set", "train.export_onnx=false"])
+                              "--set", "train.export_onnx=false", "--set", "train.challengers=[]"])
     assert res.exit_code == 0, res.output
     manifest = Bundle.load(tmp_path / "run" / "model.terraseg").manifest
     assert manifest.drift and manifest.drift["seconds"] >= 0  # fitted before the epochs: no budget leaves it out
@@ -152,7 +152,7 @@ def test_the_plan_keeps_the_forest_where_validation_prefers_it_and_prints_both(t
 
     monkeypatch.chdir(tmp_path)
     scene, mask = _multispectral(tmp_path)
-    res = runner.invoke(app, ["train", "--data", str(scene), "--labels", str(mask), "--minutes", "0.4",
+    res = runner.invoke(app, ["train", "--data", str(scene), "--labels", str(mask), "--minutes", "0.25",
                               "--set", "tracking.enabled=false", "--set", "train.export_onnx=false"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()

@@ -172,7 +172,7 @@ def test_rasterize_bad_labels(tmp_path):
         rasterize_labels(RasterizeConfig(vector=LabelOptions(path=str(tmp_path / "far.geojson")), reference=str(ref), out=str(tmp_path / "o.tif")))
     near = gpd.GeoDataFrame({"k": ["a", "zzz"]}, geometry=[box(500001, 4500001, 500005, 4500005)] * 2, crs="EPSG:32618")
     near.to_file(tmp_path / "near.geojson")
-    with pytest.raises(InputFileError, match="no class mapping: zzz"):
+    with pytest.raises(InputFileError, match="with no class: zzz"):
         rasterize_labels(RasterizeConfig(vector=LabelOptions(path=str(tmp_path / "near.geojson"), attribute="k", mapping={"a": 1}),
                                          reference=str(ref), out=str(tmp_path / "o.tif")))
     (tmp_path / "empty.geojson").write_text('{"type": "FeatureCollection", "features": []}')

@@ -104,7 +104,7 @@ def test_new_brunswick_mosaic_and_multiclass_rasterize(tmp_path):
         assert left == pytest.approx(min(x.left for x in b)) and top == pytest.approx(max(x.top for x in b))
     gpkg = NB / "BakerLake_2017_clipped.gpkg"
     fails(["rasterize", gpkg, "--reference", tmp_path / "m.tif", "--out", tmp_path / "l.tif", "--attribute", "Quatreclasses",
-           "--mapping", "1=1,2=2,3=3"], "no class mapping", "255", "4")
+           "--mapping", "1=1,2=2,3=3"], "with no class", "255", "4")
     assert not (tmp_path / "l.tif").exists()
     ok(["rasterize", gpkg, "--reference", tmp_path / "m.tif", "--out", tmp_path / "l.tif", "--attribute", "Quatreclasses",
         "--mapping", '{"1": 1, "2": 2, "3": 3, "4": 4, "255": 255}'])

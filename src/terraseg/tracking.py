@@ -239,7 +239,7 @@ def resolve_model_uri(ref: str, tracking_uri: str | None = None) -> Path:
     return found[0]
 
 
-def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tracking_uri: str | None = None,
+def register_bundle(run_dir: str | Path, name: str | None = None, alias: str = "champion", tracking_uri: str | None = None,
                     run_id: str | None = None) -> tuple[str, int]:
     """Register a training run's bundle as a new version of MLflow model ``name`` and set ``alias``.
 
@@ -255,7 +255,7 @@ def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tra
 
     Args:
         run_dir: the run folder (holds ``model.terraseg`` and, by default, ``mlflow.db``).
-        name: registered model name. alias: alias pointing at the new version.
+        name: registered model name (default: the bundle's own name). alias: alias pointing at the new version.
         tracking_uri: MLflow tracking/registry URI (default: the run folder's sqlite store).
         run_id: the MLflow run to register (default: the bundle's).
 
@@ -272,6 +272,7 @@ def register_bundle(run_dir: str | Path, name: str, alias: str = "champion", tra
     run_dir = Path(run_dir)
     bundle_file = run_dir / "model.terraseg"
     b = Bundle.load(bundle_file)
+    name = name or b.manifest.name
     explicit = run_id is not None
     run_id = run_id or b.manifest.training.get("mlflow_run_id")
     uri = tracking_uri or store_uri(run_dir)

@@ -505,7 +505,7 @@ def tune(
 @user_errors
 def register(
     run_dir: Annotated[Path, typer.Argument(help="Training run folder (holds model.terraseg and mlflow.db).")],
-    name: Annotated[str, typer.Option(help="Registered model name.")],
+    name: Annotated[Optional[str], typer.Option(help="Registered model name (default: the bundle's own name).")] = None,
     alias: Annotated[str, typer.Option(help="Alias to point at the new version.")] = "champion",
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: the run's sqlite store).")] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="MLflow run to register (default: the one the bundle records).")] = None,

@@ -352,7 +352,8 @@ class TrainConfig(_Strict):
     precision: Annotated[Literal["auto", "32", "bf16-mixed", "16-mixed"], BeforeValidator(number_as_text)] = Field(
         "auto", description="Numeric precision (autocast for the mixed ones); 'auto': bf16-mixed on a device with native bf16 "
         "(AVX-512 BF16 / AMX CPUs, Ampere+ GPUs), 16-mixed on other GPUs, else 32 (YAML's number 32 is taken too).")
-    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu.")
+    accelerator: str = Field("auto", description="Lightning accelerator: auto (CUDA when PyTorch sees a GPU, else the CPU; "
+                             "Apple's MPS is not used), cpu, gpu.")
     devices: int | str = Field("auto", description="Lightning devices: processes (CPU) or GPUs per node, e.g. 2, or 'auto'.")
     strategy: Literal["auto", "ddp", "ddp_spawn"] = Field(
         "auto", description="Lightning strategy: 'ddp' runs one process per device (gloo on CPU, NCCL on GPU; the launcher "

@@ -143,6 +143,7 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader
         ds.close()
 
 
+MAX_BLOCK_BYTES = 2**30  # the largest block (tile or strip) of one band a read may decode
 REAL_DTYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64"}
 
 
@@ -158,11 +159,18 @@ def check_bands(ds: rasterio.DatasetReader, path: str) -> None:
         ds: the open dataset. path: its name, for the message.
 
     Raises:
-        InputFileError: no band, complex bands, or a data type numpy cannot hold.
+        InputFileError: no band, a block (tile or strip) over :data:`MAX_BLOCK_BYTES` decoded, complex bands, or a
+            data type numpy cannot hold.
     """
     if ds.count == 0:
         raise InputFileError(f"{path}: the file holds no raster band (a vector or metadata-only file?); give a raster with "
                              f"at least one band.")
+    rows, cols = ds.block_shapes[0]
+    block = rows * cols * max(np.dtype(d).itemsize if d in REAL_DTYPES else 8 for d in ds.dtypes)
+    if block > MAX_BLOCK_BYTES:  # GDAL decodes a whole block to read any pixel of it: a hostile file holds the memory
+        raise InputFileError(f"{path}: one block of the file is {rows:,} x {cols:,} pixels ({block / 2**30:,.1f} GiB decoded), "
+                             f"over the {MAX_BLOCK_BYTES / 2**30:g} GiB a read may take; rewrite it tiled "
+                             "(gdal_translate -co TILED=YES).")
     odd = sorted({d for d in ds.dtypes if d not in REAL_DTYPES})
     if not odd:
         return
@@ -176,6 +184,9 @@ def check_bands(ds: rasterio.DatasetReader, path: str) -> None:
 
 
 def _first_line(e: BaseException) -> str:
+    """The first line of an error, or of the GDAL error behind rasterio's "See previous exception for details"."""
+    while "previous exception" in str(e) and e.__cause__ is not None:
+        e = e.__cause__
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
 

@@ -350,7 +350,10 @@ def _trainer(cfg: ExperimentConfig, module: TaskBase, data: _Data, deadline: flo
     trainer = L.Trainer(
         max_epochs=cfg.train.max_epochs,
         max_time=None,  # train.max_minutes is wall time for the whole run: _Budget stops training in time
-        precision=cfg.training_precision(), accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        precision=cfg.training_precision(), devices=cfg.train.devices,
+        # 'auto' is CUDA or the CPU (terraseg.devices.training_device): Lightning's own 'auto' would pick Apple's MPS,
+        # which no other step (precision, prediction) uses
+        accelerator=cfg.training_device() if cfg.train.accelerator == "auto" else cfg.train.accelerator,
         strategy=_strategy(cfg, module, data.in_channels), num_nodes=cfg.train.num_nodes,
         use_distributed_sampler=False,  # EpochSampler and ShardSampler shard over ranks themselves (terraseg.data.datasets)
         logger=logger, callbacks=callbacks, default_root_dir=run_dir, log_every_n_steps=10,
