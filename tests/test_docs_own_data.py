@@ -67,7 +67,7 @@ def test_every_command_of_the_own_data_page_runs(tmp_path, monkeypatch):
     commands = _commands()
     assert len(commands) == 8 and all(c.startswith("terraseg ") for c in commands), commands
     for command in commands:
-        args = shlex.split(command.replace("--minutes 10", "--minutes 0.3"))
+        args = shlex.split(command.replace("--minutes 10", "--minutes 0.2"))
         args[0] = TERRASEG
         if args[1] == "serve":  # the page's server: it answers, then stops
             port = _free_port()

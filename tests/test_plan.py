@@ -84,7 +84,7 @@ def test_plan_from_rasters_and_one_geopackage_trains(tmp_path):
     assert lr.log and lr.low < cfg.optimizer.lr < lr.high and "no rule decides" in text
     res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "train.max_epochs=1", "--set", "data.samples_per_epoch=4",
                               "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false",
-                              "--set", "train.export_onnx=false"])
+                              "--set", "train.export_onnx=false", "--set", "train.challengers=[]"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "model.terraseg").is_file()
 
@@ -121,7 +121,7 @@ def test_train_without_config_plans_then_trains(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     img, _, _ = make_geotiff(tmp_path / "scene.tif", 128, 128, seed=3)
     labels = _polygons(tmp_path, img)
-    res = runner.invoke(app, ["train", "--data", str(img), "--labels", str(labels), "--minutes", "0.4",
+    res = runner.invoke(app, ["train", "--data", str(img), "--labels", str(labels), "--minutes", "0.25",
                               "--set", "tracking.enabled=false", "--set", "train.export_onnx=false"])
     assert res.exit_code == 0, res.output
     assert "plan:" in res.output and (tmp_path / "runs" / "scene" / "plan.yaml").is_file()

@@ -38,6 +38,9 @@ def main(
 
     progress.enable(not quiet and sys.stderr.isatty())
     progress.show_lines(not quiet and not sys.stderr.isatty())  # a file or pipe: epoch lines as they happen
+    from terraseg.io.raster import quiet_gdal
+
+    quiet_gdal(not verbose)  # GDAL's own ERROR/Warning lines only with --verbose: terraseg says what failed in one line
     if verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
 

@@ -190,8 +190,7 @@ def _build(scenes: list[Scene], units: list[tuple[int, Region | None]], buffer: 
 
 
 def _georeferenced(s: Scene) -> bool:
-    return isinstance(s, RasterScene) and s.crs is not None and not s.transform.is_identity and s.info.gcps is None \
-        and s.info.rpcs is None
+    return isinstance(s, RasterScene) and s.crs is not None and not s.transform.is_identity and s.info.gcps is None
 
 
 def _across_scenes(scenes: list[Scene], held: dict[int, list[Region]]) -> dict[int, list[Region]]:

@@ -51,7 +51,7 @@ class RasterInfo:
         dataset_mask: True when the raster carries a GDAL per-dataset mask band (an internal
             ``.msk`` / TIFF mask, GDAL's GMF_PER_DATASET without alpha or nodata): 0 marks nodata.
         gcps: ``(ground control points, their CRS)`` when the raster is placed by GCPs instead of a
-            geotransform, else None. rpcs: rasterio ``RPC`` coefficients (satellite sensor model), or None.
+            geotransform, else None. rpcs: rasterio ``RPC`` coefficients (satellite sensor model; kept beside a geotransform too), or None.
         crs_note: one sentence when the file's CRS is not the one used (a compound CRS: its horizontal
             part is used and written, :func:`horizontal_crs`), else None.
     """
@@ -141,6 +141,40 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[rasterio.DatasetReader
         yield ds
     finally:
         ds.close()
+
+
+def quiet_gdal(quiet: bool = True) -> bool:
+    """Keep GDAL's own ``ERROR 1:`` / ``Warning 1:`` lines off standard error (the CLI's default; ``--verbose`` shows them).
+
+    GDAL prints every error and warning through its process-wide handler unless a thread has pushed its own; rasterio
+    pushes one only while it opens a file, so errors raised while reading (a truncated strip, a bad tile) were printed
+    as GDAL's lines before terraseg's one-line refusal. GDAL still records each error, so rasterio's exceptions, and the
+    cause terraseg names, are unchanged. Applied to the GDAL library rasterio loaded (its wheel's, else the system's),
+    through GDAL's ``CPLSetErrorHandler`` and its ``CPLQuietErrorHandler`` (GDAL "cpl_error.h"); pyogrio's copy of GDAL
+    (vector files) raises its errors as exceptions with the messages in them.
+
+    Args:
+        quiet: True for GDAL's quiet handler, False for its default one (the messages on standard error).
+
+    Returns:
+        Whether the handler could be set (False where no GDAL library is found by name: nothing changes).
+    """
+    import ctypes
+    import ctypes.util
+
+    libs = sorted((Path(rasterio.__file__).parent.parent / "rasterio.libs").glob("libgdal*.so*"))
+    name = str(libs[0]) if libs else ctypes.util.find_library("gdal")
+    if not name:
+        return False
+    try:
+        gdal = ctypes.CDLL(name)
+    except OSError:
+        return False
+    gdal.CPLSetErrorHandler.restype = ctypes.c_void_p
+    gdal.CPLSetErrorHandler.argtypes = [ctypes.c_void_p]
+    handler = gdal.CPLQuietErrorHandler if quiet else gdal.CPLDefaultErrorHandler
+    gdal.CPLSetErrorHandler(ctypes.cast(handler, ctypes.c_void_p))
+    return True
 
 
 MAX_BLOCK_BYTES = 2**30  # the largest block (tile or strip) of one band a read may decode
@@ -235,7 +269,7 @@ def info_of(ds: rasterio.DatasetReader, path: str) -> RasterInfo:
     return RasterInfo(
         path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0] if ds.count else "uint8",
         crs=crs, transform=ds.transform, nodata=ds.nodata, alpha=alpha, dataset_mask=per_dataset and alpha is None,
-        gcps=gcps if not placed else None, rpcs=ds.rpcs if not placed else None, crs_note=note,
+        gcps=gcps if not placed else None, rpcs=ds.rpcs, crs_note=note,  # RPCs beside a geotransform travel too
     )
 
 
