@@ -168,3 +168,18 @@ def test_a_block_beyond_the_memory_bound_is_refused_in_one_line(tmp_path):
     with pytest.raises(InputFileError, match=r"one block of the file is 1 x 2,100,000,000 pixels .* TILED=YES"):
         with open_raster(path):
             pass
+
+
+def test_a_file_declaring_more_bands_than_any_sensor_is_refused_in_one_line(tmp_path):
+    """GDAL's excessive-memory-TIFFFillStrip2.tif declares 65,535 pixel-interleaved bands in 244 bytes."""
+    import rasterio
+
+    from terraseg.errors import InputFileError
+    from terraseg.io.raster import MAX_BANDS, open_raster
+
+    path = tmp_path / "many_bands.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=2, height=2, count=MAX_BANDS + 1, dtype="uint8", interleave="pixel"):
+        pass
+    with pytest.raises(InputFileError, match=rf"declares {MAX_BANDS + 1:,} bands, over the {MAX_BANDS:,}"):
+        with open_raster(path):
+            pass

@@ -45,7 +45,7 @@ def with_image_inputs(images_help: str):
     """Decorator: the inputs of the commands that read images with labels, declared once.
 
     Adds the ``IMAGES...`` argument, ``--labels``, ``--attribute``, ``--mapping``, ``--burn-value``,
-    ``--all-touched``, ``--mask-nodata`` and ``--bands`` to the command, which receives ``images``,
+    ``--all-touched``, ``--mask-nodata``, ``--layer`` and ``--bands`` to the command, which receives ``images``,
     ``labels`` (validated :class:`terraseg.config.prep.LabelOptions`) and ``bands`` (1-based indexes or None).
 
     Args:
@@ -58,6 +58,7 @@ def with_image_inputs(images_help: str):
     inputs = [inspect.Parameter("images", K, annotation=Annotated[list[str], typer.Argument(help=images_help)])]
     group = {"labels": (LabelsOpt, None), "attribute": (AttributeOpt, None), "mapping": (MappingOpt, None),
              "burn_value": (BurnOpt, 1), "all_touched": (TouchedOpt, False), "mask_nodata": (MaskNodataOpt, None),
+             "layer": (Annotated[Optional[str], typer.Option(help="Layer of vector labels in a multi-layer file (default: the first).")], None),
              "bands": (Annotated[Optional[str], typer.Option(help="1-based bands to read, e.g. '1,2,3' (default all).")], None)}
 
     def decorate(fn):
@@ -69,7 +70,8 @@ def with_image_inputs(images_help: str):
         @functools.wraps(fn)
         def command(*args, **kwargs):  # args: the builder of command_from
             v = {n: kwargs.pop(n) for n in group}
-            labels = _labels(v["labels"], v["attribute"], v["mapping"], v["burn_value"], v["all_touched"], v["mask_nodata"])
+            labels = _labels(v["labels"], v["attribute"], v["mapping"], v["burn_value"], v["all_touched"], v["mask_nodata"],
+                             v["layer"])
             return fn(*args, images=kwargs.pop("images"), labels=labels, bands=_ints(v["bands"], "--bands"), **kwargs)
 
         return with_signature(command, params)

@@ -27,6 +27,7 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.windows import Window
+from rasterio.enums import Interleaving
 
 from terraseg.errors import InputFileError
 
@@ -177,7 +178,8 @@ def quiet_gdal(quiet: bool = True) -> bool:
     return True
 
 
-MAX_BLOCK_BYTES = 2**30  # the largest block (tile or strip) of one band a read may decode
+MAX_BLOCK_BYTES = 2**30  # the largest block (tile or strip) a read may decode
+MAX_BANDS = 4096  # the most bands a raster may declare (a 244-byte file declaring 65,535 held `stats` past a minute)
 REAL_DTYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64"}
 
 
@@ -193,14 +195,19 @@ def check_bands(ds: rasterio.DatasetReader, path: str) -> None:
         ds: the open dataset. path: its name, for the message.
 
     Raises:
-        InputFileError: no band, a block (tile or strip) over :data:`MAX_BLOCK_BYTES` decoded, complex bands, or a
-            data type numpy cannot hold.
+        InputFileError: no band, over :data:`MAX_BANDS` bands, a block (tile or strip; of every band when pixel-
+            interleaved) over :data:`MAX_BLOCK_BYTES` decoded, complex bands, or a data type numpy cannot hold.
     """
     if ds.count == 0:
         raise InputFileError(f"{path}: the file holds no raster band (a vector or metadata-only file?); give a raster with "
                              f"at least one band.")
+    if ds.count > MAX_BANDS:
+        raise InputFileError(f"{path}: the file declares {ds.count:,} bands, over the {MAX_BANDS:,} terraseg reads "
+                             "(hyperspectral cubes have a few hundred); pick the bands first (gdal_translate -b 1 -b 2 ...).")
     rows, cols = ds.block_shapes[0]
     block = rows * cols * max(np.dtype(d).itemsize if d in REAL_DTYPES else 8 for d in ds.dtypes)
+    if ds.interleaving == Interleaving.pixel:  # a block of a pixel-interleaved file holds every band
+        block *= ds.count
     if block > MAX_BLOCK_BYTES:  # GDAL decodes a whole block to read any pixel of it: a hostile file holds the memory
         raise InputFileError(f"{path}: one block of the file is {rows:,} x {cols:,} pixels ({block / 2**30:,.1f} GiB decoded), "
                              f"over the {MAX_BLOCK_BYTES / 2**30:g} GiB a read may take; rewrite it tiled "
