@@ -290,7 +290,7 @@ def horizontal_crs(crs: CRS | None, path: str = "") -> tuple[CRS | None, str | N
     A class map or a chip is placed in two dimensions: the vertical datum places no pixel, and GeoTIFF
     geokeys cannot always hold a compound CRS as given (GDAL rewrites it: TOWGS84 terms dropped, the
     vertical datum renamed). So outputs carry the horizontal part, exactly as the file gives it (a
-    ``BoundCRS`` with its TOWGS84 terms stays one), and a note says so once per file (logged).
+    ``BoundCRS`` with its TOWGS84 terms stays one), and a note says so once per file (logged at INFO: ``--verbose``).
 
     Args:
         crs: the file's CRS, or None. path: the file, for the note.
@@ -313,9 +313,9 @@ def horizontal_crs(crs: CRS | None, path: str = "") -> tuple[CRS | None, str | N
     vertical = ", ".join(f"'{p.name}'" for p in parts[1:]) or "none"
     note = (f"{path}: compound CRS '{compound.name}': its horizontal part '{parts[0].name}' places the outputs "
             f"(the vertical part {vertical} places no pixel of a 2-D map).")
-    if path not in _NOTED:
+    if path not in _NOTED:  # shown with --verbose: the map is right either way, and a refusal stays one line
         _NOTED.add(path)
-        log.warning(note)
+        log.info(note)
     return horizontal, note
 
 
