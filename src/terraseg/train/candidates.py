@@ -91,13 +91,16 @@ def train_with_challengers(cfg: ExperimentConfig, resume: bool = False, tracking
                      "difference lies above 0)")
     kept_bundle = Bundle.load(kept.bundle_path)
     kept_bundle.manifest.training["candidates"] = {"kept": kept_name, "comparisons": rows}
+    # the run's MLflow run is the network's (the baselines are fitted untracked): a kept baseline registers under it
+    kept_bundle.manifest.training["mlflow_run_id"] = network.manifest.training.get("mlflow_run_id")
     final = run_dir / "model.terraseg"
     if kept_name != "network":
         (run_dir / "candidates").mkdir(parents=True, exist_ok=True)
         shutil.move(str(final), str(run_dir / "candidates" / "network.terraseg"))
     kept_bundle.save(final)
     return replace(kept, bundle_path=final, run_dir=run_dir, candidates=lines, wall_seconds=time.monotonic() - started,
-                   split=kept.split or net.split, arch=None if kept_name == "network" else kept_name)
+                   split=kept.split or net.split, arch=None if kept_name == "network" else kept_name,
+                   tracking_uri=net.tracking_uri)
 
 
 __all__ = ["train_with_challengers"]
