@@ -41,17 +41,9 @@ class VectorLabels(_Strict):
     all_touched: bool = Field(False, description="Burn every pixel a polygon touches (GDAL ALL_TOUCHED), not only centres.")
 
 
-class SceneSource(_Strict):
-    """A georeferenced scene: one raster of any band count and dtype, plus labels on its grid."""
+class _RasterSourceOptions(_Strict):
+    """What scene and project sources share: the bands read, the mask's values, the labelled extent."""
 
-    kind: Literal["scene"] = "scene"
-    image: str = Field(description="Raster path (GeoTIFF or any GDAL format); relative paths are under the data root.")
-    vector: VectorLabels | None = Field(None, description="Polygon labels; exclusive with `mask`.")
-    mask: str | None = Field(None, description="Mask raster on the same grid (class ids); exclusive with `vector`.")
-    mask_nodata: int | Literal["none"] | None = Field(
-        None, description="Mask value meaning 'unknown' (becomes ignore_index); default the mask's nodata tag. 'none': no "
-        "value means unknown, the tag is not honoured (a 0/1 mask tagged nodata 0, as many GDAL-written masks are, whose "
-        "0 is background; `terraseg plan` sets it so and says why).")
     bands: list[int] | None = Field(None, description="1-based band indexes to read, in order; default all bands.")
     mask_values: dict[str, int] | None = Field(
         None, description="Mask value (as text) -> class id, for masks whose values are not the ids 0..K-1 (e.g. land-cover "
@@ -62,6 +54,19 @@ class SceneSource(_Strict):
         "(ignore_index) for training, hold-out and scores; default: the whole raster is labelled (pixels no polygon covers "
         "are background).")
     aoi_layer: str | None = Field(None, description="Layer of `aoi` in a multi-layer file (GeoPackage); default the first.")
+
+
+class SceneSource(_RasterSourceOptions):
+    """A georeferenced scene: one raster of any band count and dtype, plus labels on its grid."""
+
+    kind: Literal["scene"] = "scene"
+    image: str = Field(description="Raster path (GeoTIFF or any GDAL format); relative paths are under the data root.")
+    vector: VectorLabels | None = Field(None, description="Polygon labels; exclusive with `mask`.")
+    mask: str | None = Field(None, description="Mask raster on the same grid (class ids); exclusive with `vector`.")
+    mask_nodata: int | Literal["none"] | None = Field(
+        None, description="Mask value meaning 'unknown' (becomes ignore_index); default the mask's nodata tag. 'none': no "
+        "value means unknown, the tag is not honoured (a 0/1 mask tagged nodata 0, as many GDAL-written masks are, whose "
+        "0 is background; `terraseg plan` sets it so and says why).")
 
     @model_validator(mode="after")
     def _one_label_kind(self) -> "SceneSource":
@@ -121,7 +126,7 @@ class ManifestSource(_Strict):
     binarize: bool = Field(False, description="Map mask values > 0 to 1 (antialiased binary masks, e.g. magnetic tiles).")
 
 
-class ProjectSource(_Strict):
+class ProjectSource(_RasterSourceOptions):
     """A project: many rasters (a survey, a time range, a city's orthophotos) and one labels file, or a mask per raster.
 
     The rasters' headers are read once into an index (GeoParquet, reused while the files are unchanged);
@@ -136,16 +141,6 @@ class ProjectSource(_Strict):
     masks: str | None = Field(None, description="A folder of mask rasters named after the rasters (same stem), on their grids; "
                               "exclusive with `vector`.")
     mask_nodata: int | None = Field(None, description="Mask value meaning 'unknown'; default each mask's nodata.")
-    bands: list[int] | None = Field(None, description="1-based band indexes to read, in order; default all bands.")
-    mask_values: dict[str, int] | None = Field(
-        None, description="Mask value (as text) -> class id, for masks whose values are not the ids 0..K-1 (e.g. land-cover "
-        "codes 1, 2, 3, 4, 8); a value not listed is refused, nodata is unknown. Default: the values are the class ids. "
-        "`terraseg plan` writes it from the values the masks hold.")
-    aoi: str | None = Field(
-        None, description="The labelled extent: polygons (any vector file, any CRS) outside which every pixel is unknown "
-        "(ignore_index) for training, hold-out and scores; default: the whole raster is labelled (pixels no polygon covers "
-        "are background).")
-    aoi_layer: str | None = Field(None, description="Layer of `aoi` in a multi-layer file (GeoPackage); default the first.")
     unlabelled: Literal["skip", "background"] = Field(
         "skip", description="Rasters no label reaches: 'skip' them, or train on their extent as 'background' (class 0): only "
         "where the labels are known to be complete.")
