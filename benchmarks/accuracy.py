@@ -21,8 +21,8 @@ from pathlib import Path
 from terraseg.bundle import Bundle
 from terraseg.config import load_config
 from terraseg.data.sources import build_scenes, train_val_scenes
-from terraseg.evaluate.report import evaluate
-from terraseg.train.run import train
+from terraseg import evaluate
+from terraseg.training.run import train
 
 
 def main() -> None:
@@ -38,8 +38,8 @@ def main() -> None:
     t_train = time.perf_counter() - t0
     b = Bundle.load(res.bundle_path)
     if cfg.task == "classification":
-        from terraseg.evaluate.classify import evaluate_classifier
-        from terraseg.train.classify import class_items_of, train_val_items
+        from terraseg.evaluation.classify import evaluate_classifier
+        from terraseg.data.classes import class_items_of, train_val_items
 
         items = class_items_of(cfg, "test") if a.split == "test" else train_val_items(cfg)[1]
         t1 = time.perf_counter()

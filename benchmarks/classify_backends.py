@@ -42,7 +42,7 @@ def main() -> None:
     from terraseg.config.inference import InferenceConfig
     from terraseg.infer.classify import ImageClassifier
     from terraseg.infer.inputs import read_input_image
-    from terraseg.predict.export import export_onnx
+    from terraseg.prediction.export import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = a.bundle

@@ -138,7 +138,7 @@ def rastervision_child(scene: str, bundle: str, out: str) -> None:
 
 def terraseg_child(scene: str, bundle: str, out: str, fp32: bool) -> None:
     """``terraseg predict`` through its Python API (the CLI builds the same config), timed end to end."""
-    from terraseg.predict.run import predict
+    from terraseg import predict
 
     opts = {"backend": "torch", "precision": "32", "channels_last": False} if fp32 else {}
     t0 = time.perf_counter()

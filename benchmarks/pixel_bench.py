@@ -3,7 +3,7 @@
 Generates (seeded, block by block) a ``--size`` x ``--size`` 4-band uint16 GeoTIFF (blue, green, red,
 nir) with smooth "water" regions, and a labelled 2048 x 2048 training scene of the same kind. For
 each estimator, in a fresh process: training time (class-balanced sampling + fit, with NDVI and
-NDWI features) and prediction of the whole large scene through ``terraseg.predict.run.predict``
+NDWI features) and prediction of the whole large scene through ``terraseg.prediction.run.predict``
 (sliding windows, streamed GeoTIFF output): megapixels per second and peak RSS.
 
 Usage::
@@ -60,8 +60,8 @@ def write_scene(path: Path, size: int, mask_path: Path | None = None, block: int
 def one(arch: str, train_img: Path, train_mask: Path, scene: Path, work: Path) -> dict:
     """Train ``arch`` and predict ``scene`` in this process; figures as a dict."""
     from terraseg.config import ExperimentConfig
-    from terraseg.predict.run import predict
-    from terraseg.train.pixel import train_pixel
+    from terraseg import predict
+    from terraseg.training.pixel import train_pixel
 
     cfg = ExperimentConfig.model_validate({
         "name": f"bench-{arch}", "classes": [{"name": "land"}, {"name": "water"}],

@@ -83,7 +83,7 @@ def child(args: argparse.Namespace) -> None:
     from terraseg.bundle import Bundle
     from terraseg.config.inference import InferenceConfig
     from terraseg.data.scenes import RasterScene
-    from terraseg.predict.outputs import predict_to_files
+    from terraseg.prediction.outputs import predict_to_files
     from terraseg.infer.sliding import predictor_for
 
     b = Bundle.load(args.bundle)

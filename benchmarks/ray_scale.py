@@ -84,7 +84,7 @@ def run(bundle: Path, inputs: list[str], out: Path, args, engine: str, workers: 
     import ray
 
     from terraseg.config.inference import PredictConfig, with_inference
-    from terraseg.predict.run import run_predict
+    from terraseg.prediction.run import predict_segmentation as run_predict
 
     cores = os.cpu_count() or 1
     ray_cfg = {"num_workers": workers, "cpus_per_worker": max(1, cores // workers), "gpus_per_worker": args.gpus_per_worker}

@@ -26,7 +26,7 @@ import numpy as np
 from terraseg.bundle import Bundle
 from terraseg.config.inference import InferenceConfig
 from terraseg.devices import cpu_flags, cpu_model, native_bf16
-from terraseg.evaluate.metrics import confusion_matrix, metrics_from_confusion
+from terraseg.evaluation.metrics import confusion_matrix, metrics_from_confusion
 from terraseg.infer.inputs import open_input
 from terraseg.infer.sliding import predictor_for
 from terraseg.settings import data_root

@@ -82,7 +82,7 @@ def png_512(bands: int = 3) -> bytes:
 def ensure_onnx(bundle: Path) -> Path:
     """The bundle itself when it holds model.onnx, else an exported copy in a temporary folder."""
     from terraseg.bundle import Bundle
-    from terraseg.predict.export import export_onnx
+    from terraseg.prediction.export import export_onnx
 
     if "model.onnx" in Bundle.load(bundle).extras:
         return bundle

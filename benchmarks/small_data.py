@@ -5,7 +5,7 @@ reflectance of a 101 x 100 px area at 10 m (EPSG:32633, ``bbox.geojson``) on fiv
 (``mask_timeless/LULC.npy``, 0 = no data, classes 1, 2, 3, 4 and 8). A user converts the first date and the mask to
 GeoTIFFs and runs ``terraseg train --data patch.tif --labels lulc.tif --minutes M``; this script does the same in a
 temporary folder and prints what the run prints about its classes, its hold-out and its candidates (the network and
-the pixel forest, scored on the same validation blocks; ``terraseg.train.candidates``).
+the pixel forest, scored on the same validation blocks; ``terraseg.training.candidates``).
 
 Example:
     .venv/bin/python benchmarks/small_data.py [--minutes 2] [--data ../shared/datasets/eo-learn-lulc]

@@ -1,7 +1,7 @@
 """Many small images: batched prediction (several same-size images per forward) vs one image at a time.
 
 Predicts the magnetic-tile defect photos (``magnetic-tiles/MT_*/Imgs/*.jpg``, grey, about 200-500 px)
-with ``terraseg.predict.run.predict`` twice: all files in one call (images that are one window of the
+with ``terraseg.prediction.run.predict`` twice: all files in one call (images that are one window of the
 same size share forward passes, ``--batch-size`` at a time) and one call per file (one forward each).
 Prints images/s for both and checks that the class ids agree.
 
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from terraseg.devices import cpu_model
-from terraseg.predict.run import predict
+from terraseg import predict
 from terraseg.settings import data_root
 
 

@@ -30,13 +30,13 @@ from terraseg.config import load_config
 from terraseg.data.datasets import RandomWindowDataset, collate_samples
 from terraseg.data.sources import train_val_scenes
 from terraseg.devices import cpu_flags, cpu_model, loader_options
-from terraseg.train.module import SegmentationTask
+from terraseg.training.module import SegmentationModule
 
 
 def bare_step(cfg, in_channels: int, device: str, precision: str, steps: int) -> float:
     """Windows per second of forward + loss + backward + optimiser step on device-resident batches."""
     d = cfg.data
-    task = SegmentationTask(cfg.model_dump(mode="json"), in_channels, 1000).to(device)
+    task = SegmentationModule(cfg.model_dump(mode="json"), in_channels, 1000).to(device)
     task.setup("fit")
     opt = torch.optim.AdamW(task.model.parameters(), lr=1e-3)
     x = torch.randn(d.batch_size, in_channels, d.window, d.window, device=device)
@@ -94,7 +94,7 @@ def main() -> None:
     print(f"loader alone ({kw['num_workers']} workers): {n / (time.perf_counter() - t0):.1f} windows/s", flush=True)
     if a.fit:
         from terraseg.bundle import Bundle
-        from terraseg.train.run import train
+        from terraseg.training.run import train
 
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = a.keep or Path(tmp) / "run"

@@ -35,9 +35,9 @@ def main() -> None:
     import rasterio
 
     from terraseg.bundle import Bundle
-    from terraseg.evaluate.area import estimate_area, sample_points
+    from terraseg.evaluation.area import estimate_area, sample_points
     from terraseg.infer.inputs import open_input
-    from terraseg.predict.outputs import predict_to_files
+    from terraseg.prediction.outputs import predict_to_files
     from terraseg.infer.sliding import predictor_for
 
     b = Bundle.load(a.bundle)
@@ -47,7 +47,7 @@ def main() -> None:
     import torch
 
     from terraseg.data.scenes import RasterScene
-    from terraseg.train.calibrate import calibrate_on_scenes, expected_calibration_error
+    from terraseg.training.calibrate import calibrate_on_scenes, expected_calibration_error
 
     if not b.manifest.calibration and a.fit_image:
         fit = RasterScene(a.fit_image, mask_path=a.fit_mask, ignore_index=b.manifest.ignore_index)

@@ -12,7 +12,7 @@ from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from terraseg.cli.main import app
-from terraseg.evaluate.area import allocate, stratified_estimates
+from terraseg.evaluation.area import allocate, stratified_estimates
 
 # Olofsson et al., Remote Sensing of Environment 148 (2014) 42-57, section 5: sample counts (rows: map
 # deforestation, forest gain, stable forest, stable non-forest; columns: reference) and mapped pixels (30 m).

@@ -3,7 +3,7 @@
 import torch
 
 from terraseg.config import AugmentConfig
-from terraseg.train.augment import augment_batch, d4_batch, photometric_batch
+from terraseg.training.augment import augment_batch, d4_batch, photometric_batch
 
 
 def _batch(n=6, size=64, seed=0):

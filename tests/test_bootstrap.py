@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from terraseg.evaluate.bootstrap import bootstrap_intervals, paired_difference, width_warning
+from terraseg.evaluation.bootstrap import bootstrap_intervals, paired_difference, width_warning
 
 
 def _population(rng: np.random.Generator, units: int, skill: float) -> np.ndarray:
@@ -88,7 +88,7 @@ def test_compare_command_pairs_two_bundles_on_the_same_units(tmp_path):
 
 
 def test_object_scores_match_one_to_one_at_iou_half_on_a_known_answer():
-    from terraseg.evaluate.objects import match_objects, object_scores
+    from terraseg.evaluation.objects import match_objects, object_scores
 
     truth = np.zeros((200, 200), np.int64)
     pred = np.zeros((200, 200), np.int64)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from terraseg.train.calibrate import expected_calibration_error, fit_temperature
+from terraseg.training.calibrate import expected_calibration_error, fit_temperature
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -37,7 +37,7 @@ def test_training_stores_the_temperature_and_backends_apply_it(tmp_path):
     from terraseg.config import load_config
     from terraseg.data.scenes import RasterScene
     from terraseg.infer.sliding import predictor_for
-    from terraseg.train.run import train
+    from terraseg.training.run import train
 
     img, _, truth = make_geotiff(tmp_path / "t.tif", 128, 128, seed=1)
     files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img,

@@ -154,7 +154,7 @@ def test_train_evaluate_predict_cli(trained, tmp_path):
     assert set(m["per_class"]) == set(CLASSES) and {"precision", "recall", "f1"} <= set(m["per_class"]["dark"])
     assert "top2_accuracy" in m and m["top2_accuracy"] >= m["accuracy"]
     assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 1000
-    from terraseg.tasks import evaluate  # the Python API: the same images as the command
+    from terraseg import evaluate  # the Python API: the same images as the command
 
     py = evaluate(trained["bundle"], split="val", out_dir=tmp_path / "py")
     assert py["confusion_matrix"] == m["confusion_matrix"] and py["intervals"] == m["intervals"]
@@ -213,7 +213,9 @@ def test_classify_endpoint(trained):
     from terraseg.serve.app import ServeConfig, create_app
 
     with TestClient(create_app(ServeConfig(models=[str(trained["bundle"])]))) as c:
-        assert c.get("/v1/models").json()[0]["task"] == "classification"
+        info = c.get("/v1/models").json()[0]
+        # a served classifier batches like a segmentation model: images of concurrent requests share passes
+        assert info["task"] == "classification" and info["batching"]["window"] == info["train_window"]
         data = open(trained["root"] / "bright" / "0.tif", "rb").read()
         r = c.post("/v1/classify", files={"file": ("x.tif", data, "image/tiff")})
         assert r.status_code == 200, r.text
@@ -310,7 +312,7 @@ def test_classification_runs_on_the_segmentation_backends(trained, tmp_path):
     from terraseg.bundle import Bundle
     from terraseg.config.inference import InferenceConfig
     from terraseg.infer.classify import ImageClassifier
-    from terraseg.predict.export import export_onnx
+    from terraseg.prediction.export import export_onnx
 
     report = export_onnx(trained["bundle"], out=str(tmp_path / "cls-onnx.terraseg"))
     assert report.max_abs_diff < 1e-3
@@ -333,11 +335,13 @@ def test_classification_runs_on_the_segmentation_backends(trained, tmp_path):
 def test_the_segmentation_api_refuses_a_classification_bundle_in_one_line(trained, tmp_path):
     from terraseg.bundle import Bundle
     from terraseg.errors import BundleError
+    from terraseg.config.inference import PredictConfig
     from terraseg.infer.sliding import predictor_for
-    from terraseg.predict.run import predict
+    from terraseg.prediction.run import predict_segmentation
 
     b = Bundle.load(trained["bundle"])
-    for call in (lambda: predictor_for(b), lambda: predict(b, [str(next(trained["root"].rglob("*.tif")))], tmp_path / "o")):
+    cfg = PredictConfig(inputs=[str(next(trained["root"].rglob("*.tif")))], out_dir=str(tmp_path / "o"))
+    for call in (lambda: predictor_for(b), lambda: predict_segmentation(cfg, b)):
         with pytest.raises(BundleError, match="this bundle classifies scenes") as e:
             call()
         assert "\n" not in str(e.value)

@@ -13,7 +13,7 @@ from terraseg.bundle import Bundle
 from terraseg.config import load_config
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError, ConfigError
-from terraseg.evaluate.metrics import confusion_matrix, metrics_from_confusion, score
+from terraseg.evaluation.metrics import confusion_matrix, metrics_from_confusion, score
 
 from conftest import make_bundle
 

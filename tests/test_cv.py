@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from terraseg.config import ExperimentConfig
 from terraseg.data.sources import build_scenes
-from terraseg.train.cv import fold_scenes
+from terraseg.training.cv import fold_scenes
 
 from conftest import make_geotiff, tiny_config, write_mask_tif
 

@@ -5,7 +5,7 @@ import torch
 
 from terraseg.config import ExperimentConfig
 from terraseg.models.factory import encoder_stages
-from terraseg.train.module import SegmentationTask
+from terraseg.training.module import SegmentationModule
 
 
 def _task(**train):
@@ -15,7 +15,7 @@ def _task(**train):
         "model": {"arch": "unet", "encoder": "resnet18", "encoder_depth": 3}, "train": train,
         "optimizer": {"lr": 0.01},
     })
-    return SegmentationTask(cfg.model_dump(mode="json"), 3, 100)
+    return SegmentationModule(cfg.model_dump(mode="json"), 3, 100)
 
 
 def _frozen_flags(task):
@@ -53,7 +53,7 @@ def test_training_keeps_a_frozen_encoder_unchanged(tmp_path, monkeypatch):
 
     from conftest import make_geotiff, tiny_config, write_mask_tif
     from terraseg.config import load_config
-    from terraseg.train.run import train
+    from terraseg.training.run import train
 
     img, _, truth = make_geotiff(tmp_path / "a.tif", 96, 128, seed=1)
     files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img}
@@ -68,8 +68,8 @@ def test_training_keeps_a_frozen_encoder_unchanged(tmp_path, monkeypatch):
     def snap(self):
         snaps.append({k: v.detach().clone() for k, v in self.model.encoder.state_dict().items()})
 
-    monkeypatch.setattr(SegmentationTask, "on_fit_start", snap, raising=False)
-    monkeypatch.setattr(SegmentationTask, "on_train_epoch_end", snap, raising=False)
+    monkeypatch.setattr(SegmentationModule, "on_fit_start", snap, raising=False)
+    monkeypatch.setattr(SegmentationModule, "on_train_epoch_end", snap, raising=False)
     train(load_config(p))
     start, after_frozen, after_free = snaps
     assert all(torch.equal(start[k], after_frozen[k]) for k in start)  # weights and BN statistics kept while frozen

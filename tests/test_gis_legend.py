@@ -15,12 +15,11 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 
 from terraseg.config import ClassSpec
 from terraseg.io.predictions import overview_factors
-from terraseg.predict.run import predict
+from terraseg import predict
 
 from conftest import make_bundle, make_geotiff
 

@@ -9,7 +9,7 @@ from terraseg.config import DataConfig, FolderSource, SceneSource
 from terraseg.data.holdout import apply_record, block_side
 from terraseg.data.scenes import RasterScene
 from terraseg.data.sources import build_scenes, split_scenes
-from terraseg.evaluate.metrics import metrics_from_confusion, score, validation_metrics
+from terraseg.evaluation.metrics import metrics_from_confusion, score, validation_metrics
 
 from conftest import DATA, make_geotiff, needs_data, write_mask_tif
 
@@ -180,7 +180,7 @@ def test_budget_is_wall_time_of_the_whole_run(tmp_path, monkeypatch):
 
     from terraseg.bundle import Bundle
     from terraseg.cli.main import app
-    from terraseg.train import network
+    from terraseg.training import network
     from conftest import make_geotiff, tiny_config, write_mask_tif
 
     img, _, truth = make_geotiff(tmp_path / "a.tif", 128, 128, seed=1)
@@ -207,7 +207,7 @@ def test_the_budget_keeps_the_measured_export_time_so_the_bundle_has_its_graph(t
     from terraseg.bundle import Bundle
     from terraseg.cli.main import app
     from terraseg.io import cachefile
-    from terraseg.train import export_time
+    from terraseg.training import export_time
     from conftest import make_geotiff, tiny_config, write_mask_tif
 
     monkeypatch.setenv("TERRASEG_CACHE", str(tmp_path / "cache"))

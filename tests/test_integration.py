@@ -14,10 +14,10 @@ import pytest
 from terraseg.bundle import Bundle
 from terraseg.config import load_config
 from terraseg.data.sources import train_val_scenes
-from terraseg.evaluate.report import evaluate
-from terraseg.predict.run import predict
+from terraseg import evaluate
+from terraseg import predict
 from terraseg.infer.sliding import predictor_for
-from terraseg.train.run import train
+from terraseg.training.run import train
 
 from conftest import DATA, make_geotiff, needs_data, tiny_config
 
@@ -104,16 +104,16 @@ def test_bf16_autocast_training_runs(tmp_path, scene_files, monkeypatch):
     import torch
     import yaml
 
-    from terraseg.train.module import SegmentationTask
+    from terraseg.training.module import SegmentationModule
 
     seen: list[tuple[bool, torch.dtype]] = []
-    step = SegmentationTask.training_step
+    step = SegmentationModule.training_step
 
     def recording_step(self, batch, batch_idx):
         seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
         return step(self, batch, batch_idx)
 
-    monkeypatch.setattr(SegmentationTask, "training_step", recording_step)
+    monkeypatch.setattr(SegmentationModule, "training_step", recording_step)
     cfg = tiny_config(tmp_path, scene_files)
     cfg["train"]["precision"] = "bf16-mixed"
     p = tmp_path / "c.yaml"

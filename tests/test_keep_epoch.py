@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from terraseg.config import ExperimentConfig
-from terraseg.train.network import keep_epoch, train_network
+from terraseg.training.network import keep_epoch, train_network
 
 from conftest import make_geotiff, tiny_config, write_mask_tif
 

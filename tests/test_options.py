@@ -213,15 +213,16 @@ def test_the_option_table_is_in_the_docs():
 def test_python_api_refuses_the_other_task_and_options_alike(kit, tmp_path):
     from terraseg.errors import BundleError, ConfigError
     from terraseg.infer.sliding import predictor_for
-    from terraseg.predict.run import predict as predict_segmentation
-    from terraseg.tasks import evaluate, predict
+    from terraseg import evaluate, predict
+    from terraseg.config.inference import PredictConfig
+    from terraseg.prediction.run import predict_segmentation
 
     with pytest.raises(ConfigError, match="--overlay applies to segmentation bundles and classification with --grid"):
         predict(kit["classification"], kit["images"], tmp_path / "o", overlay=True)
     res = predict(kit["classification"], kit["images"], tmp_path / "o", uncertainty=True, tta="flips")
     assert res.rows == 2 and Path(res.table).is_file()
     with pytest.raises(BundleError, match="this bundle classifies scenes"):
-        predict_segmentation(kit["classification"], kit["images"], tmp_path / "p")
+        predict_segmentation(PredictConfig(inputs=[str(p) for p in kit["images"]], out_dir=str(tmp_path / "p")), kit["classification"])
     from terraseg.bundle import Bundle
 
     with pytest.raises(BundleError, match="this bundle classifies scenes"):

@@ -83,7 +83,7 @@ def test_features_indices_and_texture():
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["random_forest", "logistic_regression", "gradient_boosting"])
 def test_train_evaluate_predict_each_estimator(tmp_path, arch):
-    from terraseg.train.pixel import train_pixel
+    from terraseg.training.pixel import train_pixel
 
     img_path, mask_path, img, truth = water_scene(tmp_path / "s.tif")
     cfg = ExperimentConfig.model_validate(pixel_config(tmp_path, img_path, mask_path, arch))
@@ -111,7 +111,7 @@ def test_train_evaluate_predict_each_estimator(tmp_path, arch):
 def test_texture_features_across_windows(tmp_path):
     from terraseg.infer.sliding import predictor_for
     from terraseg.data.sources import scene_from_path
-    from terraseg.train.pixel import train_pixel
+    from terraseg.training.pixel import train_pixel
 
     img_path, mask_path, img, truth = water_scene(tmp_path / "s.tif", seed=1)
     res = train_pixel(ExperimentConfig.model_validate(pixel_config(tmp_path, img_path, mask_path, texture_window=7)))
@@ -123,7 +123,7 @@ def test_texture_features_across_windows(tmp_path):
 
 def test_sampling_is_class_balanced(tmp_path):
     from terraseg.data.sources import scene_from_path
-    from terraseg.train.pixel import sample_pixels
+    from terraseg.training.pixel import sample_pixels
 
     img_path, mask_path, _, truth = water_scene(tmp_path / "s.tif")
     scene = scene_from_path(img_path, labels=mask_path)
@@ -141,7 +141,7 @@ def test_bundle_refuses_estimator_with_code(tmp_path):
     from sklearn.preprocessing import FunctionTransformer
 
     img_path, mask_path, *_ = water_scene(tmp_path / "s.tif")
-    from terraseg.train.pixel import train_pixel
+    from terraseg.training.pixel import train_pixel
 
     res = train_pixel(ExperimentConfig.model_validate(pixel_config(tmp_path, img_path, mask_path, "logistic_regression")))
     b = Bundle.load(res.bundle_path)

@@ -24,7 +24,7 @@ from terraseg.data.rasterize import rasterize_labels
 from terraseg.data.split import split_index
 from terraseg.data.stats import class_weights, compute_statistics
 from terraseg.errors import OutputError, ConfigError, InputFileError
-from terraseg.predict.vectorize import vectorize
+from terraseg.prediction.vectorize import vectorize
 
 
 def test_chip_geotiff_georeferencing_padding_and_index(tmp_path):

@@ -14,9 +14,9 @@ from terraseg.config import load_config
 from terraseg.config.inference import InferenceConfig
 from terraseg.errors import BundleError
 from terraseg.infer import onnx as onnx_mod
-from terraseg.predict.quantize import quantize_int8
+from terraseg.prediction.quantize import quantize_int8
 from terraseg.infer.sliding import predictor_for
-from terraseg.train.run import train
+from terraseg.training.run import train
 
 
 @pytest.fixture(scope="module")

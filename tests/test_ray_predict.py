@@ -19,7 +19,7 @@ from terraseg.config import ModelConfig
 from terraseg.data.normalize import NormStats
 from terraseg.models.factory import build_model
 from terraseg.infer.inputs import expand_inputs
-from terraseg.predict.run import predict
+from terraseg import predict
 
 from conftest import make_bundle, make_geotiff
 
@@ -57,7 +57,7 @@ def _read(path: Path) -> tuple[np.ndarray, rasterio.Affine, object]:
 def test_bands_with_halo_equal_single_process(tmp_path, bundle_path, ray_local):
     img, _, _ = make_geotiff(tmp_path / "big.tif", 300, 200, seed=4)
     from terraseg.config.inference import InferenceConfig, PredictConfig
-    from terraseg.predict.distributed import plan_units
+    from terraseg.prediction.distributed import plan_units
 
     cfg = PredictConfig(inputs=[str(img)], out_dir=str(tmp_path), inference=InferenceConfig(window=64))
     assert len(plan_units(Bundle.load(bundle_path), cfg, [(str(img), "big")], 2)[0]) == 4  # four bands of 64-pixel windows
@@ -78,7 +78,7 @@ def test_bands_with_halo_equal_single_process(tmp_path, bundle_path, ray_local):
 
 def test_band_plan_covers_every_row_once(tmp_path, bundle_path):
     from terraseg.config.inference import InferenceConfig, PredictConfig
-    from terraseg.predict.distributed import plan_units
+    from terraseg.prediction.distributed import plan_units
 
     img, _, _ = make_geotiff(tmp_path / "tall.tif", 1000, 120, seed=5)
     b = Bundle.load(bundle_path)

@@ -113,7 +113,7 @@ def test_many_small_images_are_batched_with_the_same_result(bundle, tmp_path):
     from PIL import Image
 
     from terraseg.data.sources import scene_from_path
-    from terraseg.predict.run import predict
+    from terraseg import predict
 
     rng = np.random.default_rng(0)
     paths = []

@@ -25,7 +25,7 @@ from terraseg.config import ClassSpec, ModelConfig
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError
 from terraseg.models.factory import build_model
-from terraseg.predict.export import export_onnx
+from terraseg.prediction.export import export_onnx
 from terraseg.infer.sliding import predictor_for
 from terraseg.config.inference import InferenceConfig, ServeConfig
 from terraseg.serve.app import create_app
@@ -275,7 +275,7 @@ def test_side_work_runs_beside_a_network_elsewhere_and_before_one_on_the_cpu():
 
     for device, remote, overlaps in (("cpu", False, False), ("cuda", False, True), ("cpu", True, True)):
         started = threading.Event()
-        model = ServedModel("m", "m.terraseg", None, SimpleNamespace(device=torch.device(device)), "torch",  # type: ignore[arg-type]
+        model = ServedModel("m", "m.terraseg", None, None, SimpleNamespace(device=torch.device(device)), "torch",  # type: ignore[arg-type]
                             remote=remote)  # remote: Ray Serve replicas, whatever the gateway's device
 
         def network():

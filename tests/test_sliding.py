@@ -9,7 +9,7 @@ import torch
 
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
-from terraseg.predict.outputs import predict_to_files
+from terraseg.prediction.outputs import predict_to_files
 from terraseg.infer.sliding import SlidingWindowPredictor, hann_weights
 
 from conftest import make_geotiff
@@ -104,7 +104,7 @@ def test_geotiff_output_keeps_grid_and_nodata(tmp_path):
     import geopandas as gpd
 
     from terraseg.config.prep import VectorizeConfig
-    from terraseg.predict.vectorize import vectorize
+    from terraseg.prediction.vectorize import vectorize
 
     gj = vectorize(VectorizeConfig(raster=outs["prediction"], out=str(tmp_path / "r.geojson")))
     assert set(gpd.read_file(gj)["class_name"]) == {"object"}

@@ -1,4 +1,4 @@
-"""The tiling a bundle predicts small images with is chosen on validation scenes (terraseg.train.tiling)."""
+"""The tiling a bundle predicts small images with is chosen on validation scenes (terraseg.training.tiling)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from terraseg.config import ExperimentConfig
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
 from terraseg.infer.sliding import predictor_for
-from terraseg.train.tiling import choose_tiling
+from terraseg.training.tiling import choose_tiling
 
 STATS = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)
 

@@ -10,7 +10,7 @@ from conftest import make_geotiff, tiny_config, write_mask_tif
 from terraseg.cli.main import app
 from terraseg.config import load_config
 from terraseg.errors import ConfigError
-from terraseg.train.tune import tune
+from terraseg.training.tune import tune
 
 
 @pytest.fixture(scope="module")

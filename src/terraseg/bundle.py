@@ -7,7 +7,7 @@ Layout (``model.terraseg``)::
     estimator.skops      instead of weights, for pixel baselines: the scikit-learn estimator (skops,
                          loaded admitting only scikit-learn/numpy/scipy types; see terraseg.models.pixel)
     model.onnx           optional, added at the end of training or by ``terraseg export`` (see terraseg.infer.onnx)
-    model_int8.onnx      optional, ``terraseg export --quantize int8`` (see terraseg.predict.quantize)
+    model_int8.onnx      optional, ``terraseg export --quantize int8`` (see terraseg.prediction.quantize)
     calibration.npy      optional, raw training windows for INT8 calibration (loaded without pickle)
 
 Loading a bundle needs no config file and no training code. Bundles are written atomically.
@@ -28,7 +28,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from terraseg import __version__
+from terraseg.version import __version__
 from terraseg.config import ClassSpec, ModelConfig
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError
@@ -66,7 +66,7 @@ class InputSpec(BaseModel):
     fit_max: int | None = Field(
         None, ge=0, description="Largest image side (pixels) predicted as one window; 0: always sliding windows of "
         "`predict_window`; None: the inference default (1024). Training sets it to the tiling that validated better "
-        "(terraseg.train.tiling); a run's `--fit-max` can only lower it, `--window` overrides it.")
+        "(terraseg.training.tiling); a run's `--fit-max` can only lower it, `--window` overrides it.")
     input_size: int | None = Field(None, description="Classification: the side (pixels) images are resized to before the network.")
 
     def select_bands(self, count: int, source: str = "input") -> list[int] | None:

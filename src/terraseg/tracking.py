@@ -158,7 +158,7 @@ def log_evaluation(bundle: Any, metrics: dict[str, Any], files: list[Path], trac
             for k in ("iou", "dice"):
                 if isinstance(per.get(k), (int, float)):
                     flat[f"{prefix}/{k}_{name}"] = per[k]
-        for k, iv in (metrics.get("intervals") or {}).items():  # the 95% intervals (terraseg.evaluate.bootstrap)
+        for k, iv in (metrics.get("intervals") or {}).items():  # the 95% intervals (terraseg.evaluation.bootstrap)
             if isinstance(iv, list) and len(iv) == 2:
                 flat[f"{prefix}/{k}_low"], flat[f"{prefix}/{k}_high"] = iv
         for k, v in flat.items():

@@ -14,7 +14,7 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
-from terraseg import __version__
+from terraseg.version import __version__
 from terraseg.config.inference import build_options
 from terraseg.errors import TerrasegError
 

@@ -67,7 +67,7 @@ def train(
     started = time.monotonic()  # train.max_minutes counts from here: library imports and planning included
     from terraseg.config import load_config, with_aoi
     from terraseg.errors import ConfigError
-    from terraseg.train.run import train as run_train
+    from terraseg.training.run import train as run_train
 
     quiet_lightning()
     if config is not None and (given := [f for f, v in (("--data", data), ("--labels", labels), ("--attribute", attribute),
@@ -118,13 +118,14 @@ def train(
             err.print(f"warning: left out to stay within the budget: {', '.join(res.budget_skipped)}; raise train.max_minutes to run them.")
     _print_split(res.split)
     if best:
-        from terraseg.evaluate.bootstrap import format_interval, width_warning
+        from terraseg.evaluation.bootstrap import format_interval, width_warning
+        from terraseg.tasks import task_named
 
         low, high = best.get("val/score_low"), best.get("val/score_high")
         interval = [low, high] if low is not None and high is not None else None
         units = int(best.get("val/units", 0))
         skip = {"val/score", "val/score_low", "val/score_high", "val/units", "val/pixels"}
-        pixelwise = cfg.task != "classification"  # a classifier's validation is images, without block units
+        pixelwise = task_named(cfg.task).dense  # a classifier's validation is images, without block units
         head = (f"val/score={format_interval(best['val/score'], interval)} (95% interval over {units} held-out units, "
                 f"{best.get('val/pixels', 0):,.0f} labelled pixels), ") if "val/score" in best and pixelwise else ""
         if res.kept:
@@ -168,7 +169,7 @@ def evaluate(
     """Evaluate a bundle on labelled data: per-class IoU, Dice/F1, precision, recall, mIoU (accuracy and F1 for classifiers)."""
     from terraseg.bundle import Bundle
     from terraseg.errors import ConfigError
-    from terraseg.tasks import run_evaluate
+    from terraseg.tasks import run_evaluate, task_for
 
     b = Bundle.load(bundle)
     if split not in ("test", "val"):
@@ -178,71 +179,10 @@ def evaluate(
     m = run_evaluate(cfg, b, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
     is_split = data is None or data.suffix.lower() in {".yaml", ".yml"}
     what = f"its {split} split" if is_split else data.name
-    if m["task"] == "classification":
-        _print_classifier_metrics(b, m, what, cfg)
-    else:
-        _print_segmentation_metrics(b, m, what, "test" if not is_split else split)
+    task_for(b).report(b, m, what, split if is_split else "test", out, err)
     out.print(f"metrics: {Path(cfg.out_dir) / 'metrics.json'}")
     if m.get("mlflow_run_id"):
         out.print(f"logged to MLflow run {m['mlflow_run_id']} ({cfg.split}/...)")
-
-
-def _print_segmentation_metrics(b, m: dict, what: str, split: str) -> None:
-    from terraseg.evaluate.bootstrap import format_interval, width_warning
-    from terraseg.evaluate.metrics import absent_classes
-
-    table = Table(title=f"{b.manifest.name} on {what} ({m['pixels']:,} labelled pixels)")
-    for col in ("class", "IoU", "Dice/F1", "precision", "recall", "pixels"):
-        table.add_column(col)
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    for name, v in m["per_class"].items():
-        table.add_row(name, fmt(v["iou"]), fmt(v["dice"]), fmt(v["precision"]), fmt(v["recall"]), str(v["support"]))
-    out.print(table)
-    iv = m.get("intervals") or {}
-    headline = f"mIoU {format_interval(m['miou'], iv.get('miou'))}  pixel accuracy {fmt(m['pixel_accuracy'])}"
-    if "iou" in m:
-        headline = f"IoU {format_interval(m['iou'], iv.get('iou'))}  F1 {format_interval(m['dice'], iv.get('dice'))}  " + headline
-    out.print(headline + f"  ({m['pixels']:,} pixels; 95% intervals over {iv.get('units', 0)} {iv.get('unit', 'units')})")
-    if (o := m.get("objects")) is not None:
-        oi = o["intervals"]
-        out.print(f"objects '{o['class']}' (matched one to one at IoU >= {o['match_iou']:g}, SpaceNet; under "
-                  f"{o['min_pixels']} px left out): F1 {format_interval(o['f1'], oi['f1'])}  precision "
-                  f"{format_interval(o['precision'], oi['precision'])}  recall {format_interval(o['recall'], oi['recall'])}  "
-                  f"(TP {o['tp']:,}, FP {o['fp']:,}, FN {o['fn']:,}; {o['units']} units)")
-        if o.get("scenes_left_out"):
-            err.print(f"warning: {o['scenes_left_out']} scene(s) over 64 million pixels left out of the object scores.")
-    if wide := width_warning(iv.get("iou") or iv.get("score"), iv.get("units", 0), split):
-        err.print(f"warning: {wide}.")
-    for name in absent_classes(m):
-        err.print(f"warning: class '{name}' has no labelled pixel in this data: its figures are undefined (-) or 0 and say "
-                  f"nothing of the model; the headline covers the other classes only where they are means.")
-    drift = m.get("drift") or {}
-    if drift.get("flagged"):
-        err.print(f"warning: {len(drift['flagged'])} of {drift['scenes']} images differ from the training data (drift: "
-                  + ", ".join(f"{k} in {'/'.join(v)}" for k, v in list(drift["flagged"].items())[:5])
-                  + (", ..." if len(drift["flagged"]) > 5 else "") + "); figures on them may not carry over.")
-
-
-def _print_classifier_metrics(b, m: dict, what: str, cfg) -> None:
-    from terraseg.evaluate.bootstrap import format_interval, width_warning
-
-    table = Table(title=f"{b.manifest.name} on {what} ({m['n']} images)")
-    for col in ("class", "precision", "recall", "F1", "images"):
-        table.add_column(col)
-    for name, v in m["per_class"].items():
-        table.add_row(name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", str(v["support"]))
-    out.print(table)
-    iv = m.get("intervals") or {}
-    topk = next(k for k in m if k.startswith("top"))
-    out.print(f"accuracy {format_interval(m['accuracy'], iv.get('accuracy'))}  macro-F1 "
-              f"{format_interval(m['f1_macro'], iv.get('f1_macro'))}  {topk.replace('_', ' ')} {m[topk]:.4f}  "
-              f"(95% intervals over {iv.get('units', m['n'])} images)")
-    if wide := width_warning(iv.get("accuracy"), iv.get("units", 0), cfg.split):
-        err.print(f"warning: {wide}.")
-    absent = [name for name, v in m["per_class"].items() if not v["support"]]
-    if absent:
-        err.print(f"warning: no image of class {', '.join(repr(n) for n in absent)} in this data: "
-                  "recall and F1 of such a class say nothing of the model.")
 
 
 @app.command()
@@ -264,27 +204,15 @@ def compare(
     set_: SetOpt = None,
 ) -> None:
     """Score two bundles on the same data: each score with its 95% interval, and the paired difference A - B with its own."""
-    from terraseg.bundle import Bundle
+    from terraseg.api import compare as compare_bundles
     from terraseg.errors import ConfigError
-    from terraseg.evaluate.bootstrap import format_interval
-    from terraseg.evaluate.compare import check_comparable, compare_bundles
+    from terraseg.evaluation.bootstrap import format_interval
 
     if split not in ("test", "val"):
         raise ConfigError(f"--split {split!r}: use 'test' or 'val'.")
-    a, b = Bundle.load(bundle_a), Bundle.load(bundle_b)
-    check_comparable(a, b)  # before any scene is opened
-    from terraseg.config.inference import EvaluateConfig
-    from terraseg.tasks.segmentation import SegmentationTask
-
-    which = EvaluateConfig(out_dir=".", data=str(data) if data else None, labels=str(labels) if labels else None,
-                           split=split, burn_value=burn_value, attribute=attribute, mapping=mapping, mask_nodata=mask_nodata,
-                           layer=layer, aoi=aoi, overrides=list(set_ or []))
-    scenes = SegmentationTask().evaluation_data(which, a, lambda line: err.print(line, highlight=False, soft_wrap=True))
-    validation = split == "val" and (data is None or data.suffix.lower() in {".yaml", ".yml"})
-    if validation and (a.manifest.split or {}).get("units") != (b.manifest.split or {}).get("units"):
-        err.print("warning: these are A's validation blocks; B held out others, so it may have trained on some of these "
-                  "pixels, which favours B.")
-    r = compare_bundles(a, b, scenes, validation=validation)
+    r = compare_bundles(bundle_a, bundle_b, data, split, lambda line: err.print(line, highlight=False, soft_wrap=True),
+                        labels=str(labels) if labels else None, burn_value=burn_value, attribute=attribute, mapping=mapping,
+                        mask_nodata=mask_nodata, layer=layer, aoi=aoi, overrides=list(set_ or []))
     out.print(f"score: {r['score']}; 95% intervals over {r['units']} units ({r['unit']})")
     for key, name in (("a", "A"), ("b", "B")):
         side = r[key]
@@ -364,7 +292,7 @@ def info(
     out.print("classes: " + ", ".join(f"{k}={c['name']} ({c['color']})" for k, c in enumerate(s["classes"])) + f"; ignore_index {s['ignore_index']}")
     best = s["metrics"].get("validation", {})
     if best:
-        from terraseg.evaluate.bootstrap import format_interval
+        from terraseg.evaluation.bootstrap import format_interval
 
         iv = [best["val/score_low"], best["val/score_high"]] if "val/score_low" in best else None
         head = (f"val/score={format_interval(best['val/score'], iv)} (95% interval over {int(best.get('val/units', 0))} "
@@ -383,9 +311,10 @@ def info(
 def _print_backends(b, remeasure: bool, window: Optional[int]) -> None:
     from terraseg.devices import cpu_model, inference_batch_size, resolve_device
     from terraseg.infer.runtime import choose_runtime
+    from terraseg.tasks import task_for
 
     device = resolve_device("auto")
-    win = window or (b.manifest.input.input_size if b.manifest.task == "classification" else b.manifest.input.predict_window)
+    win = window or task_for(b).input_size(b)
     batch = inference_batch_size(device, win, b.in_channels)
     rt = choose_runtime(b, device, window=win, batch_size=batch, remeasure=remeasure)
     where = cpu_model() if device == "cpu" else device
@@ -417,7 +346,7 @@ def export(
 ) -> None:
     """Add an ONNX graph (dynamic batch/height/width) to a bundle, checked against PyTorch."""
     from terraseg.config.inference import ExportConfig
-    from terraseg.predict.export import export_onnx
+    from terraseg.prediction.export import export_onnx
 
     cfg = build(ExportConfig, format=fmt, out=str(out_path) if out_path else None, opset=opset,
                 check_images=[str(c) for c in check or []], window=window, quantize=quantize, max_disagreement=max_disagreement)
@@ -425,7 +354,7 @@ def export(
     out.print(f"{r.path}: ONNX opset {r.opset} added; ONNX Runtime vs PyTorch max abs logit difference {r.max_abs_diff:.2e} "
               f"on {r.windows_checked} windows of {r.checked_on}")
     if cfg.quantize == "int8":
-        from terraseg.predict.quantize import quantize_int8
+        from terraseg.prediction.quantize import quantize_int8
 
         q = quantize_int8(r.path, cfg.check_images, None, cfg.max_disagreement, cfg.window)
         out.print(f"{q.path}: INT8 graph added; classes differ from float32 on {q.disagreement:.3%} of the pixels of "
@@ -474,7 +403,7 @@ def cv(
 ) -> None:
     """K-fold cross-validation with spatial blocks (and a random split beside it): mean and spread of every metric."""
     from terraseg.config import load_config, with_aoi
-    from terraseg.train.cv import cross_validate
+    from terraseg.training.cv import cross_validate
 
     opts = make()
     quiet_lightning()
@@ -493,7 +422,7 @@ def tune(
     set_: SetOpt = None,
 ) -> None:
     """Search hyper-parameters with Optuna (TPE, pruning after each validation epoch); resumable; best.yaml + best.terraseg."""
-    from terraseg.train.tune import tune as run
+    from terraseg.training.tune import tune as run
 
     opts = make()
     quiet_lightning()

@@ -199,7 +199,7 @@ def vectorize(
     raster: Annotated[str, typer.Argument(help="Class raster (e.g. from `terraseg predict`).")],
 ) -> None:
     """Class raster -> polygons in the raster's CRS, with class, area and mean confidence."""
-    from terraseg.predict.vectorize import vectorize as run
+    from terraseg.prediction.vectorize import vectorize as run
 
     out.print(f"polygons: {run(make(raster=raster))}")
 
@@ -262,7 +262,7 @@ def sample(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """Draw a stratified random sample of pixels of a class map, for reference labelling (Olofsson et al. 2014)."""
-    from terraseg.evaluate.area import sample_points
+    from terraseg.evaluation.area import sample_points
     from terraseg.io.atomic import atomic_path
     from terraseg.io.vector import write_vector
 
@@ -288,7 +288,7 @@ def area(
     class_names: Annotated[Optional[str], typer.Option(help="Comma-separated class names (default: the raster's).")] = None,
 ) -> None:
     """Area per class with 95% intervals, and user's/producer's/overall accuracy, from a stratified sample."""
-    from terraseg.evaluate.area import estimate_area
+    from terraseg.evaluation.area import estimate_area
     from terraseg.io.atomic import write_text_atomic
 
     est, details = estimate_area(map_path, reference, attribute, class_names.split(",") if class_names else None,

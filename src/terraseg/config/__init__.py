@@ -180,7 +180,7 @@ class AugmentConfig(_Strict):
     """Batch augmentation on the training device (segmentation), besides the flips of `data.flips`.
 
     Geometric parameters move image, mask and nodata together; photometric ones act per band on the
-    normalised image and keep nodata at 0 (terraseg.train.augment).
+    normalised image and keep nodata at 0 (terraseg.training.augment).
     """
 
     zoom: float = Field(0.0, ge=0.0, lt=1.0, description="Zoom range: scale drawn uniformly in [1/(1+zoom), 1+zoom] (kornia RandomAffine; Keras zoom 0.2 ~ 0.2).")
@@ -360,7 +360,7 @@ class TrainConfig(_Strict):
     channels_last: bool = Field(True, description="Train in NHWC memory layout (about 1.4x faster convolutions on CPU here).")
     choose_tiling: bool = Field(
         True, description="Segmentation: after training, validate the best weights with images up to 1024 px as one window "
-        "and with sliding windows; the bundle predicts with the better (terraseg.train.tiling).")
+        "and with sliding windows; the bundle predicts with the better (terraseg.training.tiling).")
     freeze_encoder_epochs: int = Field(
         0, ge=0, description="Fine-tuning: keep the encoder frozen (weights and batch-norm statistics) for the first N epochs.")
     unfreeze: Literal["all", "progressive"] = Field(
@@ -408,7 +408,7 @@ class TuneParam(_Strict):
 
 
 class CrossValidationOptions(_Strict):
-    """``terraseg cv``: how the scenes are cut into folds (:func:`terraseg.train.cv.cross_validate`)."""
+    """``terraseg cv``: how the scenes are cut into folds (:func:`terraseg.training.cv.cross_validate`)."""
 
     folds: int = Field(5, ge=2, description="Folds (K).")
     block_size: float | None = Field(None, gt=0, description="Spatial block side in CRS units (default: 4 training windows).")
@@ -417,7 +417,7 @@ class CrossValidationOptions(_Strict):
 
 
 class TuneRunOptions(_Strict):
-    """``terraseg tune``: how long this call searches and where the study is kept (:func:`terraseg.train.tune.tune`)."""
+    """``terraseg tune``: how long this call searches and where the study is kept (:func:`terraseg.training.tune.tune`)."""
 
     trials: int = Field(20, ge=1, description="Trials to run in this call (a resumed study adds them).")
     timeout: float | None = Field(None, gt=0, description="Stop starting trials after this many minutes.")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from terraseg.config import ClassFolderSource
+from terraseg.config import ClassFolderSource, ExperimentConfig
 from terraseg.data.normalize import NormStats, compute_stats, normalize
 from terraseg.errors import InputFileError
 from terraseg.formats import IMAGE_SUFFIXES
@@ -181,6 +181,31 @@ def stratified_split(items: list[ClassItem], fraction: float, seed: int) -> tupl
         val += [items[i] for i in sorted(idx[:n_val])]
         train += [items[i] for i in sorted(idx[n_val:])]
     return train, val
+
+
+def class_items_of(cfg: ExperimentConfig, which: str) -> list[ClassItem]:
+    """Labelled images of ``data.train`` / ``data.val`` / ``data.test``.
+
+    Args:
+        cfg: a classification config. which: ``'train'``, ``'val'`` or ``'test'``.
+    """
+    root = Path(cfg.data.data_root) if cfg.data.data_root else None
+    names = [c.name for c in cfg.classes]
+    return [it for src in getattr(cfg.data, which) for it in class_items(src, names, root, require_all=which == "train")]
+
+
+def train_val_items(cfg: ExperimentConfig) -> tuple[list[ClassItem], list[ClassItem]]:
+    """Training and validation images: ``data.val`` when given, else a seeded stratified ``val_fraction``.
+
+    Args:
+        cfg: a classification config (``data.val`` or ``data.val_fraction``, ``train.seed``).
+    """
+    train = class_items_of(cfg, "train")
+    if cfg.data.val:
+        return train, class_items_of(cfg, "val")
+    if cfg.data.val_fraction <= 0:
+        return train, []
+    return stratified_split(train, cfg.data.val_fraction, cfg.train.seed)
 
 
 def image_statistics(items: list[ClassItem], method: str, percentiles: tuple[float, float], max_pixels: int, seed: int,

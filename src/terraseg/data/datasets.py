@@ -194,7 +194,7 @@ class RandomWindowDataset(Dataset):
         stats: normalisation statistics, or None for raw samples (:func:`normalize_batch` on the device).
         rare_class_share: share of windows centred on a random
         pixel of a random non-background class. seed: base seed. Augmentation is not the loader's: it
-        runs on whole batches on the training device (:mod:`terraseg.train.augment`).
+        runs on whole batches on the training device (:mod:`terraseg.training.augment`).
     """
 
     def __init__(

@@ -442,7 +442,7 @@ class RasterScene(Scene):
         """Set ``ignore_index`` on labels that must not count, in place.
 
         ``exclude`` holds held-out blocks (and their buffer) of a validation split or a cross-validation
-        fold (:mod:`terraseg.data.holdout`, :mod:`terraseg.train.cv`): their labels never reach training.
+        fold (:mod:`terraseg.data.holdout`, :mod:`terraseg.training.cv`): their labels never reach training.
         ``score_region`` (a validation block read with context around it): labels outside it are ignored.
         Both are in pixels of the scene's region. ``scale``: overview pixels per window pixel.
         """

@@ -9,6 +9,6 @@
 * :mod:`~terraseg.infer.onnx`: ONNX export and its check.
 * :mod:`~terraseg.infer.drift`: does an input look like the training data?
 
-The commands built on it: ``predict`` (:mod:`terraseg.predict`), ``evaluate``, training's
+The commands built on it: ``predict`` (:mod:`terraseg.prediction`), ``evaluate``, training's
 validation and ``serve``.
 """

@@ -30,7 +30,7 @@ class TorchBackend:
     def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "32", channels_last: bool = False,
                  temperature: float = 1.0) -> None:
         self.device = torch.device(device)
-        self.temperature = float(temperature)  # temperature scaling (terraseg.train.calibrate); 1: none
+        self.temperature = float(temperature)  # temperature scaling (terraseg.training.calibrate); 1: none
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # autotune convolutions once per window shape
         self.model = model.eval().to(self.device)

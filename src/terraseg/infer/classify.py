@@ -2,7 +2,7 @@
 
 Every image goes through :func:`terraseg.data.classes.to_input` (the bundle's normalisation, resized
 to its window), exactly as in training and evaluation. This module computes; it writes no file
-(the outputs are written by :mod:`terraseg.predict.classify` and :mod:`terraseg.evaluate.classify`).
+(the outputs are written by :mod:`terraseg.prediction.classify` and :mod:`terraseg.evaluation.classify`).
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ class ImageClassifier:
         options: :class:`terraseg.config.inference.InferenceConfig` (device, backend, precision, layout,
             threads, ``tta``: the mean over flipped / D4 views of each image); its ``batch_size``, when set,
             replaces ``batch_size``.
+        backend: a backend to run instead of the bundle's network (a Ray Serve deployment), or None.
 
     Raises:
         BundleError: the bundle is not a classification bundle, or 'onnx' without an ONNX graph.
     """
 
-    def __init__(self, bundle: Bundle, batch_size: int = 32, device: str = "auto", options: Any = None) -> None:
+    def __init__(self, bundle: Bundle, batch_size: int = 32, device: str = "auto", options: Any = None, backend: Any = None) -> None:
         from terraseg.config.inference import InferenceConfig
         from terraseg.devices import resolve_device
         from terraseg.infer.runtime import backend_for
@@ -54,7 +55,8 @@ class ImageClassifier:
         self.device = torch.device(resolve_device(opts.device))
         spec = bundle.manifest.input
         self.stats, self.size, self.nodata = bundle.stats, spec.input_size or spec.train_window, spec.nodata
-        self.backend = backend_for(bundle, opts, str(self.device), self.size, self.batch_size)
+        self.window = self.size  # the side of each forward-pass input, as a predictor's window
+        self.backend = backend if backend is not None else backend_for(bundle, opts, str(self.device), self.size, self.batch_size)
         self.runtime = getattr(self.backend, "runtime", None)
         if opts.tta != "none":
             from terraseg.infer.backends import TTABackend
@@ -125,7 +127,6 @@ def grid_geometry(scene: Scene, window: int) -> tuple[int, int, Grid]:
     Args:
         scene: the scene. window: window side in pixels.
     """
-    from terraseg.data.windows import grid_windows
 
     cells = grid_windows(scene.height, scene.width, window, edge="pad")
     rows, cols = len({w.row for w in cells}), len({w.col for w in cells})

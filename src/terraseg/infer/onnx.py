@@ -145,7 +145,7 @@ def _check_windows(bundle: Bundle, images: list[str], window: int, max_windows: 
 def add_onnx_graph(b: Bundle, cfg: ExportConfig | None = None, **options: Any) -> ExportReport:
     """Export a loaded bundle's network to an ONNX graph, check it against PyTorch, and add it to the bundle in memory.
 
-    Nothing is written: the caller saves the bundle (:func:`terraseg.predict.export.export_onnx`), or keeps the graph
+    Nothing is written: the caller saves the bundle (:func:`terraseg.prediction.export.export_onnx`), or keeps the graph
     in the cache (:func:`terraseg.infer.runtime.choose_runtime`).
 
     Args:

@@ -241,7 +241,7 @@ class SlidingWindowPredictor:
                 ``strip_rows[first]`` to ``strip_rows[stop]`` (the scene's end for the last strip) are
                 handed to ``sink``. The earlier strips whose windows reach into those rows (the halo,
                 one window high) are computed first and not emitted, so the blocks equal those of the
-                whole scene: a row band predicted on its own (:mod:`terraseg.predict.distributed`) blends
+                whole scene: a row band predicted on its own (:mod:`terraseg.prediction.distributed`) blends
                 exactly as the single-process path does. None: the whole scene.
 
         Raises:
@@ -470,7 +470,7 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
 
     if bundle.manifest.task != "segmentation":
         raise BundleError(f"{bundle.path or bundle.manifest.name}: a sliding-window predictor maps segmentation bundles; "
-                          f"this bundle classifies scenes: use terraseg.infer.classify.ImageClassifier, or terraseg.tasks.predict.")
+                          f"this bundle classifies scenes: use terraseg.infer.classify.ImageClassifier, or terraseg.predict.")
     opts = options or InferenceConfig()
     if overrides:
         opts = build_options(InferenceConfig, **(opts.model_dump() | overrides))

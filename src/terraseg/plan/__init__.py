@@ -28,6 +28,7 @@ from terraseg.errors import ConfigError, InputFileError
 from terraseg.formats import is_mask_raster
 from terraseg.plan.fingerprint import Fingerprint, classification_fingerprint, segmentation_fingerprint
 from terraseg.plan.rules import Plan, plan_config
+from terraseg.tasks import task_named
 
 PALETTE = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe",
            "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3"]
@@ -318,8 +319,8 @@ def fingerprint_sources(sources: dict[str, Any], names: list[str]) -> Fingerprin
         "classes": _classes(names), "data": {"train": sources["train"]},
         "model": {"arch": "classifier" if sources["train"][0]["kind"] == "classes" else "unet"},
     })
-    if probe.task == "classification":
-        from terraseg.train.classify import class_items_of
+    if not task_named(probe.task).dense:
+        from terraseg.data.classes import class_items_of
 
         return classification_fingerprint(class_items_of(probe, "train"), len(names))
     from terraseg.data.sources import build_scenes

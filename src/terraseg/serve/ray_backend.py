@@ -36,7 +36,7 @@ class ModelReplica:
     def __init__(self, bundle_bytes: bytes, inference: dict[str, Any], threads: int) -> None:
         from terraseg.bundle import Bundle
         from terraseg.config.inference import InferenceConfig
-        from terraseg.infer.sliding import predictor_for
+        from terraseg.tasks import task_for
 
         torch.set_num_threads(max(1, threads))
         if not isinstance(bundle_bytes, (bytes, bytearray)):  # an ObjectRef: Serve passes init arguments as they are
@@ -44,7 +44,7 @@ class ModelReplica:
 
             bundle_bytes = ray.get(bundle_bytes)
         bundle = Bundle.from_bytes(bundle_bytes)
-        pred = predictor_for(bundle, InferenceConfig.model_validate(inference))
+        pred = task_for(bundle).inference(bundle, InferenceConfig.model_validate(inference))
         self.backend, self.batch_size = pred.backend, pred.batch_size
         rt = getattr(pred.backend, "runtime", None)
         self.description = {"device": str(pred.device), "backend": rt.backend if rt else "torch", "batch_size": pred.batch_size,

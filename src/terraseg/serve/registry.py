@@ -17,8 +17,8 @@ from terraseg.bundle import Bundle
 from terraseg.config.inference import InferenceConfig
 from terraseg.errors import ConfigError
 from terraseg.infer.backends import BatchingBackend, best_batch_pixels
-from terraseg.infer.sliding import SlidingWindowPredictor, predictor_for
 from terraseg.serve.errors import ServerBusy
+from terraseg.tasks import Task, task_for
 from terraseg.tracking import resolve_model_uri
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 @dataclass
 class ServedModel:
-    """One served bundle: its predictor and the one thread that runs its inference.
+    """One served bundle: its task, its inference object and the threads that run it.
 
     PyTorch and ONNX Runtime already use every core for one batch, so requests are queued and run one
     at a time. They run on a single dedicated thread rather than on whichever request thread holds a
@@ -39,10 +39,11 @@ class ServedModel:
     name: str
     source: str
     bundle: Bundle
-    predictor: SlidingWindowPredictor  # an ImageClassifier for classification bundles
+    task: Task  # what the bundle does (terraseg.tasks): which route answers an upload, how many windows it costs
+    predictor: Any  # the task's inference object (Task.inference): a SlidingWindowPredictor or an ImageClassifier
     backend: str
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="terraseg-infer"))
-    seconds_per_window: float | None = None  # measured at start-up (segmentation networks)
+    seconds_per_window: float | None = None  # measured at start-up (networks)
     max_queue: int = 32  # requests waiting or running before new ones get 503
     max_seconds: float | None = None  # largest estimated compute time of one request
     on_drift: Callable[[str], None] | None = None  # called with the model name when an input drifts (metrics)
@@ -97,10 +98,9 @@ class ServedModel:
 
     def estimated_seconds(self, height: int, width: int) -> float | None:
         """Estimated compute seconds for a ``height x width`` image (windows x the measured time per window), or None."""
-        if self.seconds_per_window is None or not isinstance(self.predictor, SlidingWindowPredictor):
+        if self.seconds_per_window is None:
             return None
-        _, _, ys, xs = self.predictor.geometry(height, width)
-        return len(ys) * len(xs) * self.seconds_per_window
+        return self.task.windows(self.predictor, height, width) * self.seconds_per_window
 
     def estimated_wait(self) -> int:
         """Seconds a client should wait before retrying (Retry-After), at least 1."""
@@ -115,7 +115,7 @@ class ServedModel:
             "name": self.name, "version": m.terraseg_version, "created": m.created, "task": m.task, "backend": self.backend,
             "source": self.source if self.source.startswith("models:/") else Path(self.source).name,  # never a server path
             "bands": m.input.bands, "band_names": m.input.band_names, "dtype": m.input.dtype,
-            "window": m.input.predict_window, "train_window": m.input.train_window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
+            "window": self.task.input_size(self.bundle), "train_window": m.input.train_window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
             "architecture": m.model.arch if m.baseline is not None else f"{m.model.arch}/{m.model.encoder}",
             "batching": self.batching(),
         }
@@ -136,13 +136,14 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
     """Load every referenced bundle; names are the bundles' names (deduplicated with a suffix).
 
     Args:
-        refs: bundle paths or ``models:/`` URIs. inference: sliding-window and backend options
-            (classification bundles run their classifier with PyTorch). tracking_uri: MLflow registry.
+        refs: bundle paths or ``models:/`` URIs.
+        inference: window, backend and TTA options of every model's inference object (:meth:`terraseg.tasks.Task.inference`).
+        tracking_uri: MLflow registry.
         batch_wait_ms: micro-batching wait (None: 5 ms; 0: off); with batching, requests
             run on several threads and their windows share forward passes.
         max_batch: most windows per shared pass; passes are also capped at the pixel count measured
             fastest on this machine (:func:`terraseg.infer.backends.best_batch_pixels`).
-        engine: 'local', or 'ray': each segmentation network runs as a Ray Serve deployment
+        engine: 'local', or 'ray': each network runs as a Ray Serve deployment
             (:mod:`terraseg.serve.ray_backend`); ``ray`` is its :class:`terraseg.config.inference.RayConfig`.
 
     Returns:
@@ -154,6 +155,7 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
     inference = inference or InferenceConfig()
     if not refs:
         raise ConfigError("give at least one bundle path or models:/ URI to serve.")
+    wait = 5.0 if batch_wait_ms is None else batch_wait_ms  # measured: docs/benchmarks.md (serve_bench)
     models: dict[str, ServedModel] = {}
     for ref in refs:
         path = resolve_model_uri(ref, tracking_uri)
@@ -162,51 +164,45 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
         k = 2
         while name in models:
             name, k = f"{b.manifest.name}-{k}", k + 1
-        if b.manifest.task == "classification":
-            from terraseg.infer.classify import ImageClassifier
-
-            clf = ImageClassifier(b, options=inference)
-            models[name] = ServedModel(name, ref, b, clf, clf.runtime.backend if clf.runtime else "torch")  # type: ignore[arg-type]
-        elif engine == "ray" and b.manifest.baseline is None:
-            models[name] = _ray_model(name, ref, path, b, inference, ray, max_batch, 5.0 if batch_wait_ms is None else batch_wait_ms)
-        else:
-            pred = predictor_for(b, inference)
-            rt = getattr(pred.backend, "runtime", None)
-            wait = batch_wait_ms if batch_wait_ms is not None else 5.0  # measured: docs/benchmarks.md (serve_bench)
-            network = b.manifest.baseline is None  # a pixel model has nothing to tune or warm up
-            cap, seconds = (best_batch_pixels(pred.backend, b.in_channels, pred.window, max_batch)  # also the warm-up
-                            if network and wait > 0 else (None, {}))
-            spw = (seconds[pred.batch_size] / pred.batch_size if pred.batch_size in seconds
-                   else _warm_up(pred, b.in_channels) if network else None)
-            threads = 1
-            batcher = None
-            if wait > 0:
-                pred.backend = batcher = BatchingBackend(pred.backend, max_batch, wait, max_pixels=cap)
-                # enough concurrent requests to fill a shared pass
-                threads = max(2, 2 * batcher.windows_per_pass(pred.window, pred.window) // max(pred.batch_size, 1))
-            models[name] = ServedModel(name, ref, b, pred, rt.backend if rt else inference.backend,
-                                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw)
-            if batcher is not None:  # a lone request does not wait for company
-                batcher.in_flight = lambda m=models[name]: m._pending
+        task = task_for(b)
+        if engine == "ray" and b.manifest.baseline is None:
+            models[name] = _ray_model(name, ref, path, b, task, inference, ray, max_batch, wait)
+            continue
+        pred = task.inference(b, inference)
+        rt = getattr(pred.backend, "runtime", None)
+        network = b.manifest.baseline is None  # a pixel model has nothing to tune or warm up
+        cap, seconds = (best_batch_pixels(pred.backend, b.in_channels, pred.window, max_batch)  # also the warm-up
+                        if network and wait > 0 else (None, {}))
+        spw = (seconds[pred.batch_size] / pred.batch_size if pred.batch_size in seconds
+               else _warm_up(pred, b.in_channels) if network else None)
+        threads = 1
+        batcher = None
+        if wait > 0:
+            pred.backend = batcher = BatchingBackend(pred.backend, max_batch, wait, max_pixels=cap)
+            # enough concurrent requests to fill a shared pass: a scene brings a batch of windows, an image one input
+            per_request = max(pred.batch_size, 1) if task.dense else 1
+            threads = max(2, 2 * batcher.windows_per_pass(pred.window, pred.window) // per_request)
+        models[name] = ServedModel(name, ref, b, task, pred, rt.backend if rt else inference.backend,
+                                   ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw)
+        if batcher is not None:  # a lone request does not wait for company
+            batcher.in_flight = lambda m=models[name]: m._pending
     return models
 
 
-def _ray_model(name: str, ref: str, path: Path, b: Bundle, inference: InferenceConfig, ray: Any, max_batch: int = 16,
-               wait_ms: float = 5.0) -> ServedModel:
-    """A served model whose network is a Ray Serve deployment; the gateway keeps tiling and blending."""
+def _ray_model(name: str, ref: str, path: Path, b: Bundle, task: Task, inference: InferenceConfig, ray: Any,
+               max_batch: int = 16, wait_ms: float = 5.0) -> ServedModel:
+    """A served model whose network is a Ray Serve deployment; the gateway keeps reading, tiling and blending."""
     from terraseg.config.inference import RayConfig
-    from terraseg.predict.distributed import connect
-    from terraseg.infer.sliding import tiling_for
+    from terraseg.prediction.distributed import connect
     from terraseg.serve.ray_backend import deploy
 
     ray = ray or RayConfig()
     connect(ray.address)
     backend = deploy(name, Path(path).read_bytes(), inference.model_dump(mode="json"), ray, max_batch, wait_ms)
-    pred = tiling_for(b, inference)
-    pred.backend, pred.batch_size = backend, inference.batch_size or int(backend.info["batch_size"])
+    pred = task.inference(b, inference, backend)
     spw = _warm_up(pred, b.in_channels)
     threads = 2 * (ray.max_replicas or ray.replicas)  # requests in flight to keep every replica busy
-    return ServedModel(name, ref, b, pred, f"ray-serve:{backend.info['backend']}",
+    return ServedModel(name, ref, b, task, pred, f"ray-serve:{backend.info['backend']}",
                        ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw, remote=True)
 
 

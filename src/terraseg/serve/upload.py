@@ -152,7 +152,7 @@ def _write(model, scene, ids: np.ndarray, folder: Path, probs: np.ndarray | None
 
 def _geojson(model, scene, ids: np.ndarray, probs: np.ndarray, folder: Path) -> Path:
     """Polygons of the prediction, from the arrays (no raster written and read back)."""
-    from terraseg.predict.vectorize import vectorize_array
+    from terraseg.prediction.vectorize import vectorize_array
 
     gdf = vectorize_array(ids, scene.transform, scene.crs, probs, model.bundle.class_names)
     out = folder / "regions.geojson"

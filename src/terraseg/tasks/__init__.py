@@ -1,15 +1,16 @@
-"""One seam per task: what segmentation and scene classification each do for ``predict`` and ``evaluate``.
+"""One seam per task: everything segmentation and scene classification each do differently, at every door.
 
 A task (:class:`Task`) checks the options (each honoured or refused in one line,
-:mod:`terraseg.tasks.options`), resolves its inputs, predicts to outputs, and selects and scores
-evaluation data. The CLI, the Python API below and the server all go through :func:`task_for`, so a
-bundle is run the same way whichever door it comes in by.
+:mod:`terraseg.tasks.options`), resolves its inputs, predicts to outputs, selects and scores
+evaluation data, prints its report, builds the inference object a server runs, and tells training
+and the planner what they need (:attr:`Task.dense`). The CLI, the Python API (:mod:`terraseg.api`),
+the planner, training and the server (FastAPI and Ray Serve) ask :func:`task_for` /
+:func:`task_named` instead of comparing task names (``tests/test_contracts.py`` checks it), so a
+bundle is run the same way whichever door it comes in by. ``tasks/`` imports nothing from
+``train/``, ``plan/``, ``serve/`` or ``cli/``: it stands below them.
 
-Python API, the same as the commands::
-
-    from terraseg.tasks import evaluate, predict
-    predict("runs/x/model.terraseg", ["scenes/"], "out", probabilities=True)
-    evaluate("runs/x/model.terraseg", split="val")   # the exact validation split the bundle records
+A third task is one module here with a class implementing :class:`Task`, one line in
+:data:`TASKS`, and its rows in :mod:`terraseg.tasks.options` (``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from terraseg.bundle import Bundle
-from terraseg.config.inference import EvaluateConfig, PredictConfig, with_inference
+from terraseg.config.inference import EvaluateConfig, InferenceConfig, PredictConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,14 @@ class Task(Protocol):
 
     name: str
     noun: str
+    dense: bool  # a class per pixel of scenes read window by window (else one class per image)
+    endpoint: str  # the REST route that answers an upload: 'segment' or 'classify'
 
     def check_predict(self, cfg: PredictConfig) -> None:
         """Refuse a predict option the task does not apply, in one line (ConfigError)."""
 
     def predict(self, cfg: PredictConfig, bundle: Bundle) -> Any:
-        """Predict ``cfg.inputs`` into ``cfg.out_dir``; a :class:`terraseg.predict.run.PredictResult`."""
+        """Predict ``cfg.inputs`` into ``cfg.out_dir``; a :class:`terraseg.prediction.run.PredictResult`."""
 
     def check_evaluate(self, cfg: EvaluateConfig) -> None:
         """Refuse an evaluate option the task does not apply, in one line (ConfigError)."""
@@ -43,8 +46,44 @@ class Task(Protocol):
     def evaluation_data(self, cfg: EvaluateConfig, bundle: Bundle, say: Callable[[str], None]) -> list[Any]:
         """The labelled data ``cfg`` names (scenes or images)."""
 
-    def evaluate(self, cfg: EvaluateConfig, bundle: Bundle, say: Callable[[str], None]) -> dict[str, Any]:
-        """Score the bundle on :meth:`evaluation_data`; the metrics, also written to ``cfg.out_dir``."""
+    def evaluate(self, cfg: EvaluateConfig, bundle: Bundle, say: Callable[[str], None], data: list[Any] | None = None) -> dict[str, Any]:
+        """Score the bundle on ``data`` (default: :meth:`evaluation_data`); the metrics, also written to ``cfg.out_dir``."""
+
+    def report(self, bundle: Bundle, metrics: dict[str, Any], what: str, split: str, out: Any, err: Any) -> None:
+        """Print :meth:`evaluate`'s metrics: a per-class table and the headline to ``out``, warnings to ``err``."""
+
+    def inference(self, bundle: Bundle, options: InferenceConfig, backend: Any = None) -> Any:
+        """The object that runs the network on raw inputs (``backend``, ``batch_size``, ``window``, ``device``); with
+        ``backend``, that backend instead of the bundle's own network (a Ray Serve deployment)."""
+
+    def input_size(self, bundle: Bundle) -> int:
+        """The side in pixels of the network's input for one forward pass (a window, or the resized image)."""
+
+    def windows(self, inference: Any, height: int, width: int) -> int:
+        """Forward-pass inputs (windows) one ``height x width`` image costs (the server's time budget)."""
+
+
+TASKS = {"segmentation": "terraseg.tasks.segmentation:SegmentationTask",
+         "classification": "terraseg.tasks.classification:ClassificationTask"}  # task name -> its class
+
+
+def task_named(name: str) -> Task:
+    """The task called ``name`` (a config's or a fingerprint's ``task``).
+
+    Args:
+        name: a key of :data:`TASKS`.
+
+    Raises:
+        BundleError: a task this version does not know.
+    """
+    import importlib
+
+    from terraseg.errors import BundleError
+
+    if name not in TASKS:
+        raise BundleError(f"task '{name}' is not one this terraseg runs ({', '.join(TASKS)}); upgrade terraseg.")
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def task_for(bundle: Bundle) -> Task:
@@ -54,21 +93,14 @@ def task_for(bundle: Bundle) -> Task:
         bundle: the loaded bundle (``manifest.task``).
 
     Raises:
-        BundleError: a task this version does not know.
+        BundleError: a task this version does not know, naming the bundle.
     """
     from terraseg.errors import BundleError
 
-    task = bundle.manifest.task
-    if task == "segmentation":
-        from terraseg.tasks.segmentation import SegmentationTask
-
-        return SegmentationTask()
-    if task == "classification":
-        from terraseg.tasks.classification import ClassificationTask
-
-        return ClassificationTask()
-    raise BundleError(f"{bundle.path or bundle.manifest.name}: task '{task}' is not one this terraseg runs "
-                      "(segmentation, classification); upgrade terraseg.")
+    try:
+        return task_named(bundle.manifest.task)
+    except BundleError as e:
+        raise BundleError(f"{bundle.path or bundle.manifest.name}: {e}") from None
 
 
 def _load(bundle: str | Path | Bundle) -> Bundle:
@@ -79,10 +111,11 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> Any:
     """``terraseg predict`` for either task: options checked for the bundle's task, then its predictions written.
 
     Args:
-        cfg: the predict config. bundle: a bundle or its path.
+        cfg: the predict config.
+        bundle: a bundle or its path.
 
     Returns:
-        :class:`terraseg.predict.run.PredictResult`.
+        :class:`terraseg.prediction.run.PredictResult`.
 
     Raises:
         ConfigError: an option the bundle's task does not apply (one line), or bad options. BundleError, InputFileError:
@@ -94,27 +127,15 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> Any:
     return task.predict(cfg, b)
 
 
-def predict(bundle: str | Path | Bundle, inputs: list[str | Path], out_dir: str | Path, **options: Any) -> Any:
-    """Python API of ``terraseg predict``, for either task: builds the same :class:`PredictConfig` as the command.
-
-    Args:
-        bundle: bundle path or loaded bundle. inputs: files, folders, globs, lists, STAC JSON. out_dir: output folder.
-        **options: fields of :class:`PredictConfig` (``probabilities``, ``overlay``, ``grid``, ``resume``, ``engine``...)
-            and of :class:`terraseg.config.inference.InferenceConfig` (``window``, ``tta``, ``backend``...).
-
-    Raises:
-        ConfigError: an unknown or invalid option, or one the bundle's task does not apply.
-    """
-    cfg = with_inference(PredictConfig, inputs=[str(p) for p in inputs], out_dir=str(out_dir), **options)
-    return run_predict(cfg, bundle)
-
-
-def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, say: Callable[[str], None] | None = None,
+                 data: list[Any] | None = None) -> dict[str, Any]:
     """``terraseg evaluate`` for either task: options checked, data selected, scored, written to ``cfg.out_dir``.
 
     Args:
-        cfg: the evaluate config. bundle: a bundle or its path. say: called with each warning or note line
-            (default: logged as warnings).
+        cfg: the evaluate config.
+        bundle: a bundle or its path.
+        say: called with each warning or note line (default: logged as warnings).
+        data: labelled scenes or images already opened, instead of those ``cfg`` names.
 
     Returns:
         The metrics dict (``task``: 'segmentation' or 'classification').
@@ -125,28 +146,7 @@ def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, say: Callable
     b = _load(bundle)
     task = task_for(b)
     task.check_evaluate(cfg)
-    return task.evaluate(cfg, b, say or log.warning)
+    return task.evaluate(cfg, b, say or log.warning, data)
 
 
-def evaluate(bundle: str | Path | Bundle, data: str | Path | None = None, out_dir: str | Path | None = None,
-             split: str = "test", **options: Any) -> dict[str, Any]:
-    """Python API of ``terraseg evaluate``, for either task: ``evaluate(bundle, split="val")`` scores the exact
-    validation split the bundle records, as ``terraseg evaluate BUNDLE --split val`` does.
-
-    Args:
-        bundle: bundle path or loaded bundle. data: an image (with ``labels=``), an image/mask or class folder, or a
-            config YAML; None: the bundle's training config. out_dir: output folder (default ``<bundle folder>/<split>``).
-        split: with a config (or none), 'test' or 'val'.
-        **options: the other fields of :class:`EvaluateConfig` (``labels``, ``overlays``, ``overrides``...) and of
-            :class:`terraseg.config.inference.InferenceConfig`.
-
-    Raises:
-        ConfigError: an unknown or invalid option, or one the bundle's task does not apply.
-    """
-    b = _load(bundle)
-    out = out_dir or (Path(b.path).parent if b.path else Path(".")) / split
-    cfg = with_inference(EvaluateConfig, out_dir=str(out), data=str(data) if data else None, split=split, **options)
-    return run_evaluate(cfg, b)
-
-
-__all__ = ["Task", "evaluate", "predict", "run_evaluate", "run_predict", "task_for"]
+__all__ = ["TASKS", "Task", "run_evaluate", "run_predict", "task_for", "task_named"]

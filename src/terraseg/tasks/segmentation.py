@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from terraseg.bundle import Bundle
-from terraseg.config.inference import EvaluateConfig, PredictConfig
+from terraseg.config.inference import EvaluateConfig, InferenceConfig, PredictConfig
 from terraseg.data.scenes import Scene
 from terraseg.tasks import options as opts
+
+if TYPE_CHECKING:
+    from terraseg.infer.sliding import SlidingWindowPredictor
 
 Say = Callable[[str], None]
 
@@ -18,6 +21,36 @@ class SegmentationTask(opts.EvaluateChecks):
 
     name = "segmentation"
     noun = "segments"
+    dense = True
+    endpoint = "segment"
+
+    def inference(self, bundle: Bundle, options: InferenceConfig, backend: Any = None) -> SlidingWindowPredictor:
+        """The sliding-window predictor of ``bundle`` (:func:`terraseg.infer.sliding.predictor_for`).
+
+        Args:
+            bundle: the segmentation bundle.
+            options: window, overlap, batch size, device, backend, TTA.
+            backend: a backend to run instead of the bundle's network (Ray Serve), or None.
+
+        Raises:
+            BundleError, ConfigError: as :func:`~terraseg.infer.sliding.predictor_for`.
+        """
+        from terraseg.infer.sliding import predictor_for, tiling_for
+
+        if backend is None:
+            return predictor_for(bundle, options)
+        pred = tiling_for(bundle, options)
+        pred.backend, pred.batch_size = backend, options.batch_size or int(backend.info["batch_size"])
+        return pred
+
+    def input_size(self, bundle: Bundle) -> int:
+        """The prediction window in pixels (``manifest.input.predict_window``)."""
+        return bundle.manifest.input.predict_window
+
+    def windows(self, inference: SlidingWindowPredictor, height: int, width: int) -> int:
+        """The windows the predictor tiles a ``height x width`` image into."""
+        _, _, ys, xs = inference.geometry(height, width)
+        return len(ys) * len(xs)
 
     def check_predict(self, cfg: PredictConfig) -> None:
         """Refuse, in one line, a predict option segmentation does not apply (:data:`terraseg.tasks.options.PREDICT`).
@@ -31,14 +64,14 @@ class SegmentationTask(opts.EvaluateChecks):
         opts.check(cfg, opts.PREDICT, opts.WAYS, "segmentation", "this bundle segments")
 
     def predict(self, cfg: PredictConfig, bundle: Bundle) -> Any:
-        """Predict every input into class maps and the extras asked for (:func:`terraseg.predict.run.run_predict`).
+        """Predict every input into class maps and the extras asked for (:func:`terraseg.prediction.run.predict_segmentation`).
 
         Args:
             cfg: the predict config. bundle: the segmentation bundle.
         """
-        from terraseg.predict.run import run_predict
+        from terraseg.prediction.run import predict_segmentation
 
-        return run_predict(cfg, bundle)
+        return predict_segmentation(cfg, bundle)
 
     def evaluation_data(self, cfg: EvaluateConfig, bundle: Bundle, say: Say) -> list[Scene]:
         """The labelled scenes to score: a config's test/val split, an image/mask folder, or one image with labels.
@@ -49,12 +82,12 @@ class SegmentationTask(opts.EvaluateChecks):
 
         Raises:
             ConfigError: no such split. InputFileError: an image without ``labels``, unreadable data. BundleError:
-                as :func:`terraseg.evaluate.report.split_scenes_of`.
+                as :func:`terraseg.evaluation.report.split_scenes_of`.
         """
         from terraseg.config import DataConfig, FolderSource
         from terraseg.data.sources import build_scenes
         from terraseg.errors import InputFileError
-        from terraseg.evaluate.report import split_scenes_of
+        from terraseg.evaluation.report import split_scenes_of
         from terraseg.infer.inputs import open_input
 
         m = bundle.manifest
@@ -87,21 +120,71 @@ class SegmentationTask(opts.EvaluateChecks):
         return [open_input(bundle, data, cfg.labels, burn_value=cfg.burn_value, attribute=attribute, mapping=mapping,
                            mask_nodata=nodata, layer=cfg.layer, aoi=cfg.aoi, mask_values=bundle.mask_values())]
 
-    def evaluate(self, cfg: EvaluateConfig, bundle: Bundle, say: Say) -> dict[str, Any]:
-        """Score the bundle on :meth:`evaluation_data` (:func:`terraseg.evaluate.report.run_evaluate`).
+    def evaluate(self, cfg: EvaluateConfig, bundle: Bundle, say: Say, data: list[Any] | None = None) -> dict[str, Any]:
+        """Score the bundle on :meth:`evaluation_data` (:func:`terraseg.evaluation.report.evaluate_segmentation`).
 
         Args:
             cfg: the evaluate config. bundle: the bundle. say: called with each warning or note line.
+            data: labelled data already opened, instead of :meth:`evaluation_data`.
 
         Returns:
             The metrics (also in ``<out_dir>/metrics.json``).
         """
-        from terraseg.evaluate.report import run_evaluate
+        from terraseg.evaluation.report import evaluate_segmentation
 
-        scenes = self.evaluation_data(cfg, bundle, say)
+        scenes = data if data is not None else self.evaluation_data(cfg, bundle, say)
         if cfg.data and Path(cfg.data).suffix.lower() not in {".yaml", ".yml"}:
             cfg = cfg.model_copy(update={"split": "test"})  # data of the user's own: scored and logged as a test
-        return run_evaluate(cfg, bundle, scenes)
+        return evaluate_segmentation(cfg, bundle, scenes)
+
+    def report(self, bundle: Bundle, metrics: dict[str, Any], what: str, split: str, out: Any, err: Any) -> None:
+        """Print a segmentation evaluation: per-class IoU, Dice/F1, precision, recall and pixels; the headline with 95%
+        intervals; object scores; a warning when an interval is too wide to decide by.
+
+        Args:
+            bundle: the bundle scored.
+            metrics: :meth:`evaluate`'s metrics.
+            what: the data, as the header names it.
+            split: 'test' or 'val' (named in the width warning).
+            out: a rich console for the report.
+            err: a rich console for warnings.
+        """
+        from rich.table import Table
+
+        from terraseg.evaluation.bootstrap import format_interval, width_warning
+        from terraseg.evaluation.metrics import absent_classes
+
+        b, m = bundle, metrics
+        table = Table(title=f"{b.manifest.name} on {what} ({m['pixels']:,} labelled pixels)")
+        for col in ("class", "IoU", "Dice/F1", "precision", "recall", "pixels"):
+            table.add_column(col)
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        for name, v in m["per_class"].items():
+            table.add_row(name, fmt(v["iou"]), fmt(v["dice"]), fmt(v["precision"]), fmt(v["recall"]), str(v["support"]))
+        out.print(table)
+        iv = m.get("intervals") or {}
+        headline = f"mIoU {format_interval(m['miou'], iv.get('miou'))}  pixel accuracy {fmt(m['pixel_accuracy'])}"
+        if "iou" in m:
+            headline = f"IoU {format_interval(m['iou'], iv.get('iou'))}  F1 {format_interval(m['dice'], iv.get('dice'))}  " + headline
+        out.print(headline + f"  ({m['pixels']:,} pixels; 95% intervals over {iv.get('units', 0)} {iv.get('unit', 'units')})")
+        if (o := m.get("objects")) is not None:
+            oi = o["intervals"]
+            out.print(f"objects '{o['class']}' (matched one to one at IoU >= {o['match_iou']:g}, SpaceNet; under "
+                      f"{o['min_pixels']} px left out): F1 {format_interval(o['f1'], oi['f1'])}  precision "
+                      f"{format_interval(o['precision'], oi['precision'])}  recall {format_interval(o['recall'], oi['recall'])}  "
+                      f"(TP {o['tp']:,}, FP {o['fp']:,}, FN {o['fn']:,}; {o['units']} units)")
+            if o.get("scenes_left_out"):
+                err.print(f"warning: {o['scenes_left_out']} scene(s) over 64 million pixels left out of the object scores.")
+        if wide := width_warning(iv.get("iou") or iv.get("score"), iv.get("units", 0), split):
+            err.print(f"warning: {wide}.")
+        for name in absent_classes(m):
+            err.print(f"warning: class '{name}' has no labelled pixel in this data: its figures are undefined (-) or 0 and say "
+                      f"nothing of the model; the headline covers the other classes only where they are means.")
+        drift = m.get("drift") or {}
+        if drift.get("flagged"):
+            err.print(f"warning: {len(drift['flagged'])} of {drift['scenes']} images differ from the training data (drift: "
+                      + ", ".join(f"{k} in {'/'.join(v)}" for k, v in list(drift["flagged"].items())[:5])
+                      + (", ..." if len(drift["flagged"]) > 5 else "") + "); figures on them may not carry over.")
 
 
 def labels_as_trained(bundle: Bundle, path: str, attribute: str | None, mapping: dict[str, int] | None,

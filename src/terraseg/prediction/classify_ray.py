@@ -4,7 +4,7 @@ Each actor loads the bundle once (:class:`ClassifyWorker`). Image files go out i
 as rows, which the driver writes into one ``predictions.csv``; ``--grid`` scenes go out one at a time
 and each actor writes that scene's files (atomically, as the local engine does). A unit whose actor
 died or raised an I/O error is retried up to ``ray.max_retries`` times. Cluster set-up (address,
-workers, CPUs and GPUs per worker, forwarded environment) is :mod:`terraseg.predict.distributed`'s.
+workers, CPUs and GPUs per worker, forwarded environment) is :mod:`terraseg.prediction.distributed`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from terraseg.bundle import Bundle
 from terraseg.config.inference import PredictConfig
 from terraseg.errors import ConfigError, TerrasegError
-from terraseg.predict.distributed import bundle_bytes, connect, forwarded_env, worker_layout
+from terraseg.prediction.distributed import bundle_bytes, connect, forwarded_env, worker_layout
 
 log = logging.getLogger(__name__)
 CHUNK = 64  # images per unit: large enough to fill a batch, small enough to spread over the actors
@@ -45,7 +45,7 @@ class ClassifyWorker:
         Args:
             paths: image files.
         """
-        from terraseg.predict.class_outputs import table_row
+        from terraseg.prediction.class_outputs import table_row
 
         out: list[tuple[str, Any]] = []
         for p, pr in self.clf.classify_paths(paths, bands=self.cfg.bands, input_range=self.cfg.input_range):
@@ -59,7 +59,7 @@ class ClassifyWorker:
         Args:
             path: the scene. stem: its output name.
         """
-        from terraseg.predict.class_outputs import classify_scene_to_files
+        from terraseg.prediction.class_outputs import classify_scene_to_files
 
         try:
             return "ok", classify_scene_to_files(self.clf, self.bundle, path, stem, self.cfg)
@@ -72,7 +72,7 @@ def classify_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, s
 
     Args:
         cfg: the predict config (``cfg.grid``, ``cfg.ray``). bundle: the classification bundle.
-        items: ``(path, stem)`` to do. result: a :class:`terraseg.predict.run.PredictResult` (failures, outputs).
+        items: ``(path, stem)`` to do. result: a :class:`terraseg.prediction.run.PredictResult` (failures, outputs).
 
     Returns:
         With ``cfg.grid``: ``result``; else the table rows of the classified images, in no particular order.

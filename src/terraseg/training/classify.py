@@ -12,42 +12,17 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from terraseg.config import ExperimentConfig
-from terraseg.data.classes import ClassificationDataset, ClassItem, class_items, image_statistics, stratified_split
+from terraseg.data.classes import ClassificationDataset, image_statistics, train_val_items
 from terraseg.data.datasets import EpochSampler, ShardSampler, collate_samples
 from terraseg.data.normalize import NormStats, with_fixed_normalisation
 from terraseg.devices import loader_options
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import write_text_atomic
 from terraseg.models.factory import build_model
-from terraseg.train.module import TaskBase
+from terraseg.training.module import ModuleBase
 
 
 CACHE_BYTES = 1 << 30  # decoded training + validation images held in memory at most (estimated from the first)
-
-
-def class_items_of(cfg: ExperimentConfig, which: str) -> list[ClassItem]:
-    """Labelled images of ``data.train`` / ``data.val`` / ``data.test``.
-
-    Args:
-        cfg: a classification config. which: ``'train'``, ``'val'`` or ``'test'``.
-    """
-    root = Path(cfg.data.data_root) if cfg.data.data_root else None
-    names = [c.name for c in cfg.classes]
-    return [it for src in getattr(cfg.data, which) for it in class_items(src, names, root, require_all=which == "train")]
-
-
-def train_val_items(cfg: ExperimentConfig) -> tuple[list[ClassItem], list[ClassItem]]:
-    """Training and validation images: ``data.val`` when given, else a seeded stratified ``val_fraction``.
-
-    Args:
-        cfg: a classification config (``data.val`` or ``data.val_fraction``, ``train.seed``).
-    """
-    train = class_items_of(cfg, "train")
-    if cfg.data.val:
-        return train, class_items_of(cfg, "val")
-    if cfg.data.val_fraction <= 0:
-        return train, []
-    return stratified_split(train, cfg.data.val_fraction, cfg.train.seed)
 
 
 def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool):
@@ -88,7 +63,7 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
     return train_dl, val_dl, bands, stats, dict(dtype=str(first.dtype), nodata=None, band_names=d.band_names)
 
 
-class ClassificationTask(TaskBase):
+class ClassificationModule(ModuleBase):
     """timm network + label-smoothed cross-entropy; per epoch ``val/acc``, ``val/f1_macro``, ``val/score`` (= acc).
 
     Args:

@@ -145,7 +145,7 @@ def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, 
     import optuna
 
     from terraseg.config import load_config
-    from terraseg.train.run import train
+    from terraseg.training.run import train
 
     base = load_config(config, overrides)
     raw = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}

@@ -1,7 +1,7 @@
 """Scene-classification outputs: ``predictions.csv`` for image files, a class grid per georeferenced scene.
 
 The engine (:mod:`terraseg.infer.classify`) computes class probabilities; this module writes them, every
-output under a temporary name renamed when whole. :mod:`terraseg.predict.classify` drives the work.
+output under a temporary name renamed when whole. :mod:`terraseg.prediction.classify` drives the work.
 
 Outputs:
 
@@ -29,7 +29,7 @@ from terraseg.config.inference import PredictConfig
 from terraseg.errors import ConfigError
 from terraseg.infer.classify import ImageClassifier, classify_grid, grid_geometry
 from terraseg.infer.inputs import open_input
-from terraseg.infer.sliding import CONFIDENCE_BANDS, confidence_bands
+from terraseg.infer.sliding import confidence_bands
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.io.predictions import PredictionWriter
 
@@ -131,7 +131,7 @@ def classify_scene_to_files(clf: ImageClassifier, bundle: Bundle, path: str, ste
     Raises:
         BundleError: band count or bit depth. InputFileError: unreadable scene. OutputError: unwritable folder.
     """
-    from terraseg.predict.outputs import write_grid_overlay
+    from terraseg.prediction.outputs import write_grid_overlay
 
     win = cfg.inference.window or clf.size
     scene = scene if scene is not None else open_input(bundle, path, bands=cfg.bands, input_range=cfg.input_range)

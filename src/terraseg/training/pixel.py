@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from terraseg import __version__
+from terraseg.version import __version__
 from terraseg.bundle import Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import scene_statistics
@@ -29,12 +29,12 @@ from terraseg.data.holdout import Split
 from terraseg.data.sources import split_scenes
 from terraseg.data.windows import grid_windows
 from terraseg.errors import InputFileError
-from terraseg.evaluate.metrics import interval_logs, validation_metrics
-from terraseg.evaluate.report import evaluate_scenes
+from terraseg.evaluation.metrics import interval_logs, validation_metrics
+from terraseg.evaluation.report import evaluate_scenes
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.models.pixel import PixelFeatures, PixelModel, make_estimator
 from terraseg.infer.sliding import predictor_for
-from terraseg.train.result import TrainResult
+from terraseg.training.result import TrainResult
 from terraseg.tracking import Tracker, flatten_params
 from terraseg.io.atomic import output_folder
 
@@ -166,7 +166,7 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
 
     Args:
         cfg: the config. tracking_uri, parent_run_id: MLflow. scenes: ``(train, validation)`` scenes
-            instead of the config's (cross-validation folds, :mod:`terraseg.train.cv`).
+            instead of the config's (cross-validation folds, :mod:`terraseg.training.cv`).
 
     Returns:
         :class:`TrainResult` (``chips_per_second`` is training pixels per second).

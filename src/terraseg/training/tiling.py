@@ -24,8 +24,8 @@ from terraseg.config.inference import InferenceConfig
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import Scene
 from terraseg.devices import inference_precision
-from terraseg.evaluate.metrics import validation_metrics
-from terraseg.evaluate.report import evaluate_scenes
+from terraseg.evaluation.metrics import validation_metrics
+from terraseg.evaluation.report import evaluate_scenes
 from terraseg.infer.sliding import SlidingWindowPredictor, TorchBackend
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ import numpy as np
 
 from terraseg import progress
 from terraseg.bundle import Bundle
-from terraseg.config.inference import EvaluateConfig, with_inference
+from terraseg.config.inference import EvaluateConfig
 from terraseg.data.scenes import Scene
-from terraseg.evaluate.metrics import confusion_matrix, metrics_from_confusion
+from terraseg.evaluation.metrics import confusion_matrix, metrics_from_confusion
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.io.images import write_png
 from terraseg.io.render import blend_overlay, colorize, display_rgb
@@ -43,19 +43,19 @@ def evaluate_scenes(
             class names. ignore_index: label value never scored. colors: class colours of the overlays.
             out_dir: where overlays go (None: none). overlays: scenes drawn at most. overlay_size: longest
             side of an overlay panel in pixels.
-        unit_side: the bootstrap's units (:mod:`terraseg.evaluate.bootstrap`): None, each scene is one unit (a
+        unit_side: the bootstrap's units (:mod:`terraseg.evaluation.bootstrap`): None, each scene is one unit (a
             validation block, an image); else scenes larger than this are cut into blocks of this many pixels.
-        objects: binary tasks: also match predicted and true objects of class 1 (:mod:`terraseg.evaluate.objects`,
-            the SpaceNet metric) in scenes of at most :data:`~terraseg.evaluate.objects.MAX_PIXELS` pixels.
+        objects: binary tasks: also match predicted and true objects of class 1 (:mod:`terraseg.evaluation.objects`,
+            the SpaceNet metric) in scenes of at most :data:`~terraseg.evaluation.objects.MAX_PIXELS` pixels.
 
     Returns:
-        :func:`~terraseg.evaluate.metrics.metrics_from_confusion` output plus ``"scenes"`` (per-scene pixel
-        counts and IoU/mIoU), ``"intervals"`` (:func:`~terraseg.evaluate.bootstrap.bootstrap_intervals`) and
+        :func:`~terraseg.evaluation.metrics.metrics_from_confusion` output plus ``"scenes"`` (per-scene pixel
+        counts and IoU/mIoU), ``"intervals"`` (:func:`~terraseg.evaluation.bootstrap.bootstrap_intervals`) and
         ``"unit_confusions"``, the ``(U, K, K)`` int64 array behind them (not JSON: callers drop or pair it); with
-        ``objects``, ``"objects"`` (:func:`~terraseg.evaluate.objects.object_scores` plus ``"scenes_left_out"``).
+        ``objects``, ``"objects"`` (:func:`~terraseg.evaluation.objects.object_scores` plus ``"scenes_left_out"``).
     """
-    from terraseg.evaluate.bootstrap import bootstrap_intervals
-    from terraseg.evaluate.objects import MAX_PIXELS, match_objects, object_scores
+    from terraseg.evaluation.bootstrap import bootstrap_intervals
+    from terraseg.evaluation.objects import MAX_PIXELS, match_objects, object_scores
 
     K = len(class_names)
     total = np.zeros((K, K), dtype=np.int64)
@@ -190,7 +190,7 @@ def save_confusion_png(cm: np.ndarray, class_names: list[str], target: Path) -> 
     return target
 
 
-def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[Scene]) -> dict[str, Any]:
+def evaluate_segmentation(cfg: EvaluateConfig, bundle: str | Path | Bundle, scenes: list[Scene]) -> dict[str, Any]:
     """Evaluate a bundle on labelled scenes; write ``metrics.json``, ``confusion_matrix.png`` and overlays.
 
     Args:
@@ -304,27 +304,3 @@ def split_scenes_of(bundle: Bundle, config: str | Path | None = None, split: str
         raise ConfigError(f"{where}: the config holds out no validation data (data.val empty and data.val_fraction 0).")
     return val
 
-
-def evaluate(bundle: str | Path | Bundle, scenes: list[Scene] | None = None, out_dir: str | Path = "eval",
-             split: str = "test", config: str | Path | None = None, **options: Any) -> dict[str, Any]:
-    """Python API of ``terraseg evaluate``: builds the same :class:`EvaluateConfig` as the CLI.
-
-    Args:
-        bundle: the bundle or its path.
-        scenes: labelled scenes to score (:func:`terraseg.data.sources.scene_from_path`); None: the bundle's
-            ``split`` (:func:`split_scenes_of`), as ``terraseg evaluate BUNDLE [CONFIG] --split``.
-        out_dir: output folder.
-        split: without scenes, ``"test"`` (the config's ``data.test``) or ``"val"`` (the exact split the bundle records).
-        config: without scenes, a config YAML instead of the bundle's training config.
-        **options: ``overlays``, ``overlay_size`` and the fields of :class:`InferenceConfig`
-            (``window``, ``overlap``, ``batch_size``, ``device``, ``backend``...).
-
-    Raises:
-        ConfigError: an unknown or invalid option or split; otherwise as :func:`run_evaluate`.
-    """
-    b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    if scenes is None:
-        scenes = split_scenes_of(b, config, split)
-    else:
-        split = "test"
-    return run_evaluate(with_inference(EvaluateConfig, out_dir=str(out_dir), split=split, **options), b, scenes)

@@ -181,7 +181,7 @@ class PredictWorker:
 
     def _scene(self, unit: Unit) -> dict[str, str]:
         from terraseg.infer.inputs import open_input
-        from terraseg.predict.outputs import predict_to_files
+        from terraseg.prediction.outputs import predict_to_files
 
         scene = open_input(self.bundle, unit.path)
         return predict_to_files(self.predictor, scene, Path(self.cfg.out_dir), self.bundle.class_names, self.colors,
@@ -222,7 +222,7 @@ class PredictWorker:
         from terraseg.io.predictions import PredictionWriter
         from terraseg.io.raster import open_reader
         from terraseg.infer.inputs import open_input
-        from terraseg.predict.outputs import write_overlay
+        from terraseg.prediction.outputs import write_overlay
 
         c = self.cfg
         out = Path(c.out_dir)
@@ -307,12 +307,12 @@ def worker_layout(cfg: PredictConfig) -> tuple[int, int, float]:
 
 
 def predict_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, str]], result: Any) -> Any:
-    """Predict ``items`` with actors on Ray; the files written equal :func:`terraseg.predict.run.run_predict`'s.
+    """Predict ``items`` with actors on Ray; the files written equal :func:`terraseg.prediction.run.predict_segmentation`'s.
 
     Args:
         cfg: the predict config (``cfg.ray``: address, workers, resources, retries).
         bundle: the loaded bundle (its file's bytes go to the actors). items: ``(path, stem)`` to do.
-        result: a :class:`terraseg.predict.run.PredictResult`, filled in and returned (outputs, failures).
+        result: a :class:`terraseg.prediction.run.PredictResult`, filled in and returned (outputs, failures).
 
     Returns:
         ``result``.

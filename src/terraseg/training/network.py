@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from terraseg import __version__, progress
+from terraseg import progress
+from terraseg.version import __version__
 from terraseg.bundle import CALIBRATION, MIN_PREDICT_WINDOW, Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import EpochSampler, RandomWindowDataset, SceneIndexDataset, ShardSampler, collate_samples, scene_statistics
@@ -35,11 +37,12 @@ from terraseg.io.atomic import write_text_atomic
 from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
 from terraseg.formats import is_geotiff
 from terraseg.models.factory import build_model
-from terraseg.train.module import SegmentationTask, TaskBase
-from terraseg.train.result import TrainResult
+from terraseg.training.module import SegmentationModule, ModuleBase
+from terraseg.training.result import TrainResult
 from terraseg.tracking import Tracker, flatten_params
-from terraseg.train.history import plot_learning_curve, write_history
+from terraseg.training.history import plot_learning_curve, write_history
 from terraseg.io.atomic import output_folder
+from terraseg.tasks import task_named
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,7 @@ class _Budget(L.Callback):
     and the bundle). After every training batch and every validation, training stops when the time
     left is less than the reserve: the measured duration of one validation pass times the passes
     still to come (the last epoch's, calibration's, the tiling choice's) plus the ONNX export's measured time
-    (:func:`terraseg.train.export_time.export_reserve`); the drift profile is fitted before the epochs. Before the first validation is
+    (:func:`terraseg.training.export_time.export_reserve`); the drift profile is fitted before the epochs. Before the first validation is
     measured, the reserve is a fifth of the budget (at least the export's).
     """
 
@@ -234,7 +237,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     config = cfg.model_dump(mode="json")
     config["data"]["band_names"] = config["data"]["band_names"] or data.input_kw.get("band_names")  # pretrained bands map by name
     module = data.task_cls(config, data.in_channels, cfg.train.max_epochs * max(len(data.train_dl), 1))
-    if isinstance(module, SegmentationTask):
+    if isinstance(module, SegmentationModule):
         module.train_stats = data.stats
         if data.val_dl is not None:
             module.val_scenes, module.val_stats = data.val_dl.dataset.scenes, data.stats
@@ -244,7 +247,7 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         tracker.log_params(flatten_params(cfg.model_dump(mode="json")) | {"in_channels": data.in_channels})
     # the drift profile before the epochs: it needs the data and statistics, not the network, so its real cost comes out of
     # the training time and no bundle goes without one (fitted after training it was the step a tight budget left out)
-    drift = _drift_profile(cfg, data) if cfg.task != "classification" and is_main_process() else None
+    drift = _drift_profile(cfg, data) if task_named(cfg.task).dense and is_main_process() else None
     export_s = _export_reserve(cfg, module, data.in_channels) if deadline is not None else 0.0
     trainer, ckpt_cb, throughput, budget = _trainer(cfg, module, data, deadline, tracker, list(callbacks or []), run_dir,
                                                     export_s + after_seconds)
@@ -298,27 +301,27 @@ class _Data:
     stats: NormStats
     input_kw: dict[str, Any]
     split: Split | None
-    task_cls: type[TaskBase]
+    task_cls: type[ModuleBase]
 
 
 def _training_data(cfg: ExperimentConfig, stats_path: Path, resume: bool, scenes: tuple[list, list] | None) -> _Data:
     """The loaders of a classification or segmentation run, and the exact split (recorded in the bundle)."""
-    if cfg.task == "classification":
-        from terraseg.train.classify import ClassificationTask, classification_loaders
+    if not task_named(cfg.task).dense:
+        from terraseg.training.classify import ClassificationModule, classification_loaders
 
         train_dl, val_dl, in_channels, stats, input_kw = classification_loaders(cfg, stats_path, resume)
         split = None
         if val_dl is not None:  # the exact images validated on, for `evaluate --split val`
             split = Split([], [], {"method": "sources" if cfg.data.val else "stratified", "seed": cfg.train.seed,
                                    "files": [[str(it.path), int(it.label)] for it in val_dl.dataset.items]})
-        return _Data(train_dl, val_dl, in_channels, stats, input_kw, split, ClassificationTask)
+        return _Data(train_dl, val_dl, in_channels, stats, input_kw, split, ClassificationModule)
     split = Split(*scenes) if scenes else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed,
                                                        [c.name for c in cfg.classes])
     train_dl, val_dl, in_channels, stats, input_kw = segmentation_loaders(cfg, stats_path, resume, (split.train, split.val))
-    return _Data(train_dl, val_dl, in_channels, stats, input_kw, split, SegmentationTask)
+    return _Data(train_dl, val_dl, in_channels, stats, input_kw, split, SegmentationModule)
 
 
-def _trainer(cfg: ExperimentConfig, module: TaskBase, data: _Data, deadline: float | None, tracker: Tracker | None,
+def _trainer(cfg: ExperimentConfig, module: ModuleBase, data: _Data, deadline: float | None, tracker: Tracker | None,
              extra: list, run_dir: Path, export_s: float = 0.0) -> tuple[L.Trainer, ModelCheckpoint, "_Throughput", "_Budget | None"]:
     """Lightning's trainer with terraseg's callbacks: best/last checkpoints, early stopping, throughput, the wall budget."""
     monitor, mode = ("val/score", "max") if data.val_dl is not None else ("train/loss", "min")
@@ -333,12 +336,12 @@ def _trainer(cfg: ExperimentConfig, module: TaskBase, data: _Data, deadline: flo
     # a bar only when the CLI asks (a terminal, no --quiet); else a line per epoch, flushed (files, pipes, CI)
     bar = [_progress_bar()] if progress.enabled() else [_EpochLines()] if progress.lines() else []
     callbacks = [ckpt_cb, last_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, *bar, *extra]
-    segmenting = cfg.task != "classification" and data.val_dl is not None
+    segmenting = task_named(cfg.task).dense and data.val_dl is not None
     budget = None
     if deadline is not None:
         # a tiling choice validates with sliding windows: about twice the pixels of the one-window validation pass
         # passes after training: calibration's, the tiling choice's (about two), and the comparison with each challenger
-        # (the network's and the baseline's on the validation blocks: terraseg.train.candidates)
+        # (the network's and the baseline's on the validation blocks: terraseg.training.candidates)
         after = int(segmenting and cfg.train.calibrate) + 2 * int(segmenting and cfg.train.choose_tiling) + 2 * len(cfg.train.challengers)
         budget = _Budget(deadline, after, throughput,
                          export_s)
@@ -363,7 +366,7 @@ def _trainer(cfg: ExperimentConfig, module: TaskBase, data: _Data, deadline: flo
     return trainer, ckpt_cb, throughput, budget
 
 
-def _fit(trainer: L.Trainer, module: TaskBase, data: _Data, last: Path, resume: bool, tracker: Tracker | None) -> float:
+def _fit(trainer: L.Trainer, module: ModuleBase, data: _Data, last: Path, resume: bool, tracker: Tracker | None) -> float:
     """Run the epochs (from ``last`` when resuming); the seconds it took. A failed run is marked so in MLflow."""
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -385,7 +388,7 @@ def keep_epoch(mode: str, best: dict[str, Any], last: dict[str, Any], units: dic
 
     With ``mode`` 'auto' the best epoch by validation is kept only when validation separates it from the last epoch:
     the paired block-bootstrap interval of their difference on the same held-out units
-    (:func:`terraseg.evaluate.bootstrap.paired_difference`) excludes 0. Otherwise the figures cannot tell the two apart
+    (:func:`terraseg.evaluation.bootstrap.paired_difference`) excludes 0. Otherwise the figures cannot tell the two apart
     and the last network, trained through the whole schedule, is kept. Picking the maximum of noisy figures favours
     a lucky epoch (the winner's curse); nnU-Net smooths the validation score for the same reason (Isensee et al.,
     Nature Methods 2021, its exponential moving average of the pseudo-Dice).
@@ -407,7 +410,7 @@ def keep_epoch(mode: str, best: dict[str, Any], last: dict[str, Any], units: dic
         return "last", f"kept the last epoch's network (epoch {e}; train.keep last), not the best by validation (epoch {b})"
     if "best" not in units or "last" not in units or units["best"].shape != units["last"].shape or len(units["last"]) < 2:
         return "best", None
-    from terraseg.evaluate.bootstrap import format_interval, paired_difference
+    from terraseg.evaluation.bootstrap import format_interval, paired_difference
 
     d = paired_difference(units["last"], units["best"])
     diff = f"last - best {format_interval(d['difference'], d['interval'])} over {d['units']} validation units"
@@ -417,7 +420,7 @@ def keep_epoch(mode: str, best: dict[str, Any], last: dict[str, Any], units: dic
                     f"({diff}; train.keep auto)")
 
 
-def _kept_weights(cfg: ExperimentConfig, module: TaskBase, ckpt_cb: ModelCheckpoint, run_dir: Path, in_channels: int
+def _kept_weights(cfg: ExperimentConfig, module: ModuleBase, ckpt_cb: ModelCheckpoint, run_dir: Path, in_channels: int
                   ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], str, str | None]:
     """The network the run keeps (:func:`keep_epoch`), its validation figures, the epochs' history, which epoch
     (``"best"`` or ``"last"``) and why it was kept."""
@@ -449,7 +452,7 @@ def _kept_weights(cfg: ExperimentConfig, module: TaskBase, ckpt_cb: ModelCheckpo
 def _manifest(cfg: ExperimentConfig, data: _Data, best: dict, history: list, trainer: L.Trainer, tracker: Tracker | None,
               train_seconds: float, throughput: "_Throughput") -> BundleManifest:
     """The bundle's manifest: input spec, figures, the exact split and how the run went."""
-    d, classify = cfg.data, cfg.task == "classification"
+    d, classify = cfg.data, not task_named(cfg.task).dense
     return BundleManifest(
         name=cfg.name, task=cfg.task, model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
         input=InputSpec(bands=data.in_channels, normalization=data.stats, train_window=d.window,
@@ -472,12 +475,12 @@ def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleMa
                val_pass: float | None, deadline: float | None, skipped: list[str], export_s: float = 0.0) -> None:
     """Segmentation's steps after the epochs, each within the budget: temperature and the tiling choice (the drift
     profile comes after the ONNX export, :func:`_write_bundle`)."""
-    if cfg.task == "classification":
+    if not task_named(cfg.task).dense:
         return
     window = max(cfg.data.window, MIN_PREDICT_WINDOW)
     val_scenes = data.val_dl.dataset.scenes if data.val_dl is not None else []
     if cfg.train.calibrate and val_scenes and (step := _after_training("temperature calibration", deadline, val_pass, skipped, export_s)) is not None:
-        from terraseg.train.calibrate import calibrate_on_scenes
+        from terraseg.training.calibrate import calibrate_on_scenes
 
         with step:
             cal = calibrate_on_scenes(model, val_scenes, data.stats, window, cfg.ignore_index, seed=cfg.train.seed)
@@ -485,7 +488,7 @@ def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleMa
             manifest.calibration = cal
             log.info("temperature scaling: T = %.3f, ECE %.4f -> %.4f", cal["temperature"], cal["ece_before"], cal["ece_after"])
     if cfg.train.choose_tiling and val_scenes and (step := _after_training("tiling choice", deadline, val_pass, skipped, export_s)) is not None:
-        from terraseg.train.tiling import choose_tiling
+        from terraseg.training.tiling import choose_tiling
 
         with step:
             tiling = choose_tiling(model, val_scenes, data.stats, cfg, manifest.input.predict_window,
@@ -497,7 +500,7 @@ def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleMa
 
 def _extras(cfg: ExperimentConfig, data: _Data) -> dict[str, bytes]:
     """The bundle's extra files: raw training windows (INT8 calibration, drift reference) for segmentation."""
-    if cfg.task == "classification":
+    if not task_named(cfg.task).dense:
         return {}
     return {CALIBRATION: _calibration(data.train_dl.dataset.scenes, cfg.data.window, cfg.train.seed)}
 
@@ -528,7 +531,7 @@ def _write_bundle(cfg: ExperimentConfig, bundle: Bundle, bundle_path: Path, data
     SPILL.close()
     bundle.path = bundle_path
     export = None
-    if cfg.train.export_onnx and cfg.task != "classification":
+    if cfg.train.export_onnx and task_named(cfg.task).dense:
         export = _after_training("ONNX export", deadline, export_s, skipped)
     exported = False
     if export is not None:
@@ -544,7 +547,7 @@ def _write_bundle(cfg: ExperimentConfig, bundle: Bundle, bundle_path: Path, data
     return wall
 
 
-def _strategy(cfg: ExperimentConfig, module: TaskBase, in_channels: int) -> Any:
+def _strategy(cfg: ExperimentConfig, module: ModuleBase, in_channels: int) -> Any:
     """Lightning's strategy for ``train.strategy``; under DDP, parameters the loss never reaches are frozen first.
 
     DDP's reducer expects a gradient for every trainable parameter each step. Some encoders carry
@@ -616,14 +619,14 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
             raise InputFileError(f"{getattr(s, 'path', s.name)}: validation image has {s.count} bands, training images have {in_channels}.")
 
     d = cfg.data
-    # augmentation runs on whole batches on the training device (SegmentationTask), so the loader only reads
-    # raw windows (uint8 / int16 as read): SegmentationTask normalises whole batches on the training device
+    # augmentation runs on whole batches on the training device (SegmentationModule), so the loader only reads
+    # raw windows (uint8 / int16 as read): SegmentationModule normalises whole batches on the training device
     train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, None, d.rare_class_share, cfg.train.seed)
     train_ds.stage()  # scenes past the memory budget: decoded once into the run's spill store, before workers start
     loader_kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
     train_dl = DataLoader(train_ds, batch_size=d.batch_size, sampler=EpochSampler(len(train_ds)), drop_last=len(train_ds) > d.batch_size,
                           **loader_kw)
-    # validation: whole scenes through the real predictor (SegmentationTask.validation_step), one scene per step
+    # validation: whole scenes through the real predictor (SegmentationModule.validation_step), one scene per step
     val_dl = DataLoader(SceneIndexDataset(val_scenes), batch_size=None, sampler=ShardSampler(len(val_scenes), pad=True)) if val_scenes else None
 
     first = train_scenes[0]
@@ -633,12 +636,12 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
     return train_dl, val_dl, in_channels, stats, input_kw
 
 
-def _export_reserve(cfg: ExperimentConfig, module: TaskBase, bands: int) -> float:
+def _export_reserve(cfg: ExperimentConfig, module: ModuleBase, bands: int) -> float:
     """Seconds the budget keeps for the ONNX export of this run's network (0 without an export)."""
-    if not cfg.train.export_onnx or cfg.task == "classification" or cfg.pixel_model:
+    if not cfg.train.export_onnx or not task_named(cfg.task).dense or cfg.pixel_model:
         return 0.0
     try:
-        from terraseg.train.export_time import export_key, export_reserve
+        from terraseg.training.export_time import export_key, export_reserve
     except ImportError:  # no ONNX Runtime: the export is skipped with its reason at the end
         return 0.0
     return export_reserve(module.model, export_key(cfg.model.arch, cfg.model.encoder, bands, len(cfg.classes)), bands)
@@ -647,7 +650,7 @@ def _export_reserve(cfg: ExperimentConfig, module: TaskBase, bands: int) -> floa
 def _export(bundle: Bundle, scenes: list) -> bool:
     """Add the ONNX graph to a fresh bundle (checked on validation windows) and save it; False when the network does not export."""
     from terraseg.errors import BundleError
-    from terraseg.predict.export import export_onnx
+    from terraseg.prediction.export import export_onnx
 
     images = sorted({s.path for s in scenes if is_geotiff(getattr(s, "path", ""))})[:2]
     try:
@@ -663,7 +666,7 @@ def _calibration(scenes: list, window: int, seed: int, n: int = 16) -> bytes:
     import numpy as np
 
     from terraseg.data.windows import random_offset
-    from terraseg.predict.quantize import calibration_bytes
+    from terraseg.prediction.quantize import calibration_bytes
 
     rng = np.random.default_rng(seed)
     windows = []

@@ -17,7 +17,7 @@ from torchmetrics.functional.classification import (
 from terraseg.bundle import Bundle
 from terraseg.data.classes import ClassItem
 from terraseg.errors import TerrasegError
-from terraseg.evaluate.report import save_confusion_png
+from terraseg.evaluation.report import save_confusion_png
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.infer.classify import ImageClassifier
 
@@ -62,7 +62,7 @@ def image_intervals(probs: np.ndarray, labels: np.ndarray, k: int, draws: int = 
     Returns:
         ``{"accuracy": [low, high] | None, "f1_macro": [low, high] | None, "units": N, "unit": "images"}``.
     """
-    from terraseg.evaluate.bootstrap import _interval, resample_weights
+    from terraseg.evaluation.bootstrap import _interval, resample_weights
 
     n = len(labels)
     if n < 2:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from terraseg.infer.drift import bundle_drift
 from terraseg.bundle import Bundle
-from terraseg.config.inference import PredictConfig, with_inference
+from terraseg.config.inference import PredictConfig
 from terraseg.errors import ConfigError, TerrasegError
 from terraseg.infer.inputs import expand_inputs, open_input
-from terraseg.predict.outputs import arrays_to_files, complete_outputs, predict_to_files
+from terraseg.prediction.outputs import arrays_to_files, complete_outputs, predict_to_files
 from terraseg.infer.sliding import predictor_for
 
 log = logging.getLogger(__name__)
@@ -48,11 +47,11 @@ def check_output_names(inputs: list[str] | list[tuple[str, str]]) -> None:
         seen[key] = str(p)
 
 
-def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResult:
+def predict_segmentation(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResult:
     """Predict every input of ``cfg``; a bad input is reported and skipped, the others still run.
 
     Inputs are expanded first (:func:`terraseg.infer.inputs.expand_inputs`: folders, globs, lists,
-    STAC). ``cfg.engine == 'ray'`` hands the work to :func:`terraseg.predict.distributed.predict_on_ray`,
+    STAC). ``cfg.engine == 'ray'`` hands the work to :func:`terraseg.prediction.distributed.predict_on_ray`,
     which writes the same files.
 
     Args:
@@ -70,8 +69,8 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
     if b.manifest.task != "segmentation":
         from terraseg.errors import BundleError
 
-        raise BundleError(f"{b.path or b.manifest.name}: run_predict writes segmentation maps; this bundle classifies "
-                          f"scenes: use terraseg.tasks.predict (or `terraseg predict`), which serves either task.")
+        raise BundleError(f"{b.path or b.manifest.name}: predict_segmentation writes segmentation maps; this bundle classifies "
+                          f"scenes: use terraseg.predict (or `terraseg predict`), which serves either task.")
     items = expand_inputs(cfg.inputs, cfg.asset)
     check_output_names(items)
     result = PredictResult()
@@ -85,7 +84,7 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
                 result.outputs[path], result.skipped = done, result.skipped + 1
         items = todo
     if cfg.engine == "ray":
-        from terraseg.predict.distributed import predict_on_ray
+        from terraseg.prediction.distributed import predict_on_ray
 
         return predict_on_ray(cfg, b, items, result)
     predictor = predictor_for(b, cfg.inference)
@@ -124,18 +123,3 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> PredictResul
                     result.failures[str(path)] = str(e)
     return result
 
-
-def predict(bundle: str | Path | Bundle, inputs: list[str | Path], out_dir: str | Path, **options: Any) -> PredictResult:
-    """Python API of ``terraseg predict``: builds the same :class:`PredictConfig` as the CLI.
-
-    Args:
-        bundle: bundle path or loaded bundle. inputs: image files. out_dir: output folder.
-        **options: fields of :class:`PredictConfig` (``probabilities``, ``overlay``, ``compress``, ``cog``)
-            and of :class:`InferenceConfig` (``window``, ``overlap``, ``batch_size``, ``device``,
-            ``precision``, ``channels_last``, ``backend``, ``threads``).
-
-    Raises:
-        ConfigError: an unknown or invalid option. BundleError: an unloadable bundle.
-    """
-    cfg = with_inference(PredictConfig, inputs=[str(p) for p in inputs], out_dir=str(out_dir), **options)
-    return run_predict(cfg, bundle)

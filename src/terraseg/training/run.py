@@ -1,15 +1,15 @@
 """``terraseg train``: one function from a validated config to a model bundle.
 
 The config decides the trainer: networks (segmentation and scene classification) train with
-Lightning (:mod:`terraseg.train.network`), scikit-learn pixel baselines fit on sampled pixels
-(:mod:`terraseg.train.pixel`). Both validate through the real predictor, track through
-:class:`terraseg.tracking.Tracker` and return a :class:`terraseg.train.result.TrainResult`.
+Lightning (:mod:`terraseg.training.network`), scikit-learn pixel baselines fit on sampled pixels
+(:mod:`terraseg.training.pixel`). Both validate through the real predictor, track through
+:class:`terraseg.tracking.Tracker` and return a :class:`terraseg.training.result.TrainResult`.
 """
 
 from __future__ import annotations
 
 from terraseg.config import ExperimentConfig
-from terraseg.train.result import TrainResult
+from terraseg.training.result import TrainResult
 
 
 def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
@@ -23,7 +23,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
         callbacks: extra Lightning callbacks (networks; e.g. the tuner's pruning callback).
         parent_run_id: make the MLflow run a child of this run (a tuning study's trials).
         scenes: segmentation: ``(train, validation)`` scenes instead of the config's sources
-            (cross-validation folds, :mod:`terraseg.train.cv`).
+            (cross-validation folds, :mod:`terraseg.training.cv`).
         started: ``time.monotonic()`` when the run began (the CLI passes its own start, so that
             ``train.max_minutes`` covers library imports too); default: now.
 
@@ -35,7 +35,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
     """
     if cfg.train.challengers:
         if scenes is None and not callbacks and not cfg.pixel_model:
-            from terraseg.train.candidates import train_with_challengers
+            from terraseg.training.candidates import train_with_challengers
 
             return train_with_challengers(cfg, resume, tracking_uri, callbacks, parent_run_id, started)
         import logging
@@ -45,10 +45,10 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
             f"model.arch {cfg.model.arch} is itself a pixel baseline" if cfg.pixel_model else
             "cross-validation folds and tuning trials train the configured network alone")
     if cfg.pixel_model:
-        from terraseg.train.pixel import train_pixel
+        from terraseg.training.pixel import train_pixel
 
         return train_pixel(cfg, tracking_uri, parent_run_id=parent_run_id, scenes=scenes)
-    from terraseg.train.network import train_network
+    from terraseg.training.network import train_network
 
     return train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, scenes=scenes, started=started)
 

@@ -13,7 +13,7 @@ true buildings burnt into one region count as one object (the raster labels cann
 is greedy by IoU, highest first; above 0.5 a match is unique anyway (two regions cannot both overlap a third
 by more than half of their union). A predicted region mostly on unknown pixels (``ignore_index``) is not
 counted. Each object is placed in the bootstrap unit holding its centre, so object scores carry the same 95%
-intervals as the pixel scores (:mod:`terraseg.evaluate.bootstrap`).
+intervals as the pixel scores (:mod:`terraseg.evaluation.bootstrap`).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def object_scores(units: np.ndarray, draws: int = 2000, seed: int = 0) -> dict[s
     """Precision, recall and F1 of matched objects with their 95% intervals over the units.
 
     Args:
-        units: ``(U, 3)`` per-unit (tp, fp, fn) counts. draws, seed: the bootstrap's (:mod:`terraseg.evaluate.bootstrap`).
+        units: ``(U, 3)`` per-unit (tp, fp, fn) counts. draws, seed: the bootstrap's (:mod:`terraseg.evaluation.bootstrap`).
 
     Returns:
         ``{"match_iou", "min_pixels", "tp", "fp", "fn", "precision", "recall", "f1", "intervals": {"precision",
@@ -118,7 +118,7 @@ def object_scores(units: np.ndarray, draws: int = 2000, seed: int = 0) -> dict[s
     busy = units[units.sum(1) > 0]
     intervals: dict[str, list[float] | None] = {"precision": None, "recall": None, "f1": None}
     if len(busy) >= 2:
-        from terraseg.evaluate.bootstrap import LEVEL, resample_weights
+        from terraseg.evaluation.bootstrap import LEVEL, resample_weights
 
         w = resample_weights(len(busy), draws, seed)
         s = w @ busy

@@ -13,16 +13,16 @@ from terraseg.config import ExperimentConfig
 from terraseg.config.inference import InferenceConfig
 from terraseg.data.datasets import normalize_batch
 from terraseg.data.normalize import NormStats
-from terraseg.evaluate.metrics import interval_logs, validation_metrics
-from terraseg.evaluate.report import evaluate_scenes
+from terraseg.evaluation.metrics import interval_logs, validation_metrics
+from terraseg.evaluation.report import evaluate_scenes
 from terraseg.models.factory import build_model, encoder_stages
 from terraseg.infer.sliding import SlidingWindowPredictor
 from terraseg.models.losses import CombinedLoss
 from terraseg.models.optim import build_optimizer, build_scheduler
-from terraseg.train.tiling import validation_predictor
+from terraseg.training.tiling import validation_predictor
 
 
-class TaskBase(L.LightningModule):
+class ModuleBase(L.LightningModule):
     """What every terraseg Lightning task shares: forward, NHWC layout, per-epoch sampling, the
     optimiser with a time-aware schedule, and the history/best kept in checkpoints. Subclasses set
     ``self.cfg``, ``self.model``, ``self.total_steps``, ``self.history`` and ``self.best``."""
@@ -43,7 +43,7 @@ class TaskBase(L.LightningModule):
         if not self.cfg.train.max_minutes or trainer is None:
             return 0.0
         for cb in trainer.callbacks:
-            if hasattr(cb, "time_progress"):  # terraseg.train.network._Budget
+            if hasattr(cb, "time_progress"):  # terraseg.training.network._Budget
                 return float(cb.time_progress())
         return 0.0
 
@@ -60,7 +60,7 @@ class TaskBase(L.LightningModule):
         if stats is not None:  # the training loader yields raw windows: normalise them here, on the device
             batch = normalize_batch(batch, stats)
         if self.trainer.training and getattr(self, "augment_on_device", False):
-            from terraseg.train.augment import augment_batch
+            from terraseg.training.augment import augment_batch
 
             if self._aug_gen is None:
                 self._aug_gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.current_epoch)
@@ -173,14 +173,14 @@ class TaskBase(L.LightningModule):
             self.best = self.last
 
 
-class SegmentationTask(TaskBase):
+class SegmentationModule(ModuleBase):
     """Network + loss + optimiser; validation runs the real sliding-window predictor over whole scenes.
 
     Validation is the procedure ``terraseg evaluate`` uses with the bundle's defaults (Hann-blended
     windows of ``predict_window`` pixels, overlap 0.25), so ``val/score`` is the figure a user gets.
     The validation loader yields scene indexes into :attr:`val_scenes`; each step predicts one scene
     and adds its confusion matrix. Logged per epoch: ``train/loss`` and the figures of
-    :func:`terraseg.evaluate.metrics.validation_metrics` (``val/score`` = positive-class IoU for
+    :func:`terraseg.evaluation.metrics.validation_metrics` (``val/score`` = positive-class IoU for
     binary tasks, else mIoU; ``val/miou``, ``val/iou``, ``val/dice``, ``val/iou_<class>``).
 
     Args:
@@ -205,7 +205,7 @@ class SegmentationTask(TaskBase):
         self.val_stats: NormStats | None = None
         self.train_stats: NormStats | None = None  # set when the loader yields raw windows (normalised on the device)
         self.val_window = max(c.data.window, MIN_PREDICT_WINDOW)
-        self.augment_on_device = c.data.augment  # the loader only reads; see terraseg.train.augment
+        self.augment_on_device = c.data.augment  # the loader only reads; see terraseg.training.augment
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Loss of one batch of windows (``image`` ``(N, C, H, W)``, ``mask`` ``(N, H, W)``), logged as ``train/loss``."""

@@ -30,7 +30,7 @@ METHOD = ("percentile bootstrap over the hold-out's units (spatial blocks of sce
 def _scores(cms: np.ndarray) -> dict[str, np.ndarray]:
     """Scores of a stack of confusion matrices ``(B, K, K)``: ``score``, ``miou`` and, binary, ``iou``/``dice``.
 
-    ``score`` is :func:`terraseg.evaluate.metrics.score` vectorised: the positive class's IoU for binary tasks
+    ``score`` is :func:`terraseg.evaluation.metrics.score` vectorised: the positive class's IoU for binary tasks
     (NaN in a replicate without a labelled pixel of it: such replicates are left out of the interval), else the
     mean IoU of the classes with labelled pixels.
     """

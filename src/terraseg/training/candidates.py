@@ -4,7 +4,7 @@ On small label sets a per-pixel random forest on the bands (and indices, texture
 trained from scratch within minutes on a CPU (Belgiu and Dragut, *Random forest in remote sensing: a review of
 applications and future directions*, ISPRS J. 114, 2016). Rather than assume either, a run with
 ``train.challengers`` fits each baseline first (seconds), trains the network in the budget left, and scores every
-candidate on the same recorded validation blocks (:func:`terraseg.evaluate.compare.compare_bundles`: the paired block
+candidate on the same recorded validation blocks (:func:`terraseg.evaluation.compare.compare_bundles`: the paired block
 bootstrap of the score difference). A baseline replaces the network only when the interval of its difference lies above
 0; otherwise the network is kept. Both figures are printed and recorded in the kept bundle.
 """
@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from terraseg.config import ExperimentConfig
 from terraseg.config.inference import InferenceConfig
-from terraseg.train.result import TrainResult
+from terraseg.training.result import TrainResult
 
 log = logging.getLogger(__name__)
 # the comparison runs as validation does: float32 PyTorch, no backend measurement (which costs seconds on a first run)
@@ -35,7 +35,7 @@ def train_with_challengers(cfg: ExperimentConfig, resume: bool = False, tracking
 
     Args:
         cfg: a segmentation config whose ``train.challengers`` is not empty. resume, tracking_uri, callbacks,
-            parent_run_id, started: as :func:`terraseg.train.run.train`.
+            parent_run_id, started: as :func:`terraseg.training.run.train`.
 
     Returns:
         The kept candidate's :class:`TrainResult`, its ``candidates`` lines saying what each scored and why it was kept.
@@ -44,11 +44,11 @@ def train_with_challengers(cfg: ExperimentConfig, resume: bool = False, tracking
         InputFileError, ConfigError: as the trainers.
     """
     from terraseg.bundle import Bundle
-    from terraseg.evaluate.bootstrap import format_interval
-    from terraseg.evaluate.compare import compare_bundles
-    from terraseg.evaluate.report import split_scenes_of
-    from terraseg.train.network import train_network
-    from terraseg.train.pixel import train_pixel
+    from terraseg.evaluation.bootstrap import format_interval
+    from terraseg.evaluation.compare import compare_bundles
+    from terraseg.evaluation.report import split_scenes_of
+    from terraseg.training.network import train_network
+    from terraseg.training.pixel import train_pixel
 
     started = time.monotonic() if started is None else started
     run_dir = cfg.run_dir()
@@ -59,7 +59,7 @@ def train_with_challengers(cfg: ExperimentConfig, resume: bool = False, tracking
                                            "output_dir": str(run_dir / "candidates" / arch),
                                            "tracking": cfg.tracking.model_copy(update={"enabled": False})})
         baselines[arch] = train_pixel(c)
-    # the network's budget keeps time for the comparisons after it (terraseg.train.network._Budget)
+    # the network's budget keeps time for the comparisons after it (terraseg.training.network._Budget)
     scoring = sum(Bundle.load(r.bundle_path).manifest.training.get("validation_seconds", 0.0) for r in baselines.values())
     net = train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, started=started,
                         after_seconds=scoring)

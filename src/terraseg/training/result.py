@@ -28,10 +28,10 @@ class TrainResult:
         stop_reason: networks: why training stopped (the wall budget, early stopping, or the planned epochs), in words.
         memory: networks: the main process's peak RSS (``peak_rss_mb``) and its decoded-scene cache and
             spill store figures (:meth:`terraseg.io.cache.ByteLRU.report`, :meth:`terraseg.io.cache.SpillStore.report`).
-        kept: networks: which epoch's network the bundle holds and why (:func:`terraseg.train.network.keep_epoch`),
+        kept: networks: which epoch's network the bundle holds and why (:func:`terraseg.training.network.keep_epoch`),
             or None when it is simply the best by validation. kept_epoch: ``"best"`` or ``"last"``.
         candidates: with ``train.challengers``: one line per candidate (its validation score and interval) and the choice
-            (:mod:`terraseg.train.candidates`). arch: the kept candidate's ``model.arch`` when it is not the config's.
+            (:mod:`terraseg.training.candidates`). arch: the kept candidate's ``model.arch`` when it is not the config's.
     """
 
     bundle_path: Path

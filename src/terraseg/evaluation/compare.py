@@ -2,7 +2,7 @@
 
 Both bundles predict the same scenes with ``evaluate``'s defaults; each unit (a spatial block of the hold-out's
 block rule, or a whole image) gives one confusion matrix per bundle, and the difference of their scores gets a
-paired bootstrap interval (:func:`terraseg.evaluate.bootstrap.paired_difference`): the same units are drawn for
+paired bootstrap interval (:func:`terraseg.evaluation.bootstrap.paired_difference`): the same units are drawn for
 both, so what is hard for both cancels. An interval that excludes 0 separates the two; one that holds 0 does not.
 """
 
@@ -54,9 +54,9 @@ def compare_bundles(a: Bundle, b: Bundle, scenes: list[Scene], inference: Infere
     """
     from terraseg.data.census import require_two_classes
     from terraseg.data.holdout import block_side
-    from terraseg.evaluate.bootstrap import paired_difference
-    from terraseg.evaluate.metrics import score
-    from terraseg.evaluate.report import evaluate_scenes
+    from terraseg.evaluation.bootstrap import paired_difference
+    from terraseg.evaluation.metrics import score
+    from terraseg.evaluation.report import evaluate_scenes
     from terraseg.infer.sliding import predictor_for
 
     check_comparable(a, b)

@@ -103,12 +103,12 @@ def score(metrics: dict[str, Any]) -> float:
 
 def interval_logs(unit_cms: np.ndarray, prefix: str = "val") -> dict[str, float]:
     """``{"<prefix>/score_low", "<prefix>/score_high", "<prefix>/units"}``: the 95% bootstrap interval of the
-    score over the hold-out's units (:mod:`terraseg.evaluate.bootstrap`); only ``units`` when there is none.
+    score over the hold-out's units (:mod:`terraseg.evaluation.bootstrap`); only ``units`` when there is none.
 
     Args:
         unit_cms: ``(U, K, K)`` confusion matrices, one per unit. prefix: the metric prefix.
     """
-    from terraseg.evaluate.bootstrap import bootstrap_intervals
+    from terraseg.evaluation.bootstrap import bootstrap_intervals
 
     iv = bootstrap_intervals(unit_cms)
     out = {f"{prefix}/units": float(iv["units"])}

@@ -39,6 +39,7 @@ from terraseg.data.windows import grid_windows
 from terraseg.errors import ConfigError, InputFileError
 from terraseg.io.atomic import write_text_atomic
 from terraseg.io.atomic import output_folder
+from terraseg.tasks import task_named
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,9 @@ def cross_validate(cfg: ExperimentConfig, folds: int = 5, block_size: float | No
     Raises:
         ConfigError: a classification config, fewer blocks than folds. InputFileError: unlabelled data.
     """
-    from terraseg.train.run import train
+    from terraseg.training.run import train
 
-    if cfg.task != "segmentation":
+    if not task_named(cfg.task).dense:
         raise ConfigError("cv cross-validates segmentation configs (classification: use split folds and `evaluate`).")
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}.")

@@ -1,5 +1,5 @@
 """``terraseg predict`` with a scene-classification bundle: inputs expanded (files, folders, globs, lists, STAC, as
-segmentation does), resumed, classified here or on Ray actors, written by :mod:`terraseg.predict.class_outputs`."""
+segmentation does), resumed, classified here or on Ray actors, written by :mod:`terraseg.prediction.class_outputs`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from terraseg.config.inference import PredictConfig
 from terraseg.errors import TerrasegError
 from terraseg.infer.classify import ImageClassifier
 from terraseg.infer.inputs import expand_inputs, open_input
-from terraseg.predict.class_outputs import (
+from terraseg.prediction.class_outputs import (
     TABLE, classify_scene_to_files, grid_outputs, kept_rows, table_columns, table_row, write_table,
 )
 
@@ -38,7 +38,7 @@ def predict_classes(cfg: PredictConfig, bundle: Bundle, result: Any) -> Any:
 
     Args:
         cfg: the predict config (options a classifier does not apply are refused before: :mod:`terraseg.tasks`).
-        bundle: a classification bundle. result: a :class:`terraseg.predict.run.PredictResult` to fill in.
+        bundle: a classification bundle. result: a :class:`terraseg.prediction.run.PredictResult` to fill in.
 
     Returns:
         ``result``: ``outputs`` per input (grid), ``table`` and ``rows`` (files), ``failures``, ``drift``, ``skipped``.
@@ -46,7 +46,7 @@ def predict_classes(cfg: PredictConfig, bundle: Bundle, result: Any) -> Any:
     Raises:
         InputFileError: inputs naming no image. ConfigError: colliding output names, a resumed table with other columns.
     """
-    from terraseg.predict.run import check_output_names
+    from terraseg.prediction.run import check_output_names
 
     items = expand_inputs(cfg.inputs, cfg.asset)
     out = Path(cfg.out_dir)
@@ -60,7 +60,7 @@ def predict_classes(cfg: PredictConfig, bundle: Bundle, result: Any) -> Any:
             else:
                 todo.append((path, stem))
         if cfg.engine == "ray":
-            from terraseg.predict.classify_ray import classify_on_ray
+            from terraseg.prediction.classify_ray import classify_on_ray
 
             return classify_on_ray(cfg, bundle, todo, result)
         clf = ImageClassifier(bundle, options=cfg.inference)
@@ -78,7 +78,7 @@ def predict_classes(cfg: PredictConfig, bundle: Bundle, result: Any) -> Any:
     paths = [p for p, _ in items if p not in kept]
     result.skipped = len(items) - len(paths)
     if cfg.engine == "ray":
-        from terraseg.predict.classify_ray import classify_on_ray
+        from terraseg.prediction.classify_ray import classify_on_ray
 
         rows = classify_on_ray(cfg, bundle, [(p, Path(p).stem) for p in paths], result)
     else:
