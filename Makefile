@@ -60,7 +60,7 @@ tutorials: $(STAMP) data
 site: $(DOCS_STAMP)
 	$(BIN)/typer terraseg.cli.main utils docs --name terraseg --title "CLI reference" --output docs/reference/cli.md
 	$(BIN)/python -c 'import pathlib, terraseg.config.describe as d; pathlib.Path("docs/reference/config.md").write_text(d.reference_markdown())'
-	$(BIN)/python -c 'import pathlib, terraseg.data.download as d; pathlib.Path("docs/data.md").write_text(d.datasets_markdown())'
+	$(BIN)/python -c 'import pathlib, terraseg.prepare.download as d; pathlib.Path("docs/data.md").write_text(d.datasets_markdown())'
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 docs: tutorials site

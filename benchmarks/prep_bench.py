@@ -49,7 +49,7 @@ def _scene(work: Path, size: int) -> Path:
 
 def case_chip(args) -> dict:
     from terraseg.config.prep import ChipConfig
-    from terraseg.data.chip import chip
+    from terraseg.prepare.chip import chip
 
     scene = _scene(Path(args.work), args.size)
     out = Path(args.out or args.work) / "chips"
@@ -123,7 +123,7 @@ def _tiles(work: Path, n_side: int = 8, tile: int = 1024) -> list[str]:
 
 def case_mosaic(args) -> dict:
     from terraseg.config.prep import MosaicConfig
-    from terraseg.data.mosaic import mosaic
+    from terraseg.prepare.mosaic import mosaic
 
     tiles = _tiles(Path(args.work))
     t0 = time.perf_counter()
@@ -152,7 +152,7 @@ def case_rasterize(args) -> dict:
     from shapely import box
 
     from terraseg.config.prep import LabelOptions, RasterizeConfig
-    from terraseg.data.rasterize import rasterize_labels
+    from terraseg.prepare.rasterize import rasterize_labels
 
     work = Path(args.work)
     ref, vec = work / "grid_10000.tif", work / "polys_100k.gpkg"

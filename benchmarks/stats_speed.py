@@ -24,7 +24,7 @@ from terraseg.devices import cpu_model  # noqa: E402
 CHILD = r"""
 import json, resource, sys, time
 from terraseg.config.prep import StatsConfig
-from terraseg.data.stats import compute_statistics
+from terraseg.prepare.stats import compute_statistics
 t = time.perf_counter()
 compute_statistics(StatsConfig(images=[sys.argv[1]], out_dir=sys.argv[2]))
 print(json.dumps({"seconds": time.perf_counter() - t, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

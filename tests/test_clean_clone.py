@@ -111,7 +111,7 @@ def test_corrupt_download_is_refused_with_nothing_under_the_final_name(tmp_path,
 
 
 def test_offline_download_names_the_url_and_where_to_put_the_file(tmp_path):
-    from terraseg.data import download as dl
+    from terraseg.prepare import download as dl
     from terraseg.errors import InputFileError
 
     with pytest.raises(InputFileError) as e:

@@ -252,6 +252,7 @@ LAYERS = [
      "terraseg.config"),
     ("terraseg.io",),
     ("terraseg.data",),
+    ("terraseg.prepare",),
     ("terraseg.models",),
     ("terraseg.bundle",),
     ("terraseg.tracking",),
@@ -323,7 +324,7 @@ def test_band_descriptions_name_the_bands_of_stats_and_bundles(tmp_path):
     from conftest import tiny_config, write_mask_tif
     from terraseg.config import load_config
     from terraseg.config.prep import StatsConfig
-    from terraseg.data.stats import compute_statistics
+    from terraseg.prepare.stats import compute_statistics
     from terraseg.training.run import train
 
     img, _, truth = make_geotiff(tmp_path / "s2.tif", 96, 96, seed=4)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from terraseg.data import download as dl
+from terraseg.prepare import download as dl
 from terraseg.errors import InputFileError
 
 

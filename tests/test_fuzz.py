@@ -153,7 +153,7 @@ def test_fuzz_bundle_loader(tmp_path_factory, edits):
 @given(text=st.text(max_size=400))
 @example(text='<?xml version="1.0"?><!DOCTYPE a [<!ENTITY e SYSTEM "file:///etc/passwd">]><annotations>&e;</annotations>')
 def test_fuzz_cvat_reader(tmp_path_factory, text):
-    from terraseg.data.cvat import import_cvat
+    from terraseg.prepare.cvat import import_cvat
 
     p = _write(tmp_path_factory, "x.xml", text.encode("utf-8", "surrogatepass"))
     only_terraseg_errors(import_cvat, p, p.parent / "out")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from terraseg.cli.main import app
 from terraseg.config.prep import ChipConfig
-from terraseg.data.chip import chip
+from terraseg.prepare.chip import chip
 
 
 runner = CliRunner()

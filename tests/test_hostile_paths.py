@@ -93,7 +93,7 @@ def kit(tmp_path_factory):
     _Files.body = b"toy data"
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    from terraseg.data import download as dl
+    from terraseg.prepare import download as dl
 
     toy = dl.RemoteDataset("toy", "toy", (dl.RemoteFile(f"http://127.0.0.1:{srv.server_address[1]}/f.bin", "f.bin",
                                                         sha256=hashlib.sha256(_Files.body).hexdigest()),),
@@ -158,7 +158,7 @@ def _snapshot(folder: Path) -> set[str]:
 @pytest.mark.parametrize("command,hostile", [
     pytest.param(c, h, id=f"{c}-{h}", marks=[pytest.mark.slow] if c in SLOW else []) for c in COMMANDS for h in HOSTILE])
 def test_every_writing_command_refuses_or_writes_any_output_path(kit, command, hostile, monkeypatch, tmp_path):
-    from terraseg.data import download as dl
+    from terraseg.prepare import download as dl
 
     monkeypatch.setitem(dl.DATASETS, "toy", kit["toy"])
     kind, build = COMMANDS[command]

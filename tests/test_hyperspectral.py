@@ -15,7 +15,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from terraseg.config.prep import StatsConfig
-from terraseg.data.stats import compute_statistics
+from terraseg.prepare.stats import compute_statistics
 
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -90,7 +90,7 @@ def test_a_stop_during_stats_leaves_no_output_and_ends_the_run(tmp_path, sig):
 def test_a_stop_swallowed_while_plotting_still_stops(tmp_path, monkeypatch):
     """matplotlib can swallow the exception a signal raises ("Exception ignored in ..."); the stop request still counts."""
     from terraseg import interrupt
-    from terraseg.data import stats as stats_mod
+    from terraseg.prepare import stats as stats_mod
 
     path, _ = cube(tmp_path / "c.tif", size=32, bands=20)
     real = stats_mod._bands_figure

@@ -17,12 +17,12 @@ from conftest import make_geotiff, write_mask_tif
 from terraseg.config.prep import (
     ChipConfig, LabelOptions, MosaicConfig, RasterizeConfig, SplitConfig, StatsConfig, VectorizeConfig,
 )
-from terraseg.data.chip import chip, read_index
-from terraseg.data.cvat import import_cvat
-from terraseg.data.mosaic import merge_block, mosaic, stack_bands
-from terraseg.data.rasterize import rasterize_labels
-from terraseg.data.split import split_index
-from terraseg.data.stats import class_weights, compute_statistics
+from terraseg.prepare.chip import chip, read_index
+from terraseg.prepare.cvat import import_cvat
+from terraseg.prepare.mosaic import merge_block, mosaic, stack_bands
+from terraseg.prepare.rasterize import rasterize_labels
+from terraseg.prepare.split import split_index
+from terraseg.prepare.stats import class_weights, compute_statistics
 from terraseg.errors import OutputError, ConfigError, InputFileError
 from terraseg.prediction.vectorize import vectorize
 

@@ -94,7 +94,7 @@ def _labels(paths: list[str] | None, attribute, mapping, burn_value, all_touched
 def chip(make: Callable[..., ChipConfig], images: list[str], labels: list, bands: list[int] | None,
          out_dir: Annotated[Path, typer.Option("--out", help="Output folder (images/, masks/, index).")]) -> None:
     """Cut scenes and labels into chips (GeoTIFF keeps georeferencing) with a GeoParquet/CSV index."""
-    from terraseg.data.chip import chip as run
+    from terraseg.prepare.chip import chip as run
 
     r = run(make(images=images, labels=labels, out_dir=str(out_dir), bands=bands))
     out.print(f"{r.written} chips written, {r.skipped} skipped, {r.mb_per_second:.1f} MB/s of source pixels; index: {r.index_path}")
@@ -108,7 +108,7 @@ def mosaic(
     resolution: Annotated[Optional[str], typer.Option(help="Target pixel size 'x' or 'x,y' in CRS units (default: the first tile's).")] = None,
 ) -> None:
     """Merge tiles into one GeoTIFF, warping tiles in other CRSs/resolutions; memory stays bounded."""
-    from terraseg.data.mosaic import mosaic as run
+    from terraseg.prepare.mosaic import mosaic as run
 
     res = _floats(resolution, what="--resolution")
     r = run(make(inputs=inputs, out=str(out_path), resolution=(res[0], res[-1]) if res else None))
@@ -122,7 +122,7 @@ def stack(
     out_path: Annotated[Path, typer.Option("--out", help="Output multi-band GeoTIFF.")],
 ) -> None:
     """Stack single-band rasters on one grid into one multi-band GeoTIFF."""
-    from terraseg.data.mosaic import stack_bands
+    from terraseg.prepare.mosaic import stack_bands
 
     out.print(f"{stack_bands(inputs, str(out_path))}: {len(inputs)} inputs stacked")
 
@@ -135,7 +135,7 @@ def rasterize(
     layer: Annotated[Optional[str], typer.Option(help="GeoPackage layer.")] = None,
 ) -> None:
     """Burn polygons into a mask on an image's grid (reprojected, window by window)."""
-    from terraseg.data.rasterize import rasterize_labels
+    from terraseg.prepare.rasterize import rasterize_labels
 
     labels = _labels([vector], attribute, mapping, burn_value, all_touched, layer=layer)[0]
     out.print(f"mask: {rasterize_labels(make(vector=labels))}")
@@ -149,7 +149,7 @@ def split(
     fractions: Annotated[str, typer.Option(help="Train,val,test shares.")] = "0.7,0.15,0.15",
 ) -> None:
     """Write reproducible train/val/test manifests from a chip index or a folder of image/mask pairs (train with `kind: manifest`)."""
-    from terraseg.data.split import split_index
+    from terraseg.prepare.split import split_index
 
     cfg = make(index=index, out_dir=str(out_dir), fractions=tuple(_floats(fractions, 3, "--fractions")))
     paths = split_index(cfg)
@@ -175,7 +175,7 @@ def stats(make: Callable[..., StatsConfig], images: list[str], labels: list, ban
           out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for stats.json and bands.png (histograms, or a "
                                                           "spectral profile past 16 bands); without it the summary is only printed.")] = None) -> None:
     """Band statistics, histograms, class frequencies and weights; optional flat per-pixel table."""
-    from terraseg.data.stats import compute_statistics
+    from terraseg.prepare.stats import compute_statistics
 
     r = compute_statistics(make(images=images, labels=labels, out_dir=str(out_dir) if out_dir else None, bands=bands))
     for h in r.stats["rasters"]:
@@ -217,8 +217,8 @@ def download(
     where: Annotated[bool, typer.Option("--where", help="Print the data root and exit.")] = False,
 ) -> None:
     """Fetch a public data set from its original URL (checksums verified, resumable) into the data root."""
-    from terraseg.data.download import DATASETS
-    from terraseg.data.download import download as run
+    from terraseg.prepare.download import DATASETS
+    from terraseg.prepare.download import download as run
     from terraseg.settings import data_root
 
     if where:
@@ -242,7 +242,7 @@ def import_cvat_cmd(
     images: Annotated[Optional[Path], typer.Option(help="Folder of the annotated images (GeoTIFFs give georeferenced masks).")] = None,
 ) -> None:
     """Rasterize CVAT polygon/box/mask annotations into class masks (PNG, or GeoTIFF on the image grid)."""
-    from terraseg.data.cvat import import_cvat
+    from terraseg.prepare.cvat import import_cvat
 
     written = import_cvat(xml, out_dir, parse_mapping(mapping), images)
     out.print(f"{len(written)} masks written to {out_dir}")

@@ -7,7 +7,7 @@ Nature Communications 11, 2020). ``cv`` measures both, on the same data and budg
 
 * **spatial**: every raster scene of the config's training (and validation) sources is cut into
   square blocks of ``block_size`` CRS units (pixels for plain images); whole blocks are dealt to K
-  folds of near-equal pixel counts (:func:`terraseg.data.split.assign_blocks`). Fold k validates on
+  folds of near-equal pixel counts (:func:`terraseg.prepare.split.assign_blocks`). Fold k validates on
   its blocks and trains on the rest, minus a ``buffer`` around the validation blocks (blockCV's
   buffer): those labels are set to ``ignore_index`` in training (the imagery stays, as context only).
 * **random**: the same with small blocks (a quarter of the spatial block side, at most one training
@@ -34,7 +34,7 @@ import numpy as np
 from terraseg.config import ExperimentConfig
 from terraseg.data.scenes import RasterScene, Region, Scene
 from terraseg.data.sources import build_scenes
-from terraseg.data.split import assign_blocks
+from terraseg.prepare.split import assign_blocks
 from terraseg.data.windows import grid_windows
 from terraseg.errors import ConfigError, InputFileError
 from terraseg.io.atomic import write_text_atomic

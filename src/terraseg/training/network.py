@@ -603,7 +603,7 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
     else:
         n = cfg.data.normalization
         if n.stats_file:
-            from terraseg.data.stats import load_norm_stats
+            from terraseg.prepare.stats import load_norm_stats
 
             stats = load_norm_stats(n.stats_file)
             stats.method = n.method

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from terraseg.config.prep import SplitConfig
-from terraseg.data.chip import read_index
+from terraseg.prepare.chip import read_index
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import staged_dir
 

@@ -263,7 +263,7 @@ def datasets_markdown() -> str:
            "`<folder>/<file>` replaces the original URLs with `--base-url URL` or `TERRASEG_DOWNLOAD_URL=URL` "
            "(`python -m http.server` over a data root is one). Offline, the error names each URL and the path and "
            "checksum of the file to put there by hand.", "",
-           "This page is generated from `src/terraseg/data/datasets.yaml` (`terraseg.data.download.datasets_markdown`).",
+           "This page is generated from `src/terraseg/prepare/datasets.yaml` (`terraseg.prepare.download.datasets_markdown`).",
            ""]
     for ds in DATASETS.values():
         out += [f"## `{ds.name}`", "", f"{ds.citation}. Licence: {ds.licence}.", ""]
