@@ -25,8 +25,12 @@ def bundle(folder: Path) -> None:
     mc = ModelConfig(arch="plain_unet", base_filters=8, encoder_depth=3)
     torch.manual_seed(0)
     stats = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)
-    m = BundleManifest(name="buildings", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="building", color="#ff3030")],
-                       input=InputSpec(bands=3, dtype="uint8", nodata=255, normalization=stats, train_window=64, predict_window=512))
+    m = BundleManifest(
+        name="buildings",
+        model=mc,
+        classes=[ClassSpec(name="background"), ClassSpec(name="building", color="#ff3030")],
+        input=InputSpec(bands=3, dtype="uint8", nodata=255, normalization=stats, train_window=64, predict_window=512),
+    )
     path = Bundle(m, build_model(mc, 3, 2)).save(folder / "model.terraseg")
     path.chmod(0o644)
 
@@ -78,8 +82,10 @@ def check(folder: Path, port: int, started: float, uid: str) -> None:
         time.sleep(0.05)
     host = _p50(f"http://127.0.0.1:{hport}", png)
     server.should_exit = True
-    print(f"image check: ok: start to first /healthz {first_health:.1f} s; /v1/segment on the Massachusetts tile: GeoTIFF in "
-          f"{src.crs}; uid {uid.strip()}; 512^2 PNG p50 {container * 1000:.0f} ms in the container vs {host * 1000:.0f} ms on the host")
+    print(
+        f"image check: ok: start to first /healthz {first_health:.1f} s; /v1/segment on the Massachusetts tile: GeoTIFF in "
+        f"{src.crs}; uid {uid.strip()}; 512^2 PNG p50 {container * 1000:.0f} ms in the container vs {host * 1000:.0f} ms on the host"
+    )
 
 
 def run_folder(folder: Path) -> None:
@@ -139,16 +145,19 @@ def compose(api_port: int, mlflow_port: int, started: float) -> None:
         assert out.crs == src.crs and out.transform == src.transform
     assert "/vendor/leaflet.js" in httpx.get(f"{api}/", timeout=10).text
     assert httpx.get(f"{ml}/", timeout=10).status_code == 200, "the MLflow UI does not answer"
-    mv = httpx.get(f"{ml}/api/2.0/mlflow/registered-models/alias", params={"name": "buildings", "alias": "champion"},
-                   timeout=10).json()["model_version"]
+    mv = httpx.get(
+        f"{ml}/api/2.0/mlflow/registered-models/alias", params={"name": "buildings", "alias": "champion"}, timeout=10
+    ).json()["model_version"]
     run = httpx.get(f"{ml}/api/2.0/mlflow/runs/get", params={"run_id": mv["run_id"]}, timeout=10).json()["run"]
     tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
     assert "terraseg.source_run_id" in tags, tags  # carried over from the run folder's own store
     arts = httpx.get(f"{ml}/api/2.0/mlflow/artifacts/list", params={"run_id": mv["run_id"]}, timeout=10).json()
     assert "model.terraseg" in {f["path"] for f in arts.get("files", [])}, arts
-    print(f"compose check: ok: postgres + mlflow + register + api up, API ready {ready:.1f} s after `up`; "
-          f"models:/buildings@champion = version {mv['version']} of run {mv['run_id'][:8]} (carried over from "
-          f"{tags['terraseg.source_run_id'][:8]}); /v1/segment GeoTIFF in {src.crs}; MLflow UI answers")
+    print(
+        f"compose check: ok: postgres + mlflow + register + api up, API ready {ready:.1f} s after `up`; "
+        f"models:/buildings@champion = version {mv['version']} of run {mv['run_id'][:8]} (carried over from "
+        f"{tags['terraseg.source_run_id'][:8]}); /v1/segment GeoTIFF in {src.crs}; MLflow UI answers"
+    )
 
 
 if __name__ == "__main__":

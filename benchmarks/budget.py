@@ -31,8 +31,22 @@ def main() -> None:
     for cfg in a.configs:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.monotonic()
-            r = subprocess.run([str(exe), "-q", "train", str(cfg), "--set", f"train.max_minutes={a.minutes}", "--set", f"output_dir={tmp}/run",
-                                "--set", "tracking.enabled=false"], capture_output=True, text=True)
+            r = subprocess.run(
+                [
+                    str(exe),
+                    "-q",
+                    "train",
+                    str(cfg),
+                    "--set",
+                    f"train.max_minutes={a.minutes}",
+                    "--set",
+                    f"output_dir={tmp}/run",
+                    "--set",
+                    "tracking.enabled=false",
+                ],
+                capture_output=True,
+                text=True,
+            )
             wall = time.monotonic() - t0
             if r.returncode:
                 print(f"{cfg.name:40} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
@@ -40,8 +54,10 @@ def main() -> None:
             from terraseg.bundle import Bundle
 
             m = Bundle.load(Path(tmp) / "run" / "model.terraseg").manifest.training
-            print(f"{cfg.name:40} {wall:8.1f} {wall / (60 * a.minutes):6.3f} {m.get('epochs', 1):>6}  "
-                  f"{', '.join(m.get('budget', {}).get('skipped', [])) or '-'}  (inside: {json.dumps(m.get('budget', {}).get('wall_seconds'))} s)")
+            print(
+                f"{cfg.name:40} {wall:8.1f} {wall / (60 * a.minutes):6.3f} {m.get('epochs', 1):>6}  "
+                f"{', '.join(m.get('budget', {}).get('skipped', [])) or '-'}  (inside: {json.dumps(m.get('budget', {}).get('wall_seconds'))} s)"
+            )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = a.bundle
         if bundle is None:
-            subprocess.run([exe, "-q", "train", "--data", str(data_root() / "intel-scenes"), "--minutes", str(a.minutes),
-                            "--set", f"output_dir={tmp}/intel", "--set", "tracking.enabled=false"], check=True, cwd=tmp)
+            subprocess.run(
+                [
+                    exe,
+                    "-q",
+                    "train",
+                    "--data",
+                    str(data_root() / "intel-scenes"),
+                    "--minutes",
+                    str(a.minutes),
+                    "--set",
+                    f"output_dir={tmp}/intel",
+                    "--set",
+                    "tracking.enabled=false",
+                ],
+                check=True,
+                cwd=tmp,
+            )
             bundle = Path(tmp) / "intel" / "model.terraseg"
         export_onnx(bundle, out=str(Path(tmp) / "with-onnx.terraseg"))
         b = Bundle.load(Path(tmp) / "with-onnx.terraseg")
@@ -57,8 +72,10 @@ def main() -> None:
             raise SystemExit(f"{bundle}: the bundle records no hold-out images to classify.")
         images = [read_input_image(b, f) for f, _ in files]
         truth = np.array([k for _, k in files])
-        print(f"CPU: {cpu_model()}; device {device}; bundle {b.manifest.name} ({b.manifest.model.encoder}, input "
-              f"{b.manifest.input.input_size} px); {len(images)} hold-out images, batch {a.batch_size}")
+        print(
+            f"CPU: {cpu_model()}; device {device}; bundle {b.manifest.name} ({b.manifest.model.encoder}, input "
+            f"{b.manifest.input.input_size} px); {len(images)} hold-out images, batch {a.batch_size}"
+        )
         print(f"{'runtime':24} {'images/s':>9} {'accuracy':>9} {'class differs':>14} {'max |dp|':>9}")
         variants = [("torch", "32")] + ([("torch", "bf16")] if native_bf16(device) else []) + [("onnx", "32"), ("auto", "auto")]
         ref = None
@@ -74,8 +91,11 @@ def main() -> None:
             rt = clf.runtime
             name = f"{backend}:{precision}" + (f" -> {rt.backend}:{rt.precision}" if backend == "auto" and rt else "")
             differs = float((probs.argmax(1) != ref.argmax(1)).mean())
-            print(f"{name:24} {rate:9.1f} {float((probs.argmax(1) == truth).mean()):9.3f} {differs:14.2%} "
-                  f"{float(np.abs(probs - ref).max()):9.4f}", flush=True)
+            print(
+                f"{name:24} {rate:9.1f} {float((probs.argmax(1) == truth).mean()):9.3f} {differs:14.2%} "
+                f"{float(np.abs(probs - ref).max()):9.4f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from terraseg.devices import cpu_model  # noqa: E402
 from peer_compare import PEERS  # noqa: E402
+
+from terraseg.devices import cpu_model  # noqa: E402
 
 SIZE, RES = 512, 0.5
 
@@ -60,8 +61,19 @@ def make_project(folder: Path, n: int, polys_per_scene: int = 1000, seed: int = 
     side = int(np.ceil(np.sqrt(n)))
     for i in range(n):
         x0, y0 = 500000.0 + (i % side) * SIZE * RES, 4500000.0 - (i // side) * SIZE * RES
-        with rasterio.open(scenes / f"s{i:04d}.tif", "w", driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8",
-                           crs="EPSG:32618", transform=from_origin(x0, y0, RES, RES), tiled=True, compress="deflate") as d:
+        with rasterio.open(
+            scenes / f"s{i:04d}.tif",
+            "w",
+            driver="GTiff",
+            width=SIZE,
+            height=SIZE,
+            count=3,
+            dtype="uint8",
+            crs="EPSG:32618",
+            transform=from_origin(x0, y0, RES, RES),
+            tiled=True,
+            compress="deflate",
+        ) as d:
             d.write(np.roll(base, i, axis=2))
         xs.append(x0 + rng.uniform(0, SIZE * RES - 8, polys_per_scene))
         ys.append(y0 - rng.uniform(8, SIZE * RES, polys_per_scene))
@@ -96,7 +108,8 @@ if workers:
     kids_uss = [p.memory_full_info().uss / 2**20 for p in procs]  # pages only this worker holds (not the shared ones)
 """
 
-TERRASEG_CHILD = r"""
+TERRASEG_CHILD = (
+    r"""
 import json, os, sys, time
 t0 = time.perf_counter()
 import numpy as np, torch
@@ -122,13 +135,17 @@ staged = ds.stage()  # as training does before its first epoch
 t_stage = time.perf_counter() - t_stage
 dl = DataLoader(ds, batch_size=16, sampler=EpochSampler(len(ds)), num_workers=workers, collate_fn=collate_samples,
                 persistent_workers=workers > 0)
-"""+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
+"""
+    + TIMING
+    + r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
                   "main_peak_mb": peak_rss_mb(), "worker_rss_mb": kids, "worker_uss_mb": kids_uss,
                   "index_mb": os.path.getsize(index) / 2**20 + labels_mb, "labels_mb": labels_mb, "train_scenes": len(split.train), "val_scenes": len(split.val), "staged": staged, "stage_s": t_stage,
                   "spill": __import__("terraseg.io.cache", fromlist=["SPILL"]).SPILL.report()}))
 """
+)
 
-TORCHGEO_CHILD = r"""
+TORCHGEO_CHILD = (
+    r"""
 import json, sys, time
 t0 = time.perf_counter()
 import torch
@@ -145,15 +162,20 @@ class Buildings(VectorDataset):
 ds = Scenes(paths=scenes) & Buildings(paths=str(__import__("pathlib").Path(labels).parent), res=0.5)
 sampler = RandomGeoSampler(ds, size=128, length=warm + windows + 16)
 dl = DataLoader(ds, sampler=sampler, batch_size=16, num_workers=workers, collate_fn=stack_samples, persistent_workers=workers > 0)
-"""+TIMING+r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
+"""
+    + TIMING
+    + r"""print(json.dumps({"startup_s": startup, "import_s": t_import, "windows_per_s": rate,
                   "main_peak_mb": peak_rss_mb(), "worker_rss_mb": kids}))
 """
+)
 
 
 def run(code: str, args: list[str], env: dict | None = None, timeout: float = 1800) -> dict:
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=timeout)
     if r.returncode:
-        raise RuntimeError((r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout).strip() else str(r.returncode))
+        raise RuntimeError(
+            (r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout).strip() else str(r.returncode)
+        )
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -162,29 +184,51 @@ def main() -> None:
     p.add_argument("--scenes", type=int, nargs="*", default=[10, 100, 1000])
     p.add_argument("--windows", type=int, default=4096, help="training windows timed (after the first pass)")
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=3, help="terraseg runs per project, in rounds alternating between the "
-                   "projects; the summary gives each project's median windows/s (one case's single runs moved 2x between runs on a shared CPU)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="terraseg runs per project, in rounds alternating between the "
+        "projects; the summary gives each project's median windows/s (one case's single runs moved 2x between runs on a shared CPU)",
+    )
     p.add_argument("--cache-mb", type=float, default=256)
-    p.add_argument("--spill-mb", type=float, default=16384, help="data.spill_mb: local disk for decoded scenes past the cache (0: none)")
-    p.add_argument("--warm", type=int, default=None, help="windows of the first (untimed) pass; default: the larger of "
-                   "--windows and 4 per scene, so the first pass reads nearly every scene once, as a first epoch does")
+    p.add_argument(
+        "--spill-mb", type=float, default=16384, help="data.spill_mb: local disk for decoded scenes past the cache (0: none)"
+    )
+    p.add_argument(
+        "--warm",
+        type=int,
+        default=None,
+        help="windows of the first (untimed) pass; default: the larger of "
+        "--windows and 4 per scene, so the first pass reads nearly every scene once, as a first epoch does",
+    )
     p.add_argument("--peers", default="torchgeo", help="'torchgeo' or '' (none)")
     p.add_argument("--packages", type=Path, default=Path("/tmp/terraseg-peers"))
-    p.add_argument("--peer-windows", type=int, default=256, help="windows the peer is timed over (and its first pass): "
-                   "at a few windows/s, a longer pass would take hours")
+    p.add_argument(
+        "--peer-windows",
+        type=int,
+        default=256,
+        help="windows the peer is timed over (and its first pass): at a few windows/s, a longer pass would take hours",
+    )
     p.add_argument("--peer-timeout", type=float, default=600, help="seconds a peer's case may take before it is reported as over")
     a = p.parse_args()
     env = None
     if a.peers:
         where = a.packages / "torchgeo"
         if not (where / "torchgeo").exists():
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(where), "--no-deps", *PEERS["torchgeo"]],
-                           check=True)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "-q", "--target", str(where), "--no-deps", *PEERS["torchgeo"]],
+                check=True,
+            )
         env = os.environ | {"PYTHONPATH": str(where)}
-    print(f"CPU: {cpu_model()}; {SIZE}^2 3-band scenes, ~1,000 polygons each, 128 px windows, {a.workers} loader workers, "
-          f"cache {a.cache_mb:g} MiB")
-    print(f"{'scenes':>6} {'loader':>9} {'start s':>8} {'main MB':>8} {'workers MB':>11} {'windows/s':>10} {'index MB':>9} "
-          f"{'main - index':>13}")
+    print(
+        f"CPU: {cpu_model()}; {SIZE}^2 3-band scenes, ~1,000 polygons each, 128 px windows, {a.workers} loader workers, "
+        f"cache {a.cache_mb:g} MiB"
+    )
+    print(
+        f"{'scenes':>6} {'loader':>9} {'start s':>8} {'main MB':>8} {'workers MB':>11} {'windows/s':>10} {'index MB':>9} "
+        f"{'main - index':>13}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         projects, gen = {}, {}
         for n in a.scenes:  # every project first: the rounds below alternate between them
@@ -197,13 +241,30 @@ def main() -> None:
                 scenes, labels = projects[n]
                 warm = a.warm if a.warm is not None else max(a.windows, 4 * n)
                 index = Path(tmp) / f"p{n}" / f"index{rnd}.parquet"  # a new index each run: start-up builds it
-                rows = {"terraseg": run(TERRASEG_CHILD, [str(scenes), str(labels), str(a.windows), str(a.workers), str(a.cache_mb),
-                                                         str(index), str(warm), str(a.spill_mb)])}
+                rows = {
+                    "terraseg": run(
+                        TERRASEG_CHILD,
+                        [
+                            str(scenes),
+                            str(labels),
+                            str(a.windows),
+                            str(a.workers),
+                            str(a.cache_mb),
+                            str(index),
+                            str(warm),
+                            str(a.spill_mb),
+                        ],
+                    )
+                }
                 rates[n].append(rows["terraseg"]["windows_per_s"])
                 if a.peers and rnd == 0:
                     try:
-                        rows["torchgeo"] = run(TORCHGEO_CHILD, [str(scenes), str(labels), str(a.peer_windows), str(a.workers),
-                                                                str(a.peer_windows)], env, timeout=a.peer_timeout)
+                        rows["torchgeo"] = run(
+                            TORCHGEO_CHILD,
+                            [str(scenes), str(labels), str(a.peer_windows), str(a.workers), str(a.peer_windows)],
+                            env,
+                            timeout=a.peer_timeout,
+                        )
                     except subprocess.TimeoutExpired:
                         print(f"{n:>6} {'torchgeo':>9} over {a.peer_timeout:.0f} s (start-up and {a.peer_windows} windows)")
                     except Exception as e:  # noqa: BLE001 - a peer failing must not hide terraseg's figures
@@ -213,23 +274,34 @@ def main() -> None:
                     idx = m.get("index_mb")
                     idx_s = "-" if idx is None else f"{idx:.1f}"
                     rest = "-" if idx is None else f"{m['main_peak_mb'] - idx:.0f}"
-                    print(f"{n:>6} {name:>9} {m['startup_s']:8.1f} {m['main_peak_mb']:8.0f} {w:>11} {m['windows_per_s']:10.1f} "
-                          f"{idx_s:>9} {rest:>13}", flush=True)
+                    print(
+                        f"{n:>6} {name:>9} {m['startup_s']:8.1f} {m['main_peak_mb']:8.0f} {w:>11} {m['windows_per_s']:10.1f} "
+                        f"{idx_s:>9} {rest:>13}",
+                        flush=True,
+                    )
                 uss = rows["terraseg"].get("worker_uss_mb") or []
                 if uss:
-                    print(f"{'':>6} (terraseg workers' unique memory, USS: {'/'.join(f'{v:.0f}' for v in uss)} MB: the rest of their RSS "
-                          "is pages shared with the main process since the fork)")
+                    print(
+                        f"{'':>6} (terraseg workers' unique memory, USS: {'/'.join(f'{v:.0f}' for v in uss)} MB: the rest of their RSS "
+                        "is pages shared with the main process since the fork)"
+                    )
                 sp = rows["terraseg"].get("spill") or {}
                 t = rows["terraseg"]
-                print(f"{'':>6} (round {rnd + 1} of {a.repeats}; generating the project took {gen[n]:.0f} s; first pass {warm:,} "
-                      f"windows; {t['train_scenes']:,} training scenes; start-up includes decoding {t['staged']:,} into the spill "
-                      f"store in {t['stage_s']:.1f} s: {sp.get('spill_mb', 0):,.0f} MiB in {sp.get('spill_regions', 0):,} regions)")
+                print(
+                    f"{'':>6} (round {rnd + 1} of {a.repeats}; generating the project took {gen[n]:.0f} s; first pass {warm:,} "
+                    f"windows; {t['train_scenes']:,} training scenes; start-up includes decoding {t['staged']:,} into the spill "
+                    f"store in {t['stage_s']:.1f} s: {sp.get('spill_mb', 0):,.0f} MiB in {sp.get('spill_regions', 0):,} regions)"
+                )
         first = statistics.median(rates[a.scenes[0]])
-        print(f"terraseg windows/s, median of {a.repeats} run(s) each (runs alternate between the projects, so a burst of "
-              "other work on the machine slows one run of each, not every run of one):")
+        print(
+            f"terraseg windows/s, median of {a.repeats} run(s) each (runs alternate between the projects, so a burst of "
+            "other work on the machine slows one run of each, not every run of one):"
+        )
         for n in a.scenes:
             med = statistics.median(rates[n])
-            print(f"{n:>6} scenes: {med:,.0f} ({', '.join(f'{r:,.0f}' for r in rates[n])}); {med / first:.2f} x the {a.scenes[0]}-scene median")
+            print(
+                f"{n:>6} scenes: {med:,.0f} ({', '.join(f'{r:,.0f}' for r in rates[n])}); {med / first:.2f} x the {a.scenes[0]}-scene median"
+            )
 
 
 if __name__ == "__main__":

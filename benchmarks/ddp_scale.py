@@ -45,8 +45,16 @@ def main() -> None:
         cfg = yaml.safe_load((ROOT / "configs" / f"{args.config}.yaml").read_text())
         cfg["data"]["data_root"] = data
         cfg["data"] |= {"samples_per_epoch": args.samples, "batch_size": args.batch // n, "num_workers": 0}
-        cfg["train"] |= {"max_epochs": args.epochs, "patience": args.epochs, "accelerator": args.accelerator, "devices": n,
-                         "strategy": "ddp" if n > 1 else "auto", "export_onnx": False, "calibrate": False, "max_minutes": None}
+        cfg["train"] |= {
+            "max_epochs": args.epochs,
+            "patience": args.epochs,
+            "accelerator": args.accelerator,
+            "devices": n,
+            "strategy": "ddp" if n > 1 else "auto",
+            "export_onnx": False,
+            "calibrate": False,
+            "max_minutes": None,
+        }
         if args.accelerator == "cpu":
             cfg["train"]["threads"] = max(1, cores // n)
         cfg["tracking"] = {"enabled": False}
@@ -54,8 +62,12 @@ def main() -> None:
         path = work / f"p{n}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "terraseg", "--quiet", "train", str(path)], capture_output=True, text=True,
-                              env=os.environ | {"HF_HUB_OFFLINE": "1"})
+        proc = subprocess.run(
+            [sys.executable, "-m", "terraseg", "--quiet", "train", str(path)],
+            capture_output=True,
+            text=True,
+            env=os.environ | {"HF_HUB_OFFLINE": "1"},
+        )
         wall = time.perf_counter() - t0
         if proc.returncode:
             raise SystemExit(proc.stderr[-2000:])
@@ -63,10 +75,17 @@ def main() -> None:
 
         m = Bundle.load(Path(cfg["output_dir"]) / "model.terraseg").manifest
         t = m.training
-        row = {"processes": n, "world_size": t.get("world_size"), "threads_per_process": cfg["train"].get("threads"),
-               "batch_per_rank": args.batch // n, "wall_windows_per_s": t["wall_chips_per_second"],
-               "steady_windows_per_s": t.get("steady_wall_chips_per_second"), "validation_share": t["validation_share"],
-               "val_score": round(m.metrics["validation"].get("val/score", float("nan")), 4), "command_wall_s": round(wall, 1)}
+        row = {
+            "processes": n,
+            "world_size": t.get("world_size"),
+            "threads_per_process": cfg["train"].get("threads"),
+            "batch_per_rank": args.batch // n,
+            "wall_windows_per_s": t["wall_chips_per_second"],
+            "steady_windows_per_s": t.get("steady_wall_chips_per_second"),
+            "validation_share": t["validation_share"],
+            "val_score": round(m.metrics["validation"].get("val/score", float("nan")), 4),
+            "command_wall_s": round(wall, 1),
+        }
         rate = row["steady_windows_per_s"] or row["wall_windows_per_s"]
         if base is None:
             base = rate

@@ -19,7 +19,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from terraseg.devices import cpu_model  # noqa: E402
-
 from terraseg.settings import data_root  # noqa: E402
 
 D = data_root()
@@ -28,13 +27,24 @@ VSTEM = "SpaceNet_AOI_2_Las_Vegas-056155973080_01_P001-WV03"
 NB = D / "new-brunswick-landcover"
 
 DATASETS = {  # name -> (--data, --labels, --attribute)
-    "massachusetts": ([D / "massachusetts-buildings" / "22978945_15.tif"], D / "massachusetts-buildings" / "massachusetts_buildings.zip", None),
+    "massachusetts": (
+        [D / "massachusetts-buildings" / "22978945_15.tif"],
+        D / "massachusetts-buildings" / "massachusetts_buildings.zip",
+        None,
+    ),
     "vegas": ([V / f"{VSTEM}-RGB.tif"], V / f"{VSTEM}.gpkg", None),
-    "new-brunswick": ([NB / "23322E759967N_clipped_1m_1of2.tif", NB / "23322E759967N_clipped_1m_2of2.tif"],
-                      NB / "BakerLake_2017_clipped.gpkg", "Quatreclasses"),
+    "new-brunswick": (
+        [NB / "23322E759967N_clipped_1m_1of2.tif", NB / "23322E759967N_clipped_1m_2of2.tif"],
+        NB / "BakerLake_2017_clipped.gpkg",
+        "Quatreclasses",
+    ),
     "loveda": ([D / "loveda-samples"], None, None),
     "magnetic-tiles": ([D / "magnetic-tiles"], None, None),
-    "sen1floods11": ([D / "sen1floods11" / "S2" / "Spain_7370579_S2Hand.tif"], D / "sen1floods11" / "Labels" / "Spain_7370579_LabelHand.tif", None),
+    "sen1floods11": (
+        [D / "sen1floods11" / "S2" / "Spain_7370579_S2Hand.tif"],
+        D / "sen1floods11" / "Labels" / "Spain_7370579_LabelHand.tif",
+        None,
+    ),
     "aerial-tile": ([D / "aerial-building-tiles" / "tiled_image_1.tif"], D / "aerial-building-tiles" / "tiled_label_1.tif", None),
 }
 OTHERS = {  # imagery of another city / sensor, for the RGB bundles
@@ -64,8 +74,20 @@ def main() -> None:
         for name, (data, labels, attr) in DATASETS.items():
             if a.only and name not in a.only:
                 continue
-            args = [exe, "-q", "train", *sum((["--data", str(d)] for d in data), []), "--minutes", str(a.minutes),
-                    "--set", f"output_dir={tmp}/{name}", "--set", "tracking.enabled=false", "--set", "train.export_onnx=false"]
+            args = [
+                exe,
+                "-q",
+                "train",
+                *sum((["--data", str(d)] for d in data), []),
+                "--minutes",
+                str(a.minutes),
+                "--set",
+                f"output_dir={tmp}/{name}",
+                "--set",
+                "tracking.enabled=false",
+                "--set",
+                "train.export_onnx=false",
+            ]
             args += ["--labels", str(labels)] if labels else []
             args += ["--attribute", attr] if attr else []
             r = subprocess.run(args, capture_output=True, text=True, cwd=tmp)
@@ -77,15 +99,17 @@ def main() -> None:
             d = b.manifest.drift or {}
             t = d.get("thresholds", {})
             rate = d.get("false_alarm_rate")
-            print(f"{name:16} {('-' if rate is None else f'{rate:.1%}'):>13} {d.get('validation_windows', 0):>12}  "
-                  f"{t.get('smd', 0):.2f}, {t.get('range', 0):.2f}, {t.get('psi', 0):.2f}")
+            print(
+                f"{name:16} {('-' if rate is None else f'{rate:.1%}'):>13} {d.get('validation_windows', 0):>12}  "
+                f"{t.get('smd', 0):.2f}, {t.get('range', 0):.2f}, {t.get('psi', 0):.2f}"
+            )
         import numpy as np
         import rasterio
 
         u16 = Path(tmp) / "uint16.tif"
         with rasterio.open(D / "massachusetts-buildings" / "22978945_15.tif") as src:
             prof = src.profile | {"dtype": "uint16", "nodata": None}
-            data = (src.read(window=((0, 512), (0, 512))).astype(np.uint16) * 257)
+            data = src.read(window=((0, 512), (0, 512))).astype(np.uint16) * 257
             prof.update(width=512, height=512, transform=src.window_transform(((0, 512), (0, 512))))
         with rasterio.open(u16, "w", **prof) as dst:
             dst.write(data)

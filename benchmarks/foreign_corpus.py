@@ -54,9 +54,18 @@ def small_bundle(path: Path) -> Path:
 
     torch.manual_seed(0)
     mc = ModelConfig(arch="plain_unet", base_filters=8, encoder_depth=3)
-    m = BundleManifest(name="corpus", model=mc, classes=[ClassSpec(name="a"), ClassSpec(name="b")],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=NormStats("meanstd", [100.0] * 3, [50.0] * 3, [5.0] * 3,
-                                                                                       [250.0] * 3), train_window=64, predict_window=256))
+    m = BundleManifest(
+        name="corpus",
+        model=mc,
+        classes=[ClassSpec(name="a"), ClassSpec(name="b")],
+        input=InputSpec(
+            bands=3,
+            dtype="uint8",
+            normalization=NormStats("meanstd", [100.0] * 3, [50.0] * 3, [5.0] * 3, [250.0] * 3),
+            train_window=64,
+            predict_window=256,
+        ),
+    )
     return Bundle(m, build_model(mc, 3, 2)).save(path)
 
 
@@ -70,9 +79,15 @@ def georef(path: Path) -> tuple:
         warnings.simplefilter("ignore")
         with rasterio.open(path) as ds:
             placed = ds.transform != rasterio.Affine.identity()
-            crs = horizontal_crs(ds.crs)[0] if ds.crs and placed else None  # a compound CRS places a 2-D map by its horizontal part
-            return (crs.to_wkt() if crs else None, tuple(ds.transform)[:6] if placed else None,
-                    len(ds.gcps[0]), ds.rpcs is not None)
+            crs = (
+                horizontal_crs(ds.crs)[0] if ds.crs and placed else None
+            )  # a compound CRS places a 2-D map by its horizontal part
+            return (
+                crs.to_wkt() if crs else None,
+                tuple(ds.transform)[:6] if placed else None,
+                len(ds.gcps[0]),
+                ds.rpcs is not None,
+            )
 
 
 def same_georef(want: tuple, got: tuple) -> bool:
@@ -123,8 +138,10 @@ def main() -> None:
         bundle = a.bundle or small_bundle(Path(tmp) / "corpus.terraseg")
         for i, f in enumerate(files):
             out = Path(tmp) / f"o{i}"
-            for cmd, args in (("stats", ["stats", str(f), "--out", str(out / "stats")]),
-                              ("predict", ["predict", str(bundle), str(f), "--out", str(out / "pred")])):
+            for cmd, args in (
+                ("stats", ["stats", str(f), "--out", str(out / "stats")]),
+                ("predict", ["predict", str(bundle), str(f), "--out", str(out / "pred")]),
+            ):
                 outcome = classify(run([exe, "-q", *args], a.timeout))
                 if cmd == "predict" and outcome == "ok":
                     # the map itself: <stem>.tif (or the photo's own suffix), not its <stem>.tif.aux.xml side-car

@@ -36,10 +36,8 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_bench import ROOT, Server, free_port, load, pct, png_512  # noqa: E402
-
-
 import litserve as ls  # noqa: E402
+from serve_bench import ROOT, Server, free_port, load, pct, png_512  # noqa: E402
 
 
 class SegmentAPI(ls.LitAPI):
@@ -95,8 +93,21 @@ def _lit_rows(a, payload: bytes) -> list[tuple[int, list[float], int, float]]:
     import signal
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--bundle", a.bundle, "--lit-child", str(port), "--max-batch",
-                             str(a.max_batch), "--wait-ms", str(a.wait_ms)], start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--bundle",
+            a.bundle,
+            "--lit-child",
+            str(port),
+            "--max-batch",
+            str(a.max_batch),
+            "--wait-ms",
+            str(a.wait_ms),
+        ],
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -144,8 +155,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=15)
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--wait-ms", type=float, default=5.0)
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="Rounds, the servers' order swapped each round.")
+    ap.add_argument("--rounds", type=int, default=2, help="Rounds, the servers' order swapped each round.")
     ap.add_argument("--lit-child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.lit_child:
@@ -155,17 +165,22 @@ def main() -> None:
     from terraseg.devices import cpu_model
 
     payload = png_512()
-    print(f"{cpu_model()} x{os.cpu_count()}; 512x512 PNG, {a.duration:.0f} s per level; max batch {a.max_batch}, "
-          f"wait {a.wait_ms:g} ms; {a.rounds} rounds")
+    print(
+        f"{cpu_model()} x{os.cpu_count()}; 512x512 PNG, {a.duration:.0f} s per level; max batch {a.max_batch}, "
+        f"wait {a.wait_ms:g} ms; {a.rounds} rounds"
+    )
     print("round server     clients   n   err  p50_ms  p99_ms  req/s")
     rates: dict[tuple[str, int], list[float]] = {}
     runs = {"terraseg": _terraseg_rows, "litserve": _lit_rows}
     for r in range(a.rounds):
-        for name in (["terraseg", "litserve"] if r % 2 == 0 else ["litserve", "terraseg"]):
+        for name in ["terraseg", "litserve"] if r % 2 == 0 else ["litserve", "terraseg"]:
             for c, lat, err, rate in runs[name](a, payload):
                 rates.setdefault((name, c), []).append(rate)
-                print(f"{r + 1:5d} {name:10s} {c:7d} {len(lat):4d} {err:5d} {pct(lat, 50) * 1e3:7.0f} {pct(lat, 99) * 1e3:7.0f} "
-                      f"{rate:6.2f}", flush=True)
+                print(
+                    f"{r + 1:5d} {name:10s} {c:7d} {len(lat):4d} {err:5d} {pct(lat, 50) * 1e3:7.0f} {pct(lat, 99) * 1e3:7.0f} "
+                    f"{rate:6.2f}",
+                    flush=True,
+                )
     print("\nclients  terraseg_req/s  litserve_req/s  terraseg/litserve   (medians over rounds)")
     for c in a.clients:
         t, lit = statistics.median(rates[("terraseg", c)]), statistics.median(rates[("litserve", c)])

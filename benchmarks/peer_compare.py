@@ -39,14 +39,54 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PEERS = {
-    "torchgeo": ["torchgeo==0.8.1", "kornia", "kornia-rs", "rtree", "einops", "lightly", "jsonargparse[signatures]",
-                 "docstring-parser", "typeshed-client", "hydra-core", "omegaconf", "antlr4-python3-runtime", "aenum"],
+    "torchgeo": [
+        "torchgeo==0.8.1",
+        "kornia",
+        "kornia-rs",
+        "rtree",
+        "einops",
+        "lightly",
+        "jsonargparse[signatures]",
+        "docstring-parser",
+        "typeshed-client",
+        "hydra-core",
+        "omegaconf",
+        "antlr4-python3-runtime",
+        "aenum",
+    ],
     # Raster Vision 0.31.1 and what it imports beyond terraseg's environment (albumentations 2.0.8 wants albucore 0.0.24)
-    "rastervision": ["rastervision_core==0.31.1", "rastervision_pytorch_learner==0.31.1", "rastervision_pipeline==0.31.1",
-                     "everett", "configobj", "stackstac", "triangle", "humanize", "albumentations==2.0.8", "albucore==0.0.24",
-                     "opencv-python-headless<4.13", "pycocotools", "xarray", "scikit-image", "lazy_loader", "imageio", "tifffile",
-                     "pystac==1.14.*", "dask", "toolz", "stringzilla", "simsimd", "boto3", "botocore", "s3transfer", "jmespath",
-                     "tensorboard", "tensorboard-data-server", "markdown", "absl-py"],
+    "rastervision": [
+        "rastervision_core==0.31.1",
+        "rastervision_pytorch_learner==0.31.1",
+        "rastervision_pipeline==0.31.1",
+        "everett",
+        "configobj",
+        "stackstac",
+        "triangle",
+        "humanize",
+        "albumentations==2.0.8",
+        "albucore==0.0.24",
+        "opencv-python-headless<4.13",
+        "pycocotools",
+        "xarray",
+        "scikit-image",
+        "lazy_loader",
+        "imageio",
+        "tifffile",
+        "pystac==1.14.*",
+        "dask",
+        "toolz",
+        "stringzilla",
+        "simsimd",
+        "boto3",
+        "botocore",
+        "s3transfer",
+        "jmespath",
+        "tensorboard",
+        "tensorboard-data-server",
+        "markdown",
+        "absl-py",
+    ],
 }
 
 
@@ -91,7 +131,7 @@ def torchgeo_child(scene: str, bundle: str, out: str) -> None:
                 r0, c0 = max(row, 0), max(col, 0)
                 r1, c1 = min(row + 512, height), min(col + 512, width)
                 if r1 > r0 and c1 > c0:
-                    pred[r0:r1, c0:c1] = ids[k, r0 - row:r1 - row, c0 - col:c1 - col].numpy()
+                    pred[r0:r1, c0:c1] = ids[k, r0 - row : r1 - row, c0 - col : c1 - col].numpy()
     profile.update(count=1, dtype="uint8", compress="deflate", nodata=None)
     with rasterio.open(out, "w", **profile) as dst:
         dst.write(pred[None])
@@ -103,9 +143,14 @@ def rastervision_child(scene: str, bundle: str, out: str) -> None:
     import albumentations as A
     import torch
     from rastervision.core.data import ClassConfig, SemanticSegmentationLabels
-    from rastervision.pytorch_learner import (SemanticSegmentationGeoDataConfig, SemanticSegmentationLearner,
-                                              SemanticSegmentationLearnerConfig, SemanticSegmentationModelConfig,
-                                              SemanticSegmentationSlidingWindowGeoDataset, SolverConfig)
+    from rastervision.pytorch_learner import (
+        SemanticSegmentationGeoDataConfig,
+        SemanticSegmentationLearner,
+        SemanticSegmentationLearnerConfig,
+        SemanticSegmentationModelConfig,
+        SemanticSegmentationSlidingWindowGeoDataset,
+        SolverConfig,
+    )
 
     from terraseg.bundle import Bundle
 
@@ -115,10 +160,15 @@ def rastervision_child(scene: str, bundle: str, out: str) -> None:
     cc = ClassConfig(names=names, null_class=names[0])
     t0 = time.perf_counter()
     norm = A.Normalize(mean=[m / 255 for m in b.stats.mean], std=[s / 255 for s in b.stats.std], max_pixel_value=255.0)
-    ds = SemanticSegmentationSlidingWindowGeoDataset.from_uris(class_config=cc, image_uri=scene, size=512, stride=384,
-                                                               transform=norm, normalize=False)
-    cfg = SemanticSegmentationLearnerConfig(data=SemanticSegmentationGeoDataConfig(class_config=cc, num_workers=0),
-                                            solver=SolverConfig(batch_sz=4), model=SemanticSegmentationModelConfig())
+    ds = SemanticSegmentationSlidingWindowGeoDataset.from_uris(
+        class_config=cc, image_uri=scene, size=512, stride=384, transform=norm, normalize=False
+    )
+    cfg = SemanticSegmentationLearnerConfig(
+        data=SemanticSegmentationGeoDataConfig(class_config=cc, num_workers=0),
+        solver=SolverConfig(batch_sz=4),
+        model=SemanticSegmentationModelConfig(),
+    )
+
     class TwoChannel(torch.nn.Module):  # RV takes a softmax over K channels: a binary 1-logit net becomes [0, z]
         def __init__(self, net: torch.nn.Module) -> None:
             super().__init__()
@@ -130,8 +180,9 @@ def rastervision_child(scene: str, bundle: str, out: str) -> None:
 
     learner = SemanticSegmentationLearner(cfg=cfg, model=TwoChannel(b.model).eval(), training=False)
     preds = learner.predict_dataset(ds, raw_out=True, numpy_out=True, progress_bar=False)
-    labels = SemanticSegmentationLabels.from_predictions(ds.windows, preds, smooth=True, extent=ds.scene.extent,
-                                                         num_classes=len(cc))
+    labels = SemanticSegmentationLabels.from_predictions(
+        ds.windows, preds, smooth=True, extent=ds.scene.extent, num_classes=len(cc)
+    )
     labels.save(uri=out, crs_transformer=ds.scene.raster_source.crs_transformer, class_config=cc, smooth_output=False)
     print(json.dumps({"seconds": time.perf_counter() - t0}))
 
@@ -184,8 +235,9 @@ def main() -> None:
     for peer in peers:
         where = args.packages / peer
         if not (where / peer).exists():
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(where), "--no-deps", *PEERS[peer]],
-                           check=True)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "-q", "--target", str(where), "--no-deps", *PEERS[peer]], check=True
+            )
     work = Path(tempfile.mkdtemp(prefix="terraseg-peers-"))
     scene = work / "scenes" / "scene.tif"
     scene.parent.mkdir()

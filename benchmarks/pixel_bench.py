@@ -38,13 +38,22 @@ def water(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def write_scene(path: Path, size: int, mask_path: Path | None = None, block: int = 1024, seed: int = 0) -> None:
     """The synthetic scene (and optionally its mask), written one strip of ``block`` rows at a time."""
     rng = np.random.default_rng(seed)
-    prof = dict(driver="GTiff", width=size, height=size, crs="EPSG:32633", transform=from_origin(400000, 6000000, 10, 10),
-                tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER")
+    prof = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        crs="EPSG:32633",
+        transform=from_origin(400000, 6000000, 10, 10),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        BIGTIFF="IF_SAFER",
+    )
     with rasterio.open(path, "w", count=4, dtype="uint16", **prof) as dst:
         msk = rasterio.open(mask_path, "w", count=1, dtype="uint8", **prof) if mask_path else None
         for r0 in range(0, size, block):
             h = min(block, size - r0)
-            rr, cc = np.mgrid[r0:r0 + h, 0:size]
+            rr, cc = np.mgrid[r0 : r0 + h, 0:size]
             t = water(rr, cc)
             img = rng.normal(1000, 250, (4, h, size)).astype(np.float32)
             img[1] += np.where(t == 1, 600, -300)
@@ -59,17 +68,25 @@ def write_scene(path: Path, size: int, mask_path: Path | None = None, block: int
 
 def one(arch: str, train_img: Path, train_mask: Path, scene: Path, work: Path) -> dict:
     """Train ``arch`` and predict ``scene`` in this process; figures as a dict."""
-    from terraseg.config import ExperimentConfig
     from terraseg import predict
+    from terraseg.config import ExperimentConfig
     from terraseg.training.pixel import train_pixel
 
-    cfg = ExperimentConfig.model_validate({
-        "name": f"bench-{arch}", "classes": [{"name": "land"}, {"name": "water"}],
-        "data": {"train": [{"kind": "scene", "image": str(train_img), "mask": str(train_mask)}], "val_fraction": 0.0,
-                 "band_names": BANDS},
-        "model": {"arch": arch}, "baseline": {"indices": ["ndvi", "ndwi"], "samples_per_class": 20000, "n_estimators": 100},
-        "tracking": {"enabled": False}, "output_dir": str(work / arch),
-    })
+    cfg = ExperimentConfig.model_validate(
+        {
+            "name": f"bench-{arch}",
+            "classes": [{"name": "land"}, {"name": "water"}],
+            "data": {
+                "train": [{"kind": "scene", "image": str(train_img), "mask": str(train_mask)}],
+                "val_fraction": 0.0,
+                "band_names": BANDS,
+            },
+            "model": {"arch": arch},
+            "baseline": {"indices": ["ndvi", "ndwi"], "samples_per_class": 20000, "n_estimators": 100},
+            "tracking": {"enabled": False},
+            "output_dir": str(work / arch),
+        }
+    )
     t0 = time.perf_counter()
     res = train_pixel(cfg)
     t_train = time.perf_counter() - t0
@@ -82,14 +99,21 @@ def one(arch: str, train_img: Path, train_mask: Path, scene: Path, work: Path) -
         mp = ds.width * ds.height / 1e6
         with rasterio.open(next(iter(out.outputs.values()))["prediction"]) as pred:
             w = Window(0, 0, min(2048, ds.width), min(2048, ds.height))
-            rr, cc = np.mgrid[0:int(w.height), 0:int(w.width)]
+            rr, cc = np.mgrid[0 : int(w.height), 0 : int(w.width)]
             agree = float((pred.read(1, window=w) == water(rr, cc)).mean())
     from terraseg.bundle import Bundle
 
     fit_s = Bundle.load(res.bundle_path).manifest.training["fit_seconds"]
-    return {"arch": arch, "train_s": round(t_train, 1), "fit_s": fit_s, "predict_s": round(t_pred, 1),
-            "mp_per_s": round(mp / t_pred, 2), "peak_rss_mb_train": round(rss_train), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "pixel_accuracy_2048_corner": round(agree, 4)}
+    return {
+        "arch": arch,
+        "train_s": round(t_train, 1),
+        "fit_s": fit_s,
+        "predict_s": round(t_pred, 1),
+        "mp_per_s": round(mp / t_pred, 2),
+        "peak_rss_mb_train": round(rss_train),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "pixel_accuracy_2048_corner": round(agree, 4),
+    }
 
 
 def main() -> None:
@@ -110,18 +134,25 @@ def main() -> None:
         write_scene(scene, a.size, seed=1)
     if not timg.exists():
         write_scene(timg, 2048, tmask, seed=2)
-    print(f"scene {a.size}x{a.size}x4 uint16 ({scene.stat().st_size / 1e6:.0f} MB) ready in {time.perf_counter() - t0:.0f} s; "
-          "training scene 2048x2048, 20,000 pixels per class, features: 4 bands + NDVI + NDWI")
+    print(
+        f"scene {a.size}x{a.size}x4 uint16 ({scene.stat().st_size / 1e6:.0f} MB) ready in {time.perf_counter() - t0:.0f} s; "
+        "training scene 2048x2048, 20,000 pixels per class, features: 4 bands + NDVI + NDWI"
+    )
     print("arch                 train_s  fit_s  predict_s  MP/s  peak_RSS_MB  agreement")
     for arch in a.arch:
-        r = subprocess.run([sys.executable, __file__, "--one", arch, str(timg), str(tmask), str(scene), str(work)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, __file__, "--one", arch, str(timg), str(tmask), str(scene), str(work)],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode:
             print(f"{arch}: failed\n{r.stderr[-2000:]}")
             continue
         d = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"{arch:20s} {d['train_s']:7.1f} {d['fit_s']:6.1f} {d['predict_s']:10.1f} {d['mp_per_s']:5.2f} "
-              f"{d['peak_rss_mb']:12d} {d['pixel_accuracy_2048_corner']:10.4f}")
+        print(
+            f"{arch:20s} {d['train_s']:7.1f} {d['fit_s']:6.1f} {d['predict_s']:10.1f} {d['mp_per_s']:5.2f} "
+            f"{d['peak_rss_mb']:12d} {d['pixel_accuracy_2048_corner']:10.4f}"
+        )
 
 
 if __name__ == "__main__":

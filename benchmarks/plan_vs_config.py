@@ -33,7 +33,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from terraseg.devices import cpu_model  # noqa: E402
-
 from terraseg.settings import data_root  # noqa: E402
 
 D = data_root()
@@ -43,22 +42,45 @@ NB = D / "new-brunswick-landcover"
 
 # name -> (plan inputs, labels, attribute, hand config: a shipped config path or a mapping)
 DATASETS = {
-    "massachusetts": ([str(D / "massachusetts-buildings" / "22978945_15.tif")],
-                      str(D / "massachusetts-buildings" / "massachusetts_buildings.zip"), None,
-                      ROOT / "configs" / "massachusetts-buildings.yaml"),
+    "massachusetts": (
+        [str(D / "massachusetts-buildings" / "22978945_15.tif")],
+        str(D / "massachusetts-buildings" / "massachusetts_buildings.zip"),
+        None,
+        ROOT / "configs" / "massachusetts-buildings.yaml",
+    ),
     "magnetic-tiles": ([str(D / "magnetic-tiles")], None, None, ROOT / "configs" / "magnetic-tiles.yaml"),
     "intel-scenes": ([str(D / "intel-scenes")], None, None, ROOT / "configs" / "intel-scenes.yaml"),
     "loveda": ([str(D / "loveda-samples")], None, None, ROOT / "configs" / "loveda.yaml"),
-    "sen1floods11": ([str(D / "sen1floods11" / "S2" / "Spain_7370579_S2Hand.tif")],
-                     str(D / "sen1floods11" / "Labels" / "Spain_7370579_LabelHand.tif"), None,
-                     ROOT / "configs" / "sen1floods11-unet.yaml"),
-    "vegas-4band": (["{stacked}"], str(VEGAS / f"{VSTEM}.gpkg"), None, {
-        "name": "vegas-hand", "classes": [{"name": "background"}, {"name": "building"}],
-        "data": {"train": [{"kind": "scene", "image": "{stacked}", "vector": {"path": str(VEGAS / f"{VSTEM}.gpkg")}}],
-                 "window": 256, "batch_size": 8, "samples_per_epoch": 128, "normalization": {"method": "percentile"}},
-        "model": {"arch": "unet", "encoder": "resnet18"}, "train": {"max_epochs": 40, "patience": 10}}),
-    "new-brunswick": ([str(NB / "23322E759967N_clipped_1m_1of2.tif"), str(NB / "23322E759967N_clipped_1m_2of2.tif")],
-                      str(NB / "BakerLake_2017_clipped.gpkg"), "Quatreclasses", "{nb_hand}"),
+    "sen1floods11": (
+        [str(D / "sen1floods11" / "S2" / "Spain_7370579_S2Hand.tif")],
+        str(D / "sen1floods11" / "Labels" / "Spain_7370579_LabelHand.tif"),
+        None,
+        ROOT / "configs" / "sen1floods11-unet.yaml",
+    ),
+    "vegas-4band": (
+        ["{stacked}"],
+        str(VEGAS / f"{VSTEM}.gpkg"),
+        None,
+        {
+            "name": "vegas-hand",
+            "classes": [{"name": "background"}, {"name": "building"}],
+            "data": {
+                "train": [{"kind": "scene", "image": "{stacked}", "vector": {"path": str(VEGAS / f"{VSTEM}.gpkg")}}],
+                "window": 256,
+                "batch_size": 8,
+                "samples_per_epoch": 128,
+                "normalization": {"method": "percentile"},
+            },
+            "model": {"arch": "unet", "encoder": "resnet18"},
+            "train": {"max_epochs": 40, "patience": 10},
+        },
+    ),
+    "new-brunswick": (
+        [str(NB / "23322E759967N_clipped_1m_1of2.tif"), str(NB / "23322E759967N_clipped_1m_2of2.tif")],
+        str(NB / "BakerLake_2017_clipped.gpkg"),
+        "Quatreclasses",
+        "{nb_hand}",
+    ),
     "sat6": ([str(D / "sat6" / "classification_data.zip")], None, None, ROOT / "configs" / "sat6.yaml"),
 }
 
@@ -75,7 +97,9 @@ def _run(args: list[str]) -> tuple[float, str]:
     t0 = time.monotonic()
     r = subprocess.run([str(Path(sys.executable).with_name("terraseg")), "-q", *args], capture_output=True, text=True)
     if r.returncode:
-        raise RuntimeError((r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout).strip() else str(r.returncode))
+        raise RuntimeError(
+            (r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout).strip() else str(r.returncode)
+        )
     return time.monotonic() - t0, r.stdout
 
 
@@ -91,10 +115,14 @@ def _score(bundle: Path) -> tuple[float | None, float | None]:
 
 def _nb_hand(plan_raw: dict) -> dict:
     """A hand config for New Brunswick: the plan's sources and classes, the loveda config's model and schedule."""
-    return {"name": "nb-hand", "classes": plan_raw["classes"],
-            "data": {"train": plan_raw["data"]["train"], "window": 256, "batch_size": 8, "samples_per_epoch": 128},
-            "model": {"arch": "deeplabv3plus", "encoder": "resnet34"},
-            "optimizer": {"name": "adamw", "lr": 0.001, "scheduler": "onecycle"}, "train": {"max_epochs": 10, "patience": 5}}
+    return {
+        "name": "nb-hand",
+        "classes": plan_raw["classes"],
+        "data": {"train": plan_raw["data"]["train"], "window": 256, "batch_size": 8, "samples_per_epoch": 128},
+        "model": {"arch": "deeplabv3plus", "encoder": "resnet34"},
+        "optimizer": {"name": "adamw", "lr": 0.001, "scheduler": "onecycle"},
+        "train": {"max_epochs": 10, "patience": 5},
+    }
 
 
 def _set(raw: dict, dotted: str) -> None:
@@ -107,8 +135,15 @@ def _set(raw: dict, dotted: str) -> None:
     node[last] = yaml.safe_load(value)
 
 
-def one(name: str, minutes: float, tmp: Path, plan_sets: tuple[str, ...] = (), sides: tuple[str, ...] = ("plan", "config"),
-        seeds: int | None = None, first_seed: int = 0) -> dict:
+def one(
+    name: str,
+    minutes: float,
+    tmp: Path,
+    plan_sets: tuple[str, ...] = (),
+    sides: tuple[str, ...] = ("plan", "config"),
+    seeds: int | None = None,
+    first_seed: int = 0,
+) -> dict:
     inputs, labels, attribute, hand = DATASETS[name]
     if "{stacked}" in inputs:
         stacked = tmp / "vegas-rgbn.tif"
@@ -129,7 +164,9 @@ def one(name: str, minutes: float, tmp: Path, plan_sets: tuple[str, ...] = (), s
     args += ["--attribute", attribute] if attribute else []
     plan_s, _ = _run(args)
     plan = yaml.safe_load(plan_path.read_text())
-    hand_raw = _nb_hand(plan) if hand == "{nb_hand}" else (yaml.safe_load(Path(hand).read_text()) if isinstance(hand, Path) else hand)
+    hand_raw = (
+        _nb_hand(plan) if hand == "{nb_hand}" else (yaml.safe_load(Path(hand).read_text()) if isinstance(hand, Path) else hand)
+    )
     hand_raw.setdefault("data", {})["data_root"] = str(D)
     # the same data and hold-out for both: the hand config's classes and sources; the plan's rules decide the rest
     plan["classes"] = hand_raw["classes"]
@@ -161,8 +198,13 @@ def one(name: str, minutes: float, tmp: Path, plan_sets: tuple[str, ...] = (), s
             scores.append(score)
             walls.append(wall)
         mean = None if None in scores else sum(scores) / len(scores)
-        rows[label] = {"score": mean, "pixels": pixels, "wall_s": round(sum(walls) / len(walls), 1), "runs": len(scores),
-                       "scores": scores}
+        rows[label] = {
+            "score": mean,
+            "pixels": pixels,
+            "wall_s": round(sum(walls) / len(walls), 1),
+            "runs": len(scores),
+            "scores": scores,
+        }
     rows["plan"]["plan_s"] = round(plan_s, 1)
     return rows
 
@@ -171,18 +213,34 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=3.0)
     p.add_argument("--only", nargs="*", default=None, help="data sets to run (default: all)")
-    p.add_argument("--plan-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="change one planned choice (a rule under test), e.g. optimizer.lr=0.001; repeatable")
+    p.add_argument(
+        "--plan-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one planned choice (a rule under test), e.g. optimizer.lr=0.001; repeatable",
+    )
     p.add_argument("--sides", default="plan,config", help="which runs to train: plan, config or both")
-    p.add_argument("--seeds", type=int, default=None, help="training seeds per data set and side (default: 3 for SAT-6, "
-                   "magnetic tiles, LoveDA, New Brunswick and Sen1Floods11, 6 for SpaceNet Vegas, else 1): at 2 minutes "
-                   "a run's score moves by a few hundredths to tenths between seeds")
-    p.add_argument("--first-seed", type=int, default=0, help="the first training seed (more seeds of an earlier run: "
-                   "--seeds 3 --first-seed 3 runs seeds 3, 4 and 5)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="training seeds per data set and side (default: 3 for SAT-6, "
+        "magnetic tiles, LoveDA, New Brunswick and Sen1Floods11, 6 for SpaceNet Vegas, else 1): at 2 minutes "
+        "a run's score moves by a few hundredths to tenths between seeds",
+    )
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="the first training seed (more seeds of an earlier run: --seeds 3 --first-seed 3 runs seeds 3, 4 and 5)",
+    )
     a = p.parse_args()
     names = a.only or list(DATASETS)
-    print(f"CPU: {cpu_model()}; budget {a.minutes:g} min per run; score = best val/score on the same hold-out"
-          + (f"; plan changed: {', '.join(a.plan_set)}" if a.plan_set else ""))
+    print(
+        f"CPU: {cpu_model()}; budget {a.minutes:g} min per run; score = best val/score on the same hold-out"
+        + (f"; plan changed: {', '.join(a.plan_set)}" if a.plan_set else "")
+    )
     print(f"{'data set':16} {'plan':>7} {'config':>7} {'diff':>7} {'pixels/images':>14} {'plan s':>7} {'config s':>8}")
     diffs = []
     for name in names:
@@ -199,11 +257,16 @@ def main() -> None:
         each = lambda k: "/".join("-" if v is None else f"{v:.3f}" for v in r[k]["scores"])  # noqa: E731
         n = max(r["plan"]["runs"], r["config"]["runs"])
         runs = f"  (mean of {n} seeds: plan {each('plan')}, config {each('config')})" if n > 1 else ""
-        print(f"{name:16} {fmt(ps):>7} {fmt(cs):>7} {('-' if d is None else f'{d:+.4f}'):>7} "
-              f"{(r['plan']['pixels'] or r['config']['pixels'] or 0):>14,.0f} {r['plan']['wall_s']:>7.0f} {r['config']['wall_s']:>8.0f}{runs}", flush=True)
+        print(
+            f"{name:16} {fmt(ps):>7} {fmt(cs):>7} {('-' if d is None else f'{d:+.4f}'):>7} "
+            f"{(r['plan']['pixels'] or r['config']['pixels'] or 0):>14,.0f} {r['plan']['wall_s']:>7.0f} {r['config']['wall_s']:>8.0f}{runs}",
+            flush=True,
+        )
     if diffs:
-        print(f"mean difference (plan - config): {sum(diffs) / len(diffs):+.4f} over {len(diffs)} data sets; "
-              f"worst {min(diffs):+.4f}")
+        print(
+            f"mean difference (plan - config): {sum(diffs) / len(diffs):+.4f} over {len(diffs)} data sets; "
+            f"worst {min(diffs):+.4f}"
+        )
 
 
 if __name__ == "__main__":

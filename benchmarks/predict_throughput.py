@@ -47,8 +47,19 @@ def make_scene(path: Path, size: int) -> None:
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    prof = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:26986",
-                transform=from_origin(200000, 900000, 1.0, 1.0), tiled=True, blockxsize=512, blockysize=512, BIGTIFF="IF_SAFER")
+    prof = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:26986",
+        transform=from_origin(200000, 900000, 1.0, 1.0),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        BIGTIFF="IF_SAFER",
+    )
     rng = np.random.default_rng(0)
     with rasterio.open(path, "w", **prof) as dst:
         for r in range(0, size, 1024):
@@ -71,8 +82,12 @@ def demo_bundle(path: Path, encoder: str = "resnet18") -> Path:
     torch.manual_seed(0)
     mc = ModelConfig(arch="unet", encoder=encoder)
     stats = NormStats("meanstd", [70.0, 69.0, 56.0], [38.0, 35.0, 35.0], [11.0, 14.0, 6.0], [157.0, 155.0, 150.0])
-    m = BundleManifest(name="bench", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="building")],
-                       input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=512, predict_window=512))
+    m = BundleManifest(
+        name="bench",
+        model=mc,
+        classes=[ClassSpec(name="background"), ClassSpec(name="building")],
+        input=InputSpec(bands=3, dtype="uint8", normalization=stats, train_window=512, predict_window=512),
+    )
     return Bundle(m, build_model(mc, 3, 2)).save(path)
 
 
@@ -83,13 +98,21 @@ def child(args: argparse.Namespace) -> None:
     from terraseg.bundle import Bundle
     from terraseg.config.inference import InferenceConfig
     from terraseg.data.scenes import RasterScene
-    from terraseg.prediction.outputs import predict_to_files
     from terraseg.infer.sliding import predictor_for
+    from terraseg.prediction.outputs import predict_to_files
 
     b = Bundle.load(args.bundle)
     layout = {"nhwc": True, "nchw": False}.get(args.layout, args.channels_last)
-    opts = InferenceConfig(window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-                           precision=args.precision, channels_last=layout, backend=args.backend, readers=args.readers)
+    opts = InferenceConfig(
+        window=args.window,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        channels_last=layout,
+        backend=args.backend,
+        readers=args.readers,
+    )
     t_setup = time.perf_counter()
     pred = predictor_for(b, opts)  # with 'auto': the measured choice (or the cached one)
     setup = time.perf_counter() - t_setup
@@ -110,8 +133,15 @@ def child(args: argparse.Namespace) -> None:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    outs = predict_to_files(pred, scene, Path(args.out), b.class_names, [c.color for c in b.manifest.classes], compress=codec,
-                            level=int(level) if level else None)
+    outs = predict_to_files(
+        pred,
+        scene,
+        Path(args.out),
+        b.class_names,
+        [c.color for c in b.manifest.classes],
+        compress=codec,
+        level=int(level) if level else None,
+    )
     sync()
     total = time.perf_counter() - t0
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0
@@ -132,25 +162,74 @@ def child(args: argparse.Namespace) -> None:
         scene.read(y, 0, th, max(scene.width, tw), labels=False)
     read_mpx = len(rs) * th * scene.width / 1e6 / (time.perf_counter() - t2)
     mp = scene.height * scene.width / 1e6
-    print(json.dumps({
-        "size": scene.height, "device": str(pred.device), "backend": rt.backend if rt else "?",
-        "precision": rt.precision if rt else args.precision, "channels_last": rt.channels_last if rt else None,
-        "tiles": n_tiles, "batch_size": bs, "readers": pred.readers, "read_one_thread_megapixels_per_s": round(read_mpx, 1),
-        "seconds": round(total, 2), "megapixels_per_s": round(mp / total, 3),
-        "bare_forward_megapixels_per_s": round(mp / forward_total, 3),
-        "ratio_to_bare_forward": round(forward_total / total, 3),
-        "gpu_peak_mb": round(gpu_peak), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "output": outs["prediction"], "output_mb": round(Path(outs["prediction"]).stat().st_size / 1e6, 2),
-        "torch_threads": torch.get_num_threads(), "setup_seconds": round(setup, 2),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "size": scene.height,
+                "device": str(pred.device),
+                "backend": rt.backend if rt else "?",
+                "precision": rt.precision if rt else args.precision,
+                "channels_last": rt.channels_last if rt else None,
+                "tiles": n_tiles,
+                "batch_size": bs,
+                "readers": pred.readers,
+                "read_one_thread_megapixels_per_s": round(read_mpx, 1),
+                "seconds": round(total, 2),
+                "megapixels_per_s": round(mp / total, 3),
+                "bare_forward_megapixels_per_s": round(mp / forward_total, 3),
+                "ratio_to_bare_forward": round(forward_total / total, 3),
+                "gpu_peak_mb": round(gpu_peak),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "output": outs["prediction"],
+                "output_mb": round(Path(outs["prediction"]).stat().st_size / 1e6, 2),
+                "torch_threads": torch.get_num_threads(),
+                "setup_seconds": round(setup, 2),
+            }
+        ),
+        flush=True,
+    )
 
 
-def run_child(bundle: Path, scene: Path, out: Path, a: argparse.Namespace, precision: str = "32", cl: bool = True,
-              backend: str = "torch", compress: str = "deflate", readers: int | None = None, layout: str = "given") -> dict:
-    cmd = [sys.executable, __file__, "--child", "--bundle", str(bundle), "--scene", str(scene), "--out", str(out),
-           "--window", str(a.window), "--overlap", str(a.overlap), "--precision", precision,
-           "--device", a.device, "--backend", backend, "--compress", compress, "--channels-last" if cl else "--no-channels-last",
-           "--readers", str(readers if readers is not None else a.readers), "--layout", layout]
+def run_child(
+    bundle: Path,
+    scene: Path,
+    out: Path,
+    a: argparse.Namespace,
+    precision: str = "32",
+    cl: bool = True,
+    backend: str = "torch",
+    compress: str = "deflate",
+    readers: int | None = None,
+    layout: str = "given",
+) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--bundle",
+        str(bundle),
+        "--scene",
+        str(scene),
+        "--out",
+        str(out),
+        "--window",
+        str(a.window),
+        "--overlap",
+        str(a.overlap),
+        "--precision",
+        precision,
+        "--device",
+        a.device,
+        "--backend",
+        backend,
+        "--compress",
+        compress,
+        "--channels-last" if cl else "--no-channels-last",
+        "--readers",
+        str(readers if readers is not None else a.readers),
+        "--layout",
+        layout,
+    ]
     if a.batch_size:
         cmd += ["--batch-size", str(a.batch_size)]
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -160,11 +239,13 @@ def run_child(bundle: Path, scene: Path, out: Path, a: argparse.Namespace, preci
 
 
 def _line(size: int, r: dict) -> str:
-    return (f"{size:>6}^2 {r['device']} {r['backend']} {r['precision']}{' NHWC' if r['channels_last'] else ''}: "
-            f"{r['megapixels_per_s']:.3f} MP/s end to end, bare forward {r['bare_forward_megapixels_per_s']:.3f} MP/s, "
-            f"ratio {r['ratio_to_bare_forward']:.3f}, {r['tiles']} windows, batch {r['batch_size']}, {r['readers']} readers "
-            f"(one alone reads {r['read_one_thread_megapixels_per_s']:.0f} MP/s), {r['seconds']:.2f} s, output {r['output_mb']} MB, "
-            f"peak RSS {r['peak_rss_mb']:.0f} MB" + (f", GPU peak {r['gpu_peak_mb']} MB" if r.get("gpu_peak_mb") else ""))
+    return (
+        f"{size:>6}^2 {r['device']} {r['backend']} {r['precision']}{' NHWC' if r['channels_last'] else ''}: "
+        f"{r['megapixels_per_s']:.3f} MP/s end to end, bare forward {r['bare_forward_megapixels_per_s']:.3f} MP/s, "
+        f"ratio {r['ratio_to_bare_forward']:.3f}, {r['tiles']} windows, batch {r['batch_size']}, {r['readers']} readers "
+        f"(one alone reads {r['read_one_thread_megapixels_per_s']:.0f} MP/s), {r['seconds']:.2f} s, output {r['output_mb']} MB, "
+        f"peak RSS {r['peak_rss_mb']:.0f} MB" + (f", GPU peak {r['gpu_peak_mb']} MB" if r.get("gpu_peak_mb") else "")
+    )
 
 
 def main() -> None:
@@ -189,8 +270,12 @@ def main() -> None:
     p.add_argument("--layout", default="given", help=argparse.SUPPRESS)  # auto | nhwc | nchw | given (--channels-last)
     p.add_argument("--candidates", action="store_true", help="compare every backend candidate with the default on one scene")
     p.add_argument("--candidates-size", type=int, default=2048, help="side of the --candidates scene")
-    p.add_argument("--codecs", action="store_true", help="also compare output codecs and levels (deflate, deflate:1, zstd:1, zstd, "
-                   "none) and one reader against the default at the first size")
+    p.add_argument(
+        "--codecs",
+        action="store_true",
+        help="also compare output codecs and levels (deflate, deflate:1, zstd:1, zstd, "
+        "none) and one reader against the default at the first size",
+    )
     a = p.parse_args()
     if a.child:
         return child(a)
@@ -204,9 +289,11 @@ def main() -> None:
         import torch
 
         gpu = f" ({torch.cuda.get_device_name()}, torch {torch.__version__})"
-    print(f"bundle: {bundle} ({a.encoder if not a.bundle else 'given'})  window {a.window}  overlap {a.overlap}  "
-          f"batch {a.batch_size or 'auto'}  device {a.device}{gpu}  "
-          f"cpu {cpu_model()} x{os.cpu_count()} ({', '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'avx512_vnni'}))})")
+    print(
+        f"bundle: {bundle} ({a.encoder if not a.bundle else 'given'})  window {a.window}  overlap {a.overlap}  "
+        f"batch {a.batch_size or 'auto'}  device {a.device}{gpu}  "
+        f"cpu {cpu_model()} x{os.cpu_count()} ({', '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'avx512_vnni'}))})"
+    )
     if a.candidates:
         return candidates(bundle, work, a)
     for size in a.sizes:
@@ -216,13 +303,27 @@ def main() -> None:
             make_scene(scene, size)
             print(f"generated {scene.name} ({size}x{size}x3 uint8) in {time.perf_counter() - t:.0f} s")
         fast = "bf16" if a.device.startswith("cuda") else "auto"
-        for prec in (["32", fast] if fast != "32" else ["32"]):
-            print(_line(size, run_child(bundle, scene, work / f"pred_{size}_{prec}", a, precision=prec,
-                                        backend="torch" if prec != "auto" else "auto")), flush=True)
+        for prec in ["32", fast] if fast != "32" else ["32"]:
+            print(
+                _line(
+                    size,
+                    run_child(
+                        bundle,
+                        scene,
+                        work / f"pred_{size}_{prec}",
+                        a,
+                        precision=prec,
+                        backend="torch" if prec != "auto" else "auto",
+                    ),
+                ),
+                flush=True,
+            )
         if a.codecs and size == a.sizes[0]:
             be = "torch" if fast != "auto" else "auto"
             for codec in ("deflate:1", "zstd:1", "zstd", "none"):
-                r = run_child(bundle, scene, work / f"pred_{size}_{codec.replace(':', '')}", a, precision=fast, backend=be, compress=codec)
+                r = run_child(
+                    bundle, scene, work / f"pred_{size}_{codec.replace(':', '')}", a, precision=fast, backend=be, compress=codec
+                )
                 print(f"  codec {codec}: " + _line(size, r), flush=True)
             r = run_child(bundle, scene, work / f"pred_{size}_1reader", a, precision=fast, backend=be, readers=1)
             print("  one reader: " + _line(size, r), flush=True)
@@ -237,8 +338,10 @@ def main() -> None:
     rbf = run_child(bundle, scene, work / "cmp_bf16", a, precision="bf16", cl=True)
     with rasterio.open(r32["output"]) as x, rasterio.open(rbf["output"]) as y:
         diff = float((x.read(1) != y.read(1)).mean())
-    print(f"{size:>6}^2 fp32: {r32['megapixels_per_s']:.3f} MP/s; bf16+channels_last: {rbf['megapixels_per_s']:.3f} MP/s "
-          f"(x{rbf['megapixels_per_s'] / r32['megapixels_per_s']:.2f}); pixels whose class differs: {diff:.4%}")
+    print(
+        f"{size:>6}^2 fp32: {r32['megapixels_per_s']:.3f} MP/s; bf16+channels_last: {rbf['megapixels_per_s']:.3f} MP/s "
+        f"(x{rbf['megapixels_per_s'] / r32['megapixels_per_s']:.2f}); pixels whose class differs: {diff:.4%}"
+    )
 
 
 def candidates(bundle: Path, work: Path, a: argparse.Namespace) -> None:
@@ -260,29 +363,42 @@ def candidates(bundle: Path, work: Path, a: argparse.Namespace) -> None:
     runs = {n: tuple(n.split(":")) for n in names} | {"default (auto)": ("auto", "auto", "auto")}
     best: dict[str, dict] = {}
     setup = 0.0  # the default's first load: the measured choice (later runs read it from the cache)
-    for rep in range(2):  # interleaved: a burst of load elsewhere hits every candidate alike
+    for _rep in range(2):  # interleaved: a burst of load elsewhere hits every candidate alike
         for name, (backend, prec, layout) in runs.items():
-            r = run_child(bundle, scene, work / f"cand_{name.split()[0].replace(':', '_')}", a, precision=prec, backend=backend,
-                          layout=layout)
+            r = run_child(
+                bundle,
+                scene,
+                work / f"cand_{name.split()[0].replace(':', '_')}",
+                a,
+                precision=prec,
+                backend=backend,
+                layout=layout,
+            )
             if name.startswith("default"):
                 setup = max(setup, r["setup_seconds"])
             if name not in best or r["megapixels_per_s"] > best[name]["megapixels_per_s"]:
                 best[name] = r
+
     def classes(r: dict):
         with rasterio.open(r["output"]) as ds:
             return ds.read(1)
+
     ref = classes(best["torch:32:nchw"]) if "torch:32:nchw" in best else None
     fastest = max((n for n in best if not n.startswith("default")), key=lambda n: best[n]["megapixels_per_s"])
     top = classes(best[fastest])
     for name, r in sorted(best.items(), key=lambda kv: -kv[1]["megapixels_per_s"]):
         ids = classes(r)
         vs_ref = "" if ref is None else f", {float((ids != ref).mean()):.4%} of pixels differ from torch:32:nchw"
-        print(f"{size}^2 {name:16s} {r['backend']}:{r['precision']}:{'nhwc' if r['channels_last'] else 'nchw'}  "
-              f"{r['megapixels_per_s']:.3f} MP/s ({r['seconds']:.2f} s){vs_ref}, {float((ids != top).mean()):.4%} from the fastest",
-              flush=True)
+        print(
+            f"{size}^2 {name:16s} {r['backend']}:{r['precision']}:{'nhwc' if r['channels_last'] else 'nchw'}  "
+            f"{r['megapixels_per_s']:.3f} MP/s ({r['seconds']:.2f} s){vs_ref}, {float((ids != top).mean()):.4%} from the fastest",
+            flush=True,
+        )
     d = best["default (auto)"]
-    print(f"default / fastest ({fastest}): {d['megapixels_per_s'] / best[fastest]['megapixels_per_s']:.3f}; "
-          f"the default's first load took {setup:.1f} s (its choice measured once per machine and bundle, then cached)")
+    print(
+        f"default / fastest ({fastest}): {d['megapixels_per_s'] / best[fastest]['megapixels_per_s']:.3f}; "
+        f"the default's first load took {setup:.1f} s (its choice measured once per machine and bundle, then cached)"
+    )
 
 
 def _cuda() -> bool:

@@ -36,8 +36,20 @@ def _scene(work: Path, size: int) -> Path:
     if path.exists():
         return path
     tmp = path.with_suffix(".part.tif")
-    prof = dict(driver="GTiff", width=size, height=size, count=4, dtype="uint16", crs="EPSG:32618", nodata=0, tiled=True,
-                blockxsize=512, blockysize=512, BIGTIFF="YES", transform=from_origin(500000, 5000000, 0.5, 0.5))
+    prof = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=4,
+        dtype="uint16",
+        crs="EPSG:32618",
+        nodata=0,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        BIGTIFF="YES",
+        transform=from_origin(500000, 5000000, 0.5, 0.5),
+    )
     rng = np.random.default_rng(0)
     with rasterio.open(tmp, "w", **prof) as dst:
         for r in range(0, size, 2048):
@@ -53,9 +65,18 @@ def case_chip(args) -> dict:
 
     scene = _scene(Path(args.work), args.size)
     out = Path(args.out or args.work) / "chips"
-    r = chip(ChipConfig(images=[str(scene)], out_dir=str(out), size=512, compress=args.compress, workers=args.workers or None, max_nodata=1.0))
-    return {"case": f"terraseg chip (compress={args.compress}, workers={args.workers})", "seconds": r.seconds,
-            "mb_per_s": r.mb_per_second, "chips": r.written, "peak_rss_mb": _rss_mb()}
+    r = chip(
+        ChipConfig(
+            images=[str(scene)], out_dir=str(out), size=512, compress=args.compress, workers=args.workers or None, max_nodata=1.0
+        )
+    )
+    return {
+        "case": f"terraseg chip (compress={args.compress}, workers={args.workers})",
+        "seconds": r.seconds,
+        "mb_per_s": r.mb_per_second,
+        "chips": r.written,
+        "peak_rss_mb": _rss_mb(),
+    }
 
 
 def case_rasterio_read(args) -> dict:
@@ -72,7 +93,13 @@ def case_rasterio_read(args) -> dict:
                 ds.read(window=Window(c, r, 512, 512), boundless=True, fill_value=0)
                 n += 1
     dt = time.perf_counter() - t0
-    return {"case": "rasterio read loop", "seconds": dt, "mb_per_s": args.size**2 * 8 / 1e6 / dt, "chips": n, "peak_rss_mb": _rss_mb()}
+    return {
+        "case": "rasterio read loop",
+        "seconds": dt,
+        "mb_per_s": args.size**2 * 8 / 1e6 / dt,
+        "chips": n,
+        "peak_rss_mb": _rss_mb(),
+    }
 
 
 def case_rasterio_read_write(args) -> dict:
@@ -86,8 +113,18 @@ def case_rasterio_read_write(args) -> dict:
     t0 = time.perf_counter()
     n = 0
     with rasterio.open(scene) as ds:
-        prof = dict(driver="GTiff", width=512, height=512, count=4, dtype="uint16", crs=ds.crs, nodata=0, tiled=True,
-                    blockxsize=256, blockysize=256)
+        prof = dict(
+            driver="GTiff",
+            width=512,
+            height=512,
+            count=4,
+            dtype="uint16",
+            crs=ds.crs,
+            nodata=0,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+        )
         for r in range(0, ds.height, 512):
             for c in range(0, ds.width, 512):
                 w = Window(c, r, 512, 512)
@@ -96,7 +133,13 @@ def case_rasterio_read_write(args) -> dict:
                     dst.write(data)
                 n += 1
     dt = time.perf_counter() - t0
-    return {"case": "rasterio read+write loop", "seconds": dt, "mb_per_s": args.size**2 * 8 / 1e6 / dt, "chips": n, "peak_rss_mb": _rss_mb()}
+    return {
+        "case": "rasterio read+write loop",
+        "seconds": dt,
+        "mb_per_s": args.size**2 * 8 / 1e6 / dt,
+        "chips": n,
+        "peak_rss_mb": _rss_mb(),
+    }
 
 
 def _tiles(work: Path, n_side: int = 8, tile: int = 1024) -> list[str]:
@@ -113,9 +156,21 @@ def _tiles(work: Path, n_side: int = 8, tile: int = 1024) -> list[str]:
             p = folder / f"t_{i}_{j}.tif"
             if not p.exists():
                 data = rng.integers(1, 255, size=(3, tile, tile), dtype=np.uint8)
-                with rasterio.open(p, "w", driver="GTiff", width=tile, height=tile, count=3, dtype="uint8", crs="EPSG:32618", nodata=0,
-                                   tiled=True, blockxsize=256, blockysize=256,
-                                   transform=from_origin(500000 + j * step, 5000000 - i * step, 1, 1)) as d:
+                with rasterio.open(
+                    p,
+                    "w",
+                    driver="GTiff",
+                    width=tile,
+                    height=tile,
+                    count=3,
+                    dtype="uint8",
+                    crs="EPSG:32618",
+                    nodata=0,
+                    tiled=True,
+                    blockxsize=256,
+                    blockysize=256,
+                    transform=from_origin(500000 + j * step, 5000000 - i * step, 1, 1),
+                ) as d:
                     d.write(data)
             paths.append(str(p))
     return paths
@@ -128,7 +183,12 @@ def case_mosaic(args) -> dict:
     tiles = _tiles(Path(args.work))
     t0 = time.perf_counter()
     r = mosaic(MosaicConfig(inputs=tiles, out=str(Path(args.work) / "mosaic_terraseg.tif"), compress="none"))
-    return {"case": "terraseg mosaic", "seconds": time.perf_counter() - t0, "size": f"{r.width}x{r.height}", "peak_rss_mb": _rss_mb()}
+    return {
+        "case": "terraseg mosaic",
+        "seconds": time.perf_counter() - t0,
+        "size": f"{r.width}x{r.height}",
+        "peak_rss_mb": _rss_mb(),
+    }
 
 
 def case_merge(args) -> dict:
@@ -138,11 +198,26 @@ def case_merge(args) -> dict:
     tiles = _tiles(Path(args.work))
     t0 = time.perf_counter()
     arr, tr = merge(tiles)
-    with rasterio.open(Path(args.work) / "mosaic_rasterio.tif", "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=3,
-                       dtype="uint8", crs="EPSG:32618", transform=tr, nodata=0, tiled=True) as d:
+    with rasterio.open(
+        Path(args.work) / "mosaic_rasterio.tif",
+        "w",
+        driver="GTiff",
+        width=arr.shape[2],
+        height=arr.shape[1],
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32618",
+        transform=tr,
+        nodata=0,
+        tiled=True,
+    ) as d:
         d.write(arr)
-    return {"case": "rasterio.merge.merge + write", "seconds": time.perf_counter() - t0, "size": f"{arr.shape[2]}x{arr.shape[1]}",
-            "peak_rss_mb": _rss_mb()}
+    return {
+        "case": "rasterio.merge.merge + write",
+        "seconds": time.perf_counter() - t0,
+        "size": f"{arr.shape[2]}x{arr.shape[1]}",
+        "peak_rss_mb": _rss_mb(),
+    }
 
 
 def case_rasterize(args) -> dict:
@@ -157,8 +232,19 @@ def case_rasterize(args) -> dict:
     work = Path(args.work)
     ref, vec = work / "grid_10000.tif", work / "polys_100k.gpkg"
     if not ref.exists():  # an empty (sparse) 10000x10000 grid, 1 m pixels
-        with rasterio.open(ref, "w", driver="GTiff", width=10000, height=10000, count=1, dtype="uint8", crs="EPSG:32618", tiled=True,
-                           sparse_ok=True, transform=from_origin(500000, 5010000, 1, 1)):
+        with rasterio.open(
+            ref,
+            "w",
+            driver="GTiff",
+            width=10000,
+            height=10000,
+            count=1,
+            dtype="uint8",
+            crs="EPSG:32618",
+            tiled=True,
+            sparse_ok=True,
+            transform=from_origin(500000, 5010000, 1, 1),
+        ):
             pass
     if not vec.exists():
         rng = np.random.default_rng(2)
@@ -168,8 +254,14 @@ def case_rasterize(args) -> dict:
         geoms = box(x, y, x + s, y + s * rng.uniform(0.5, 1.5, 100_000))
         gpd.GeoDataFrame({"cls": rng.integers(1, 4, 100_000)}, geometry=geoms, crs="EPSG:32618").to_file(vec)
     t0 = time.perf_counter()
-    rasterize_labels(RasterizeConfig(vector=LabelOptions(path=str(vec), attribute="cls"), reference=str(ref), out=str(work / "mask_10000.tif")))
-    return {"case": "terraseg rasterize 100k polygons -> 10000x10000", "seconds": time.perf_counter() - t0, "peak_rss_mb": _rss_mb()}
+    rasterize_labels(
+        RasterizeConfig(vector=LabelOptions(path=str(vec), attribute="cls"), reference=str(ref), out=str(work / "mask_10000.tif"))
+    )
+    return {
+        "case": "terraseg rasterize 100k polygons -> 10000x10000",
+        "seconds": time.perf_counter() - t0,
+        "peak_rss_mb": _rss_mb(),
+    }
 
 
 CASES = {
@@ -195,19 +287,36 @@ def main() -> None:
         return
     results = []
     for case in CASES[args.bench]:
-        cmd = [sys.executable, __file__, args.bench, "--case", case, "--work", args.work, "--size", str(args.size),
-               "--compress", args.compress, "--workers", str(args.workers)] + (["--out", args.out] if args.out else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            args.bench,
+            "--case",
+            case,
+            "--work",
+            args.work,
+            "--size",
+            str(args.size),
+            "--compress",
+            args.compress,
+            "--workers",
+            str(args.workers),
+        ] + (["--out", args.out] if args.out else [])
         line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         results.append(json.loads(line))
         print(line, flush=True)
     if args.bench == "chip":
         ours, read, rw = results
-        print(f"chip / read-only loop throughput ratio: {ours['mb_per_s'] / read['mb_per_s']:.2f}; "
-              f"chip / read+write loop: {ours['mb_per_s'] / rw['mb_per_s']:.2f}; terraseg peak RSS {ours['peak_rss_mb']:.0f} MB")
+        print(
+            f"chip / read-only loop throughput ratio: {ours['mb_per_s'] / read['mb_per_s']:.2f}; "
+            f"chip / read+write loop: {ours['mb_per_s'] / rw['mb_per_s']:.2f}; terraseg peak RSS {ours['peak_rss_mb']:.0f} MB"
+        )
     elif args.bench == "mosaic":
         ours, ref = results
-        print(f"mosaic: terraseg {ours['seconds']:.1f} s / {ours['peak_rss_mb']:.0f} MB, rasterio.merge {ref['seconds']:.1f} s / "
-              f"{ref['peak_rss_mb']:.0f} MB")
+        print(
+            f"mosaic: terraseg {ours['seconds']:.1f} s / {ours['peak_rss_mb']:.0f} MB, rasterio.merge {ref['seconds']:.1f} s / "
+            f"{ref['peak_rss_mb']:.0f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import threading
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict_throughput import demo_bundle, make_scene  # noqa: E402
 
@@ -58,7 +57,7 @@ class RssSampler:
                     pass
             self._stop.wait(self.every)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._t.start()
         return self
 
@@ -104,7 +103,11 @@ def run(bundle: Path, inputs: list[str], out: Path, args, engine: str, workers: 
             ray.shutdown()
     if res.failures:
         raise SystemExit(f"failures: {res.failures}")
-    return {"wall_s": round(wall, 2), "ray_init_s": round(startup, 2), "worker_peak_rss_mb": sorted(round(v / 2**20) for v in rss.peak.values())}
+    return {
+        "wall_s": round(wall, 2),
+        "ray_init_s": round(startup, 2),
+        "worker_peak_rss_mb": sorted(round(v / 2**20) for v in rss.peak.values()),
+    }
 
 
 def main() -> None:
@@ -141,8 +144,16 @@ def main() -> None:
         workloads["big"] = ([str(p)], args.big_size**2)
     import torch
 
-    print(json.dumps({"cpu_cores": os.cpu_count(), "torch": torch.__version__, "device": args.device,
-                      "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))
+    print(
+        json.dumps(
+            {
+                "cpu_cores": os.cpu_count(),
+                "torch": torch.__version__,
+                "device": args.device,
+                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            }
+        )
+    )
     for name, (inputs, pixels) in workloads.items():
         base = run(bundle, inputs, work / f"out-{name}-local", args, "local")
         mp = pixels / 1e6
@@ -156,8 +167,10 @@ def main() -> None:
                 rate1 = r["mpx_per_s"]
             r["scaling_efficiency"] = round(r["mpx_per_s"] / (n * rate1), 3) if rate1 else None
             r["overhead_vs_local"] = round(r["wall_s"] / base["wall_s"] - 1, 3)
-            r["differing_pixels"] = sum(differing(work / f"out-{name}-local" / f"{Path(i).stem}.tif",
-                                                  work / f"out-{name}-ray{n}" / f"{Path(i).stem}.tif") for i in inputs)
+            r["differing_pixels"] = sum(
+                differing(work / f"out-{name}-local" / f"{Path(i).stem}.tif", work / f"out-{name}-ray{n}" / f"{Path(i).stem}.tif")
+                for i in inputs
+            )
             print(json.dumps({"workload": name, "engine": "ray", "workers": n, **r}), flush=True)
     print(json.dumps({"driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 

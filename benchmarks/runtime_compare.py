@@ -59,8 +59,10 @@ def main() -> None:
         m = metrics_from_confusion(confusion_matrix(np.where(ids < 0, 0, ids), truth, len(names), b.manifest.ignore_index), names)
         return m["iou"] if "iou" in m else m["miou"]
 
-    print(f"bundle {a.bundle} on {a.image.name} ({scene.width}x{scene.height}); device {a.device}; cpu {cpu_model()} "
-          f"x{os.cpu_count()}, native bf16: {native_bf16(a.device)} ({', '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'}))})")
+    print(
+        f"bundle {a.bundle} on {a.image.name} ({scene.width}x{scene.height}); device {a.device}; cpu {cpu_model()} "
+        f"x{os.cpu_count()}, native bf16: {native_bf16(a.device)} ({', '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'}))})"
+    )
     base = dict(device=a.device, window=a.window)
     variants = [("torch", "32", False), ("torch", "32", True)]
     if native_bf16(a.device):
@@ -75,8 +77,11 @@ def main() -> None:
         ids, secs, label = run(b, scene, InferenceConfig(**base, backend=backend, precision=precision, channels_last=cl))
         ref = ids if ref is None else ref
         diff = int((ids != ref).sum())
-        print(f"{'auto -> ' if backend == 'auto' else ''}{label:<22} {secs:6.2f} s  IoU {score(ids):.4f}  "
-              f"pixels changed vs float32: {diff} ({diff / ids.size:.4%})", flush=True)
+        print(
+            f"{'auto -> ' if backend == 'auto' else ''}{label:<22} {secs:6.2f} s  IoU {score(ids):.4f}  "
+            f"pixels changed vs float32: {diff} ({diff / ids.size:.4%})",
+            flush=True,
+        )
     for overlap in (0.125, 0.25, 0.5):
         ids, secs, label = run(b, scene, InferenceConfig(**base, overlap=overlap))
         print(f"overlap {overlap:<5} ({label}) {secs:6.2f} s  IoU {score(ids):.4f}", flush=True)

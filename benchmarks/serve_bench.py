@@ -106,7 +106,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).with_name("terraseg")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "terraseg"]  # a checkout on PYTHONPATH (the GPU check)
-        self.proc = subprocess.Popen([*cmd, "serve", str(bundle), "--backend", backend, "--port", str(self.port), "--quiet", *extra])
+        self.proc = subprocess.Popen(
+            [*cmd, "serve", str(bundle), "--backend", backend, "--port", str(self.port), "--quiet", *extra]
+        )
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -131,12 +133,24 @@ class Server:
 def invalid_uploads(payload: bytes) -> list[tuple[str, bytes]]:
     """Hostile or broken uploads the server must answer with 4xx: garbage, truncated, wrong type, empty, a path."""
     rng = np.random.default_rng(1)
-    return [("noise.png", rng.integers(0, 255, 50_000, dtype=np.uint8).tobytes()), ("cut.png", payload[: len(payload) // 3]),
-            ("notes.txt", b"hello"), ("empty.png", b""), ("../etc.png", payload), ("fake.tif", b"II*\x00" + b"\xff" * 4000)]
+    return [
+        ("noise.png", rng.integers(0, 255, 50_000, dtype=np.uint8).tobytes()),
+        ("cut.png", payload[: len(payload) // 3]),
+        ("notes.txt", b"hello"),
+        ("empty.png", b""),
+        ("../etc.png", payload),
+        ("fake.tif", b"II*\x00" + b"\xff" * 4000),
+    ]
 
 
-async def load(url: str, payload: bytes, clients: int, duration: float,
-               invalid: list[tuple[str, bytes]] | None = None, path: str = "/v1/segment") -> tuple[list[float], dict[int, int], float]:
+async def load(
+    url: str,
+    payload: bytes,
+    clients: int,
+    duration: float,
+    invalid: list[tuple[str, bytes]] | None = None,
+    path: str = "/v1/segment",
+) -> tuple[list[float], dict[int, int], float]:
     """``clients`` concurrent loops posting ``payload`` (and, every other request, one of ``invalid``);
     returns latencies (s) and error counts by status of the valid requests, and the wall time. Answers to
     invalid uploads are counted in ``load.invalid`` by status."""
@@ -154,8 +168,12 @@ async def load(url: str, payload: bytes, clients: int, duration: float,
                 if invalid and count[0] % 2 == 0:
                     name, body = invalid[count[0] // 2 % len(invalid)]
                     try:
-                        r = await client.post("/v1/segment", params={"format": "png"}, files={"file": (name, body, "application/octet-stream")})
-                        code = r.status_code if r.headers.get("content-type", "").startswith("application/json") else -r.status_code
+                        r = await client.post(
+                            "/v1/segment", params={"format": "png"}, files={"file": (name, body, "application/octet-stream")}
+                        )
+                        code = (
+                            r.status_code if r.headers.get("content-type", "").startswith("application/json") else -r.status_code
+                        )
                     except httpx.HTTPError:
                         code = -1
                     load.invalid[code] = load.invalid.get(code, 0) + 1  # type: ignore[attr-defined]
@@ -236,8 +254,10 @@ def case_latency(a: argparse.Namespace) -> None:
     extra = (["--window", str(a.window)] if a.window else []) + (["--workers", str(a.workers)] if a.workers > 1 else [])
     if a.batch_wait_ms is not None:
         extra += ["--batch-wait-ms", str(a.batch_wait_ms), "--max-batch", str(a.max_batch)]
-    print(f"512x512 PNG ({len(payload) / 1e3:.0f} kB), {a.duration:.0f} s per level, window {a.window or 'bundle default'}, "
-          f"{a.workers} server process(es)")
+    print(
+        f"512x512 PNG ({len(payload) / 1e3:.0f} kB), {a.duration:.0f} s per level, window {a.window or 'bundle default'}, "
+        f"{a.workers} server process(es)"
+    )
     print("backend clients   n   err  p50_ms  p95_ms  p99_ms  req/s")
     summary = []
     for backend in a.backends:
@@ -252,16 +272,22 @@ def case_latency(a: argparse.Namespace) -> None:
                 p50 = pct(lat, 50) * 1e3
                 p50_1 = p50 if p50_1 is None else p50_1
                 levels.append((c, len(lat) / wall, pct(lat, 99)))
-                print(f"{backend:7s} {c:7d} {len(lat):4d} {sum(err.values()):5d} {p50:7.0f} {pct(lat, 95) * 1e3:7.0f} "
-                      f"{pct(lat, 99) * 1e3:7.0f} {len(lat) / wall:6.2f}", flush=True)
+                print(
+                    f"{backend:7s} {c:7d} {len(lat):4d} {sum(err.values()):5d} {p50:7.0f} {pct(lat, 95) * 1e3:7.0f} "
+                    f"{pct(lat, 99) * 1e3:7.0f} {len(lat) / wall:6.2f}",
+                    flush=True,
+                )
         finally:
             srv.stop()
         wait = a.batch_wait_ms if a.batch_wait_ms is not None else 0.0
         for c, rps, p99 in levels:  # against the bare forward at a batch of as many images as clients
             ips = bare_batch(a.bundle, backend, batch=min(c, a.max_batch), reps=max(3, 40 // c))
             batch_s = min(c, a.max_batch) / ips
-            print(f"{backend}: {c} clients {rps:.2f} req/s vs the bare forward at batch {min(c, a.max_batch)} {ips:.2f} images/s: "
-                  f"ratio {rps / ips:.3f}; p99 {p99 * 1e3:.0f} ms vs wait + two batch times {wait + 2e3 * batch_s:.0f} ms", flush=True)
+            print(
+                f"{backend}: {c} clients {rps:.2f} req/s vs the bare forward at batch {min(c, a.max_batch)} {ips:.2f} images/s: "
+                f"ratio {rps / ips:.3f}; p99 {p99 * 1e3:.0f} ms vs wait + two batch times {wait + 2e3 * batch_s:.0f} ms",
+                flush=True,
+            )
         summary.append((backend, fw, sw, p50_1))
     print("\nbackend  forward_1x512_ms  sliding_predict_ms  p50_1client/forward  p50_1client/sliding")
     for backend, fw, sw, p50 in summary:
@@ -296,7 +322,9 @@ def case_soak(a: argparse.Namespace) -> None:
         th = threading.Thread(target=prober, daemon=True)
         t_start = time.time()
         th.start()
-        lat, err, wall = asyncio.run(load(srv.url, payload, a.clients[0], a.duration, invalid_uploads(payload) if a.mixed else None))
+        lat, err, wall = asyncio.run(
+            load(srv.url, payload, a.clients[0], a.duration, invalid_uploads(payload) if a.mixed else None)
+        )
         stop.set()
         th.join()
     finally:
@@ -304,22 +332,30 @@ def case_soak(a: argparse.Namespace) -> None:
     first = [m for t, m in rss if t - t_start < 10]
     last = [m for t, m in rss if t - t_start > wall - 10]
     h = np.array(health) * 1e3
-    print(f"soak: backend {a.backend[0]}, {a.clients[0]} clients, {wall:.0f} s, {len(lat)} requests ok ({len(lat) / wall:.2f}/s), "
-          f"errors {sum(err.values())} {err or ''}")
+    print(
+        f"soak: backend {a.backend[0]}, {a.clients[0]} clients, {wall:.0f} s, {len(lat)} requests ok ({len(lat) / wall:.2f}/s), "
+        f"errors {sum(err.values())} {err or ''}"
+    )
     if a.mixed:
         bad = load.invalid  # type: ignore[attr-defined]
-        print(f"invalid uploads: {sum(bad.values())} answered by status {dict(sorted(bad.items()))} "
-              f"(4xx JSON expected; negative: not JSON; -1: no answer); 5xx: {sum(v for k, v in bad.items() if abs(k) >= 500)}")
+        print(
+            f"invalid uploads: {sum(bad.values())} answered by status {dict(sorted(bad.items()))} "
+            f"(4xx JSON expected; negative: not JSON; -1: no answer); 5xx: {sum(v for k, v in bad.items() if abs(k) >= 500)}"
+        )
     print(f"latency ms p50 {pct(lat, 50) * 1e3:.0f} p95 {pct(lat, 95) * 1e3:.0f} p99 {pct(lat, 99) * 1e3:.0f}")
     if first and last:
         print(f"server RSS change first -> last 10 s: {(np.mean(last) / np.mean(first) - 1) * 100:+.1f}%")
-    print(f"server RSS MB: first 10 s mean {np.mean(first):.0f}, last 10 s mean {np.mean(last):.0f}, max {max(m for _, m in rss):.0f}")
+    print(
+        f"server RSS MB: first 10 s mean {np.mean(first):.0f}, last 10 s mean {np.mean(last):.0f}, max {max(m for _, m in rss):.0f}"
+    )
     buckets = {}
     for t, m in rss:
         buckets.setdefault(int((t - t_start) // 10) * 10, []).append(m)
     print("server RSS MB by 10 s:", " ".join(f"{k}s:{max(v):.0f}" for k, v in sorted(buckets.items())))
-    print(f"/healthz: {len(h)} probes, errors {health_err}, p50 {np.median(h):.1f} ms, p99 {np.percentile(h, 99):.1f} ms, "
-          f"max {h.max():.1f} ms, over 100 ms: {(h > 100).mean() * 100:.1f}%")
+    print(
+        f"/healthz: {len(h)} probes, errors {health_err}, p50 {np.median(h):.1f} ms, p99 {np.percentile(h, 99):.1f} ms, "
+        f"max {h.max():.1f} ms, over 100 ms: {(h > 100).mean() * 100:.1f}%"
+    )
 
 
 def case_speed(a: argparse.Namespace) -> None:
@@ -346,8 +382,10 @@ def case_speed(a: argparse.Namespace) -> None:
                 ts.append(time.perf_counter() - t0)
             times[name] = statistics.median(ts)
         mp = s * s / 1e6
-        print(f"{s:5d} {times['torch'] * 1e3:9.0f} {times['onnx'] * 1e3:8.0f} {times['torch'] / times['onnx']:10.2f} "
-              f"{mp / times['torch']:11.2f} {mp / times['onnx']:10.2f}")
+        print(
+            f"{s:5d} {times['torch'] * 1e3:9.0f} {times['onnx'] * 1e3:8.0f} {times['torch'] / times['onnx']:10.2f} "
+            f"{mp / times['torch']:11.2f} {mp / times['onnx']:10.2f}"
+        )
 
 
 def case_passes(a: argparse.Namespace) -> None:
@@ -370,21 +408,28 @@ def case_passes(a: argparse.Namespace) -> None:
     b = Bundle.load(a.bundle)
     pred = predictor_for(b, backend=a.backend[0])
     rt = getattr(pred.backend, "runtime", None)
-    print(f"{cpu_model()} x{os.cpu_count()}; {b.manifest.model.arch}/{b.manifest.model.encoder}, runtime "
-          f"{rt.backend + ' ' + rt.precision + (' NHWC' if rt.channels_last else '') if rt else a.backend[0]}, torch {torch.__version__}")
+    print(
+        f"{cpu_model()} x{os.cpu_count()}; {b.manifest.model.arch}/{b.manifest.model.encoder}, runtime "
+        f"{rt.backend + ' ' + rt.precision + (' NHWC' if rt.channels_last else '') if rt else a.backend[0]}, torch {torch.__version__}"
+    )
     print("side  windows  ms_per_pass    MP/s")
     for side in a.sizes:
         cap, seconds = best_batch_pixels(pred.backend, b.in_channels, side, a.max_batch, stop_below=None)
         for n, sec in seconds.items():
             print(f"{side:4d} {n:8d} {sec * 1e3:12.1f} {n * side * side / sec / 1e6:7.2f}")
-        print(f"{side:4d}  pass cap: {'none (the largest batch was fastest)' if cap is None else f'{cap // (side * side)} window(s) ({cap:,} pixels)'}")
+        print(
+            f"{side:4d}  pass cap: {'none (the largest batch was fastest)' if cap is None else f'{cap // (side * side)} window(s) ({cap:,} pixels)'}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "crop.png"
         path.write_bytes(png_512())
         scene = scene_from_path(path, ignore_index=b.manifest.ignore_index)
         scene.read(0, 0, scene.height, scene.width, labels=False)  # decoded once, as in the server
         reports, summary = {}, drift.window_summary
-        for name, fn in (("per-value counts", summary), ("per pixel", lambda x, lo, hi, e: summary(x.astype(np.float64), lo, hi, e))):
+        for name, fn in (
+            ("per-value counts", summary),
+            ("per pixel", lambda x, lo, hi, e: summary(x.astype(np.float64), lo, hi, e)),
+        ):
             drift.window_summary = fn
             try:
                 drift.bundle_drift(b, scene)
@@ -401,15 +446,24 @@ def case_passes(a: argparse.Namespace) -> None:
         # the predictor's own cost around the network (read, normalise, blend, argmax, hand-over) for a one-window
         # upload, with a 1x1 convolution as the network so that the rest shows: the one strip read and handed on
         # by the calling thread (now) against two thread pools started per call (before)
-        import terraseg.infer.sliding as sliding
         from concurrent.futures import ThreadPoolExecutor
+
+        import terraseg.infer.sliding as sliding
         from terraseg.infer.backends import TorchBackend
 
         side = min(scene.height, scene.width) // 32 * 32
-        tiny = sliding.SlidingWindowPredictor(TorchBackend(torch.nn.Conv2d(b.in_channels, b.num_classes, 1).eval()), pred.stats,
-                                              b.num_classes, window=side, batch_size=1)
+        tiny = sliding.SlidingWindowPredictor(
+            TorchBackend(torch.nn.Conv2d(b.in_channels, b.num_classes, 1).eval()),
+            pred.stats,
+            b.num_classes,
+            window=side,
+            batch_size=1,
+        )
         inline = sliding._Inline
-        for name, pools in (("one strip on the calling thread", inline), ("thread pools per call", lambda: ThreadPoolExecutor(1))):
+        for name, pools in (
+            ("one strip on the calling thread", inline),
+            ("thread pools per call", lambda: ThreadPoolExecutor(1)),
+        ):
             sliding._Inline = pools
             try:
                 ts = []
@@ -419,7 +473,9 @@ def case_passes(a: argparse.Namespace) -> None:
                     ts.append(time.perf_counter() - t0)
             finally:
                 sliding._Inline = inline
-            print(f"predictor around a 1x1 convolution, the {scene.width}x{scene.height} crop, {name}: {statistics.median(ts) * 1e3:.1f} ms")
+            print(
+                f"predictor around a 1x1 convolution, the {scene.width}x{scene.height} crop, {name}: {statistics.median(ts) * 1e3:.1f} ms"
+            )
 
 
 def _torch_fwd(model, x: np.ndarray):
@@ -432,7 +488,11 @@ def _torch_fwd(model, x: np.ndarray):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("case", choices=["latency", "soak", "speed", "passes"])
-    ap.add_argument("--bundle", type=Path, default=Path(os.environ.get("TERRASEG_BUNDLE", ROOT / "runs/massachusetts-buildings/model.terraseg")))
+    ap.add_argument(
+        "--bundle",
+        type=Path,
+        default=Path(os.environ.get("TERRASEG_BUNDLE", ROOT / "runs/massachusetts-buildings/model.terraseg")),
+    )
     ap.add_argument("--backend", dest="backends", nargs="+", default=["auto", "torch", "onnx"])
     ap.add_argument("--clients", nargs="+", type=int, default=None)
     ap.add_argument("--duration", type=float, default=None, help="seconds per load level (latency 20, soak 60)")

@@ -32,8 +32,13 @@ def convert(src: Path, out: Path) -> tuple[Path, Path]:
     xs, ys = zip(*bbox["coordinates"][0])
     image = np.load(src / "REFERENCE_SCENES.npy")[0].transpose(2, 0, 1)  # (13, 101, 100)
     mask = np.load(src / "TestEOPatch" / "mask_timeless" / "LULC.npy")[..., 0]
-    profile = dict(driver="GTiff", height=image.shape[1], width=image.shape[2], crs="EPSG:32633",
-                   transform=from_bounds(min(xs), min(ys), max(xs), max(ys), image.shape[2], image.shape[1]))
+    profile = dict(
+        driver="GTiff",
+        height=image.shape[1],
+        width=image.shape[2],
+        crs="EPSG:32633",
+        transform=from_bounds(min(xs), min(ys), max(xs), max(ys), image.shape[2], image.shape[1]),
+    )
     with rasterio.open(out / "patch.tif", "w", count=13, dtype="float32", **profile) as dst:
         dst.write(image.astype(np.float32))
     with rasterio.open(out / "lulc.tif", "w", count=1, dtype="uint16", nodata=0, **profile) as dst:
@@ -49,13 +54,28 @@ def main() -> None:
     exe = str(Path(sys.executable).with_name("terraseg"))
     with tempfile.TemporaryDirectory() as tmp:
         image, mask = convert(a.data, Path(tmp))
-        run = subprocess.run([exe, "train", "--data", str(image), "--labels", str(mask), "--minutes", str(a.minutes),
-                              "--set", "tracking.enabled=false"], cwd=tmp, capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                exe,
+                "train",
+                "--data",
+                str(image),
+                "--labels",
+                str(mask),
+                "--minutes",
+                str(a.minutes),
+                "--set",
+                "tracking.enabled=false",
+            ],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+        )
         keep = ("plan", "hold-out", "candidate", "kept", "wall time", "best validation", "validation", "error", "warning")
         for line in (run.stdout + run.stderr).splitlines():
             if line.startswith(keep) and not line.startswith("20"):
                 print(line)
-        plan = (Path(tmp) / "runs" / "patch" / "plan.yaml")
+        plan = Path(tmp) / "runs" / "patch" / "plan.yaml"
         if plan.is_file():
             import yaml
 

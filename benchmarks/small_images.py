@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from terraseg.devices import cpu_model
 from terraseg import predict
+from terraseg.devices import cpu_model
 from terraseg.settings import data_root
 
 
@@ -38,9 +38,18 @@ def random_bundle(path: Path) -> Path:
 
     torch.manual_seed(0)
     mc = ModelConfig(arch="unet", encoder="resnet18")
-    m = BundleManifest(name="small", model=mc, classes=[ClassSpec(name="background"), ClassSpec(name="defect")],
-                       input=InputSpec(bands=1, dtype="uint8", normalization=NormStats("meanstd", [90.0], [40.0], [0.0], [255.0]),
-                                       train_window=256, predict_window=256))
+    m = BundleManifest(
+        name="small",
+        model=mc,
+        classes=[ClassSpec(name="background"), ClassSpec(name="defect")],
+        input=InputSpec(
+            bands=1,
+            dtype="uint8",
+            normalization=NormStats("meanstd", [90.0], [40.0], [0.0], [255.0]),
+            train_window=256,
+            predict_window=256,
+        ),
+    )
     return Bundle(m, build_model(mc, 1, 2)).save(path)
 
 
@@ -68,14 +77,25 @@ def main() -> None:
         for f in files:
             alone |= predict(bundle, [f], Path(tmp) / "single", **opts).outputs
         t_single = time.perf_counter() - t0
-        differ = sum(int((np.asarray(Image.open(together.outputs[str(f)]["prediction"])) !=
-                          np.asarray(Image.open(alone[str(f)]["prediction"]))).sum()) for f in files)
+        differ = sum(
+            int(
+                (
+                    np.asarray(Image.open(together.outputs[str(f)]["prediction"]))
+                    != np.asarray(Image.open(alone[str(f)]["prediction"]))
+                ).sum()
+            )
+            for f in files
+        )
         pixels = sum(w * h for w, h in (Image.open(f).size for f in files))
-    print(f"{len(files)} images in {len(sizes)} sizes from {', '.join(a.folders)}; cpu {cpu_model()} x{os.cpu_count()}; "
-          f"batch {a.batch_size}")
+    print(
+        f"{len(files)} images in {len(sizes)} sizes from {', '.join(a.folders)}; cpu {cpu_model()} x{os.cpu_count()}; "
+        f"batch {a.batch_size}"
+    )
     print(f"one call, same-size images batched: {len(files) / t_batched:.1f} images/s ({t_batched:.1f} s)")
-    print(f"one call per image:                 {len(files) / t_single:.1f} images/s ({t_single:.1f} s); "
-          f"speed-up x{t_single / t_batched:.2f}; pixels that differ: {differ} of {pixels}")
+    print(
+        f"one call per image:                 {len(files) / t_single:.1f} images/s ({t_single:.1f} s); "
+        f"speed-up x{t_single / t_batched:.2f}; pixels that differ: {differ} of {pixels}"
+    )
 
 
 if __name__ == "__main__":

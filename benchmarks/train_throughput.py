@@ -75,14 +75,16 @@ def main() -> None:
     device = cfg.training_device()
     auto = cfg.training_precision()
     name = torch.cuda.get_device_name() if device == "cuda" else f"{cpu_model()} x{os.cpu_count()}"
-    print(f"{cfg.name}: {cfg.model.arch}/{cfg.model.encoder}, window {d.window}, batch {d.batch_size}, channels_last "
-          f"{cfg.train.channels_last}; device {device} ({name}; native bf16: {'avx512_bf16' in cpu_flags() or device == 'cuda'}), "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{cfg.name}: {cfg.model.arch}/{cfg.model.encoder}, window {d.window}, batch {d.batch_size}, channels_last "
+        f"{cfg.train.channels_last}; device {device} ({name}; native bf16: {'avx512_bf16' in cpu_flags() or device == 'cuda'}), "
+        f"torch threads {torch.get_num_threads()}"
+    )
     tr, _ = train_val_scenes(d, cfg.ignore_index, cfg.num_classes, cfg.train.seed)
     bare = {}
     for prec in dict.fromkeys(["32", auto]):
         bare[prec] = bare_step(cfg, tr[0].count, device, prec, a.steps)
-        print(f"bare step {prec}: {bare[prec]:.1f} windows/s ({bare[prec] * d.window ** 2 / 1e6:.2f} MP/s)", flush=True)
+        print(f"bare step {prec}: {bare[prec]:.1f} windows/s ({bare[prec] * d.window**2 / 1e6:.2f} MP/s)", flush=True)
     kw = loader_options(d.num_workers, device)
     n_batches = max(a.steps, 4 * kw["num_workers"])
     ds = RandomWindowDataset(tr, d.window, d.batch_size * (n_batches + 1), None, d.rare_class_share)  # as training: raw windows
@@ -98,19 +100,31 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = a.keep or Path(tmp) / "run"
-            run_cfg = load_config(a.config, a.overrides + [f"output_dir={run_dir}", "tracking.enabled=false",
-                                                           f"train.max_epochs={a.epochs}", "train.max_minutes=null",
-                                                           "train.export_onnx=false"])
+            run_cfg = load_config(
+                a.config,
+                a.overrides
+                + [
+                    f"output_dir={run_dir}",
+                    "tracking.enabled=false",
+                    f"train.max_epochs={a.epochs}",
+                    "train.max_minutes=null",
+                    "train.export_onnx=false",
+                ],
+            )
             res = train(run_cfg)
             t = Bundle.load(res.bundle_path).manifest.training
         wall = t["wall_chips_per_second"]
-        print(f"terraseg train ({t['precision']}, {a.epochs} epochs x {d.samples_per_epoch} windows): wall {wall:.1f} windows/s "
-              f"(steps only {t['chips_per_second']:.1f}), validation {t['validation_share']:.1%} of the time; "
-              f"ratio to the bare step {wall / bare[t['precision']]:.2f}")
+        print(
+            f"terraseg train ({t['precision']}, {a.epochs} epochs x {d.samples_per_epoch} windows): wall {wall:.1f} windows/s "
+            f"(steps only {t['chips_per_second']:.1f}), validation {t['validation_share']:.1%} of the time; "
+            f"ratio to the bare step {wall / bare[t['precision']]:.2f}"
+        )
         steady = t.get("steady_wall_chips_per_second")
         if steady:
-            print(f"  after the first epoch (worker start-up, kernel autotuning): wall {steady:.1f} windows/s, "
-                  f"ratio to the bare step {steady / bare[t['precision']]:.2f}")
+            print(
+                f"  after the first epoch (worker start-up, kernel autotuning): wall {steady:.1f} windows/s, "
+                f"ratio to the bare step {steady / bare[t['precision']]:.2f}"
+            )
 
 
 if __name__ == "__main__":

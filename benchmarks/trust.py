@@ -37,8 +37,8 @@ def main() -> None:
     from terraseg.bundle import Bundle
     from terraseg.evaluation.area import estimate_area, sample_points
     from terraseg.infer.inputs import open_input
-    from terraseg.prediction.outputs import predict_to_files
     from terraseg.infer.sliding import predictor_for
+    from terraseg.prediction.outputs import predict_to_files
 
     b = Bundle.load(a.bundle)
     with rasterio.open(a.mask) as m:
@@ -51,7 +51,9 @@ def main() -> None:
 
     if not b.manifest.calibration and a.fit_image:
         fit = RasterScene(a.fit_image, mask_path=a.fit_mask, ignore_index=b.manifest.ignore_index)
-        b.manifest.calibration = calibrate_on_scenes(b.model, [fit], b.stats, b.manifest.input.predict_window, b.manifest.ignore_index)
+        b.manifest.calibration = calibrate_on_scenes(
+            b.model, [fit], b.stats, b.manifest.input.predict_window, b.manifest.ignore_index
+        )
     T = b.manifest.calibration.get("temperature", 1.0)
     scene = open_input(b, a.image)
     eces = {}
@@ -59,15 +61,20 @@ def main() -> None:
         b.manifest.calibration = {"temperature": t}
         ids, probs = predictor_for(b).predict_array(scene)
         ok = (ids >= 0) & (truth != b.manifest.ignore_index)
-        eces[name] = expected_calibration_error(torch.from_numpy(probs[:, ok].T.copy()), torch.from_numpy(truth[ok].astype(np.int64)))
-    print(f"temperature {T:.3f}: ECE on the tile {eces['uncalibrated']:.4f} uncalibrated -> {eces['temperature']:.4f}", flush=True)
+        eces[name] = expected_calibration_error(
+            torch.from_numpy(probs[:, ok].T.copy()), torch.from_numpy(truth[ok].astype(np.int64))
+        )
+    print(
+        f"temperature {T:.3f}: ECE on the tile {eces['uncalibrated']:.4f} uncalibrated -> {eces['temperature']:.4f}", flush=True
+    )
     b.manifest.calibration = {"temperature": T}
     res = {}
     for tta in ("none", "d4"):
         pred = predictor_for(b, tta=tta)
         t0 = time.perf_counter()
-        files = predict_to_files(pred, open_input(b, a.image), out / tta, b.class_names, [c.color for c in b.manifest.classes],
-                                 uncertainty=True)
+        files = predict_to_files(
+            pred, open_input(b, a.image), out / tta, b.class_names, [c.color for c in b.manifest.classes], uncertainty=True
+        )
         dt = time.perf_counter() - t0
         with rasterio.open(files["prediction"]) as d, rasterio.open(files["confidence"]) as c:
             ids, conf = d.read(1), c.read(1)
@@ -82,8 +89,11 @@ def main() -> None:
         n1, n0 = wrong.sum(), (~wrong).sum()
         auroc = (ranks[wrong].sum() - n1 * (n1 + 1) / 2) / max(n1 * n0, 1)
         res[tta] = (inter / max(union, 1), auroc, dt, files["prediction"])
-        print(f"tta {tta}: IoU(class 1) {inter / max(union, 1):.4f}, wrong pixels {wrong.mean():.2%}, "
-              f"AUROC of the confidence for wrong pixels {auroc:.3f}, {dt:.1f} s", flush=True)
+        print(
+            f"tta {tta}: IoU(class 1) {inter / max(union, 1):.4f}, wrong pixels {wrong.mean():.2%}, "
+            f"AUROC of the confidence for wrong pixels {auroc:.3f}, {dt:.1f} s",
+            flush=True,
+        )
     # area from a stratified sample of the (no-TTA) map, labels from the reference mask
     pts = sample_points(res["none"][3], a.n, "proportional", min_per_class=max(50, a.n // 6), seed=a.seed)
     pts["reference"] = truth[pts["row"], pts["col"]].astype(int)
@@ -97,8 +107,10 @@ def main() -> None:
     mapped = float(det["mapped_pixels"][1]) * px_ha
     k = 1
     inside = abs(est.area[k] - true_area) <= est.area_ci[k]
-    print(f"area of class 1 from {len(pts)} stratified points: {est.area[k]:.2f} +/- {est.area_ci[k]:.2f} {est.unit} (95%); "
-          f"true {true_area:.2f}; mapped (pixel count) {mapped:.2f}; truth inside the interval: {inside}")
+    print(
+        f"area of class 1 from {len(pts)} stratified points: {est.area[k]:.2f} +/- {est.area_ci[k]:.2f} {est.unit} (95%); "
+        f"true {true_area:.2f}; mapped (pixel count) {mapped:.2f}; truth inside the interval: {inside}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,10 @@ def find_chromium() -> str | None:
 
 
 CHROMIUM = find_chromium()
-NO_CHROMIUM = ("no Chromium found: install one (Debian: `sudo make browser` or apt-get install chromium) "
-               "or set TERRASEG_CHROMIUM=/path/to/chrome")
+NO_CHROMIUM = (
+    "no Chromium found: install one (Debian: `sudo make browser` or apt-get install chromium) "
+    "or set TERRASEG_CHROMIUM=/path/to/chrome"
+)
 
 
 def needs_data(*parts: str):
@@ -50,9 +52,19 @@ def needs_data(*parts: str):
     return mark
 
 
-def make_geotiff(path: Path, height: int = 96, width: int = 128, bands: int = 3, dtype: str = "uint8",
-                 nodata=None, seed: int = 0, crs: str = "EPSG:32618", origin=(500000.0, 4500000.0), res: float = 1.0,
-                 squares: bool = True) -> tuple[Path, np.ndarray, np.ndarray]:
+def make_geotiff(
+    path: Path,
+    height: int = 96,
+    width: int = 128,
+    bands: int = 3,
+    dtype: str = "uint8",
+    nodata=None,
+    seed: int = 0,
+    crs: str = "EPSG:32618",
+    origin=(500000.0, 4500000.0),
+    res: float = 1.0,
+    squares: bool = True,
+) -> tuple[Path, np.ndarray, np.ndarray]:
     """Write a seeded synthetic GeoTIFF with bright squares (the 'objects') on a noisy background.
 
     Returns:
@@ -67,11 +79,19 @@ def make_geotiff(path: Path, height: int = 96, width: int = 128, bands: int = 3,
             r, c = rng.integers(0, height - 12), rng.integers(0, width - 12)
             s = rng.integers(6, 12)
             truth[r : r + s, c : c + s] = 1
-        img[:, truth == 1] = (hi * 0.8)
+        img[:, truth == 1] = hi * 0.8
     if nodata is not None:
         img[:, :4, :4] = nodata
-    profile = dict(driver="GTiff", height=height, width=width, count=bands, dtype=dtype, crs=crs,
-                   transform=from_origin(origin[0], origin[1] + height * res, res, res), nodata=nodata)
+    profile = dict(
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=bands,
+        dtype=dtype,
+        crs=crs,
+        transform=from_origin(origin[0], origin[1] + height * res, res, res),
+        nodata=nodata,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(img)
     return path, img, truth
@@ -104,7 +124,9 @@ def tiny_config(tmp_path: Path, files: dict[str, Path], **over) -> dict:
         "data": {
             "train": [{"kind": "scene", "image": str(files["image"]), "mask": str(files["mask"])}],
             "test": [{"kind": "scene", "image": str(files["test_image"]), "mask": str(files["test_mask"])}],
-            "window": 64, "samples_per_epoch": 8, "batch_size": 4,
+            "window": 64,
+            "samples_per_epoch": 8,
+            "batch_size": 4,
         },
         "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3},
         "train": {"max_epochs": 1, "seed": 0},
@@ -145,17 +167,32 @@ def tiny_bundle(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("tiny-bundle")
     img, _, truth = make_geotiff(tmp / "train.tif", 96, 96, seed=1)
     mask = write_mask_tif(tmp / "m.tif", truth, img)
-    cfg = tiny_config(tmp, {"image": img, "mask": mask, "test_image": img, "test_mask": mask},
-                      train={"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False})
+    cfg = tiny_config(
+        tmp,
+        {"image": img, "mask": mask, "test_image": img, "test_mask": mask},
+        train={"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False},
+    )
     (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["train", str(tmp / "c.yaml")])
     assert res.exit_code == 0, res.output
     return tmp / "run" / "model.terraseg"
 
 
-def make_bundle(bands: int = 3, classes=("a", "b"), stats=None, window: int = 64, predict_window: int | None = None,
-                base_filters: int = 4, model=None, path: Path | None = None, extras: dict | None = None, name: str = "t",
-                dtype: str = "uint8", seed: int = 0, **input_fields):
+def make_bundle(
+    bands: int = 3,
+    classes=("a", "b"),
+    stats=None,
+    window: int = 64,
+    predict_window: int | None = None,
+    base_filters: int = 4,
+    model=None,
+    path: Path | None = None,
+    extras: dict | None = None,
+    name: str = "t",
+    dtype: str = "uint8",
+    seed: int = 0,
+    **input_fields,
+):
     """A bundle of a tiny plain U-Net (seeded random weights): the one way tests build a bundle by hand.
 
     Args:
@@ -180,7 +217,13 @@ def make_bundle(bands: int = 3, classes=("a", "b"), stats=None, window: int = 64
     if model is None:
         torch.manual_seed(seed)
         model = build_model(mc, bands, len(specs))
-    spec = InputSpec(bands=bands, dtype=dtype, normalization=stats or NormStats("none"), train_window=window,
-                     predict_window=predict_window or window, **input_fields)
+    spec = InputSpec(
+        bands=bands,
+        dtype=dtype,
+        normalization=stats or NormStats("none"),
+        train_window=window,
+        predict_window=predict_window or window,
+        **input_fields,
+    )
     bundle = Bundle(BundleManifest(name=name, model=mc, classes=specs, input=spec), model, extras or {})
     return bundle.save(path) if path is not None else bundle

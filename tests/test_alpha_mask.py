@@ -8,11 +8,10 @@ import rasterio
 from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
+from conftest import DATA, needs_data
 from terraseg.data.scenes import ArrayScene, RasterScene
 from terraseg.io.images import read_image_valid
 from terraseg.io.raster import raster_info
-
-from conftest import DATA, needs_data
 
 
 def _rgba_tif(path, georef=True):
@@ -32,8 +31,18 @@ def _rgba_tif(path, georef=True):
 def _masked_tif(path):
     rng = np.random.default_rng(1)
     img = rng.integers(1, 255, (3, 64, 64), dtype=np.uint8)
-    prof = dict(driver="GTiff", height=64, width=64, count=3, dtype="uint8", crs="EPSG:32618",
-                transform=from_origin(500000, 4500064, 1, 1), tiled=True, blockxsize=32, blockysize=32)
+    prof = dict(
+        driver="GTiff",
+        height=64,
+        width=64,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32618",
+        transform=from_origin(500000, 4500064, 1, 1),
+        tiled=True,
+        blockxsize=32,
+        blockysize=32,
+    )
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
         with rasterio.open(path, "w", **prof) as dst:
             dst.write(img)
@@ -67,7 +76,7 @@ def test_gdal_mask_band_is_validity(tmp_path):
     r = s.read(0, 0, 64, 64)
     assert not r.valid[40:].any() and r.valid[:40].all()
     ov = s._overview(16 * 16)  # the decimated read used by statistics and sampling
-    assert not ov.valid[-ov.valid.shape[0] // 3:].any()
+    assert not ov.valid[-ov.valid.shape[0] // 3 :].any()
 
 
 def test_rgba_png_alpha_is_validity(tmp_path):
@@ -111,17 +120,22 @@ def test_predict_and_stats_leave_masked_pixels_out(tmp_path, scene_files):
     import yaml
     from typer.testing import CliRunner
 
-    from terraseg.cli.main import app
     from conftest import tiny_config
+    from terraseg.cli.main import app
 
-    cfg = tiny_config(tmp_path, scene_files, train={"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False,
-                                                    "choose_tiling": False})
+    cfg = tiny_config(
+        tmp_path,
+        scene_files,
+        train={"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False},
+    )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     runner = CliRunner()
     assert runner.invoke(app, ["train", str(tmp_path / "c.yaml")]).exit_code == 0
     rgba, _ = _rgba_tif(tmp_path / "rgba.tif")
     masked, _ = _masked_tif(tmp_path / "masked.tif")
-    res = runner.invoke(app, ["predict", str(tmp_path / "run" / "model.terraseg"), str(rgba), str(masked), "--out", str(tmp_path / "pred")])
+    res = runner.invoke(
+        app, ["predict", str(tmp_path / "run" / "model.terraseg"), str(rgba), str(masked), "--out", str(tmp_path / "pred")]
+    )
     assert res.exit_code == 0, res.output
     with rasterio.open(tmp_path / "pred" / "rgba.tif") as ds:
         ids = ds.read(1)
@@ -139,8 +153,17 @@ def test_predict_and_stats_leave_masked_pixels_out(tmp_path, scene_files):
 def test_an_rgbn_nir_labelled_alpha_by_gdal_stays_data(tmp_path):
     """GDAL labels band 4 of a plain 4-band Byte GeoTIFF alpha; with a spread of values it is NIR, not transparency."""
     rng = np.random.default_rng(0)
-    with rasterio.open(tmp_path / "rgbn.tif", "w", driver="GTiff", height=16, width=16, count=4, dtype="uint8",
-                       crs="EPSG:32618", transform=from_origin(0, 16, 1, 1)) as dst:
+    with rasterio.open(
+        tmp_path / "rgbn.tif",
+        "w",
+        driver="GTiff",
+        height=16,
+        width=16,
+        count=4,
+        dtype="uint8",
+        crs="EPSG:32618",
+        transform=from_origin(0, 16, 1, 1),
+    ) as dst:
         dst.write(rng.integers(0, 255, (4, 16, 16), dtype=np.uint8))
     with rasterio.open(tmp_path / "rgbn.tif") as ds:
         assert ds.colorinterp[3] == ColorInterp.alpha  # what GDAL says

@@ -15,12 +15,11 @@ from hypothesis import HealthCheck, settings
 
 schemathesis = pytest.importorskip("schemathesis")
 
-from terraseg.config.inference import ServeConfig  # noqa: E402
-from terraseg.serve.app import create_app  # noqa: E402
+from schemathesis.checks import positive_data_acceptance  # noqa: E402
 
 from conftest import make_bundle
-
-from schemathesis.checks import positive_data_acceptance  # noqa: E402
+from terraseg.config.inference import ServeConfig  # noqa: E402
+from terraseg.serve.app import create_app  # noqa: E402
 
 
 def _app():
@@ -34,8 +33,12 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 @schema.parametrize()
-@settings(max_examples=int(os.environ.get("TERRASEG_SCHEMA_EXAMPLES", "25")), deadline=None,
-          suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(
+    max_examples=int(os.environ.get("TERRASEG_SCHEMA_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
 def test_api_conforms_to_its_schema(case):
     # every check but "schema-valid data is accepted": a schema cannot say which bytes are a readable image,
     # so arbitrary bytes in `file` are rightly refused (415/422), and that refusal is checked instead

@@ -50,11 +50,22 @@ def test_sample_then_area_on_a_generated_map(tmp_path):
     pred = truth.copy()
     flip = rng.random(truth.shape) < 0.05  # 5% of pixels mislabelled in the map
     pred[flip] = 1 - pred[flip]
-    prof = dict(driver="GTiff", width=400, height=300, count=1, dtype="uint8", crs="EPSG:32618", transform=from_origin(500000, 4500000, 10, 10), nodata=255)
+    prof = dict(
+        driver="GTiff",
+        width=400,
+        height=300,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32618",
+        transform=from_origin(500000, 4500000, 10, 10),
+        nodata=255,
+    )
     for name, arr in (("map.tif", pred), ("truth.tif", truth)):
         with rasterio.open(tmp_path / name, "w", **prof) as d:
             d.write(arr, 1)
-    r = CliRunner().invoke(app, ["sample", str(tmp_path / "map.tif"), "--n", "400", "--min-per-class", "100", "--out", str(tmp_path / "p.gpkg")])
+    r = CliRunner().invoke(
+        app, ["sample", str(tmp_path / "map.tif"), "--n", "400", "--min-per-class", "100", "--out", str(tmp_path / "p.gpkg")]
+    )
     assert r.exit_code == 0, r.output
     import geopandas as gpd
 
@@ -62,8 +73,19 @@ def test_sample_then_area_on_a_generated_map(tmp_path):
     assert len(pts) == 400 and (pts["map_class"] == pred[pts["row"], pts["col"]]).all()
     pts["reference"] = truth[pts["row"], pts["col"]].astype(int)  # a person would label these
     pts.to_file(tmp_path / "labelled.gpkg", driver="GPKG")
-    r = CliRunner().invoke(app, ["area", str(tmp_path / "map.tif"), "--reference", str(tmp_path / "labelled.gpkg"),
-                                 "--out", str(tmp_path / "area.json"), "--class-names", "background,building"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "area",
+            str(tmp_path / "map.tif"),
+            "--reference",
+            str(tmp_path / "labelled.gpkg"),
+            "--out",
+            str(tmp_path / "area.json"),
+            "--class-names",
+            "background,building",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "area.json").read_text())
     true_ha = truth.sum() * 100 / 1e4  # 10 m pixels

@@ -32,8 +32,9 @@ def test_every_current_row_has_a_date_a_machine_a_commit_and_a_command():
         what, figure, command = cells
         rows += 1
         assert re.search(r"\b[0-9a-f]{7}\b", what + " " + figure), f"no commit: {what[:80]}"
-        assert command.startswith("`") and not re.match(r"`?same\b", command) and "..." not in command, \
+        assert command.startswith("`") and not re.match(r"`?same\b", command) and "..." not in command, (
             f"no command that runs: {what[:60]}: {command[:60]}"
+        )
     assert rows >= 10
 
 

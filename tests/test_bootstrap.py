@@ -67,9 +67,8 @@ def test_paired_difference_separates_a_better_model_and_not_an_equal_one():
 def test_compare_command_pairs_two_bundles_on_the_same_units(tmp_path):
     from typer.testing import CliRunner
 
-    from terraseg.cli.main import app
-
     from conftest import make_bundle, make_geotiff, write_mask_tif
+    from terraseg.cli.main import app
 
     img, _, truth = make_geotiff(tmp_path / "scene.tif", 300, 320, seed=4)
     mask = write_mask_tif(tmp_path / "mask.tif", truth, img)
@@ -92,17 +91,17 @@ def test_object_scores_match_one_to_one_at_iou_half_on_a_known_answer():
 
     truth = np.zeros((200, 200), np.int64)
     pred = np.zeros((200, 200), np.int64)
-    truth[10:30, 10:30] = 1      # found exactly: TP
+    truth[10:30, 10:30] = 1  # found exactly: TP
     pred[10:30, 10:30] = 1
-    truth[50:70, 50:70] = 1      # found shifted by 4 px: IoU 16x20 / (2*400 - 320) = 0.67: TP
+    truth[50:70, 50:70] = 1  # found shifted by 4 px: IoU 16x20 / (2*400 - 320) = 0.67: TP
     pred[54:74, 50:70] = 1
     truth[100:120, 100:120] = 1  # found at a quarter: IoU 100/400 = 0.25: FN, and its prediction a FP
     pred[100:110, 100:110] = 1
-    truth[150:170, 20:40] = 1    # missed: FN
-    pred[150:170, 150:170] = 1   # nothing there: FP
-    pred[5:8, 190:193] = 1       # 9 px: under 20 px, left out
+    truth[150:170, 20:40] = 1  # missed: FN
+    pred[150:170, 150:170] = 1  # nothing there: FP
+    pred[5:8, 190:193] = 1  # 9 px: under 20 px, left out
     truth[180:200, 180:200] = 255  # unknown ...
-    pred[182:198, 182:198] = 1     # ... so a prediction there is not counted
+    pred[182:198, 182:198] = 1  # ... so a prediction there is not counted
     r = match_objects(pred, truth, 1, 255, unit_side=100)
     assert (r["tp"], r["fp"], r["fn"]) == (2, 2, 2)
     assert r["units"].sum(0).tolist() == [2, 2, 2] and r["units"].shape == (4, 3)

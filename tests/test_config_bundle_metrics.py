@@ -9,13 +9,12 @@ import pytest
 import torch
 import yaml
 
+from conftest import make_bundle
 from terraseg.bundle import Bundle
 from terraseg.config import load_config
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError, ConfigError
 from terraseg.evaluation.metrics import confusion_matrix, metrics_from_confusion, score
-
-from conftest import make_bundle
 
 BASE = {
     "name": "x",

@@ -17,7 +17,9 @@ runner = CliRunner()
 
 
 def test_committed_schema_is_the_models_schema():
-    assert (ROOT / "configs" / "schema.json").read_text() == schema_text(), "run: terraseg config schema --out configs/schema.json"
+    assert (ROOT / "configs" / "schema.json").read_text() == schema_text(), (
+        "run: terraseg config schema --out configs/schema.json"
+    )
 
 
 def test_schema_describes_every_field():
@@ -25,8 +27,12 @@ def test_schema_describes_every_field():
     data = schema["$defs"]["DataConfig"]["properties"]
     assert "val_fraction" in data and data["val_fraction"]["description"]
     assert data["val_fraction"]["exclusiveMaximum"] == 1.0 and data["val_fraction"]["minimum"] == 0.0
-    missing = [f"{name}.{p}" for name, d in schema["$defs"].items() for p, v in d.get("properties", {}).items()
-               if p != "kind" and not v.get("description")]
+    missing = [
+        f"{name}.{p}"
+        for name, d in schema["$defs"].items()
+        for p, v in d.get("properties", {}).items()
+        if p != "kind" and not v.get("description")
+    ]
     assert not missing, missing
 
 
@@ -71,8 +77,9 @@ def test_configuration_reference_page_is_current_and_lists_every_field():
     from terraseg.config.describe import reference_markdown
 
     text = reference_markdown()
-    assert (ROOT / "docs" / "reference" / "config.md").read_text() == text, \
+    assert (ROOT / "docs" / "reference" / "config.md").read_text() == text, (
         "run: make site (or python -c 'from terraseg.config.describe import reference_markdown; ...')"
+    )
     for name in (*ExperimentConfig.model_fields, *TrainConfig.model_fields):
         assert f"| `{name}` |" in text, name
     row = next(line for line in text.splitlines() if line.startswith("| `max_minutes` |"))

@@ -15,15 +15,15 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import make_bundle, make_geotiff
+from terraseg import predict
 from terraseg.bundle import FORMAT_VERSION, Bundle, InputSpec
 from terraseg.cli.main import app
 from terraseg.config import ClassSpec, ModelConfig
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError, ConfigError
+from terraseg.infer.inputs import open_input
 from terraseg.io.predictions import PredictionWriter, class_encoding, write_prediction
 from terraseg.io.raster import Grid
-from terraseg.infer.inputs import open_input
-from terraseg import predict
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "terraseg"
 
@@ -51,8 +51,13 @@ def bundle(tmp_path_factory):
     mc = ModelConfig(arch="plain_unet", base_filters=4, encoder_depth=3)
     torch.manual_seed(0)
     stats = NormStats("meanstd", [100.0] * 3, [50.0] * 3, [0.0] * 3, [255.0] * 3)
-    return make_bundle(classes=[ClassSpec(name="background"), ClassSpec(name="object", color="#ff0000")], stats=stats,
-                       model=build(mc), name="tiny", path=tmp_path_factory.mktemp("b") / "tiny.terraseg")
+    return make_bundle(
+        classes=[ClassSpec(name="background"), ClassSpec(name="object", color="#ff0000")],
+        stats=stats,
+        model=build(mc),
+        name="tiny",
+        path=tmp_path_factory.mktemp("b") / "tiny.terraseg",
+    )
 
 
 def build(mc):
@@ -104,7 +109,11 @@ def test_version_1_bundles_load_through_the_upgrader(bundle, tmp_path):
         raw["task"] = "classification"
 
     with pytest.raises(BundleError):  # a classification manifest with a segmentation network: weights do not fit
-        Bundle.load(_rewrite_manifest(bundle, tmp_path / "c1.terraseg", lambda r: (classifier_v1(r), r["model"].update(arch="classifier"))))
+        Bundle.load(
+            _rewrite_manifest(
+                bundle, tmp_path / "c1.terraseg", lambda r: (classifier_v1(r), r["model"].update(arch="classifier"))
+            )
+        )
 
     def newer(raw):
         raw["format_version"] = FORMAT_VERSION + 1
@@ -155,12 +164,19 @@ def test_png_targets_and_bad_codec(tmp_path):
         PredictionWriter(tmp_path / "x.tif", Grid(4, 4), ["a", "b"], compress="jpeg2000")
 
 
-@pytest.mark.parametrize("args,expect,code", [
-    (["--window", "100"], "multiple of 32", 1),
-    (["--overlap", "0.95"], "overlap", 1),
-    (["--backend", "tensorrt"], "onnx-int8", 2),  # a choice outside the field's Literal: Click's usage error names the choices
-    (["--input-range", "0,2047,9"], "input_range", 1),
-])
+@pytest.mark.parametrize(
+    "args,expect,code",
+    [
+        (["--window", "100"], "multiple of 32", 1),
+        (["--overlap", "0.95"], "overlap", 1),
+        (
+            ["--backend", "tensorrt"],
+            "onnx-int8",
+            2,
+        ),  # a choice outside the field's Literal: Click's usage error names the choices
+        (["--input-range", "0,2047,9"], "input_range", 1),
+    ],
+)
 def test_bad_predict_options_are_one_line(bundle, tmp_path, args, expect, code):
     img, _, _ = make_geotiff(tmp_path / "a.tif", 40, 40)
     res = CliRunner().invoke(app, ["predict", str(bundle), str(img), "--out", str(tmp_path / "o"), *args])
@@ -168,11 +184,19 @@ def test_bad_predict_options_are_one_line(bundle, tmp_path, args, expect, code):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("command,model,nested,left_out", [
-    ("predict", "PredictConfig", ("inference", "ray"), {"inputs", "out_dir", "ray.replicas", "ray.max_replicas", "inference.window"}),
-    ("evaluate", "EvaluateConfig", ("inference",), {"out_dir", "split"}),
-    ("serve", "ServeConfig", ("inference", "ray"), {"models", "api_key", "ray.num_workers"}),
-])
+@pytest.mark.parametrize(
+    "command,model,nested,left_out",
+    [
+        (
+            "predict",
+            "PredictConfig",
+            ("inference", "ray"),
+            {"inputs", "out_dir", "ray.replicas", "ray.max_replicas", "inference.window"},
+        ),
+        ("evaluate", "EvaluateConfig", ("inference",), {"out_dir", "split"}),
+        ("serve", "ServeConfig", ("inference", "ray"), {"models", "api_key", "ray.num_workers"}),
+    ],
+)
 def test_command_options_are_the_config_fields(command, model, nested, left_out):
     """Every field of the command's config model (nested ones flattened) is an option, with the field's description as its help."""
     import typer.main
@@ -235,7 +259,7 @@ def test_import_graph_has_no_cycle():
         stack.append(m)
         for d in sorted(graph[m]):
             if state.get(d) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(d) :] + [d]))
             if d not in state:
                 visit(d)
         stack.pop()
@@ -248,8 +272,16 @@ def test_import_graph_has_no_cycle():
 
 # the layers, lowest first: a module may import its own layer and those below, never one above
 LAYERS = [
-    ("terraseg.errors", "terraseg.version", "terraseg.settings", "terraseg.formats", "terraseg.progress", "terraseg.devices", "terraseg.interrupt",
-     "terraseg.config"),
+    (
+        "terraseg.errors",
+        "terraseg.version",
+        "terraseg.settings",
+        "terraseg.formats",
+        "terraseg.progress",
+        "terraseg.devices",
+        "terraseg.interrupt",
+        "terraseg.config",
+    ),
     ("terraseg.io",),
     ("terraseg.data",),
     ("terraseg.prepare",),
@@ -308,12 +340,18 @@ def test_public_functions_of_the_core_are_documented():
                 doc = ast.get_docstring(node)
                 if not doc:
                     problems.append(f"{p.name}:{node.name} has no docstring")
-                elif isinstance(node, ast.FunctionDef) and [a for a in node.args.args + node.args.kwonlyargs if a.arg not in ("self", "cls")] \
-                        and "Args:" not in doc:
+                elif (
+                    isinstance(node, ast.FunctionDef)
+                    and [a for a in node.args.args + node.args.kwonlyargs if a.arg not in ("self", "cls")]
+                    and "Args:" not in doc
+                ):
                     problems.append(f"{p.name}:{node.name} documents no Args")
                 if isinstance(node, ast.ClassDef):
-                    problems += [f"{p.name}:{node.name}.{m.name} has no docstring" for m in node.body
-                                 if isinstance(m, ast.FunctionDef) and not m.name.startswith("_") and not ast.get_docstring(m)]
+                    problems += [
+                        f"{p.name}:{node.name}.{m.name} has no docstring"
+                        for m in node.body
+                        if isinstance(m, ast.FunctionDef) and not m.name.startswith("_") and not ast.get_docstring(m)
+                    ]
     assert not problems, "\n".join(problems)
 
 
@@ -369,10 +407,9 @@ def test_progress_helper_shows_nests_and_yields_to_other_live_displays(tmp_path,
 def test_cli_quiet_flag_and_progress_off_without_terminal(tmp_path):
     from typer.testing import CliRunner
 
+    from conftest import make_geotiff
     from terraseg import progress
     from terraseg.cli.main import app
-
-    from conftest import make_geotiff
 
     path, _, _ = make_geotiff(tmp_path / "s.tif", 40, 50)
     r = CliRunner().invoke(app, ["--quiet", "stats", str(path), "--out", str(tmp_path / "st")])
@@ -387,9 +424,14 @@ def test_the_engine_writes_no_files():
     thing the engine keeps, its measured choices, goes through the cache module (terraseg.io.cachefile)."""
     import re
 
-    forbidden = re.compile(r"write_text\(|write_bytes\(|\.save\(|mkdir\(|to_parquet\(|to_file\(|write_png\(|PredictionWriter|"
-                           r"atomic|open\([^)]*[\"'][wa]b?[\"']|json\.dump\(|np\.save\(|shutil\.")
-    found = [f"{p.name}:{i}: {line.strip()}" for p in sorted((SRC / "infer").glob("*.py"))
-             for i, line in enumerate(p.read_text().splitlines(), 1)
-             if forbidden.search(line) and not line.lstrip().startswith(("#", '"', "'"))]
+    forbidden = re.compile(
+        r"write_text\(|write_bytes\(|\.save\(|mkdir\(|to_parquet\(|to_file\(|write_png\(|PredictionWriter|"
+        r"atomic|open\([^)]*[\"'][wa]b?[\"']|json\.dump\(|np\.save\(|shutil\."
+    )
+    found = [
+        f"{p.name}:{i}: {line.strip()}"
+        for p in sorted((SRC / "infer").glob("*.py"))
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if forbidden.search(line) and not line.lstrip().startswith(("#", '"', "'"))
+    ]
     assert not found, "\n".join(found)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
 import json
 
 import numpy as np
+import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import make_geotiff, tiny_config, write_mask_tif
 from terraseg.config import ExperimentConfig
 from terraseg.data.sources import build_scenes
 from terraseg.training.cv import fold_scenes
-
-from conftest import make_geotiff, tiny_config, write_mask_tif
 
 
 def _scene_cfg(tmp_path, **over):
@@ -35,8 +34,8 @@ def test_folds_cover_every_block_once_and_hide_held_out_labels(tmp_path):
         expected = unknown.copy()
         for v in val:
             r, c = v.region.row_off, v.region.col_off
-            seen[r:r + v.height, c:c + v.width] += 1
-            expected[max(r - 16, 0):r + v.height + 16, max(c - 16, 0):c + v.width + 16] = True  # block + 16 px buffer
+            seen[r : r + v.height, c : c + v.width] += 1
+            expected[max(r - 16, 0) : r + v.height + 16, max(c - 16, 0) : c + v.width + 16] = True  # block + 16 px buffer
             assert v.read(0, 0, v.height, v.width).mask.shape == (v.height, v.width)
         (t,) = train
         hidden = t.read(0, 0, 192, 256).mask == cfg.ignore_index
@@ -49,8 +48,15 @@ def test_folds_cover_every_block_once_and_hide_held_out_labels(tmp_path):
 def test_cv_command_reports_spatial_and_random(tmp_path):
     from terraseg.cli.main import app
 
-    cfg = tiny_config(tmp_path, {"image": make_geotiff(tmp_path / "s.tif", 160, 192, seed=4)[0],
-                                 "mask": tmp_path / "m.tif", "test_image": tmp_path / "s.tif", "test_mask": tmp_path / "m.tif"})
+    cfg = tiny_config(
+        tmp_path,
+        {
+            "image": make_geotiff(tmp_path / "s.tif", 160, 192, seed=4)[0],
+            "mask": tmp_path / "m.tif",
+            "test_image": tmp_path / "s.tif",
+            "test_mask": tmp_path / "m.tif",
+        },
+    )
     write_mask_tif(tmp_path / "m.tif", make_geotiff(tmp_path / "s.tif", 160, 192, seed=4)[2], tmp_path / "s.tif")
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -62,5 +68,10 @@ def test_cv_command_reports_spatial_and_random(tmp_path):
     for method in ("spatial", "random"):
         s = report["summary"][method]["val/score"]
         assert 0.0 <= s["mean"] <= 1.0 and s["std"] >= 0.0
-    assert abs(report["gap_random_minus_spatial"]["val/score"]
-               - (report["summary"]["random"]["val/score"]["mean"] - report["summary"]["spatial"]["val/score"]["mean"])) < 1e-9
+    assert (
+        abs(
+            report["gap_random_minus_spatial"]["val/score"]
+            - (report["summary"]["random"]["val/score"]["mean"] - report["summary"]["spatial"]["val/score"]["mean"])
+        )
+        < 1e-9
+    )

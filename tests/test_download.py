@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from terraseg.prepare import download as dl
 from terraseg.errors import InputFileError
+from terraseg.prepare import download as dl
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
@@ -67,9 +67,14 @@ def test_download_extracts_once_then_noop(server, tmp_path, monkeypatch):
         z.writestr("top/Train/Rural/images_png/1.png", b"x")
         z.writestr("top/Train/Rural/masks_png/1.png", b"y")
     _RangeHandler.files["/Train.zip"] = buf.getvalue()
-    ds = dl.RemoteDataset("toy", "toy", (dl.RemoteFile(f"{server}/Train.zip", "Train.zip", md5=hashlib.md5(buf.getvalue()).hexdigest(),
-                                                       extract=True),),
-                          present=("Train/*/images_png",), citation="c", licence="l")
+    ds = dl.RemoteDataset(
+        "toy",
+        "toy",
+        (dl.RemoteFile(f"{server}/Train.zip", "Train.zip", md5=hashlib.md5(buf.getvalue()).hexdigest(), extract=True),),
+        present=("Train/*/images_png",),
+        citation="c",
+        licence="l",
+    )
     monkeypatch.setitem(dl.DATASETS, "toy", ds)
     folder, fetched = dl.download("toy", tmp_path)
     assert fetched and (folder / "Train" / "Rural" / "masks_png" / "1.png").read_bytes() == b"y"

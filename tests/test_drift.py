@@ -7,12 +7,19 @@ import io
 import numpy as np
 import rasterio
 
+from conftest import make_bundle, make_geotiff
 from terraseg.bundle import CALIBRATION, Bundle
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
-from terraseg.infer.drift import BINS, band_histograms, bin_edges, input_drift, population_stability, training_histograms, window_summary
-
-from conftest import make_bundle, make_geotiff
+from terraseg.infer.drift import (
+    BINS,
+    band_histograms,
+    bin_edges,
+    input_drift,
+    population_stability,
+    training_histograms,
+    window_summary,
+)
 
 
 def _bundle(tmp_path, train: np.ndarray) -> Bundle:
@@ -21,7 +28,9 @@ def _bundle(tmp_path, train: np.ndarray) -> Bundle:
     stats = NormStats("meanstd", [float(x.mean())], [float(x.std())], [float(np.percentile(x, 2))], [float(np.percentile(x, 98))])
     buf = io.BytesIO()
     np.save(buf, train)
-    return Bundle.load(make_bundle(bands=1, stats=stats, name="d", extras={CALIBRATION: buf.getvalue()}, path=tmp_path / "d.terraseg"))
+    return Bundle.load(
+        make_bundle(bands=1, stats=stats, name="d", extras={CALIBRATION: buf.getvalue()}, path=tmp_path / "d.terraseg")
+    )
 
 
 def _scene(tmp_path, name: str, pixels: np.ndarray) -> RasterScene:
@@ -77,15 +86,18 @@ def test_fitted_thresholds_keep_a_varied_data_set_quiet_and_still_flag_another_s
     assert profile["false_alarm_rate"] <= 0.05
     t = profile["thresholds"]
     ref = np.asarray(profile["reference"])
-    quiet = [input_drift(s, stats, reference=ref, smd_threshold=t["smd"], range_threshold=t["range"], psi_threshold=t["psi"])
-             for s in scenes]
+    quiet = [
+        input_drift(s, stats, reference=ref, smd_threshold=t["smd"], range_threshold=t["range"], psi_threshold=t["psi"])
+        for s in scenes
+    ]
     assert sum(r.drifted for r in quiet) <= 1
     # another sensor: inverted, low-contrast values
     path, img, _ = make_geotiff(tmp_path / "other.tif", 96, 96, seed=99)
     with rasterio.open(path, "r+") as ds:
         ds.write((255 - img // 4).astype(np.uint8))
-    other = input_drift(RasterScene(path), stats, reference=ref, smd_threshold=t["smd"], range_threshold=t["range"],
-                        psi_threshold=t["psi"])
+    other = input_drift(
+        RasterScene(path), stats, reference=ref, smd_threshold=t["smd"], range_threshold=t["range"], psi_threshold=t["psi"]
+    )
     assert other.drifted
 
 

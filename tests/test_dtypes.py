@@ -10,8 +10,6 @@ from typer.testing import CliRunner
 
 from terraseg.cli.main import app
 
-
-
 runner = CliRunner()
 
 
@@ -23,8 +21,15 @@ def bundle(tiny_bundle):
 def _write(path, dtype, fill=None, size=(24, 20), bands=3):
     h, w = size
     rng = np.random.default_rng(0)
-    prof = dict(driver="GTiff", height=h, width=w, count=bands, dtype=dtype, crs="EPSG:32618",
-                transform=from_origin(500000, 4500000, 1, 1))
+    prof = dict(
+        driver="GTiff",
+        height=h,
+        width=w,
+        count=bands,
+        dtype=dtype,
+        crs="EPSG:32618",
+        transform=from_origin(500000, 4500000, 1, 1),
+    )
     with rasterio.open(path, "w", **prof) as dst:
         if dtype == "complex_int16":
             return path
@@ -42,9 +47,15 @@ def _write(path, dtype, fill=None, size=(24, 20), bands=3):
 
 
 CASES = {
-    "float16": dict(dtype="float16"), "int8": dict(dtype="int8"), "int64": dict(dtype="int64"), "uint64": dict(dtype="uint64"),
-    "one_pixel": dict(dtype="uint8", size=(1, 1)), "nan": dict(dtype="float32", fill=np.nan), "inf": dict(dtype="float32", fill=np.inf),
-    "complex64": dict(dtype="complex64"), "complex_int16": dict(dtype="complex_int16"),
+    "float16": dict(dtype="float16"),
+    "int8": dict(dtype="int8"),
+    "int64": dict(dtype="int64"),
+    "uint64": dict(dtype="uint64"),
+    "one_pixel": dict(dtype="uint8", size=(1, 1)),
+    "nan": dict(dtype="float32", fill=np.nan),
+    "inf": dict(dtype="float32", fill=np.inf),
+    "complex64": dict(dtype="complex64"),
+    "complex_int16": dict(dtype="complex_int16"),
 }
 
 
@@ -60,7 +71,10 @@ def test_stats_and_predict_answer_or_refuse_in_one_line(tmp_path, bundle, case):
         pytest.skip("this rasterio build cannot write float16 rasters")
     path = _no_band(tmp_path / "x.vrt") if case == "no_band" else _write(tmp_path / f"{case}.tif", **CASES[case])
     extra = [] if case in ("one_pixel", "no_band") else ["--input-range", "0,1000"]  # another bit depth than the uint8 model's
-    for args in (["stats", str(path), "--out", str(tmp_path / "s")], ["predict", str(bundle), str(path), "--out", str(tmp_path / "p"), *extra]):
+    for args in (
+        ["stats", str(path), "--out", str(tmp_path / "s")],
+        ["predict", str(bundle), str(path), "--out", str(tmp_path / "p"), *extra],
+    ):
         res = runner.invoke(app, args)
         text = res.output + (str(res.exception) if res.exception and not isinstance(res.exception, SystemExit) else "")
         assert "Traceback" not in text and not (res.exception and not isinstance(res.exception, SystemExit)), (args, text)
@@ -75,7 +89,10 @@ def test_stats_and_predict_answer_or_refuse_in_one_line(tmp_path, bundle, case):
     if case in ("float16", "int8", "int64", "uint64", "one_pixel"):
         assert res.exit_code == 0, res.output  # predict worked
         with rasterio.open(tmp_path / "p" / f"{case}.tif") as ds:
-            assert ds.crs is not None and (ds.width, ds.height) == (CASES[case].get("size", (24, 20))[1], CASES[case].get("size", (24, 20))[0])
+            assert ds.crs is not None and (ds.width, ds.height) == (
+                CASES[case].get("size", (24, 20))[1],
+                CASES[case].get("size", (24, 20))[0],
+            )
 
 
 def test_non_finite_pixels_are_nodata_in_predictions(tmp_path, bundle):

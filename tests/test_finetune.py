@@ -9,12 +9,16 @@ from terraseg.training.module import SegmentationModule
 
 
 def _task(**train):
-    cfg = ExperimentConfig.model_validate({
-        "name": "ft", "classes": [{"name": "a"}, {"name": "b"}],
-        "data": {"train": [{"kind": "scene", "image": "a.tif", "mask": "m.tif"}], "window": 64},
-        "model": {"arch": "unet", "encoder": "resnet18", "encoder_depth": 3}, "train": train,
-        "optimizer": {"lr": 0.01},
-    })
+    cfg = ExperimentConfig.model_validate(
+        {
+            "name": "ft",
+            "classes": [{"name": "a"}, {"name": "b"}],
+            "data": {"train": [{"kind": "scene", "image": "a.tif", "mask": "m.tif"}], "window": 64},
+            "model": {"arch": "unet", "encoder": "resnet18", "encoder_depth": 3},
+            "train": train,
+            "optimizer": {"lr": 0.01},
+        }
+    )
     return SegmentationModule(cfg.model_dump(mode="json"), 3, 100)
 
 

@@ -29,7 +29,12 @@ from conftest import make_bundle, make_geotiff
 from terraseg.errors import TerrasegError
 
 N = int(os.environ.get("TERRASEG_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(max_examples=N, deadline=None, suppress_health_check=list(HealthCheck), derandomize=os.environ.get("TERRASEG_FUZZ_RANDOM") is None)
+FUZZ = settings(
+    max_examples=N,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=os.environ.get("TERRASEG_FUZZ_RANDOM") is None,
+)
 
 
 @st.composite
@@ -56,9 +61,9 @@ def mutate(seed: bytes, edits) -> bytes:
         elif kind == "insert":
             b[pos:pos] = data
         elif kind == "overwrite":
-            b[pos:pos + len(data)] = data
+            b[pos : pos + len(data)] = data
         elif kind == "zero":
-            b[pos:pos + len(data)] = bytes(len(data))
+            b[pos : pos + len(data)] = bytes(len(data))
     return bytes(b)
 
 
@@ -78,16 +83,36 @@ def _seeds() -> dict:
     tif, _, _ = make_geotiff(d / "s.tif", 40, 50, bands=3, nodata=0)
     png = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(png, format="PNG")
-    gj = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32618"}},
-          "features": [{"type": "Feature", "properties": {"cls": "a"},
-                        "geometry": {"type": "Polygon", "coordinates": [[[500000, 4499990], [500020, 4499990], [500020, 4499970], [500000, 4499990]]]}}]}
-    cfg = {"name": "f", "classes": [{"name": "bg"}, {"name": "x"}],
-           "data": {"train": [{"kind": "scene", "image": str(tif), "mask": str(tif)}], "window": 32},
-           "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3}}
+    gj = {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "EPSG:32618"}},
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"cls": "a"},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[500000, 4499990], [500020, 4499990], [500020, 4499970], [500000, 4499990]]],
+                },
+            }
+        ],
+    }
+    cfg = {
+        "name": "f",
+        "classes": [{"name": "bg"}, {"name": "x"}],
+        "data": {"train": [{"kind": "scene", "image": str(tif), "mask": str(tif)}], "window": 32},
+        "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3},
+    }
 
     make_bundle(window=32, name="f", path=d / "b.terraseg")
-    return {"tif": Path(tif).read_bytes(), "png": png.getvalue(), "geojson": json.dumps(gj).encode(),
-            "yaml": yaml.safe_dump(cfg).encode(), "bundle": (d / "b.terraseg").read_bytes(), "dir": d}
+    return {
+        "tif": Path(tif).read_bytes(),
+        "png": png.getvalue(),
+        "geojson": json.dumps(gj).encode(),
+        "yaml": yaml.safe_dump(cfg).encode(),
+        "bundle": (d / "b.terraseg").read_bytes(),
+        "dir": d,
+    }
 
 
 def _write(tmp_path_factory, name: str, data: bytes) -> Path:
@@ -191,11 +216,16 @@ def test_bundle_with_pickled_weights_or_lying_manifest_is_refused(tmp_path):
             m = json.loads(b)
             m["input"][key] = value
             return json.dumps(m).encode()
+
         return change
 
     with pytest.raises(TerrasegError, match="weights do not fit"):
         Bundle.load(rewrite("bands", lie("bands", 7)))
-    wrong_classes = rewrite("classes", lambda n, b: json.dumps(json.loads(b) | {"classes": [{"name": c} for c in "abcde"]}).encode()
-                            if n == "manifest.json" else b)
+    wrong_classes = rewrite(
+        "classes",
+        lambda n, b: (
+            json.dumps(json.loads(b) | {"classes": [{"name": c} for c in "abcde"]}).encode() if n == "manifest.json" else b
+        ),
+    )
     with pytest.raises(TerrasegError, match="weights do not fit"):
         Bundle.load(wrong_classes)

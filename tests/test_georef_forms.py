@@ -14,7 +14,6 @@ from terraseg.cli.main import app
 from terraseg.config.prep import ChipConfig
 from terraseg.prepare.chip import chip
 
-
 runner = CliRunner()
 H = W = 64
 
@@ -28,30 +27,56 @@ def _pixels(seed=0):
     return np.random.default_rng(seed).integers(0, 255, (3, H, W), dtype=np.uint8)
 
 
-GCPS = [GroundControlPoint(row=0, col=0, x=500000.0, y=4500000.0, z=0.0, id="1"),
-        GroundControlPoint(row=0, col=W, x=500064.0, y=4500000.0, z=0.0, id="2"),
-        GroundControlPoint(row=H, col=0, x=500000.0, y=4499936.0, z=0.0, id="3"),
-        GroundControlPoint(row=H, col=W, x=500064.0, y=4499936.0, z=0.0, id="4")]
+GCPS = [
+    GroundControlPoint(row=0, col=0, x=500000.0, y=4500000.0, z=0.0, id="1"),
+    GroundControlPoint(row=0, col=W, x=500064.0, y=4500000.0, z=0.0, id="2"),
+    GroundControlPoint(row=H, col=0, x=500000.0, y=4499936.0, z=0.0, id="3"),
+    GroundControlPoint(row=H, col=W, x=500064.0, y=4499936.0, z=0.0, id="4"),
+]
 
 
 def _rpc():
     num = [0.0] * 20
     den = [1.0] + [0.0] * 19
-    return RPC(height_off=0.0, height_scale=100.0, lat_off=40.0, lat_scale=0.01, line_den_coeff=den,
-               line_num_coeff=[0.0, 0.0, -1.0] + num[3:], line_off=H / 2, line_scale=H / 2, long_off=-75.0, long_scale=0.01,
-               samp_den_coeff=den, samp_num_coeff=[0.0, 1.0] + num[2:], samp_off=W / 2, samp_scale=W / 2)
+    return RPC(
+        height_off=0.0,
+        height_scale=100.0,
+        lat_off=40.0,
+        lat_scale=0.01,
+        line_den_coeff=den,
+        line_num_coeff=[0.0, 0.0, -1.0] + num[3:],
+        line_off=H / 2,
+        line_scale=H / 2,
+        long_off=-75.0,
+        long_scale=0.01,
+        samp_den_coeff=den,
+        samp_num_coeff=[0.0, 1.0] + num[2:],
+        samp_off=W / 2,
+        samp_scale=W / 2,
+    )
 
 
 def gcp_tif(path):
-    with rasterio.open(path, "w", driver="GTiff", height=H, width=W, count=3, dtype="uint8", gcps=GCPS,
-                       crs=CRS.from_epsg(32618), photometric="MINISBLACK") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=H,
+        width=W,
+        count=3,
+        dtype="uint8",
+        gcps=GCPS,
+        crs=CRS.from_epsg(32618),
+        photometric="MINISBLACK",
+    ) as dst:
         dst.write(_pixels())
     return path
 
 
 def rpc_tif(path):
-    with rasterio.open(path, "w", driver="GTiff", height=H, width=W, count=3, dtype="uint8", rpcs=_rpc(),
-                       photometric="MINISBLACK") as dst:
+    with rasterio.open(
+        path, "w", driver="GTiff", height=H, width=W, count=3, dtype="uint8", rpcs=_rpc(), photometric="MINISBLACK"
+    ) as dst:
         dst.write(_pixels(1))
     return path
 
@@ -115,17 +140,29 @@ def test_chips_keep_gcps_and_rpcs_never_a_pixel_transform_with_a_crs(tmp_path):
             assert idx["crs"].isna().all() and set(idx["minx"]) == {0.0, 32.0}
 
 
-COMPOUND = ('COMPD_CS["WGS 84 / UTM zone 18N + EGM96 height",PROJCS["WGS 84 / UTM zone 18N",GEOGCS["WGS 84",'
-            'DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],'
-            'UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",0],'
-            'PARAMETER["central_meridian",-75],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],'
-            'PARAMETER["false_northing",0],UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]],'
-            'VERT_CS["EGM96 height",VERT_DATUM["EGM96 geoid",2005],UNIT["metre",1],AXIS["Gravity-related height",UP]]]')
+COMPOUND = (
+    'COMPD_CS["WGS 84 / UTM zone 18N + EGM96 height",PROJCS["WGS 84 / UTM zone 18N",GEOGCS["WGS 84",'
+    'DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],'
+    'UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",0],'
+    'PARAMETER["central_meridian",-75],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],'
+    'PARAMETER["false_northing",0],UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]],'
+    'VERT_CS["EGM96 height",VERT_DATUM["EGM96 geoid",2005],UNIT["metre",1],AXIS["Gravity-related height",UP]]]'
+)
 
 
 def compound_tif(path):
-    with rasterio.open(path, "w", driver="GTiff", height=H, width=W, count=3, dtype="uint8", crs=CRS.from_wkt(COMPOUND),
-                       transform=rasterio.transform.from_origin(500000, 4500000, 1, 1), photometric="MINISBLACK") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=H,
+        width=W,
+        count=3,
+        dtype="uint8",
+        crs=CRS.from_wkt(COMPOUND),
+        transform=rasterio.transform.from_origin(500000, 4500000, 1, 1),
+        photometric="MINISBLACK",
+    ) as dst:
         dst.write(_pixels(3))
     return path
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from conftest import make_bundle, make_geotiff
+from terraseg import predict
 from terraseg.config import ClassSpec
 from terraseg.io.predictions import overview_factors
-from terraseg import predict
-
-from conftest import make_bundle, make_geotiff
 
 
 def _libgdal() -> ctypes.CDLL:
@@ -66,16 +65,25 @@ def _read_with_gdal(path: Path) -> tuple[list[str], int, list[list[str]], list[s
             i += 1
         rat = gdal.GDALGetDefaultRAT(band)
         cols = [gdal.GDALRATGetNameOfCol(rat, c).decode() for c in range(gdal.GDALRATGetColumnCount(rat))] if rat else []
-        rows = [[gdal.GDALRATGetValueAsString(rat, r, c).decode() for c in range(len(cols))]
-                for r in range(gdal.GDALRATGetRowCount(rat))] if rat else []
+        rows = (
+            [
+                [gdal.GDALRATGetValueAsString(rat, r, c).decode() for c in range(len(cols))]
+                for r in range(gdal.GDALRATGetRowCount(rat))
+            ]
+            if rat
+            else []
+        )
         return names, gdal.GDALGetOverviewCount(band), rows, cols
     finally:
         gdal.GDALClose(ds)
 
 
 def test_predicted_class_map_carries_class_names_overviews_and_named_probabilities(tmp_path):
-    classes = [ClassSpec(name="background", color="#000000"), ClassSpec(name="building", color="#ff3030"),
-               ClassSpec(name="water", color="#3060ff")]
+    classes = [
+        ClassSpec(name="background", color="#000000"),
+        ClassSpec(name="building", color="#ff3030"),
+        ClassSpec(name="water", color="#3060ff"),
+    ]
     bundle = make_bundle(classes=classes, path=tmp_path / "m.terraseg", window=64)
     big, _, _ = make_geotiff(tmp_path / "big.tif", height=1100, width=1300, squares=False)
     small, _, _ = make_geotiff(tmp_path / "small.tif", height=200, width=300, squares=False)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import DATA, make_geotiff, needs_data, write_mask_tif
 from terraseg.config import DataConfig, FolderSource, SceneSource
 from terraseg.data.holdout import apply_record, block_side
 from terraseg.data.scenes import RasterScene
 from terraseg.data.sources import build_scenes, split_scenes
 from terraseg.evaluation.metrics import metrics_from_confusion, score, validation_metrics
-
-from conftest import DATA, make_geotiff, needs_data, write_mask_tif
 
 
 def _val_pixels(scenes, k):
@@ -138,8 +137,14 @@ def test_evaluate_split_val_scores_exactly_what_training_validated(tmp_path):
     cfg = {
         "name": "vegas-tiny",
         "classes": [{"name": "background"}, {"name": "building"}],
-        "data": {"train": [{"kind": "scene", "image": str(vegas / f"{stem}-RGB.tif"), "vector": {"path": str(vegas / f"{stem}.gpkg")}}],
-                 "window": 64, "samples_per_epoch": 8, "batch_size": 4},
+        "data": {
+            "train": [
+                {"kind": "scene", "image": str(vegas / f"{stem}-RGB.tif"), "vector": {"path": str(vegas / f"{stem}.gpkg")}}
+            ],
+            "window": 64,
+            "samples_per_epoch": 8,
+            "batch_size": 4,
+        },
         "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3},
         "train": {"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False},
         "output_dir": str(tmp_path / "run"),
@@ -161,8 +166,21 @@ def test_evaluate_split_val_scores_exactly_what_training_validated(tmp_path):
     assert m["per_class"]["building"]["support"] > 0
     assert f"{validated:,} labelled pixels" in res.output
     # the YAML's val_fraction is never re-read for --split val
-    res = runner.invoke(app, ["evaluate", str(bundle), str(path), "--split", "val", "--set", "data.val_fraction=0.45",
-                              "--out", str(tmp_path / "ev2"), "--no-log-to-run"])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(bundle),
+            str(path),
+            "--split",
+            "val",
+            "--set",
+            "data.val_fraction=0.45",
+            "--out",
+            str(tmp_path / "ev2"),
+            "--no-log-to-run",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "ev2" / "metrics.json").read_text())["pixels"] == validated
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
@@ -178,13 +196,18 @@ def test_budget_is_wall_time_of_the_whole_run(tmp_path, monkeypatch):
     import yaml
     from typer.testing import CliRunner
 
+    from conftest import make_geotiff, tiny_config, write_mask_tif
     from terraseg.bundle import Bundle
     from terraseg.cli.main import app
     from terraseg.training import network
-    from conftest import make_geotiff, tiny_config, write_mask_tif
 
     img, _, truth = make_geotiff(tmp_path / "a.tif", 128, 128, seed=1)
-    files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img, "test_mask": tmp_path / "m.tif"}
+    files = {
+        "image": img,
+        "mask": write_mask_tif(tmp_path / "m.tif", truth, img),
+        "test_image": img,
+        "test_mask": tmp_path / "m.tif",
+    }
     cfg = tiny_config(tmp_path, files, train={"max_epochs": 50, "max_minutes": 0.25, "seed": 0, "patience": 100})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     monkeypatch.setattr(network, "_export_reserve", lambda *a: 30.0)  # an export longer than the whole budget
@@ -204,15 +227,20 @@ def test_the_budget_keeps_the_measured_export_time_so_the_bundle_has_its_graph(t
     import yaml
     from typer.testing import CliRunner
 
+    from conftest import make_geotiff, tiny_config, write_mask_tif
     from terraseg.bundle import Bundle
     from terraseg.cli.main import app
     from terraseg.io import cachefile
     from terraseg.training import export_time
-    from conftest import make_geotiff, tiny_config, write_mask_tif
 
     monkeypatch.setenv("TERRASEG_CACHE", str(tmp_path / "cache"))
     img, _, truth = make_geotiff(tmp_path / "a.tif", 128, 128, seed=1)
-    files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img, "test_mask": tmp_path / "m.tif"}
+    files = {
+        "image": img,
+        "mask": write_mask_tif(tmp_path / "m.tif", truth, img),
+        "test_image": img,
+        "test_mask": tmp_path / "m.tif",
+    }
     cfg = tiny_config(tmp_path, files, train={"max_epochs": 50, "max_minutes": 0.3, "seed": 0, "patience": 100})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["train", str(tmp_path / "c.yaml")])

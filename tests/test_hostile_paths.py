@@ -65,10 +65,20 @@ def kit(tmp_path_factory):
         x0, y0, x1, y1 = ds.bounds
     poly = [[[x0 + 10, y1 - 10], [x0 + 50, y1 - 10], [x0 + 50, y1 - 50], [x0 + 10, y1 - 50], [x0 + 10, y1 - 10]]]
     vec = tmp / "a.geojson"
-    vec.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32618"}},
-                               "features": [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": poly}}]}))
-    cfg = tiny_config(tmp, {"image": a, "mask": mask, "test_image": a, "test_mask": mask},
-                      train={"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False})
+    vec.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": "EPSG:32618"}},
+                "features": [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": poly}}],
+            }
+        )
+    )
+    cfg = tiny_config(
+        tmp,
+        {"image": a, "mask": mask, "test_image": a, "test_mask": mask},
+        train={"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False},
+    )
     cfg["tracking"] = {"enabled": True}
     (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert run("train", tmp / "c.yaml").exit_code == 0
@@ -78,8 +88,16 @@ def kit(tmp_path_factory):
     assert run("chip", a, "--labels", mask, "--size", "32", "--out", tmp / "chips").exit_code == 0
     index = next((tmp / "chips").glob("index.*"))
     # a class map, a sample of it, labelled
-    prof = dict(driver="GTiff", width=60, height=50, count=1, dtype="uint8", crs="EPSG:32618",
-                transform=from_origin(500000, 4500000, 10, 10), nodata=255)
+    prof = dict(
+        driver="GTiff",
+        width=60,
+        height=50,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32618",
+        transform=from_origin(500000, 4500000, 10, 10),
+        nodata=255,
+    )
     cmap = (np.random.default_rng(0).random((50, 60)) < 0.3).astype(np.uint8)
     with rasterio.open(tmp / "map.tif", "w", **prof) as d:
         d.write(cmap, 1)
@@ -95,9 +113,18 @@ def kit(tmp_path_factory):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     from terraseg.prepare import download as dl
 
-    toy = dl.RemoteDataset("toy", "toy", (dl.RemoteFile(f"http://127.0.0.1:{srv.server_address[1]}/f.bin", "f.bin",
-                                                        sha256=hashlib.sha256(_Files.body).hexdigest()),),
-                           present=("f.bin",), citation="c", licence="l")
+    toy = dl.RemoteDataset(
+        "toy",
+        "toy",
+        (
+            dl.RemoteFile(
+                f"http://127.0.0.1:{srv.server_address[1]}/f.bin", "f.bin", sha256=hashlib.sha256(_Files.body).hexdigest()
+            ),
+        ),
+        present=("f.bin",),
+        citation="c",
+        licence="l",
+    )
     # hostile places shared by the cases
     (tmp / "blocker").write_text("a file in the way")
     ro, full = tmp / "ro", tmp / "full"
@@ -112,9 +139,24 @@ def kit(tmp_path_factory):
                     f.write(b"\0" * 512)
             except OSError:
                 pass
-    yield {"tmp": tmp, "a": a, "b": b, "mask": mask, "vector": vec, "config": tmp / "c.yaml", "tune": tmp / "t.yaml",
-           "run": tmp / "run", "bundle": tmp / "run" / "model.terraseg", "index": index, "map": tmp / "map.tif",
-           "points": tmp / "labelled.gpkg", "toy": toy, "ro": ro, "ro_real": ro_ok, "full": full if full_ok else None}
+    yield {
+        "tmp": tmp,
+        "a": a,
+        "b": b,
+        "mask": mask,
+        "vector": vec,
+        "config": tmp / "c.yaml",
+        "tune": tmp / "t.yaml",
+        "run": tmp / "run",
+        "bundle": tmp / "run" / "model.terraseg",
+        "index": index,
+        "map": tmp / "map.tif",
+        "points": tmp / "labelled.gpkg",
+        "toy": toy,
+        "ro": ro,
+        "ro_real": ro_ok,
+        "full": full if full_ok else None,
+    }
     srv.shutdown()
     for m in (ro if ro_ok else None, full if full_ok else None):
         if m is not None:
@@ -151,12 +193,17 @@ def _snapshot(folder: Path) -> set[str]:
     """The files under final names in ``folder``: hidden temporaries and ``.part`` downloads (kept to resume) are not."""
     if not folder.is_dir():
         return set()
-    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-            and not p.name.endswith(".part")}
+    return {
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".part")
+    }
 
 
-@pytest.mark.parametrize("command,hostile", [
-    pytest.param(c, h, id=f"{c}-{h}", marks=[pytest.mark.slow] if c in SLOW else []) for c in COMMANDS for h in HOSTILE])
+@pytest.mark.parametrize(
+    "command,hostile",
+    [pytest.param(c, h, id=f"{c}-{h}", marks=[pytest.mark.slow] if c in SLOW else []) for c in COMMANDS for h in HOSTILE],
+)
 def test_every_writing_command_refuses_or_writes_any_output_path(kit, command, hostile, monkeypatch, tmp_path):
     from terraseg.prepare import download as dl
 
@@ -167,8 +214,13 @@ def test_every_writing_command_refuses_or_writes_any_output_path(kit, command, h
         pytest.skip("no full filesystem here: mounting a small tmpfs needs root with mount rights")
     if hostile == "read_only" and not kit["ro_real"] and os.geteuid() == 0:
         pytest.skip("no read-only filesystem here: root writes into chmod 555 folders, and mounting one needs mount rights")
-    place = {"parent_is_a_file": kit["tmp"] / "blocker", "read_only": kit["ro"], "full_disk": kit["full"],
-             "spaces_and_accents": tmp_path / "dossier été 2026", "wrong_kind": tmp_path / f"taken{'' if kind == 'dir' else kind}"}[hostile]
+    place = {
+        "parent_is_a_file": kit["tmp"] / "blocker",
+        "read_only": kit["ro"],
+        "full_disk": kit["full"],
+        "spaces_and_accents": tmp_path / "dossier été 2026",
+        "wrong_kind": tmp_path / f"taken{'' if kind == 'dir' else kind}",
+    }[hostile]
     if hostile == "wrong_kind":  # a file where the folder goes, or a folder where the file goes
         if kind == "dir":
             place.write_text("keep")

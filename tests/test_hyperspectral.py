@@ -25,9 +25,23 @@ def cube(path: Path, bands: int = 224, size: int = 128, dtype: str = "int16", se
     rng = np.random.default_rng(seed)
     spectrum = (1000 + 800 * np.sin(np.linspace(0, 3, bands)))[:, None, None]
     data = (spectrum + rng.normal(0, 50, (bands, size, size))).astype(dtype)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=bands, dtype=dtype, crs="EPSG:32633",
-                       transform=from_origin(400000, 5000000, 30, 30), tiled=True, blockxsize=64, blockysize=64,
-                       compress="deflate", interleave="pixel", photometric="MINISBLACK") as d:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=bands,
+        dtype=dtype,
+        crs="EPSG:32633",
+        transform=from_origin(400000, 5000000, 30, 30),
+        tiled=True,
+        blockxsize=64,
+        blockysize=64,
+        compress="deflate",
+        interleave="pixel",
+        photometric="MINISBLACK",
+    ) as d:
         d.write(data)
     return path, data
 
@@ -63,8 +77,12 @@ def test_a_stop_during_stats_leaves_no_output_and_ends_the_run(tmp_path, sig):
     out = tmp_path / "st"
     import psutil
 
-    proc = subprocess.Popen([sys.executable, "-m", "terraseg", "--quiet", "stats", str(path), "--out", str(out)],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "terraseg", "--quiet", "stats", str(path), "--out", str(out)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     t0 = time.time()
     while proc.poll() is None and time.time() - t0 < 120:  # wait until the command reads the raster
         try:

@@ -11,20 +11,27 @@ import json
 import numpy as np
 import pytest
 
+from conftest import DATA, make_geotiff, needs_data, tiny_config
+from terraseg import evaluate, predict
 from terraseg.bundle import Bundle
 from terraseg.config import load_config
 from terraseg.data.sources import train_val_scenes
-from terraseg import evaluate
-from terraseg import predict
 from terraseg.infer.sliding import predictor_for
 from terraseg.training.run import train
 
-from conftest import DATA, make_geotiff, needs_data, tiny_config
-
 
 def _short(cfg_path, tmp_path, *extra):
-    return load_config(cfg_path, [f"output_dir={tmp_path / 'run'}", "tracking.enabled=false", "train.max_epochs=1",
-                                  "data.samples_per_epoch=4", "data.batch_size=4", *extra])
+    return load_config(
+        cfg_path,
+        [
+            f"output_dir={tmp_path / 'run'}",
+            "tracking.enabled=false",
+            "train.max_epochs=1",
+            "data.samples_per_epoch=4",
+            "data.batch_size=4",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.slow

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
+from conftest import DATA, make_geotiff, needs_data, write_mask_tif
 from terraseg.config import VectorLabels
 from terraseg.data.scenes import ArrayScene, RasterScene
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import atomic_path
-
-from conftest import DATA, make_geotiff, needs_data, write_mask_tif
 
 
 @needs_data("bad-inputs", "corrupt.tif")
@@ -148,8 +147,12 @@ def test_kept_datasets_are_closed_at_exit_in_every_thread(tmp_path):
     done.set()
     t.join()
     # and in a process that exits with a dataset kept: nothing on stderr
-    run = subprocess.run([sys.executable, "-c", f"from terraseg.io.raster import shared_dataset; shared_dataset({path!r}).read()"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", f"from terraseg.io.raster import shared_dataset; shared_dataset({path!r}).read()"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0 and run.stderr == "", run.stderr
 
 
@@ -161,8 +164,9 @@ def test_a_block_beyond_the_memory_bound_is_refused_in_one_line(tmp_path):
     from terraseg.io.raster import open_raster
 
     path = tmp_path / "huge_strip.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=2_100_000_000, height=1, count=1, dtype="uint8", compress="deflate",
-                       SPARSE_OK=True):
+    with rasterio.open(
+        path, "w", driver="GTiff", width=2_100_000_000, height=1, count=1, dtype="uint8", compress="deflate", SPARSE_OK=True
+    ):
         pass
     assert path.stat().st_size < 1000
     with pytest.raises(InputFileError, match=r"one block of the file is 1 x 2,100,000,000 pixels .* TILED=YES"):

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_geotiff, tiny_config, write_mask_tif
 from terraseg.config import ExperimentConfig
 from terraseg.training.network import keep_epoch, train_network
-
-from conftest import make_geotiff, tiny_config, write_mask_tif
 
 
 def _units(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: int = 10_000) -> np.ndarray:
@@ -40,7 +39,10 @@ def test_auto_keeps_the_best_network_when_validation_separates_it():
 
 
 def test_explicit_choices_one_epoch_and_missing_units():
-    units = {"best": _units(np.full(3, 5), np.full(3, 5), np.full(3, 5)), "last": _units(np.full(3, 5), np.full(3, 5), np.full(3, 5))}
+    units = {
+        "best": _units(np.full(3, 5), np.full(3, 5), np.full(3, 5)),
+        "last": _units(np.full(3, 5), np.full(3, 5), np.full(3, 5)),
+    }
     assert keep_epoch("best", BEST, LAST, units) == ("best", None)
     which, why = keep_epoch("last", BEST, LAST, {})
     assert which == "last" and "train.keep last" in why
@@ -56,8 +58,12 @@ def test_the_bundle_holds_the_kept_epochs_weights_and_figures(tmp_path, keep):
 
     img, _, truth = make_geotiff(tmp_path / "train.tif", 128, 160, seed=1)
     timg, _, ttruth = make_geotiff(tmp_path / "test.tif", 64, 64, seed=2)
-    files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img),
-             "test_image": timg, "test_mask": write_mask_tif(tmp_path / "tm.tif", ttruth, timg)}
+    files = {
+        "image": img,
+        "mask": write_mask_tif(tmp_path / "m.tif", truth, img),
+        "test_image": timg,
+        "test_mask": write_mask_tif(tmp_path / "tm.tif", ttruth, timg),
+    }
     cfg = ExperimentConfig.model_validate(tiny_config(tmp_path, files, train={"max_epochs": 3, "seed": 0, "keep": keep}))
     res = train_network(cfg)
     b = Bundle.load(res.bundle_path)

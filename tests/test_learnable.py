@@ -8,10 +8,9 @@ import rasterio
 import yaml
 from typer.testing import CliRunner
 
+from conftest import make_geotiff, tiny_config
 from terraseg.cli.main import app
 from terraseg.plan import plan_run
-
-from conftest import make_geotiff, tiny_config
 
 runner = CliRunner()
 
@@ -43,9 +42,28 @@ def test_plan_counts_a_tagged_zero_as_background_and_says_how_to_restore_the_tag
 def test_planned_training_reports_the_note_and_trains_on_both_classes(tmp_path, monkeypatch):
     img, mask, truth = _tagged_mask(tmp_path)
     monkeypatch.chdir(tmp_path)
-    res = runner.invoke(app, ["train", "--data", str(img), "--labels", str(mask), "--minutes", "0.3",
-                              "--set", "train.max_epochs=1", "--set", "train.export_onnx=false", "--set", "train.choose_tiling=false",
-                              "--set", "train.calibrate=false", "--set", "tracking.enabled=false"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(img),
+            "--labels",
+            str(mask),
+            "--minutes",
+            "0.3",
+            "--set",
+            "train.max_epochs=1",
+            "--set",
+            "train.export_onnx=false",
+            "--set",
+            "train.choose_tiling=false",
+            "--set",
+            "train.calibrate=false",
+            "--set",
+            "tracking.enabled=false",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "plan note: the mask's nodata tag 0 is also its background value" in res.output
     pixels = res.output.split("labelled pixels train/val: ")[1].splitlines()[0]
@@ -93,8 +111,15 @@ def test_the_tag_alone_is_refused_too_with_the_setting_that_fixes_it(tmp_path):
 def test_an_attribute_value_meaning_no_data_with_no_pixels_is_unknown_not_a_class():
     from terraseg.plan import _drop_nodata_codes
 
-    sources = {"train": [{"kind": "scene", "image": "x.tif", "vector": {"path": "l.gpkg", "attribute": "c",
-                                                                        "mapping": {"1": 1, "2": 2, "255": 3}}}]}
+    sources = {
+        "train": [
+            {
+                "kind": "scene",
+                "image": "x.tif",
+                "vector": {"path": "l.gpkg", "attribute": "c", "mapping": {"1": 1, "2": 2, "255": 3}},
+            }
+        ]
+    }
     names, notes = _drop_nodata_codes(sources, ["background", "1", "2", "255"], [5000, 3000, 2000, 0])
     assert names == ["background", "1", "2"]
     assert sources["train"][0]["vector"]["mapping"] == {"1": 1, "2": 2, "255": 255}

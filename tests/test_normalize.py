@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import make_geotiff
 from terraseg.data.datasets import make_sample, scene_statistics
 from terraseg.data.normalize import NormStats, compute_stats, normalize
 from terraseg.data.scenes import RasterScene
 from terraseg.data.windows import grid_windows
 from terraseg.errors import BundleError
 from terraseg.infer.sliding import SlidingWindowPredictor
-
-from conftest import make_geotiff
 
 
 class RecordingBackend:
@@ -35,7 +34,9 @@ def test_predict_preprocessing_is_bit_identical_to_training(tmp_path, dtype, nod
     scene = RasterScene(path, ignore_index=255)
     stats = scene_statistics([scene], method, (2, 98), 10_000, seed=0)
     window = 64
-    train_view = [make_sample(scene, w.row, w.col, window, stats) for w in grid_windows(scene.height, scene.width, window)]  # training path
+    train_view = [
+        make_sample(scene, w.row, w.col, window, stats) for w in grid_windows(scene.height, scene.width, window)
+    ]  # training path
     rec = RecordingBackend()
     SlidingWindowPredictor(rec, stats, 2, window=window, overlap=0.0, batch_size=3).predict(scene, lambda b: None)
     tiles = np.concatenate(rec.batches)

@@ -35,10 +35,19 @@ def _classifier(path: Path, classes=("dark", "bright")) -> Path:
     mc = ModelConfig(arch="classifier", encoder="resnet10t")
     torch.manual_seed(0)
     model = build_model(mc, 3, len(classes))
-    spec = InputSpec(bands=3, dtype="uint8", normalization=NormStats("meanstd", [90.0] * 3, [60.0] * 3), train_window=32,
-                     predict_window=32, input_size=32)
-    return Bundle(BundleManifest(name="cls", task="classification", model=mc, classes=[ClassSpec(name=c) for c in classes],
-                                 input=spec), model, {}).save(path)
+    spec = InputSpec(
+        bands=3,
+        dtype="uint8",
+        normalization=NormStats("meanstd", [90.0] * 3, [60.0] * 3),
+        train_window=32,
+        predict_window=32,
+        input_size=32,
+    )
+    return Bundle(
+        BundleManifest(name="cls", task="classification", model=mc, classes=[ClassSpec(name=c) for c in classes], input=spec),
+        model,
+        {},
+    ).save(path)
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +63,39 @@ def kit(tmp_path_factory):
     with rasterio.open(a) as ds:
         x0, y0, x1, y1 = ds.bounds
     poly = [[[x0 + 10, y1 - 10], [x0 + 40, y1 - 10], [x0 + 40, y1 - 40], [x0 + 10, y1 - 40], [x0 + 10, y1 - 10]]]
-    (tmp / "a.geojson").write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32618"}},
-                                               "features": [{"type": "Feature", "properties": {"cls": "house", "id": 2},
-                                                             "geometry": {"type": "Polygon", "coordinates": poly}}]}))
-    (tmp / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "stac_version": "1.0.0", "id": f"item-{n}", "geometry": None, "properties": {},
-         "assets": {"image": {"href": str(p), "type": "image/tiff; application=geotiff", "roles": ["data"]}}}
-        for n, p in (("a", a), ("b", b))]}))
+    (tmp / "a.geojson").write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": "EPSG:32618"}},
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"cls": "house", "id": 2},
+                        "geometry": {"type": "Polygon", "coordinates": poly},
+                    }
+                ],
+            }
+        )
+    )
+    (tmp / "items.json").write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "stac_version": "1.0.0",
+                        "id": f"item-{n}",
+                        "geometry": None,
+                        "properties": {},
+                        "assets": {"image": {"href": str(p), "type": "image/tiff; application=geotiff", "roles": ["data"]}},
+                    }
+                    for n, p in (("a", a), ("b", b))
+                ],
+            }
+        )
+    )
     root = tmp / "classes"
     rng = np.random.default_rng(0)
     for k, name in enumerate(("dark", "bright")):
@@ -70,8 +105,16 @@ def kit(tmp_path_factory):
                 d.write((rng.integers(0, 60, (3, 24, 24)) + 150 * k).astype(np.uint8))
     stats = NormStats("meanstd", [90.0] * 3, [60.0] * 3)
     seg = make_bundle(3, ("background", "object", "other"), stats=stats, window=64, path=tmp / "seg.terraseg")
-    return {"tmp": tmp, "images": [a, b], "mask": mask, "vector": tmp / "a.geojson", "stac": tmp / "items.json",
-            "classes": root, "segmentation": seg, "classification": _classifier(tmp / "cls.terraseg")}
+    return {
+        "tmp": tmp,
+        "images": [a, b],
+        "mask": mask,
+        "vector": tmp / "a.geojson",
+        "stac": tmp / "items.json",
+        "classes": root,
+        "segmentation": seg,
+        "classification": _classifier(tmp / "cls.terraseg"),
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -81,18 +124,37 @@ def _cache(tmp_path_factory, monkeypatch):
 
 # a value for each option (set away from its default), and extra options it needs
 PREDICT_ARGS = {
-    "asset": ["--asset", "image"], "engine": ["--engine", "ray", "--num-workers", "1"], "resume": ["--resume"],
-    "bands": ["--bands", "3,2,1"], "input_range": ["--input-range", "0,127"], "probabilities": ["--probabilities"],
-    "uncertainty": ["--uncertainty"], "overlay": ["--overlay"], "compress": ["--compress", "zstd"], "level": ["--level", "1"],
-    "cog": ["--cog"], "grid": ["--grid"], "inference.window": ["--window", "64"], "inference.overlap": ["--overlap", "0.5"],
-    "inference.fit_max": ["--fit-max", "0"], "inference.readers": ["--readers", "2"], "inference.batch_size": ["--batch-size", "1"],
-    "inference.device": ["--device", "cpu"], "inference.precision": ["--precision", "32"],
-    "inference.channels_last": ["--no-channels-last"], "inference.backend": ["--backend", "torch"],
-    "inference.threads": ["--threads", "1"], "inference.tta": ["--tta", "flips"],
+    "asset": ["--asset", "image"],
+    "engine": ["--engine", "ray", "--num-workers", "1"],
+    "resume": ["--resume"],
+    "bands": ["--bands", "3,2,1"],
+    "input_range": ["--input-range", "0,127"],
+    "probabilities": ["--probabilities"],
+    "uncertainty": ["--uncertainty"],
+    "overlay": ["--overlay"],
+    "compress": ["--compress", "zstd"],
+    "level": ["--level", "1"],
+    "cog": ["--cog"],
+    "grid": ["--grid"],
+    "inference.window": ["--window", "64"],
+    "inference.overlap": ["--overlap", "0.5"],
+    "inference.fit_max": ["--fit-max", "0"],
+    "inference.readers": ["--readers", "2"],
+    "inference.batch_size": ["--batch-size", "1"],
+    "inference.device": ["--device", "cpu"],
+    "inference.precision": ["--precision", "32"],
+    "inference.channels_last": ["--no-channels-last"],
+    "inference.backend": ["--backend", "torch"],
+    "inference.threads": ["--threads", "1"],
+    "inference.tta": ["--tta", "flips"],
 }
 CHANGES_VALUES = {"bands", "input_range", "inference.tta"}  # options whose results must differ from the default's
-CASES = [pytest.param(f, w, id=f"{f}-{w}", marks=[pytest.mark.slow] if f == "engine" else [])
-         for f in PREDICT for w in WAYS if not (f == "grid" and w == "files")]
+CASES = [
+    pytest.param(f, w, id=f"{f}-{w}", marks=[pytest.mark.slow] if f == "engine" else [])
+    for f in PREDICT
+    for w in WAYS
+    if not (f == "grid" and w == "files")
+]
 
 
 def _predict(kit, way, out, extra=()):
@@ -124,8 +186,15 @@ def test_every_predict_option_is_honoured_or_refused(kit, field, way, tmp_path):
     if (field in CHANGES_VALUES or field == "engine") and way != "files":
         extra.append("--probabilities")
     if field == "asset":
-        res = run("predict", kit["segmentation" if way == "segmentation" else "classification"], kit["stac"], "--out", out,
-                  *(["--grid"] if way == "grid" else []), *extra)
+        res = run(
+            "predict",
+            kit["segmentation" if way == "segmentation" else "classification"],
+            kit["stac"],
+            "--out",
+            out,
+            *(["--grid"] if way == "grid" else []),
+            *extra,
+        )
     elif field == "inference.window" and way == "grid":
         res = _predict(kit, way, out, ["--window", "16"])
     else:
@@ -160,15 +229,26 @@ def test_every_predict_option_is_honoured_or_refused(kit, field, way, tmp_path):
 
 
 EVALUATE_ARGS = {
-    "labels": ["--labels", "MASK"], "burn_value": ["--labels", "VECTOR", "--burn-value", "2"],
+    "labels": ["--labels", "MASK"],
+    "burn_value": ["--labels", "VECTOR", "--burn-value", "2"],
     "attribute": ["--labels", "VECTOR", "--attribute", "id"],
     "mapping": ["--labels", "VECTOR", "--attribute", "cls", "--mapping", "house=1"],
-    "mask_nodata": ["--labels", "MASK", "--mask-nodata", "2"], "overlays": ["--overlays", "1"], "overlay_size": ["--overlay-size", "64"],
-    "log_to_run": ["--no-log-to-run"], "tracking_uri": ["--tracking-uri", "sqlite:///TMP/t.db"],
-    "inference.window": ["--window", "64"], "inference.overlap": ["--overlap", "0.5"], "inference.fit_max": ["--fit-max", "0"],
-    "inference.readers": ["--readers", "2"], "inference.batch_size": ["--batch-size", "1"], "inference.device": ["--device", "cpu"],
-    "inference.precision": ["--precision", "32"], "inference.channels_last": ["--no-channels-last"],
-    "inference.backend": ["--backend", "torch"], "inference.threads": ["--threads", "1"], "inference.tta": ["--tta", "flips"],
+    "mask_nodata": ["--labels", "MASK", "--mask-nodata", "2"],
+    "overlays": ["--overlays", "1"],
+    "overlay_size": ["--overlay-size", "64"],
+    "log_to_run": ["--no-log-to-run"],
+    "tracking_uri": ["--tracking-uri", "sqlite:///TMP/t.db"],
+    "inference.window": ["--window", "64"],
+    "inference.overlap": ["--overlap", "0.5"],
+    "inference.fit_max": ["--fit-max", "0"],
+    "inference.readers": ["--readers", "2"],
+    "inference.batch_size": ["--batch-size", "1"],
+    "inference.device": ["--device", "cpu"],
+    "inference.precision": ["--precision", "32"],
+    "inference.channels_last": ["--no-channels-last"],
+    "inference.backend": ["--backend", "torch"],
+    "inference.threads": ["--threads", "1"],
+    "inference.tta": ["--tta", "flips"],
 }
 TASKS = ("segmentation", "classification")
 
@@ -186,7 +266,7 @@ def test_every_evaluate_option_is_honoured_or_refused(kit, field, task, tmp_path
         for other in ("--labels", "--attribute"):
             if other in extra and flag(field) != other:
                 i = extra.index(other)
-                extra = extra[:i] + extra[i + 2:]
+                extra = extra[:i] + extra[i + 2 :]
         res = run("evaluate", kit["classification"], kit["classes"], *extra, "--out", out)
     if isinstance(entry, Refused):
         _refused(res, out, field)
@@ -211,10 +291,10 @@ def test_the_option_table_is_in_the_docs():
 
 
 def test_python_api_refuses_the_other_task_and_options_alike(kit, tmp_path):
-    from terraseg.errors import BundleError, ConfigError
-    from terraseg.infer.sliding import predictor_for
     from terraseg import evaluate, predict
     from terraseg.config.inference import PredictConfig
+    from terraseg.errors import BundleError, ConfigError
+    from terraseg.infer.sliding import predictor_for
     from terraseg.prediction.run import predict_segmentation
 
     with pytest.raises(ConfigError, match="--overlay applies to segmentation bundles and classification with --grid"):
@@ -222,7 +302,9 @@ def test_python_api_refuses_the_other_task_and_options_alike(kit, tmp_path):
     res = predict(kit["classification"], kit["images"], tmp_path / "o", uncertainty=True, tta="flips")
     assert res.rows == 2 and Path(res.table).is_file()
     with pytest.raises(BundleError, match="this bundle classifies scenes"):
-        predict_segmentation(PredictConfig(inputs=[str(p) for p in kit["images"]], out_dir=str(tmp_path / "p")), kit["classification"])
+        predict_segmentation(
+            PredictConfig(inputs=[str(p) for p in kit["images"]], out_dir=str(tmp_path / "p")), kit["classification"]
+        )
     from terraseg.bundle import Bundle
 
     with pytest.raises(BundleError, match="this bundle classifies scenes"):

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from terraseg.cli.main import app
-
 from conftest import make_geotiff
+from terraseg.cli.main import app
 
 runner = CliRunner()
 
@@ -34,45 +33,118 @@ def _polygons(path, raster, values, attribute, seed):
 
 
 def _train(tmp_path, scene, labels, attribute, *extra):
-    res = runner.invoke(app, ["plan", str(scene), "--labels", str(labels), "--attribute", attribute, "--minutes", "0.5",
-                              "--no-measure", "--out", str(tmp_path / "plan.yaml"), "--name", "own"])
+    res = runner.invoke(
+        app,
+        [
+            "plan",
+            str(scene),
+            "--labels",
+            str(labels),
+            "--attribute",
+            attribute,
+            "--minutes",
+            "0.5",
+            "--no-measure",
+            "--out",
+            str(tmp_path / "plan.yaml"),
+            "--name",
+            "own",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "train.max_epochs=1", "--set", "data.samples_per_epoch=4",
-                              "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false",
-                              "--set", "train.export_onnx=false", "--set", "train.challengers=[]", *extra])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            str(tmp_path / "plan.yaml"),
+            "--set",
+            "train.max_epochs=1",
+            "--set",
+            "data.samples_per_epoch=4",
+            "--set",
+            f"output_dir={tmp_path / 'run'}",
+            "--set",
+            "tracking.enabled=false",
+            "--set",
+            "train.export_onnx=false",
+            "--set",
+            "train.challengers=[]",
+            *extra,
+        ],
+    )
     assert res.exit_code == 0, res.output
     return tmp_path / "run" / "model.terraseg"
 
 
 def _scores(bundle, scene, labels, out, *options):
-    res = runner.invoke(app, ["evaluate", str(bundle), str(scene), "--labels", str(labels), "--out", str(out), "--overlays", "0",
-                              "--no-log-to-run", *options])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(bundle),
+            str(scene),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--overlays",
+            "0",
+            "--no-log-to-run",
+            *options,
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
     return {k: metrics[k] for k in ("pixels", "miou", "per_class", "confusion_matrix")}, res.output
 
 
-@pytest.mark.parametrize(("attribute", "values", "extra"), [
-    ("Niveau_3", ["Building", "Forest", "Hydro"], ()),  # class names as text, a network
-    ("code", [10, 20, 30], ("--set", "model.arch=random_forest")),  # codes, the pixel forest
-])
+@pytest.mark.parametrize(
+    ("attribute", "values", "extra"),
+    [
+        ("Niveau_3", ["Building", "Forest", "Hydro"], ()),  # class names as text, a network
+        ("code", [10, 20, 30], ("--set", "model.arch=random_forest")),  # codes, the pixel forest
+    ],
+)
 def test_evaluate_scores_with_the_mapping_training_used(tmp_path, attribute, values, extra):
     one, _, _ = make_geotiff(tmp_path / "scene1.tif", 96, 96, seed=1)
     two, _, _ = make_geotiff(tmp_path / "scene2.tif", 96, 96, seed=2)
     bundle = _train(tmp_path, one, _polygons(tmp_path / "l1.gpkg", one, values, attribute, 1), attribute, *extra)
     labels = _polygons(tmp_path / "l2.gpkg", two, values, attribute, 2)
     as_trained, printed = _scores(bundle, two, labels, tmp_path / "e1", "--attribute", attribute)
-    explicit, _ = _scores(bundle, two, labels, tmp_path / "e2", "--attribute", attribute,
-                          "--mapping", ",".join(f"{v}={i + 1}" for i, v in enumerate(values)))
+    explicit, _ = _scores(
+        bundle,
+        two,
+        labels,
+        tmp_path / "e2",
+        "--attribute",
+        attribute,
+        "--mapping",
+        ",".join(f"{v}={i + 1}" for i, v in enumerate(values)),
+    )
     assert as_trained == explicit and as_trained["pixels"] == 96 * 96, as_trained
-    assert len(as_trained["confusion_matrix"]) == 4 and sum(map(sum, as_trained["confusion_matrix"][1:])) > 0  # classes 1..3 scored
+    assert (
+        len(as_trained["confusion_matrix"]) == 4 and sum(map(sum, as_trained["confusion_matrix"][1:])) > 0
+    )  # classes 1..3 scored
     # without --attribute the bundle's one trained attribute is read (said), not every polygon burnt as class 1
     implied, printed = _scores(bundle, two, labels, tmp_path / "e3")
     assert implied == explicit and f"attribute '{attribute}'" in printed
     # a value the bundle does not know: one line naming it and the known ones
     strange = _polygons(tmp_path / "l3.gpkg", two, [*values, 99 if isinstance(values[0], int) else "Road"], attribute, 3)
-    res = runner.invoke(app, ["evaluate", str(bundle), str(two), "--labels", str(strange), "--attribute", attribute,
-                              "--out", str(tmp_path / "e4"), "--no-log-to-run"])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(bundle),
+            str(two),
+            "--labels",
+            str(strange),
+            "--attribute",
+            attribute,
+            "--out",
+            str(tmp_path / "e4"),
+            "--no-log-to-run",
+        ],
+    )
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert res.exit_code == 1 and len(lines) == 1 and "Traceback" not in res.output, res.output
     assert ("99" in lines[0] or "Road" in lines[0]) and all(str(v) in lines[0] for v in values)
@@ -98,11 +170,39 @@ def test_a_labelled_extent_keeps_unlabelled_pixels_out_of_training_holdout_and_s
     inside = 128 * 64  # pixels of the left half
 
     # without the extent the plan says the polygons span little of the scene and names --aoi
-    res = runner.invoke(app, ["plan", str(scene), "--labels", str(tmp_path / "labels.gpkg"), "--minutes", "0.5", "--no-measure",
-                              "--out", str(tmp_path / "no-extent.yaml")])
+    res = runner.invoke(
+        app,
+        [
+            "plan",
+            str(scene),
+            "--labels",
+            str(tmp_path / "labels.gpkg"),
+            "--minutes",
+            "0.5",
+            "--no-measure",
+            "--out",
+            str(tmp_path / "no-extent.yaml"),
+        ],
+    )
     assert res.exit_code == 0 and "--aoi" in res.output and "background" in res.output, res.output
-    res = runner.invoke(app, ["plan", str(scene), "--labels", str(tmp_path / "labels.gpkg"), "--aoi", str(tmp_path / "extent.geojson"),
-                              "--minutes", "0.5", "--no-measure", "--out", str(tmp_path / "plan.yaml"), "--name", "extent"])
+    res = runner.invoke(
+        app,
+        [
+            "plan",
+            str(scene),
+            "--labels",
+            str(tmp_path / "labels.gpkg"),
+            "--aoi",
+            str(tmp_path / "extent.geojson"),
+            "--minutes",
+            "0.5",
+            "--no-measure",
+            "--out",
+            str(tmp_path / "plan.yaml"),
+            "--name",
+            "extent",
+        ],
+    )
     assert res.exit_code == 0 and "--aoi" not in res.output, res.output
 
     cfg = load_config(tmp_path / "plan.yaml")
@@ -110,18 +210,48 @@ def test_a_labelled_extent_keeps_unlabelled_pixels_out_of_training_holdout_and_s
     mask = s.read(0, 0, 128, 128).mask
     assert (mask[:, 64:] == cfg.ignore_index).all() and (mask[:, :64] != cfg.ignore_index).sum() == inside  # counted
 
-    res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "train.max_epochs=1", "--set", "data.samples_per_epoch=4",
-                              "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false",
-                              "--set", "train.export_onnx=false", "--set", "train.challengers=[]"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            str(tmp_path / "plan.yaml"),
+            "--set",
+            "train.max_epochs=1",
+            "--set",
+            "data.samples_per_epoch=4",
+            "--set",
+            f"output_dir={tmp_path / 'run'}",
+            "--set",
+            "tracking.enabled=false",
+            "--set",
+            "train.export_onnx=false",
+            "--set",
+            "train.challengers=[]",
+        ],
+    )
     assert res.exit_code == 0, res.output
     manifest = Bundle.load(tmp_path / "run" / "model.terraseg").manifest
     assert manifest.drift and manifest.drift["seconds"] >= 0  # fitted before the epochs: no budget leaves it out
     split = manifest.split
     held = sum(v["train"] + v["val"] for v in split["pixels"].values())  # labelled pixels on both sides of the hold-out
     assert 0 < held <= inside and split["pixels"]["background"]["val"] > 0, split["pixels"]
-    res = runner.invoke(app, ["evaluate", str(tmp_path / "run" / "model.terraseg"), str(scene), "--labels",
-                              str(tmp_path / "labels.gpkg"), "--aoi", str(tmp_path / "extent.geojson"), "--out", str(tmp_path / "e"),
-                              "--overlays", "0", "--no-log-to-run"])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "run" / "model.terraseg"),
+            str(scene),
+            "--labels",
+            str(tmp_path / "labels.gpkg"),
+            "--aoi",
+            str(tmp_path / "extent.geojson"),
+            "--out",
+            str(tmp_path / "e"),
+            "--overlays",
+            "0",
+            "--no-log-to-run",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["pixels"] == inside
 
@@ -152,11 +282,27 @@ def test_the_plan_keeps_the_forest_where_validation_prefers_it_and_prints_both(t
 
     monkeypatch.chdir(tmp_path)
     scene, mask = _multispectral(tmp_path)
-    res = runner.invoke(app, ["train", "--data", str(scene), "--labels", str(mask), "--minutes", "0.25",
-                              "--set", "tracking.enabled=false", "--set", "train.export_onnx=false"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(scene),
+            "--labels",
+            str(mask),
+            "--minutes",
+            "0.25",
+            "--set",
+            "tracking.enabled=false",
+            "--set",
+            "train.export_onnx=false",
+        ],
+    )
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert any(ln.startswith("candidate network") for ln in lines) and any(ln.startswith("candidate random_forest") for ln in lines)
+    assert any(ln.startswith("candidate network") for ln in lines) and any(
+        ln.startswith("candidate random_forest") for ln in lines
+    )
     assert any(ln.startswith("kept random_forest") for ln in lines), res.output
     bundle = Bundle.load(tmp_path / "runs" / "patch" / "model.terraseg")
     assert bundle.manifest.model.arch == "random_forest" and bundle.manifest.training["candidates"]["kept"] == "random_forest"
@@ -185,8 +331,22 @@ def test_mask_codes_become_the_classes_they_hold_and_are_scored_as_trained(tmp_p
         return img, tmp_path / f"{name}_mask.tif", codes
 
     img, mask, codes = scene("one", 7)
-    res = runner.invoke(app, ["plan", str(img), "--labels", str(mask), "--minutes", "0.5", "--no-measure",
-                              "--out", str(tmp_path / "plan.yaml"), "--name", "codes"])
+    res = runner.invoke(
+        app,
+        [
+            "plan",
+            str(img),
+            "--labels",
+            str(mask),
+            "--minutes",
+            "0.5",
+            "--no-measure",
+            "--out",
+            str(tmp_path / "plan.yaml"),
+            "--name",
+            "codes",
+        ],
+    )
     assert res.exit_code == 0 and "mask value 255" in res.output, res.output
     cfg = load_config(tmp_path / "plan.yaml")
     assert [c.name for c in cfg.classes] == ["class_1", "class_2", "class_3", "class_8"]  # no class_4..7, no background
@@ -195,8 +355,19 @@ def test_mask_codes_become_the_classes_they_hold_and_are_scored_as_trained(tmp_p
     read = s.read(0, 0, 96, 96).mask
     lut = {0: 255, 1: 0, 2: 1, 3: 2, 8: 3, 255: 255}
     assert (read == np.vectorize(lut.get)(codes)).all()
-    res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "model.arch=random_forest",
-                              "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            str(tmp_path / "plan.yaml"),
+            "--set",
+            "model.arch=random_forest",
+            "--set",
+            f"output_dir={tmp_path / 'run'}",
+            "--set",
+            "tracking.enabled=false",
+        ],
+    )
     assert res.exit_code == 0, res.output
     img2, mask2, codes2 = scene("two", 8)
     scores, _ = _scores(tmp_path / "run" / "model.terraseg", img2, mask2, tmp_path / "e")

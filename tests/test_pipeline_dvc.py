@@ -36,24 +36,43 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     mb = DATA / "massachusetts-buildings"
-    cfg = {"name": "mb-tiny", "classes": [{"name": "background"}, {"name": "building"}],
-           "data": {"train": [{"kind": "scene", "image": str(mb / "22978945_15.tif"), "mask": "set by dvc.yaml"}],
-                    "window": 64, "samples_per_epoch": 16, "batch_size": 8, "val_fraction": 0.2},
-           "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3},
-           "train": {"max_epochs": 1, "export_onnx": False}, "tracking": {"enabled": False}}
+    cfg = {
+        "name": "mb-tiny",
+        "classes": [{"name": "background"}, {"name": "building"}],
+        "data": {
+            "train": [{"kind": "scene", "image": str(mb / "22978945_15.tif"), "mask": "set by dvc.yaml"}],
+            "window": 64,
+            "samples_per_epoch": 16,
+            "batch_size": 8,
+            "val_fraction": 0.2,
+        },
+        "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3},
+        "train": {"max_epochs": 1, "export_onnx": False},
+        "tracking": {"enabled": False},
+    }
     (repo / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.002}}))
     stages = {
-        "rasterize": {"cmd": f"terraseg --quiet rasterize {mb / 'massachusetts_buildings.zip'} --reference {mb / '22978945_15.tif'} "
-                             "--out data/mask.tif",
-                      "deps": [str(mb / "massachusetts_buildings.zip")], "outs": ["data/mask.tif"]},
-        "train": {"cmd": "terraseg --quiet train tiny.yaml --set data.train.0.mask=$PWD/data/mask.tif --set optimizer.lr=${train.lr} "
-                         "--set output_dir=run",
-                  "deps": ["tiny.yaml", "data/mask.tif"], "params": ["train"], "outs": ["run/model.terraseg"],
-                  "plots": [{"run/history.csv": {"x": "epoch", "y": "val/score", "cache": False}}]},
-        "evaluate": {"cmd": f"terraseg --quiet evaluate run/model.terraseg {mb / '22978945_15.tif'} --labels data/mask.tif "
-                            "--out reports --overlays 0",
-                     "deps": ["run/model.terraseg", "data/mask.tif"], "metrics": [{"reports/metrics.json": {"cache": False}}]},
+        "rasterize": {
+            "cmd": f"terraseg --quiet rasterize {mb / 'massachusetts_buildings.zip'} --reference {mb / '22978945_15.tif'} "
+            "--out data/mask.tif",
+            "deps": [str(mb / "massachusetts_buildings.zip")],
+            "outs": ["data/mask.tif"],
+        },
+        "train": {
+            "cmd": "terraseg --quiet train tiny.yaml --set data.train.0.mask=$PWD/data/mask.tif --set optimizer.lr=${train.lr} "
+            "--set output_dir=run",
+            "deps": ["tiny.yaml", "data/mask.tif"],
+            "params": ["train"],
+            "outs": ["run/model.terraseg"],
+            "plots": [{"run/history.csv": {"x": "epoch", "y": "val/score", "cache": False}}],
+        },
+        "evaluate": {
+            "cmd": f"terraseg --quiet evaluate run/model.terraseg {mb / '22978945_15.tif'} --labels data/mask.tif "
+            "--out reports --overlays 0",
+            "deps": ["run/model.terraseg", "data/mask.tif"],
+            "metrics": [{"reports/metrics.json": {"cache": False}}],
+        },
     }
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     _run(["git", "init", "-q"], repo)
@@ -81,8 +100,14 @@ def test_repository_pipelines_are_valid():
     """The shipped dvc.yaml parses, and every stage's command is a terraseg command."""
     root = Path(__file__).resolve().parents[1]
     out = _run([DVC, "stage", "list", "--all"], root)
-    for stage in ("massachusetts-train", "massachusetts-evaluate", "massachusetts-vectorize", "magnetic-split", "magnetic-export",
-                  "intel-evaluate"):
+    for stage in (
+        "massachusetts-train",
+        "massachusetts-evaluate",
+        "massachusetts-vectorize",
+        "magnetic-split",
+        "magnetic-export",
+        "intel-evaluate",
+    ):
         assert stage in out
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
     assert all("terraseg" in st.get("cmd", st.get("do", {}).get("cmd", "")) for st in spec["stages"].values())

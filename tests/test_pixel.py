@@ -35,7 +35,7 @@ def water_scene(path, h=160, w=200, seed=0):
     truth = np.zeros((h, w), np.uint8)
     yy, xx = np.mgrid[:h, :w]
     truth[(yy - h / 2) ** 2 / 3 + (xx - w / 3) ** 2 < 1500] = 1
-    truth[:, int(w * 0.8):] = 1
+    truth[:, int(w * 0.8) :] = 1
     img = rng.normal(1000, 250, (4, h, w))
     bright = rng.uniform(0.5, 2.0, (h, w))  # illumination varies: raw values overlap, ratios do not
     img[1] += np.where(truth == 1, 600, -300)
@@ -52,11 +52,13 @@ def water_scene(path, h=160, w=200, seed=0):
 
 def pixel_config(tmp_path, image, mask, arch="random_forest", **baseline) -> dict:
     return {
-        "name": f"px-{arch}", "classes": [{"name": "land"}, {"name": "water", "color": "#1f77b4"}],
+        "name": f"px-{arch}",
+        "classes": [{"name": "land"}, {"name": "water", "color": "#1f77b4"}],
         "data": {"train": [{"kind": "scene", "image": str(image), "mask": str(mask)}], "val_fraction": 0.25, "band_names": BANDS},
         "model": {"arch": arch},
         "baseline": {"indices": ["ndwi", "ndvi"], "samples_per_class": 1500, "n_estimators": 30} | baseline,
-        "tracking": {"enabled": False}, "output_dir": str(tmp_path / arch),
+        "tracking": {"enabled": False},
+        "output_dir": str(tmp_path / arch),
     }
 
 
@@ -73,7 +75,9 @@ def test_features_indices_and_texture():
     win = img[2, 8:13, 10:15].astype(float)  # interior pixel (10, 12): brute-force local mean / std
     assert x[6 + 2, 10, 12] == pytest.approx(win.mean(), rel=1e-4)
     assert x[6 + 4 + 2, 10, 12] == pytest.approx(win.std(), rel=1e-3)
-    assert PixelFeatures(13, [f"B{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8)] + ["B8A", "B9", "B10", "B11", "B12"], ["mndwi"], None).index_bands == [("mndwi", 2, 11)]
+    assert PixelFeatures(
+        13, [f"B{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8)] + ["B8A", "B9", "B10", "B11", "B12"], ["mndwi"], None
+    ).index_bands == [("mndwi", 2, 11)]
     with pytest.raises(ConfigError, match="'ndbi' needs band 'swir1', which the input lacks"):
         PixelFeatures(4, BANDS, ["ndbi"], None)
     with pytest.raises(ConfigError, match="unknown index 'ndxx'"):
@@ -109,15 +113,17 @@ def test_train_evaluate_predict_each_estimator(tmp_path, arch):
 
 
 def test_texture_features_across_windows(tmp_path):
-    from terraseg.infer.sliding import predictor_for
     from terraseg.data.sources import scene_from_path
+    from terraseg.infer.sliding import predictor_for
     from terraseg.training.pixel import train_pixel
 
     img_path, mask_path, img, truth = water_scene(tmp_path / "s.tif", seed=1)
     res = train_pixel(ExperimentConfig.model_validate(pixel_config(tmp_path, img_path, mask_path, texture_window=7)))
     b = Bundle.load(res.bundle_path)
     ids, _ = predictor_for(b, window=64).predict_array(scene_from_path(img_path))
-    whole = b.model.estimator.predict(b.model.features.compute(img).reshape(len(b.model.features.names), -1).T).reshape(truth.shape)
+    whole = b.model.estimator.predict(b.model.features.compute(img).reshape(len(b.model.features.names), -1).T).reshape(
+        truth.shape
+    )
     assert (ids == whole).mean() > 0.995  # tiles overlap by the texture window; edges differ only by reflection
 
 
@@ -165,7 +171,9 @@ def test_cli_bad_feature_band(tmp_path):
 @needs_data("sen1floods11", "S2")
 def test_real_sen1floods11_forest(tmp_path):
     """13-band int16 Sentinel-2 with labels -1 = nodata; band names from the GeoTIFF descriptions."""
-    p = shipped_config("sen1floods11-rf", tmp_path, lambda c: c["baseline"].update(samples_per_class=2000, n_estimators=20), tracking=True)
+    p = shipped_config(
+        "sen1floods11-rf", tmp_path, lambda c: c["baseline"].update(samples_per_class=2000, n_estimators=20), tracking=True
+    )
     r = run("train", p)
     assert r.exit_code == 0, r.output
     b = Bundle.load(tmp_path / "run" / "model.terraseg")

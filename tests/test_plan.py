@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
+from conftest import DATA, make_geotiff, needs_data
 from terraseg.cli.main import app
 from terraseg.config import load_config
 from terraseg.plan import plan_run
 from terraseg.plan.fingerprint import Fingerprint
 from terraseg.plan.rules import architecture, batch_size, normalisation, pretrained_encoder, segmentation_window
-
-from conftest import DATA, make_geotiff, needs_data
 
 runner = CliRunner()
 
@@ -66,8 +65,24 @@ def test_rules_window_and_normalisation():
 def test_plan_from_rasters_and_one_geopackage_trains(tmp_path):
     rasters = [make_geotiff(tmp_path / f"s{i}.tif", 96, 96, bands=4, dtype="uint16", seed=i)[0] for i in range(3)]
     labels = _polygons(tmp_path, rasters[0])
-    res = runner.invoke(app, ["plan", str(tmp_path / "s*.tif"), "--labels", str(labels), "--attribute", "kind", "--minutes", "0.5",
-                              "--no-measure", "--out", str(tmp_path / "plan.yaml"), "--name", "tiny"])
+    res = runner.invoke(
+        app,
+        [
+            "plan",
+            str(tmp_path / "s*.tif"),
+            "--labels",
+            str(labels),
+            "--attribute",
+            "kind",
+            "--minutes",
+            "0.5",
+            "--no-measure",
+            "--out",
+            str(tmp_path / "plan.yaml"),
+            "--name",
+            "tiny",
+        ],
+    )
     assert res.exit_code == 0, res.output
     text = (tmp_path / "plan.yaml").read_text()
     assert text.startswith("# yaml-language-server: $schema=")
@@ -82,9 +97,25 @@ def test_plan_from_rasters_and_one_geopackage_trains(tmp_path):
     # what no rule decides is written as a search around the planned value, for `terraseg tune`
     lr = cfg.tune.params["optimizer.lr"]
     assert lr.log and lr.low < cfg.optimizer.lr < lr.high and "no rule decides" in text
-    res = runner.invoke(app, ["train", str(tmp_path / "plan.yaml"), "--set", "train.max_epochs=1", "--set", "data.samples_per_epoch=4",
-                              "--set", f"output_dir={tmp_path / 'run'}", "--set", "tracking.enabled=false",
-                              "--set", "train.export_onnx=false", "--set", "train.challengers=[]"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            str(tmp_path / "plan.yaml"),
+            "--set",
+            "train.max_epochs=1",
+            "--set",
+            "data.samples_per_epoch=4",
+            "--set",
+            f"output_dir={tmp_path / 'run'}",
+            "--set",
+            "tracking.enabled=false",
+            "--set",
+            "train.export_onnx=false",
+            "--set",
+            "train.challengers=[]",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "model.terraseg").is_file()
 
@@ -121,8 +152,22 @@ def test_train_without_config_plans_then_trains(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     img, _, _ = make_geotiff(tmp_path / "scene.tif", 128, 128, seed=3)
     labels = _polygons(tmp_path, img)
-    res = runner.invoke(app, ["train", "--data", str(img), "--labels", str(labels), "--minutes", "0.25",
-                              "--set", "tracking.enabled=false", "--set", "train.export_onnx=false"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(img),
+            "--labels",
+            str(labels),
+            "--minutes",
+            "0.25",
+            "--set",
+            "tracking.enabled=false",
+            "--set",
+            "train.export_onnx=false",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "plan:" in res.output and (tmp_path / "runs" / "scene" / "plan.yaml").is_file()
     assert (tmp_path / "runs" / "scene" / "model.terraseg").is_file()

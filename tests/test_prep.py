@@ -15,30 +15,46 @@ from shapely.geometry import Polygon, box
 
 from conftest import make_geotiff, write_mask_tif
 from terraseg.config.prep import (
-    ChipConfig, LabelOptions, MosaicConfig, RasterizeConfig, SplitConfig, StatsConfig, VectorizeConfig,
+    ChipConfig,
+    LabelOptions,
+    MosaicConfig,
+    RasterizeConfig,
+    SplitConfig,
+    StatsConfig,
+    VectorizeConfig,
 )
+from terraseg.errors import ConfigError, InputFileError, OutputError
+from terraseg.prediction.vectorize import vectorize
 from terraseg.prepare.chip import chip, read_index
 from terraseg.prepare.cvat import import_cvat
 from terraseg.prepare.mosaic import merge_block, mosaic, stack_bands
 from terraseg.prepare.rasterize import rasterize_labels
 from terraseg.prepare.split import split_index
 from terraseg.prepare.stats import class_weights, compute_statistics
-from terraseg.errors import OutputError, ConfigError, InputFileError
-from terraseg.prediction.vectorize import vectorize
 
 
 def test_chip_geotiff_georeferencing_padding_and_index(tmp_path):
     img_path, img, truth = make_geotiff(tmp_path / "s.tif", 100, 130, bands=4, dtype="uint16", nodata=0, seed=3)
     mask_path = write_mask_tif(tmp_path / "m.tif", truth, img_path)
-    res = chip(ChipConfig(images=[str(img_path)], labels=[LabelOptions(path=str(mask_path))], out_dir=str(tmp_path / "c"),
-                          size=64, max_nodata=1.0, index_format="parquet"))
+    res = chip(
+        ChipConfig(
+            images=[str(img_path)],
+            labels=[LabelOptions(path=str(mask_path))],
+            out_dir=str(tmp_path / "c"),
+            size=64,
+            max_nodata=1.0,
+            index_format="parquet",
+        )
+    )
     assert res.written == 2 * 3 and res.skipped == 0  # 100x130 -> 2 rows x 3 cols with padding
     idx = read_index(res.index_path)
     assert idx.crs.to_epsg() == 32618
     with rasterio.open(img_path) as src:
         for rec in idx.itertuples():
             with rasterio.open(tmp_path / "c" / rec.chip) as c:
-                assert c.crs == src.crs and c.transform == src.window_transform(((rec.row, rec.row + 64), (rec.col, rec.col + 64)))
+                assert c.crs == src.crs and c.transform == src.window_transform(
+                    ((rec.row, rec.row + 64), (rec.col, rec.col + 64))
+                )
                 assert tuple(c.bounds) == pytest.approx((rec.minx, rec.miny, rec.maxx, rec.maxy))
                 assert c.nodata == 0 and c.count == 4 and c.dtypes[0] == "uint16"
                 data = c.read()
@@ -57,8 +73,15 @@ def test_chip_geotiff_georeferencing_padding_and_index(tmp_path):
 def test_chip_skips_nodata_and_empty_and_shift(tmp_path):
     img_path, _, truth = make_geotiff(tmp_path / "s.tif", 100, 100, seed=4)
     mask_path = write_mask_tif(tmp_path / "m.tif", np.zeros_like(truth), img_path)
-    r = chip(ChipConfig(images=[str(img_path)], labels=[LabelOptions(path=str(mask_path))], out_dir=str(tmp_path / "a"),
-                        size=64, skip_empty=True))
+    r = chip(
+        ChipConfig(
+            images=[str(img_path)],
+            labels=[LabelOptions(path=str(mask_path))],
+            out_dir=str(tmp_path / "a"),
+            size=64,
+            skip_empty=True,
+        )
+    )
     assert r.written == 0 and r.skipped == 4
     r = chip(ChipConfig(images=[str(img_path)], out_dir=str(tmp_path / "b"), size=64, max_nodata=0.3, index_format="csv"))
     assert r.written == 1  # the three edge chips are > 30 % padding
@@ -70,8 +93,18 @@ def test_chip_skips_nodata_and_empty_and_shift(tmp_path):
 
 
 def _tile(path, data, x0, y0, res=1.0, crs="EPSG:32618", nodata=None):
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype,
-                       crs=crs, transform=from_origin(x0, y0, res, res), nodata=nodata) as d:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=from_origin(x0, y0, res, res),
+        nodata=nodata,
+    ) as d:
         d.write(data)
     return str(path)
 
@@ -108,7 +141,10 @@ def test_mosaic_too_large_is_refused_up_front(tmp_path, monkeypatch):
     a = _tile(tmp_path / "a.tif", np.ones((3, 20, 20), np.uint8), 0, 100, res=10.0)
     b = _tile(tmp_path / "b.tif", np.ones((3, 20, 20), np.uint8), 500_000, 100, res=10.0)  # 500 km east
     t0 = time.perf_counter()
-    with pytest.raises(OutputError, match=r"5,002,000 x 2,000 pixels x 3 band\(s\) of uint8 = 30.0 GB uncompressed, over the limit of 0.5 GB.*--max-output-gb"):
+    with pytest.raises(
+        OutputError,
+        match=r"5,002,000 x 2,000 pixels x 3 band\(s\) of uint8 = 30.0 GB uncompressed, over the limit of 0.5 GB.*--max-output-gb",
+    ):
         mosaic(MosaicConfig(inputs=[a, b], out=str(tmp_path / "m.tif"), resolution=(0.1, 0.1), max_output_gb=0.5))
     assert time.perf_counter() - t0 < 5 and not (tmp_path / "m.tif").exists()
     monkeypatch.setenv("TERRASEG_MAX_OUTPUT_GB", "0.000001")  # the environment limit applies to every writer
@@ -143,22 +179,37 @@ def _grid(tmp_path, nodata=None):
 
 def test_rasterize_classes_boundary_ignore_and_reprojection(tmp_path):
     ref = _grid(tmp_path, nodata=None)
-    polys = gpd.GeoDataFrame({"kind": ["roof", "road"]}, geometry=[box(500010, 4500010, 500020, 4500020), box(500030, 4500000, 500040, 4500040)],
-                             crs="EPSG:32618")
+    polys = gpd.GeoDataFrame(
+        {"kind": ["roof", "road"]},
+        geometry=[box(500010, 4500010, 500020, 4500020), box(500030, 4500000, 500040, 4500040)],
+        crs="EPSG:32618",
+    )
     polys.to_crs("EPSG:4326").to_file(tmp_path / "p.geojson")  # labels in another CRS
     gpd.GeoDataFrame(geometry=[box(500035, 4500030, 500040, 4500040)], crs="EPSG:32618").to_file(tmp_path / "ign.gpkg")
-    out = rasterize_labels(RasterizeConfig(
-        vector=LabelOptions(path=str(tmp_path / "p.geojson"), attribute="kind", mapping={"roof": 1, "road": 2}),
-        reference=str(ref), out=str(tmp_path / "m.tif"), ignore=str(tmp_path / "ign.gpkg"), block=16,
-    ))
+    out = rasterize_labels(
+        RasterizeConfig(
+            vector=LabelOptions(path=str(tmp_path / "p.geojson"), attribute="kind", mapping={"roof": 1, "road": 2}),
+            reference=str(ref),
+            out=str(tmp_path / "m.tif"),
+            ignore=str(tmp_path / "ign.gpkg"),
+            block=16,
+        )
+    )
     with rasterio.open(out) as m, rasterio.open(ref) as r:
         assert m.crs == r.crs and m.transform == r.transform and m.nodata == 255
         a = m.read(1)
     assert (a[20:30, 10:20] == 1).sum() >= 98  # 10x10 m roof, rows 20-30 from the top; reprojection moves edges < 1 px
     assert (a[:, 30:40] == 2).sum() + (a[:, 30:40] == 255).sum() >= 395
     assert (a[0:10, 35:40] == 255).all()  # ignore zone wins
-    out = rasterize_labels(RasterizeConfig(vector=LabelOptions(path=str(tmp_path / "p.geojson")), reference=str(ref),
-                                           out=str(tmp_path / "b.tif"), boundary_width=2, boundary_class=9))
+    out = rasterize_labels(
+        RasterizeConfig(
+            vector=LabelOptions(path=str(tmp_path / "p.geojson")),
+            reference=str(ref),
+            out=str(tmp_path / "b.tif"),
+            boundary_width=2,
+            boundary_class=9,
+        )
+    )
     with rasterio.open(out) as m:
         b = m.read(1)
     assert b[24, 10] == 9 and b[25, 15] == 1 and b[5, 5] == 0  # outline, interior, background
@@ -169,18 +220,33 @@ def test_rasterize_bad_labels(tmp_path):
     far = gpd.GeoDataFrame({"k": ["a"]}, geometry=[box(0, 0, 1, 1)], crs="EPSG:4326")
     far.to_file(tmp_path / "far.geojson")
     with pytest.raises(InputFileError, match="no overlap"):
-        rasterize_labels(RasterizeConfig(vector=LabelOptions(path=str(tmp_path / "far.geojson")), reference=str(ref), out=str(tmp_path / "o.tif")))
+        rasterize_labels(
+            RasterizeConfig(
+                vector=LabelOptions(path=str(tmp_path / "far.geojson")), reference=str(ref), out=str(tmp_path / "o.tif")
+            )
+        )
     near = gpd.GeoDataFrame({"k": ["a", "zzz"]}, geometry=[box(500001, 4500001, 500005, 4500005)] * 2, crs="EPSG:32618")
     near.to_file(tmp_path / "near.geojson")
     with pytest.raises(InputFileError, match="with no class: zzz"):
-        rasterize_labels(RasterizeConfig(vector=LabelOptions(path=str(tmp_path / "near.geojson"), attribute="k", mapping={"a": 1}),
-                                         reference=str(ref), out=str(tmp_path / "o.tif")))
+        rasterize_labels(
+            RasterizeConfig(
+                vector=LabelOptions(path=str(tmp_path / "near.geojson"), attribute="k", mapping={"a": 1}),
+                reference=str(ref),
+                out=str(tmp_path / "o.tif"),
+            )
+        )
     (tmp_path / "empty.geojson").write_text('{"type": "FeatureCollection", "features": []}')
     with pytest.raises(InputFileError, match="no features"):
-        rasterize_labels(RasterizeConfig(vector=LabelOptions(path=str(tmp_path / "empty.geojson")), reference=str(ref), out=str(tmp_path / "o.tif")))
+        rasterize_labels(
+            RasterizeConfig(
+                vector=LabelOptions(path=str(tmp_path / "empty.geojson")), reference=str(ref), out=str(tmp_path / "o.tif")
+            )
+        )
     bow = Polygon([(500001, 4500001), (500009, 4500009), (500009, 4500001), (500001, 4500009)])  # self-intersecting
     gpd.GeoDataFrame(geometry=[bow], crs="EPSG:32618").to_file(tmp_path / "bow.geojson")
-    out = rasterize_labels(RasterizeConfig(vector=LabelOptions(path=str(tmp_path / "bow.geojson")), reference=str(ref), out=str(tmp_path / "o.tif")))
+    out = rasterize_labels(
+        RasterizeConfig(vector=LabelOptions(path=str(tmp_path / "bow.geojson")), reference=str(ref), out=str(tmp_path / "o.tif"))
+    )
     with rasterio.open(out) as m:
         assert 20 < (m.read(1) == 1).sum() < 64  # repaired into two triangles, burnt
     assert not list(tmp_path.glob(".*part*"))
@@ -191,9 +257,25 @@ def _index(tmp_path, n_side=10, size=10.0, with_classes=True):
     recs = []
     for i in range(n_side):
         for j in range(n_side):
-            recs.append({"chip": f"images/c{i}_{j}.tif", "mask": None, "scene": "s", "row": i, "col": j, "height": 10, "width": 10,
-                         "minx": j * size, "miny": i * size, "maxx": (j + 1) * size, "maxy": (i + 1) * size, "crs": "EPSG:32618",
-                         "nodata_fraction": 0.0, "px_c0": 50, "px_c1": int(rng.random() < 0.2) * 10})
+            recs.append(
+                {
+                    "chip": f"images/c{i}_{j}.tif",
+                    "mask": None,
+                    "scene": "s",
+                    "row": i,
+                    "col": j,
+                    "height": 10,
+                    "width": 10,
+                    "minx": j * size,
+                    "miny": i * size,
+                    "maxx": (j + 1) * size,
+                    "maxy": (i + 1) * size,
+                    "crs": "EPSG:32618",
+                    "nodata_fraction": 0.0,
+                    "px_c0": 50,
+                    "px_c1": int(rng.random() < 0.2) * 10,
+                }
+            )
     path = tmp_path / "index.csv"
     pd.DataFrame(recs).to_csv(path, index=False)
     return path
@@ -231,11 +313,33 @@ def test_split_spatial_straddling_chips_dropped_or_assigned_never_leak(tmp_path,
     """Overlapping chips (stride 7, size 10) straddle block borders: dropped (no leak), or kept by their centre's block."""
     from shapely.geometry import box
 
-    recs = [{"chip": f"c{i}_{j}.tif", "mask": None, "scene": "s", "minx": j * 7.0, "miny": i * 7.0, "maxx": j * 7.0 + 10,
-             "maxy": i * 7.0 + 10, "crs": "EPSG:32618", "px_c0": 50, "px_c1": 0} for i in range(8) for j in range(8)]
+    recs = [
+        {
+            "chip": f"c{i}_{j}.tif",
+            "mask": None,
+            "scene": "s",
+            "minx": j * 7.0,
+            "miny": i * 7.0,
+            "maxx": j * 7.0 + 10,
+            "maxy": i * 7.0 + 10,
+            "crs": "EPSG:32618",
+            "px_c0": 50,
+            "px_c1": 0,
+        }
+        for i in range(8)
+        for j in range(8)
+    ]
     pd.DataFrame(recs).to_csv(tmp_path / "index.csv", index=False)
-    paths = split_index(SplitConfig(index=str(tmp_path / "index.csv"), out_dir=str(tmp_path / mode), method="spatial",
-                                    block_size=20.0, seed=0, straddling=mode))
+    paths = split_index(
+        SplitConfig(
+            index=str(tmp_path / "index.csv"),
+            out_dir=str(tmp_path / mode),
+            method="spatial",
+            block_size=20.0,
+            seed=0,
+            straddling=mode,
+        )
+    )
     parts = {k: pd.read_csv(v) for k, v in paths.items()}
     summary = json.loads((tmp_path / mode / "split.json").read_text())
     total = sum(len(p) for p in parts.values())
@@ -256,8 +360,17 @@ def test_spatial_kfold_with_buffer(tmp_path, buffer):
     from shapely.geometry import box
 
     idx = _index(tmp_path)  # 10 x 10 abutting 10 m chips
-    paths = split_index(SplitConfig(index=str(idx), out_dir=str(tmp_path / f"k{buffer}"), method="spatial-kfold", folds=4,
-                                    block_size=30.0, buffer=buffer, seed=0))
+    paths = split_index(
+        SplitConfig(
+            index=str(idx),
+            out_dir=str(tmp_path / f"k{buffer}"),
+            method="spatial-kfold",
+            folds=4,
+            block_size=30.0,
+            buffer=buffer,
+            seed=0,
+        )
+    )
     tested = []
     for k in range(4):
         train, test = pd.read_csv(paths[f"fold{k}/train"]), pd.read_csv(paths[f"fold{k}/test"])
@@ -279,19 +392,41 @@ def test_split_cli_says_what_it_dropped(tmp_path):
 
     from terraseg.cli.main import app
 
-    recs = [{"chip": f"c{i}_{j}.tif", "mask": None, "scene": "s", "minx": j * 7.0, "miny": i * 7.0, "maxx": j * 7.0 + 10,
-             "maxy": i * 7.0 + 10, "crs": "EPSG:32618"} for i in range(8) for j in range(8)]
+    recs = [
+        {
+            "chip": f"c{i}_{j}.tif",
+            "mask": None,
+            "scene": "s",
+            "minx": j * 7.0,
+            "miny": i * 7.0,
+            "maxx": j * 7.0 + 10,
+            "maxy": i * 7.0 + 10,
+            "crs": "EPSG:32618",
+        }
+        for i in range(8)
+        for j in range(8)
+    ]
     pd.DataFrame(recs).to_csv(tmp_path / "index.csv", index=False)
-    r = CliRunner().invoke(app, ["split", str(tmp_path / "index.csv"), "--out", str(tmp_path / "o"), "--method", "spatial",
-                                 "--block-size", "20"])
+    r = CliRunner().invoke(
+        app, ["split", str(tmp_path / "index.csv"), "--out", str(tmp_path / "o"), "--method", "spatial", "--block-size", "20"]
+    )
     assert r.exit_code == 0 and "--straddling assign" in r.output and "left out" in r.output
 
 
 def test_stats_moments_percentiles_and_flat_table(tmp_path):
     img_path, img, truth = make_geotiff(tmp_path / "s.tif", 60, 70, bands=2, nodata=0, seed=5)
     mask_path = write_mask_tif(tmp_path / "m.tif", truth, img_path)
-    r = compute_statistics(StatsConfig(images=[str(img_path)], labels=[LabelOptions(path=str(mask_path))], out_dir=str(tmp_path / "st"),
-                                       band_names=["red", "nir"], flatten=str(tmp_path / "t.parquet"), block=16, percentiles=[2, 50, 98]))
+    r = compute_statistics(
+        StatsConfig(
+            images=[str(img_path)],
+            labels=[LabelOptions(path=str(mask_path))],
+            out_dir=str(tmp_path / "st"),
+            band_names=["red", "nir"],
+            flatten=str(tmp_path / "t.parquet"),
+            block=16,
+            percentiles=[2, 50, 98],
+        )
+    )
     valid = (img != 0).any(0)
     for k, b in enumerate(r.stats["bands"]):
         x = img[k][valid].astype(float)
@@ -324,17 +459,28 @@ def test_vectorize_regions_cross_blocks(tmp_path):
     probs[2][ids == 2] = 0.6
     t = from_origin(1000, 2000, 2, 2)
     for name, arr, n in (("ids.tif", ids[None], 1), ("p.tif", probs, 3)):
-        with rasterio.open(tmp_path / name, "w", driver="GTiff", width=64, height=64, count=n, dtype=arr.dtype, crs="EPSG:3857", transform=t) as d:
+        with rasterio.open(
+            tmp_path / name, "w", driver="GTiff", width=64, height=64, count=n, dtype=arr.dtype, crs="EPSG:3857", transform=t
+        ) as d:
             d.write(arr)
-    out = vectorize(VectorizeConfig(raster=str(tmp_path / "ids.tif"), probabilities=str(tmp_path / "p.tif"), out=str(tmp_path / "v.gpkg"),
-                                    block=16, class_names=["bg", "building", "water"]))
+    out = vectorize(
+        VectorizeConfig(
+            raster=str(tmp_path / "ids.tif"),
+            probabilities=str(tmp_path / "p.tif"),
+            out=str(tmp_path / "v.gpkg"),
+            block=16,
+            class_names=["bg", "building", "water"],
+        )
+    )
     g = gpd.read_file(out)
     assert g.crs.to_epsg() == 3857 and len(g) == 2
     b = g[g.class_id == 1].iloc[0]
     assert b.pixels == 350 and b.area == pytest.approx(350 * 4) and b.geometry.area == pytest.approx(1400)
     assert b.confidence == pytest.approx(0.8) and b.class_name == "building"
     assert b.geometry.bounds == pytest.approx((1020, 2000 - 80, 1040, 2000 - 10))
-    g2 = gpd.read_file(vectorize(VectorizeConfig(raster=str(tmp_path / "ids.tif"), out=str(tmp_path / "v.geojson"), min_area=500)))
+    g2 = gpd.read_file(
+        vectorize(VectorizeConfig(raster=str(tmp_path / "ids.tif"), out=str(tmp_path / "v.geojson"), min_area=500))
+    )
     assert g2.class_id.tolist() == [1]
 
 
@@ -366,7 +512,9 @@ def test_cvat_import_polygons_boxes_masks(tmp_path):
 
 
 def test_cvat_bad_inputs(tmp_path):
-    (tmp_path / "u.xml").write_text(CVAT.format(name="x.png", w=40, h=40).replace('label="water" occluded="0" xtl', 'label="cloud" occluded="0" xtl'))
+    (tmp_path / "u.xml").write_text(
+        CVAT.format(name="x.png", w=40, h=40).replace('label="water" occluded="0" xtl', 'label="cloud" occluded="0" xtl')
+    )
     with pytest.raises(InputFileError, match="label 'cloud' has no class id"):
         import_cvat(tmp_path / "u.xml", tmp_path / "o")
     bomb = '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx"><!ENTITY y "&x;&x;&x;&x;">]><annotations>&y;</annotations>'
@@ -378,8 +526,10 @@ def test_cvat_bad_inputs(tmp_path):
 
 def test_failed_multi_output_commands_leave_nothing(tmp_path, monkeypatch):
     """CVAT import with a bad second image, and a split failing at its second manifest, leave no output."""
-    two = CVAT.format(name="a.png", w=40, h=40).replace("</image></annotations>", "</image>") + \
-        '<image id="1" name="b.png" width="40" height="40"><box label="cloud" xtl="0" ytl="0" xbr="2" ybr="2"/></image></annotations>'
+    two = (
+        CVAT.format(name="a.png", w=40, h=40).replace("</image></annotations>", "</image>")
+        + '<image id="1" name="b.png" width="40" height="40"><box label="cloud" xtl="0" ytl="0" xbr="2" ybr="2"/></image></annotations>'
+    )
     (tmp_path / "two.xml").write_text(two)
     with pytest.raises(InputFileError, match="'b.png'.*cloud"):
         import_cvat(tmp_path / "two.xml", tmp_path / "masks")
@@ -413,7 +563,10 @@ def test_stacked_and_chipped_nir_is_never_alpha(tmp_path):
     """R, G, B, NIR bands keep colour interpretation red, green, blue, undefined; 4-band PNG chips are refused."""
     from rasterio.enums import ColorInterp
 
-    bands = [_tile(tmp_path / f"{n}.tif", np.full((1, 10, 10), i, np.uint8), 0, 10) for i, n in enumerate(["red", "green", "blue", "nir"])]
+    bands = [
+        _tile(tmp_path / f"{n}.tif", np.full((1, 10, 10), i, np.uint8), 0, 10)
+        for i, n in enumerate(["red", "green", "blue", "nir"])
+    ]
     out = stack_bands(bands, str(tmp_path / "rgbn.tif"))
     with rasterio.open(out) as s:
         assert s.colorinterp == (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined)
@@ -429,9 +582,8 @@ def test_stacked_and_chipped_nir_is_never_alpha(tmp_path):
 def test_stats_into_a_folder_under_a_file_is_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from terraseg.cli.main import app
-
     from conftest import make_geotiff
+    from terraseg.cli.main import app
 
     img, _, _ = make_geotiff(tmp_path / "s.tif", 64, 64)
     blocker = tmp_path / "file"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
 import rasterio
@@ -37,8 +37,22 @@ def fails(args, *words):
 @needs_data("massachusetts-buildings")
 def test_chip_massachusetts_uint16_nodata_zipped_shapefile(tmp_path):
     tile = MB / "23429155_15.tif"
-    ok(["chip", tile, "--labels", MB / "massachusetts_buildings.zip", "--out", tmp_path, "--size", "256", "--max-nodata", "1",
-        "--class-names", "background,building"])
+    ok(
+        [
+            "chip",
+            tile,
+            "--labels",
+            MB / "massachusetts_buildings.zip",
+            "--out",
+            tmp_path,
+            "--size",
+            "256",
+            "--max-nodata",
+            "1",
+            "--class-names",
+            "background,building",
+        ]
+    )
     idx = gpd.read_parquet(tmp_path / "index.parquet")
     with rasterio.open(tile) as src:
         assert len(idx) == 3 * 5  # 751 x 1046 -> 3 x 5 chips of 256, edge chips padded
@@ -68,18 +82,47 @@ def test_spacenet_four_crs_rasterize_agree(tmp_path):
     assert (masks[0] == masks[1]).mean() > 0.99
     sn4 = SN / "sn4-atlanta"
     out = tmp_path / "sn4.tif"
-    ok(["rasterize", next(sn4.glob("*.geojson")), "--reference", next(sn4.glob("*.tif")), "--out", out, "--boundary-width", "2",
-        "--boundary-class", "2"])
+    ok(
+        [
+            "rasterize",
+            next(sn4.glob("*.geojson")),
+            "--reference",
+            next(sn4.glob("*.tif")),
+            "--out",
+            out,
+            "--boundary-width",
+            "2",
+            "--boundary-class",
+            "2",
+        ]
+    )
     with rasterio.open(out) as m:
         assert m.crs.to_epsg() == 32616 and {1, 2} <= set(np.unique(m.read(1)).tolist())
     vegas = SN / "sn2-vegas"
     stem = "SpaceNet_AOI_2_Las_Vegas-056155973080_01_P001-WV03"
     ok(["stack", *(vegas / f"{stem}-{c}.tif" for c in "RGBN"), "--out", tmp_path / "rgbn.tif"])
-    with rasterio.open(tmp_path / "rgbn.tif") as s, rasterio.open(vegas / f"{stem}-N.tif") as n, rasterio.open(vegas / f"{stem}-RGB.tif") as rgb:
+    with (
+        rasterio.open(tmp_path / "rgbn.tif") as s,
+        rasterio.open(vegas / f"{stem}-N.tif") as n,
+        rasterio.open(vegas / f"{stem}-RGB.tif") as rgb,
+    ):
         assert s.count == 4 and s.crs.to_epsg() == 26911 and s.transform == n.transform
         np.testing.assert_array_equal(s.read(4), n.read(1))
         np.testing.assert_array_equal(s.read([1, 2, 3]), rgb.read())  # the per-colour files stack into the RGB product
-    ok(["chip", tmp_path / "rgbn.tif", "--labels", vegas / f"{stem}.gpkg", "--out", tmp_path / "c", "--size", "128", "--index-format", "csv"])
+    ok(
+        [
+            "chip",
+            tmp_path / "rgbn.tif",
+            "--labels",
+            vegas / f"{stem}.gpkg",
+            "--out",
+            tmp_path / "c",
+            "--size",
+            "128",
+            "--index-format",
+            "csv",
+        ]
+    )
     idx = pd.read_csv(tmp_path / "c" / "index.csv")
     assert (idx["crs"] == "EPSG:26911").all() and idx["px_c1"].sum() > 0
 
@@ -103,11 +146,38 @@ def test_new_brunswick_mosaic_and_multiclass_rasterize(tmp_path):
         b = [rasterio.open(c).bounds for c in clips]
         assert left == pytest.approx(min(x.left for x in b)) and top == pytest.approx(max(x.top for x in b))
     gpkg = NB / "BakerLake_2017_clipped.gpkg"
-    fails(["rasterize", gpkg, "--reference", tmp_path / "m.tif", "--out", tmp_path / "l.tif", "--attribute", "Quatreclasses",
-           "--mapping", "1=1,2=2,3=3"], "with no class", "255", "4")
+    fails(
+        [
+            "rasterize",
+            gpkg,
+            "--reference",
+            tmp_path / "m.tif",
+            "--out",
+            tmp_path / "l.tif",
+            "--attribute",
+            "Quatreclasses",
+            "--mapping",
+            "1=1,2=2,3=3",
+        ],
+        "with no class",
+        "255",
+        "4",
+    )
     assert not (tmp_path / "l.tif").exists()
-    ok(["rasterize", gpkg, "--reference", tmp_path / "m.tif", "--out", tmp_path / "l.tif", "--attribute", "Quatreclasses",
-        "--mapping", '{"1": 1, "2": 2, "3": 3, "4": 4, "255": 255}'])
+    ok(
+        [
+            "rasterize",
+            gpkg,
+            "--reference",
+            tmp_path / "m.tif",
+            "--out",
+            tmp_path / "l.tif",
+            "--attribute",
+            "Quatreclasses",
+            "--mapping",
+            '{"1": 1, "2": 2, "3": 3, "4": 4, "255": 255}',
+        ]
+    )
     with rasterio.open(tmp_path / "l.tif") as m:
         vals = set(np.unique(m.read(1)).tolist())
     assert {1, 2, 3, 4} <= vals
@@ -126,10 +196,21 @@ def test_landsat_tiles_reprojected_and_merged_back_equal_original(tmp_path):
             d, t = ds.read(window=w), ds.window_transform(w)
             p = prof | dict(width=d.shape[2], height=d.shape[1], transform=t)
             if i == 1:
-                dt, W, H = calculate_default_transform(crs, "EPSG:4326", d.shape[2], d.shape[1], *ds.window_bounds(w), resolution=0.0008)
+                dt, W, H = calculate_default_transform(
+                    crs, "EPSG:4326", d.shape[2], d.shape[1], *ds.window_bounds(w), resolution=0.0008
+                )
                 out = np.zeros((3, H, W), np.uint8)
-                reproject(d, out, src_transform=t, src_crs=crs, dst_transform=dt, dst_crs="EPSG:4326", resampling=Resampling.nearest,
-                          src_nodata=0, dst_nodata=0)
+                reproject(
+                    d,
+                    out,
+                    src_transform=t,
+                    src_crs=crs,
+                    dst_transform=dt,
+                    dst_crs="EPSG:4326",
+                    resampling=Resampling.nearest,
+                    src_nodata=0,
+                    dst_nodata=0,
+                )
                 p.update(crs="EPSG:4326", transform=dt, width=W, height=H)
                 d = out
             elif i == 2:
@@ -141,7 +222,9 @@ def test_landsat_tiles_reprojected_and_merged_back_equal_original(tmp_path):
     ok(["mosaic", *tiles, "--out", tmp_path / "m.tif", "--crs", "EPSG:32618", "--resolution", f"{res[0]},{res[1]}"])
     with rasterio.open(tmp_path / "m.tif") as m:
         assert m.crs == crs and m.res == pytest.approx(res)
-        merged = m.read(window=from_bounds(*rasterio.open(src_path).bounds, transform=m.transform).round_offsets().round_lengths())
+        merged = m.read(
+            window=from_bounds(*rasterio.open(src_path).bounds, transform=m.transform).round_offsets().round_lengths()
+        )
     assert merged.shape == full.shape
     covered, valid = (merged != 0).any(0), (full != 0).any(0)
     assert (valid & ~covered).sum() == 0  # every original pixel is covered
@@ -153,8 +236,22 @@ def test_landsat_tiles_reprojected_and_merged_back_equal_original(tmp_path):
 def test_sen1floods11_13_band_stats_chip_and_vectorize(tmp_path):
     s2 = DATA / "sen1floods11" / "S2" / "Spain_7370579_S2Hand.tif"
     lab = DATA / "sen1floods11" / "Labels" / "Spain_7370579_LabelHand.tif"
-    out = ok(["stats", s2, "--labels", lab, "--mask-nodata", "-1", "--out", tmp_path / "st", "--flatten", tmp_path / "t.parquet",
-              "--sample-fraction", "0.05"])
+    out = ok(
+        [
+            "stats",
+            s2,
+            "--labels",
+            lab,
+            "--mask-nodata",
+            "-1",
+            "--out",
+            tmp_path / "st",
+            "--flatten",
+            tmp_path / "t.parquet",
+            "--sample-fraction",
+            "0.05",
+        ]
+    )
     assert "B8A:" in out and "B12:" in out  # the GeoTIFF's band descriptions name the bands
     import json
 
@@ -178,8 +275,23 @@ def test_sen1floods11_13_band_stats_chip_and_vectorize(tmp_path):
 @needs_data("aerial-building-tiles")
 def test_aerial_tiles_chip_with_mask_rasters_and_split(tmp_path):
     a = DATA / "aerial-building-tiles"
-    ok(["chip", a / "tiled_image_1.tif", a / "tiled_image_2.tif", "--labels", a / "tiled_label_1.tif", "--labels", a / "tiled_label_2.tif",
-        "--out", tmp_path, "--size", "128", "--stride", "96"])
+    ok(
+        [
+            "chip",
+            a / "tiled_image_1.tif",
+            a / "tiled_image_2.tif",
+            "--labels",
+            a / "tiled_label_1.tif",
+            "--labels",
+            a / "tiled_label_2.tif",
+            "--out",
+            tmp_path,
+            "--size",
+            "128",
+            "--stride",
+            "96",
+        ]
+    )
     idx = gpd.read_parquet(tmp_path / "index.parquet")
     assert len(idx) == 2 * 25 and idx.crs.to_epsg() == 2949
     ok(["split", tmp_path / "index.parquet", "--out", tmp_path / "sp", "--method", "spatial", "--block-size", "40"])
@@ -212,7 +324,9 @@ def test_failed_chip_run_leaves_no_chips(tmp_path):
 
     good, _, _ = make_geotiff(tmp_path / "good.tif", 300, 300)
     out = tmp_path / "chips"
-    res = CliRunner().invoke(app, ["chip", str(good), str(DATA / "bad-inputs" / "corrupt.tif"), "--out", str(out), "--size", "64"])
+    res = CliRunner().invoke(
+        app, ["chip", str(good), str(DATA / "bad-inputs" / "corrupt.tif"), "--out", str(out), "--size", "64"]
+    )
     assert res.exit_code == 1 and "corrupt.tif" in res.output
     assert not out.exists() or list(out.rglob("*")) == []
     (tmp_path / "b").mkdir()
@@ -220,5 +334,7 @@ def test_failed_chip_run_leaves_no_chips(tmp_path):
     res = CliRunner().invoke(app, ["chip", str(good), str(twin), "--out", str(out), "--size", "64"])
     assert res.exit_code == 1 and "share the stem 'good'" in res.output
     res = CliRunner().invoke(app, ["chip", str(good), "--out", str(out), "--size", "64"])
-    assert res.exit_code == 0 and len(list((out / "images").glob("*.tif"))) == 24 and (out / "index.parquet").is_file()  # 5x5, corner mostly padding
+    assert (
+        res.exit_code == 0 and len(list((out / "images").glob("*.tif"))) == 24 and (out / "index.parquet").is_file()
+    )  # 5x5, corner mostly padding
     assert not [p for p in out.iterdir() if p.name.startswith(".chip-")]

@@ -9,13 +9,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import make_geotiff, write_mask_tif
 from terraseg.cli.main import app
 from terraseg.config import DataConfig, ProjectSource
 from terraseg.data import project as project_mod
-from terraseg.io.cache import ByteLRU
 from terraseg.data.sources import build_scenes
-
-from conftest import make_geotiff, write_mask_tif
+from terraseg.io.cache import ByteLRU
 
 
 def _project(tmp_path, n=5):
@@ -29,7 +28,9 @@ def _project(tmp_path, n=5):
     for i in range(n):
         crs = "EPSG:32618" if i % 2 else "EPSG:32617"
         x0 = 500000.0 + 200 * i if i < n - 1 else 800000.0
-        path, _, _ = make_geotiff(tmp_path / "scenes" / f"s{i}.tif", 96, 96, seed=i, crs=crs, origin=(x0, 4500000.0), squares=False)
+        path, _, _ = make_geotiff(
+            tmp_path / "scenes" / f"s{i}.tif", 96, 96, seed=i, crs=crs, origin=(x0, 4500000.0), squares=False
+        )
         if i == n - 1:
             continue  # no label reaches the last scene
         to4326 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
@@ -50,20 +51,27 @@ def test_project_source_reads_headers_once_and_labels_once(tmp_path, monkeypatch
     scenes_dir, labels = _project(tmp_path)
     reads = {"vector": 0, "header": 0}
     real_read, real_header = vector.read_vector, project_mod._header
-    monkeypatch.setattr(vector, "read_vector", lambda *a, **k: (reads.__setitem__("vector", reads["vector"] + 1), real_read(*a, **k))[1])
+    monkeypatch.setattr(
+        vector, "read_vector", lambda *a, **k: (reads.__setitem__("vector", reads["vector"] + 1), real_read(*a, **k))[1]
+    )
     monkeypatch.setattr(project_mod, "_header", lambda p: (reads.__setitem__("header", reads["header"] + 1), real_header(p))[1])
     vector.SharedLabels._cache.clear()
     src = ProjectSource(images=[str(scenes_dir)], vector={"path": str(labels)}, index=str(tmp_path / "idx.parquet"))
     cfg = DataConfig(train=[src])
     scenes = build_scenes(cfg.train, cfg, 255, 2)
-    assert len(scenes) == 4 and reads == {"vector": 1, "header": 5}  # one read of the labels for all scenes; the far scene skipped
+    assert len(scenes) == 4 and reads == {
+        "vector": 1,
+        "header": 5,
+    }  # one read of the labels for all scenes; the far scene skipped
     assert {str(s.crs) for s in scenes} == {"EPSG:32617", "EPSG:32618"}  # labels reprojected per scene
     assert all((s.read(0, 0, 96, 96).mask == 1).sum() > 0 for s in scenes)
     build_scenes(cfg.train, cfg, 255, 2)
     assert reads["header"] == 5  # the index is reused: no header read again
     idx = project_mod.project_index([str(p) for p in sorted(scenes_dir.glob("*.tif"))], tmp_path / "idx.parquet")
     assert len(idx) == 5 and idx.crs.to_epsg() == 4326 and idx.geometry.notna().all()
-    bg = ProjectSource(images=[str(scenes_dir)], vector={"path": str(labels)}, unlabelled="background", index=str(tmp_path / "idx.parquet"))
+    bg = ProjectSource(
+        images=[str(scenes_dir)], vector={"path": str(labels)}, unlabelled="background", index=str(tmp_path / "idx.parquet")
+    )
     all5 = build_scenes([bg], DataConfig(train=[bg]), 255, 2)
     assert len(all5) == 5 and (all5[-1].read(0, 0, 96, 96).mask == 0).all()
 
@@ -71,13 +79,26 @@ def test_project_source_reads_headers_once_and_labels_once(tmp_path, monkeypatch
 def test_one_config_trains_from_a_folder_of_scenes_and_one_geopackage(tmp_path):
     scenes_dir, labels = _project(tmp_path)
     cfg = {
-        "name": "project", "classes": [{"name": "background"}, {"name": "roof"}],
-        "data": {"train": [{"kind": "project", "images": [str(scenes_dir)], "vector": {"path": str(labels)},
-                            "index": str(tmp_path / "idx.parquet")}],
-                 "window": 64, "samples_per_epoch": 8, "batch_size": 4, "cache_mb": 8},
+        "name": "project",
+        "classes": [{"name": "background"}, {"name": "roof"}],
+        "data": {
+            "train": [
+                {
+                    "kind": "project",
+                    "images": [str(scenes_dir)],
+                    "vector": {"path": str(labels)},
+                    "index": str(tmp_path / "idx.parquet"),
+                }
+            ],
+            "window": 64,
+            "samples_per_epoch": 8,
+            "batch_size": 4,
+            "cache_mb": 8,
+        },
         "model": {"arch": "plain_unet", "base_filters": 8, "encoder_depth": 3},
         "train": {"max_epochs": 1, "seed": 0, "export_onnx": False, "calibrate": False, "choose_tiling": False},
-        "tracking": {"enabled": False}, "output_dir": str(tmp_path / "run"),
+        "tracking": {"enabled": False},
+        "output_dir": str(tmp_path / "run"),
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     res = CliRunner().invoke(app, ["train", str(tmp_path / "c.yaml")])
@@ -90,8 +111,20 @@ def test_one_config_trains_from_a_folder_of_scenes_and_one_geopackage(tmp_path):
     assert b.manifest.split["pixels"]["roof"]["val"] > 0
     assert "memory: peak RSS" in res.output  # the run's summary reports its memory
     # the same config through evaluate (the recorded split) and cross-validation
-    ev = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run" / "model.terraseg"), str(tmp_path / "c.yaml"), "--split", "val",
-                                  "--out", str(tmp_path / "ev"), "--overlays", "0"])
+    ev = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "run" / "model.terraseg"),
+            str(tmp_path / "c.yaml"),
+            "--split",
+            "val",
+            "--out",
+            str(tmp_path / "ev"),
+            "--overlays",
+            "0",
+        ],
+    )
     assert ev.exit_code == 0, ev.output
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["pixels"] == b.manifest.metrics["validation"]["val/pixels"]
     cv = CliRunner().invoke(app, ["cv", str(tmp_path / "c.yaml"), "--folds", "2", "--no-random", "--out", str(tmp_path / "cv")])
@@ -126,8 +159,8 @@ def test_peak_rss_is_this_programs_own_not_a_large_parents():
 
 
 def test_scene_reads_stay_within_the_cache_budget(tmp_path):
-    from terraseg.io.cache import CACHE
     from terraseg.data.scenes import RasterScene
+    from terraseg.io.cache import CACHE
 
     old = CACHE.total_mb
     CACHE.clear()
@@ -183,10 +216,10 @@ def test_spill_store_gives_back_every_window_it_was_given(tmp_path):
             got = store.read("k", row, col, h, w, {"image": 0, "valid": 0, "mask": 255})
             pad = np.zeros((3, 150 + 400, 97 + 400), np.uint16)
             pad[:, 200:350, 200:297] = image
-            np.testing.assert_array_equal(got["image"], pad[:, 200 + row:200 + row + h, 200 + col:200 + col + w])
+            np.testing.assert_array_equal(got["image"], pad[:, 200 + row : 200 + row + h, 200 + col : 200 + col + w])
             m = np.full((550, 497), 255, np.uint8)
             m[200:350, 200:297] = mask
-            np.testing.assert_array_equal(got["mask"][0], m[200 + row:200 + row + h, 200 + col:200 + col + w])
+            np.testing.assert_array_equal(got["mask"][0], m[200 + row : 200 + row + h, 200 + col : 200 + col + w])
         assert store.read("k", 10, 10, 5, 5, {})["valid"][0].view(bool).tolist() == valid[10:15, 10:15].tolist()
         # a plane of one value (every pixel valid) is not written, and comes back padded like the others
         first = store.bytes
@@ -197,7 +230,7 @@ def test_spill_store_gives_back_every_window_it_was_given(tmp_path):
             got = store.read("one", row, col, h, w, {"image": 0, "valid": 0, "mask": 255})
             ones = np.zeros((550, 497), np.uint8)
             ones[200:350, 200:297] = 1
-            np.testing.assert_array_equal(got["valid"][0], ones[200 + row:200 + row + h, 200 + col:200 + col + w])
+            np.testing.assert_array_equal(got["valid"][0], ones[200 + row : 200 + row + h, 200 + col : 200 + col + w])
             assert got["valid"].shape == (1, h, w) and got["image"].shape == (3, h, w)
         assert not store.put("big", {"image": np.zeros((4, 1024, 1024), np.uint8)})  # over the 1 MiB budget: not written
         assert store.full and not store.enabled

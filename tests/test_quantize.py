@@ -14,8 +14,8 @@ from terraseg.config import load_config
 from terraseg.config.inference import InferenceConfig
 from terraseg.errors import BundleError
 from terraseg.infer import onnx as onnx_mod
-from terraseg.prediction.quantize import quantize_int8
 from terraseg.infer.sliding import predictor_for
+from terraseg.prediction.quantize import quantize_int8
 from terraseg.training.run import train
 
 

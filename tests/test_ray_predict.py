@@ -14,14 +14,13 @@ import pytest
 import rasterio
 import torch
 
+from conftest import make_bundle, make_geotiff
+from terraseg import predict
 from terraseg.bundle import Bundle
 from terraseg.config import ModelConfig
 from terraseg.data.normalize import NormStats
-from terraseg.models.factory import build_model
 from terraseg.infer.inputs import expand_inputs
-from terraseg import predict
-
-from conftest import make_bundle, make_geotiff
+from terraseg.models.factory import build_model
 
 ray = pytest.importorskip("ray")
 
@@ -37,7 +36,9 @@ def bundle_path(tmp_path_factory):
         x = (torch.from_numpy(np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64))).float() - 100) / 50
         last.bias -= model(x).mean(dim=(0, 2, 3))
     stats = NormStats("meanstd", [100.0] * 3, [50.0] * 3, [0.0] * 3, [255.0] * 3)
-    return make_bundle(classes=[f"c{i}" for i in range(3)], stats=stats, model=model, path=tmp_path_factory.mktemp("b") / "model.terraseg")
+    return make_bundle(
+        classes=[f"c{i}" for i in range(3)], stats=stats, model=model, path=tmp_path_factory.mktemp("b") / "model.terraseg"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,17 +99,34 @@ def test_many_scenes_retry_and_resume(tmp_path, bundle_path, ray_local, monkeypa
     (tmp_path / "list.txt").write_text("# scenes\n" + "\n".join(f"in/{p.name}" for p in imgs) + "\nin/bad.tif\n")
     faults = tmp_path / "faults"
     monkeypatch.setenv("TERRASEG_FAULT_ONCE", str(faults))  # the actors inherit it: every unit fails once
-    res = predict(bundle_path, [tmp_path / "list.txt"], tmp_path / "out", device="cpu", backend="torch", engine="ray",
-                  ray={"num_workers": 2, "cpus_per_worker": 1, "max_retries": 1})
+    res = predict(
+        bundle_path,
+        [tmp_path / "list.txt"],
+        tmp_path / "out",
+        device="cpu",
+        backend="torch",
+        engine="ray",
+        ray={"num_workers": 2, "cpus_per_worker": 1, "max_retries": 1},
+    )
     assert set(res.outputs) == {str(p) for p in imgs}
-    assert list(res.failures) == [str(tmp_path / "in" / "bad.tif")] and "not a readable raster" in next(iter(res.failures.values()))
+    assert list(res.failures) == [str(tmp_path / "in" / "bad.tif")] and "not a readable raster" in next(
+        iter(res.failures.values())
+    )
     assert len(list(faults.iterdir())) == 5  # each unit failed once and was retried
     for p in imgs:  # identical to the single-process path
         local = predict(bundle_path, [p], tmp_path / "local", device="cpu", backend="torch")
         assert (_read(Path(local.outputs[str(p)]["prediction"]))[0] == _read(tmp_path / "out" / p.name)[0]).all()
     before = {p.name: (tmp_path / "out" / p.name).stat().st_mtime_ns for p in imgs}
-    again = predict(bundle_path, [tmp_path / "in"], tmp_path / "out", device="cpu", backend="torch", engine="ray", resume=True,
-                    ray={"num_workers": 2, "cpus_per_worker": 1, "max_retries": 0})
+    again = predict(
+        bundle_path,
+        [tmp_path / "in"],
+        tmp_path / "out",
+        device="cpu",
+        backend="torch",
+        engine="ray",
+        resume=True,
+        ray={"num_workers": 2, "cpus_per_worker": 1, "max_retries": 0},
+    )
     assert again.skipped == 4 and {p.name: (tmp_path / "out" / p.name).stat().st_mtime_ns for p in imgs} == before
     assert list(again.failures) == [str(tmp_path / "in" / "bad.tif")]
 
@@ -132,7 +150,7 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(b - a + 1))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
-        self.wfile.write(data[a:b + 1])
+        self.wfile.write(data[a : b + 1])
 
 
 @pytest.mark.slow
@@ -146,16 +164,34 @@ def test_stac_items_over_http(tmp_path, bundle_path, ray_local, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        stac = {"type": "FeatureCollection", "features": [
-            {"type": "Feature", "stac_version": "1.0.0", "id": item, "properties": {},
-             "assets": {"thumbnail": {"href": f"{url}/{item}/thumb.png", "type": "image/png", "roles": ["thumbnail"]},
-                        "visual": {"href": f"{url}/{item}/B.tif", "type": "image/tiff; application=geotiff", "roles": ["data"]}}}
-            for item in ("S2A_1", "S2B_2")]}
+        stac = {
+            "type": "FeatureCollection",
+            "features": [
+                {
+                    "type": "Feature",
+                    "stac_version": "1.0.0",
+                    "id": item,
+                    "properties": {},
+                    "assets": {
+                        "thumbnail": {"href": f"{url}/{item}/thumb.png", "type": "image/png", "roles": ["thumbnail"]},
+                        "visual": {"href": f"{url}/{item}/B.tif", "type": "image/tiff; application=geotiff", "roles": ["data"]},
+                    },
+                }
+                for item in ("S2A_1", "S2B_2")
+            ],
+        }
         (tmp_path / "items.json").write_text(json.dumps(stac))
         items = expand_inputs([str(tmp_path / "items.json")])
         assert items == [(f"/vsicurl/{url}/S2A_1/B.tif", "S2A_1"), (f"/vsicurl/{url}/S2B_2/B.tif", "S2B_2")]
-        res = predict(bundle_path, [tmp_path / "items.json"], tmp_path / "out", device="cpu", backend="torch", engine="ray",
-                      ray={"num_workers": 1, "cpus_per_worker": 1})
+        res = predict(
+            bundle_path,
+            [tmp_path / "items.json"],
+            tmp_path / "out",
+            device="cpu",
+            backend="torch",
+            engine="ray",
+            ray={"num_workers": 1, "cpus_per_worker": 1},
+        )
         assert not res.failures, res.failures
         for item in ("S2A_1", "S2B_2"):
             ids, transform, crs = _read(tmp_path / "out" / f"{item}.tif")
@@ -176,9 +212,15 @@ def test_serve_engine_ray_matches_local(tmp_path, bundle_path, ray_local):
 
     img, _, _ = make_geotiff(tmp_path / "up.tif", 150, 170, seed=9)
     data = img.read_bytes()
-    local = TestClient(create_app(ServeConfig(models=[str(bundle_path)], inference={"device": "cpu", "backend": "torch", "window": 64})))
-    cfg = ServeConfig(models=[str(bundle_path)], inference={"device": "cpu", "backend": "torch", "window": 64}, engine="ray",
-                      ray=RayConfig(replicas=1, cpus_per_worker=1))
+    local = TestClient(
+        create_app(ServeConfig(models=[str(bundle_path)], inference={"device": "cpu", "backend": "torch", "window": 64}))
+    )
+    cfg = ServeConfig(
+        models=[str(bundle_path)],
+        inference={"device": "cpu", "backend": "torch", "window": 64},
+        engine="ray",
+        ray=RayConfig(replicas=1, cpus_per_worker=1),
+    )
     try:
         remote = TestClient(create_app(cfg))
         info = remote.get("/v1/models").json()[0]

@@ -56,7 +56,21 @@ def test_band_mapping_reorders_the_first_convolution(tmp_path):
 
     sd = checkpoint(tmp_path / "w.pth")
     w = rs_weights.describe(NAME)
-    data = ["B04", "B03", "B02", "B01", "B05", "B06", "B07", "B08", "B8a", "B09", "B10", "B11", "B12"]  # another order, other spelling
+    data = [
+        "B04",
+        "B03",
+        "B02",
+        "B01",
+        "B05",
+        "B06",
+        "B07",
+        "B08",
+        "B8a",
+        "B09",
+        "B10",
+        "B11",
+        "B12",
+    ]  # another order, other spelling
     model = smp.Unet("resnet18", encoder_weights=None, in_channels=13, classes=1)
     rs_weights.load_into_encoder(model.encoder, w, tmp_path / "w.pth", data)
     got, src = model.encoder.conv1.weight.detach(), sd["conv1.weight"]
@@ -101,7 +115,15 @@ def _s2_scene(tmp_path):
     truth = np.zeros((h, w), np.uint8)
     truth[20:60, 30:80] = 1
     img[:, truth == 1] //= 4  # water is dark
-    prof = dict(driver="GTiff", width=w, height=h, count=13, dtype="int16", crs="EPSG:32630", transform=from_origin(600000, 4500000, 10, 10))
+    prof = dict(
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=13,
+        dtype="int16",
+        crs="EPSG:32630",
+        transform=from_origin(600000, 4500000, 10, 10),
+    )
     with rasterio.open(tmp_path / "s2.tif", "w", **prof) as d:
         d.write(img)
         d.descriptions = tuple(S2)
@@ -142,8 +164,12 @@ def test_train_one_epoch_on_sen1floods11_from_a_local_ssl4eo_file(tmp_path):
     checkpoint(tmp_path / "ssl4eo.pth")
 
     def edit(cfg):
-        cfg["model"] = {"arch": "unet", "encoder": "resnet18", "encoder_weights": f"torchgeo:{NAME}",
-                        "weights_file": str(tmp_path / "ssl4eo.pth")}
+        cfg["model"] = {
+            "arch": "unet",
+            "encoder": "resnet18",
+            "encoder_weights": f"torchgeo:{NAME}",
+            "weights_file": str(tmp_path / "ssl4eo.pth"),
+        }
         cfg["data"]["normalization"] = {"method": "meanstd", "mean": [0.0], "std": [10000.0]}
         cfg["data"]["samples_per_epoch"] = 16
         cfg["train"] = {"max_epochs": 1, "export_onnx": False, "calibrate": False, "choose_tiling": False}

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import make_bundle
 from terraseg.config import ExperimentConfig
 from terraseg.config.inference import InferenceConfig
 from terraseg.devices import loader_options, training_precision
 from terraseg.infer import runtime
 from terraseg.infer.sliding import predictor_for
-
-from conftest import make_bundle
 
 
 @pytest.fixture()
@@ -30,7 +29,9 @@ def test_cpu_candidates_follow_features_and_options(bundle, monkeypatch):
     assert names[:2] == ["torch:32:nhwc", "torch:32:nchw"] and "onnx:32:nchw" in names and not any("bf16" in n for n in names)
     monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": True)
     assert "torch:bf16:nhwc" in [c.name for c in runtime.cpu_candidates(bundle)]
-    assert [c.name for c in runtime.cpu_candidates(bundle, backend="torch", precision="32", channels_last=False)] == ["torch:32:nchw"]
+    assert [c.name for c in runtime.cpu_candidates(bundle, backend="torch", precision="32", channels_last=False)] == [
+        "torch:32:nchw"
+    ]
     assert training_precision("cpu") in ("32", "bf16-mixed")  # detected, not assumed
 
 
@@ -104,16 +105,21 @@ def test_loader_options_follow_the_device():
 
 
 def test_training_precision_auto_resolves():
-    cfg = ExperimentConfig.model_validate({"name": "x", "classes": [{"name": "a"}, {"name": "b"}],
-                                           "data": {"train": [{"kind": "scene", "image": "a.tif", "mask": "m.tif"}]}})
+    cfg = ExperimentConfig.model_validate(
+        {
+            "name": "x",
+            "classes": [{"name": "a"}, {"name": "b"}],
+            "data": {"train": [{"kind": "scene", "image": "a.tif", "mask": "m.tif"}]},
+        }
+    )
     assert cfg.train.precision == "auto" and cfg.training_precision() in ("32", "bf16-mixed", "16-mixed")
 
 
 def test_many_small_images_are_batched_with_the_same_result(bundle, tmp_path):
     from PIL import Image
 
-    from terraseg.data.sources import scene_from_path
     from terraseg import predict
+    from terraseg.data.sources import scene_from_path
 
     rng = np.random.default_rng(0)
     paths = []

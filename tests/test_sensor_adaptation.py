@@ -8,9 +8,8 @@ import rasterio
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from terraseg.cli.main import app
-
 from conftest import make_geotiff
+from terraseg.cli.main import app
 
 runner = CliRunner()
 
@@ -23,8 +22,19 @@ def bundle(tiny_bundle):
 def _raster(path, data, descriptions=None, nbits=None):
     c, h, w = data.shape
     opts = {"nbits": nbits} if nbits else {}
-    with rasterio.open(path, "w", driver="GTiff", height=h, width=w, count=c, dtype=data.dtype, crs="EPSG:32618",
-                       transform=from_origin(500000, 4500000, 1, 1), photometric="MINISBLACK", **opts) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=h,
+        width=w,
+        count=c,
+        dtype=data.dtype,
+        crs="EPSG:32618",
+        transform=from_origin(500000, 4500000, 1, 1),
+        photometric="MINISBLACK",
+        **opts,
+    ) as dst:
         dst.write(data)
         for i, d in enumerate(descriptions or []):
             dst.set_band_description(i + 1, d)
@@ -69,7 +79,7 @@ def test_band_count_mismatch_says_what_would_work(tmp_path, bundle):
 
 def test_another_bit_depth_is_refused_unless_a_rule_maps_it(tmp_path, bundle):
     rgb = make_geotiff(tmp_path / "rgb.tif", 64, 64, seed=4)[1]
-    wide = (rgb.astype(np.uint16) * 16)  # 12-bit values in uint16
+    wide = rgb.astype(np.uint16) * 16  # 12-bit values in uint16
     _raster(tmp_path / "u16.tif", wide)
     res, _ = _predict(bundle, tmp_path / "u16.tif", tmp_path / "a")
     assert res.exit_code == 1 and "uint16 pixels" in res.output and "uint8" in res.output and "--input-range" in res.output

@@ -6,10 +6,10 @@ import io
 import json
 import shutil
 import socket
+import struct
 import threading
 import time
 import zlib
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +22,12 @@ from PIL import Image
 from conftest import CHROMIUM, DATA, NO_CHROMIUM, make_bundle, needs_data
 from terraseg.bundle import Bundle
 from terraseg.config import ClassSpec, ModelConfig
+from terraseg.config.inference import InferenceConfig, ServeConfig
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError
+from terraseg.infer.sliding import predictor_for
 from terraseg.models.factory import build_model
 from terraseg.prediction.export import export_onnx
-from terraseg.infer.sliding import predictor_for
-from terraseg.config.inference import InferenceConfig, ServeConfig
 from terraseg.serve.app import create_app
 from terraseg.serve.registry import load_models
 
@@ -47,8 +47,15 @@ def bundle_path(tmp_path_factory):
         x = (torch.from_numpy(np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64))).float() - 80) / 40
         last.bias -= model(x).median()
     stats = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)
-    path = make_bundle(classes=[ClassSpec(name="background"), ClassSpec(name="building", color="#ff3030")], stats=stats, model=model, base_filters=8,
-                       name="buildings", nodata=255, path=tmp_path_factory.mktemp("b") / "model.terraseg")
+    path = make_bundle(
+        classes=[ClassSpec(name="background"), ClassSpec(name="building", color="#ff3030")],
+        stats=stats,
+        model=model,
+        base_filters=8,
+        name="buildings",
+        nodata=255,
+        path=tmp_path_factory.mktemp("b") / "model.terraseg",
+    )
     check = [str(MB_TILE)] if MB_TILE.exists() else []
     rep = export_onnx(path, check_images=check, window=128)
     assert rep.max_abs_diff < 1e-4  # ONNX Runtime vs PyTorch on real chips
@@ -84,8 +91,12 @@ def test_export_records_contract_and_backends_agree(bundle_path, tmp_path):
 
 @pytest.fixture(scope="module")
 def client(bundle_path, tmp_path_factory):
-    cfg = ServeConfig(models=[str(bundle_path)], max_upload_mb=8, max_pixels=4_000_000, results_dir=str(tmp_path_factory.mktemp("res")))
-    models = load_models([str(bundle_path)]) | {"buildings-onnx": load_models([str(bundle_path)], InferenceConfig(backend="onnx"))["buildings"]}
+    cfg = ServeConfig(
+        models=[str(bundle_path)], max_upload_mb=8, max_pixels=4_000_000, results_dir=str(tmp_path_factory.mktemp("res"))
+    )
+    models = load_models([str(bundle_path)]) | {
+        "buildings-onnx": load_models([str(bundle_path)], InferenceConfig(backend="onnx"))["buildings"]
+    }
     models["buildings-onnx"].name = "buildings-onnx"
     return TestClient(create_app(cfg, models))
 
@@ -123,7 +134,11 @@ def test_segment_real_geotiff_all_formats(client, model):
         assert ((ids == 255) == nodata_in).all()  # nodata pixels stay nodata
     r = client.post(f"/v1/segment?format=json&model={model}", files={"file": ("t.tif", data)})
     body = r.json()
-    assert body["width"] == 1046 and body["height"] == 751 and np.array_equal(np.where(np.array(body["mask"]) < 0, 255, body["mask"]), ids)
+    assert (
+        body["width"] == 1046
+        and body["height"] == 751
+        and np.array_equal(np.where(np.array(body["mask"]) < 0, 255, body["mask"]), ids)
+    )
     r = client.post(f"/v1/segment?format=png&model={model}", files={"file": ("t.tif", data)})
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), ids)
     r = client.post(f"/v1/segment?format=geojson&model={model}", files={"file": ("t.tif", data)})
@@ -148,21 +163,31 @@ def test_segment_png_and_jpeg(client):
 
 def _bomb_png(w=100_000, h=100_000) -> bytes:
     """A tiny PNG whose header claims w x h pixels."""
+
     def chunk(t, d):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("name,payload,status,words", [
-    ("junk.tif", b"this is not an image", 415, "not a readable GeoTIFF"),
-    ("junk.png", b"\x00\x01garbage", 415, "not a readable PNG"),
-    ("empty.png", b"", 400, "empty"),
-    ("../../x.tif", b"abc", 400, "without a path"),
-    ("bomb.png", None, 413, "pixels"),
-    ("big.tif", b"\0" * 9_000_000, 413, "upload limit"),
-    ("doc.pdf", b"%PDF-1.4", 415, "unsupported file type"),
-    ("two.png", "2band", 422, "but the model expects 3"),
-])
+@pytest.mark.parametrize(
+    "name,payload,status,words",
+    [
+        ("junk.tif", b"this is not an image", 415, "not a readable GeoTIFF"),
+        ("junk.png", b"\x00\x01garbage", 415, "not a readable PNG"),
+        ("empty.png", b"", 400, "empty"),
+        ("../../x.tif", b"abc", 400, "without a path"),
+        ("bomb.png", None, 413, "pixels"),
+        ("big.tif", b"\0" * 9_000_000, 413, "upload limit"),
+        ("doc.pdf", b"%PDF-1.4", 415, "unsupported file type"),
+        ("two.png", "2band", 422, "but the model expects 3"),
+    ],
+)
 def test_bad_uploads_are_4xx_with_json(client, name, payload, status, words):
     if payload is None:
         payload = _bomb_png()
@@ -198,13 +223,25 @@ def test_api_key(bundle_path):
 
 @needs_data("massachusetts-buildings")
 def test_web_job_with_vector_truth(client):
-    r = client.post("/ui/jobs", files={"file": ("tile.tif", MB_TILE.read_bytes()),
-                                       "truth": ("b.zip", (DATA / "massachusetts-buildings" / "massachusetts_buildings.zip").read_bytes())})
+    r = client.post(
+        "/ui/jobs",
+        files={
+            "file": ("tile.tif", MB_TILE.read_bytes()),
+            "truth": ("b.zip", (DATA / "massachusetts-buildings" / "massachusetts_buildings.zip").read_bytes()),
+        },
+    )
     assert r.status_code == 200, r.text
     job = r.json()
     (s, w), (n, e) = job["bounds"]
     assert 42.4 < s < n < 42.6 and -71.2 < w < e < -71.0  # Massachusetts, at its true location
-    assert job["truth"]["kind"] == "geojson" and set(job["files"]) >= {"image", "prediction", "overlay", "classes", "regions", "confidence"}
+    assert job["truth"]["kind"] == "geojson" and set(job["files"]) >= {
+        "image",
+        "prediction",
+        "overlay",
+        "classes",
+        "regions",
+        "confidence",
+    }
     assert client.get(f"/ui/jobs/{job['id']}/prediction.png").status_code == 200
     conf = np.asarray(Image.open(io.BytesIO(client.get(f"/ui/jobs/{job['id']}/confidence.png").content)))
     assert conf.shape == (751, 1046, 4) and conf[..., 3].min() < conf[..., 3].max()
@@ -238,9 +275,18 @@ def test_browser_upload_shows_overlay_and_map(bundle_path, tmp_path):
         time.sleep(0.05)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/")
             page.set_input_files("#file", str(MB_TILE))
@@ -275,8 +321,15 @@ def test_side_work_runs_beside_a_network_elsewhere_and_before_one_on_the_cpu():
 
     for device, remote, overlaps in (("cpu", False, False), ("cuda", False, True), ("cpu", True, True)):
         started = threading.Event()
-        model = ServedModel("m", "m.terraseg", None, None, SimpleNamespace(device=torch.device(device)), "torch",  # type: ignore[arg-type]
-                            remote=remote)  # remote: Ray Serve replicas, whatever the gateway's device
+        model = ServedModel(
+            "m",
+            "m.terraseg",
+            None,
+            None,
+            SimpleNamespace(device=torch.device(device)),
+            "torch",  # type: ignore[arg-type]
+            remote=remote,
+        )  # remote: Ray Serve replicas, whatever the gateway's device
 
         def network():
             started.set()

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import make_bundle
 from terraseg.bundle import Bundle
 from terraseg.config.inference import ServeConfig
 from terraseg.data.normalize import NormStats
@@ -19,14 +20,17 @@ from terraseg.serve.app import create_app
 from terraseg.serve.errors import ServerBusy
 from terraseg.serve.registry import load_models
 
-from conftest import make_bundle
-
 
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
     stats = NormStats("meanstd", [80.0] * 3, [40.0] * 3, [0.0] * 3, [255.0] * 3)
-    return make_bundle(classes=("background", "building"), stats=stats, base_filters=8, name="buildings",
-                       path=tmp_path_factory.mktemp("b") / "model.terraseg")
+    return make_bundle(
+        classes=("background", "building"),
+        stats=stats,
+        base_filters=8,
+        name="buildings",
+        path=tmp_path_factory.mktemp("b") / "model.terraseg",
+    )
 
 
 def _png(h=64, w=80) -> bytes:
@@ -113,7 +117,11 @@ def test_results_expire_and_temp_results_removed_at_shutdown(bundle_path, tmp_pa
     app = create_app(cfg, load_models([str(bundle_path)]))
     with TestClient(app) as c:
         c.post("/ui/jobs", files={"file": ("a.png", _png())})
-        folders = [p for p in __import__("pathlib").Path(__import__("tempfile").gettempdir()).glob("terraseg-results-*") if any(p.iterdir())]
+        folders = [
+            p
+            for p in __import__("pathlib").Path(__import__("tempfile").gettempdir()).glob("terraseg-results-*")
+            if any(p.iterdir())
+        ]
         assert folders
     assert not any(p.exists() for p in folders)
 
@@ -122,7 +130,9 @@ def test_headers_error_shape_schema_and_no_paths(bundle_path, tmp_path):
     c = TestClient(_app(bundle_path, tmp_path))
     for url in ("/", "/v1/models", "/nope"):
         r = c.get(url)
-        assert r.headers["x-content-type-options"] == "nosniff" and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert (
+            r.headers["x-content-type-options"] == "nosniff" and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        )
         assert r.headers["x-frame-options"] == "DENY"
     assert c.get("/nope").json() == {"error": "Not Found"}
     assert set(c.delete("/v1/models").json()) == {"error"}  # 405 in the same shape
@@ -168,8 +178,10 @@ def test_server_survives_clients_disconnecting_mid_upload(bundle_path, tmp_path)
             if server.started:
                 break
             time.sleep(0.05)
-        head = ("POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                "Content-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n").encode()
+        head = (
+            b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b'Content-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+        )
         for _ in range(5):  # five clients that send part of a body and vanish
             c = socket.create_connection(("127.0.0.1", port))
             c.sendall(head + b"\x89PNG" + b"\0" * 100_000)
@@ -189,11 +201,10 @@ def test_input_drift_flagged_in_api_metrics_and_cli(tmp_path):
     """an input unlike the training data (values x4) is flagged: API header + JSON, /metrics counter, CLI warning."""
     from typer.testing import CliRunner
 
+    from conftest import make_geotiff
     from terraseg.cli.main import app as cli
     from terraseg.data.scenes import RasterScene
     from terraseg.infer.drift import input_drift
-
-    from conftest import make_geotiff
 
     stats = NormStats("meanstd", [60.0] * 3, [30.0] * 3, [10.0] * 3, [140.0] * 3)
     bundle = make_bundle(stats=stats, name="d", path=tmp_path / "d.terraseg")
@@ -207,7 +218,10 @@ def test_input_drift_flagged_in_api_metrics_and_cli(tmp_path):
         assert r.status_code == 200 and r.headers["x-terraseg-drift"] == flagged
         assert r.json()["drift"]["drifted"] is (flagged != "none")
     metrics = c.get("/metrics").text
-    assert 'terraseg_drift_total{model="d"} 1.0' in metrics and 'terraseg_requests_total{route="/v1/segment",status="200"} 2.0' in metrics
+    assert (
+        'terraseg_drift_total{model="d"} 1.0' in metrics
+        and 'terraseg_requests_total{route="/v1/segment",status="200"} 2.0' in metrics
+    )
     tif, _, _ = make_geotiff(tmp_path / "bright.tif", 80, 80, dtype="uint16", seed=3)
     with __import__("rasterio").open(tif, "r+") as ds:
         ds.write((ds.read() * 0 + 2000).astype("uint16"))

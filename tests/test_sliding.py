@@ -7,12 +7,11 @@ import pytest
 import rasterio
 import torch
 
+from conftest import make_geotiff
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
-from terraseg.prediction.outputs import predict_to_files
 from terraseg.infer.sliding import SlidingWindowPredictor, hann_weights
-
-from conftest import make_geotiff
+from terraseg.prediction.outputs import predict_to_files
 
 IDENTITY = NormStats("none")
 
@@ -89,7 +88,9 @@ def test_geotiff_output_keeps_grid_and_nodata(tmp_path):
     path, img, _ = make_geotiff(tmp_path / "in.tif", 90, 110, dtype="uint16", nodata=0, seed=5, crs="EPSG:26986")
     scene = RasterScene(path)
     pred = SlidingWindowPredictor(threshold_backend, IDENTITY, 2, window=64, overlap=0.25)
-    outs = predict_to_files(pred, scene, tmp_path / "out", ["background", "object"], ["#000000", "#ff0000"], probabilities=True, overlay=True)
+    outs = predict_to_files(
+        pred, scene, tmp_path / "out", ["background", "object"], ["#000000", "#ff0000"], probabilities=True, overlay=True
+    )
     with rasterio.open(path) as src, rasterio.open(outs["prediction"]) as dst, rasterio.open(outs["probabilities"]) as pr:
         assert dst.crs == src.crs and dst.transform == src.transform
         assert (dst.width, dst.height) == (src.width, src.height)

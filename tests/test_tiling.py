@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from conftest import make_bundle, make_geotiff, tiny_config, write_mask_tif
 
+from conftest import make_bundle, make_geotiff, tiny_config, write_mask_tif
 from terraseg.config import ExperimentConfig
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import RasterScene
@@ -40,8 +40,16 @@ def test_the_tiling_that_validates_better_is_recorded_and_used(tmp_path):
     assert small["sliding"] > 0.99 and small["one_window"] < 0.01 and small["fit_max"] == 0
     large = choose_tiling(SizeDependent(small=False), scenes, STATS, cfg, predict_window=64)
     assert large["one_window"] > 0.99 and large["sliding"] < 0.01 and large["fit_max"] is None
-    assert choose_tiling(SizeDependent(small=True), [RasterScene(make_geotiff(tmp_path / "big.tif", 40, 1100)[0],
-                                                                 mask_path=None)], STATS, cfg, 64) is None  # nothing fits
+    assert (
+        choose_tiling(
+            SizeDependent(small=True),
+            [RasterScene(make_geotiff(tmp_path / "big.tif", 40, 1100)[0], mask_path=None)],
+            STATS,
+            cfg,
+            64,
+        )
+        is None
+    )  # nothing fits
 
     for fit_max, one_window in ((None, True), (0, False)):
         b = make_bundle(classes=("background", "object"), stats=STATS, model=SizeDependent(small=True), fit_max=fit_max)

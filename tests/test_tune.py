@@ -18,14 +18,23 @@ def cfg_path(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tune")
     img, _, truth = make_geotiff(tmp / "train.tif", 128, 128, seed=1)
     timg, _, ttruth = make_geotiff(tmp / "test.tif", 96, 96, seed=2)
-    files = {"image": img, "mask": write_mask_tif(tmp / "m.tif", truth, img), "test_image": timg,
-             "test_mask": write_mask_tif(tmp / "tm.tif", ttruth, timg)}
+    files = {
+        "image": img,
+        "mask": write_mask_tif(tmp / "m.tif", truth, img),
+        "test_image": timg,
+        "test_mask": write_mask_tif(tmp / "tm.tif", ttruth, timg),
+    }
     cfg = tiny_config(tmp, files)
     cfg["train"] |= {"max_epochs": 3, "export_onnx": False}
     cfg["tracking"] = {"enabled": True}
-    cfg["tune"] = {"params": {"optimizer.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
-                              "model.base_filters": {"type": "categorical", "choices": [4, 8]}},
-                   "pruner": "median", "startup_trials": 1}
+    cfg["tune"] = {
+        "params": {
+            "optimizer.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
+            "model.base_filters": {"type": "categorical", "choices": [4, 8]},
+        },
+        "pruner": "median",
+        "startup_trials": 1,
+    }
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -42,7 +51,10 @@ def test_tune_runs_prunes_or_finishes_resumes_and_writes_the_best(cfg_path):
 
     study = optuna.load_study(study_name="tiny", storage=res.storage)
     base = load_config(cfg_path)
-    assert study.trials[0].params == {"optimizer.lr": base.optimizer.lr, "model.base_filters": base.model.base_filters}  # the baseline
+    assert study.trials[0].params == {
+        "optimizer.lr": base.optimizer.lr,
+        "model.base_filters": base.model.base_filters,
+    }  # the baseline
     again = tune(cfg_path, trials=1)  # the study is in its database: a new call adds to it
     assert again.trials == 4
     import mlflow
@@ -57,9 +69,11 @@ def test_tune_runs_prunes_or_finishes_resumes_and_writes_the_best(cfg_path):
 
 def test_tune_bad_space_is_one_line_error_before_any_trial(cfg_path, tmp_path):
     raw = yaml.safe_load(cfg_path.read_text())
-    for params, words in ((({"optimizer.nope": {"type": "float", "low": 0.1, "high": 0.2}}), "tune.params.optimizer.nope"),
-                          ({"optimizer.lr": {"type": "float", "low": 0.1, "high": 0.1}}, "empty range"),
-                          ({}, "no `tune.params`")):
+    for params, words in (
+        (({"optimizer.nope": {"type": "float", "low": 0.1, "high": 0.2}}), "tune.params.optimizer.nope"),
+        ({"optimizer.lr": {"type": "float", "low": 0.1, "high": 0.1}}, "empty range"),
+        ({}, "no `tune.params`"),
+    ):
         raw["tune"]["params"] = params
         raw["output_dir"] = str(tmp_path / "never")
         p = tmp_path / "bad.yaml"
@@ -77,11 +91,20 @@ def test_tune_bad_space_is_one_line_error_before_any_trial(cfg_path, tmp_path):
 def test_tune_a_pixel_baseline_config(tmp_path):
     """Pixel baselines (scikit-learn) are tuned too: one fit per trial, no epochs to prune, best config and bundle written."""
     img, _, truth = make_geotiff(tmp_path / "train.tif", 96, 96, seed=5)
-    files = {"image": img, "mask": write_mask_tif(tmp_path / "m.tif", truth, img), "test_image": img, "test_mask": tmp_path / "m.tif"}
+    files = {
+        "image": img,
+        "mask": write_mask_tif(tmp_path / "m.tif", truth, img),
+        "test_image": img,
+        "test_mask": tmp_path / "m.tif",
+    }
     cfg = tiny_config(tmp_path, files, model={"arch": "random_forest"}, baseline={"samples_per_class": 300, "n_estimators": 10})
     cfg["data"]["val_fraction"] = 0.3
-    cfg["tune"] = {"params": {"baseline.n_estimators": {"type": "int", "low": 5, "high": 30},
-                              "baseline.texture_window": {"type": "categorical", "choices": [3, 5]}}}
+    cfg["tune"] = {
+        "params": {
+            "baseline.n_estimators": {"type": "int", "low": 5, "high": 30},
+            "baseline.texture_window": {"type": "categorical", "choices": [3, 5]},
+        }
+    }
     path = tmp_path / "rf.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = tune(path, trials=3)

@@ -15,7 +15,7 @@ def _coverage(extent: int, size: int, offsets: list[int], edge: str) -> np.ndarr
     counts = np.zeros(extent, np.int64)
     for o in offsets:
         end = min(o + size, extent) if edge == "clip" else o + size
-        counts[max(o, 0):min(end, extent)] += 1
+        counts[max(o, 0) : min(end, extent)] += 1
     return counts
 
 
@@ -47,17 +47,25 @@ def test_clip_windows_partition_the_grid(height, width, size):
     for w in grid_windows(height, width, size, edge="clip"):
         assert 1 <= w.height <= size and 1 <= w.width <= size
         assert w.row + w.height <= height and w.col + w.width <= width
-        counts[w.row:w.row + w.height, w.col:w.col + w.width] += 1
+        counts[w.row : w.row + w.height, w.col : w.col + w.width] += 1
     assert (counts == 1).all()
     strips = list(row_strips(height, width, size))
     assert sum(s.height for s in strips) == height and all(s.width == width for s in strips)
 
 
-@pytest.mark.parametrize("extent,size,stride,edge,expected", [
-    (10, 32, 32, "pad", [0]), (100, 32, 32, "pad", [0, 32, 64, 96]), (100, 32, 24, "shift", [0, 24, 48, 68]),
-    (96, 32, 32, "shift", [0, 32, 64]), (257, 256, 192, "shift", [0, 1]), (100, 64, 48, "shift", [0, 36]),
-    (1000, 256, 192, "shift", [0, 192, 384, 576, 744]), (11, 4, 2, "clip", [0, 2, 4, 6, 8]),
-])
+@pytest.mark.parametrize(
+    "extent,size,stride,edge,expected",
+    [
+        (10, 32, 32, "pad", [0]),
+        (100, 32, 32, "pad", [0, 32, 64, 96]),
+        (100, 32, 24, "shift", [0, 24, 48, 68]),
+        (96, 32, 32, "shift", [0, 32, 64]),
+        (257, 256, 192, "shift", [0, 1]),
+        (100, 64, 48, "shift", [0, 36]),
+        (1000, 256, 192, "shift", [0, 192, 384, 576, 744]),
+        (11, 4, 2, "clip", [0, 2, 4, 6, 8]),
+    ],
+)
 def test_grid_offsets_examples(extent, size, stride, edge, expected):
     assert grid_offsets(extent, size, stride, edge) == expected
 

@@ -52,8 +52,13 @@ def run_tutorial(page: Path, minutes: float, env: dict[str, str]) -> tuple[bool,
         k += 1
         if m.group(1):
             continue
-        r = subprocess.run(["bash", "-eo", "pipefail", "-c", m.group(2)], cwd=work, env=env | {"MINUTES": f"{minutes:g}"},
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", m.group(2)],
+            cwd=work,
+            env=env | {"MINUTES": f"{minutes:g}"},
+            capture_output=True,
+            text=True,
+        )
         printed = (r.stdout + r.stderr).rstrip()
         printed_by[str(k)] = _tidy(printed, work, env["TERRASEG_DATA"])
         if r.returncode:
@@ -105,8 +110,13 @@ def main() -> None:
     from terraseg.settings import data_root
 
     bin_dir = str(Path(sys.executable).parent)
-    env = os.environ | {"TERRASEG_DATA": str(data_root()), "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-                        "NO_COLOR": "1", "COLUMNS": "110"}
+    env = os.environ | {
+        "TERRASEG_DATA": str(data_root()),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        "NO_COLOR": "1",
+        "COLUMNS": "110",
+    }
     pages = [p for p in sorted(HERE.glob("*.md")) if p.stem != "index" and (not a.names or p.stem in a.names)]
     failed = []
     for page in pages:

@@ -27,14 +27,16 @@ if TYPE_CHECKING:
     from terraseg.prediction.run import PredictResult
     from terraseg.training.result import TrainResult
 
+
 def _load(bundle: str | Path | Bundle) -> Bundle:
     from terraseg.bundle import Bundle
 
     return bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
 
 
-def train(config: str | Path | ExperimentConfig, overrides: Sequence[str] = (), resume: bool = False,
-          tracking_uri: str | None = None) -> TrainResult:
+def train(
+    config: str | Path | ExperimentConfig, overrides: Sequence[str] = (), resume: bool = False, tracking_uri: str | None = None
+) -> TrainResult:
     """Train what a config describes and write ``<output_dir>/model.terraseg``, as ``terraseg train CONFIG``.
 
     Args:
@@ -89,8 +91,14 @@ def predict(bundle: str | Path | Bundle, inputs: Sequence[str | Path], out_dir: 
     return run_predict(cfg, _load(bundle))
 
 
-def evaluate(bundle: str | Path | Bundle, data: str | Path | list[Any] | None = None, out_dir: str | Path | None = None,
-             split: str = "test", say: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+def evaluate(
+    bundle: str | Path | Bundle,
+    data: str | Path | list[Any] | None = None,
+    out_dir: str | Path | None = None,
+    split: str = "test",
+    say: Callable[[str], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Score a bundle on labelled data, as ``terraseg evaluate BUNDLE [DATA]``.
 
     Args:
@@ -121,8 +129,14 @@ def evaluate(bundle: str | Path | Bundle, data: str | Path | list[Any] | None = 
     return run_evaluate(cfg, b, say, scenes)
 
 
-def compare(bundle_a: str | Path | Bundle, bundle_b: str | Path | Bundle, data: str | Path | None = None,
-            split: str = "test", say: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+def compare(
+    bundle_a: str | Path | Bundle,
+    bundle_b: str | Path | Bundle,
+    data: str | Path | None = None,
+    split: str = "test",
+    say: Callable[[str], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Score two bundles on the same data with the paired difference A - B, as ``terraseg compare A B [DATA]``.
 
     Args:
@@ -157,8 +171,10 @@ def compare(bundle_a: str | Path | Bundle, bundle_b: str | Path | Bundle, data: 
     scenes = task.evaluation_data(which, a, say)
     validation = split == "val" and (data is None or Path(data).suffix.lower() in {".yaml", ".yml"})
     if validation and (a.manifest.split or {}).get("units") != (b.manifest.split or {}).get("units"):
-        say("warning: these are A's validation blocks; B held out others, so it may have trained on some of these "
-            "pixels, which favours B.")
+        say(
+            "warning: these are A's validation blocks; B held out others, so it may have trained on some of these "
+            "pixels, which favours B."
+        )
     return compare_bundles(a, b, scenes, validation=validation)
 
 

@@ -19,7 +19,7 @@ import json
 import os
 import zipfile
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from terraseg.version import __version__
 from terraseg.config import ClassSpec, ModelConfig
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError
 from terraseg.io.atomic import atomic_path
+from terraseg.version import __version__
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -55,7 +55,9 @@ class InputSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     bands: int = Field(ge=1, description="Band count the model takes.")
-    band_indexes: list[int] | None = Field(None, description="1-based raster bands read during training, in order (None: all bands).")
+    band_indexes: list[int] | None = Field(
+        None, description="1-based raster bands read during training, in order (None: all bands)."
+    )
     source_bands: int | None = Field(None, description="Band count of the training rasters the indexes refer to (None: unknown).")
     band_names: list[str] | None = Field(None, description="Names of the model's input bands in order, if known.")
     dtype: str = Field(description="Raster dtype seen in training (others are accepted; values matter).")
@@ -64,10 +66,15 @@ class InputSpec(BaseModel):
     train_window: int = Field(ge=1, description="Side of the training windows (chips) in pixels.")
     predict_window: int = Field(ge=1, description="Default sliding-window side for prediction in pixels.")
     fit_max: int | None = Field(
-        None, ge=0, description="Largest image side (pixels) predicted as one window; 0: always sliding windows of "
+        None,
+        ge=0,
+        description="Largest image side (pixels) predicted as one window; 0: always sliding windows of "
         "`predict_window`; None: the inference default (1024). Training sets it to the tiling that validated better "
-        "(terraseg.training.tiling); a run's `--fit-max` can only lower it, `--window` overrides it.")
-    input_size: int | None = Field(None, description="Classification: the side (pixels) images are resized to before the network.")
+        "(terraseg.training.tiling); a run's `--fit-max` can only lower it, `--window` overrides it.",
+    )
+    input_size: int | None = Field(
+        None, description="Classification: the side (pixels) images are resized to before the network."
+    )
 
     def select_bands(self, count: int, source: str = "input") -> list[int] | None:
         """The 1-based bands to read from an input with ``count`` bands.
@@ -94,8 +101,10 @@ class InputSpec(BaseModel):
         if count > self.bands:
             fix = f"pick {self.bands} of its bands in the model's order with --bands (1-based indexes or band names, e.g. --bands 3,2,1)"
         else:
-            fix = (f"give an image with {self.bands} bands, or stack single-band files on one grid first "
-                   f"(terraseg stack B1.tif B2.tif ... --out stacked.tif)")
+            fix = (
+                f"give an image with {self.bands} bands, or stack single-band files on one grid first "
+                f"(terraseg stack B1.tif B2.tif ... --out stacked.tif)"
+            )
         s = "" if count == 1 else "s"
         raise BundleError(f"{source}: image has {count} band{s} but the model expects {self.bands}{names}; {fix}.")
 
@@ -125,7 +134,7 @@ class BundleManifest(BaseModel):
     model_config = ConfigDict(extra="allow")
     format_version: int = FORMAT_VERSION
     terraseg_version: str = __version__
-    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     name: str
     task: str = "segmentation"
     model: ModelConfig
@@ -134,16 +143,25 @@ class BundleManifest(BaseModel):
     ignore_index: int = 255
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict, description="The training config, for provenance.")
-    exports: dict[str, Any] = Field(default_factory=dict, description="Exported graphs in the bundle (e.g. 'onnx': opset, contract, check).")
+    exports: dict[str, Any] = Field(
+        default_factory=dict, description="Exported graphs in the bundle (e.g. 'onnx': opset, contract, check)."
+    )
     baseline: dict[str, Any] | None = Field(None, description="Pixel baselines: BaselineConfig (features) and feature names.")
     split: dict[str, Any] | None = Field(
-        None, description="The exact train/validation split training used (terraseg.data.holdout: method, blocks or images "
-        "held out, labelled pixels per class on each side, warnings); `evaluate --split val` rebuilds it.")
+        None,
+        description="The exact train/validation split training used (terraseg.data.holdout: method, blocks or images "
+        "held out, labelled pixels per class on each side, warnings); `evaluate --split val` rebuilds it.",
+    )
     drift: dict[str, Any] | None = Field(
-        None, description="Drift profile (terraseg.infer.drift.fit_drift): reference histograms from training windows, "
-        "thresholds fitted on other training windows, and the false-alarm rate measured on validation windows.")
-    calibration: dict[str, Any] = Field(default_factory=dict, description="Temperature scaling fitted on the validation split "
-                                        "(temperature, ECE and NLL before/after); every backend divides logits by it.")
+        None,
+        description="Drift profile (terraseg.infer.drift.fit_drift): reference histograms from training windows, "
+        "thresholds fitted on other training windows, and the false-alarm rate measured on validation windows.",
+    )
+    calibration: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Temperature scaling fitted on the validation split "
+        "(temperature, ECE and NLL before/after); every backend divides logits by it.",
+    )
 
 
 MAX_MEMBER_BYTES = {MANIFEST: 16 * 2**20}  # a manifest is a few kB
@@ -163,11 +181,15 @@ def _check_members(z: zipfile.ZipFile, path: Path) -> None:
     for info in z.infolist():
         limit = MAX_MEMBER_BYTES.get(info.filename, MAX_BUNDLE_MEMBER)
         if info.file_size > limit:
-            raise BundleError(f"{path}: bundle member '{info.filename}' would inflate to {info.file_size:,} bytes, over the "
-                              f"limit of {limit:,}; refused (zip bomb?).")
+            raise BundleError(
+                f"{path}: bundle member '{info.filename}' would inflate to {info.file_size:,} bytes, over the "
+                f"limit of {limit:,}; refused (zip bomb?)."
+            )
         if info.file_size > 2**20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-            raise BundleError(f"{path}: bundle member '{info.filename}' inflates {info.file_size / max(info.compress_size, 1):,.0f} "
-                              f"times ({info.compress_size:,} -> {info.file_size:,} bytes); refused (zip bomb?).")
+            raise BundleError(
+                f"{path}: bundle member '{info.filename}' inflates {info.file_size / max(info.compress_size, 1):,.0f} "
+                f"times ({info.compress_size:,} -> {info.file_size:,} bytes); refused (zip bomb?)."
+            )
 
 
 class Bundle:
@@ -239,7 +261,7 @@ class Bundle:
         return Path(path)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Bundle":
+    def from_bytes(cls, data: bytes) -> Bundle:
         """Load a bundle from the bytes of a ``.terraseg`` file (e.g. sent to Ray workers), with :meth:`load`'s checks.
 
         Args:
@@ -259,7 +281,7 @@ class Bundle:
             os.unlink(tmp)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Bundle":
+    def load(cls, path: str | os.PathLike[str]) -> Bundle:
         """Load a bundle.
 
         Raises:
@@ -276,11 +298,15 @@ class Bundle:
                 extras = {n: z.read(n) for n in EXTRAS if n in z.namelist()}
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, NotImplementedError, zlib.error) as e:
             # ValueError covers JSON and UTF-8 decoding; zlib.error, EOFError: corrupt compressed members (tests/test_fuzz.py)
-            raise BundleError(f"{p}: not a terraseg bundle ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
+            raise BundleError(
+                f"{p}: not a terraseg bundle ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
+            ) from None
         if not isinstance(manifest_raw, dict):
             raise BundleError(f"{p}: not a terraseg bundle (its manifest is not a JSON object).")
         if int(manifest_raw.get("format_version", 1)) > FORMAT_VERSION:
-            raise BundleError(f"{p}: bundle format {manifest_raw['format_version']} is newer than this terraseg supports ({FORMAT_VERSION}).")
+            raise BundleError(
+                f"{p}: bundle format {manifest_raw['format_version']} is newer than this terraseg supports ({FORMAT_VERSION})."
+            )
         try:
             manifest = BundleManifest.model_validate(upgrade_manifest(manifest_raw))
         except ValidationError as e:
@@ -309,10 +335,19 @@ class Bundle:
         m = self.manifest
         n_params = sum(p.numel() for p in self.model.parameters())  # 0 for pixel baselines
         return {
-            "name": m.name, "task": m.task, "terraseg_version": m.terraseg_version, "created": m.created,
-            "model": m.model.model_dump(), "parameters": n_params,
-            "input": m.input.model_dump(), "classes": [c.model_dump() for c in m.classes],
-            "ignore_index": m.ignore_index, "metrics": m.metrics, "exports": m.exports, "baseline": m.baseline,
-            "split": {k: v for k, v in (m.split or {}).items() if k != "units"} | ({"held_out": len(m.split["units"])} if m.split and "units" in m.split else {}),
+            "name": m.name,
+            "task": m.task,
+            "terraseg_version": m.terraseg_version,
+            "created": m.created,
+            "model": m.model.model_dump(),
+            "parameters": n_params,
+            "input": m.input.model_dump(),
+            "classes": [c.model_dump() for c in m.classes],
+            "ignore_index": m.ignore_index,
+            "metrics": m.metrics,
+            "exports": m.exports,
+            "baseline": m.baseline,
+            "split": {k: v for k, v in (m.split or {}).items() if k != "units"}
+            | ({"held_out": len(m.split["units"])} if m.split and "units" in m.split else {}),
             "drift": {k: v for k, v in (m.drift or {}).items() if k != "reference"} or None,
         }

@@ -166,7 +166,15 @@ def loader_options(num_workers: int | None, device: str = "cpu") -> dict:
     return kw
 
 
-__all__ = ["cpu_flags", "cpu_model", "inference_batch_size", "loader_options", "native_bf16", "resolve_device", "training_precision"]
+__all__ = [
+    "cpu_flags",
+    "cpu_model",
+    "inference_batch_size",
+    "loader_options",
+    "native_bf16",
+    "resolve_device",
+    "training_precision",
+]
 
 
 def is_main_process() -> bool:

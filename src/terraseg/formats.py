@@ -66,6 +66,18 @@ def is_mask_raster(path: str | Path) -> bool:
     return suffix(path) in MASK_SUFFIXES
 
 
-__all__ = ["GEOTIFF_SUFFIXES", "IMAGE_SUFFIXES", "INPUT_SUFFIXES", "MASK_SUFFIXES", "PHOTO_SUFFIXES", "RASTER_SUFFIXES",
-           "UPLOAD_IMAGE_SUFFIXES", "UPLOAD_VECTOR_SUFFIXES", "VECTOR_SUFFIXES", "is_geotiff", "is_mask_raster", "is_photo",
-           "suffix"]
+__all__ = [
+    "GEOTIFF_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "INPUT_SUFFIXES",
+    "MASK_SUFFIXES",
+    "PHOTO_SUFFIXES",
+    "RASTER_SUFFIXES",
+    "UPLOAD_IMAGE_SUFFIXES",
+    "UPLOAD_VECTOR_SUFFIXES",
+    "VECTOR_SUFFIXES",
+    "is_geotiff",
+    "is_mask_raster",
+    "is_photo",
+    "suffix",
+]

@@ -83,7 +83,9 @@ class Tracker:
         parent_run_id: the run this one nests under (``mlflow.parentRunId``), e.g. a tuning study's run.
     """
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, tracking_uri: str | None = None, parent_run_id: str | None = None) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, run_dir: Path, tracking_uri: str | None = None, parent_run_id: str | None = None
+    ) -> None:
         import mlflow
 
         self.uri = tracking_uri_for(cfg, run_dir, tracking_uri)
@@ -99,7 +101,7 @@ class Tracker:
 
         items = [Param(k, str(v)[:500]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Log the float and int values of ``metrics`` (others are skipped)."""
@@ -124,8 +126,9 @@ class Tracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def log_evaluation(bundle: Any, metrics: dict[str, Any], files: list[Path], tracking_uri: str | None = None,
-                   prefix: str = "test") -> str | None:
+def log_evaluation(
+    bundle: Any, metrics: dict[str, Any], files: list[Path], tracking_uri: str | None = None, prefix: str = "test"
+) -> str | None:
     """Log an evaluation to the MLflow run that trained ``bundle`` (``<prefix>/<metric>`` and the files).
 
     The run is the one the bundle records (``training.mlflow_run_id``); the store is ``tracking_uri``,
@@ -224,7 +227,7 @@ def resolve_model_uri(ref: str, tracking_uri: str | None = None) -> Path:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
     client = mlflow.MlflowClient()
-    body = ref[len("models:/"):]
+    body = ref[len("models:/") :]
     name, _, sel = body.replace("@", "/").partition("/")
     try:
         mv = client.get_model_version(name, sel) if sel.isdigit() else client.get_model_version_by_alias(name, sel or "champion")
@@ -239,8 +242,13 @@ def resolve_model_uri(ref: str, tracking_uri: str | None = None) -> Path:
     return found[0]
 
 
-def register_bundle(run_dir: str | Path, name: str | None = None, alias: str = "champion", tracking_uri: str | None = None,
-                    run_id: str | None = None) -> tuple[str, int]:
+def register_bundle(
+    run_dir: str | Path,
+    name: str | None = None,
+    alias: str = "champion",
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+) -> tuple[str, int]:
     """Register a training run's bundle as a new version of MLflow model ``name`` and set ``alias``.
 
     The run is ``run_id``, else the one recorded in ``<run_dir>/model.terraseg`` at training time
@@ -309,13 +317,21 @@ def register_bundle(run_dir: str | Path, name: str | None = None, alias: str = "
 def _carry_over(client: Any, b: Bundle, source_run_id: str) -> str:
     """Create a run holding ``b``'s provenance in ``client``'s store (which lacks ``source_run_id``); its id."""
     exp_id = experiment_id(client, b.manifest.name)
-    run = client.create_run(exp_id, run_name=f"{b.manifest.name} (registered)",
-                            tags={"terraseg.source_run_id": source_run_id, "terraseg.task": b.manifest.task})
+    run = client.create_run(
+        exp_id,
+        run_name=f"{b.manifest.name} (registered)",
+        tags={"terraseg.source_run_id": source_run_id, "terraseg.task": b.manifest.task},
+    )
     rid = run.info.run_id
     model = b.manifest.model
-    params = {"arch": model.arch, "encoder": getattr(model, "encoder", None), "bands": b.manifest.input.bands,
-              "classes": len(b.manifest.classes), "epochs": b.manifest.training.get("epochs"),
-              "precision": b.manifest.training.get("precision")}
+    params = {
+        "arch": model.arch,
+        "encoder": getattr(model, "encoder", None),
+        "bands": b.manifest.input.bands,
+        "classes": len(b.manifest.classes),
+        "epochs": b.manifest.training.get("epochs"),
+        "precision": b.manifest.training.get("precision"),
+    }
     for k, v in params.items():
         if v is not None:
             client.log_param(rid, k, v)
@@ -326,5 +342,16 @@ def _carry_over(client: Any, b: Bundle, source_run_id: str) -> str:
     return rid
 
 
-__all__ = ["Tracker", "artifact_location", "experiment_id", "finish_study_run", "flatten_params", "log_evaluation",
-           "register_bundle", "resolve_model_uri", "store_uri", "study_run", "tracking_uri_for"]
+__all__ = [
+    "Tracker",
+    "artifact_location",
+    "experiment_id",
+    "finish_study_run",
+    "flatten_params",
+    "log_evaluation",
+    "register_bundle",
+    "resolve_model_uri",
+    "store_uri",
+    "study_run",
+    "tracking_uri_for",
+]

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Annotated, Any, Callable, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 
-from terraseg.version import __version__
 from terraseg.config.inference import build_options
 from terraseg.errors import TerrasegError
+from terraseg.version import __version__
 
 app = typer.Typer(
-    name="terraseg", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="terraseg",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
     help="Train, evaluate and predict segmentation models on satellite and aerial imagery.",
 )
 out = Console(soft_wrap=True)
@@ -112,8 +116,9 @@ def with_signature(command: Callable[..., Any], params: list) -> Callable[..., A
     return command
 
 
-def options_from(model: type[BaseModel], skip: tuple[str, ...] = (),
-                 nested: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def options_from(
+    model: type[BaseModel], skip: tuple[str, ...] = (), nested: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: a command whose options are the fields of the config model ``model``, declared once there.
 
     Each field becomes ``--field-name`` with the field's type (Literal choices, Optional, bool as
@@ -140,9 +145,13 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = (),
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
         # the flags of the command's own options (inside Annotated, typer keeps the first in `default`)
-        flags = {d.split("/")[0] for p in own for info in getattr(p.annotation, "__metadata__", ())
-                 for d in (getattr(info, "default", None), *(getattr(info, "param_decls", None) or ()))
-                 if isinstance(d, str) and d.startswith("--")}
+        flags = {
+            d.split("/")[0]
+            for p in own
+            for info in getattr(p.annotation, "__metadata__", ())
+            for d in (getattr(info, "default", None), *(getattr(info, "param_decls", None) or ()))
+            if isinstance(d, str) and d.startswith("--")
+        }
         own_names = {p.name for p in own}
         mine = set(skip) | own_names | {n for n in model.model_fields if "--" + n.replace("_", "-") in flags}
         entries: list[tuple[tuple[str, ...], Any, str]] = []  # (where in the model, field, option name)
@@ -166,10 +175,18 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = (),
                 lists[name] = item
                 annotation, help_ = Optional[str], f"{help_} Comma-separated."
                 default = ",".join(str(v) for v in default) if default else None
-            fields.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                            annotation=Annotated[annotation, typer.Option(*decls, help=help_)]))
+            fields.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=default,
+                    annotation=Annotated[annotation, typer.Option(*decls, help=help_)],
+                )
+            )
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.default is inspect.Parameter.empty]
-        params += fields + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.default is not inspect.Parameter.empty]
+        params += fields + [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.default is not inspect.Parameter.empty
+        ]
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
@@ -182,9 +199,18 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = (),
                     given[where[0]] = value
                 elif value is not None:  # a nested model's unset option: its default
                     given.setdefault(where[0], {})[where[1]] = value
+
             def make(**fields: Any) -> Any:  # a nested mapping the command passes joins the generated one
-                return build(model, **(given | {k: (given[k] | v if isinstance(v, dict) and isinstance(given.get(k), dict) else v)
-                                                for k, v in fields.items()}))
+                return build(
+                    model,
+                    **(
+                        given
+                        | {
+                            k: (given[k] | v if isinstance(v, dict) and isinstance(given.get(k), dict) else v)
+                            for k, v in fields.items()
+                        }
+                    ),
+                )
 
             return fn(make, **kwargs)
 
@@ -198,8 +224,11 @@ def _list_item(annotation: Any) -> type | None:
     import types
     import typing
 
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] \
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType) else [annotation]
+    args = (
+        [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else [annotation]
+    )
     if len(args) == 1 and typing.get_origin(args[0]) in (list, tuple):
         items = set(typing.get_args(args[0])) - {Ellipsis} or {str}
         return items.pop() if len(items) == 1 and items <= {str, int, float} else None
@@ -220,14 +249,16 @@ def _split(text: str, item: type, option: str) -> list:
         raise ConfigError(f"{option} '{text}': expected comma-separated {item.__name__} values.") from None
 
 
-def command_from(model: type[BaseModel], skip: tuple[str, ...] = (), name: str | None = None,
-                 nested: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Any]:
+def command_from(
+    model: type[BaseModel], skip: tuple[str, ...] = (), name: str | None = None, nested: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Any]], Any]:
     """Register a command of :data:`app` whose options come from ``model`` (:func:`options_from`), errors in one line.
 
     Args:
         model: the pydantic config model. skip: fields the command declares itself or leaves out. name: the
             command's name (default: the function's). nested: fields whose config model's fields become options.
     """
+
     def decorate(fn: Callable[..., Any]) -> Any:
         return app.command(name)(user_errors(options_from(model, skip, nested)(fn)))
 

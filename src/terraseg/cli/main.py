@@ -10,28 +10,48 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from terraseg.cli.app import (
-    SetOpt, app, build, command_from, err, out, quiet_lightning, user_errors, version_callback,
+    SetOpt,
+    app,
+    build,
+    command_from,
+    err,
+    out,
+    quiet_lightning,
+    user_errors,
+    version_callback,
 )
 from terraseg.config import CrossValidationOptions, TuneRunOptions
 from terraseg.config.inference import EvaluateConfig, InferenceConfig, PredictConfig, ServeConfig
 
-LayerOpt = Annotated[Optional[str], typer.Option(help="The layer of the labels in a multi-layer vector file (default: the first).")]
-AoiOpt = Annotated[Optional[str], typer.Option(help="Polygons of the labelled extent: pixels outside them are unknown "
-                                               "(ignore_index) for training, hold-out and scores, not background.")]
+LayerOpt = Annotated[
+    Optional[str], typer.Option(help="The layer of the labels in a multi-layer vector file (default: the first).")
+]
+AoiOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Polygons of the labelled extent: pixels outside them are unknown "
+        "(ignore_index) for training, hold-out and scores, not background."
+    ),
+]
 
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logging.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (they are only drawn on a terminal anyway).")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars (they are only drawn on a terminal anyway).")
+    ] = False,
 ) -> None:
     """terraseg: imagery + labels -> trained, evaluated model -> georeferenced predictions."""
     from terraseg import progress
@@ -48,15 +68,31 @@ def main(
 @app.command()
 @user_errors
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="Experiment config (YAML), validated against "
-                                                     "terraseg.config.ExperimentConfig; omitted: planned from --data.")] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="Experiment config (YAML), validated against terraseg.config.ExperimentConfig; omitted: planned from --data."
+        ),
+    ] = None,
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
-    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the run folder).")] = None,
-    data: Annotated[Optional[list[str]], typer.Option("--data", help="Without a config: rasters (files, folders, globs, .txt "
-                                                      "lists) or one folder of image/mask pairs or class folders (repeatable).")] = None,
-    labels: Annotated[Optional[str], typer.Option(help="Without a config: polygons for all rasters, a mask raster, or a folder of masks.")] = None,
-    attribute: Annotated[Optional[str], typer.Option(help="Without a config: the vector attribute holding each polygon's class.")] = None,
+    tracking_uri: Annotated[
+        Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: sqlite file in the run folder).")
+    ] = None,
+    data: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--data",
+            help="Without a config: rasters (files, folders, globs, .txt "
+            "lists) or one folder of image/mask pairs or class folders (repeatable).",
+        ),
+    ] = None,
+    labels: Annotated[
+        Optional[str], typer.Option(help="Without a config: polygons for all rasters, a mask raster, or a folder of masks.")
+    ] = None,
+    attribute: Annotated[
+        Optional[str], typer.Option(help="Without a config: the vector attribute holding each polygon's class.")
+    ] = None,
     layer: LayerOpt = None,
     aoi: AoiOpt = None,
     minutes: Annotated[float, typer.Option(help="Without a config: the wall budget of the planned run.")] = 10.0,
@@ -70,10 +106,13 @@ def train(
     from terraseg.training.run import train as run_train
 
     quiet_lightning()
-    if config is not None and (given := [f for f, v in (("--data", data), ("--labels", labels), ("--attribute", attribute),
-                                                         ("--layer", layer)) if v]):
-        raise ConfigError(f"{', '.join(given)} plan a run from data; {config} already names its data: set them in its sources "
-                          "or leave the config out.")
+    if config is not None and (
+        given := [f for f, v in (("--data", data), ("--labels", labels), ("--attribute", attribute), ("--layer", layer)) if v]
+    ):
+        raise ConfigError(
+            f"{', '.join(given)} plan a run from data; {config} already names its data: set them in its sources "
+            "or leave the config out."
+        )
     if config is None:
         if not data:
             raise ConfigError("give a config YAML, or --data (and --labels) to plan one from the data.")
@@ -98,15 +137,24 @@ def train(
         out.print(f"train time: {res.train_seconds:.1f} s (sampling + fit)  fit: {res.chips_per_second:,.0f} training pixels/s")
         out.print(f"feature importance: {res.run_dir / 'feature_importance.csv'} (.png)")
     else:
-        out.print(f"epochs: {res.epochs}  train time: {res.train_seconds:.0f} s  throughput: {res.chips_per_second:.1f} chips/s"
-                  f"  precision: {cfg.training_precision()}"
-                  + (f"  validation: {res.validation_share:.1%} of the time" if res.validation_share is not None else ""))
+        out.print(
+            f"epochs: {res.epochs}  train time: {res.train_seconds:.0f} s  throughput: {res.chips_per_second:.1f} chips/s"
+            f"  precision: {cfg.training_precision()}"
+            + (f"  validation: {res.validation_share:.1%} of the time" if res.validation_share is not None else "")
+        )
     if res.memory:
         m = res.memory
-        out.print(f"memory: peak RSS {m['peak_rss_mb']:,.0f} MiB; decoded-scene cache {m['peak_mb']:,.0f} of {m['limit_mb']:,.0f} MiB "
-                  f"(hits {m['hits']:,}, misses {m['misses']:,})"
-                  + (f"; spilled {m['spill_regions']:,} regions ({m['spill_mb']:,.0f} MiB) to local disk, {m['spill_reads']:,} windows "
-                     "read back" if m.get("spill_regions") else "") + " (main process; each loader worker holds its share)")
+        out.print(
+            f"memory: peak RSS {m['peak_rss_mb']:,.0f} MiB; decoded-scene cache {m['peak_mb']:,.0f} of {m['limit_mb']:,.0f} MiB "
+            f"(hits {m['hits']:,}, misses {m['misses']:,})"
+            + (
+                f"; spilled {m['spill_regions']:,} regions ({m['spill_mb']:,.0f} MiB) to local disk, {m['spill_reads']:,} windows "
+                "read back"
+                if m.get("spill_regions")
+                else ""
+            )
+            + " (main process; each loader worker holds its share)"
+        )
     if res.wall_seconds is not None and cfg.train.max_minutes:
         budget = 60 * cfg.train.max_minutes
         over = res.wall_seconds > budget * 1.05
@@ -115,7 +163,9 @@ def train(
     if res.stop_reason:
         out.print(f"stopped by {res.stop_reason}")
         if res.budget_skipped:
-            err.print(f"warning: left out to stay within the budget: {', '.join(res.budget_skipped)}; raise train.max_minutes to run them.")
+            err.print(
+                f"warning: left out to stay within the budget: {', '.join(res.budget_skipped)}; raise train.max_minutes to run them."
+            )
     _print_split(res.split)
     if best:
         from terraseg.evaluation.bootstrap import format_interval, width_warning
@@ -126,13 +176,20 @@ def train(
         units = int(best.get("val/units", 0))
         skip = {"val/score", "val/score_low", "val/score_high", "val/units", "val/pixels"}
         pixelwise = task_named(cfg.task).dense  # a classifier's validation is images, without block units
-        head = (f"val/score={format_interval(best['val/score'], interval)} (95% interval over {units} held-out units, "
-                f"{best.get('val/pixels', 0):,.0f} labelled pixels), ") if "val/score" in best and pixelwise else ""
+        head = (
+            (
+                f"val/score={format_interval(best['val/score'], interval)} (95% interval over {units} held-out units, "
+                f"{best.get('val/pixels', 0):,.0f} labelled pixels), "
+            )
+            if "val/score" in best and pixelwise
+            else ""
+        )
         if res.kept:
             out.print(res.kept)
         label = "validation (the last epoch's network)" if res.kept_epoch == "last" else "best validation"
-        out.print(f"{label}: " + head
-                  + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float) and k not in skip))
+        out.print(
+            f"{label}: " + head + ", ".join(f"{k}={v:.4f}" for k, v in best.items() if isinstance(v, float) and k not in skip)
+        )
         if "val/score" in best and pixelwise and (wide := width_warning(interval, units, "validation")):
             err.print(f"warning: {wide}.")
     for line in res.candidates:
@@ -147,10 +204,18 @@ def _print_split(record: dict | None) -> None:
         return
     units = record["units"]
     blocks = sum(u["region"] is not None for u in units)
-    what = ", ".join(x for x in (f"{blocks} blocks of {record['block']} px (buffer {record['buffer']} px)" if blocks else "",
-                                 f"{len(units) - blocks} images" if len(units) > blocks else "") if x)
-    out.print(f"hold-out: {what or 'nothing'}; labelled pixels train/val: "
-              + ", ".join(f"{k} {v['train']:,}/{v['val']:,}" for k, v in record["pixels"].items()))
+    what = ", ".join(
+        x
+        for x in (
+            f"{blocks} blocks of {record['block']} px (buffer {record['buffer']} px)" if blocks else "",
+            f"{len(units) - blocks} images" if len(units) > blocks else "",
+        )
+        if x
+    )
+    out.print(
+        f"hold-out: {what or 'nothing'}; labelled pixels train/val: "
+        + ", ".join(f"{k} {v['train']:,}/{v['val']:,}" for k, v in record["pixels"].items())
+    )
     for w in record.get("warnings", []):
         err.print(f"warning: {w}")
 
@@ -160,10 +225,19 @@ def evaluate(
     make,
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
     data: Annotated[Optional[Path], typer.Argument(help=EvaluateConfig.model_fields["data"].description)] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder for metrics.json, confusion_matrix.png, "
-                                                    "overlays/ (default: <bundle folder>/<split>).")] = None,
-    split: Annotated[str, typer.Option(help="With a config (or none): 'test' (data.test) or 'val' (the exact validation split "
-                                       "the bundle records); with a class folder, its split subfolder.")] = "test",
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", help="Output folder for metrics.json, confusion_matrix.png, overlays/ (default: <bundle folder>/<split>)."
+        ),
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="With a config (or none): 'test' (data.test) or 'val' (the exact validation split "
+            "the bundle records); with a class folder, its split subfolder."
+        ),
+    ] = "test",
     set_: SetOpt = None,
 ) -> None:
     """Evaluate a bundle on labelled data: per-class IoU, Dice/F1, precision, recall, mIoU (accuracy and F1 for classifiers)."""
@@ -174,8 +248,12 @@ def evaluate(
     b = Bundle.load(bundle)
     if split not in ("test", "val"):
         raise ConfigError(f"--split {split!r}: use 'test' or 'val'.")
-    cfg = make(out_dir=str(out_dir or Path(bundle).parent / split), data=str(data) if data else None, split=split,
-               overrides=list(set_ or []))
+    cfg = make(
+        out_dir=str(out_dir or Path(bundle).parent / split),
+        data=str(data) if data else None,
+        split=split,
+        overrides=list(set_ or []),
+    )
     m = run_evaluate(cfg, b, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
     is_split = data is None or data.suffix.lower() in {".yaml", ".yml"}
     what = f"its {split} split" if is_split else data.name
@@ -190,15 +268,20 @@ def evaluate(
 def compare(
     bundle_a: Annotated[Path, typer.Argument(help="First bundle (A).")],
     bundle_b: Annotated[Path, typer.Argument(help="Second bundle (B), with the same classes and bands.")],
-    data: Annotated[Optional[Path], typer.Argument(help="An image (with --labels), an image/mask folder, or a config YAML; "
-                                                   "omitted: A's config.")] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Argument(help="An image (with --labels), an image/mask folder, or a config YAML; omitted: A's config."),
+    ] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Labels of an image: vector file or mask raster.")] = None,
-    split: Annotated[str, typer.Option(help="With a config (or none): 'test' (data.test) or 'val' (A's recorded "
-                                       "validation split).")] = "test",
+    split: Annotated[
+        str, typer.Option(help="With a config (or none): 'test' (data.test) or 'val' (A's recorded validation split).")
+    ] = "test",
     attribute: Annotated[Optional[str], typer.Option(help="Vector attribute holding the class of each feature.")] = None,
     mapping: Annotated[Optional[str], typer.Option(help="Attribute value -> class id: 'a=1,b=2' or a JSON object.")] = None,
     burn_value: Annotated[int, typer.Option(help="Class id burnt for vector features without --attribute.")] = 1,
-    mask_nodata: Annotated[Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")] = None,
+    mask_nodata: Annotated[
+        Optional[int], typer.Option(help="Mask-raster value meaning unknown (default: the mask's nodata).")
+    ] = None,
     layer: Annotated[Optional[str], typer.Option(help=EvaluateConfig.model_fields["layer"].description)] = None,
     aoi: Annotated[Optional[str], typer.Option(help=EvaluateConfig.model_fields["aoi"].description)] = None,
     set_: SetOpt = None,
@@ -210,15 +293,27 @@ def compare(
 
     if split not in ("test", "val"):
         raise ConfigError(f"--split {split!r}: use 'test' or 'val'.")
-    r = compare_bundles(bundle_a, bundle_b, data, split, lambda line: err.print(line, highlight=False, soft_wrap=True),
-                        labels=str(labels) if labels else None, burn_value=burn_value, attribute=attribute, mapping=mapping,
-                        mask_nodata=mask_nodata, layer=layer, aoi=aoi, overrides=list(set_ or []))
+    r = compare_bundles(
+        bundle_a,
+        bundle_b,
+        data,
+        split,
+        lambda line: err.print(line, highlight=False, soft_wrap=True),
+        labels=str(labels) if labels else None,
+        burn_value=burn_value,
+        attribute=attribute,
+        mapping=mapping,
+        mask_nodata=mask_nodata,
+        layer=layer,
+        aoi=aoi,
+        overrides=list(set_ or []),
+    )
     out.print(f"score: {r['score']}; 95% intervals over {r['units']} units ({r['unit']})")
     for key, name in (("a", "A"), ("b", "B")):
         side = r[key]
         out.print(f"{name} {side['bundle']}: {format_interval(side['score'], side['interval'])} ({side['pixels']:,} pixels)")
     d = r["difference"]
-    verdict = ("separates the two" if d["separates"] else "holds 0: this data cannot tell the two apart")
+    verdict = "separates the two" if d["separates"] else "holds 0: this data cannot tell the two apart"
     out.print(f"A - B: {format_interval(d['difference'], d['interval'])} (paired bootstrap; the interval {verdict})")
 
 
@@ -226,8 +321,13 @@ def compare(
 def predict(
     make,
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
-    inputs: Annotated[list[str], typer.Argument(help="Images (GeoTIFF of any size, band count, dtype; PNG; JPEG), folders, globs, "
-                                                 "a .txt list, or a STAC ItemCollection JSON (remote hrefs via /vsicurl/).")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Images (GeoTIFF of any size, band count, dtype; PNG; JPEG), folders, globs, "
+            "a .txt list, or a STAC ItemCollection JSON (remote hrefs via /vsicurl/)."
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder; one output per input with the same stem.")],
     window: Annotated[Optional[int], typer.Option(help=InferenceConfig.model_fields["window"].description)] = None,
 ) -> None:
@@ -250,7 +350,7 @@ def predict(
         out.print(f"{src} -> " + ", ".join(outs.values()))
     if res.table:
         out.print(f"{res.rows} images -> {res.table}")
-    for src, why in res.failures.items():
+    for _src, why in res.failures.items():
         err.print(f"[bold red]error:[/] {why}", highlight=False, soft_wrap=True)
     if res.failures:
         raise typer.Exit(1)
@@ -261,11 +361,18 @@ def predict(
 def info(
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the full description as JSON.")] = False,
-    backends: Annotated[bool, typer.Option("--backends", help="Measure (or read from the cache) how fast and how faithfully "
-                                           "each backend runs this bundle here, and which one `auto` picks.")] = False,
+    backends: Annotated[
+        bool,
+        typer.Option(
+            "--backends",
+            help="Measure (or read from the cache) how fast and how faithfully "
+            "each backend runs this bundle here, and which one `auto` picks.",
+        ),
+    ] = False,
     remeasure: Annotated[bool, typer.Option("--remeasure", help="With --backends: measure again, ignoring the cache.")] = False,
-    window: Annotated[Optional[int], typer.Option(help="With --backends: the window side measured (default: the bundle's "
-                                                  "prediction window).")] = None,
+    window: Annotated[
+        Optional[int], typer.Option(help="With --backends: the window side measured (default: the bundle's prediction window).")
+    ] = None,
 ) -> None:
     """Describe a bundle: architecture, input spec, classes, metrics, version (--backends: the measured backend table)."""
     from terraseg.bundle import Bundle
@@ -280,31 +387,55 @@ def info(
     m = s["model"]
     out.print(f"[bold]{s['name']}[/]  ({s['task']}, terraseg {s['terraseg_version']}, created {s['created']})")
     if s.get("baseline"):
-        out.print(f"model: {m['arch']} (scikit-learn) on {len(s['baseline']['feature_names'])} features: {', '.join(s['baseline']['feature_names'])}")
+        out.print(
+            f"model: {m['arch']} (scikit-learn) on {len(s['baseline']['feature_names'])} features: {', '.join(s['baseline']['feature_names'])}"
+        )
     else:
         out.print(f"model: {m['arch']} / {m['encoder']}  parameters: {s['parameters']:,}")
     i = s["input"]
-    out.print(f"input: {i['bands']} bands {i['band_indexes'] or ''} dtype {i['dtype']} nodata {i['nodata']} "
-              f"training window {i['train_window']} prediction window {i['predict_window']}"
-              + (f" input size {i['input_size']}" if i.get("input_size") else ""))
+    out.print(
+        f"input: {i['bands']} bands {i['band_indexes'] or ''} dtype {i['dtype']} nodata {i['nodata']} "
+        f"training window {i['train_window']} prediction window {i['predict_window']}"
+        + (f" input size {i['input_size']}" if i.get("input_size") else "")
+    )
     n = i["normalization"]
     out.print(f"normalisation: {n['method']} mean {[round(v, 3) for v in n['mean']]} std {[round(v, 3) for v in n['std']]}")
-    out.print("classes: " + ", ".join(f"{k}={c['name']} ({c['color']})" for k, c in enumerate(s["classes"])) + f"; ignore_index {s['ignore_index']}")
+    out.print(
+        "classes: "
+        + ", ".join(f"{k}={c['name']} ({c['color']})" for k, c in enumerate(s["classes"]))
+        + f"; ignore_index {s['ignore_index']}"
+    )
     best = s["metrics"].get("validation", {})
     if best:
         from terraseg.evaluation.bootstrap import format_interval
 
         iv = [best["val/score_low"], best["val/score_high"]] if "val/score_low" in best else None
-        head = (f"val/score={format_interval(best['val/score'], iv)} (95% interval over {int(best.get('val/units', 0))} "
-                "held-out units), ") if "val/score" in best else ""
+        head = (
+            (
+                f"val/score={format_interval(best['val/score'], iv)} (95% interval over {int(best.get('val/units', 0))} "
+                "held-out units), "
+            )
+            if "val/score" in best
+            else ""
+        )
         skip = {"per_class", "val/score", "val/score_low", "val/score_high", "val/units"}
-        out.print("validation (best epoch): " + head + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                                                 for k, v in best.items() if k not in skip))
+        out.print(
+            "validation (best epoch): "
+            + head
+            + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items() if k not in skip)
+        )
     if s.get("split", {}).get("pixels"):
-        out.print("hold-out (labelled pixels train/val): " + ", ".join(f"{k} {v['train']:,}/{v['val']:,}" for k, v in s["split"]["pixels"].items()))
+        out.print(
+            "hold-out (labelled pixels train/val): "
+            + ", ".join(f"{k} {v['train']:,}/{v['val']:,}" for k, v in s["split"]["pixels"].items())
+        )
     if s.get("drift"):
         d = s["drift"]
-        rate = "not measured" if d.get("false_alarm_rate") is None else f"{d['false_alarm_rate']:.1%} of {d['validation_windows']} validation windows"
+        rate = (
+            "not measured"
+            if d.get("false_alarm_rate") is None
+            else f"{d['false_alarm_rate']:.1%} of {d['validation_windows']} validation windows"
+        )
         out.print("drift thresholds: " + ", ".join(f"{k} {v:g}" for k, v in d["thresholds"].items()) + f"; false alarms {rate}")
 
 
@@ -327,8 +458,13 @@ def _print_backends(b, remeasure: bool, window: Optional[int]) -> None:
         table.add_column(col)
     for name, r in sorted(rt.table.items(), key=lambda kv: kv[1]["seconds"] or float("inf")):
         sec = r["seconds"]
-        table.add_row(name, "-" if sec is None else f"{sec:.4f}", "-" if not sec else f"{batch / sec:.1f}",
-                      f"{r['disagreement']:.3%}" + ("" if r["correct"] else " (too many: left out)"), "yes" if name == rt.name else "")
+        table.add_row(
+            name,
+            "-" if sec is None else f"{sec:.4f}",
+            "-" if not sec else f"{batch / sec:.1f}",
+            f"{r['disagreement']:.3%}" + ("" if r["correct"] else " (too many: left out)"),
+            "yes" if name == rt.name else "",
+        )
     out.print(table)
 
 
@@ -337,28 +473,48 @@ def _print_backends(b, remeasure: bool, window: Optional[int]) -> None:
 def export(
     bundle: Annotated[Path, typer.Argument(help="Model bundle (.terraseg).")],
     fmt: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the bundle with the graph here (default: in place).")] = None,
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", help="Write the bundle with the graph here (default: in place).")
+    ] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
-    check: Annotated[Optional[list[Path]], typer.Option("--check", help="Real images whose windows check ONNX Runtime against PyTorch.")] = None,
+    check: Annotated[
+        Optional[list[Path]], typer.Option("--check", help="Real images whose windows check ONNX Runtime against PyTorch.")
+    ] = None,
     window: Annotated[int, typer.Option(help="Check window size (multiple of 32).")] = 256,
-    quantize: Annotated[str, typer.Option(help="none | int8: also add an INT8 graph (ONNX Runtime static quantization).")] = "none",
-    max_disagreement: Annotated[float, typer.Option(help="INT8: largest share of calibration pixels allowed to change class.")] = 0.01,
+    quantize: Annotated[
+        str, typer.Option(help="none | int8: also add an INT8 graph (ONNX Runtime static quantization).")
+    ] = "none",
+    max_disagreement: Annotated[
+        float, typer.Option(help="INT8: largest share of calibration pixels allowed to change class.")
+    ] = 0.01,
 ) -> None:
     """Add an ONNX graph (dynamic batch/height/width) to a bundle, checked against PyTorch."""
     from terraseg.config.inference import ExportConfig
     from terraseg.prediction.export import export_onnx
 
-    cfg = build(ExportConfig, format=fmt, out=str(out_path) if out_path else None, opset=opset,
-                check_images=[str(c) for c in check or []], window=window, quantize=quantize, max_disagreement=max_disagreement)
+    cfg = build(
+        ExportConfig,
+        format=fmt,
+        out=str(out_path) if out_path else None,
+        opset=opset,
+        check_images=[str(c) for c in check or []],
+        window=window,
+        quantize=quantize,
+        max_disagreement=max_disagreement,
+    )
     r = export_onnx(bundle, cfg)
-    out.print(f"{r.path}: ONNX opset {r.opset} added; ONNX Runtime vs PyTorch max abs logit difference {r.max_abs_diff:.2e} "
-              f"on {r.windows_checked} windows of {r.checked_on}")
+    out.print(
+        f"{r.path}: ONNX opset {r.opset} added; ONNX Runtime vs PyTorch max abs logit difference {r.max_abs_diff:.2e} "
+        f"on {r.windows_checked} windows of {r.checked_on}"
+    )
     if cfg.quantize == "int8":
         from terraseg.prediction.quantize import quantize_int8
 
         q = quantize_int8(r.path, cfg.check_images, None, cfg.max_disagreement, cfg.window)
-        out.print(f"{q.path}: INT8 graph added; classes differ from float32 on {q.disagreement:.3%} of the pixels of "
-                  f"{q.windows} calibration windows ({q.calibrated_on})")
+        out.print(
+            f"{q.path}: INT8 graph added; classes differ from float32 on {q.disagreement:.3%} of the pixels of "
+            f"{q.windows} calibration windows ({q.calibrated_on})"
+        )
 
 
 @command_from(ServeConfig, skip=("ray.num_workers",), nested=("inference", "ray"))
@@ -369,7 +525,9 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", help="No access log line per request (warnings and errors only).")] = False,
-    api_key: Annotated[Optional[str], typer.Option(envvar="TERRASEG_API_KEY", help="Require header X-API-Key (off by default).")] = None,
+    api_key: Annotated[
+        Optional[str], typer.Option(envvar="TERRASEG_API_KEY", help="Require header X-API-Key (off by default).")
+    ] = None,
 ) -> None:
     """Serve bundles: REST API (/v1/segment, /v1/models, /healthz, /readyz) and the web page at /."""
     import uvicorn
@@ -379,14 +537,23 @@ def serve(
 
     cfg = make(models=list(models), api_key=api_key)
     if workers > 1 and cfg.engine == "ray":
-        raise ConfigError("--workers and --engine ray: Ray Serve replicas scale the model; run one gateway process "
-                          "(or several gateways, each with --address of one cluster).")
+        raise ConfigError(
+            "--workers and --engine ray: Ray Serve replicas scale the model; run one gateway process "
+            "(or several gateways, each with --address of one cluster)."
+        )
     level = "warning" if quiet else "info"  # info: uvicorn's start-up lines and one access-log line per request
     if workers > 1:
         os.environ["TERRASEG_SERVE"] = cfg.model_dump_json()
         out.print(f"serving {', '.join(models)} on http://{host}:{port} ({workers} workers; page at /, API docs at /docs)")
-        uvicorn.run("terraseg.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=level,
-                    access_log=not quiet)
+        uvicorn.run(
+            "terraseg.serve.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=level,
+            access_log=not quiet,
+        )
     else:
         application = create_app(cfg)
         out.print(f"serving {', '.join(models)} on http://{host}:{port} (page at /, API docs at /docs)")
@@ -397,7 +564,9 @@ def serve(
 def cv(
     make: Callable[..., CrossValidationOptions],
     config: Annotated[Path, typer.Argument(help="Segmentation experiment config (YAML).")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the fold runs and cv.json (default <run folder>/cv).")] = None,
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out", help="Folder for the fold runs and cv.json (default <run folder>/cv).")
+    ] = None,
     aoi: AoiOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -407,7 +576,9 @@ def cv(
 
     opts = make()
     quiet_lightning()
-    res = cross_validate(with_aoi(load_config(config, set_ or []), aoi), opts.folds, opts.block_size, opts.buffer, opts.random, out_dir)
+    res = cross_validate(
+        with_aoi(load_config(config, set_ or []), aoi), opts.folds, opts.block_size, opts.buffer, opts.random, out_dir
+    )
     for method, summary in res.summary.items():
         out.print(f"{method:8s} " + "  ".join(f"{m} {v['mean']:.4f} +/- {v['std']:.4f}" for m, v in summary.items()))
     if res.gap:
@@ -439,8 +610,12 @@ def register(
     run_dir: Annotated[Path, typer.Argument(help="Training run folder (holds model.terraseg and mlflow.db).")],
     name: Annotated[Optional[str], typer.Option(help="Registered model name (default: the bundle's own name).")] = None,
     alias: Annotated[str, typer.Option(help="Alias to point at the new version.")] = "champion",
-    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: the run's sqlite store).")] = None,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="MLflow run to register (default: the one the bundle records).")] = None,
+    tracking_uri: Annotated[
+        Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: the run's sqlite store).")
+    ] = None,
+    run_id: Annotated[
+        Optional[str], typer.Option("--run-id", help="MLflow run to register (default: the one the bundle records).")
+    ] = None,
 ) -> None:
     """Register a tracked run's bundle in the MLflow model registry, so `serve models:/NAME@ALIAS` serves it."""
     from terraseg.tracking import register_bundle
@@ -455,14 +630,18 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
 
 
-config_app = typer.Typer(help="Config help: the JSON Schema, and a resolved config with every field described.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Config help: the JSON Schema, and a resolved config with every field described.", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 
 
 @config_app.command("schema")
 @user_errors
 def config_schema(
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the schema to this file instead of printing it.")] = None,
+    out_file: Annotated[
+        Optional[Path], typer.Option("--out", help="Write the schema to this file instead of printing it.")
+    ] = None,
 ) -> None:
     """Print the JSON Schema of an experiment config (for editors: `# yaml-language-server: $schema=...`)."""
     from terraseg.config.describe import schema_text
@@ -492,26 +671,39 @@ def config_show(
 @app.command()
 @user_errors
 def plan(
-    inputs: Annotated[list[str], typer.Argument(help="Rasters (files, folders, globs, .txt lists), or one folder of "
-                                                "image/mask pairs or of class folders.")],
-    labels: Annotated[Optional[str], typer.Option(help="Polygons for all rasters (shp/zip/geojson/gpkg), a mask raster, or a "
-                                                  "folder of mask rasters named after the rasters.")] = None,
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Rasters (files, folders, globs, .txt lists), or one folder of image/mask pairs or of class folders."
+        ),
+    ],
+    labels: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Polygons for all rasters (shp/zip/geojson/gpkg), a mask raster, or a "
+            "folder of mask rasters named after the rasters."
+        ),
+    ] = None,
     attribute: Annotated[Optional[str], typer.Option(help="The vector attribute holding each polygon's class.")] = None,
     layer: LayerOpt = None,
     aoi: AoiOpt = None,
     minutes: Annotated[float, typer.Option(help="Wall budget of the training run, in minutes.")] = 10.0,
     name: Annotated[Optional[str], typer.Option(help="Run name (default: the first input's stem).")] = None,
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the planned config.")] = Path("plan.yaml"),
-    measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Time the planned network's training step here to size the epochs.")] = True,
+    measure: Annotated[
+        bool, typer.Option("--measure/--no-measure", help="Time the planned network's training step here to size the epochs.")
+    ] = True,
 ) -> None:
     """Plan a training config from the data alone: fingerprint, documented rules, plan.yaml with a reason per choice."""
     from terraseg.plan import plan_run
 
     res = plan_run(list(inputs), labels, attribute, minutes, name, out_file, measure, aoi, layer)
     fp = res.fingerprint
-    out.print(f"fingerprint: {fp.task}, {fp.images} {'images' if fp.images != 1 else 'image'} ({fp.label_form}), "
-              f"{fp.bands} bands {fp.dtype}, median side {fp.sizes[0]} px"
-              + (f", {fp.resolution:g} CRS units/px" if fp.resolution else ", not georeferenced"))
+    out.print(
+        f"fingerprint: {fp.task}, {fp.images} {'images' if fp.images != 1 else 'image'} ({fp.label_form}), "
+        f"{fp.bands} bands {fp.dtype}, median side {fp.sizes[0]} px"
+        + (f", {fp.resolution:g} CRS units/px" if fp.resolution else ", not georeferenced")
+    )
     for n in fp.notes:
         err.print(f"note: {n}")
     for path in ("data.window", "data.normalization.method", "model.encoder", "data.samples_per_epoch"):

@@ -65,7 +65,9 @@ def _lines(model: BaseModel, indent: str) -> list[str]:
                 out.append(f"{indent}  {_scalar(k)}:")
                 out += _lines(v, indent + "    ")
         else:
-            out.append(f"{indent}{name}: {_scalar(value.model_dump(mode='json') if isinstance(value, BaseModel) else _json(value))}")
+            out.append(
+                f"{indent}{name}: {_scalar(value.model_dump(mode='json') if isinstance(value, BaseModel) else _json(value))}"
+            )
     return out
 
 
@@ -88,10 +90,18 @@ def describe(model: BaseModel) -> str:
 
 
 # units named in a field's description, in the words the descriptions use; shown in the reference's Units column
-_UNITS = [(r"\b(?:in|many) pixels\b|\(pixels\)", "pixels"), (r"\bmetres\b|\bin m\b", "metres"),
-          (r"\bminutes\b", "minutes"), (r"\bseconds\b", "seconds"), (r"\bms\b|milliseconds", "ms"),
-          (r"\bMB\b|\bMiB\b", "MB"), (r"\bGB\b|\bGiB\b", "GB"), (r"\bin bytes\b", "bytes"), (r"\bCRS units\b", "CRS units"),
-          (r"\bin degrees\b", "degrees")]
+_UNITS = [
+    (r"\b(?:in|many) pixels\b|\(pixels\)", "pixels"),
+    (r"\bmetres\b|\bin m\b", "metres"),
+    (r"\bminutes\b", "minutes"),
+    (r"\bseconds\b", "seconds"),
+    (r"\bms\b|milliseconds", "ms"),
+    (r"\bMB\b|\bMiB\b", "MB"),
+    (r"\bGB\b|\bGiB\b", "GB"),
+    (r"\bin bytes\b", "bytes"),
+    (r"\bCRS units\b", "CRS units"),
+    (r"\bin degrees\b", "degrees"),
+]
 
 
 def _type_name(annotation: Any) -> str:
@@ -162,8 +172,14 @@ def _model_tables(model: type[BaseModel], prefix: str, seen: set[type], out: lis
         return
     seen.add(model)
     doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-    out += [f"### `{prefix}`" if prefix else f"### `{model.__name__}`", "", doc, "",
-            "| field | type | default | units | description |", "|---|---|---|---|---|"]
+    out += [
+        f"### `{prefix}`" if prefix else f"### `{model.__name__}`",
+        "",
+        doc,
+        "",
+        "| field | type | default | units | description |",
+        "|---|---|---|---|---|",
+    ]
     nested: list[tuple[str, type[BaseModel]]] = []
     for name, info in model.model_fields.items():
         desc = (info.description or "").replace("|", "\\|").replace("\n", " ")
@@ -185,22 +201,36 @@ def reference_markdown() -> str:
     Returns:
         Markdown text.
     """
-    from terraseg.config import ExperimentConfig
-    from terraseg.config import inference, prep
+    from terraseg.config import ExperimentConfig, inference, prep
 
-    out = ["# Configuration reference", "",
-           "Every field of terraseg's typed configs (pydantic models), generated from the models themselves by "
-           "`terraseg.config.describe.reference_markdown` (`make site` writes this page; a test keeps it current). "
-           "A YAML experiment config holds the fields of `ExperimentConfig`; `terraseg config show CONFIG.yaml` "
-           "prints one with every default filled in, and `configs/schema.json` lets an editor complete and check it. "
-           "The command configs are what the CLI's options build (`terraseg predict --help` and so on).", "",
-           "Units are those a field's description names; a field without units is a count, a ratio, a name or a flag.",
-           "", "## Experiment config (YAML)", ""]
+    out = [
+        "# Configuration reference",
+        "",
+        "Every field of terraseg's typed configs (pydantic models), generated from the models themselves by "
+        "`terraseg.config.describe.reference_markdown` (`make site` writes this page; a test keeps it current). "
+        "A YAML experiment config holds the fields of `ExperimentConfig`; `terraseg config show CONFIG.yaml` "
+        "prints one with every default filled in, and `configs/schema.json` lets an editor complete and check it. "
+        "The command configs are what the CLI's options build (`terraseg predict --help` and so on).",
+        "",
+        "Units are those a field's description names; a field without units is a count, a ratio, a name or a flag.",
+        "",
+        "## Experiment config (YAML)",
+        "",
+    ]
     seen: set[type] = set()
     _model_tables(ExperimentConfig, "", seen, out)
     out += ["## Command configs", ""]
-    for model in (inference.PredictConfig, inference.EvaluateConfig, inference.ExportConfig, inference.ServeConfig,
-                  prep.ChipConfig, prep.MosaicConfig, prep.RasterizeConfig, prep.SplitConfig, prep.StatsConfig,
-                  prep.VectorizeConfig):
+    for model in (
+        inference.PredictConfig,
+        inference.EvaluateConfig,
+        inference.ExportConfig,
+        inference.ServeConfig,
+        prep.ChipConfig,
+        prep.MosaicConfig,
+        prep.RasterizeConfig,
+        prep.SplitConfig,
+        prep.StatsConfig,
+        prep.VectorizeConfig,
+    ):
         _model_tables(model, "", seen, out)
     return "\n".join(out).rstrip() + "\n"

@@ -72,9 +72,11 @@ def background_tag_note(tag: int, values: list[int], restore: str) -> str:
     Args:
         tag: the nodata tag. values: the mask values seen. restore: the setting that restores the tag, as words.
     """
-    return (f"the mask's nodata tag {tag} is also its background value (its pixels are {', '.join(map(str, values))}): "
-            f"honouring it would leave one class with labelled pixels, so {tag} is counted as class 'background' "
-            f"(mask_nodata: none); {restore} to restore the tag")
+    return (
+        f"the mask's nodata tag {tag} is also its background value (its pixels are {', '.join(map(str, values))}): "
+        f"honouring it would leave one class with labelled pixels, so {tag} is counted as class 'background' "
+        f"(mask_nodata: none); {restore} to restore the tag"
+    )
 
 
 def tagged_background(scenes: Sequence[object], class_names: Sequence[str]) -> tuple[int, bool] | None:
@@ -111,14 +113,19 @@ def require_two_classes(counts: np.ndarray, class_names: Sequence[str], scenes: 
     missing = [class_names[k] for k in range(len(class_names)) if counts[k] <= 0]
     files = _label_files(scenes)
     has = f"only class '{present[0]}' has labelled pixels" if present else "no class has a labelled pixel"
-    why = ("a model cannot learn to tell classes apart from one" if purpose == "train"
-           else "a score of one class alone says nothing of the map")
+    why = (
+        "a model cannot learn to tell classes apart from one"
+        if purpose == "train"
+        else "a score of one class alone says nothing of the map"
+    )
     hidden = tagged_background(scenes, class_names)
     if hidden is not None:
         tag, from_tag = hidden
         what = f"the mask's nodata tag {tag}" if from_tag else f"mask_nodata {tag}"
-        fix = (f"{what} is also the value of class '{class_names[tag]}': if {tag} is '{class_names[tag]}', set mask_nodata: "
-               f"none in the source (or plan without a config, which does) to count it")
+        fix = (
+            f"{what} is also the value of class '{class_names[tag]}': if {tag} is '{class_names[tag]}', set mask_nodata: "
+            f"none in the source (or plan without a config, which does) to count it"
+        )
     else:
         fix = "label at least two classes (e.g. background polygons, or a mask whose background pixels are not nodata)"
     raise InputFileError(f"{files}: {has} ({', '.join(missing)}: none), so {why}; {fix}.")

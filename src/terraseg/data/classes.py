@@ -30,8 +30,10 @@ from terraseg.io.images import read_image
 from terraseg.io.raster import valid_mask
 from terraseg.settings import resolve_data_path
 
-SPLIT_DIRS = {"intel": {"train": "seg_train", "val": "seg_train", "test": "seg_test"},
-              "sat6": {"train": "trn", "val": "val", "test": "tst"}}
+SPLIT_DIRS = {
+    "intel": {"train": "seg_train", "val": "seg_train", "test": "seg_test"},
+    "sat6": {"train": "trn", "val": "val", "test": "tst"},
+}
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,9 @@ def class_folders(src: ClassFolderSource, data_root: Path | None = None) -> tupl
     return root, by_class
 
 
-def class_items(src: ClassFolderSource, class_names: list[str], data_root: Path | None = None,
-                require_all: bool = False) -> list[ClassItem]:
+def class_items(
+    src: ClassFolderSource, class_names: list[str], data_root: Path | None = None, require_all: bool = False
+) -> list[ClassItem]:
     """List the labelled images of a class-folder source.
 
     Args:
@@ -208,8 +211,9 @@ def train_val_items(cfg: ExperimentConfig) -> tuple[list[ClassItem], list[ClassI
     return stratified_split(train, cfg.data.val_fraction, cfg.train.seed)
 
 
-def image_statistics(items: list[ClassItem], method: str, percentiles: tuple[float, float], max_pixels: int, seed: int,
-                     bands: int | None = None) -> NormStats:
+def image_statistics(
+    items: list[ClassItem], method: str, percentiles: tuple[float, float], max_pixels: int, seed: int, bands: int | None = None
+) -> NormStats:
     """Per-band statistics from a seeded sample of the training images (at most 256 images read).
 
     Args:
@@ -285,8 +289,18 @@ class ClassificationDataset(Dataset):
         memory (small data sets such as Intel scenes: 1,680 x 150 x 150 x 3 bytes = 113 MB).
     """
 
-    def __init__(self, items: list[ClassItem], size: int, stats: NormStats, bands: int | None, augment: bool = False,
-                 flips: str = "d4", crop_scale: tuple[float, float] = (0.6, 1.0), seed: int = 0, cache: bool = True) -> None:
+    def __init__(
+        self,
+        items: list[ClassItem],
+        size: int,
+        stats: NormStats,
+        bands: int | None,
+        augment: bool = False,
+        flips: str = "d4",
+        crop_scale: tuple[float, float] = (0.6, 1.0),
+        seed: int = 0,
+        cache: bool = True,
+    ) -> None:
         self.items, self.size, self.stats, self.bands = items, size, stats, bands
         self.augment, self.flips, self.crop_scale, self.seed = augment, flips, crop_scale, seed
         self.epoch = 0
@@ -316,7 +330,7 @@ class ClassificationDataset(Dataset):
             ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
             ch, cw = min(h, int(round(np.sqrt(area / ratio)))), min(w, int(round(np.sqrt(area * ratio))))
             r0, c0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            x = to_input(img[:, r0:r0 + ch, c0:c0 + cw], self.stats, self.size)
+            x = to_input(img[:, r0 : r0 + ch, c0 : c0 + cw], self.stats, self.size)
             from terraseg.data import d4
 
             x = d4.apply(x, d4.random_view(rng, self.flips, x.shape[-1] == x.shape[-2])).contiguous()

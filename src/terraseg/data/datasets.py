@@ -148,7 +148,9 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         rank, world = rank_and_world()
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.length) if self.shuffle else np.arange(self.length)
+        order = (
+            np.random.default_rng((self.seed, self.epoch)).permutation(self.length) if self.shuffle else np.arange(self.length)
+        )
         base = self.epoch * self.length
         return iter([base + int(i) for i in order[rank::world][: self.length // world]])
 

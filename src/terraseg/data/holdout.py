@@ -97,7 +97,7 @@ def _unit_counts(scene: Scene, num_classes: int, block: int) -> list[tuple[Regio
         for r in range(0, scene.height, block):
             for c in range(0, scene.width, block):
                 h, w = min(block, scene.height - r), min(block, scene.width - c)
-                sub = mask[int(r * sy):int(np.ceil((r + h) * sy)), int(c * sx):int(np.ceil((c + w) * sx))]
+                sub = mask[int(r * sy) : int(np.ceil((r + h) * sy)), int(c * sx) : int(np.ceil((c + w) * sx))]
                 counts = np.bincount(sub[(sub >= 0) & (sub < num_classes)].ravel(), minlength=num_classes)[:num_classes]
                 out.append((Region(r, c, h, w), (counts * area).round().astype(np.int64)))
         return out
@@ -160,7 +160,9 @@ def _sub_scene(scene: RasterScene, block: Region, context: int) -> RasterScene:
     return part
 
 
-def _build(scenes: list[Scene], units: list[tuple[int, Region | None]], buffer: int, context: int) -> tuple[list[Scene], list[Scene]]:
+def _build(
+    scenes: list[Scene], units: list[tuple[int, Region | None]], buffer: int, context: int
+) -> tuple[list[Scene], list[Scene]]:
     """Training and validation scenes for the chosen validation ``units`` (scene index, block or None for a whole image)."""
     val: list[Scene] = []
     held: dict[int, list[Region]] = {}
@@ -173,8 +175,9 @@ def _build(scenes: list[Scene], units: list[tuple[int, Region | None]], buffer: 
         else:
             assert isinstance(s, RasterScene)
             val.append(_sub_scene(s, region, context))
-            held.setdefault(i, []).append(Region(region.row_off - buffer, region.col_off - buffer,
-                                                 region.height + 2 * buffer, region.width + 2 * buffer))
+            held.setdefault(i, []).append(
+                Region(region.row_off - buffer, region.col_off - buffer, region.height + 2 * buffer, region.width + 2 * buffer)
+            )
     for j, extra in _across_scenes(scenes, held).items():
         held.setdefault(j, []).extend(extra)
     train: list[Scene] = []
@@ -250,8 +253,16 @@ def class_pixels(scenes: list[Scene], num_classes: int) -> np.ndarray:
     return total
 
 
-def class_aware_split(scenes: list[Scene], val_fraction: float, num_classes: int, class_names: list[str], seed: int,
-                      window: int, block: int | None = None, buffer: int | None = None) -> Split:
+def class_aware_split(
+    scenes: list[Scene],
+    val_fraction: float,
+    num_classes: int,
+    class_names: list[str],
+    seed: int,
+    window: int,
+    block: int | None = None,
+    buffer: int | None = None,
+) -> Split:
     """Hold out ``val_fraction`` of the labelled pixels so that every class is represented (module docstring).
 
     Args:
@@ -292,12 +303,23 @@ def class_aware_split(scenes: list[Scene], val_fraction: float, num_classes: int
         warnings.append(
             f"class '{class_names[c]}' cannot be held out: all its {int(total[c]):,} labelled pixels lie in one {where}"
             f"{f' of {side} px' if where == 'block' else ''}, so validation does not score it; label it in more places, "
-            f"set a smaller data.holdout_block, or give data.val sources.")
+            f"set a smaller data.holdout_block, or give data.val sources."
+        )
     record = {
         "method": "class-aware blocks",
-        "val_fraction": val_fraction, "seed": seed, "block": side, "buffer": buf, "context": context,
-        "units": [{"scene": i, "source": _scene_key(scenes[i]), "region": None if r is None else [r.row_off, r.col_off, r.height, r.width]}
-                  for i, r in picked],
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "block": side,
+        "buffer": buf,
+        "context": context,
+        "units": [
+            {
+                "scene": i,
+                "source": _scene_key(scenes[i]),
+                "region": None if r is None else [r.row_off, r.col_off, r.height, r.width],
+            }
+            for i, r in picked
+        ],
         "pixels": {name: {"train": int(total[k] - held[k]), "val": int(held[k])} for k, name in enumerate(class_names)},
         "warnings": warnings,
     }
@@ -323,9 +345,11 @@ def apply_record(scenes: list[Scene], record: dict[str, Any]) -> Split:
     for u in record["units"]:
         i = int(u["scene"])
         if i >= len(scenes) or _scene_key(scenes[i]).split("/")[-1] != str(u["source"]).split("/")[-1]:
-            raise BundleError(f"the bundle's validation split names {u['source']} as training scene {i}, but the data now "
-                              f"has {_scene_key(scenes[i]) if i < len(scenes) else 'no such scene'}; evaluate with the data "
-                              f"the bundle was trained on, or use --split test.")
+            raise BundleError(
+                f"the bundle's validation split names {u['source']} as training scene {i}, but the data now "
+                f"has {_scene_key(scenes[i]) if i < len(scenes) else 'no such scene'}; evaluate with the data "
+                f"the bundle was trained on, or use --split test."
+            )
         r = u.get("region")
         units.append((i, None if r is None else Region(*map(int, r))))
     train, val = _build(scenes, units, int(record.get("buffer", 0)), int(record.get("context", 0)))

@@ -39,7 +39,7 @@ class NormStats:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NormStats":
+    def from_dict(cls, d: dict[str, Any]) -> NormStats:
         """Inverse of :meth:`to_dict`."""
         return cls(**d)
 
@@ -70,9 +70,8 @@ def with_fixed_normalisation(stats: NormStats, mean: list[float] | None, std: li
     stats.method, stats.mean, stats.std = "meanstd", m * (bands // len(m)), s * (bands // len(s))
     return stats
 
-def compute_stats(
-    pixels: np.ndarray, method: str = "meanstd", percentiles: tuple[float, float] = (2.0, 98.0)
-) -> NormStats:
+
+def compute_stats(pixels: np.ndarray, method: str = "meanstd", percentiles: tuple[float, float] = (2.0, 98.0)) -> NormStats:
     """Compute per-band statistics from sampled valid pixels.
 
     Args:

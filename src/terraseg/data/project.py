@@ -22,16 +22,30 @@ import logging
 import os
 from pathlib import Path
 
-
 from terraseg.config import ProjectSource
-from terraseg.formats import is_mask_raster
 from terraseg.data.scenes import RasterScene, Scene
 from terraseg.errors import InputFileError
+from terraseg.formats import is_mask_raster
 from terraseg.settings import resolve_data_path
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["path", "size", "mtime", "width", "height", "count", "dtype", "nodata", "crs", "transform", "minx", "miny", "maxx", "maxy"]
+COLUMNS = [
+    "path",
+    "size",
+    "mtime",
+    "width",
+    "height",
+    "count",
+    "dtype",
+    "nodata",
+    "crs",
+    "transform",
+    "minx",
+    "miny",
+    "maxx",
+    "maxy",
+]
 
 
 def _stat(path: str) -> tuple[int, int]:
@@ -49,9 +63,22 @@ def _header(path: str) -> dict:
     info = raster_info(path)
     size, mtime = _stat(path)
     left, bottom, right, top = array_bounds(info.height, info.width, info.transform)
-    return {"path": path, "size": size, "mtime": mtime, "width": info.width, "height": info.height, "count": len(info.data_bands),
-            "dtype": info.dtype, "nodata": info.nodata, "crs": info.crs.to_wkt() if info.crs else None,
-            "transform": json.dumps(list(info.transform)[:6]), "minx": left, "miny": bottom, "maxx": right, "maxy": top}
+    return {
+        "path": path,
+        "size": size,
+        "mtime": mtime,
+        "width": info.width,
+        "height": info.height,
+        "count": len(info.data_bands),
+        "dtype": info.dtype,
+        "nodata": info.nodata,
+        "crs": info.crs.to_wkt() if info.crs else None,
+        "transform": json.dumps(list(info.transform)[:6]),
+        "minx": left,
+        "miny": bottom,
+        "maxx": right,
+        "maxy": top,
+    }
 
 
 def project_index(paths: list[str], cache: Path | None = None):
@@ -86,7 +113,8 @@ def project_index(paths: list[str], cache: Path | None = None):
         rows.append(r)
     df = pd.DataFrame(rows, columns=COLUMNS)
     geoms = []
-    from pyproj import CRS as PCRS, Transformer
+    from pyproj import CRS as PCRS
+    from pyproj import Transformer
 
     transformers: dict[str, Transformer] = {}
     for r in rows:
@@ -172,8 +200,16 @@ def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num
                 if src.unlabelled == "skip":
                     skipped.append(p)
                     continue
-            scenes.append(RasterScene(p, bands=src.bands, mask_path=m, mask_nodata=src.mask_nodata, ignore_index=ignore_index,
-                                      num_classes=num_classes))
+            scenes.append(
+                RasterScene(
+                    p,
+                    bands=src.bands,
+                    mask_path=m,
+                    mask_nodata=src.mask_nodata,
+                    ignore_index=ignore_index,
+                    num_classes=num_classes,
+                )
+            )
             scenes[-1].set_mask_values(src.mask_values)
             if m is None:  # background only: every valid pixel class 0
                 from terraseg.io.vector import VectorRasterizer
@@ -181,7 +217,9 @@ def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num
                 scenes[-1]._rasterizer = VectorRasterizer.from_geometries([], [], scenes[-1].info.transform)
                 scenes[-1].has_labels = True
     if skipped:
-        log.warning("%d of %d rasters hold no label and were skipped (unlabelled: skip), e.g. %s", len(skipped), len(paths), skipped[0])
+        log.warning(
+            "%d of %d rasters hold no label and were skipped (unlabelled: skip), e.g. %s", len(skipped), len(paths), skipped[0]
+        )
     if not scenes:
         raise InputFileError(f"{', '.join(src.images)}: no raster is reached by the labels; check the labels' extent and CRS.")
     if src.aoi:

@@ -29,8 +29,7 @@ from rasterio.windows import Window
 from terraseg.errors import InputFileError
 from terraseg.io.cache import CACHE, SPILL, compact_mask
 from terraseg.io.images import read_image_valid, read_mask
-from terraseg.io.raster import (Grid, info_of, open_raster, read_validity, read_window, shared_dataset, shifted_georef,
-                                valid_mask)
+from terraseg.io.raster import Grid, info_of, open_raster, read_validity, read_window, shared_dataset, shifted_georef, valid_mask
 
 CACHE_LIMIT_BYTES = 1 << 29  # regions whose pixels exceed 512 MiB are always streamed (the cache's budget decides below)
 
@@ -205,7 +204,9 @@ class Scene:
         """``(left, bottom, right, top)`` of a window in CRS units."""
         return self.window_georef(row, col, height, width)[1]
 
-    def window_georef(self, row: int, col: int, height: int, width: int) -> tuple[tuple[float, ...], tuple[float, float, float, float]]:
+    def window_georef(
+        self, row: int, col: int, height: int, width: int
+    ) -> tuple[tuple[float, ...], tuple[float, float, float, float]]:
         """A window's transform ``(a, b, c, d, e, f)`` and bounds ``(left, bottom, right, top)`` in CRS units, as plain floats.
 
         The same numbers as :meth:`window_transform` and :meth:`window_bounds` (the window's four corners mapped
@@ -302,9 +303,17 @@ class RasterScene(Scene):
             from terraseg.io.vector import VectorRasterizer  # geopandas/shapely/pyproj only for vector labels
 
             self._rasterizer = VectorRasterizer(
-                vector.path, info.crs, info.transform, info.width, info.height,
-                attribute=vector.attribute, mapping=vector.mapping, burn_value=vector.burn_value,
-                all_touched=vector.all_touched, layer=vector.layer, raster_path=self.path,
+                vector.path,
+                info.crs,
+                info.transform,
+                info.width,
+                info.height,
+                attribute=vector.attribute,
+                mapping=vector.mapping,
+                burn_value=vector.burn_value,
+                all_touched=vector.all_touched,
+                layer=vector.layer,
+                raster_path=self.path,
             )
         if self.mask_path:
             with warnings.catch_warnings():
@@ -398,8 +407,10 @@ class RasterScene(Scene):
                 known |= nodata
             if not known.all():
                 odd = ", ".join(str(v) for v in np.unique(raw[~known])[:8])
-                raise InputFileError(f"{self.mask_path}: mask values {odd} are not among the classes (values "
-                                     f"{', '.join(map(str, keys))}); add them to the source's mask_values or set them to nodata.")
+                raise InputFileError(
+                    f"{self.mask_path}: mask values {odd} are not among the classes (values "
+                    f"{', '.join(map(str, keys))}); add them to the source's mask_values or set them to nodata."
+                )
             raw = ids[pos]
         if nodata is not None:
             raw[nodata] = self.ignore_index
@@ -423,10 +434,17 @@ class RasterScene(Scene):
         from terraseg.io.vector import SceneLabels, SharedLabels
 
         shared = SharedLabels.get(path, layer)
-        self._aoi = SceneLabels(shared, np.ones(len(shared.geoms), dtype=np.int64), self.crs, self.info.transform,
-                                self.info.width, self.info.height, raster_path=self.path)
+        self._aoi = SceneLabels(
+            shared,
+            np.ones(len(shared.geoms), dtype=np.int64),
+            self.crs,
+            self.info.transform,
+            self.info.width,
+            self.info.height,
+            raster_path=self.path,
+        )
 
-    def restricted(self, region: Region) -> "RasterScene":
+    def restricted(self, region: Region) -> RasterScene:
         """The same raster restricted to ``region`` (pixels of this scene's region); nothing is read."""
         part = copy.copy(self)
         r = Region(self.region.row_off + region.row_off, self.region.col_off + region.col_off, region.height, region.width)
@@ -435,7 +453,9 @@ class RasterScene(Scene):
         part._cached = None
         part.exclude = ()
         part.score_region = None
-        part.name = f"{self.name}[{region.row_off}:{region.row_off + region.height},{region.col_off}:{region.col_off + region.width}]"
+        part.name = (
+            f"{self.name}[{region.row_off}:{region.row_off + region.height},{region.col_off}:{region.col_off + region.width}]"
+        )
         return part
 
     def _exclude(self, mask: np.ndarray, row: int, col: int, scale: float = 1.0) -> None:
@@ -449,17 +469,21 @@ class RasterScene(Scene):
         h, w = mask.shape
 
         def box(r: Region) -> tuple[int, int, int, int]:
-            return (int((r.row_off - row) * scale), int(np.ceil((r.row_off + r.height - row) * scale)),
-                    int((r.col_off - col) * scale), int(np.ceil((r.col_off + r.width - col) * scale)))
+            return (
+                int((r.row_off - row) * scale),
+                int(np.ceil((r.row_off + r.height - row) * scale)),
+                int((r.col_off - col) * scale),
+                int(np.ceil((r.col_off + r.width - col) * scale)),
+            )
 
         for r in self.exclude:
             r0, r1, c0, c1 = box(r)
             if r1 > 0 and c1 > 0 and r0 < h and c0 < w:
-                mask[max(r0, 0):min(r1, h), max(c0, 0):min(c1, w)] = self.ignore_index
+                mask[max(r0, 0) : min(r1, h), max(c0, 0) : min(c1, w)] = self.ignore_index
         if self.score_region is not None:
             r0, r1, c0, c1 = box(self.score_region)
             keep = np.zeros((h, w), dtype=bool)
-            keep[max(r0, 0):max(min(r1, h), 0), max(c0, 0):max(min(c1, w), 0)] = True
+            keep[max(r0, 0) : max(min(r1, h), 0), max(c0, 0) : max(min(c1, w), 0)] = True
             mask[~keep] = self.ignore_index
 
     def _read_direct(self, row: int, col: int, h: int, w: int, labels: bool, compact: bool = False) -> WindowRead:
@@ -495,8 +519,21 @@ class RasterScene(Scene):
         state = (r, self.exclude, self.score_region)
         cached = self.__dict__.get("_key")
         if cached is None or cached[0] != state:
-            key = _HashedKey(("raster", self.path, (r.row_off, r.col_off, r.height, r.width), tuple(self.bands), self.mask_path,
-                              self.mask_nodata, id(self._rasterizer), id(self._aoi), self.exclude, self.score_region, self.ignore_index))
+            key = _HashedKey(
+                (
+                    "raster",
+                    self.path,
+                    (r.row_off, r.col_off, r.height, r.width),
+                    tuple(self.bands),
+                    self.mask_path,
+                    self.mask_nodata,
+                    id(self._rasterizer),
+                    id(self._aoi),
+                    self.exclude,
+                    self.score_region,
+                    self.ignore_index,
+                )
+            )
             self._key = cached = (state, key)
         return cached[1]
 
@@ -512,8 +549,11 @@ class RasterScene(Scene):
             spilled = SPILL.read(key, row, col, height, width, self._fills)
             if spilled is not None:  # decoded once before: read from the run's store on disk
                 m = spilled.get("mask")
-                return WindowRead(spilled["image"], spilled["valid"][0].view(bool),
-                                  _widen(m[0], compact) if (labels and m is not None) else None)
+                return WindowRead(
+                    spilled["image"],
+                    spilled["valid"][0].view(bool),
+                    _widen(m[0], compact) if (labels and m is not None) else None,
+                )
             # past the memory budget (more scenes than it holds, or a region over a quarter of it) and no store
             # (or its budget spent): read the window only
             if (CACHE.thrashing() or self._past_budget) and not SPILL.enabled:
@@ -521,8 +561,11 @@ class RasterScene(Scene):
             c = self._keep(key, self._decoded_region())
         image = _crop(c.image, row, col, height, width, 0)
         valid = _crop(c.valid, row, col, height, width, False)
-        mask = (_widen(_crop(c.mask, row, col, height, width, self.ignore_index), compact)
-                if (labels and c.mask is not None) else None)
+        mask = (
+            _widen(_crop(c.mask, row, col, height, width, self.ignore_index), compact)
+            if (labels and c.mask is not None)
+            else None
+        )
         return WindowRead(image, valid, mask)
 
     def _keep(self, key, c: WindowRead) -> WindowRead:
@@ -560,8 +603,8 @@ class RasterScene(Scene):
             for c in range(0, ow * f, side):
                 h, w = min(side, oh * f - r), min(side, ow * f - c)
                 blk = self._read_direct(r, c, h, w, labels=False)
-                image[:, r // f:(r + h) // f, c // f:(c + w) // f] = blk.image[:, ::f, ::f][:, :h // f, :w // f]
-                valid[r // f:(r + h) // f, c // f:(c + w) // f] = blk.valid[::f, ::f][:h // f, :w // f]
+                image[:, r // f : (r + h) // f, c // f : (c + w) // f] = blk.image[:, ::f, ::f][:, : h // f, : w // f]
+                valid[r // f : (r + h) // f, c // f : (c + w) // f] = blk.valid[::f, ::f][: h // f, : w // f]
         return image, valid
 
     def _overview(self, max_pixels: int) -> WindowRead:
@@ -623,9 +666,16 @@ class RasterScene(Scene):
         """
         if not self.has_labels:
             return None
-        imagery_free = (self.nodata is None and self.info.alpha is None and not self.info.dataset_mask
-                        and np.dtype(self.dtype).kind in "iub" and self.region.row_off >= 0 and self.region.col_off >= 0
-                        and self.region.row_off + self.height <= self.info.height and self.region.col_off + self.width <= self.info.width)
+        imagery_free = (
+            self.nodata is None
+            and self.info.alpha is None
+            and not self.info.dataset_mask
+            and np.dtype(self.dtype).kind in "iub"
+            and self.region.row_off >= 0
+            and self.region.col_off >= 0
+            and self.region.row_off + self.height <= self.info.height
+            and self.region.col_off + self.width <= self.info.width
+        )
         if not imagery_free:
             return self._overview(max_pixels).mask
         f = max(1, int(np.ceil(np.sqrt(self.height * self.width / max_pixels))))

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 from terraseg.config import DataConfig, FolderSource, ManifestSource, ProjectSource, SceneSource
 from terraseg.data.scenes import ArrayScene, RasterScene, Scene
 from terraseg.errors import InputFileError
@@ -93,9 +92,7 @@ def folder_pairs(src: FolderSource, root: Path) -> tuple[list[tuple[Path, Path]]
     return pairs, layout
 
 
-def build_scenes(
-    sources: list, cfg: DataConfig, ignore_index: int, num_classes: int | None
-) -> list[Scene]:
+def build_scenes(sources: list, cfg: DataConfig, ignore_index: int, num_classes: int | None) -> list[Scene]:
     """Turn config sources into scenes (labels checked; pixels read lazily).
 
     Args:
@@ -117,9 +114,13 @@ def build_scenes(
             vec = src.vector.model_copy(update={"path": str(resolve_data_path(src.vector.path, root))}) if src.vector else None
             scenes.append(
                 RasterScene(
-                    resolve_data_path(src.image, root), bands=src.bands, vector=vec,
+                    resolve_data_path(src.image, root),
+                    bands=src.bands,
+                    vector=vec,
                     mask_path=resolve_data_path(src.mask, root) if src.mask else None,
-                    mask_nodata=src.mask_nodata, ignore_index=ignore_index, num_classes=num_classes,
+                    mask_nodata=src.mask_nodata,
+                    ignore_index=ignore_index,
+                    num_classes=num_classes,
                 )
             )
             scenes[-1].set_mask_values(src.mask_values)
@@ -138,8 +139,15 @@ def build_scenes(
             offset = -1 if layout == "loveda" and src.value_offset == 0 else src.value_offset
             for img, msk in pairs:
                 scenes.append(
-                    ArrayScene(img, msk, binarize=binarize, value_offset=offset, ignore_index=ignore_index,
-                               num_classes=num_classes, name=str(img.relative_to(froot).with_suffix("")))
+                    ArrayScene(
+                        img,
+                        msk,
+                        binarize=binarize,
+                        value_offset=offset,
+                        ignore_index=ignore_index,
+                        num_classes=num_classes,
+                        name=str(img.relative_to(froot).with_suffix("")),
+                    )
                 )
     return scenes
 
@@ -178,8 +186,11 @@ def manifest_scenes(src: ManifestSource, root: Path | None, ignore_index: int, n
         img_p = Path(img) if Path(img).is_absolute() else p.parent / img
         msk_p = None if not isinstance(msk, str) or not msk else (Path(msk) if Path(msk).is_absolute() else p.parent / msk)
         if is_photo(img_p):
-            scenes.append(ArrayScene(img_p, msk_p, binarize=src.binarize, ignore_index=ignore_index, num_classes=num_classes,
-                                     name=img_p.stem))
+            scenes.append(
+                ArrayScene(
+                    img_p, msk_p, binarize=src.binarize, ignore_index=ignore_index, num_classes=num_classes, name=img_p.stem
+                )
+            )
         else:
             scenes.append(RasterScene(img_p, mask_path=msk_p, ignore_index=ignore_index, num_classes=num_classes))
     return scenes
@@ -217,9 +228,7 @@ def split_scenes(cfg: DataConfig, ignore_index: int, num_classes: int, seed: int
     return class_aware_split(train, cfg.val_fraction, num_classes, names, seed, cfg.window, cfg.holdout_block, cfg.holdout_buffer)
 
 
-def train_val_scenes(
-    cfg: DataConfig, ignore_index: int, num_classes: int, seed: int
-) -> tuple[list[Scene], list[Scene]]:
+def train_val_scenes(cfg: DataConfig, ignore_index: int, num_classes: int, seed: int) -> tuple[list[Scene], list[Scene]]:
     """``(training scenes, validation scenes)`` of a config: :func:`split_scenes` without its record.
 
     Args:
@@ -274,8 +283,16 @@ def scene_from_path(
 
     label = None
     if labels is not None:
-        label = build_options(LabelOptions, "--labels", path=str(labels), burn_value=burn_value, attribute=attribute,
-                              mapping=mapping, nodata=mask_nodata, layer=layer)
+        label = build_options(
+            LabelOptions,
+            "--labels",
+            path=str(labels),
+            burn_value=burn_value,
+            attribute=attribute,
+            mapping=mapping,
+            nodata=mask_nodata,
+            layer=layer,
+        )
     scene = labelled_scene(path, label, bands, ignore_index, num_classes, cache)
     if mask_values and isinstance(scene, RasterScene):
         scene.set_mask_values(mask_values)
@@ -285,8 +302,15 @@ def scene_from_path(
         scene.set_aoi(aoi)
     return scene
 
-def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None, ignore_index: int = 255,
-                   num_classes: int | None = None, cache: bool = False) -> Scene:
+
+def labelled_scene(
+    image: str | Path,
+    label=None,
+    bands: list[int] | None = None,
+    ignore_index: int = 255,
+    num_classes: int | None = None,
+    cache: bool = False,
+) -> Scene:
     """Open an image with optional labels (:class:`terraseg.config.prep.LabelOptions`) as a scene.
 
     Rasters become :class:`RasterScene` (streamed unless ``cache``); PNG/JPEG become :class:`ArrayScene`.
@@ -307,7 +331,6 @@ def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None
         InputFileError: missing/unreadable files, labels that do not fit or do not overlap the image.
     """
     from terraseg.config import VectorLabels
-
     from terraseg.io.raster import is_virtual
 
     p: Any = str(image) if is_virtual(image) else Path(image)  # /vsicurl/ URLs stay strings, read by GDAL
@@ -321,8 +344,16 @@ def labelled_scene(image: str | Path, label=None, bands: list[int] | None = None
             mask = Path(label.path)
         else:
             vector = VectorLabels(**{k: getattr(label, k) for k in VectorLabels.model_fields})
-    return RasterScene(p, bands=bands, vector=vector, mask_path=mask, mask_nodata=label.nodata if label else None,
-                       ignore_index=ignore_index, num_classes=num_classes, cache=cache)
+    return RasterScene(
+        p,
+        bands=bands,
+        vector=vector,
+        mask_path=mask,
+        mask_nodata=label.nodata if label else None,
+        ignore_index=ignore_index,
+        num_classes=num_classes,
+        cache=cache,
+    )
 
 
 def labels_for(images: list, labels: list) -> list:

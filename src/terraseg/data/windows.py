@@ -71,8 +71,9 @@ def grid_offsets(extent: int, size: int, stride: int | None = None, edge: Edge =
     return offsets
 
 
-def grid_windows(height: int, width: int, size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
-                 edge: Edge = "pad") -> list[PixelWindow]:
+def grid_windows(
+    height: int, width: int, size: int | tuple[int, int], stride: int | tuple[int, int] | None = None, edge: Edge = "pad"
+) -> list[PixelWindow]:
     """Windows covering a ``height x width`` grid, row-major (see :func:`grid_offsets` for the rules).
 
     Args:

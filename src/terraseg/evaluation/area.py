@@ -54,13 +54,23 @@ class AreaEstimate:
         r = lambda v: None if not np.isfinite(v) else round(float(v), 6)  # noqa: E731
         return {
             "method": "stratified estimators of Olofsson et al. 2014 (RSE 148), 95% intervals (z = 1.96)",
-            "unit": self.unit, "overall_accuracy": r(self.overall), "overall_accuracy_ci95": r(self.overall_ci),
-            "classes": {name: {
-                "sample_size": int(self.n[k]), "area": r(self.area[k]), "area_ci95": r(self.area_ci[k]),
-                "area_proportion": r(self.area_proportion[k]), "area_proportion_se": r(self.area_proportion_se[k]),
-                "users_accuracy": r(self.users[k]), "users_accuracy_ci95": r(self.users_ci[k]),
-                "producers_accuracy": r(self.producers[k]), "producers_accuracy_ci95": r(self.producers_ci[k]),
-            } for k, name in enumerate(class_names)},
+            "unit": self.unit,
+            "overall_accuracy": r(self.overall),
+            "overall_accuracy_ci95": r(self.overall_ci),
+            "classes": {
+                name: {
+                    "sample_size": int(self.n[k]),
+                    "area": r(self.area[k]),
+                    "area_ci95": r(self.area_ci[k]),
+                    "area_proportion": r(self.area_proportion[k]),
+                    "area_proportion_se": r(self.area_proportion_se[k]),
+                    "users_accuracy": r(self.users[k]),
+                    "users_accuracy_ci95": r(self.users_ci[k]),
+                    "producers_accuracy": r(self.producers[k]),
+                    "producers_accuracy_ci95": r(self.producers_ci[k]),
+                }
+                for k, name in enumerate(class_names)
+            },
             "error_matrix_area_proportions": [[r(v) for v in row] for row in self.proportions],
         }
 
@@ -101,7 +111,7 @@ def stratified_estimates(counts: np.ndarray, mapped: np.ndarray, unit_area: floa
         var_u = np.where(n_i > 1, users * (1 - users) / (n_i - 1), np.nan)
         producers = np.diag(p) / p_ref  # eq. 7
         overall = float(np.trace(p))  # eq. 8
-        var_o = float(np.nansum(W ** 2 * users * (1 - users) / np.maximum(n_i - 1, 1)))
+        var_o = float(np.nansum(W**2 * users * (1 - users) / np.maximum(n_i - 1, 1)))
         # producer's accuracy variance (eq. 3 of Olofsson et al. 2013 / Card 1982 form used in the 2014 paper)
         Nj = np.array([np.sum(N * share[:, j]) for j in range(K)])  # estimated reference class size
         var_p = np.full(K, np.nan)
@@ -113,12 +123,30 @@ def stratified_estimates(counts: np.ndarray, mapped: np.ndarray, unit_area: floa
             term2 = producers[j] ** 2 * sum(N[i] ** 2 * share[i, j] * (1 - share[i, j]) / (n_i[i] - 1) for i in others)
             var_p[j] = (term1 + term2) / Nj[j] ** 2
     total_area = N.sum() * unit_area
-    return AreaEstimate(p, p_ref, se_p, p_ref * total_area, Z95 * se_p * total_area, users, Z95 * np.sqrt(var_u), producers,
-                        Z95 * np.sqrt(var_p), overall, Z95 * np.sqrt(var_o), n_i.astype(int), unit)
+    return AreaEstimate(
+        p,
+        p_ref,
+        se_p,
+        p_ref * total_area,
+        Z95 * se_p * total_area,
+        users,
+        Z95 * np.sqrt(var_u),
+        producers,
+        Z95 * np.sqrt(var_p),
+        overall,
+        Z95 * np.sqrt(var_o),
+        n_i.astype(int),
+        unit,
+    )
 
 
-def allocate(mapped: np.ndarray, n: int, allocation: str = "proportional", min_per_class: int = 0,
-             expected_accuracy: float | list[float] = 0.9) -> np.ndarray:
+def allocate(
+    mapped: np.ndarray,
+    n: int,
+    allocation: str = "proportional",
+    min_per_class: int = 0,
+    expected_accuracy: float | list[float] = 0.9,
+) -> np.ndarray:
     """Sample size per stratum (map class) for ``n`` points.
 
     Args:
@@ -194,8 +222,15 @@ def pixel_area(transform, crs) -> tuple[float, str]:
     return 1.0, "pixels"
 
 
-def sample_points(path: str | Path, n: int, allocation: str = "proportional", min_per_class: int = 0, seed: int = 0,
-                  expected_accuracy: float = 0.9, block: int = 1024):
+def sample_points(
+    path: str | Path,
+    n: int,
+    allocation: str = "proportional",
+    min_per_class: int = 0,
+    seed: int = 0,
+    expected_accuracy: float = 0.9,
+    block: int = 1024,
+):
     """A stratified random sample of pixel centres of a class raster, for labelling.
 
     Two streamed passes: class counts; then, for each class, ``n_h`` ranks drawn without replacement
@@ -243,15 +278,29 @@ def sample_points(path: str | Path, n: int, allocation: str = "proportional", mi
                     rows += [(k, int(r[i]) + s.row, int(c[i])) for i in pick]
                 seen[k] += m
     geoms = [Point(*(transform * (c + 0.5, r + 0.5))) for _, r, c in rows]
-    return gpd.GeoDataFrame({"map_class": [k for k, _, _ in rows], "row": [r for _, r, _ in rows], "col": [c for _, _, c in rows],
-                             "stratum_pixels": [int(counts[k]) for k, _, _ in rows]}, geometry=geoms, crs=crs)
+    return gpd.GeoDataFrame(
+        {
+            "map_class": [k for k, _, _ in rows],
+            "row": [r for _, r, _ in rows],
+            "col": [c for _, _, c in rows],
+            "stratum_pixels": [int(counts[k]) for k, _, _ in rows],
+        },
+        geometry=geoms,
+        crs=crs,
+    )
 
 
 __all__ = ["AreaEstimate", "allocate", "map_class_counts", "pixel_area", "sample_points", "stratified_estimates"]
 
 
-def estimate_area(map_path: str | Path, reference: str | Path, attribute: str, class_names: list[str] | None = None,
-                  mapping: dict[str, int] | None = None, num_classes: int | None = None) -> tuple[AreaEstimate, dict[str, Any]]:
+def estimate_area(
+    map_path: str | Path,
+    reference: str | Path,
+    attribute: str,
+    class_names: list[str] | None = None,
+    mapping: dict[str, int] | None = None,
+    num_classes: int | None = None,
+) -> tuple[AreaEstimate, dict[str, Any]]:
     """Area and accuracy of a class map from reference points labelled by a person (``terraseg area``).
 
     Args:
@@ -317,8 +366,13 @@ def estimate_area(map_path: str | Path, reference: str | Path, attribute: str, c
     unit_area, unit = pixel_area(transform, crs)
     est = stratified_estimates(n_ij, counts[:K], unit_area, unit)
     names = class_names or (tag_names if len(tag_names) == K else [f"c{k}" for k in range(K)])
-    return est, {"class_names": names, "sample_error_matrix": n_ij.tolist(), "mapped_pixels": counts[:K].tolist(),
-                 "points_used": len(pairs), "points_skipped": skipped}
+    return est, {
+        "class_names": names,
+        "sample_error_matrix": n_ij.tolist(),
+        "mapped_pixels": counts[:K].tolist(),
+        "points_used": len(pairs),
+        "points_skipped": skipped,
+    }
 
 
 __all__ += ["estimate_area"]

@@ -23,8 +23,10 @@ import numpy as np
 DRAWS = 2000
 LEVEL = 0.95
 WIDE = 0.1  # an interval wider than this is called out where the figure is printed
-METHOD = ("percentile bootstrap over the hold-out's units (spatial blocks of scenes, whole images), "
-          f"{DRAWS} draws (Efron and Tibshirani 1993)")
+METHOD = (
+    "percentile bootstrap over the hold-out's units (spatial blocks of scenes, whole images), "
+    f"{DRAWS} draws (Efron and Tibshirani 1993)"
+)
 
 
 def _scores(cms: np.ndarray) -> dict[str, np.ndarray]:
@@ -45,7 +47,10 @@ def _scores(cms: np.ndarray) -> dict[str, np.ndarray]:
         if cms.shape[1] == 2:
             dice = np.where(union + tp > 0, 2 * tp / (union + tp), np.nan)
             # a replicate that drew no unit with the positive class has no positive-class score: left out (NaN)
-            iou1, dice1 = np.where(present[:, 1], np.nan_to_num(iou[:, 1]), np.nan), np.where(present[:, 1], np.nan_to_num(dice[:, 1]), np.nan)
+            iou1, dice1 = (
+                np.where(present[:, 1], np.nan_to_num(iou[:, 1]), np.nan),
+                np.where(present[:, 1], np.nan_to_num(dice[:, 1]), np.nan),
+            )
             out |= {"iou": iou1, "dice": dice1, "score": iou1}
     return out
 
@@ -88,8 +93,9 @@ def bootstrap_intervals(unit_cms: np.ndarray, draws: int = DRAWS, level: float =
     return out | {k: _interval(v, level) for k, v in stats.items()}
 
 
-def paired_difference(cms_a: np.ndarray, cms_b: np.ndarray, key: str = "score", draws: int = DRAWS, level: float = LEVEL,
-                      seed: int = 0) -> dict[str, Any]:
+def paired_difference(
+    cms_a: np.ndarray, cms_b: np.ndarray, key: str = "score", draws: int = DRAWS, level: float = LEVEL, seed: int = 0
+) -> dict[str, Any]:
     """The difference ``A - B`` of two models' scores on the same units, with its paired bootstrap interval.
 
     Args:
@@ -107,8 +113,13 @@ def paired_difference(cms_a: np.ndarray, cms_b: np.ndarray, key: str = "score", 
     if a.shape != b.shape:
         raise ValueError(f"paired units differ: {a.shape} vs {b.shape}")
     diff = float(_scores(a.sum(0)[None])[key][0] - _scores(b.sum(0)[None])[key][0])
-    out: dict[str, Any] = {"difference": round(diff, 4), "units": int(len(a)), "level": level, "interval": None,
-                           "separates": False}
+    out: dict[str, Any] = {
+        "difference": round(diff, 4),
+        "units": int(len(a)),
+        "level": level,
+        "interval": None,
+        "separates": False,
+    }
     if len(a) >= 2:
         w = resample_weights(len(a), draws, seed)
         d = _scores(np.einsum("bu,ukl->bkl", w, a))[key] - _scores(np.einsum("bu,ukl->bkl", w, b))[key]
@@ -135,14 +146,27 @@ def width_warning(interval: list[float] | None, units: int, where: str) -> str |
         interval: ``[low, high]`` or None. units: how many units it rests on. where: ``"validation"`` or ``"test"``.
     """
     if interval is None:
-        return (f"the {where} figure rests on {units} unit(s): no interval can be estimated; more labelled blocks "
-                "(a larger data.val_fraction) or a test scene would give one")
+        return (
+            f"the {where} figure rests on {units} unit(s): no interval can be estimated; more labelled blocks "
+            "(a larger data.val_fraction) or a test scene would give one"
+        )
     if interval[1] - interval[0] <= WIDE:
         return None
-    return (f"the {where} figure's 95% interval [{interval[0]:.3f}, {interval[1]:.3f}] is wider than {WIDE:g} ({units} "
-            f"units): it cannot separate models that differ by less; more labelled blocks, a larger data.val_fraction "
-            f"or a labelled test scene would narrow it")
+    return (
+        f"the {where} figure's 95% interval [{interval[0]:.3f}, {interval[1]:.3f}] is wider than {WIDE:g} ({units} "
+        f"units): it cannot separate models that differ by less; more labelled blocks, a larger data.val_fraction "
+        f"or a labelled test scene would narrow it"
+    )
 
 
-__all__ = ["DRAWS", "LEVEL", "METHOD", "WIDE", "bootstrap_intervals", "format_interval", "paired_difference",
-           "resample_weights", "width_warning"]
+__all__ = [
+    "DRAWS",
+    "LEVEL",
+    "METHOD",
+    "WIDE",
+    "bootstrap_intervals",
+    "format_interval",
+    "paired_difference",
+    "resample_weights",
+    "width_warning",
+]

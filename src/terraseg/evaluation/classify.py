@@ -11,15 +11,19 @@ from typing import Any
 import numpy as np
 import torch
 from torchmetrics.functional.classification import (
-    multiclass_accuracy, multiclass_confusion_matrix, multiclass_f1_score, multiclass_precision, multiclass_recall,
+    multiclass_accuracy,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
 )
 
 from terraseg.bundle import Bundle
 from terraseg.data.classes import ClassItem
 from terraseg.errors import TerrasegError
 from terraseg.evaluation.report import save_confusion_png
-from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.infer.classify import ImageClassifier
+from terraseg.io.atomic import atomic_path, write_text_atomic
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int = 2) -> dict[str, Any]:
@@ -36,9 +40,16 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
     k = len(class_names)
     p, y = torch.from_numpy(np.asarray(probs, np.float32)), torch.from_numpy(np.asarray(labels, np.int64))
     kk = min(top_k, k)
-    per = {n: {"precision": float(pr), "recall": float(rc), "f1": float(f), "support": int(s)} for n, pr, rc, f, s in zip(
-        class_names, multiclass_precision(p, y, k, average=None), multiclass_recall(p, y, k, average=None),
-        multiclass_f1_score(p, y, k, average=None), np.bincount(labels, minlength=k))}
+    per = {
+        n: {"precision": float(pr), "recall": float(rc), "f1": float(f), "support": int(s)}
+        for n, pr, rc, f, s in zip(
+            class_names,
+            multiclass_precision(p, y, k, average=None),
+            multiclass_recall(p, y, k, average=None),
+            multiclass_f1_score(p, y, k, average=None),
+            np.bincount(labels, minlength=k),
+        )
+    }
     return {
         "n": int(len(y)),
         "accuracy": float(multiclass_accuracy(p, y, k, average="micro")),
@@ -78,9 +89,17 @@ def image_intervals(probs: np.ndarray, labels: np.ndarray, k: int, draws: int = 
     return {"accuracy": _interval(acc, 0.95), "f1_macro": _interval(f1, 0.95), "units": n, "unit": "images"}
 
 
-def evaluate_classifier(bundle: str | Path | Bundle, items: list[ClassItem], out_dir: str | Path, batch_size: int = 32,
-                        top_k: int = 2, options: Any = None, log_to_run: bool = False, tracking_uri: str | None = None,
-                        split: str = "test") -> dict[str, Any]:
+def evaluate_classifier(
+    bundle: str | Path | Bundle,
+    items: list[ClassItem],
+    out_dir: str | Path,
+    batch_size: int = 32,
+    top_k: int = 2,
+    options: Any = None,
+    log_to_run: bool = False,
+    tracking_uri: str | None = None,
+    split: str = "test",
+) -> dict[str, Any]:
     """Evaluate a classification bundle on labelled images.
 
     Writes ``metrics.json`` (with 95% intervals over images, :func:`image_intervals`), ``confusion_matrix.png``

@@ -31,12 +31,15 @@ def check_comparable(a: Bundle, b: Bundle) -> None:
         if x.manifest.task != "segmentation":
             raise BundleError(f"{x.path}: compare scores segmentation bundles; this one classifies scenes (use evaluate).")
     if a.class_names != b.class_names or a.manifest.input.bands != b.manifest.input.bands:
-        raise BundleError(f"{a.path} and {b.path}: compare needs the same classes and band count "
-                          f"({a.class_names} / {a.manifest.input.bands} bands vs {b.class_names} / {b.manifest.input.bands}).")
+        raise BundleError(
+            f"{a.path} and {b.path}: compare needs the same classes and band count "
+            f"({a.class_names} / {a.manifest.input.bands} bands vs {b.class_names} / {b.manifest.input.bands})."
+        )
 
 
-def compare_bundles(a: Bundle, b: Bundle, scenes: list[Scene], inference: InferenceConfig | None = None,
-                    validation: bool = False) -> dict[str, Any]:
+def compare_bundles(
+    a: Bundle, b: Bundle, scenes: list[Scene], inference: InferenceConfig | None = None, validation: bool = False
+) -> dict[str, Any]:
     """Score bundles ``a`` and ``b`` on ``scenes`` and give the paired difference ``a - b`` with its 95% interval.
 
     Args:
@@ -64,16 +67,23 @@ def compare_bundles(a: Bundle, b: Bundle, scenes: list[Scene], inference: Infere
     sides: dict[str, Any] = {}
     units: dict[str, np.ndarray] = {}
     for key, bundle in (("a", a), ("b", b)):
-        m = evaluate_scenes(predictor_for(bundle, inference), scenes, bundle.class_names, bundle.manifest.ignore_index,
-                            unit_side=side)
+        m = evaluate_scenes(
+            predictor_for(bundle, inference), scenes, bundle.class_names, bundle.manifest.ignore_index, unit_side=side
+        )
         units[key] = m.pop("unit_confusions")
         if key == "a":
             require_two_classes(np.asarray(m["confusion_matrix"]).sum(1), a.class_names, scenes, "score")
         sides[key] = {"bundle": str(bundle.path), "score": score(m), "interval": m["intervals"]["score"], "pixels": m["pixels"]}
     diff = paired_difference(units["a"], units["b"], "score")
     binary = len(a.class_names) == 2
-    return {"a": sides["a"], "b": sides["b"], "difference": diff, "units": diff["units"], "unit": f"blocks of {side} px" if side else "held-out blocks",
-            "score": f"IoU of '{a.class_names[1]}'" if binary else "mIoU over the classes present"}
+    return {
+        "a": sides["a"],
+        "b": sides["b"],
+        "difference": diff,
+        "units": diff["units"],
+        "unit": f"blocks of {side} px" if side else "held-out blocks",
+        "score": f"IoU of '{a.class_names[1]}'" if binary else "mIoU over the classes present",
+    }
 
 
 __all__ = ["check_comparable", "compare_bundles"]

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 
-def confusion_matrix(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, num_classes: int, ignore_index: int) -> np.ndarray:
+def confusion_matrix(
+    pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, num_classes: int, ignore_index: int
+) -> np.ndarray:
     """``(K, K)`` int64 counts, rows = truth, columns = prediction, ignoring ``ignore_index`` truth.
 
     Args:
@@ -64,8 +66,13 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str]) -> dict[str, 
         "miou": f(np.nanmean(iou)) if not np.isnan(iou).all() else None,
         "mean_dice": f(np.nanmean(dice)) if not np.isnan(dice).all() else None,
         "per_class": {
-            name: {"iou": f(iou[i]), "dice": f(dice[i]), "precision": f(precision[i]), "recall": f(recall[i]),
-                   "support": int(cm[i].sum())}
+            name: {
+                "iou": f(iou[i]),
+                "dice": f(dice[i]),
+                "precision": f(precision[i]),
+                "recall": f(recall[i]),
+                "support": int(cm[i].sum()),
+            }
             for i, name in enumerate(class_names)
         },
         "confusion_matrix": cm.tolist(),

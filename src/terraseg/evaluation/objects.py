@@ -46,8 +46,9 @@ def _centres(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return area, r, c
 
 
-def match_objects(pred: np.ndarray, truth: np.ndarray, positive: int = 1, ignore_index: int = 255,
-                  unit_side: int | None = None) -> dict[str, Any]:
+def match_objects(
+    pred: np.ndarray, truth: np.ndarray, positive: int = 1, ignore_index: int = 255, unit_side: int | None = None
+) -> dict[str, Any]:
     """Match predicted and true objects of class ``positive`` one to one at IoU >= 0.5.
 
     Args:
@@ -111,8 +112,11 @@ def object_scores(units: np.ndarray, draws: int = 2000, seed: int = 0) -> dict[s
 
     def ratios(t, f_p, f_n):
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (np.where(t + f_p > 0, t / (t + f_p), np.nan), np.where(t + f_n > 0, t / (t + f_n), np.nan),
-                    np.where(2 * t + f_p + f_n > 0, 2 * t / (2 * t + f_p + f_n), np.nan))
+            return (
+                np.where(t + f_p > 0, t / (t + f_p), np.nan),
+                np.where(t + f_n > 0, t / (t + f_n), np.nan),
+                np.where(2 * t + f_p + f_n > 0, 2 * t / (2 * t + f_p + f_n), np.nan),
+            )
 
     point = [None if np.isnan(v) else round(float(v), 4) for v in ratios(tp, fp, fn)]
     busy = units[units.sum(1) > 0]
@@ -127,8 +131,18 @@ def object_scores(units: np.ndarray, draws: int = 2000, seed: int = 0) -> dict[s
             if v.size >= 10:
                 lo, hi = np.percentile(v, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
                 intervals[name] = [round(float(lo), 4), round(float(hi), 4)]
-    return {"match_iou": MATCH_IOU, "min_pixels": MIN_PIXELS, "tp": int(tp), "fp": int(fp), "fn": int(fn),
-            "precision": point[0], "recall": point[1], "f1": point[2], "intervals": intervals, "units": int(len(busy))}
+    return {
+        "match_iou": MATCH_IOU,
+        "min_pixels": MIN_PIXELS,
+        "tp": int(tp),
+        "fp": int(fp),
+        "fn": int(fn),
+        "precision": point[0],
+        "recall": point[1],
+        "f1": point[2],
+        "intervals": intervals,
+        "units": int(len(busy)),
+    }
 
 
 __all__ = ["MATCH_IOU", "MAX_PIXELS", "MIN_PIXELS", "match_objects", "object_scores"]

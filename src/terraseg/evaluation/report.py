@@ -18,10 +18,10 @@ from terraseg.bundle import Bundle
 from terraseg.config.inference import EvaluateConfig
 from terraseg.data.scenes import Scene
 from terraseg.evaluation.metrics import confusion_matrix, metrics_from_confusion
+from terraseg.infer.sliding import Block, SlidingWindowPredictor, predictor_for
 from terraseg.io.atomic import atomic_path, write_text_atomic
 from terraseg.io.images import write_png
 from terraseg.io.render import blend_overlay, colorize, display_rgb
-from terraseg.infer.sliding import Block, SlidingWindowPredictor, predictor_for
 
 
 def evaluate_scenes(
@@ -90,8 +90,8 @@ def evaluate_scenes(
             pred = np.where(b.class_ids < 0, 0, b.class_ids)
             cm += confusion_matrix(pred, truth, K, ignore_index)
             if pred_full is not None and truth_full is not None:
-                pred_full[b.row:b.row + n] = b.class_ids
-                truth_full[b.row:b.row + n] = truth
+                pred_full[b.row : b.row + n] = b.class_ids
+                truth_full[b.row : b.row + n] = truth
             if split:  # one confusion matrix per block of unit_side pixels
                 unit = (np.arange(b.row, b.row + n) // side)[:, None] * ncols + (np.arange(scene.width) // side)[None, :]
                 keep = (truth != ignore_index) & (truth >= 0) & (truth < K)
@@ -125,8 +125,16 @@ def evaluate_scenes(
             rgb = display_rgb(r.image, r.valid)
             gap = np.full((3, h, 8), 255, dtype=np.uint8)
             panel = np.concatenate(
-                [rgb, gap, colorize(np.where(truth_crop == ignore_index, 0, truth_crop), cols), gap,
-                 colorize(np.where(pred_crop < 0, 0, pred_crop), cols), gap, blend_overlay(rgb, pred_crop, cols)], axis=2
+                [
+                    rgb,
+                    gap,
+                    colorize(np.where(truth_crop == ignore_index, 0, truth_crop), cols),
+                    gap,
+                    colorize(np.where(pred_crop < 0, 0, pred_crop), cols),
+                    gap,
+                    blend_overlay(rgb, pred_crop, cols),
+                ],
+                axis=2,
             )
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in scene.name)
             target = out_dir / "overlays" / f"{si:02d}_{safe}.png"
@@ -180,8 +188,15 @@ def save_confusion_png(cm: np.ndarray, class_names: list[str], target: Path) -> 
     ax.set_ylabel("true")
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{norm[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}\n{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     with atomic_path(target) as tmp:
@@ -213,8 +228,18 @@ def evaluate_segmentation(cfg: EvaluateConfig, bundle: str | Path | Bundle, scen
 
     # the units of the interval: a validation split's own blocks (each scene), else the hold-out's block rule
     side = None if cfg.split == "val" else block_side(sum(s.height * s.width for s in scenes))
-    metrics = evaluate_scenes(predictor, scenes, b.class_names, b.manifest.ignore_index, colors, out, cfg.overlays,
-                              cfg.overlay_size, unit_side=side, objects=True)
+    metrics = evaluate_scenes(
+        predictor,
+        scenes,
+        b.class_names,
+        b.manifest.ignore_index,
+        colors,
+        out,
+        cfg.overlays,
+        cfg.overlay_size,
+        unit_side=side,
+        objects=True,
+    )
     metrics.pop("unit_confusions")
     from terraseg.data.census import require_two_classes
 
@@ -265,8 +290,13 @@ def bundle_config(bundle: Bundle, config: str | Path | None = None, overrides: l
         raise ConfigError(format_validation_error(e, f"{bundle.path} (training config)")) from None
 
 
-def split_scenes_of(bundle: Bundle, config: str | Path | None = None, split: str = "test",
-                    overrides: list[str] | tuple[str, ...] = (), warn: Any = None) -> list[Scene]:
+def split_scenes_of(
+    bundle: Bundle,
+    config: str | Path | None = None,
+    split: str = "test",
+    overrides: list[str] | tuple[str, ...] = (),
+    warn: Any = None,
+) -> list[Scene]:
     """The scenes of a bundle's split: the config's ``data.test`` sources, or the validation split the bundle recorded
     (rebuilt on the same training scenes, never drawn again).
 
@@ -297,10 +327,11 @@ def split_scenes_of(bundle: Bundle, config: str | Path | None = None, split: str
         train = build_scenes(cfg.data.train, cfg.data, m.ignore_index, len(m.classes))
         return apply_record(train, record).val
     if record.get("method") not in ("sources", "none") and warn is not None:
-        warn(f"{bundle.path} records no validation split (an older bundle); the split is drawn again from the config and "
-             f"may differ from the one training validated on.")
+        warn(
+            f"{bundle.path} records no validation split (an older bundle); the split is drawn again from the config and "
+            f"may differ from the one training validated on."
+        )
     val = split_scenes(cfg.data, m.ignore_index, len(m.classes), cfg.train.seed, bundle.class_names).val
     if not val:
         raise ConfigError(f"{where}: the config holds out no validation data (data.val empty and data.val_fraction 0).")
     return val
-

@@ -27,8 +27,14 @@ class TorchBackend:
         temperature: divides the logits before softmax / sigmoid (the bundle's calibration; 1: none).
     """
 
-    def __init__(self, model: torch.nn.Module, device: str = "cpu", precision: str = "32", channels_last: bool = False,
-                 temperature: float = 1.0) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: str = "cpu",
+        precision: str = "32",
+        channels_last: bool = False,
+        temperature: float = 1.0,
+    ) -> None:
         self.device = torch.device(device)
         self.temperature = float(temperature)  # temperature scaling (terraseg.training.calibrate); 1: none
         if self.device.type == "cuda":
@@ -72,8 +78,6 @@ class ArrayBackend:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.run(batch)
-
-
 
 
 class TTABackend:
@@ -184,8 +188,11 @@ class BatchingBackend:
             shape = pending[0][0].shape[1:]
             most = self.windows_per_pass(int(shape[-2]), int(shape[-1]))
             group = [p for p in pending if p[0].shape[1:] == shape]
-            while (sum(len(p[0]) for p in group) < most and (left := deadline - time.monotonic()) > 0
-                   and (self.in_flight is None or self.in_flight() > len(pending))):  # others are coming: wait for them
+            while (
+                sum(len(p[0]) for p in group) < most
+                and (left := deadline - time.monotonic()) > 0
+                and (self.in_flight is None or self.in_flight() > len(pending))
+            ):  # others are coming: wait for them
                 try:
                     item = self._queue.get(timeout=left)
                 except queue.Empty:
@@ -205,7 +212,7 @@ class BatchingBackend:
                 self.forwards += 1
                 i = 0
                 for x, fut in take:
-                    fut.set_result(out[i:i + len(x)])
+                    fut.set_result(out[i : i + len(x)])
                     i += len(x)
             except BaseException as e:  # every waiting caller gets the error
                 for _, fut in take:
@@ -213,8 +220,9 @@ class BatchingBackend:
                         fut.set_exception(e)
 
 
-def best_batch_pixels(backend, bands: int, window: int, max_batch: int, reps: int = 2,
-                      stop_below: float | None = 0.9) -> tuple[int | None, dict[int, float]]:
+def best_batch_pixels(
+    backend, bands: int, window: int, max_batch: int, reps: int = 2, stop_below: float | None = 0.9
+) -> tuple[int | None, dict[int, float]]:
     """The pixels per forward pass at which ``backend`` computes the most pixels per second, measured here.
 
     Times passes over ``(n, bands, window, window)`` zeros for n = 1, 2, 4, ... up to ``max_batch`` (after one
@@ -237,7 +245,7 @@ def best_batch_pixels(backend, bands: int, window: int, max_batch: int, reps: in
 
     dev = getattr(backend, "device", torch.device("cpu"))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    sizes = sorted({min(2 ** k, max_batch) for k in range(max_batch.bit_length() + 1)})
+    sizes = sorted({min(2**k, max_batch) for k in range(max_batch.bit_length() + 1)})
     seconds: dict[int, float] = {}
     with torch.inference_mode():
         for n in sizes:

@@ -17,11 +17,11 @@ from rasterio.transform import Affine
 
 from terraseg.bundle import Bundle
 from terraseg.data.classes import to_input
-from terraseg.data.windows import grid_windows
 from terraseg.data.scenes import Scene
+from terraseg.data.windows import grid_windows
 from terraseg.errors import BundleError, TerrasegError
-from terraseg.io.raster import Grid, valid_mask
 from terraseg.infer.inputs import read_input_image
+from terraseg.io.raster import Grid, valid_mask
 
 
 class ImageClassifier:
@@ -43,7 +43,9 @@ class ImageClassifier:
         BundleError: the bundle is not a classification bundle, or 'onnx' without an ONNX graph.
     """
 
-    def __init__(self, bundle: Bundle, batch_size: int = 32, device: str = "auto", options: Any = None, backend: Any = None) -> None:
+    def __init__(
+        self, bundle: Bundle, batch_size: int = 32, device: str = "auto", options: Any = None, backend: Any = None
+    ) -> None:
         from terraseg.config.inference import InferenceConfig
         from terraseg.devices import resolve_device
         from terraseg.infer.runtime import backend_for
@@ -74,13 +76,22 @@ class ImageClassifier:
         out = []
         masks = valid if valid is not None else [valid_mask(im, self.nodata) for im in images]
         for i in range(0, len(images), self.batch_size):
-            x = torch.stack([to_input(im, self.stats, self.size, v)
-                             for im, v in zip(images[i:i + self.batch_size], masks[i:i + self.batch_size])])
+            x = torch.stack(
+                [
+                    to_input(im, self.stats, self.size, v)
+                    for im, v in zip(images[i : i + self.batch_size], masks[i : i + self.batch_size])
+                ]
+            )
             out.append(self.backend.probabilities(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.bundle.class_names)), np.float32)
 
-    def classify_paths(self, paths: list[str], chunk: int = 256, bands: list[str | int] | None = None,
-                       input_range: tuple[float, float] | None = None) -> Iterator[tuple[str, np.ndarray | TerrasegError]]:
+    def classify_paths(
+        self,
+        paths: list[str],
+        chunk: int = 256,
+        bands: list[str | int] | None = None,
+        input_range: tuple[float, float] | None = None,
+    ) -> Iterator[tuple[str, np.ndarray | TerrasegError]]:
         """``(path, (K,) probabilities)`` per image file, or ``(path, error)`` for an unreadable image or one
         with another band count or bit depth; images are decoded ``chunk`` at a time, so memory does not grow
         with the list.
@@ -91,7 +102,7 @@ class ImageClassifier:
         """
         for i in range(0, len(paths), chunk):
             good: list[tuple[str, np.ndarray]] = []
-            for p in paths[i:i + chunk]:
+            for p in paths[i : i + chunk]:
                 try:
                     good.append((p, read_input_image(self.bundle, p, bands, input_range)))
                 except TerrasegError as e:
@@ -148,8 +159,8 @@ def classify_grid(clf: ImageClassifier, scene: Scene, window: int) -> Iterator[G
     rows, cols, _ = grid_geometry(scene, window)
     for r in range(rows):
         strip = scene.read(r * window, 0, window, cols * window, labels=False)
-        tiles = [strip.image[:, :, c * window:(c + 1) * window] for c in range(cols)]
-        valid = [strip.valid[:, c * window:(c + 1) * window] for c in range(cols)]
+        tiles = [strip.image[:, :, c * window : (c + 1) * window] for c in range(cols)]
+        valid = [strip.valid[:, c * window : (c + 1) * window] for c in range(cols)]
         yield GridRow(r, clf.probabilities(tiles, valid), ~np.array([v.any() for v in valid]))
 
 

@@ -74,16 +74,26 @@ class DriftReport:
     def message(self, name: str) -> str:
         """One line for the CLI: which bands drift and by how much."""
         psi = self.psi or [None] * len(self.bands)
-        parts = [f"{b} (mean shift {d:+.1f} sd, {o:.0%} outside the training 2-98% range" + (f", PSI {p:.2f})" if p is not None else ")")
-                 for b, d, o, p in zip(self.bands, self.smd, self.out_of_range, psi) if b in self.flagged]
+        parts = [
+            f"{b} (mean shift {d:+.1f} sd, {o:.0%} outside the training 2-98% range"
+            + (f", PSI {p:.2f})" if p is not None else ")")
+            for b, d, o, p in zip(self.bands, self.smd, self.out_of_range, psi)
+            if b in self.flagged
+        ]
         return f"{name}: input differs from the training data in band(s) {', '.join(parts)}; predictions may be unreliable."
 
     def to_dict(self) -> dict:
         """JSON-ready report."""
         psi = self.psi or [None] * len(self.bands)
-        return {"drifted": self.drifted, "flagged": self.flagged, "pixels": self.pixels,
-                "bands": {b: {"smd": round(d, 3), "out_of_range": round(o, 4)} | ({"psi": round(p, 4)} if p is not None else {})
-                          for b, d, o, p in zip(self.bands, self.smd, self.out_of_range, psi)}}
+        return {
+            "drifted": self.drifted,
+            "flagged": self.flagged,
+            "pixels": self.pixels,
+            "bands": {
+                b: {"smd": round(d, 3), "out_of_range": round(o, 4)} | ({"psi": round(p, 4)} if p is not None else {})
+                for b, d, o, p in zip(self.bands, self.smd, self.out_of_range, psi)
+            },
+        }
 
 
 BINS = 10  # equal bins between the training 2nd and 98th percentiles (plus one below and one above)
@@ -108,12 +118,14 @@ def band_histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     Args:
         x: ``(C, N)`` pixel values. edges: ``(C, BINS + 1)`` from :func:`bin_edges`.
     """
-    return np.stack([np.bincount(np.searchsorted(e, v, side="right"), minlength=BINS + 2)[:BINS + 2]
-                     for e, v in zip(edges, x)]).astype(np.float64)
+    return np.stack(
+        [np.bincount(np.searchsorted(e, v, side="right"), minlength=BINS + 2)[: BINS + 2] for e, v in zip(edges, x)]
+    ).astype(np.float64)
 
 
-def window_summary(x: np.ndarray, low: np.ndarray, high: np.ndarray,
-                   edges: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def window_summary(
+    x: np.ndarray, low: np.ndarray, high: np.ndarray, edges: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-band sum, count outside ``[low, high]`` and histogram over ``edges`` of ``(C, N)`` pixel values.
 
     Integer pixels of at most 16 bits (uint8/uint16/int16 rasters, PNG and JPEG uploads) are first counted
@@ -143,11 +155,14 @@ def window_summary(x: np.ndarray, low: np.ndarray, high: np.ndarray,
             total[c] = (v * k).sum()
             outside[c] = k[(v < low[c]) | (v > high[c])].sum()
             if counts is not None:
-                counts[c] = np.bincount(np.searchsorted(edges[c], v, side="right"), weights=k, minlength=BINS + 2)[:BINS + 2]
+                counts[c] = np.bincount(np.searchsorted(edges[c], v, side="right"), weights=k, minlength=BINS + 2)[: BINS + 2]
         return total, outside, counts
     x = x.astype(np.float64)
-    return (x.sum(axis=1), ((x < low[:, None]) | (x > high[:, None])).sum(axis=1).astype(np.float64),
-            band_histograms(x, edges) if edges is not None else None)
+    return (
+        x.sum(axis=1),
+        ((x < low[:, None]) | (x > high[:, None])).sum(axis=1).astype(np.float64),
+        band_histograms(x, edges) if edges is not None else None,
+    )
 
 
 def population_stability(actual: np.ndarray, expected: np.ndarray, floor: float = 1e-4) -> np.ndarray:
@@ -195,9 +210,17 @@ def training_histograms(bundle, stats: NormStats) -> np.ndarray | None:
     return ref
 
 
-def input_drift(scene, stats: NormStats, band_names: list[str] | None = None, max_windows: int = 16, window: int = 256,
-                smd_threshold: float = 1.0, range_threshold: float = 0.25, reference: np.ndarray | None = None,
-                psi_threshold: float = 0.25) -> DriftReport | None:
+def input_drift(
+    scene,
+    stats: NormStats,
+    band_names: list[str] | None = None,
+    max_windows: int = 16,
+    window: int = 256,
+    smd_threshold: float = 1.0,
+    range_threshold: float = 0.25,
+    reference: np.ndarray | None = None,
+    psi_threshold: float = 0.25,
+) -> DriftReport | None:
     """Compare ``scene``'s pixels with the training statistics (None when the bundle has none to compare with).
 
     Args:
@@ -238,10 +261,19 @@ def input_drift(scene, stats: NormStats, band_names: list[str] | None = None, ma
     oor = out / n
     names = band_names or [f"B{k + 1}" for k in range(C)]
     psi = population_stability(counts, reference) if counts is not None and reference is not None else None
-    flagged = [b for k, (b, d, o) in enumerate(zip(names, smd, oor))
-               if abs(d) > smd_threshold or o > range_threshold or (psi is not None and psi[k] > psi_threshold)]
-    return DriftReport(names, [float(v) for v in smd], [float(v) for v in oor], flagged, int(n),
-                       [float(v) for v in psi] if psi is not None else None)
+    flagged = [
+        b
+        for k, (b, d, o) in enumerate(zip(names, smd, oor))
+        if abs(d) > smd_threshold or o > range_threshold or (psi is not None and psi[k] > psi_threshold)
+    ]
+    return DriftReport(
+        names,
+        [float(v) for v in smd],
+        [float(v) for v in oor],
+        flagged,
+        int(n),
+        [float(v) for v in psi] if psi is not None else None,
+    )
 
 
 REFERENCE_WINDOWS = 64  # random training windows whose pixels make the reference histograms
@@ -307,8 +339,11 @@ def _figures(x: np.ndarray, stats: NormStats, edges: np.ndarray, reference: np.n
     """Per-band |standardised mean difference|, out-of-range share and PSI of ``(C, k)`` pixels."""
     mean, std = np.asarray(stats.mean), np.maximum(np.asarray(stats.std), 1e-12)
     low, high = np.asarray(stats.low)[:, None], np.asarray(stats.high)[:, None]
-    return {"smd": np.abs((x.mean(1) - mean) / std), "range": ((x < low) | (x > high)).mean(1),
-            "psi": population_stability(band_histograms(x, edges), reference)}
+    return {
+        "smd": np.abs((x.mean(1) - mean) / std),
+        "range": ((x < low) | (x > high)).mean(1),
+        "psi": population_stability(band_histograms(x, edges), reference),
+    }
 
 
 LEAVE_OUT_MIN = 8  # reference windows kept at least, when fewer than this miss a threshold window
@@ -369,12 +404,18 @@ def fit_drift(train_scenes: list, val_scenes: list, stats: NormStats, window: in
             thresholds[k] = max(DEFAULTS[k], THRESHOLD_MARGIN * q)
     val = [_figures(w[5], stats, edges, reference) for w in _windows(val_scenes, VALIDATION_WINDOWS, window, rng)]
     flagged = [any(f[k].max() > thresholds[k] for k in thresholds) for f in val]
-    return {"reference": reference.round(1).tolist(), "thresholds": {k: round(v, 4) for k, v in thresholds.items()},
-            "false_alarm_rate": round(float(np.mean(flagged)), 4) if val else None, "validation_windows": len(val),
-            "threshold_windows": len(figs), "reference_pixels": int(sum(w[5].shape[1] for w in ref_windows)), "window": window}
+    return {
+        "reference": reference.round(1).tolist(),
+        "thresholds": {k: round(v, 4) for k, v in thresholds.items()},
+        "false_alarm_rate": round(float(np.mean(flagged)), 4) if val else None,
+        "validation_windows": len(val),
+        "threshold_windows": len(figs),
+        "reference_pixels": int(sum(w[5].shape[1] for w in ref_windows)),
+        "window": window,
+    }
 
 
-def bundle_drift(bundle: "Bundle", scene: "Scene") -> DriftReport | None:
+def bundle_drift(bundle: Bundle, scene: Scene) -> DriftReport | None:
     """Compare an input with the bundle's training data: the fitted profile (``manifest.drift``) when the bundle has one.
 
     Bundles trained before drift profiles use the raw training windows they keep (``calibration.npy``)
@@ -391,10 +432,26 @@ def bundle_drift(bundle: "Bundle", scene: "Scene") -> DriftReport | None:
     profile = getattr(bundle.manifest, "drift", None)
     if profile:
         t = profile["thresholds"]
-        return input_drift(scene, bundle.stats, names, reference=np.asarray(profile["reference"], dtype=np.float64),
-                           smd_threshold=t["smd"], range_threshold=t["range"], psi_threshold=t["psi"])
+        return input_drift(
+            scene,
+            bundle.stats,
+            names,
+            reference=np.asarray(profile["reference"], dtype=np.float64),
+            smd_threshold=t["smd"],
+            range_threshold=t["range"],
+            psi_threshold=t["psi"],
+        )
     return input_drift(scene, bundle.stats, names, reference=training_histograms(bundle, bundle.stats))
 
 
-__all__ = ["DriftReport", "bundle_drift", "fit_drift", "band_histograms", "bin_edges", "input_drift", "population_stability", "training_histograms",
-           "window_summary"]
+__all__ = [
+    "DriftReport",
+    "bundle_drift",
+    "fit_drift",
+    "band_histograms",
+    "bin_edges",
+    "input_drift",
+    "population_stability",
+    "training_histograms",
+    "window_summary",
+]

@@ -8,8 +8,9 @@ classifiers all apply one rule.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -76,8 +77,13 @@ def _nbits(path: str | Path) -> int | None:
     return int(v) if v and v.isdigit() else None
 
 
-def value_map(bundle: Bundle, dtype: str, path: str | Path, sampled: Callable[[], tuple[float, float]],
-              input_range: tuple[float, float] | None = None) -> tuple[float, float, str] | None:
+def value_map(
+    bundle: Bundle,
+    dtype: str,
+    path: str | Path,
+    sampled: Callable[[], tuple[float, float]],
+    input_range: tuple[float, float] | None = None,
+) -> tuple[float, float, str] | None:
     """How an input's values map onto the model's training values: ``(scale, offset, note)``, None for as-is, or a refusal.
 
     Rules, in order:
@@ -125,7 +131,8 @@ def value_map(bundle: Bundle, dtype: str, path: str | Path, sampled: Callable[[]
     raise BundleError(
         f"{path}: {dtype} pixels, but the model was trained on {trained} imagery ({where}); give --input-range LOW,HIGH "
         f"(the input values that map onto the training range), or convert it first, e.g. gdal_translate -ot {trained.capitalize() if trained != 'uint8' else 'Byte'} "
-        f"-scale LOW HIGH{f' {target[0]:g} {target[1]:g}' if target else ''}.")
+        f"-scale LOW HIGH{f' {target[0]:g} {target[1]:g}' if target else ''}."
+    )
 
 
 def adapt_value_range(bundle: Bundle, scene: Scene, path: str | Path, input_range: tuple[float, float] | None = None):
@@ -154,8 +161,10 @@ def _band_index(spec: str, names: list[str | None], path: str | Path) -> int:
     hits = [i + 1 for i, n in enumerate(names) if n and n.lower() == wanted]
     if len(hits) != 1:
         known = ", ".join(f"{i + 1}={n}" for i, n in enumerate(names) if n) or "none"
-        raise InputFileError(f"{path}: no {'single ' if hits else ''}band named {spec!r} (band names: {known}); give 1-based "
-                             f"indexes instead, e.g. --bands 3,2,1.")
+        raise InputFileError(
+            f"{path}: no {'single ' if hits else ''}band named {spec!r} (band names: {known}); give 1-based "
+            f"indexes instead, e.g. --bands 3,2,1."
+        )
     return hits[0]
 
 
@@ -185,8 +194,14 @@ def resolve_bands(spec: list[str | int], path: str | Path) -> list[int]:
     return out
 
 
-def open_input(bundle: Bundle, path: str | Path, labels: str | Path | None = None, bands: list[str | int] | None = None,
-               input_range: tuple[float, float] | None = None, **label_options: Any) -> Scene:
+def open_input(
+    bundle: Bundle,
+    path: str | Path,
+    labels: str | Path | None = None,
+    bands: list[str | int] | None = None,
+    input_range: tuple[float, float] | None = None,
+    **label_options: Any,
+) -> Scene:
     """Open an image (and optional labels) as a scene with the bands and value range the bundle's model takes.
 
     Args:
@@ -212,20 +227,29 @@ def open_input(bundle: Bundle, path: str | Path, labels: str | Path | None = Non
     if bands:
         picked = resolve_bands(list(bands), path)
         if len(picked) != m.input.bands:
-            names = f" ({', '.join(m.input.band_names)})" if m.input.band_names and len(m.input.band_names) == m.input.bands else ""
+            names = (
+                f" ({', '.join(m.input.band_names)})" if m.input.band_names and len(m.input.band_names) == m.input.bands else ""
+            )
             raise BundleError(f"{path}: --bands picks {len(picked)} bands but the model takes {m.input.bands}{names}.")
-        scene = scene_from_path(path, bands=picked, labels=labels, ignore_index=m.ignore_index, num_classes=len(m.classes),
-                                **label_options)
+        scene = scene_from_path(
+            path, bands=picked, labels=labels, ignore_index=m.ignore_index, num_classes=len(m.classes), **label_options
+        )
     else:
         probe = scene_from_path(path)  # header only: band count
         sel = m.input.select_bands(probe.count, str(path))
-        scene = probe if sel is None and labels is None else scene_from_path(
-            path, bands=sel, labels=labels, ignore_index=m.ignore_index, num_classes=len(m.classes), **label_options)
+        scene = (
+            probe
+            if sel is None and labels is None
+            else scene_from_path(
+                path, bands=sel, labels=labels, ignore_index=m.ignore_index, num_classes=len(m.classes), **label_options
+            )
+        )
     return adapt_value_range(bundle, scene, path, input_range)
 
 
-def read_input_image(bundle: Bundle, path: str, bands: list[str | int] | None = None,
-                     input_range: tuple[float, float] | None = None) -> np.ndarray:
+def read_input_image(
+    bundle: Bundle, path: str, bands: list[str | int] | None = None, input_range: tuple[float, float] | None = None
+) -> np.ndarray:
     """Read a whole image (a file or a ``.zip`` member) with the bands and value range the bundle's model takes.
 
     The same rules as :func:`open_input`: ``bands`` picks the user's bands (else the bundle's rule),
@@ -251,8 +275,10 @@ def read_input_image(bundle: Bundle, path: str, bands: list[str | int] | None = 
     if bands:
         picked = resolve_bands(list(bands), path) if Path(str(path)).exists() else [int(b) for b in bands]
         if len(picked) != m.input.bands or max(picked) > image.shape[0] or min(picked) < 1:
-            raise BundleError(f"{path}: --bands {','.join(map(str, bands))} does not pick {m.input.bands} of the image's "
-                              f"{image.shape[0]} bands (the model takes {m.input.bands}).")
+            raise BundleError(
+                f"{path}: --bands {','.join(map(str, bands))} does not pick {m.input.bands} of the image's "
+                f"{image.shape[0]} bands (the model takes {m.input.bands})."
+            )
     else:
         picked = m.input.select_bands(image.shape[0], path)
     image = image if picked is None else image[[b - 1 for b in picked]]

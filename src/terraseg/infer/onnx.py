@@ -102,7 +102,9 @@ def onnx_backend_for(bundle: Bundle, threads: int = 0, device: str = "cpu", int8
     where = bundle.path or bundle.manifest.name
     if data is None:
         how = "--quantize int8" if int8 else "--format onnx"
-        raise BundleError(f"{where}: bundle has no {'INT8 ' if int8 else ''}ONNX graph; run `terraseg export BUNDLE {how}` first.")
+        raise BundleError(
+            f"{where}: bundle has no {'INT8 ' if int8 else ''}ONNX graph; run `terraseg export BUNDLE {how}` first."
+        )
     try:
         backend = OnnxBackend(data, threads, device)
         backend.temperature = float(bundle.manifest.calibration.get("temperature", 1.0))
@@ -168,21 +170,32 @@ def add_onnx_graph(b: Bundle, cfg: ExportConfig | None = None, **options: Any) -
 
     bundle_path = b.path or Path(cfg.out or b.manifest.name)
     if b.manifest.baseline is not None:
-        raise BundleError(f"{bundle_path}: ONNX export covers networks; this bundle is a scikit-learn pixel baseline "
-                          "(serve and predict it as it is).")
+        raise BundleError(
+            f"{bundle_path}: ONNX export covers networks; this bundle is a scikit-learn pixel baseline "
+            "(serve and predict it as it is)."
+        )
     classify = b.manifest.task == "classification"
     if classify:  # a classifier takes its input size (images are resized to it): only the batch varies
         window = b.manifest.input.input_size or b.manifest.input.train_window
     model = b.model.eval()
     dummy = torch.zeros(1, b.in_channels, window, window)
-    axes = ({"image": {0: "batch"}, "logits": {0: "batch"}} if classify else
-            {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
+    axes = (
+        {"image": {0: "batch"}, "logits": {0: "batch"}}
+        if classify
+        else {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}}
+    )
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (dummy,), buf, input_names=["image"], output_names=["logits"], opset_version=opset, dynamo=False,
+                model,
+                (dummy,),
+                buf,
+                input_names=["image"],
+                output_names=["logits"],
+                opset_version=opset,
+                dynamo=False,
                 dynamic_axes=axes,
             )
     except Exception as e:  # torch.onnx raises many kinds; all mean "this network does not export"
@@ -194,13 +207,22 @@ def add_onnx_graph(b: Bundle, cfg: ExportConfig | None = None, **options: Any) -
     got = OnnxBackend(data).logits(batch)
     diff = float(np.abs(ref - got).max())
     if diff > 1e-3:
-        raise BundleError(f"{bundle_path}: the ONNX graph disagrees with PyTorch (max abs logit difference {diff:.2e}); not saved.")
+        raise BundleError(
+            f"{bundle_path}: the ONNX graph disagrees with PyTorch (max abs logit difference {diff:.2e}); not saved."
+        )
     b.extras[ONNX] = data
     b.manifest.exports["onnx"] = {
-        "file": ONNX, "opset": opset, "input": "image: float32 (N, C, H, W), normalised with input.normalization (outside the graph)",
-        "output": "logits: float32 (N, K); softmax" if classify else "logits: float32 (N, 1 or K, H, W); sigmoid for 1 channel, else softmax",
+        "file": ONNX,
+        "opset": opset,
+        "input": "image: float32 (N, C, H, W), normalised with input.normalization (outside the graph)",
+        "output": "logits: float32 (N, K); softmax"
+        if classify
+        else "logits: float32 (N, 1 or K, H, W); sigmoid for 1 channel, else softmax",
         "dynamic_axes": ["batch"] if classify else ["batch", "height", "width"],
-        "max_abs_diff": diff, "windows_checked": int(len(batch)), "checked_on": source, "onnxruntime": __import__("onnxruntime").__version__,
+        "max_abs_diff": diff,
+        "windows_checked": int(len(batch)),
+        "checked_on": source,
+        "onnxruntime": __import__("onnxruntime").__version__,
     }
     log.info("exported ONNX opset %d (max abs diff %.2e on %d windows)", opset, diff, len(batch))
     return ExportReport(Path(out or bundle_path), opset, diff, int(len(batch)), source)

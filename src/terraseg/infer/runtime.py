@@ -79,7 +79,9 @@ def _measure(runs: dict, x: torch.Tensor, rounds: int = 3) -> dict[str, float]:
     return {k: round(statistics.median(v), 4) for k, v in times.items()}
 
 
-def cpu_candidates(bundle: Any, backend: str = "auto", precision: str = "auto", channels_last: bool | None = None) -> list[Runtime]:
+def cpu_candidates(
+    bundle: Any, backend: str = "auto", precision: str = "auto", channels_last: bool | None = None
+) -> list[Runtime]:
     """The correct-by-construction ways to run ``bundle`` on this CPU that the options allow, the reference first.
 
     Args:
@@ -102,9 +104,17 @@ def cpu_candidates(bundle: Any, backend: str = "auto", precision: str = "auto", 
     return out
 
 
-def choose_runtime(bundle: Any, device: str = "cpu", backend: str = "auto", precision: str = "auto",
-                   channels_last: bool | None = None, window: int = 256, batch_size: int = 4, measure: bool = True,
-                   remeasure: bool = False) -> Runtime:
+def choose_runtime(
+    bundle: Any,
+    device: str = "cpu",
+    backend: str = "auto",
+    precision: str = "auto",
+    channels_last: bool | None = None,
+    window: int = 256,
+    batch_size: int = 4,
+    measure: bool = True,
+    remeasure: bool = False,
+) -> Runtime:
     """Pick backend, precision and layout for a bundle on this machine (see module doc).
 
     Args:
@@ -169,8 +179,13 @@ def backend_for(bundle: Any, options: Any, device: str, window: int, batch_size:
 
         run = ArrayBackend(onnx_backend_for(bundle, options.threads, device, int8=rt.backend == "onnx-int8"))
     else:
-        run = TorchBackend(bundle.model, device=device, precision=rt.precision, channels_last=rt.channels_last,
-                           temperature=float(bundle.manifest.calibration.get("temperature", 1.0)))
+        run = TorchBackend(
+            bundle.model,
+            device=device,
+            precision=rt.precision,
+            channels_last=rt.channels_last,
+            temperature=float(bundle.manifest.calibration.get("temperature", 1.0)),
+        )
     run.runtime = rt
     return run
 
@@ -304,8 +319,19 @@ def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int
 
         ort = onnxruntime.__version__
     flags = hashlib.sha1(",".join(sorted(cpu_flags())).encode()).hexdigest()[:8]
-    key = "|".join([weights_key(bundle), cpu_model(), flags, str(os.cpu_count()), torch.__version__, ort, str(window),
-                    str(batch_size), ",".join(c.name for c in candidates)])
+    key = "|".join(
+        [
+            weights_key(bundle),
+            cpu_model(),
+            flags,
+            str(os.cpu_count()),
+            torch.__version__,
+            ort,
+            str(window),
+            str(batch_size),
+            ",".join(c.name for c in candidates),
+        ]
+    )
     entry = None if remeasure else cachefile.read_json(CACHE).get(key)
     if isinstance(entry, dict) and isinstance(entry.get("table"), dict):  # a damaged entry is measured again
         for c in candidates:
@@ -322,4 +348,12 @@ def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int
     return Runtime(best.backend, best.precision, best.channels_last, "measured ranking", table)
 
 
-__all__ = ["MAX_DISAGREEMENT", "Runtime", "choose_runtime", "cpu_candidates", "ensure_onnx_graph", "rank_candidates", "weights_key"]
+__all__ = [
+    "MAX_DISAGREEMENT",
+    "Runtime",
+    "choose_runtime",
+    "cpu_candidates",
+    "ensure_onnx_graph",
+    "rank_candidates",
+    "weights_key",
+]

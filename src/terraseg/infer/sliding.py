@@ -30,8 +30,8 @@ from terraseg.data.normalize import NormStats, normalize
 from terraseg.data.scenes import Scene
 from terraseg.data.windows import grid_offsets
 from terraseg.errors import BundleError, ConfigError
-from terraseg.io.predictions import class_encoding
 from terraseg.infer.backends import ArrayBackend, TorchBackend, TTABackend
+from terraseg.io.predictions import class_encoding
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def hann_weights(h: int, w: int, floor: float = 1e-3) -> np.ndarray:
     Returns:
         ``(h, w)`` float32 weights in ``[floor, 1]``.
     """
+
     def hann(n: int) -> np.ndarray:
         return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
 
@@ -138,8 +139,9 @@ class Block:
         return self.encoded
 
 
-def _finished(y: int, rows: torch.Tensor, ok: torch.Tensor, encoding: tuple[str, int], probabilities: bool,
-              confidence: bool) -> Block:
+def _finished(
+    y: int, rows: torch.Tensor, ok: torch.Tensor, encoding: tuple[str, int], probabilities: bool, confidence: bool
+) -> Block:
     """A finished strip: ``(K, n, W)`` blended probabilities on the device -> class ids in the raster's encoding
     (uint8 with its nodata, else int32 with -1), and, when asked, probabilities and confidence on the host."""
     if encoding[0] == "uint8":
@@ -147,8 +149,13 @@ def _finished(y: int, rows: torch.Tensor, ok: torch.Tensor, encoding: tuple[str,
     else:
         ids = torch.where(ok, class_argmax(rows).to(torch.int32), -1)
     conf = torch.where(ok, confidence_bands(rows), float("nan")).cpu().numpy() if confidence else None
-    return Block(row=y, encoded=ids.cpu().numpy(), probs=rows.cpu().numpy() if probabilities else None,
-                 valid=ok.cpu().numpy(), confidence=conf)
+    return Block(
+        row=y,
+        encoded=ids.cpu().numpy(),
+        probs=rows.cpu().numpy() if probabilities else None,
+        valid=ok.cpu().numpy(),
+        confidence=conf,
+    )
 
 
 class SlidingWindowPredictor:
@@ -180,8 +187,17 @@ class SlidingWindowPredictor:
         ConfigError: a window that is not a positive multiple of 32, an overlap outside ``[0, 0.9]``.
     """
 
-    def __init__(self, backend: Any, stats: NormStats, num_classes: int,
-                 window: int = 512, overlap: float = 0.25, batch_size: int = 4, fit_max: int = 0, readers: int = 1) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        stats: NormStats,
+        num_classes: int,
+        window: int = 512,
+        overlap: float = 0.25,
+        batch_size: int = 4,
+        fit_max: int = 0,
+        readers: int = 1,
+    ) -> None:
         if window % 32 or window < 32:
             raise ConfigError(f"window must be a positive multiple of 32 pixels (encoders downsample 5 times), got {window}.")
         if not 0 <= overlap <= 0.9:
@@ -227,8 +243,14 @@ class SlidingWindowPredictor:
         return th, tw, grid_offsets(height, th, sy, "shift"), grid_offsets(width, tw, sx, "shift")
 
     @torch.inference_mode()
-    def predict(self, scene: Scene, sink: Callable[[Block], None], probabilities: bool = True, confidence: bool = False,
-                strips: tuple[int, int] | None = None) -> None:
+    def predict(
+        self,
+        scene: Scene,
+        sink: Callable[[Block], None],
+        probabilities: bool = True,
+        confidence: bool = False,
+        strips: tuple[int, int] | None = None,
+    ) -> None:
         """Predict ``scene`` strip by strip, calling ``sink`` with each finished :class:`Block`.
 
         Args:
@@ -272,12 +294,17 @@ class SlidingWindowPredictor:
             return (image.pin_memory(), valid.pin_memory()) if cuda else (image, valid)
 
         # one strip (an upload, a chip): nothing to overlap, so it is read and handed to the sink on this thread
-        pools = (_Inline(), _Inline()) if len(ys) == 1 else (
-            ThreadPoolExecutor(self.readers, thread_name_prefix="terraseg-read"),
-            ThreadPoolExecutor(1, thread_name_prefix="terraseg-write"))
+        pools = (
+            (_Inline(), _Inline())
+            if len(ys) == 1
+            else (
+                ThreadPoolExecutor(self.readers, thread_name_prefix="terraseg-read"),
+                ThreadPoolExecutor(1, thread_name_prefix="terraseg-write"),
+            )
+        )
         with pools[0] as reader, pools[1] as writer:
             # `readers` strips in flight ahead of the device, each read by its own thread
-            ahead = [reader.submit(read, y) for y in ys[:self.readers]]
+            ahead = [reader.submit(read, y) for y in ys[: self.readers]]
             written: Future | None = None
             for i, y in enumerate(ys):
                 raw, valid = ahead.pop(0).result()
@@ -300,17 +327,18 @@ class SlidingWindowPredictor:
             if written is not None:
                 written.result()
 
-    def _blend(self, image: torch.Tensor, xs: list[int], tw: int, weight: torch.Tensor, acc: torch.Tensor,
-               wsum: torch.Tensor) -> None:
+    def _blend(
+        self, image: torch.Tensor, xs: list[int], tw: int, weight: torch.Tensor, acc: torch.Tensor, wsum: torch.Tensor
+    ) -> None:
         """Add the weighted probabilities of one strip's windows (columns ``xs``, ``tw`` wide) to ``acc`` and ``wsum``."""
         for b in range(0, len(xs), self.batch_size):
-            bx = xs[b:b + self.batch_size]
-            probs = self.backend.probabilities(torch.stack([image[:, :, x:x + tw] for x in bx])).to(acc.device)
+            bx = xs[b : b + self.batch_size]
+            probs = self.backend.probabilities(torch.stack([image[:, :, x : x + tw] for x in bx])).to(acc.device)
             if probs.shape[1] != self.num_classes:
                 raise BundleError(f"model returned {probs.shape[1]} classes, the bundle declares {self.num_classes}.")
             for x, p in zip(bx, probs):
-                acc[:, :, x:x + tw] += p * weight
-                wsum[:, x:x + tw] += weight
+                acc[:, :, x : x + tw] += p * weight
+                wsum[:, x : x + tw] += weight
 
     def strip_rows(self, scene: Scene) -> list[int]:
         """First scene row of each strip (tile row) :meth:`predict` computes, top to bottom (pixels).
@@ -352,7 +380,7 @@ class SlidingWindowPredictor:
         th, tw = sizes.pop()  # type: ignore[misc]
         out = []
         for i in range(0, len(scenes), self.batch_size):
-            chunk = scenes[i:i + self.batch_size]
+            chunk = scenes[i : i + self.batch_size]
             for s in chunk:
                 self.check_scene(s)
             reads = [s.read(0, 0, th, tw, labels=False) for s in chunk]
@@ -363,7 +391,7 @@ class SlidingWindowPredictor:
                 raise BundleError(f"model returned {probs.shape[1]} classes, the bundle declares {self.num_classes}.")
             ids = torch.where(valid, class_argmax(probs, dim=1).to(torch.int32), -1)
             for s, p, c in zip(chunk, probs.cpu().numpy(), ids.cpu().numpy()):
-                out.append((c[:s.height, :s.width].astype(np.int64), p[:, :s.height, :s.width]))
+                out.append((c[: s.height, : s.width].astype(np.int64), p[:, : s.height, : s.width]))
         return out
 
     def predict_array(self, scene: Scene, probabilities: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -392,7 +420,7 @@ class SlidingWindowPredictor:
 class _Inline:
     """An executor that runs each task at once on the calling thread (the one-strip case of :meth:`predict`)."""
 
-    def __enter__(self) -> "_Inline":
+    def __enter__(self) -> _Inline:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -412,8 +440,8 @@ def _shift(acc: torch.Tensor, wsum: torch.Tensor, keep: int, th: int) -> tuple[t
     if keep > 0:
         acc = torch.roll(acc, -(th - keep), dims=1)
         wsum = torch.roll(wsum, -(th - keep), dims=0)
-    acc[:, max(keep, 0):] = 0
-    wsum[max(keep, 0):] = 0
+    acc[:, max(keep, 0) :] = 0
+    wsum[max(keep, 0) :] = 0
     return acc, wsum
 
 
@@ -465,20 +493,23 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
         ConfigError: an invalid option.
     """
     from terraseg.config.inference import InferenceConfig, build_options
-
     from terraseg.devices import inference_batch_size, resolve_device
 
     if bundle.manifest.task != "segmentation":
-        raise BundleError(f"{bundle.path or bundle.manifest.name}: a sliding-window predictor maps segmentation bundles; "
-                          f"this bundle classifies scenes: use terraseg.infer.classify.ImageClassifier, or terraseg.predict.")
+        raise BundleError(
+            f"{bundle.path or bundle.manifest.name}: a sliding-window predictor maps segmentation bundles; "
+            f"this bundle classifies scenes: use terraseg.infer.classify.ImageClassifier, or terraseg.predict."
+        )
     opts = options or InferenceConfig()
     if overrides:
         opts = build_options(InferenceConfig, **(opts.model_dump() | overrides))
     if opts.window is not None and opts.window % 32:
         from terraseg.errors import ConfigError
 
-        raise ConfigError(f"--window {opts.window}: segmentation windows are a multiple of 32 (the encoders downsample "
-                          f"5 times), e.g. {max(32, round(opts.window / 32) * 32)}.")
+        raise ConfigError(
+            f"--window {opts.window}: segmentation windows are a multiple of 32 (the encoders downsample "
+            f"5 times), e.g. {max(32, round(opts.window / 32) * 32)}."
+        )
     win, overlap, fit = window_settings(bundle, opts)
     device = resolve_device(opts.device)
     batch = opts.batch_size or inference_batch_size(device, win, bundle.in_channels)
@@ -492,5 +523,18 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
     readers = opts.readers or (min(4, max(1, (os.cpu_count() or 1) // 4)) if device.startswith("cuda") else 1)
     return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, batch, fit, readers)
 
-__all__ = ["ArrayBackend", "Block", "CONFIDENCE_BANDS", "SlidingWindowPredictor", "TTABackend", "TorchBackend", "class_argmax",
-           "confidence_bands", "hann_weights", "predictor_for", "tiling_for", "window_settings"]
+
+__all__ = [
+    "ArrayBackend",
+    "Block",
+    "CONFIDENCE_BANDS",
+    "SlidingWindowPredictor",
+    "TTABackend",
+    "TorchBackend",
+    "class_argmax",
+    "confidence_bands",
+    "hann_weights",
+    "predictor_for",
+    "tiling_for",
+    "window_settings",
+]

@@ -108,8 +108,14 @@ class ByteLRU:
 
     def report(self) -> dict[str, float]:
         """Budget, peak use (MB) and hit/miss/eviction counts of this process, for a run's summary."""
-        return {"limit_mb": round(self.limit() / 2**20, 1), "peak_mb": round(self.peak / 2**20, 1), "entries": len(self._items),
-                "hits": self.hits, "misses": self.misses, "evictions": self.evictions}
+        return {
+            "limit_mb": round(self.limit() / 2**20, 1),
+            "peak_mb": round(self.peak / 2**20, 1),
+            "entries": len(self._items),
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+        }
 
 
 CACHE = ByteLRU()
@@ -242,8 +248,15 @@ class SpillStore:
             strips = np.ascontiguousarray(padded.reshape(P, H, n, S).transpose(2, 1, 0, 3))  # (strip, row, plane, column)
             parts.append(strips.reshape(n, H, -1).view(np.uint8))
             bounds = np.cumsum([0] + [planes[k].shape[0] for k in names]).tolist()
-            header["sections"].append({"dtype": dt.str, "planes": P, "start": start, "bytes": parts[-1].shape[-1],
-                                       "names": {k: bounds[i:i + 2] for i, k in enumerate(names)}})
+            header["sections"].append(
+                {
+                    "dtype": dt.str,
+                    "planes": P,
+                    "start": start,
+                    "bytes": parts[-1].shape[-1],
+                    "names": {k: bounds[i : i + 2] for i, k in enumerate(names)},
+                }
+            )
             start += parts[-1].shape[-1]
         header["row"] = start  # one strip row's bytes of every section, side by side
         records = np.concatenate(parts, axis=2)
@@ -285,8 +298,10 @@ class SpillStore:
         except FileNotFoundError:
             return None
         h = json.loads(os.pread(fd, self.HEADER_BYTES, 0))
-        secs = tuple((np.dtype(s["dtype"]), s["planes"], s["start"], s["bytes"],
-                      tuple((k, p0, p1) for k, (p0, p1) in s["names"].items())) for s in h["sections"])
+        secs = tuple(
+            (np.dtype(s["dtype"]), s["planes"], s["start"], s["bytes"], tuple((k, p0, p1) for k, (p0, p1) in s["names"].items()))
+            for s in h["sections"]
+        )
         const = tuple((k, v, np.dtype(dt)) for k, (v, dt) in h["constant"].items())
         if len(self._open) >= self.open_files:
             os.close(self._open.pop(next(iter(self._open)))[0])
@@ -319,19 +334,19 @@ class SpillStore:
             rows = buf.reshape(k, h, R)
             x0 = c0 - s0 * S
             for dt, P, start, nbytes, names in sections:
-                part = rows if len(sections) == 1 else rows[:, :, start:start + nbytes]
+                part = rows if len(sections) == 1 else rows[:, :, start : start + nbytes]
                 strips = part.view(dt).reshape(k, h, P, S).transpose(2, 1, 0, 3).reshape(P, h, k * S)
                 if inside:  # a view of the rows read: the batch copies it once (measured faster than a contiguous copy here)
-                    a = strips[:, :, x0:x0 + width]
+                    a = strips[:, :, x0 : x0 + width]
                 else:
                     a = np.empty((P, height, width), dtype=dt)
                     for name, p0, p1 in names:
                         a[p0:p1] = fills.get(name, 0)
-                    a[:, r0 - row:r1 - row, c0 - col:c1 - col] = strips[:, :, x0:x0 + c1 - c0]
+                    a[:, r0 - row : r1 - row, c0 - col : c1 - col] = strips[:, :, x0 : x0 + c1 - c0]
                 for name, p0, p1 in names:
                     out[name] = a[p0:p1]
         else:
-            for dt, P, _, _, names in sections:
+            for dt, _P, _, _, names in sections:
                 for name, p0, p1 in names:
                     out[name] = np.full((p1 - p0, height, width), fills.get(name, 0), dtype=dt)
         for name, value, dt in constants:
@@ -339,15 +354,19 @@ class SpillStore:
             if not inside:
                 a[:] = fills.get(name, 0)
                 if r1 > r0 and c1 > c0:
-                    a[:, r0 - row:r1 - row, c0 - col:c1 - col] = value
+                    a[:, r0 - row : r1 - row, c0 - col : c1 - col] = value
             out[name] = a
         self.hits += 1
         return out
 
     def report(self) -> dict[str, float]:
         """Budget, bytes written (MB), regions written and windows read by this process."""
-        return {"spill_limit_mb": round(self.total_mb, 1), "spill_mb": round(self.bytes / 2**20, 1),
-                "spill_regions": self.writes, "spill_reads": self.hits}
+        return {
+            "spill_limit_mb": round(self.total_mb, 1),
+            "spill_mb": round(self.bytes / 2**20, 1),
+            "spill_regions": self.writes,
+            "spill_reads": self.hits,
+        }
 
 
 SPILL = SpillStore()

@@ -7,24 +7,32 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from terraseg.errors import InputFileError
-
 from terraseg.formats import IMAGE_SUFFIXES, is_geotiff  # noqa: F401  (IMAGE_SUFFIXES: re-exported)
+
 # decompression-bomb guard: refuse images over this many pixels rather than allocate them
 Image.MAX_IMAGE_PIXELS = 400_000_000
 
 
 # what Pillow raises for damaged files: SyntaxError for broken PNG chunks, struct/zlib errors for cut or
 # corrupt streams, ValueError in some decoders (found by tests/test_fuzz.py)
-DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
-                 Image.DecompressionBombError)
+DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -62,8 +70,9 @@ def read_image_valid(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
     if not p.is_file():
         raise InputFileError(f"{p}: file not found.")
     if is_geotiff(p):
-        from terraseg.io.raster import info_of, open_raster, read_validity, read_window
         from rasterio.windows import Window
+
+        from terraseg.io.raster import info_of, open_raster, read_validity, read_window
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

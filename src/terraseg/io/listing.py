@@ -111,20 +111,32 @@ def stac_assets(path: Path, asset: str | None = None) -> list[tuple[str, str]]:
         assets = item["assets"]
         key = asset
         if key is None:
+
             def score(kv):
                 a = kv[1] if isinstance(kv[1], dict) else {}
                 return (0 if "data" in (a.get("roles") or []) else 1, 0 if "tiff" in str(a.get("type", "")).lower() else 1)
-            images = [kv for kv in assets.items() if isinstance(kv[1], dict) and
-                      ("tiff" in str(kv[1].get("type", "")).lower() or "data" in (kv[1].get("roles") or [])
-                       or suffix(str(kv[1].get("href", ""))) in INPUT_SUFFIXES)]
+
+            images = [
+                kv
+                for kv in assets.items()
+                if isinstance(kv[1], dict)
+                and (
+                    "tiff" in str(kv[1].get("type", "")).lower()
+                    or "data" in (kv[1].get("roles") or [])
+                    or suffix(str(kv[1].get("href", ""))) in INPUT_SUFFIXES
+                )
+            ]
             key = min(images, key=score)[0] if images else None
         if key is None or key not in assets or "href" not in assets[key]:
-            raise InputFileError(f"{path}: item {item.get('id', n)} has no asset " + (f"'{asset}'." if asset else "holding an image; name one with --asset."))
+            raise InputFileError(
+                f"{path}: item {item.get('id', n)} has no asset "
+                + (f"'{asset}'." if asset else "holding an image; name one with --asset.")
+            )
         href = str(assets[key]["href"])
         if href.startswith(("http://", "https://")):
             href = "/vsicurl/" + href
         elif href.startswith("file://"):
-            href = href[len("file://"):]
+            href = href[len("file://") :]
         elif not href.startswith("/"):
             href = str(path.parent / href)
         out.append((href, str(item.get("id") or Path(href).stem)))

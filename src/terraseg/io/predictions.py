@@ -27,9 +27,8 @@ target grid; they may arrive in any order, each written once.
 
 from __future__ import annotations
 
-import json
-
 import contextlib
+import json
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -61,8 +60,9 @@ def overview_factors(height: int, width: int, above: int = OVERVIEW_ABOVE) -> li
     return factors
 
 
-def write_class_legend(path: str | Path, class_names: list[str], colors: list[str] | None = None,
-                       nodata: int | None = None) -> Path:
+def write_class_legend(
+    path: str | Path, class_names: list[str], colors: list[str] | None = None, nodata: int | None = None
+) -> Path:
     """Write the class names of a class-id GeoTIFF where GDAL reads them: its PAM side-car ``<path>.aux.xml``.
 
     Band 1 gets GDAL category names (index = class id) and a thematic raster attribute table with the
@@ -172,10 +172,20 @@ class PredictionWriter:
         ConfigError: an unknown codec or target suffix. OutputError: the target cannot be written.
     """
 
-    def __init__(self, target: str | Path, grid: Grid, class_names: list[str], colors: list[str] | None = None,
-                 probabilities: str | Path | None = None, compress: str = "deflate", level: int | None = None,
-                 cog: bool = False, threads: str | int = "ALL_CPUS", confidence: str | Path | None = None,
-                 confidence_bands: tuple[str, ...] = ("max_probability", "margin", "normalized_entropy")) -> None:
+    def __init__(
+        self,
+        target: str | Path,
+        grid: Grid,
+        class_names: list[str],
+        colors: list[str] | None = None,
+        probabilities: str | Path | None = None,
+        compress: str = "deflate",
+        level: int | None = None,
+        cog: bool = False,
+        threads: str | int = "ALL_CPUS",
+        confidence: str | Path | None = None,
+        confidence_bands: tuple[str, ...] = ("max_probability", "margin", "normalized_entropy"),
+    ) -> None:
         from terraseg.errors import ConfigError
 
         self.target, self.grid = Path(target), grid
@@ -204,30 +214,43 @@ class PredictionWriter:
                 p[{"deflate": "ZLEVEL", "zstd": "ZSTD_LEVEL", "lzw": "ZLEVEL"}[self.compress]] = self.level
         return p
 
-    def __enter__(self) -> "PredictionWriter":
+    def __enter__(self) -> PredictionWriter:
         with self._stack as stack:
             if self.target.suffix.lower() == ".png":
                 self._buffer = np.full((self.grid.height, self.grid.width), self.nodata, dtype=self.dtype)
             else:
-                self._ids = stack.enter_context(create_raster(self.target, cog=self.cog, **self._profile(1, self.dtype, self.nodata, 2)))
+                self._ids = stack.enter_context(
+                    create_raster(self.target, cog=self.cog, **self._profile(1, self.dtype, self.nodata, 2))
+                )
                 # the class names travel with the raster (vectorize and GIS users read them back)
                 self._ids.update_tags(1, class_names=json.dumps(self.class_names))
                 self._ids.set_band_description(1, "class")
             if self.prob_target is not None:
                 self._probs = stack.enter_context(
-                    create_raster(self.prob_target, cog=self.cog, **self._profile(self.num_classes, "float32", float("nan"), 3)))
+                    create_raster(self.prob_target, cog=self.cog, **self._profile(self.num_classes, "float32", float("nan"), 3))
+                )
                 for k, name in enumerate(self.class_names):
                     self._probs.set_band_description(k + 1, name)
             if self.conf_target is not None:
                 self._conf = stack.enter_context(
-                    create_raster(self.conf_target, cog=self.cog, **self._profile(len(self.conf_bands), "float32", float("nan"), 3)))
+                    create_raster(
+                        self.conf_target, cog=self.cog, **self._profile(len(self.conf_bands), "float32", float("nan"), 3)
+                    )
+                )
                 for k, name in enumerate(self.conf_bands):
                     self._conf.set_band_description(k + 1, name)
             self._stack = stack.pop_all()
         return self
 
-    def write(self, row: int, col: int, class_ids: np.ndarray, probabilities: np.ndarray | None = None,
-              valid: np.ndarray | None = None, confidence: np.ndarray | None = None) -> None:
+    def write(
+        self,
+        row: int,
+        col: int,
+        class_ids: np.ndarray,
+        probabilities: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        confidence: np.ndarray | None = None,
+    ) -> None:
         """Write one block whose top-left pixel is ``(row, col)`` of the grid.
 
         Args:
@@ -240,7 +263,7 @@ class PredictionWriter:
         h, w = class_ids.shape
         ids = encode_class_ids(class_ids, self.num_classes, valid)
         if self._buffer is not None:
-            self._buffer[row:row + h, col:col + w] = ids
+            self._buffer[row : row + h, col : col + w] = ids
         else:
             self._ids.write(ids[None], window=Window(col, row, w, h))
         if self._probs is not None:
@@ -275,8 +298,7 @@ class PredictionWriter:
         factors = overview_factors(self.grid.height, self.grid.width)
         if not factors:
             return
-        for dst, method in ((self._ids, Resampling.nearest), (self._probs, Resampling.average),
-                            (self._conf, Resampling.average)):
+        for dst, method in ((self._ids, Resampling.nearest), (self._probs, Resampling.average), (self._conf, Resampling.average)):
             if dst is not None:
                 dst.build_overviews(factors, method)
                 dst.update_tags(ns="rio_overview", resampling=method.name)
@@ -292,9 +314,17 @@ class PredictionWriter:
         return out
 
 
-def write_prediction(target: str | Path, grid: Grid, class_ids: np.ndarray, class_names: list[str], colors: list[str] | None = None,
-                     probabilities: np.ndarray | None = None, prob_target: str | Path | None = None,
-                     valid: np.ndarray | None = None, **options: Any) -> dict[str, Path]:
+def write_prediction(
+    target: str | Path,
+    grid: Grid,
+    class_ids: np.ndarray,
+    class_names: list[str],
+    colors: list[str] | None = None,
+    probabilities: np.ndarray | None = None,
+    prob_target: str | Path | None = None,
+    valid: np.ndarray | None = None,
+    **options: Any,
+) -> dict[str, Path]:
     """Write a whole in-memory prediction with :class:`PredictionWriter` (one block).
 
     Args:
@@ -311,5 +341,14 @@ def write_prediction(target: str | Path, grid: Grid, class_ids: np.ndarray, clas
     return w.paths
 
 
-__all__ = ["CODECS", "OVERVIEW_ABOVE", "PredictionWriter", "class_encoding", "encode_class_ids", "hex_to_rgb",
-           "overview_factors", "write_class_legend", "write_prediction"]
+__all__ = [
+    "CODECS",
+    "OVERVIEW_ABOVE",
+    "PredictionWriter",
+    "class_encoding",
+    "encode_class_ids",
+    "hex_to_rgb",
+    "overview_factors",
+    "write_class_legend",
+    "write_prediction",
+]

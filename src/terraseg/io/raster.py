@@ -24,10 +24,10 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
+from rasterio.enums import Interleaving
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.windows import Window
-from rasterio.enums import Interleaving
 
 from terraseg.errors import InputFileError
 
@@ -199,19 +199,24 @@ def check_bands(ds: rasterio.DatasetReader, path: str) -> None:
             interleaved) over :data:`MAX_BLOCK_BYTES` decoded, complex bands, or a data type numpy cannot hold.
     """
     if ds.count == 0:
-        raise InputFileError(f"{path}: the file holds no raster band (a vector or metadata-only file?); give a raster with "
-                             f"at least one band.")
+        raise InputFileError(
+            f"{path}: the file holds no raster band (a vector or metadata-only file?); give a raster with at least one band."
+        )
     if ds.count > MAX_BANDS:
-        raise InputFileError(f"{path}: the file declares {ds.count:,} bands, over the {MAX_BANDS:,} terraseg reads "
-                             "(hyperspectral cubes have a few hundred); pick the bands first (gdal_translate -b 1 -b 2 ...).")
+        raise InputFileError(
+            f"{path}: the file declares {ds.count:,} bands, over the {MAX_BANDS:,} terraseg reads "
+            "(hyperspectral cubes have a few hundred); pick the bands first (gdal_translate -b 1 -b 2 ...)."
+        )
     rows, cols = ds.block_shapes[0]
     block = rows * cols * max(np.dtype(d).itemsize if d in REAL_DTYPES else 8 for d in ds.dtypes)
     if ds.interleaving == Interleaving.pixel:  # a block of a pixel-interleaved file holds every band
         block *= ds.count
     if block > MAX_BLOCK_BYTES:  # GDAL decodes a whole block to read any pixel of it: a hostile file holds the memory
-        raise InputFileError(f"{path}: one block of the file is {rows:,} x {cols:,} pixels ({block / 2**30:,.1f} GiB decoded), "
-                             f"over the {MAX_BLOCK_BYTES / 2**30:g} GiB a read may take; rewrite it tiled "
-                             "(gdal_translate -co TILED=YES).")
+        raise InputFileError(
+            f"{path}: one block of the file is {rows:,} x {cols:,} pixels ({block / 2**30:,.1f} GiB decoded), "
+            f"over the {MAX_BLOCK_BYTES / 2**30:g} GiB a read may take; rewrite it tiled "
+            "(gdal_translate -co TILED=YES)."
+        )
     odd = sorted({d for d in ds.dtypes if d not in REAL_DTYPES})
     if not odd:
         return
@@ -219,9 +224,11 @@ def check_bands(ds: rasterio.DatasetReader, path: str) -> None:
         raise InputFileError(
             f"{path}: complex bands ({', '.join(odd)}) cannot be used as they are; derive real bands first, e.g. amplitude "
             f"with GDAL's VRT pixel function: gdal_translate -ot Float32 of a VRT whose band uses PixelFunctionType 'mod' "
-            f"(or 'intensity', 'phase').")
-    raise InputFileError(f"{path}: band data type {', '.join(odd)} is not supported; convert it to a real type "
-                         f"(gdal_translate -ot Float32).")
+            f"(or 'intensity', 'phase')."
+        )
+    raise InputFileError(
+        f"{path}: band data type {', '.join(odd)} is not supported; convert it to a real type (gdal_translate -ot Float32)."
+    )
 
 
 def _first_line(e: BaseException) -> str:
@@ -274,9 +281,19 @@ def info_of(ds: rasterio.DatasetReader, path: str) -> RasterInfo:
         gcrs, gnote = horizontal_crs(gcps[1], path)
         gcps, note = (gcps[0], gcrs), note or gnote
     return RasterInfo(
-        path=path, width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0] if ds.count else "uint8",
-        crs=crs, transform=ds.transform, nodata=ds.nodata, alpha=alpha, dataset_mask=per_dataset and alpha is None,
-        gcps=gcps if not placed else None, rpcs=ds.rpcs, crs_note=note,  # RPCs beside a geotransform travel too
+        path=path,
+        width=ds.width,
+        height=ds.height,
+        count=ds.count,
+        dtype=ds.dtypes[0] if ds.count else "uint8",
+        crs=crs,
+        transform=ds.transform,
+        nodata=ds.nodata,
+        alpha=alpha,
+        dataset_mask=per_dataset and alpha is None,
+        gcps=gcps if not placed else None,
+        rpcs=ds.rpcs,
+        crs_note=note,  # RPCs beside a geotransform travel too
     )
 
 
@@ -311,8 +328,10 @@ def horizontal_crs(crs: CRS | None, path: str = "") -> tuple[CRS | None, str | N
         return crs, None
     horizontal = CRS.from_wkt(parts[0].to_wkt())
     vertical = ", ".join(f"'{p.name}'" for p in parts[1:]) or "none"
-    note = (f"{path}: compound CRS '{compound.name}': its horizontal part '{parts[0].name}' places the outputs "
-            f"(the vertical part {vertical} places no pixel of a 2-D map).")
+    note = (
+        f"{path}: compound CRS '{compound.name}': its horizontal part '{parts[0].name}' places the outputs "
+        f"(the vertical part {vertical} places no pixel of a 2-D map)."
+    )
     if path not in _NOTED:  # shown with --verbose: the map is right either way, and a refusal stays one line
         _NOTED.add(path)
         log.info(note)
@@ -363,7 +382,9 @@ def _looks_like_alpha(ds: rasterio.DatasetReader, band: int) -> bool:
     return bool(np.isin(values, [0, top]).mean() >= 0.95)
 
 
-def read_validity(ds: rasterio.DatasetReader, info: RasterInfo, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray | None:
+def read_validity(
+    ds: rasterio.DatasetReader, info: RasterInfo, window: Window, out_shape: tuple[int, int] | None = None
+) -> np.ndarray | None:
     """Validity from the raster's alpha band or GDAL per-dataset mask over a window (``None`` when it has neither).
 
     GDAL's mask model (RFC 15, "Band Masks"): an alpha band or a per-dataset mask band marks
@@ -389,7 +410,7 @@ def read_validity(ds: rasterio.DatasetReader, info: RasterInfo, window: Window, 
     out = np.zeros((h, w), dtype=bool)
     rr0, cc0, rr1, cc1 = max(r0, 0), max(c0, 0), min(r0 + h, ds.height), min(c0 + w, ds.width)
     if rr1 > rr0 and cc1 > cc0:
-        out[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = ds.read_masks(1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0)) > 0
+        out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = ds.read_masks(1, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0)) > 0
     return out
 
 
@@ -474,7 +495,12 @@ def georef_options(gcps: tuple | None, rpcs: Any) -> dict[str, Any]:
 
 
 def geotiff_profile(
-    info: RasterInfo | Grid, count: int, dtype: str, nodata: float | None, block: int = 256, compress: str = "deflate",
+    info: RasterInfo | Grid,
+    count: int,
+    dtype: str,
+    nodata: float | None,
+    block: int = 256,
+    compress: str = "deflate",
     predictor: int | None = None,
 ) -> dict[str, Any]:
     """Creation options for a tiled, compressed GeoTIFF on a grid.
@@ -490,8 +516,15 @@ def geotiff_profile(
         Keyword arguments for :func:`create_raster` / ``rasterio.open(..., "w")``.
     """
     profile: dict[str, Any] = dict(
-        driver="GTiff", width=info.width, height=info.height, count=count, dtype=dtype,
-        crs=info.crs, transform=info.transform, nodata=nodata, BIGTIFF="IF_SAFER",
+        driver="GTiff",
+        width=info.width,
+        height=info.height,
+        count=count,
+        dtype=dtype,
+        crs=info.crs,
+        transform=info.transform,
+        nodata=nodata,
+        BIGTIFF="IF_SAFER",
     )
     profile.update(georef_options(getattr(info, "gcps", None), getattr(info, "rpcs", None)))
     if compress != "none":
@@ -532,8 +565,15 @@ class Grid:
         return self.georeferenced or bool(self.gcps) or self.rpcs is not None
 
 
-def check_output_size(path: str | os.PathLike[str], width: int, height: int, count: int, dtype: str, compress: str | None,
-                      max_bytes: int | None = None) -> int:
+def check_output_size(
+    path: str | os.PathLike[str],
+    width: int,
+    height: int,
+    count: int,
+    dtype: str,
+    compress: str | None,
+    max_bytes: int | None = None,
+) -> int:
     """Refuse a raster too large for its disk or for the size limit, before any of it is written.
 
     Args:
@@ -559,8 +599,10 @@ def check_output_size(path: str | os.PathLike[str], width: int, height: int, cou
     limit = max_bytes if max_bytes is not None else max_output_bytes()
     what = f"{path}: the output would be {width:,} x {height:,} pixels x {count} band(s) of {dtype} = {size / 1e9:,.1f} GB uncompressed"
     if size > limit:
-        raise OutputError(f"{what}, over the limit of {limit / 1e9:,.1f} GB; check the resolution / extent, or raise the limit "
-                          "(--max-output-gb, or $TERRASEG_MAX_OUTPUT_GB).")
+        raise OutputError(
+            f"{what}, over the limit of {limit / 1e9:,.1f} GB; check the resolution / extent, or raise the limit "
+            "(--max-output-gb, or $TERRASEG_MAX_OUTPUT_GB)."
+        )
     folder = Path(path).resolve().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -572,8 +614,9 @@ def check_output_size(path: str | os.PathLike[str], width: int, height: int, cou
 
 
 @contextlib.contextmanager
-def create_raster(path: str | os.PathLike[str], cog: bool = False, max_bytes: int | None = None,
-                  **profile: Any) -> Iterator[rasterio.io.DatasetWriter]:
+def create_raster(
+    path: str | os.PathLike[str], cog: bool = False, max_bytes: int | None = None, **profile: Any
+) -> Iterator[rasterio.io.DatasetWriter]:
     """Open a new raster for writing, atomically: the one way terraseg creates rasters.
 
     The dataset is written under a temporary name beside ``path`` and renamed onto it when the
@@ -600,8 +643,15 @@ def create_raster(path: str | os.PathLike[str], cog: bool = False, max_bytes: in
     from terraseg.io.atomic import atomic_path
 
     target = Path(path)
-    check_output_size(target, profile.get("width", 0), profile.get("height", 0), profile.get("count", 1),
-                      str(profile.get("dtype", "uint8")), profile.get("compress"), max_bytes)
+    check_output_size(
+        target,
+        profile.get("width", 0),
+        profile.get("height", 0),
+        profile.get("count", 1),
+        str(profile.get("dtype", "uint8")),
+        profile.get("compress"),
+        max_bytes,
+    )
     if str(profile.get("driver", "GTiff")).upper() == "GTIFF" and profile.get("count", 1) > 1:
         profile.setdefault("alpha", "UNSPECIFIED")  # GDAL would make band 4 of RGBN (or band 2) an alpha band
     try:
@@ -614,8 +664,14 @@ def create_raster(path: str | os.PathLike[str], cog: bool = False, max_bytes: in
                         yield dst
                 if cog:
                     codec = str(profile.get("compress", "none")).upper()
-                    rasterio.shutil.copy(blocks, tmp, driver="COG", compress=codec if codec != "NONE" else "NONE",
-                                         overviews="AUTO", BIGTIFF="IF_SAFER")
+                    rasterio.shutil.copy(
+                        blocks,
+                        tmp,
+                        driver="COG",
+                        compress=codec if codec != "NONE" else "NONE",
+                        overviews="AUTO",
+                        BIGTIFF="IF_SAFER",
+                    )
             finally:
                 if cog:
                     blocks.unlink(missing_ok=True)
@@ -654,7 +710,7 @@ def color_interpretation(count: int, names: list[str] | None = None) -> list:
 
 MAX_OPEN_DATASETS = 64  # open GDAL datasets kept per process and thread (a project has thousands of rasters)
 _OPEN = threading.local()
-_ALL_OPEN: "weakref.WeakValueDictionary[int, OrderedDict]" = weakref.WeakValueDictionary()  # every thread's handles
+_ALL_OPEN: weakref.WeakValueDictionary[int, OrderedDict] = weakref.WeakValueDictionary()  # every thread's handles
 
 
 @atexit.register

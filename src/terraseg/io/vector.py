@@ -88,13 +88,16 @@ def class_values(
         try:
             return raw.astype(np.int64).to_numpy()
         except (TypeError, ValueError):
-            raise InputFileError(f"{path}: attribute '{attribute}' holds non-integer values; give a `mapping` "
-                                 "(value=class id, ...).") from None
+            raise InputFileError(
+                f"{path}: attribute '{attribute}' holds non-integer values; give a `mapping` (value=class id, ...)."
+            ) from None
     keys = raw.map(value_text)
     unknown = sorted(set(keys) - set(mapping))
     if unknown:
-        raise InputFileError(f"{path}: attribute '{attribute}' holds values with no class: {', '.join(unknown[:10])}; known "
-                             f"values: {', '.join(mapping)} (map the others with --mapping, e.g. '{unknown[0]}=1').")
+        raise InputFileError(
+            f"{path}: attribute '{attribute}' holds values with no class: {', '.join(unknown[:10])}; known "
+            f"values: {', '.join(mapping)} (map the others with --mapping, e.g. '{unknown[0]}=1')."
+        )
     return keys.map(mapping).astype(np.int64).to_numpy()
 
 
@@ -111,7 +114,9 @@ def value_text(value: object) -> str:
     return str(value)
 
 
-def labels_in_crs(path: str | os.PathLike[str], crs: CRS | None, layer: str | None = None, raster_path: str = "") -> gpd.GeoDataFrame:
+def labels_in_crs(
+    path: str | os.PathLike[str], crs: CRS | None, layer: str | None = None, raster_path: str = ""
+) -> gpd.GeoDataFrame:
     """Read a vector file and reproject it to ``crs`` (a file without CRS is assumed to be in ``crs``).
 
     Args:
@@ -158,7 +163,7 @@ class SharedLabels:
         InputFileError: unreadable file, or no features with a geometry.
     """
 
-    _cache: dict[tuple, "SharedLabels"] = {}
+    _cache: dict[tuple, SharedLabels] = {}
 
     def __init__(self, path: str | os.PathLike[str], layer: str | None = None) -> None:
         self.path = str(path)
@@ -168,7 +173,7 @@ class SharedLabels:
         self._values: dict[tuple, np.ndarray] = {}
 
     @classmethod
-    def get(cls, path: str | os.PathLike[str], layer: str | None = None) -> "SharedLabels":
+    def get(cls, path: str | os.PathLike[str], layer: str | None = None) -> SharedLabels:
         """The process's shared copy of ``path`` (read on first use).
 
         Args:
@@ -213,7 +218,9 @@ class SharedLabels:
         coords = int(shapely.get_num_coordinates(g).sum()) if len(g) else 0
         return coords * 16 + len(g) * (200 + 64) + sum(v.nbytes for v in self._values.values())
 
-    def _bounds_in_file_crs(self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str) -> tuple[CRS, tuple]:
+    def _bounds_in_file_crs(
+        self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str
+    ) -> tuple[CRS, tuple]:
         """``(the file's CRS, bounds transformed into it)``; a file without CRS is taken to be in ``crs`` (warned)."""
         from rasterio.warp import transform_bounds
 
@@ -226,7 +233,9 @@ class SharedLabels:
         try:
             return src_crs, (bounds if src_crs == crs else transform_bounds(crs, src_crs, *bounds, densify_pts=21))
         except Exception as e:  # noqa: BLE001 - pyproj/GDAL: no transformation between the two CRSs
-            raise InputFileError(f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]}).") from None
+            raise InputFileError(
+                f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]})."
+            ) from None
 
     def meets(self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str = "") -> bool:
         """Whether any feature's box meets ``bounds`` (in ``crs``): an index query, no geometry is reprojected.
@@ -239,7 +248,9 @@ class SharedLabels:
         """
         return len(self.tree.query(box(*self._bounds_in_file_crs(crs, bounds, raster_path)[1]))) > 0
 
-    def within(self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str = "") -> tuple[np.ndarray, np.ndarray]:
+    def within(
+        self, crs: CRS | None, bounds: tuple[float, float, float, float], raster_path: str = ""
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Indexes and geometries (in ``crs``) of the features meeting ``bounds`` (in ``crs``).
 
         Args:
@@ -258,7 +269,9 @@ class SharedLabels:
             try:
                 sub = sub.set_crs(src_crs, allow_override=True).to_crs(crs)
             except Exception as e:  # noqa: BLE001 - pyproj errors
-                raise InputFileError(f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]}).") from None
+                raise InputFileError(
+                    f"{self.path}: labels cannot be reprojected to the raster CRS ({str(e).splitlines()[0]})."
+                ) from None
         geoms = sub.to_numpy()
         keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))  # vectorised: projects hold millions of features
         return idx[keep], geoms[keep]
@@ -311,7 +324,7 @@ class VectorRasterizer:
         self.all_touched = all_touched
 
     @classmethod
-    def from_geometries(cls, geoms, values, transform: Affine, all_touched: bool = False) -> "VectorRasterizer":
+    def from_geometries(cls, geoms, values, transform: Affine, all_touched: bool = False) -> VectorRasterizer:
         """A rasterizer for geometries already in the raster CRS (``values``: class id per geometry)."""
         self = cls.__new__(cls)
         self._setup(np.asarray(geoms, dtype=object), np.asarray(values, dtype=np.int64), transform, all_touched)
@@ -366,11 +379,11 @@ def burn_shapes(geoms: np.ndarray | list, values: np.ndarray | list) -> list[tup
     coords, ring_of = shapely.get_coordinates(rings, return_index=True)
     xy = coords.tolist()
     edges = np.searchsorted(ring_of, np.arange(len(rings) + 1)).tolist()
-    ring_lists = [xy[edges[i]:edges[i + 1]] for i in range(len(rings))]
+    ring_lists = [xy[edges[i] : edges[i + 1]] for i in range(len(rings))]
     mapped: list[list[dict]] = [[] for _ in range(int(poly.sum()))]  # per polygonal input, its parts
     k = 0
     for n, w in zip(per_part.tolist(), which.tolist()):
-        mapped[w].append({"type": "Polygon", "coordinates": ring_lists[k:k + n]})
+        mapped[w].append({"type": "Polygon", "coordinates": ring_lists[k : k + n]})
         k += n
     out: list[tuple[Any, int]] = []  # in the input order: a later feature burns over an earlier one, as in rasterio
     j = 0
@@ -397,8 +410,17 @@ class SceneLabels:
         height: the raster's grid. all_touched: burn every pixel a polygon touches. raster_path: for messages.
     """
 
-    def __init__(self, shared: SharedLabels, values: np.ndarray, crs: CRS | None, transform: Affine, width: int, height: int,
-                 all_touched: bool = False, raster_path: str = "") -> None:
+    def __init__(
+        self,
+        shared: SharedLabels,
+        values: np.ndarray,
+        crs: CRS | None,
+        transform: Affine,
+        width: int,
+        height: int,
+        all_touched: bool = False,
+        raster_path: str = "",
+    ) -> None:
         self.shared, self.all_values, self.crs, self.transform = shared, values, crs, transform
         self.width, self.height, self.all_touched, self.raster_path = width, height, all_touched, raster_path
         self.same_crs = shared.crs is None or (crs is not None and shared.crs == crs)
@@ -467,12 +489,10 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: str
     Raises:
         InputFileError: an unknown suffix. OutputError: the folder cannot be written.
     """
-    from terraseg.io.atomic import atomic_path
-
     import pyogrio
 
     from terraseg.errors import OutputError
-    from terraseg.io.atomic import write_failure
+    from terraseg.io.atomic import atomic_path, write_failure
 
     driver = vector_driver(path)
     with atomic_path(path) as tmp:
@@ -486,6 +506,8 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: str
         else:
             why = None
         if written != len(gdf):
-            raise OutputError(f"{path}: the written file came out incomplete ({why or f'{written} of {len(gdf)} features'}); "
-                              "nothing was kept: free some space or write elsewhere.")
+            raise OutputError(
+                f"{path}: the written file came out incomplete ({why or f'{written} of {len(gdf)} features'}); "
+                "nothing was kept: free some space or write elsewhere."
+            )
     return Path(path)

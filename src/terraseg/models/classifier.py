@@ -56,6 +56,6 @@ def build_classifier(cfg: ModelConfig, in_channels: int, num_classes: int, load_
     if weights is not None and not hub:
         from terraseg.models.pretrained import load_encoder_weights, weights_in_package
 
-        path = weights_in_package(weights[len("package:"):]) if weights.startswith("package:") else Path(weights)
+        path = weights_in_package(weights[len("package:") :]) if weights.startswith("package:") else Path(weights)
         load_encoder_weights(model, Path(path), name)
     return model

@@ -65,7 +65,9 @@ def encoder_stages(model: nn.Module) -> list[nn.Module]:
         children = list(encoder.children())
     elif hasattr(model, "get_classifier"):  # a timm classifier: everything but its head
         head = model.get_classifier()
-        children = [c for c in model.children() if c is not head and not any(p is q for p in c.parameters() for q in head.parameters())]
+        children = [
+            c for c in model.children() if c is not head and not any(p is q for p in c.parameters() for q in head.parameters())
+        ]
     else:
         return []
     stages: list[nn.Module] = []
@@ -77,8 +79,9 @@ def encoder_stages(model: nn.Module) -> list[nn.Module]:
     return stages
 
 
-def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretrained: bool = True,
-                band_names: list[str] | None = None) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, in_channels: int, num_classes: int, load_pretrained: bool = True, band_names: list[str] | None = None
+) -> nn.Module:
     """Create a network with random weights, or with pretrained encoder weights when configured.
 
     Args:
@@ -108,14 +111,16 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, load_pretr
     if weights is not None and weights.startswith("package:"):
         from terraseg.models.pretrained import weights_in_package
 
-        weights = str(weights_in_package(weights[len("package:"):]))
+        weights = str(weights_in_package(weights[len("package:") :]))
     local = weights is not None and (Path(weights).suffix in {".pth", ".pt", ".safetensors", ".bin"} or Path(weights).exists())
     try:
         model = _SMP[cfg.arch](**_smp_kwargs(cfg, in_channels, out_ch, None if local else weights))
     except KeyError as e:
         raise ConfigError(f"model.encoder: unknown encoder '{cfg.encoder}' ({e}).") from None
     except (OSError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"model.encoder_weights: cannot get '{weights}' weights for {cfg.encoder} ({str(e).splitlines()[0]}).") from None
+        raise ConfigError(
+            f"model.encoder_weights: cannot get '{weights}' weights for {cfg.encoder} ({str(e).splitlines()[0]})."
+        ) from None
     if local:
         from terraseg.models.pretrained import load_encoder_weights
 
@@ -129,8 +134,9 @@ def _torchgeo_model(cfg: ModelConfig, in_channels: int, out_ch: int, band_names:
 
     w = rs_weights.describe(cfg.encoder_weights or "")
     if cfg.encoder != w.encoder:
-        raise ConfigError(f"model.encoder {cfg.encoder}: the weights {cfg.encoder_weights} are a {w.model}; set model.encoder: "
-                          f"{w.encoder}.")
+        raise ConfigError(
+            f"model.encoder {cfg.encoder}: the weights {cfg.encoder_weights} are a {w.model}; set model.encoder: {w.encoder}."
+        )
     if band_names is not None and len(band_names) != in_channels:
         raise ConfigError(f"data.band_names names {len(band_names)} bands but the images have {in_channels}.")
     path = rs_weights.weights_file(w, cfg.weights_file)

@@ -55,8 +55,9 @@ def lr_factor(name: str, progress: float) -> float:
     return 1.0
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimizerConfig, total_steps: int,
-                    time_progress: Callable[[], float] | None = None):
+def build_scheduler(
+    opt: torch.optim.Optimizer, cfg: OptimizerConfig, total_steps: int, time_progress: Callable[[], float] | None = None
+):
     """Per-step scheduler following :func:`lr_factor`, or None for ``scheduler: none``.
 
     Args:
@@ -66,6 +67,4 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimizerConfig, total_step
     if cfg.scheduler == "none":
         return None
     tp = time_progress or (lambda: 0.0)
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(cfg.scheduler, max(step / max(total_steps, 1), tp()))
-    )
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg.scheduler, max(step / max(total_steps, 1), tp())))

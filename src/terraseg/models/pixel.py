@@ -35,12 +35,19 @@ from terraseg.config import BaselineConfig, ModelConfig
 from terraseg.errors import BundleError, ConfigError
 
 INDICES: dict[str, tuple[str, str]] = {
-    "ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "mndwi": ("green", "swir1"),
-    "ndbi": ("swir1", "nir"), "nbr": ("nir", "swir2"),
+    "ndvi": ("nir", "red"),
+    "ndwi": ("green", "nir"),
+    "mndwi": ("green", "swir1"),
+    "ndbi": ("swir1", "nir"),
+    "nbr": ("nir", "swir2"),
 }
 BAND_ALIASES: dict[str, set[str]] = {
-    "blue": {"blue", "b", "b02", "b2"}, "green": {"green", "g", "b03", "b3"}, "red": {"red", "r", "b04", "b4"},
-    "nir": {"nir", "n", "b08", "b8", "nir08"}, "swir1": {"swir1", "swir16", "b11"}, "swir2": {"swir2", "swir22", "b12"},
+    "blue": {"blue", "b", "b02", "b2"},
+    "green": {"green", "g", "b03", "b3"},
+    "red": {"red", "r", "b04", "b4"},
+    "nir": {"nir", "n", "b08", "b8", "nir08"},
+    "swir1": {"swir1", "swir16", "b11"},
+    "swir2": {"swir2", "swir22", "b12"},
 }
 
 
@@ -130,12 +137,15 @@ def make_estimator(model: ModelConfig, cfg: BaselineConfig, seed: int):
     from sklearn.preprocessing import StandardScaler
 
     if model.arch == "random_forest":
-        return RandomForestClassifier(n_estimators=cfg.n_estimators, max_depth=cfg.max_depth, n_jobs=cfg.n_jobs, random_state=seed)
+        return RandomForestClassifier(
+            n_estimators=cfg.n_estimators, max_depth=cfg.max_depth, n_jobs=cfg.n_jobs, random_state=seed
+        )
     if model.arch == "logistic_regression":
         return make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=2000, random_state=seed))
     if model.arch == "gradient_boosting":
-        return HistGradientBoostingClassifier(max_iter=cfg.n_estimators, learning_rate=cfg.learning_rate, max_depth=cfg.max_depth,
-                                              random_state=seed)
+        return HistGradientBoostingClassifier(
+            max_iter=cfg.n_estimators, learning_rate=cfg.learning_rate, max_depth=cfg.max_depth, random_state=seed
+        )
     raise ConfigError(f"model.arch '{model.arch}' is not a pixel baseline.")
 
 
@@ -153,7 +163,7 @@ class PixelModel:
     def __init__(self, estimator: Any, features: PixelFeatures, num_classes: int) -> None:
         self.estimator, self.features, self.num_classes = estimator, features, num_classes
 
-    def eval(self) -> "PixelModel":  # same surface as an nn.Module where bundles need it
+    def eval(self) -> PixelModel:  # same surface as an nn.Module where bundles need it
         """Itself: the surface of an ``nn.Module`` where bundles expect one."""
         return self
 

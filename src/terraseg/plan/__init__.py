@@ -30,8 +30,24 @@ from terraseg.plan.fingerprint import Fingerprint, classification_fingerprint, s
 from terraseg.plan.rules import Plan, plan_config
 from terraseg.tasks import task_named
 
-PALETTE = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe",
-           "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3"]
+PALETTE = [
+    "#000000",
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#46f0f0",
+    "#f032e6",
+    "#bcf60c",
+    "#fabebe",
+    "#008080",
+    "#e6beff",
+    "#9a6324",
+    "#fffac8",
+    "#800000",
+    "#aaffc3",
+]
 
 
 @dataclass
@@ -114,9 +130,12 @@ def _drop_nodata_codes(sources: dict[str, Any], names: list[str], class_pixels: 
         vec = src.get("vector")
         if vec and vec.get("mapping"):
             vec["mapping"] = {v: (ids[v] if v in ids else 255) for v in vec["mapping"]}
-    notes = [f"attribute value {names[k]} holds {class_pixels[k]:,} labelled pixels and conventionally means 'no data': "
-             f"its polygons are unknown pixels (ignore_index 255), not a class; map it to a class id in the source's "
-             f"vector.mapping to keep it" for k in drop]
+    notes = [
+        f"attribute value {names[k]} holds {class_pixels[k]:,} labelled pixels and conventionally means 'no data': "
+        f"its polygons are unknown pixels (ignore_index 255), not a class; map it to a class id in the source's "
+        f"vector.mapping to keep it"
+        for k in drop
+    ]
     return keep, notes
 
 
@@ -159,8 +178,15 @@ def _mask_classes(paths: list[Path]) -> tuple[list[int], int | str | None, list[
     classes = sorted(v for v in seen if v != nodata) or [0, 1]
     total = max(sum(counts[v] for v in classes), 1)
     rare = [v for v in classes if str(v) in NODATA_CODES and counts[v] < NODATA_SHARE * total]
-    notes = [f"mask value {v} holds {counts[v]:,} labelled pixels and conventionally means 'no data': unknown (ignore_index), "
-             "not a class; list it in the source's mask_values to keep it" for v in rare] if len(classes) - len(rare) >= 2 else []
+    notes = (
+        [
+            f"mask value {v} holds {counts[v]:,} labelled pixels and conventionally means 'no data': unknown (ignore_index), "
+            "not a class; list it in the source's mask_values to keep it"
+            for v in rare
+        ]
+        if len(classes) - len(rare) >= 2
+        else []
+    )
     unknown = rare if notes else []
     return [v for v in classes if v not in unknown], (int(nodata) if nodata is not None else None), notes, unknown
 
@@ -210,13 +236,16 @@ def _extent_notes(sources: dict[str, Any], sample: int = 20) -> list[str]:
                 total += footprint.area
     if not total or spanned >= EXTENT_SHARE * total:
         return []
-    return [f"the polygons span {spanned / total:.0%} of the rasters they label (their convex hull): every pixel outside them "
-            "is trained and scored as background. If only part was labelled, give --aoi EXTENT.gpkg (polygons of the labelled "
-            "extent), so that the rest is unknown, not background."]
+    return [
+        f"the polygons span {spanned / total:.0%} of the rasters they label (their convex hull): every pixel outside them "
+        "is trained and scored as background. If only part was labelled, give --aoi EXTENT.gpkg (polygons of the labelled "
+        "extent), so that the rest is unknown, not background."
+    ]
 
 
-def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute: str | None = None, aoi: str | None = None,
-                        layer: str | None = None) -> tuple[dict[str, Any], list[str]]:
+def sources_from_inputs(
+    inputs: list[str], labels: str | None = None, attribute: str | None = None, aoi: str | None = None, layer: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """The config's source part and class names for what a user names.
 
     Args:
@@ -240,8 +269,10 @@ def sources_from_inputs(inputs: list[str], labels: str | None = None, attribute:
         raise InputFileError(f"--layer {layer}: the labels are not a vector file; leave it out.")
     if aoi is not None:
         if any(src["kind"] not in ("scene", "project") for src in sources["train"]):
-            raise InputFileError(f"--aoi {aoi}: a labelled extent applies to georeferenced rasters with labels, not to a folder "
-                                 "of image/mask pairs or class folders; leave it out.")
+            raise InputFileError(
+                f"--aoi {aoi}: a labelled extent applies to georeferenced rasters with labels, not to a folder "
+                "of image/mask pairs or class folders; leave it out."
+            )
         for src in sources["train"]:
             src["aoi"] = str(Path(aoi).resolve())
     return sources, names
@@ -251,8 +282,10 @@ def _sources(inputs: list[str], labels: str | None, attribute: str | None, layer
     """:func:`sources_from_inputs` without the extent."""
     if labels is None:
         if len(inputs) != 1 or not (Path(inputs[0]).is_dir() or Path(inputs[0]).suffix.lower() == ".zip"):
-            raise InputFileError("give the labels (--labels POLYGONS.gpkg | MASK.tif | MASK_FOLDER), or one folder of image/mask "
-                                 "pairs or of class folders.")
+            raise InputFileError(
+                "give the labels (--labels POLYGONS.gpkg | MASK.tif | MASK_FOLDER), or one folder of image/mask "
+                "pairs or of class folders."
+            )
         root = Path(inputs[0]).resolve()
         if root.suffix.lower() == ".zip" or _is_class_folders(root) or _is_split_layout(root):
             from terraseg.config import ClassFolderSource
@@ -286,12 +319,17 @@ def _sources(inputs: list[str], labels: str | None, attribute: str | None, layer
             raise InputFileError(f"{lab}: no mask named after any raster (e.g. {Path(rasters[0]).stem}.tif).")
         classes, nodata, notes, unknown = _mask_classes([m for _, m in pairs if m is not None])
         extra, names = _mask_source(classes, nodata, unknown)
-        train = [{"kind": "scene", "image": str(Path(r).resolve()), "mask": str(m.resolve())} | extra for r, m in pairs if m is not None]
+        train = [
+            {"kind": "scene", "image": str(Path(r).resolve()), "mask": str(m.resolve())} | extra
+            for r, m in pairs
+            if m is not None
+        ]
         return {"train": train} | ({"notes": notes} if notes else {}), names
     if is_mask_raster(lab):
         if len(rasters) != 1:
-            raise InputFileError(f"{lab}: one mask raster labels one raster; for {len(rasters)} rasters give a folder of masks "
-                                 "named after them.")
+            raise InputFileError(
+                f"{lab}: one mask raster labels one raster; for {len(rasters)} rasters give a folder of masks named after them."
+            )
         classes, nodata, notes, unknown = _mask_classes([lab])
         extra, names = _mask_source(classes, nodata, unknown)
         src = {"kind": "scene", "image": str(Path(rasters[0]).resolve()), "mask": str(lab.resolve())} | extra
@@ -314,11 +352,15 @@ def fingerprint_sources(sources: dict[str, Any], names: list[str]) -> Fingerprin
     """
     from terraseg.config import ExperimentConfig
 
-    probe = ExperimentConfig.model_validate({
-        "name": "plan", "task": "classification" if sources["train"][0]["kind"] == "classes" else "segmentation",
-        "classes": _classes(names), "data": {"train": sources["train"]},
-        "model": {"arch": "classifier" if sources["train"][0]["kind"] == "classes" else "unet"},
-    })
+    probe = ExperimentConfig.model_validate(
+        {
+            "name": "plan",
+            "task": "classification" if sources["train"][0]["kind"] == "classes" else "segmentation",
+            "classes": _classes(names),
+            "data": {"train": sources["train"]},
+            "model": {"arch": "classifier" if sources["train"][0]["kind"] == "classes" else "unet"},
+        }
+    )
     if not task_named(probe.task).dense:
         from terraseg.data.classes import class_items_of
 
@@ -351,9 +393,11 @@ def write_plan(plan: Plan, fp: Fingerprint, path: str | Path) -> Path:
         ExperimentConfig.model_validate(plan.raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, "the plan")) from None
-    schema = (Path(__file__).resolve().parents[3] / "configs" / "schema.json")
-    lines = [SCHEMA_LINE.replace("schema.json", str(schema)) if schema.is_file() else SCHEMA_LINE,
-             "# Planned by `terraseg plan` from the data's fingerprint (rules: docs/plan.md):"]
+    schema = Path(__file__).resolve().parents[3] / "configs" / "schema.json"
+    lines = [
+        SCHEMA_LINE.replace("schema.json", str(schema)) if schema.is_file() else SCHEMA_LINE,
+        "# Planned by `terraseg plan` from the data's fingerprint (rules: docs/plan.md):",
+    ]
     lines += [f"#   {k}: {json.dumps(v)}" for k, v in fp.to_dict().items() if k != "notes"]
     lines += [f"#   note: {n}" for n in fp.notes]
 
@@ -370,15 +414,25 @@ def write_plan(plan: Plan, fp: Fingerprint, path: str | Path) -> Path:
                 text = yaml.safe_dump(v, default_flow_style=None, sort_keys=False, width=120).rstrip().splitlines()
                 lines.extend(indent + "  " + t for t in text)
             else:
-                lines.append(f"{indent}{k}: {yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix('...').strip()}")
+                lines.append(
+                    f"{indent}{k}: {yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix('...').strip()}"
+                )
 
     emit(plan.raw, "", "")
     return write_text_atomic(Path(path), "\n".join(lines) + "\n")
 
 
-def plan_run(inputs: list[str], labels: str | None = None, attribute: str | None = None, minutes: float = 10.0,
-             name: str | None = None, out: str | Path | None = "plan.yaml", measure: bool = True, aoi: str | None = None,
-             layer: str | None = None) -> PlanResult:
+def plan_run(
+    inputs: list[str],
+    labels: str | None = None,
+    attribute: str | None = None,
+    minutes: float = 10.0,
+    name: str | None = None,
+    out: str | Path | None = "plan.yaml",
+    measure: bool = True,
+    aoi: str | None = None,
+    layer: str | None = None,
+) -> PlanResult:
     """Plan a training run from data alone (module docstring): fingerprint, rules, ``plan.yaml``.
 
     Args:

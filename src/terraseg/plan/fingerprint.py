@@ -122,14 +122,23 @@ def segmentation_fingerprint(scenes: list[Scene], num_classes: int, label_form: 
         if d.size:
             obj[k] = [round(float(np.median(d)), 1), round(float(np.percentile(d, 90)), 1)]
     return Fingerprint(
-        task="segmentation", label_form=label_form, images=len(scenes),
-        sizes=[int(np.median(sides)), int(min(sides)), int(max(sides))], pixels=int(sum(s.height * s.width for s in scenes)),
-        bands=first.count, dtype=str(first.dtype),
+        task="segmentation",
+        label_form=label_form,
+        images=len(scenes),
+        sizes=[int(np.median(sides)), int(min(sides)), int(max(sides))],
+        pixels=int(sum(s.height * s.width for s in scenes)),
+        bands=first.count,
+        dtype=str(first.dtype),
         value_range=[float(np.percentile(finite, 1)), float(np.percentile(finite, 99))] if finite.size else [0.0, 0.0],
-        nodata=first.nodata, alpha=bool(isinstance(first, RasterScene) and (first.info.alpha or first.info.dataset_mask)),
-        georeferenced=bool(georef), crs=str(first.crs) if georef else None,
+        nodata=first.nodata,
+        alpha=bool(isinstance(first, RasterScene) and (first.info.alpha or first.info.dataset_mask)),
+        georeferenced=bool(georef),
+        crs=str(first.crs) if georef else None,
         resolution=round(abs(first.transform.a), 6) if georef else None,
-        class_pixels=[int(c) for c in counts], object_diameter=obj, notes=notes, band_names=first.band_descriptions(),
+        class_pixels=[int(c) for c in counts],
+        object_diameter=obj,
+        notes=notes,
+        band_names=first.band_descriptions(),
     )
 
 
@@ -166,10 +175,16 @@ def classification_fingerprint(items: list, num_classes: int, seed: int = 0) -> 
     per_class = np.bincount([it.label for it in items], minlength=num_classes)
     dtype = str(read_any(items[int(pick[0])].path).dtype)
     return Fingerprint(
-        task="classification", label_form="class folders", images=len(items),
-        sizes=[int(np.median(sides)), int(min(sides)), int(max(sides))], pixels=int(sum(s[1] * s[2] for s in shapes)),
-        bands=int(shapes[0][0]), dtype=dtype, value_range=[float(np.percentile(allv, 1)), float(np.percentile(allv, 99))],
-        georeferenced=georef or shapes[0][0] > 3, class_pixels=per_class.tolist(),
+        task="classification",
+        label_form="class folders",
+        images=len(items),
+        sizes=[int(np.median(sides)), int(min(sides)), int(max(sides))],
+        pixels=int(sum(s[1] * s[2] for s in shapes)),
+        bands=int(shapes[0][0]),
+        dtype=dtype,
+        value_range=[float(np.percentile(allv, 1)), float(np.percentile(allv, 99))],
+        georeferenced=georef or shapes[0][0] > 3,
+        class_pixels=per_class.tolist(),
         notes=[f"class {k} has no image" for k in range(num_classes) if per_class[k] == 0],
     )
 

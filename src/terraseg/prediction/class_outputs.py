@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from terraseg.bundle import Bundle
-from terraseg.data.scenes import Scene
 from terraseg.config.inference import PredictConfig
+from terraseg.data.scenes import Scene
 from terraseg.errors import ConfigError
 from terraseg.infer.classify import ImageClassifier, classify_grid, grid_geometry
 from terraseg.infer.inputs import open_input
@@ -42,8 +42,11 @@ def table_columns(class_names: list[str], uncertainty: bool) -> list[str]:
     Args:
         class_names: the bundle's classes. uncertainty: add ``margin`` and ``normalized_entropy``.
     """
-    return ["file", "predicted", "probability"] + [f"p_{n}" for n in class_names] + (
-        ["margin", "normalized_entropy"] if uncertainty else [])
+    return (
+        ["file", "predicted", "probability"]
+        + [f"p_{n}" for n in class_names]
+        + (["margin", "normalized_entropy"] if uncertainty else [])
+    )
 
 
 def table_row(path: str, probs: np.ndarray, class_names: list[str], uncertainty: bool) -> dict[str, Any]:
@@ -53,7 +56,11 @@ def table_row(path: str, probs: np.ndarray, class_names: list[str], uncertainty:
         path: the image. probs: ``(K,)`` float32 summing to 1. class_names: the K names. uncertainty: add the
             margin over the second class and the entropy divided by ``log K``.
     """
-    row: dict[str, Any] = {"file": path, "predicted": class_names[int(probs.argmax())], "probability": round(float(probs.max()), 6)}
+    row: dict[str, Any] = {
+        "file": path,
+        "predicted": class_names[int(probs.argmax())],
+        "probability": round(float(probs.max()), 6),
+    }
     row |= {f"p_{n}": round(float(v), 6) for n, v in zip(class_names, probs)}
     if uncertainty:
         conf = confidence_bands(torch.from_numpy(np.asarray(probs, np.float32))[:, None, None])[:, 0, 0].tolist()
@@ -75,8 +82,10 @@ def kept_rows(table: Path, columns: list[str]) -> dict[str, dict[str, str]]:
     with open(table, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames != columns:
-            raise ConfigError(f"{table}: written with other columns ({', '.join(reader.fieldnames or [])}); predict into "
-                              "another --out folder, or run without --resume.")
+            raise ConfigError(
+                f"{table}: written with other columns ({', '.join(reader.fieldnames or [])}); predict into "
+                "another --out folder, or run without --resume."
+            )
         return {r["file"]: r for r in reader}
 
 
@@ -112,8 +121,9 @@ def grid_outputs(out_dir: Path, stem: str, cfg: PredictConfig) -> dict[str, Path
     return paths
 
 
-def classify_scene_to_files(clf: ImageClassifier, bundle: Bundle, path: str, stem: str, cfg: PredictConfig,
-                            scene: Scene | None = None) -> dict[str, str]:
+def classify_scene_to_files(
+    clf: ImageClassifier, bundle: Bundle, path: str, stem: str, cfg: PredictConfig, scene: Scene | None = None
+) -> dict[str, str]:
     """Classify one georeferenced scene on a grid of windows and write its outputs (module docstring).
 
     A window without a valid pixel is nodata in the rasters and left out of the GeoJSON. Memory holds one
@@ -141,8 +151,17 @@ def classify_scene_to_files(clf: ImageClassifier, bundle: Bundle, path: str, ste
     names, colors = bundle.class_names, [c.color for c in bundle.manifest.classes]
     features: list[dict] = []
     ids_grid = np.full((rows, cols), -1, np.int64)
-    with PredictionWriter(paths["classes"], grid, names, colors, paths.get("probabilities"), compress=cfg.compress,
-                          level=cfg.level, cog=cfg.cog, confidence=paths.get("confidence")) as writer:
+    with PredictionWriter(
+        paths["classes"],
+        grid,
+        names,
+        colors,
+        paths.get("probabilities"),
+        compress=cfg.compress,
+        level=cfg.level,
+        cog=cfg.cog,
+        confidence=paths.get("confidence"),
+    ) as writer:
         for g in classify_grid(clf, scene, win):
             ids = g.class_ids
             ids_grid[g.row] = ids
@@ -153,12 +172,23 @@ def classify_scene_to_files(clf: ImageClassifier, bundle: Bundle, path: str, ste
             for c in np.flatnonzero(~g.empty):
                 x0, y0 = grid.transform * (c, g.row)
                 x1, y1 = grid.transform * (c + 1, g.row + 1)
-                features.append({"type": "Feature", "properties": {
-                    "row": g.row, "col": int(c), "class_id": int(ids[c]), "class": names[ids[c]],
-                    "probability": round(float(g.probabilities[c].max()), 6)},
-                    "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}})
+                features.append(
+                    {
+                        "type": "Feature",
+                        "properties": {
+                            "row": g.row,
+                            "col": int(c),
+                            "class_id": int(ids[c]),
+                            "class": names[ids[c]],
+                            "probability": round(float(g.probabilities[c].max()), 6),
+                        },
+                        "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
+                    }
+                )
     crs = {"type": "name", "properties": {"name": scene.crs.to_string()}} if scene.crs else None
-    write_text_atomic(paths["windows"], json.dumps({"type": "FeatureCollection", **({"crs": crs} if crs else {}), "features": features}))
+    write_text_atomic(
+        paths["windows"], json.dumps({"type": "FeatureCollection", **({"crs": crs} if crs else {}), "features": features})
+    )
     if cfg.overlay:
         write_grid_overlay(scene, ids_grid, win, paths["overlay"], colors)
     return {k: str(v) for k, v in paths.items()}

@@ -12,12 +12,19 @@ from terraseg.errors import TerrasegError
 from terraseg.infer.classify import ImageClassifier
 from terraseg.infer.inputs import expand_inputs, open_input
 from terraseg.prediction.class_outputs import (
-    TABLE, classify_scene_to_files, grid_outputs, kept_rows, table_columns, table_row, write_table,
+    TABLE,
+    classify_scene_to_files,
+    grid_outputs,
+    kept_rows,
+    table_columns,
+    table_row,
+    write_table,
 )
 
 
-def _classify_files(clf: ImageClassifier, bundle: Bundle, paths: list[str], cfg: PredictConfig,
-                    result: Any) -> list[dict[str, Any]]:
+def _classify_files(
+    clf: ImageClassifier, bundle: Bundle, paths: list[str], cfg: PredictConfig, result: Any
+) -> list[dict[str, Any]]:
     rows = []
     for p, pr in clf.classify_paths(paths, bands=cfg.bands, input_range=cfg.input_range):
         if isinstance(pr, TerrasegError):

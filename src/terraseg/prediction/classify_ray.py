@@ -49,8 +49,9 @@ class ClassifyWorker:
 
         out: list[tuple[str, Any]] = []
         for p, pr in self.clf.classify_paths(paths, bands=self.cfg.bands, input_range=self.cfg.input_range):
-            out.append((p, str(pr) if isinstance(pr, TerrasegError) else
-                        table_row(p, pr, self.bundle.class_names, self.cfg.uncertainty)))
+            out.append(
+                (p, str(pr) if isinstance(pr, TerrasegError) else table_row(p, pr, self.bundle.class_names, self.cfg.uncertainty))
+            )
         return out
 
     def scene(self, path: str, stem: str) -> tuple[str, Any]:
@@ -88,9 +89,12 @@ def classify_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, s
     try:
         workers, cpus, gpus = worker_layout(cfg)
         data = bundle_bytes(bundle)
-        actor_cls = ray.remote(ClassifyWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=cfg.ray.max_retries,
-                                                       runtime_env={"env_vars": forwarded_env()})
-        units: list[Any] = list(items) if cfg.grid else [[p for p, _ in items[i:i + CHUNK]] for i in range(0, len(items), CHUNK)]
+        actor_cls = ray.remote(ClassifyWorker).options(
+            num_cpus=cpus, num_gpus=gpus, max_restarts=cfg.ray.max_retries, runtime_env={"env_vars": forwarded_env()}
+        )
+        units: list[Any] = (
+            list(items) if cfg.grid else [[p for p, _ in items[i : i + CHUNK]] for i in range(0, len(items), CHUNK)]
+        )
         ref = ray.put(data)
         actors = [actor_cls.remote(ref, cfg.model_dump(mode="json"), cpus) for _ in range(min(workers, len(units)))]
         values = _drive(actors, units, cfg, result)
@@ -143,7 +147,7 @@ def _drive(actors: list, units: list[Any], cfg: PredictConfig, result: Any) -> l
                 log.info("retrying after: %s", reason)
                 queue.appendleft((u, tries))
             else:
-                for p in ([u[0]] if cfg.grid else u):
+                for p in [u[0]] if cfg.grid else u:
                     result.failures[p] = f"{p}: failed after {tries} attempts on Ray ({reason})."
     return done
 

@@ -82,7 +82,9 @@ def part_paths(out_dir: Path, stem: str, first_strip: int, probabilities: bool, 
     return paths
 
 
-def plan_units(bundle: Bundle, cfg: PredictConfig, items: list[tuple[str, str]], workers: int) -> tuple[list[Unit], dict[str, str]]:
+def plan_units(
+    bundle: Bundle, cfg: PredictConfig, items: list[tuple[str, str]], workers: int
+) -> tuple[list[Unit], dict[str, str]]:
     """Cut the inputs into units: whole scenes when there are enough of them, else row bands of the large ones.
 
     With one worker, or at least two inputs per worker, every scene is one unit (headers are not even read here).
@@ -184,15 +186,23 @@ class PredictWorker:
         from terraseg.prediction.outputs import predict_to_files
 
         scene = open_input(self.bundle, unit.path)
-        return predict_to_files(self.predictor, scene, Path(self.cfg.out_dir), self.bundle.class_names, self.colors,
-                                uncertainty=self.cfg.uncertainty, stem=unit.stem, **self._options())
+        return predict_to_files(
+            self.predictor,
+            scene,
+            Path(self.cfg.out_dir),
+            self.bundle.class_names,
+            self.colors,
+            uncertainty=self.cfg.uncertainty,
+            stem=unit.stem,
+            **self._options(),
+        )
 
     def _band(self, unit: Unit) -> dict[str, str]:
         from rasterio.transform import Affine
 
+        from terraseg.infer.inputs import open_input
         from terraseg.io.predictions import PredictionWriter
         from terraseg.io.raster import Grid
-        from terraseg.infer.inputs import open_input
 
         assert unit.strips is not None
         c = self.cfg
@@ -205,8 +215,16 @@ class PredictWorker:
         band = Grid(grid.width, row1 - row0, grid.crs, grid.transform * Affine.translation(0, row0))
         Path(paths["prediction"]).parent.mkdir(parents=True, exist_ok=True)
         # parts are read once more by the assembly: the fastest codec level
-        writer = PredictionWriter(paths["prediction"], band, self.bundle.class_names, None, paths.get("probabilities"),
-                                  compress="deflate", level=1, confidence=paths.get("confidence"))
+        writer = PredictionWriter(
+            paths["prediction"],
+            band,
+            self.bundle.class_names,
+            None,
+            paths.get("probabilities"),
+            compress="deflate",
+            level=1,
+            confidence=paths.get("confidence"),
+        )
 
         def sink(b) -> None:
             writer.write(b.row - row0, 0, b.encoded, b.probs, confidence=b.confidence)
@@ -219,18 +237,26 @@ class PredictWorker:
         from rasterio.windows import Window
 
         from terraseg.data.windows import row_strips
+        from terraseg.infer.inputs import open_input
         from terraseg.io.predictions import PredictionWriter
         from terraseg.io.raster import open_reader
-        from terraseg.infer.inputs import open_input
         from terraseg.prediction.outputs import write_overlay
 
         c = self.cfg
         out = Path(c.out_dir)
         scene = open_input(self.bundle, unit.path)
         target = out / f"{unit.stem}.tif"
-        writer = PredictionWriter(target, scene.grid, self.bundle.class_names, self.colors,
-                                  out / f"{unit.stem}_probs.tif" if c.probabilities else None, compress=c.compress, level=c.level,
-                                  cog=c.cog, confidence=out / f"{unit.stem}_confidence.tif" if c.uncertainty else None)
+        writer = PredictionWriter(
+            target,
+            scene.grid,
+            self.bundle.class_names,
+            self.colors,
+            out / f"{unit.stem}_probs.tif" if c.probabilities else None,
+            compress=c.compress,
+            level=c.level,
+            cog=c.cog,
+            confidence=out / f"{unit.stem}_confidence.tif" if c.uncertainty else None,
+        )
         step = 512
         with writer:
             for part in unit.parts:
@@ -269,14 +295,15 @@ def connect(address: str | None) -> bool:
         raise ConfigError("the ray engine needs Ray: pip install 'terraseg[ray]' (or 'ray[serve]').") from None
     if ray.is_initialized():
         return False
-    kw: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                              configure_logging=True)
+    kw: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     if address is None:  # a private local cluster: a small object store (units pass paths, not pixels)
         kw |= dict(num_cpus=os.cpu_count() or 1, object_store_memory=512 * 2**20)
     try:
         ray.init(address=address, **kw)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError... for a bad address
-        raise ConfigError(f"cannot start or join Ray at {address or 'this machine'}: {str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
+        raise ConfigError(
+            f"cannot start or join Ray at {address or 'this machine'}: {str(e).splitlines()[0] if str(e) else type(e).__name__}."
+        ) from None
     return True
 
 
@@ -330,8 +357,9 @@ def predict_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, st
         units, failures = plan_units(bundle, cfg, items, workers)
         result.failures.update(failures)
         ref = ray.put(bundle_bytes(bundle))
-        actor_cls = ray.remote(PredictWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=cfg.ray.max_retries,
-                                                      runtime_env={"env_vars": forwarded_env()})
+        actor_cls = ray.remote(PredictWorker).options(
+            num_cpus=cpus, num_gpus=gpus, max_restarts=cfg.ray.max_retries, runtime_env={"env_vars": forwarded_env()}
+        )
         actors = [actor_cls.remote(ref, cfg.model_dump(mode="json"), cpus) for _ in range(min(workers, max(len(units), 1)))]
         _drive(actors, units, cfg, result)
         for a in actors:
@@ -428,4 +456,14 @@ def _drive(actors: list, units: list[Unit], cfg: PredictConfig, result: Any) -> 
                     advance(u.pixels if by_pixels else 1)
 
 
-__all__ = ["PredictWorker", "Unit", "connect", "forwarded_env", "part_paths", "plan_units", "predict_on_ray", "worker_layout", "bundle_bytes"]
+__all__ = [
+    "PredictWorker",
+    "Unit",
+    "connect",
+    "forwarded_env",
+    "part_paths",
+    "plan_units",
+    "predict_on_ray",
+    "worker_layout",
+    "bundle_bytes",
+]

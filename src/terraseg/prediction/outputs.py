@@ -11,11 +11,11 @@ from rasterio.windows import Window
 
 from terraseg import progress
 from terraseg.data.scenes import RasterScene, Scene
+from terraseg.infer.sliding import SlidingWindowPredictor
 from terraseg.io.images import write_png
 from terraseg.io.predictions import PredictionWriter, class_encoding, write_prediction
 from terraseg.io.raster import open_raster
 from terraseg.io.render import blend_overlay, display_rgb
-from terraseg.infer.sliding import SlidingWindowPredictor
 
 
 def predict_to_files(
@@ -58,8 +58,17 @@ def predict_to_files(
     grid = scene.grid
     target = out_dir / f"{stem}{output_suffix(scene)}"
     conf = out_dir / f"{stem}_confidence.tif" if uncertainty and target.suffix == ".tif" else None
-    writer = PredictionWriter(target, grid, class_names, colors, out_dir / f"{stem}_probs.tif" if probabilities else None,
-                              compress=compress, level=level, cog=cog, confidence=conf)
+    writer = PredictionWriter(
+        target,
+        grid,
+        class_names,
+        colors,
+        out_dir / f"{stem}_probs.tif" if probabilities else None,
+        compress=compress,
+        level=level,
+        cog=cog,
+        confidence=conf,
+    )
 
     def sink(b) -> None:
         writer.write(b.row, 0, b.encoded, b.probs, confidence=b.confidence)
@@ -71,8 +80,6 @@ def predict_to_files(
     if overlay:
         outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors, overlay_max_side))
     return outputs
-
-
 
 
 def output_suffix(scene: Scene) -> str:
@@ -89,9 +96,20 @@ def output_suffix(scene: Scene) -> str:
     return ".png" if is_photo(getattr(scene, "path", "")) else ".tif"
 
 
-def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_dir: Path, class_names: list[str],
-                    colors: list[str], probabilities: bool = False, overlay: bool = False, compress: str = "deflate",
-                    cog: bool = False, level: int | None = None, stem: str | None = None) -> dict[str, str]:
+def arrays_to_files(
+    scene: Scene,
+    class_ids: np.ndarray,
+    probs: np.ndarray,
+    out_dir: Path,
+    class_names: list[str],
+    colors: list[str],
+    probabilities: bool = False,
+    overlay: bool = False,
+    compress: str = "deflate",
+    cog: bool = False,
+    level: int | None = None,
+    stem: str | None = None,
+) -> dict[str, str]:
     """Write an in-memory prediction of a small scene exactly as :func:`predict_to_files` streams a large one.
 
     Args:
@@ -107,16 +125,27 @@ def arrays_to_files(scene: Scene, class_ids: np.ndarray, probs: np.ndarray, out_
     stem = stem or Path(getattr(scene, "path", scene.name)).stem
     grid = scene.grid
     target = out_dir / f"{stem}{output_suffix(scene)}"
-    paths = write_prediction(target, grid, class_ids, class_names, colors, probs if probabilities else None,
-                             out_dir / f"{stem}_probs.tif", compress=compress, level=level, cog=cog)
+    paths = write_prediction(
+        target,
+        grid,
+        class_ids,
+        class_names,
+        colors,
+        probs if probabilities else None,
+        out_dir / f"{stem}_probs.tif",
+        compress=compress,
+        level=level,
+        cog=cog,
+    )
     outputs = {k: str(v) for k, v in paths.items()}
     if overlay:
         outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors))
     return outputs
 
 
-def complete_outputs(out_dir: Path, stem: str, probabilities: bool = False, overlay: bool = False,
-                     uncertainty: bool = False) -> dict[str, str] | None:
+def complete_outputs(
+    out_dir: Path, stem: str, probabilities: bool = False, overlay: bool = False, uncertainty: bool = False
+) -> dict[str, str] | None:
     """The outputs :func:`predict_to_files` writes for ``stem``, when all of them already exist, else None.
 
     Every output is written under a temporary name and renamed when whole, so an existing file is a
@@ -173,8 +202,9 @@ def write_overlay(scene: Scene, prediction: Path, target: Path, colors: list[str
     return target
 
 
-def write_grid_overlay(scene: Scene, class_grid: np.ndarray, window: int, target: Path, colors: list[str],
-                       max_side: int = 2048) -> Path:
+def write_grid_overlay(
+    scene: Scene, class_grid: np.ndarray, window: int, target: Path, colors: list[str], max_side: int = 2048
+) -> Path:
     """Class colours of a classification grid over the image, decimated to at most ``max_side`` pixels a side.
 
     Each overlay pixel takes the class of the grid window holding the scene pixel it samples, so the colours

@@ -63,8 +63,14 @@ def calibration_windows(bundle: Bundle, images: list[str], window: int = 256, ma
     return np.stack([normalize(w, bundle.stats, v) for w, v in zip(x, valid)]), "training windows stored in the bundle"
 
 
-def quantize_int8(bundle_path: str | Path, images: list[str] | None = None, out: str | Path | None = None,
-                  max_disagreement: float = 0.01, window: int = 256, max_windows: int = 16) -> QuantizeReport:
+def quantize_int8(
+    bundle_path: str | Path,
+    images: list[str] | None = None,
+    out: str | Path | None = None,
+    max_disagreement: float = 0.01,
+    window: int = 256,
+    max_windows: int = 16,
+) -> QuantizeReport:
     """Add an INT8 graph to a bundle that already holds ``model.onnx``, if it agrees with float32 closely enough.
 
     Args:
@@ -101,21 +107,37 @@ def quantize_int8(bundle_path: str | Path, images: list[str] | None = None, out:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(graph)
         try:
-            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(
+                str(src),
+                str(dst),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
         except Exception as e:  # onnxruntime.quantization raises many kinds; all mean "this graph does not quantize"
-            raise BundleError(f"{bundle_path}: INT8 quantization failed ({type(e).__name__}: {str(e).splitlines()[0]}).") from None
+            raise BundleError(
+                f"{bundle_path}: INT8 quantization failed ({type(e).__name__}: {str(e).splitlines()[0]})."
+            ) from None
         data = dst.read_bytes()
     ref = OnnxBackend(graph)(batch).argmax(axis=1)
     got = OnnxBackend(data)(batch).argmax(axis=1)
     disagreement = float((ref != got).mean())
     if disagreement > max_disagreement:
-        raise BundleError(f"{bundle_path}: the INT8 graph changes the class of {disagreement:.2%} of the calibration pixels "
-                          f"(limit {max_disagreement:.2%}); not saved.")
+        raise BundleError(
+            f"{bundle_path}: the INT8 graph changes the class of {disagreement:.2%} of the calibration pixels "
+            f"(limit {max_disagreement:.2%}); not saved."
+        )
     b.extras[ONNX_INT8] = data
-    b.manifest.exports["onnx_int8"] = {"file": ONNX_INT8, "format": "QDQ, per-channel int8 weights, uint8 activations (min/max)",
-                                       "calibration_windows": int(len(batch)), "calibrated_on": source,
-                                       "class_disagreement_vs_fp32": disagreement}
+    b.manifest.exports["onnx_int8"] = {
+        "file": ONNX_INT8,
+        "format": "QDQ, per-channel int8 weights, uint8 activations (min/max)",
+        "calibration_windows": int(len(batch)),
+        "calibrated_on": source,
+        "class_disagreement_vs_fp32": disagreement,
+    }
     target = Path(out or bundle_path)
     b.save(target)
     return QuantizeReport(target, int(len(batch)), disagreement, source)

@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from terraseg.infer.drift import bundle_drift
 from terraseg.bundle import Bundle
 from terraseg.config.inference import PredictConfig
 from terraseg.errors import ConfigError, TerrasegError
+from terraseg.infer.drift import bundle_drift
 from terraseg.infer.inputs import expand_inputs, open_input
-from terraseg.prediction.outputs import arrays_to_files, complete_outputs, predict_to_files
 from terraseg.infer.sliding import predictor_for
+from terraseg.prediction.outputs import arrays_to_files, complete_outputs, predict_to_files
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ def check_output_names(inputs: list[str] | list[tuple[str, str]]) -> None:
     for item in inputs:
         p, key = item if isinstance(item, tuple) else (item, Path(item).stem)
         if key in seen and seen[key] != str(p):
-            raise ConfigError(f"{seen[key]} and {p} would both write outputs named '{key}'; predict them into different --out folders.")
+            raise ConfigError(
+                f"{seen[key]} and {p} would both write outputs named '{key}'; predict them into different --out folders."
+            )
         seen[key] = str(p)
 
 
@@ -69,8 +71,10 @@ def predict_segmentation(cfg: PredictConfig, bundle: str | Path | Bundle) -> Pre
     if b.manifest.task != "segmentation":
         from terraseg.errors import BundleError
 
-        raise BundleError(f"{b.path or b.manifest.name}: predict_segmentation writes segmentation maps; this bundle classifies "
-                          f"scenes: use terraseg.predict (or `terraseg predict`), which serves either task.")
+        raise BundleError(
+            f"{b.path or b.manifest.name}: predict_segmentation writes segmentation maps; this bundle classifies "
+            f"scenes: use terraseg.predict (or `terraseg predict`), which serves either task."
+        )
     items = expand_inputs(cfg.inputs, cfg.asset)
     check_output_names(items)
     result = PredictResult()
@@ -102,13 +106,14 @@ def predict_segmentation(cfg: PredictConfig, bundle: str | Path | Bundle) -> Pre
             if size is not None and len(items) > 1 and not cfg.uncertainty:
                 small.setdefault(size, []).append((path, stem, scene))
                 continue
-            result.outputs[str(path)] = predict_to_files(predictor, scene, Path(cfg.out_dir), b.class_names, colors, stem=stem,
-                                                         **streamed)
+            result.outputs[str(path)] = predict_to_files(
+                predictor, scene, Path(cfg.out_dir), b.class_names, colors, stem=stem, **streamed
+            )
         except TerrasegError as e:
             result.failures[str(path)] = str(e)
     for group in small.values():
         for i in range(0, len(group), predictor.batch_size):
-            chunk = group[i:i + predictor.batch_size]
+            chunk = group[i : i + predictor.batch_size]
             try:
                 preds = predictor.predict_batch([s for _, _, s in chunk])
             except TerrasegError as e:  # an unreadable image in the batch: predict its members one by one
@@ -117,9 +122,9 @@ def predict_segmentation(cfg: PredictConfig, bundle: str | Path | Bundle) -> Pre
             for (path, stem, scene), pred in zip(chunk, preds):
                 try:
                     ids, probs = pred if pred is not None else predictor.predict_array(scene)
-                    result.outputs[str(path)] = arrays_to_files(scene, ids, probs, Path(cfg.out_dir), b.class_names, colors,
-                                                                stem=stem, **out)
+                    result.outputs[str(path)] = arrays_to_files(
+                        scene, ids, probs, Path(cfg.out_dir), b.class_names, colors, stem=stem, **out
+                    )
                 except TerrasegError as e:
                     result.failures[str(path)] = str(e)
     return result
-

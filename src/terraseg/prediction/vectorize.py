@@ -29,14 +29,13 @@ from shapely import STRtree, union_all
 from shapely.geometry import shape
 
 from terraseg import progress
-from terraseg.io.vector import vector_driver, write_vector
 from terraseg.config.prep import VectorizeConfig
 from terraseg.data.windows import row_strips
 from terraseg.errors import InputFileError
 from terraseg.io.raster import open_raster, read_window
+from terraseg.io.vector import vector_driver, write_vector
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -48,8 +47,9 @@ class _Region:
     seam: bool
 
 
-def _strip_regions(ids: np.ndarray, probs: np.ndarray | None, classes: list[int], t: Affine, conn: int,
-                   top_seam: bool, bottom_seam: bool) -> list[_Region]:
+def _strip_regions(
+    ids: np.ndarray, probs: np.ndarray | None, classes: list[int], t: Affine, conn: int, top_seam: bool, bottom_seam: bool
+) -> list[_Region]:
     structure = ndimage.generate_binary_structure(2, 1 if conn == 4 else 2)
     out: list[_Region] = []
     for k, c in enumerate(classes):
@@ -90,8 +90,9 @@ def _merge_seams(regions: list[_Region]) -> list[_Region]:
     return keep
 
 
-def _regions_to_frame(regions: list[_Region], crs, transform: Affine, names: list[str], with_confidence: bool,
-                      min_area: float, simplify: float):
+def _regions_to_frame(
+    regions: list[_Region], crs, transform: Affine, names: list[str], with_confidence: bool, min_area: float, simplify: float
+):
     """Merge seam regions and build the GeoDataFrame (class_id, class_name, pixels, confidence, area, geometry)."""
     import geopandas as gpd
 
@@ -103,7 +104,8 @@ def _regions_to_frame(regions: list[_Region], crs, transform: Affine, names: lis
             "pixels": [r.pixels for r in regions],
             "confidence": [r.prob_sum / r.pixels if with_confidence else None for r in regions],
         },
-        geometry=[r.geom for r in regions], crs=crs,
+        geometry=[r.geom for r in regions],
+        crs=crs,
     )
     if crs is not None and crs.is_geographic:
         from pyproj import Geod
@@ -119,9 +121,18 @@ def _regions_to_frame(regions: list[_Region], crs, transform: Affine, names: lis
     return gdf.sort_values(["class_id", "area"], ascending=[True, False]).reset_index(drop=True)
 
 
-def vectorize_array(class_ids: np.ndarray, transform: Affine, crs=None, probabilities: np.ndarray | None = None,
-                    class_names: list[str] | None = None, nodata: int | None = None, connectivity: int = 4,
-                    simplify: float = 0.0, min_area: float = 0.0, block: int = 2048):
+def vectorize_array(
+    class_ids: np.ndarray,
+    transform: Affine,
+    crs=None,
+    probabilities: np.ndarray | None = None,
+    class_names: list[str] | None = None,
+    nodata: int | None = None,
+    connectivity: int = 4,
+    simplify: float = 0.0,
+    min_area: float = 0.0,
+    block: int = 2048,
+):
     """Polygons of the regions of an in-memory class raster (the API's GeoJSON), no file round trip.
 
     Args:
@@ -140,9 +151,10 @@ def vectorize_array(class_ids: np.ndarray, transform: Affine, crs=None, probabil
     regions: list[_Region] = []
     for r0 in range(0, H, block):
         h = min(block, H - r0)
-        probs = probabilities[classes, r0:r0 + h] if probabilities is not None and classes else None
-        regions += _strip_regions(class_ids[r0:r0 + h], probs, classes, transform @ Affine.translation(0, r0), connectivity,
-                                  r0 > 0, r0 + h < H)
+        probs = probabilities[classes, r0 : r0 + h] if probabilities is not None and classes else None
+        regions += _strip_regions(
+            class_ids[r0 : r0 + h], probs, classes, transform @ Affine.translation(0, r0), connectivity, r0 > 0, r0 + h < H
+        )
     return _regions_to_frame(regions, crs, transform, class_names or [], probabilities is not None, min_area, simplify)
 
 
@@ -178,8 +190,11 @@ def vectorize(cfg: VectorizeConfig) -> Path:
     out = Path(cfg.out)
     vector_driver(out)  # an unknown format fails before any work
     regions: list[_Region] = []
-    with open_raster(cfg.raster) as ds, (open_raster(cfg.probabilities) if cfg.probabilities else contextlib.nullcontext()) as pds, \
-            contextlib.ExitStack() as stack:
+    with (
+        open_raster(cfg.raster) as ds,
+        open_raster(cfg.probabilities) if cfg.probabilities else contextlib.nullcontext() as pds,
+        contextlib.ExitStack() as stack,
+    ):
         crs, tr, H, W, nodata = ds.crs, ds.transform, ds.height, ds.width, ds.nodata
         names = _stored_class_names(ds, pds)
         if pds is not None and ((pds.width, pds.height) != (W, H) or pds.crs != crs):
@@ -198,8 +213,14 @@ def vectorize(cfg: VectorizeConfig) -> Path:
             advance(s.height)
             w = Window(0, s.row, W, s.height)
             ids = read_window(ds, w, [1], path=str(cfg.raster))[0]
-            probs = read_window(pds, w, [c + 1 for c in classes], path=str(cfg.probabilities)) if pds is not None and classes else None
-            regions += _strip_regions(ids, probs, classes, tr @ Affine.translation(0, s.row), cfg.connectivity, s.row > 0, s.row + s.height < H)
+            probs = (
+                read_window(pds, w, [c + 1 for c in classes], path=str(cfg.probabilities))
+                if pds is not None and classes
+                else None
+            )
+            regions += _strip_regions(
+                ids, probs, classes, tr @ Affine.translation(0, s.row), cfg.connectivity, s.row > 0, s.row + s.height < H
+            )
     gdf = _regions_to_frame(regions, crs, tr, cfg.class_names or names, bool(cfg.probabilities), cfg.min_area, cfg.simplify)
     write_vector(gdf, out, "regions")
     log.info("vectorized %d regions of %s into %s", len(gdf), cfg.raster, out)

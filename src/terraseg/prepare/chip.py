@@ -68,8 +68,14 @@ def _chip_profile(scene: Scene, count: int, dtype: str, size: int, row: int, col
     """A chip's creation options: the scene's CRS and window transform, or its GCPs/RPCs moved to the window."""
     grid = scene.window_grid(row, col, size, size) if isinstance(scene, RasterScene) else None
     profile: dict[str, Any] = dict(
-        driver="GTiff", width=size, height=size, count=count, dtype=dtype, nodata=nodata,
-        crs=scene.crs if grid is None or grid.georeferenced else None, transform=scene.window_transform(row, col),
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=count,
+        dtype=dtype,
+        nodata=nodata,
+        crs=scene.crs if grid is None or grid.georeferenced else None,
+        transform=scene.window_transform(row, col),
     )
     if grid is not None and not grid.georeferenced:
         profile.update(georef_options(grid.gcps, grid.rpcs))
@@ -121,13 +127,16 @@ class _SceneChipper:
         padded = nodata_share > 0 and not r.valid.all()
         if self.fmt == "tif":
             nodata = scene.nodata
-            with create_raster(image_path, **_chip_profile(scene, r.image.shape[0], r.image.dtype.name, size, row, col, nodata,
-                                                           cfg.compress)) as dst:
+            with create_raster(
+                image_path, **_chip_profile(scene, r.image.shape[0], r.image.dtype.name, size, row, col, nodata, cfg.compress)
+            ) as dst:
                 dst.write(r.image)
                 if padded and nodata is None:
                     dst.write_mask(r.valid.astype(np.uint8) * 255)
             if mask_path is not None:
-                with create_raster(mask_path, **_chip_profile(scene, 1, "uint8", size, row, col, cfg.ignore_index, cfg.compress)) as dst:
+                with create_raster(
+                    mask_path, **_chip_profile(scene, 1, "uint8", size, row, col, cfg.ignore_index, cfg.compress)
+                ) as dst:
                     dst.write(r.mask.astype(np.uint8), 1)
         else:
             write_png(image_path, r.image)
@@ -141,8 +150,14 @@ class _SceneChipper:
             "chip": str(image_path.relative_to(self.out)),
             "mask": str(mask_path.relative_to(self.out)) if mask_path else None,
             "scene": scene.path,
-            "row": row, "col": col, "height": size, "width": size,
-            "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
+            "row": row,
+            "col": col,
+            "height": size,
+            "width": size,
+            "minx": minx,
+            "miny": miny,
+            "maxx": maxx,
+            "maxy": maxy,
             "crs": scene.crs.to_string() if scene.crs and scene.grid.georeferenced else None,
             "nodata_fraction": round(nodata_share, 6),
         }
@@ -174,14 +189,15 @@ def chip(cfg: ChipConfig) -> ChipResult:
     out = Path(cfg.out_dir)
     stride = cfg.stride or cfg.size
     scenes = [
-        labelled_scene(img, lab, cfg.bands, cfg.ignore_index)
-        for img, lab in zip(cfg.images, labels_for(cfg.images, cfg.labels))
+        labelled_scene(img, lab, cfg.bands, cfg.ignore_index) for img, lab in zip(cfg.images, labels_for(cfg.images, cfg.labels))
     ]
     seen: dict[str, str] = {}
     for s in scenes:
         if s.name in seen:
-            raise ConfigError(f"{seen[s.name]} and {s.path} share the stem '{s.name}', so their chips would overwrite each other; "
-                              "chip them into different --out folders.")
+            raise ConfigError(
+                f"{seen[s.name]} and {s.path} share the stem '{s.name}', so their chips would overwrite each other; "
+                "chip them into different --out folders."
+            )
         seen[s.name] = s.path
     names = list(cfg.class_names or [])
     records: list[dict[str, Any]] = []
@@ -205,8 +221,9 @@ def chip(cfg: ChipConfig) -> ChipResult:
     return ChipResult(index_path, len(records), skipped, seconds, source_bytes)
 
 
-def _chip_scenes(scenes: list[Scene], cfg: ChipConfig, out: Path, names: list[str], stride: int, workers: int,
-                 records: list[dict[str, Any]]) -> tuple[int, int]:
+def _chip_scenes(
+    scenes: list[Scene], cfg: ChipConfig, out: Path, names: list[str], stride: int, workers: int, records: list[dict[str, Any]]
+) -> tuple[int, int]:
     """Write the chips of every scene under ``out``, appending their records; returns (skipped, source bytes)."""
     skipped = source_bytes = 0
     with ThreadPoolExecutor(workers) as pool:
@@ -215,12 +232,15 @@ def _chip_scenes(scenes: list[Scene], cfg: ChipConfig, out: Path, names: list[st
             if fmt == "png" and np.dtype(scene.dtype) not in (np.uint8, np.uint16):
                 raise ConfigError(f"{scene.path}: {scene.dtype} pixels cannot be written as PNG chips; use format 'tif'.")
             if fmt == "png" and scene.count not in (1, 3):
-                raise ConfigError(f"{scene.path}: {scene.count}-band PNG chips would show band 4 as transparency (RGBA); use format 'tif'.")
+                raise ConfigError(
+                    f"{scene.path}: {scene.count}-band PNG chips would show band 4 as transparency (RGBA); use format 'tif'."
+                )
             worker = _SceneChipper(scene, cfg, out, fmt, names)
             windows = [(w.row, w.col) for w in grid_windows(scene.height, scene.width, cfg.size, stride, cfg.edge)]
             # one task per worker id, so each thread keeps its own clone of the scene (its own datasets)
             per_worker = [[(w, r, c) for r, c in windows[w::workers]] for w in range(workers)]
             with progress.task(f"chip {Path(scene.path).name}", len(windows), "chips") as advance:
+
                 def run(js: list, advance=advance) -> list:
                     done = []
                     for j in js:
@@ -257,8 +277,26 @@ def write_index(records: list[dict[str, Any]], path: Path) -> Path:
     """
     import geopandas as gpd
 
-    df = pd.DataFrame.from_records(records) if records else pd.DataFrame(
-        columns=["chip", "mask", "scene", "row", "col", "height", "width", "minx", "miny", "maxx", "maxy", "crs", "nodata_fraction"]
+    df = (
+        pd.DataFrame.from_records(records)
+        if records
+        else pd.DataFrame(
+            columns=[
+                "chip",
+                "mask",
+                "scene",
+                "row",
+                "col",
+                "height",
+                "width",
+                "minx",
+                "miny",
+                "maxx",
+                "maxy",
+                "crs",
+                "nodata_fraction",
+            ]
+        )
     )
     px = [c for c in df.columns if c.startswith("px_")]
     df[px] = df[px].fillna(0).astype("int64")  # classes absent from some scenes

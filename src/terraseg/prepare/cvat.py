@@ -22,9 +22,9 @@ from defusedxml import ElementTree
 from rasterio.features import rasterize
 from shapely.geometry import Polygon, box
 
-from terraseg.io.atomic import staged_dir
 from terraseg.errors import InputFileError
 from terraseg.formats import is_geotiff
+from terraseg.io.atomic import staged_dir
 from terraseg.io.images import write_png
 from terraseg.io.raster import create_raster, raster_info
 
@@ -75,7 +75,9 @@ def read_cvat(path: str | Path) -> tuple[list[str], list]:
     try:
         root = ElementTree.parse(p).getroot()
     except Exception as e:  # ParseError, defusedxml's EntitiesForbidden / DTDForbidden ...
-        raise InputFileError(f"{p}: not a valid CVAT XML file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).") from None
+        raise InputFileError(
+            f"{p}: not a valid CVAT XML file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
+        ) from None
     labels = [el.findtext("name") for el in root.iter("label") if el.findtext("name")]
     images = root.findall("image")
     if not images:
@@ -84,7 +86,10 @@ def read_cvat(path: str | Path) -> tuple[list[str], list]:
 
 
 def import_cvat(
-    xml: str | Path, out_dir: str | Path, mapping: dict[str, int] | None = None, images_dir: str | Path | None = None,
+    xml: str | Path,
+    out_dir: str | Path,
+    mapping: dict[str, int] | None = None,
+    images_dir: str | Path | None = None,
     background: int = 0,
 ) -> list[Path]:
     """Rasterize every annotated image of a CVAT XML file into a class mask.
@@ -154,12 +159,23 @@ def _write(mask: np.ndarray, name: Path, out_dir: Path, images_dir, where: str) 
     if src is not None and src.exists() and is_geotiff(src):
         info = raster_info(src)
         if (info.width, info.height) != (mask.shape[1], mask.shape[0]):
-            raise InputFileError(f"{where}: the XML says {mask.shape[1]}x{mask.shape[0]} but {src} is {info.width}x{info.height}.")
+            raise InputFileError(
+                f"{where}: the XML says {mask.shape[1]}x{mask.shape[0]} but {src} is {info.width}x{info.height}."
+            )
         crs, transform = info.crs, info.transform
         if crs is not None:
             target = out_dir / f"{name.stem}.tif"
-            with create_raster(target, driver="GTiff", width=mask.shape[1], height=mask.shape[0], count=1, dtype="uint8", crs=crs,
-                               transform=transform, compress="deflate") as dst:
+            with create_raster(
+                target,
+                driver="GTiff",
+                width=mask.shape[1],
+                height=mask.shape[0],
+                count=1,
+                dtype="uint8",
+                crs=crs,
+                transform=transform,
+                compress="deflate",
+            ) as dst:
                 dst.write(mask, 1)
             return target
     target = out_dir / f"{name.stem}.png"

@@ -68,9 +68,19 @@ def _registry() -> dict[str, RemoteDataset]:
     import yaml
 
     raw = yaml.safe_load((Path(__file__).with_name("datasets.yaml")).read_text())
-    return {name: RemoteDataset(name, d["folder"], tuple(RemoteFile(**f) for f in d["files"]), tuple(d["present"]),
-                                d["citation"], d["licence"], d.get("note", ""), tuple(d.get("aliases", ())))
-            for name, d in raw.items()}
+    return {
+        name: RemoteDataset(
+            name,
+            d["folder"],
+            tuple(RemoteFile(**f) for f in d["files"]),
+            tuple(d["present"]),
+            d["citation"],
+            d["licence"],
+            d.get("note", ""),
+            tuple(d.get("aliases", ())),
+        )
+        for name, d in raw.items()
+    }
 
 
 DATASETS: dict[str, RemoteDataset] = _registry()
@@ -92,8 +102,9 @@ def _digest(path: Path, algo: str) -> str:
     return h.hexdigest()
 
 
-def fetch(url: str, target: Path, sha256: str | None = None, md5: str | None = None, chunk: int = 1 << 20,
-          timeout: float = 60.0) -> Path:
+def fetch(
+    url: str, target: Path, sha256: str | None = None, md5: str | None = None, chunk: int = 1 << 20, timeout: float = 60.0
+) -> Path:
     """Download ``url`` to ``target``, resuming a previous ``target.part``; verify the checksum.
 
     Args:
@@ -126,8 +137,10 @@ def fetch(url: str, target: Path, sha256: str | None = None, md5: str | None = N
                     try:
                         f.write(block)
                     except OSError as e:  # the disk, not the network: the partial file stays for a resume
-                        raise OutputError(f"{part}: cannot write the download here ({e.strerror or e}); free some space "
-                                          "or give another --root, and run again to resume.") from None
+                        raise OutputError(
+                            f"{part}: cannot write the download here ({e.strerror or e}); free some space "
+                            "or give another --root, and run again to resume."
+                        ) from None
                     advance(len(block) / 1e6)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # requested range not satisfiable: the .part is already complete
@@ -153,8 +166,10 @@ def _writable(folder: Path) -> Path:
         if not os.access(folder, os.W_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as e:
-        raise OutputError(f"{folder}: cannot write the data set here ({e.strerror or type(e).__name__}); give another --root "
-                          "(or set TERRASEG_DATA).") from None
+        raise OutputError(
+            f"{folder}: cannot write the data set here ({e.strerror or type(e).__name__}); give another --root "
+            "(or set TERRASEG_DATA)."
+        ) from None
     return folder
 
 
@@ -205,8 +220,7 @@ def _extract(archive: Path, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def download(name: str, root: Path | None = None, force: bool = False,
-             base_url: str | None = None) -> tuple[Path, bool]:
+def download(name: str, root: Path | None = None, force: bool = False, base_url: str | None = None) -> tuple[Path, bool]:
     """Fetch data set ``name`` into ``root`` (default: the data root).
 
     Args:
@@ -253,25 +267,34 @@ def datasets_markdown() -> str:
     Returns:
         Markdown text.
     """
-    out = ["# Data sets", "",
-           "The demo, the tutorials and the integration tests read these public data sets from the data root: "
-           "`$TERRASEG_DATA` when set, else `../shared/datasets` when it exists beside the checkout, else the user's "
-           "data folder (`~/.local/share/terraseg/datasets` on Linux; `terraseg download --where` prints it). "
-           "`terraseg download NAME` fetches one from its original source, checks every file against the checksum "
-           "below, resumes an interrupted download, and never leaves a partial file under a final name; `make data` "
-           "fetches all that the tutorials read, `make demo` the Massachusetts tiles first. A mirror serving "
-           "`<folder>/<file>` replaces the original URLs with `--base-url URL` or `TERRASEG_DOWNLOAD_URL=URL` "
-           "(`python -m http.server` over a data root is one). Offline, the error names each URL and the path and "
-           "checksum of the file to put there by hand.", "",
-           "This page is generated from `src/terraseg/prepare/datasets.yaml` (`terraseg.prepare.download.datasets_markdown`).",
-           ""]
+    out = [
+        "# Data sets",
+        "",
+        "The demo, the tutorials and the integration tests read these public data sets from the data root: "
+        "`$TERRASEG_DATA` when set, else `../shared/datasets` when it exists beside the checkout, else the user's "
+        "data folder (`~/.local/share/terraseg/datasets` on Linux; `terraseg download --where` prints it). "
+        "`terraseg download NAME` fetches one from its original source, checks every file against the checksum "
+        "below, resumes an interrupted download, and never leaves a partial file under a final name; `make data` "
+        "fetches all that the tutorials read, `make demo` the Massachusetts tiles first. A mirror serving "
+        "`<folder>/<file>` replaces the original URLs with `--base-url URL` or `TERRASEG_DOWNLOAD_URL=URL` "
+        "(`python -m http.server` over a data root is one). Offline, the error names each URL and the path and "
+        "checksum of the file to put there by hand.",
+        "",
+        "This page is generated from `src/terraseg/prepare/datasets.yaml` (`terraseg.prepare.download.datasets_markdown`).",
+        "",
+    ]
     for ds in DATASETS.values():
         out += [f"## `{ds.name}`", "", f"{ds.citation}. Licence: {ds.licence}.", ""]
         if ds.note:
             out += [ds.note, ""]
-        out += [f"Folder under the data root: `{ds.folder}/`" + (f" (also found as {', '.join(f'`{a}/`' for a in ds.aliases)})"
-                                                               if ds.aliases else "") + ".", "",
-                "| file | source | checksum |", "|---|---|---|"]
+        out += [
+            f"Folder under the data root: `{ds.folder}/`"
+            + (f" (also found as {', '.join(f'`{a}/`' for a in ds.aliases)})" if ds.aliases else "")
+            + ".",
+            "",
+            "| file | source | checksum |",
+            "|---|---|---|",
+        ]
         for f in ds.files:
             check = f"sha256 `{f.sha256}`" if f.sha256 else f"md5 `{f.md5}`" if f.md5 else "none published"
             out.append(f"| `{f.filename}`{' (extracted)' if f.extract else ''} | <{f.url}> | {check} |")

@@ -33,8 +33,8 @@ from shapely.geometry import box
 
 from terraseg import progress
 from terraseg.config.prep import MosaicConfig
-from terraseg.errors import ConfigError, InputFileError
 from terraseg.data.windows import grid_windows, row_strips
+from terraseg.errors import ConfigError, InputFileError
 from terraseg.io.raster import color_interpretation, create_raster, open_raster, open_reader, read_window, valid_mask
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,9 @@ def _describe(paths: list[str], dst_crs: CRS | None) -> list[_Tile]:
     first = tiles[0]
     for t in tiles[1:]:
         if t.count != first.count:
-            raise InputFileError(f"{t.path}: tile has {t.count} bands but {first.path} has {first.count}; a mosaic needs one band count.")
+            raise InputFileError(
+                f"{t.path}: tile has {t.count} bands but {first.path} has {first.count}; a mosaic needs one band count."
+            )
     return tiles
 
 
@@ -140,8 +142,14 @@ class _TileReader:
         self.vrt = None
         if self.offset is None:
             self.vrt = WarpedVRT(
-                self.ds, crs=dst_crs, transform=tr, width=width, height=height, add_alpha=True,
-                resampling=Resampling[cfg.resampling], src_nodata=t.nodata,
+                self.ds,
+                crs=dst_crs,
+                transform=tr,
+                width=width,
+                height=height,
+                add_alpha=True,
+                resampling=Resampling[cfg.resampling],
+                src_nodata=t.nodata,
             )
 
     def read(self, w: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +161,9 @@ class _TileReader:
             tile_w = Window(w.col_off - c0, w.row_off - r0, w.width, w.height)
             data = read_window(self.ds, tile_w, path=self.t.path)
         except RasterioError as e:
-            raise InputFileError(f"{self.t.path}: pixel data cannot be read, the tile is corrupt ({str(e).splitlines()[0]}).") from None
+            raise InputFileError(
+                f"{self.t.path}: pixel data cannot be read, the tile is corrupt ({str(e).splitlines()[0]})."
+            ) from None
         valid = valid_mask(data, self.t.nodata)
         ro, co = int(tile_w.row_off), int(tile_w.col_off)
         rr0, cc0 = max(-ro, 0), max(-co, 0)
@@ -212,8 +222,18 @@ def mosaic(cfg: MosaicConfig) -> MosaicResult:
     nodata = cfg.nodata if cfg.nodata is not None else (tiles[0].nodata if tiles[0].nodata is not None else 0)
     tree = STRtree([box(*t.bounds) for t in tiles])
     profile = dict(
-        driver="GTiff", width=width, height=height, count=tiles[0].count, dtype=dtype, crs=dst_crs, transform=tr,
-        nodata=nodata, tiled=True, blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=tiles[0].count,
+        dtype=dtype,
+        crs=dst_crs,
+        transform=tr,
+        nodata=nodata,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        BIGTIFF="IF_SAFER",
     )
     if cfg.compress != "none":
         profile["compress"] = cfg.compress
@@ -225,8 +245,10 @@ def mosaic(cfg: MosaicConfig) -> MosaicResult:
             warnings.simplefilter("ignore")
             max_bytes = int(cfg.max_output_gb * 1e9) if cfg.max_output_gb else None
             windows = list(grid_windows(height, width, cfg.block, edge="clip"))
-            with create_raster(out_path, cog=cfg.cog, max_bytes=max_bytes, **profile) as dst, \
-                    progress.task(f"mosaic {out_path.name}", len(windows), "blocks") as advance:
+            with (
+                create_raster(out_path, cog=cfg.cog, max_bytes=max_bytes, **profile) as dst,
+                progress.task(f"mosaic {out_path.name}", len(windows), "blocks") as advance,
+            ):
                 for r0, c0, h, wd in windows:
                     advance(1)
                     w = Window(c0, r0, wd, h)
@@ -274,8 +296,17 @@ def stack_bands(inputs: list[str], out: str, compress: str = "deflate", block: i
             raise InputFileError(f"{p}: not on the grid of {f[0]} (CRS, transform and size must match to stack bands).")
     count = sum(i[1] for i in infos)
     dtype = np.result_type(*[i[2] for i in infos]).name
-    profile = dict(driver="GTiff", width=f[5], height=f[6], count=count, dtype=dtype, crs=f[3], transform=f[4], nodata=f[7],
-                   BIGTIFF="IF_SAFER")
+    profile = dict(
+        driver="GTiff",
+        width=f[5],
+        height=f[6],
+        count=count,
+        dtype=dtype,
+        crs=f[3],
+        transform=f[4],
+        nodata=f[7],
+        BIGTIFF="IF_SAFER",
+    )
     if compress != "none":
         profile["compress"] = compress
     if f[5] >= 256 and f[6] >= 256:

@@ -20,8 +20,8 @@ from rasterio.windows import Window
 
 from terraseg import progress
 from terraseg.config.prep import RasterizeConfig
-from terraseg.errors import ConfigError, InputFileError
 from terraseg.data.windows import grid_windows
+from terraseg.errors import ConfigError, InputFileError
 from terraseg.io.raster import create_raster, geotiff_profile, info_of, open_raster, read_window, valid_mask
 from terraseg.io.vector import VectorRasterizer, labels_in_crs
 
@@ -50,8 +50,17 @@ def rasterize_labels(cfg: RasterizeConfig) -> Path:
     vec = cfg.vector
     vpath = Path(vec.path)
     classes = VectorRasterizer(
-        vpath, info.crs, info.transform, info.width, info.height, attribute=vec.attribute, mapping=vec.mapping,
-        burn_value=vec.burn_value, all_touched=vec.all_touched, layer=vec.layer, raster_path=str(ref),
+        vpath,
+        info.crs,
+        info.transform,
+        info.width,
+        info.height,
+        attribute=vec.attribute,
+        mapping=vec.mapping,
+        burn_value=vec.burn_value,
+        all_touched=vec.all_touched,
+        layer=vec.layer,
+        raster_path=str(ref),
     )
     bad = classes.values[(classes.values < 0) | (classes.values > 255)]
     if bad.size:
@@ -70,8 +79,11 @@ def rasterize_labels(cfg: RasterizeConfig) -> Path:
         zones = VectorRasterizer.from_geometries(zgdf.geometry.to_numpy(), [cfg.ignore_index] * len(zgdf), info.transform, True)
     profile = geotiff_profile(info, 1, "uint8", cfg.ignore_index)
     counts = np.zeros(256, dtype=np.int64)
-    with open_raster(ref) as src, create_raster(cfg.out, **profile) as dst, \
-            progress.task(f"rasterize {Path(cfg.out).name}", info.height * info.width, "px") as advance:
+    with (
+        open_raster(ref) as src,
+        create_raster(cfg.out, **profile) as dst,
+        progress.task(f"rasterize {Path(cfg.out).name}", info.height * info.width, "px") as advance,
+    ):
         for r0, c0, h, w in grid_windows(info.height, info.width, cfg.block, edge="clip"):
             advance(h * w)
             mask = classes.rasterize(r0, c0, h, w, fill=cfg.background)

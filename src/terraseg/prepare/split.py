@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from terraseg.config.prep import SplitConfig
-from terraseg.prepare.chip import read_index
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import staged_dir
+from terraseg.prepare.chip import read_index
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _drop_straddling(df: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
     from shapely.geometry import box
 
     keep = labels.copy()
-    for crs, part in df.groupby(df["crs"].fillna("")):
+    for _crs, part in df.groupby(df["crs"].fillna("")):
         idx = part.index.to_numpy()
         geoms = [box(*b) for b in part[["minx", "miny", "maxx", "maxy"]].to_numpy()]
         tree = STRtree(geoms)
@@ -148,7 +148,7 @@ def _buffered_out(df: pd.DataFrame, test: np.ndarray, train: np.ndarray, buffer:
     from shapely.geometry import box
 
     out = np.zeros(len(df), dtype=bool)
-    for crs, part in df.groupby(df["crs"].fillna("")):
+    for _crs, part in df.groupby(df["crs"].fillna("")):
         idx = part.index.to_numpy()
         geoms = [box(*b) for b in part[["minx", "miny", "maxx", "maxy"]].to_numpy()]
         test_geoms = [geoms[k] for k, i in enumerate(idx) if test[i]]
@@ -194,8 +194,15 @@ def spatial_kfold(cfg: SplitConfig, df: pd.DataFrame) -> dict[str, Path]:
             base = base.assign(**{col: [str(index_dir / p) if isinstance(p, str) and p else p for p in base[col]]})
     out = Path(cfg.out_dir)
     paths: dict[str, Path] = {}
-    summary: dict[str, object] = {"index": str(cfg.index), "method": cfg.method, "folds": cfg.folds, "block_size": cfg.block_size,
-                                  "buffer": cfg.buffer, "seed": cfg.seed, "per_fold": []}
+    summary: dict[str, object] = {
+        "index": str(cfg.index),
+        "method": cfg.method,
+        "folds": cfg.folds,
+        "block_size": cfg.block_size,
+        "buffer": cfg.buffer,
+        "seed": cfg.seed,
+        "per_fold": [],
+    }
     with staged_dir(out) as stage:
         for k in range(cfg.folds):
             test = folds == k
@@ -207,7 +214,9 @@ def spatial_kfold(cfg: SplitConfig, df: pd.DataFrame) -> dict[str, Path]:
                 part = base[mask]
                 part.to_parquet(f, index=False) if cfg.format == "parquet" else part.to_csv(f, index=False)
                 paths[f"fold{k}/{name}"] = out / f"fold{k}" / f.name
-            summary["per_fold"].append({"fold": k, "train": int(train.sum()), "test": int(test.sum()), "left_out_by_buffer": int(near.sum())})
+            summary["per_fold"].append(
+                {"fold": k, "train": int(train.sum()), "test": int(test.sum()), "left_out_by_buffer": int(near.sum())}
+            )
         (stage / "split.json").write_text(json.dumps(summary, indent=2))
     log.info("spatial %d-fold split of %s: %s", cfg.folds, cfg.index, summary["per_fold"])
     return paths
@@ -232,8 +241,15 @@ def folder_index(cfg: SplitConfig) -> pd.DataFrame:
 
     root = Path(cfg.index).resolve()
     pairs, _ = folder_pairs(FolderSource(root=str(root), layout=cfg.layout, include=cfg.include), root)
-    rows = [{"chip": str(img.relative_to(root)), "mask": str(msk.relative_to(root)), "scene": img.stem,
-             "group": img.relative_to(root).parts[0] if len(img.relative_to(root).parts) > 1 else ""} for img, msk in pairs]
+    rows = [
+        {
+            "chip": str(img.relative_to(root)),
+            "mask": str(msk.relative_to(root)),
+            "scene": img.stem,
+            "group": img.relative_to(root).parts[0] if len(img.relative_to(root).parts) > 1 else "",
+        }
+        for img, msk in pairs
+    ]
     return pd.DataFrame(rows, columns=["chip", "mask", "scene", "group"])
 
 
@@ -252,7 +268,9 @@ def split_index(cfg: SplitConfig) -> dict[str, Path]:
     folder = Path(cfg.index).is_dir()
     df = folder_index(cfg) if folder else read_index(cfg.index).reset_index(drop=True)
     if folder and cfg.method not in ("random", "stratified"):
-        raise InputFileError(f"{cfg.index}: a folder of image pairs has no map coordinates; split it with --method random or stratified.")
+        raise InputFileError(
+            f"{cfg.index}: a folder of image pairs has no map coordinates; split it with --method random or stratified."
+        )
     if df.empty:
         raise InputFileError(f"{cfg.index}: chip index is empty; nothing to split.")
     if cfg.method == "spatial-kfold":
@@ -273,10 +291,16 @@ def split_index(cfg: SplitConfig) -> dict[str, Path]:
         labels = resolved if cfg.straddling == "drop" else first  # 'assign': they stay in their centre's block split
     out = Path(cfg.out_dir)
     paths: dict[str, Path] = {}
-    summary: dict[str, object] = {"index": str(cfg.index), "method": cfg.method, "seed": cfg.seed, "fractions": cfg.fractions,
-                                  "block_size": cfg.block_size, "straddling": cfg.straddling,
-                                  "dropped_straddling": int((labels == -1).sum()),
-                                  "assigned_straddling": straddling if cfg.method == "spatial" and cfg.straddling == "assign" else 0}
+    summary: dict[str, object] = {
+        "index": str(cfg.index),
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "fractions": cfg.fractions,
+        "block_size": cfg.block_size,
+        "straddling": cfg.straddling,
+        "dropped_straddling": int((labels == -1).sum()),
+        "assigned_straddling": straddling if cfg.method == "spatial" and cfg.straddling == "assign" else 0,
+    }
     base = pd.DataFrame(df.drop(columns="geometry")) if "geometry" in df.columns else df
     index_dir = Path(cfg.index).resolve() if folder else Path(cfg.index).resolve().parent
     with staged_dir(out) as stage:  # all manifests and split.json appear together, or none

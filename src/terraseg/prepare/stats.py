@@ -37,8 +37,8 @@ from terraseg import progress
 from terraseg.config.prep import StatsConfig
 from terraseg.data.normalize import NormStats
 from terraseg.data.scenes import Scene
-from terraseg.data.windows import grid_windows
 from terraseg.data.sources import labelled_scene, labels_for
+from terraseg.data.windows import grid_windows
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import atomic_path
 from terraseg.settings import resolve_data_path
@@ -173,12 +173,20 @@ class _TableWriter:
             self.tmp.write_text("")
 
 
-def _table_columns(scene: Scene, r0: int, c0: int, image: np.ndarray, keep: np.ndarray, mask, names: list[str], to_lonlat) -> dict[str, np.ndarray]:
+def _table_columns(
+    scene: Scene, r0: int, c0: int, image: np.ndarray, keep: np.ndarray, mask, names: list[str], to_lonlat
+) -> dict[str, np.ndarray]:
     rows, cols = np.nonzero(keep)
     t = scene.transform
     xs = t.c + (cols + c0 + 0.5) * t.a + (rows + r0 + 0.5) * t.b
     ys = t.f + (cols + c0 + 0.5) * t.d + (rows + r0 + 0.5) * t.e
-    columns: dict[str, np.ndarray] = {"scene": np.full(len(rows), scene.name), "row": rows + r0, "col": cols + c0, "x": xs, "y": ys}
+    columns: dict[str, np.ndarray] = {
+        "scene": np.full(len(rows), scene.name),
+        "row": rows + r0,
+        "col": cols + c0,
+        "x": xs,
+        "y": ys,
+    }
     if to_lonlat is not None:
         lon, lat = to_lonlat.transform(xs, ys)
         columns["lon"], columns["lat"] = np.asarray(lon), np.asarray(lat)
@@ -282,8 +290,9 @@ def compute_statistics(cfg: StatsConfig) -> StatsResult:
 
 def _scenes(cfg: StatsConfig) -> tuple[list, list[str]]:
     """The images (with their labels) as scenes of one band count, and the band names."""
-    scenes = [labelled_scene(p, lab, cfg.bands, cfg.ignore_index)
-              for p, lab in zip(cfg.images, labels_for(cfg.images, cfg.labels))]
+    scenes = [
+        labelled_scene(p, lab, cfg.bands, cfg.ignore_index) for p, lab in zip(cfg.images, labels_for(cfg.images, cfg.labels))
+    ]
     count = scenes[0].count
     for s in scenes[1:]:
         if s.count != count:
@@ -294,30 +303,57 @@ def _scenes(cfg: StatsConfig) -> tuple[list, list[str]]:
     return scenes, names
 
 
-def _summary(cfg: StatsConfig, scenes: list, bands: "_Bands", names: list[str], dtype: np.dtype, total: int, nodata: int,
-             class_counts: np.ndarray) -> tuple[dict[str, Any], NormStats]:
+def _summary(
+    cfg: StatsConfig,
+    scenes: list,
+    bands: _Bands,
+    names: list[str],
+    dtype: np.dtype,
+    total: int,
+    nodata: int,
+    class_counts: np.ndarray,
+) -> tuple[dict[str, Any], NormStats]:
     """``stats.json``'s content (per band: moments, range, percentiles; classes: pixels, frequencies, weights)
     and the mean/std normalisation with its 2-98% range."""
     count = len(names)
     std = bands.std()
-    band_stats = [{
-        "name": names[k], "index": (cfg.bands or list(range(1, count + 1)))[k], "valid_pixels": int(bands.n[k]),
-        "mean": float(bands.mean[k]), "std": float(std[k]), "min": float(bands.lo[k]), "max": float(bands.hi[k]),
-        "percentiles": {f"{q:g}": bands.percentile(k, q) for q in cfg.percentiles}, "percentiles_exact": bands.exact,
-    } for k in range(count)]
+    band_stats = [
+        {
+            "name": names[k],
+            "index": (cfg.bands or list(range(1, count + 1)))[k],
+            "valid_pixels": int(bands.n[k]),
+            "mean": float(bands.mean[k]),
+            "std": float(std[k]),
+            "min": float(bands.lo[k]),
+            "max": float(bands.hi[k]),
+            "percentiles": {f"{q:g}": bands.percentile(k, q) for q in cfg.percentiles},
+            "percentiles_exact": bands.exact,
+        }
+        for k in range(count)
+    ]
     norm = NormStats(
-        method="meanstd", mean=[b["mean"] for b in band_stats], std=[b["std"] or 1.0 for b in band_stats],
-        low=[bands.percentile(k, 2.0) for k in range(count)], high=[bands.percentile(k, 98.0) for k in range(count)],
+        method="meanstd",
+        mean=[b["mean"] for b in band_stats],
+        std=[b["std"] or 1.0 for b in band_stats],
+        low=[bands.percentile(k, 2.0) for k in range(count)],
+        high=[bands.percentile(k, 98.0) for k in range(count)],
     )
     norm.high = [h if h > lo else lo + 1.0 for lo, h in zip(norm.low, norm.high)]
     stats: dict[str, Any] = {
-        "images": [s.path for s in scenes], "rasters": [_header(s) for s in scenes], "dtype": dtype.name, "pixels": total, "nodata_fraction": nodata / max(total, 1),
-        "bands": band_stats, "normalization": norm.to_dict(),
+        "images": [s.path for s in scenes],
+        "rasters": [_header(s) for s in scenes],
+        "dtype": dtype.name,
+        "pixels": total,
+        "nodata_fraction": nodata / max(total, 1),
+        "bands": band_stats,
+        "normalization": norm.to_dict(),
     }
     if class_counts.size:
         freq = class_counts / max(class_counts.sum(), 1)
         stats["classes"] = {
-            "pixels": class_counts.tolist(), "frequency": [round(float(f), 8) for f in freq], **class_weights(class_counts),
+            "pixels": class_counts.tolist(),
+            "frequency": [round(float(f), 8) for f in freq],
+            **class_weights(class_counts),
         }
     return stats, norm
 
@@ -326,13 +362,22 @@ def _header(s: Scene) -> dict[str, Any]:
     """One raster's header: size (pixels), band count, dtype, nodata, CRS (as text) and resolution (CRS units per pixel)."""
     t = s.transform
     georef = s.crs is not None
-    return {"path": s.path, "width": s.width, "height": s.height, "bands": s.count, "dtype": str(np.dtype(s.dtype)),
-            "nodata": s.nodata, "crs": s.crs.to_string() if georef else None,
-            "resolution": [abs(t.a), abs(t.e)] if georef else None,
-            "units": (s.crs.linear_units or "unknown") if georef else "pixels"}
+    return {
+        "path": s.path,
+        "width": s.width,
+        "height": s.height,
+        "bands": s.count,
+        "dtype": str(np.dtype(s.dtype)),
+        "nodata": s.nodata,
+        "crs": s.crs.to_string() if georef else None,
+        "resolution": [abs(t.a), abs(t.e)] if georef else None,
+        "units": (s.crs.linear_units or "unknown") if georef else "pixels",
+    }
 
 
-def _bands_figure(path: Path, bands: _Bands, names: list[str], norm: NormStats, max_panels: int = 16, max_bars: int = 128) -> Path:
+def _bands_figure(
+    path: Path, bands: _Bands, names: list[str], norm: NormStats, max_panels: int = 16, max_bars: int = 128
+) -> Path:
     """One figure: histograms as small multiples (up to ``max_panels`` bands), else a spectral profile."""
     import matplotlib
 

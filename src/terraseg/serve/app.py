@@ -24,13 +24,13 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from terraseg.version import __version__
 from terraseg.config.inference import ServeConfig
 from terraseg.serve import upload
 from terraseg.serve.errors import RESPONSES, ApiError, install_handlers
-from terraseg.serve.metrics import Metrics
 from terraseg.serve.guard import OWNER_COOKIE, SESSION_COOKIE, BodyLimit, KeyGuard, SecurityHeaders, owner_of, owner_token
+from terraseg.serve.metrics import Metrics
 from terraseg.serve.registry import ServedModel, load_models
+from terraseg.version import __version__
 
 log = logging.getLogger(__name__)
 WEB = Path(__file__).parent / "web"
@@ -39,8 +39,11 @@ WEB = Path(__file__).parent / "web"
 def _vendor_dir(cfg: ServeConfig) -> Path | None:
     """The folder holding Leaflet's ``leaflet.js``: ``vendor_dir``, the package's own copy (wheels, see
     setup.py), else a checkout's ``node_modules``."""
-    for cand in ([Path(cfg.vendor_dir)] if cfg.vendor_dir else []) + [WEB / "vendor", Path(__file__).resolve().parents[3] / "node_modules",
-                                                                     Path.cwd() / "node_modules"]:
+    for cand in ([Path(cfg.vendor_dir)] if cfg.vendor_dir else []) + [
+        WEB / "vendor",
+        Path(__file__).resolve().parents[3] / "node_modules",
+        Path.cwd() / "node_modules",
+    ]:
         for leaflet in (cand / "leaflet" / "dist", cand / "leaflet"):
             if (leaflet / "leaflet.js").exists():
                 return leaflet
@@ -66,8 +69,11 @@ class _Served:
             name = next((n for n, x in self.models.items() if x.task.endpoint == endpoint), None)
             if name is None:
                 first = next(iter(self.models.values()))
-                raise ApiError(422, f"no model served here answers /v1/{endpoint}: '{first.name}' {first.task.noun}; "
-                                    f"use /v1/{first.task.endpoint}.")
+                raise ApiError(
+                    422,
+                    f"no model served here answers /v1/{endpoint}: '{first.name}' {first.task.noun}; "
+                    f"use /v1/{first.task.endpoint}.",
+                )
         if name not in self.models:
             raise ApiError(404, f"unknown model '{name}'; served: {', '.join(self.models)}.")
         m = self.models[name]
@@ -103,7 +109,9 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
             shutil.rmtree(results, ignore_errors=True)
 
     app = FastAPI(
-        title="terraseg", version=__version__, lifespan=lifespan,
+        title="terraseg",
+        version=__version__,
+        lifespan=lifespan,
         description="Segment (and classify) satellite and aerial images with terraseg bundles.",
     )
     install_handlers(app)
@@ -130,9 +138,13 @@ def _service_routes(app: FastAPI, s: _Served) -> None:
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/metrics", summary="Prometheus metrics: requests and latency by route and status, drift flags by model.",
-             include_in_schema=metrics is not None, response_class=Response,
-             responses={200: {"content": {"text/plain": {}}}, **RESPONSES})
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics: requests and latency by route and status, drift flags by model.",
+        include_in_schema=metrics is not None,
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}, **RESPONSES},
+    )
     def prometheus_metrics(request: Request) -> Response:
         if metrics is None:
             raise ApiError(404, "metrics need prometheus-client (pip install prometheus-client).")
@@ -155,14 +167,29 @@ def _api_routes(app: FastAPI, s: _Served) -> None:
     cfg = s.cfg
 
     @app.post(
-        "/v1/segment", summary="Segment an uploaded image.",
-        responses={200: {"content": {"image/png": {}, "image/tiff": {}, "application/json": {"example": {"width": 2, "height": 1, "classes": ["background", "building"], "mask": [[0, 1]]}}, "application/geo+json": {}}},
-                   **RESPONSES},
+        "/v1/segment",
+        summary="Segment an uploaded image.",
+        responses={
+            200: {
+                "content": {
+                    "image/png": {},
+                    "image/tiff": {},
+                    "application/json": {
+                        "example": {"width": 2, "height": 1, "classes": ["background", "building"], "mask": [[0, 1]]}
+                    },
+                    "application/geo+json": {},
+                }
+            },
+            **RESPONSES,
+        },
     )
     def segment(
         request: Request,
         file: UploadFile = File(description="PNG, JPEG or GeoTIFF (any band count the model accepts)."),
-        format: Literal["png", "geotiff", "json", "geojson"] = Query("png", description="png: class ids; geotiff: georeferenced like the input; json: class-id array; geojson: polygons in the input CRS."),
+        format: Literal["png", "geotiff", "json", "geojson"] = Query(
+            "png",
+            description="png: class ids; geotiff: georeferenced like the input; json: class-id array; geojson: polygons in the input CRS.",
+        ),
         model: str | None = Query(None, description="Model name (GET /v1/models); default: the first served."),
     ) -> Response:
         s.check_key(request)
@@ -172,14 +199,27 @@ def _api_routes(app: FastAPI, s: _Served) -> None:
             return upload.segment_response(m, path, Path(tmp), format, file.filename or path.name)
 
     @app.post(
-        "/v1/classify", summary="Classify an uploaded image (classification bundles): class probabilities.",
-        responses={200: {"content": {"application/json": {"example": {"model": "intel-scenes", "predicted": "sea", "probabilities": {"sea": 0.91, "glacier": 0.05}}}}},
-                   **RESPONSES},
+        "/v1/classify",
+        summary="Classify an uploaded image (classification bundles): class probabilities.",
+        responses={
+            200: {
+                "content": {
+                    "application/json": {
+                        "example": {"model": "intel-scenes", "predicted": "sea", "probabilities": {"sea": 0.91, "glacier": 0.05}}
+                    }
+                }
+            },
+            **RESPONSES,
+        },
     )
     def classify(
         request: Request,
-        file: UploadFile = File(description="PNG, JPEG or GeoTIFF with the model's band count (any size; resized to the model's input)."),
-        model: str | None = Query(None, description="Model name (GET /v1/models); default: the first classification model served."),
+        file: UploadFile = File(
+            description="PNG, JPEG or GeoTIFF with the model's band count (any size; resized to the model's input)."
+        ),
+        model: str | None = Query(
+            None, description="Model name (GET /v1/models); default: the first classification model served."
+        ),
         top: int = Query(0, ge=0, description="Return only the top-N classes (0 = all)."),
     ) -> dict:
         s.check_key(request)
@@ -219,13 +259,23 @@ def _page_routes(app: FastAPI, s: _Served) -> None:
         f = folder / "job.json"
         meta = json.loads(f.read_text()) if f.is_file() else {}
         if not meta or meta.get("owner") != _owner(request):
-            raise ApiError(404, f"no result '{job}' (results are kept for {cfg.results_ttl_minutes:g} minutes, "
-                                f"the last {cfg.keep_results} uploads).")
+            raise ApiError(
+                404,
+                f"no result '{job}' (results are kept for {cfg.results_ttl_minutes:g} minutes, "
+                f"the last {cfg.keep_results} uploads).",
+            )
         return folder, meta
 
-    @app.post("/ui/jobs", summary="Web page: segment an upload (and optional ground truth) and keep the result.", responses=RESPONSES)
-    def create_job(request: Request, response: Response, file: UploadFile = File(...), truth: UploadFile | None = File(None),
-                   model: str | None = Form(None)) -> dict:
+    @app.post(
+        "/ui/jobs", summary="Web page: segment an upload (and optional ground truth) and keep the result.", responses=RESPONSES
+    )
+    def create_job(
+        request: Request,
+        response: Response,
+        file: UploadFile = File(...),
+        truth: UploadFile | None = File(None),
+        model: str | None = Form(None),
+    ) -> dict:
         s.check_key(request)
         m = s.model(model or None, "segment")  # the page shows maps
         token = request.cookies.get(OWNER_COOKIE)
@@ -238,7 +288,11 @@ def _page_routes(app: FastAPI, s: _Served) -> None:
         folder.mkdir()
         try:
             path = upload.save(file, folder, cfg.max_upload_mb, cfg.max_pixels, stem="input")
-            truth_path = upload.save(truth, folder, cfg.max_upload_mb, cfg.max_pixels, stem="truth", vectors=True) if truth and truth.filename else None
+            truth_path = (
+                upload.save(truth, folder, cfg.max_upload_mb, cfg.max_pixels, stem="truth", vectors=True)
+                if truth and truth.filename
+                else None
+            )
             meta = upload.web_result(m, path, truth_path, folder, file.filename or path.name)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -286,5 +340,3 @@ def app_from_env() -> FastAPI:
     import os
 
     return create_app(ServeConfig.model_validate_json(os.environ["TERRASEG_SERVE"]))
-
-

@@ -24,18 +24,25 @@ class Metrics:
     drifts: Any
 
     @classmethod
-    def create(cls) -> "Metrics | None":
+    def create(cls) -> Metrics | None:
         """New metrics in a private registry, or None without prometheus-client."""
         try:
             from prometheus_client import CollectorRegistry, Counter, Histogram
         except ImportError:
             return None
         reg = CollectorRegistry()
-        return cls(reg,
-                   Counter("terraseg_requests_total", "HTTP requests by route and status.", ["route", "status"], registry=reg),
-                   Histogram("terraseg_request_seconds", "Request latency in seconds by route.", ["route"], registry=reg,
-                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)),
-                   Counter("terraseg_drift_total", "Inputs flagged as unlike the training data.", ["model"], registry=reg))
+        return cls(
+            reg,
+            Counter("terraseg_requests_total", "HTTP requests by route and status.", ["route", "status"], registry=reg),
+            Histogram(
+                "terraseg_request_seconds",
+                "Request latency in seconds by route.",
+                ["route"],
+                registry=reg,
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            ),
+            Counter("terraseg_drift_total", "Inputs flagged as unlike the training data.", ["model"], registry=reg),
+        )
 
     def drift(self, model: str) -> None:
         """Count one drifting input of ``model``."""
@@ -70,7 +77,9 @@ class Metrics:
                     await self.app(scope, receive, record)
                 finally:
                     route = scope.get("route")
-                    name = getattr(route, "path", None) or ("static" if scope["path"].startswith(("/static", "/vendor")) else "other")
+                    name = getattr(route, "path", None) or (
+                        "static" if scope["path"].startswith(("/static", "/vendor")) else "other"
+                    )
                     metrics.requests.labels(route=name, status=str(status[0])).inc()
                     metrics.latency.labels(route=name).observe(time.perf_counter() - t0)
 

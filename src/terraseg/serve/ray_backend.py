@@ -47,8 +47,12 @@ class ModelReplica:
         pred = task_for(bundle).inference(bundle, InferenceConfig.model_validate(inference))
         self.backend, self.batch_size = pred.backend, pred.batch_size
         rt = getattr(pred.backend, "runtime", None)
-        self.description = {"device": str(pred.device), "backend": rt.backend if rt else "torch", "batch_size": pred.batch_size,
-                            "pid": os.getpid()}
+        self.description = {
+            "device": str(pred.device),
+            "backend": rt.backend if rt else "torch",
+            "batch_size": pred.batch_size,
+            "pid": os.getpid(),
+        }
 
     def info(self) -> dict[str, Any]:
         """The replica's device, backend, preferred batch size and process id."""
@@ -100,8 +104,9 @@ def batched_replica(max_calls: int, wait_ms: float) -> type:
     return BatchedReplica
 
 
-def deploy(name: str, bundle_bytes: bytes, inference: dict[str, Any], ray_cfg: Any, max_batch: int = 16,
-           wait_ms: float = 5.0) -> RayServeBackend:
+def deploy(
+    name: str, bundle_bytes: bytes, inference: dict[str, Any], ray_cfg: Any, max_batch: int = 16, wait_ms: float = 5.0
+) -> RayServeBackend:
     """Run ``name``'s network as a Ray Serve deployment (starting Serve on the connected cluster) and return its backend.
 
     Args:
@@ -122,16 +127,26 @@ def deploy(name: str, bundle_bytes: bytes, inference: dict[str, Any], ray_cfg: A
 
     serve.start(http_options={"location": "NoServer"})  # the FastAPI gateway is the only HTTP entry
     cpus = ray_cfg.cpus_per_worker or 1
-    opts: dict[str, Any] = {"ray_actor_options": {"num_cpus": cpus, "num_gpus": ray_cfg.gpus_per_worker}, "name": "model",
-                            "max_ongoing_requests": max(4, 2 * max_batch) if wait_ms > 0 else 4}
+    opts: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": cpus, "num_gpus": ray_cfg.gpus_per_worker},
+        "name": "model",
+        "max_ongoing_requests": max(4, 2 * max_batch) if wait_ms > 0 else 4,
+    }
     if ray_cfg.max_replicas and ray_cfg.max_replicas > ray_cfg.replicas:
-        opts["autoscaling_config"] = {"min_replicas": ray_cfg.replicas, "initial_replicas": ray_cfg.replicas,
-                                      "max_replicas": ray_cfg.max_replicas, "target_ongoing_requests": 2}
+        opts["autoscaling_config"] = {
+            "min_replicas": ray_cfg.replicas,
+            "initial_replicas": ray_cfg.replicas,
+            "max_replicas": ray_cfg.max_replicas,
+            "target_ongoing_requests": 2,
+        }
     else:
         opts["num_replicas"] = ray_cfg.replicas
     dep = serve.deployment(batched_replica(max_batch, wait_ms) if wait_ms > 0 else ModelReplica).options(**opts)
-    app = dep.bind(ray.put(bundle_bytes), {**inference, "device": "auto" if ray_cfg.gpus_per_worker else inference.get("device", "auto")},
-                   cpus)
+    app = dep.bind(
+        ray.put(bundle_bytes),
+        {**inference, "device": "auto" if ray_cfg.gpus_per_worker else inference.get("device", "auto")},
+        cpus,
+    )
     handle = serve.run(app, name=name, route_prefix=None, blocking=False)
     info = handle.info.remote().result()
     log.info("Ray Serve deployment %s: %s", name, info)

@@ -8,10 +8,11 @@ is downloaded with ``mlflow.artifacts.download_artifacts``; the bundle is then l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from terraseg.bundle import Bundle
 from terraseg.config.inference import InferenceConfig
@@ -112,10 +113,19 @@ class ServedModel:
         m = self.bundle.manifest
         val = {k: v for k, v in m.metrics.get("validation", {}).items() if k != "per_class"}
         return {
-            "name": self.name, "version": m.terraseg_version, "created": m.created, "task": m.task, "backend": self.backend,
+            "name": self.name,
+            "version": m.terraseg_version,
+            "created": m.created,
+            "task": m.task,
+            "backend": self.backend,
             "source": self.source if self.source.startswith("models:/") else Path(self.source).name,  # never a server path
-            "bands": m.input.bands, "band_names": m.input.band_names, "dtype": m.input.dtype,
-            "window": self.task.input_size(self.bundle), "train_window": m.input.train_window, "classes": [c.model_dump() for c in m.classes], "metrics": val,
+            "bands": m.input.bands,
+            "band_names": m.input.band_names,
+            "dtype": m.input.dtype,
+            "window": self.task.input_size(self.bundle),
+            "train_window": m.input.train_window,
+            "classes": [c.model_dump() for c in m.classes],
+            "metrics": val,
             "architecture": m.model.arch if m.baseline is not None else f"{m.model.arch}/{m.model.encoder}",
             "batching": self.batching(),
         }
@@ -126,13 +136,23 @@ class ServedModel:
         batcher = getattr(self.predictor, "backend", None)
         if not isinstance(batcher, BatchingBackend):
             return None
-        return {"wait_ms": batcher.wait * 1000.0, "max_windows": batcher.max_batch, "max_pixels": batcher.max_pixels,
-                "window": self.predictor.window}
+        return {
+            "wait_ms": batcher.wait * 1000.0,
+            "max_windows": batcher.max_batch,
+            "max_pixels": batcher.max_pixels,
+            "window": self.predictor.window,
+        }
 
 
-def load_models(refs: list[str], inference: InferenceConfig | None = None, tracking_uri: str | None = None,
-                batch_wait_ms: float | None = None, max_batch: int = 16, engine: str = "local",
-                ray: Any = None) -> dict[str, ServedModel]:
+def load_models(
+    refs: list[str],
+    inference: InferenceConfig | None = None,
+    tracking_uri: str | None = None,
+    batch_wait_ms: float | None = None,
+    max_batch: int = 16,
+    engine: str = "local",
+    ray: Any = None,
+) -> dict[str, ServedModel]:
     """Load every referenced bundle; names are the bundles' names (deduplicated with a suffix).
 
     Args:
@@ -171,10 +191,18 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
         pred = task.inference(b, inference)
         rt = getattr(pred.backend, "runtime", None)
         network = b.manifest.baseline is None  # a pixel model has nothing to tune or warm up
-        cap, seconds = (best_batch_pixels(pred.backend, b.in_channels, pred.window, max_batch)  # also the warm-up
-                        if network and wait > 0 else (None, {}))
-        spw = (seconds[pred.batch_size] / pred.batch_size if pred.batch_size in seconds
-               else _warm_up(pred, b.in_channels) if network else None)
+        cap, seconds = (
+            best_batch_pixels(pred.backend, b.in_channels, pred.window, max_batch)  # also the warm-up
+            if network and wait > 0
+            else (None, {})
+        )
+        spw = (
+            seconds[pred.batch_size] / pred.batch_size
+            if pred.batch_size in seconds
+            else _warm_up(pred, b.in_channels)
+            if network
+            else None
+        )
         threads = 1
         batcher = None
         if wait > 0:
@@ -182,15 +210,32 @@ def load_models(refs: list[str], inference: InferenceConfig | None = None, track
             # enough concurrent requests to fill a shared pass: a scene brings a batch of windows, an image one input
             per_request = max(pred.batch_size, 1) if task.dense else 1
             threads = max(2, 2 * batcher.windows_per_pass(pred.window, pred.window) // per_request)
-        models[name] = ServedModel(name, ref, b, task, pred, rt.backend if rt else inference.backend,
-                                   ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw)
+        models[name] = ServedModel(
+            name,
+            ref,
+            b,
+            task,
+            pred,
+            rt.backend if rt else inference.backend,
+            ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"),
+            spw,
+        )
         if batcher is not None:  # a lone request does not wait for company
             batcher.in_flight = lambda m=models[name]: m._pending
     return models
 
 
-def _ray_model(name: str, ref: str, path: Path, b: Bundle, task: Task, inference: InferenceConfig, ray: Any,
-               max_batch: int = 16, wait_ms: float = 5.0) -> ServedModel:
+def _ray_model(
+    name: str,
+    ref: str,
+    path: Path,
+    b: Bundle,
+    task: Task,
+    inference: InferenceConfig,
+    ray: Any,
+    max_batch: int = 16,
+    wait_ms: float = 5.0,
+) -> ServedModel:
     """A served model whose network is a Ray Serve deployment; the gateway keeps reading, tiling and blending."""
     from terraseg.config.inference import RayConfig
     from terraseg.prediction.distributed import connect
@@ -202,8 +247,17 @@ def _ray_model(name: str, ref: str, path: Path, b: Bundle, task: Task, inference
     pred = task.inference(b, inference, backend)
     spw = _warm_up(pred, b.in_channels)
     threads = 2 * (ray.max_replicas or ray.replicas)  # requests in flight to keep every replica busy
-    return ServedModel(name, ref, b, task, pred, f"ray-serve:{backend.info['backend']}",
-                       ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"), spw, remote=True)
+    return ServedModel(
+        name,
+        ref,
+        b,
+        task,
+        pred,
+        f"ray-serve:{backend.info['backend']}",
+        ThreadPoolExecutor(threads, thread_name_prefix="terraseg-infer"),
+        spw,
+        remote=True,
+    )
 
 
 def _warm_up(pred, bands: int) -> float:
@@ -232,5 +286,3 @@ def _warm_up(pred, bands: int) -> float:
         pred.backend.probabilities(x)
         sync()
     return (time.perf_counter() - t0) / pred.batch_size
-
-

@@ -11,17 +11,18 @@ from fastapi import UploadFile
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
-from terraseg.infer.drift import bundle_drift
 from terraseg.data.sources import scene_from_path
 from terraseg.errors import TerrasegError
+from terraseg.formats import UPLOAD_IMAGE_SUFFIXES as IMAGE_SUFFIXES
+from terraseg.formats import UPLOAD_VECTOR_SUFFIXES as VECTOR_SUFFIXES
+from terraseg.formats import is_mask_raster, is_photo
+from terraseg.infer.drift import bundle_drift
+from terraseg.infer.inputs import open_input, read_input_image
 from terraseg.io.images import write_png
 from terraseg.io.predictions import encode_class_ids, write_prediction
 from terraseg.io.raster import raster_info
-from terraseg.infer.inputs import open_input, read_input_image
 from terraseg.io.render import blend_overlay, colorize, display_rgb
 from terraseg.serve.errors import fail, user_error
-
-from terraseg.formats import UPLOAD_IMAGE_SUFFIXES as IMAGE_SUFFIXES, UPLOAD_VECTOR_SUFFIXES as VECTOR_SUFFIXES, is_mask_raster, is_photo
 
 CHUNK = 1 << 20
 
@@ -99,8 +100,11 @@ def check_budget(model, height: int, width: int, name: str) -> None:
     """
     est = model.estimated_seconds(height, width)
     if est is not None and model.max_seconds is not None and est > model.max_seconds:
-        fail(413, f"'{name}' ({width}x{height} pixels) would take about {est:.0f} s to predict here, over the limit of "
-                  f"{model.max_seconds:g} s per request (serve --max-seconds).")
+        fail(
+            413,
+            f"'{name}' ({width}x{height} pixels) would take about {est:.0f} s to predict here, over the limit of "
+            f"{model.max_seconds:g} s per request (serve --max-seconds).",
+        )
 
 
 def _predict(model, path: Path, name: str, probabilities: bool = True, drift: bool = True):
@@ -109,8 +113,9 @@ def _predict(model, path: Path, name: str, probabilities: bool = True, drift: bo
     try:
         scene = open_input(model.bundle, path)
         check_budget(model, scene.height, scene.width, name)
-        (ids, probs), drift = model.run_beside(model.predictor.predict_array, (scene, probabilities),
-                                               (lambda: bundle_drift(model.bundle, scene)) if drift else None)
+        (ids, probs), drift = model.run_beside(
+            model.predictor.predict_array, (scene, probabilities), (lambda: bundle_drift(model.bundle, scene)) if drift else None
+        )
     except TerrasegError as e:
         user_error(e, path, name)
     return scene, ids, probs, drift
@@ -138,15 +143,20 @@ def classify_response(model, path: Path, name: str, top: int = 0) -> dict:
         user_error(e, path, name)
     names = model.bundle.class_names
     order = np.argsort(-probs)[: top or len(names)]
-    return {"model": model.name, "predicted": names[int(order[0])], "probabilities": {names[i]: round(float(probs[i]), 6) for i in order}}
+    return {
+        "model": model.name,
+        "predicted": names[int(order[0])],
+        "probabilities": {names[i]: round(float(probs[i]), 6) for i in order},
+    }
 
 
 def _write(model, scene, ids: np.ndarray, folder: Path, probs: np.ndarray | None = None) -> Path:
     """The prediction as a GeoTIFF (georeferenced like the upload) through the one prediction writer."""
     m = model.bundle.manifest
     target = folder / "classes.tif"
-    write_prediction(target, scene.grid, ids, model.bundle.class_names, [c.color for c in m.classes], probs,
-                     folder / "classes_probs.tif")
+    write_prediction(
+        target, scene.grid, ids, model.bundle.class_names, [c.color for c in m.classes], probs, folder / "classes_probs.tif"
+    )
     return target
 
 
@@ -187,10 +197,18 @@ def segment_response(model, path: Path, folder: Path, fmt: str, name: str) -> Re
     if fmt == "json":
         from terraseg.io.predictions import class_encoding
 
-        return JSONResponse({"model": model.name, "width": int(ids.shape[1]), "height": int(ids.shape[0]),
-                             "classes": model.bundle.class_names, "nodata": class_encoding(K)[1],
-                             "mask": encode_class_ids(ids, K).tolist(), "drift": drift.to_dict() if drift is not None else None},
-                            headers=headers)
+        return JSONResponse(
+            {
+                "model": model.name,
+                "width": int(ids.shape[1]),
+                "height": int(ids.shape[0]),
+                "classes": model.bundle.class_names,
+                "nodata": class_encoding(K)[1],
+                "mask": encode_class_ids(ids, K).tolist(),
+                "drift": drift.to_dict() if drift is not None else None,
+            },
+            headers=headers,
+        )
     if fmt == "png":
         buf = io.BytesIO()
         Image.fromarray(encode_class_ids(ids, K)).save(buf, format="PNG", compress_level=1)  # 1: a fraction of level 6's time
@@ -227,8 +245,14 @@ def confidence_layer(probs: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, 
     top = probs.max(axis=0) if probs.shape[0] > 1 else np.maximum(probs[0], 1 - probs[0])
     u = np.clip((1 - top) / (1 - 1 / k), 0, 1)
     u = np.where(valid, u, 0)
-    rgba = np.stack([np.full(u.shape, 255, np.uint8), (220 * (1 - u)).astype(np.uint8), np.zeros(u.shape, np.uint8),
-                     (np.sqrt(u) * 230).astype(np.uint8)])
+    rgba = np.stack(
+        [
+            np.full(u.shape, 255, np.uint8),
+            (220 * (1 - u)).astype(np.uint8),
+            np.zeros(u.shape, np.uint8),
+            (np.sqrt(u) * 230).astype(np.uint8),
+        ]
+    )
     mean = float(top[valid].mean()) if valid.any() else None
     return rgba, mean
 
@@ -271,8 +295,13 @@ def web_result(model, path: Path, truth: Path | None, folder: Path, name: str) -
         write_prediction(folder / "classes.png", scene.grid, ids, model.bundle.class_names)
         files["classes"] = "classes.png"
     out = {
-        "model": model.name, "width": scene.width, "height": scene.height, "crs": scene.crs.to_string() if scene.crs else None,
-        "bounds": _latlon_bounds(scene), "legend": [c.model_dump() for c in model.bundle.manifest.classes], "files": files,
+        "model": model.name,
+        "width": scene.width,
+        "height": scene.height,
+        "crs": scene.crs.to_string() if scene.crs else None,
+        "bounds": _latlon_bounds(scene),
+        "legend": [c.model_dump() for c in model.bundle.manifest.classes],
+        "files": files,
         "class_pixels": np.bincount(ids[ids >= 0].ravel(), minlength=len(colors)).tolist(),
         "mean_confidence": confidence,
     }
@@ -287,7 +316,9 @@ def _truth_layer(scene, truth: Path, folder: Path, colors: list[str]) -> dict:
         if is_mask_raster(truth):
             t = scene_from_path(scene.path, labels=truth, ignore_index=255)
             mask = t.read(0, 0, scene.height, scene.width).mask
-            rgba = np.concatenate([colorize(np.where(mask == 255, 0, mask), colors), ((mask > 0) & (mask != 255))[None].astype(np.uint8) * 255])
+            rgba = np.concatenate(
+                [colorize(np.where(mask == 255, 0, mask), colors), ((mask > 0) & (mask != 255))[None].astype(np.uint8) * 255]
+            )
             write_png(folder / "truth.png", rgba)
             return {"kind": "image", "file": "truth.png"}
         from terraseg.io.vector import read_vector
@@ -300,5 +331,3 @@ def _truth_layer(scene, truth: Path, folder: Path, colors: list[str]) -> dict:
         return {"kind": "geojson", "file": "truth.geojson"}
     except TerrasegError as e:
         user_error(e, truth, truth.name)
-
-

@@ -16,8 +16,9 @@ A third task is one module here with a class implementing :class:`Task`, one lin
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from terraseg.bundle import Bundle
 from terraseg.config.inference import EvaluateConfig, InferenceConfig, PredictConfig
@@ -46,7 +47,9 @@ class Task(Protocol):
     def evaluation_data(self, cfg: EvaluateConfig, bundle: Bundle, say: Callable[[str], None]) -> list[Any]:
         """The labelled data ``cfg`` names (scenes or images)."""
 
-    def evaluate(self, cfg: EvaluateConfig, bundle: Bundle, say: Callable[[str], None], data: list[Any] | None = None) -> dict[str, Any]:
+    def evaluate(
+        self, cfg: EvaluateConfig, bundle: Bundle, say: Callable[[str], None], data: list[Any] | None = None
+    ) -> dict[str, Any]:
         """Score the bundle on ``data`` (default: :meth:`evaluation_data`); the metrics, also written to ``cfg.out_dir``."""
 
     def report(self, bundle: Bundle, metrics: dict[str, Any], what: str, split: str, out: Any, err: Any) -> None:
@@ -63,8 +66,10 @@ class Task(Protocol):
         """Forward-pass inputs (windows) one ``height x width`` image costs (the server's time budget)."""
 
 
-TASKS = {"segmentation": "terraseg.tasks.segmentation:SegmentationTask",
-         "classification": "terraseg.tasks.classification:ClassificationTask"}  # task name -> its class
+TASKS = {
+    "segmentation": "terraseg.tasks.segmentation:SegmentationTask",
+    "classification": "terraseg.tasks.classification:ClassificationTask",
+}  # task name -> its class
 
 
 def task_named(name: str) -> Task:
@@ -127,8 +132,9 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> Any:
     return task.predict(cfg, b)
 
 
-def run_evaluate(cfg: EvaluateConfig, bundle: str | Path | Bundle, say: Callable[[str], None] | None = None,
-                 data: list[Any] | None = None) -> dict[str, Any]:
+def run_evaluate(
+    cfg: EvaluateConfig, bundle: str | Path | Bundle, say: Callable[[str], None] | None = None, data: list[Any] | None = None
+) -> dict[str, Any]:
     """``terraseg evaluate`` for either task: options checked, data selected, scored, written to ``cfg.out_dir``.
 
     Args:

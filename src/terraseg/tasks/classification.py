@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from terraseg.bundle import Bundle
 from terraseg.config.inference import EvaluateConfig, InferenceConfig, PredictConfig
@@ -83,10 +84,9 @@ class ClassificationTask(opts.EvaluateChecks):
             ConfigError: a config without that split. InputFileError: a folder naming other classes.
         """
         from terraseg.config import ClassFolderSource
-        from terraseg.data.classes import ClassItem, class_items
+        from terraseg.data.classes import ClassItem, class_items, class_items_of, train_val_items
         from terraseg.errors import ConfigError
         from terraseg.evaluation.report import bundle_config
-        from terraseg.data.classes import class_items_of, train_val_items
 
         data = Path(cfg.data) if cfg.data else None
         if data is not None and data.suffix.lower() not in {".yaml", ".yml"}:
@@ -96,9 +96,13 @@ class ClassificationTask(opts.EvaluateChecks):
         if cfg.split == "val" and recorded:  # exactly the images training validated on
             return [ClassItem(p, int(k)) for p, k in recorded]
         if cfg.split == "val":
-            say(f"warning: {bundle.path} records no validation images (an older bundle); they are drawn again from the "
-                "config and may differ from those training validated on.")
-        items = (class_items_of(config, "test") if config.data.test else []) if cfg.split == "test" else train_val_items(config)[1]
+            say(
+                f"warning: {bundle.path} records no validation images (an older bundle); they are drawn again from the "
+                "config and may differ from those training validated on."
+            )
+        items = (
+            (class_items_of(config, "test") if config.data.test else []) if cfg.split == "test" else train_val_items(config)[1]
+        )
         if not items:
             raise ConfigError(f"{data or bundle.path}: config has no `data.{cfg.split}` images; use --split val.")
         return items
@@ -116,8 +120,16 @@ class ClassificationTask(opts.EvaluateChecks):
         from terraseg.evaluation.classify import evaluate_classifier
 
         items = data if data is not None else self.evaluation_data(cfg, bundle, say)
-        return evaluate_classifier(bundle, items, cfg.out_dir, max(cfg.inference.batch_size or 32, 1), options=cfg.inference,
-                                   log_to_run=cfg.log_to_run, tracking_uri=cfg.tracking_uri, split=cfg.split)
+        return evaluate_classifier(
+            bundle,
+            items,
+            cfg.out_dir,
+            max(cfg.inference.batch_size or 32, 1),
+            options=cfg.inference,
+            log_to_run=cfg.log_to_run,
+            tracking_uri=cfg.tracking_uri,
+            split=cfg.split,
+        )
 
     def report(self, bundle: Bundle, metrics: dict[str, Any], what: str, split: str, out: Any, err: Any) -> None:
         """Print a classification evaluation: per-class precision, recall, F1 and images; accuracy, macro-F1 and top-k
@@ -144,15 +156,19 @@ class ClassificationTask(opts.EvaluateChecks):
         out.print(table)
         iv = m.get("intervals") or {}
         topk = next(k for k in m if k.startswith("top"))
-        out.print(f"accuracy {format_interval(m['accuracy'], iv.get('accuracy'))}  macro-F1 "
-                  f"{format_interval(m['f1_macro'], iv.get('f1_macro'))}  {topk.replace('_', ' ')} {m[topk]:.4f}  "
-                  f"(95% intervals over {iv.get('units', m['n'])} images)")
+        out.print(
+            f"accuracy {format_interval(m['accuracy'], iv.get('accuracy'))}  macro-F1 "
+            f"{format_interval(m['f1_macro'], iv.get('f1_macro'))}  {topk.replace('_', ' ')} {m[topk]:.4f}  "
+            f"(95% intervals over {iv.get('units', m['n'])} images)"
+        )
         if wide := width_warning(iv.get("accuracy"), iv.get("units", 0), split):
             err.print(f"warning: {wide}.")
         absent = [name for name, v in m["per_class"].items() if not v["support"]]
         if absent:
-            err.print(f"warning: no image of class {', '.join(repr(n) for n in absent)} in this data: "
-                      "recall and F1 of such a class say nothing of the model.")
+            err.print(
+                f"warning: no image of class {', '.join(repr(n) for n in absent)} in this data: "
+                "recall and F1 of such a class say nothing of the model."
+            )
 
 
 __all__ = ["ClassificationTask"]

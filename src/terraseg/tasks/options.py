@@ -26,50 +26,79 @@ class Refused:
 Entry = str | Refused
 # the ways a bundle is run: segmentation; classification of image files; classification of a scene's grid
 WAYS = ("segmentation", "files", "grid")
-WAY_NAMES = {"segmentation": "segmentation bundles", "files": "classification of image files",
-             "grid": "classification with --grid"}
+WAY_NAMES = {
+    "segmentation": "segmentation bundles",
+    "files": "classification of image files",
+    "grid": "classification with --grid",
+}
 WHOLE = Refused("each image is classified whole, resized to the classifier's input; --grid classifies a scene's windows")
 NO_RASTER = Refused("without --grid the one output is predictions.csv; use --grid for rasters of a georeferenced scene")
-CLASS_FOLDERS = Refused("a classifier is scored on class folders (each folder names its images' class) or its "
-                        "config's split: give the folder or the config")
+CLASS_FOLDERS = Refused(
+    "a classifier is scored on class folders (each folder names its images' class) or its "
+    "config's split: give the folder or the config"
+)
 
 # option (dotted field of PredictConfig) -> (segmentation, files, grid)
 PREDICT: dict[str, tuple[Entry, Entry, Entry]] = {
     "asset": ("the STAC asset predicted",) * 3,
-    "engine": ("'ray': scenes and row bands on Ray actors", "'ray': chunks of images on Ray actors",
-               "'ray': scenes on Ray actors"),
-    "resume": ("skips inputs whose outputs are complete", "keeps the rows of predictions.csv, classifies the other images",
-               "skips scenes whose outputs are complete"),
+    "engine": (
+        "'ray': scenes and row bands on Ray actors",
+        "'ray': chunks of images on Ray actors",
+        "'ray': scenes on Ray actors",
+    ),
+    "resume": (
+        "skips inputs whose outputs are complete",
+        "keeps the rows of predictions.csv, classifies the other images",
+        "skips scenes whose outputs are complete",
+    ),
     "bands": ("bands fed to the model, by index or name",) * 3,
     "input_range": ("the inputs' value range mapped onto the training range",) * 3,
-    "probabilities": ("<stem>_probs.tif, one band per class",
-                      Refused("predictions.csv always holds every class's probability (p_<class> columns)"),
-                      "<stem>_probs.tif, one band per class, a pixel per window"),
-    "uncertainty": ("<stem>_confidence.tif: max probability, margin, normalised entropy",
-                    "margin and normalized_entropy columns in predictions.csv",
-                    "<stem>_confidence.tif, a pixel per window"),
-    "overlay": ("<stem>_overlay.png: class colours over the image",
-                Refused("an overlay needs a map: use --grid on a georeferenced scene"),
-                "<stem>_overlay.png: the windows' class colours over the image"),
+    "probabilities": (
+        "<stem>_probs.tif, one band per class",
+        Refused("predictions.csv always holds every class's probability (p_<class> columns)"),
+        "<stem>_probs.tif, one band per class, a pixel per window",
+    ),
+    "uncertainty": (
+        "<stem>_confidence.tif: max probability, margin, normalised entropy",
+        "margin and normalized_entropy columns in predictions.csv",
+        "<stem>_confidence.tif, a pixel per window",
+    ),
+    "overlay": (
+        "<stem>_overlay.png: class colours over the image",
+        Refused("an overlay needs a map: use --grid on a georeferenced scene"),
+        "<stem>_overlay.png: the windows' class colours over the image",
+    ),
     "compress": ("codec of the GeoTIFF outputs", NO_RASTER, "codec of the GeoTIFF outputs"),
     "level": ("codec level", NO_RASTER, "codec level"),
     "cog": ("Cloud-Optimized GeoTIFFs", NO_RASTER, "Cloud-Optimized GeoTIFFs"),
-    "grid": (Refused("its map already gives every pixel a class (vectorize it for polygons)"), "classify on a grid",
-             "classify on a grid"),
+    "grid": (
+        Refused("its map already gives every pixel a class (vectorize it for polygons)"),
+        "classify on a grid",
+        "classify on a grid",
+    ),
     "inference.window": ("sliding-window side", WHOLE, "the grid's window side (default: the classifier's input size)"),
-    "inference.overlap": ("overlap of neighbouring windows (Hann-blended)", WHOLE,
-                          Refused("grid windows do not overlap: each window gets one class")),
+    "inference.overlap": (
+        "overlap of neighbouring windows (Hann-blended)",
+        WHOLE,
+        Refused("grid windows do not overlap: each window gets one class"),
+    ),
     "inference.fit_max": ("largest image predicted as one window", WHOLE, Refused("the grid's windows are --window")),
-    "inference.readers": ("reader threads ahead of the network", Refused("images are read whole, a chunk at a time"),
-                          Refused("the grid is read one row of windows at a time")),
+    "inference.readers": (
+        "reader threads ahead of the network",
+        Refused("images are read whole, a chunk at a time"),
+        Refused("the grid is read one row of windows at a time"),
+    ),
     "inference.batch_size": ("windows per forward pass", "images per forward pass", "windows per forward pass"),
     "inference.device": ("the torch device",) * 3,
     "inference.precision": ("float32, bf16 or fp16 autocast",) * 3,
     "inference.channels_last": ("NHWC memory layout",) * 3,
     "inference.backend": ("PyTorch, ONNX Runtime or its INT8 graph",) * 3,
     "inference.threads": ("ONNX Runtime threads",) * 3,
-    "inference.tta": ("mean of flipped / D4 views, each mapped back",
-                      "mean of the class probabilities of flipped / D4 views", "mean of the class probabilities of flipped / D4 views"),
+    "inference.tta": (
+        "mean of flipped / D4 views, each mapped back",
+        "mean of the class probabilities of flipped / D4 views",
+        "mean of the class probabilities of flipped / D4 views",
+    ),
 }
 
 # option (dotted field of EvaluateConfig) -> (segmentation, classification)
@@ -84,10 +113,14 @@ EVALUATE: dict[str, tuple[Entry, Entry]] = {
     "mask_nodata": ("mask value meaning unknown", CLASS_FOLDERS),
     "layer": ("layer of a multi-layer vector file", CLASS_FOLDERS),
     "aoi": ("the labelled extent: pixels outside it are not scored", CLASS_FOLDERS),
-    "overlays": ("image | truth | prediction PNGs",
-                 Refused("predictions.csv lists every image's true and predicted class, confusion_matrix.png the counts")),
-    "overlay_size": ("side of each overlay panel",
-                     Refused("predictions.csv lists every image's true and predicted class, confusion_matrix.png the counts")),
+    "overlays": (
+        "image | truth | prediction PNGs",
+        Refused("predictions.csv lists every image's true and predicted class, confusion_matrix.png the counts"),
+    ),
+    "overlay_size": (
+        "side of each overlay panel",
+        Refused("predictions.csv lists every image's true and predicted class, confusion_matrix.png the counts"),
+    ),
     "log_to_run": ("log to the training run in MLflow",) * 2,
     "tracking_uri": ("the MLflow store",) * 2,
     "inference.window": ("sliding-window side", WHOLE),
@@ -172,6 +205,7 @@ class EvaluateChecks:
 
 def options_markdown() -> str:
     """The option/task tables of ``docs/commands.md`` (predict, then evaluate), in Markdown."""
+
     def cell(e: Entry) -> str:
         return f"refused: {e.why}" if isinstance(e, Refused) else e
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from terraseg.bundle import Bundle
 from terraseg.config.inference import EvaluateConfig, InferenceConfig, PredictConfig
@@ -92,13 +93,19 @@ class SegmentationTask(opts.EvaluateChecks):
 
         m = bundle.manifest
         data = Path(cfg.data) if cfg.data else None
-        if (data is None or data.is_dir() or data.suffix.lower() in {".yaml", ".yml"}) and (given := [
-                f"--{k.replace('_', '-')}" for k in ("labels", "attribute", "mapping", "layer", "aoi", "mask_nodata")
-                if getattr(cfg, k) is not None]):
+        if (data is None or data.is_dir() or data.suffix.lower() in {".yaml", ".yml"}) and (
+            given := [
+                f"--{k.replace('_', '-')}"
+                for k in ("labels", "attribute", "mapping", "layer", "aoi", "mask_nodata")
+                if getattr(cfg, k) is not None
+            ]
+        ):
             from terraseg.errors import ConfigError
 
-            raise ConfigError(f"{' '.join(given)} apply to one image with its labels; {data or 'the bundle config'} holds its "
-                              "own labels (set them in the config's sources, e.g. `aoi:`), so leave them out.")
+            raise ConfigError(
+                f"{' '.join(given)} apply to one image with its labels; {data or 'the bundle config'} holds its "
+                "own labels (set them in the config's sources, e.g. `aoi:`), so leave them out."
+            )
         if data is None or data.suffix.lower() in {".yaml", ".yml"}:
             return split_scenes_of(bundle, data, cfg.split, cfg.overrides, warn=lambda w: say(f"warning: {w}"))
         if data.is_dir():
@@ -117,8 +124,20 @@ class SegmentationTask(opts.EvaluateChecks):
                 say("note: " + background_tag_note(*hidden, "give --mask-nodata 0"))
         else:
             attribute, mapping = labels_as_trained(bundle, cfg.labels, attribute, mapping, say, cfg.layer)
-        return [open_input(bundle, data, cfg.labels, burn_value=cfg.burn_value, attribute=attribute, mapping=mapping,
-                           mask_nodata=nodata, layer=cfg.layer, aoi=cfg.aoi, mask_values=bundle.mask_values())]
+        return [
+            open_input(
+                bundle,
+                data,
+                cfg.labels,
+                burn_value=cfg.burn_value,
+                attribute=attribute,
+                mapping=mapping,
+                mask_nodata=nodata,
+                layer=cfg.layer,
+                aoi=cfg.aoi,
+                mask_values=bundle.mask_values(),
+            )
+        ]
 
     def evaluate(self, cfg: EvaluateConfig, bundle: Bundle, say: Say, data: list[Any] | None = None) -> dict[str, Any]:
         """Score the bundle on :meth:`evaluation_data` (:func:`terraseg.evaluation.report.evaluate_segmentation`).
@@ -165,30 +184,40 @@ class SegmentationTask(opts.EvaluateChecks):
         iv = m.get("intervals") or {}
         headline = f"mIoU {format_interval(m['miou'], iv.get('miou'))}  pixel accuracy {fmt(m['pixel_accuracy'])}"
         if "iou" in m:
-            headline = f"IoU {format_interval(m['iou'], iv.get('iou'))}  F1 {format_interval(m['dice'], iv.get('dice'))}  " + headline
+            headline = (
+                f"IoU {format_interval(m['iou'], iv.get('iou'))}  F1 {format_interval(m['dice'], iv.get('dice'))}  " + headline
+            )
         out.print(headline + f"  ({m['pixels']:,} pixels; 95% intervals over {iv.get('units', 0)} {iv.get('unit', 'units')})")
         if (o := m.get("objects")) is not None:
             oi = o["intervals"]
-            out.print(f"objects '{o['class']}' (matched one to one at IoU >= {o['match_iou']:g}, SpaceNet; under "
-                      f"{o['min_pixels']} px left out): F1 {format_interval(o['f1'], oi['f1'])}  precision "
-                      f"{format_interval(o['precision'], oi['precision'])}  recall {format_interval(o['recall'], oi['recall'])}  "
-                      f"(TP {o['tp']:,}, FP {o['fp']:,}, FN {o['fn']:,}; {o['units']} units)")
+            out.print(
+                f"objects '{o['class']}' (matched one to one at IoU >= {o['match_iou']:g}, SpaceNet; under "
+                f"{o['min_pixels']} px left out): F1 {format_interval(o['f1'], oi['f1'])}  precision "
+                f"{format_interval(o['precision'], oi['precision'])}  recall {format_interval(o['recall'], oi['recall'])}  "
+                f"(TP {o['tp']:,}, FP {o['fp']:,}, FN {o['fn']:,}; {o['units']} units)"
+            )
             if o.get("scenes_left_out"):
                 err.print(f"warning: {o['scenes_left_out']} scene(s) over 64 million pixels left out of the object scores.")
         if wide := width_warning(iv.get("iou") or iv.get("score"), iv.get("units", 0), split):
             err.print(f"warning: {wide}.")
         for name in absent_classes(m):
-            err.print(f"warning: class '{name}' has no labelled pixel in this data: its figures are undefined (-) or 0 and say "
-                      f"nothing of the model; the headline covers the other classes only where they are means.")
+            err.print(
+                f"warning: class '{name}' has no labelled pixel in this data: its figures are undefined (-) or 0 and say "
+                f"nothing of the model; the headline covers the other classes only where they are means."
+            )
         drift = m.get("drift") or {}
         if drift.get("flagged"):
-            err.print(f"warning: {len(drift['flagged'])} of {drift['scenes']} images differ from the training data (drift: "
-                      + ", ".join(f"{k} in {'/'.join(v)}" for k, v in list(drift["flagged"].items())[:5])
-                      + (", ..." if len(drift["flagged"]) > 5 else "") + "); figures on them may not carry over.")
+            err.print(
+                f"warning: {len(drift['flagged'])} of {drift['scenes']} images differ from the training data (drift: "
+                + ", ".join(f"{k} in {'/'.join(v)}" for k, v in list(drift["flagged"].items())[:5])
+                + (", ..." if len(drift["flagged"]) > 5 else "")
+                + "); figures on them may not carry over."
+            )
 
 
-def labels_as_trained(bundle: Bundle, path: str, attribute: str | None, mapping: dict[str, int] | None,
-                      say: Say, layer: str | None = None) -> tuple[str | None, dict[str, int] | None]:
+def labels_as_trained(
+    bundle: Bundle, path: str, attribute: str | None, mapping: dict[str, int] | None, say: Say, layer: str | None = None
+) -> tuple[str | None, dict[str, int] | None]:
     """The attribute and value-to-class mapping that score polygons as the bundle was trained on them.
 
     An explicit ``mapping`` wins. Otherwise the mapping the bundle records for ``attribute``

@@ -21,8 +21,9 @@ import torch
 from terraseg.config import AugmentConfig
 
 
-def affine_batch(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, cfg: AugmentConfig, ignore_index: int,
-                 g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def affine_batch(
+    image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, cfg: AugmentConfig, ignore_index: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random zoom, shear and rotation per sample, applied alike to image, mask and validity (kornia).
 
     ``kornia.augmentation.RandomAffine`` inside ``AugmentationSequential`` (Riba et al., "Kornia: an
@@ -44,9 +45,14 @@ def affine_batch(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, c
     import kornia.augmentation as K
 
     aug = K.AugmentationSequential(
-        K.RandomAffine(degrees=cfg.rotate, scale=(1 / (1 + cfg.zoom), 1 + cfg.zoom) if cfg.zoom else None,
-                       shear=math.degrees(cfg.shear) if cfg.shear else None, padding_mode="zeros", align_corners=False,
-                       p=cfg.p_affine),
+        K.RandomAffine(
+            degrees=cfg.rotate,
+            scale=(1 / (1 + cfg.zoom), 1 + cfg.zoom) if cfg.zoom else None,
+            shear=math.degrees(cfg.shear) if cfg.shear else None,
+            padding_mode="zeros",
+            align_corners=False,
+            p=cfg.p_affine,
+        ),
         data_keys=["input", "mask"],  # masks: nearest neighbours (kornia's default for the mask key)
     )
     planes = torch.stack([mask.to(image.dtype), valid.to(image.dtype), torch.ones_like(valid, dtype=image.dtype)], dim=1)
@@ -93,8 +99,9 @@ def photometric_batch(image: torch.Tensor, valid: torch.Tensor, cfg: AugmentConf
     return x * valid[:, None]
 
 
-def d4_batch(image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, flips: str,
-             g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def d4_batch(
+    image: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, flips: str, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random flips (and, with ``flips='d4'``, 90-degree rotations) per sample, alike for image, mask, validity.
 
     Args:

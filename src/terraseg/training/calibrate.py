@@ -73,14 +73,27 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> dict[str, Any
     opt.step(closure)
     t = float(log_t.detach().exp().clamp(0.05, 20.0))
     with torch.no_grad():
-        return {"temperature": round(t, 5), "ece_before": round(expected_calibration_error(_probs(z, 1.0).float(), y), 5),
-                "ece_after": round(expected_calibration_error(_probs(z, t).float(), y), 5),
-                "nll_before": round(float(nll(1.0)), 5), "nll_after": round(float(nll(t)), 5), "pixels": int(len(y))}
+        return {
+            "temperature": round(t, 5),
+            "ece_before": round(expected_calibration_error(_probs(z, 1.0).float(), y), 5),
+            "ece_after": round(expected_calibration_error(_probs(z, t).float(), y), 5),
+            "nll_before": round(float(nll(1.0)), 5),
+            "nll_after": round(float(nll(t)), 5),
+            "pixels": int(len(y)),
+        }
 
 
 @torch.no_grad()
-def calibrate_on_scenes(model: torch.nn.Module, scenes: list, stats: NormStats, window: int, ignore_index: int,
-                        max_windows: int = 24, max_pixels: int = 2_000_000, seed: int = 0) -> dict[str, Any] | None:
+def calibrate_on_scenes(
+    model: torch.nn.Module,
+    scenes: list,
+    stats: NormStats,
+    window: int,
+    ignore_index: int,
+    max_windows: int = 24,
+    max_pixels: int = 2_000_000,
+    seed: int = 0,
+) -> dict[str, Any] | None:
     """Fit the temperature of ``model`` on labelled windows of ``scenes`` (the validation split).
 
     Args:

@@ -25,9 +25,14 @@ log = logging.getLogger(__name__)
 AS_VALIDATED = InferenceConfig(backend="torch", precision="32", channels_last=False)
 
 
-def train_with_challengers(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None,
-                           callbacks: list | None = None, parent_run_id: str | None = None,
-                           started: float | None = None) -> TrainResult:
+def train_with_challengers(
+    cfg: ExperimentConfig,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    callbacks: list | None = None,
+    parent_run_id: str | None = None,
+    started: float | None = None,
+) -> TrainResult:
     """Fit ``cfg.train.challengers`` and the network within one budget; keep the candidate validation prefers.
 
     The network's bundle is ``<run>/model.terraseg`` unless a baseline wins, which then takes that name (the
@@ -54,15 +59,20 @@ def train_with_challengers(cfg: ExperimentConfig, resume: bool = False, tracking
     run_dir = cfg.run_dir()
     baselines: dict[str, TrainResult] = {}
     for arch in cfg.train.challengers:  # seconds each, first: the network trains in the time they leave
-        c = cfg.model_copy(update={"model": cfg.model.model_copy(update={"arch": arch}),
-                                   "train": cfg.train.model_copy(update={"challengers": []}),
-                                           "output_dir": str(run_dir / "candidates" / arch),
-                                           "tracking": cfg.tracking.model_copy(update={"enabled": False})})
+        c = cfg.model_copy(
+            update={
+                "model": cfg.model.model_copy(update={"arch": arch}),
+                "train": cfg.train.model_copy(update={"challengers": []}),
+                "output_dir": str(run_dir / "candidates" / arch),
+                "tracking": cfg.tracking.model_copy(update={"enabled": False}),
+            }
+        )
         baselines[arch] = train_pixel(c)
     # the network's budget keeps time for the comparisons after it (terraseg.training.network._Budget)
     scoring = sum(Bundle.load(r.bundle_path).manifest.training.get("validation_seconds", 0.0) for r in baselines.values())
-    net = train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, started=started,
-                        after_seconds=scoring)
+    net = train_network(
+        cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, started=started, after_seconds=scoring
+    )
     if net.rank:
         return net
     network = Bundle.load(net.bundle_path)
@@ -72,23 +82,45 @@ def train_with_challengers(cfg: ExperimentConfig, resume: bool = False, tracking
     for arch, res in baselines.items():
         r = compare_bundles(Bundle.load(res.bundle_path), network, val, inference=AS_VALIDATED, validation=True)
         d = r["difference"]
-        rows.append({"candidate": arch, "score": r["a"]["score"], "interval": r["a"]["interval"], "network_score": r["b"]["score"],
-                     "network_interval": r["b"]["interval"], "difference": d["difference"], "difference_interval": d["interval"],
-                     "units": r["units"], "score_name": r["score"]})
+        rows.append(
+            {
+                "candidate": arch,
+                "score": r["a"]["score"],
+                "interval": r["a"]["interval"],
+                "network_score": r["b"]["score"],
+                "network_interval": r["b"]["interval"],
+                "difference": d["difference"],
+                "difference_interval": d["interval"],
+                "units": r["units"],
+                "score_name": r["score"],
+            }
+        )
         if not lines:
-            lines.append(f"candidate network ({cfg.model.arch}/{cfg.model.encoder}): {format_interval(r['b']['score'], r['b']['interval'])} "
-                         f"{r['score']} on {r['units']} validation blocks")
-        lines.append(f"candidate {arch}: {format_interval(r['a']['score'], r['a']['interval'])}; {arch} - network "
-                     f"{format_interval(d['difference'], d['interval'])} (paired block bootstrap)")
+            lines.append(
+                f"candidate network ({cfg.model.arch}/{cfg.model.encoder}): {format_interval(r['b']['score'], r['b']['interval'])} "
+                f"{r['score']} on {r['units']} validation blocks"
+            )
+        lines.append(
+            f"candidate {arch}: {format_interval(r['a']['score'], r['a']['interval'])}; {arch} - network "
+            f"{format_interval(d['difference'], d['interval'])} (paired block bootstrap)"
+        )
         if d["separates"] and d["difference"] > best_gain:
             kept, kept_name, best_gain = res, arch, d["difference"]
     if kept_name == "network":
         tied = [r["candidate"] for r in rows if r["difference_interval"][0] <= 0 <= r["difference_interval"][1]]
-        lines.append("kept the network: " + (f"validation cannot tell it from {', '.join(tied)} (the interval of the "
-                                             "difference holds 0)" if tied else "it scores above every baseline"))
+        lines.append(
+            "kept the network: "
+            + (
+                f"validation cannot tell it from {', '.join(tied)} (the interval of the difference holds 0)"
+                if tied
+                else "it scores above every baseline"
+            )
+        )
     else:
-        lines.append(f"kept {kept_name}: it scores above the network on these validation blocks (the interval of the "
-                     "difference lies above 0)")
+        lines.append(
+            f"kept {kept_name}: it scores above the network on these validation blocks (the interval of the "
+            "difference lies above 0)"
+        )
     kept_bundle = Bundle.load(kept.bundle_path)
     kept_bundle.manifest.training["candidates"] = {"kept": kept_name, "comparisons": rows}
     # the run's MLflow run is the network's (the baselines are fitted untracked): a kept baseline registers under it
@@ -98,9 +130,16 @@ def train_with_challengers(cfg: ExperimentConfig, resume: bool = False, tracking
         (run_dir / "candidates").mkdir(parents=True, exist_ok=True)
         shutil.move(str(final), str(run_dir / "candidates" / "network.terraseg"))
     kept_bundle.save(final)
-    return replace(kept, bundle_path=final, run_dir=run_dir, candidates=lines, wall_seconds=time.monotonic() - started,
-                   split=kept.split or net.split, arch=None if kept_name == "network" else kept_name,
-                   tracking_uri=net.tracking_uri)
+    return replace(
+        kept,
+        bundle_path=final,
+        run_dir=run_dir,
+        candidates=lines,
+        wall_seconds=time.monotonic() - started,
+        split=kept.split or net.split,
+        arch=None if kept_name == "network" else kept_name,
+        tracking_uri=net.tracking_uri,
+    )
 
 
 __all__ = ["train_with_challengers"]

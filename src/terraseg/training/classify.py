@@ -21,7 +21,6 @@ from terraseg.io.atomic import write_text_atomic
 from terraseg.models.factory import build_model
 from terraseg.training.module import ModuleBase
 
-
 CACHE_BYTES = 1 << 30  # decoded training + validation images held in memory at most (estimated from the first)
 
 
@@ -44,16 +43,24 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
     if resume and stats_path.is_file():
         stats = NormStats.from_dict(json.loads(stats_path.read_text()))
     else:
-        stats = image_statistics(train_items, d.normalization.method, d.normalization.percentiles, d.normalization.max_pixels,
-                                 cfg.train.seed, bands)
+        stats = image_statistics(
+            train_items, d.normalization.method, d.normalization.percentiles, d.normalization.max_pixels, cfg.train.seed, bands
+        )
         stats = with_fixed_normalisation(stats, d.normalization.mean, d.normalization.std, bands)
         write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
     cache = first.nbytes * (len(train_items) + len(val_items)) < CACHE_BYTES  # decoded images kept only when they fit
-    train_ds = ClassificationDataset(train_items, d.window, stats, bands, d.augment, d.flips, tuple(d.crop_scale), cfg.train.seed, cache)
+    train_ds = ClassificationDataset(
+        train_items, d.window, stats, bands, d.augment, d.flips, tuple(d.crop_scale), cfg.train.seed, cache
+    )
     kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
     # the epoch travels in the sampler's indexes: new crops every epoch also with persistent workers
-    train_dl = DataLoader(train_ds, batch_size=d.batch_size, sampler=EpochSampler(len(train_ds), shuffle=True, seed=cfg.train.seed),
-                          drop_last=len(train_ds) > d.batch_size, **kw)
+    train_dl = DataLoader(
+        train_ds,
+        batch_size=d.batch_size,
+        sampler=EpochSampler(len(train_ds), shuffle=True, seed=cfg.train.seed),
+        drop_last=len(train_ds) > d.batch_size,
+        **kw,
+    )
     val_dl = None
     if val_items:
         val_ds = ClassificationDataset(val_items, d.window, stats, bands, cache=cache)
@@ -102,7 +109,11 @@ class ClassificationModule(ModuleBase):
         acc, f1 = float(self.val_acc.compute()), float(self.val_f1.compute())
         self.val_acc.reset()
         self.val_f1.reset()
-        logs = {"val/score": acc, "val/acc": acc, "val/f1_macro": f1,
-                "val/loss": float(np.mean(self._val_losses)) if self._val_losses else 0.0}
+        logs = {
+            "val/score": acc,
+            "val/acc": acc,
+            "val/f1_macro": f1,
+            "val/loss": float(np.mean(self._val_losses)) if self._val_losses else 0.0,
+        }
         self._val_losses.clear()
         self.record_validation(logs)

@@ -34,11 +34,10 @@ import numpy as np
 from terraseg.config import ExperimentConfig
 from terraseg.data.scenes import RasterScene, Region, Scene
 from terraseg.data.sources import build_scenes
-from terraseg.prepare.split import assign_blocks
 from terraseg.data.windows import grid_windows
 from terraseg.errors import ConfigError, InputFileError
-from terraseg.io.atomic import write_text_atomic
-from terraseg.io.atomic import output_folder
+from terraseg.io.atomic import output_folder, write_text_atomic
+from terraseg.prepare.split import assign_blocks
 from terraseg.tasks import task_named
 
 log = logging.getLogger(__name__)
@@ -68,7 +67,9 @@ def _block_pixels(scene: Scene, size: float) -> int:
     return max(1, int(round(size / max(res, 1e-12))))
 
 
-def fold_scenes(scenes: list[Scene], folds: int, block_size: float, buffer: float, seed: int) -> list[tuple[list[Scene], list[Scene]]]:
+def fold_scenes(
+    scenes: list[Scene], folds: int, block_size: float, buffer: float, seed: int
+) -> list[tuple[list[Scene], list[Scene]]]:
     """``(training scenes, validation scenes)`` of each of ``folds`` folds.
 
     Args:
@@ -95,7 +96,9 @@ def fold_scenes(scenes: list[Scene], folds: int, block_size: float, buffer: floa
             units.append((i, None))
             keys.append((i, 0, 0))
     if len(units) < folds:
-        raise ConfigError(f"{len(units)} blocks of {block_size:g} units for {folds} folds; use smaller --block-size or fewer folds.")
+        raise ConfigError(
+            f"{len(units)} blocks of {block_size:g} units for {folds} folds; use smaller --block-size or fewer folds."
+        )
     assign = assign_blocks(keys, tuple([1.0 / folds] * folds), seed)
     out = []
     for k in range(folds):
@@ -110,8 +113,9 @@ def fold_scenes(scenes: list[Scene], folds: int, block_size: float, buffer: floa
             else:
                 val.append(scenes[i].restricted(region))
                 pad = _block_pixels(scenes[i], buffer) if buffer > 0 else 0
-                held.setdefault(i, []).append(Region(region.row_off - pad, region.col_off - pad, region.height + 2 * pad,
-                                                     region.width + 2 * pad))
+                held.setdefault(i, []).append(
+                    Region(region.row_off - pad, region.col_off - pad, region.height + 2 * pad, region.width + 2 * pad)
+                )
         train: list[Scene] = []
         for i, s in enumerate(scenes):
             if i in held and not held[i]:
@@ -133,8 +137,14 @@ def _figures(res, network: bool) -> dict[str, float]:
     return {k: float(v) for k, v in last.items() if k.startswith("val/") and isinstance(v, (int, float))}
 
 
-def cross_validate(cfg: ExperimentConfig, folds: int = 5, block_size: float | None = None, buffer: float = 0.0,
-                   compare_random: bool = True, out_dir: str | Path | None = None) -> CVResult:
+def cross_validate(
+    cfg: ExperimentConfig,
+    folds: int = 5,
+    block_size: float | None = None,
+    buffer: float = 0.0,
+    compare_random: bool = True,
+    out_dir: str | Path | None = None,
+) -> CVResult:
     """Train and score ``folds`` folds with spatial blocks (and, when asked, with a random split) (module docstring).
 
     Args:
@@ -184,16 +194,36 @@ def cross_validate(cfg: ExperimentConfig, folds: int = 5, block_size: float | No
             r = train(fold_cfg, scenes=(tr, va))
             rows.append({"fold": k, "validation_parts": len(va), **_figures(r, not cfg.pixel_model)})
         result.folds[method] = rows
-        result.summary[method] = {m: {"mean": float(np.mean([r[m] for r in rows if m in r])),
-                                      "std": float(np.std([r[m] for r in rows if m in r], ddof=1)) if len(rows) > 1 else 0.0}
-                                  for m in METRICS if any(m in r for r in rows)}
+        result.summary[method] = {
+            m: {
+                "mean": float(np.mean([r[m] for r in rows if m in r])),
+                "std": float(np.std([r[m] for r in rows if m in r], ddof=1)) if len(rows) > 1 else 0.0,
+            }
+            for m in METRICS
+            if any(m in r for r in rows)
+        }
     if compare_random:
-        result.gap = {m: result.summary["random"][m]["mean"] - result.summary["spatial"][m]["mean"]
-                      for m in result.summary["spatial"] if m in result.summary["random"]}
+        result.gap = {
+            m: result.summary["random"][m]["mean"] - result.summary["spatial"][m]["mean"]
+            for m in result.summary["spatial"]
+            if m in result.summary["random"]
+        }
     result.path = out / "cv.json"
-    write_text_atomic(result.path, json.dumps({"config": cfg.name, "folds": folds, "block_size": block, "buffer": buffer,
-                                               "per_fold": result.folds, "summary": result.summary, "gap_random_minus_spatial": result.gap},
-                                              indent=2))
+    write_text_atomic(
+        result.path,
+        json.dumps(
+            {
+                "config": cfg.name,
+                "folds": folds,
+                "block_size": block,
+                "buffer": buffer,
+                "per_fold": result.folds,
+                "summary": result.summary,
+                "gap_random_minus_spatial": result.gap,
+            },
+            indent=2,
+        ),
+    )
     return result
 
 

@@ -56,8 +56,16 @@ def trial_export(model: torch.nn.Module, bands: int, opset: int = 17) -> float:
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(m, (dummy,), buf, input_names=["image"], output_names=["logits"], opset_version=opset, dynamo=False,
-                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}})
+        torch.onnx.export(
+            m,
+            (dummy,),
+            buf,
+            input_names=["image"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
+        )
         x = np.random.default_rng(0).standard_normal((2, bands, WINDOW, WINDOW)).astype(np.float32)
         m(torch.from_numpy(x))
     ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"image": x})

@@ -15,8 +15,8 @@ from terraseg.data.datasets import normalize_batch
 from terraseg.data.normalize import NormStats
 from terraseg.evaluation.metrics import interval_logs, validation_metrics
 from terraseg.evaluation.report import evaluate_scenes
-from terraseg.models.factory import build_model, encoder_stages
 from terraseg.infer.sliding import SlidingWindowPredictor
+from terraseg.models.factory import build_model, encoder_stages
 from terraseg.models.losses import CombinedLoss
 from terraseg.models.optim import build_optimizer, build_scheduler
 from terraseg.training.tiling import validation_predictor
@@ -135,8 +135,10 @@ class ModuleBase(L.LightningModule):
         params: Any = self.model.parameters()
         if ratio != 1.0 and isinstance(encoder, torch.nn.Module):  # two groups: the schedule scales both alike
             enc = {id(p) for p in encoder.parameters()}
-            params = [{"params": list(encoder.parameters()), "lr": self.cfg.optimizer.lr * ratio},
-                      {"params": [p for p in self.model.parameters() if id(p) not in enc]}]
+            params = [
+                {"params": list(encoder.parameters()), "lr": self.cfg.optimizer.lr * ratio},
+                {"params": [p for p in self.model.parameters() if id(p) not in enc]},
+            ]
         opt = build_optimizer(params, self.cfg.optimizer)
         sched = build_scheduler(opt, self.cfg.optimizer, self.total_steps, self._time_progress)
         if sched is None:
@@ -146,8 +148,13 @@ class ModuleBase(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning hook: keep the validation history, the best and last epochs and their units in the checkpoint."""
         units = {k: v.tolist() for k, v in getattr(self, "unit_cms", {}).items()}
-        checkpoint["terraseg"] = {"history": self.history, "best": self.best, "last": getattr(self, "last", {}), "units": units,
-                                  "last_step": getattr(self, "last_step", None)}
+        checkpoint["terraseg"] = {
+            "history": self.history,
+            "best": self.best,
+            "last": getattr(self, "last", {}),
+            "units": units,
+            "last_step": getattr(self, "last_step", None),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lightning hook: restore the validation history, the best and last epochs and their units (resume)."""
@@ -211,14 +218,23 @@ class SegmentationModule(ModuleBase):
         """Loss of one batch of windows (``image`` ``(N, C, H, W)``, ``mask`` ``(N, H, W)``), logged as ``train/loss``."""
         logits = self.model(batch["image"])
         loss = self.loss_fn(logits, batch["mask"])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0],
-                 sync_dist=self.trainer.world_size > 1)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch["image"].shape[0],
+            sync_dist=self.trainer.world_size > 1,
+        )
         return loss
 
     def _predictor(self) -> SlidingWindowPredictor:
         assert self.val_stats is not None, "set val_stats before validating"
         # the defaults `terraseg evaluate` uses, so val/score is what users get
-        return validation_predictor(self.model, self.cfg, self.val_stats, self.val_window, InferenceConfig().fit_max, str(self.device))
+        return validation_predictor(
+            self.model, self.cfg, self.val_stats, self.val_window, InferenceConfig().fit_max, str(self.device)
+        )
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Predict one validation scene as ``predict`` would (sliding windows) and add its confusion matrix."""

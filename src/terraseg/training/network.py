@@ -24,25 +24,31 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from torch.utils.data import DataLoader
 
 from terraseg import progress
-from terraseg.version import __version__
 from terraseg.bundle import CALIBRATION, MIN_PREDICT_WINDOW, Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
-from terraseg.data.datasets import EpochSampler, RandomWindowDataset, SceneIndexDataset, ShardSampler, collate_samples, scene_statistics
-from terraseg.data.normalize import NormStats, with_fixed_normalisation
+from terraseg.data.datasets import (
+    EpochSampler,
+    RandomWindowDataset,
+    SceneIndexDataset,
+    ShardSampler,
+    collate_samples,
+    scene_statistics,
+)
 from terraseg.data.holdout import Split
+from terraseg.data.normalize import NormStats, with_fixed_normalisation
 from terraseg.data.sources import split_scenes
 from terraseg.devices import is_main_process, loader_options
 from terraseg.errors import InputFileError
-from terraseg.io.atomic import write_text_atomic
-from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
 from terraseg.formats import is_geotiff
+from terraseg.io.atomic import output_folder, write_text_atomic
+from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
 from terraseg.models.factory import build_model
-from terraseg.training.module import SegmentationModule, ModuleBase
-from terraseg.training.result import TrainResult
+from terraseg.tasks import task_named
 from terraseg.tracking import Tracker, flatten_params
 from terraseg.training.history import plot_learning_curve, write_history
-from terraseg.io.atomic import output_folder
-from terraseg.tasks import task_named
+from terraseg.training.module import ModuleBase, SegmentationModule
+from terraseg.training.result import TrainResult
+from terraseg.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +162,7 @@ class _Budget(L.Callback):
     measured, the reserve is a fifth of the budget (at least the export's).
     """
 
-    def __init__(self, deadline: float, passes_after: int, throughput: "_Throughput", export_seconds: float = 0.0) -> None:
+    def __init__(self, deadline: float, passes_after: int, throughput: _Throughput, export_seconds: float = 0.0) -> None:
         self.deadline, self.passes_after, self.throughput = deadline, passes_after, throughput
         self.export_seconds = export_seconds
         self.start = time.monotonic()
@@ -200,15 +206,26 @@ def _after_training(name: str, deadline: float | None, seconds: float | None, sk
 
     if deadline is not None and seconds is not None and time.monotonic() + seconds + keep > deadline:
         skipped.append(name)
-        log.warning("%s skipped: it would overrun train.max_minutes (about %.0f s needed, %.0f s left)", name, seconds,
-                    max(deadline - time.monotonic(), 0))
+        log.warning(
+            "%s skipped: it would overrun train.max_minutes (about %.0f s needed, %.0f s left)",
+            name,
+            seconds,
+            max(deadline - time.monotonic(), 0),
+        )
         return None
     return progress.task(f"after training: {name}") if progress.enabled() else nullcontext()
 
 
-def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
-                  parent_run_id: str | None = None, scenes: tuple[list, list] | None = None, started: float | None = None,
-                  after_seconds: float = 0.0) -> TrainResult:
+def train_network(
+    cfg: ExperimentConfig,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    callbacks: list | None = None,
+    parent_run_id: str | None = None,
+    scenes: tuple[list, list] | None = None,
+    started: float | None = None,
+    after_seconds: float = 0.0,
+) -> TrainResult:
     """Train a segmentation or classification network and write ``<run_dir>/model.terraseg``.
 
     Args:
@@ -249,12 +266,22 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     # the training time and no bundle goes without one (fitted after training it was the step a tight budget left out)
     drift = _drift_profile(cfg, data) if task_named(cfg.task).dense and is_main_process() else None
     export_s = _export_reserve(cfg, module, data.in_channels) if deadline is not None else 0.0
-    trainer, ckpt_cb, throughput, budget = _trainer(cfg, module, data, deadline, tracker, list(callbacks or []), run_dir,
-                                                    export_s + after_seconds)
+    trainer, ckpt_cb, throughput, budget = _trainer(
+        cfg, module, data, deadline, tracker, list(callbacks or []), run_dir, export_s + after_seconds
+    )
     train_seconds = _fit(trainer, module, data, run_dir / "checkpoints" / "last.ckpt", resume, tracker)
     if not trainer.is_global_zero:  # the other DDP ranks stop here: rank 0 writes the bundle
-        return TrainResult(run_dir / "model.terraseg", run_dir, dict(module.best), trainer.current_epoch, train_seconds,
-                           throughput.samples / max(throughput.seconds, 1e-9), None, throughput.validation_share, rank=trainer.global_rank)
+        return TrainResult(
+            run_dir / "model.terraseg",
+            run_dir,
+            dict(module.best),
+            trainer.current_epoch,
+            train_seconds,
+            throughput.samples / max(throughput.seconds, 1e-9),
+            None,
+            throughput.validation_share,
+            rank=trainer.global_rank,
+        )
 
     model, best, history, kept_epoch, kept = _kept_weights(cfg, module, ckpt_cb, run_dir, data.in_channels)
     manifest = _manifest(cfg, data, best, history, trainer, tracker, train_seconds, throughput)
@@ -262,9 +289,13 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
     manifest.training["kept"] = kept
     manifest.drift = drift
     skipped: list[str] = []
-    _after_fit(cfg, model, manifest, data, best, budget.pass_seconds() if budget is not None else None, deadline, skipped, export_s)
+    _after_fit(
+        cfg, model, manifest, data, best, budget.pass_seconds() if budget is not None else None, deadline, skipped, export_s
+    )
     bundle_path = run_dir / "model.terraseg"
-    wall = _write_bundle(cfg, Bundle(manifest, model, _extras(cfg, data)), bundle_path, data, deadline, skipped, t_start, export_s)
+    wall = _write_bundle(
+        cfg, Bundle(manifest, model, _extras(cfg, data)), bundle_path, data, deadline, skipped, t_start, export_s
+    )
     curve = plot_learning_curve(history, run_dir / "learning_curve.png")
     write_history(history, run_dir / "history.csv")  # per-epoch curves for `dvc plots` (one logging path)
     if tracker is not None:
@@ -272,22 +303,37 @@ def train_network(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str
         if best:  # the kept network's validation score
             tracker.log_metrics({"best/val_score": float(best.get("val/score", 0.0))})
         tracker.finish()
-    return TrainResult(bundle_path, run_dir, best, trainer.current_epoch, train_seconds,
-                       throughput.samples / max(throughput.seconds, 1e-9), tracker.uri if tracker else None,
-                       throughput.validation_share, history=history, split=data.split.record if data.split is not None else None,
-                       wall_seconds=wall, budget_skipped=skipped, memory=manifest.training["cache"], stop_reason=stop_reason,
-                       kept=kept, kept_epoch=kept_epoch)
+    return TrainResult(
+        bundle_path,
+        run_dir,
+        best,
+        trainer.current_epoch,
+        train_seconds,
+        throughput.samples / max(throughput.seconds, 1e-9),
+        tracker.uri if tracker else None,
+        throughput.validation_share,
+        history=history,
+        split=data.split.record if data.split is not None else None,
+        wall_seconds=wall,
+        budget_skipped=skipped,
+        memory=manifest.training["cache"],
+        stop_reason=stop_reason,
+        kept=kept,
+        kept_epoch=kept_epoch,
+    )
 
 
-def _stop_reason(cfg: ExperimentConfig, trainer: L.Trainer, budget: "_Budget | None") -> str:
+def _stop_reason(cfg: ExperimentConfig, trainer: L.Trainer, budget: _Budget | None) -> str:
     """Why training stopped, in words: the wall budget, early stopping, or the planned epochs."""
     epochs = f"{trainer.current_epoch} of {cfg.train.max_epochs} epochs"
     if budget is not None and budget.stopped:
         return f"the wall budget ({epochs}; train.max_minutes {cfg.train.max_minutes:g})"
     early = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
     if early is not None and early.stopped_epoch > 0:
-        return (f"early stopping: no better validation score for {cfg.train.patience} epochs ({epochs}; "
-                f"train.patience {cfg.train.patience})")
+        return (
+            f"early stopping: no better validation score for {cfg.train.patience} epochs ({epochs}; "
+            f"train.patience {cfg.train.patience})"
+        )
     return f"the planned epochs ran out ({epochs}; raise train.max_epochs to train longer)"
 
 
@@ -312,39 +358,74 @@ def _training_data(cfg: ExperimentConfig, stats_path: Path, resume: bool, scenes
         train_dl, val_dl, in_channels, stats, input_kw = classification_loaders(cfg, stats_path, resume)
         split = None
         if val_dl is not None:  # the exact images validated on, for `evaluate --split val`
-            split = Split([], [], {"method": "sources" if cfg.data.val else "stratified", "seed": cfg.train.seed,
-                                   "files": [[str(it.path), int(it.label)] for it in val_dl.dataset.items]})
+            split = Split(
+                [],
+                [],
+                {
+                    "method": "sources" if cfg.data.val else "stratified",
+                    "seed": cfg.train.seed,
+                    "files": [[str(it.path), int(it.label)] for it in val_dl.dataset.items],
+                },
+            )
         return _Data(train_dl, val_dl, in_channels, stats, input_kw, split, ClassificationModule)
-    split = Split(*scenes) if scenes else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed,
-                                                       [c.name for c in cfg.classes])
+    split = (
+        Split(*scenes)
+        if scenes
+        else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed, [c.name for c in cfg.classes])
+    )
     train_dl, val_dl, in_channels, stats, input_kw = segmentation_loaders(cfg, stats_path, resume, (split.train, split.val))
     return _Data(train_dl, val_dl, in_channels, stats, input_kw, split, SegmentationModule)
 
 
-def _trainer(cfg: ExperimentConfig, module: ModuleBase, data: _Data, deadline: float | None, tracker: Tracker | None,
-             extra: list, run_dir: Path, export_s: float = 0.0) -> tuple[L.Trainer, ModelCheckpoint, "_Throughput", "_Budget | None"]:
+def _trainer(
+    cfg: ExperimentConfig,
+    module: ModuleBase,
+    data: _Data,
+    deadline: float | None,
+    tracker: Tracker | None,
+    extra: list,
+    run_dir: Path,
+    export_s: float = 0.0,
+) -> tuple[L.Trainer, ModelCheckpoint, _Throughput, _Budget | None]:
     """Lightning's trainer with terraseg's callbacks: best/last checkpoints, early stopping, throughput, the wall budget."""
     monitor, mode = ("val/score", "max") if data.val_dl is not None else ("train/loss", "min")
     # best.ckpt: the best epoch by the monitored score; last.ckpt: every epoch, for --resume. Lightning 2.6's save_last
     # refreshes last.ckpt only when the best improves (a resumed run restarted from the best epoch), and its version
     # counter wrote best-v1/last-v1 beside an earlier run's files (a resumed run then read the earlier run's)
-    ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                              enable_version_counter=False)
-    last_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                              every_n_epochs=1, enable_version_counter=False)
+    ckpt_cb = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, enable_version_counter=False
+    )
+    last_cb = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
     throughput = _Throughput()
     # a bar only when the CLI asks (a terminal, no --quiet); else a line per epoch, flushed (files, pipes, CI)
     bar = [_progress_bar()] if progress.enabled() else [_EpochLines()] if progress.lines() else []
-    callbacks = [ckpt_cb, last_cb, EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience), throughput, *bar, *extra]
+    callbacks = [
+        ckpt_cb,
+        last_cb,
+        EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.patience),
+        throughput,
+        *bar,
+        *extra,
+    ]
     segmenting = task_named(cfg.task).dense and data.val_dl is not None
     budget = None
     if deadline is not None:
         # a tiling choice validates with sliding windows: about twice the pixels of the one-window validation pass
         # passes after training: calibration's, the tiling choice's (about two), and the comparison with each challenger
         # (the network's and the baseline's on the validation blocks: terraseg.training.candidates)
-        after = int(segmenting and cfg.train.calibrate) + 2 * int(segmenting and cfg.train.choose_tiling) + 2 * len(cfg.train.challengers)
-        budget = _Budget(deadline, after, throughput,
-                         export_s)
+        after = (
+            int(segmenting and cfg.train.calibrate)
+            + 2 * int(segmenting and cfg.train.choose_tiling)
+            + 2 * len(cfg.train.challengers)
+        )
+        budget = _Budget(deadline, after, throughput, export_s)
         callbacks.append(budget)
     logger: Any = False
     if tracker is not None:
@@ -353,14 +434,21 @@ def _trainer(cfg: ExperimentConfig, module: ModuleBase, data: _Data, deadline: f
     trainer = L.Trainer(
         max_epochs=cfg.train.max_epochs,
         max_time=None,  # train.max_minutes is wall time for the whole run: _Budget stops training in time
-        precision=cfg.training_precision(), devices=cfg.train.devices,
+        precision=cfg.training_precision(),
+        devices=cfg.train.devices,
         # 'auto' is CUDA or the CPU (terraseg.devices.training_device): Lightning's own 'auto' would pick Apple's MPS,
         # which no other step (precision, prediction) uses
         accelerator=cfg.training_device() if cfg.train.accelerator == "auto" else cfg.train.accelerator,
-        strategy=_strategy(cfg, module, data.in_channels), num_nodes=cfg.train.num_nodes,
+        strategy=_strategy(cfg, module, data.in_channels),
+        num_nodes=cfg.train.num_nodes,
         use_distributed_sampler=False,  # EpochSampler and ShardSampler shard over ranks themselves (terraseg.data.datasets)
-        logger=logger, callbacks=callbacks, default_root_dir=run_dir, log_every_n_steps=10,
-        num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=progress.enabled(),
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=run_dir,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=progress.enabled(),
         limit_val_batches=1.0 if data.val_dl is not None else 0,
     )
     return trainer, ckpt_cb, throughput, budget
@@ -416,12 +504,14 @@ def keep_epoch(mode: str, best: dict[str, Any], last: dict[str, Any], units: dic
     diff = f"last - best {format_interval(d['difference'], d['interval'])} over {d['units']} validation units"
     if d["separates"]:
         return "best", f"kept the best epoch's network (epoch {b}): validation separates it from the last epoch's ({diff})"
-    return "last", (f"kept the last epoch's network (epoch {e}): validation cannot tell it from the best epoch {b} "
-                    f"({diff}; train.keep auto)")
+    return "last", (
+        f"kept the last epoch's network (epoch {e}): validation cannot tell it from the best epoch {b} ({diff}; train.keep auto)"
+    )
 
 
-def _kept_weights(cfg: ExperimentConfig, module: ModuleBase, ckpt_cb: ModelCheckpoint, run_dir: Path, in_channels: int
-                  ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], str, str | None]:
+def _kept_weights(
+    cfg: ExperimentConfig, module: ModuleBase, ckpt_cb: ModelCheckpoint, run_dir: Path, in_channels: int
+) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], str, str | None]:
     """The network the run keeps (:func:`keep_epoch`), its validation figures, the epochs' history, which epoch
     (``"best"`` or ``"last"``) and why it was kept."""
     last_path = run_dir / "checkpoints" / "last.ckpt"
@@ -438,48 +528,87 @@ def _kept_weights(cfg: ExperimentConfig, module: ModuleBase, ckpt_cb: ModelCheck
         kept = torch.load(last_path, map_location="cpu", weights_only=True)
         saved_last = kept.get("terraseg", {})
         # with validation, the weights validated last (a budget stop mid-epoch leaves last.ckpt past them: then the best)
-        if not last or (saved_last.get("last", {}).get("epoch") == last.get("epoch")
-                        and kept.get("global_step") == saved_last.get("last_step")):
+        if not last or (
+            saved_last.get("last", {}).get("epoch") == last.get("epoch")
+            and kept.get("global_step") == saved_last.get("last_step")
+        ):
             ckpt, best = kept, last or best
         else:
             which, why = "best", None
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model = build_model(cfg.model, in_channels, cfg.num_classes, load_pretrained=False)
     model.load_state_dict(state)
     return model, best, history, which, why
 
 
-def _manifest(cfg: ExperimentConfig, data: _Data, best: dict, history: list, trainer: L.Trainer, tracker: Tracker | None,
-              train_seconds: float, throughput: "_Throughput") -> BundleManifest:
+def _manifest(
+    cfg: ExperimentConfig,
+    data: _Data,
+    best: dict,
+    history: list,
+    trainer: L.Trainer,
+    tracker: Tracker | None,
+    train_seconds: float,
+    throughput: _Throughput,
+) -> BundleManifest:
     """The bundle's manifest: input spec, figures, the exact split and how the run went."""
     d, classify = cfg.data, not task_named(cfg.task).dense
     return BundleManifest(
-        name=cfg.name, task=cfg.task, model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
-        input=InputSpec(bands=data.in_channels, normalization=data.stats, train_window=d.window,
-                        predict_window=d.window if classify else max(d.window, MIN_PREDICT_WINDOW),
-                        input_size=d.window if classify else None, **data.input_kw),
+        name=cfg.name,
+        task=cfg.task,
+        model=cfg.model,
+        classes=cfg.classes,
+        ignore_index=cfg.ignore_index,
+        input=InputSpec(
+            bands=data.in_channels,
+            normalization=data.stats,
+            train_window=d.window,
+            predict_window=d.window if classify else max(d.window, MIN_PREDICT_WINDOW),
+            input_size=d.window if classify else None,
+            **data.input_kw,
+        ),
         metrics={"validation": best, "history": history},
         split=data.split.record if data.split is not None else None,
-        training={"config": cfg.model_dump(mode="json"), "epochs": trainer.current_epoch,
-                  "mlflow_run_id": tracker.run_id if tracker else None,
-                  "train_seconds": round(train_seconds, 1), "terraseg_version": __version__,
-                  "chips_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 2),
-                  "wall_chips_per_second": round(throughput.samples / max(throughput.wall - throughput.val_seconds, 1e-9), 2),
-                  "steady_wall_chips_per_second": round(throughput.steady_rate, 2) if throughput.steady_rate else None,
-                  "validation_seconds": round(throughput.val_seconds, 1), "validation_share": round(throughput.validation_share, 4),
-                  "precision": cfg.training_precision(), "world_size": trainer.world_size, "strategy": cfg.train.strategy},
+        training={
+            "config": cfg.model_dump(mode="json"),
+            "epochs": trainer.current_epoch,
+            "mlflow_run_id": tracker.run_id if tracker else None,
+            "train_seconds": round(train_seconds, 1),
+            "terraseg_version": __version__,
+            "chips_per_second": round(throughput.samples / max(throughput.seconds, 1e-9), 2),
+            "wall_chips_per_second": round(throughput.samples / max(throughput.wall - throughput.val_seconds, 1e-9), 2),
+            "steady_wall_chips_per_second": round(throughput.steady_rate, 2) if throughput.steady_rate else None,
+            "validation_seconds": round(throughput.val_seconds, 1),
+            "validation_share": round(throughput.validation_share, 4),
+            "precision": cfg.training_precision(),
+            "world_size": trainer.world_size,
+            "strategy": cfg.train.strategy,
+        },
     )
 
 
-def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleManifest, data: _Data, best: dict,
-               val_pass: float | None, deadline: float | None, skipped: list[str], export_s: float = 0.0) -> None:
+def _after_fit(
+    cfg: ExperimentConfig,
+    model: torch.nn.Module,
+    manifest: BundleManifest,
+    data: _Data,
+    best: dict,
+    val_pass: float | None,
+    deadline: float | None,
+    skipped: list[str],
+    export_s: float = 0.0,
+) -> None:
     """Segmentation's steps after the epochs, each within the budget: temperature and the tiling choice (the drift
     profile comes after the ONNX export, :func:`_write_bundle`)."""
     if not task_named(cfg.task).dense:
         return
     window = max(cfg.data.window, MIN_PREDICT_WINDOW)
     val_scenes = data.val_dl.dataset.scenes if data.val_dl is not None else []
-    if cfg.train.calibrate and val_scenes and (step := _after_training("temperature calibration", deadline, val_pass, skipped, export_s)) is not None:
+    if (
+        cfg.train.calibrate
+        and val_scenes
+        and (step := _after_training("temperature calibration", deadline, val_pass, skipped, export_s)) is not None
+    ):
         from terraseg.training.calibrate import calibrate_on_scenes
 
         with step:
@@ -487,12 +616,17 @@ def _after_fit(cfg: ExperimentConfig, model: torch.nn.Module, manifest: BundleMa
         if cal is not None:
             manifest.calibration = cal
             log.info("temperature scaling: T = %.3f, ECE %.4f -> %.4f", cal["temperature"], cal["ece_before"], cal["ece_after"])
-    if cfg.train.choose_tiling and val_scenes and (step := _after_training("tiling choice", deadline, val_pass, skipped, export_s)) is not None:
+    if (
+        cfg.train.choose_tiling
+        and val_scenes
+        and (step := _after_training("tiling choice", deadline, val_pass, skipped, export_s)) is not None
+    ):
         from terraseg.training.tiling import choose_tiling
 
         with step:
-            tiling = choose_tiling(model, val_scenes, data.stats, cfg, manifest.input.predict_window,
-                                   one_window=best.get("val/score"))  # validation scored the best weights as one window
+            tiling = choose_tiling(
+                model, val_scenes, data.stats, cfg, manifest.input.predict_window, one_window=best.get("val/score")
+            )  # validation scored the best weights as one window
         if tiling is not None:
             manifest.input.fit_max = tiling["fit_max"]
             manifest.metrics["tiling"] = tiling
@@ -511,16 +645,29 @@ def _drift_profile(cfg: ExperimentConfig, data: _Data) -> dict | None:
 
     t0 = time.monotonic()
     with progress.task("drift profile") if progress.enabled() else contextlib.nullcontext():
-        profile = fit_drift(data.train_dl.dataset.scenes, data.val_dl.dataset.scenes if data.val_dl is not None else [],
-                            data.stats, max(cfg.data.window, MIN_PREDICT_WINDOW), cfg.train.seed)
+        profile = fit_drift(
+            data.train_dl.dataset.scenes,
+            data.val_dl.dataset.scenes if data.val_dl is not None else [],
+            data.stats,
+            max(cfg.data.window, MIN_PREDICT_WINDOW),
+            cfg.train.seed,
+        )
     log.info("drift profile fitted in %.1f s", time.monotonic() - t0)
     if profile is not None:
         profile["seconds"] = round(time.monotonic() - t0, 2)
     return profile
 
 
-def _write_bundle(cfg: ExperimentConfig, bundle: Bundle, bundle_path: Path, data: _Data, deadline: float | None,
-                  skipped: list[str], t_start: float, export_s: float = 0.0) -> float:
+def _write_bundle(
+    cfg: ExperimentConfig,
+    bundle: Bundle,
+    bundle_path: Path,
+    data: _Data,
+    deadline: float | None,
+    skipped: list[str],
+    t_start: float,
+    export_s: float = 0.0,
+) -> float:
     """Save the bundle (with its ONNX graph when asked and within the budget) and the run's memory and wall time.
 
     Returns:
@@ -608,7 +755,9 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
             stats = load_norm_stats(n.stats_file)
             stats.method = n.method
             if stats.bands and stats.bands != train_scenes[0].count:
-                raise InputFileError(f"{n.stats_file}: statistics of {stats.bands} bands for images with {train_scenes[0].count} bands.")
+                raise InputFileError(
+                    f"{n.stats_file}: statistics of {stats.bands} bands for images with {train_scenes[0].count} bands."
+                )
         else:
             stats = scene_statistics(train_scenes, n.method, n.percentiles, n.max_pixels, cfg.train.seed)
         stats = with_fixed_normalisation(stats, n.mean, n.std, train_scenes[0].count)  # a pretrained encoder's own
@@ -616,7 +765,9 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
     in_channels = train_scenes[0].count
     for s in val_scenes:
         if s.count != in_channels:
-            raise InputFileError(f"{getattr(s, 'path', s.name)}: validation image has {s.count} bands, training images have {in_channels}.")
+            raise InputFileError(
+                f"{getattr(s, 'path', s.name)}: validation image has {s.count} bands, training images have {in_channels}."
+            )
 
     d = cfg.data
     # augmentation runs on whole batches on the training device (SegmentationModule), so the loader only reads
@@ -624,15 +775,29 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
     train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, None, d.rare_class_share, cfg.train.seed)
     train_ds.stage()  # scenes past the memory budget: decoded once into the run's spill store, before workers start
     loader_kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
-    train_dl = DataLoader(train_ds, batch_size=d.batch_size, sampler=EpochSampler(len(train_ds)), drop_last=len(train_ds) > d.batch_size,
-                          **loader_kw)
+    train_dl = DataLoader(
+        train_ds,
+        batch_size=d.batch_size,
+        sampler=EpochSampler(len(train_ds)),
+        drop_last=len(train_ds) > d.batch_size,
+        **loader_kw,
+    )
     # validation: whole scenes through the real predictor (SegmentationModule.validation_step), one scene per step
-    val_dl = DataLoader(SceneIndexDataset(val_scenes), batch_size=None, sampler=ShardSampler(len(val_scenes), pad=True)) if val_scenes else None
+    val_dl = (
+        DataLoader(SceneIndexDataset(val_scenes), batch_size=None, sampler=ShardSampler(len(val_scenes), pad=True))
+        if val_scenes
+        else None
+    )
 
     first = train_scenes[0]
     source_bands = getattr(getattr(first, "info", None), "count", None)
-    input_kw = dict(band_indexes=getattr(first, "bands", None), source_bands=source_bands, dtype=first.dtype, nodata=first.nodata,
-                    band_names=cfg.data.band_names or first.band_descriptions())
+    input_kw = dict(
+        band_indexes=getattr(first, "bands", None),
+        source_bands=source_bands,
+        dtype=first.dtype,
+        nodata=first.nodata,
+        band_names=cfg.data.band_names or first.band_descriptions(),
+    )
     return train_dl, val_dl, in_channels, stats, input_kw
 
 

@@ -20,30 +20,30 @@ from typing import Any
 
 import numpy as np
 
-from terraseg.version import __version__
 from terraseg.bundle import Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
 from terraseg.data.datasets import scene_statistics
-from terraseg.data.scenes import Scene
 from terraseg.data.holdout import Split
+from terraseg.data.scenes import Scene
 from terraseg.data.sources import split_scenes
 from terraseg.data.windows import grid_windows
 from terraseg.errors import InputFileError
 from terraseg.evaluation.metrics import interval_logs, validation_metrics
 from terraseg.evaluation.report import evaluate_scenes
-from terraseg.io.atomic import atomic_path, write_text_atomic
-from terraseg.models.pixel import PixelFeatures, PixelModel, make_estimator
 from terraseg.infer.sliding import predictor_for
-from terraseg.training.result import TrainResult
+from terraseg.io.atomic import atomic_path, output_folder, write_text_atomic
+from terraseg.models.pixel import PixelFeatures, PixelModel, make_estimator
 from terraseg.tracking import Tracker, flatten_params
-from terraseg.io.atomic import output_folder
+from terraseg.training.result import TrainResult
+from terraseg.version import __version__
 
 log = logging.getLogger(__name__)
 PREDICT_WINDOW = 1024
 
 
-def sample_pixels(scenes: list[Scene], features: PixelFeatures, num_classes: int, per_class: int, seed: int,
-                  block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def sample_pixels(
+    scenes: list[Scene], features: PixelFeatures, num_classes: int, per_class: int, seed: int, block: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
     """Class-balanced features ``X`` (n, F) float32 and labels ``y`` (n,) int64 from labelled scenes.
 
     Scenes are read in ``block`` windows (plus the texture margin), so memory is bounded by one
@@ -62,8 +62,8 @@ def sample_pixels(scenes: list[Scene], features: PixelFeatures, num_classes: int
             r = s.read(r0 - m, c0 - m, h + 2 * m, w + 2 * m)
             if r.mask is None:
                 continue
-            f = features.compute(r.image)[:, m:m + h, m:m + w]
-            mask, valid = r.mask[m:m + h, m:m + w], r.valid[m:m + h, m:m + w]
+            f = features.compute(r.image)[:, m : m + h, m : m + w]
+            mask, valid = r.mask[m : m + h, m : m + w], r.valid[m : m + h, m : m + w]
             for c in range(num_classes):
                 idx = np.flatnonzero((mask == c) & valid)
                 if idx.size == 0:
@@ -89,16 +89,21 @@ def feature_importance(model: PixelModel, X: np.ndarray, y: np.ndarray, names: l
         model: the fitted pixel model. X: ``(n, F)`` held-out features. y: ``(n,)`` their class ids.
             names: the F feature names. seed: permutation seed.
     """
-    from sklearn.inspection import permutation_importance
-
     from joblib import parallel_config
+    from sklearn.inspection import permutation_importance
 
     with parallel_config(backend="sequential"):  # small samples: the forest's threads would cost more than they save
         r = permutation_importance(model.estimator, X, y, n_repeats=5, random_state=seed, n_jobs=1)
     mdi = getattr(model.estimator, "feature_importances_", None)
-    rows = [{"feature": n, "permutation_mean": round(float(a), 6), "permutation_std": round(float(b), 6),
-             **({"impurity": round(float(mdi[i]), 6)} if mdi is not None else {})}
-            for i, (n, a, b) in enumerate(zip(names, r.importances_mean, r.importances_std))]
+    rows = [
+        {
+            "feature": n,
+            "permutation_mean": round(float(a), 6),
+            "permutation_std": round(float(b), 6),
+            **({"impurity": round(float(mdi[i]), 6)} if mdi is not None else {}),
+        }
+        for i, (n, a, b) in enumerate(zip(names, r.importances_mean, r.importances_std))
+    ]
     return sorted(rows, key=lambda d: -d["permutation_mean"])
 
 
@@ -120,7 +125,12 @@ def save_importance(rows: list[dict[str, Any]], out_dir: Path, title: str) -> tu
         w.writerows(rows)
     shown = rows[:25][::-1]
     fig, ax = plt.subplots(figsize=(6, 1 + 0.28 * len(shown)), dpi=110)
-    ax.barh([r["feature"] for r in shown], [r["permutation_mean"] for r in shown], xerr=[r["permutation_std"] for r in shown], color="#4c72b0")
+    ax.barh(
+        [r["feature"] for r in shown],
+        [r["permutation_mean"] for r in shown],
+        xerr=[r["permutation_std"] for r in shown],
+        color="#4c72b0",
+    )
     ax.set_xlabel("accuracy drop when shuffled (permutation importance)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -135,15 +145,18 @@ def _bands(cfg: ExperimentConfig, scenes: list[Scene]) -> tuple[int, list[str] |
     bands = scenes[0].count
     for s in scenes:
         if s.count != bands:
-            raise InputFileError(f"{getattr(s, 'path', s.name)}: image has {s.count} bands, the first training image has {bands}.")
+            raise InputFileError(
+                f"{getattr(s, 'path', s.name)}: image has {s.count} bands, the first training image has {bands}."
+            )
     band_names = cfg.data.band_names or scenes[0].band_descriptions()
     if band_names and len(band_names) != bands:
         raise InputFileError(f"data.band_names names {len(band_names)} bands but the images have {bands}.")
     return bands, band_names
 
 
-def _validate(cfg: ExperimentConfig, bundle: Bundle, model: PixelModel, val_scenes: list[Scene], train_xy: tuple,
-              run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _validate(
+    cfg: ExperimentConfig, bundle: Bundle, model: PixelModel, val_scenes: list[Scene], train_xy: tuple, run_dir: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Validation figures (the predictor over the validation scenes) and permutation feature importance."""
     bc, seed = cfg.baseline, cfg.train.seed
     best: dict[str, Any] = {}
@@ -160,8 +173,12 @@ def _validate(cfg: ExperimentConfig, bundle: Bundle, model: PixelModel, val_scen
     return best, importance
 
 
-def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_run_id: str | None = None,
-                scenes: tuple[list, list] | None = None):
+def train_pixel(
+    cfg: ExperimentConfig,
+    tracking_uri: str | None = None,
+    parent_run_id: str | None = None,
+    scenes: tuple[list, list] | None = None,
+):
     """Fit a pixel baseline from a segmentation config and write ``<run_dir>/model.terraseg``.
 
     Args:
@@ -177,7 +194,11 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
     run_dir = cfg.run_dir()
     output_folder(run_dir)
     bc, seed = cfg.baseline, cfg.train.seed
-    split = Split(*scenes) if scenes else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, seed, [c.name for c in cfg.classes])
+    split = (
+        Split(*scenes)
+        if scenes
+        else split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, seed, [c.name for c in cfg.classes])
+    )
     train_scenes, val_scenes = split.train, split.val
     bands, band_names = _bands(cfg, train_scenes + val_scenes)
     features = PixelFeatures(bands, band_names, bc.indices, bc.texture_window)
@@ -195,20 +216,43 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
     model = PixelModel(est, features, cfg.num_classes)
 
     manifest = BundleManifest(
-        name=cfg.name, task="segmentation", model=cfg.model, classes=cfg.classes, ignore_index=cfg.ignore_index,
-        input=InputSpec(bands=bands, band_indexes=getattr(train_scenes[0], "bands", None),
-                        source_bands=getattr(getattr(train_scenes[0], "info", None), "count", None), band_names=band_names,
-                        dtype=train_scenes[0].dtype, nodata=train_scenes[0].nodata, normalization=stats,
-                        train_window=PREDICT_WINDOW, predict_window=PREDICT_WINDOW),
-        baseline={**bc.model_dump(mode="json"), "feature_names": features.names}, split=split.record,
-        training={"config": cfg.model_dump(mode="json"), "terraseg_version": __version__, "train_seconds": round(t_sample + t_fit, 2),
-                  "sample_seconds": round(t_sample, 2), "fit_seconds": round(t_fit, 2), "samples": int(len(y)),
-                  "samples_per_class": np.bincount(y, minlength=cfg.num_classes).tolist()},
+        name=cfg.name,
+        task="segmentation",
+        model=cfg.model,
+        classes=cfg.classes,
+        ignore_index=cfg.ignore_index,
+        input=InputSpec(
+            bands=bands,
+            band_indexes=getattr(train_scenes[0], "bands", None),
+            source_bands=getattr(getattr(train_scenes[0], "info", None), "count", None),
+            band_names=band_names,
+            dtype=train_scenes[0].dtype,
+            nodata=train_scenes[0].nodata,
+            normalization=stats,
+            train_window=PREDICT_WINDOW,
+            predict_window=PREDICT_WINDOW,
+        ),
+        baseline={**bc.model_dump(mode="json"), "feature_names": features.names},
+        split=split.record,
+        training={
+            "config": cfg.model_dump(mode="json"),
+            "terraseg_version": __version__,
+            "train_seconds": round(t_sample + t_fit, 2),
+            "sample_seconds": round(t_sample, 2),
+            "fit_seconds": round(t_fit, 2),
+            "samples": int(len(y)),
+            "samples_per_class": np.bincount(y, minlength=cfg.num_classes).tolist(),
+        },
     )
     from terraseg.infer.drift import fit_drift
 
-    manifest.drift = fit_drift(train_scenes, val_scenes, scene_statistics(train_scenes, "meanstd", cfg.data.normalization.percentiles,
-                                                                           200_000, seed), PREDICT_WINDOW, seed)
+    manifest.drift = fit_drift(
+        train_scenes,
+        val_scenes,
+        scene_statistics(train_scenes, "meanstd", cfg.data.normalization.percentiles, 200_000, seed),
+        PREDICT_WINDOW,
+        seed,
+    )
     bundle = Bundle(manifest, model)
 
     t2 = time.perf_counter()
@@ -226,5 +270,13 @@ def train_pixel(cfg: ExperimentConfig, tracking_uri: str | None = None, parent_r
         tracker.log_artifacts(bundle_path, run_dir / "feature_importance.png", run_dir / "feature_importance.csv")
         tracker.finish()
         uri = tracker.uri
-    return TrainResult(bundle_path, run_dir, {k: v for k, v in best.items() if k != "per_class"}, 1, t_sample + t_fit,
-                       len(y) / max(t_fit, 1e-9), uri, split=split.record)
+    return TrainResult(
+        bundle_path,
+        run_dir,
+        {k: v for k, v in best.items() if k != "per_class"},
+        1,
+        t_sample + t_fit,
+        len(y) / max(t_fit, 1e-9),
+        uri,
+        split=split.record,
+    )

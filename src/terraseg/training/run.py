@@ -12,8 +12,15 @@ from terraseg.config import ExperimentConfig
 from terraseg.training.result import TrainResult
 
 
-def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None = None, callbacks: list | None = None,
-          parent_run_id: str | None = None, scenes: tuple[list, list] | None = None, started: float | None = None) -> TrainResult:
+def train(
+    cfg: ExperimentConfig,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    callbacks: list | None = None,
+    parent_run_id: str | None = None,
+    scenes: tuple[list, list] | None = None,
+    started: float | None = None,
+) -> TrainResult:
     """Train the model a config describes and write ``<run_dir>/model.terraseg``.
 
     Args:
@@ -41,16 +48,21 @@ def train(cfg: ExperimentConfig, resume: bool = False, tracking_uri: str | None 
         import logging
 
         logging.getLogger(__name__).warning(
-            "train.challengers %s not fitted: %s", ", ".join(cfg.train.challengers),
-            f"model.arch {cfg.model.arch} is itself a pixel baseline" if cfg.pixel_model else
-            "cross-validation folds and tuning trials train the configured network alone")
+            "train.challengers %s not fitted: %s",
+            ", ".join(cfg.train.challengers),
+            f"model.arch {cfg.model.arch} is itself a pixel baseline"
+            if cfg.pixel_model
+            else "cross-validation folds and tuning trials train the configured network alone",
+        )
     if cfg.pixel_model:
         from terraseg.training.pixel import train_pixel
 
         return train_pixel(cfg, tracking_uri, parent_run_id=parent_run_id, scenes=scenes)
     from terraseg.training.network import train_network
 
-    return train_network(cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, scenes=scenes, started=started)
+    return train_network(
+        cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, scenes=scenes, started=started
+    )
 
 
 __all__ = ["TrainResult", "train"]

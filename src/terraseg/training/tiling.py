@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 MARGIN = 0.005  # validation score (IoU of the positive class / mIoU) sliding windows must win by
 
 
-def validation_predictor(model: torch.nn.Module, cfg: ExperimentConfig, stats: NormStats, window: int, fit_max: int,
-                         device: str) -> SlidingWindowPredictor:
+def validation_predictor(
+    model: torch.nn.Module, cfg: ExperimentConfig, stats: NormStats, window: int, fit_max: int, device: str
+) -> SlidingWindowPredictor:
     """The predictor validation scores with: ``terraseg evaluate``'s defaults (overlap, Hann blending) on ``model``
     in the training precision and layout, ``cfg.data.batch_size`` windows per forward.
 
@@ -44,11 +45,19 @@ def validation_predictor(model: torch.nn.Module, cfg: ExperimentConfig, stats: N
     """
     precision = inference_precision(cfg.training_precision())
     backend = TorchBackend(model, device=device, precision=precision, channels_last=cfg.train.channels_last)
-    return SlidingWindowPredictor(backend, stats, cfg.num_classes, window, InferenceConfig().overlap, cfg.data.batch_size, fit_max)
+    return SlidingWindowPredictor(
+        backend, stats, cfg.num_classes, window, InferenceConfig().overlap, cfg.data.batch_size, fit_max
+    )
 
 
-def choose_tiling(model: torch.nn.Module, scenes: list[Scene], stats: NormStats, cfg: ExperimentConfig,
-                  predict_window: int, one_window: float | None = None) -> dict[str, Any] | None:
+def choose_tiling(
+    model: torch.nn.Module,
+    scenes: list[Scene],
+    stats: NormStats,
+    cfg: ExperimentConfig,
+    predict_window: int,
+    one_window: float | None = None,
+) -> dict[str, Any] | None:
     """Validate ``model`` on ``scenes`` as one window per image and with sliding windows; report the better.
 
     Args:
@@ -75,12 +84,16 @@ def choose_tiling(model: torch.nn.Module, scenes: list[Scene], stats: NormStats,
     if not any(0 < max(s.height, s.width) <= fit_max for s in scenes):  # as SlidingWindowPredictor.geometry decides
         return None
     model.to(device)
-    scores = {"one_window": score(fit_max) if one_window is None else float(one_window),
-              "sliding": score(0)}
+    scores = {"one_window": score(fit_max) if one_window is None else float(one_window), "sliding": score(0)}
     model.cpu().to(memory_format=torch.contiguous_format)  # as it came: the bundle stores it
     sliding = scores["sliding"] > scores["one_window"] + MARGIN
-    log.info("tiling on the validation scenes: one window %.4f, sliding windows of %d px %.4f: %s", scores["one_window"],
-             predict_window, scores["sliding"], "sliding windows" if sliding else "one window")
+    log.info(
+        "tiling on the validation scenes: one window %.4f, sliding windows of %d px %.4f: %s",
+        scores["one_window"],
+        predict_window,
+        scores["sliding"],
+        "sliding windows" if sliding else "one window",
+    )
     return scores | {"fit_max": 0 if sliding else None}
 
 

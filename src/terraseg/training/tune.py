@@ -23,9 +23,9 @@ from typing import Any
 import yaml
 
 from terraseg.config import ExperimentConfig, TuneParam, apply_overrides
-from terraseg.tracking import finish_study_run, study_run
 from terraseg.errors import ConfigError
 from terraseg.io.atomic import output_folder
+from terraseg.tracking import finish_study_run, study_run
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,10 @@ def check_space(cfg: ExperimentConfig, raw: dict[str, Any]) -> None:
         ConfigError: one sentence naming the parameter and the problem.
     """
     if not cfg.tune.params:
-        raise ConfigError(f"{cfg.name}: the config has no `tune.params` to search; add e.g. `optimizer.lr: "
-                          "{type: float, low: 1e-4, high: 1e-2, log: true}`.")
+        raise ConfigError(
+            f"{cfg.name}: the config has no `tune.params` to search; add e.g. `optimizer.lr: "
+            "{type: float, low: 1e-4, high: 1e-2, log: true}`."
+        )
     fields = cfg.model_dump(mode="json")  # the validated config: explicit fields and defaults
     for path, p in cfg.tune.params.items():
         trial_raw = copy.deepcopy(raw)
@@ -125,8 +127,15 @@ def _pruning_callback(trial):
     return _Prune()
 
 
-def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, storage: str | None = None,
-         n_jobs: int = 1, overrides: list[str] | None = None, study_name: str | None = None) -> TuneResult:
+def tune(
+    config: str | Path,
+    trials: int,
+    timeout_minutes: float | None = None,
+    storage: str | None = None,
+    n_jobs: int = 1,
+    overrides: list[str] | None = None,
+    study_name: str | None = None,
+) -> TuneResult:
     """Run (or resume) a hyper-parameter search over the config's ``tune.params``.
 
     Args:
@@ -155,11 +164,20 @@ def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, 
     output_folder(study_dir)
     storage = storage or f"sqlite:///{(study_dir / 'optuna.db').resolve()}"
     t = base.tune
-    pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=t.startup_trials, n_warmup_steps=1),
-              "hyperband": optuna.pruners.HyperbandPruner(), "none": optuna.pruners.NopPruner()}[t.pruner]
+    pruner = {
+        "median": optuna.pruners.MedianPruner(n_startup_trials=t.startup_trials, n_warmup_steps=1),
+        "hyperband": optuna.pruners.HyperbandPruner(),
+        "none": optuna.pruners.NopPruner(),
+    }[t.pruner]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name or base.name, storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=t.seed), pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=study_name or base.name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=t.seed),
+        pruner=pruner,
+        load_if_exists=True,
+    )
     parent = study_run(base, study_dir, study.study_name)
     if t.include_config and not study.trials and (start := _config_point(base)) is not None:
         study.enqueue_trial(start)  # trial 0: the config as it is, the baseline every trial is compared with
@@ -168,8 +186,11 @@ def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, 
         values = {path: _suggest(trial, path, p) for path, p in t.params.items()}
         trial_raw = copy.deepcopy(raw)
         run_dir = study_dir / f"trial-{trial.number:03d}"
-        apply_overrides(trial_raw, [f"{k}={json.dumps(v)}" for k, v in values.items()] +
-                        [f"output_dir={json.dumps(str(run_dir))}", f"name={json.dumps(f'{base.name}-trial-{trial.number}')}"])
+        apply_overrides(
+            trial_raw,
+            [f"{k}={json.dumps(v)}" for k, v in values.items()]
+            + [f"output_dir={json.dumps(str(run_dir))}", f"name={json.dumps(f'{base.name}-trial-{trial.number}')}"],
+        )
         if base.tracking.enabled and not base.tracking.tracking_uri:  # trials share the study's store, nested under it
             trial_raw.setdefault("tracking", {})["tracking_uri"] = parent[1] if parent else None
             trial_raw["tracking"]["experiment"] = base.tracking.experiment or base.name
@@ -183,8 +204,14 @@ def tune(config: str | Path, trials: int, timeout_minutes: float | None = None, 
         trial.set_user_attr("bundle", str(res.bundle_path))
         return float(score)
 
-    study.optimize(objective, n_trials=trials, timeout=timeout_minutes * 60 if timeout_minutes else None, n_jobs=n_jobs,
-                   catch=(RuntimeError, ValueError), gc_after_trial=True)
+    study.optimize(
+        objective,
+        n_trials=trials,
+        timeout=timeout_minutes * 60 if timeout_minutes else None,
+        n_jobs=n_jobs,
+        catch=(RuntimeError, ValueError),
+        gc_after_trial=True,
+    )
     return _result(study, study_dir, storage, parent)
 
 
@@ -221,8 +248,18 @@ def _result(study: Any, study_dir: Path, storage: str, parent: tuple[str, str] |
             shutil.copy(bundle, best_bundle)
     if parent:
         finish_study_run(parent, best_value, best_params, len(study.trials))
-    return TuneResult(study_dir, storage, len(study.trials), states.count(S.COMPLETE), states.count(S.PRUNED),
-                      states.count(S.FAIL), best_value, best_params, best_config, best_bundle)
+    return TuneResult(
+        study_dir,
+        storage,
+        len(study.trials),
+        states.count(S.COMPLETE),
+        states.count(S.PRUNED),
+        states.count(S.FAIL),
+        best_value,
+        best_params,
+        best_config,
+        best_bundle,
+    )
 
 
 __all__ = ["TuneResult", "check_space", "tune"]
