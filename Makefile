@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 DATASETS := massachusetts-buildings new-brunswick-landcover spacenet-clips sen1floods11 landsat magnetic-tiles intel-scenes
 RUN := runs/massachusetts-buildings
 
-.PHONY: install data browser demo test site docs tutorials bench clean
+.PHONY: install data browser demo test lint site docs tutorials bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ browser:
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15
 
+# lint, format and types (settings in pyproject.toml; .pre-commit-config.yaml runs the same before each commit)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 # the documentation site: the CLI reference generated from the Typer app, then mkdocs build --strict into site/
 DOCS_STAMP := $(VENV)/.docs-installed
 $(DOCS_STAMP): $(STAMP)
@@ -61,6 +67,7 @@ site: $(DOCS_STAMP)
 	$(BIN)/typer terraseg.cli.main utils docs --name terraseg --title "CLI reference" --output docs/reference/cli.md
 	$(BIN)/python -c 'import pathlib, terraseg.config.describe as d; pathlib.Path("docs/reference/config.md").write_text(d.reference_markdown())'
 	$(BIN)/python -c 'import pathlib, terraseg.prepare.download as d; pathlib.Path("docs/data.md").write_text(d.datasets_markdown())'
+	$(BIN)/python docs/reference/api.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 docs: tutorials site

@@ -196,10 +196,18 @@ def make_bundle(
     """A bundle of a tiny plain U-Net (seeded random weights): the one way tests build a bundle by hand.
 
     Args:
-        bands: input bands. classes: class names, or ``ClassSpec`` objects. stats: ``NormStats`` (default 'none').
-        window, predict_window: training and prediction windows (pixels). base_filters: U-Net width.
-        model: a network to use instead (its config stays the plain U-Net's). path: save there and return the path.
-        extras: extra bundle members (``{name: bytes}``). name, dtype, seed: manifest name, input dtype, weight seed.
+        bands: input bands.
+        classes: class names, or ``ClassSpec`` objects.
+        stats: ``NormStats`` (default 'none').
+        window: training and prediction windows (pixels).
+        predict_window: training and prediction windows (pixels).
+        base_filters: U-Net width.
+        model: a network to use instead (its config stays the plain U-Net's).
+        path: save there and return the path.
+        extras: extra bundle members (``{name: bytes}``).
+        name: manifest name, input dtype, weight seed.
+        dtype: manifest name, input dtype, weight seed.
+        seed: manifest name, input dtype, weight seed.
         input_fields: more ``InputSpec`` fields (``nodata``, ``fit_max``...).
 
     Returns:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -434,4 +435,21 @@ def test_the_engine_writes_no_files():
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if forbidden.search(line) and not line.lstrip().startswith(("#", '"', "'"))
     ]
+    assert not found, "\n".join(found)
+
+
+def test_docstring_sections_give_one_argument_per_line():
+    """Google style, as the API reference reads it: ``a: ... b: ...`` on one line would be one parameter named ``a``."""
+    found = []
+    for p in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not (doc := ast.get_docstring(node)):
+                continue
+            names = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs if a.arg not in ("self", "cls")]
+            if not names or "Args:" not in doc:
+                continue
+            alt = "|".join(re.escape(n) for n in names)
+            for line in doc.split("Args:", 1)[1].split("\n\n", 1)[0].splitlines():
+                if re.search(rf"[.)] (?:{alt}):", line) or re.match(rf"\s*(?:{alt}), (?:{alt}):", line):
+                    found.append(f"{p.relative_to(SRC)}:{node.name}: {line.strip()[:80]}")
     assert not found, "\n".join(found)

@@ -46,7 +46,7 @@ def train(
         tracking_uri: MLflow tracking URI instead of the config's.
 
     Returns:
-        :class:`terraseg.training.result.TrainResult`: ``bundle_path``, ``best`` validation figures, ``split``...
+        The run (:class:`terraseg.training.result.TrainResult`): ``bundle_path``, ``best`` validation figures, ``split``...
 
     Raises:
         ConfigError: an invalid config or override, or overrides given with a config object.
@@ -78,7 +78,7 @@ def predict(bundle: str | Path | Bundle, inputs: Sequence[str | Path], out_dir: 
             (``window``, ``overlap``, ``tta``, ``backend``...).
 
     Returns:
-        :class:`terraseg.prediction.run.PredictResult`: outputs and failures per input.
+        What was written (:class:`terraseg.prediction.run.PredictResult`): outputs and failures per input.
 
     Raises:
         ConfigError: an unknown or invalid option, or one the bundle's task does not apply (one line).

@@ -80,7 +80,8 @@ class InputSpec(BaseModel):
         """The 1-based bands to read from an input with ``count`` bands.
 
         Args:
-            count: the input's band count. source: file name for the error message.
+            count: the input's band count.
+            source: file name for the error message.
 
         Returns:
             The training band selection when it picks bands out of a larger raster (e.g. bands

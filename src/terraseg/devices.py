@@ -85,7 +85,8 @@ def run_precision(setting: str, device: str) -> str:
     """The Lightning precision a training run uses: ``train.precision``, with 'auto' resolved for ``device``.
 
     Args:
-        setting: 'auto', '32', 'bf16-mixed' or '16-mixed'. device: the training device.
+        setting: 'auto', '32', 'bf16-mixed' or '16-mixed'.
+        device: the training device.
     """
     return training_precision(device) if setting == "auto" else setting
 
@@ -127,7 +128,10 @@ def inference_batch_size(device: str, window: int, bands: int = 3, cap: int = 32
     (``benchmarks/predict_throughput.py`` prints the measured peak as ``gpu_peak_mb``).
 
     Args:
-        device: torch device string. window: window side in pixels. bands: input bands. cap: largest batch.
+        device: torch device string.
+        window: window side in pixels.
+        bands: input bands.
+        cap: largest batch.
 
     Returns:
         A batch size >= 1.

@@ -11,11 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 _enabled = False
 _lines = False
 _lock = threading.Lock()
 _active: dict = {"progress": None, "users": 0}
+
+
+def _nothing(amount: float = 1) -> None:
+    """``advance`` where nothing is drawn."""
 
 
 def enable(on: bool = True) -> None:
@@ -53,7 +58,7 @@ def task(description: str, total: float | None = None, unit: str = "") -> Iterat
         ``advance(amount)``: record finished work (a no-op when progress is off).
     """
     if not _enabled:
-        yield lambda amount=1: None
+        yield _nothing
         return
     from rich.console import Console
     from rich.errors import LiveError
@@ -83,20 +88,20 @@ def task(description: str, total: float | None = None, unit: str = "") -> Iterat
             )
             try:
                 bar.start()
+                _active["progress"] = bar
             except LiveError:  # another live display (Lightning's training bar) owns the terminal: stay silent
-                bar = None
-            _active["progress"] = bar
+                _active["progress"] = None
         if _active["progress"] is None:
             progress = None
         else:
             _active["users"] += 1
             progress = _active["progress"]
     if progress is None:
-        yield lambda amount=1: None
+        yield _nothing
         return
     tid = progress.add_task(description, total=total)
     try:
-        yield lambda amount=1: progress.advance(tid, amount)
+        yield partial(progress.advance, tid)
     finally:
         progress.remove_task(tid)
         with _lock:

@@ -35,7 +35,8 @@ def artifact_location(uri: str, folder: str | Path) -> str | None:
     """Where a new experiment of a folder's own store keeps artifacts (``<folder>/mlartifacts``); None for other stores.
 
     Args:
-        uri: the tracking URI. folder: the run or study folder.
+        uri: the tracking URI.
+        folder: the run or study folder.
     """
     return (Path(folder) / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None
 
@@ -44,7 +45,9 @@ def experiment_id(client: Any, name: str, artifacts: str | None = None) -> str:
     """The id of experiment ``name`` in ``client``'s store, created when missing.
 
     Args:
-        client: an ``mlflow.MlflowClient``. name: the experiment. artifacts: its artifact location when created.
+        client: an ``mlflow.MlflowClient``.
+        name: the experiment.
+        artifacts: its artifact location when created.
     """
     exp = client.get_experiment_by_name(name)
     return exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifacts)
@@ -54,7 +57,9 @@ def tracking_uri_for(cfg: ExperimentConfig, run_dir: Path, override: str | None 
     """The MLflow tracking URI of a run: ``override``, else the config's, else the run folder's store (:func:`store_uri`).
 
     Args:
-        cfg: the run's config. run_dir: its folder. override: a URI given on the command line.
+        cfg: the run's config.
+        run_dir: its folder.
+        override: a URI given on the command line.
     """
     return override or cfg.tracking.tracking_uri or store_uri(run_dir)
 
@@ -137,8 +142,10 @@ def log_evaluation(
     tracking.
 
     Args:
-        bundle: the loaded bundle (``path``, ``manifest``). metrics: the evaluation's figures.
-        files: artifacts (metrics.json, confusion_matrix.png). tracking_uri: the store.
+        bundle: the loaded bundle (``path``, ``manifest``).
+        metrics: the evaluation's figures.
+        files: artifacts (metrics.json, confusion_matrix.png).
+        tracking_uri: the store.
         prefix: metric name prefix.
 
     Returns:
@@ -263,7 +270,8 @@ def register_bundle(
 
     Args:
         run_dir: the run folder (holds ``model.terraseg`` and, by default, ``mlflow.db``).
-        name: registered model name (default: the bundle's own name). alias: alias pointing at the new version.
+        name: registered model name (default: the bundle's own name).
+        alias: alias pointing at the new version.
         tracking_uri: MLflow tracking/registry URI (default: the run folder's sqlite store).
         run_id: the MLflow run to register (default: the bundle's).
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 from terraseg.config.inference import build_options
 from terraseg.errors import TerrasegError
@@ -106,13 +107,14 @@ def with_signature(command: Callable[..., Any], params: list) -> Callable[..., A
     """Give a wrapper the parameters Typer should read (``inspect.Parameter`` list), not its wrapped function's.
 
     Args:
-        command: a ``functools.wraps`` wrapper taking keyword arguments. params: its command-line parameters.
+        command: a ``functools.wraps`` wrapper taking keyword arguments.
+        params: its command-line parameters.
     """
     import inspect
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
-    del command.__wrapped__  # typer reads __signature__, not the wrapped function's
+    del command.__wrapped__  # type: ignore[attr-defined]  # typer reads __signature__, not the wrapped function's
     return command
 
 
@@ -132,8 +134,9 @@ def options_from(
     the command passes it to ``make`` as ``parent={"name": value}``).
 
     Args:
-        model: the pydantic config model. skip: more fields the command passes to ``make`` itself, or leaves out
-            (``parent.field`` for a nested one). nested: fields holding a config model whose fields become options.
+        model: the pydantic config model.
+        skip: more fields the command passes to ``make`` itself, or leaves out (``parent.field`` for a nested one).
+        nested: fields holding a config model whose fields become options.
 
     Raises:
         ConfigError: at run time, one sentence per bad option (:func:`build`).
@@ -161,7 +164,7 @@ def options_from(
             if name not in nested:
                 entries.append(((name,), f, name))
                 continue
-            for sub, sf in f.annotation.model_fields.items():  # the command's own parameter of that name stands for it
+            for sub, sf in f.annotation.model_fields.items():  # type: ignore[union-attr]  # the command's own parameter stands for it
                 if f"{name}.{sub}" not in skip and sub not in own_names:
                     entries.append(((name, sub), sf, f"{name}_{sub}" if sub in model.model_fields else sub))
         fields, lists = [], {}
@@ -170,11 +173,11 @@ def options_from(
             decls = (f"{flag}/--no-{flag[2:]}",) if f.annotation is bool else ()
             # a required field is a required option; a default factory's value is the model's business
             default = inspect.Parameter.empty if f.is_required() else None if f.default is PydanticUndefined else f.default
-            annotation, help_ = f.annotation, f.description
+            annotation, help_ = f.annotation, escape(f.description or "")  # `[low, high]` is text, not rich markup
             if (item := _list_item(f.annotation)) is not None:  # comma-separated on the command line
                 lists[name] = item
                 annotation, help_ = Optional[str], f"{help_} Comma-separated."
-                default = ",".join(str(v) for v in default) if default else None
+                default = ",".join(str(v) for v in default) if default else None  # type: ignore[union-attr]
             fields.append(
                 inspect.Parameter(
                     name,
@@ -255,8 +258,10 @@ def command_from(
     """Register a command of :data:`app` whose options come from ``model`` (:func:`options_from`), errors in one line.
 
     Args:
-        model: the pydantic config model. skip: fields the command declares itself or leaves out. name: the
-            command's name (default: the function's). nested: fields whose config model's fields become options.
+        model: the pydantic config model.
+        skip: fields the command declares itself or leaves out.
+        name: the command's name (default: the function's).
+        nested: fields whose config model's fields become options.
     """
 
     def decorate(fn: Callable[..., Any]) -> Any:

@@ -256,7 +256,7 @@ def evaluate(
     )
     m = run_evaluate(cfg, b, say=lambda line: err.print(line, highlight=False, soft_wrap=True))
     is_split = data is None or data.suffix.lower() in {".yaml", ".yml"}
-    what = f"its {split} split" if is_split else data.name
+    what = f"its {split} split" if is_split or data is None else data.name
     task_for(b).report(b, m, what, split if is_split else "test", out, err)
     out.print(f"metrics: {Path(cfg.out_dir) / 'metrics.json'}")
     if m.get("mlflow_run_id"):

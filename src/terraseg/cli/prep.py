@@ -201,7 +201,7 @@ def split(
     """Write reproducible train/val/test manifests from a chip index or a folder of image/mask pairs (train with `kind: manifest`)."""
     from terraseg.prepare.split import split_index
 
-    cfg = make(index=index, out_dir=str(out_dir), fractions=tuple(_floats(fractions, 3, "--fractions")))
+    cfg = make(index=index, out_dir=str(out_dir), fractions=tuple(_floats(fractions, 3, "--fractions")))  # type: ignore[arg-type]
     paths = split_index(cfg)
     if cfg.method == "spatial-kfold":
         summary = json.loads((out_dir / "split.json").read_text())

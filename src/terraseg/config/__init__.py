@@ -678,7 +678,8 @@ def with_aoi(cfg: ExperimentConfig, aoi: str | None) -> ExperimentConfig:
     """The config with the labelled extent ``aoi`` on every training and validation source (``--aoi`` of train and cv).
 
     Args:
-        cfg: the config. aoi: polygons of the labelled extent, or None (the config as it is).
+        cfg: the config.
+        aoi: polygons of the labelled extent, or None (the config as it is).
 
     Raises:
         ConfigError: a source that is not a georeferenced scene or project (an extent has nothing to apply to there).

@@ -31,7 +31,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     """Turn a pydantic error into one sentence per problem, naming the field path and the file.
 
     Args:
-        err: pydantic's error. source: the file or options validated (named first).
+        err: pydantic's error.
+        source: the file or options validated (named first).
     """
     parts = []
     for e in err.errors():
@@ -53,7 +54,9 @@ def build_options(cls: type[M], source: str = "options", **kwargs: Any) -> M:
     """Validate keyword options into ``cls`` (None values fall back to the defaults).
 
     Args:
-        cls: the config model. source: named in errors. kwargs: the options.
+        cls: the config model.
+        source: named in errors.
+        kwargs: the options.
 
     Raises:
         ConfigError: one sentence naming each bad option.

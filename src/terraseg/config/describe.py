@@ -182,7 +182,7 @@ def _model_tables(model: type[BaseModel], prefix: str, seen: set[type], out: lis
     ]
     nested: list[tuple[str, type[BaseModel]]] = []
     for name, info in model.model_fields.items():
-        desc = (info.description or "").replace("|", "\\|").replace("\n", " ")
+        desc = (info.description or "").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
         out.append(f"| `{name}` | {_type_name(info.annotation)} | {_default_text(info)} | {_units(desc)} | {desc} |")
         nested += [(f"{prefix}.{name}" if prefix else name, m) for m in _nested_models(info.annotation)]
     out.append("")

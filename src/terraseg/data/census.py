@@ -30,7 +30,8 @@ def hidden_background(tags: set, values: set[int]) -> tuple[int, list[int]] | No
     """The rule of :func:`background_tag` on what was read: the masks' nodata tags and the values of their pixels.
 
     Args:
-        tags: the nodata tag of every mask read (None for an untagged mask). values: the pixel values seen.
+        tags: the nodata tag of every mask read (None for an untagged mask).
+        values: the pixel values seen.
 
     Returns:
         ``(0, the values seen, sorted)`` when every mask carries the tag 0, its pixels hold it, and the other values
@@ -49,7 +50,8 @@ def background_tag(paths: Sequence[str | Path], sample: int = 20) -> tuple[int, 
     at most 1,024 x 1,024 pixels of each of the first ``sample`` masks; the rule is :func:`hidden_background`.
 
     Args:
-        paths: mask rasters. sample: how many of them to read.
+        paths: mask rasters.
+        sample: how many of them to read.
 
     Returns:
         ``(tag, the values seen)``, or None.
@@ -70,7 +72,9 @@ def background_tag_note(tag: int, values: list[int], restore: str) -> str:
     """The sentence that says a mask's nodata tag was counted as background, and how to restore the tag.
 
     Args:
-        tag: the nodata tag. values: the mask values seen. restore: the setting that restores the tag, as words.
+        tag: the nodata tag.
+        values: the mask values seen.
+        restore: the setting that restores the tag, as words.
     """
     return (
         f"the mask's nodata tag {tag} is also its background value (its pixels are {', '.join(map(str, values))}): "
@@ -83,7 +87,8 @@ def tagged_background(scenes: Sequence[object], class_names: Sequence[str]) -> t
     """The mask nodata value that hides a class value (``0`` of a 0/1 mask tagged nodata 0), or None.
 
     Args:
-        scenes: the scenes whose labels were counted. class_names: K names.
+        scenes: the scenes whose labels were counted.
+        class_names: K names.
 
     Returns:
         ``(value, from_tag)`` when a scene's mask nodata is a class id (0..K-1): from the mask's own tag, or set.
@@ -99,7 +104,8 @@ def require_two_classes(counts: np.ndarray, class_names: Sequence[str], scenes: 
     """Refuse training or scoring when fewer than two classes have labelled pixels.
 
     Args:
-        counts: ``(K,)`` labelled pixels per class. class_names: K names.
+        counts: ``(K,)`` labelled pixels per class.
+        class_names: K names.
         scenes: the scenes counted (their label files are named in the message).
         purpose: what would have run: ``"train"`` or ``"score"``.
 

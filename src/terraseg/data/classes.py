@@ -107,7 +107,8 @@ def class_folders(src: ClassFolderSource, data_root: Path | None = None) -> tupl
     """The images of a class-folder source grouped by folder name: ``(root, {folder: [relative paths]})``.
 
     Args:
-        src: the source (root folder or .zip, layout, split). data_root: root of relative paths.
+        src: the source (root folder or .zip, layout, split).
+        data_root: root of relative paths.
 
     Raises:
         InputFileError: missing root, a class folder with no images, no class folders at all.
@@ -139,8 +140,10 @@ def class_items(
     """List the labelled images of a class-folder source.
 
     Args:
-        src: the source. class_names: the task's classes in id order (folder names map onto them,
-        through ``src.mapping`` when given). require_all: every class must have images (training).
+        src: the source.
+        class_names: the task's classes in id order (folder names map onto them,
+        through ``src.mapping`` when given).
+        require_all: every class must have images (training).
 
     Raises:
         InputFileError: missing root, a class folder with no images, a folder naming a class the task
@@ -190,7 +193,8 @@ def class_items_of(cfg: ExperimentConfig, which: str) -> list[ClassItem]:
     """Labelled images of ``data.train`` / ``data.val`` / ``data.test``.
 
     Args:
-        cfg: a classification config. which: ``'train'``, ``'val'`` or ``'test'``.
+        cfg: a classification config.
+        which: ``'train'``, ``'val'`` or ``'test'``.
     """
     root = Path(cfg.data.data_root) if cfg.data.data_root else None
     names = [c.name for c in cfg.classes]
@@ -266,9 +270,11 @@ def to_input(image: np.ndarray, stats: NormStats, size: int, valid: np.ndarray |
     The one preprocessing function of classification training, evaluation, prediction and serving.
 
     Args:
-        image: raw pixels, any dtype. stats: the bundle's statistics. size: output side in pixels.
-        valid: ``(H, W)`` bool, False for nodata (set to 0 after normalisation, as for segmentation);
-            default: NaN pixels are invalid.
+        image: raw pixels, any dtype.
+        stats: the bundle's statistics.
+        size: output side in pixels.
+        valid: ``(H, W)`` bool, False for nodata (set to 0 after normalisation, as for segmentation); default: NaN
+            pixels are invalid.
 
     Raises:
         BundleError: the band count differs from the statistics'.
@@ -283,9 +289,13 @@ class ClassificationDataset(Dataset):
     """Labelled images -> sample dicts; with ``augment``, a random resized crop and flips.
 
     Args:
-        items: labelled images. size: output side in pixels. stats: normalisation. bands: expected
+        items: labelled images.
+        size: output side in pixels.
+        stats: normalisation.
+        bands: expected
         band count (checked per image). augment/flips/crop_scale: see :class:`terraseg.config.DataConfig`.
-        seed: base seed; each (epoch, index) draws its own generator. cache: keep decoded images in
+        seed: base seed; each (epoch, index) draws its own generator.
+        cache: keep decoded images in
         memory (small data sets such as Intel scenes: 1,680 x 150 x 150 x 3 bytes = 113 MB).
     """
 

@@ -44,7 +44,8 @@ def apply(x: torch.Tensor, view: View) -> torch.Tensor:
     """``x`` seen in ``view``: mirrored (last axis), then turned ``k`` quarter turns.
 
     Args:
-        x: any ``(..., H, W)`` tensor. view: ``(k, flip)``.
+        x: any ``(..., H, W)`` tensor.
+        view: ``(k, flip)``.
     """
     k, flip = view
     x = x.flip(-1) if flip else x
@@ -55,7 +56,8 @@ def invert(x: torch.Tensor, view: View) -> torch.Tensor:
     """The inverse of :func:`apply`: a map predicted in ``view`` brought back to the input's frame.
 
     Args:
-        x: any ``(..., H, W)`` tensor. view: ``(k, flip)`` it was seen in.
+        x: any ``(..., H, W)`` tensor.
+        view: ``(k, flip)`` it was seen in.
     """
     k, flip = view
     x = torch.rot90(x, -k, dims=(-2, -1)) if k else x
@@ -66,7 +68,9 @@ def random_view(rng: np.random.Generator, mode: str, square: bool = True) -> Vie
     """One view drawn uniformly from the mode's group (all eight for 'd4' on a square, else mirrors only).
 
     Args:
-        rng: NumPy generator. mode: 'd4' or 'horizontal'. square: whether the window is square.
+        rng: NumPy generator.
+        mode: 'd4' or 'horizontal'.
+        square: whether the window is square.
     """
     if mode == "d4" and square:
         return int(rng.integers(4)), bool(rng.integers(2))
@@ -77,7 +81,10 @@ def random_views(n: int, mode: str, square: bool, g: torch.Generator) -> tuple[t
     """``n`` views drawn uniformly, as ``(k, flip)`` CPU tensors of shape ``(n,)`` (a batch's draws, one generator).
 
     Args:
-        n: samples. mode: 'd4' or 'horizontal'. square: whether the windows are square. g: CPU generator.
+        n: samples.
+        mode: 'd4' or 'horizontal'.
+        square: whether the windows are square.
+        g: CPU generator.
     """
     flip = torch.rand(n, generator=g) < 0.5
     if mode == "d4" and square:

@@ -37,11 +37,12 @@ def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats | 
 
     Args:
         scene: the scene.
-        row, col: top-left pixel of the window (may be negative or past the edge: padded).
+        row: top-left pixel of the window (may be negative or past the edge: padded).
+        col: top-left pixel of the window (may be negative or past the edge: padded).
         size: window side in pixels.
         stats: the normalisation statistics, or None to keep the raw pixels (the training loader:
-            :func:`normalize_batch` then normalises whole batches on the training device, and the
-            loader ships uint8 / int16 pixels and uint8 masks, a quarter to an eighth of the bytes).
+            :func:`normalize_batch` then normalises whole batches on the training device, and the loader ships uint8 /
+            int16 pixels and uint8 masks, a quarter to an eighth of the bytes).
 
     Returns:
         Sample dict (module docstring): ``image`` float32 ``(C, size, size)`` (raw: uint8 / int16 as
@@ -49,7 +50,8 @@ def make_sample(scene: Scene, row: int, col: int, size: int, stats: NormStats | 
         and the ignore index fit), ``valid``, ``crs``, ``transform``, ``bounds``, ``scene``, ``window``.
 
     Raises:
-        InputFileError: unreadable pixels. BundleError: a band count the statistics do not describe.
+        InputFileError: unreadable pixels.
+        BundleError: a band count the statistics do not describe.
     """
     r = scene.read(row, col, size, size, compact=stats is None)  # raw: the mask as stored (uint8 for most tasks)
     mask = r.mask if r.mask is not None else np.full((size, size), scene.ignore_index, dtype=np.int64)
@@ -132,8 +134,9 @@ class EpochSampler(torch.utils.data.Sampler):
     off, as its wrapper would hide :meth:`set_epoch`).
 
     Args:
-        length: samples per epoch (all ranks together). shuffle: a fresh permutation per epoch,
-            seeded by ``(seed, epoch)``, the same on every rank. seed: base seed.
+        length: samples per epoch (all ranks together).
+        shuffle: a fresh permutation per epoch, seeded by ``(seed, epoch)``, the same on every rank.
+        seed: base seed.
     """
 
     def __init__(self, length: int, shuffle: bool = False, seed: int = 0) -> None:
@@ -191,11 +194,13 @@ class RandomWindowDataset(Dataset):
     and different every epoch (:class:`EpochSampler` indexes, or :meth:`set_epoch` without workers).
 
     Args:
-        scenes: labelled scenes (drawn in proportion to their labelled pixels). window: window size (pixels).
+        scenes: labelled scenes (drawn in proportion to their labelled pixels).
+        window: window size (pixels).
         length: windows per epoch.
         stats: normalisation statistics, or None for raw samples (:func:`normalize_batch` on the device).
         rare_class_share: share of windows centred on a random
-        pixel of a random non-background class. seed: base seed. Augmentation is not the loader's: it
+        pixel of a random non-background class.
+        seed: base seed. Augmentation is not the loader's: it
         runs on whole batches on the training device (:mod:`terraseg.training.augment`).
     """
 
@@ -250,9 +255,9 @@ class RandomWindowDataset(Dataset):
         if total > CACHE.limit():
             for s in cacheable:
                 if SPILL.root is not None:
-                    s._past_budget = True
+                    s._past_budget = True  # type: ignore[attr-defined]
                 else:
-                    s._cache_ok = False
+                    s._cache_ok = False  # type: ignore[attr-defined]
 
     def stage(self) -> int:
         """Decode every scene a window can come from into the run's spill store, before the first epoch,
@@ -278,7 +283,7 @@ class RandomWindowDataset(Dataset):
             for s in todo:
                 if not SPILL.enabled:  # its disk budget is spent
                     break
-                n += int(s.stage())
+                n += int(s.stage())  # type: ignore[attr-defined]
                 advance(1)
         return n
 
@@ -349,8 +354,11 @@ def scene_statistics(scenes: list[Scene], method: str, percentiles: tuple[float,
     """Per-band statistics of the training scenes (valid pixels only, seeded sample).
 
     Args:
-        scenes: training scenes. method: 'meanstd', 'percentile' or 'none'. percentiles: low/high
-            percentiles. max_pixels: pixels sampled in all (split evenly over scenes). seed: sampling seed.
+        scenes: training scenes.
+        method: 'meanstd', 'percentile' or 'none'.
+        percentiles: low/high percentiles.
+        max_pixels: pixels sampled in all (split evenly over scenes).
+        seed: sampling seed.
 
     Returns:
         :class:`NormStats` in the rasters' value units.

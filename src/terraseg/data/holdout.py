@@ -93,7 +93,7 @@ def _unit_counts(scene: Scene, num_classes: int, block: int) -> list[tuple[Regio
         assert mask is not None
         sy, sx = mask.shape[0] / scene.height, mask.shape[1] / scene.width
         area = 1.0 / max(sy * sx, 1e-12)
-        out = []
+        out: list[tuple[Region | None, np.ndarray]] = []
         for r in range(0, scene.height, block):
             for c in range(0, scene.width, block):
                 h, w = min(block, scene.height - r), min(block, scene.width - c)
@@ -243,7 +243,8 @@ def class_pixels(scenes: list[Scene], num_classes: int) -> np.ndarray:
     """``(K,)`` labelled pixels per class over the labelled scenes (read from label overviews, as the hold-out counts).
 
     Args:
-        scenes: scenes (unlabelled ones count nothing). num_classes: K.
+        scenes: scenes (unlabelled ones count nothing).
+        num_classes: K.
     """
     total = np.zeros(num_classes, dtype=np.int64)
     for s in scenes:
@@ -268,7 +269,8 @@ def class_aware_split(
     Args:
         scenes: labelled training scenes (rasters and folder images); unlabelled scenes stay in training.
         val_fraction: share of labelled pixels to hold out, in (0, 1).
-        num_classes: K. class_names: K names, for messages and the record.
+        num_classes: K.
+        class_names: K names, for messages and the record.
         seed: seed of the tie-breaks and of the fill order.
         window: training window side in pixels (sets the validation context, a quarter of it).
         block: block side in pixels (None: the rule of :func:`block_side`).

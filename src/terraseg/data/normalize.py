@@ -22,10 +22,12 @@ class NormStats:
     """Per-band normalisation parameters.
 
     Attributes:
-        method: 'meanstd' ((x - mean) / std), 'percentile' ((x - low) / (high - low) clipped to
-            [0, 1]) or 'none' (cast to float32 only).
-        mean, std: per-band mean and standard deviation, in the raster's value units.
-        low, high: per-band low/high percentiles, in the raster's value units.
+        method: 'meanstd' ((x - mean) / std), 'percentile' ((x - low) / (high - low) clipped to [0, 1]) or 'none' (cast
+            to float32 only).
+        mean: per-band mean and standard deviation, in the raster's value units.
+        std: per-band mean and standard deviation, in the raster's value units.
+        low: per-band low/high percentiles, in the raster's value units.
+        high: per-band low/high percentiles, in the raster's value units.
     """
 
     method: Literal["meanstd", "percentile", "none"] = "meanstd"
@@ -55,7 +57,9 @@ def with_fixed_normalisation(stats: NormStats, mean: list[float] | None, std: li
 
     Args:
         stats: the statistics computed on the training data (their low/high stay for drift checks).
-        mean, std: one value for every band, or one per band (None: 0 and 1). bands: the input band count.
+        mean: one value for every band, or one per band (None: 0 and 1).
+        std: one value for every band, or one per band (None: 0 and 1).
+        bands: the input band count.
 
     Raises:
         ConfigError: a list of another length.
@@ -118,7 +122,8 @@ def normalize(image: np.ndarray | torch.Tensor, stats: NormStats, valid: np.ndar
         BundleError: the band count differs from the statistics'.
     """
     is_tensor = isinstance(image, torch.Tensor)
-    x = image.to(torch.float32, copy=True) if is_tensor else image.astype(np.float32, copy=True)
+    raw: Any = image  # one body for both kinds: each branch below uses its own kind's methods
+    x: Any = raw.to(torch.float32, copy=True) if is_tensor else raw.astype(np.float32, copy=True)
     c = x.shape[-3]
 
     def per_band(values: list[float]):
@@ -146,7 +151,7 @@ def normalize(image: np.ndarray | torch.Tensor, stats: NormStats, valid: np.ndar
         np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     if valid is not None:
         if is_tensor:
-            x.masked_fill_(~valid.unsqueeze(-3), 0.0)
+            x.masked_fill_(~torch.as_tensor(valid).unsqueeze(-3), 0.0)
         else:
             np.putmask(x, np.broadcast_to(np.expand_dims(~valid, -3), x.shape), 0.0)
     return x

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from terraseg.config import ProjectSource
-from terraseg.data.scenes import RasterScene, Scene
+from terraseg.data.scenes import RasterScene
 from terraseg.errors import InputFileError
 from terraseg.formats import is_mask_raster
 from terraseg.settings import resolve_data_path
@@ -85,7 +85,8 @@ def project_index(paths: list[str], cache: Path | None = None):
     """Header index of ``paths`` (one row each), reusing the cached rows of unchanged files.
 
     Args:
-        paths: raster paths (local or GDAL virtual). cache: GeoParquet file to read and (re)write, or None.
+        paths: raster paths (local or GDAL virtual).
+        cache: GeoParquet file to read and (re)write, or None.
 
     Returns:
         GeoDataFrame with :data:`COLUMNS` and footprints in EPSG:4326 (None for rasters without a CRS).
@@ -112,7 +113,7 @@ def project_index(paths: list[str], cache: Path | None = None):
             read += 1
         rows.append(r)
     df = pd.DataFrame(rows, columns=COLUMNS)
-    geoms = []
+    geoms: list = []
     from pyproj import CRS as PCRS
     from pyproj import Transformer
 
@@ -146,11 +147,13 @@ def _index_path(src: ProjectSource, paths: list[str]) -> Path:
     return cache_dir() / f"project-{digest}.parquet"
 
 
-def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num_classes: int | None) -> list[Scene]:
+def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num_classes: int | None) -> list[RasterScene]:
     """The labelled scenes of a project source (module docstring).
 
     Args:
-        src: the project source. root: the data root for relative paths. ignore_index: unknown-pixel value.
+        src: the project source.
+        root: the data root for relative paths.
+        ignore_index: unknown-pixel value.
         num_classes: K, for checking mask values (None: unchecked).
 
     Returns:
@@ -166,7 +169,7 @@ def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num
     if not paths:
         raise InputFileError(f"{', '.join(src.images)}: no raster found.")
     index = project_index(paths, _index_path(src, paths))
-    scenes: list[Scene] = []
+    scenes: list[RasterScene] = []
     skipped = []
     if src.vector is not None:
         from rasterio.crs import CRS
@@ -200,22 +203,16 @@ def project_scenes(src: ProjectSource, root: Path | None, ignore_index: int, num
                 if src.unlabelled == "skip":
                     skipped.append(p)
                     continue
-            scenes.append(
-                RasterScene(
-                    p,
-                    bands=src.bands,
-                    mask_path=m,
-                    mask_nodata=src.mask_nodata,
-                    ignore_index=ignore_index,
-                    num_classes=num_classes,
-                )
+            raster = RasterScene(
+                p, bands=src.bands, mask_path=m, mask_nodata=src.mask_nodata, ignore_index=ignore_index, num_classes=num_classes
             )
-            scenes[-1].set_mask_values(src.mask_values)
+            raster.set_mask_values(src.mask_values)
             if m is None:  # background only: every valid pixel class 0
                 from terraseg.io.vector import VectorRasterizer
 
-                scenes[-1]._rasterizer = VectorRasterizer.from_geometries([], [], scenes[-1].info.transform)
-                scenes[-1].has_labels = True
+                raster._rasterizer = VectorRasterizer.from_geometries([], [], raster.info.transform)
+                raster.has_labels = True
+            scenes.append(raster)
     if skipped:
         log.warning(
             "%d of %d rasters hold no label and were skipped (unlabelled: skip), e.g. %s", len(skipped), len(paths), skipped[0]

@@ -19,6 +19,7 @@ import copy
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rasterio.crs import CRS
@@ -29,6 +30,9 @@ from rasterio.windows import Window
 from terraseg.errors import InputFileError
 from terraseg.io.cache import CACHE, SPILL, compact_mask
 from terraseg.io.images import read_image_valid, read_mask
+
+if TYPE_CHECKING:
+    from terraseg.io.vector import SceneLabels, VectorRasterizer
 from terraseg.io.raster import Grid, info_of, open_raster, read_validity, read_window, shared_dataset, shifted_georef, valid_mask
 
 CACHE_LIMIT_BYTES = 1 << 29  # regions whose pixels exceed 512 MiB are always streamed (the cache's budget decides below)
@@ -62,7 +66,8 @@ class WindowRead:
 
 def _spill(key, c: WindowRead) -> bool:
     """Write a decoded region to the run's spill store (:class:`terraseg.io.cache.SpillStore`); whether it was written."""
-    return SPILL.put(key, {"image": c.image, "valid": c.valid.view(np.uint8), "mask": c.mask})
+    arrays = {"image": c.image, "valid": c.valid.view(np.uint8)} | ({"mask": c.mask} if c.mask is not None else {})
+    return SPILL.put(key, arrays)
 
 
 class _HashedKey(tuple):
@@ -103,6 +108,9 @@ class Scene:
         return None
 
     name: str
+    path: str  # the file read (an image, or a raster), for messages
+    exclude: tuple[Region, ...] = ()  # labels never used here (held-out blocks and their buffer)
+    _cached: WindowRead | None = None  # the decoded region, when it is held
     height: int
     width: int
     count: int
@@ -117,10 +125,13 @@ class Scene:
         """Read a window; see :class:`WindowRead`.
 
         Args:
-            row, col: top-left pixel of the window in the scene's region (negative or past the edge: padded).
-            height, width: window size in pixels.
-            labels: read the labels too. compact: the mask in its smallest integer type, not widened to int64
-                (the training loader ships uint8 masks).
+            row: top-left pixel of the window in the scene's region (negative or past the edge: padded).
+            col: top-left pixel of the window in the scene's region (negative or past the edge: padded).
+            height: window size in pixels.
+            width: window size in pixels.
+            labels: read the labels too.
+            compact: the mask in its smallest integer type, not widened to int64 (the training loader ships uint8
+                masks).
         """
         raise NotImplementedError
 
@@ -160,7 +171,8 @@ class Scene:
         for scenes too large to hold in memory, scaled back to full-resolution pixels.
 
         Args:
-            max_per_class: locations kept per class (a seeded sample). rng: the sampling generator.
+            max_per_class: locations kept per class (a seeded sample).
+            rng: the sampling generator.
         """
         return self.class_census(max_per_class, rng)[0]
 
@@ -168,7 +180,8 @@ class Scene:
         """One overview read: class locations (:meth:`class_locations`), pixels per class and labelled pixels.
 
         Args:
-            max_per_class: locations kept per class. rng: the sampling generator.
+            max_per_class: locations kept per class.
+            rng: the sampling generator.
 
         Returns:
             ``(locations, {class_id: full-resolution pixels}, labelled pixels)``; empty for an unlabelled scene.
@@ -296,9 +309,9 @@ class RasterScene(Scene):
         self.num_classes = num_classes
         self.mask_path = str(mask_path) if mask_path else None
         honour_tag = mask_nodata != "none"
-        self.mask_nodata: int | None = None if mask_nodata == "none" else mask_nodata
+        self.mask_nodata: int | str | None = None if mask_nodata == "none" else mask_nodata
         self.mask_nodata_tag: int | None = None  # the mask's own nodata tag, when it decided mask_nodata
-        self._rasterizer = None
+        self._rasterizer: VectorRasterizer | SceneLabels | None = None  # SceneLabels: a project's shared index
         if vector is not None:
             from terraseg.io.vector import VectorRasterizer  # geopandas/shapely/pyproj only for vector labels
 
@@ -329,7 +342,7 @@ class RasterScene(Scene):
                     if honour_tag and self.mask_nodata is None and mds.nodata is not None:
                         self.mask_nodata = self.mask_nodata_tag = int(mds.nodata)
         self.has_labels = self._rasterizer is not None or self.mask_path is not None
-        self._aoi = None  # the labelled extent (set_aoi): labels outside it are unknown
+        self._aoi: SceneLabels | None = None  # the labelled extent (set_aoi): labels outside it are unknown
         self._values: tuple[np.ndarray, np.ndarray] | None = None  # mask value -> class id (set_mask_values)
         nbytes = self.height * self.width * self.count * np.dtype(self.dtype).itemsize
         self._cache_ok = cache and nbytes <= CACHE_LIMIT_BYTES
@@ -687,9 +700,12 @@ class ArrayScene(Scene):
     """A plain image with an optional mask image (PNG/JPEG/TIFF), loaded on first use and cached.
 
     Args:
-        image_path: image file. mask_path: mask file or None.
-        binarize: map mask values > 0 to 1. value_offset: added to mask values; negatives -> ignore.
-        ignore_index: unknown-pixel value. num_classes: when given, out-of-range values raise.
+        image_path: image file.
+        mask_path: mask file or None.
+        binarize: map mask values > 0 to 1.
+        value_offset: added to mask values; negatives -> ignore.
+        ignore_index: unknown-pixel value.
+        num_classes: when given, out-of-range values raise.
 
     Raises:
         InputFileError: unreadable files, or mask size differs from image size (raised on first read).

@@ -112,20 +112,19 @@ def build_scenes(sources: list, cfg: DataConfig, ignore_index: int, num_classes:
     for src in sources:
         if isinstance(src, SceneSource):
             vec = src.vector.model_copy(update={"path": str(resolve_data_path(src.vector.path, root))}) if src.vector else None
-            scenes.append(
-                RasterScene(
-                    resolve_data_path(src.image, root),
-                    bands=src.bands,
-                    vector=vec,
-                    mask_path=resolve_data_path(src.mask, root) if src.mask else None,
-                    mask_nodata=src.mask_nodata,
-                    ignore_index=ignore_index,
-                    num_classes=num_classes,
-                )
+            raster = RasterScene(
+                resolve_data_path(src.image, root),
+                bands=src.bands,
+                vector=vec,
+                mask_path=resolve_data_path(src.mask, root) if src.mask else None,
+                mask_nodata=src.mask_nodata,
+                ignore_index=ignore_index,
+                num_classes=num_classes,
             )
-            scenes[-1].set_mask_values(src.mask_values)
+            raster.set_mask_values(src.mask_values)
             if src.aoi:
-                scenes[-1].set_aoi(resolve_data_path(src.aoi, root), src.aoi_layer)
+                raster.set_aoi(resolve_data_path(src.aoi, root), src.aoi_layer)
+            scenes.append(raster)
         elif isinstance(src, ManifestSource):
             scenes += manifest_scenes(src, root, ignore_index, num_classes)
         elif isinstance(src, ProjectSource):
@@ -156,8 +155,10 @@ def manifest_scenes(src: ManifestSource, root: Path | None, ignore_index: int, n
     """Scenes of the image/mask pairs a manifest lists (rasters streamed, PNG/JPEG pairs as arrays).
 
     Args:
-        src: the manifest source. root: the data root (for a manifest path not found from here).
-        ignore_index: mask value of unknown pixels. num_classes: K, for checking mask values (None: unchecked).
+        src: the manifest source.
+        root: the data root (for a manifest path not found from here).
+        ignore_index: mask value of unknown pixels.
+        num_classes: K, for checking mask values (None: unchecked).
 
     Returns:
         One scene per row.
@@ -232,7 +233,10 @@ def train_val_scenes(cfg: DataConfig, ignore_index: int, num_classes: int, seed:
     """``(training scenes, validation scenes)`` of a config: :func:`split_scenes` without its record.
 
     Args:
-        cfg: the data config. ignore_index: mask value of unknown pixels. num_classes: K. seed: hold-out seed.
+        cfg: the data config.
+        ignore_index: mask value of unknown pixels.
+        num_classes: K.
+        seed: hold-out seed.
 
     Raises:
         InputFileError: as :func:`build_scenes`.

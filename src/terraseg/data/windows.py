@@ -77,7 +77,8 @@ def grid_windows(
     """Windows covering a ``height x width`` grid, row-major (see :func:`grid_offsets` for the rules).
 
     Args:
-        height, width: grid size in pixels.
+        height: grid size in pixels.
+        width: grid size in pixels.
         size: window size in pixels, or ``(height, width)``.
         stride: step in pixels, or ``(row step, column step)``; default the window size.
         edge: 'pad', 'shift' or 'clip'; with 'clip' edge windows are cut to the grid.
@@ -100,7 +101,9 @@ def row_strips(height: int, width: int, size: int) -> Iterator[PixelWindow]:
     """Full-width strips of ``size`` rows (the last one clipped): how streaming passes read a scene.
 
     Args:
-        height, width: grid size in pixels. size: strip height in pixels.
+        height: grid size in pixels.
+        width: grid size in pixels.
+        size: strip height in pixels.
 
     Yields:
         :class:`PixelWindow` ``(row, 0, min(size, height - row), width)``.
@@ -118,7 +121,9 @@ def random_offset(rng: np.random.Generator, extent: int, size: int, centre: int 
     window, then clamped the same way; used to oversample rare classes.
 
     Args:
-        rng: NumPy generator. extent: grid height or width. size: window size (pixels).
+        rng: NumPy generator.
+        extent: grid height or width.
+        size: window size (pixels).
         centre: pixel to centre on, or None.
 
     Returns:

@@ -28,11 +28,18 @@ class AreaEstimate:
 
     Attributes:
         proportions: ``(K, K)`` error matrix in estimated area proportions (rows: map, columns: reference).
-        area_proportion, area_proportion_se: ``(K,)`` estimated share of the total area per reference class, its SE.
-        area, area_ci: ``(K,)`` estimated area per class and the half-width of its 95% interval (area units).
-        users, users_ci, producers, producers_ci: ``(K,)`` accuracies and 95% half-widths (NaN where undefined).
-        overall, overall_ci: overall accuracy and its 95% half-width.
-        n: ``(K,)`` sample size per stratum. unit: the area unit.
+        area_proportion: ``(K,)`` estimated share of the total area per reference class, its SE.
+        area_proportion_se: ``(K,)`` estimated share of the total area per reference class, its SE.
+        area: ``(K,)`` estimated area per class and the half-width of its 95% interval (area units).
+        area_ci: ``(K,)`` estimated area per class and the half-width of its 95% interval (area units).
+        users: ``(K,)`` accuracies and 95% half-widths (NaN where undefined).
+        users_ci: ``(K,)`` accuracies and 95% half-widths (NaN where undefined).
+        producers: ``(K,)`` accuracies and 95% half-widths (NaN where undefined).
+        producers_ci: ``(K,)`` accuracies and 95% half-widths (NaN where undefined).
+        overall: overall accuracy and its 95% half-width.
+        overall_ci: overall accuracy and its 95% half-width.
+        n: ``(K,)`` sample size per stratum.
+        unit: the area unit.
     """
 
     proportions: np.ndarray
@@ -150,11 +157,12 @@ def allocate(
     """Sample size per stratum (map class) for ``n`` points.
 
     Args:
-        mapped: ``(K,)`` pixels per map class. n: total sample size.
-        allocation: 'proportional' (to mapped area), 'equal', or 'neyman' (to ``N_h * S_h`` with
-            ``S_h = sqrt(U_h (1 - U_h))`` from the expected user's accuracies U_h; Cochran 1977, 5.5).
-        min_per_class: at least this many points in every mapped class (Olofsson et al. recommend 50-100
-            for rare classes), taken from the largest strata.
+        mapped: ``(K,)`` pixels per map class.
+        n: total sample size.
+        allocation: 'proportional' (to mapped area), 'equal', or 'neyman' (to ``N_h * S_h`` with ``S_h = sqrt(U_h (1 -
+            U_h))`` from the expected user's accuracies U_h; Cochran 1977, 5.5).
+        min_per_class: at least this many points in every mapped class (Olofsson et al. recommend 50-100 for rare
+            classes), taken from the largest strata.
         expected_accuracy: U_h, one value or one per class (neyman).
 
     Returns:
@@ -191,8 +199,9 @@ def map_class_counts(path: str | Path, num_classes: int | None = None, block: in
     """Pixels per class id of a class raster (nodata excluded), read strip by strip, and the raster's info.
 
     Args:
-        path: class raster (one band of class ids). num_classes: length of the counts (default: the largest
-            id + 1). block: strip height in rows.
+        path: class raster (one band of class ids).
+        num_classes: length of the counts (default: the largest id + 1).
+        block: strip height in rows.
     """
     from rasterio.windows import Window
 
@@ -215,7 +224,8 @@ def pixel_area(transform, crs) -> tuple[float, str]:
     """Area of one pixel in hectares for a projected CRS in metres, else in pixels.
 
     Args:
-        transform: the raster's affine transform. crs: its CRS (rasterio), or None.
+        transform: the raster's affine transform.
+        crs: its CRS (rasterio), or None.
     """
     if crs is not None and crs.is_projected and abs(float(crs.linear_units_factor[1]) - 1.0) < 1e-9:
         return abs(transform.a * transform.e - transform.b * transform.d) / 1e4, "ha"
@@ -238,9 +248,13 @@ def sample_points(
     class has the same chance and memory is the sample, never the raster.
 
     Args:
-        path: class raster. n: points in all. allocation: ``'proportional'``, ``'equal'`` or ``'neyman'``
-            (Olofsson et al. 2014). min_per_class: points at least per class. seed: sampling seed.
-            expected_accuracy: the user's accuracy assumed by the Neyman allocation. block: strip height in rows.
+        path: class raster.
+        n: points in all.
+        allocation: ``'proportional'``, ``'equal'`` or ``'neyman'`` (Olofsson et al. 2014).
+        min_per_class: points at least per class.
+        seed: sampling seed.
+        expected_accuracy: the user's accuracy assumed by the Neyman allocation.
+        block: strip height in rows.
 
     Returns:
         GeoDataFrame: ``map_class``, ``row``, ``col``, ``stratum_pixels``, geometry (pixel centres, raster CRS).
@@ -315,7 +329,8 @@ def estimate_area(
         ``(AreaEstimate, details)``: details hold the sample error matrix, stratum sizes and points skipped.
 
     Raises:
-        InputFileError: unreadable files, no usable point. ConfigError: unknown labels, too few samples in a stratum.
+        InputFileError: unreadable files, no usable point.
+        ConfigError: unknown labels, too few samples in a stratum.
     """
     import json
 

@@ -59,7 +59,9 @@ def resample_weights(units: int, draws: int, seed: int) -> np.ndarray:
     """``(draws, units)`` bootstrap counts: how often each unit is drawn in each replicate.
 
     Args:
-        units: U, the units to draw from. draws: replicates. seed: the generator's seed.
+        units: U, the units to draw from.
+        draws: replicates.
+        seed: the generator's seed.
     """
     rng = np.random.default_rng(seed)
     return rng.multinomial(units, np.full(units, 1.0 / units), size=draws).astype(np.float64)
@@ -78,7 +80,9 @@ def bootstrap_intervals(unit_cms: np.ndarray, draws: int = DRAWS, level: float =
 
     Args:
         unit_cms: ``(U, K, K)`` confusion matrices (rows true, columns predicted), one per unit.
-        draws: bootstrap replicates. level: the interval's coverage. seed: the replicates' seed.
+        draws: bootstrap replicates.
+        level: the interval's coverage.
+        seed: the replicates' seed.
 
     Returns:
         ``{"level", "units", "method", "score": [low, high], "miou": [...], and, binary, "iou", "dice"}``; an
@@ -99,8 +103,12 @@ def paired_difference(
     """The difference ``A - B`` of two models' scores on the same units, with its paired bootstrap interval.
 
     Args:
-        cms_a, cms_b: ``(U, K, K)`` confusion matrices of models A and B on the same U units, in the same order.
-        key: which score (``score``, ``miou``, ``iou``, ``dice``). draws, level, seed: as :func:`bootstrap_intervals`.
+        cms_a: ``(U, K, K)`` confusion matrices of models A and B on the same U units, in the same order.
+        cms_b: ``(U, K, K)`` confusion matrices of models A and B on the same U units, in the same order.
+        key: which score (``score``, ``miou``, ``iou``, ``dice``).
+        draws: as :func:`bootstrap_intervals`.
+        level: as :func:`bootstrap_intervals`.
+        seed: as :func:`bootstrap_intervals`.
 
     Returns:
         ``{"difference", "interval": [low, high] or None, "units", "level", "separates": bool}``; ``separates``
@@ -132,7 +140,8 @@ def format_interval(value: float | None, interval: list[float] | None) -> str:
     """``0.5123 [0.4710, 0.5540]``; ``-`` without a value, a note when there is no interval.
 
     Args:
-        value: the score. interval: its ``[low, high]`` or None.
+        value: the score.
+        interval: its ``[low, high]`` or None.
     """
     if value is None:
         return "-"
@@ -143,7 +152,9 @@ def width_warning(interval: list[float] | None, units: int, where: str) -> str |
     """One sentence when an interval is too wide to decide by (wider than :data:`WIDE`), else None.
 
     Args:
-        interval: ``[low, high]`` or None. units: how many units it rests on. where: ``"validation"`` or ``"test"``.
+        interval: ``[low, high]`` or None.
+        units: how many units it rests on.
+        where: ``"validation"`` or ``"test"``.
     """
     if interval is None:
         return (

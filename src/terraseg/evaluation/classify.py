@@ -30,8 +30,10 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
     """Metrics of ``(N, K)`` probabilities against ``(N,)`` true class ids.
 
     Args:
-        probs: ``(N, K)`` class probabilities. labels: ``(N,)`` true class ids. class_names: the K names.
-            top_k: k of the top-k accuracy.
+        probs: ``(N, K)`` class probabilities.
+        labels: ``(N,)`` true class ids.
+        class_names: the K names.
+        top_k: k of the top-k accuracy.
 
     Returns:
         ``accuracy`` (micro), ``f1_macro``, ``top{k}_accuracy``, ``per_class`` {name: precision,
@@ -68,7 +70,11 @@ def image_intervals(probs: np.ndarray, labels: np.ndarray, k: int, draws: int = 
     1993, percentile intervals).
 
     Args:
-        probs: ``(N, K)`` probabilities. labels: ``(N,)`` true ids. k: class count. draws, seed: replicates and their seed.
+        probs: ``(N, K)`` probabilities.
+        labels: ``(N,)`` true ids.
+        k: class count.
+        draws: replicates and their seed.
+        seed: replicates and their seed.
 
     Returns:
         ``{"accuracy": [low, high] | None, "f1_macro": [low, high] | None, "units": N, "unit": "images"}``.
@@ -106,14 +112,20 @@ def evaluate_classifier(
     and ``predictions.csv`` (file, true, predicted, probability) under ``out_dir``.
 
     Args:
-        bundle: a classification bundle (path or loaded). items: labelled images. out_dir: output folder.
-            batch_size: images per forward pass. top_k: k of the top-k accuracy.
+        bundle: a classification bundle (path or loaded).
+        items: labelled images.
+        out_dir: output folder.
+        batch_size: images per forward pass.
+        top_k: k of the top-k accuracy.
         options: :class:`terraseg.config.inference.InferenceConfig` (device, backend, precision, tta...), or None.
-        log_to_run: log the figures to the MLflow run that trained the bundle (:func:`terraseg.tracking.log_evaluation`).
-        tracking_uri: its store. split: the metric prefix ('test' or 'val').
+        log_to_run: log the figures to the MLflow run that trained the bundle
+            (:func:`terraseg.tracking.log_evaluation`).
+        tracking_uri: its store.
+        split: the metric prefix ('test' or 'val').
 
     Raises:
-        BundleError: not a classification bundle, or an image with another band count. InputFileError: unreadable image.
+        BundleError: not a classification bundle, or an image with another band count.
+        InputFileError: unreadable image.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     clf = ImageClassifier(b, batch_size, options=options)

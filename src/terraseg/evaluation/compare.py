@@ -22,7 +22,8 @@ def check_comparable(a: Bundle, b: Bundle) -> None:
     """Refuse, in one line, two bundles that cannot be compared: a scene-classification bundle, other classes or bands.
 
     Args:
-        a, b: the loaded bundles.
+        a: the loaded bundles.
+        b: the loaded bundles.
 
     Raises:
         BundleError: naming the bundle and what differs.
@@ -43,8 +44,10 @@ def compare_bundles(
     """Score bundles ``a`` and ``b`` on ``scenes`` and give the paired difference ``a - b`` with its 95% interval.
 
     Args:
-        a, b: loaded segmentation bundles with the same classes. scenes: labelled scenes (opened for ``a``; both
-            bundles take the same bands). inference: prediction options for both (default: ``evaluate``'s).
+        a: loaded segmentation bundles with the same classes.
+        b: loaded segmentation bundles with the same classes.
+        scenes: labelled scenes (opened for ``a``; both bundles take the same bands).
+        inference: prediction options for both (default: ``evaluate``'s).
         validation: the scenes are a recorded validation split: each is one unit (a held-out block), as in training.
 
     Returns:

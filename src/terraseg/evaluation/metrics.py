@@ -21,7 +21,8 @@ def confusion_matrix(
     """``(K, K)`` int64 counts, rows = truth, columns = prediction, ignoring ``ignore_index`` truth.
 
     Args:
-        pred: predicted class ids, any shape. target: true class ids, same shape.
+        pred: predicted class ids, any shape.
+        target: true class ids, same shape.
     """
     p = torch.as_tensor(pred).reshape(-1).long()
     t = torch.as_tensor(target).reshape(-1).long()
@@ -39,7 +40,8 @@ def metrics_from_confusion(cm: np.ndarray, class_names: list[str]) -> dict[str, 
     """All report metrics from a confusion matrix.
 
     Args:
-        cm: ``(K, K)`` int64 confusion matrix, rows true, columns predicted. class_names: the K names.
+        cm: ``(K, K)`` int64 confusion matrix, rows true, columns predicted.
+        class_names: the K names.
 
     Returns:
         ``{"pixel_accuracy", "miou", "mean_dice", "per_class": {name: {"iou", "dice", "precision",
@@ -113,7 +115,8 @@ def interval_logs(unit_cms: np.ndarray, prefix: str = "val") -> dict[str, float]
     score over the hold-out's units (:mod:`terraseg.evaluation.bootstrap`); only ``units`` when there is none.
 
     Args:
-        unit_cms: ``(U, K, K)`` confusion matrices, one per unit. prefix: the metric prefix.
+        unit_cms: ``(U, K, K)`` confusion matrices, one per unit.
+        prefix: the metric prefix.
     """
     from terraseg.evaluation.bootstrap import bootstrap_intervals
 
@@ -128,7 +131,8 @@ def validation_metrics(cm: np.ndarray, class_names: list[str]) -> dict[str, Any]
     """The validation figures every trainer logs, from one confusion matrix (the one builder).
 
     Args:
-        cm: ``(K, K)`` int64 confusion matrix of the validation pixels. class_names: the K names.
+        cm: ``(K, K)`` int64 confusion matrix of the validation pixels.
+        class_names: the K names.
 
     Returns:
         ``{"val/score", "val/miou", "val/iou_<class>"..., "val/pixels"}`` as floats (0 when undefined), plus

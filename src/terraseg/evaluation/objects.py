@@ -52,8 +52,9 @@ def match_objects(
     """Match predicted and true objects of class ``positive`` one to one at IoU >= 0.5.
 
     Args:
-        pred: ``(H, W)`` predicted class ids (negative: nodata). truth: ``(H, W)`` true class ids with
-            ``ignore_index`` for unknown pixels. positive: the object class id.
+        pred: ``(H, W)`` predicted class ids (negative: nodata).
+        truth: ``(H, W)`` true class ids with ``ignore_index`` for unknown pixels.
+        positive: the object class id.
         unit_side: bootstrap units: blocks of this many pixels (None: the whole array is one unit).
 
     Returns:
@@ -101,7 +102,9 @@ def object_scores(units: np.ndarray, draws: int = 2000, seed: int = 0) -> dict[s
     """Precision, recall and F1 of matched objects with their 95% intervals over the units.
 
     Args:
-        units: ``(U, 3)`` per-unit (tp, fp, fn) counts. draws, seed: the bootstrap's (:mod:`terraseg.evaluation.bootstrap`).
+        units: ``(U, 3)`` per-unit (tp, fp, fn) counts.
+        draws: the bootstrap's (:mod:`terraseg.evaluation.bootstrap`).
+        seed: the bootstrap's (:mod:`terraseg.evaluation.bootstrap`).
 
     Returns:
         ``{"match_iou", "min_pixels", "tp", "fp", "fn", "precision", "recall", "f1", "intervals": {"precision",

@@ -39,14 +39,18 @@ def evaluate_scenes(
     """Metrics over labelled scenes, with 95% intervals; with ``out_dir``, also overlay PNGs (image | truth | prediction).
 
     Args:
-        predictor: the sliding-window predictor of the bundle. scenes: labelled scenes. class_names: the
-            class names. ignore_index: label value never scored. colors: class colours of the overlays.
-            out_dir: where overlays go (None: none). overlays: scenes drawn at most. overlay_size: longest
-            side of an overlay panel in pixels.
+        predictor: the sliding-window predictor of the bundle.
+        scenes: labelled scenes.
+        class_names: the class names.
+        ignore_index: label value never scored.
+        colors: class colours of the overlays.
+        out_dir: where overlays go (None: none).
+        overlays: scenes drawn at most.
+        overlay_size: longest side of an overlay panel in pixels.
         unit_side: the bootstrap's units (:mod:`terraseg.evaluation.bootstrap`): None, each scene is one unit (a
             validation block, an image); else scenes larger than this are cut into blocks of this many pixels.
-        objects: binary tasks: also match predicted and true objects of class 1 (:mod:`terraseg.evaluation.objects`,
-            the SpaceNet metric) in scenes of at most :data:`~terraseg.evaluation.objects.MAX_PIXELS` pixels.
+        objects: binary tasks: also match predicted and true objects of class 1 (:mod:`terraseg.evaluation.objects`, the
+            SpaceNet metric) in scenes of at most :data:`~terraseg.evaluation.objects.MAX_PIXELS` pixels.
 
     Returns:
         :func:`~terraseg.evaluation.metrics.metrics_from_confusion` output plus ``"scenes"`` (per-scene pixel
@@ -170,7 +174,9 @@ def save_confusion_png(cm: np.ndarray, class_names: list[str], target: Path) -> 
     """Row-normalised confusion matrix heat map with counts (matplotlib), written atomically.
 
     Args:
-        cm: ``(K, K)`` confusion matrix. class_names: the K names. target: the PNG to write.
+        cm: ``(K, K)`` confusion matrix.
+        class_names: the K names.
+        target: the PNG to write.
     """
     import matplotlib
 
@@ -209,15 +215,17 @@ def evaluate_segmentation(cfg: EvaluateConfig, bundle: str | Path | Bundle, scen
     """Evaluate a bundle on labelled scenes; write ``metrics.json``, ``confusion_matrix.png`` and overlays.
 
     Args:
-        cfg: output folder, inference options, overlays. bundle: path or loaded bundle.
+        cfg: output folder, inference options, overlays.
+        bundle: path or loaded bundle.
         scenes: labelled scenes opened for this bundle (:func:`terraseg.infer.inputs.open_input`).
 
     Returns:
         The metrics dict (also in ``<out_dir>/metrics.json``).
 
     Raises:
-        BundleError: unloadable bundle or band-count mismatch. InputFileError: bad data, or labels with fewer
-            than two classes (:func:`terraseg.data.census.require_two_classes`).
+        BundleError: unloadable bundle or band-count mismatch.
+        InputFileError: bad data, or labels with fewer than two classes
+            (:func:`terraseg.data.census.require_two_classes`).
         OutputError: the output folder cannot be written.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
@@ -266,10 +274,13 @@ def bundle_config(bundle: Bundle, config: str | Path | None = None, overrides: l
     """The experiment config behind a bundle's splits: ``config`` (a YAML) when given, else the one it was trained with.
 
     Args:
-        bundle: the loaded bundle. config: a config YAML, or None. overrides: ``key.sub=value`` strings.
+        bundle: the loaded bundle.
+        config: a config YAML, or None.
+        overrides: ``key.sub=value`` strings.
 
     Raises:
-        BundleError: the bundle records no training config and none is given. ConfigError: an invalid config.
+        BundleError: the bundle records no training config and none is given.
+        ConfigError: an invalid config.
     """
     import json as _json
 
@@ -301,13 +312,15 @@ def split_scenes_of(
     (rebuilt on the same training scenes, never drawn again).
 
     Args:
-        bundle: the loaded bundle. config: a config YAML (default: the bundle's training config).
-        split: ``"test"`` or ``"val"``. overrides: config overrides. warn: called with one sentence when an older
-            bundle records no split (it is drawn again from the config).
+        bundle: the loaded bundle.
+        config: a config YAML (default: the bundle's training config).
+        split: ``"test"`` or ``"val"``.
+        overrides: config overrides.
+        warn: called with one sentence when an older bundle records no split (it is drawn again from the config).
 
     Raises:
-        ConfigError: no test sources, no validation data, or another split name. BundleError: as :func:`bundle_config`,
-            or scenes that differ from those the bundle was trained on.
+        ConfigError: no test sources, no validation data, or another split name.
+        BundleError: as :func:`bundle_config`, or scenes that differ from those the bundle was trained on.
     """
     from terraseg.data.holdout import apply_record
     from terraseg.data.sources import build_scenes, split_scenes

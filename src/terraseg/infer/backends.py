@@ -22,8 +22,10 @@ class TorchBackend:
     takes the argmax there); ``__call__`` takes and returns NumPy arrays.
 
     Args:
-        model: network returning logits. device: 'cpu', 'cuda', 'cuda:1'...
-        precision: '32', or 'bf16' / '16' for autocast. channels_last: NHWC memory format.
+        model: network returning logits.
+        device: 'cpu', 'cuda', 'cuda:1'...
+        precision: '32', or 'bf16' / '16' for autocast.
+        channels_last: NHWC memory format.
         temperature: divides the logits before softmax / sigmoid (the bundle's calibration; 1: none).
     """
 
@@ -89,7 +91,8 @@ class TTABackend:
     of the SpaceNet and Inria building challenge solutions).
 
     Args:
-        backend: the wrapped backend (``probabilities`` on tensors). mode: 'flips' or 'd4'.
+        backend: the wrapped backend (``probabilities`` on tensors).
+        mode: 'flips' or 'd4'.
     """
 
     def __init__(self, backend, mode: str = "d4") -> None:
@@ -104,12 +107,12 @@ class TTABackend:
         from terraseg.data import d4
 
         x = x.to(self.device)
-        total = None
         views = d4.views(self.mode, x.shape[-1] == x.shape[-2])
-        for view in views:
+        total = torch.zeros(())
+        for i, view in enumerate(views):
             p = self.backend.probabilities(d4.apply(x, view).contiguous()).to(self.device)
             p = d4.invert(p, view) if p.ndim == 4 else p
-            total = p if total is None else total + p
+            total = p if i == 0 else total + p
         return total / len(views)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -135,7 +138,8 @@ class BatchingBackend:
 
     Args:
         backend: the wrapped backend (``probabilities`` on tensors).
-        max_batch: most windows per forward pass. wait_ms: how long the first request waits for company.
+        max_batch: most windows per forward pass.
+        wait_ms: how long the first request waits for company.
         in_flight: returns how many requests are being served for this model (decoding, waiting or running), or None
             (always wait).
         max_pixels: most pixels per forward pass, or None (windows only).
@@ -200,7 +204,8 @@ class BatchingBackend:
                 pending.append(item)
                 if item[0].shape[1:] == shape:
                     group.append(item)
-            take, n = [], 0
+            take: list = []
+            n = 0
             for p in group:
                 if take and n + len(p[0]) > most:
                     break
@@ -234,8 +239,11 @@ def best_batch_pixels(
     at 16 x 512^2; ``docs/benchmarks.md``).
 
     Args:
-        backend: a backend with ``probabilities`` and ``device``. bands: input channels. window: side in pixels.
-        max_batch: the largest batch tried. reps: timed passes per size (the fastest counts).
+        backend: a backend with ``probabilities`` and ``device``.
+        bands: input channels.
+        window: side in pixels.
+        max_batch: the largest batch tried.
+        reps: timed passes per size (the fastest counts).
         stop_below: stop at a size whose rate is under this share of the best so far; None: time every size.
 
     Returns:

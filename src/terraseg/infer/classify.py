@@ -7,7 +7,7 @@ to its window), exactly as in training and evaluation. This module computes; it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +32,12 @@ class ImageClassifier:
     in ONNX Runtime (``terraseg export BUNDLE --format onnx``).
 
     Args:
-        bundle: a loaded bundle of task 'classification'. batch_size: images per forward pass.
+        bundle: a loaded bundle of task 'classification'.
+        batch_size: images per forward pass.
         device: 'auto', 'cpu' or a CUDA device (when ``options`` is not given).
-        options: :class:`terraseg.config.inference.InferenceConfig` (device, backend, precision, layout,
-            threads, ``tta``: the mean over flipped / D4 views of each image); its ``batch_size``, when set,
-            replaces ``batch_size``.
+        options: :class:`terraseg.config.inference.InferenceConfig` (device, backend, precision, layout, threads,
+            ``tta``: the mean over flipped / D4 views of each image); its ``batch_size``, when set, replaces
+            ``batch_size``.
         backend: a backend to run instead of the bundle's network (a Ray Serve deployment), or None.
 
     Raises:
@@ -70,8 +71,8 @@ class ImageClassifier:
         """``(N, K)`` float32 softmax probabilities for raw ``(C, H, W)`` images of any size.
 
         Args:
-            images: raw images with the model's bands. valid: optional ``(H, W)`` bool masks
-                (default: from the bundle's nodata value and NaNs).
+            images: raw images with the model's bands.
+            valid: optional ``(H, W)`` bool masks (default: from the bundle's nodata value and NaNs).
         """
         out = []
         masks = valid if valid is not None else [valid_mask(im, self.nodata) for im in images]
@@ -89,7 +90,7 @@ class ImageClassifier:
         self,
         paths: list[str],
         chunk: int = 256,
-        bands: list[str | int] | None = None,
+        bands: Sequence[str | int] | None = None,
         input_range: tuple[float, float] | None = None,
     ) -> Iterator[tuple[str, np.ndarray | TerrasegError]]:
         """``(path, (K,) probabilities)`` per image file, or ``(path, error)`` for an unreadable image or one
@@ -97,8 +98,10 @@ class ImageClassifier:
         with the list.
 
         Args:
-            paths: image files or ``<archive>.zip/<member>``. chunk: images decoded at a time.
-            bands, input_range: the user's band pick and value range (:func:`terraseg.infer.inputs.read_input_image`).
+            paths: image files or ``<archive>.zip/<member>``.
+            chunk: images decoded at a time.
+            bands: the user's band pick and value range (:func:`terraseg.infer.inputs.read_input_image`).
+            input_range: the user's band pick and value range (:func:`terraseg.infer.inputs.read_input_image`).
         """
         for i in range(0, len(paths), chunk):
             good: list[tuple[str, np.ndarray]] = []
@@ -115,7 +118,9 @@ class GridRow:
     """One row of a scene's classification grid.
 
     Attributes:
-        row: the row index. probabilities: ``(cols, K)`` float32. empty: ``(cols,)`` bool, windows without a valid pixel.
+        row: the row index.
+        probabilities: ``(cols, K)`` float32.
+        empty: ``(cols,)`` bool, windows without a valid pixel.
     """
 
     row: int
@@ -136,7 +141,8 @@ def grid_geometry(scene: Scene, window: int) -> tuple[int, int, Grid]:
     The grid has one cell per window: the scene's CRS, its transform scaled by ``window``.
 
     Args:
-        scene: the scene. window: window side in pixels.
+        scene: the scene.
+        window: window side in pixels.
     """
 
     cells = grid_windows(scene.height, scene.width, window, edge="pad")
@@ -150,7 +156,8 @@ def classify_grid(clf: ImageClassifier, scene: Scene, window: int) -> Iterator[G
     Edge windows reach past the scene (padded, treated as nodata); memory holds one row of windows.
 
     Args:
-        clf: the classifier. scene: the scene, opened for the bundle (:func:`terraseg.infer.inputs.open_input`).
+        clf: the classifier.
+        scene: the scene, opened for the bundle (:func:`terraseg.infer.inputs.open_input`).
         window: window side in pixels.
 
     Yields:

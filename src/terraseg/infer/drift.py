@@ -54,9 +54,13 @@ class DriftReport:
     """Per-band comparison of an input with the training statistics.
 
     Attributes:
-        bands: band names. smd: standardised mean difference per band. out_of_range: share of sampled
-        pixels outside the training 2-98% range per band. flagged: names of the bands beyond a threshold.
-        pixels: valid pixels sampled. psi: population stability index per band (None without training pixels).
+        bands: band names.
+        smd: standardised mean difference per band.
+        out_of_range: share of sampled
+        pixels outside the training 2-98% range per band.
+        flagged: names of the bands beyond a threshold.
+        pixels: valid pixels sampled.
+        psi: population stability index per band (None without training pixels).
     """
 
     bands: list[str]
@@ -73,7 +77,7 @@ class DriftReport:
 
     def message(self, name: str) -> str:
         """One line for the CLI: which bands drift and by how much."""
-        psi = self.psi or [None] * len(self.bands)
+        psi: list[float | None] = list(self.psi) if self.psi else [None] * len(self.bands)
         parts = [
             f"{b} (mean shift {d:+.1f} sd, {o:.0%} outside the training 2-98% range"
             + (f", PSI {p:.2f})" if p is not None else ")")
@@ -84,7 +88,7 @@ class DriftReport:
 
     def to_dict(self) -> dict:
         """JSON-ready report."""
-        psi = self.psi or [None] * len(self.bands)
+        psi: list[float | None] = list(self.psi) if self.psi else [None] * len(self.bands)
         return {
             "drifted": self.drifted,
             "flagged": self.flagged,
@@ -116,7 +120,8 @@ def band_histograms(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """``(C, BINS + 2)`` pixel counts of ``(C, N)`` values over each band's edges (first and last bins open).
 
     Args:
-        x: ``(C, N)`` pixel values. edges: ``(C, BINS + 1)`` from :func:`bin_edges`.
+        x: ``(C, N)`` pixel values.
+        edges: ``(C, BINS + 1)`` from :func:`bin_edges`.
     """
     return np.stack(
         [np.bincount(np.searchsorted(e, v, side="right"), minlength=BINS + 2)[: BINS + 2] for e, v in zip(edges, x)]
@@ -136,8 +141,10 @@ def window_summary(
     Other dtypes are summarised pixel by pixel.
 
     Args:
-        x: ``(C, N)`` raw pixel values, any dtype. low, high: ``(C,)`` range bounds (training 2nd/98th
-            percentiles). edges: ``(C, BINS + 1)`` from :func:`bin_edges`, or None (no histogram).
+        x: ``(C, N)`` raw pixel values, any dtype.
+        low: ``(C,)`` range bounds (training 2nd/98th percentiles).
+        high: ``(C,)`` range bounds (training 2nd/98th percentiles).
+        edges: ``(C, BINS + 1)`` from :func:`bin_edges`, or None (no histogram).
 
     Returns:
         ``(sum (C,), outside (C,), counts (C, BINS + 2) or None)``, float64.
@@ -154,7 +161,7 @@ def window_summary(
             v = values.astype(np.float64) + offset
             total[c] = (v * k).sum()
             outside[c] = k[(v < low[c]) | (v > high[c])].sum()
-            if counts is not None:
+            if counts is not None and edges is not None:
                 counts[c] = np.bincount(np.searchsorted(edges[c], v, side="right"), weights=k, minlength=BINS + 2)[: BINS + 2]
         return total, outside, counts
     x = x.astype(np.float64)
@@ -169,7 +176,9 @@ def population_stability(actual: np.ndarray, expected: np.ndarray, floor: float 
     """Per-band PSI of ``(C, B)`` counts against ``(C, B)`` reference counts (proportions floored at ``floor``).
 
     Args:
-        actual: the input's counts. expected: the training counts. floor: smallest proportion (empty bins).
+        actual: the input's counts.
+        expected: the training counts.
+        floor: smallest proportion (empty bins).
 
     Returns:
         ``(C,)`` PSI per band.
@@ -187,7 +196,8 @@ def training_histograms(bundle, stats: NormStats) -> np.ndarray | None:
     """``(C, BINS + 2)`` counts of the bundle's raw training windows (``calibration.npy``), cached per bundle; None without them.
 
     Args:
-        bundle: the loaded bundle. stats: its training statistics (the bin edges).
+        bundle: the loaded bundle.
+        stats: its training statistics (the bin edges).
     """
     if bundle in _REFERENCES:
         return _REFERENCES[bundle]
@@ -224,10 +234,14 @@ def input_drift(
     """Compare ``scene``'s pixels with the training statistics (None when the bundle has none to compare with).
 
     Args:
-        scene: the input (raw pixels). stats: the bundle's training statistics.
-        band_names: names for the report (default B1, B2...). max_windows, window: the sample, spread
-            evenly over the scene (at most ``max_windows`` windows of ``window`` pixels).
-        smd_threshold, range_threshold, psi_threshold: flagging thresholds (module docstring).
+        scene: the input (raw pixels).
+        stats: the bundle's training statistics.
+        band_names: names for the report (default B1, B2...).
+        max_windows: the sample, spread evenly over the scene (at most ``max_windows`` windows of ``window`` pixels).
+        window: the sample, spread evenly over the scene (at most ``max_windows`` windows of ``window`` pixels).
+        smd_threshold: flagging thresholds (module docstring).
+        range_threshold: flagging thresholds (module docstring).
+        psi_threshold: flagging thresholds (module docstring).
         reference: ``(C, BINS + 2)`` training counts (:func:`training_histograms`) for the PSI; None skips it.
 
     Returns:
@@ -252,7 +266,7 @@ def input_drift(
         s1 += total
         out += outside
         n += x.shape[1]
-        if counts is not None:
+        if counts is not None and hist is not None:
             counts += hist
     if n == 0:
         return None
@@ -381,6 +395,7 @@ def fit_drift(train_scenes: list, val_scenes: list, stats: NormStats, window: in
         return None
     rng = np.random.default_rng(seed)
     edges = bin_edges(stats)
+    assert edges is not None  # the percentiles are there (checked above)
     ref_windows = _windows(train_scenes, REFERENCE_WINDOWS, [(window, window)], rng)
     while not ref_windows and window > MIN_WINDOW:  # scenes too small for windows clear of the held-out blocks: smaller ones
         window = max(window // 2, MIN_WINDOW)

@@ -8,7 +8,7 @@ classifiers all apply one rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +99,11 @@ def value_map(
     4. Otherwise refused: no rule says how the values compare.
 
     Args:
-        bundle: the loaded bundle (``input.dtype``: the training rasters' dtype). dtype: the input's dtype.
-        path: its name, for messages and its NBITS tag. sampled: returns the input's value range (called
-            only when rule 1 needs it). input_range: the user's declared value range of the input, or None.
+        bundle: the loaded bundle (``input.dtype``: the training rasters' dtype).
+        dtype: the input's dtype.
+        path: its name, for messages and its NBITS tag.
+        sampled: returns the input's value range (called only when rule 1 needs it).
+        input_range: the user's declared value range of the input, or None.
 
     Raises:
         BundleError: a bit depth without a rule (the sentence names ``--input-range`` and a GDAL command).
@@ -139,7 +141,9 @@ def adapt_value_range(bundle: Bundle, scene: Scene, path: str | Path, input_rang
     """Map a scene of another bit depth onto the model's training values (:func:`value_map`'s rules), or refuse it.
 
     Args:
-        bundle: the loaded bundle. scene: the opened input. path: its name, for messages.
+        bundle: the loaded bundle.
+        scene: the opened input.
+        path: its name, for messages.
         input_range: the user's declared value range of the input, or None.
 
     Returns:
@@ -198,20 +202,21 @@ def open_input(
     bundle: Bundle,
     path: str | Path,
     labels: str | Path | None = None,
-    bands: list[str | int] | None = None,
+    bands: Sequence[str | int] | None = None,
     input_range: tuple[float, float] | None = None,
     **label_options: Any,
 ) -> Scene:
     """Open an image (and optional labels) as a scene with the bands and value range the bundle's model takes.
 
     Args:
-        bundle: the loaded bundle. path: GeoTIFF (or any GDAL raster), PNG or JPEG.
+        bundle: the loaded bundle.
+        path: GeoTIFF (or any GDAL raster), PNG or JPEG.
         labels: optional vector file or mask raster for evaluation.
-        bands: the user's band selection (``--bands``: 1-based indexes or band names, in the model's
-            order), overriding the bundle's; None: the bundle's rule (:meth:`terraseg.bundle.InputSpec.select_bands`).
+        bands: the user's band selection (``--bands``: 1-based indexes or band names, in the model's order), overriding
+            the bundle's; None: the bundle's rule (:meth:`terraseg.bundle.InputSpec.select_bands`).
         input_range: the input's value range to map onto the training range (:func:`adapt_value_range`).
-        **label_options: ``burn_value``, ``attribute``, ``mapping``, ``mask_nodata``
-            (see :func:`terraseg.data.sources.scene_from_path`).
+        **label_options: ``burn_value``, ``attribute``, ``mapping``, ``mask_nodata`` (see
+            :func:`terraseg.data.sources.scene_from_path`).
 
     Returns:
         A streamed :class:`terraseg.data.scenes.Scene` whose ``count`` equals the model's band
@@ -248,7 +253,7 @@ def open_input(
 
 
 def read_input_image(
-    bundle: Bundle, path: str, bands: list[str | int] | None = None, input_range: tuple[float, float] | None = None
+    bundle: Bundle, path: str, bands: Sequence[str | int] | None = None, input_range: tuple[float, float] | None = None
 ) -> np.ndarray:
     """Read a whole image (a file or a ``.zip`` member) with the bands and value range the bundle's model takes.
 
@@ -256,7 +261,8 @@ def read_input_image(
     and an input of another bit depth is mapped by :func:`value_map` (or refused).
 
     Args:
-        bundle: the loaded bundle. path: image file or ``<archive>.zip/<member>``.
+        bundle: the loaded bundle.
+        path: image file or ``<archive>.zip/<member>``.
         bands: 1-based indexes or band names, in the model's order (``--bands``), or None.
         input_range: the input's value range mapped onto the training range (``--input-range``), or None.
 
@@ -264,8 +270,8 @@ def read_input_image(
         ``(C, H, W)`` array, C = the model's band count: the file's dtype, or float32 when rescaled.
 
     Raises:
-        BundleError: the band count or bit depth does not fit. InputFileError: a missing or undecodable image,
-            a band name the image lacks.
+        BundleError: the band count or bit depth does not fit.
+        InputFileError: a missing or undecodable image, a band name the image lacks.
     """
     from terraseg.data.classes import read_any
     from terraseg.errors import BundleError
@@ -273,8 +279,9 @@ def read_input_image(
     image = read_any(path)
     m = bundle.manifest
     if bands:
-        picked = resolve_bands(list(bands), path) if Path(str(path)).exists() else [int(b) for b in bands]
-        if len(picked) != m.input.bands or max(picked) > image.shape[0] or min(picked) < 1:
+        chosen = resolve_bands(list(bands), path) if Path(str(path)).exists() else [int(b) for b in bands]
+        picked: list[int] | None = chosen
+        if len(chosen) != m.input.bands or max(chosen) > image.shape[0] or min(chosen) < 1:
             raise BundleError(
                 f"{path}: --bands {','.join(map(str, bands))} does not pick {m.input.bands} of the image's "
                 f"{image.shape[0]} bands (the model takes {m.input.bands})."

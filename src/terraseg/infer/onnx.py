@@ -56,7 +56,8 @@ class OnnxBackend:
     """Runs a bundle's ONNX graph with ONNX Runtime: ``(N, C, h, w)`` float32 -> ``(N, K, h, w)`` probabilities.
 
     Args:
-        onnx_bytes: the serialized graph. threads: intra-op threads (0: ONNX Runtime's default).
+        onnx_bytes: the serialized graph.
+        threads: intra-op threads (0: ONNX Runtime's default).
         device: 'cpu' or 'cuda' (CUDAExecutionProvider when installed).
     """
 
@@ -151,8 +152,9 @@ def add_onnx_graph(b: Bundle, cfg: ExportConfig | None = None, **options: Any) -
     in the cache (:func:`terraseg.infer.runtime.choose_runtime`).
 
     Args:
-        b: the loaded bundle. cfg: :class:`terraseg.config.inference.ExportConfig` (opset, check images, window);
-            or its fields as keyword ``options`` (``opset``, ``check_images``, ``window``, ``max_windows``).
+        b: the loaded bundle.
+        cfg: :class:`terraseg.config.inference.ExportConfig` (opset, check images, window); or its fields as keyword
+            ``options`` (``opset``, ``check_images``, ``window``, ``max_windows``).
 
     Returns:
         An :class:`ExportReport` (``path``: where the bundle is meant to go, ``cfg.out`` or its own path).
@@ -191,7 +193,7 @@ def add_onnx_graph(b: Bundle, cfg: ExportConfig | None = None, **options: Any) -
             torch.onnx.export(
                 model,
                 (dummy,),
-                buf,
+                buf,  # type: ignore[arg-type]
                 input_names=["image"],
                 output_names=["logits"],
                 opset_version=opset,

@@ -47,7 +47,9 @@ class Runtime:
     """How a network runs.
 
     Attributes:
-        backend: 'torch', 'onnx' or 'onnx-int8'. precision: '32', 'bf16', '16' or 'int8'. channels_last: NHWC layout.
+        backend: 'torch', 'onnx' or 'onnx-int8'.
+        precision: '32', 'bf16', '16' or 'int8'.
+        channels_last: NHWC layout.
         reason: why this was chosen (detected features, measured ranking or explicit options).
         table: the measured candidates, ``{name: {"seconds", "disagreement", "correct"}}`` (None without a ranking).
     """
@@ -85,7 +87,10 @@ def cpu_candidates(
     """The correct-by-construction ways to run ``bundle`` on this CPU that the options allow, the reference first.
 
     Args:
-        bundle: the loaded bundle. backend, precision, channels_last: the options ('auto' / None: any).
+        bundle: the loaded bundle.
+        backend: the options ('auto' / None: any).
+        precision: the options ('auto' / None: any).
+        channels_last: the options ('auto' / None: any).
     """
     from terraseg.bundle import ONNX_INT8
 
@@ -119,9 +124,12 @@ def choose_runtime(
 
     Args:
         bundle: a loaded :class:`terraseg.bundle.Bundle` (its network and optional ONNX graphs).
-        device: 'cpu' or a CUDA device. backend: 'auto', 'torch', 'onnx' or 'onnx-int8'. precision: 'auto', '32',
-            'bf16' or '16'. channels_last: None for automatic.
-        window: window side (pixels) of the measured batch. batch_size: windows per measured batch.
+        device: 'cpu' or a CUDA device.
+        backend: 'auto', 'torch', 'onnx' or 'onnx-int8'.
+        precision: 'auto', '32', 'bf16' or '16'.
+        channels_last: None for automatic.
+        window: window side (pixels) of the measured batch.
+        batch_size: windows per measured batch.
         measure: rank several CPU candidates by timing them (else the first candidate).
         remeasure: measure again even when the cache holds a decision.
 
@@ -154,9 +162,11 @@ def backend_for(bundle: Any, options: Any, device: str, window: int, batch_size:
     bundle's ONNX graph (float32 or INT8) in ONNX Runtime.
 
     Args:
-        bundle: the loaded bundle. options: :class:`terraseg.config.inference.InferenceConfig` (backend,
-            precision, layout, threads). device: the resolved device. window: input side in pixels (the
-            measured batch). batch_size: inputs per forward pass.
+        bundle: the loaded bundle.
+        options: :class:`terraseg.config.inference.InferenceConfig` (backend, precision, layout, threads).
+        device: the resolved device.
+        window: input side in pixels (the measured batch).
+        batch_size: inputs per forward pass.
 
     Returns:
         A backend (:mod:`terraseg.infer.backends`) with ``runtime`` set for networks.
@@ -287,7 +297,10 @@ def rank_candidates(bundle: Any, candidates: list[Runtime], window: int, batch_s
     """Measure each candidate: classes against PyTorch float32 NCHW on real windows, then seconds per batch.
 
     Args:
-        bundle: the loaded bundle. candidates: from :func:`cpu_candidates`. window, batch_size: the measured batch.
+        bundle: the loaded bundle.
+        candidates: from :func:`cpu_candidates`.
+        window: the measured batch.
+        batch_size: the measured batch.
 
     Returns:
         ``{name: {"seconds": s or None, "disagreement": share of pixels, "correct": bool}}``.

@@ -45,7 +45,8 @@ def hann_weights(h: int, w: int, floor: float = 1e-3) -> np.ndarray:
     The floor keeps pixels at scene borders (covered by one tile edge only) well defined.
 
     Args:
-        h, w: window height and width in pixels.
+        h: window height and width in pixels.
+        w: window height and width in pixels.
         floor: smallest weight.
 
     Returns:
@@ -227,7 +228,8 @@ class SlidingWindowPredictor:
         """Window size and offsets for a ``height x width`` scene.
 
         Args:
-            height, width: scene size in pixels.
+            height: scene size in pixels.
+            width: scene size in pixels.
 
         Returns:
             ``(window height, window width, row offsets, column offsets)`` in pixels: windows of
@@ -372,7 +374,8 @@ class SlidingWindowPredictor:
             ``(class ids (H, W) int64 with -1 for nodata, probabilities (K, H, W) float32)`` per scene.
 
         Raises:
-            ConfigError: scenes that are not one window of one size. BundleError: band-count mismatch.
+            ConfigError: scenes that are not one window of one size.
+            BundleError: band-count mismatch.
         """
         sizes = {self.single_window(s) for s in scenes}
         if len(sizes) != 1 or None in sizes:
@@ -449,7 +452,8 @@ def window_settings(bundle, opts: InferenceConfig) -> tuple[int, float, int]:
     """``(window, overlap, fit_max)`` a bundle is predicted with under ``opts`` (one rule for every engine).
 
     Args:
-        bundle: the loaded bundle. opts: inference options.
+        bundle: the loaded bundle.
+        opts: inference options.
 
     Returns:
         Window side (pixels; the bundle's ``predict_window`` unless set), overlap share (pixel baselines:
@@ -471,7 +475,8 @@ def tiling_for(bundle, options: InferenceConfig | None = None) -> SlidingWindowP
     :meth:`~SlidingWindowPredictor.single_window` as :func:`predictor_for` would tile (no model is moved or compiled).
 
     Args:
-        bundle: the loaded bundle. options: inference options (defaults when None).
+        bundle: the loaded bundle.
+        options: inference options (defaults when None).
     """
     from terraseg.config.inference import InferenceConfig
 
@@ -518,7 +523,7 @@ def predictor_for(bundle, options: InferenceConfig | None = None, **overrides: A
     run: Any = backend_for(bundle, opts, device, win, batch)
     if opts.tta != "none":
         tta_backend = TTABackend(run, opts.tta)
-        tta_backend.runtime = getattr(run, "runtime", None)
+        tta_backend.runtime = getattr(run, "runtime", None)  # type: ignore[attr-defined]
         run = tta_backend
     readers = opts.readers or (min(4, max(1, (os.cpu_count() or 1) // 4)) if device.startswith("cuda") else 1)
     return SlidingWindowPredictor(run, bundle.stats, bundle.num_classes, win, overlap, batch, fit, readers)

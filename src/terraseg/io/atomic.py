@@ -67,7 +67,8 @@ def write_failure(error: BaseException, folder: Path) -> str | None:
     is; another error counts when the folder has no space left or cannot be written.
 
     Args:
-        error: what the writer raised. folder: where it wrote.
+        error: what the writer raised.
+        folder: where it wrote.
     """
     import shutil
 
@@ -95,7 +96,8 @@ def check_writable(target: str | os.PathLike[str], probe_bytes: int = 4096) -> P
     disk). Use it before work that writes through a library with its own retry loop (an MLflow store).
 
     Args:
-        target: the output file. probe_bytes: size of the probe.
+        target: the output file.
+        probe_bytes: size of the probe.
 
     Returns:
         ``target`` as a Path.
@@ -184,7 +186,8 @@ def output_folder(folder: str | os.PathLike[str], probe_bytes: int = 4096) -> Pa
     """Create an output folder (a run folder, a study) and check, before any work, that files can be written in it.
 
     Args:
-        folder: the folder. probe_bytes: size of the probe file written and removed (a full disk refuses it).
+        folder: the folder.
+        probe_bytes: size of the probe file written and removed (a full disk refuses it).
 
     Returns:
         ``folder`` as a Path.

@@ -272,7 +272,7 @@ class SpillStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(line.ljust(self.HEADER_BYTES, b" "))
-                f.write(memoryview(records).cast("B"))
+                f.write(records.data.cast("B"))
             os.replace(tmp, path)
         except OSError:  # a full disk: the run goes on decoding instead
             Path(tmp).unlink(missing_ok=True)

@@ -37,7 +37,9 @@ def update_json(name: str, key: str, value: Any) -> bool:
     """Set ``key`` of the JSON object cached as ``name`` (read, update, atomic replace); False when it cannot be written.
 
     Args:
-        name: file name in the cache folder. key: the entry. value: any JSON value.
+        name: file name in the cache folder.
+        key: the entry.
+        value: any JSON value.
     """
     table = read_json(name)
     table[key] = value
@@ -60,7 +62,8 @@ def write_blob(name: str, data: bytes) -> bool:
     """Cache ``data`` as ``name`` (atomically); False when the cache folder cannot be written.
 
     Args:
-        name: relative path in the cache folder. data: the bytes.
+        name: relative path in the cache folder.
+        data: the bytes.
     """
     return _write(cache_dir() / name, data)
 

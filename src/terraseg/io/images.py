@@ -81,8 +81,9 @@ def read_image_valid(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
                 win = Window(0, 0, ds.width, ds.height)
                 return read_window(ds, win, info.data_bands, path=str(p)), read_validity(ds, info, win)
     try:
-        with Image.open(p) as im:
-            im.load()
+        with Image.open(p) as opened:
+            opened.load()
+            im: Image.Image = opened
             if im.mode in ("P", "PA"):
                 im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
             names = im.getbands()

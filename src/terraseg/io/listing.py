@@ -24,7 +24,8 @@ def expand_inputs(specs: list[str], asset: str | None = None) -> list[tuple[str,
     STAC specification, https://github.com/radiantearth/stac-spec (item-spec, item collections).
 
     Args:
-        specs: the inputs as given. asset: STAC asset key.
+        specs: the inputs as given.
+        asset: STAC asset key.
 
     Returns:
         ``[(path, stem)]``; ``stem`` names the outputs (the file's stem, or the STAC item id).
@@ -86,7 +87,8 @@ def stac_assets(path: Path, asset: str | None = None) -> list[tuple[str, str]]:
     """``(GDAL path, item id)`` of one asset per item of a STAC ItemCollection / FeatureCollection / Item JSON.
 
     Args:
-        path: the JSON file. asset: asset key (default: first asset with role 'data' or a GeoTIFF media type).
+        path: the JSON file.
+        asset: asset key (default: first asset with role 'data' or a GeoTIFF media type).
 
     Returns:
         One pair per item, in the file's order.

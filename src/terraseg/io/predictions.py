@@ -45,7 +45,9 @@ def overview_factors(height: int, width: int, above: int = OVERVIEW_ABOVE) -> li
     """Overview decimation factors for a raster of ``height`` x ``width`` pixels.
 
     Args:
-        height, width: size in pixels. above: no overviews unless a side exceeds this many pixels.
+        height: size in pixels.
+        width: size in pixels.
+        above: no overviews unless a side exceeds this many pixels.
 
     Returns:
         ``[2, 4, ...]`` (halving levels, as ``gdaladdo``) down to the coarsest whose longer side is 256-511
@@ -72,7 +74,9 @@ def write_class_legend(
     a temporary name and renamed.
 
     Args:
-        path: the class-id GeoTIFF. class_names: K names, class id order. colors: K ``'#rrggbb'`` or None.
+        path: the class-id GeoTIFF.
+        class_names: K names, class id order.
+        colors: K ``'#rrggbb'`` or None.
         nodata: the raster's nodata value (its row, if below 256, is left out of the table).
 
     Returns:
@@ -135,9 +139,10 @@ def encode_class_ids(class_ids: np.ndarray, num_classes: int, valid: np.ndarray 
     """Class ids in the raster encoding of :func:`class_encoding`.
 
     Args:
-        class_ids: ``(H, W)`` integer class ids; negative values mean nodata. Ids already in the
-            encoding's dtype (uint8 below 255 classes) are taken as encoded: the nodata value marks nodata.
-        num_classes: K. valid: optional ``(H, W)`` bool, False for nodata.
+        class_ids: ``(H, W)`` integer class ids; negative values mean nodata. Ids already in the encoding's dtype (uint8
+            below 255 classes) are taken as encoded: the nodata value marks nodata.
+        num_classes: K.
+        valid: optional ``(H, W)`` bool, False for nodata.
 
     Returns:
         ``(H, W)`` uint8 (or uint16) ids with the nodata value where not valid.
@@ -160,7 +165,8 @@ class PredictionWriter:
     Args:
         target: class-id file (``.tif`` for GeoTIFF, ``.png`` for a plain image).
         grid: the source grid (:class:`terraseg.io.raster.Grid`): size, CRS, transform.
-        class_names: K names (probability band descriptions). colors: K ``'#rrggbb'`` colours (colour table).
+        class_names: K names (probability band descriptions).
+        colors: K ``'#rrggbb'`` colours (colour table).
         probabilities: path of the float32 probability GeoTIFF, or None.
         compress: GDAL codec for GeoTIFFs: 'deflate', 'zstd', 'lzw' or 'none'.
         level: codec level (None: GDAL's default; 1 is fastest).
@@ -169,7 +175,8 @@ class PredictionWriter:
         confidence: optional float32 confidence raster (one band per name in ``confidence_bands``, NaN nodata).
 
     Raises:
-        ConfigError: an unknown codec or target suffix. OutputError: the target cannot be written.
+        ConfigError: an unknown codec or target suffix.
+        OutputError: the target cannot be written.
     """
 
     def __init__(
@@ -254,7 +261,9 @@ class PredictionWriter:
         """Write one block whose top-left pixel is ``(row, col)`` of the grid.
 
         Args:
-            row, col: offset in pixels. class_ids: ``(h, w)`` integer ids, negative = nodata.
+            row: offset in pixels.
+            col: offset in pixels.
+            class_ids: ``(h, w)`` integer ids, negative = nodata.
             probabilities: ``(K, h, w)`` float32, required when the writer has a probability target.
             valid: ``(h, w)`` bool, False where the input had no data.
         """
@@ -328,9 +337,14 @@ def write_prediction(
     """Write a whole in-memory prediction with :class:`PredictionWriter` (one block).
 
     Args:
-        target: class-id file. grid: its grid. class_ids: ``(H, W)`` ids, negative = nodata.
-        class_names, colors: as :class:`PredictionWriter`. probabilities: ``(K, H, W)`` float32 or None.
-        prob_target: where to write ``probabilities``. valid: ``(H, W)`` bool or None.
+        target: class-id file.
+        grid: its grid.
+        class_ids: ``(H, W)`` ids, negative = nodata.
+        class_names: as :class:`PredictionWriter`.
+        colors: as :class:`PredictionWriter`.
+        probabilities: ``(K, H, W)`` float32 or None.
+        prob_target: where to write ``probabilities``.
+        valid: ``(H, W)`` bool or None.
         **options: ``compress``, ``level``, ``cog``, ``threads``.
 
     Returns:

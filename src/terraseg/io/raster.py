@@ -42,19 +42,22 @@ class RasterInfo:
 
     Attributes:
         path: file path.
-        width: columns (pixels). height: rows (pixels). count: bands.
+        width: columns (pixels).
+        height: rows (pixels).
+        count: bands.
         dtype: numpy dtype name of the bands (first band).
         crs: coordinate reference system, or None for plain images.
         transform: affine pixel -> CRS transform (identity for plain images).
         nodata: nodata value of the bands, or None.
-        alpha: 1-based index of the band whose colour interpretation is alpha (GDAL's GCI_AlphaBand),
-            or None. It marks valid pixels (0 = transparent = nodata); it is no data band.
-        dataset_mask: True when the raster carries a GDAL per-dataset mask band (an internal
-            ``.msk`` / TIFF mask, GDAL's GMF_PER_DATASET without alpha or nodata): 0 marks nodata.
-        gcps: ``(ground control points, their CRS)`` when the raster is placed by GCPs instead of a
-            geotransform, else None. rpcs: rasterio ``RPC`` coefficients (satellite sensor model; kept beside a geotransform too), or None.
-        crs_note: one sentence when the file's CRS is not the one used (a compound CRS: its horizontal
-            part is used and written, :func:`horizontal_crs`), else None.
+        alpha: 1-based index of the band whose colour interpretation is alpha (GDAL's GCI_AlphaBand), or None. It marks
+            valid pixels (0 = transparent = nodata); it is no data band.
+        dataset_mask: True when the raster carries a GDAL per-dataset mask band (an internal ``.msk`` / TIFF mask,
+            GDAL's GMF_PER_DATASET without alpha or nodata): 0 marks nodata.
+        gcps: ``(ground control points, their CRS)`` when the raster is placed by GCPs instead of a geotransform, else
+            None.
+        rpcs: rasterio ``RPC`` coefficients (satellite sensor model; kept beside a geotransform too), or None.
+        crs_note: one sentence when the file's CRS is not the one used (a compound CRS: its horizontal part is used and
+            written, :func:`horizontal_crs`), else None.
     """
 
     path: str
@@ -192,7 +195,8 @@ def check_bands(ds: rasterio.DatasetReader, path: str) -> None:
     "Default Pixel Functions").
 
     Args:
-        ds: the open dataset. path: its name, for the message.
+        ds: the open dataset.
+        path: its name, for the message.
 
     Raises:
         InputFileError: no band, over :data:`MAX_BANDS` bands, a block (tile or strip; of every band when pixel-
@@ -310,7 +314,8 @@ def horizontal_crs(crs: CRS | None, path: str = "") -> tuple[CRS | None, str | N
     ``BoundCRS`` with its TOWGS84 terms stays one), and a note says so once per file (logged at INFO: ``--verbose``).
 
     Args:
-        crs: the file's CRS, or None. path: the file, for the note.
+        crs: the file's CRS, or None.
+        path: the file, for the note.
 
     Returns:
         ``(crs to use, note or None)``.
@@ -342,7 +347,10 @@ def shifted_georef(gcps: tuple | None, rpcs: Any, row: int, col: int) -> tuple[t
     """GCPs and RPCs of the window whose top-left pixel is ``(row, col)``: the same points, in the window's pixels.
 
     Args:
-        gcps: ``(points, crs)`` or None. rpcs: rasterio ``RPC`` or None. row, col: the window's offset in pixels.
+        gcps: ``(points, crs)`` or None.
+        rpcs: rasterio ``RPC`` or None.
+        row: the window's offset in pixels.
+        col: the window's offset in pixels.
 
     Returns:
         ``(gcps, rpcs)`` for the window (GCP rows/cols and RPC line/sample offsets moved by the offset).
@@ -391,7 +399,9 @@ def read_validity(
     nodata with 0. Outside the raster the window is invalid.
 
     Args:
-        ds: the open dataset. info: its :class:`RasterInfo`. window: pixel window, may extend beyond the raster.
+        ds: the open dataset.
+        info: its :class:`RasterInfo`.
+        window: pixel window, may extend beyond the raster.
         out_shape: ``(h, w)`` of a decimated read of the whole window (overviews), else None for full resolution.
 
     Returns:
@@ -481,7 +491,8 @@ def georef_options(gcps: tuple | None, rpcs: Any) -> dict[str, Any]:
     """rasterio write options that keep a raster's GCPs (with their CRS) or RPCs: the prediction lands where the input does.
 
     Args:
-        gcps: ``(points, crs)`` or None. rpcs: rasterio ``RPC`` or None.
+        gcps: ``(points, crs)`` or None.
+        rpcs: rasterio ``RPC`` or None.
 
     Returns:
         ``{"gcps": ..., "crs": ...}`` and/or ``{"rpcs": ...}`` (empty when neither is given).
@@ -507,7 +518,9 @@ def geotiff_profile(
 
     Args:
         info: the grid (a :class:`RasterInfo` or :class:`Grid`; CRS None writes a plain TIFF).
-        count: bands. dtype: numpy dtype name. nodata: nodata value or None.
+        count: bands.
+        dtype: numpy dtype name.
+        nodata: nodata value or None.
         block: internal tile size in pixels (grids smaller than a tile are written in strips).
         compress: GDAL codec ('deflate', 'zstd', 'lzw', 'none').
         predictor: GDAL predictor (2: horizontal differencing for integers, 3: floating point).
@@ -541,7 +554,9 @@ class Grid:
     """A raster grid without pixels: size in pixels, CRS (None for plain images) and affine transform.
 
     Attributes:
-        width, height: columns and rows (pixels). crs: coordinate reference system or None.
+        width: columns and rows (pixels).
+        height: columns and rows (pixels).
+        crs: coordinate reference system or None.
         transform: pixel -> CRS affine transform (identity for plain images).
         gcps: ``(ground control points, CRS)`` of a raster placed by GCPs, else None.
         rpcs: rasterio ``RPC`` coefficients of a raster placed by a sensor model, else None.
@@ -577,9 +592,14 @@ def check_output_size(
     """Refuse a raster too large for its disk or for the size limit, before any of it is written.
 
     Args:
-        path: the output file. width, height: pixels. count: bands. dtype: numpy dtype name.
-        compress: the codec ('none' or None: uncompressed). max_bytes: the limit of the uncompressed size
-            (default :func:`terraseg.settings.max_output_bytes`, ``$TERRASEG_MAX_OUTPUT_GB``).
+        path: the output file.
+        width: pixels.
+        height: pixels.
+        count: bands.
+        dtype: numpy dtype name.
+        compress: the codec ('none' or None: uncompressed).
+        max_bytes: the limit of the uncompressed size (default :func:`terraseg.settings.max_output_bytes`,
+            ``$TERRASEG_MAX_OUTPUT_GB``).
 
     Returns:
         The uncompressed size in bytes.
@@ -625,10 +645,11 @@ def create_raster(
     With ``cog`` the finished GeoTIFF is converted by GDAL's COG driver (overviews, same codec).
 
     Args:
-        path: final file. cog: write a Cloud-Optimized GeoTIFF.
+        path: final file.
+        cog: write a Cloud-Optimized GeoTIFF.
         max_bytes: largest uncompressed size (:func:`check_output_size`; default ``$TERRASEG_MAX_OUTPUT_GB``).
-        **profile: rasterio creation options (``driver``, ``width``, ``height``, ``count``, ``dtype``,
-            ``crs``, ``transform``, ``nodata``, codec options...).
+        **profile: rasterio creation options (``driver``, ``width``, ``height``, ``count``, ``dtype``, ``crs``,
+            ``transform``, ``nodata``, codec options...).
 
     Yields:
         The open dataset (``rasterio`` writer).
@@ -686,7 +707,8 @@ def color_interpretation(count: int, names: list[str] | None = None) -> list:
     """GDAL colour interpretation for ``count`` bands, never alpha (a NIR band is not transparency).
 
     Args:
-        count: band count. names: band names in order (e.g. file stems, Sentinel-2 B04/B03/B02), or None.
+        count: band count.
+        names: band names in order (e.g. file stems, Sentinel-2 B04/B03/B02), or None.
 
     Returns:
         :class:`rasterio.enums.ColorInterp` values: red/green/blue for bands named so (or, unnamed, the

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,8 @@ class SharedLabels:
     cached per process by path, layer and modification time (:meth:`get`).
 
     Args:
-        path: vector file. layer: layer name, or None for the first.
+        path: vector file.
+        layer: layer name, or None for the first.
 
     Raises:
         InputFileError: unreadable file, or no features with a geometry.
@@ -177,7 +179,8 @@ class SharedLabels:
         """The process's shared copy of ``path`` (read on first use).
 
         Args:
-            path: vector file. layer: layer name, or None.
+            path: vector file.
+            layer: layer name, or None.
         """
         p = Path(path)
         try:
@@ -241,7 +244,9 @@ class SharedLabels:
         """Whether any feature's box meets ``bounds`` (in ``crs``): an index query, no geometry is reprojected.
 
         Args:
-            crs: the raster's CRS. bounds: ``(left, bottom, right, top)`` in ``crs``. raster_path: for messages.
+            crs: the raster's CRS.
+            bounds: ``(left, bottom, right, top)`` in ``crs``.
+            raster_path: for messages.
 
         Raises:
             InputFileError: a raster without CRS, or no transformation between the two CRSs.
@@ -254,7 +259,9 @@ class SharedLabels:
         """Indexes and geometries (in ``crs``) of the features meeting ``bounds`` (in ``crs``).
 
         Args:
-            crs: the raster's CRS. bounds: ``(left, bottom, right, top)`` in ``crs``. raster_path: for messages.
+            crs: the raster's CRS.
+            bounds: ``(left, bottom, right, top)`` in ``crs``.
+            raster_path: for messages.
 
         Returns:
             ``(feature indexes, geometries in crs)``.
@@ -285,7 +292,9 @@ class VectorRasterizer:
     bounds meet the window (spatial index), so a scene of any size is labelled window by window.
 
     Args:
-        path: vector file. crs: raster CRS. transform: raster transform. width/height: raster size.
+        path: vector file.
+        crs: raster CRS.
+        transform: raster transform. width/height: raster size.
         attribute/mapping/burn_value/all_touched/layer: see :class:`terraseg.config.VectorLabels`.
         raster_path: raster name for error messages.
 
@@ -347,7 +356,7 @@ class VectorRasterizer:
         return out.astype(np.int64)
 
 
-def burn_shapes(geoms: np.ndarray | list, values: np.ndarray | list) -> list[tuple[Any, int]]:
+def burn_shapes(geoms: Sequence[Any] | np.ndarray, values: Sequence[int] | np.ndarray) -> list[tuple[Any, int]]:
     """``(geometry, class id)`` pairs for ``rasterio.features.rasterize``, polygons converted vectorised.
 
     rasterio reads each shapely geometry through its ``__geo_interface__``, a Python loop over
@@ -356,17 +365,17 @@ def burn_shapes(geoms: np.ndarray | list, values: np.ndarray | list) -> list[tup
     ``get_rings``, ``get_coordinates``); the burnt pixels are identical. Other geometry types pass as they are.
 
     Args:
-        geoms: ``(N,)`` shapely geometries. values: ``(N,)`` class ids.
+        geoms: ``(N,)`` shapely geometries.
+        values: ``(N,)`` class ids.
 
     Returns:
         ``[(geometry mapping or shapely geometry, int)]``; empty and missing geometries are dropped.
     """
-    geoms = np.asarray(geoms, dtype=object)
-    values = np.asarray(values)
-    if not len(geoms):
+    shapes = np.asarray(geoms, dtype=object)
+    if not len(shapes):
         return []
-    keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    geoms, values = geoms[keep], values[keep]
+    keep = ~(shapely.is_missing(shapes) | shapely.is_empty(shapes))
+    geoms, values = shapes[keep], np.asarray(values)[keep]
     types = shapely.get_type_id(geoms)
     poly = (types == 3) | (types == 6)  # Polygon, MultiPolygon
     if not poly.any():
@@ -387,7 +396,7 @@ def burn_shapes(geoms: np.ndarray | list, values: np.ndarray | list) -> list[tup
         k += n
     out: list[tuple[Any, int]] = []  # in the input order: a later feature burns over an earlier one, as in rasterio
     j = 0
-    for g, v, is_poly in zip(geoms, values.tolist(), poly.tolist()):
+    for g, v, is_poly in zip(geoms, values.tolist(), poly.tolist()):  # type: ignore[union-attr]
         if is_poly:
             out += [(m, int(v)) for m in mapped[j]]
             j += 1
@@ -406,8 +415,11 @@ class SceneLabels:
     memory stays within ``data.cache_mb`` whatever the number of CRSs and scenes.
 
     Args:
-        shared: the project's labels. values: class id per feature of ``shared``. crs, transform, width,
-        height: the raster's grid. all_touched: burn every pixel a polygon touches. raster_path: for messages.
+        shared: the project's labels.
+        values: class id per feature of ``shared``. crs, transform, width,
+        height: the raster's grid.
+        all_touched: burn every pixel a polygon touches.
+        raster_path: for messages.
     """
 
     def __init__(
@@ -481,13 +493,16 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: str
     """Write ``gdf`` atomically (temporary file, then rename) in the format of ``path``'s suffix.
 
     Args:
-        gdf: the features. path: .geojson, .json, .gpkg or .shp. layer: layer name (GeoPackage).
+        gdf: the features.
+        path: .geojson, .json, .gpkg or .shp.
+        layer: layer name (GeoPackage).
 
     Returns:
         ``path`` as a Path.
 
     Raises:
-        InputFileError: an unknown suffix. OutputError: the folder cannot be written.
+        InputFileError: an unknown suffix.
+        OutputError: the folder cannot be written.
     """
     import pyogrio
 
@@ -504,7 +519,7 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: str
         except Exception as e:  # noqa: BLE001 - any failure to read it back means it is not whole
             written, why = -1, write_failure(e, tmp.parent) or str(e).splitlines()[0]
         else:
-            why = None
+            why = ""  # read back: the count below decides
         if written != len(gdf):
             raise OutputError(
                 f"{path}: the written file came out incomplete ({why or f'{written} of {len(gdf)} features'}); "

@@ -37,9 +37,10 @@ def build_classifier(cfg: ModelConfig, in_channels: int, num_classes: int, load_
     needs internet).
 
     Args:
-        cfg: the model config (``encoder``, ``encoder_weights``). in_channels: input bands.
-            num_classes: output classes. load_pretrained: load ``encoder_weights`` (False when a bundle's
-            state dict follows).
+        cfg: the model config (``encoder``, ``encoder_weights``).
+        in_channels: input bands.
+        num_classes: output classes.
+        load_pretrained: load ``encoder_weights`` (False when a bundle's state dict follows).
 
     Raises:
         ConfigError: unknown timm name, or unusable weights.

@@ -64,7 +64,7 @@ def encoder_stages(model: nn.Module) -> list[nn.Module]:
     if isinstance(encoder, nn.Module):
         children = list(encoder.children())
     elif hasattr(model, "get_classifier"):  # a timm classifier: everything but its head
-        head = model.get_classifier()
+        head: nn.Module = model.get_classifier()  # type: ignore[operator]  # timm's classifier API
         children = [
             c for c in model.children() if c is not head and not any(p is q for p in c.parameters() for q in head.parameters())
         ]

@@ -55,4 +55,4 @@ class CombinedLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the terms for logits ``(N, 1 or K, H, W)`` and targets ``(N, H, W)`` (computed in float32)."""
         logits = logits.float()
-        return sum(w * m(logits, target) for w, m in zip(self.weights, self.terms))  # type: ignore[return-value]
+        return torch.stack([w * m(logits, target) for w, m in zip(self.weights, self.terms)]).sum()

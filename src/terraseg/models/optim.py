@@ -25,8 +25,8 @@ def build_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """Create the optimiser for ``params``.
 
     Args:
-        params: the parameters (or parameter groups) to optimise. cfg: the optimiser config (name, lr,
-            weight decay).
+        params: the parameters (or parameter groups) to optimise.
+        cfg: the optimiser config (name, lr, weight decay).
     """
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -41,7 +41,8 @@ def lr_factor(name: str, progress: float) -> float:
     """Multiplier of the peak learning rate at ``progress`` in [0, 1] for schedule ``name``.
 
     Args:
-        name: the schedule (``onecycle``, ``cosine`` or ``none``). progress: share of the planned steps done.
+        name: the schedule (``onecycle``, ``cosine`` or ``none``).
+        progress: share of the planned steps done.
     """
     p = min(max(progress, 0.0), 1.0)
     if name == "cosine":
@@ -61,7 +62,9 @@ def build_scheduler(
     """Per-step scheduler following :func:`lr_factor`, or None for ``scheduler: none``.
 
     Args:
-        opt: the optimiser. cfg: its config. total_steps: planned optimiser steps.
+        opt: the optimiser.
+        cfg: its config.
+        total_steps: planned optimiser steps.
         time_progress: returns time used / time allowed (0 without a time limit).
     """
     if cfg.scheduler == "none":

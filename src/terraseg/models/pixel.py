@@ -55,7 +55,8 @@ def band_index(band_names: list[str] | None, band: str) -> int | None:
     """0-based position of a generic band ('nir', 'red', ...) in ``band_names`` (None when absent).
 
     Args:
-        band_names: the input's band names, or None. band: a generic band name.
+        band_names: the input's band names, or None.
+        band: a generic band name.
     """
     for i, n in enumerate(band_names or []):
         if n.lower() in BAND_ALIASES.get(band, {band}):
@@ -67,8 +68,10 @@ class PixelFeatures:
     """Per-pixel feature maps from raw band values.
 
     Args:
-        bands: input band count. band_names: names in band order (needed by indices).
-        indices: index names (see :data:`INDICES`). texture_window: odd window side, or None.
+        bands: input band count.
+        band_names: names in band order (needed by indices).
+        indices: index names (see :data:`INDICES`).
+        texture_window: odd window side, or None.
 
     Raises:
         ConfigError: an unknown index, or an index needing a band the input lacks.
@@ -129,7 +132,9 @@ def make_estimator(model: ModelConfig, cfg: BaselineConfig, seed: int):
     (LightGBM-style histogram boosting, Ke et al. 2017, inside scikit-learn).
 
     Args:
-        model: the model config (``arch``). cfg: the baseline's settings. seed: the estimator's random state.
+        model: the model config (``arch``).
+        cfg: the baseline's settings.
+        seed: the estimator's random state.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression

@@ -25,7 +25,8 @@ class PlainUNet(nn.Module):
     """U-Net: ``depth`` down-sampling levels, ``base_filters * 2**level`` filters per level.
 
     Args:
-        in_channels: input bands. out_channels: output logits per pixel.
+        in_channels: input bands.
+        out_channels: output logits per pixel.
         depth: number of 2x down-samplings (input H and W must be multiples of ``2**depth``).
         base_filters: filters of the first level.
 

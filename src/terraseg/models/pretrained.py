@@ -50,7 +50,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"{path}: not a readable weights file ({str(e).splitlines()[0]}).") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
+            sd = sd[key]  # type: ignore[assignment]
     if not isinstance(sd, dict):
         raise ConfigError(f"{path}: expected a dict of tensors.")
     return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
@@ -85,8 +85,9 @@ def weights_in_package(package: str) -> Path:
 def _map_efficientnet_pytorch(sd: dict[str, torch.Tensor], encoder: nn.Module) -> dict[str, torch.Tensor]:
     """EfficientNet-PyTorch key names -> timm EfficientNet names, using the encoder's stage sizes."""
     stage_of: list[tuple[int, int]] = []
-    for s, stage in enumerate(encoder.blocks):  # type: ignore[attr-defined]
-        stage_of += [(s, i) for i in range(len(stage))]
+    blocks: nn.Sequential = encoder.blocks  # type: ignore[assignment]  # timm EfficientNet's stages
+    for s, stage in enumerate(blocks):
+        stage_of += [(s, i) for i in range(len(stage))]  # type: ignore[arg-type]
     top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
     first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
     inverted = {
@@ -129,8 +130,9 @@ def load_encoder_weights(encoder: nn.Module, path: Path, encoder_name: str = "")
     """Load pretrained weights into an smp encoder in place.
 
     Args:
-        encoder: the smp encoder. path: the weights file. encoder_name: the encoder's name, for key mapping
-            (timm ``tf_efficientnet_lite*`` keys onto smp's).
+        encoder: the smp encoder.
+        path: the weights file.
+        encoder_name: the encoder's name, for key mapping (timm ``tf_efficientnet_lite*`` keys onto smp's).
 
     Raises:
         ConfigError: unreadable file, or fewer than 90% of the encoder's tensors found in it.
@@ -146,7 +148,9 @@ def load_encoder_state(encoder: nn.Module, sd: dict[str, torch.Tensor], source: 
     to the band count), at least 90% of the encoder's.
 
     Args:
-        encoder: the encoder. sd: its weights, named as the encoder names them. source: where they came from (messages).
+        encoder: the encoder.
+        sd: its weights, named as the encoder names them.
+        source: where they came from (messages).
         encoder_name: the encoder's name (messages).
 
     Raises:

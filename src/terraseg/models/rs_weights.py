@@ -43,10 +43,16 @@ class RemoteSensingWeights:
     """Published weights, as TorchGeo describes them.
 
     Attributes:
-        name: ``<Enum>.<MEMBER>``. url: the file's URL. filename: its name (with the SHA-256 prefix, torch hub's convention).
-        sha256_prefix: that prefix (or None). bands: band names in the order of the first convolution's channels.
-        model: the network they belong to (``resnet18``...). mean, std: the input normalisation, in the data's units,
-            one value per band. dataset, publication: provenance.
+        name: ``<Enum>.<MEMBER>``.
+        url: the file's URL.
+        filename: its name (with the SHA-256 prefix, torch hub's convention).
+        sha256_prefix: that prefix (or None).
+        bands: band names in the order of the first convolution's channels.
+        model: the network they belong to (``resnet18``...).
+        mean: the input normalisation, in the data's units, one value per band.
+        std: the input normalisation, in the data's units, one value per band.
+        dataset: provenance.
+        publication: provenance.
     """
 
     name: str
@@ -152,7 +158,8 @@ def band_order(weights: RemoteSensingWeights, data_bands: list[str] | None) -> l
     """For each data band, the index of the same band in the weights' first convolution.
 
     Args:
-        weights: the weights' metadata. data_bands: the data's band names, in order.
+        weights: the weights' metadata.
+        data_bands: the data's band names, in order.
 
     Returns:
         Channel indexes of the weights, one per data band.
@@ -203,7 +210,8 @@ def sha256_matches(path: Path, prefix: str | None) -> bool:
     """Whether the file's SHA-256 begins with ``prefix`` (True without a prefix to check).
 
     Args:
-        path: the file. prefix: the hexadecimal prefix from the published file name.
+        path: the file.
+        prefix: the hexadecimal prefix from the published file name.
     """
     if not prefix:
         return True
@@ -232,7 +240,8 @@ def weights_file(weights: RemoteSensingWeights, explicit: str | None = None) -> 
     """The weights file to load: the user's, a verified cached copy, or a download (online only).
 
     Args:
-        weights: the weights' metadata. explicit: ``model.weights_file``, or None.
+        weights: the weights' metadata.
+        explicit: ``model.weights_file``, or None.
 
     Raises:
         ConfigError: the named file is missing; offline and no copy (one line: file, checksum, where to put it); a
@@ -270,7 +279,10 @@ def load_into_encoder(encoder: nn.Module, weights: RemoteSensingWeights, path: P
     """Load the weights into an smp ResNet encoder, its first convolution's channels in the data's band order.
 
     Args:
-        encoder: the smp encoder (``conv1`` first). weights: their metadata. path: the file. data_bands: the data's band names.
+        encoder: the smp encoder (``conv1`` first).
+        weights: their metadata.
+        path: the file.
+        data_bands: the data's band names.
 
     Raises:
         ConfigError: bands that do not map (:func:`band_order`), a file that is not these weights, or too few tensors matched.

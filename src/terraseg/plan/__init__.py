@@ -114,7 +114,8 @@ def _drop_nodata_codes(sources: dict[str, Any], names: list[str], class_pixels: 
     there) and a note says how to keep it as a class.
 
     Args:
-        sources: the planned sources (their vector mappings are edited in place). names: the class names.
+        sources: the planned sources (their vector mappings are edited in place).
+        names: the class names.
         class_pixels: the fingerprint's labelled pixels per class.
 
     Returns:
@@ -166,8 +167,8 @@ def _mask_classes(paths: list[Path]) -> tuple[list[int], int | str | None, list[
             nodata = ds.nodata if ds.nodata is not None else nodata
             tags.add(ds.nodata)
             shape = None if ds.width * ds.height <= MASK_FULL_READ else (2048, 2048)
-            values, n = np.unique(ds.read(1, out_shape=shape), return_counts=True)
-        for v, c in zip(values.tolist(), n.tolist()):
+            found, n = np.unique(ds.read(1, out_shape=shape), return_counts=True)
+        for v, c in zip(found.tolist(), n.tolist()):
             counts[int(v)] = counts.get(int(v), 0) + int(c)
     seen = set(counts)
     if (hidden := hidden_background(tags, seen)) is not None:
@@ -313,15 +314,15 @@ def _sources(inputs: list[str], labels: str | None, attribute: str | None, layer
     lab = Path(labels)
     if lab.is_dir():
         masks = {p.stem: p for p in lab.iterdir() if is_mask_raster(p)}
-        pairs = [(r, masks.get(Path(r).stem)) for r in rasters]
-        missing = [r for r, m in pairs if m is None]
-        if len(missing) == len(pairs):
+        matched = [(r, masks.get(Path(r).stem)) for r in rasters]
+        missing = [r for r, m in matched if m is None]
+        if len(missing) == len(matched):
             raise InputFileError(f"{lab}: no mask named after any raster (e.g. {Path(rasters[0]).stem}.tif).")
-        classes, nodata, notes, unknown = _mask_classes([m for _, m in pairs if m is not None])
+        classes, nodata, notes, unknown = _mask_classes([m for _, m in matched if m is not None])
         extra, names = _mask_source(classes, nodata, unknown)
         train = [
             {"kind": "scene", "image": str(Path(r).resolve()), "mask": str(m.resolve())} | extra
-            for r, m in pairs
+            for r, m in matched
             if m is not None
         ]
         return {"train": train} | ({"notes": notes} if notes else {}), names
@@ -436,16 +437,22 @@ def plan_run(
     """Plan a training run from data alone (module docstring): fingerprint, rules, ``plan.yaml``.
 
     Args:
-        inputs: see :func:`sources_from_inputs`. labels, attribute: the labels and their class attribute.
-        minutes: the wall budget of the run. name: run name (default: the first input's stem).
-        out: where to write the plan (None: not written). measure: time the planned network's step on this machine.
-        aoi: polygons of the labelled extent (None: every pixel of the rasters is labelled). layer: the layer of ``labels``.
+        inputs: see :func:`sources_from_inputs`.
+        labels: the labels and their class attribute.
+        attribute: the labels and their class attribute.
+        minutes: the wall budget of the run.
+        name: run name (default: the first input's stem).
+        out: where to write the plan (None: not written).
+        measure: time the planned network's step on this machine.
+        aoi: polygons of the labelled extent (None: every pixel of the rasters is labelled).
+        layer: the layer of ``labels``.
 
     Returns:
         :class:`PlanResult`.
 
     Raises:
-        InputFileError: data that cannot be read or labels that do not fit. ConfigError: a bad budget.
+        InputFileError: data that cannot be read or labels that do not fit.
+        ConfigError: a bad budget.
     """
     if minutes <= 0:
         raise ConfigError(f"--minutes {minutes:g}: the budget must be positive.")

@@ -33,14 +33,20 @@ class Fingerprint:
     Attributes:
         task: 'segmentation' or 'classification'.
         label_form: 'vector', 'mask raster', 'image/mask folder' or 'class folders'.
-        images: number of scenes or images. sizes: ``[median, min, max]`` of the shorter image side (pixels).
+        images: number of scenes or images.
+        sizes: ``[median, min, max]`` of the shorter image side (pixels).
         pixels: total pixels of all images.
-        bands: band count (alpha excluded). dtype: pixel dtype. value_range: ``[p1, p99]`` of sampled valid pixels.
-        nodata: nodata value, if any. alpha: an alpha or mask band marks validity.
+        bands: band count (alpha excluded).
+        dtype: pixel dtype.
+        value_range: ``[p1, p99]`` of sampled valid pixels.
+        nodata: nodata value, if any.
+        alpha: an alpha or mask band marks validity.
         georeferenced: rasters with a CRS and transform (overhead imagery) rather than photos.
-        crs: CRS of the first scene (WKT name or EPSG). resolution: pixel size in CRS units, or None.
+        crs: CRS of the first scene (WKT name or EPSG).
+        resolution: pixel size in CRS units, or None.
         class_pixels: labelled pixels per class id (segmentation) or images per class (classification).
-        object_diameter: per non-background class, ``[median, p90]`` equivalent diameter (pixels) of connected components.
+        object_diameter: per non-background class, ``[median, p90]`` equivalent diameter (pixels) of connected
+            components.
         notes: facts worth telling the user (e.g. a class with no pixels).
         band_names: the first scene's band descriptions (e.g. Sentinel-2 B1...B12), when every band has one.
     """

@@ -122,7 +122,8 @@ def normalisation(fp: Fingerprint, pretrained: bool) -> tuple[str, str]:
     Sen1Floods11 (13 float bands, three seeds) 0.774 with the stretch, 0.768 with the z-score.
 
     Args:
-        fp: the data's fingerprint. pretrained: whether the planned encoder carries ImageNet weights.
+        fp: the data's fingerprint.
+        pretrained: whether the planned encoder carries ImageNet weights.
 
     Returns:
         ``(method, reason)``, method ``'meanstd'`` or ``'percentile'``.
@@ -149,7 +150,9 @@ def batch_size(window: int, device: str, task: str = "segmentation") -> tuple[in
     0.774 with 32 windows per batch, 0.792 with 8 (the hand config, batches of 8: 0.787).
 
     Args:
-        window: window side (pixels). device: 'cpu' or 'cuda'. task: 'segmentation' or 'classification'.
+        window: window side (pixels).
+        device: 'cpu' or 'cuda'.
+        task: 'segmentation' or 'classification'.
 
     Returns:
         ``(batch size, reason)``.
@@ -170,7 +173,9 @@ def measure_step_seconds(cfg_raw: dict[str, Any], bands: int, steps: int = 3) ->
     The first step (allocation, kernel choice) is not counted. Random inputs of the planned batch and window.
 
     Args:
-        cfg_raw: the planned config mapping (validated here). bands: input bands. steps: steps timed.
+        cfg_raw: the planned config mapping (validated here).
+        bands: input bands.
+        steps: steps timed.
 
     Returns:
         Median seconds per step.
@@ -230,7 +235,9 @@ def plan_config(
     """Apply the rules: the config mapping for ``fp`` within ``minutes`` of wall time on ``device``, with reasons.
 
     Args:
-        fp: the fingerprint. name: run name. classes: ``[{"name": ...}]`` in id order.
+        fp: the fingerprint.
+        name: run name.
+        classes: ``[{"name": ...}]`` in id order.
         sources: the data part's source lists (``{"train": [...], "test": [...]}``) and extras (``ignore_index`` ...).
         minutes: wall budget of ``terraseg train`` (``train.max_minutes``).
         device: 'cpu' or 'cuda' (the machine the plan is for).
@@ -385,7 +392,8 @@ def architecture(fp: Fingerprint, window: int) -> tuple[str, str]:
     ``docs/benchmarks.md``): mIoU 0.114 with U-Net, 0.142 with DeepLabV3+ on the same encoder.
 
     Args:
-        fp: the data's fingerprint. window: the planned window side (pixels).
+        fp: the data's fingerprint.
+        window: the planned window side (pixels).
     """
     p90 = _p90_diameter(fp)
     if p90 > window:

@@ -40,7 +40,8 @@ def table_columns(class_names: list[str], uncertainty: bool) -> list[str]:
     """The columns of ``predictions.csv``.
 
     Args:
-        class_names: the bundle's classes. uncertainty: add ``margin`` and ``normalized_entropy``.
+        class_names: the bundle's classes.
+        uncertainty: add ``margin`` and ``normalized_entropy``.
     """
     return (
         ["file", "predicted", "probability"]
@@ -53,8 +54,10 @@ def table_row(path: str, probs: np.ndarray, class_names: list[str], uncertainty:
     """One row of ``predictions.csv`` from an image's ``(K,)`` probabilities.
 
     Args:
-        path: the image. probs: ``(K,)`` float32 summing to 1. class_names: the K names. uncertainty: add the
-            margin over the second class and the entropy divided by ``log K``.
+        path: the image.
+        probs: ``(K,)`` float32 summing to 1.
+        class_names: the K names.
+        uncertainty: add the margin over the second class and the entropy divided by ``log K``.
     """
     row: dict[str, Any] = {
         "file": path,
@@ -72,7 +75,8 @@ def kept_rows(table: Path, columns: list[str]) -> dict[str, dict[str, str]]:
     """The rows of an existing ``predictions.csv`` (``--resume``), keyed by file.
 
     Args:
-        table: the CSV. columns: the header this run writes.
+        table: the CSV.
+        columns: the header this run writes.
 
     Raises:
         ConfigError: the table was written with other columns (other options).
@@ -93,7 +97,9 @@ def write_table(table: Path, columns: list[str], rows: list[dict[str, Any]]) -> 
     """Write ``predictions.csv`` whole under a temporary name, then rename it.
 
     Args:
-        table: the CSV path. columns: its header. rows: one dict per image.
+        table: the CSV path.
+        columns: its header.
+        rows: one dict per image.
 
     Raises:
         OutputError: the folder cannot be written.
@@ -109,7 +115,9 @@ def grid_outputs(out_dir: Path, stem: str, cfg: PredictConfig) -> dict[str, Path
     """The files a grid classification of ``stem`` writes under ``cfg``'s options.
 
     Args:
-        out_dir: output folder. stem: output name. cfg: the predict options (probabilities, uncertainty, overlay).
+        out_dir: output folder.
+        stem: output name.
+        cfg: the predict options (probabilities, uncertainty, overlay).
     """
     paths = {"classes": out_dir / f"{stem}_classes.tif", "windows": out_dir / f"{stem}_windows.geojson"}
     if cfg.probabilities:
@@ -130,16 +138,21 @@ def classify_scene_to_files(
     row of windows.
 
     Args:
-        clf: the classifier. bundle: its bundle. path: the scene. stem: output name.
-        cfg: the predict options (``inference.window``: the window side, default the classifier's input size;
-            bands, input_range, probabilities, uncertainty, overlay, compress, level, cog).
+        clf: the classifier.
+        bundle: its bundle.
+        path: the scene.
+        stem: output name.
+        cfg: the predict options (``inference.window``: the window side, default the classifier's input size; bands,
+            input_range, probabilities, uncertainty, overlay, compress, level, cog).
         scene: ``path`` already opened for the bundle (:func:`terraseg.infer.inputs.open_input`), or None.
 
     Returns:
         ``{output kind: path}``.
 
     Raises:
-        BundleError: band count or bit depth. InputFileError: unreadable scene. OutputError: unwritable folder.
+        BundleError: band count or bit depth.
+        InputFileError: unreadable scene.
+        OutputError: unwritable folder.
     """
     from terraseg.prediction.outputs import write_grid_overlay
 

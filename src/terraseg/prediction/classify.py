@@ -45,13 +45,15 @@ def predict_classes(cfg: PredictConfig, bundle: Bundle, result: Any) -> Any:
 
     Args:
         cfg: the predict config (options a classifier does not apply are refused before: :mod:`terraseg.tasks`).
-        bundle: a classification bundle. result: a :class:`terraseg.prediction.run.PredictResult` to fill in.
+        bundle: a classification bundle.
+        result: a :class:`terraseg.prediction.run.PredictResult` to fill in.
 
     Returns:
         ``result``: ``outputs`` per input (grid), ``table`` and ``rows`` (files), ``failures``, ``drift``, ``skipped``.
 
     Raises:
-        InputFileError: inputs naming no image. ConfigError: colliding output names, a resumed table with other columns.
+        InputFileError: inputs naming no image.
+        ConfigError: colliding output names, a resumed table with other columns.
     """
     from terraseg.prediction.run import check_output_names
 
@@ -61,9 +63,9 @@ def predict_classes(cfg: PredictConfig, bundle: Bundle, result: Any) -> Any:
         check_output_names(items)
         todo = []
         for path, stem in items:
-            paths = grid_outputs(out, stem, cfg)
-            if cfg.resume and all(p.is_file() for p in paths.values()):
-                result.outputs[path], result.skipped = {k: str(v) for k, v in paths.items()}, result.skipped + 1
+            written = grid_outputs(out, stem, cfg)
+            if cfg.resume and all(p.is_file() for p in written.values()):
+                result.outputs[path], result.skipped = {k: str(v) for k, v in written.items()}, result.skipped + 1
             else:
                 todo.append((path, stem))
         if cfg.engine == "ray":

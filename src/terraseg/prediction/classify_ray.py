@@ -15,8 +15,8 @@ from typing import Any
 
 from terraseg.bundle import Bundle
 from terraseg.config.inference import PredictConfig
-from terraseg.errors import ConfigError, TerrasegError
-from terraseg.prediction.distributed import bundle_bytes, connect, forwarded_env, worker_layout
+from terraseg.errors import TerrasegError
+from terraseg.prediction.distributed import bundle_bytes, connect, dispatch, forwarded_env, worker_layout
 
 log = logging.getLogger(__name__)
 CHUNK = 64  # images per unit: large enough to fill a batch, small enough to spread over the actors
@@ -26,7 +26,9 @@ class ClassifyWorker:
     """A Ray actor's state: the bundle, loaded once, and its classifier.
 
     Args:
-        bundle_bytes: the ``.terraseg`` file's bytes. cfg: the predict config as a dict. threads: torch CPU threads.
+        bundle_bytes: the ``.terraseg`` file's bytes.
+        cfg: the predict config as a dict.
+        threads: torch CPU threads.
     """
 
     def __init__(self, bundle_bytes: bytes, cfg: dict[str, Any], threads: int) -> None:
@@ -58,7 +60,8 @@ class ClassifyWorker:
         """Classify one scene on its grid and write its files: ``("ok", outputs)`` or ``("failed", reason)``.
 
         Args:
-            path: the scene. stem: its output name.
+            path: the scene.
+            stem: its output name.
         """
         from terraseg.prediction.class_outputs import classify_scene_to_files
 
@@ -72,8 +75,10 @@ def classify_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, s
     """Classify ``items`` on Ray: rows of image files (returned), or grid scenes (written; outputs in ``result``).
 
     Args:
-        cfg: the predict config (``cfg.grid``, ``cfg.ray``). bundle: the classification bundle.
-        items: ``(path, stem)`` to do. result: a :class:`terraseg.prediction.run.PredictResult` (failures, outputs).
+        cfg: the predict config (``cfg.grid``, ``cfg.ray``).
+        bundle: the classification bundle.
+        items: ``(path, stem)`` to do.
+        result: a :class:`terraseg.prediction.run.PredictResult` (failures, outputs).
 
     Returns:
         With ``cfg.grid``: ``result``; else the table rows of the classified images, in no particular order.
@@ -99,7 +104,7 @@ def classify_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, s
         actors = [actor_cls.remote(ref, cfg.model_dump(mode="json"), cpus) for _ in range(min(workers, len(units)))]
         values = _drive(actors, units, cfg, result)
         for a in actors:
-            ray.kill(a)
+            ray.kill(a)  # type: ignore[arg-type]
     finally:
         if started:
             ray.shutdown()
@@ -121,34 +126,15 @@ def classify_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, s
 
 
 def _drive(actors: list, units: list[Any], cfg: PredictConfig, result: Any) -> list[tuple[Any, Any]]:
-    """Hand units to actors (two in flight each), retry failed ones; ``[(unit, value)]`` of the units done."""
-    import ray
-
-    if not actors:
-        raise ConfigError("no Ray worker could be started.")
-    queue = deque((u, 0) for u in units)
-    busy = {i: 0 for i in range(len(actors))}
-    inflight: dict[Any, tuple[Any, int, int]] = {}
+    """Run the units on the actors (:func:`terraseg.prediction.distributed.dispatch`); ``[(unit, value)]`` of those done."""
     done: list[tuple[Any, Any]] = []
-    while queue or inflight:
-        for i in sorted(busy, key=busy.get):
-            if queue and busy[i] < 2:
-                u, tries = queue.popleft()
-                call = actors[i].scene.remote(*u) if cfg.grid else actors[i].files.remote(u)
-                inflight[call], busy[i] = (u, tries + 1, i), busy[i] + 1
-        ready, _ = ray.wait(list(inflight), num_returns=1)
-        u, tries, i = inflight.pop(ready[0])
-        busy[i] -= 1
-        try:
-            done.append((u, ray.get(ready[0])))
-        except Exception as e:  # noqa: BLE001 - the actor died or the unit raised (I/O): retried, then reported
-            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            if tries <= cfg.ray.max_retries:
-                log.info("retrying after: %s", reason)
-                queue.appendleft((u, tries))
-            else:
-                for p in [u[0]] if cfg.grid else u:
-                    result.failures[p] = f"{p}: failed after {tries} attempts on Ray ({reason})."
+    submit = (lambda a, u: a.scene.remote(*u)) if cfg.grid else (lambda a, u: a.files.remote(u))
+    for u, value, reason, attempts in dispatch(actors, deque(units), submit, cfg.ray.max_retries):
+        if reason is None:
+            done.append((u, value))
+            continue
+        for p in [u[0]] if cfg.grid else u:
+            result.failures[p] = f"{p}: failed after {attempts} attempts on Ray ({reason})."
     return done
 
 

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,9 +47,13 @@ class Unit:
     """One piece of work: a whole scene (``strips`` None), a row band of one, or the assembly of a scene's bands.
 
     Attributes:
-        path: input (file or GDAL path). stem: output name. strips: ``(first, stop)`` strip indexes
-        of a band. rows: ``(first row, stop row)`` of the scene the unit writes (pixels).
-        pixels: output pixels (progress). kind: 'scene', 'band' or 'assemble'. attempts: tries so far.
+        path: input (file or GDAL path).
+        stem: output name.
+        strips: ``(first, stop)`` strip indexes
+        of a band.
+        rows: ``(first row, stop row)`` of the scene the unit writes (pixels).
+        pixels: output pixels (progress).
+        kind: 'scene', 'band' or 'assemble'.
     """
 
     path: str
@@ -57,7 +62,6 @@ class Unit:
     strips: tuple[int, int] | None = None
     rows: tuple[int, int] = (0, 0)
     pixels: int = 0
-    attempts: int = 0
     parts: list[dict[str, str]] = field(default_factory=list)
 
     @property
@@ -70,8 +74,11 @@ def part_paths(out_dir: Path, stem: str, first_strip: int, probabilities: bool, 
     """The part rasters of the band starting at strip ``first_strip``: ``{"prediction", "probabilities", "confidence"}``.
 
     Args:
-        out_dir: the output folder. stem: the scene's output name. first_strip: the band's first strip index.
-        probabilities, uncertainty: whether those parts are written.
+        out_dir: the output folder.
+        stem: the scene's output name.
+        first_strip: the band's first strip index.
+        probabilities: whether those parts are written.
+        uncertainty: whether those parts are written.
     """
     d = out_dir / PARTS / stem
     paths = {"prediction": str(d / f"band{first_strip:05d}.tif")}
@@ -93,8 +100,10 @@ def plan_units(
     strip, recomputed) stays a small cost.
 
     Args:
-        bundle: the loaded bundle (band selection, window geometry). cfg: the predict config.
-        items: ``(path, stem)`` pairs. workers: actors.
+        bundle: the loaded bundle (band selection, window geometry).
+        cfg: the predict config.
+        items: ``(path, stem)`` pairs.
+        workers: actors.
 
     Returns:
         ``(units, failures)``: failures map inputs that cannot be opened to their one-line reason.
@@ -134,7 +143,8 @@ class PredictWorker:
     """A Ray actor's state: the bundle, loaded once, and the single-process predictor built from it.
 
     Args:
-        bundle_bytes: the ``.terraseg`` file's bytes. cfg: the predict config as a dict.
+        bundle_bytes: the ``.terraseg`` file's bytes.
+        cfg: the predict config as a dict.
         threads: torch CPU threads (the CPUs Ray reserved for this actor).
     """
 
@@ -338,7 +348,8 @@ def predict_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, st
 
     Args:
         cfg: the predict config (``cfg.ray``: address, workers, resources, retries).
-        bundle: the loaded bundle (its file's bytes go to the actors). items: ``(path, stem)`` to do.
+        bundle: the loaded bundle (its file's bytes go to the actors).
+        items: ``(path, stem)`` to do.
         result: a :class:`terraseg.prediction.run.PredictResult`, filled in and returned (outputs, failures).
 
     Returns:
@@ -363,7 +374,7 @@ def predict_on_ray(cfg: PredictConfig, bundle: Bundle, items: list[tuple[str, st
         actors = [actor_cls.remote(ref, cfg.model_dump(mode="json"), cpus) for _ in range(min(workers, max(len(units), 1)))]
         _drive(actors, units, cfg, result)
         for a in actors:
-            ray.kill(a)
+            ray.kill(a)  # type: ignore[arg-type]
     finally:
         if started:
             ray.shutdown()
@@ -388,55 +399,79 @@ def bundle_bytes(bundle: Bundle) -> bytes:
     Args:
         bundle: the loaded bundle.
     """
-    if getattr(bundle, "path", None) and Path(bundle.path).is_file():
+    if bundle.path is not None and Path(bundle.path).is_file():
         return Path(bundle.path).read_bytes()
     with tempfile.TemporaryDirectory() as d:
         return bundle.save(Path(d) / "model.terraseg").read_bytes()
 
 
-def _drive(actors: list, units: list[Unit], cfg: PredictConfig, result: Any) -> None:
-    """Hand units to actors (two in flight each), retry failures, assemble scenes whose bands are all done."""
+def dispatch(
+    actors: list, queue: deque, submit: Callable[[Any, Any], Any], retries: int
+) -> Iterator[tuple[Any, Any, str | None, int]]:
+    """Run the units of ``queue`` on ``actors``, two in flight on each (the next unit's input is read while one runs);
+    the least loaded actor gets the next unit, and a unit that raised (or whose actor died) is retried first.
+
+    The caller may append units to ``queue`` between results (a scene's assembly once its bands are done).
+
+    Args:
+        actors: Ray actor handles.
+        queue: the units to run, taken from the left.
+        submit: ``submit(actor, unit)`` -> the ``ObjectRef`` of the unit's result.
+        retries: how many times a failed unit runs again before it is reported.
+
+    Yields:
+        ``(unit, value, None, attempts)`` for a unit done, or ``(unit, None, reason, attempts)`` once its retries are spent.
+
+    Raises:
+        ConfigError: no actor could be started.
+    """
     import ray
 
     if not actors:
         raise ConfigError("no Ray worker could be started.")
+    load = [0] * len(actors)
+    attempts: dict[int, int] = {}  # id(unit) -> runs so far (a unit stays referenced until its last result)
+    inflight: dict[Any, tuple[Any, int]] = {}
+    while queue or inflight:
+        for i in sorted(range(len(actors)), key=load.__getitem__):
+            if queue and load[i] < 2:
+                u = queue.popleft()
+                attempts[id(u)] = attempts.get(id(u), 0) + 1
+                inflight[submit(actors[i], u)] = (u, i)
+                load[i] += 1
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        u, i = inflight.pop(ready[0])
+        load[i] -= 1
+        try:
+            value, reason = ray.get(ready[0]), None
+        except Exception as e:  # noqa: BLE001 - the actor died or the unit raised (I/O): retried, then reported
+            value, reason = None, str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            if attempts[id(u)] <= retries:
+                log.info("retrying after: %s", reason)
+                queue.appendleft(u)
+                continue
+        yield u, value, reason, attempts.pop(id(u))
+
+
+def _drive(actors: list, units: list[Unit], cfg: PredictConfig, result: Any) -> None:
+    """Run the units on the actors (:func:`dispatch`), assemble scenes whose bands are all done."""
     queue = deque(units)
     bands_left: dict[str, int] = {}
     parts: dict[str, list[dict[str, str]]] = {}
     for u in units:
         if u.kind == "band":
             bands_left[u.stem] = bands_left.get(u.stem, 0) + 1
-    busy: dict[int, int] = {i: 0 for i in range(len(actors))}
     broken: set[str] = set()  # scenes with a failed band: their other bands are not assembled
-    inflight: dict[Any, tuple[Unit, int]] = {}
     scenes = sum(1 for u in units if u.kind == "scene")
     by_pixels = all(u.pixels for u in units)
     total = sum(u.pixels for u in units) if by_pixels else scenes
     with progress.task(f"predict on Ray ({len(actors)} workers)", total, "px" if by_pixels else "scenes") as advance:
-        while queue or inflight:
-            for i in sorted(busy, key=busy.get):
-                if not queue or busy[i] >= 2:
-                    continue
-                u = queue.popleft()
-                u.attempts += 1
-                inflight[actors[i].run.remote(u)] = (u, i)
-                busy[i] += 1
-            if not inflight:
-                break
-            done, _ = ray.wait(list(inflight), num_returns=1)
-            u, i = inflight.pop(done[0])
-            busy[i] -= 1
-            try:
-                status, value = ray.get(done[0])
-            except Exception as e:  # noqa: BLE001 - the actor died or the unit raised (I/O): retried, then reported
-                reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-                if u.attempts <= cfg.ray.max_retries:
-                    log.info("retrying %s after: %s", u.key, reason)
-                    queue.appendleft(u)
-                else:
-                    result.failures[u.path] = f"{u.path}: failed after {u.attempts} attempts on Ray ({reason})."
-                    broken.add(u.stem)  # a band's scene cannot be assembled
+        for u, got, reason, attempts in dispatch(actors, queue, lambda a, unit: a.run.remote(unit), cfg.ray.max_retries):
+            if reason is not None:
+                result.failures[u.path] = f"{u.path}: failed after {attempts} attempts on Ray ({reason})."
+                broken.add(u.stem)  # a band's scene cannot be assembled
                 continue
+            status, value = got
             if status != "ok":
                 result.failures[u.path] = value
                 broken.add(u.stem)
@@ -458,6 +493,7 @@ def _drive(actors: list, units: list[Unit], cfg: PredictConfig, result: Any) -> 
 
 __all__ = [
     "PredictWorker",
+    "dispatch",
     "Unit",
     "connect",
     "forwarded_env",

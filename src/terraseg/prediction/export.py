@@ -22,9 +22,10 @@ def export_onnx(bundle: str | Path | Bundle, cfg: ExportConfig | None = None, **
         An :class:`ExportReport` with the largest absolute logit difference; ``path`` is the bundle written.
 
     Raises:
-        BundleError: unloadable bundle, export failure, an image that does not fit the model, or an
-            ONNX graph that disagrees with PyTorch by more than 1e-3 (nothing written).
-        ConfigError: invalid options. OutputError: the target cannot be written.
+        BundleError: unloadable bundle, export failure, an image that does not fit the model, or an ONNX graph that
+            disagrees with PyTorch by more than 1e-3 (nothing written).
+        ConfigError: invalid options.
+        OutputError: the target cannot be written.
     """
     from terraseg.config.inference import build_options
 

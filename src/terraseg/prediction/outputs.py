@@ -42,9 +42,15 @@ def predict_to_files(
     ``overlay_max_side`` pixels a side).
 
     Args:
-        predictor: the sliding-window predictor. scene: the input. out_dir: output folder.
-        class_names, colors: the bundle's classes. compress: GeoTIFF codec. cog: Cloud-Optimized GeoTIFFs.
-        overlay_max_side: longest side of the overlay PNG in pixels. level: codec level (None: GDAL's default).
+        predictor: the sliding-window predictor.
+        scene: the input.
+        out_dir: output folder.
+        class_names: the bundle's classes.
+        colors: the bundle's classes.
+        compress: GeoTIFF codec.
+        cog: Cloud-Optimized GeoTIFFs.
+        overlay_max_side: longest side of the overlay PNG in pixels.
+        level: codec level (None: GDAL's default).
         uncertainty: also write ``<stem>_confidence.tif`` (max probability, margin, normalised entropy; GeoTIFF inputs).
         stem: output name (e.g. a STAC item id); default the input file's stem.
 
@@ -52,7 +58,8 @@ def predict_to_files(
         ``{"prediction": path, "probabilities": path, "overlay": path}`` for what was written.
 
     Raises:
-        InputFileError: unreadable pixels. OutputError: ``out_dir`` cannot be written.
+        InputFileError: unreadable pixels.
+        OutputError: ``out_dir`` cannot be written.
     """
     stem = stem or Path(getattr(scene, "path", scene.name)).stem
     grid = scene.grid
@@ -113,8 +120,18 @@ def arrays_to_files(
     """Write an in-memory prediction of a small scene exactly as :func:`predict_to_files` streams a large one.
 
     Args:
-        scene: the predicted scene. class_ids: ``(H, W)`` ids, -1 for nodata. probs: ``(K, H, W)`` float32.
-        out_dir, class_names, colors, probabilities, overlay, compress, cog, level, stem: as :func:`predict_to_files`.
+        scene: the predicted scene.
+        class_ids: ``(H, W)`` ids, -1 for nodata.
+        probs: ``(K, H, W)`` float32.
+        out_dir: as :func:`predict_to_files`.
+        class_names: as :func:`predict_to_files`.
+        colors: as :func:`predict_to_files`.
+        probabilities: as :func:`predict_to_files`.
+        overlay: as :func:`predict_to_files`.
+        compress: as :func:`predict_to_files`.
+        cog: as :func:`predict_to_files`.
+        level: as :func:`predict_to_files`.
+        stem: as :func:`predict_to_files`.
 
     Returns:
         ``{"prediction": path, "probabilities": path, "overlay": path}`` for what was written.
@@ -152,7 +169,11 @@ def complete_outputs(
     complete one (``predict --resume``).
 
     Args:
-        out_dir: output folder. stem: output name. probabilities, overlay, uncertainty: the extras asked for.
+        out_dir: output folder.
+        stem: output name.
+        probabilities: the extras asked for.
+        overlay: the extras asked for.
+        uncertainty: the extras asked for.
     """
     tif, png = out_dir / f"{stem}.tif", out_dir / f"{stem}.png"
     found = {"prediction": tif if tif.is_file() else png}
@@ -184,14 +205,17 @@ def write_overlay(scene: Scene, prediction: Path, target: Path, colors: list[str
     """Class colours over the image, decimated to at most ``max_side`` pixels a side (nearest for classes).
 
     Args:
-        scene: the predicted scene. prediction: its class-id raster (``.tif`` or ``.png``).
-        target: PNG to write. colors: class colours.
+        scene: the predicted scene.
+        prediction: its class-id raster (``.tif`` or ``.png``).
+        target: PNG to write.
+        colors: class colours.
 
     Returns:
         ``target``.
 
     Raises:
-        InputFileError: unreadable image or prediction. OutputError: ``target`` cannot be written.
+        InputFileError: unreadable image or prediction.
+        OutputError: ``target`` cannot be written.
     """
     nodata = class_encoding(len(colors))[1]
     img, valid, _ = _overlay_base(scene, max_side)
@@ -211,14 +235,18 @@ def write_grid_overlay(
     sit exactly over their windows (the grid's padded edge windows are cut at the scene's edge).
 
     Args:
-        scene: the classified scene. class_grid: ``(rows, cols)`` class ids, negative for empty windows.
-        window: the grid's window side in scene pixels. target: PNG to write. colors: class colours.
+        scene: the classified scene.
+        class_grid: ``(rows, cols)`` class ids, negative for empty windows.
+        window: the grid's window side in scene pixels.
+        target: PNG to write.
+        colors: class colours.
 
     Returns:
         ``target``.
 
     Raises:
-        InputFileError: unreadable image. OutputError: ``target`` cannot be written.
+        InputFileError: unreadable image.
+        OutputError: ``target`` cannot be written.
     """
     img, valid, f = _overlay_base(scene, max_side)
     oh, ow = valid.shape

@@ -39,8 +39,10 @@ def calibration_windows(bundle: Bundle, images: list[str], window: int = 256, ma
     """Normalised ``(N, C, window, window)`` float32 windows for calibration.
 
     Args:
-        bundle: the bundle. images: images to cut windows from (default: the stored training windows).
-        window: window side in pixels. max_windows: N at most.
+        bundle: the bundle.
+        images: images to cut windows from (default: the stored training windows).
+        window: window side in pixels.
+        max_windows: N at most.
 
     Returns:
         ``(windows, description of their source)``.
@@ -74,10 +76,13 @@ def quantize_int8(
     """Add an INT8 graph to a bundle that already holds ``model.onnx``, if it agrees with float32 closely enough.
 
     Args:
-        bundle_path: the bundle. images: calibration images (default: the stored training windows).
-        out: where to write the bundle (default: in place). max_disagreement: largest share of
-            calibration pixels whose class may differ from the float32 graph's (0.01 = 1%).
-        window: calibration window side in pixels. max_windows: calibration windows at most.
+        bundle_path: the bundle.
+        images: calibration images (default: the stored training windows).
+        out: where to write the bundle (default: in place).
+        max_disagreement: largest share of calibration pixels whose class may differ from the float32 graph's (0.01 =
+            1%).
+        window: calibration window side in pixels.
+        max_windows: calibration windows at most.
 
     Returns:
         :class:`QuantizeReport`.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from terraseg.bundle import Bundle
 from terraseg.config.inference import PredictConfig
@@ -64,8 +65,9 @@ def predict_segmentation(cfg: PredictConfig, bundle: str | Path | Bundle) -> Pre
         :class:`PredictResult`.
 
     Raises:
-        BundleError: the bundle cannot be loaded, or it classifies scenes. ConfigError: bad options, or inputs whose outputs
-            would overwrite each other. InputFileError: a list, folder, glob or STAC file naming no image.
+        BundleError: the bundle cannot be loaded, or it classifies scenes.
+        ConfigError: bad options, or inputs whose outputs would overwrite each other.
+        InputFileError: a list, folder, glob or STAC file naming no image.
     """
     b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     if b.manifest.task != "segmentation":
@@ -93,7 +95,9 @@ def predict_segmentation(cfg: PredictConfig, bundle: str | Path | Bundle) -> Pre
         return predict_on_ray(cfg, b, items, result)
     predictor = predictor_for(b, cfg.inference)
     colors = [c.color for c in b.manifest.classes]
-    out = dict(probabilities=cfg.probabilities, overlay=cfg.overlay, compress=cfg.compress, level=cfg.level, cog=cfg.cog)
+    out: dict[str, Any] = dict(
+        probabilities=cfg.probabilities, overlay=cfg.overlay, compress=cfg.compress, level=cfg.level, cog=cfg.cog
+    )
     streamed = out | {"uncertainty": cfg.uncertainty}
     small: dict[tuple[int, int], list] = {}  # images that are one window, grouped by window size: batched
     for path, stem in items:
@@ -117,7 +121,7 @@ def predict_segmentation(cfg: PredictConfig, bundle: str | Path | Bundle) -> Pre
             try:
                 preds = predictor.predict_batch([s for _, _, s in chunk])
             except TerrasegError as e:  # an unreadable image in the batch: predict its members one by one
-                preds = [None] * len(chunk)
+                preds = [None] * len(chunk)  # type: ignore[list-item]  # each member is then predicted alone
                 log.debug("batch failed (%s); predicting one by one", e)
             for (path, stem, scene), pred in zip(chunk, preds):
                 try:

@@ -82,11 +82,11 @@ def _merge_seams(regions: list[_Region]) -> list[_Region]:
         tree = STRtree(pieces)
         acc = [[0, 0.0] for _ in pieces]
         for p in parts:
-            j = tree.query(p.geom.representative_point(), predicate="intersects")
+            j = tree.query(p.geom.representative_point(), predicate="intersects")  # type: ignore[attr-defined]
             i = int(j[0]) if len(j) else 0
             acc[i][0] += p.pixels
             acc[i][1] += p.prob_sum
-        keep += [_Region(g, c, n, s, False) for g, (n, s) in zip(pieces, acc)]
+        keep += [_Region(g, c, n, s, False) for g, (n, s) in zip(pieces, acc)]  # type: ignore[arg-type]
     return keep
 
 
@@ -137,10 +137,13 @@ def vectorize_array(
 
     Args:
         class_ids: ``(H, W)`` integer class ids; 0 (background), negatives and ``nodata`` are not vectorized.
-        transform: affine of the top-left pixel. crs: the CRS (None for plain images: pixel units).
+        transform: affine of the top-left pixel.
+        crs: the CRS (None for plain images: pixel units).
         probabilities: optional ``(K, H, W)`` float32 for each region's mean confidence.
-        class_names: names for the ``class_name`` column. connectivity: 4 or 8.
-        simplify: tolerance in CRS units. min_area: smallest kept area (square CRS units / m^2).
+        class_names: names for the ``class_name`` column.
+        connectivity: 4 or 8.
+        simplify: tolerance in CRS units.
+        min_area: smallest kept area (square CRS units / m^2).
         block: rows per strip (regions across strips are merged).
 
     Returns:
@@ -184,8 +187,9 @@ def vectorize(cfg: VectorizeConfig) -> Path:
         ``cfg.out`` as a Path.
 
     Raises:
-        InputFileError: unreadable rasters, probabilities on another grid or with too few bands, an
-            unknown output format. OutputError: the output cannot be written.
+        InputFileError: unreadable rasters, probabilities on another grid or with too few bands, an unknown output
+            format.
+        OutputError: the output cannot be written.
     """
     out = Path(cfg.out)
     vector_driver(out)  # an unknown format fails before any work

@@ -48,8 +48,12 @@ class ChipResult:
     """What :func:`chip` wrote.
 
     Attributes:
-        index_path: the index file. written: chips written. skipped: windows skipped (nodata share or
-        no positive class). seconds: wall time. source_bytes: bytes of source pixels read.
+        index_path: the index file.
+        written: chips written.
+        skipped: windows skipped (nodata share or
+        no positive class).
+        seconds: wall time.
+        source_bytes: bytes of source pixels read.
     """
 
     index_path: Path
@@ -137,11 +141,11 @@ class _SceneChipper:
                 with create_raster(
                     mask_path, **_chip_profile(scene, 1, "uint8", size, row, col, cfg.ignore_index, cfg.compress)
                 ) as dst:
-                    dst.write(r.mask.astype(np.uint8), 1)
+                    dst.write(np.asarray(r.mask, np.uint8), 1)
         else:
             write_png(image_path, r.image)
             if mask_path is not None:
-                write_png(mask_path, r.mask.astype(np.uint8))
+                write_png(mask_path, np.asarray(r.mask, np.uint8))
         if scene.grid.georeferenced:
             minx, miny, maxx, maxy = scene.window_bounds(row, col, size, size)
         else:  # no geotransform: pixel bounds (x = column, y = row), crs null

@@ -95,10 +95,11 @@ def import_cvat(
     """Rasterize every annotated image of a CVAT XML file into a class mask.
 
     Args:
-        xml: CVAT for images 1.1 XML. out_dir: output folder (``<image stem>.png`` or ``.tif``).
+        xml: CVAT for images 1.1 XML.
+        out_dir: output folder (``<image stem>.png`` or ``.tif``).
         mapping: label name -> class id; default: the ``<meta>`` labels in order, from 1.
-        images_dir: folder of the annotated images; georeferenced rasters found there give GeoTIFF
-            masks on their grid. background: value outside every shape.
+        images_dir: folder of the annotated images; georeferenced rasters found there give GeoTIFF masks on their grid.
+        background: value outside every shape.
 
     Returns:
         The written mask paths.

@@ -37,9 +37,11 @@ class RemoteFile:
     """One file of a data set.
 
     Attributes:
-        url: original public URL. filename: name under the data set folder.
+        url: original public URL.
+        filename: name under the data set folder.
         sha256 / md5: expected checksum (None when the source publishes none; then only the archive's
-        integrity is checked). extract: unpack a .zip/.tar(.gz) into the data set folder.
+        integrity is checked).
+        extract: unpack a .zip/.tar(.gz) into the data set folder.
     """
 
     url: str
@@ -110,7 +112,8 @@ def fetch(
     Args:
         url: the file's public URL.
         target: local file.
-        sha256, md5: expected checksum (hex), or None when none is published.
+        sha256: expected checksum (hex), or None when none is published.
+        md5: expected checksum (hex), or None when none is published.
         chunk: bytes per read.
         timeout: seconds per network operation.
 
@@ -188,7 +191,8 @@ def source_url(ds: RemoteDataset, f: RemoteFile, base_url: str | None = None) ->
     """Where file ``f`` of ``ds`` is fetched from: ``<base_url>/<folder>/<filename>`` with a mirror, else its original URL.
 
     Args:
-        ds: the data set. f: one of its files.
+        ds: the data set.
+        f: one of its files.
         base_url: a mirror's URL (default: :func:`mirror_url`).
     """
     base = base_url or mirror_url()

@@ -182,8 +182,10 @@ def merge_block(out: np.ndarray, filled: np.ndarray, data: np.ndarray, valid: np
     """Merge one tile's ``(C, h, w)`` pixels into ``out`` in place, following ``rule``.
 
     Args:
-        out: ``(C, h, w)`` mosaic block. filled: ``(h, w)`` bool, pixels already holding a value.
-        data: the tile's pixels on the same window. valid: ``(h, w)`` bool, the tile's valid pixels.
+        out: ``(C, h, w)`` mosaic block.
+        filled: ``(h, w)`` bool, pixels already holding a value.
+        data: the tile's pixels on the same window.
+        valid: ``(h, w)`` bool, the tile's valid pixels.
         rule: 'first', 'last', 'min' or 'max'.
     """
     new = valid & ~filled
@@ -240,7 +242,12 @@ def mosaic(cfg: MosaicConfig) -> MosaicResult:
     out_path = Path(cfg.out)
     readers: dict[int, _TileReader] = {}
     with contextlib.ExitStack() as stack:
-        stack.callback(lambda: [r.close() for r in readers.values()])
+
+        def close_readers() -> None:
+            for r in readers.values():
+                r.close()
+
+        stack.callback(close_readers)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             max_bytes = int(cfg.max_output_gb * 1e9) if cfg.max_output_gb else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -194,7 +195,7 @@ def spatial_kfold(cfg: SplitConfig, df: pd.DataFrame) -> dict[str, Path]:
             base = base.assign(**{col: [str(index_dir / p) if isinstance(p, str) and p else p for p in base[col]]})
     out = Path(cfg.out_dir)
     paths: dict[str, Path] = {}
-    summary: dict[str, object] = {
+    summary: dict[str, Any] = {
         "index": str(cfg.index),
         "method": cfg.method,
         "folds": cfg.folds,

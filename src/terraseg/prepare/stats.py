@@ -53,7 +53,9 @@ class _Bands:
     """Streaming statistics of C bands at once: moments, range and histograms (module docstring).
 
     Args:
-        lo, hi: ``(C,)`` histogram range per band (from the overview). integer: the data are integers.
+        lo: ``(C,)`` histogram range per band (from the overview).
+        hi: ``(C,)`` histogram range per band (from the overview).
+        integer: the data are integers.
         bins: bins per band for non-exact bands.
     """
 
@@ -148,7 +150,7 @@ class _TableWriter:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self._pq = None
+        self._pq: Any = None  # pyarrow's ParquetWriter, opened by the first batch
         self._first = True
 
     def write(self, columns: dict[str, np.ndarray]) -> None:
@@ -317,7 +319,7 @@ def _summary(
     and the mean/std normalisation with its 2-98% range."""
     count = len(names)
     std = bands.std()
-    band_stats = [
+    band_stats: list[dict[str, Any]] = [
         {
             "name": names[k],
             "index": (cfg.bands or list(range(1, count + 1)))[k],
@@ -369,9 +371,9 @@ def _header(s: Scene) -> dict[str, Any]:
         "bands": s.count,
         "dtype": str(np.dtype(s.dtype)),
         "nodata": s.nodata,
-        "crs": s.crs.to_string() if georef else None,
+        "crs": s.crs.to_string() if georef else None,  # type: ignore[union-attr]
         "resolution": [abs(t.a), abs(t.e)] if georef else None,
-        "units": (s.crs.linear_units or "unknown") if georef else "pixels",
+        "units": (s.crs.linear_units or "unknown") if georef else "pixels",  # type: ignore[union-attr]
     }
 
 

@@ -93,7 +93,8 @@ def create_app(cfg: ServeConfig, models: dict[str, ServedModel] | None = None) -
         The FastAPI app (REST API, web page, static assets).
 
     Raises:
-        BundleError: a bundle or registry reference cannot be loaded. ConfigError: no model given.
+        BundleError: a bundle or registry reference cannot be loaded.
+        ConfigError: no model given.
     """
     if models is None:
         models = load_models(cfg.models, cfg.inference, cfg.tracking_uri, cfg.batch_wait_ms, cfg.max_batch, cfg.engine, cfg.ray)

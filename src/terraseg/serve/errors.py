@@ -25,7 +25,8 @@ class ApiError(Exception):
     """A client error: HTTP status and one sentence.
 
     Args:
-        status: HTTP status code (4xx). message: the sentence sent as ``{"error": message}``.
+        status: HTTP status code (4xx).
+        message: the sentence sent as ``{"error": message}``.
         headers: extra response headers (e.g. Retry-After).
     """
 
@@ -38,7 +39,9 @@ class ServerBusy(Exception):
     """Too many requests are queued for a model (answered 503 with Retry-After).
 
     Args:
-        name: the model. pending: requests waiting or running. retry_after: seconds to wait.
+        name: the model.
+        pending: requests waiting or running.
+        retry_after: seconds to wait.
     """
 
     def __init__(self, name: str, pending: int, retry_after: int) -> None:

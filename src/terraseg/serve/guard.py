@@ -37,7 +37,8 @@ class BodyLimit:
     """Refuse request bodies over ``limit`` bytes with 413 ``{"error": ...}``.
 
     Args:
-        app: the ASGI app. limit: the largest body in bytes.
+        app: the ASGI app.
+        limit: the largest body in bytes.
     """
 
     def __init__(self, app, limit: int) -> None:
@@ -166,7 +167,9 @@ class KeyGuard:
         """Raise unless the request carries the key (header) or a valid session cookie.
 
         Args:
-            headers: request headers. cookies: request cookies. client: the client's address.
+            headers: request headers.
+            cookies: request cookies.
+            client: the client's address.
 
         Raises:
             ApiError: 401 missing or wrong key; 429 after too many wrong keys from ``client``.

@@ -29,8 +29,10 @@ class ModelReplica:
     """One Ray Serve replica: the bundle's network on this replica's device (GPU when Ray gave it one).
 
     Args:
-        bundle_bytes: the ``.terraseg`` file's bytes (or a Ray ObjectRef of them). inference: :class:`terraseg.config.inference.InferenceConfig`
-            as a dict (backend, precision, layout; the device is this replica's). threads: torch CPU threads.
+        bundle_bytes: the ``.terraseg`` file's bytes (or a Ray ObjectRef of them).
+        inference: :class:`terraseg.config.inference.InferenceConfig` as a dict (backend, precision, layout; the device
+            is this replica's).
+        threads: torch CPU threads.
     """
 
     def __init__(self, bundle_bytes: bytes, inference: dict[str, Any], threads: int) -> None:
@@ -91,7 +93,8 @@ def batched_replica(max_calls: int, wait_ms: float) -> type:
     arriving within ``wait_ms`` (up to ``max_calls`` requests) run in one forward pass, each caller getting its slice.
 
     Args:
-        max_calls: most requests merged into one pass. wait_ms: how long the first waits for company.
+        max_calls: most requests merged into one pass.
+        wait_ms: how long the first waits for company.
     """
     from ray import serve
 
@@ -110,9 +113,11 @@ def deploy(
     """Run ``name``'s network as a Ray Serve deployment (starting Serve on the connected cluster) and return its backend.
 
     Args:
-        name: the model's name (the Serve application name). bundle_bytes: the bundle file's bytes.
-        inference: inference options as a dict. ray_cfg: :class:`terraseg.config.inference.RayConfig`
-            (replicas, max_replicas, cpus_per_worker, gpus_per_worker).
+        name: the model's name (the Serve application name).
+        bundle_bytes: the bundle file's bytes.
+        inference: inference options as a dict.
+        ray_cfg: :class:`terraseg.config.inference.RayConfig` (replicas, max_replicas, cpus_per_worker,
+            gpus_per_worker).
         max_batch: most requests a replica merges into one forward pass (Ray Serve's batching, :func:`batched_replica`).
         wait_ms: how long the first of them waits for company; 0: no batching.
 
@@ -141,7 +146,7 @@ def deploy(
         }
     else:
         opts["num_replicas"] = ray_cfg.replicas
-    dep = serve.deployment(batched_replica(max_batch, wait_ms) if wait_ms > 0 else ModelReplica).options(**opts)
+    dep = serve.deployment(batched_replica(max_batch, wait_ms) if wait_ms > 0 else ModelReplica).options(**opts)  # type: ignore[attr-defined]
     app = dep.bind(
         ray.put(bundle_bytes),
         {**inference, "device": "auto" if ray_cfg.gpus_per_worker else inference.get("device", "auto")},

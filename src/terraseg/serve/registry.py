@@ -66,7 +66,9 @@ class ServedModel:
         meanwhile and costs no latency; on the CPU it runs first, as the network's threads already use every core.
 
         Args:
-            fn: the inference call. args: its arguments. beside: work for the waiting request thread, or None.
+            fn: the inference call.
+            args: its arguments.
+            beside: work for the waiting request thread, or None.
 
         Raises:
             ServerBusy: ``max_queue`` requests are already waiting or running. Whatever ``fn`` or ``beside`` raises.
@@ -170,7 +172,8 @@ def load_models(
         ``{name: ServedModel}`` in the order given.
 
     Raises:
-        BundleError: an unloadable bundle or registry reference. ConfigError: no model given.
+        BundleError: an unloadable bundle or registry reference.
+        ConfigError: no model given.
     """
     inference = inference or InferenceConfig()
     if not refs:

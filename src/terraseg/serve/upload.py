@@ -92,7 +92,9 @@ def check_budget(model, height: int, width: int, name: str) -> None:
     """Refuse (413) an image whose estimated compute time exceeds the model's ``max_seconds``.
 
     Args:
-        model: the served model (``estimated_seconds``, ``max_seconds``). height, width: the image in pixels.
+        model: the served model (``estimated_seconds``, ``max_seconds``).
+        height: the image in pixels.
+        width: the image in pixels.
         name: the client's file name.
 
     Raises:
@@ -236,7 +238,8 @@ def confidence_layer(probs: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, 
     to red (a coin toss) with an opacity that grows with it; nodata is transparent.
 
     Args:
-        probs: ``(K, H, W)`` float32 probabilities. valid: ``(H, W)`` bool.
+        probs: ``(K, H, W)`` float32 probabilities.
+        valid: ``(H, W)`` bool.
 
     Returns:
         ``(RGBA layer, mean max probability over valid pixels or None)``.
@@ -317,7 +320,7 @@ def _truth_layer(scene, truth: Path, folder: Path, colors: list[str]) -> dict:
             t = scene_from_path(scene.path, labels=truth, ignore_index=255)
             mask = t.read(0, 0, scene.height, scene.width).mask
             rgba = np.concatenate(
-                [colorize(np.where(mask == 255, 0, mask), colors), ((mask > 0) & (mask != 255))[None].astype(np.uint8) * 255]
+                [colorize(np.where(mask == 255, 0, mask), colors), ((mask > 0) & (mask != 255))[None].astype(np.uint8) * 255]  # type: ignore[arg-type, index, operator]
             )
             write_png(folder / "truth.png", rgba)
             return {"kind": "image", "file": "truth.png"}

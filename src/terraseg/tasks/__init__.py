@@ -123,8 +123,9 @@ def run_predict(cfg: PredictConfig, bundle: str | Path | Bundle) -> Any:
         :class:`terraseg.prediction.run.PredictResult`.
 
     Raises:
-        ConfigError: an option the bundle's task does not apply (one line), or bad options. BundleError, InputFileError:
-            as the task's predict.
+        ConfigError: an option the bundle's task does not apply (one line), or bad options.
+        BundleError: as the task's predict.
+        InputFileError: as the task's predict.
     """
     b = _load(bundle)
     task = task_for(b)

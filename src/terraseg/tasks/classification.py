@@ -66,7 +66,8 @@ class ClassificationTask(opts.EvaluateChecks):
         """Classify every input (:func:`terraseg.prediction.classify.predict_classes`).
 
         Args:
-            cfg: the predict config. bundle: the classification bundle.
+            cfg: the predict config.
+            bundle: the classification bundle.
         """
         from terraseg.prediction.classify import predict_classes
         from terraseg.prediction.run import PredictResult
@@ -78,10 +79,13 @@ class ClassificationTask(opts.EvaluateChecks):
         validated on, as the bundle records them).
 
         Args:
-            cfg: the evaluate config (``data``, ``split``, ``overrides``). bundle: the bundle. say: warning lines.
+            cfg: the evaluate config (``data``, ``split``, ``overrides``).
+            bundle: the bundle.
+            say: warning lines.
 
         Raises:
-            ConfigError: a config without that split. InputFileError: a folder naming other classes.
+            ConfigError: a config without that split.
+            InputFileError: a folder naming other classes.
         """
         from terraseg.config import ClassFolderSource
         from terraseg.data.classes import ClassItem, class_items, class_items_of, train_val_items
@@ -111,7 +115,9 @@ class ClassificationTask(opts.EvaluateChecks):
         """Score the bundle on :meth:`evaluation_data` (:func:`terraseg.evaluation.classify.evaluate_classifier`).
 
         Args:
-            cfg: the evaluate config (inference options, MLflow logging). bundle: the bundle. say: warning lines.
+            cfg: the evaluate config (inference options, MLflow logging).
+            bundle: the bundle.
+            say: warning lines.
             data: labelled data already opened, instead of :meth:`evaluation_data`.
 
         Returns:

@@ -8,6 +8,7 @@ why and what would work (:func:`check`). Scene classification has two ways of pr
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,13 +161,15 @@ def _value(cfg: BaseModel, field: str) -> tuple[Any, Any]:
     return getattr(node, name), default
 
 
-def check(cfg: BaseModel, table: dict[str, tuple[Entry, ...]], ways: tuple[str, ...], way: str, what: str) -> None:
+def check(cfg: BaseModel, table: Mapping[str, Sequence[Entry]], ways: tuple[str, ...], way: str, what: str) -> None:
     """Refuse, in one line, the first option set away from its default that does not apply to ``way``.
 
     Args:
-        cfg: the command's config (:class:`PredictConfig` or :class:`EvaluateConfig`). table: :data:`PREDICT` or
-            :data:`EVALUATE`. ways: the table's columns. way: the column of this run. what: what this run is
-            ("this bundle classifies scenes; these inputs are image files").
+        cfg: the command's config (:class:`PredictConfig` or :class:`EvaluateConfig`).
+        table: :data:`PREDICT` or :data:`EVALUATE`.
+        ways: the table's columns.
+        way: the column of this run.
+        what: what this run is ("this bundle classifies scenes; these inputs are image files").
 
     Raises:
         ConfigError: ``"--overlay applies to segmentation bundles and classification with --grid; <what>: <why>."``
@@ -206,8 +209,8 @@ class EvaluateChecks:
 def options_markdown() -> str:
     """The option/task tables of ``docs/commands.md`` (predict, then evaluate), in Markdown."""
 
-    def cell(e: Entry) -> str:
-        return f"refused: {e.why}" if isinstance(e, Refused) else e
+    def cell(e: Entry) -> str:  # `<stem>` stays text, not an HTML tag
+        return (f"refused: {e.why}" if isinstance(e, Refused) else e).replace("<", "&lt;").replace(">", "&gt;")
 
     lines = ["| `predict` option | segmentation | classification: image files | classification: `--grid` |", "|---|---|---|---|"]
     lines += [f"| `{flag(f)}` | " + " | ".join(cell(e) for e in es) + " |" for f, es in PREDICT.items()]

@@ -34,7 +34,8 @@ class SegmentationTask(opts.EvaluateChecks):
             backend: a backend to run instead of the bundle's network (Ray Serve), or None.
 
         Raises:
-            BundleError, ConfigError: as :func:`~terraseg.infer.sliding.predictor_for`.
+            BundleError: as :func:`~terraseg.infer.sliding.predictor_for`.
+            ConfigError: as :func:`~terraseg.infer.sliding.predictor_for`.
         """
         from terraseg.infer.sliding import predictor_for, tiling_for
 
@@ -68,7 +69,8 @@ class SegmentationTask(opts.EvaluateChecks):
         """Predict every input into class maps and the extras asked for (:func:`terraseg.prediction.run.predict_segmentation`).
 
         Args:
-            cfg: the predict config. bundle: the segmentation bundle.
+            cfg: the predict config.
+            bundle: the segmentation bundle.
         """
         from terraseg.prediction.run import predict_segmentation
 
@@ -79,11 +81,14 @@ class SegmentationTask(opts.EvaluateChecks):
 
         Args:
             cfg: the evaluate config (``data``, ``split``, ``labels``, ``burn_value``, ``attribute``, ``mapping``,
-                ``mask_nodata``, ``overrides``). bundle: the bundle. say: called with each warning or note line.
+                ``mask_nodata``, ``overrides``).
+            bundle: the bundle.
+            say: called with each warning or note line.
 
         Raises:
-            ConfigError: no such split. InputFileError: an image without ``labels``, unreadable data. BundleError:
-                as :func:`terraseg.evaluation.report.split_scenes_of`.
+            ConfigError: no such split.
+            InputFileError: an image without ``labels``, unreadable data.
+            BundleError: as :func:`terraseg.evaluation.report.split_scenes_of`.
         """
         from terraseg.config import DataConfig, FolderSource
         from terraseg.data.sources import build_scenes
@@ -143,7 +148,9 @@ class SegmentationTask(opts.EvaluateChecks):
         """Score the bundle on :meth:`evaluation_data` (:func:`terraseg.evaluation.report.evaluate_segmentation`).
 
         Args:
-            cfg: the evaluate config. bundle: the bundle. say: called with each warning or note line.
+            cfg: the evaluate config.
+            bundle: the bundle.
+            say: called with each warning or note line.
             data: labelled data already opened, instead of :meth:`evaluation_data`.
 
         Returns:
@@ -225,8 +232,12 @@ def labels_as_trained(
     is read when the file has it (said in a note), rather than burning every polygon as class ``burn_value``.
 
     Args:
-        bundle: the bundle. path: the vector file. attribute: ``--attribute`` or None. mapping: ``--mapping`` or None.
-        say: called with a note line. layer: the file's layer (default: the first).
+        bundle: the bundle.
+        path: the vector file.
+        attribute: ``--attribute`` or None.
+        mapping: ``--mapping`` or None.
+        say: called with a note line.
+        layer: the file's layer (default: the first).
 
     Returns:
         ``(attribute, mapping)`` to rasterize with.

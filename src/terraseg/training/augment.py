@@ -32,10 +32,13 @@ def affine_batch(
     neighbours; pixels that come from outside the window (the ones become 0) are nodata.
 
     Args:
-        image: ``(N, C, H, W)`` float32 normalised images. mask: ``(N, H, W)`` int64 class ids.
-        valid: ``(N, H, W)`` bool. cfg: the augmentation settings (``zoom``: scale in
-            ``[1/(1+zoom), 1+zoom]``; ``shear`` in radians; ``rotate`` in degrees). ignore_index: mask value
-            of unknown pixels. g: CPU generator for the parameters.
+        image: ``(N, C, H, W)`` float32 normalised images.
+        mask: ``(N, H, W)`` int64 class ids.
+        valid: ``(N, H, W)`` bool.
+        cfg: the augmentation settings (``zoom``: scale in ``[1/(1+zoom), 1+zoom]``; ``shear`` in radians; ``rotate`` in
+            degrees).
+        ignore_index: mask value of unknown pixels.
+        g: CPU generator for the parameters.
 
     Returns:
         The transformed ``(image, mask, valid)``; pixels from outside the window are nodata.
@@ -72,8 +75,10 @@ def photometric_batch(image: torch.Tensor, valid: torch.Tensor, cfg: AugmentConf
     """Per-band brightness, contrast, gamma and Gaussian noise on normalised images; nodata stays 0.
 
     Args:
-        image: ``(N, C, H, W)`` float32 normalised images. valid: ``(N, H, W)`` bool.
-        cfg: the augmentation settings. g: CPU generator for the parameters.
+        image: ``(N, C, H, W)`` float32 normalised images.
+        valid: ``(N, H, W)`` bool.
+        cfg: the augmentation settings.
+        g: CPU generator for the parameters.
 
     Returns:
         The transformed images (a new tensor).
@@ -105,7 +110,9 @@ def d4_batch(
     """Random flips (and, with ``flips='d4'``, 90-degree rotations) per sample, alike for image, mask, validity.
 
     Args:
-        image: ``(N, C, H, W)``; mask, valid: ``(N, H, W)``. flips: 'd4' or 'horizontal'. g: CPU generator.
+        image: ``(N, C, H, W)``; mask, valid: ``(N, H, W)``.
+        flips: 'd4' or 'horizontal'.
+        g: CPU generator.
 
     Returns:
         The transformed ``(image, mask, valid)`` (square windows keep their size under rotation).
@@ -131,7 +138,9 @@ def augment_batch(batch: dict, cfg: AugmentConfig, flips: str, ignore_index: int
 
     Args:
         batch: sample dict with ``image`` ``(N, C, H, W)``, ``mask`` ``(N, H, W)``, ``valid`` ``(N, H, W)``.
-        cfg: augmentation settings. flips: 'd4' or 'horizontal'. ignore_index: mask value of unknown pixels.
+        cfg: augmentation settings.
+        flips: 'd4' or 'horizontal'.
+        ignore_index: mask value of unknown pixels.
         g: CPU generator for the parameters (seeded by the caller).
 
     Returns:

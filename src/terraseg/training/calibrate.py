@@ -24,7 +24,9 @@ def expected_calibration_error(probs: torch.Tensor, target: torch.Tensor, bins: 
     """ECE of ``(P, K)`` probabilities against ``(P,)`` class ids: sum over bins of |accuracy - confidence| x share.
 
     Args:
-        probs: ``(P, K)`` probabilities. target: ``(P,)`` class ids. bins: equal-width bins of the top probability.
+        probs: ``(P, K)`` probabilities.
+        target: ``(P,)`` class ids.
+        bins: equal-width bins of the top probability.
 
     Returns:
         The expected calibration error in [0, 1].
@@ -51,7 +53,8 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> dict[str, Any
     """Fit ``T`` on ``(P, K')`` pixel logits (K' = 1 for binary) and ``(P,)`` class ids.
 
     Args:
-        logits: ``(P, K')`` logits. target: ``(P,)`` class ids (no ignored pixels).
+        logits: ``(P, K')`` logits.
+        target: ``(P,)`` class ids (no ignored pixels).
 
     Returns:
         ``{"temperature", "ece_before", "ece_after", "nll_before", "nll_after", "pixels"}``.
@@ -97,9 +100,14 @@ def calibrate_on_scenes(
     """Fit the temperature of ``model`` on labelled windows of ``scenes`` (the validation split).
 
     Args:
-        model: the trained network (returns logits). scenes: labelled validation scenes. stats: normalisation.
-        window: window side in pixels. ignore_index: label to leave out. max_windows: windows read, spread
-            over the scenes. max_pixels: labelled pixels kept (a seeded random subset). seed: subset seed.
+        model: the trained network (returns logits).
+        scenes: labelled validation scenes.
+        stats: normalisation.
+        window: window side in pixels.
+        ignore_index: label to leave out.
+        max_windows: windows read, spread over the scenes.
+        max_pixels: labelled pixels kept (a seeded random subset).
+        seed: subset seed.
 
     Returns:
         :func:`fit_temperature`'s figures, or None without labelled pixels.

@@ -15,6 +15,7 @@ import logging
 import shutil
 import time
 from dataclasses import replace
+from typing import Any
 
 from terraseg.config import ExperimentConfig
 from terraseg.config.inference import InferenceConfig
@@ -39,14 +40,19 @@ def train_with_challengers(
     network's moves to ``<run>/candidates/network.terraseg``); each baseline's run folder is ``<run>/candidates/<arch>``.
 
     Args:
-        cfg: a segmentation config whose ``train.challengers`` is not empty. resume, tracking_uri, callbacks,
-            parent_run_id, started: as :func:`terraseg.training.run.train`.
+        cfg: a segmentation config whose ``train.challengers`` is not empty.
+        resume: as :func:`terraseg.training.run.train`.
+        tracking_uri: as :func:`terraseg.training.run.train`.
+        callbacks: as :func:`terraseg.training.run.train`.
+        parent_run_id: as :func:`terraseg.training.run.train`.
+        started: as :func:`terraseg.training.run.train`.
 
     Returns:
         The kept candidate's :class:`TrainResult`, its ``candidates`` lines saying what each scored and why it was kept.
 
     Raises:
-        InputFileError, ConfigError: as the trainers.
+        InputFileError: as the trainers.
+        ConfigError: as the trainers.
     """
     from terraseg.bundle import Bundle
     from terraseg.evaluation.bootstrap import format_interval
@@ -77,9 +83,11 @@ def train_with_challengers(
         return net
     network = Bundle.load(net.bundle_path)
     val = split_scenes_of(network, None, "val", warn=log.warning)
-    kept, kept_name, rows, lines = net, "network", [], []
+    kept, kept_name = net, "network"
+    rows: list[dict[str, Any]] = []
+    lines: list[str] = []
     best_gain = 0.0
-    for arch, res in baselines.items():
+    for arch, res in baselines.items():  # type: ignore[assignment]
         r = compare_bundles(Bundle.load(res.bundle_path), network, val, inference=AS_VALIDATED, validation=True)
         d = r["difference"]
         rows.append(

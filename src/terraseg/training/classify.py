@@ -28,8 +28,9 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
     """``(train_loader, val_loader or None, in_channels, stats, input spec fields)`` for a classification config.
 
     Args:
-        cfg: a classification config. stats_path: where the training statistics are written (read back on
-            resume). resume: reuse the statistics of an interrupted run.
+        cfg: a classification config.
+        stats_path: where the training statistics are written (read back on resume).
+        resume: reuse the statistics of an interrupted run.
 
     Raises:
         InputFileError: empty or unknown class folders, unreadable images, mixed band counts.
@@ -50,7 +51,15 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
         write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
     cache = first.nbytes * (len(train_items) + len(val_items)) < CACHE_BYTES  # decoded images kept only when they fit
     train_ds = ClassificationDataset(
-        train_items, d.window, stats, bands, d.augment, d.flips, tuple(d.crop_scale), cfg.train.seed, cache
+        train_items,
+        d.window,
+        stats,
+        bands,
+        d.augment,
+        d.flips,
+        tuple(d.crop_scale),
+        cfg.train.seed,
+        cache,  # type: ignore[arg-type]
     )
     kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
     # the epoch travels in the sampler's indexes: new crops every epoch also with persistent workers
@@ -74,7 +83,9 @@ class ClassificationModule(ModuleBase):
     """timm network + label-smoothed cross-entropy; per epoch ``val/acc``, ``val/f1_macro``, ``val/score`` (= acc).
 
     Args:
-        config: the experiment config as a plain dict. in_channels: bands. total_steps: optimiser steps.
+        config: the experiment config as a plain dict.
+        in_channels: bands.
+        total_steps: optimiser steps.
     """
 
     def __init__(self, config: dict[str, Any], in_channels: int, total_steps: int) -> None:

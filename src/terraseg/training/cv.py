@@ -50,7 +50,8 @@ class CVResult:
     """Per-fold figures, and their summary per method.
 
     Attributes:
-        folds: ``{method: [{"fold": k, "val/score": ..., ...}]}``. summary: ``{method: {metric: {"mean", "std"}}}``.
+        folds: ``{method: [{"fold": k, "val/score": ..., ...}]}``.
+        summary: ``{method: {metric: {"mean", "std"}}}``.
         gap: ``{metric: random mean - spatial mean}`` (positive: the random split flatters the model).
         path: the written ``cv.json``.
     """
@@ -73,10 +74,12 @@ def fold_scenes(
     """``(training scenes, validation scenes)`` of each of ``folds`` folds.
 
     Args:
-        scenes: the labelled scenes. folds: K. block_size: block side in CRS units (pixels without a CRS).
+        scenes: the labelled scenes.
+        folds: K.
+        block_size: block side in CRS units (pixels without a CRS).
         buffer: CRS units around validation blocks whose labels are left out of training.
-        seed: seed of the deal (every block is dealt on its own, in a seeded random order; the random
-            split is this with blocks one window wide and no buffer).
+        seed: seed of the deal (every block is dealt on its own, in a seeded random order; the random split is this with
+            blocks one window wide and no buffer).
 
     Returns:
         One ``(train, val)`` pair per fold; rasters appear in ``train`` with their held-out labels excluded.
@@ -111,7 +114,7 @@ def fold_scenes(
                 val.append(scenes[i])
                 held[i] = []
             else:
-                val.append(scenes[i].restricted(region))
+                val.append(scenes[i].restricted(region))  # type: ignore[attr-defined]
                 pad = _block_pixels(scenes[i], buffer) if buffer > 0 else 0
                 held.setdefault(i, []).append(
                     Region(region.row_off - pad, region.col_off - pad, region.height + 2 * pad, region.width + 2 * pad)
@@ -148,17 +151,19 @@ def cross_validate(
     """Train and score ``folds`` folds with spatial blocks (and, when asked, with a random split) (module docstring).
 
     Args:
-        cfg: a segmentation experiment config. folds: K (>= 2).
+        cfg: a segmentation experiment config.
+        folds: K (>= 2).
         block_size: spatial block side in CRS units (default: 4 training windows of the first scene's pixels).
         buffer: CRS units around validation blocks left out of training.
-        compare_random: also run the random split. out_dir: where fold runs and ``cv.json`` go
-            (default ``<run folder>/cv``).
+        compare_random: also run the random split.
+        out_dir: where fold runs and ``cv.json`` go (default ``<run folder>/cv``).
 
     Returns:
         :class:`CVResult`.
 
     Raises:
-        ConfigError: a classification config, fewer blocks than folds. InputFileError: unlabelled data.
+        ConfigError: a classification config, fewer blocks than folds.
+        InputFileError: unlabelled data.
     """
     from terraseg.training.run import train
 

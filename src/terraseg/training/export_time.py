@@ -32,7 +32,10 @@ def export_key(arch: str, encoder: str | None, bands: int, classes: int) -> str:
     """The cache key of a network's export time: its shape, this CPU and the library versions.
 
     Args:
-        arch, encoder: the model config's. bands: input bands. classes: output channels.
+        arch: the model config's.
+        encoder: the model config's.
+        bands: input bands.
+        classes: output channels.
     """
     import onnxruntime
 
@@ -43,7 +46,9 @@ def trial_export(model: torch.nn.Module, bands: int, opset: int = 17) -> float:
     """Seconds to export a copy of ``model`` to ONNX and run it once in ONNX Runtime, as the real export does.
 
     Args:
-        model: the network (copied, on the CPU; the original is untouched). bands: input bands. opset: ONNX opset.
+        model: the network (copied, on the CPU; the original is untouched).
+        bands: input bands.
+        opset: ONNX opset.
 
     Raises:
         Exception: whatever the export raises (the caller reserves nothing then: the export will fail too).
@@ -59,7 +64,7 @@ def trial_export(model: torch.nn.Module, bands: int, opset: int = 17) -> float:
         torch.onnx.export(
             m,
             (dummy,),
-            buf,
+            buf,  # type: ignore[arg-type]
             input_names=["image"],
             output_names=["logits"],
             opset_version=opset,
@@ -76,7 +81,9 @@ def export_reserve(model: torch.nn.Module, key: str, bands: int) -> float:
     """Seconds the budget keeps for the ONNX export: the cached measurement, else a trial export now (then cached).
 
     Args:
-        model: the run's network. key: :func:`export_key`. bands: input bands.
+        model: the run's network.
+        key: :func:`export_key`.
+        bands: input bands.
 
     Returns:
         The measured seconds times :data:`MARGIN`; 0 when the network does not export (the real export is then

@@ -42,7 +42,7 @@ class ModuleBase(L.LightningModule):
         trainer = self._trainer
         if not self.cfg.train.max_minutes or trainer is None:
             return 0.0
-        for cb in trainer.callbacks:
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]
             if hasattr(cb, "time_progress"):  # terraseg.training.network._Budget
                 return float(cb.time_progress())
         return 0.0
@@ -124,9 +124,9 @@ class ModuleBase(L.LightningModule):
         dl = self.trainer.train_dataloader
         sampler = getattr(dl, "sampler", None)
         if hasattr(sampler, "set_epoch"):  # EpochSampler: the epoch reaches persistent workers inside the indexes
-            sampler.set_epoch(self.current_epoch)
+            sampler.set_epoch(self.current_epoch)  # type: ignore[union-attr]
         elif hasattr(getattr(dl, "dataset", None), "set_epoch"):
-            dl.dataset.set_epoch(self.current_epoch)
+            dl.dataset.set_epoch(self.current_epoch)  # type: ignore[union-attr]
 
     def configure_optimizers(self):
         """Lightning hook: the optimiser (encoder and decoder groups when ``train.encoder_lr_ratio`` != 1) and the per-step schedule."""
@@ -192,7 +192,8 @@ class SegmentationModule(ModuleBase):
 
     Args:
         config: the experiment config as a plain dict (saved in checkpoints as hyperparameters).
-        in_channels: input bands. total_steps: optimiser steps of the whole run (for schedules).
+        in_channels: input bands.
+        total_steps: optimiser steps of the whole run (for schedules).
     """
 
     def __init__(self, config: dict[str, Any], in_channels: int, total_steps: int) -> None:
@@ -249,7 +250,7 @@ class SegmentationModule(ModuleBase):
         k = self.cfg.num_classes
         cm = np.sum(self._units, axis=0) if self._units else np.zeros((k, k), dtype=np.int64)
         if self.trainer.world_size > 1:  # DDP: each rank predicted its share of the scenes (ShardSampler)
-            cm = self.all_gather(torch.from_numpy(cm)).sum(0).cpu().numpy()
+            cm = self.all_gather(torch.from_numpy(cm)).sum(0).cpu().numpy()  # type: ignore[union-attr]
         m = validation_metrics(cm, [c.name for c in self.cfg.classes])
         per_class = m.pop("per_class")
         if self.trainer.world_size == 1 and self._units:  # the 95% interval over the held-out units

@@ -232,15 +232,18 @@ def train_network(
         cfg: validated experiment config.
         resume: continue from ``<run_dir>/checkpoints/last.ckpt`` (after an interruption).
         tracking_uri: MLflow URI overriding the config (e.g. a tracking server).
-        callbacks: extra Lightning callbacks. parent_run_id: MLflow parent run (tuning trials).
-        scenes: ``(train, validation)`` scenes instead of the config's. started: ``time.monotonic()`` of the
-            run's start, from which ``train.max_minutes`` counts (default: now).
+        callbacks: extra Lightning callbacks.
+        parent_run_id: MLflow parent run (tuning trials).
+        scenes: ``(train, validation)`` scenes instead of the config's.
+        started: ``time.monotonic()`` of the run's start, from which ``train.max_minutes`` counts (default: now).
 
     Returns:
         :class:`TrainResult`.
 
     Raises:
-        InputFileError: bad data. ConfigError: bad model settings. BundleError: never on success.
+        InputFileError: bad data.
+        ConfigError: bad model settings.
+        BundleError: never on success.
     """
     t_start = started if started is not None else time.monotonic()
     deadline = t_start + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
@@ -257,7 +260,7 @@ def train_network(
     if isinstance(module, SegmentationModule):
         module.train_stats = data.stats
         if data.val_dl is not None:
-            module.val_scenes, module.val_stats = data.val_dl.dataset.scenes, data.stats
+            module.val_scenes, module.val_stats = data.val_scenes, data.stats
     # under DDP's launcher every rank runs this function; only global rank 0 tracks, builds and saves the bundle
     tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled and is_main_process() else None
     if tracker is not None:
@@ -328,7 +331,7 @@ def _stop_reason(cfg: ExperimentConfig, trainer: L.Trainer, budget: _Budget | No
     epochs = f"{trainer.current_epoch} of {cfg.train.max_epochs} epochs"
     if budget is not None and budget.stopped:
         return f"the wall budget ({epochs}; train.max_minutes {cfg.train.max_minutes:g})"
-    early = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
+    early = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)  # type: ignore[attr-defined]
     if early is not None and early.stopped_epoch > 0:
         return (
             f"early stopping: no better validation score for {cfg.train.patience} epochs ({epochs}; "
@@ -348,6 +351,16 @@ class _Data:
     input_kw: dict[str, Any]
     split: Split | None
     task_cls: type[ModuleBase]
+
+    @property
+    def train_scenes(self) -> list:
+        """The training scenes (segmentation)."""
+        return self.train_dl.dataset.scenes  # type: ignore[attr-defined]
+
+    @property
+    def val_scenes(self) -> list:
+        """The validation scenes (segmentation; empty without validation)."""
+        return self.val_dl.dataset.scenes if self.val_dl is not None else []  # type: ignore[attr-defined]
 
 
 def _training_data(cfg: ExperimentConfig, stats_path: Path, resume: bool, scenes: tuple[list, list] | None) -> _Data:
@@ -434,7 +447,7 @@ def _trainer(
     trainer = L.Trainer(
         max_epochs=cfg.train.max_epochs,
         max_time=None,  # train.max_minutes is wall time for the whole run: _Budget stops training in time
-        precision=cfg.training_precision(),
+        precision=cfg.training_precision(),  # type: ignore[arg-type]
         devices=cfg.train.devices,
         # 'auto' is CUDA or the CPU (terraseg.devices.training_device): Lightning's own 'auto' would pick Apple's MPS,
         # which no other step (precision, prediction) uses
@@ -483,7 +496,8 @@ def keep_epoch(mode: str, best: dict[str, Any], last: dict[str, Any], units: dic
 
     Args:
         mode: ``train.keep``: 'auto', 'best' or 'last'.
-        best, last: the best and the last epoch's validation figures (``epoch``, ``val/score``...); empty without validation.
+        best: the best and the last epoch's validation figures (``epoch``, ``val/score``...); empty without validation.
+        last: the best and the last epoch's validation figures (``epoch``, ``val/score``...); empty without validation.
         units: ``{"best": (U, K, K), "last": (U, K, K)}`` confusion matrices per validation unit; missing under DDP.
 
     Returns:
@@ -603,7 +617,7 @@ def _after_fit(
     if not task_named(cfg.task).dense:
         return
     window = max(cfg.data.window, MIN_PREDICT_WINDOW)
-    val_scenes = data.val_dl.dataset.scenes if data.val_dl is not None else []
+    val_scenes = data.val_scenes
     if (
         cfg.train.calibrate
         and val_scenes
@@ -636,7 +650,7 @@ def _extras(cfg: ExperimentConfig, data: _Data) -> dict[str, bytes]:
     """The bundle's extra files: raw training windows (INT8 calibration, drift reference) for segmentation."""
     if not task_named(cfg.task).dense:
         return {}
-    return {CALIBRATION: _calibration(data.train_dl.dataset.scenes, cfg.data.window, cfg.train.seed)}
+    return {CALIBRATION: _calibration(data.train_scenes, cfg.data.window, cfg.train.seed)}
 
 
 def _drift_profile(cfg: ExperimentConfig, data: _Data) -> dict | None:
@@ -646,8 +660,8 @@ def _drift_profile(cfg: ExperimentConfig, data: _Data) -> dict | None:
     t0 = time.monotonic()
     with progress.task("drift profile") if progress.enabled() else contextlib.nullcontext():
         profile = fit_drift(
-            data.train_dl.dataset.scenes,
-            data.val_dl.dataset.scenes if data.val_dl is not None else [],
+            data.train_scenes,
+            data.val_scenes,
             data.stats,
             max(cfg.data.window, MIN_PREDICT_WINDOW),
             cfg.train.seed,
@@ -683,7 +697,7 @@ def _write_bundle(
     exported = False
     if export is not None:
         with export:
-            exported = _export(bundle, data.val_dl.dataset.scenes if data.val_dl is not None else [])
+            exported = _export(bundle, data.val_scenes)
     if not exported:
         bundle.save(bundle_path)
     wall = time.monotonic() - t_start
@@ -731,9 +745,11 @@ def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, 
     """``(train_loader, val_loader or None, in_channels, stats, input spec fields)`` of a segmentation config.
 
     Args:
-        cfg: a segmentation config. stats_path: where the training statistics are written (read back on
-            resume). resume: reuse the statistics of an interrupted run. scenes: ``(training, validation)``
-            scenes already split (default: :func:`terraseg.data.sources.split_scenes` of ``cfg.data``).
+        cfg: a segmentation config.
+        stats_path: where the training statistics are written (read back on resume).
+        resume: reuse the statistics of an interrupted run.
+        scenes: ``(training, validation)`` scenes already split (default: :func:`terraseg.data.sources.split_scenes` of
+            ``cfg.data``).
 
     Raises:
         InputFileError: no labels, mixed band counts, statistics of another band count.

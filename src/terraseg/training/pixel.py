@@ -50,8 +50,12 @@ def sample_pixels(
     block's features and ``per_class x F`` values per class.
 
     Args:
-        scenes: labelled scenes. features: the per-pixel feature stack. num_classes: class count.
-            per_class: pixels sampled at most per class. seed: sampling seed. block: read window side in pixels.
+        scenes: labelled scenes.
+        features: the per-pixel feature stack.
+        num_classes: class count.
+        per_class: pixels sampled at most per class.
+        seed: sampling seed.
+        block: read window side in pixels.
     """
     rng = np.random.default_rng(seed)
     m = features.margin
@@ -86,8 +90,11 @@ def feature_importance(model: PixelModel, X: np.ndarray, y: np.ndarray, names: l
     """Permutation importance (mean accuracy drop, std over 5 repeats), plus impurity importance for forests.
 
     Args:
-        model: the fitted pixel model. X: ``(n, F)`` held-out features. y: ``(n,)`` their class ids.
-            names: the F feature names. seed: permutation seed.
+        model: the fitted pixel model.
+        X: ``(n, F)`` held-out features.
+        y: ``(n,)`` their class ids.
+        names: the F feature names.
+        seed: permutation seed.
     """
     from joblib import parallel_config
     from sklearn.inspection import permutation_importance
@@ -111,7 +118,9 @@ def save_importance(rows: list[dict[str, Any]], out_dir: Path, title: str) -> tu
     """``feature_importance.csv`` and a horizontal bar plot ``feature_importance.png`` (written atomically).
 
     Args:
-        rows: :func:`feature_importance` output. out_dir: the run folder. title: the plot's title.
+        rows: :func:`feature_importance` output.
+        out_dir: the run folder.
+        title: the plot's title.
     """
     import matplotlib
 
@@ -182,14 +191,18 @@ def train_pixel(
     """Fit a pixel baseline from a segmentation config and write ``<run_dir>/model.terraseg``.
 
     Args:
-        cfg: the config. tracking_uri, parent_run_id: MLflow. scenes: ``(train, validation)`` scenes
-            instead of the config's (cross-validation folds, :mod:`terraseg.training.cv`).
+        cfg: the config.
+        tracking_uri: MLflow.
+        parent_run_id: MLflow.
+        scenes: ``(train, validation)`` scenes instead of the config's (cross-validation folds,
+            :mod:`terraseg.training.cv`).
 
     Returns:
         :class:`TrainResult` (``chips_per_second`` is training pixels per second).
 
     Raises:
-        InputFileError: no labelled pixels. ConfigError: an index needing a band the input lacks.
+        InputFileError: no labelled pixels.
+        ConfigError: an index needing a band the input lacks.
     """
     run_dir = cfg.run_dir()
     output_folder(run_dir)

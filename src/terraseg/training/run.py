@@ -38,7 +38,9 @@ def train(
         :class:`TrainResult`.
 
     Raises:
-        InputFileError: bad data. ConfigError: bad settings. OutputError: an unwritable run folder.
+        InputFileError: bad data.
+        ConfigError: bad settings.
+        OutputError: an unwritable run folder.
     """
     if cfg.train.challengers:
         if scenes is None and not callbacks and not cfg.pixel_model:

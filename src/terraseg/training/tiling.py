@@ -40,8 +40,12 @@ def validation_predictor(
     in the training precision and layout, ``cfg.data.batch_size`` windows per forward.
 
     Args:
-        model: the network. cfg: the experiment. stats: the training normalisation. window: sliding-window
-            side (pixels). fit_max: largest image side predicted as one window (0: always sliding). device: torch device.
+        model: the network.
+        cfg: the experiment.
+        stats: the training normalisation.
+        window: sliding-window side (pixels).
+        fit_max: largest image side predicted as one window (0: always sliding).
+        device: torch device.
     """
     precision = inference_precision(cfg.training_precision())
     backend = TorchBackend(model, device=device, precision=precision, channels_last=cfg.train.channels_last)
@@ -61,11 +65,13 @@ def choose_tiling(
     """Validate ``model`` on ``scenes`` as one window per image and with sliding windows; report the better.
 
     Args:
-        model: the trained network (its best weights). scenes: the validation scenes.
-        stats: the training normalisation. cfg: the experiment (classes, ignore_index, device, precision,
-            batch size). predict_window: the bundle's sliding-window side in pixels.
-        one_window: the one-window score when already known (training's best ``val/score``: validation
-            predicts with the same settings), else computed here.
+        model: the trained network (its best weights).
+        scenes: the validation scenes.
+        stats: the training normalisation.
+        cfg: the experiment (classes, ignore_index, device, precision, batch size).
+        predict_window: the bundle's sliding-window side in pixels.
+        one_window: the one-window score when already known (training's best ``val/score``: validation predicts with the
+            same settings), else computed here.
 
     Returns:
         None when no scene fits one window (nothing to choose); else ``{"one_window": score, "sliding":

@@ -35,9 +35,16 @@ class TuneResult:
     """Outcome of a search.
 
     Attributes:
-        study_dir: folder of the study (trials, database, best files). storage: Optuna storage URL.
-        trials: trials in the study (all sessions). finished, pruned, failed: counts by state.
-        best_value: best validation score. best_params: its sampled values. best_config, best_bundle: written files.
+        study_dir: folder of the study (trials, database, best files).
+        storage: Optuna storage URL.
+        trials: trials in the study (all sessions).
+        finished: counts by state.
+        pruned: counts by state.
+        failed: counts by state.
+        best_value: best validation score.
+        best_params: its sampled values.
+        best_config: written files.
+        best_bundle: written files.
     """
 
     study_dir: Path
@@ -58,7 +65,8 @@ def check_space(cfg: ExperimentConfig, raw: dict[str, Any]) -> None:
     Each parameter is set to a value from its range on a copy of the raw config, which must then validate.
 
     Args:
-        cfg: the validated base config (``tune.params``). raw: the same config as a mapping, before validation.
+        cfg: the validated base config (``tune.params``).
+        raw: the same config as a mapping, before validation.
 
     Raises:
         ConfigError: one sentence naming the parameter and the problem.
@@ -71,7 +79,7 @@ def check_space(cfg: ExperimentConfig, raw: dict[str, Any]) -> None:
     fields = cfg.model_dump(mode="json")  # the validated config: explicit fields and defaults
     for path, p in cfg.tune.params.items():
         trial_raw = copy.deepcopy(raw)
-        value = p.choices[0] if p.type == "categorical" else (int(p.low) if p.type == "int" else p.low)
+        value = (p.choices or [None])[0] if p.type == "categorical" else (int(p.low or 0) if p.type == "int" else p.low)
         try:
             apply_overrides(trial_raw, [f"{path}={json.dumps(value)}"])
             ExperimentConfig.model_validate(trial_raw)
@@ -103,6 +111,7 @@ def _exists(fields: dict[str, Any], path: str) -> bool:
 def _suggest(trial, path: str, p: TuneParam) -> Any:
     if p.type == "categorical":
         return trial.suggest_categorical(path, p.choices)
+    assert p.low is not None and p.high is not None  # TuneParam checks the range of numeric parameters
     if p.type == "int":
         return trial.suggest_int(path, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
     return trial.suggest_float(path, p.low, p.high, step=p.step, log=p.log)
@@ -139,9 +148,11 @@ def tune(
     """Run (or resume) a hyper-parameter search over the config's ``tune.params``.
 
     Args:
-        config: experiment config YAML with a ``tune:`` section. trials: trials to run in this session.
-        timeout_minutes: stop starting trials after this long. storage: Optuna storage URL (default
-            ``sqlite:///<output_dir>/tune/optuna.db``). n_jobs: trials in parallel (threads).
+        config: experiment config YAML with a ``tune:`` section.
+        trials: trials to run in this session.
+        timeout_minutes: stop starting trials after this long.
+        storage: Optuna storage URL (default ``sqlite:///<output_dir>/tune/optuna.db``).
+        n_jobs: trials in parallel (threads).
         overrides: ``key=value`` overrides applied before the search (as ``train --set``).
         study_name: default the config's name.
 
