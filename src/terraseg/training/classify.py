@@ -57,9 +57,9 @@ def classification_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool
         bands,
         d.augment,
         d.flips,
-        tuple(d.crop_scale),
+        (d.crop_scale[0], d.crop_scale[1]),
         cfg.train.seed,
-        cache,  # type: ignore[arg-type]
+        cache,
     )
     kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
     # the epoch travels in the sampler's indexes: new crops every epoch also with persistent workers
