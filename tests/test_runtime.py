@@ -72,7 +72,8 @@ def test_a_candidate_that_changes_classes_is_never_chosen(bundle, monkeypatch, t
 
     def runs(b, candidates):
         out = real(b, candidates)
-        out["torch:32:nhwc"] = Flipped(out["torch:32:nhwc"])
+        if "torch:32:nhwc" in out:
+            out["torch:32:nhwc"] = Flipped(out["torch:32:nhwc"])
         return out
 
     monkeypatch.setattr(runtime, "_runs", runs)
@@ -143,3 +144,26 @@ def test_many_small_images_are_batched_with_the_same_result(bundle, tmp_path):
     assert not res.failures and len(res.outputs) == 5
     got = np.asarray(Image.open(res.outputs[str(paths[1])]["prediction"]))
     assert np.array_equal(got, np.where(batched[1][0] < 0, 255, batched[1][0]))
+
+
+def test_a_network_of_the_same_shape_is_not_timed_again_only_checked(bundle, monkeypatch, tmp_path):
+    """Speed depends on shapes, not weights: new weights of one architecture (retraining, folds, trials) reuse the
+    seconds measured on this machine, and only the fastest candidate's classes are checked."""
+    import copy
+
+    import torch
+
+    monkeypatch.setenv("TERRASEG_CACHE", str(tmp_path))
+    first = runtime.choose_runtime(bundle, "cpu", window=64, batch_size=2)
+    other = copy.deepcopy(bundle)
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.add_(0.01)
+    other._weights_key = None
+    assert runtime.weights_key(other) != runtime.weights_key(bundle) and runtime.shape_key(other) == runtime.shape_key(bundle)
+    timed = []
+    monkeypatch.setattr(runtime, "_measure", lambda *a, **k: timed.append(1) or {})
+    again = runtime.choose_runtime(other, "cpu", window=64, batch_size=2)
+    assert timed == [] and "shape" in again.reason and again.name == first.name
+    checked = [k for k, v in again.table.items() if v["disagreement"] is not None]
+    assert checked == [again.name] or again.table[again.name]["correct"]

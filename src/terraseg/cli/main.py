@@ -462,7 +462,9 @@ def _print_backends(b, remeasure: bool, window: Optional[int]) -> None:
             name,
             "-" if sec is None else f"{sec:.4f}",
             "-" if not sec else f"{batch / sec:.1f}",
-            f"{r['disagreement']:.3%}" + ("" if r["correct"] else " (too many: left out)"),
+            "not checked (a faster one passed)"
+            if r["disagreement"] is None
+            else f"{r['disagreement']:.3%}" + ("" if r["correct"] else " (too many: left out)"),
             "yes" if name == rt.name else "",
         )
     out.print(table)

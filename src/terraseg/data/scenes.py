@@ -315,19 +315,7 @@ class RasterScene(Scene):
         if vector is not None:
             from terraseg.io.vector import VectorRasterizer  # geopandas/shapely/pyproj only for vector labels
 
-            self._rasterizer = VectorRasterizer(
-                vector.path,
-                info.crs,
-                info.transform,
-                info.width,
-                info.height,
-                attribute=vector.attribute,
-                mapping=vector.mapping,
-                burn_value=vector.burn_value,
-                all_touched=vector.all_touched,
-                layer=vector.layer,
-                raster_path=self.path,
-            )
+            self._rasterizer = VectorRasterizer(vector, info, self.path)
         if self.mask_path:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)

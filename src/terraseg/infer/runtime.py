@@ -218,6 +218,20 @@ def weights_key(bundle: Any) -> str:
     return bundle._weights_key
 
 
+def shape_key(bundle: Any) -> str:
+    """A short digest of a network's shapes (parameter names, shapes, dtypes) and input spec, not its values: what its
+    speed depends on, so one measurement serves every network of that shape (retraining, folds, tuning trials).
+
+    Args:
+        bundle: the loaded bundle.
+    """
+    h = hashlib.sha1()
+    for k, v in bundle.model.state_dict().items():
+        h.update(f"{k}:{tuple(v.shape)}:{v.dtype}".encode())
+    h.update(repr(bundle.manifest.input).encode())
+    return h.hexdigest()[:16]
+
+
 def _onnx_available() -> bool:
     try:
         import onnxruntime  # noqa: F401
@@ -293,7 +307,9 @@ def _runs(bundle: Any, candidates: list[Runtime]) -> dict[str, Any]:
     return runs
 
 
-def rank_candidates(bundle: Any, candidates: list[Runtime], window: int, batch_size: int) -> dict[str, dict[str, Any]]:
+def rank_candidates(
+    bundle: Any, candidates: list[Runtime], window: int, batch_size: int, known: dict[str, float | None] | None = None
+) -> dict[str, dict[str, Any]]:
     """Measure each candidate: classes against PyTorch float32 NCHW on real windows, then seconds per batch.
 
     Args:
@@ -301,29 +317,45 @@ def rank_candidates(bundle: Any, candidates: list[Runtime], window: int, batch_s
         candidates: from :func:`cpu_candidates`.
         window: the measured batch.
         batch_size: the measured batch.
+        known: seconds per candidate measured before on a network of the same shapes on this machine (speed does not
+            depend on the weights' values): nothing is timed, and classes are checked fastest first until one passes.
 
     Returns:
-        ``{name: {"seconds": s or None, "disagreement": share of pixels, "correct": bool}}``.
+        ``{name: {"seconds": s or None, "disagreement": share of pixels or None (not checked), "correct": bool or None}}``.
     """
-    if any(c.backend == "onnx" for c in candidates) and not ensure_onnx_graph(bundle):
-        candidates = [c for c in candidates if c.backend != "onnx"]
+    if known is not None:  # fastest first
+        candidates = sorted(candidates, key=lambda c: float("inf") if (s := known.get(c.name)) is None else s)
     reference = Runtime("torch", "32", False)
-    runs = _runs(bundle, [reference] + [c for c in candidates if c.name != reference.name])
     check = _check_batch(bundle, window, batch_size)
     table: dict[str, dict[str, Any]] = {}
     with torch.inference_mode():
-        ref = runs[reference.name].probabilities(check).argmax(1).cpu()
+        ref = _runs(bundle, [reference])[reference.name].probabilities(check).argmax(1).cpu()
+        runs: dict[str, Any] = {}
         for c in candidates:
+            if known is not None and any(v["correct"] for v in table.values()):
+                table[c.name] = {"seconds": known.get(c.name), "disagreement": None, "correct": None}
+                continue
+            if c.backend == "onnx" and not ensure_onnx_graph(bundle):
+                continue
+            runs[c.name] = _runs(bundle, [c])[c.name]
             share = float((runs[c.name].probabilities(check).argmax(1).cpu() != ref).float().mean())
-            table[c.name] = {"seconds": None, "disagreement": round(share, 5), "correct": share <= MAX_DISAGREEMENT}
-    times = _measure({c.name: runs[c.name] for c in candidates if table[c.name]["correct"]}, _inputs(bundle, window, batch_size))
-    for k, v in times.items():
-        table[k]["seconds"] = v
+            ok = share <= MAX_DISAGREEMENT
+            table[c.name] = {
+                "seconds": known.get(c.name) if known and ok else None,
+                "disagreement": round(share, 5),
+                "correct": ok,
+            }
+    if known is None:
+        times = _measure({k: r for k, r in runs.items() if table[k]["correct"]}, _inputs(bundle, window, batch_size))
+        for k, v in times.items():
+            table[k]["seconds"] = v
     bundle.model.to(memory_format=torch.contiguous_format)
     return table
 
 
 def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int, remeasure: bool = False) -> Runtime:
+    """The cached decision for these weights, else a ranking: timed once per network shape on this machine (the seconds
+    are cached apart from the weights), classes checked for every set of weights."""
     from terraseg.io import cachefile
 
     ort = "-"
@@ -332,33 +364,34 @@ def _ranked(bundle: Any, candidates: list[Runtime], window: int, batch_size: int
 
         ort = onnxruntime.__version__
     flags = hashlib.sha1(",".join(sorted(cpu_flags())).encode()).hexdigest()[:8]
-    key = "|".join(
-        [
-            weights_key(bundle),
-            cpu_model(),
-            flags,
-            str(os.cpu_count()),
-            torch.__version__,
-            ort,
-            str(window),
-            str(batch_size),
-            ",".join(c.name for c in candidates),
-        ]
-    )
-    entry = None if remeasure else cachefile.read_json(CACHE).get(key)
+    machine = [cpu_model(), flags, str(os.cpu_count()), torch.__version__, ort, str(window), str(batch_size)]
+    names = ",".join(c.name for c in candidates)
+    key = "|".join([weights_key(bundle), *machine, names])
+    speed_key = "|".join(["seconds", shape_key(bundle), *machine, names])
+    cached = {} if remeasure else cachefile.read_json(CACHE)
+    entry = cached.get(key)
     if isinstance(entry, dict) and isinstance(entry.get("table"), dict):  # a damaged entry is measured again
         for c in candidates:
             if c.name == entry.get("choice"):
                 if c.backend == "onnx" and not ensure_onnx_graph(bundle):
                     break
                 return Runtime(c.backend, c.precision, c.channels_last, "measured ranking (cached)", entry["table"])
-    table = rank_candidates(bundle, candidates, window, batch_size)
-    timed = {k: v["seconds"] for k, v in table.items() if v["seconds"] is not None}
+    known = cached.get(speed_key)
+    known = known if isinstance(known, dict) and set(known) == {c.name for c in candidates} else None
+    table = rank_candidates(bundle, candidates, window, batch_size, known)
+    timed = {k: v["seconds"] for k, v in table.items() if v["seconds"] is not None and v["correct"]}
     choice = min(timed, key=timed.get) if timed else candidates[0].name  # type: ignore[arg-type]
     cachefile.update_json(CACHE, key, {"choice": choice, "table": table})
+    if known is None:
+        cachefile.update_json(
+            CACHE,
+            speed_key,
+            {k: v["seconds"] for k, v in table.items()} | {c.name: None for c in candidates if c.name not in table},
+        )
     log.info("runtime ranking on %s: %s -> %s", cpu_model(), table, choice)
     best = next(c for c in candidates if c.name == choice)
-    return Runtime(best.backend, best.precision, best.channels_last, "measured ranking", table)
+    reason = "measured ranking" + (" (seconds of this network's shape, cached)" if known is not None else "")
+    return Runtime(best.backend, best.precision, best.channels_last, reason, table)
 
 
 __all__ = [
@@ -368,5 +401,6 @@ __all__ = [
     "cpu_candidates",
     "ensure_onnx_graph",
     "rank_candidates",
+    "shape_key",
     "weights_key",
 ]

@@ -292,38 +292,24 @@ class VectorRasterizer:
     bounds meet the window (spatial index), so a scene of any size is labelled window by window.
 
     Args:
-        path: vector file.
-        crs: raster CRS.
-        transform: raster transform. width/height: raster size.
-        attribute/mapping/burn_value/all_touched/layer: see :class:`terraseg.config.VectorLabels`.
+        labels: the vector file and how its features become classes (path, layer, attribute, mapping, burn value,
+            all_touched: :class:`terraseg.config.VectorLabels`).
+        grid: the raster's CRS, transform, width and height (:class:`terraseg.io.raster.RasterInfo` or a ``Grid``).
         raster_path: raster name for error messages.
 
     Raises:
         InputFileError: unreadable labels, unknown class values, or no overlap with the raster.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        crs: CRS | None,
-        transform: Affine,
-        width: int,
-        height: int,
-        attribute: str | None = None,
-        mapping: dict[str, int] | None = None,
-        burn_value: int = 1,
-        all_touched: bool = False,
-        layer: str | None = None,
-        raster_path: str = "",
-    ) -> None:
-        shared = SharedLabels.get(path, layer)  # read and indexed once per process, whatever the number of scenes
-        values = shared.values(attribute, mapping, burn_value)
-        raster_box = box(*array_bounds(height, width, transform))
-        idx, geoms = shared.within(crs, raster_box.bounds, raster_path)
+    def __init__(self, labels: Any, grid: Any, raster_path: str = "") -> None:
+        shared = SharedLabels.get(labels.path, labels.layer)  # read and indexed once per process, whatever the scenes
+        values = shared.values(labels.attribute, labels.mapping, labels.burn_value)
+        raster_box = box(*array_bounds(grid.height, grid.width, grid.transform))
+        idx, geoms = shared.within(grid.crs, raster_box.bounds, raster_path)
         hits = shapely.intersects(geoms, raster_box) if len(geoms) else np.zeros(0, bool)
         if not hits.any():
-            raise InputFileError(f"{path}: labels have no overlap with raster {raster_path or '(grid)'}.")
-        self._setup(geoms[hits], values[idx[hits]], transform, all_touched)
+            raise InputFileError(f"{labels.path}: labels have no overlap with raster {raster_path or '(grid)'}.")
+        self._setup(geoms[hits], values[idx[hits]], grid.transform, labels.all_touched)
 
     def _setup(self, geoms: np.ndarray, values: np.ndarray, transform: Affine, all_touched: bool) -> None:
         self.geoms = geoms

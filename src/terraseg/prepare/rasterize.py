@@ -49,19 +49,7 @@ def rasterize_labels(cfg: RasterizeConfig) -> Path:
             info = info_of(ds, str(ref))
     vec = cfg.vector
     vpath = Path(vec.path)
-    classes = VectorRasterizer(
-        vpath,
-        info.crs,
-        info.transform,
-        info.width,
-        info.height,
-        attribute=vec.attribute,
-        mapping=vec.mapping,
-        burn_value=vec.burn_value,
-        all_touched=vec.all_touched,
-        layer=vec.layer,
-        raster_path=str(ref),
-    )
+    classes = VectorRasterizer(vec, info, str(ref))
     bad = classes.values[(classes.values < 0) | (classes.values > 255)]
     if bad.size:
         raise InputFileError(f"{vpath}: class id {int(bad[0])} does not fit in a uint8 mask (0-255).")

@@ -53,7 +53,16 @@ class Task(Protocol):
         """Score the bundle on ``data`` (default: :meth:`evaluation_data`); the metrics, also written to ``cfg.out_dir``."""
 
     def report(self, bundle: Bundle, metrics: dict[str, Any], what: str, split: str, out: Any, err: Any) -> None:
-        """Print :meth:`evaluate`'s metrics: a per-class table and the headline to ``out``, warnings to ``err``."""
+        """Print :meth:`evaluate`'s metrics: a per-class table and the headline to ``out``, warnings to ``err``.
+
+        Args:
+            bundle: the bundle scored.
+            metrics: :meth:`evaluate`'s metrics.
+            what: the data, as the report's title names it.
+            split: 'test' or 'val' (named in the width warning).
+            out: a rich console for the report.
+            err: a rich console for warnings.
+        """
 
     def inference(self, bundle: Bundle, options: InferenceConfig, backend: Any = None) -> Any:
         """The object that runs the network on raw inputs (``backend``, ``batch_size``, ``window``, ``device``); with

@@ -138,17 +138,8 @@ class ClassificationTask(opts.EvaluateChecks):
         )
 
     def report(self, bundle: Bundle, metrics: dict[str, Any], what: str, split: str, out: Any, err: Any) -> None:
-        """Print a classification evaluation: per-class precision, recall, F1 and images; accuracy, macro-F1 and top-k
-        with 95% intervals; a warning for a class without images and a warning when an interval is too wide to decide by.
-
-        Args:
-            bundle: the bundle scored.
-            metrics: :meth:`evaluate`'s metrics.
-            what: the data, as the header names it.
-            split: 'test' or 'val' (named in the width warning).
-            out: a rich console for the report.
-            err: a rich console for warnings.
-        """
+        """Print per-class precision, recall, F1 and images, accuracy, macro-F1 and top-k with 95% intervals, and warnings
+        for a class without images or too wide an interval (the arguments: :meth:`terraseg.tasks.Task.report`)."""
         from rich.table import Table
 
         from terraseg.evaluation.bootstrap import format_interval, width_warning

@@ -164,17 +164,8 @@ class SegmentationTask(opts.EvaluateChecks):
         return evaluate_segmentation(cfg, bundle, scenes)
 
     def report(self, bundle: Bundle, metrics: dict[str, Any], what: str, split: str, out: Any, err: Any) -> None:
-        """Print a segmentation evaluation: per-class IoU, Dice/F1, precision, recall and pixels; the headline with 95%
-        intervals; object scores; a warning when an interval is too wide to decide by.
-
-        Args:
-            bundle: the bundle scored.
-            metrics: :meth:`evaluate`'s metrics.
-            what: the data, as the header names it.
-            split: 'test' or 'val' (named in the width warning).
-            out: a rich console for the report.
-            err: a rich console for warnings.
-        """
+        """Print per-class IoU, Dice/F1, precision, recall and pixels, the headline with its 95% intervals, object scores,
+        and a warning when an interval is too wide to decide by (the arguments: :meth:`terraseg.tasks.Task.report`)."""
         from rich.table import Table
 
         from terraseg.evaluation.bootstrap import format_interval, width_warning

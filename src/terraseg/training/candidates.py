@@ -15,25 +15,18 @@ import logging
 import shutil
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Unpack
 
 from terraseg.config import ExperimentConfig
 from terraseg.config.inference import InferenceConfig
-from terraseg.training.result import TrainResult
+from terraseg.training.result import RunOptions, TrainResult
 
 log = logging.getLogger(__name__)
 # the comparison runs as validation does: float32 PyTorch, no backend measurement (which costs seconds on a first run)
 AS_VALIDATED = InferenceConfig(backend="torch", precision="32", channels_last=False)
 
 
-def train_with_challengers(
-    cfg: ExperimentConfig,
-    resume: bool = False,
-    tracking_uri: str | None = None,
-    callbacks: list | None = None,
-    parent_run_id: str | None = None,
-    started: float | None = None,
-) -> TrainResult:
+def train_with_challengers(cfg: ExperimentConfig, **run: Unpack[RunOptions]) -> TrainResult:
     """Fit ``cfg.train.challengers`` and the network within one budget; keep the candidate validation prefers.
 
     The network's bundle is ``<run>/model.terraseg`` unless a baseline wins, which then takes that name (the
@@ -41,11 +34,7 @@ def train_with_challengers(
 
     Args:
         cfg: a segmentation config whose ``train.challengers`` is not empty.
-        resume: as :func:`terraseg.training.run.train`.
-        tracking_uri: as :func:`terraseg.training.run.train`.
-        callbacks: as :func:`terraseg.training.run.train`.
-        parent_run_id: as :func:`terraseg.training.run.train`.
-        started: as :func:`terraseg.training.run.train`.
+        **run: how the run starts (:class:`terraseg.training.result.RunOptions`).
 
     Returns:
         The kept candidate's :class:`TrainResult`, its ``candidates`` lines saying what each scored and why it was kept.
@@ -61,7 +50,8 @@ def train_with_challengers(
     from terraseg.training.network import train_network
     from terraseg.training.pixel import train_pixel
 
-    started = time.monotonic() if started is None else started
+    started = run.get("started") or time.monotonic()
+    run["started"] = started
     run_dir = cfg.run_dir()
     baselines: dict[str, TrainResult] = {}
     for arch in cfg.train.challengers:  # seconds each, first: the network trains in the time they leave
@@ -76,9 +66,7 @@ def train_with_challengers(
         baselines[arch] = train_pixel(c)
     # the network's budget keeps time for the comparisons after it (terraseg.training.network._Budget)
     scoring = sum(Bundle.load(r.bundle_path).manifest.training.get("validation_seconds", 0.0) for r in baselines.values())
-    net = train_network(
-        cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, started=started, after_seconds=scoring
-    )
+    net = train_network(cfg, after_seconds=scoring, **run)
     if net.rank:
         return net
     network = Bundle.load(net.bundle_path)

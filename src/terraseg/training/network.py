@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import lightning as L
 import numpy as np
@@ -47,7 +47,7 @@ from terraseg.tasks import task_named
 from terraseg.tracking import Tracker, flatten_params
 from terraseg.training.history import plot_learning_curve, write_history
 from terraseg.training.module import ModuleBase, SegmentationModule
-from terraseg.training.result import TrainResult
+from terraseg.training.result import RunOptions, TrainResult
 from terraseg.version import __version__
 
 log = logging.getLogger(__name__)
@@ -216,26 +216,13 @@ def _after_training(name: str, deadline: float | None, seconds: float | None, sk
     return progress.task(f"after training: {name}") if progress.enabled() else nullcontext()
 
 
-def train_network(
-    cfg: ExperimentConfig,
-    resume: bool = False,
-    tracking_uri: str | None = None,
-    callbacks: list | None = None,
-    parent_run_id: str | None = None,
-    scenes: tuple[list, list] | None = None,
-    started: float | None = None,
-    after_seconds: float = 0.0,
-) -> TrainResult:
+def train_network(cfg: ExperimentConfig, after_seconds: float = 0.0, **run: Unpack[RunOptions]) -> TrainResult:
     """Train a segmentation or classification network and write ``<run_dir>/model.terraseg``.
 
     Args:
         cfg: validated experiment config.
-        resume: continue from ``<run_dir>/checkpoints/last.ckpt`` (after an interruption).
-        tracking_uri: MLflow URI overriding the config (e.g. a tracking server).
-        callbacks: extra Lightning callbacks.
-        parent_run_id: MLflow parent run (tuning trials).
-        scenes: ``(train, validation)`` scenes instead of the config's.
-        started: ``time.monotonic()`` of the run's start, from which ``train.max_minutes`` counts (default: now).
+        after_seconds: seconds of the budget kept for work after this network (the challengers' comparison).
+        **run: how the run starts (:class:`terraseg.training.result.RunOptions`).
 
     Returns:
         :class:`TrainResult`.
@@ -245,6 +232,8 @@ def train_network(
         ConfigError: bad model settings.
         BundleError: never on success.
     """
+    resume, scenes = run.get("resume", False), run.get("scenes")
+    started = run.get("started")
     t_start = started if started is not None else time.monotonic()
     deadline = t_start + 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
     configure(cfg.data.cache_mb, cfg.data.spill_mb)
@@ -262,7 +251,11 @@ def train_network(
         if data.val_dl is not None:
             module.val_scenes, module.val_stats = data.val_scenes, data.stats
     # under DDP's launcher every rank runs this function; only global rank 0 tracks, builds and saves the bundle
-    tracker = Tracker(cfg, run_dir, tracking_uri, parent_run_id) if cfg.tracking.enabled and is_main_process() else None
+    tracker = (
+        Tracker(cfg, run_dir, run.get("tracking_uri"), run.get("parent_run_id"))
+        if cfg.tracking.enabled and is_main_process()
+        else None
+    )
     if tracker is not None:
         tracker.log_params(flatten_params(cfg.model_dump(mode="json")) | {"in_channels": data.in_channels})
     # the drift profile before the epochs: it needs the data and statistics, not the network, so its real cost comes out of
@@ -270,7 +263,7 @@ def train_network(
     drift = _drift_profile(cfg, data) if task_named(cfg.task).dense and is_main_process() else None
     export_s = _export_reserve(cfg, module, data.in_channels) if deadline is not None else 0.0
     trainer, ckpt_cb, throughput, budget = _trainer(
-        cfg, module, data, deadline, tracker, list(callbacks or []), run_dir, export_s + after_seconds
+        cfg, module, data, deadline, tracker, list(run.get("callbacks") or []), run_dir, export_s + after_seconds
     )
     train_seconds = _fit(trainer, module, data, run_dir / "checkpoints" / "last.ckpt", resume, tracker)
     if not trainer.is_global_zero:  # the other DDP ranks stop here: rank 0 writes the bundle

@@ -4,7 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
+
+
+class RunOptions(TypedDict, total=False):
+    """How a training run starts (every key optional), as :func:`terraseg.training.run.train` takes them.
+
+    Attributes:
+        resume: networks: continue from ``<run_dir>/checkpoints/last.ckpt`` (after an interruption).
+        tracking_uri: MLflow URI overriding the config (e.g. a tracking server).
+        callbacks: extra Lightning callbacks (networks; e.g. the tuner's pruning callback).
+        parent_run_id: make the MLflow run a child of this run (a tuning study's trials).
+        scenes: segmentation: ``(train, validation)`` scenes instead of the config's sources (cross-validation folds).
+        started: ``time.monotonic()`` when the run began (the CLI passes its own start, so that ``train.max_minutes``
+            covers library imports too); default: now.
+    """
+
+    resume: bool
+    tracking_uri: str | None
+    callbacks: list | None
+    parent_run_id: str | None
+    scenes: tuple[list, list] | None
+    started: float | None
 
 
 @dataclass

@@ -8,31 +8,19 @@ Lightning (:mod:`terraseg.training.network`), scikit-learn pixel baselines fit o
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from terraseg.config import ExperimentConfig
-from terraseg.training.result import TrainResult
+from terraseg.training.result import RunOptions, TrainResult
 
 
-def train(
-    cfg: ExperimentConfig,
-    resume: bool = False,
-    tracking_uri: str | None = None,
-    callbacks: list | None = None,
-    parent_run_id: str | None = None,
-    scenes: tuple[list, list] | None = None,
-    started: float | None = None,
-) -> TrainResult:
+def train(cfg: ExperimentConfig, **run: Unpack[RunOptions]) -> TrainResult:
     """Train the model a config describes and write ``<run_dir>/model.terraseg``.
 
     Args:
         cfg: validated experiment config.
-        resume: networks: continue from ``<run_dir>/checkpoints/last.ckpt`` (after an interruption).
-        tracking_uri: MLflow URI overriding the config (e.g. a tracking server).
-        callbacks: extra Lightning callbacks (networks; e.g. the tuner's pruning callback).
-        parent_run_id: make the MLflow run a child of this run (a tuning study's trials).
-        scenes: segmentation: ``(train, validation)`` scenes instead of the config's sources
-            (cross-validation folds, :mod:`terraseg.training.cv`).
-        started: ``time.monotonic()`` when the run began (the CLI passes its own start, so that
-            ``train.max_minutes`` covers library imports too); default: now.
+        **run: how the run starts: ``resume``, ``tracking_uri``, ``callbacks``, ``parent_run_id``, ``scenes``,
+            ``started`` (:class:`terraseg.training.result.RunOptions`).
 
     Returns:
         :class:`TrainResult`.
@@ -43,10 +31,10 @@ def train(
         OutputError: an unwritable run folder.
     """
     if cfg.train.challengers:
-        if scenes is None and not callbacks and not cfg.pixel_model:
+        if run.get("scenes") is None and not run.get("callbacks") and not cfg.pixel_model:
             from terraseg.training.candidates import train_with_challengers
 
-            return train_with_challengers(cfg, resume, tracking_uri, callbacks, parent_run_id, started)
+            return train_with_challengers(cfg, **run)
         import logging
 
         logging.getLogger(__name__).warning(
@@ -59,12 +47,10 @@ def train(
     if cfg.pixel_model:
         from terraseg.training.pixel import train_pixel
 
-        return train_pixel(cfg, tracking_uri, parent_run_id=parent_run_id, scenes=scenes)
+        return train_pixel(cfg, run.get("tracking_uri"), parent_run_id=run.get("parent_run_id"), scenes=run.get("scenes"))
     from terraseg.training.network import train_network
 
-    return train_network(
-        cfg, resume, tracking_uri, callbacks=callbacks, parent_run_id=parent_run_id, scenes=scenes, started=started
-    )
+    return train_network(cfg, **run)
 
 
 __all__ = ["TrainResult", "train"]
