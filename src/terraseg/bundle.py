@@ -23,12 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
 from terraseg.config import ClassSpec, ModelConfig
+from terraseg.config.base import Described
 from terraseg.data.normalize import NormStats
 from terraseg.errors import BundleError
 from terraseg.io.atomic import atomic_path
@@ -45,7 +46,7 @@ EXTRAS = (ONNX, ONNX_INT8, CALIBRATION)
 MIN_PREDICT_WINDOW = 256
 
 
-class InputSpec(BaseModel):
+class InputSpec(Described):
     """What the model takes: bands and their order, dtype, nodata, normalisation and window sizes.
 
     Every path that feeds the model (predict, evaluate, serve, export checks, classification) asks
@@ -55,9 +56,8 @@ class InputSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     bands: int = Field(ge=1, description="Band count the model takes.")
-    band_indexes: list[int] | None = Field(
-        None, description="1-based raster bands read during training, in order (None: all bands)."
-    )
+    band_indexes: list[int] | None = None
+    """1-based raster bands read during training, in order (None: all bands)."""
     source_bands: int | None = Field(None, description="Band count of the training rasters the indexes refer to (None: unknown).")
     band_names: list[str] | None = Field(None, description="Names of the model's input bands in order, if known.")
     dtype: str = Field(description="Raster dtype seen in training (others are accepted; values matter).")
@@ -65,16 +65,12 @@ class InputSpec(BaseModel):
     normalization: NormStats = Field(description="Per-band normalisation statistics (the preprocessing contract).")
     train_window: int = Field(ge=1, description="Side of the training windows (chips) in pixels.")
     predict_window: int = Field(ge=1, description="Default sliding-window side for prediction in pixels.")
-    fit_max: int | None = Field(
-        None,
-        ge=0,
-        description="Largest image side (pixels) predicted as one window; 0: always sliding windows of "
-        "`predict_window`; None: the inference default (1024). Training sets it to the tiling that validated better "
-        "(terraseg.training.tiling); a run's `--fit-max` can only lower it, `--window` overrides it.",
-    )
-    input_size: int | None = Field(
-        None, description="Classification: the side (pixels) images are resized to before the network."
-    )
+    fit_max: int | None = Field(None, ge=0)
+    """Largest image side (pixels) predicted as one window; 0: always sliding windows of `predict_window`; None: the
+    inference default (1024). Training sets it to the tiling that validated better (terraseg.training.tiling); a run's
+    `--fit-max` can only lower it, `--window` overrides it."""
+    input_size: int | None = None
+    """Classification: the side (pixels) images are resized to before the network."""
 
     def select_bands(self, count: int, source: str = "input") -> list[int] | None:
         """The 1-based bands to read from an input with ``count`` bands.
@@ -129,7 +125,7 @@ def upgrade_manifest(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-class BundleManifest(BaseModel):
+class BundleManifest(Described):
     """``manifest.json`` of a bundle."""
 
     model_config = ConfigDict(extra="allow")
@@ -144,25 +140,18 @@ class BundleManifest(BaseModel):
     ignore_index: int = 255
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict, description="The training config, for provenance.")
-    exports: dict[str, Any] = Field(
-        default_factory=dict, description="Exported graphs in the bundle (e.g. 'onnx': opset, contract, check)."
-    )
+    exports: dict[str, Any] = Field(default_factory=dict)
+    """Exported graphs in the bundle (e.g. 'onnx': opset, contract, check)."""
     baseline: dict[str, Any] | None = Field(None, description="Pixel baselines: BaselineConfig (features) and feature names.")
-    split: dict[str, Any] | None = Field(
-        None,
-        description="The exact train/validation split training used (terraseg.data.holdout: method, blocks or images "
-        "held out, labelled pixels per class on each side, warnings); `evaluate --split val` rebuilds it.",
-    )
-    drift: dict[str, Any] | None = Field(
-        None,
-        description="Drift profile (terraseg.infer.drift.fit_drift): reference histograms from training windows, "
-        "thresholds fitted on other training windows, and the false-alarm rate measured on validation windows.",
-    )
-    calibration: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Temperature scaling fitted on the validation split "
-        "(temperature, ECE and NLL before/after); every backend divides logits by it.",
-    )
+    split: dict[str, Any] | None = None
+    """The exact train/validation split training used (terraseg.data.holdout: method, blocks or images held out, labelled
+    pixels per class on each side, warnings); `evaluate --split val` rebuilds it."""
+    drift: dict[str, Any] | None = None
+    """Drift profile (terraseg.infer.drift.fit_drift): reference histograms from training windows, thresholds fitted on
+    other training windows, and the false-alarm rate measured on validation windows."""
+    calibration: dict[str, Any] = Field(default_factory=dict)
+    """Temperature scaling fitted on the validation split (temperature, ECE and NLL before/after); every backend divides
+    logits by it."""
 
 
 MAX_MEMBER_BYTES = {MANIFEST: 16 * 2**20}  # a manifest is a few kB

@@ -31,12 +31,10 @@ class VectorLabels(_Strict):
 
     path: str = Field(description="Vector file: shapefile (.shp or zipped .zip), GeoJSON, GeoPackage.")
     layer: str | None = Field(None, description="Layer name for multi-layer files (GeoPackage); default first.")
-    attribute: str | None = Field(
-        None, description="Attribute holding the class of each feature; when unset every feature burns `burn_value`."
-    )
-    mapping: dict[str, int] | None = Field(
-        None, description="Attribute value (as text) -> class id. Required with `attribute` unless values are ids."
-    )
+    attribute: str | None = None
+    """Attribute holding the class of each feature; when unset every feature burns `burn_value`."""
+    mapping: dict[str, int] | None = None
+    """Attribute value (as text) -> class id. Required with `attribute` unless values are ids."""
     burn_value: int = Field(1, description="Class id burnt for every feature when `attribute` is unset.")
     all_touched: bool = Field(False, description="Burn every pixel a polygon touches (GDAL ALL_TOUCHED), not only centres.")
 
@@ -45,18 +43,13 @@ class _RasterSourceOptions(_Strict):
     """What scene and project sources share: the bands read, the mask's values, the labelled extent."""
 
     bands: list[int] | None = Field(None, description="1-based band indexes to read, in order; default all bands.")
-    mask_values: dict[str, int] | None = Field(
-        None,
-        description="Mask value (as text) -> class id, for masks whose values are not the ids 0..K-1 (e.g. land-cover "
-        "codes 1, 2, 3, 4, 8); a value not listed is refused, nodata is unknown. Default: the values are the class ids. "
-        "`terraseg plan` writes it from the values the masks hold.",
-    )
-    aoi: str | None = Field(
-        None,
-        description="The labelled extent: polygons (any vector file, any CRS) outside which every pixel is unknown "
-        "(ignore_index) for training, hold-out and scores; default: the whole raster is labelled (pixels no polygon covers "
-        "are background).",
-    )
+    mask_values: dict[str, int] | None = None
+    """Mask value (as text) -> class id, for masks whose values are not the ids 0..K-1 (e.g. land-cover codes 1, 2, 3, 4,
+    8); a value not listed is refused, nodata is unknown. Default: the values are the class ids. `terraseg plan`
+    writes it from the values the masks hold."""
+    aoi: str | None = None
+    """The labelled extent: polygons (any vector file, any CRS) outside which every pixel is unknown (ignore_index) for
+    training, hold-out and scores; default: the whole raster is labelled (pixels no polygon covers are background)."""
     aoi_layer: str | None = Field(None, description="Layer of `aoi` in a multi-layer file (GeoPackage); default the first.")
 
 
@@ -67,12 +60,10 @@ class SceneSource(_RasterSourceOptions):
     image: str = Field(description="Raster path (GeoTIFF or any GDAL format); relative paths are under the data root.")
     vector: VectorLabels | None = Field(None, description="Polygon labels; exclusive with `mask`.")
     mask: str | None = Field(None, description="Mask raster on the same grid (class ids); exclusive with `vector`.")
-    mask_nodata: int | Literal["none"] | None = Field(
-        None,
-        description="Mask value meaning 'unknown' (becomes ignore_index); default the mask's nodata tag. 'none': no "
-        "value means unknown, the tag is not honoured (a 0/1 mask tagged nodata 0, as many GDAL-written masks are, whose "
-        "0 is background; `terraseg plan` sets it so and says why).",
-    )
+    mask_nodata: int | Literal["none"] | None = None
+    """Mask value meaning 'unknown' (becomes ignore_index); default the mask's nodata tag. 'none': no value means
+    unknown, the tag is not honoured (a 0/1 mask tagged nodata 0, as many GDAL-written masks are, whose 0 is
+    background; `terraseg plan` sets it so and says why)."""
 
     @model_validator(mode="after")
     def _one_label_kind(self) -> SceneSource:
@@ -86,20 +77,15 @@ class FolderSource(_Strict):
 
     kind: Literal["folder"] = "folder"
     root: str = Field(description="Folder holding the data set; relative paths are under the data root.")
-    layout: Literal["auto", "pairs", "seed", "loveda", "magnetic_tiles"] = Field(
-        "auto",
-        description=(
-            "'seed': <root>/train_frames + train_masks (same stems); 'loveda': <root>/**/images_png + masks_png "
-            "(0 = no-data, classes 1..7 -> 0..6); 'magnetic_tiles': <root>/MT_*/Imgs/<id>.jpg + <id>.png (mask > 0); "
-            "'pairs': <root>/<images_dir> + <masks_dir>; 'auto': detect."
-        ),
-    )
+    layout: Literal["auto", "pairs", "seed", "loveda", "magnetic_tiles"] = "auto"
+    """'seed': <root>/train_frames + train_masks (same stems); 'loveda': <root>/**/images_png + masks_png (0 = no-data,
+    classes 1..7 -> 0..6); 'magnetic_tiles': <root>/MT_*/Imgs/<id>.jpg + <id>.png (mask > 0); 'pairs':
+    <root>/<images_dir> + <masks_dir>; 'auto': detect."""
     images_dir: str = Field("images", description="Image sub-folder for layout 'pairs'.")
     masks_dir: str = Field("masks", description="Mask sub-folder for layout 'pairs'.")
     binarize: bool = Field(False, description="Map mask values > 0 to 1 (antialiased binary masks).")
-    value_offset: int = Field(
-        0, description="Added to mask values after reading (LoveDA uses -1); values < 0 become ignore_index."
-    )
+    value_offset: int = 0
+    """Added to mask values after reading (LoveDA uses -1); values < 0 become ignore_index."""
     include: list[str] | None = Field(None, description="Only sub-folders / class folders with these names (e.g. MT_Crack).")
 
 
@@ -114,25 +100,21 @@ class ClassFolderSource(_Strict):
 
     kind: Literal["classes"] = "classes"
     root: str = Field(description="Folder or .zip archive holding the class folders; relative paths are under the data root.")
-    layout: Literal["auto", "folders", "intel", "sat6"] = Field(
-        "auto", description="Folder layout (see above); 'auto' detects it."
-    )
-    split: Literal["train", "val", "test"] = Field(
-        "train", description="Which part of a layout with splits to read (intel: seg_train/seg_test; sat6: trn/val/tst)."
-    )
-    mapping: dict[str, str] | None = Field(
-        None, description="Folder name -> class name, when they differ (e.g. {'barren_land': 'barren'})."
-    )
+    layout: Literal["auto", "folders", "intel", "sat6"] = "auto"
+    """Folder layout (see above); 'auto' detects it."""
+    split: Literal["train", "val", "test"] = "train"
+    """Which part of a layout with splits to read (intel: seg_train/seg_test; sat6: trn/val/tst)."""
+    mapping: dict[str, str] | None = None
+    """Folder name -> class name, when they differ (e.g. {'barren_land': 'barren'})."""
 
 
 class ManifestSource(_Strict):
     """Image/mask pairs listed in a manifest: a ``terraseg split`` output (CSV or Parquet) or any table with the columns."""
 
     kind: Literal["manifest"] = "manifest"
-    path: str = Field(
-        description="Manifest file; a relative path is taken from the current folder when it exists there, "
-        "else under the data root. Relative image/mask paths in it are relative to the manifest."
-    )
+    path: str
+    """Manifest file; a relative path is taken from the current folder when it exists there, else under the data root.
+    Relative image/mask paths in it are relative to the manifest."""
     image_column: str = Field("chip", description="Column holding image paths.")
     mask_column: str = Field("mask", description="Column holding mask paths (mask rasters or PNG masks).")
     binarize: bool = Field(False, description="Map mask values > 0 to 1 (antialiased binary masks, e.g. magnetic tiles).")
@@ -147,27 +129,19 @@ class ProjectSource(_RasterSourceOptions):
     """
 
     kind: Literal["project"] = "project"
-    images: list[str] = Field(
-        min_length=1,
-        description="Rasters: files, folders, glob patterns, .txt lists or STAC JSON; local "
-        "or GDAL virtual paths (/vsicurl/, /vsis3/, read with GDAL's caching). Relative paths are under the data root.",
-    )
+    images: list[str] = Field(min_length=1)
+    """Rasters: files, folders, glob patterns, .txt lists or STAC JSON; local or GDAL virtual paths (/vsicurl/, /vsis3/,
+    read with GDAL's caching). Relative paths are under the data root."""
     vector: VectorLabels | None = Field(None, description="One polygon file labelling every raster; exclusive with `masks`.")
-    masks: str | None = Field(
-        None, description="A folder of mask rasters named after the rasters (same stem), on their grids; exclusive with `vector`."
-    )
+    masks: str | None = None
+    """A folder of mask rasters named after the rasters (same stem), on their grids; exclusive with `vector`."""
     mask_nodata: int | None = Field(None, description="Mask value meaning 'unknown'; default each mask's nodata.")
-    unlabelled: Literal["skip", "background"] = Field(
-        "skip",
-        description="Rasters no label reaches: 'skip' them, or train on their extent as 'background' (class 0): only "
-        "where the labels are known to be complete.",
-    )
-    index: str | None = Field(
-        None,
-        description="Where the header index is cached (GeoParquet); default "
-        "<cache folder>/project-<hash of the raster list>.parquet, the cache folder being $TERRASEG_CACHE or the "
-        "user's cache folder (terraseg.settings.cache_dir).",
-    )
+    unlabelled: Literal["skip", "background"] = "skip"
+    """Rasters no label reaches: 'skip' them, or train on their extent as 'background' (class 0): only where the labels
+    are known to be complete."""
+    index: str | None = None
+    """Where the header index is cached (GeoParquet); default <cache folder>/project-<hash of the raster list>.parquet,
+    the cache folder being $TERRASEG_CACHE or the user's cache folder (terraseg.settings.cache_dir)."""
 
     @model_validator(mode="after")
     def _one_label_kind(self) -> ProjectSource:
@@ -182,23 +156,17 @@ Source = Annotated[SceneSource | FolderSource | ClassFolderSource | ManifestSour
 class NormalizationConfig(_Strict):
     """Per-band normalisation, with statistics computed once on the training data and stored in the bundle."""
 
-    method: Literal["meanstd", "percentile", "none"] = Field(
-        "meanstd", description="'meanstd': (x - mean) / std; 'percentile': scale [low, high] percentiles to [0, 1], clipped."
-    )
+    method: Literal["meanstd", "percentile", "none"] = "meanstd"
+    """'meanstd': (x - mean) / std; 'percentile': scale [low, high] percentiles to [0, 1], clipped."""
     percentiles: tuple[float, float] = Field((2.0, 98.0), description="Low and high percentiles for method 'percentile'.")
     max_pixels: int = Field(2_000_000, description="Pixels sampled (uniformly, seeded) per band to compute statistics.")
-    stats_file: str | None = Field(
-        None,
-        description="Use the statistics of this `terraseg stats` output (stats.json) instead of sampling the training scenes.",
-    )
-    mean: list[float] | None = Field(
-        None,
-        description="Fixed per-band means for 'meanstd' (one value for all bands, or one per band), in the data's units: "
-        "a pretrained encoder's own normalisation (e.g. 0 for TorchGeo's SSL4EO-S12 weights) instead of the data's.",
-    )
-    std: list[float] | None = Field(
-        None, description="Fixed per-band standard deviations to go with `mean` (e.g. 10000 for SSL4EO-S12: reflectance x 1e4)."
-    )
+    stats_file: str | None = None
+    """Use the statistics of this `terraseg stats` output (stats.json) instead of sampling the training scenes."""
+    mean: list[float] | None = None
+    """Fixed per-band means for 'meanstd' (one value for all bands, or one per band), in the data's units: a pretrained
+    encoder's own normalisation (e.g. 0 for TorchGeo's SSL4EO-S12 weights) instead of the data's."""
+    std: list[float] | None = None
+    """Fixed per-band standard deviations to go with `mean` (e.g. 10000 for SSL4EO-S12: reflectance x 1e4)."""
 
 
 class AugmentConfig(_Strict):
@@ -208,12 +176,8 @@ class AugmentConfig(_Strict):
     normalised image and keep nodata at 0 (terraseg.training.augment).
     """
 
-    zoom: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="Zoom range: scale drawn uniformly in [1/(1+zoom), 1+zoom] (kornia RandomAffine; Keras zoom 0.2 ~ 0.2).",
-    )
+    zoom: float = Field(0.0, ge=0.0, lt=1.0)
+    """Zoom range: scale drawn uniformly in [1/(1+zoom), 1+zoom] (kornia RandomAffine; Keras zoom 0.2 ~ 0.2)."""
     shear: float = Field(0.0, ge=0.0, le=1.0, description="Shear angle range in radians (Keras shear_range 0.2 = 0.2).")
     rotate: float = Field(0.0, ge=0.0, le=180.0, description="Rotation range in degrees (any angle; D4 covers multiples of 90).")
     p_affine: float = Field(0.5, ge=0.0, le=1.0, description="Share of windows given the random affine transform.")
@@ -230,81 +194,45 @@ class DataConfig(_Strict):
     train: list[Source] = Field(description="Training sources.")
     val: list[Source] = Field(default_factory=list, description="Validation sources; when empty, `val_fraction` is held out.")
     test: list[Source] = Field(default_factory=list, description="Test sources (used by `terraseg evaluate CONFIG`).")
-    val_fraction: float = Field(
-        0.2,
-        ge=0.0,
-        lt=1.0,
-        description="Share of labelled pixels held out when `val` is empty: spatial blocks of raster scenes (with a buffer) "
-        "and whole folder images, chosen so that every class has validation pixels (terraseg.data.holdout).",
-    )
-    holdout_block: int | None = Field(
-        None,
-        ge=16,
-        description="Side in pixels of the hold-out's spatial blocks; default about 64 blocks over the labelled "
-        "area (64-2048 px).",
-    )
-    holdout_buffer: int | None = Field(
-        None,
-        ge=0,
-        description="Pixels around each validation block whose labels training ignores; default an eighth of the block.",
-    )
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    """Share of labelled pixels held out when `val` is empty: spatial blocks of raster scenes (with a buffer) and whole
+    folder images, chosen so that every class has validation pixels (terraseg.data.holdout)."""
+    holdout_block: int | None = Field(None, ge=16)
+    """Side in pixels of the hold-out's spatial blocks; default about 64 blocks over the labelled area (64-2048 px)."""
+    holdout_buffer: int | None = Field(None, ge=0)
+    """Pixels around each validation block whose labels training ignores; default an eighth of the block."""
     data_root: str | None = Field(None, description="Root for relative data paths; default $TERRASEG_DATA or ../shared/datasets.")
-    window: int = Field(
-        256,
-        ge=32,
-        description="Window (chip) size in pixels for training and validation; a multiple of 32 "
-        "for segmentation. Classification: the side images are resized to.",
-    )
+    window: int = Field(256, ge=32)
+    """Window (chip) size in pixels for training and validation; a multiple of 32 for segmentation. Classification: the
+    side images are resized to."""
     samples_per_epoch: int = Field(512, ge=1, description="Random training windows drawn per epoch.")
-    rare_class_share: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="Share of training windows centred on a pixel of a non-background class (sparse targets sampled "
-        "uniformly teach a net to predict blank masks).",
-    )
-    augment: bool = Field(
-        True,
-        description="Augment training windows: random flips and 90-degree rotations (`flips`), plus "
-        "`augmentation` (zoom, shear, rotation, photometric), all on whole batches on the training device.",
-    )
-    augmentation: AugmentConfig = Field(
-        default_factory=AugmentConfig, description="Geometric and photometric batch augmentation."
-    )
-    flips: Literal["d4", "horizontal"] = Field(
-        "d4",
-        description="Augmenting flips: 'd4' (flips and 90-degree rotations: overhead imagery), 'horizontal' "
-        "(left-right only: ground-level photos such as the Intel scenes).",
-    )
-    crop_scale: tuple[float, float] = Field(
-        (0.6, 1.0),
-        description="Classification: random-resized-crop area share range (Szegedy et al. 2015), then resized to `window`.",
-    )
-    band_names: list[str] | None = Field(
-        None,
-        description="Names of the input bands in order (e.g. [red, green, blue, nir] or Sentinel-2 [B01, ..., B12]); "
-        "needed by spectral indices, stored in the bundle.",
-    )
+    rare_class_share: float = Field(0.5, ge=0.0, le=1.0)
+    """Share of training windows centred on a pixel of a non-background class (sparse targets sampled uniformly teach a
+    net to predict blank masks)."""
+    augment: bool = True
+    """Augment training windows: random flips and 90-degree rotations (`flips`), plus `augmentation` (zoom, shear,
+    rotation, photometric), all on whole batches on the training device."""
+    augmentation: AugmentConfig = Field(default_factory=AugmentConfig)
+    """Geometric and photometric batch augmentation."""
+    flips: Literal["d4", "horizontal"] = "d4"
+    """Augmenting flips: 'd4' (flips and 90-degree rotations: overhead imagery), 'horizontal' (left-right only:
+    ground-level photos such as the Intel scenes)."""
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    """Classification: random-resized-crop area share range (Szegedy et al. 2015), then resized to `window`."""
+    band_names: list[str] | None = None
+    """Names of the input bands in order (e.g. [red, green, blue, nir] or Sentinel-2 [B01, ..., B12]); needed by spectral
+    indices, stored in the bundle."""
     batch_size: int = Field(8, ge=1, description="Windows per training batch.")
-    cache_mb: float = Field(
-        1024,
-        ge=0,
-        description="Memory for decoded scenes and images, in MiB, whatever the number of scenes: a least-recently-"
-        "used cache per process, shared out among the loader workers; GDAL's block cache gets a quarter (terraseg.io.cache).",
-    )
-    spill_mb: float = Field(
-        16384,
-        ge=0,
-        description="Local disk for decoded scenes once they exceed `cache_mb`, in MiB: each is decoded and "
-        "rasterized once, written uncompressed in tiles to a folder under the system's temporary folder, read back window "
-        "by window, and removed at the end of the run (terraseg.io.cache.SpillStore). 0: decode every window instead.",
-    )
-    num_workers: int | None = Field(
-        None,
-        ge=0,
-        description="DataLoader worker processes (0 = in the main process); default from the machine: on a GPU "
-        "up to 8 (cores - 2), on a CPU 0 up to 4 cores (the network step dominates there), else cores / 4.",
-    )
+    cache_mb: float = Field(1024, ge=0)
+    """Memory for decoded scenes and images, in MiB, whatever the number of scenes: a least-recently-used cache per
+    process, shared out among the loader workers; GDAL's block cache gets a quarter (terraseg.io.cache)."""
+    spill_mb: float = Field(16384, ge=0)
+    """Local disk for decoded scenes once they exceed `cache_mb`, in MiB: each is decoded and rasterized once, written
+    uncompressed in tiles to a folder under the system's temporary folder, read back window by window, and removed at
+    the end of the run (terraseg.io.cache.SpillStore). 0: decode every window instead."""
+    num_workers: int | None = Field(None, ge=0)
+    """DataLoader worker processes (0 = in the main process); default from the machine: on a GPU up to 8 (cores - 2), on
+    a CPU 0 up to 4 cores (the network step dominates there), else cores / 4."""
     normalization: NormalizationConfig = Field(default_factory=NormalizationConfig, description="Band normalisation.")
 
 
@@ -321,29 +249,21 @@ class ModelConfig(_Strict):
         "random_forest",
         "logistic_regression",
         "gradient_boosting",
-    ] = Field(
-        "unet",
-        description="Architecture. 'classifier': a timm network named by `encoder` (task 'classification'). "
-        "'random_forest' | 'logistic_regression' | 'gradient_boosting': scikit-learn per-pixel models (see `baseline`).",
-    )
-    encoder: str = Field(
-        "resnet34",
-        description="smp encoder name (resnet18/34/50, efficientnet-b0, tu-<timm name>, ...); for 'classifier' "
-        "any timm model name ('xception' = timm's legacy_xception, Chollet 2017; resnet18, efficientnet_b0, convnext_tiny...).",
-    )
+    ] = "unet"
+    """Architecture. 'classifier': a timm network named by `encoder` (task 'classification'). 'random_forest' |
+    'logistic_regression' | 'gradient_boosting': scikit-learn per-pixel models (see `baseline`)."""
+    encoder: str = "resnet34"
+    """smp encoder name (resnet18/34/50, efficientnet-b0, tu-<timm name>, ...); for 'classifier' any timm model name
+    ('xception' = timm's legacy_xception, Chollet 2017; resnet18, efficientnet_b0, convnext_tiny...)."""
     drop_rate: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier head ('classifier' only).")
-    encoder_weights: str | None = Field(
-        None,
-        description="None (random init, the default), a local weights file (.safetensors/.pth, loaded with weights_only), "
-        "'package:<name>' (weights shipped in an installed package), a hub name such as 'imagenet' (needs internet), or "
-        "TorchGeo's published remote-sensing weights 'torchgeo:<Enum>.<MEMBER>' (e.g. torchgeo:ResNet18_Weights."
-        "SENTINEL2_ALL_MOCO; bands mapped onto data.band_names; terraseg.models.rs_weights).",
-    )
-    weights_file: str | None = Field(
-        None,
-        description="With 'torchgeo:' weights: a local copy of their file (default: the cache folder's weights/, torch "
-        "hub's checkpoints/, else a download when online).",
-    )
+    encoder_weights: str | None = None
+    """None (random init, the default), a local weights file (.safetensors/.pth, loaded with weights_only),
+    'package:<name>' (weights shipped in an installed package), a hub name such as 'imagenet' (needs internet), or
+    TorchGeo's published remote-sensing weights 'torchgeo:<Enum>.<MEMBER>' (e.g.
+    torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOCO; bands mapped onto data.band_names; terraseg.models.rs_weights)."""
+    weights_file: str | None = None
+    """With 'torchgeo:' weights: a local copy of their file (default: the cache folder's weights/, torch hub's
+    checkpoints/, else a download when online)."""
 
     @model_validator(mode="after")
     def _weights_fit_the_network(self) -> ModelConfig:
@@ -375,19 +295,15 @@ PIXEL_ARCHS = ("random_forest", "logistic_regression", "gradient_boosting")
 class BaselineConfig(_Strict):
     """Per-pixel features and estimator settings of the classical baselines (scikit-learn)."""
 
-    indices: list[str] = Field(
-        default_factory=list,
-        description="Spectral indices added as features, from `data.band_names`: ndvi, ndwi, mndwi, "
-        "ndbi, savi, evi (see terraseg.models.pixel.INDICES for formulas and sources).",
-    )
-    texture_window: int | None = Field(
-        None, ge=3, description="Add local mean and standard deviation of every band in a window of this many pixels (odd)."
-    )
+    indices: list[str] = Field(default_factory=list)
+    """Spectral indices added as features, from `data.band_names`: ndvi, ndwi, mndwi, ndbi, savi, evi (see
+    terraseg.models.pixel.INDICES for formulas and sources)."""
+    texture_window: int | None = Field(None, ge=3)
+    """Add local mean and standard deviation of every band in a window of this many pixels (odd)."""
     samples_per_class: int = Field(20000, ge=10, description="Training pixels drawn per class (class balancing).")
     n_estimators: int = Field(200, ge=1, description="Trees (random forest) or boosting iterations (gradient boosting).")
-    max_depth: int | None = Field(
-        None, ge=1, description="Tree depth limit (None: unlimited for forests, 8 leaves-depth for boosting)."
-    )
+    max_depth: int | None = Field(None, ge=1)
+    """Tree depth limit (None: unlimited for forests, 8 leaves-depth for boosting)."""
     C: float = Field(1.0, gt=0, description="Inverse regularisation strength (logistic regression).")
     learning_rate: float = Field(0.1, gt=0, description="Gradient boosting learning rate.")
     n_jobs: int = Field(-1, description="Parallel jobs for forests and prediction (-1 = all cores).")
@@ -414,78 +330,53 @@ class TrainConfig(_Strict):
     """The training loop (Lightning)."""
 
     max_epochs: int = Field(20, ge=1, description="Epochs at most.")
-    max_minutes: float | None = Field(
-        None, gt=0, description="Stop after this many minutes of training (the best checkpoint is kept)."
-    )
+    max_minutes: float | None = Field(None, gt=0)
+    """Stop after this many minutes of training (the best checkpoint is kept)."""
     patience: int = Field(10, ge=1, description="Early stopping: epochs without a better validation score.")
-    challengers: list[Literal["random_forest", "logistic_regression", "gradient_boosting"]] = Field(
-        default_factory=list,
-        description="Segmentation: pixel baselines fitted beside the network within the same budget and "
-        "on the same hold-out (first, in seconds; the network trains in the time left). The run keeps the one the paired "
-        "block-bootstrap comparison on the validation blocks prefers, or the network when it cannot tell them apart; both "
-        "figures are printed and recorded in the bundle (`manifest.training.candidates`). `terraseg plan` sets it for small "
-        "label sets (docs/plan.md).",
-    )
-    keep: Literal["auto", "best", "last"] = Field(
-        "auto",
-        description="Which epoch's network the bundle keeps. 'best': the best validation score. 'last': the last "
-        "epoch. 'auto': the best unless validation cannot tell it from the last (the paired block-bootstrap interval of "
-        "their difference holds 0), then the last: on the demo's 20 validation blocks the best-by-validation network "
-        "(epoch 4) scored 0.018 [0.007, 0.031] IoU below the last one (epoch 16) on the unseen tile (docs/benchmarks.md). "
-        "'auto' needs validation's units of one process: classification (scored over all images at once) and DDP keep the best.",
-    )
-    precision: Annotated[Literal["auto", "32", "bf16-mixed", "16-mixed"], BeforeValidator(number_as_text)] = Field(
-        "auto",
-        description="Numeric precision (autocast for the mixed ones); 'auto': bf16-mixed on a device with native bf16 "
-        "(AVX-512 BF16 / AMX CPUs, Ampere+ GPUs), 16-mixed on other GPUs, else 32 (YAML's number 32 is taken too).",
-    )
-    accelerator: str = Field(
-        "auto",
-        description="Lightning accelerator: auto (CUDA when PyTorch sees a GPU, else the CPU; "
-        "Apple's MPS is not used), cpu, gpu.",
-    )
+    challengers: list[Literal["random_forest", "logistic_regression", "gradient_boosting"]] = Field(default_factory=list)
+    """Segmentation: pixel baselines fitted beside the network within the same budget and on the same hold-out (first, in
+    seconds; the network trains in the time left). The run keeps the one the paired block-bootstrap comparison on the
+    validation blocks prefers, or the network when it cannot tell them apart; both figures are printed and recorded in
+    the bundle (`manifest.training.candidates`). `terraseg plan` sets it for small label sets (docs/plan.md)."""
+    keep: Literal["auto", "best", "last"] = "auto"
+    """Which epoch's network the bundle keeps. 'best': the best validation score. 'last': the last epoch. 'auto': the
+    best unless validation cannot tell it from the last (the paired block-bootstrap interval of their difference holds
+    0), then the last: on the demo's 20 validation blocks the best-by-validation network (epoch 4) scored 0.018
+    [0.007, 0.031] IoU below the last one (epoch 16) on the unseen tile (docs/benchmarks.md). 'auto' needs
+    validation's units of one process: classification (scored over all images at once) and DDP keep the best."""
+    precision: Annotated[Literal["auto", "32", "bf16-mixed", "16-mixed"], BeforeValidator(number_as_text)] = "auto"
+    """Numeric precision (autocast for the mixed ones); 'auto': bf16-mixed on a device with native bf16 (AVX-512 BF16 /
+    AMX CPUs, Ampere+ GPUs), 16-mixed on other GPUs, else 32 (YAML's number 32 is taken too)."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto (CUDA when PyTorch sees a GPU, else the CPU; Apple's MPS is not used), cpu, gpu."""
     devices: int | str = Field("auto", description="Lightning devices: processes (CPU) or GPUs per node, e.g. 2, or 'auto'.")
-    strategy: Literal["auto", "ddp", "ddp_spawn"] = Field(
-        "auto",
-        description="Lightning strategy: 'ddp' runs one process per device (gloo on CPU, NCCL on GPU; the launcher "
-        "re-runs the command, or torchrun / SLURM start the processes), 'ddp_spawn' spawns them from this process. Windows "
-        "are sharded across ranks, validation confusion matrices are summed over ranks (docs/scale.md).",
-    )
-    num_nodes: int = Field(
-        1, ge=1, description="Machines taking part (multi-node DDP; torchrun, SLURM or a PyTorchJob start them)."
-    )
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    """Lightning strategy: 'ddp' runs one process per device (gloo on CPU, NCCL on GPU; the launcher re-runs the command,
+    or torchrun / SLURM start the processes), 'ddp_spawn' spawns them from this process. Windows are sharded across
+    ranks, validation confusion matrices are summed over ranks (docs/scale.md)."""
+    num_nodes: int = Field(1, ge=1)
+    """Machines taking part (multi-node DDP; torchrun, SLURM or a PyTorchJob start them)."""
     seed: int = Field(0, description="Seed for weights, sampling and splits.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default all cores.")
     channels_last: bool = Field(True, description="Train in NHWC memory layout (about 1.4x faster convolutions on CPU here).")
-    choose_tiling: bool = Field(
-        True,
-        description="Segmentation: after training, validate the best weights with images up to 1024 px as one window "
-        "and with sliding windows; the bundle predicts with the better (terraseg.training.tiling).",
-    )
-    freeze_encoder_epochs: int = Field(
-        0, ge=0, description="Fine-tuning: keep the encoder frozen (weights and batch-norm statistics) for the first N epochs."
-    )
-    unfreeze: Literal["all", "progressive"] = Field(
-        "all",
-        description="After the frozen epochs: unfreeze the whole encoder, or one stage per epoch from the deepest "
-        "(as the land-cover system unfroze its ResNet50 block by block).",
-    )
-    encoder_lr_ratio: float = Field(
-        1.0, gt=0, le=1.0, description="Encoder learning rate as a share of optimizer.lr (e.g. 0.1 for pretrained encoders)."
-    )
-    export_onnx: bool = Field(
-        True,
-        description="Segmentation networks: end training by adding the ONNX graph to the bundle (checked against PyTorch), "
-        "so predict/serve can run ONNX Runtime where it is the fastest backend.",
-    )
-    label_smoothing: float = Field(
-        0.1, ge=0, lt=1, description="Classification: cross-entropy label smoothing (Szegedy et al. 2016)."
-    )
-    calibrate: bool = Field(
-        True,
-        description="Segmentation: fit temperature scaling on the validation split and store it in "
-        "the bundle (Guo et al. 2017); classes never change, probabilities become calibrated.",
-    )
+    choose_tiling: bool = True
+    """Segmentation: after training, validate the best weights with images up to 1024 px as one window and with sliding
+    windows; the bundle predicts with the better (terraseg.training.tiling)."""
+    freeze_encoder_epochs: int = Field(0, ge=0)
+    """Fine-tuning: keep the encoder frozen (weights and batch-norm statistics) for the first N epochs."""
+    unfreeze: Literal["all", "progressive"] = "all"
+    """After the frozen epochs: unfreeze the whole encoder, or one stage per epoch from the deepest (as the land-cover
+    system unfroze its ResNet50 block by block)."""
+    encoder_lr_ratio: float = Field(1.0, gt=0, le=1.0)
+    """Encoder learning rate as a share of optimizer.lr (e.g. 0.1 for pretrained encoders)."""
+    export_onnx: bool = True
+    """Segmentation networks: end training by adding the ONNX graph to the bundle (checked against PyTorch), so
+    predict/serve can run ONNX Runtime where it is the fastest backend."""
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    """Classification: cross-entropy label smoothing (Szegedy et al. 2016)."""
+    calibrate: bool = True
+    """Segmentation: fit temperature scaling on the validation split and store it in the bundle (Guo et al. 2017);
+    classes never change, probabilities become calibrated."""
 
 
 class TrackingConfig(_Strict):
@@ -540,19 +431,13 @@ class TuneRunOptions(_Strict):
 class TuneConfig(_Strict):
     """``terraseg tune``: the search space and how trials are judged and stopped early."""
 
-    params: dict[str, TuneParam] = Field(
-        default_factory=dict,
-        description="Config path (e.g. 'optimizer.lr', 'model.encoder') -> its range; each trial "
-        "trains the config with sampled values.",
-    )
-    pruner: Literal["median", "hyperband", "none"] = Field(
-        "median", description="Stops unpromising trials after a validation epoch (Optuna MedianPruner / HyperbandPruner)."
-    )
+    params: dict[str, TuneParam] = Field(default_factory=dict)
+    """Config path (e.g. 'optimizer.lr', 'model.encoder') -> its range; each trial trains the config with sampled values."""
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    """Stops unpromising trials after a validation epoch (Optuna MedianPruner / HyperbandPruner)."""
     startup_trials: int = Field(2, ge=0, description="Trials that always run to the end before pruning starts.")
-    include_config: bool = Field(
-        True,
-        description="Trial 0 trains the config's own values (when inside the ranges): the baseline the search is compared with.",
-    )
+    include_config: bool = True
+    """Trial 0 trains the config's own values (when inside the ranges): the baseline the search is compared with."""
     seed: int = Field(0, description="TPE sampler seed.")
 
 
@@ -560,19 +445,16 @@ class ExperimentConfig(_Strict):
     """A whole training run."""
 
     name: str = Field(description="Run name; also the default MLflow experiment.")
-    task: Literal["segmentation", "classification"] = Field(
-        "segmentation", description="'segmentation' (a class per pixel) or 'classification' (a class per image or window)."
-    )
+    task: Literal["segmentation", "classification"] = "segmentation"
+    """'segmentation' (a class per pixel) or 'classification' (a class per image or window)."""
     classes: list[ClassSpec] = Field(min_length=2, description="Output classes in id order (id 0 first).")
     ignore_index: int = Field(255, description="Mask value excluded from loss and metrics (nodata, unknown).")
     data: DataConfig = Field(description="Data sources and sampling.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Architecture.")
-    baseline: BaselineConfig = Field(
-        default_factory=BaselineConfig, description="Pixel-baseline features and estimator (pixel archs only)."
-    )
-    loss: list[LossTerm] = Field(
-        default_factory=lambda: [LossTerm(name="ce"), LossTerm(name="dice")], description="Loss terms, summed."
-    )
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    """Pixel-baseline features and estimator (pixel archs only)."""
+    loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="ce"), LossTerm(name="dice")])
+    """Loss terms, summed."""
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimiser.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")

@@ -9,7 +9,22 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from terraseg.errors import ConfigError
 
 
-class Strict(BaseModel):
+class Described(BaseModel):
+    """A model whose fields are described by the docstring under each (pydantic's ``use_attribute_docstrings``),
+    a description wrapped over several lines read as one line (the CLI's help, the schema, the reference)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        fields = [f for f in cls.model_fields.values() if f.description and "\n" in f.description]
+        for f in fields:
+            f.description = " ".join(f.description.split())  # type: ignore[union-attr]
+        if fields:
+            cls.model_rebuild(force=True)
+
+
+class Strict(Described):
     """A config model: unknown fields are errors, and assignments are validated too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -22,12 +22,10 @@ def _check_label_count(images: list[str], labels: list) -> None:
 class LabelOptions(VectorLabels):
     """Labels of an image: a mask raster on its grid, or polygons rasterized onto it (vector fields apply)."""
 
-    path: str = Field(
-        description="Mask raster (.tif/.png) on the image grid, or vector file (shp, zipped shp, GeoJSON, GeoPackage)."
-    )
-    nodata: int | Literal["none"] | None = Field(
-        None, description="Mask-raster value meaning unknown (default: the mask raster's nodata tag; 'none': no value)."
-    )
+    path: str
+    """Mask raster (.tif/.png) on the image grid, or vector file (shp, zipped shp, GeoJSON, GeoPackage)."""
+    nodata: int | Literal["none"] | None = None
+    """Mask-raster value meaning unknown (default: the mask raster's nodata tag; 'none': no value)."""
 
     @property
     def is_mask(self) -> bool:
@@ -69,31 +67,24 @@ class ChipConfig(_Strict):
     """Cut scenes (and their labels) into fixed-size chips with an index."""
 
     images: list[str] = Field(min_length=1, description="Source images: GeoTIFF (any band count/dtype) or PNG/JPEG.")
-    labels: list[LabelOptions] = Field(
-        default_factory=list,
-        description="Labels: none, one spec for all images (e.g. one vector file covering them), or one per image.",
-    )
+    labels: list[LabelOptions] = Field(default_factory=list)
+    """Labels: none, one spec for all images (e.g. one vector file covering them), or one per image."""
     out_dir: str = Field(description="Output folder: images/, masks/ and the index file.")
     size: int = Field(256, ge=8, description="Chip height and width in pixels.")
     stride: int | None = Field(None, ge=1, description="Step between chips in pixels; < size overlaps. Default: size.")
-    edge: Literal["pad", "shift"] = Field(
-        "pad", description="Last row/column of chips: 'pad' past the edge with nodata, or 'shift' flush inside the scene."
-    )
+    edge: Literal["pad", "shift"] = "pad"
+    """Last row/column of chips: 'pad' past the edge with nodata, or 'shift' flush inside the scene."""
     bands: list[int] | None = Field(None, description="1-based band indexes to keep (default all).")
     max_nodata: float = Field(0.5, ge=0.0, le=1.0, description="Skip chips whose nodata/padding share exceeds this.")
     skip_empty: bool = Field(False, description="Skip chips holding no pixel of a positive (non-zero) class.")
-    format: Literal["auto", "tif", "png"] = Field(
-        "auto", description="Chip format; 'auto': GeoTIFF for rasters, PNG for plain images."
-    )
+    format: Literal["auto", "tif", "png"] = "auto"
+    """Chip format; 'auto': GeoTIFF for rasters, PNG for plain images."""
     compress: Literal["none", "deflate", "lzw", "zstd"] = Field("none", description="GeoTIFF chip compression.")
     index_format: Literal["parquet", "csv"] = Field("parquet", description="Index file: GeoParquet (default) or CSV with WKT.")
     ignore_index: int = Field(255, ge=0, le=255, description="Mask value for unknown pixels (nodata, padding).")
     class_names: list[str] | None = Field(None, description="Class names for the per-class count columns (default c0, c1, ...).")
-    workers: int | None = Field(
-        None,
-        ge=1,
-        description="Threads reading and writing chips (GDAL releases the GIL); default CPU cores + 1 (I/O overlaps compute).",
-    )
+    workers: int | None = Field(None, ge=1)
+    """Threads reading and writing chips (GDAL releases the GIL); default CPU cores + 1 (I/O overlaps compute)."""
 
     @model_validator(mode="after")
     def _labels_match(self) -> ChipConfig:
@@ -107,23 +98,18 @@ class MosaicConfig(_Strict):
     inputs: list[str] = Field(min_length=1, description="Tiles (GeoTIFF); all must have the same band count.")
     out: str = Field(description="Output GeoTIFF.")
     crs: str | None = Field(None, description="Target CRS (EPSG code, WKT, PROJ string). Default: the first tile's.")
-    resolution: tuple[float, float] | None = Field(
-        None, description="Target pixel size (x, y) in CRS units. Default: the first tile's."
-    )
+    resolution: tuple[float, float] | None = None
+    """Target pixel size (x, y) in CRS units. Default: the first tile's."""
     rule: Literal["first", "last", "min", "max"] = Field("first", description="Which tile's value wins where tiles overlap.")
-    resampling: Literal["nearest", "bilinear", "cubic", "average", "mode"] = Field(
-        "nearest", description="Resampling for warped tiles (GDAL warp); 'nearest' keeps class rasters exact."
-    )
+    resampling: Literal["nearest", "bilinear", "cubic", "average", "mode"] = "nearest"
+    """Resampling for warped tiles (GDAL warp); 'nearest' keeps class rasters exact."""
     nodata: float | None = Field(None, description="Output nodata (default: the first tile's, else 0).")
     cog: bool = Field(False, description="Write a Cloud-Optimized GeoTIFF (GDAL COG driver, with overviews).")
     block: int = Field(1024, ge=16, description="Output block processed at a time (pixels); bounds memory.")
     compress: Literal["none", "deflate", "lzw", "zstd"] = Field("deflate", description="Output compression.")
-    max_output_gb: float | None = Field(
-        None,
-        gt=0,
-        description="Largest output, uncompressed, in GB (default $TERRASEG_MAX_OUTPUT_GB or 100): a mosaic "
-        "over it is refused before anything is written.",
-    )
+    max_output_gb: float | None = Field(None, gt=0)
+    """Largest output, uncompressed, in GB (default $TERRASEG_MAX_OUTPUT_GB or 100): a mosaic over it is refused before
+    anything is written."""
 
 
 class RasterizeConfig(_Strict):
@@ -136,9 +122,8 @@ class RasterizeConfig(_Strict):
     boundary_width: float = Field(0.0, ge=0.0, description="Width in pixels of a polygon-outline class (0: none).")
     boundary_class: int | None = Field(None, ge=0, le=255, description="Class id of outlines (required with boundary_width).")
     ignore: str | None = Field(None, description="Vector file of zones burnt as `ignore_index` last (unknown, excluded).")
-    ignore_index: int = Field(
-        255, ge=0, le=255, description="Value of ignore zones and of the image's nodata pixels; the mask's nodata."
-    )
+    ignore_index: int = Field(255, ge=0, le=255)
+    """Value of ignore zones and of the image's nodata pixels; the mask's nodata."""
     block: int = Field(1024, ge=16, description="Rows/columns rasterized at a time.")
 
     @model_validator(mode="after")
@@ -151,35 +136,26 @@ class RasterizeConfig(_Strict):
 class SplitConfig(_Strict):
     """Train/val/test manifests from a chip index."""
 
-    index: str = Field(
-        description="Chip index (GeoParquet or CSV from `terraseg chip`), or a folder of image/mask pairs "
-        "(methods random and stratified; strata: the pairs' sub-folders)."
-    )
+    index: str
+    """Chip index (GeoParquet or CSV from `terraseg chip`), or a folder of image/mask pairs (methods random and
+    stratified; strata: the pairs' sub-folders)."""
     out_dir: str = Field(description="Folder for train/val/test manifests.")
-    layout: Literal["auto", "pairs", "seed", "loveda", "magnetic_tiles"] = Field(
-        "auto", description="Folder inputs: the pair layout (as a config's folder source)."
-    )
+    layout: Literal["auto", "pairs", "seed", "loveda", "magnetic_tiles"] = "auto"
+    """Folder inputs: the pair layout (as a config's folder source)."""
     include: list[str] | None = Field(None, description="Folder inputs: only these sub-folders (e.g. MT_Crack).")
-    method: Literal["random", "stratified", "spatial", "spatial-kfold"] = Field(
-        "random",
-        description="'random'; 'stratified' by the set of classes present; 'spatial' by blocks of `block_size`; "
-        "'spatial-kfold': `folds` folds of whole blocks, training chips within `buffer` of a fold's test chips left out.",
-    )
+    method: Literal["random", "stratified", "spatial", "spatial-kfold"] = "random"
+    """'random'; 'stratified' by the set of classes present; 'spatial' by blocks of `block_size`; 'spatial-kfold':
+    `folds` folds of whole blocks, training chips within `buffer` of a fold's test chips left out."""
     folds: int = Field(5, ge=2, description="'spatial-kfold': number of folds.")
-    buffer: float = Field(
-        0.0,
-        ge=0,
-        description="'spatial-kfold': training chips closer than this (CRS units) to a test chip are "
-        "left out of that fold (0: only those overlapping one).",
-    )
+    buffer: float = Field(0.0, ge=0)
+    """'spatial-kfold': training chips closer than this (CRS units) to a test chip are left out of that fold (0: only
+    those overlapping one)."""
     fractions: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Shares of train, val, test (sum 1).")
     block_size: float | None = Field(None, gt=0, description="Block side in CRS units for 'spatial' (e.g. metres).")
-    straddling: Literal["drop", "assign"] = Field(
-        "drop",
-        description="'spatial': training chips overlapping a val/test chip (they straddle a block border) are dropped "
-        "(no training pixel is also a val/test pixel), or with 'assign' kept in the split of the block holding their centre "
-        "(no chip lost; their border pixels overlap val/test chips).",
-    )
+    straddling: Literal["drop", "assign"] = "drop"
+    """'spatial': training chips overlapping a val/test chip (they straddle a block border) are dropped (no training
+    pixel is also a val/test pixel), or with 'assign' kept in the split of the block holding their centre (no chip
+    lost; their border pixels overlap val/test chips)."""
     seed: int = Field(0, description="Seed of the shuffles; the same seed gives the same split.")
     format: Literal["csv", "parquet"] = Field("csv", description="Manifest file format.")
 
@@ -197,11 +173,9 @@ class StatsConfig(_Strict):
 
     images: list[str] = Field(min_length=1, description="Images (all with the same band count).")
     labels: list[LabelOptions] = Field(default_factory=list, description="Labels: none, one for all, or one per image.")
-    out_dir: str | None = Field(
-        None,
-        description="Output folder: stats.json and one figure, bands.png (histograms, or a spectral "
-        "profile past 16 bands); None: the summary is only returned (and printed by the CLI).",
-    )
+    out_dir: str | None = None
+    """Output folder: stats.json and one figure, bands.png (histograms, or a spectral profile past 16 bands); None: the
+    summary is only returned (and printed by the CLI)."""
     bands: list[int] | None = Field(None, description="1-based band indexes (default all).")
     band_names: list[str] | None = Field(None, description="Names of the bands, used in the table and plots.")
     percentiles: list[float] = Field([1.0, 2.0, 50.0, 98.0, 99.0], description="Percentiles to report (0-100).")
