@@ -160,18 +160,6 @@ def mosaic(
     )
 
 
-@app.command()
-@user_errors
-def stack(
-    inputs: Annotated[list[str], typer.Argument(help="Rasters on one grid (e.g. per-colour files), stacked in order.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Output multi-band GeoTIFF.")],
-) -> None:
-    """Stack single-band rasters on one grid into one multi-band GeoTIFF."""
-    from terraseg.prepare.mosaic import stack_bands
-
-    out.print(f"{stack_bands(inputs, str(out_path))}: {len(inputs)} inputs stacked")
-
-
 @command_from(RasterizeConfig)
 def rasterize(
     make: Callable[..., RasterizeConfig],
@@ -225,21 +213,21 @@ def split(
         )
 
 
+STATS_OUT = (
+    "Folder for stats.json and bands.png (histograms, or a spectral profile past 16 bands); without it the summary is "
+    "only printed."
+)
+
+
 @command_from(StatsConfig)
 @with_image_inputs("Images with the same band count.")
 def stats(
     make: Callable[..., StatsConfig],
+    *,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help=STATS_OUT)] = None,
     images: list[str],
     labels: list,
     bands: list[int] | None,
-    out_dir: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--out",
-            help="Folder for stats.json and bands.png (histograms, or a "
-            "spectral profile past 16 bands); without it the summary is only printed.",
-        ),
-    ] = None,
 ) -> None:
     """Band statistics, histograms, class frequencies and weights; optional flat per-pixel table."""
     from terraseg.prepare.stats import compute_statistics
@@ -395,3 +383,15 @@ def area(
         f"overall accuracy {report['overall_accuracy']} +/- {report['overall_accuracy_ci95']}; {details['points_used']} points "
         f"({details['points_skipped']} outside the map or on nodata) -> {out_path}"
     )
+
+
+@app.command()
+@user_errors
+def stack(
+    inputs: Annotated[list[str], typer.Argument(help="Rasters on one grid (e.g. per-colour files), stacked in order.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output multi-band GeoTIFF.")],
+) -> None:
+    """Stack single-band rasters on one grid into one multi-band GeoTIFF."""
+    from terraseg.prepare.mosaic import stack_bands
+
+    out.print(f"{stack_bands(inputs, str(out_path))}: {len(inputs)} inputs stacked")

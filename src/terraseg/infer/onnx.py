@@ -145,6 +145,38 @@ def _check_windows(bundle: Bundle, images: list[str], window: int, max_windows: 
     return rng.standard_normal((2, bundle.in_channels, window, window)).astype(np.float32), "random normal inputs"
 
 
+def export_graph(model: torch.nn.Module, dummy: torch.Tensor, opset: int, spatial: bool = True) -> bytes:
+    """The network as an ONNX graph (TorchScript exporter): input ``image``, output ``logits``, a dynamic batch and, with
+    ``spatial``, dynamic height and width.
+
+    Args:
+        model: the network, in eval mode.
+        dummy: ``(1, C, H, W)`` example input.
+        opset: ONNX opset.
+        spatial: segmentation (``(N, K, H, W)`` logits of any window) rather than classification (``(N, K)``).
+
+    Raises:
+        Exception: whatever ``torch.onnx.export`` raises for a network that does not export.
+    """
+    axes: dict = {"image": {0: "batch"}, "logits": {0: "batch"}}
+    if spatial:
+        axes = {k: v | {2: "height", 3: "width"} for k, v in axes.items()}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (dummy,),
+            buf,  # type: ignore[arg-type]  # a file object works; the stubs name only paths
+            input_names=["image"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes=axes,
+        )
+    return buf.getvalue()
+
+
 def add_onnx_graph(b: Bundle, cfg: ExportConfig | None = None, **options: Any) -> ExportReport:
     """Export a loaded bundle's network to an ONNX graph, check it against PyTorch, and add it to the bundle in memory.
 
@@ -181,28 +213,10 @@ def add_onnx_graph(b: Bundle, cfg: ExportConfig | None = None, **options: Any) -
         window = b.manifest.input.input_size or b.manifest.input.train_window
     model = b.model.eval()
     dummy = torch.zeros(1, b.in_channels, window, window)
-    axes = (
-        {"image": {0: "batch"}, "logits": {0: "batch"}}
-        if classify
-        else {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}}
-    )
-    buf = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (dummy,),
-                buf,  # type: ignore[arg-type]
-                input_names=["image"],
-                output_names=["logits"],
-                opset_version=opset,
-                dynamo=False,
-                dynamic_axes=axes,
-            )
+        data = export_graph(model, dummy, opset, spatial=not classify)
     except Exception as e:  # torch.onnx raises many kinds; all mean "this network does not export"
         raise BundleError(f"{bundle_path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0]}).") from None
-    data = buf.getvalue()
     batch, source = _check_windows(b, [] if classify else list(cfg.check_images), window, cfg.max_windows)
     with torch.no_grad():
         ref = model(torch.from_numpy(batch)).numpy()

@@ -10,6 +10,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from terraseg import progress
+from terraseg.config.inference import PredictConfig
 from terraseg.data.scenes import RasterScene, Scene
 from terraseg.infer.sliding import SlidingWindowPredictor
 from terraseg.io.images import write_png
@@ -104,34 +105,17 @@ def output_suffix(scene: Scene) -> str:
 
 
 def arrays_to_files(
-    scene: Scene,
-    class_ids: np.ndarray,
-    probs: np.ndarray,
-    out_dir: Path,
-    class_names: list[str],
-    colors: list[str],
-    probabilities: bool = False,
-    overlay: bool = False,
-    compress: str = "deflate",
-    cog: bool = False,
-    level: int | None = None,
-    stem: str | None = None,
+    scene: Scene, ids: np.ndarray, probs: np.ndarray, cfg: PredictConfig, classes: list, stem: str
 ) -> dict[str, str]:
     """Write an in-memory prediction of a small scene exactly as :func:`predict_to_files` streams a large one.
 
     Args:
         scene: the predicted scene.
-        class_ids: ``(H, W)`` ids, -1 for nodata.
+        ids: ``(H, W)`` class ids, -1 for nodata.
         probs: ``(K, H, W)`` float32.
-        out_dir: as :func:`predict_to_files`.
-        class_names: as :func:`predict_to_files`.
-        colors: as :func:`predict_to_files`.
-        probabilities: as :func:`predict_to_files`.
-        overlay: as :func:`predict_to_files`.
-        compress: as :func:`predict_to_files`.
-        cog: as :func:`predict_to_files`.
-        level: as :func:`predict_to_files`.
-        stem: as :func:`predict_to_files`.
+        cfg: the predict config (``out_dir``, ``probabilities``, ``overlay``, ``compress``, ``level``, ``cog``).
+        classes: the bundle's classes (names and colours, :class:`terraseg.config.ClassSpec`).
+        stem: output name.
 
     Returns:
         ``{"prediction": path, "probabilities": path, "overlay": path}`` for what was written.
@@ -139,23 +123,23 @@ def arrays_to_files(
     Raises:
         OutputError: ``out_dir`` cannot be written.
     """
-    stem = stem or Path(getattr(scene, "path", scene.name)).stem
+    out_dir, colors = Path(cfg.out_dir), [c.color for c in classes]
     grid = scene.grid
     target = out_dir / f"{stem}{output_suffix(scene)}"
     paths = write_prediction(
         target,
         grid,
-        class_ids,
-        class_names,
+        ids,
+        [c.name for c in classes],
         colors,
-        probs if probabilities else None,
+        probs if cfg.probabilities else None,
         out_dir / f"{stem}_probs.tif",
-        compress=compress,
-        level=level,
-        cog=cog,
+        compress=cfg.compress,
+        level=cfg.level,
+        cog=cfg.cog,
     )
     outputs = {k: str(v) for k, v in paths.items()}
-    if overlay:
+    if cfg.overlay:
         outputs["overlay"] = str(write_overlay(scene, target, out_dir / f"{stem}_overlay.png", colors))
     return outputs
 

@@ -126,9 +126,7 @@ def predict_segmentation(cfg: PredictConfig, bundle: str | Path | Bundle) -> Pre
             for (path, stem, scene), pred in zip(chunk, preds):
                 try:
                     ids, probs = pred if pred is not None else predictor.predict_array(scene)
-                    result.outputs[str(path)] = arrays_to_files(
-                        scene, ids, probs, Path(cfg.out_dir), b.class_names, colors, stem=stem, **out
-                    )
+                    result.outputs[str(path)] = arrays_to_files(scene, ids, probs, cfg, b.manifest.classes, stem)
                 except TerrasegError as e:
                     result.failures[str(path)] = str(e)
     return result

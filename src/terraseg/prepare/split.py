@@ -195,15 +195,8 @@ def spatial_kfold(cfg: SplitConfig, df: pd.DataFrame) -> dict[str, Path]:
             base = base.assign(**{col: [str(index_dir / p) if isinstance(p, str) and p else p for p in base[col]]})
     out = Path(cfg.out_dir)
     paths: dict[str, Path] = {}
-    summary: dict[str, Any] = {
-        "index": str(cfg.index),
-        "method": cfg.method,
-        "folds": cfg.folds,
-        "block_size": cfg.block_size,
-        "buffer": cfg.buffer,
-        "seed": cfg.seed,
-        "per_fold": [],
-    }
+    kept = {"method", "folds", "block_size", "buffer", "seed"}
+    summary: dict[str, Any] = {"index": str(cfg.index)} | cfg.model_dump(include=kept) | {"per_fold": []}
     with staged_dir(out) as stage:
         for k in range(cfg.folds):
             test = folds == k
@@ -292,13 +285,8 @@ def split_index(cfg: SplitConfig) -> dict[str, Path]:
         labels = resolved if cfg.straddling == "drop" else first  # 'assign': they stay in their centre's block split
     out = Path(cfg.out_dir)
     paths: dict[str, Path] = {}
-    summary: dict[str, object] = {
-        "index": str(cfg.index),
-        "method": cfg.method,
-        "seed": cfg.seed,
-        "fractions": cfg.fractions,
-        "block_size": cfg.block_size,
-        "straddling": cfg.straddling,
+    summary = {"index": str(cfg.index)} | cfg.model_dump(include={"method", "seed", "fractions", "block_size", "straddling"})
+    summary |= {
         "dropped_straddling": int((labels == -1).sum()),
         "assigned_straddling": straddling if cfg.method == "spatial" and cfg.straddling == "assign" else 0,
     }

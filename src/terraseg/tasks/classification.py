@@ -20,10 +20,7 @@ class ClassificationTask(opts.EvaluateChecks):
     """Scene-classification bundles: ``predictions.csv`` for image files, class grids for georeferenced scenes,
     image-level evaluation (accuracy, macro-F1, top-k, per-class precision/recall/F1)."""
 
-    name = "classification"
-    noun = "classifies scenes"
-    dense = False
-    endpoint = "classify"
+    name, noun, dense, endpoint = "classification", "classifies scenes", False, "classify"  # see terraseg.tasks.Task
 
     def inference(self, bundle: Bundle, options: InferenceConfig, backend: Any = None) -> ImageClassifier:
         """The image classifier of ``bundle`` (:class:`terraseg.infer.classify.ImageClassifier`).

@@ -20,10 +20,7 @@ Say = Callable[[str], None]
 class SegmentationTask(opts.EvaluateChecks):
     """Segmentation bundles: sliding-window prediction into class maps, pixel-level evaluation (IoU, Dice/F1)."""
 
-    name = "segmentation"
-    noun = "segments"
-    dense = True
-    endpoint = "segment"
+    name, noun, dense, endpoint = "segmentation", "segments", True, "segment"  # see terraseg.tasks.Task
 
     def inference(self, bundle: Bundle, options: InferenceConfig, backend: Any = None) -> SlidingWindowPredictor:
         """The sliding-window predictor of ``bundle`` (:func:`terraseg.infer.sliding.predictor_for`).

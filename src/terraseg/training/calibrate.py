@@ -86,17 +86,13 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> dict[str, Any
         }
 
 
+MAX_WINDOWS, MAX_PIXELS = 24, 2_000_000  # windows read, spread over the scenes; labelled pixels kept (a seeded subset)
+
+
 @torch.no_grad()
 def calibrate_on_scenes(
-    model: torch.nn.Module,
-    scenes: list,
-    stats: NormStats,
-    window: int,
-    ignore_index: int,
-    max_windows: int = 24,
-    max_pixels: int = 2_000_000,
-    seed: int = 0,
-) -> dict[str, Any] | None:
+    model: torch.nn.Module, scenes: list, stats: NormStats, window: int, ignore_index: int, seed: int = 0
+) -> dict | None:
     """Fit the temperature of ``model`` on labelled windows of ``scenes`` (the validation split).
 
     Args:
@@ -105,9 +101,7 @@ def calibrate_on_scenes(
         stats: normalisation.
         window: window side in pixels.
         ignore_index: label to leave out.
-        max_windows: windows read, spread over the scenes.
-        max_pixels: labelled pixels kept (a seeded random subset).
-        seed: subset seed.
+        seed: seed of the subset of :data:`MAX_PIXELS` labelled pixels kept (from :data:`MAX_WINDOWS` windows).
 
     Returns:
         :func:`fit_temperature`'s figures, or None without labelled pixels.
@@ -117,9 +111,9 @@ def calibrate_on_scenes(
     wins = [(s, w) for s in scenes for w in grid_windows(s.height, s.width, window, window, "shift")]
     if not wins:
         return None
-    step = max(1, len(wins) // max_windows)
+    step = max(1, len(wins) // MAX_WINDOWS)
     zs, ys = [], []
-    for scene, w in wins[::step][:max_windows]:
+    for scene, w in wins[::step][:MAX_WINDOWS]:
         r = scene.read(w.row, w.col, w.height, w.width)
         if r.mask is None:
             continue
@@ -131,8 +125,8 @@ def calibrate_on_scenes(
     if not zs:
         return None
     z, y = torch.cat(zs), torch.cat(ys)
-    if len(y) > max_pixels:
-        idx = torch.from_numpy(np.random.default_rng(seed).choice(len(y), max_pixels, replace=False))
+    if len(y) > MAX_PIXELS:
+        idx = torch.from_numpy(np.random.default_rng(seed).choice(len(y), MAX_PIXELS, replace=False))
         z, y = z[idx], y[idx]
     if len(y) == 0:
         return None

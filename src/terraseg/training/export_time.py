@@ -11,10 +11,8 @@ network shape, CPU model and library versions and cached in the cache folder
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -55,25 +53,16 @@ def trial_export(model: torch.nn.Module, bands: int, opset: int = 17) -> float:
     """
     import onnxruntime as ort
 
+    from terraseg.infer.onnx import export_graph
+
     t0 = time.perf_counter()
     m = copy.deepcopy(model).cpu().float().eval()
     dummy = torch.zeros(1, bands, WINDOW, WINDOW)
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            m,
-            (dummy,),
-            buf,  # type: ignore[arg-type]
-            input_names=["image"],
-            output_names=["logits"],
-            opset_version=opset,
-            dynamo=False,
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
-        )
+    graph = export_graph(m, dummy, opset)
+    with torch.no_grad():
         x = np.random.default_rng(0).standard_normal((2, bands, WINDOW, WINDOW)).astype(np.float32)
         m(torch.from_numpy(x))
-    ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"image": x})
     return time.perf_counter() - t0
 
 
