@@ -97,7 +97,7 @@ def child(args: argparse.Namespace) -> None:
 
     from terraseg.bundle import Bundle
     from terraseg.config.inference import InferenceConfig
-    from terraseg.data.scenes import RasterScene
+    from terraseg.data.rasters import RasterScene
     from terraseg.infer.sliding import predictor_for
     from terraseg.prediction.outputs import predict_to_files
 

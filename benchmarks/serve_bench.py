@@ -3,7 +3,8 @@
 Cases:
 
 * ``latency``: starts ``terraseg serve BUNDLE --backend B`` on loopback for each backend, then posts a
-  512x512 PNG (a crop of a real Massachusetts tile) to ``/v1/segment`` from 1, 4 and 16 concurrent
+  512x512 PNG (a crop of a real Massachusetts tile) to ``/v1/segment`` (a classification bundle: ``--image``, by
+  default an Intel scene photo, to ``/v1/classify``: the route the bundle's task answers) from 1, 4 and 16 concurrent
   httpx async clients for ``--duration`` seconds each. Prints p50/p95/p99 latency, throughput and
   errors, and the ratio of the 1-client p50 to the bare model: one forward pass of the network on the
   ``(1, C, 512, 512)`` input, and the in-process sliding-window prediction of the same image (the
@@ -182,7 +183,8 @@ async def load(
                 try:
                     r = await client.post(path, params={"format": "png"}, files={"file": ("crop.png", payload, "image/png")})
                     code = r.status_code
-                    ok = code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+                    answer = r.content[:8] == b"\x89PNG\r\n\x1a\n" or (path == "/v1/classify" and b"predicted" in r.content)
+                    ok = code == 200 and answer
                 except httpx.HTTPError:
                     code, ok = -1, False
                 if ok:
@@ -230,15 +232,19 @@ def bare_times(bundle: Path, backend: str, payload: bytes, window: int | None, r
 
 
 def bare_batch(bundle: Path, backend: str, batch: int = 16, reps: int = 10) -> float:
-    """Images per second of the bare network on ``(batch, C, 512, 512)`` already on its device (the server's runtime)."""
+    """Images per second of the bare network on ``(batch, C, S, S)`` already on its device (the server's runtime):
+    S = 512 for segmentation, the classifier's input size for classification."""
     import torch
 
     from terraseg.bundle import Bundle
-    from terraseg.infer.sliding import predictor_for
+    from terraseg.config.inference import InferenceConfig
+    from terraseg.tasks import task_for
 
     b = Bundle.load(bundle)
-    pred = predictor_for(b, backend=backend)
-    x = torch.randn(batch, b.manifest.input.bands, 512, 512, device=pred.device)
+    task = task_for(b)
+    pred = task.inference(b, InferenceConfig(backend=backend))
+    side = 512 if task.dense else task.input_size(b)
+    x = torch.randn(batch, b.manifest.input.bands, side, side, device=pred.device)
     sync = torch.cuda.synchronize if pred.device.type == "cuda" else (lambda: None)
     pred.backend.probabilities(x)
     sync()
@@ -249,8 +255,21 @@ def bare_batch(bundle: Path, backend: str, batch: int = 16, reps: int = 10) -> f
     return reps * batch / (time.perf_counter() - t0)
 
 
+def classify_payload(image: Path | None) -> bytes:
+    """The upload of a classification bundle: ``image``, or the first Intel scene photo (150x150 JPEG) as PNG."""
+    path = image or sorted((DATA / "intel-scenes" / "seg_train").rglob("*.jpg"))[0]
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def case_latency(a: argparse.Namespace) -> None:
-    payload = png_512()
+    from terraseg.bundle import Bundle
+    from terraseg.tasks import task_for
+
+    task = task_for(Bundle.load(a.bundle))
+    route = f"/v1/{task.endpoint}"
+    payload = png_512() if task.dense else classify_payload(a.image)
     extra = (["--window", str(a.window)] if a.window else []) + (["--workers", str(a.workers)] if a.workers > 1 else [])
     if a.batch_wait_ms is not None:
         extra += ["--batch-wait-ms", str(a.batch_wait_ms), "--max-batch", str(a.max_batch)]
@@ -258,17 +277,19 @@ def case_latency(a: argparse.Namespace) -> None:
         f"512x512 PNG ({len(payload) / 1e3:.0f} kB), {a.duration:.0f} s per level, window {a.window or 'bundle default'}, "
         f"{a.workers} server process(es)"
     )
+    print(f"{task.name} bundle: POST {route}")
     print("backend clients   n   err  p50_ms  p95_ms  p99_ms  req/s")
     summary = []
     for backend in a.backends:
-        fw, sw = bare_times(a.bundle, backend, payload, a.window)
+        fw, sw = bare_times(a.bundle, backend, payload, a.window) if task.dense else (float("nan"), float("nan"))
         srv = Server(a.bundle, backend, extra)
         try:
-            asyncio.run(load(srv.url, payload, 2, 3))  # warm-up
+            print("served:", httpx.get(srv.url + "/v1/models").json()[0]["batching"], flush=True)
+            asyncio.run(load(srv.url, payload, 2, 3, path=route))  # warm-up
             p50_1 = None
             levels = []
             for c in a.clients:
-                lat, err, wall = asyncio.run(load(srv.url, payload, c, a.duration))
+                lat, err, wall = asyncio.run(load(srv.url, payload, c, a.duration, path=route))
                 p50 = pct(lat, 50) * 1e3
                 p50_1 = p50 if p50_1 is None else p50_1
                 levels.append((c, len(lat) / wall, pct(lat, 99)))
@@ -502,6 +523,7 @@ def main() -> None:
     ap.add_argument("--batch-wait-ms", type=float, default=None, help="serve --batch-wait-ms (default: the server's)")
     ap.add_argument("--max-batch", type=int, default=16, help="serve --max-batch")
     ap.add_argument("--mixed", action="store_true", help="soak: every other request is an invalid upload (4xx expected)")
+    ap.add_argument("--image", type=Path, default=None, help="latency, classification bundle: the image posted")
     a = ap.parse_args()
     if not a.bundle.exists():
         raise SystemExit(f"{a.bundle}: no bundle; run `make demo` or pass --bundle")

@@ -46,7 +46,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="trust-"))
     import torch
 
-    from terraseg.data.scenes import RasterScene
+    from terraseg.data.rasters import RasterScene
     from terraseg.training.calibrate import calibrate_on_scenes, expected_calibration_error
 
     if not b.manifest.calibration and a.fit_image:

@@ -9,7 +9,8 @@ from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
 from conftest import DATA, needs_data
-from terraseg.data.scenes import ArrayScene, RasterScene
+from terraseg.data.rasters import RasterScene
+from terraseg.data.scenes import ArrayScene
 from terraseg.io.images import read_image_valid
 from terraseg.io.raster import raster_info
 

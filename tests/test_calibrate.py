@@ -35,7 +35,7 @@ def test_training_stores_the_temperature_and_backends_apply_it(tmp_path):
     from conftest import make_geotiff, tiny_config, write_mask_tif
     from terraseg.bundle import Bundle
     from terraseg.config import load_config
-    from terraseg.data.scenes import RasterScene
+    from terraseg.data.rasters import RasterScene
     from terraseg.infer.sliding import predictor_for
     from terraseg.training.run import train
 

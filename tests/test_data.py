@@ -11,7 +11,7 @@ from conftest import DATA, make_geotiff, needs_data, write_mask_tif
 from terraseg.config import DataConfig, FolderSource, SceneSource
 from terraseg.data.datasets import RandomWindowDataset, collate_samples, make_sample, scene_statistics
 from terraseg.data.normalize import NormStats
-from terraseg.data.scenes import RasterScene
+from terraseg.data.rasters import RasterScene
 from terraseg.data.sources import build_scenes, detect_layout, train_val_scenes
 from terraseg.errors import InputFileError
 

@@ -10,7 +10,7 @@ import rasterio
 from conftest import make_bundle, make_geotiff
 from terraseg.bundle import CALIBRATION, Bundle
 from terraseg.data.normalize import NormStats
-from terraseg.data.scenes import RasterScene
+from terraseg.data.rasters import RasterScene
 from terraseg.infer.drift import (
     BINS,
     band_histograms,

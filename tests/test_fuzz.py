@@ -122,7 +122,7 @@ def _write(tmp_path_factory, name: str, data: bytes) -> Path:
 
 
 def _read_raster(p: Path) -> None:
-    from terraseg.data.scenes import RasterScene
+    from terraseg.data.rasters import RasterScene
 
     s = RasterScene(p, cache=False)
     s.read(0, 0, min(s.height, 64), min(s.width, 64), labels=False)

@@ -8,7 +8,7 @@ import pytest
 from conftest import DATA, make_geotiff, needs_data, write_mask_tif
 from terraseg.config import DataConfig, FolderSource, SceneSource
 from terraseg.data.holdout import apply_record, block_side
-from terraseg.data.scenes import RasterScene
+from terraseg.data.rasters import RasterScene
 from terraseg.data.sources import build_scenes, split_scenes
 from terraseg.evaluation.metrics import metrics_from_confusion, score, validation_metrics
 

@@ -11,7 +11,8 @@ from shapely.geometry import box
 
 from conftest import DATA, make_geotiff, needs_data, write_mask_tif
 from terraseg.config import VectorLabels
-from terraseg.data.scenes import ArrayScene, RasterScene
+from terraseg.data.rasters import RasterScene
+from terraseg.data.scenes import ArrayScene
 from terraseg.errors import InputFileError
 from terraseg.io.atomic import atomic_path
 

@@ -89,7 +89,7 @@ def test_explicit_mask_nodata_zero_is_refused_in_one_line(tmp_path):
 
 def test_the_tag_alone_is_refused_too_with_the_setting_that_fixes_it(tmp_path):
     from terraseg.data.census import require_two_classes
-    from terraseg.data.scenes import RasterScene
+    from terraseg.data.rasters import RasterScene
     from terraseg.errors import InputFileError
 
     img, mask, truth = _tagged_mask(tmp_path)

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_geotiff
 from terraseg.data.datasets import make_sample, scene_statistics
 from terraseg.data.normalize import NormStats, compute_stats, normalize
-from terraseg.data.scenes import RasterScene
+from terraseg.data.rasters import RasterScene
 from terraseg.data.windows import grid_windows
 from terraseg.errors import BundleError
 from terraseg.infer.sliding import SlidingWindowPredictor

@@ -159,7 +159,7 @@ def test_peak_rss_is_this_programs_own_not_a_large_parents():
 
 
 def test_scene_reads_stay_within_the_cache_budget(tmp_path):
-    from terraseg.data.scenes import RasterScene
+    from terraseg.data.rasters import RasterScene
     from terraseg.io.cache import CACHE
 
     old = CACHE.total_mb
@@ -244,7 +244,7 @@ def test_spill_store_gives_back_every_window_it_was_given(tmp_path):
 def past_budget(tmp_path):
     """Twelve labelled 64 px scenes, a memory cache holding ten of them (20 KiB each with validity and mask),
     and a spill store for the run; the cache and store are put back afterwards."""
-    from terraseg.data.scenes import RasterScene
+    from terraseg.data.rasters import RasterScene
     from terraseg.io.cache import CACHE, SPILL
 
     old = CACHE.total_mb
@@ -265,7 +265,7 @@ def past_budget(tmp_path):
 
 
 def test_scenes_past_the_cache_budget_are_decoded_once_then_read_from_the_spill_store(past_budget, monkeypatch):
-    from terraseg.data.scenes import RasterScene
+    from terraseg.data.rasters import RasterScene
     from terraseg.io.cache import CACHE, SPILL
 
     scenes = past_budget
@@ -286,7 +286,7 @@ def test_scenes_past_the_cache_budget_are_decoded_once_then_read_from_the_spill_
 
 def test_a_project_past_the_budget_is_decoded_once_before_the_first_epoch(past_budget, monkeypatch):
     from terraseg.data.datasets import RandomWindowDataset
-    from terraseg.data.scenes import RasterScene
+    from terraseg.data.rasters import RasterScene
     from terraseg.io.cache import SPILL
 
     ds = RandomWindowDataset(past_budget, 32, 64, None, 0.5, 0)

@@ -203,7 +203,7 @@ def test_input_drift_flagged_in_api_metrics_and_cli(tmp_path):
 
     from conftest import make_geotiff
     from terraseg.cli.main import app as cli
-    from terraseg.data.scenes import RasterScene
+    from terraseg.data.rasters import RasterScene
     from terraseg.infer.drift import input_drift
 
     stats = NormStats("meanstd", [60.0] * 3, [30.0] * 3, [10.0] * 3, [140.0] * 3)

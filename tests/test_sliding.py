@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_geotiff
 from terraseg.data.normalize import NormStats
-from terraseg.data.scenes import RasterScene
+from terraseg.data.rasters import RasterScene
 from terraseg.infer.sliding import SlidingWindowPredictor, hann_weights
 from terraseg.prediction.outputs import predict_to_files
 

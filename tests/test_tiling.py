@@ -7,7 +7,7 @@ import torch
 from conftest import make_bundle, make_geotiff, tiny_config, write_mask_tif
 from terraseg.config import ExperimentConfig
 from terraseg.data.normalize import NormStats
-from terraseg.data.scenes import RasterScene
+from terraseg.data.rasters import RasterScene
 from terraseg.infer.sliding import predictor_for
 from terraseg.training.tiling import choose_tiling
 

@@ -160,6 +160,7 @@ def compare(
 
     from terraseg.config.inference import EvaluateConfig
     from terraseg.evaluation.compare import check_comparable, compare_bundles
+    from terraseg.formats import is_config
     from terraseg.tasks import task_for
 
     say = say or logging.getLogger(__name__).warning
@@ -169,7 +170,7 @@ def compare(
     task = task_for(a)
     task.check_evaluate(which)
     scenes = task.evaluation_data(which, a, say)
-    validation = split == "val" and (data is None or Path(data).suffix.lower() in {".yaml", ".yml"})
+    validation = split == "val" and (data is None or is_config(data))
     if validation and (a.manifest.split or {}).get("units") != (b.manifest.split or {}).get("units"):
         say(
             "warning: these are A's validation blocks; B held out others, so it may have trained on some of these "

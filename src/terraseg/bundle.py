@@ -72,6 +72,12 @@ class InputSpec(Described):
     input_size: int | None = None
     """Classification: the side (pixels) images are resized to before the network."""
 
+    @property
+    def side(self) -> int:
+        """The side in pixels of a classifier's input (every image is resized to it): ``input_size``, else the training
+        window (older bundles)."""
+        return self.input_size or self.train_window
+
     def select_bands(self, count: int, source: str = "input") -> list[int] | None:
         """The 1-based bands to read from an input with ``count`` bands.
 

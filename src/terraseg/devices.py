@@ -103,6 +103,16 @@ def inference_precision(lightning_precision: str) -> str:
     return {"bf16-mixed": "bf16", "16-mixed": "16"}.get(lightning_precision, "32")
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a precision setting: bfloat16 for 'bf16' / 'bf16-mixed', float16 for '16' / '16-mixed',
+    None (no autocast) for float32.
+
+    Args:
+        precision: an inference ('32', 'bf16', '16') or Lightning training ('bf16-mixed', '16-mixed') precision.
+    """
+    return torch.bfloat16 if precision.startswith("bf16") else torch.float16 if precision.startswith("16") else None
+
+
 def resolve_device(device: str | None = "auto") -> str:
     """The torch device an ``auto`` (or empty) device setting means on this machine.
 

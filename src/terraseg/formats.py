@@ -39,6 +39,15 @@ def suffix(path: str | Path) -> str:
     return Path(str(path)).suffix.lower()
 
 
+def is_config(path: str | Path | None) -> bool:
+    """Whether ``path`` names a config YAML (``.yaml`` / ``.yml``) rather than data.
+
+    Args:
+        path: a command's data argument, or None.
+    """
+    return path is not None and suffix(path) in (".yaml", ".yml")
+
+
 def is_geotiff(path: str | Path) -> bool:
     """Whether ``path`` names a (Geo)TIFF by its suffix.
 

@@ -72,7 +72,7 @@ def max_output_bytes() -> int:
     """Largest raster (uncompressed bytes) a command writes without being told: ``$TERRASEG_MAX_OUTPUT_GB`` (default 100 GB).
 
     A wrong resolution or CRS can imply a raster of hundreds of gigabytes; writers refuse it up front
-    (:func:`terraseg.io.raster.create_raster`) instead of running for hours.
+    (:func:`terraseg.io.outputs.create_raster`) instead of running for hours.
     """
     try:
         return int(float(os.environ.get("TERRASEG_MAX_OUTPUT_GB", "100")) * 1e9)

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from terraseg.data.scenes import RasterScene, Region, Scene
+from terraseg.data.rasters import RasterScene
+from terraseg.data.scenes import Region, Scene
 from terraseg.errors import BundleError
 
 log = logging.getLogger(__name__)

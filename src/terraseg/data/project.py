@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from terraseg.config import ProjectSource
-from terraseg.data.scenes import RasterScene
+from terraseg.data.rasters import RasterScene
 from terraseg.errors import InputFileError
 from terraseg.formats import is_mask_raster
 from terraseg.settings import resolve_data_path

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from terraseg.config import DataConfig, FolderSource, ManifestSource, ProjectSource, SceneSource
-from terraseg.data.scenes import ArrayScene, RasterScene, Scene
+from terraseg.data.rasters import RasterScene
+from terraseg.data.scenes import ArrayScene, Scene
 from terraseg.errors import InputFileError
 from terraseg.formats import IMAGE_SUFFIXES, is_photo
 from terraseg.settings import resolve_data_path

@@ -62,8 +62,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: l
     }
 
 
-def image_intervals(probs: np.ndarray, labels: np.ndarray, k: int, draws: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """95% bootstrap intervals of accuracy and macro-F1, the images being the resampled units.
+def image_intervals(probs: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> dict[str, Any]:
+    """95% bootstrap intervals of accuracy and macro-F1, the images being the resampled units (the draws and level every
+    interval of terraseg uses: :data:`terraseg.evaluation.bootstrap.DRAWS`, :data:`~terraseg.evaluation.bootstrap.LEVEL`).
 
     Images of one scene or one acquisition are not independent, so these intervals are lower bounds of the
     uncertainty when the test images come in groups (Efron and Tibshirani, "An Introduction to the Bootstrap",
@@ -73,18 +74,17 @@ def image_intervals(probs: np.ndarray, labels: np.ndarray, k: int, draws: int = 
         probs: ``(N, K)`` probabilities.
         labels: ``(N,)`` true ids.
         k: class count.
-        draws: replicates and their seed.
-        seed: replicates and their seed.
+        seed: the replicates' seed.
 
     Returns:
         ``{"accuracy": [low, high] | None, "f1_macro": [low, high] | None, "units": N, "unit": "images"}``.
     """
-    from terraseg.evaluation.bootstrap import _interval, resample_weights
+    from terraseg.evaluation.bootstrap import DRAWS, LEVEL, _interval, resample_weights
 
     n = len(labels)
     if n < 2:
         return {"accuracy": None, "f1_macro": None, "units": n, "unit": "images"}
-    w = resample_weights(n, draws, seed).astype(np.float64)  # (B, N)
+    w = resample_weights(n, DRAWS, seed).astype(np.float64)  # (B, N)
     pred = probs.argmax(1)
     acc = (w @ (pred == labels)) / w.sum(1)
     tp = np.stack([w @ ((pred == c) & (labels == c)) for c in range(k)], 1)
@@ -92,7 +92,7 @@ def image_intervals(probs: np.ndarray, labels: np.ndarray, k: int, draws: int = 
     fn = np.stack([w @ ((pred != c) & (labels == c)) for c in range(k)], 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0).mean(1)
-    return {"accuracy": _interval(acc, 0.95), "f1_macro": _interval(f1, 0.95), "units": n, "unit": "images"}
+    return {"accuracy": _interval(acc, LEVEL), "f1_macro": _interval(f1, LEVEL), "units": n, "unit": "images"}
 
 
 def evaluate_classifier(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from terraseg.devices import autocast_dtype
 from terraseg.models.factory import logits_to_probs
 
 
@@ -53,7 +54,7 @@ class TorchBackend:
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.precision)
+        dtype = autocast_dtype(self.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             logits = self.model(x)
         return logits_to_probs(logits.float() / self.temperature if self.temperature != 1.0 else logits)

@@ -57,7 +57,7 @@ class ImageClassifier:
         self.bundle, self.batch_size = bundle, opts.batch_size or batch_size
         self.device = torch.device(resolve_device(opts.device))
         spec = bundle.manifest.input
-        self.stats, self.size, self.nodata = bundle.stats, spec.input_size or spec.train_window, spec.nodata
+        self.stats, self.size, self.nodata = bundle.stats, spec.side, spec.nodata
         self.window = self.size  # the side of each forward-pass input, as a predictor's window
         self.backend = backend if backend is not None else backend_for(bundle, opts, str(self.device), self.size, self.batch_size)
         self.runtime = getattr(self.backend, "runtime", None)

@@ -210,7 +210,7 @@ def add_onnx_graph(b: Bundle, cfg: ExportConfig | None = None, **options: Any) -
         )
     classify = b.manifest.task == "classification"
     if classify:  # a classifier takes its input size (images are resized to it): only the batch varies
-        window = b.manifest.input.input_size or b.manifest.input.train_window
+        window = b.manifest.input.side
     model = b.model.eval()
     dummy = torch.zeros(1, b.in_channels, window, window)
     try:

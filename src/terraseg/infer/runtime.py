@@ -273,7 +273,7 @@ def ensure_onnx_graph(bundle: Any) -> bool:
 
 def _inputs(bundle: Any, window: int, batch_size: int) -> torch.Tensor:
     m = bundle.manifest
-    side = (m.input.input_size or window) if m.task == "classification" else window
+    side = m.input.input_size or window  # a classifier's images are resized to its input size
     return torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, m.input.bands, side, side)).astype(np.float32))
 
 

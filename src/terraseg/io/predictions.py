@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from terraseg.io.raster import Grid, create_raster, geotiff_profile
+from terraseg.io.outputs import create_raster, geotiff_profile
+from terraseg.io.raster import Grid
 
 CODECS = ("deflate", "zstd", "lzw", "none")
 OVERVIEW_ABOVE = 1024  # pixels: a raster with a side larger than this gets internal overviews

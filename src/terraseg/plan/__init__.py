@@ -153,7 +153,7 @@ def _mask_classes(paths: list[Path]) -> tuple[list[int], int | str | None, list[
     GDAL writes many masks) is not honoured when honouring it would leave fewer than two classes with labelled pixels:
     ``mask_nodata`` is then ``"none"`` and a note says so and how to restore the tag. Masks up to
     :data:`MASK_FULL_READ` pixels are read whole, so a rare class is not missed; a value an overview of a larger mask
-    missed is refused in one line when training reads it (:meth:`terraseg.data.scenes.RasterScene.set_mask_values`).
+    missed is refused in one line when training reads it (:meth:`terraseg.data.rasters.RasterScene.set_mask_values`).
     """
     import numpy as np
 

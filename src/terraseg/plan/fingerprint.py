@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from terraseg.data.scenes import RasterScene, Scene
+from terraseg.data.rasters import RasterScene
+from terraseg.data.scenes import Scene
 from terraseg.formats import is_geotiff
 
 log = logging.getLogger(__name__)

@@ -184,6 +184,7 @@ def measure_step_seconds(cfg_raw: dict[str, Any], bands: int, steps: int = 3) ->
     import torch
 
     from terraseg.config import ExperimentConfig
+    from terraseg.devices import autocast_dtype
     from terraseg.models.factory import build_model
     from terraseg.models.losses import CombinedLoss
 
@@ -194,7 +195,7 @@ def measure_step_seconds(cfg_raw: dict[str, Any], bands: int, steps: int = 3) ->
     w, b = cfg.data.window, cfg.data.batch_size
     x = torch.randn(b, bands, w, w, device=device)
     precision = cfg.training_precision()
-    dtype = torch.bfloat16 if precision.startswith("bf16") else (torch.float16 if precision.startswith("16") else None)
+    dtype = autocast_dtype(precision)
     if not task_named(cfg.task).dense:
         y = torch.randint(0, cfg.num_classes, (b,), device=device)
         loss_fn: Any = torch.nn.CrossEntropyLoss()

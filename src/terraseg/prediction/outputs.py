@@ -11,7 +11,8 @@ from rasterio.windows import Window
 
 from terraseg import progress
 from terraseg.config.inference import PredictConfig
-from terraseg.data.scenes import RasterScene, Scene
+from terraseg.data.rasters import RasterScene
+from terraseg.data.scenes import Scene
 from terraseg.infer.sliding import SlidingWindowPredictor
 from terraseg.io.images import write_png
 from terraseg.io.predictions import PredictionWriter, class_encoding, write_prediction

@@ -32,13 +32,14 @@ from shapely.geometry import box
 
 from terraseg import progress
 from terraseg.config.prep import ChipConfig
-from terraseg.data.scenes import RasterScene, Scene
+from terraseg.data.rasters import RasterScene
+from terraseg.data.scenes import Scene
 from terraseg.data.sources import labelled_scene, labels_for
 from terraseg.data.windows import grid_windows
 from terraseg.errors import ConfigError
 from terraseg.io.atomic import atomic_path
 from terraseg.io.images import write_png
-from terraseg.io.raster import create_raster, georef_options
+from terraseg.io.outputs import create_raster, georef_options
 
 log = logging.getLogger(__name__)
 

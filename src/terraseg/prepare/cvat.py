@@ -26,7 +26,8 @@ from terraseg.errors import InputFileError
 from terraseg.formats import is_geotiff
 from terraseg.io.atomic import staged_dir
 from terraseg.io.images import write_png
-from terraseg.io.raster import create_raster, raster_info
+from terraseg.io.outputs import create_raster
+from terraseg.io.raster import raster_info
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from terraseg import progress
 from terraseg.config.prep import MosaicConfig
 from terraseg.data.windows import grid_windows, row_strips
 from terraseg.errors import ConfigError, InputFileError
-from terraseg.io.raster import color_interpretation, create_raster, open_raster, open_reader, read_window, valid_mask
+from terraseg.io.outputs import color_interpretation, create_raster
+from terraseg.io.raster import open_raster, open_reader, read_window, valid_mask
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from terraseg import progress
 from terraseg.config.prep import RasterizeConfig
 from terraseg.data.windows import grid_windows
 from terraseg.errors import ConfigError, InputFileError
-from terraseg.io.raster import create_raster, geotiff_profile, info_of, open_raster, read_window, valid_mask
+from terraseg.io.outputs import create_raster, geotiff_profile
+from terraseg.io.raster import info_of, open_raster, read_window, valid_mask
 from terraseg.io.vector import VectorRasterizer, labels_in_crs
 
 log = logging.getLogger(__name__)

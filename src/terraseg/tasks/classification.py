@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from terraseg.bundle import Bundle
 from terraseg.config.inference import EvaluateConfig, InferenceConfig, PredictConfig
+from terraseg.formats import is_config
 from terraseg.tasks import options as opts
 
 if TYPE_CHECKING:
@@ -39,8 +40,7 @@ class ClassificationTask(opts.EvaluateChecks):
 
     def input_size(self, bundle: Bundle) -> int:
         """The side in pixels every image is resized to (``manifest.input.input_size``)."""
-        spec = bundle.manifest.input
-        return spec.input_size or spec.train_window
+        return bundle.manifest.input.side
 
     def windows(self, inference: ImageClassifier, height: int, width: int) -> int:
         """One: an image of any size is resized to one input."""
@@ -90,7 +90,7 @@ class ClassificationTask(opts.EvaluateChecks):
         from terraseg.evaluation.report import bundle_config
 
         data = Path(cfg.data) if cfg.data else None
-        if data is not None and data.suffix.lower() not in {".yaml", ".yml"}:
+        if data is not None and not is_config(data):
             return class_items(ClassFolderSource(root=str(data.resolve()), split=cfg.split), bundle.class_names)
         config = bundle_config(bundle, data, cfg.overrides)
         recorded = (bundle.manifest.split or {}).get("files")

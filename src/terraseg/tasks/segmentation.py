@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from terraseg.bundle import Bundle
 from terraseg.config.inference import EvaluateConfig, InferenceConfig, PredictConfig
 from terraseg.data.scenes import Scene
+from terraseg.formats import is_config
 from terraseg.tasks import options as opts
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class SegmentationTask(opts.EvaluateChecks):
 
         m = bundle.manifest
         data = Path(cfg.data) if cfg.data else None
-        if (data is None or data.is_dir() or data.suffix.lower() in {".yaml", ".yml"}) and (
+        if (data is None or data.is_dir() or is_config(data)) and (
             given := [
                 f"--{k.replace('_', '-')}"
                 for k in ("labels", "attribute", "mapping", "layer", "aoi", "mask_nodata")
@@ -108,7 +109,7 @@ class SegmentationTask(opts.EvaluateChecks):
                 f"{' '.join(given)} apply to one image with its labels; {data or 'the bundle config'} holds its "
                 "own labels (set them in the config's sources, e.g. `aoi:`), so leave them out."
             )
-        if data is None or data.suffix.lower() in {".yaml", ".yml"}:
+        if data is None or is_config(data):
             return split_scenes_of(bundle, data, cfg.split, cfg.overrides, warn=lambda w: say(f"warning: {w}"))
         if data.is_dir():
             dc = DataConfig(train=[FolderSource(root=str(data.resolve()))])
@@ -156,7 +157,7 @@ class SegmentationTask(opts.EvaluateChecks):
         from terraseg.evaluation.report import evaluate_segmentation
 
         scenes = data if data is not None else self.evaluation_data(cfg, bundle, say)
-        if cfg.data and Path(cfg.data).suffix.lower() not in {".yaml", ".yml"}:
+        if cfg.data and not is_config(cfg.data):
             cfg = cfg.model_copy(update={"split": "test"})  # data of the user's own: scored and logged as a test
         return evaluate_segmentation(cfg, bundle, scenes)
 

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from terraseg.config import ExperimentConfig
-from terraseg.data.scenes import RasterScene, Region, Scene
+from terraseg.data.rasters import RasterScene
+from terraseg.data.scenes import Region, Scene
 from terraseg.data.sources import build_scenes
 from terraseg.data.windows import grid_windows
 from terraseg.errors import ConfigError, InputFileError

@@ -9,7 +9,6 @@ reload them on ``resume``); train with Lightning (seeded, early stopping, best c
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import warnings
@@ -26,194 +25,24 @@ from torch.utils.data import DataLoader
 from terraseg import progress
 from terraseg.bundle import CALIBRATION, MIN_PREDICT_WINDOW, Bundle, BundleManifest, InputSpec
 from terraseg.config import ExperimentConfig
-from terraseg.data.datasets import (
-    EpochSampler,
-    RandomWindowDataset,
-    SceneIndexDataset,
-    ShardSampler,
-    collate_samples,
-    scene_statistics,
-)
 from terraseg.data.holdout import Split
-from terraseg.data.normalize import NormStats, with_fixed_normalisation
+from terraseg.data.normalize import NormStats
 from terraseg.data.sources import split_scenes
-from terraseg.devices import is_main_process, loader_options
-from terraseg.errors import InputFileError
+from terraseg.devices import is_main_process
 from terraseg.formats import is_geotiff
-from terraseg.io.atomic import output_folder, write_text_atomic
+from terraseg.io.atomic import output_folder
 from terraseg.io.cache import CACHE, SPILL, configure, peak_rss_mb
 from terraseg.models.factory import build_model
 from terraseg.tasks import task_named
 from terraseg.tracking import Tracker, flatten_params
+from terraseg.training.callbacks import Budget, EpochLines, Throughput, after_training, progress_bar
 from terraseg.training.history import plot_learning_curve, write_history
+from terraseg.training.loaders import calibration_windows, segmentation_loaders
 from terraseg.training.module import ModuleBase, SegmentationModule
 from terraseg.training.result import RunOptions, TrainResult
 from terraseg.version import __version__
 
 log = logging.getLogger(__name__)
-
-
-def _progress_bar() -> L.Callback:
-    """Lightning's rich progress bar, reading the logged metrics at most twice a second, epochs counted from 1.
-
-    Reading them converts device tensors to numbers, which makes the host wait for the GPU after
-    every step; without that wait the training loop queues the next steps while the device computes.
-    """
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    class _Bar(RichProgressBar):
-        _last, _skip = 0.0, False
-
-        def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
-            now = time.monotonic()
-            self._skip = now - self._last < 0.5
-            self._last = now if not self._skip else self._last
-            try:
-                super().on_train_batch_end(*args, **kwargs)
-            finally:
-                self._skip = False
-
-        def _update_metrics(self, *args: Any, **kwargs: Any) -> None:
-            if not self._skip:
-                super()._update_metrics(*args, **kwargs)
-
-        def _get_train_description(self, current_epoch: int) -> str:  # "Epoch 1/1", not Lightning's 0-based "Epoch 0/0"
-            total = self.trainer.max_epochs
-            text = f"Epoch {current_epoch + 1}" + (f"/{total}" if total is not None and total > 0 else "")
-            return f"{text:{len(self.validation_description)}}" if len(self.validation_description) > len(text) else text
-
-    return _Bar()
-
-
-class _EpochLines(L.Callback):
-    """One line per epoch on standard output, flushed at once, where no progress bar is drawn (a file, a pipe, CI,
-    a notebook): ``epoch 3/40: train/loss 0.3120, val/score 0.5521 (41 s)``."""
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._t = time.monotonic()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.global_rank:
-            return
-        m = trainer.callback_metrics
-        figures = ", ".join(f"{k} {float(m[k]):.4f}" for k in ("train/loss", "val/score", "val/loss") if k in m)
-        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
-        print(f"epoch {trainer.current_epoch + 1}{total}: {figures} ({time.monotonic() - self._t:.0f} s)", flush=True)
-
-
-class _Throughput(L.Callback):
-    """Measures training windows per second (step time only, and wall time of the training epochs) and
-    validation's share of the wall time."""
-
-    def __init__(self) -> None:
-        self.samples = 0
-        self.seconds = 0.0
-        self._t = 0.0
-        self.wall = 0.0
-        self.val_seconds = 0.0
-        self._epoch = self._val = 0.0
-        self.epochs: list[tuple[int, float]] = []  # per epoch: (training windows, wall seconds without validation)
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._epoch = time.perf_counter()
-        self._epoch_samples, self._epoch_val = self.samples, self.val_seconds
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        dt = time.perf_counter() - self._epoch
-        self.wall += dt
-        self.epochs.append((self.samples - self._epoch_samples, dt - (self.val_seconds - self._epoch_val)))
-
-    @property
-    def steady_rate(self) -> float | None:
-        """Wall windows/s without validation after the first epoch (worker start-up and kernel autotuning excluded)."""
-        rest = self.epochs[1:]
-        n, t = sum(e[0] for e in rest), sum(e[1] for e in rest)
-        return n / t if rest and t > 0 else None
-
-    def on_validation_start(self, trainer, pl_module) -> None:
-        self._val = time.perf_counter()
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        self.val_seconds += time.perf_counter() - self._val
-
-    @property
-    def validation_share(self) -> float:
-        """Validation time / (training + validation time)."""
-        train_only = max(self.wall - self.val_seconds, 0.0)  # Lightning runs validation inside the training epoch
-        return self.val_seconds / max(train_only + self.val_seconds, 1e-9)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._t = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.seconds += time.perf_counter() - self._t
-        self.samples += int(batch["image"].shape[0]) * trainer.world_size  # DDP: every rank runs a batch of this size
-
-
-class _Budget(L.Callback):
-    """Stops training early enough that the whole run, post-training steps included, ends within ``train.max_minutes``.
-
-    The budget is wall time from the start of :func:`train_network` (hold-out, statistics, training,
-    the validation Lightning runs when training stops, calibration, the tiling choice, ONNX export
-    and the bundle). After every training batch and every validation, training stops when the time
-    left is less than the reserve: the measured duration of one validation pass times the passes
-    still to come (the last epoch's, calibration's, the tiling choice's) plus the ONNX export's measured time
-    (:func:`terraseg.training.export_time.export_reserve`); the drift profile is fitted before the epochs. Before the first validation is
-    measured, the reserve is a fifth of the budget (at least the export's).
-    """
-
-    def __init__(self, deadline: float, passes_after: int, throughput: _Throughput, export_seconds: float = 0.0) -> None:
-        self.deadline, self.passes_after, self.throughput = deadline, passes_after, throughput
-        self.export_seconds = export_seconds
-        self.start = time.monotonic()
-        self.budget = deadline - self.start
-        self.validations = 0
-        self.stopped = False  # training was stopped by the budget
-
-    def time_progress(self) -> float:
-        """Share of the training time the budget allows that is used: the schedule anneals by it when the budget
-        ends the run before the planned steps (:func:`terraseg.models.optim.build_scheduler`)."""
-        now = time.monotonic()
-        return (now - self.start) / max(self.deadline - self.reserve() - self.start, 1e-9)
-
-    def pass_seconds(self) -> float | None:
-        """Measured seconds of one validation pass (None before the first)."""
-        return self.throughput.val_seconds / self.validations if self.validations else None
-
-    def reserve(self) -> float:
-        v = self.pass_seconds()
-        after = self.export_seconds
-        return max(0.2 * self.budget, after) if v is None else v * (1 + self.passes_after) + after
-
-    def _check(self, trainer: L.Trainer, reserve: float) -> None:
-        if time.monotonic() + reserve >= self.deadline:
-            trainer.should_stop = self.stopped = True
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._check(trainer, self.reserve())
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self.validations += 1
-            v = self.pass_seconds() or 0.0
-            self._check(trainer, v * self.passes_after + self.export_seconds)  # no further validation
-
-
-def _after_training(name: str, deadline: float | None, seconds: float | None, skipped: list[str], keep: float = 0.0):
-    """Whether a post-training step fits the budget, ``keep`` seconds (the ONNX export's) left after it (recorded in
-    ``skipped`` when not), shown as progress when it runs."""
-    from contextlib import nullcontext
-
-    if deadline is not None and seconds is not None and time.monotonic() + seconds + keep > deadline:
-        skipped.append(name)
-        log.warning(
-            "%s skipped: it would overrun train.max_minutes (about %.0f s needed, %.0f s left)",
-            name,
-            seconds,
-            max(deadline - time.monotonic(), 0),
-        )
-        return None
-    return progress.task(f"after training: {name}") if progress.enabled() else nullcontext()
 
 
 def train_network(cfg: ExperimentConfig, after_seconds: float = 0.0, **run: Unpack[RunOptions]) -> TrainResult:
@@ -319,7 +148,7 @@ def train_network(cfg: ExperimentConfig, after_seconds: float = 0.0, **run: Unpa
     )
 
 
-def _stop_reason(cfg: ExperimentConfig, trainer: L.Trainer, budget: _Budget | None) -> str:
+def _stop_reason(cfg: ExperimentConfig, trainer: L.Trainer, budget: Budget | None) -> str:
     """Why training stopped, in words: the wall budget, early stopping, or the planned epochs."""
     epochs = f"{trainer.current_epoch} of {cfg.train.max_epochs} epochs"
     if budget is not None and budget.stopped:
@@ -392,7 +221,7 @@ def _trainer(
     extra: list,
     run_dir: Path,
     export_s: float = 0.0,
-) -> tuple[L.Trainer, ModelCheckpoint, _Throughput, _Budget | None]:
+) -> tuple[L.Trainer, ModelCheckpoint, Throughput, Budget | None]:
     """Lightning's trainer with terraseg's callbacks: best/last checkpoints, early stopping, throughput, the wall budget."""
     monitor, mode = ("val/score", "max") if data.val_dl is not None else ("train/loss", "min")
     # best.ckpt: the best epoch by the monitored score; last.ckpt: every epoch, for --resume. Lightning 2.6's save_last
@@ -409,9 +238,9 @@ def _trainer(
         every_n_epochs=1,
         enable_version_counter=False,
     )
-    throughput = _Throughput()
+    throughput = Throughput()
     # a bar only when the CLI asks (a terminal, no --quiet); else a line per epoch, flushed (files, pipes, CI)
-    bar = [_progress_bar()] if progress.enabled() else [_EpochLines()] if progress.lines() else []
+    bar = [progress_bar()] if progress.enabled() else [EpochLines()] if progress.lines() else []
     callbacks = [
         ckpt_cb,
         last_cb,
@@ -431,7 +260,7 @@ def _trainer(
             + 2 * int(segmenting and cfg.train.choose_tiling)
             + 2 * len(cfg.train.challengers)
         )
-        budget = _Budget(deadline, after, throughput, export_s)
+        budget = Budget(deadline, after, throughput, export_s)
         callbacks.append(budget)
     logger: Any = False
     if tracker is not None:
@@ -439,7 +268,7 @@ def _trainer(
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # lr-<optimizer> per epoch in the run
     trainer = L.Trainer(
         max_epochs=cfg.train.max_epochs,
-        max_time=None,  # train.max_minutes is wall time for the whole run: _Budget stops training in time
+        max_time=None,  # train.max_minutes is wall time for the whole run: Budget stops training in time
         precision=cfg.training_precision(),  # type: ignore[arg-type]
         devices=cfg.train.devices,
         # 'auto' is CUDA or the CPU (terraseg.devices.training_device): Lightning's own 'auto' would pick Apple's MPS,
@@ -556,7 +385,7 @@ def _manifest(
     trainer: L.Trainer,
     tracker: Tracker | None,
     train_seconds: float,
-    throughput: _Throughput,
+    throughput: Throughput,
 ) -> BundleManifest:
     """The bundle's manifest: input spec, figures, the exact split and how the run went."""
     d, classify = cfg.data, not task_named(cfg.task).dense
@@ -614,7 +443,7 @@ def _after_fit(
     if (
         cfg.train.calibrate
         and val_scenes
-        and (step := _after_training("temperature calibration", deadline, val_pass, skipped, export_s)) is not None
+        and (step := after_training("temperature calibration", deadline, val_pass, skipped, export_s)) is not None
     ):
         from terraseg.training.calibrate import calibrate_on_scenes
 
@@ -626,7 +455,7 @@ def _after_fit(
     if (
         cfg.train.choose_tiling
         and val_scenes
-        and (step := _after_training("tiling choice", deadline, val_pass, skipped, export_s)) is not None
+        and (step := after_training("tiling choice", deadline, val_pass, skipped, export_s)) is not None
     ):
         from terraseg.training.tiling import choose_tiling
 
@@ -643,7 +472,7 @@ def _extras(cfg: ExperimentConfig, data: _Data) -> dict[str, bytes]:
     """The bundle's extra files: raw training windows (INT8 calibration, drift reference) for segmentation."""
     if not task_named(cfg.task).dense:
         return {}
-    return {CALIBRATION: _calibration(data.train_scenes, cfg.data.window, cfg.train.seed)}
+    return {CALIBRATION: calibration_windows(data.train_scenes, cfg.data.window, cfg.train.seed)}
 
 
 def _drift_profile(cfg: ExperimentConfig, data: _Data) -> dict | None:
@@ -686,7 +515,7 @@ def _write_bundle(
     bundle.path = bundle_path
     export = None
     if cfg.train.export_onnx and task_named(cfg.task).dense:
-        export = _after_training("ONNX export", deadline, export_s, skipped)
+        export = after_training("ONNX export", deadline, export_s, skipped)
     exported = False
     if export is not None:
         with export:
@@ -734,82 +563,6 @@ def _strategy(cfg: ExperimentConfig, module: ModuleBase, in_channels: int) -> An
     return DDPStrategy(start_method="spawn" if s == "ddp_spawn" else "popen")
 
 
-def segmentation_loaders(cfg: ExperimentConfig, stats_path: Path, resume: bool, scenes: tuple[list, list] | None = None):
-    """``(train_loader, val_loader or None, in_channels, stats, input spec fields)`` of a segmentation config.
-
-    Args:
-        cfg: a segmentation config.
-        stats_path: where the training statistics are written (read back on resume).
-        resume: reuse the statistics of an interrupted run.
-        scenes: ``(training, validation)`` scenes already split (default: :func:`terraseg.data.sources.split_scenes` of
-            ``cfg.data``).
-
-    Raises:
-        InputFileError: no labels, mixed band counts, statistics of another band count.
-    """
-    if scenes is None:
-        split = split_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed, [c.name for c in cfg.classes])
-        scenes = (split.train, split.val)
-    train_scenes, val_scenes = scenes
-    if not any(s.has_labels for s in train_scenes):
-        raise InputFileError("training sources hold no labels.")
-
-    if resume and stats_path.is_file():
-        stats = NormStats.from_dict(json.loads(stats_path.read_text()))
-    else:
-        n = cfg.data.normalization
-        if n.stats_file:
-            from terraseg.prepare.stats import load_norm_stats
-
-            stats = load_norm_stats(n.stats_file)
-            stats.method = n.method
-            if stats.bands and stats.bands != train_scenes[0].count:
-                raise InputFileError(
-                    f"{n.stats_file}: statistics of {stats.bands} bands for images with {train_scenes[0].count} bands."
-                )
-        else:
-            stats = scene_statistics(train_scenes, n.method, n.percentiles, n.max_pixels, cfg.train.seed)
-        stats = with_fixed_normalisation(stats, n.mean, n.std, train_scenes[0].count)  # a pretrained encoder's own
-        write_text_atomic(stats_path, json.dumps(stats.to_dict(), indent=2))
-    in_channels = train_scenes[0].count
-    for s in val_scenes:
-        if s.count != in_channels:
-            raise InputFileError(
-                f"{getattr(s, 'path', s.name)}: validation image has {s.count} bands, training images have {in_channels}."
-            )
-
-    d = cfg.data
-    # augmentation runs on whole batches on the training device (SegmentationModule), so the loader only reads
-    # raw windows (uint8 / int16 as read): SegmentationModule normalises whole batches on the training device
-    train_ds = RandomWindowDataset(train_scenes, d.window, d.samples_per_epoch, None, d.rare_class_share, cfg.train.seed)
-    train_ds.stage()  # scenes past the memory budget: decoded once into the run's spill store, before workers start
-    loader_kw: dict[str, Any] = loader_options(d.num_workers, cfg.training_device()) | {"collate_fn": collate_samples}
-    train_dl = DataLoader(
-        train_ds,
-        batch_size=d.batch_size,
-        sampler=EpochSampler(len(train_ds)),
-        drop_last=len(train_ds) > d.batch_size,
-        **loader_kw,
-    )
-    # validation: whole scenes through the real predictor (SegmentationModule.validation_step), one scene per step
-    val_dl = (
-        DataLoader(SceneIndexDataset(val_scenes), batch_size=None, sampler=ShardSampler(len(val_scenes), pad=True))
-        if val_scenes
-        else None
-    )
-
-    first = train_scenes[0]
-    source_bands = getattr(getattr(first, "info", None), "count", None)
-    input_kw = dict(
-        band_indexes=getattr(first, "bands", None),
-        source_bands=source_bands,
-        dtype=first.dtype,
-        nodata=first.nodata,
-        band_names=cfg.data.band_names or first.band_descriptions(),
-    )
-    return train_dl, val_dl, in_channels, stats, input_kw
-
-
 def _export_reserve(cfg: ExperimentConfig, module: ModuleBase, bands: int) -> float:
     """Seconds the budget keeps for the ONNX export of this run's network (0 without an export)."""
     if not cfg.train.export_onnx or not task_named(cfg.task).dense or cfg.pixel_model:
@@ -833,19 +586,3 @@ def _export(bundle: Bundle, scenes: list) -> bool:
     except (BundleError, ImportError) as e:
         log.warning("no ONNX graph added to %s: %s", bundle.path, e)
         return False
-
-
-def _calibration(scenes: list, window: int, seed: int, n: int = 16) -> bytes:
-    """Raw training windows (seeded random places) kept in the bundle for INT8 calibration."""
-    import numpy as np
-
-    from terraseg.data.windows import random_offset
-    from terraseg.prediction.quantize import calibration_bytes
-
-    rng = np.random.default_rng(seed)
-    windows = []
-    for i in range(n):
-        s = scenes[i % len(scenes)]
-        r, c = random_offset(rng, s.height, window), random_offset(rng, s.width, window)
-        windows.append(s.read(r, c, window, window, labels=False).image)
-    return calibration_bytes(windows)
