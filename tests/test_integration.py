@@ -44,10 +44,12 @@ def test_magnetic_tiles_config_end_to_end(tmp_path):
     val = train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed)[1]
     assert 4 <= len(val) <= 7  # whole images holding about 20% of the labelled pixels of the 26 MT_Fray pairs, seeded
     assert sum(int((s.read(0, 0, s.height, s.width).mask == 1).sum()) for s in val) > 0  # defects validated
-    m = evaluate(b, val, tmp_path / "eval", window=192)
+    m = evaluate(
+        b, val, tmp_path / "eval", window=192, backend="torch", precision="32", channels_last=False
+    )  # the runtime's choice: test_runtime.py
     assert m["pixels"] == sum(s.height * s.width for s in val)
     # reference Dice from the predictor's class ids and the masks, computed here with numpy
-    pred = predictor_for(b, window=192)
+    pred = predictor_for(b, window=192, backend="torch", precision="32", channels_last=False)
     tp = fp = fn = 0
     for s in val:
         ids, _ = pred.predict_array(s)
@@ -58,7 +60,8 @@ def test_magnetic_tiles_config_end_to_end(tmp_path):
     assert m["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     # training validated with the same procedure evaluate uses by default (one epoch: the best is the last)
     prec = {"bf16-mixed": "bf16", "16-mixed": "16"}.get(cfg.training_precision(), "32")  # the precision validation ran in
-    default = evaluate(b, val, tmp_path / "eval-default", backend="torch", precision=prec)
+    # the layout too: NHWC and NCHW round differently in the last digits (validation ran in train.channels_last)
+    default = evaluate(b, val, tmp_path / "eval-default", backend="torch", precision=prec, channels_last=cfg.train.channels_last)
     assert b.manifest.metrics["validation"]["val/iou"] == pytest.approx(default["iou"], abs=1e-9)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["pixels"] == m["pixels"]
 
@@ -71,7 +74,8 @@ def test_loveda_multiclass_deeplab(tmp_path):
     b = Bundle.load(res.bundle_path)
     assert b.num_classes == 7
     val = train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed)[1]
-    m = evaluate(b, val, tmp_path / "eval", window=512, overlays=1)
+    # an explicit runtime: the scores and the nodata rule are under test here, the measured choice in test_runtime.py
+    m = evaluate(b, val, tmp_path / "eval", window=512, overlays=1, backend="torch", precision="32", channels_last=False)
     assert len(m["confusion_matrix"]) == 7 and "iou" not in m
     from PIL import Image
 

@@ -178,9 +178,20 @@ def _refused(res, out: Path, field: str) -> None:
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray for the three ``--engine ray`` cases: predict joins a running Ray, as on a cluster."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.mark.parametrize("field,way", CASES)
-def test_every_predict_option_is_honoured_or_refused(kit, field, way, tmp_path):
+def test_every_predict_option_is_honoured_or_refused(kit, field, way, tmp_path, request):
     entry = PREDICT[field][WAYS.index(way)]
+    if field == "engine":
+        request.getfixturevalue("ray_local")
     out = tmp_path / "out"
     extra = list(PREDICT_ARGS[field])
     if (field in CHANGES_VALUES or field == "engine") and way != "files":

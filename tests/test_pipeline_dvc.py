@@ -69,7 +69,7 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path):
         },
         "evaluate": {
             "cmd": f"terraseg --quiet evaluate run/model.terraseg {mb / '22978945_15.tif'} --labels data/mask.tif "
-            "--out reports --overlays 0",
+            "--out reports --overlays 0 --backend torch --precision 32 --no-channels-last",
             "deps": ["run/model.terraseg", "data/mask.tif"],
             "metrics": [{"reports/metrics.json": {"cache": False}}],
         },
