@@ -41,8 +41,11 @@ browser:
 	  || (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1)) \
 	  || echo "chromium not installed: the browser test will be skipped"
 
+# two workers (pytest-xdist) for the tests a core each suffices for, then alone on the CPU the few whose check depends on
+# a wall budget (marker `serial`)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not serial" --durations=15
+	$(BIN)/python -m pytest -q -m serial --durations=5
 
 # lint, format and types (settings in pyproject.toml; .pre-commit-config.yaml runs the same before each commit)
 lint: $(STAMP)

@@ -189,6 +189,7 @@ def test_evaluate_split_val_scores_exactly_what_training_validated(tmp_path):
     assert len(client.get_metric_history(run_id, "val/pixels")) == 2  # the epoch's, then the first evaluate's
 
 
+@pytest.mark.serial
 def test_budget_is_wall_time_of_the_whole_run(tmp_path, monkeypatch):
     """With a budget too small for the post-training steps, they are skipped and said so; the bundle still works."""
     import time
@@ -222,6 +223,7 @@ def test_budget_is_wall_time_of_the_whole_run(tmp_path, monkeypatch):
     assert b.manifest.training["epochs"] >= 1 and "wall time:" in res.output
 
 
+@pytest.mark.serial
 def test_the_budget_keeps_the_measured_export_time_so_the_bundle_has_its_graph(tmp_path, monkeypatch):
     """The export's time is measured by a trial export once (then cached) and kept free: the bundle carries its graph."""
     import yaml

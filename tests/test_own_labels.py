@@ -277,6 +277,7 @@ def _multispectral(tmp_path, side=112, bands=13, seed=5):
     return tmp_path / "patch.tif", tmp_path / "lulc.tif"
 
 
+@pytest.mark.serial
 def test_the_plan_keeps_the_forest_where_validation_prefers_it_and_prints_both(tmp_path, monkeypatch):
     from terraseg.bundle import Bundle
 
