@@ -45,7 +45,7 @@ browser:
 # a wall budget (marker `serial`)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not serial" --durations=15
-	$(BIN)/python -m pytest -q -m serial --durations=5
+	$(BIN)/python -m pytest -q -m serial --durations=5 $$(grep -l 'mark.serial' tests/*.py)
 
 # lint, format and types (settings in pyproject.toml; .pre-commit-config.yaml runs the same before each commit)
 lint: $(STAMP)

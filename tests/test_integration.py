@@ -37,7 +37,13 @@ def _short(cfg_path, tmp_path, *extra):
 @pytest.mark.slow
 @needs_data("magnetic-tiles")
 def test_magnetic_tiles_config_end_to_end(tmp_path):
-    cfg = _short("configs/magnetic-tiles.yaml", tmp_path, "data.train.0.include=[MT_Fray]", "model.encoder_depth=3")
+    cfg = _short(
+        "configs/magnetic-tiles.yaml",
+        tmp_path,
+        "data.train.0.include=[MT_Fray]",
+        "model.encoder_depth=3",
+        "train.export_onnx=false",
+    )
     res = train(cfg)
     b = Bundle.load(res.bundle_path)
     assert b.in_channels == 1 and b.class_names == ["background", "defect"]
@@ -69,7 +75,15 @@ def test_magnetic_tiles_config_end_to_end(tmp_path):
 @pytest.mark.slow
 @needs_data("loveda-samples")
 def test_loveda_multiclass_deeplab(tmp_path):
-    cfg = _short("configs/loveda.yaml", tmp_path, "model.encoder=resnet18")
+    # the seven classes and LoveDA's nodata are under test: no export, tiling choice or calibration after the epoch
+    cfg = _short(
+        "configs/loveda.yaml",
+        tmp_path,
+        "model.encoder=resnet18",
+        "train.export_onnx=false",
+        "train.choose_tiling=false",
+        "train.calibrate=false",
+    )
     res = train(cfg)
     b = Bundle.load(res.bundle_path)
     assert b.num_classes == 7

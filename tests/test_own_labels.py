@@ -90,6 +90,7 @@ def _scores(bundle, scene, labels, out, *options):
             "--overlays",
             "0",
             "--no-log-to-run",
+            *("--backend", "torch", "--precision", "32", "--no-channels-last"),  # the labels' mapping is under test
             *options,
         ],
     )
