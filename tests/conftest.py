@@ -235,8 +235,3 @@ def make_bundle(
     )
     bundle = Bundle(BundleManifest(name=name, model=mc, classes=specs, input=spec), model, extras or {})
     return bundle.save(path) if path is not None else bundle
-
-
-def pytest_collection_modifyitems(config, items):
-    """The tests marked slow first (a stable sort): two workers then start the long ones early and finish together."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -87,16 +87,17 @@ def test_loveda_multiclass_deeplab(tmp_path):
     res = train(cfg)
     b = Bundle.load(res.bundle_path)
     assert b.num_classes == 7
-    val = train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed)[1]
+    val = train_val_scenes(cfg.data, cfg.ignore_index, cfg.num_classes, cfg.train.seed)[1][:1]  # one 1024^2 scene
     # an explicit runtime: the scores and the nodata rule are under test here, the measured choice in test_runtime.py
-    m = evaluate(b, val, tmp_path / "eval", window=512, overlays=1, backend="torch", precision="32", channels_last=False)
+    runtime = dict(backend="torch", precision="32", channels_last=False)
+    m = evaluate(b, val, tmp_path / "eval", window=512, overlays=1, **runtime)
     assert len(m["confusion_matrix"]) == 7 and "iou" not in m
     from PIL import Image
 
     raw = [np.asarray(Image.open(s.mask_path)) for s in val]
     assert m["pixels"] == sum(int((r != 0).sum()) for r in raw)  # LoveDA no-data (value 0) pixels are ignored
     assert m["per_class"]["agriculture"]["support"] == sum(int((r == 7).sum()) for r in raw)  # 7 -> id 6
-    out = predict(b, [DATA / "loveda-samples/Train/Rural/images_png/0.png"], tmp_path / "pred", window=512)
+    out = predict(b, [DATA / "loveda-samples/Train/Rural/images_png/0.png"], tmp_path / "pred", window=512, **runtime)
     assert not out.failures
 
     ids = np.asarray(Image.open(tmp_path / "pred" / "0.png"))

@@ -7,7 +7,7 @@ and the planner what they need (:attr:`Task.dense`). The CLI, the Python API (:m
 the planner, training and the server (FastAPI and Ray Serve) ask :func:`task_for` /
 :func:`task_named` instead of comparing task names (``tests/test_contracts.py`` checks it), so a
 bundle is run the same way whichever door it comes in by. ``tasks/`` imports nothing from
-``train/``, ``plan/``, ``serve/`` or ``cli/``: it stands below them.
+``training/``, ``plan/``, ``serve/``, ``api`` or ``cli/``: it stands below them.
 
 A third task is one module here with a class implementing :class:`Task`, one line in
 :data:`TASKS`, and its rows in :mod:`terraseg.tasks.options` (``docs/architecture.md``).
