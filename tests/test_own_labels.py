@@ -251,6 +251,7 @@ def test_a_labelled_extent_keeps_unlabelled_pixels_out_of_training_holdout_and_s
             "--overlays",
             "0",
             "--no-log-to-run",
+            *("--backend", "torch", "--precision", "32", "--no-channels-last"),  # the extent is under test
         ],
     )
     assert res.exit_code == 0, res.output
