@@ -48,6 +48,7 @@ def _train(tmp_path: Path, name: str, devices: int, lr: float, files: dict, val:
             "threads": 1,
             "export_onnx": False,
             "calibrate": False,
+            "choose_tiling": False,
             **strategy,
         },
         optimizer={"lr": lr, "scheduler": "none"},

@@ -166,6 +166,8 @@ def test_train_without_config_plans_then_trains(tmp_path, monkeypatch):
             "tracking.enabled=false",
             "--set",
             "train.export_onnx=false",
+            "--set",
+            "train.max_epochs=1",  # the plan-then-train path is under test, not how far the budget trains
         ],
     )
     assert res.exit_code == 0, res.output
