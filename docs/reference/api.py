@@ -50,7 +50,8 @@ PUBLIC = {
 
 def _md(text: str) -> str:
     """reStructuredText roles and literals of the docstrings as Markdown: :func:`x` and ``x`` -> `x`."""
-    return re.sub(r":\w+:`~?([^`]+)`", r"`\1`", str(text)).replace("``", "`")
+    # griffe reads a Returns line "X: ..." as a type and a description: a leading ":class:`X`" arrives as "class:`X`"
+    return re.sub(r"(?::|\b)(?:class|func|meth|mod|data|attr|obj):`~?([^`]+)`", r"`\1`", str(text)).replace("``", "`")
 
 
 def _cell(text: str) -> str:

@@ -150,7 +150,7 @@ def compare(
 
     Returns:
         ``{"a", "b", "difference", "units", "unit", "score"}``: each score with its 95% interval and the paired
-        difference with its own (:func:`terraseg.evaluation.compare.compare_bundles`).
+            difference with its own (:func:`terraseg.evaluation.compare.compare_bundles`).
 
     Raises:
         BundleError: bundles with other classes or bands, or a task that is not segmentation.
