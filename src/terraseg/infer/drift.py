@@ -389,7 +389,7 @@ def fit_drift(train_scenes: list, val_scenes: list, stats: NormStats, window: in
 
     Returns:
         ``{"reference": (C, BINS + 2) counts, "thresholds": {"smd", "range", "psi"}, "false_alarm_rate": share or None,
-        "validation_windows": n, "threshold_windows": n, "reference_pixels": n}``, or None for 'none' statistics.
+            "validation_windows": n, "threshold_windows": n, "reference_pixels": n}``, or None for 'none' statistics.
     """
     if stats.method == "none" or not stats.mean or not stats.std or not stats.low or not stats.high:
         return None
