@@ -244,6 +244,16 @@ def test_classify_endpoint(trained):
         assert r.status_code == 422 and "use /v1/classify" in r.json()["error"]
 
 
+def test_a_served_classifier_keeps_the_time_budget(trained):
+    """--max-seconds holds for /v1/classify too: an image costs one measured input, refused with 413 over the limit."""
+    from terraseg.serve.app import ServeConfig, create_app
+
+    data = open(trained["root"] / "bright" / "0.tif", "rb").read()
+    with TestClient(create_app(ServeConfig(models=[str(trained["bundle"])], max_seconds=1e-9))) as c:
+        r = c.post("/v1/classify", files={"file": ("x.tif", data, "image/tiff")})
+        assert r.status_code == 413 and "--max-seconds" in r.json()["error"]
+
+
 def io_png(a: np.ndarray) -> bytes:
     import io
 

@@ -58,13 +58,17 @@ class ImageClassifier:
         self.device = torch.device(resolve_device(opts.device))
         spec = bundle.manifest.input
         self.stats, self.size, self.nodata = bundle.stats, spec.side, spec.nodata
-        self.window = self.size  # the side of each forward-pass input, as a predictor's window
         self.backend = backend if backend is not None else backend_for(bundle, opts, str(self.device), self.size, self.batch_size)
         self.runtime = getattr(self.backend, "runtime", None)
         if opts.tta != "none":
             from terraseg.infer.backends import TTABackend
 
             self.backend = TTABackend(self.backend, opts.tta)
+
+    @property
+    def window(self) -> int:
+        """The side in pixels of each forward-pass input (every image is resized to it), as a predictor's window."""
+        return self.size
 
     @torch.inference_mode()
     def probabilities(self, images: list[np.ndarray], valid: list[np.ndarray] | None = None) -> np.ndarray:

@@ -136,10 +136,11 @@ def classify_response(model, path: Path, name: str, top: int = 0) -> dict:
         ``{"model", "predicted", "probabilities"}``.
 
     Raises:
-        ApiError: 422 for an unreadable image or a band count the model does not take.
+        ApiError: 422 for an unreadable image or a band count the model does not take, 413 over ``--max-seconds``.
     """
     try:
         img = read_input_image(model.bundle, str(path))
+        check_budget(model, img.shape[-2], img.shape[-1], name)  # one input per image: the measured time of one
         probs = model.run(model.predictor.probabilities, [img])[0]
     except TerrasegError as e:
         user_error(e, path, name)
