@@ -235,3 +235,10 @@ def make_bundle(
     )
     bundle = Bundle(BundleManifest(name=name, model=mc, classes=specs, input=spec), model, extras or {})
     return bundle.save(path) if path is not None else bundle
+
+
+def short_run(tmp_path: Path, *sets: str) -> list[str]:
+    """``--set`` options of a CI-sized run: one epoch of four windows into ``tmp_path/run``, without tracking, ONNX export
+    or challengers (and any further ``key=value`` in ``sets``)."""
+    keys = ["train.max_epochs=1", "data.samples_per_epoch=4", f"output_dir={tmp_path / 'run'}", "tracking.enabled=false"]
+    return [a for s in (*keys, "train.export_onnx=false", "train.challengers=[]", *sets) for a in ("--set", s)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_geotiff
+from conftest import make_geotiff, short_run
 from terraseg.cli.main import app
 
 runner = CliRunner()
@@ -57,18 +57,7 @@ def _train(tmp_path, scene, labels, attribute, *extra):
         [
             "train",
             str(tmp_path / "plan.yaml"),
-            "--set",
-            "train.max_epochs=1",
-            "--set",
-            "data.samples_per_epoch=4",
-            "--set",
-            f"output_dir={tmp_path / 'run'}",
-            "--set",
-            "tracking.enabled=false",
-            "--set",
-            "train.export_onnx=false",
-            "--set",
-            "train.challengers=[]",
+            *short_run(tmp_path),
             *extra,
         ],
     )
@@ -216,18 +205,7 @@ def test_a_labelled_extent_keeps_unlabelled_pixels_out_of_training_holdout_and_s
         [
             "train",
             str(tmp_path / "plan.yaml"),
-            "--set",
-            "train.max_epochs=1",
-            "--set",
-            "data.samples_per_epoch=4",
-            "--set",
-            f"output_dir={tmp_path / 'run'}",
-            "--set",
-            "tracking.enabled=false",
-            "--set",
-            "train.export_onnx=false",
-            "--set",
-            "train.challengers=[]",
+            *short_run(tmp_path),
         ],
     )
     assert res.exit_code == 0, res.output

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import DATA, make_geotiff, needs_data
+from conftest import DATA, make_geotiff, needs_data, short_run
 from terraseg.cli.main import app
 from terraseg.config import load_config
 from terraseg.plan import plan_run
@@ -102,18 +102,7 @@ def test_plan_from_rasters_and_one_geopackage_trains(tmp_path):
         [
             "train",
             str(tmp_path / "plan.yaml"),
-            "--set",
-            "train.max_epochs=1",
-            "--set",
-            "data.samples_per_epoch=4",
-            "--set",
-            f"output_dir={tmp_path / 'run'}",
-            "--set",
-            "tracking.enabled=false",
-            "--set",
-            "train.export_onnx=false",
-            "--set",
-            "train.challengers=[]",
+            *short_run(tmp_path),
         ],
     )
     assert res.exit_code == 0, res.output
